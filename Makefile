@@ -1,0 +1,57 @@
+# The two commands in the README are `make demo` and `make test`; everything
+# else here is what they are built from. Only python3 (3.11+), Java 17 and
+# Maven are assumed on the machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KAFKA := $(PYTHON) scripts/kafka-local
+export SEGMENTER_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
+
+.PHONY: demo test unit integration lint typecheck check install kafka-start kafka-stop kafka-status bench clean
+
+## demo: set up, start Kafka, stream a simulated day of customers through producer and consumer, print a summary
+demo: install kafka-start
+	$(PY) -m scripts.demo
+
+## test: set up, start Kafka, run lint, type checks and the whole test suite (unit + integration)
+test: install kafka-start
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+unit: install
+	$(VENV)/bin/pytest tests/unit
+
+integration: install kafka-start
+	$(VENV)/bin/pytest tests/integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+kafka-start:
+	$(KAFKA) start
+
+kafka-stop:
+	$(KAFKA) stop
+
+kafka-status:
+	$(KAFKA) status
+
+## bench: the benchmarks and the quality report (bench/RESULTS.md and plots)
+bench: install kafka-start
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Customer-behaviour simulator and file replayer."""

@@ -1,0 +1,177 @@
+"""The input event contract (see ARCHITECTURE.md, "Input event").
+
+An event arrives as UTF-8 JSON bytes. :func:`parse_event` turns bytes into a
+:class:`CustomerEvent` or raises :class:`~segmenter.errors.EventError` naming
+the field and the reason; nothing is silently defaulted.
+
+Examples
+--------
+>>> ev = parse_event(b'{"event_id": "e1", "customer_id": "c1", "type": "purchase",'
+...                  b' "ts": "2026-01-02T03:04:05+01:00", "amount": 19.5}')
+>>> ev.type.value, ev.amount, ev.ts.isoformat()
+('purchase', 19.5, '2026-01-02T02:04:05+00:00')
+>>> parse_event(b'{"event_id": "e1", "customer_id": "c1", "type": "purchase",'
+...             b' "ts": "2026-01-02T03:04:05Z"}')
+Traceback (most recent call last):
+...
+segmenter.errors.EventError: schema: amount: required for purchase and refund events
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segmenter.errors import EventError
+
+MAX_EVENT_BYTES = 64 * 1024
+"""Largest accepted encoded event; larger messages are rejected as ``too_large``."""
+
+MAX_PROPERTIES = 64
+"""Most keys accepted in ``properties``."""
+
+
+class EventType(StrEnum):
+    """Every event type the contract allows."""
+
+    SESSION_START = "session_start"
+    PAGE_VIEW = "page_view"
+    PRODUCT_VIEW = "product_view"
+    SEARCH = "search"
+    ADD_TO_CART = "add_to_cart"
+    REMOVE_FROM_CART = "remove_from_cart"
+    CHECKOUT_START = "checkout_start"
+    PURCHASE = "purchase"
+    REFUND = "refund"
+    EMAIL_OPEN = "email_open"
+    EMAIL_CLICK = "email_click"
+    SIGNUP = "signup"
+    ERASURE_REQUEST = "erasure_request"
+
+
+MONETARY_TYPES = frozenset({EventType.PURCHASE, EventType.REFUND})
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+ShortText = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class CustomerEvent(BaseModel):
+    """One customer behaviour event, validated strictly.
+
+    ``ts`` is always converted to UTC. ``amount`` is required (and finite,
+    non-negative) for ``purchase`` and ``refund``. Unknown top-level fields are
+    rejected: free-form data belongs in ``properties``.
+    """
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    event_id: Id
+    customer_id: Id
+    type: EventType
+    ts: AwareDatetime
+    amount: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    category: ShortText | None = None
+    channel: ShortText | None = None
+    session_id: Id | None = None
+    properties: dict[str, Any] | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_from_str(cls, value: object) -> object:
+        # strict mode would refuse a plain string for an enum in Python mode.
+        if isinstance(value, str):
+            try:
+                return EventType(value)
+            except ValueError:
+                allowed = ", ".join(t.value for t in EventType)
+                raise ValueError(f"unknown event type {value!r}; allowed: {allowed}") from None
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @field_validator("properties")
+    @classmethod
+    def _bounded_properties(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(value) > MAX_PROPERTIES:
+            raise ValueError(f"at most {MAX_PROPERTIES} keys allowed, got {len(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _amount_for_money(self) -> CustomerEvent:
+        if self.type in MONETARY_TYPES and self.amount is None:
+            raise ValueError("amount: required for purchase and refund events")
+        return self
+
+    @property
+    def epoch(self) -> float:
+        """Event time in seconds since the Unix epoch (UTC)."""
+        return self.ts.timestamp()
+
+
+def parse_event(raw: bytes | str) -> CustomerEvent:
+    """Decode and validate one event.
+
+    Raises
+    ------
+    EventError
+        ``too_large``, ``not_utf8``, ``not_json`` or ``schema`` (with the field).
+    """
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    if isinstance(raw, bytes):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError("not_utf8", f"event is not valid UTF-8 at byte {exc.start}") from None
+    try:
+        return CustomerEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _event_error(exc) from None
+
+
+def validate_event(data: dict[str, Any]) -> CustomerEvent:
+    """Validate an already decoded JSON object (same rules as :func:`parse_event`)."""
+    try:
+        return CustomerEvent.model_validate_json(_dumps(data))
+    except ValidationError as exc:
+        raise _event_error(exc) from None
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    import orjson
+
+    try:
+        return orjson.dumps(data)
+    except TypeError as exc:
+        raise EventError("schema", f"value is not JSON-serialisable: {exc}") from None
+
+
+def _event_error(exc: ValidationError) -> EventError:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return EventError("not_json", f"not a JSON object: {first['msg']}")
+    if first["type"] == "model_type":
+        return EventError("not_json", "the event must be a JSON object")
+    loc = ".".join(str(part) for part in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if not loc and msg.startswith("amount:"):
+        return EventError("schema", msg, field="amount")
+    if first["type"] == "missing":
+        msg = "field required"
+    elif first["type"] == "extra_forbidden":
+        msg = "unknown field; put free-form data under 'properties'"
+    elif first["type"] == "timezone_aware":
+        msg = "timestamp needs a UTC offset, e.g. 2026-01-02T03:04:05Z"
+    elif first["type"] == "finite_number" or (isinstance(first.get("input"), float) and not math.isfinite(first["input"])):
+        msg = "must be a finite number"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return EventError("schema", f"{loc}: {msg}{more}", field=loc or None)

@@ -1,0 +1,118 @@
+"""The output message contract (see ARCHITECTURE.md, "Output messages").
+
+The core builds these models; the edge (Kafka consumer, replay CLI) stamps
+``emitted_at`` with its wall clock (the core has none) and serialises them with
+:func:`encode`. Every message carries ``kind``; the Kafka edge also sets a
+``kind`` header and keys the record by :func:`message_key`.
+
+Examples
+--------
+>>> ref = SegmentRef(id="value-3", name="high spend · frequent")
+>>> msg = SegmentLifecycle(lens="value", action="born", segment=ref, related=[], model_version=1, profile={})
+>>> encode(stamp(msg, "2026-01-01T00:00:00+00:00"))[:40]
+b'{"kind":"segment_lifecycle","lens":"valu'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+Cause = Literal["event", "inactivity", "model", "erasure"]
+LifecycleAction = Literal["born", "merged", "split", "retired", "renamed"]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SegmentRef(_Message):
+    """A segment as named in messages: its stable id and its current name."""
+
+    id: str
+    name: str
+
+
+class Explanation(_Message):
+    """Why a customer moved.
+
+    ``top_features`` lists the features that pulled the customer towards the
+    new segment most, as ``{"feature", "value", "z", "contribution"}`` objects.
+    """
+
+    top_features: list[dict[str, Any]]
+    distance_to_old: float | None
+    distance_to_new: float | None
+    runner_up: SegmentRef | None
+    distance_to_runner_up: float | None
+
+
+class SegmentChange(_Message):
+    """A customer entered, left or moved between segments of one lens."""
+
+    kind: Literal["segment_change"] = "segment_change"
+    customer_id: str
+    lens: str
+    from_segment: SegmentRef | None
+    to_segment: SegmentRef | None
+    cause: Cause
+    cause_event_id: str | None
+    event_ts: str
+    emitted_at: str | None = None
+    model_version: int
+    distance: float | None
+    features: dict[str, float]
+    explanation: Explanation | None
+
+
+class CampaignTrigger(_Message):
+    """A campaign rule fired on a segment change; ``trigger_id`` is an idempotency key."""
+
+    kind: Literal["campaign_trigger"] = "campaign_trigger"
+    trigger_id: str
+    customer_id: str
+    campaign: str
+    channel: str
+    rule: str
+    lens: str
+    segment: SegmentRef
+    cause_event_id: str | None
+    event_ts: str
+    emitted_at: str | None = None
+    payload: dict[str, Any]
+
+
+class SegmentLifecycle(_Message):
+    """A segment was born, merged, split, retired or renamed."""
+
+    kind: Literal["segment_lifecycle"] = "segment_lifecycle"
+    lens: str
+    action: LifecycleAction
+    segment: SegmentRef
+    related: list[str]
+    model_version: int
+    profile: dict[str, Any]
+    emitted_at: str | None = None
+
+
+OutputMessage = SegmentChange | CampaignTrigger | SegmentLifecycle
+KINDS = ("segment_change", "campaign_trigger", "segment_lifecycle")
+
+
+def stamp(message: OutputMessage, emitted_at: str) -> OutputMessage:
+    """Return a copy of ``message`` with ``emitted_at`` set (ISO-8601, UTC)."""
+    return message.model_copy(update={"emitted_at": emitted_at})
+
+
+def encode(message: OutputMessage) -> bytes:
+    """Serialise a message to compact UTF-8 JSON."""
+    return orjson.dumps(message.model_dump(mode="json"))
+
+
+def message_key(message: OutputMessage) -> bytes:
+    """The Kafka key: the customer id, or ``lens`` for lifecycle messages."""
+    if isinstance(message, SegmentLifecycle):
+        return message.lens.encode()
+    return message.customer_id.encode()
