@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmenter.errors import EventError
@@ -147,8 +148,6 @@ def validate_event(data: dict[str, Any]) -> CustomerEvent:
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
-    import orjson
-
     try:
         return orjson.dumps(data)
     except TypeError as exc:
@@ -171,7 +170,11 @@ def _event_error(exc: ValidationError) -> EventError:
         msg = "unknown field; put free-form data under 'properties'"
     elif first["type"] == "timezone_aware":
         msg = "timestamp needs a UTC offset, e.g. 2026-01-02T03:04:05Z"
-    elif first["type"] == "finite_number" or (isinstance(first.get("input"), float) and not math.isfinite(first["input"])):
+    elif first["type"] == "finite_number" or _non_finite(first.get("input")):
         msg = "must be a finite number"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return EventError("schema", f"{loc}: {msg}{more}", field=loc or None)
+
+
+def _non_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)

@@ -12,7 +12,9 @@ without Kafka.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -69,10 +71,8 @@ def new_topic(admin: KafkaAdminClient, request: pytest.FixtureRequest) -> Iterat
 
     yield make
     if created:
-        try:
+        with contextlib.suppress(KafkaError):
             admin.delete_topics(created)
-        except KafkaError:
-            pass
 
 
 @pytest.fixture
@@ -94,8 +94,6 @@ def read_all(bootstrap: str, topic: str, *, expect: int | None = None, timeout_s
 
     Stops after ``expect`` records, or when nothing arrives for a while, or at ``timeout_s``.
     """
-    import time
-
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, isolation_level=isolation, group_id=None)
     out: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []

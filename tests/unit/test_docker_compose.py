@@ -1,0 +1,94 @@
+"""docker-compose.yml cannot run here (no Docker engine), so it is validated statically."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = (ROOT / "scripts" / "kafka-local").read_text()
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_services_present(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"kafka", "topics", "consumer", "producer"}
+
+
+def test_broker_image_matches_local_launcher_version(compose: dict[str, Any]) -> None:
+    launcher_version = re.search(r'KAFKA_VERSION = os.environ.get\("SEGMENTER_KAFKA_VERSION", "([\d.]+)"\)', LAUNCHER)
+    assert launcher_version is not None
+    for name in ("kafka", "topics"):
+        assert compose["services"][name]["image"] == f"apache/kafka:{launcher_version.group(1)}"
+
+
+def test_broker_is_kraft_single_node_with_consistent_listeners(compose: dict[str, Any]) -> None:
+    env = compose["services"]["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    node_id = env["KAFKA_NODE_ID"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert voters.startswith(f"{node_id}@")
+
+    def names(listeners: str) -> set[str]:
+        return {entry.split("://")[0] for entry in listeners.split(",")}
+
+    listeners = names(env["KAFKA_LISTENERS"])
+    protocol_map = {pair.split(":")[0] for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")}
+    assert listeners <= protocol_map
+    assert names(env["KAFKA_ADVERTISED_LISTENERS"]) <= listeners
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in listeners
+    controller_port = voters.split(":")[-1]
+    assert f"CONTROLLER://:{controller_port}" in env["KAFKA_LISTENERS"]
+    # single node: every internal topic must be replicated once, as in scripts/kafka-local
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"):
+        assert env[key] == 1, key
+    assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == 0
+
+
+def test_broker_has_a_healthcheck_against_its_own_listener(compose: dict[str, Any]) -> None:
+    health = compose["services"]["kafka"]["healthcheck"]
+    command = " ".join(health["test"])
+    assert "kafka-broker-api-versions.sh" in command
+    assert "kafka:9092" in command
+    assert health["retries"] >= 1
+
+
+def test_dependants_wait_for_a_healthy_broker_and_created_topics(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for name in ("consumer", "producer"):
+        depends = services[name]["depends_on"]
+        assert depends["kafka"]["condition"] == "service_healthy"
+        assert depends["topics"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["SEGMENTER_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert services[name]["build"] == "."
+
+
+def test_topic_service_creates_every_contract_topic_with_compaction_for_state(compose: dict[str, Any]) -> None:
+    script = compose["services"]["topics"]["command"][0]
+    created = dict(re.findall(r"--topic (\S+) --partitions \d+ --replication-factor 1(.*)", script))
+    assert set(created) == {"customer-events", "segment-events", "customer-events.dlq",
+                            "segmenter.state", "segmenter.model"}
+    assert "cleanup.policy=compact" in created["segmenter.state"]
+    assert "cleanup.policy=compact" in created["segmenter.model"]
+    assert "compact" not in created["customer-events"]
+
+
+def test_dockerfile_installs_the_package_and_copies_what_it_needs() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11", dockerfile, re.M)
+    for path in ("segmenter", "consumer", "producer", "pyproject.toml"):
+        assert path in dockerfile
+        assert (ROOT / path).exists()
+    assert "pip install ." in dockerfile
