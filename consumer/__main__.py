@@ -1,0 +1,140 @@
+"""``segmenter-consumer`` (= ``python -m consumer``): run the Kafka service.
+
+Logging is configured here and only here (``--log-format text|json``).
+SIGTERM and SIGINT finish the open batch, commit it and exit 0.
+
+Exit codes: 0 clean stop, 1 unexpected error, 2 invalid settings/config/rules,
+3 fenced by a newer instance with the same id, 4 topic setup failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from consumer.errors import FencedError, SettingsError, TopicSetupError
+from consumer.kafka_io import KafkaAdmin, KafkaTransport
+from consumer.metrics import Health, Metrics, MetricsServer
+from consumer.service import Core, RulesWatcher, Service
+from consumer.settings import Settings, load_settings
+from consumer.sink import RebalanceHandler, Transport
+from consumer.topics import ensure_topics
+from segmenter.config import load_config
+from segmenter.errors import SegmenterError
+from segmenter.pipeline import Segmenter
+from segmenter.triggers.rules import load_rules
+
+log = logging.getLogger("consumer")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message (+ exc)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            body["exc"] = self.formatException(record.exc_info)
+        return json.dumps(body, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Configure the root logger (kafka-python's own chatter is kept at WARNING)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def build_service(settings: Settings, metrics: Metrics, health: Health) -> Service:
+    """Wire settings, topics, the Kafka transport and the real core together.
+
+    Raises
+    ------
+    SegmenterError
+        The config or rules file is invalid.
+    """
+    config = load_config(settings.config_file)
+    watcher: RulesWatcher | None = None
+    if settings.rules_file is not None:
+        watcher = RulesWatcher(Path(settings.rules_file), lambda p: load_rules(p, config),
+                               settings.rules_check_interval_s)
+        watcher.load_initial()
+
+    def make_core(rules: Any) -> Core:
+        return Segmenter(config, rules)
+
+    def make_transport(handler: RebalanceHandler) -> Transport:
+        admin = KafkaAdmin(settings)
+        try:
+            ensure_topics(admin, settings)
+        finally:
+            admin.close()
+        return KafkaTransport(settings, handler)
+
+    return Service(settings, make_transport, make_core, metrics=metrics, health=health, rules=watcher)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``segmenter-consumer``; returns the exit code."""
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+    except SettingsError as exc:
+        print(f"segmenter-consumer: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    metrics = Metrics()
+    health = Health(stall_after_s=max(60.0, settings.commit_interval_ms / 1000 * 10))
+    try:
+        service = build_service(settings, metrics, health)
+    except SegmenterError as exc:
+        log.error("invalid configuration: %s", exc)
+        return 2
+    server: MetricsServer | None = None
+    if settings.metrics_port >= 0:
+        server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
+        server.start()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the open batch", signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        service.run()
+    except FencedError as exc:
+        log.error("fenced: another instance with transactional id %s took over; exiting: %s",
+                  settings.transactional_id, exc)
+        return 3
+    except TopicSetupError as exc:
+        log.error("topic setup failed: %s", exc)
+        return 4
+    except Exception:
+        log.exception("the service failed")
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+    log.info("stopped cleanly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Dead letters: the original record plus headers saying what went wrong.
+
+A dead letter keeps the input's key, value (the original bytes, untouched) and
+headers, and appends:
+
+=====================  =====================================================
+``error``              machine code: ``not_utf8``, ``not_json``, ``too_large``,
+                       ``schema``, ``tombstone_key``, ``late``, ``processing_failed``
+``reason``             a sentence for humans
+``source_topic``       where the record came from
+``source_partition``   its partition (decimal)
+``source_offset``      its offset (decimal)
+=====================  =====================================================
+
+Under exactly-once it is sent inside the batch's transaction, so a record is
+dead-lettered exactly once together with its offset commit.
+"""
+
+from __future__ import annotations
+
+from consumer.sink import InRecord, OutRecord
+
+PROCESSING_FAILED = "processing_failed"
+TOMBSTONE_KEY = "tombstone_key"
+MAX_REASON_BYTES = 1024
+
+
+def dead_letter(record: InRecord, topic: str, error: str, reason: str) -> OutRecord:
+    """Build the dead letter of ``record`` for ``topic``.
+
+    Examples
+    --------
+    >>> rec = InRecord("in", 2, 7, b"c1", b"{oops", (("trace", b"x"),))
+    >>> dl = dead_letter(rec, "in.dlq", "not_json", "not a JSON object")
+    >>> dl.value, dict(dl.headers)["error"], dict(dl.headers)["source_offset"]
+    (b'{oops', b'not_json', b'7')
+    """
+    reason_bytes = reason.encode("utf-8", errors="replace")[:MAX_REASON_BYTES]
+    headers = (
+        *record.headers,
+        ("error", error.encode()),
+        ("reason", reason_bytes),
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+    )
+    return OutRecord(topic, record.key, record.value, headers)

@@ -1,0 +1,345 @@
+"""The only module of the consumer that imports ``kafka`` (kafka-python 3.0.12).
+
+It wraps the group consumer, the (transactional) producer, a restore consumer
+and the admin client behind :class:`~consumer.sink.Transport` and
+:class:`~consumer.topics.Admin`, and translates kafka-python's exceptions into
+:mod:`consumer.errors` at the edge (:func:`translate_errors`), the way httpx
+maps httpcore's exceptions: callers never see a ``kafka.errors`` class.
+
+Threading: kafka-python 3 drives the group protocol on its own IO thread, and
+rebalance listeners run there while the caller's :meth:`KafkaTransport.poll`
+is blocked waiting for it. The listener therefore hands the events to the
+:class:`~consumer.sink.RebalanceHandler` synchronously (the processing loop is
+parked in ``poll``, so nothing races) and the handler must not call blocking
+*consumer* APIs; producer calls are fine (the producer has its own sender
+thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import kafka.errors as ke
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from consumer.errors import (
+    BrokerUnavailableError,
+    FencedError,
+    KafkaIOError,
+    TopicSetupError,
+    TransactionError,
+)
+from consumer.settings import Settings
+from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler
+from consumer.topics import MODEL_MAX_BYTES, TopicSpec
+
+log = logging.getLogger(__name__)
+
+_FENCED = (ke.ProducerFencedError, ke.InvalidProducerEpochError, ke.TransactionalIdAuthorizationFailedError,
+           ke.TransactionCoordinatorFencedError, ke.FencedInstanceIdError)
+_UNAVAILABLE = (ke.KafkaConnectionError, ke.KafkaTimeoutError, ke.NodeNotReadyError, ke.RequestTimedOutError,
+                ke.BrokerNotAvailableError, ke.CoordinatorNotAvailableError, ke.NotCoordinatorError,
+                ke.LeaderNotAvailableError, ke.NotLeaderForPartitionError, ke.NetworkExceptionError)
+_SETUP = (ke.TopicAuthorizationFailedError, ke.ClusterAuthorizationFailedError, ke.PolicyViolationError,
+          ke.InvalidReplicationFactorError, ke.InvalidPartitionsError, ke.InvalidConfigurationError)
+_TXN = (ke.CommitFailedError, ke.IllegalGenerationError, ke.UnknownMemberIdError, ke.RebalanceInProgressError,
+        ke.TransactionAbortedError, ke.InvalidTxnStateError, ke.IllegalStateError, ke.OutOfOrderSequenceNumberError,
+        ke.UnknownProducerIdError, ke.MessageSizeTooLargeError, ke.RecordListTooLargeError)
+
+
+def _is_fenced(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, _FENCED) or "fenced" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def translate_errors(operation: str, *, transactional: bool = False) -> Iterator[None]:
+    """Turn kafka-python exceptions raised inside the block into :mod:`consumer.errors`.
+
+    Parameters
+    ----------
+    operation
+        What was being done, for the message ("commit transaction").
+    transactional
+        Errors inside a transaction become :class:`TransactionError` unless they are
+        more specific (fenced, broker unavailable).
+    """
+    try:
+        yield
+    except ke.KafkaError as exc:
+        message = f"{operation} failed: {type(exc).__name__}: {exc}"
+        if _is_fenced(exc):
+            raise FencedError(message) from exc
+        if isinstance(exc, _SETUP):
+            raise TopicSetupError(message) from exc
+        if isinstance(exc, _UNAVAILABLE):
+            raise BrokerUnavailableError(message) from exc
+        if transactional or isinstance(exc, _TXN):
+            raise TransactionError(message) from exc
+        raise KafkaIOError(message) from exc
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, handler: RebalanceHandler) -> None:
+        self._handler = handler
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._handler.on_revoked({TP(tp.topic, tp.partition) for tp in revoked})
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._handler.on_assigned({TP(tp.topic, tp.partition) for tp in assigned})
+
+    def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        self._handler.on_lost({TP(tp.topic, tp.partition) for tp in lost})
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap_servers": settings.bootstrap_servers.split(","),
+            "bootstrap_timeout_ms": 10_000, "reconnect_backoff_max_ms": 2000}
+
+
+class KafkaAdmin:
+    """:class:`~consumer.topics.Admin` over ``KafkaAdminClient``."""
+
+    def __init__(self, settings: Settings) -> None:
+        with translate_errors(f"connect admin client to {settings.bootstrap_servers}"):
+            self._client = KafkaAdminClient(**_common(settings), client_id=f"{settings.transactional_id}-admin")
+
+    def partition_counts(self, names: Sequence[str]) -> dict[str, int | None]:
+        with translate_errors("describe topics"):
+            described = self._client.describe_topics(list(names))
+        out: dict[str, int | None] = dict.fromkeys(names)
+        for topic in described:
+            if topic.get("error_code", 0) == 0 and topic.get("partitions"):
+                out[topic["name"]] = len(topic["partitions"])
+        return out
+
+    def create(self, specs: Sequence[TopicSpec], replication_factor: int) -> None:
+        request = {s.name: {"num_partitions": s.partitions, "replication_factor": replication_factor,
+                            "configs": dict(s.config)} for s in specs}
+        try:
+            with translate_errors("create topics " + ", ".join(request)):
+                self._client.create_topics(request, wait_for_metadata=True)
+        except (TopicSetupError, KafkaIOError) as exc:
+            if isinstance(exc.__cause__, ke.TopicAlreadyExistsError):
+                return
+            raise TopicSetupError(f"{exc}. Create the topics yourself (compacted: state, model) or grant "
+                                  f"CREATE on the cluster.") from exc
+
+    def close(self) -> None:
+        """Close the admin client."""
+        self._client.close()
+
+
+class KafkaTransport:
+    """:class:`~consumer.sink.Transport` over kafka-python: group consumer + producer + restore consumer.
+
+    Under exactly-once the producer is transactional with the stable id
+    ``<group>.<instance>``; ``init_transactions`` at start fences any zombie of
+    this instance and aborts its open transaction. The group consumer reads
+    ``read_committed`` in both modes (it also reads state written by
+    transactions).
+    """
+
+    def __init__(self, settings: Settings, handler: RebalanceHandler) -> None:
+        self._settings = settings
+        self._eos = settings.exactly_once
+        common = _common(settings)
+        client_id = settings.transactional_id
+        producer_config: dict[str, Any] = {
+            **common, "client_id": f"{client_id}-producer", "acks": "all", "enable_idempotence": True,
+            "linger_ms": 5, "batch_size": 256 * 1024, "max_request_size": MODEL_MAX_BYTES,
+            "max_block_ms": 30_000, "request_timeout_ms": 15_000, "delivery_timeout_ms": 30_000,
+        }
+        if self._eos:
+            producer_config["transactional_id"] = settings.transactional_id
+            producer_config["transaction_timeout_ms"] = settings.transaction_timeout_ms
+        self._producer: KafkaProducer | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._restorer: KafkaConsumer | None = None
+        self._futures: list[Any] = []
+        try:
+            with translate_errors(f"connect producer to {settings.bootstrap_servers}"):
+                self._producer = KafkaProducer(**producer_config)
+            if self._eos:
+                with translate_errors(f"init transactions for {settings.transactional_id}"):
+                    self._producer.init_transactions()
+            consumer_config: dict[str, Any] = {
+                **common, "client_id": f"{client_id}-consumer", "group_id": settings.group_id,
+                "enable_auto_commit": False, "isolation_level": "read_committed",
+                "auto_offset_reset": settings.auto_offset_reset, "max_poll_records": settings.batch_size,
+                "session_timeout_ms": settings.session_timeout_ms,
+                "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 4),
+            }
+            if settings.static_membership:
+                consumer_config["group_instance_id"] = settings.transactional_id
+            with translate_errors(f"connect consumer to {settings.bootstrap_servers}"):
+                self._consumer = KafkaConsumer(**consumer_config)
+                self._consumer.subscribe([settings.topics.input], listener=_Listener(handler))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def consumer(self) -> KafkaConsumer:
+        assert self._consumer is not None
+        return self._consumer
+
+    @property
+    def producer(self) -> KafkaProducer:
+        assert self._producer is not None
+        return self._producer
+
+    def poll(self, timeout_s: float, max_records: int) -> list[InRecord]:
+        with translate_errors("poll"):
+            batch = self.consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
+        return [InRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                         tuple((k, v if v is not None else b"") for k, v in (r.headers or ())), r.timestamp or 0)
+                for records in batch.values() for r in records]
+
+    def assignment(self) -> set[TP]:
+        return {TP(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def rewind(self, partitions: Iterable[TP]) -> dict[TP, int]:
+        positions: dict[TP, int] = {}
+        with translate_errors("rewind to committed offsets"):
+            for tp in partitions:
+                ktp = TopicPartition(tp.topic, tp.partition)
+                committed = self.consumer.committed(ktp)
+                if committed is None:
+                    if self._settings.auto_offset_reset == "earliest":
+                        self.consumer.seek_to_beginning(ktp)
+                    else:
+                        self.consumer.seek_to_end(ktp)
+                    positions[tp] = self.consumer.position(ktp)
+                else:
+                    self.consumer.seek(ktp, committed)
+                    positions[tp] = committed
+        return positions
+
+    def begin(self) -> None:
+        self._futures = []
+        if self._eos:
+            with translate_errors("begin transaction", transactional=True):
+                self.producer.begin_transaction()
+
+    def send(self, record: OutRecord) -> None:
+        with translate_errors(f"send to {record.topic}", transactional=self._eos):
+            future = self.producer.send(record.topic, value=record.value, key=record.key,
+                                        headers=list(record.headers), partition=record.partition)
+        if not self._eos:
+            self._futures.append(future)
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        kafka_offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
+                         for tp, off in offsets.items()}
+        if self._eos:
+            with translate_errors("commit transaction", transactional=True):
+                if kafka_offsets:
+                    self.producer.send_offsets_to_transaction(kafka_offsets, self.consumer.group_metadata())
+                self.producer.commit_transaction()
+            return
+        with translate_errors("flush outputs", transactional=True):
+            self.producer.flush(timeout=30)
+            for future in self._futures:
+                future.get(timeout=0)  # raises the delivery error, if any
+        self._futures = []
+        if kafka_offsets:
+            with translate_errors("commit offsets", transactional=True):
+                self.consumer.commit(kafka_offsets)
+
+    def abort(self) -> None:
+        self._futures = []
+        if self._eos:
+            with translate_errors("abort transaction", transactional=True):
+                self.producer.abort_transaction()
+
+    def read_to_end(self, topic: str, partitions: Sequence[int]) -> list[InRecord]:
+        if not partitions:
+            return []
+        with translate_errors(f"restore {topic}{list(partitions)}"):
+            if self._restorer is None:
+                self._restorer = KafkaConsumer(**_common(self._settings), group_id=None, enable_auto_commit=False,
+                                               isolation_level="read_committed",
+                                               client_id=f"{self._settings.transactional_id}-restore")
+            restorer = self._restorer
+            tps = [TopicPartition(topic, p) for p in partitions]
+            restorer.assign(tps)
+            restorer.seek_to_beginning(*tps)
+            ends = restorer.end_offsets(tps)
+            remaining = {tp for tp in tps if ends[tp] > restorer.position(tp)}
+            out: list[InRecord] = []
+            deadline = time.monotonic() + 120
+            while remaining:
+                if time.monotonic() > deadline:
+                    raise ke.KafkaTimeoutError(f"could not read {sorted(map(str, remaining))} to their end")
+                for records in restorer.poll(timeout_ms=500).values():
+                    out.extend(InRecord(r.topic, r.partition, r.offset, r.key, r.value, (), r.timestamp or 0)
+                               for r in records)
+                remaining = {tp for tp in remaining if restorer.position(tp) < ends[tp]}
+            restorer.assign([])
+        return out
+
+    def partitions_of(self, topic: str) -> int:
+        with translate_errors(f"partitions of {topic}"):
+            parts = self.consumer.partitions_for_topic(topic)
+        return len(parts or ())
+
+    def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
+        out: dict[TP, int] = {}
+        for tp, pos in positions.items():
+            try:
+                high = self.consumer.highwater(TopicPartition(tp.topic, tp.partition))
+            except ke.KafkaError:
+                continue
+            if high is not None:
+                out[tp] = max(0, high - pos)
+        return out
+
+    def close(self) -> None:
+        """Close every client; never raises (a dead broker must not block shutdown for long)."""
+        for name, client, kwargs in (("consumer", self._consumer, {"timeout_ms": 5000}),
+                                     ("restore consumer", self._restorer, {"timeout_ms": 2000}),
+                                     ("producer", self._producer, {"timeout": 5})):
+            if client is None:
+                continue
+            try:
+                client.close(**kwargs)
+            except Exception as exc:  # closing is best effort
+                log.warning("closing the %s failed: %r", name, exc)
+        self._consumer = self._restorer = self._producer = None
+
+
+def bare_consume(bootstrap: str, topic: str, expect: int, timeout_s: float = 120.0) -> tuple[int, float]:
+    """Reference consumer for the benchmark: read and JSON-decode ``expect`` records; returns (count, seconds).
+
+    Measured from the first record received, like the service's throughput.
+    """
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500)
+    count = 0
+    started: float | None = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while count < expect and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                if started is None:
+                    started = time.perf_counter()
+                for r in records:
+                    orjson.loads(r.value)
+                    count += 1
+    finally:
+        consumer.close()
+    return count, (time.perf_counter() - started) if started is not None else 0.0

@@ -1,0 +1,575 @@
+"""The processing loop of ``segmenter-consumer``.
+
+Batch and commit order
+----------------------
+A *batch* is what one commit makes visible: up to ``batch_size`` input records
+(from one or more polls, at most ``commit_interval_ms`` after its first
+record). Under **exactly-once** (the default) a batch is one Kafka transaction:
+
+1. ``begin_transaction`` at the batch's first record.
+2. For each input record, in offset order: decode and validate; run the core;
+   send the outputs (keyed by customer id, header ``kind``, ``emitted_at``
+   stamped here) or the dead letter, *inside the transaction*.
+3. At commit time: send the state-changelog records of every customer the
+   core changed (``take_dirty``), each to the partition number of its input
+   record; then the model snapshot if it changed.
+4. ``send_offsets_to_transaction(next offsets, consumer.group_metadata())``.
+5. ``commit_transaction``: outputs, dead letters, state, model and input
+   offsets become visible to ``read_committed`` readers atomically.
+
+On a failure before 5 completes nothing of the batch is visible. A core
+failure on one record aborts the transaction, rewinds the owned partitions to
+their committed offsets and rebuilds the core from the state and model topics
+(identical to the state at the last commit), then replays; after
+``max_batch_retries`` failures on the same record the loop processes records
+one by one up to it and dead-letters it with ``processing_failed``. A Kafka
+failure (broker down, transaction refused) closes every client and starts a
+fresh session after a backoff: the new producer's ``init_transactions``
+aborts the open transaction, the new consumer resumes from the committed
+offsets, state is restored on assignment. A fenced producer (a newer instance
+with the same id) stops the service.
+
+Under **at-least-once** steps 1 and 5 are replaced by: flush the producer,
+check every output was acknowledged, then commit the offsets; a crash replays
+the batch (the core ignores repeated event ids whose state was already saved).
+
+Rebalances: on revocation the open batch is committed, then (in ``finally``)
+the customers of the revoked partitions are dropped. Assigned partitions are
+restored (model topic's newest snapshot, state partitions read to their end
+with ``read_committed``) before any of their records is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter
+from consumer.errors import FencedError, KafkaIOError, PoisonRecordError, TopicSetupError
+from consumer.metrics import Health, Metrics
+from consumer.settings import Settings
+from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
+from consumer.state import CustomerIndex, ModelTracker, changelog_records, newest_model, restore_customers
+from segmenter.errors import EventError, SegmenterError
+from segmenter.events import CustomerEvent, parse_event
+from segmenter.outputs import OutputMessage, encode, message_key, stamp
+
+log = logging.getLogger(__name__)
+
+
+class Core(Protocol):
+    """The part of :class:`segmenter.pipeline.Segmenter` the service drives."""
+
+    def process(self, event: CustomerEvent) -> Sequence[OutputMessage]:
+        """Process one event; raises ``EventError`` to reject it."""
+
+    def erase(self, customer_id: str, at: float | None = None) -> Sequence[OutputMessage]:
+        """Forget a customer (Kafka tombstone)."""
+
+    def set_rules(self, rules: Any) -> None:
+        """Swap the campaign rules."""
+
+    def take_dirty(self) -> Mapping[str, bytes | None]:
+        """Customer records changed since the last call (``None`` = erased)."""
+
+    def load_customer(self, customer_id: str, record: bytes) -> None:
+        """Restore one customer."""
+
+    def drop_customers(self, keep: Callable[[str], bool]) -> int:
+        """Forget every customer for whom ``keep`` is false."""
+
+    def model_state(self) -> bytes:
+        """Snapshot of models, registries and watermark."""
+
+    def load_model_state(self, data: bytes) -> None:
+        """Restore a model snapshot."""
+
+    def stats(self) -> Any:
+        """Counters and segment sizes per lens."""
+
+
+CoreFactory = Callable[[Any], Core]
+"""Builds a fresh core with the given rules (``None``: no rules)."""
+
+TransportFactory = Callable[[RebalanceHandler], Transport]
+
+
+@dataclass
+class RulesWatcher:
+    """Reloads the rules file when its mtime changes; an invalid file keeps the old rules."""
+
+    path: Path
+    load: Callable[[Path], Any]
+    interval_s: float = 1.0
+    rules: Any = None
+    _mtime: float | None = None
+    _next_check: float = 0.0
+
+    def load_initial(self) -> Any:
+        """Load the file once at start; errors propagate (the service must not start with bad rules)."""
+        self._mtime = self._stat()
+        self.rules = self.load(self.path)
+        return self.rules
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return None
+
+    def check(self, now: float) -> str:
+        """Look at the file (at most every ``interval_s``).
+
+        Returns ``"unchanged"``, ``"loaded"`` (``rules`` now holds the new rules)
+        or ``"invalid"`` (the file changed but does not load; the old rules stay).
+        """
+        if now < self._next_check:
+            return "unchanged"
+        self._next_check = now + self.interval_s
+        mtime = self._stat()
+        if mtime is None or mtime == self._mtime:
+            return "unchanged"
+        self._mtime = mtime
+        try:
+            rules = self.load(self.path)
+        except (SegmenterError, OSError, ValueError) as exc:
+            log.error("rules file %s changed but is invalid; keeping the previous rules: %s", self.path, exc)
+            return "invalid"
+        log.info("rules file %s reloaded", self.path)
+        self.rules = rules
+        return "loaded"
+
+
+@dataclass
+class _Batch:
+    started: float
+    count: int = 0
+    offsets: dict[TP, int] = field(default_factory=dict)
+    first_offsets: dict[TP, int] = field(default_factory=dict)
+
+
+def utc_now() -> datetime:
+    """The edge's wall clock (UTC)."""
+    return datetime.now(UTC)
+
+
+class Service:
+    """The consume → process → produce loop (see the module docstring for the commit order).
+
+    Parameters
+    ----------
+    settings
+        The service settings.
+    transport_factory
+        Builds a connected transport that reports rebalances to the given handler.
+    core_factory
+        Builds a fresh core for the given rules.
+    metrics, health
+        Where to report.
+    rules
+        A :class:`RulesWatcher` (already loaded) or ``None``.
+    clock
+        Wall clock used for ``emitted_at`` only.
+    """
+
+    def __init__(self, settings: Settings, transport_factory: TransportFactory, core_factory: CoreFactory,
+                 *, metrics: Metrics | None = None, health: Health | None = None, rules: RulesWatcher | None = None,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self._transport_factory = transport_factory
+        self._core_factory = core_factory
+        self._rules = rules
+        self._clock = clock
+        self._stop = threading.Event()
+        self._transport: Transport | None = None
+        self._core: Core | None = None
+        self._index = CustomerIndex()
+        self._model = ModelTracker(settings.instance_id)
+        self._batch: _Batch | None = None
+        self._owned: set[TP] = set()
+        self._pending_assigned: set[TP] = set()
+        self._positions: dict[TP, int] = {}
+        self._failures: dict[tuple[TP, int], int] = {}
+        self._poison: set[tuple[TP, int]] = set()
+        self._one_by_one: dict[TP, int] = {}
+        self._backoff = 0.5
+        self._next_gauges = 0.0
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Ask the loop to finish the open batch, commit and return (signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; reconnects with backoff while Kafka is unavailable.
+
+        Raises
+        ------
+        FencedError
+            A newer instance with the same transactional id exists.
+        TopicSetupError
+            Topics are missing or mis-partitioned (from the transport factory).
+        """
+        while not self._stop.is_set():
+            try:
+                self._session()
+            except (FencedError, TopicSetupError):
+                raise
+            except KafkaIOError as exc:
+                if self._stop.is_set():
+                    log.warning("stopping after a Kafka failure: %s", exc)
+                    break
+                log.warning("Kafka unavailable or transaction failed; reconnecting to %s in %.1fs: %s",
+                            self.settings.bootstrap_servers, self._backoff, exc)
+                self.metrics.batch_failures.labels(type(exc).__name__).inc()
+                self.health.tick(False, f"reconnecting: {exc}")
+                self._stop.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, self.settings.retry_backoff_max_s)
+
+    # ------------------------------------------------------------------ session
+
+    def _reset(self) -> None:
+        self._core = None
+        self._index.clear()
+        self._model.reset()
+        self._batch = None
+        self._owned.clear()
+        self._pending_assigned.clear()
+        self._positions.clear()
+
+    def _new_core(self) -> Core:
+        return self._core_factory(self._rules.rules if self._rules is not None else None)
+
+    def _session(self) -> None:
+        self._reset()
+        self._core = self._new_core()
+        transport = self._transport_factory(self)
+        self._transport = transport
+        log.info("connected to %s as %s (%s)", self.settings.bootstrap_servers, self.settings.transactional_id,
+                 self.settings.guarantee)
+        try:
+            while not self._stop.is_set():
+                self._check_rules()
+                try:
+                    records = transport.poll(self._poll_timeout(), self._room())
+                    self._restore_pending()
+                    self.health.tick(True)
+                    self._process_records(records)
+                    if self._batch_due():
+                        self._commit()
+                except PoisonRecordError as exc:
+                    self._recover(exc)
+                self._update_gauges()
+            self._commit()
+            log.info("stopped after committing the last batch")
+        except BaseException:
+            self._discard_batch()
+            raise
+        finally:
+            try:
+                transport.close()
+            finally:
+                self._transport = None
+
+    def _poll_timeout(self) -> float:
+        interval = self.settings.commit_interval_ms / 1000
+        if self._batch is None:
+            return min(interval, 0.5)
+        return max(0.0, interval - (time.monotonic() - self._batch.started))
+
+    def _room(self) -> int:
+        return max(1, self.settings.batch_size - (self._batch.count if self._batch else 0))
+
+    def _batch_due(self) -> bool:
+        b = self._batch
+        if b is None:
+            return False
+        return (b.count >= self.settings.batch_size
+                or time.monotonic() - b.started >= self.settings.commit_interval_ms / 1000)
+
+    def _check_rules(self) -> None:
+        if self._rules is None:
+            return
+        result = self._rules.check(time.monotonic())
+        if result == "unchanged":
+            return
+        self.metrics.rules_reloads.labels(result).inc()
+        if result == "loaded" and self._core is not None:
+            self._core.set_rules(self._rules.rules)
+
+    # ------------------------------------------------------------------ processing
+
+    def _process_records(self, records: Sequence[InRecord]) -> None:
+        transport = self._require_transport()
+        for rec in records:
+            tp = rec.tp
+            if tp not in self._owned:
+                log.debug("skipping %s[%d]@%d: partition not owned (revoked)", rec.topic, rec.partition, rec.offset)
+                continue
+            if self._batch is None:
+                transport.begin()
+                self._batch = _Batch(started=time.monotonic())
+            self._batch.first_offsets.setdefault(tp, rec.offset)
+            self.metrics.events_in.inc()
+            self._handle(rec)
+            self._batch.offsets[tp] = rec.offset + 1
+            self._batch.count += 1
+            until = self._one_by_one.get(tp)
+            if until is not None:
+                self._commit()
+                if rec.offset >= until:
+                    del self._one_by_one[tp]
+                    log.info("%s[%d]: past the isolated record at offset %d; batching again",
+                             tp.topic, tp.partition, until)
+
+    def _handle(self, rec: InRecord) -> None:
+        core = self._require_core()
+        key = (rec.tp, rec.offset)
+        if key in self._poison:
+            self._dead_letter(rec, PROCESSING_FAILED,
+                              f"the core failed {self._failures.get(key, 0)} times on this record")
+            return
+        try:
+            if rec.value is None:
+                if not rec.key:
+                    self._dead_letter(rec, TOMBSTONE_KEY, "a tombstone (null value) needs the customer id as key")
+                    return
+                customer_id = rec.key.decode("utf-8", errors="replace")
+                outputs = core.erase(customer_id)
+                self._index.note(customer_id, rec.partition)
+                self.metrics.erasures.inc()
+            else:
+                try:
+                    event = parse_event(rec.value)
+                except EventError as exc:
+                    self._dead_letter(rec, exc.reason, exc.detail)
+                    return
+                outputs = core.process(event)
+                self._index.note(event.customer_id, rec.partition)
+        except EventError as exc:
+            self._dead_letter(rec, exc.reason, exc.detail)
+            return
+        except Exception as exc:
+            raise PoisonRecordError(rec.topic, rec.partition, rec.offset, exc) from exc
+        self._emit(outputs)
+
+    def _emit(self, outputs: Sequence[OutputMessage]) -> None:
+        if not outputs:
+            return
+        transport = self._require_transport()
+        now = self._clock()
+        emitted_at = now.isoformat()
+        for message in outputs:
+            stamped = stamp(message, emitted_at)
+            kind = stamped.kind
+            transport.send(OutRecord(self.settings.output_topic(kind), message_key(stamped), encode(stamped),
+                                     (("kind", kind.encode()),)))
+            self.metrics.outputs.labels(kind).inc()
+            event_ts = getattr(stamped, "event_ts", None)
+            if isinstance(event_ts, str):
+                try:
+                    lag = (now - datetime.fromisoformat(event_ts)).total_seconds()
+                except ValueError:
+                    continue
+                self.metrics.end_to_end_lag.observe(max(0.0, lag))
+
+    def _dead_letter(self, rec: InRecord, error: str, reason: str) -> None:
+        self._require_transport().send(dead_letter(rec, self.settings.topics.dlq, error, reason))
+        self.metrics.rejected.labels(error).inc()
+        log.debug("dead-lettered %s[%d]@%d: %s: %s", rec.topic, rec.partition, rec.offset, error, reason)
+
+    # ------------------------------------------------------------------ commit
+
+    def _commit(self) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        transport = self._require_transport()
+        core = self._require_core()
+        started = time.perf_counter()
+        for record in changelog_records(core.take_dirty(), self._index, self.settings.state_topic):
+            transport.send(record)
+        model = self._model.record(core.model_state(), self.settings.model_topic)
+        if model is not None:
+            transport.send(model)
+        watchdog = threading.Timer(5.0, log.warning, ("commit of a batch of %d records is still waiting after 5s; "
+                                                      "is the broker at %s down? (kafka-python keeps retrying)",
+                                                      batch.count, self.settings.bootstrap_servers))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            transport.commit(batch.offsets)
+        except BaseException:
+            self._model.reset()
+            raise
+        finally:
+            watchdog.cancel()
+        self._batch = None
+        now = time.perf_counter()
+        self.metrics.commit_seconds.observe(now - started)
+        self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
+        self.metrics.batch_records.observe(batch.count)
+        self.metrics.batches.inc()
+        self._positions.update(batch.offsets)
+        for key in [k for k in self._failures if k[1] < batch.offsets.get(k[0], -1)]:
+            self._failures.pop(key, None)
+            self._poison.discard(key)
+        self._backoff = 0.5
+
+    def _discard_batch(self) -> None:
+        """Forget the open batch after a failure (its transaction is aborted or will be fenced)."""
+        self._batch = None
+        self._model.reset()
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self, exc: PoisonRecordError) -> None:
+        transport = self._require_transport()
+        tp = TP(exc.topic, exc.partition)
+        key = (tp, exc.offset)
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        self.metrics.batch_failures.labels("core").inc()
+        log.error("batch aborted: the core failed on %s[%d]@%d (failure %d of %d): %r", exc.topic, exc.partition,
+                  exc.offset, failures, self.settings.max_batch_retries, exc.cause,
+                  exc_info=exc.cause if failures == 1 else None)
+        transport.abort()
+        self._discard_batch()
+        if failures >= self.settings.max_batch_retries:
+            self._poison.add(key)
+            self._one_by_one[tp] = exc.offset
+            log.error("isolating %s[%d]@%d: processing one by one up to it, then dead-lettering it",
+                      exc.topic, exc.partition, exc.offset)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Rewind owned partitions to their committed offsets and rebuild the core from the state topics."""
+        transport = self._require_transport()
+        owned = set(self._owned)
+        positions = transport.rewind(owned)
+        self._core = self._new_core()
+        self._index.clear()
+        self._model.reset()
+        self._owned.clear()
+        self._restore(owned)
+        log.info("rewound to %s and restored state", {f"{tp.topic}[{tp.partition}]": o for tp, o in positions.items()})
+
+    def _restore_pending(self) -> None:
+        if not self._pending_assigned:
+            return
+        new = self._pending_assigned - self._owned
+        self._pending_assigned.clear()
+        if self._batch is not None:
+            # our own open transaction would hold back the last stable offset of the state topic
+            self._commit()
+        if new:
+            self._restore(new)
+
+    def _restore(self, partitions: set[TP]) -> None:
+        transport = self._require_transport()
+        core = self._require_core()
+        started = time.perf_counter()
+        snapshot = newest_model(transport.read_to_end(self.settings.model_topic, [0]))
+        if snapshot is not None and not self._model.matches(snapshot):
+            core.load_model_state(snapshot)
+        self._model.loaded(snapshot)
+        numbers = sorted(tp.partition for tp in partitions)
+        loaded = restore_customers(core, transport.read_to_end(self.settings.state_topic, numbers), self._index)
+        self._owned |= partitions
+        self.metrics.restored_customers.inc(loaded)
+        self.metrics.assigned_partitions.set(len(self._owned))
+        log.info("restored %d customers of partitions %s%s in %.2fs", loaded, numbers,
+                 " and the newest model" if snapshot is not None else "", time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ rebalance handler
+
+    def on_revoked(self, partitions: set[TP]) -> None:
+        """Commit the open batch, then release the revoked partitions' customers."""
+        try:
+            if self._batch is not None:
+                log.info("partitions %s revoked: committing the open batch", sorted(partitions))
+                self._commit()
+        finally:
+            self._release(partitions)
+
+    def on_lost(self, partitions: set[TP]) -> None:
+        """The group evicted us: the open batch cannot be committed; abort it and release everything lost."""
+        try:
+            if self._batch is not None and self._transport is not None:
+                log.warning("partitions %s lost: aborting the open batch", sorted(partitions))
+                self._discard_batch()
+                self._transport.abort()
+        finally:
+            self._release(partitions)
+
+    def on_assigned(self, partitions: set[TP]) -> None:
+        """Remember the assignment; the loop restores it right after the poll returns."""
+        self._pending_assigned |= partitions
+
+    def _release(self, partitions: set[TP]) -> None:
+        self._owned -= partitions
+        for tp in partitions:
+            self._positions.pop(tp, None)
+            self._one_by_one.pop(tp, None)
+        dropped = self._index.drop_partitions(tp.partition for tp in partitions
+                                              if tp.topic == self.settings.topics.input)
+        if self._core is not None and dropped:
+            self._core.drop_customers(lambda customer_id: customer_id not in dropped)
+        self.metrics.assigned_partitions.set(len(self._owned))
+        log.info("released partitions %s (%d customers)", sorted(p.partition for p in partitions), len(dropped))
+
+    # ------------------------------------------------------------------ gauges
+
+    def _update_gauges(self) -> None:
+        now = time.monotonic()
+        if now < self._next_gauges:
+            return
+        self._next_gauges = now + 2.0
+        if self._transport is not None and self._positions:
+            for tp, lag in self._transport.lag(self._positions).items():
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)
+        if self._core is not None:
+            try:
+                sizes = _segment_sizes(self._core.stats())
+            except Exception:  # stats are best effort
+                log.debug("stats() failed", exc_info=True)
+                return
+            for (lens, segment), size in sizes.items():
+                self.metrics.segment_size.labels(lens, segment).set(size)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_transport(self) -> Transport:
+        if self._transport is None:
+            raise RuntimeError("no transport: the service is not connected")
+        return self._transport
+
+    def _require_core(self) -> Core:
+        if self._core is None:
+            raise RuntimeError("no core")
+        return self._core
+
+
+def _segment_sizes(stats: Any) -> dict[tuple[str, str], float]:
+    """``{(lens, segment id): size}`` from ``SegmenterStats.segments`` (lens -> [SegmentSize(id, name, size)])."""
+    segments = getattr(stats, "segments", None)
+    out: dict[tuple[str, str], float] = {}
+    if isinstance(segments, Mapping):
+        for lens, sizes in segments.items():
+            for entry in sizes:
+                out[(str(lens), str(getattr(entry, "id", "?")))] = float(getattr(entry, "size", 0))
+    return out

@@ -1,0 +1,177 @@
+"""Settings of ``segmenter-consumer``, from flags or ``SEGMENTER_*`` environment variables.
+
+Every field can be given as a flag (``--batch-size 200``, nested fields with a
+dot: ``--topics.input events``) or as an environment variable with the
+``SEGMENTER_`` prefix, nested fields joined by ``__``
+(``SEGMENTER_BATCH_SIZE=200``, ``SEGMENTER_TOPICS__INPUT=events``). Flags win
+over the environment. ``segmenter-consumer --help`` lists every setting.
+
+Settings are frozen. An invalid value raises :class:`~consumer.errors.SettingsError`
+naming the field, its flag and its environment variable.
+
+Examples
+--------
+>>> s = load_settings(["--group-id", "shop", "--instance-id", "a"])
+>>> s.transactional_id, s.state_topic, s.output_topic("campaign_trigger")
+('shop.a', 'shop.state', 'segment-events')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from consumer.errors import SettingsError
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+Guarantee = Literal["exactly-once", "at-least-once"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
+
+
+def _check_topic(value: str | None) -> str | None:
+    if value is not None and not _TOPIC_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)")
+    return value
+
+
+class TopicSettings(BaseModel):
+    """Topic names, the routing of output kinds, and how missing topics are created."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: str = Field("customer-events", description="Input topic of customer events (keyed by customer id).")
+    output: str = Field("segment-events", description="Output topic for every output kind not routed elsewhere.")
+    dlq: str = Field("customer-events.dlq", description="Dead-letter topic: original bytes plus error headers.")
+    state: str | None = Field(None, description="State changelog topic (compacted); default '<group-id>.state'.")
+    model: str | None = Field(None, description="Model snapshot topic (compacted); default '<group-id>.model'.")
+    segment_change: str | None = Field(None, description="Route segment_change messages to this topic.")
+    campaign_trigger: str | None = Field(None, description="Route campaign_trigger messages to this topic.")
+    segment_lifecycle: str | None = Field(None, description="Route segment_lifecycle messages to this topic.")
+    create: bool = Field(True, description="Create missing topics at start (state and model compacted).")
+    partitions: int = Field(1, ge=1, le=10_000, description="Partitions of a created input topic (state follows).")
+    replication_factor: int = Field(1, ge=1, le=32, description="Replication factor of created topics.")
+
+    _names = field_validator("input", "output", "dlq", "state", "model", "segment_change", "campaign_trigger",
+                             "segment_lifecycle")(_check_topic)
+
+
+class Settings(BaseSettings):
+    """segmenter-consumer: the Kafka service around the streaming segmenter.
+
+    Every flag can also be set as an environment variable: SEGMENTER_ plus the
+    field name in upper case, nested fields joined by "__" (for example
+    SEGMENTER_TOPICS__INPUT). Flags take precedence.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGMENTER_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+        cli_prog_name="segmenter-consumer",
+        cli_kebab_case=True,
+        cli_implicit_flags=False,
+    )
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    group_id: str = Field("segmenter", min_length=1, max_length=200,
+                          description="Consumer group; also names the state and model topics.")
+    instance_id: str = Field("0", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
+                             description="Stable id of this instance: transactional.id is '<group>.<instance>' so a "
+                                         "restarted instance fences its zombie; also the static group member id.")
+    guarantee: Guarantee = Field("exactly-once", description="exactly-once (one transaction per batch) or "
+                                                             "at-least-once (commit offsets after the acks).")
+    batch_size: int = Field(500, ge=1, le=100_000, description="Most input records in one batch (transaction).")
+    commit_interval_ms: int = Field(500, ge=1, le=600_000, description="Longest time a batch stays open before "
+                                                                      "it is committed.")
+    max_batch_retries: int = Field(3, ge=1, le=100, description="Failures of a batch on one record before that "
+                                                                "record is isolated and dead-lettered.")
+    transaction_timeout_ms: int = Field(60_000, ge=1000, le=900_000,
+                                        description="Broker aborts a transaction left open this long (a crash).")
+    session_timeout_ms: int = Field(10_000, ge=6000, le=300_000, description="Consumer group session timeout.")
+    static_membership: bool = Field(True, description="Join as static member '<instance-id>' (a restart does "
+                                                      "not rebalance the group).")
+    auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Where to start without a "
+                                                                                     "committed offset.")
+    topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names and creation.")
+    config_file: Path | None = Field(None, description="Segmenter config (TOML/YAML); built-in defaults if unset.")
+    rules_file: Path | None = Field(None, description="Campaign rules file; reloaded when its mtime changes.")
+    rules_check_interval_s: float = Field(1.0, gt=0, le=3600, description="How often the rules file's mtime is "
+                                                                          "checked.")
+    metrics_port: int = Field(9108, ge=-1, le=65535, description="Port of /metrics and /healthz (0: any free "
+                                                                 "port, -1: disabled).")
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds to.")
+    log_level: LogLevel = Field("INFO", description="Log level.")
+    log_format: LogFormat = Field("text", description="Log format: text or json (one object per line).")
+    retry_backoff_max_s: float = Field(30.0, gt=0, le=600, description="Longest wait between reconnect attempts "
+                                                                       "while the broker is down.")
+
+    @property
+    def state_topic(self) -> str:
+        """The state changelog topic."""
+        return self.topics.state or f"{self.group_id}.state"
+
+    @property
+    def model_topic(self) -> str:
+        """The model snapshot topic."""
+        return self.topics.model or f"{self.group_id}.model"
+
+    @property
+    def transactional_id(self) -> str:
+        """The producer's stable transactional id, ``<group>.<instance>``."""
+        return f"{self.group_id}.{self.instance_id}"
+
+    @property
+    def exactly_once(self) -> bool:
+        """True for the exactly-once guarantee."""
+        return self.guarantee == "exactly-once"
+
+    def output_topic(self, kind: str) -> str:
+        """The topic an output message of ``kind`` goes to."""
+        routed: str | None = getattr(self.topics, kind, None) if kind in _KINDS else None
+        return routed or self.topics.output
+
+    def output_topics(self) -> list[str]:
+        """Every distinct output topic, sorted."""
+        return sorted({self.output_topic(kind) for kind in _KINDS})
+
+
+_KINDS = ("segment_change", "campaign_trigger", "segment_lifecycle")
+
+
+def _describe(loc: Sequence[int | str]) -> str:
+    dotted = ".".join(str(p) for p in loc)
+    flag = "--" + ".".join(str(p).replace("_", "-") for p in loc)
+    env = "SEGMENTER_" + "__".join(str(p).upper() for p in loc)
+    return f"{dotted} (flag {flag}, env {env})"
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Parse flags and the ``SEGMENTER_*`` environment into :class:`Settings`.
+
+    Parameters
+    ----------
+    argv
+        Command-line arguments without the program name (default: none).
+
+    Raises
+    ------
+    SettingsError
+        Naming each invalid field, its flag and its environment variable.
+    SystemExit
+        For ``--help`` and for unknown flags (argparse).
+    """
+    try:
+        return CliApp.run(Settings, cli_args=list(argv or []))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            problems.append(f"invalid setting {_describe(err['loc'])}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("; ".join(problems)) from None

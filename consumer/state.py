@@ -1,0 +1,162 @@
+"""State changelog encoding and restore.
+
+Two compacted topics hold everything needed to rebuild an instance:
+
+``<group>.state``
+    One record per customer, key = customer id (UTF-8), value = the core's
+    customer record (:meth:`Segmenter.take_dirty`), ``None`` (a tombstone) once
+    the customer is erased. It has as many partitions as the input topic, and a
+    customer's record goes to the **same partition number** as the input record
+    that changed it (co-partitioning), so whoever owns input partition *p*
+    restores exactly state partition *p*.
+``<group>.model``
+    Model snapshots (:meth:`Segmenter.model_state`: scalers, models, segment
+    registries, watermark), key = the writing instance's id, one partition.
+    The newest record (highest offset) wins on restore.
+
+Both are written inside the batch's transaction under exactly-once, so what is
+restored is always the state as of the last committed input offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from consumer.sink import InRecord, OutRecord
+
+log = logging.getLogger(__name__)
+
+FORMAT_HEADER = "format"
+CUSTOMER_FORMAT = b"segmenter-customer-1"
+MODEL_FORMAT = b"segmenter-model-1"
+
+
+class StatefulCore(Protocol):
+    """The part of the core that restore needs."""
+
+    def load_customer(self, customer_id: str, record: bytes) -> None:
+        """Load one customer's record."""
+
+    def load_model_state(self, data: bytes) -> None:
+        """Load a model snapshot."""
+
+
+@dataclass
+class CustomerIndex:
+    """Which input partition each customer held in memory belongs to."""
+
+    partition_of: dict[str, int] = field(default_factory=dict)
+
+    def note(self, customer_id: str, partition: int) -> None:
+        """Record that ``customer_id``'s events arrive on ``partition``."""
+        previous = self.partition_of.get(customer_id)
+        if previous is not None and previous != partition:
+            log.warning("customer %r moved from input partition %d to %d; is the input keyed by customer id?",
+                        customer_id, previous, partition)
+        self.partition_of[customer_id] = partition
+
+    def forget(self, customer_id: str) -> None:
+        """Drop one customer (erased)."""
+        self.partition_of.pop(customer_id, None)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> set[str]:
+        """Forget every customer of ``partitions``; returns who was dropped."""
+        gone = set(partitions)
+        dropped = {c for c, p in self.partition_of.items() if p in gone}
+        for c in dropped:
+            del self.partition_of[c]
+        return dropped
+
+    def clear(self) -> None:
+        """Forget everyone."""
+        self.partition_of.clear()
+
+
+def changelog_records(dirty: Mapping[str, bytes | None], index: CustomerIndex, topic: str) -> list[OutRecord]:
+    """Changelog records for the customers the core changed in this batch.
+
+    Each goes to its customer's input partition; a customer the index does not
+    know (should not happen) falls back to the key-hash partitioner, which is
+    the input's own partitioner when the input is keyed by customer id.
+    Erased customers (``None``) get a tombstone and are forgotten by the index.
+    """
+    out = []
+    for customer_id in sorted(dirty):
+        record = dirty[customer_id]
+        partition = index.partition_of.get(customer_id)
+        if partition is None:
+            log.warning("no input partition known for customer %r; using the key-hash partitioner", customer_id)
+        headers = () if record is None else ((FORMAT_HEADER, CUSTOMER_FORMAT),)
+        out.append(OutRecord(topic, customer_id.encode(), record, headers, partition))
+        if record is None:
+            index.forget(customer_id)
+    return out
+
+
+@dataclass
+class ModelTracker:
+    """Writes a model snapshot only when it differs from the last one written or loaded."""
+
+    instance_id: str
+    last_digest: bytes | None = None
+
+    def record(self, snapshot: bytes, topic: str) -> OutRecord | None:
+        """The model record to send, or ``None`` if the model did not change."""
+        digest = hashlib.blake2b(snapshot, digest_size=16).digest()
+        if digest == self.last_digest:
+            return None
+        self.last_digest = digest
+        return OutRecord(topic, self.instance_id.encode(), snapshot, ((FORMAT_HEADER, MODEL_FORMAT),), 0)
+
+    def matches(self, snapshot: bytes) -> bool:
+        """True when ``snapshot`` is what was last written or loaded (the core already holds it)."""
+        return hashlib.blake2b(snapshot, digest_size=16).digest() == self.last_digest
+
+    def loaded(self, snapshot: bytes | None) -> None:
+        """Remember what was restored (so an unchanged model is not written again)."""
+        self.last_digest = None if snapshot is None else hashlib.blake2b(snapshot, digest_size=16).digest()
+
+    def reset(self) -> None:
+        """Forget the last digest (after a failed batch the next snapshot is always written)."""
+        self.last_digest = None
+
+
+def newest_model(records: Iterable[InRecord]) -> bytes | None:
+    """The value of the newest (highest-offset) non-tombstone model record, if any."""
+    best: InRecord | None = None
+    for rec in records:
+        if rec.value is not None and (best is None or rec.offset > best.offset):
+            best = rec
+    return None if best is None else best.value
+
+
+def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: CustomerIndex) -> int:
+    """Replay changelog records into ``core``: the last record per customer wins, tombstones delete.
+
+    Returns how many customers were loaded. A record the core cannot load is
+    logged and skipped (that customer starts afresh) rather than blocking the
+    whole partition.
+    """
+    latest: dict[str, InRecord] = {}
+    for rec in records:
+        if rec.key is None:
+            continue
+        latest[rec.key.decode("utf-8", errors="replace")] = rec
+    loaded = 0
+    for customer_id in sorted(latest):
+        rec = latest[customer_id]
+        if rec.value is None:
+            continue
+        try:
+            core.load_customer(customer_id, rec.value)
+        except Exception:
+            log.exception("state record of customer %r (%s[%d]@%d) cannot be loaded; skipped",
+                          customer_id, rec.topic, rec.partition, rec.offset)
+            continue
+        index.note(customer_id, rec.partition)
+        loaded += 1
+    return loaded

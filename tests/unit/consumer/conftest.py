@@ -1,0 +1,164 @@
+"""A small fake core and an in-memory transport that stops the service when the input is drained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from consumer.service import Service
+from consumer.settings import Settings, load_settings
+from consumer.sink import MemoryTransport, RebalanceHandler
+from segmenter.errors import EventError
+from segmenter.events import CustomerEvent, EventType
+from segmenter.outputs import OutputMessage, SegmentChange, SegmentRef
+
+FIXED_NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeCore:
+    """Counts events per customer; emits one segment_change per event (segment = count)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    max_epoch: float = 0.0
+    dirty: dict[str, bytes | None] = field(default_factory=dict)
+    rules: Any = None
+    fail_on: dict[str, int] = field(default_factory=dict)
+    """event_id -> how many more times process() raises RuntimeError for it (-1: always)."""
+
+    def process(self, event: CustomerEvent) -> list[OutputMessage]:
+        left = self.fail_on.get(event.event_id, 0)
+        if left:
+            self.fail_on[event.event_id] = left - 1 if left > 0 else -1
+            self.counts[event.customer_id] = 999  # a half-applied mutation the rollback must undo
+            raise RuntimeError(f"boom on {event.event_id}")
+        if event.epoch < self.max_epoch - 3600:
+            raise EventError("late", "older than the watermark", field="ts")
+        if event.type is EventType.ERASURE_REQUEST:
+            return self.erase(event.customer_id)
+        self.max_epoch = max(self.max_epoch, event.epoch)
+        self.events += 1
+        n = self.counts.get(event.customer_id, 0) + 1
+        self.counts[event.customer_id] = n
+        self.dirty[event.customer_id] = str(n).encode()
+        return [_change(event.customer_id, n - 1 or None, n, event.event_id, event.ts.isoformat())]
+
+    def erase(self, customer_id: str, at: float | None = None) -> list[OutputMessage]:
+        n = self.counts.pop(customer_id, None)
+        self.dirty[customer_id] = None
+        if n is None:
+            return []
+        return [SegmentChange(customer_id=customer_id, lens="x", from_segment=SegmentRef(id=f"x-{n}", name="n"),
+                              to_segment=None, cause="erasure", cause_event_id=None,
+                              event_ts="2026-01-01T00:00:00+00:00", model_version=1, distance=None, features={},
+                              explanation=None)]
+
+    def set_rules(self, rules: Any) -> None:
+        self.rules = rules
+
+    def take_dirty(self) -> dict[str, bytes | None]:
+        out, self.dirty = dict(sorted(self.dirty.items())), {}
+        return out
+
+    def load_customer(self, customer_id: str, record: bytes) -> None:
+        self.counts[customer_id] = int(record)
+
+    def drop_customers(self, keep: Callable[[str], bool]) -> int:
+        gone = [c for c in self.counts if not keep(c)]
+        for c in gone:
+            del self.counts[c]
+        return len(gone)
+
+    def model_state(self) -> bytes:
+        return json.dumps({"events": self.events, "max_epoch": self.max_epoch}).encode()
+
+    def load_model_state(self, data: bytes) -> None:
+        state = json.loads(data)
+        self.events, self.max_epoch = state["events"], state["max_epoch"]
+
+    def stats(self) -> Any:
+        return SimpleNamespace(segments={"x": [SimpleNamespace(id="x-1", size=len(self.counts))]})
+
+
+def _change(customer: str, old: int | None, new: int, event_id: str, ts: str) -> SegmentChange:
+    return SegmentChange(customer_id=customer, lens="x",
+                         from_segment=None if old is None else SegmentRef(id=f"x-{old}", name="n"),
+                         to_segment=SegmentRef(id=f"x-{new}", name="n"), cause="event", cause_event_id=event_id,
+                         event_ts=ts, model_version=1, distance=None, features={"n": float(new)}, explanation=None)
+
+
+def event(i: int, customer: str = "c1", etype: str = "page_view", minutes: int | None = None,
+          **extra: Any) -> bytes:
+    minute = i if minutes is None else minutes
+    body = {"event_id": f"e{i}", "customer_id": customer, "type": etype,
+            "ts": f"2026-01-01T{minute // 60:02d}:{minute % 60:02d}:00Z", **extra}
+    return json.dumps(body).encode()
+
+
+class DrainTransport(MemoryTransport):
+    """Stops the service after two empty polls in a row (the input is drained)."""
+
+    service: Service | None = None
+    idle: int = 0
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Any]:
+        records = super().poll(timeout_s, max_records)
+        self.idle = 0 if records else self.idle + 1
+        if self.idle >= 2 and self.service is not None:
+            self.service.stop()
+        return records
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    transport: DrainTransport
+    cores: list[FakeCore]
+    core_setup: Callable[[FakeCore], None] | None = None
+
+    def service(self, **kwargs: Any) -> Service:
+        def make_transport(handler: RebalanceHandler) -> DrainTransport:
+            self.transport.handler = handler
+            return self.transport
+
+        def make_core(rules: Any) -> FakeCore:
+            core = FakeCore(rules=rules)
+            if self.core_setup is not None:
+                self.core_setup(core)
+            self.cores.append(core)
+            return core
+
+        svc = Service(self.settings, make_transport, make_core, clock=lambda: FIXED_NOW, **kwargs)
+        self.transport.service = svc
+        return svc
+
+    def run(self, **kwargs: Any) -> Service:
+        svc = self.service(**kwargs)
+        svc.run()
+        return svc
+
+    def outputs(self, topic: str = "out") -> list[dict[str, Any]]:
+        return [json.loads(r.value or b"null") for r in self.transport.records(topic)]
+
+
+def make_harness(partitions: int = 1, *args: str) -> Harness:
+    settings = load_settings(["--topics.input", "in", "--topics.output", "out", "--topics.dlq", "dlq",
+                              "--group-id", "g", "--metrics-port", "-1", "--commit-interval-ms", "1",
+                              "--batch-size", "3", *args])
+    return Harness(settings, DrainTransport("in", partitions=partitions), [])
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return make_harness()
+
+
+def values(records: Sequence[Any]) -> list[bytes | None]:
+    return [r.value for r in records]

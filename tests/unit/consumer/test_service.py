@@ -1,0 +1,231 @@
+"""The processing loop on an in-memory transport with a fake core."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from consumer.errors import BrokerUnavailableError, FencedError, TransactionError
+from consumer.service import RulesWatcher, Service
+from consumer.sink import TP, InRecord
+from segmenter.errors import ConfigError
+from tests.unit.consumer.conftest import FIXED_NOW, FakeCore, Harness, event, make_harness
+
+
+def test_outputs_keyed_with_kind_header_and_stamped(harness: Harness) -> None:
+    for i in range(5):
+        harness.transport.produce_input(b"c1" if i % 2 else b"c2", event(i, "c1" if i % 2 else "c2"))
+    harness.run()
+    out = harness.transport.records("out")
+    assert [json.loads(r.value or b"")["cause_event_id"] for r in out] == [f"e{i}" for i in range(5)]
+    assert all(dict(r.headers)["kind"] == b"segment_change" for r in out)
+    assert [r.key for r in out] == [b"c2", b"c1", b"c2", b"c1", b"c2"]
+    assert {json.loads(r.value or b"")["emitted_at"] for r in out} == {FIXED_NOW.isoformat()}
+    assert harness.transport.committed[TP("in", 0)] == 5
+    assert harness.transport.commits == 2  # batch size 3
+
+
+def test_state_goes_to_the_input_partition_and_model_is_written_when_changed() -> None:
+    h = make_harness(2)
+    h.transport.produce_input(b"a", event(0, "a"), partition=0)
+    h.transport.produce_input(b"b", event(1, "b"), partition=1)
+    h.transport.produce_input(b"b", event(2, "b"), partition=1)
+    h.run()
+    state = h.transport.records("g.state")
+    assert {(r.key, r.partition) for r in state} == {(b"a", 0), (b"b", 1)}
+    assert h.transport.read_to_end("g.state", [1])[-1].value == b"2"
+    models = h.transport.records("g.model")
+    assert models and all(r.key == b"0" for r in models)
+    assert json.loads(models[-1].value or b"")["events"] == 3
+
+
+def test_bad_records_are_dead_lettered_with_headers(harness: Harness) -> None:
+    t = harness.transport
+    t.produce_input(b"c1", event(100, minutes=600), headers=(("trace", b"x"),))
+    t.produce_input(b"c1", b"\xff\xfe")
+    t.produce_input(b"c1", b"[1, 2]")
+    t.produce_input(b"c1", json.dumps({"event_id": "p", "customer_id": "c1", "type": "purchase",
+                                       "ts": "2026-01-01T00:00:00Z"}).encode())
+    t.produce_input(b"c1", b"{" + b" " * 70_000 + b"}")
+    t.produce_input(None, None)
+    t.produce_input(b"c1", event(7, minutes=1))  # 10 hours before the first: late
+    svc = harness.run()
+    letters = t.records("dlq")
+    assert [dict(r.headers)["error"] for r in letters] == [b"not_utf8", b"not_json", b"schema", b"too_large",
+                                                           b"tombstone_key", b"late"]
+    first = dict(letters[0].headers)
+    assert letters[0].value == b"\xff\xfe" and letters[0].key == b"c1"
+    assert first["source_topic"] == b"in" and first["source_partition"] == b"0" and first["source_offset"] == b"1"
+    assert first["reason"]
+    assert svc.metrics.registry.get_sample_value("segmenter_events_rejected_total", {"reason": "late"}) == 1
+    assert len(t.records("out")) == 1
+    assert t.committed[TP("in", 0)] == 7
+
+
+def test_tombstone_erases_and_writes_a_state_tombstone(harness: Harness) -> None:
+    harness.transport.produce_input(b"c1", event(0))
+    harness.transport.produce_input(b"c1", None)
+    harness.run()
+    out = harness.outputs()
+    assert out[-1]["cause"] == "erasure" and out[-1]["to_segment"] is None
+    state = harness.transport.records("g.state")
+    assert [(r.key, r.value) for r in state] == [(b"c1", None)]  # same batch: only the tombstone
+
+
+def test_poison_record_is_isolated_and_dead_lettered_after_retries(harness: Harness) -> None:
+    shared = {"e1": -1}
+    harness.core_setup = lambda core: setattr(core, "fail_on", shared)
+    for i in range(4):
+        harness.transport.produce_input(b"c1", event(i))
+    svc = harness.run()
+    t = harness.transport
+    assert [dict(r.headers)["error"] for r in t.records("dlq")] == [b"processing_failed"]
+    assert dict(t.records("dlq")[0].headers)["source_offset"] == b"1"
+    # e0, e2, e3 each produced exactly once; the half-applied mutation was rolled back
+    assert [o["cause_event_id"] for o in harness.outputs()] == ["e0", "e2", "e3"]
+    assert [o["to_segment"]["id"] for o in harness.outputs()] == ["x-1", "x-2", "x-3"]
+    assert t.aborts == 3
+    assert svc.metrics.registry.get_sample_value("segmenter_batch_failures_total", {"cause": "core"}) == 3
+
+
+def test_transient_core_failure_is_replayed_without_duplicates(harness: Harness) -> None:
+    shared = {"e2": 1}
+    harness.core_setup = lambda core: setattr(core, "fail_on", shared)
+    for i in range(5):
+        harness.transport.produce_input(b"c1", event(i))
+    harness.run()
+    assert [o["cause_event_id"] for o in harness.outputs()] == [f"e{i}" for i in range(5)]
+    assert harness.transport.records("dlq") == []
+    assert harness.transport.aborts == 1
+
+
+def test_failed_commit_restarts_the_session_and_restores_state(harness: Harness) -> None:
+    t = harness.transport
+    for i in range(6):
+        t.produce_input(b"c1", event(i))
+    t.fail_commits, t.commit_error = 1, TransactionError("commit transaction failed: injected")
+    t.commits = 0
+    harness.run()
+    # first batch failed and was replayed by a new session: every output once, counts continue
+    assert [o["cause_event_id"] for o in harness.outputs()] == [f"e{i}" for i in range(6)]
+    assert [o["to_segment"]["id"] for o in harness.outputs()] == [f"x-{i + 1}" for i in range(6)]
+    assert len(harness.cores) == 2
+
+
+def test_restart_restores_customers_and_model(harness: Harness) -> None:
+    for i in range(3):
+        harness.transport.produce_input(b"c1", event(i))
+    harness.run()
+    harness.transport.produce_input(b"c1", event(3))
+    harness.run()
+    core = harness.cores[-1]
+    assert core.events == 4  # the model snapshot was restored
+    assert core.counts == {}  # released at shutdown (revocation)
+    assert harness.outputs()[-1]["to_segment"]["id"] == "x-4"  # the customer was restored
+
+
+def test_revocation_commits_the_open_batch_and_drops_customers() -> None:
+    h = make_harness(2, "--batch-size", "100", "--commit-interval-ms", "60000")
+    t = h.transport
+    t.produce_input(b"a", event(0, "a"), partition=0)
+    t.produce_input(b"b", event(1, "b"), partition=1)
+    svc = h.service()
+    t.handler = svc
+    svc._core = FakeCore()
+    svc._transport = t
+    records = t.poll(0, 10)  # the first poll assigns both partitions (on_assigned)
+    svc._restore_pending()
+    svc._process_records(records)
+    assert t.commits == 0 and svc._batch is not None
+    t.assign({TP("in", 0)})  # partition 1 moves away
+    assert t.commits == 1 and t.committed == {TP("in", 0): 1, TP("in", 1): 1}
+    svc._restore_pending()
+    assert svc._core.counts == {"a": 1}
+    assert svc._owned == {TP("in", 0)}
+
+
+def test_records_of_unowned_partitions_are_skipped(harness: Harness) -> None:
+    svc = harness.service()
+    svc._core = FakeCore()
+    svc._transport = harness.transport
+    svc._process_records([InRecord("in", 5, 0, b"c1", event(0))])
+    assert svc._batch is None and harness.transport.records("out") == []
+
+
+def test_rules_hot_reload_keeps_old_rules_when_invalid(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text("ok-1")
+
+    def load(p: Path) -> str:
+        text = p.read_text()
+        if not text.startswith("ok"):
+            raise ConfigError(f"{p}: rules[0].campaign: field required")
+        return text
+
+    watcher = RulesWatcher(path, load, interval_s=0.0)
+    assert watcher.load_initial() == "ok-1"
+    assert watcher.check(1.0) == "unchanged"
+    path.write_text("broken")
+    os.utime(path, (1000, 1000))
+    with caplog.at_level(logging.ERROR):
+        assert watcher.check(2.0) == "invalid"
+    assert watcher.rules == "ok-1" and "keeping the previous rules" in caplog.text
+    path.write_text("ok-2")
+    os.utime(path, (2000, 2000))
+    assert watcher.check(3.0) == "loaded" and watcher.rules == "ok-2"
+
+
+def test_service_applies_reloaded_rules(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "rules.txt"
+    path.write_text("v1")
+    watcher = RulesWatcher(path, lambda p: p.read_text(), interval_s=0.0)
+    watcher.load_initial()
+    harness.transport.produce_input(b"c1", event(0))
+    svc = harness.service(rules=watcher)
+    svc._core = harness.cores[-1] if harness.cores else FakeCore(rules="v1")
+    path.write_text("v2")
+    os.utime(path, (5000, 5000))
+    svc._check_rules()
+    assert svc._core.rules == "v2"
+    assert svc.metrics.registry.get_sample_value("segmenter_rules_reloads_total", {"result": "loaded"}) == 1
+
+
+def test_broker_down_at_start_is_retried_with_a_log_line(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    attempts = []
+    harness.transport.produce_input(b"c1", event(0))
+    svc = harness.service()
+    real_factory = svc._transport_factory
+
+    def flaky(handler: Service) -> object:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise BrokerUnavailableError("connect producer to 127.0.0.1:9092 failed: KafkaTimeoutError")
+        return real_factory(handler)
+
+    svc._transport_factory = flaky  # type: ignore[assignment]
+    svc._backoff = 0.01
+    with caplog.at_level(logging.WARNING):
+        svc.run()
+    assert len(attempts) == 3
+    assert caplog.text.count("reconnecting to") == 2
+    assert len(harness.transport.records("out")) == 1
+
+
+def test_fenced_producer_stops_the_service(harness: Harness) -> None:
+    harness.transport.produce_input(b"c1", event(0))
+    harness.transport.fail_commits, harness.transport.commit_error = 1, FencedError("fenced by a newer instance")
+    with pytest.raises(FencedError):
+        harness.run()
+    assert harness.transport.records("out") == []
+
+
+def test_stop_commits_the_open_batch() -> None:
+    h = make_harness(1, "--batch-size", "100", "--commit-interval-ms", "600000")
+    for i in range(4):
+        h.transport.produce_input(b"c1", event(i))
+    h.run()
+    assert h.transport.commits == 1 and h.transport.committed[TP("in", 0)] == 4
