@@ -1,0 +1,259 @@
+"""``segmenter``: offline tools around the core (no Kafka).
+
+Commands
+--------
+``segmenter replay EVENTS.jsonl --output OUT.jsonl --snapshot SNAP.jsonl [--config FILE] [--rules FILE] [--until ISO]``
+    The whole pipeline over a file; output messages to OUT (``emitted_at``
+    stamped with the wall clock), one line per customer to SNAP at the end,
+    and a summary on the console. ``--checkpoint FILE`` also writes the core's
+    full binary snapshot (readable by ``profile``).
+``segmenter profile SNAPSHOT_OR_CHECKPOINT [--config FILE]``
+    Segment sizes and profiles from a replay snapshot (JSONL) or a checkpoint.
+``segmenter check-rules RULES [--config FILE]``
+    Validate a rules file and describe every rule in plain words.
+
+Exit codes: 0 success (invalid input lines are reported and skipped), 1 the
+input cannot be read, 2 a usage, config or rules error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from segmenter.config import SegmenterConfig, load_config
+from segmenter.errors import ConfigError, StateError
+from segmenter.pipeline import Segmenter
+from segmenter.replay import ReplayReport, replay
+from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
+
+logger = logging.getLogger("segmenter")
+
+EXIT_OK = 0
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _parse_until(text: str) -> float:
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if ts.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"--until needs a UTC offset, e.g. {text}Z")
+    return ts.timestamp()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="segmenter", description="Streaming customer segmenter: offline tools.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bar")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser("replay", help="run the whole pipeline over a JSONL file of events")
+    rp.add_argument("events", type=Path, help="events, one JSON object per line")
+    rp.add_argument("--output", type=Path, help="write output messages here (JSONL)")
+    rp.add_argument("--snapshot", type=Path, help="write one line per customer here at the end (JSONL)")
+    rp.add_argument("--config", type=Path, help="config file (TOML or YAML); default: the packaged default")
+    rp.add_argument("--rules", type=Path, help="campaign rules file (TOML or YAML)")
+    rp.add_argument("--until", type=_parse_until, help="stop at this event time (ISO-8601) and re-score everyone then")
+    rp.add_argument("--checkpoint", type=Path, help="also write the core's full binary snapshot here")
+
+    pp = sub.add_parser("profile", help="segment sizes and profiles from a replay snapshot or a checkpoint")
+    pp.add_argument("source", type=Path, help="a replay --snapshot file (JSONL) or a --checkpoint file")
+    pp.add_argument("--config", type=Path, help="config the checkpoint was made with (default: packaged)")
+
+    cp = sub.add_parser("check-rules", help="validate a rules file and describe its rules")
+    cp.add_argument("rules", type=Path)
+    cp.add_argument("--config", type=Path, help="config whose lenses and features the rules must use")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segmenter`` console script."""
+    args = build_parser().parse_args(argv)
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "replay":
+            return _replay(args)
+        if args.command == "profile":
+            return _profile(args)
+        return _check_rules(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+def _load(config: Path | None, rules: Path | None) -> tuple[SegmenterConfig, RuleSet | None]:
+    cfg = load_config(config)
+    return cfg, (load_rules(rules, cfg) if rules is not None else None)
+
+
+def _open_out(path: Path | None) -> IO[bytes] | None:
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "wb")  # closed in _replay's finally
+
+
+def _replay(args: argparse.Namespace) -> int:
+    cfg, rules = _load(args.config, args.rules)
+    try:
+        total = args.events.stat().st_size
+    except OSError as exc:
+        print(f"error: cannot read {args.events}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    output = _open_out(args.output)
+    snapshot = _open_out(args.snapshot)
+    started = time.perf_counter()
+    try:
+        if sys.stderr.isatty() and not args.quiet:
+            with Progress(
+                TextColumn("replay"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True
+            ) as bar:
+                task = bar.add_task("replay", total=total)
+                report, seg = replay(
+                    args.events, cfg, output=output, snapshot=snapshot, rules=rules, until=args.until,
+                    clock=_now, progress=lambda n: bar.update(task, completed=n),
+                )  # fmt: skip
+        else:
+            report, seg = replay(
+                args.events, cfg, output=output, snapshot=snapshot, rules=rules, until=args.until, clock=_now
+            )
+    except OSError as exc:
+        print(f"error: cannot read {args.events}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    finally:
+        for fh in (output, snapshot):
+            if fh is not None:
+                fh.close()
+    if args.checkpoint is not None:
+        args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        args.checkpoint.write_bytes(seg.snapshot())
+    elapsed = time.perf_counter() - started
+    if not args.quiet:
+        print_summary(report, elapsed)
+    return EXIT_OK
+
+
+def print_summary(report: ReplayReport, elapsed: float) -> None:
+    """The end-of-replay summary on stdout."""
+    console = Console()
+    st = report.stats
+    rate = report.lines / elapsed if elapsed > 0 else 0.0
+    console.print(f"[bold]events read[/bold] {report.lines:,} in {elapsed:.1f} s ({rate:,.0f}/s)")
+    rejected = sum(report.rejected.values())
+    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(report.rejected.items()))
+    console.print(f"rejected {rejected:,}" + (f" ({reasons})" if reasons else ""))
+    for lineno, reason, detail in report.rejected_lines[:5]:
+        console.print(f"  line {lineno}: {reason}: {detail}", markup=False)
+    if st is None:
+        return
+    console.print(f"late {st.late:,}   duplicates {st.duplicates:,}   erasures {st.erasures:,}")
+    if report.after_until:
+        console.print(f"after --until (not applied) {report.after_until:,}")
+    console.print(f"customers {st.customers:,}   watermark {st.watermark}")
+    changes = ", ".join(f"{k} {v:,}" for k, v in st.changes.items()) or "none"
+    console.print(f"segment changes: {changes}")
+    for lens, sizes in st.segments.items():
+        table = Table(title=f"lens {lens}", title_justify="left")
+        table.add_column("segment")
+        table.add_column("name")
+        table.add_column("customers", justify="right")
+        for s in sizes:
+            table.add_row(s.id, s.name, f"{s.size:,}")
+        console.print(table)
+    if st.triggers or st.suppressed:
+        table = Table(title="campaign triggers", title_justify="left")
+        table.add_column("campaign")
+        table.add_column("triggered", justify="right")
+        table.add_column("suppressed by control")
+        for campaign in sorted(set(st.triggers) | set(st.suppressed)):
+            sup = st.suppressed.get(campaign, {})
+            table.add_row(
+                campaign, f"{st.triggers.get(campaign, 0):,}", ", ".join(f"{k} {v:,}" for k, v in sup.items()) or "-"
+            )
+        console.print(table)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    try:
+        data = args.source.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.source}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    if data[:1] == b"\x80":  # a pickled checkpoint
+        seg = Segmenter.from_snapshot(load_config(args.config), data)
+        for lens in seg.lenses:
+            print(f"lens {lens.name} (model version {lens.model_version})")
+            for p in lens.profiles():
+                centroid = ", ".join(f"{k}={v:.4g}" for k, v in p.centroid.items())
+                print(f"  {p.id:<16} {p.size:>9,}  {p.name}  [{centroid}]")
+        return EXIT_OK
+    return _profile_jsonl(data)
+
+
+def _profile_jsonl(data: bytes) -> int:
+    sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    names: dict[tuple[str, str], str] = {}
+    sums: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    bad = 0
+    for lineno, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec: Any = orjson.loads(line)
+            segments = rec["segments"]
+            features = rec["features"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            bad += 1
+            logger.warning("line %d: not a snapshot line", lineno)
+            continue
+        for lens, ref in segments.items():
+            sid = ref["id"] if ref else "(none)"
+            sizes[lens][sid] += 1
+            names[(lens, sid)] = ref["name"] if ref else "no segment yet"
+            for k, v in features.get(lens, {}).items():
+                sums[(lens, sid)][k] += float(v)
+    for lens in sorted(sizes):
+        print(f"lens {lens}")
+        for sid, n in sorted(sizes[lens].items(), key=lambda kv: (-kv[1], kv[0])):
+            means = ", ".join(f"{k}={v / n:.4g}" for k, v in sums[(lens, sid)].items())
+            print(f"  {sid:<16} {n:>9,}  {names[(lens, sid)]}  [{means}]")
+    if bad:
+        print(f"{bad} line(s) skipped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_rules(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    rules = load_rules(args.rules, cfg)
+    for line in describe_rules(rules):
+        print(line)
+    print(f"{len(rules.rules)} rule(s) OK")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Offline replay: the whole pipeline over a JSONL file of events, without Kafka.
+
+``segmenter replay EVENTS.jsonl --output OUT.jsonl --snapshot SNAP.jsonl`` (see
+ARCHITECTURE.md, "Command line") is :func:`replay` plus the console around it
+(:mod:`segmenter.__main__`). This module does file I/O but has no clock: the
+caller passes one to stamp ``emitted_at``.
+
+Invalid lines are reported (line number, reason) and skipped; late events are
+counted; the run fails only when the input cannot be read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from segmenter.config import SegmenterConfig
+from segmenter.errors import EventError
+from segmenter.events import parse_event
+from segmenter.outputs import OutputMessage, encode, stamp
+from segmenter.pipeline import Segmenter, SegmenterStats
+
+if TYPE_CHECKING:
+    from segmenter.triggers.rules import RuleSet
+
+__all__ = ["MAX_REPORTED", "ReplayReport", "replay", "write_snapshot"]
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORTED = 1000
+"""Rejected lines kept (with their reason) in the report; all are counted."""
+_LOGGED = 20
+_PROGRESS_EVERY = 4096
+
+
+@dataclass
+class ReplayReport:
+    """What a replay read, rejected and wrote."""
+
+    lines: int = 0
+    """Non-empty input lines."""
+    events: int = 0
+    """Valid events handed to the core (late and duplicates included)."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Invalid lines per reason (``not_json``, ``schema``, ...)."""
+    rejected_lines: list[tuple[int, str, str]] = field(default_factory=list)
+    """The first :data:`MAX_REPORTED` rejected lines: (line number, reason, detail)."""
+    late: int = 0
+    after_until: int = 0
+    """Valid events after ``--until`` (not applied)."""
+    outputs: Counter[str] = field(default_factory=Counter)
+    """Messages written per kind."""
+    customers: int = 0
+    """Lines written to the snapshot."""
+    stats: SegmenterStats | None = None
+
+
+def replay(
+    events_path: str | Path,
+    config: SegmenterConfig,
+    *,
+    output: IO[bytes] | None = None,
+    snapshot: IO[bytes] | None = None,
+    rules: RuleSet | None = None,
+    until: float | None = None,
+    clock: Callable[[], str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    segmenter: Segmenter | None = None,
+) -> tuple[ReplayReport, Segmenter]:
+    """Feed every event of a JSONL file through a :class:`Segmenter`.
+
+    Parameters
+    ----------
+    events_path
+        One JSON event per line (UTF-8); blank lines are ignored.
+    config, rules
+        The core's configuration and campaign rules.
+    output
+        Binary stream for the output messages (JSONL), or ``None``.
+    snapshot
+        Binary stream for the per-customer snapshot (JSONL), written at the end.
+    until
+        Epoch seconds: events after it are skipped, and at the end the
+        watermark is moved to it (every customer re-scored at ``until``).
+    clock
+        Returns the wall-clock time (ISO-8601 UTC) to stamp ``emitted_at``; ``None`` leaves it unset.
+    progress
+        Called with the number of bytes read so far, now and then.
+    segmenter
+        Continue an existing core (e.g. one restored from a checkpoint) instead of a new one.
+
+    Raises
+    ------
+    OSError
+        The input cannot be opened or read.
+    """
+    seg = segmenter if segmenter is not None else Segmenter(config, rules)
+    report = ReplayReport()
+
+    def emit(messages: list[OutputMessage]) -> None:
+        if not messages:
+            return
+        now = clock() if clock is not None else None
+        for m in messages:
+            report.outputs[m.kind] += 1
+            if output is not None:
+                output.write(encode(stamp(m, now) if now is not None else m) + b"\n")
+
+    nbytes = 0
+    with open(events_path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            nbytes += len(line)
+            if progress is not None and lineno % _PROGRESS_EVERY == 0:
+                progress(nbytes)
+            body = line.strip()
+            if not body:
+                continue
+            report.lines += 1
+            try:
+                event = parse_event(body)
+            except EventError as exc:
+                _reject(report, lineno, exc)
+                continue
+            report.events += 1
+            if until is not None and event.epoch > until:
+                report.after_until += 1
+                continue
+            try:
+                emit(seg.process(event))
+            except EventError as exc:
+                if exc.reason == "late":
+                    report.late += 1
+                    logger.debug("line %d: %s", lineno, exc)
+                else:
+                    _reject(report, lineno, exc)
+    if progress is not None:
+        progress(nbytes)
+    if until is not None:
+        emit(seg.advance_to(until, full=True))
+    if snapshot is not None:
+        report.customers = write_snapshot(seg, snapshot)
+    report.stats = seg.stats()
+    return report, seg
+
+
+def _reject(report: ReplayReport, lineno: int, exc: EventError) -> None:
+    report.rejected[exc.reason] += 1
+    n = sum(report.rejected.values())
+    if len(report.rejected_lines) < MAX_REPORTED:
+        report.rejected_lines.append((lineno, exc.reason, exc.detail))
+    if n <= _LOGGED:
+        logger.warning("line %d skipped: %s", lineno, exc)
+    elif n == _LOGGED + 1:
+        logger.warning("more invalid lines; only counted from here on")
+
+
+def write_snapshot(seg: Segmenter, out: IO[bytes]) -> int:
+    """Write one line per customer (ordered by id): ``{"customer_id", "segments", "features"}``."""
+    n = 0
+    for view in seg.customer_views():
+        out.write(orjson.dumps(view.as_json()) + b"\n")
+        n += 1
+    return n
+
+
+def read_snapshot_lines(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """Parse ``replay --snapshot`` lines (blank lines ignored)."""
+    return [orjson.loads(line) for line in lines if line.strip()]

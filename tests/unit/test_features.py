@@ -1,0 +1,235 @@
+"""FeatureStore: event-time features, exact late events, dedup, erasure, state and memory."""
+
+from __future__ import annotations
+
+import math
+import random
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segmenter.config import FeatureConfig
+from segmenter.errors import EventError, StateError
+from segmenter.features import BASE_EPOCH, DAY, FEATURE_NAMES, HEAVY_TAILED, EventKind, FeatureStore
+from segmenter.lenses.scaling import HEAVY_TAILED as LENS_HEAVY_TAILED
+
+T0 = FeatureStore.to_seconds(BASE_EPOCH + 2000 * DAY)
+CFG = FeatureConfig()
+
+
+def feats(store: FeatureStore, cid: str, t: int) -> dict[str, float]:
+    row = store.row_of(cid)
+    assert row is not None
+    return dict(zip(FEATURE_NAMES, store.vector(row, t), strict=True))
+
+
+def test_feature_names_are_the_documented_ones() -> None:
+    assert FEATURE_NAMES == (
+        "recency_days", "tenure_days", "frequency", "spend", "aov", "sessions", "product_views",
+        "cart_adds", "cart_abandonment", "conversion", "email_engagement", "refund_rate",
+    )  # fmt: skip
+    assert HEAVY_TAILED == LENS_HEAVY_TAILED  # one meaning of "heavy-tailed" across the core
+
+
+def test_decay_recency_ratios_by_hand() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    s.ingest("c", "e1", EventKind.OTHER, T0, None)  # first seen
+    s.ingest("c", "e2", EventKind.PRODUCT_VIEW, T0 + 10 * DAY, None)
+    s.ingest("c", "e3", EventKind.PRODUCT_VIEW, T0 + 10 * DAY, None)
+    s.ingest("c", "e4", EventKind.CART_ADD, T0 + 10 * DAY, None)
+    s.ingest("c", "e5", EventKind.PURCHASE, T0 + 10 * DAY, 100.0)
+    s.ingest("c", "e6", EventKind.EMAIL_CLICK, T0 + 10 * DAY, None)
+    s.ingest("c", "e7", EventKind.REFUND, T0 + 10 * DAY, 40.0)
+    f = feats(s, "c", T0 + 40 * DAY)
+    assert f["recency_days"] == pytest.approx(30.0)
+    assert f["tenure_days"] == pytest.approx(40.0)
+    assert f["frequency"] == pytest.approx(0.5, rel=1e-6)  # 30 days = one half-life
+    assert f["spend"] == pytest.approx(30.0, rel=1e-6)  # (100 - 40) / 2
+    assert f["aov"] == pytest.approx(100.0)
+    assert f["product_views"] == pytest.approx(2 * 2 ** (-30 / 14), rel=1e-6)
+    assert f["cart_abandonment"] == pytest.approx(0.0)  # one purchase per cart add
+    assert f["conversion"] == pytest.approx(0.5, rel=1e-6)  # both decay alike: ratio kept
+    assert f["email_engagement"] == pytest.approx(2 * 2 ** (-30 / 14), rel=1e-6)
+    assert f["refund_rate"] == pytest.approx(1.0)
+    assert f["sessions"] == 0.0
+
+
+def test_recency_is_capped_and_spend_floored() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    s.ingest("c", "e1", EventKind.REFUND, T0, 50.0)
+    f = feats(s, "c", T0 + 1000 * DAY)
+    assert f["recency_days"] == CFG.recency_cap_days
+    assert f["spend"] == 0.0
+    assert f["refund_rate"] == 1.0  # refunds without purchases
+
+
+def test_amounts_are_clipped_so_values_stay_finite() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    for i in range(5):
+        s.ingest("c", f"e{i}", EventKind.PURCHASE, T0 + i, 1e300)
+    assert all(math.isfinite(v) for v in feats(s, "c", T0 + 10).values())
+
+
+def test_out_of_range_time_is_a_schema_error() -> None:
+    with pytest.raises(EventError) as err:
+        FeatureStore.to_seconds(BASE_EPOCH + 100 * 365 * DAY)
+    assert err.value.reason == "schema"
+    assert err.value.field == "ts"
+
+
+events_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(list(EventKind)),
+        st.integers(0, 3 * DAY),
+        st.floats(0, 500, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@given(events_strategy, st.randoms(use_true_random=False))
+def test_out_of_order_events_are_applied_exactly(
+    events: list[tuple[EventKind, int, float]], rnd: random.Random
+) -> None:
+    ordered = sorted(events, key=lambda e: e[1])
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    a, b = FeatureStore(CFG, 1), FeatureStore(CFG, 1)
+    for i, (kind, dt, amount) in enumerate(ordered):
+        a.ingest("c", f"x{i}-{dt}-{kind}-{amount}", kind, T0 + dt, amount)
+    for i, (kind, dt, amount) in enumerate(shuffled):
+        b.ingest("c", f"y{i}-{dt}-{kind}-{amount}", kind, T0 + dt, amount)
+    at = T0 + 4 * DAY
+    fa, fb = feats(a, "c", at), feats(b, "c", at)
+    for name in FEATURE_NAMES:
+        assert fb[name] == pytest.approx(fa[name], rel=1e-4, abs=1e-4), name
+
+
+def test_dedup_remembers_the_last_n_event_ids_per_customer() -> None:
+    s = FeatureStore(CFG, 1)
+    assert s.ingest("c", "e0", EventKind.SESSION, T0, None) >= 0
+    assert s.ingest("c", "e0", EventKind.SESSION, T0, None) == -1
+    assert s.ingest("other", "e0", EventKind.SESSION, T0, None) >= 0  # per customer
+    for i in range(1, CFG.dedup_size + 1):
+        assert s.ingest("c", f"e{i}", EventKind.SESSION, T0 + i, None) >= 0
+    # e0 fell out of the ring of 8: accepted again (the documented bound); e5 is still remembered
+    assert s.ingest("c", "e5", EventKind.SESSION, T0 + 20, None) == -1
+    assert s.ingest("c", "e0", EventKind.SESSION, T0 + 20, None) >= 0
+    assert feats(s, "c", T0 + 20)["sessions"] == pytest.approx(CFG.dedup_size + 2, rel=1e-3)
+
+
+def test_remove_frees_the_row_for_reuse_with_clean_state() -> None:
+    s = FeatureStore(CFG, 2)
+    r = s.ingest("a", "e1", EventKind.PURCHASE, T0, 10.0)
+    s.set_segment(r, 1, 3, 5)
+    assert s.remove("a") == r
+    assert s.remove("a") is None
+    assert "a" not in s
+    r2 = s.ingest("b", "e1", EventKind.OTHER, T0, None)
+    assert r2 == r
+    assert s.segment(r2, 1) == -1
+    assert feats(s, "b", T0)["aov"] == 0.0
+
+
+def test_columns_grow_without_losing_state() -> None:
+    s = FeatureStore(CFG, 1, capacity=16)
+    for i in range(100):
+        s.ingest(f"c{i}", "e", EventKind.PURCHASE, T0 + i, float(i))
+    assert s.capacity >= 100
+    assert feats(s, "c7", T0 + 100)["aov"] == 7.0
+    assert s.ingest("c7", "e", EventKind.PURCHASE, T0 + 101, 1.0) == -1
+
+
+def _fill(store: FeatureStore, ids: list[str]) -> None:
+    for k, cid in enumerate(ids):
+        row = store.ingest(cid, f"{cid}-1", EventKind.PURCHASE, T0 + (k % 7) * 3600, 20.0 + k)
+        store.ingest(cid, f"{cid}-2", EventKind.PRODUCT_VIEW, T0 + (k % 5) * 3600, None)
+        store.set_segment(row, 0, k % 3, k % 4)
+
+
+def test_records_round_trip_exactly() -> None:
+    a = FeatureStore(CFG, 1)
+    _fill(a, [f"c{i}" for i in range(20)])
+    b = FeatureStore(CFG, 1)
+    for cid in reversed(list(a.customer_ids())):
+        row = a.row_of(cid)
+        assert row is not None
+        b.load_record(cid, a.record(row, ["value"]), ["value"])
+    for cid in a.customer_ids():
+        ra, rb = a.row_of(cid), b.row_of(cid)
+        assert ra is not None and rb is not None
+        assert a.vector(ra, T0 + DAY) == b.vector(rb, T0 + DAY)
+        assert (a.segment(ra, 0), a.dwell_of(ra, 0)) == (b.segment(rb, 0), b.dwell_of(rb, 0))
+        assert a.ingest(cid, f"{cid}-2", EventKind.OTHER, T0, None) == -1  # dedup ring restored
+        assert b.ingest(cid, f"{cid}-2", EventKind.OTHER, T0, None) == -1
+    with pytest.raises(StateError):
+        b.load_record("x", {"f": [1.0]}, ["value"])
+
+
+def test_columns_round_trip() -> None:
+    a = FeatureStore(CFG, 1)
+    _fill(a, [f"c{i}" for i in range(50)])
+    a.remove("c3")
+    b = FeatureStore(CFG, 1)
+    b.load_columns(a.columns(["value"]), ["value"])
+    assert sorted(b.customer_ids()) == sorted(a.customer_ids())
+    for cid in a.customer_ids():
+        ra, rb = a.row_of(cid), b.row_of(cid)
+        assert ra is not None and rb is not None
+        assert a.record(ra, ["value"]) == b.record(rb, ["value"])
+    with pytest.raises(StateError):
+        b.load_columns(a.columns(["value"]), ["other"])
+
+
+def test_selection_order_does_not_depend_on_rows() -> None:
+    ids = [f"cust-{i}" for i in range(300)]
+    a, b = FeatureStore(CFG, 1), FeatureStore(CFG, 1)
+    _fill(a, ids)
+    shuffled = list(ids)
+    random.Random(4).shuffle(shuffled)
+    for cid in shuffled:  # same state, other rows
+        row = a.row_of(cid)
+        assert row is not None
+        b.load_record(cid, a.record(row, ["v"]), ["v"])
+    for limit in (1, 17, 100, 1000):
+        assert [a.id_of(r) for r in a.stalest(T0 + 5 * 3600, limit)] == [
+            b.id_of(r) for r in b.stalest(T0 + 5 * 3600, limit)
+        ]
+        assert [a.id_of(r) for r in a.sample(12345, limit)] == [b.id_of(r) for r in b.sample(12345, limit)]
+    stale = [a.id_of(r) for r in a.stalest(T0 + 5 * 3600, 1000)]
+    times = [a.scored_time(a.row_of(c)) for c in stale]  # type: ignore[arg-type]
+    assert times == sorted(times) and max(times) < T0 + 5 * 3600
+    assert a.sample(1, 10) != a.sample(2, 10)
+    assert a.rows_in_segment(0, 1) == sorted(a.rows_in_segment(0, 1), key=a.id_of)
+    assert a.segment_counts(0) == {0: 100, 1: 100, 2: 100}
+
+
+def test_matrix_matches_vector() -> None:
+    s = FeatureStore(CFG, 1)
+    _fill(s, [f"c{i}" for i in range(40)])
+    rows = np.array([s.row_of(f"c{i}") for i in range(40)], dtype=np.intp)
+    times = np.full(len(rows), T0 + 3 * DAY, dtype=np.int64)
+    m = s.matrix(rows, times)
+    for k, row in enumerate(rows.tolist()):
+        np.testing.assert_allclose(m[k], s.vector(row, T0 + 3 * DAY), rtol=1e-9, atol=1e-12)
+
+
+def test_memory_per_customer_at_100k() -> None:
+    """Everything the store holds per customer (columns, dict entry, id string, row int) <= 256 bytes."""
+    n = 100_000
+    ids = [f"cust-{i:07d}" for i in range(n)]
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    s = FeatureStore(CFG, n_lenses=2)
+    for i, cid in enumerate(ids):
+        s.ingest(cid, "e", EventKind.PURCHASE, T0 + i, 10.0)
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    id_bytes = sum(len(c) + 49 for c in ids)  # the id strings are the caller's, held by the store too
+    per_customer = (used - base + id_bytes) / n
+    assert s.nbytes() / n < 128
+    assert per_customer <= 256, per_customer
