@@ -1,0 +1,598 @@
+"""``Lens``: one named segmentation, the facade of the lens package.
+
+Data flow for one customer vector (original units, the lens's features in order)::
+
+    observe(raw)  -> (sampled) signed log1p + Welford scaler -> micro-batch -> river model
+                  -> every `refresh_every` learnt samples: model centers -> registry
+                     (stable ids, lifecycle) -> names -> lifecycle messages
+    assign(raw, current, dwell) -> distances to the live segment centers (plain Python,
+                     a frozen scaler snapshot) -> hysteresis -> Assignment
+    refine(sample_raw) -> Lloyd iterations seeded from the segment centers on a
+                     sample of current customers; pushed back into k-means models
+
+Examples
+--------
+>>> import numpy as np
+>>> from segmenter.lenses.config import LensConfig
+>>> cfg = LensConfig(name="value", features=["frequency", "spend"], algorithm="kmeans",
+...                  params={"n_clusters": 2, "halflife": 0.1}, warmup=50, refresh_every=64)
+>>> lens = Lens(cfg, seed=42)
+>>> rng = np.random.default_rng(0)
+>>> messages = []
+>>> for i in range(400):
+...     base = np.array([1.0, 20.0]) if i % 2 else np.array([12.0, 900.0])
+...     messages += lens.observe(base * rng.uniform(0.8, 1.2, 2))
+>>> lens.ready, sorted({m.action for m in messages})
+(True, ['born'])
+>>> a = lens.assign(np.array([12.0, 950.0]), current=None, dwell=0)
+>>> b = lens.assign(np.array([1.1, 18.0]), current=None, dwell=0)
+>>> a.segment != b.segment, a.moved
+(True, True)
+>>> lens.ref(a.segment).name
+'high spend · frequent'
+>>> lens.assign(np.array([1.1, 18.0]), current=a.segment, dwell=0).segment == a.segment   # min_dwell
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segmenter.errors import StateError
+from segmenter.lenses.config import LensConfig
+from segmenter.lenses.hysteresis import Hysteresis
+from segmenter.lenses.lloyd import kmeans_plus_plus, lloyd
+from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
+from segmenter.lenses.naming import SegmentProfile, unique_names
+from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
+from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
+from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
+
+__all__ = ["Assignment", "Lens"]
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+TOP_FEATURES = 3
+_INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Result of :meth:`Lens.assign`.
+
+    Attributes
+    ----------
+    segment
+        Stable segment number after hysteresis (None before warm-up).
+    nearest
+        Nearest segment ignoring hysteresis.
+    distance
+        Distance to ``segment`` in scaled space.
+    moved
+        ``segment != current``.
+    """
+
+    segment: int | None
+    nearest: int | None
+    distance: float | None
+    moved: bool
+
+
+class Lens:
+    """One segmentation: scaler, river model, segment registry, names and hysteresis.
+
+    Parameters
+    ----------
+    config
+        The lens settings.
+    seed
+        Top-level seed; the model seed is derived from it and the lens name
+        (``zlib.crc32``), so lenses do not share random streams.
+
+    Notes
+    -----
+    Pure and deterministic: no clock, no environment, no global state; the
+    same config, seed and call sequence give the same results, and
+    :meth:`state` / :meth:`load_state` restore a lens exactly. Sampling is
+    counter based: during warm-up every observation is buffered; after it every
+    ``learn_every``-th one is learnt (every one while the model has no
+    centers yet).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from segmenter.lenses.config import LensConfig
+    >>> cfg = LensConfig(name="eng", features=["sessions", "conversion"], algorithm="kmeans",
+    ...                  params={"n_clusters": 2}, warmup=40)
+    >>> lens = Lens(cfg, seed=1)
+    >>> for i in range(40):
+    ...     _ = lens.observe(np.array([30.0, 0.3]) if i % 2 else np.array([1.0, 0.0]))
+    >>> lens.ready, lens.model_version, [p.id for p in lens.profiles()]
+    (True, 1, ['eng-1', 'eng-2'])
+    >>> seg = lens.assign(np.array([25.0, 0.25]), current=None, dwell=0).segment
+    >>> lens.ref(seg).name
+    'high conversion · many sessions'
+    """
+
+    def __init__(self, config: LensConfig, seed: int) -> None:
+        self.config = config
+        self.name: str = config.name
+        self.feature_names: tuple[str, ...] = tuple(config.features)
+        self.model_version = 0
+        self.seed = zlib.crc32(f"{seed}:{config.name}".encode()) & 0x7FFFFFFF
+        self._dim = len(self.feature_names)
+        self._scaler = OnlineScaler(self.feature_names, config.heavy_features)
+        self._model: ClusterModel = make_model(config.algorithm, config.params, self._dim, self.seed)
+        self._registry = SegmentRegistry(config.match_threshold, config.retire_after, config.max_segments)
+        self._hysteresis = Hysteresis(config.margin, config.min_dwell)
+        # The hysteresis rule, inlined in assign (see Hysteresis.decide).
+        self._min_dwell = config.min_dwell
+        self._keep = 1.0 - config.margin
+        self._heavy = self._scaler.heavy_index
+        self._n_obs = 0
+        self._warm: list[list[float]] = []
+        self._batch: list[list[float]] = []
+        self._learned_since_refresh = 0
+        self._ready = False
+        self._snapshot: ScalerSnapshot | None = None
+        self._model_map: dict[int, int] = {}
+        self._rebuild_caches()
+
+    # --- properties --------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Warm-up done and segments exist: assignments may be emitted."""
+        return self._ready
+
+    @property
+    def n_observed(self) -> int:
+        """Observations so far."""
+        return self._n_obs
+
+    @property
+    def model(self) -> ClusterModel:
+        """The underlying model adapter (read-only use)."""
+        return self._model
+
+    @property
+    def registry(self) -> SegmentRegistry:
+        """The segment registry (read-only use)."""
+        return self._registry
+
+    @property
+    def snapshot(self) -> ScalerSnapshot | None:
+        """The scaler snapshot that defines the current scaled space (None before the first refresh)."""
+        return self._snapshot
+
+    # --- learning ----------------------------------------------------------------------------
+
+    def observe(self, raw: np.ndarray) -> list[SegmentLifecycle]:
+        """Feed one customer's current raw feature vector.
+
+        Cheap on most calls (a counter and a finiteness check); every sampled
+        vector is transformed, added to the scaler and buffered; a full buffer
+        is learnt; a refresh matches the model's centers to the registry.
+
+        Returns
+        -------
+        list of SegmentLifecycle
+            Lifecycle messages of a refresh (born/merged/split/retired/renamed), usually empty.
+
+        Raises
+        ------
+        ValueError
+            On a non-finite value or a vector of the wrong length.
+        """
+        values = raw.tolist()
+        total = sum(values)
+        if total - total != 0.0 and not all_finite(values):
+            raise ValueError(f"lens {self.name!r}: non-finite feature value in {values!r}")
+        self._n_obs += 1
+        n = self._n_obs
+        warmup = self.config.warmup
+        if n <= warmup:
+            t = self._scaler.transform(values)
+            self._scaler.update(t)
+            self._warm.append(t)
+            if n < warmup:
+                return []
+            snap = self._scaler.snapshot()
+            self._model.learn_many(snap.scale_matrix(np.asarray(self._warm)))
+            return self._refresh()
+        if self._ready and n % self.config.learn_every:
+            return []
+        t = self._scaler.transform(values)
+        self._scaler.update(t)
+        self._batch.append(self._scaler.snapshot().scale(t))
+        if len(self._batch) < self.config.batch_size:
+            return []
+        self._model.learn_many(np.asarray(self._batch))
+        self._learned_since_refresh += len(self._batch)
+        self._batch = []
+        if not self._ready or self._learned_since_refresh >= self.config.refresh_every:
+            return self._refresh()
+        return []
+
+    def _refresh(self) -> list[SegmentLifecycle]:
+        """Read the model's centers and match them to the registry."""
+        self._learned_since_refresh = 0
+        centers = self._model.centers()
+        if not len(centers):
+            logger.debug("lens %s: model has no centers yet", self.name)
+            return []
+        weights = self._model.weights()
+        total = float(weights.sum())
+        index = np.arange(len(centers))
+        if total > 0.0:
+            index = index[weights >= self.config.min_cluster_share * total]
+        order = index[np.argsort(-weights[index], kind="stable")][: self.config.max_segments]
+        snap = self._scaler.snapshot()
+        cs = centers[order]
+        src = order
+        if not self._ready and self._warm:
+            cs, src = self._initial_centers(cs, src, snap)
+        result = self._registry.update(cs, snap)
+        self._snapshot = snap
+        self._model_map = {int(src[j]): number for j, number in result.mapping.items()}
+        if not self._ready and self._registry.live():
+            self._ready = True
+            self._warm = []
+        return self._publish(list(result.events))
+
+    def _initial_centers(
+        self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """First segments: batch k-means on the warm-up buffer, so that births are not mere noise.
+
+        K-means models are re-seeded with k-means++ (their random initial centers
+        are meaningless) and the result is pushed back into the model; density
+        models keep their clusters as seeds. Near-duplicate centers are dropped.
+        Returns the centers and, per center, the model index it stands for.
+        """
+        warm = snap.scale_matrix(np.asarray(self._warm))
+        k = n_clusters_of(self.config.algorithm, self.config.params)
+        if self._model.can_push and k is not None:
+            cs = kmeans_plus_plus(warm, k, np.random.default_rng([self.seed, 0]))
+            src = np.arange(len(cs))
+        cs, _ = lloyd(warm, cs, self.config.refine_iterations)
+        keep: list[int] = []
+        for i in range(len(cs)):
+            if all(np.linalg.norm(cs[i] - cs[j]) >= self.config.match_threshold / 2.0 for j in keep):
+                keep.append(i)
+        cs, src = cs[keep], src[keep]
+        if self._model.can_push:
+            self._model.push_centers({int(src[i]): cs[i] for i in range(len(cs))})
+        return cs, src
+
+    # --- refinement --------------------------------------------------------------------------
+
+    def refine(self, sample_raw: np.ndarray) -> list[SegmentLifecycle]:
+        """Batch-refine the segment centers on a sample of current customers (rows, original units).
+
+        A few Lloyd (batch k-means) iterations seeded from the live segment
+        centers; segments whose refined centers collapse within half the match
+        threshold merge (the older survives). For KMeans and STREAMKMeans the
+        refined centers are written back into the river model, so the online
+        model stays in step. No-op (``[]``) before the lens is ready or on an
+        empty sample.
+
+        Raises
+        ------
+        ValueError
+            On a non-finite value or a wrongly shaped sample.
+        """
+        sample = np.asarray(sample_raw, dtype=np.float64)
+        if sample.ndim != 2 or sample.shape[1] != self._dim:
+            raise ValueError(f"lens {self.name!r}: expected an (n, {self._dim}) sample, got {sample.shape}")
+        transformed = self._scaler.transform_matrix(sample)
+        if not self._ready or self._snapshot is None or not len(sample):
+            return []
+        return self._publish(self._lloyd(self._snapshot.scale_matrix(transformed)))
+
+    def _lloyd(self, xs: np.ndarray) -> list[LifecycleEvent]:
+        """Lloyd iterations on scaled rows ``xs``; updates the registry and the model; returns merges."""
+        snap = self._snapshot
+        live = self._registry.live()
+        if snap is None or not live or not len(xs):
+            return []
+        cs, _ = lloyd(xs, self._registry.scaled_centers(live, snap), self.config.refine_iterations)
+        events = self._registry.set_centers(live, cs, snap, merge_within=self.config.match_threshold / 2.0)
+        self._push_to_model()
+        return events
+
+    def _push_to_model(self) -> None:
+        """Write the segment centers back into a k-means model (its own scaled space = live scaler)."""
+        if not self._model.can_push or not self._model_map:
+            return
+        live_snap = self._scaler.snapshot()
+        pushes: dict[int, np.ndarray] = {}
+        for index, number in self._model_map.items():
+            seg = self._registry.segments.get(number)
+            if seg is not None and seg.status == "live":
+                pushes[index] = np.asarray(live_snap.scale(seg.center))
+        if pushes:
+            self._model.push_centers(pushes)
+
+    # --- publication -------------------------------------------------------------------------
+
+    def _publish(self, events: list[LifecycleEvent]) -> list[SegmentLifecycle]:
+        """Bump the model version, rename, rebuild caches and turn events into messages."""
+        self.model_version += 1
+        renamed = self._rename()
+        self._rebuild_caches()
+        messages = []
+        for e in events:
+            messages.append(self._message(e.action, e.segment, e.related, {}))
+        for number, previous in renamed:
+            messages.append(self._message("renamed", number, [], {"previous_name": previous}))
+        return messages
+
+    def _message(self, action: Any, number: int, related: list[int], extra: dict[str, Any]) -> SegmentLifecycle:
+        profile = self._profile(number).as_dict()
+        profile.update(extra)
+        return SegmentLifecycle(
+            lens=self.name,
+            action=action,
+            segment=self.ref(number),
+            related=[self._id(r) for r in related],
+            model_version=self.model_version,
+            profile=profile,
+        )
+
+    def _rename(self) -> list[tuple[int, str]]:
+        """Recompute names of live segments; return (number, previous name) for renamed ones."""
+        snap = self._snapshot
+        live = self._registry.live()
+        if snap is None or not live:
+            return []
+        cs = self._registry.scaled_centers(live, snap)
+        zs = {n: dict(zip(self.feature_names, cs[i].tolist(), strict=True)) for i, n in enumerate(live)}
+        overrides = {n: v for n, v in self.config.names.items()}
+        segs = self._registry.segments
+        previous = {n: segs[n].name for n in live}
+        names = unique_names(zs, overrides, previous)
+        renamed = []
+        for n in live:
+            old = segs[n].name
+            segs[n].name = names[n]
+            if old and old != names[n]:
+                renamed.append((n, old))
+        return renamed
+
+    def _rebuild_caches(self) -> None:
+        """Plain-Python copies of what :meth:`assign` needs."""
+        self._refs: dict[int, SegmentRef] = {}
+        snap = self._snapshot
+        live = self._registry.live()
+        if snap is None or not live:
+            self._live: list[int] = []
+            self._centers: list[list[float]] = []
+            self._pos: dict[int, int] = {}
+            self._inv: list[float] = [1.0] * self._dim
+            self._offset: list[float] = [0.0] * self._dim
+            return
+        self._live = live
+        self._centers = self._registry.scaled_centers(live, snap).tolist()
+        self._pos = {n: i for i, n in enumerate(live)}
+        self._inv = [1.0 / s for s in snap.std]
+        self._offset = [m / s for m, s in zip(snap.mean, snap.std, strict=True)]
+
+    # --- assignment --------------------------------------------------------------------------
+
+    def _scaled(self, raw: np.ndarray) -> list[float]:
+        values = raw.tolist()
+        if len(values) != self._dim:
+            raise ValueError(f"lens {self.name!r}: expected {self._dim} features, got {len(values)}")
+        total = sum(values)
+        if total - total != 0.0 and not all_finite(values):
+            raise ValueError(f"lens {self.name!r}: non-finite feature value in {values!r}")
+        for i in self._heavy:
+            v = values[i]
+            values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
+        return [v * s - o for v, s, o in zip(values, self._inv, self._offset, strict=False)]
+
+    def assign(self, raw: np.ndarray, current: int | None, dwell: int) -> Assignment:
+        """Nearest live segment, with hysteresis against ``current``.
+
+        Costs a few microseconds: plain Python over the cached live centers
+        (``math.dist``), no numpy calls beyond ``raw.tolist()``.
+
+        Parameters
+        ----------
+        raw
+            The customer's raw feature vector (original units).
+        current
+            The customer's current segment (None if none). A current segment
+            that is no longer live (merged, retired) is left without hysteresis.
+        dwell
+            Events the customer has spent in ``current``.
+
+        Raises
+        ------
+        ValueError
+            On a non-finite value or a vector of the wrong length.
+        """
+        centers = self._centers
+        if not centers:
+            return Assignment(None, None, None, current is not None)
+        x = self._scaled(raw)
+        dist = math.dist
+        dists = [dist(x, c) for c in centers]
+        d_near = min(dists)
+        nearest = self._live[dists.index(d_near)]
+        pos = self._pos.get(current) if current is not None else None
+        if pos is None:
+            return Assignment(nearest, nearest, d_near, nearest != current)
+        if nearest == current:
+            return Assignment(current, nearest, d_near, False)
+        d_cur = dists[pos]
+        if dwell >= self._min_dwell and d_near < self._keep * d_cur:
+            return Assignment(nearest, nearest, d_near, True)
+        return Assignment(current, nearest, d_cur, False)
+
+    def explain(self, raw: np.ndarray, old: int | None, new: int | None) -> Explanation:
+        """Why the customer moves from ``old`` to ``new`` (either may be None).
+
+        ``top_features`` holds up to three features with the largest
+        contribution ``(x - c_old)^2 - (x - c_new)^2`` in scaled space (the
+        population mean stands in for a missing side), positive ones only when
+        there are any, as ``{"feature", "value", "z", "contribution"}``.
+        """
+        snap = self._snapshot
+        if snap is None:
+            return Explanation(top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None,
+                               distance_to_runner_up=None)
+        x = np.asarray(snap.scale(self._scaler.transform(raw)))
+        c_old = self._center_of(old, snap)
+        c_new = self._center_of(new, snap)
+        top: list[dict[str, Any]] = []
+        if c_old is not None or c_new is not None:
+            a = c_old if c_old is not None else np.zeros(self._dim)
+            b = c_new if c_new is not None else np.zeros(self._dim)
+            contrib = (x - a) ** 2 - (x - b) ** 2
+            order = sorted(range(self._dim), key=lambda j: (-contrib[j], j))
+            chosen = [j for j in order if contrib[j] > 0][:TOP_FEATURES] or order[:1]
+            values = raw.tolist()
+            top = [
+                {"feature": self.feature_names[j], "value": float(values[j]), "z": float(x[j]),
+                 "contribution": float(contrib[j])}
+                for j in chosen
+            ]
+        runner: int | None = None
+        d_runner: float | None = None
+        for number, center in zip(self._live, self._centers, strict=True):
+            if number == new:
+                continue
+            d = math.dist(x.tolist(), center)
+            if d_runner is None or d < d_runner:
+                runner, d_runner = number, d
+        return Explanation(
+            top_features=top,
+            distance_to_old=None if c_old is None else float(np.linalg.norm(x - c_old)),
+            distance_to_new=None if c_new is None else float(np.linalg.norm(x - c_new)),
+            runner_up=None if runner is None else self.ref(runner),
+            distance_to_runner_up=d_runner,
+        )
+
+    def _center_of(self, number: int | None, snap: ScalerSnapshot) -> np.ndarray | None:
+        if number is None or number not in self._registry.segments:
+            return None
+        return np.asarray(snap.scale(self._registry.segments[number].center))
+
+    # --- segments ----------------------------------------------------------------------------
+
+    def _id(self, number: int) -> str:
+        return f"{self.name}-{number}"
+
+    def ref(self, segment: int) -> SegmentRef:
+        """``{"id": f"{lens}-{n}", "name": ...}`` for a segment (live or not).
+
+        Raises
+        ------
+        KeyError
+            For a segment number the lens never had.
+        """
+        ref = self._refs.get(segment)
+        if ref is None:
+            seg = self._registry.segments[segment]
+            ref = SegmentRef(id=self._id(segment), name=seg.name or self._id(segment))
+            self._refs[segment] = ref
+        return ref
+
+    def membership(self, old: int | None, new: int | None) -> None:
+        """A customer left ``old`` and entered ``new``: keeps segment sizes."""
+        self._registry.membership(old, new)
+
+    def is_live(self, segment: int) -> bool:
+        """False for an unknown, merged or retired segment."""
+        return self._registry.is_live(segment)
+
+    def _profile(self, number: int) -> SegmentProfile:
+        seg = self._registry.segments[number]
+        snap = self._snapshot
+        centroid: dict[str, float] = {}
+        z: dict[str, float] = {}
+        if snap is not None:
+            scaled = snap.scale(seg.center)
+            z = dict(zip(self.feature_names, scaled, strict=True))
+            centroid = dict(zip(self.feature_names, snap.inverse(scaled), strict=True))
+        return SegmentProfile(segment=number, id=self._id(number), name=seg.name or self._id(number),
+                              size=seg.size, centroid=centroid, z=z, status=seg.status)
+
+    def profiles(self) -> list[SegmentProfile]:
+        """Profiles of the live segments, by segment number."""
+        return [self._profile(n) for n in self._registry.live()]
+
+    # --- state -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue identically; plain data, picklable, not aliased to the lens."""
+        snap = self._snapshot
+        return {
+            "version": STATE_VERSION,
+            "name": self.name,
+            "algorithm": self.config.algorithm,
+            "features": list(self.feature_names),
+            "model_version": self.model_version,
+            "n_obs": self._n_obs,
+            "warm": [list(v) for v in self._warm],
+            "batch": [list(v) for v in self._batch],
+            "learned_since_refresh": self._learned_since_refresh,
+            "ready": self._ready,
+            "snapshot": None if snap is None else {"mean": list(snap.mean), "std": list(snap.std)},
+            "model_map": dict(self._model_map),
+            "scaler": self._scaler.state(),
+            "model": self._model.state(),
+            "registry": self._registry.state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output into a lens built with the same config.
+
+        Raises
+        ------
+        StateError
+            Wrong version, another lens, algorithm or feature list, or a corrupt record.
+        """
+        if state.get("version") != STATE_VERSION:
+            raise StateError(f"lens {self.name!r}: state version {state.get('version')!r}, expected {STATE_VERSION}")
+        for key, mine in (("name", self.name), ("algorithm", self.config.algorithm),
+                          ("features", list(self.feature_names))):
+            if state.get(key) != mine:
+                raise StateError(f"lens {self.name!r}: state is for {key} {state.get(key)!r}, not {mine!r}")
+        try:
+            snap_data = state["snapshot"]
+            snapshot = None if snap_data is None else ScalerSnapshot(
+                heavy=self._scaler.heavy,
+                mean=tuple(float(v) for v in snap_data["mean"]),
+                std=tuple(float(v) for v in snap_data["std"]),
+            )
+            model_version = int(state["model_version"])
+            n_obs = int(state["n_obs"])
+            warm = [[float(v) for v in row] for row in state["warm"]]
+            batch = [[float(v) for v in row] for row in state["batch"]]
+            learned = int(state["learned_since_refresh"])
+            ready = bool(state["ready"])
+            model_map = {int(k): int(v) for k, v in state["model_map"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"lens {self.name!r}: invalid state: {exc}") from exc
+        self._scaler.load_state(state["scaler"])
+        self._model.load_state(state["model"])
+        self._registry.load_state(state["registry"])
+        self._snapshot = snapshot
+        self.model_version = model_version
+        self._n_obs = n_obs
+        self._warm = warm
+        self._batch = batch
+        self._learned_since_refresh = learned
+        self._ready = ready
+        self._model_map = model_map
+        self._rebuild_caches()

@@ -1,0 +1,189 @@
+"""Segment profiles and readable names derived from z-scores.
+
+A segment's *z-scores* are its center in scaled space: how many population
+standard deviations (after ``log1p`` for heavy-tailed features) the segment sits
+from the population mean on each feature. Names are built from the features
+with the largest ``|z|``, e.g. ``"high spend · frequent · recent"``, and are made
+unique within a lens; a config override (segment number -> name) wins.
+
+Examples
+--------
+>>> derive_name({"recency_days": -1.2, "frequency": 0.9, "spend": 1.5})
+'high spend · recent · frequent'
+>>> derive_name({"spend": 0.1})
+'typical'
+>>> names = unique_names({1: {"spend": 1.0}, 2: {"spend": 1.2, "aov": -0.3}}, {})
+>>> names[1], names[2]
+('high spend', 'high spend · small baskets')
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FEATURE_WORDS", "SegmentProfile", "derive_name", "still_fits", "unique_names"]
+
+logger = logging.getLogger(__name__)
+
+#: (word when the segment is low, word when it is high) per feature.
+FEATURE_WORDS: dict[str, tuple[str, str]] = {
+    "recency_days": ("recent", "lapsed"),
+    "tenure_days": ("new", "long-standing"),
+    "frequency": ("infrequent", "frequent"),
+    "spend": ("low spend", "high spend"),
+    "aov": ("small baskets", "big baskets"),
+    "sessions": ("few sessions", "many sessions"),
+    "product_views": ("few views", "many views"),
+    "cart_adds": ("few cart adds", "many cart adds"),
+    "cart_abandonment": ("completes carts", "abandons carts"),
+    "conversion": ("low conversion", "high conversion"),
+    "email_engagement": ("email-quiet", "email-engaged"),
+    "refund_rate": ("few refunds", "many refunds"),
+}
+
+#: Smallest |z| that makes a feature part of a name.
+NAME_Z = 0.5
+#: At most this many features in a derived name.
+NAME_TERMS = 3
+#: A previous name's terms stay valid down to this |z| (name hysteresis).
+KEEP_Z = 0.25
+#: A feature missing from a previous name forces a rename from this |z| on.
+STRONG_Z = 1.0
+SEPARATOR = " · "
+TYPICAL = "typical"
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """What a segment looks like.
+
+    Attributes
+    ----------
+    segment
+        Stable segment number (the ``n`` of ``f"{lens}-{n}"``).
+    id, name
+        As in :class:`~segmenter.outputs.SegmentRef`.
+    size
+        Customers currently in the segment (kept by ``Lens.membership``).
+    centroid
+        Center in original feature units.
+    z
+        Center in scaled space (standard deviations from the population mean).
+    status
+        ``live``, ``merged`` or ``retired``.
+    """
+
+    segment: int
+    id: str
+    name: str
+    size: int
+    centroid: dict[str, float] = field(default_factory=dict)
+    z: dict[str, float] = field(default_factory=dict)
+    status: str = "live"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, used as the ``profile`` of lifecycle messages."""
+        return {
+            "size": self.size,
+            "centroid": {k: round(v, 6) for k, v in self.centroid.items()},
+            "z": {k: round(v, 4) for k, v in self.z.items()},
+            "status": self.status,
+        }
+
+
+def _word(feature: str, z: float) -> str:
+    low, high = FEATURE_WORDS.get(feature, (f"low {feature}", f"high {feature}"))
+    return high if z > 0 else low
+
+
+def _ranked(z: Mapping[str, float]) -> list[tuple[str, float]]:
+    # Largest |z| first; ties broken by feature name for determinism.
+    return sorted(z.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+
+
+def derive_name(z: Mapping[str, float], terms: int = NAME_TERMS, min_z: float = NAME_Z) -> str:
+    """Name from the ``terms`` features with the largest ``|z| >= min_z``; ``'typical'`` if none."""
+    words = [_word(f, v) for f, v in _ranked(z) if abs(v) >= min_z][:terms]
+    return SEPARATOR.join(words) if words else TYPICAL
+
+
+def _terms(name: str, features: Mapping[str, float]) -> list[tuple[str, bool]] | None:
+    """Parse a derived name back into (feature, is_high) terms; None when it is not a derived name."""
+    base = name.split(" #", 1)[0]
+    if base == TYPICAL:
+        return []
+    lookup: dict[str, tuple[str, bool]] = {}
+    for f in features:
+        low, high = FEATURE_WORDS.get(f, (f"low {f}", f"high {f}"))
+        lookup[low] = (f, False)
+        lookup[high] = (f, True)
+    out = []
+    for word in base.split(SEPARATOR):
+        term = lookup.get(word)
+        if term is None:
+            return None
+        out.append(term)
+    return out
+
+
+def still_fits(name: str, z: Mapping[str, float]) -> bool:
+    """Whether a previous derived name still describes a segment (name hysteresis).
+
+    Every term must keep its direction with ``|z| >= KEEP_Z``, and no feature
+    left out may have become strong (``|z| >= STRONG_Z`` and above the weakest term).
+    """
+    terms = _terms(name, z)
+    if terms is None:
+        return False
+    weakest = math.inf
+    named = set()
+    for feature, high in terms:
+        v = z[feature]
+        if (v > 0) != high or abs(v) < KEEP_Z:
+            return False
+        weakest = min(weakest, abs(v))
+        named.add(feature)
+    return all(abs(v) < STRONG_Z or abs(v) <= weakest for f, v in z.items() if f not in named)
+
+
+def unique_names(
+    zs: Mapping[int, Mapping[str, float]],
+    overrides: Mapping[int, str],
+    previous: Mapping[int, str] | None = None,
+) -> dict[int, str]:
+    """Names for every segment in ``zs``, unique among them.
+
+    Overrides are taken as they are. A segment whose previous name still fits
+    (:func:`still_fits`) keeps it. Otherwise a segment gets its derived name; on
+    a clash, segments (in number order) add more features, including weaker
+    ones, and finally a ``#n`` suffix.
+    """
+    previous = previous or {}
+    taken = {n: overrides[n] for n in zs if n in overrides}
+    used = set(taken.values())
+    pending = [n for n in sorted(zs) if n not in taken]
+    # Segments whose previous name still fits keep it (first come, in number order), so renames stay rare.
+    for n in pending:
+        prev = previous.get(n)
+        if prev and prev not in used and still_fits(prev, zs[n]):
+            taken[n] = prev
+            used.add(prev)
+    for n in pending:
+        if n in taken:
+            continue
+        z = zs[n]
+        candidates = [derive_name(z)]
+        for terms in range(NAME_TERMS + 1, len(z) + 1):
+            candidates.append(derive_name(z, terms=terms))
+        for terms in range(1, len(z) + 1):
+            candidates.append(derive_name(z, terms=terms, min_z=0.0))
+        name = next((c for c in candidates if c not in used), None)
+        if name is None:
+            name = f"{candidates[0]} #{n}"
+        used.add(name)
+        taken[n] = name
+    return dict(sorted(taken.items()))

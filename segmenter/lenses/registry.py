@@ -1,0 +1,300 @@
+"""Stable segment identities over a model whose clusters move, renumber and re-cluster.
+
+At every refresh the lens hands the registry the model's current centers. The
+registry matches them to its live segments (greedy on the scaled distance,
+closest pairs first, within ``match_threshold``) and derives the lifecycle:
+
+``born``
+    a model center matches no segment (``related``: the parent when it comes from a split);
+    a center closer than ``match_threshold / 2`` to a center already kept is a
+    fragment of that segment and creates nothing;
+``split``
+    a model center matches no segment but lies within the threshold of a
+    segment already continued by another center: the segment became two
+    (``related``: the new segment(s));
+``merged``
+    a segment matches no center but lies within the threshold of a center
+    that continues another segment: the two collapsed onto one (``related``:
+    the surviving segment); the merged segment stops being live;
+``retired``
+    a segment has matched nothing for ``retire_after`` refreshes in a row.
+
+Segment numbers start at 1, only grow, and are never reused. Centers are kept
+in transformed space (see :mod:`segmenter.lenses.scaling`), so they do not move
+when the scaler learns.
+
+Examples
+--------
+>>> import numpy as np
+>>> from segmenter.lenses.scaling import ScalerSnapshot
+>>> snap = ScalerSnapshot(heavy=(False, False), mean=(0.0, 0.0), std=(1.0, 1.0))
+>>> reg = SegmentRegistry(match_threshold=1.0, retire_after=1, max_segments=10)
+>>> [e.action for e in reg.update(np.array([[0.0, 0.0], [5.0, 5.0]]), snap).events]
+['born', 'born']
+>>> reg.update(np.array([[5.1, 5.0], [0.1, 0.0]]), snap).mapping   # renumbered model clusters
+{0: 2, 1: 1}
+>>> [(e.action, e.segment, e.related) for e in reg.update(np.array([[5.0, 5.0]]), snap).events]
+[('retired', 1, [])]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from segmenter.errors import StateError
+from segmenter.lenses.scaling import ScalerSnapshot
+
+__all__ = ["LifecycleEvent", "MatchResult", "Segment", "SegmentRegistry"]
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["live", "merged", "retired"]
+Action = Literal["born", "merged", "split", "retired", "renamed"]
+
+
+@dataclass
+class Segment:
+    """One segment: stable number, center in transformed space, status and bookkeeping."""
+
+    number: int
+    center: list[float]
+    status: Status = "live"
+    name: str = ""
+    size: int = 0
+    misses: int = 0
+    merged_into: int | None = None
+    born_version: int = 0
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """A lifecycle fact about segment ``segment``; ``related`` are segment numbers."""
+
+    action: Action
+    segment: int
+    related: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Outcome of :meth:`SegmentRegistry.update`.
+
+    Attributes
+    ----------
+    events
+        Lifecycle events, in a deterministic order.
+    mapping
+        Index of the given centers -> segment number they continue or created
+        (centers dropped for lack of room are absent).
+    """
+
+    events: list[LifecycleEvent]
+    mapping: dict[int, int]
+
+
+class SegmentRegistry:
+    """Stable segment numbers and their lifecycle.
+
+    Parameters
+    ----------
+    match_threshold
+        Largest scaled distance for a center to continue a segment.
+    retire_after
+        Consecutive unmatched refreshes before a segment retires.
+    max_segments
+        Bound on live segments; extra new centers are ignored.
+    """
+
+    def __init__(self, match_threshold: float, retire_after: int, max_segments: int) -> None:
+        self.match_threshold = match_threshold
+        self.retire_after = retire_after
+        self.max_segments = max_segments
+        self.segments: dict[int, Segment] = {}
+        self.next_number = 1
+        self.version = 0
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def live(self) -> list[int]:
+        """Live segment numbers, ascending."""
+        return [n for n, s in self.segments.items() if s.status == "live"]
+
+    def is_live(self, number: int) -> bool:
+        """True for a live segment."""
+        seg = self.segments.get(number)
+        return seg is not None and seg.status == "live"
+
+    def scaled_centers(self, numbers: list[int], snapshot: ScalerSnapshot) -> np.ndarray:
+        """Centers of ``numbers`` in the scaled space of ``snapshot``, shape ``(len(numbers), d)``."""
+        d = len(snapshot.mean)
+        if not numbers:
+            return np.zeros((0, d))
+        t = np.asarray([self.segments[n].center for n in numbers], dtype=np.float64)
+        return snapshot.scale_matrix(t)
+
+    # --- updates ---------------------------------------------------------------------------
+
+    def _new(self, center: list[float]) -> int:
+        number = self.next_number
+        self.next_number += 1
+        self.segments[number] = Segment(number=number, center=center, born_version=self.version)
+        return number
+
+    def update(self, scaled: np.ndarray, snapshot: ScalerSnapshot) -> MatchResult:
+        """Match new centers (scaled space of ``snapshot``) to the live segments and apply the lifecycle.
+
+        Parameters
+        ----------
+        scaled
+            ``(m, d)`` model centers, most important first (births are numbered in this order).
+        snapshot
+            The scaler snapshot that defines the scaled space.
+        """
+        self.version += 1
+        live = self.live()
+        old = self.scaled_centers(live, snapshot)
+        m = len(scaled)
+        dist = (
+            np.sqrt(((old[:, None, :] - scaled[None, :, :]) ** 2).sum(axis=2)) if len(live) and m else np.zeros((0, 0))
+        )
+        thr = self.match_threshold
+        match_old: dict[int, int] = {}  # index into live -> index into scaled
+        match_new: dict[int, int] = {}
+        if dist.size:
+            order = np.argsort(dist, axis=None, kind="stable")
+            for flat in order.tolist():
+                i, j = divmod(flat, m)
+                if dist[i, j] > thr:
+                    break
+                if i not in match_old and j not in match_new:
+                    match_old[i] = j
+                    match_new[j] = i
+        events: list[LifecycleEvent] = []
+        mapping: dict[int, int] = {}
+        transformed = snapshot.unscale_matrix(scaled).tolist() if m else []
+        for i, j in sorted(match_old.items()):
+            seg = self.segments[live[i]]
+            seg.center = transformed[j]
+            seg.misses = 0
+            mapping[j] = seg.number
+        # Segments without a center: merged into a continuing neighbour, or missing (then retired).
+        for i, number in enumerate(live):
+            if i in match_old:
+                continue
+            seg = self.segments[number]
+            j = int(np.argmin(dist[i])) if m else -1
+            if j >= 0 and dist[i, j] <= thr and j in match_new:
+                survivor = live[match_new[j]]
+                seg.status = "merged"
+                seg.merged_into = survivor
+                events.append(LifecycleEvent("merged", number, [survivor]))
+                continue
+            seg.misses += 1
+            if seg.misses >= self.retire_after:
+                seg.status = "retired"
+                events.append(LifecycleEvent("retired", number, []))
+        # Centers without a segment: a split of a continuing segment, or a birth.
+        room = self.max_segments - len(self.live())
+        children: dict[int, list[int]] = {}
+        kept = sorted(match_new)
+        for j in range(m):
+            if j in match_new:
+                continue
+            if kept and min(float(np.linalg.norm(scaled[j] - scaled[q])) for q in kept) < thr / 2.0:
+                # a fragment of a segment that continues (density models split clusters in pieces)
+                continue
+            if room <= 0:
+                logger.debug("registry full (%d live segments): center %d ignored", self.max_segments, j)
+                continue
+            parent: int | None = None
+            if len(live):
+                i = int(np.argmin(dist[:, j]))
+                if dist[i, j] <= thr and i in match_old:
+                    parent = live[i]
+            number = self._new(transformed[j])
+            kept.append(j)
+            mapping[j] = number
+            room -= 1
+            if parent is None:
+                events.append(LifecycleEvent("born", number, []))
+            else:
+                children.setdefault(parent, []).append(number)
+                events.append(LifecycleEvent("born", number, [parent]))
+        for parent, kids in sorted(children.items()):
+            events.append(LifecycleEvent("split", parent, kids))
+        return MatchResult(events=events, mapping=dict(sorted(mapping.items())))
+
+    def set_centers(
+        self, numbers: list[int], scaled: np.ndarray, snapshot: ScalerSnapshot, merge_within: float
+    ) -> list[LifecycleEvent]:
+        """Move known segments to refined centers (no matching); merge segments that collapsed.
+
+        Two live segments whose new centers are closer than ``merge_within``
+        merge: the lower number survives, the other is ``merged`` into it.
+        """
+        self.version += 1
+        transformed = snapshot.unscale_matrix(scaled).tolist() if len(scaled) else []
+        for number, center in zip(numbers, transformed, strict=True):
+            self.segments[number].center = center
+        events: list[LifecycleEvent] = []
+        gone: set[int] = set()
+        for a in range(len(numbers)):
+            if numbers[a] in gone:
+                continue
+            for b in range(a + 1, len(numbers)):
+                if numbers[b] in gone:
+                    continue
+                if float(np.linalg.norm(scaled[a] - scaled[b])) < merge_within:
+                    seg = self.segments[numbers[b]]
+                    seg.status = "merged"
+                    seg.merged_into = numbers[a]
+                    gone.add(numbers[b])
+                    events.append(LifecycleEvent("merged", numbers[b], [numbers[a]]))
+        return events
+
+    def membership(self, old: int | None, new: int | None) -> None:
+        """A customer left ``old`` and entered ``new`` (either may be None)."""
+        if old == new:
+            return
+        if old is not None and old in self.segments:
+            seg = self.segments[old]
+            seg.size = max(0, seg.size - 1)
+        if new is not None and new in self.segments:
+            self.segments[new].size += 1
+
+    # --- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Plain, picklable state."""
+        return {
+            "next_number": self.next_number,
+            "version": self.version,
+            "segments": [
+                {
+                    "number": s.number,
+                    "center": list(s.center),
+                    "status": s.status,
+                    "name": s.name,
+                    "size": s.size,
+                    "misses": s.misses,
+                    "merged_into": s.merged_into,
+                    "born_version": s.born_version,
+                }
+                for s in self.segments.values()
+            ],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        try:
+            segments = {int(s["number"]): Segment(**{**s, "center": [float(v) for v in s["center"]]})
+                        for s in state["segments"]}
+            next_number = int(state["next_number"])
+            version = int(state["version"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"segment registry state is invalid: {exc}") from exc
+        self.segments, self.next_number, self.version = segments, next_number, version

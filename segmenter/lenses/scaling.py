@@ -1,0 +1,228 @@
+"""Feature scaling for one lens: signed ``log1p`` on heavy-tailed features, then online standardisation.
+
+Two spaces are used throughout the lens package:
+
+*transformed* space
+    original units with ``log1p`` applied to the heavy-tailed features (see
+    :data:`HEAVY_TAILED`); segment centers are stored here because it does not
+    move when the scaler learns.
+*scaled* space
+    transformed values standardised with a running mean and standard deviation
+    (Welford's algorithm); river models learn here and distances are measured here.
+
+:class:`OnlineScaler` keeps the running statistics; :class:`ScalerSnapshot` is an
+immutable copy of them, used between two model refreshes so that distances stay
+consistent while the running statistics move.
+
+Examples
+--------
+>>> scaler = OnlineScaler(("spend", "conversion"))
+>>> for raw in ([0.0, 0.1], [9.0, 0.3], [99.0, 0.2]):
+...     scaler.update(scaler.transform(raw))
+>>> snap = scaler.snapshot()
+>>> [round(v, 3) for v in snap.scale(scaler.transform([9.0, 0.2]))]
+[0.0, 0.0]
+>>> [round(v, 6) for v in snap.inverse(snap.scale(scaler.transform([9.0, 0.2])))]
+[9.0, 0.2]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segmenter.errors import StateError
+
+__all__ = ["HEAVY_TAILED", "OnlineScaler", "ScalerSnapshot", "all_finite", "signed_expm1", "signed_log1p"]
+
+logger = logging.getLogger(__name__)
+
+#: Features whose distribution is heavy-tailed; ``log1p`` is applied before standardising.
+HEAVY_TAILED: frozenset[str] = frozenset(
+    {
+        "recency_days",
+        "tenure_days",
+        "frequency",
+        "spend",
+        "aov",
+        "sessions",
+        "product_views",
+        "cart_adds",
+        "email_engagement",
+    }
+)
+
+_MIN_STD = 1e-9
+
+
+def all_finite(values: Sequence[float]) -> bool:
+    """True when no value is NaN or infinite (one ``sum`` on the fast path)."""
+    total = sum(values)
+    if total - total == 0.0:
+        return True
+    return all(math.isfinite(v) for v in values)
+
+
+def signed_log1p(value: float) -> float:
+    """``sign(v) * log1p(|v|)``: ``log1p`` for the non-negative values features have, total on the reals."""
+    return math.log1p(value) if value >= 0.0 else -math.log1p(-value)
+
+
+def signed_expm1(value: float) -> float:
+    """Inverse of :func:`signed_log1p`."""
+    return math.expm1(value) if value >= 0.0 else -math.expm1(-value)
+
+
+@dataclass(frozen=True)
+class ScalerSnapshot:
+    """Frozen standardisation parameters (transformed space -> scaled space).
+
+    Parameters
+    ----------
+    heavy
+        For each feature, whether ``signed_log1p`` is applied.
+    mean, std
+        Per-feature mean and standard deviation in transformed space.
+    """
+
+    heavy: tuple[bool, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def scale(self, transformed: Sequence[float]) -> list[float]:
+        """Standardise one transformed vector."""
+        return [(v - m) / s for v, m, s in zip(transformed, self.mean, self.std, strict=True)]
+
+    def unscale(self, scaled: Sequence[float]) -> list[float]:
+        """Scaled space -> transformed space."""
+        return [v * s + m for v, m, s in zip(scaled, self.mean, self.std, strict=True)]
+
+    def inverse(self, scaled: Sequence[float]) -> list[float]:
+        """Scaled space -> original units."""
+        out = self.unscale(scaled)
+        return [signed_expm1(v) if h else v for v, h in zip(out, self.heavy, strict=True)]
+
+    def scale_matrix(self, transformed: np.ndarray) -> np.ndarray:
+        """Standardise the rows of a transformed ``(n, d)`` matrix."""
+        out: np.ndarray = (transformed - np.asarray(self.mean)) / np.asarray(self.std)
+        return out
+
+    def unscale_matrix(self, scaled: np.ndarray) -> np.ndarray:
+        """Scaled ``(n, d)`` -> transformed ``(n, d)``."""
+        out: np.ndarray = scaled * np.asarray(self.std) + np.asarray(self.mean)
+        return out
+
+
+class OnlineScaler:
+    """Signed ``log1p`` on heavy-tailed features, then Welford running mean/variance.
+
+    Parameters
+    ----------
+    features
+        The lens's feature names, in order.
+    log_features
+        Which features get ``log1p``; defaults to those in :data:`HEAVY_TAILED`.
+
+    Notes
+    -----
+    :meth:`transform` raises :class:`ValueError` on a non-finite input, so that
+    nothing non-finite ever reaches a river model (one NaN poisons KMeans for good).
+    """
+
+    def __init__(self, features: Sequence[str], log_features: Iterable[str] | None = None) -> None:
+        chosen = HEAVY_TAILED if log_features is None else frozenset(log_features)
+        self.features: tuple[str, ...] = tuple(features)
+        self.heavy: tuple[bool, ...] = tuple(f in chosen for f in self.features)
+        self.heavy_index: tuple[int, ...] = tuple(i for i, h in enumerate(self.heavy) if h)
+        d = len(self.features)
+        self.n = 0
+        self._mean = [0.0] * d
+        self._m2 = [0.0] * d
+
+    @property
+    def dim(self) -> int:
+        """Number of features."""
+        return len(self.features)
+
+    def transform(self, raw: Sequence[float] | np.ndarray) -> list[float]:
+        """Original units -> transformed space (a new list); rejects non-finite values.
+
+        Raises
+        ------
+        ValueError
+            If the vector has the wrong length or holds a NaN or an infinity.
+        """
+        values = raw.tolist() if isinstance(raw, np.ndarray) else [float(v) for v in raw]
+        if len(values) != len(self.heavy):
+            raise ValueError(f"expected {len(self.heavy)} features, got {len(values)}")
+        if not all_finite(values):
+            raise ValueError(f"non-finite feature value in {values!r}")
+        for i in self.heavy_index:
+            v = values[i]
+            values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
+        return values
+
+    def transform_matrix(self, raw: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`transform` over the rows of an ``(n, d)`` array."""
+        arr = np.array(raw, dtype=np.float64, copy=True)
+        if arr.ndim != 2 or arr.shape[1] != len(self.heavy):
+            raise ValueError(f"expected an (n, {len(self.heavy)}) array, got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError("non-finite feature value in matrix")
+        if self.heavy_index:
+            cols = list(self.heavy_index)
+            sub = arr[:, cols]
+            arr[:, cols] = np.sign(sub) * np.log1p(np.abs(sub))
+        return arr
+
+    def update(self, transformed: Sequence[float]) -> None:
+        """Add one transformed vector to the running statistics (Welford)."""
+        self.n += 1
+        n = self.n
+        mean = self._mean
+        m2 = self._m2
+        for i, x in enumerate(transformed):
+            delta = x - mean[i]
+            mean[i] += delta / n
+            m2[i] += delta * (x - mean[i])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Running mean in transformed space."""
+        return tuple(self._mean)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Running (population) standard deviation; 1.0 where undefined or degenerate."""
+        if self.n < 2:
+            return tuple(1.0 for _ in self._m2)
+        out = []
+        for m2 in self._m2:
+            s = math.sqrt(m2 / self.n)
+            out.append(s if s > _MIN_STD else 1.0)
+        return tuple(out)
+
+    def snapshot(self) -> ScalerSnapshot:
+        """Freeze the current statistics."""
+        return ScalerSnapshot(heavy=self.heavy, mean=self.mean, std=self.std)
+
+    def state(self) -> dict[str, Any]:
+        """Plain, picklable state."""
+        return {"n": self.n, "mean": list(self._mean), "m2": list(self._m2)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        try:
+            mean = [float(v) for v in state["mean"]]
+            m2 = [float(v) for v in state["m2"]]
+            n = int(state["n"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"scaler state is invalid: {exc}") from exc
+        if len(mean) != self.dim or len(m2) != self.dim:
+            raise StateError(f"scaler state has {len(mean)} features, the lens has {self.dim}")
+        self.n, self._mean, self._m2 = n, mean, m2

@@ -1,0 +1,148 @@
+"""Config validation, scaling, naming, hysteresis and the river adapters."""
+
+from __future__ import annotations
+
+import math
+import timeit
+
+import numpy as np
+import pytest
+from river import cluster
+
+from segmenter.errors import ConfigError, StateError
+from segmenter.lenses import FlapTracker, Hysteresis, Lens, LensConfig, OnlineScaler, parse_lens_config
+from segmenter.lenses.models import KMeansModel, make_model, validate_params
+from segmenter.lenses.naming import derive_name, still_fits, unique_names
+
+from .helpers import ALGOS, PARAMS, blobs, feed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"algorithm": "kmedoids"}, "algorithm"),
+        ({"params": {"n_clusterz": 3}}, "params.n_clusterz"),
+        ({"params": {"seed": 3}}, "params.seed"),
+        ({"params": {"halflife": 0}}, "params.halflife"),
+        ({"params": {"n_clusters": "5"}}, "params.n_clusters"),
+        ({"params": {"n_clusters": 40}}, "max_segments"),
+        ({"features": ["spend", "spend"]}, "features"),
+        ({"log_features": ["aov"]}, "log_features"),
+        ({"name": "Value Lens"}, "name"),
+        ({"names": {0: "x"}}, "names.0"),
+        ({"algorithm": "denstream", "params": {"beta": 0.2, "mu": 2}}, "params.mu"),
+    ],
+)
+def test_config_errors_name_the_field(overrides: dict[str, object], field: str) -> None:
+    data = {"name": "value", "features": ["spend", "frequency"], "algorithm": "kmeans", **overrides}
+    with pytest.raises(ConfigError, match=f"'{field}'"):
+        LensConfig(**data)
+
+
+def test_parse_lens_config_turns_type_errors_into_config_errors() -> None:
+    with pytest.raises(ConfigError, match="'warmup'"):
+        parse_lens_config({"name": "v", "features": ["spend"], "warmup": "soon"})
+    with pytest.raises(ConfigError, match="'extra'"):
+        parse_lens_config({"name": "v", "features": ["spend"], "extra": 1})
+    assert parse_lens_config({"name": "v", "features": ["spend"]}).algorithm == "kmeans"
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_every_algorithm_validates_its_defaults(algorithm: str) -> None:
+    assert validate_params(algorithm, PARAMS[algorithm]) == PARAMS[algorithm]
+
+
+def test_scaler_log1p_welford_and_non_finite() -> None:
+    sc = OnlineScaler(["spend", "conversion"])
+    rng = np.random.default_rng(0)
+    data = np.column_stack([rng.lognormal(3, 1, 500), rng.uniform(0, 1, 500)])
+    for row in data:
+        sc.update(sc.transform(row))
+    t = np.column_stack([np.log1p(data[:, 0]), data[:, 1]])
+    assert np.allclose(sc.mean, t.mean(axis=0)) and np.allclose(sc.std, t.std(axis=0))
+    assert np.allclose(sc.transform_matrix(data), t)
+    snap = sc.snapshot()
+    assert np.allclose(snap.inverse(snap.scale(sc.transform(data[7]))), data[7])
+    for bad in ([math.nan, 1.0], [1.0, math.inf], [-math.inf, 0.0]):
+        with pytest.raises(ValueError):
+            sc.transform(bad)
+        with pytest.raises(ValueError):
+            sc.transform_matrix(np.array([bad]))
+    assert sc.transform([1e308, 1e308]) is not None  # overflowing sum is not a false alarm
+    with pytest.raises(StateError):
+        sc.load_state({"n": 1, "mean": [0.0], "m2": [0.0]})
+
+
+def test_names_unique_overridable_and_sticky() -> None:
+    assert derive_name({"recency_days": -1.0, "frequency": 2.0, "spend": 0.6}) == "frequent · recent · high spend"
+    zs = {1: {"spend": 1.0, "aov": 0.1}, 2: {"spend": 1.1, "aov": -0.2}, 3: {"spend": -1.0, "aov": 0.0}}
+    names = unique_names(zs, {3: "bargain hunters"})
+    assert names[3] == "bargain hunters" and len(set(names.values())) == 3
+    assert still_fits("high spend", {"spend": 0.3, "aov": 0.2})
+    assert not still_fits("high spend", {"spend": -0.3, "aov": 0.2})
+    assert not still_fits("high spend", {"spend": 0.6, "aov": 1.5})
+    assert unique_names({1: {"spend": 0.3}}, {}, {1: "high spend"}) == {1: "high spend"}
+
+
+def test_hysteresis_rule_and_flap_tracker() -> None:
+    h = Hysteresis(margin=0.25, min_dwell=3)
+    def decide(current: int | None, live: bool, d_cur: float | None, d_near: float, dwell: int) -> bool:
+        return h.decide(current=current, current_live=live, d_current=d_cur, nearest=2, d_nearest=d_near, dwell=dwell)
+
+    assert decide(None, False, None, 5.0, 0)
+    assert decide(1, False, 1.0, 5.0, 0)  # current segment no longer live
+    assert not decide(1, True, 1.0, 0.8, 9)
+    assert decide(1, True, 1.0, 0.7, 3)
+    assert not decide(1, True, 1.0, 0.1, 2)
+    t = FlapTracker(window=3)
+    assert [t.record("x", s) for s in (1, 2, 1, 2, 3)] == [False, False, True, True, False]
+    assert t.moves == 4 and t.rate == 0.5
+
+
+def test_kmeans_fast_learn_equals_river() -> None:
+    X, _ = blobs(500, seed=3)
+    model = KMeansModel({"n_clusters": 4, "halflife": 0.3}, dim=3, seed=11)
+    model.learn_many(X[:1])
+    model.learn_many(X[1:])
+    ref = cluster.KMeans(n_clusters=4, halflife=0.3, seed=11)
+    for x in X:
+        ref.learn_one(dict(enumerate(x.tolist())))  # type: ignore[no-untyped-call]
+    expected = np.array([[c[j] for j in range(3)] for c in ref.centers.values()])
+    assert np.array_equal(model.centers(), expected)
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_adapter_quirks_no_centers_before_learning_and_pure_reads(algorithm: str) -> None:
+    model = make_model(algorithm, PARAMS[algorithm], dim=3, seed=1)
+    assert model.centers().shape == (0, 3)
+    X, _ = blobs(400, seed=1)
+    model.learn_many(X)
+    first = model.centers()
+    assert first.ndim == 2 and first.shape[1] == 3 and len(first) >= 1
+    assert len(model.weights()) == len(first)
+    assert np.array_equal(model.centers(), first)  # reading does not change the model
+    restored = make_model(algorithm, PARAMS[algorithm], dim=3, seed=1)
+    restored.load_state(model.state())
+    model.learn_many(X[:50])
+    restored.learn_many(X[:50])
+    assert np.array_equal(model.centers(), restored.centers())
+
+
+def test_assign_observe_cost_is_far_below_a_river_call() -> None:
+    """KMeans, d=4, k=5: assign+observe amortised well under one river learn+predict (~60 us)."""
+    cfg = LensConfig(name="value", features=["recency_days", "frequency", "spend", "aov"], algorithm="kmeans",
+                     params={"n_clusters": 5, "halflife": 0.1})
+    lens = Lens(cfg, seed=1)
+    rng = np.random.default_rng(0)
+    X = rng.lognormal(2, 1, (6000, 4))
+    feed(lens, X[:1000])
+    rows = list(X[1000:])
+
+    def run() -> None:
+        seg = None
+        for r in rows:
+            lens.observe(r)
+            seg = lens.assign(r, seg, 3).segment
+
+    per_call = min(timeit.repeat(run, number=1, repeat=3)) / len(rows) * 1e6
+    assert per_call < 20.0, per_call
