@@ -239,7 +239,11 @@ class Lens:
         src = order
         if not self._ready and self._warm:
             cs, src = self._initial_centers(cs, src, snap)
-        result = self._registry.update(cs, snap)
+        continuity = None
+        if self._model.stable_indices and self._ready:
+            position = {int(index): j for j, index in enumerate(src)}
+            continuity = {position[i]: n for i, n in self._model_map.items() if i in position}
+        result = self._registry.update(cs, snap, continuity)
         self._snapshot = snap
         self._model_map = {int(src[j]): number for j, number in result.mapping.items()}
         if not self._ready and self._registry.live():
@@ -304,7 +308,9 @@ class Lens:
         if snap is None or not live or not len(xs):
             return []
         cs, _ = lloyd(xs, self._registry.scaled_centers(live, snap), self.config.refine_iterations)
-        events = self._registry.set_centers(live, cs, snap, merge_within=self.config.match_threshold / 2.0)
+        events, replaced = self._registry.set_centers(live, cs, snap, merge_within=self.config.match_threshold / 2.0)
+        if replaced:
+            self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
         self._push_to_model()
         return events
 

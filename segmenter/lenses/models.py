@@ -98,6 +98,10 @@ class ClusterModel(ABC):
         self.model: Any = self._build()
         self._weights = np.ones(0)
 
+    stable_indices: bool = False
+    """True when a center keeps its index between :meth:`centers` calls (river's KMeans):
+    the registry then continues a segment by index before matching by distance."""
+
     @abstractmethod
     def _build(self) -> Any:
         """Construct the river model."""
@@ -173,6 +177,7 @@ class KMeansModel(ClusterModel):
     """
 
     algorithm = "kmeans"
+    stable_indices = True
     river_class = cluster.KMeans
     allowed_params = ("n_clusters", "halflife", "mu", "sigma", "p")
     can_push = True

@@ -53,6 +53,10 @@ __all__ = ["LifecycleEvent", "MatchResult", "Segment", "SegmentRegistry"]
 logger = logging.getLogger(__name__)
 
 Status = Literal["live", "merged", "retired"]
+
+CONTINUITY_FACTOR = 3.0
+"""How far (in match thresholds) a center with a stable index may move between refreshes
+and still continue its segment."""
 Action = Literal["born", "merged", "split", "retired", "renamed"]
 
 
@@ -144,7 +148,9 @@ class SegmentRegistry:
         self.segments[number] = Segment(number=number, center=center, born_version=self.version)
         return number
 
-    def update(self, scaled: np.ndarray, snapshot: ScalerSnapshot) -> MatchResult:
+    def update(
+        self, scaled: np.ndarray, snapshot: ScalerSnapshot, continuity: dict[int, int] | None = None
+    ) -> MatchResult:
         """Match new centers (scaled space of ``snapshot``) to the live segments and apply the lifecycle.
 
         Parameters
@@ -153,6 +159,13 @@ class SegmentRegistry:
             ``(m, d)`` model centers, most important first (births are numbered in this order).
         snapshot
             The scaler snapshot that defines the scaled space.
+        continuity
+            Center index -> segment number that the same model center continued
+            at the last refresh (models with stable indices). Such a pair is
+            matched first while the center stayed within
+            ``CONTINUITY_FACTOR * match_threshold`` of its segment: an online
+            center that drifts slowly keeps its identity, instead of flickering
+            between "retired" and "born" each time it crosses the threshold.
         """
         self.version += 1
         live = self.live()
@@ -164,6 +177,13 @@ class SegmentRegistry:
         thr = self.match_threshold
         match_old: dict[int, int] = {}  # index into live -> index into scaled
         match_new: dict[int, int] = {}
+        if continuity and dist.size:
+            position = {number: i for i, number in enumerate(live)}
+            for j, number in sorted(continuity.items()):
+                i = position.get(number, -1)
+                if i >= 0 and j < m and dist[i, j] <= CONTINUITY_FACTOR * thr and j not in match_new:
+                    match_old[i] = j
+                    match_new[j] = i
         if dist.size:
             order = np.argsort(dist, axis=None, kind="stable")
             for flat in order.tolist():
@@ -230,31 +250,49 @@ class SegmentRegistry:
 
     def set_centers(
         self, numbers: list[int], scaled: np.ndarray, snapshot: ScalerSnapshot, merge_within: float
-    ) -> list[LifecycleEvent]:
+    ) -> tuple[list[LifecycleEvent], dict[int, int]]:
         """Move known segments to refined centers (no matching); merge segments that collapsed.
 
         Two live segments whose new centers are closer than ``merge_within``
-        merge: the lower number survives, the other is ``merged`` into it.
+        merge: the lower number survives, the other is ``merged`` into it. A
+        center that jumped farther than ``CONTINUITY_FACTOR * match_threshold``
+        is not the same segment any more (a population vanished and another
+        appeared): the old segment retires and a new one is born there.
+
+        Returns
+        -------
+        events, replaced
+            Lifecycle events, and old segment number -> the number born in its place.
         """
         self.version += 1
         transformed = snapshot.unscale_matrix(scaled).tolist() if len(scaled) else []
-        for number, center in zip(numbers, transformed, strict=True):
-            self.segments[number].center = center
+        before = self.scaled_centers(numbers, snapshot)
         events: list[LifecycleEvent] = []
+        replaced: dict[int, int] = {}
+        current = list(numbers)
+        for a, (number, center) in enumerate(zip(numbers, transformed, strict=True)):
+            if float(np.linalg.norm(scaled[a] - before[a])) > CONTINUITY_FACTOR * self.match_threshold:
+                self.segments[number].status = "retired"
+                events.append(LifecycleEvent("retired", number, []))
+                fresh = self._new(center)
+                events.append(LifecycleEvent("born", fresh, []))
+                replaced[number] = current[a] = fresh
+            else:
+                self.segments[number].center = center
         gone: set[int] = set()
-        for a in range(len(numbers)):
-            if numbers[a] in gone:
+        for a in range(len(current)):
+            if current[a] in gone:
                 continue
-            for b in range(a + 1, len(numbers)):
-                if numbers[b] in gone:
+            for b in range(a + 1, len(current)):
+                if current[b] in gone:
                     continue
                 if float(np.linalg.norm(scaled[a] - scaled[b])) < merge_within:
-                    seg = self.segments[numbers[b]]
+                    seg = self.segments[current[b]]
                     seg.status = "merged"
-                    seg.merged_into = numbers[a]
-                    gone.add(numbers[b])
-                    events.append(LifecycleEvent("merged", numbers[b], [numbers[a]]))
-        return events
+                    seg.merged_into = current[a]
+                    gone.add(current[b])
+                    events.append(LifecycleEvent("merged", current[b], [current[a]]))
+        return events, replaced
 
     def membership(self, old: int | None, new: int | None) -> None:
         """A customer left ``old`` and entered ``new`` (either may be None)."""

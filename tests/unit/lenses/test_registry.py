@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segmenter.lenses.registry import SegmentRegistry
+from segmenter.lenses.registry import CONTINUITY_FACTOR, SegmentRegistry
 from segmenter.lenses.scaling import ScalerSnapshot
 
 SNAP = ScalerSnapshot(heavy=(False, False), mean=(0.0, 0.0), std=(1.0, 1.0))
@@ -83,3 +83,21 @@ def test_threshold_uses_the_snapshot_scale() -> None:
     # 0.5 scaled units with std 10 = 5 original units: still a match
     assert reg.update(np.array([[0.5, 0.0]]), wide).events == []
     assert reg.segments[1].center == [5.0, 0.0]
+
+
+def test_continuity_keeps_a_drifting_center_and_refuses_a_jump() -> None:
+    """A center with a stable model index keeps its segment while it drifts within
+    CONTINUITY_FACTOR thresholds per refresh; without the hint, or beyond it, it does not."""
+    snap = ScalerSnapshot(heavy=(False, False), mean=(0.0, 0.0), std=(1.0, 1.0))
+    with_hint = SegmentRegistry(match_threshold=1.0, retire_after=1, max_segments=10)
+    without = SegmentRegistry(match_threshold=1.0, retire_after=1, max_segments=10)
+    for reg in (with_hint, without):
+        reg.update(np.array([[0.0, 0.0], [10.0, 10.0]]), snap)
+    drift = np.array([[2.0, 0.0], [10.0, 10.0]])  # 2 thresholds: farther than matching alone allows
+    assert with_hint.update(drift, snap, {0: 1, 1: 2}).mapping == {0: 1, 1: 2}
+    assert [e.action for e in with_hint.update(drift, snap, {0: 1, 1: 2}).events] == []
+    assert without.update(drift, snap).mapping == {0: 3, 1: 2}
+    jump = np.array([[2.0 + CONTINUITY_FACTOR + 0.5, 0.0], [10.0, 10.0]])
+    result = with_hint.update(jump, snap, {0: 1, 1: 2})
+    assert result.mapping == {0: 3, 1: 2}
+    assert [(e.action, e.segment) for e in result.events] == [("retired", 1), ("born", 3)]
