@@ -1,0 +1,378 @@
+"""Replay a CSV or JSONL file as contract events, in event-time order.
+
+Columns are mapped to event fields by :class:`ColumnMapping`. Every row either
+becomes a valid event (checked with :func:`segmenter.events.validate_event`)
+or a :class:`BadRow` with its line number and the reason; nothing is dropped
+silently. Rows are sorted by event time (stable: ties keep file order).
+
+Times are parsed automatically: a number is epoch seconds (or milliseconds /
+microseconds when it is that large), anything else ISO-8601. Timestamps
+without an offset are read in ``ColumnMapping.timezone`` (UTC by default).
+
+The whole file is loaded in memory to sort it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from producer.errors import InputError
+from producer.runner import Outgoing
+from segmenter.errors import EventError
+from segmenter.events import EventType, validate_event
+
+log = logging.getLogger(__name__)
+
+_EVENT_TYPES = frozenset(t.value for t in EventType)
+_OPTIONAL_FIELDS = ("amount", "quantity", "category", "currency", "channel", "session_id")
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """How a file's columns become event fields.
+
+    Attributes
+    ----------
+    customer_col, time_col
+        Columns of ``customer_id`` and the event time (required).
+    type_col, fixed_type
+        The column of the event type, or one type for every row (``fixed_type`` wins).
+    amount_col, quantity_col, category_col, currency_col, channel_col, session_col
+        Optional columns; ``None`` uses a column named like the field if the file has one.
+    event_id_col
+        Column of a unique event id; ``None`` uses ``event_id`` if present, else a
+        deterministic id from the file name and line number.
+    type_map
+        Renames type values, e.g. ``{"order": "purchase"}``.
+    time_format
+        A ``strptime`` format instead of automatic ISO/epoch detection.
+    timezone
+        IANA zone for timestamps without an offset.
+    file_format
+        ``"csv"``, ``"jsonl"`` or ``"auto"`` (by extension: ``.jsonl``/``.ndjson``/``.json`` = JSONL).
+    delimiter
+        CSV delimiter.
+    """
+
+    customer_col: str = "customer_id"
+    time_col: str = "ts"
+    type_col: str | None = "type"
+    fixed_type: str | None = None
+    amount_col: str | None = None
+    quantity_col: str | None = None
+    category_col: str | None = None
+    currency_col: str | None = None
+    channel_col: str | None = None
+    session_col: str | None = None
+    event_id_col: str | None = None
+    type_map: Mapping[str, str] = field(default_factory=dict)
+    time_format: str | None = None
+    timezone: str = "UTC"
+    file_format: str = "auto"
+    delimiter: str = ","
+
+    def __post_init__(self) -> None:
+        if self.fixed_type is not None and self.fixed_type not in _EVENT_TYPES:
+            raise ValueError(f"--type {self.fixed_type!r} is not an event type; allowed: {sorted(_EVENT_TYPES)}")
+        if self.fixed_type is None and self.type_col is None:
+            raise ValueError("give a type column (--type-col) or one type for every row (--type)")
+        for src, dst in self.type_map.items():
+            if dst not in _EVENT_TYPES:
+                raise ValueError(f"--type-map {src}={dst}: {dst!r} is not an event type")
+        if self.file_format not in ("auto", "csv", "jsonl"):
+            raise ValueError(f"file format must be auto, csv or jsonl, got {self.file_format!r}")
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that could not become an event: 1-based ``line``, ``reason`` and the row as read."""
+
+    line: int
+    reason: str
+    row: Any
+
+    def to_json(self) -> dict[str, Any]:
+        """The DLQ-file line."""
+        return {"line": self.line, "reason": self.reason, "row": self.row}
+
+
+@dataclass
+class ReplayInput:
+    """A loaded file: valid events sorted by time, bad rows in file order."""
+
+    path: Path
+    events: list[tuple[float, int, dict[str, Any]]]
+    bad: list[BadRow]
+
+    @property
+    def rows(self) -> int:
+        """Data rows read (valid + bad)."""
+        return len(self.events) + len(self.bad)
+
+    def outgoing(self) -> Iterator[Outgoing]:
+        """The events encoded for the sink, in time order."""
+        dumps = orjson.dumps
+        for ts, _, event in self.events:
+            yield Outgoing(ts, event["customer_id"].encode(), dumps(event), event["type"])
+
+
+class _RowError(Exception):
+    pass
+
+
+class _Converter:
+    def __init__(self, mapping: ColumnMapping, path: Path, columns: set[str] | None) -> None:
+        self.m = mapping
+        self.file_tag = path.name
+        try:
+            self.tz: tzinfo = UTC if mapping.timezone.upper() == "UTC" else ZoneInfo(mapping.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InputError(f"unknown time zone {mapping.timezone!r} (use an IANA name like Europe/Paris)") from None
+        explicit = {
+            "customer_id": mapping.customer_col,
+            "ts": mapping.time_col,
+            "type": mapping.type_col,
+            "amount": mapping.amount_col,
+            "quantity": mapping.quantity_col,
+            "category": mapping.category_col,
+            "currency": mapping.currency_col,
+            "channel": mapping.channel_col,
+            "session_id": mapping.session_col,
+            "event_id": mapping.event_id_col,
+        }
+        if mapping.fixed_type is not None:
+            explicit["type"] = None
+        self.cols: dict[str, str] = {}
+        for fld, col in explicit.items():
+            if col is not None:
+                if columns is not None and col not in columns:
+                    raise InputError(
+                        f"{path}: no column {col!r} (for {fld}); columns are: {', '.join(sorted(columns))}"
+                    )
+                self.cols[fld] = col
+            elif fld in (*_OPTIONAL_FIELDS, "event_id") and (columns is None or fld in columns):
+                self.cols[fld] = fld
+
+    def convert(self, row: Mapping[str, Any], line: int) -> tuple[float, dict[str, Any]]:
+        cols, m = self.cols, self.m
+        event: dict[str, Any] = {}
+        eid = self._text(row, "event_id", required=False)
+        event["event_id"] = eid if eid is not None else self._default_id(line)
+        event["customer_id"] = self._text(row, "customer_id", required=True)
+        if m.fixed_type is not None:
+            event["type"] = m.fixed_type
+        else:
+            raw_type = self._text(row, "type", required=True)
+            assert raw_type is not None
+            etype = m.type_map.get(raw_type, raw_type)
+            if etype not in _EVENT_TYPES:
+                raise _RowError(
+                    f"{cols['type']}: unknown event type {raw_type!r} (map it with --type-map {raw_type}=<type>)"
+                )
+            event["type"] = etype
+        epoch = self._time(row)
+        event["ts"] = datetime.fromtimestamp(epoch, UTC).isoformat()
+        amount = self._value(row, "amount")
+        if amount is not None:
+            event["amount"] = self._number(amount, "amount")
+        quantity = self._value(row, "quantity")
+        if quantity is not None:
+            q = self._number(quantity, "quantity")
+            if q != int(q):
+                raise _RowError(f"{cols['quantity']}: quantity {quantity!r} is not a whole number")
+            event["quantity"] = int(q)
+        for fld in ("category", "currency", "channel", "session_id"):
+            text = self._text(row, fld, required=False)
+            if text is not None:
+                event[fld] = text
+        try:
+            validate_event(event)
+        except EventError as exc:
+            raise _RowError(exc.detail) from None
+        return epoch, event
+
+    def _default_id(self, line: int) -> str:
+        digest = hashlib.blake2b(f"{self.file_tag}:{line}".encode(), digest_size=10).hexdigest()
+        return f"r-{digest}"
+
+    def _value(self, row: Mapping[str, Any], fld: str) -> Any:
+        col = self.cols.get(fld)
+        if col is None:
+            return None
+        value = row.get(col)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    def _text(self, row: Mapping[str, Any], fld: str, *, required: bool) -> str | None:
+        value = self._value(row, fld)
+        if value is None:
+            if required:
+                raise _RowError(f"{self.cols.get(fld, fld)}: empty or missing (needed for {fld})")
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _RowError(f"{self.cols[fld]}: expected text, got {type(value).__name__}")
+        return str(value).strip()
+
+    def _number(self, value: Any, fld: str) -> float:
+        if isinstance(value, bool):
+            raise _RowError(f"{self.cols[fld]}: {value!r} is not a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _RowError(f"{self.cols[fld]}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise _RowError(f"{self.cols[fld]}: {value!r} is not a finite number")
+        return number
+
+    def _time(self, row: Mapping[str, Any]) -> float:
+        value = self._value(row, "ts")
+        col = self.cols["ts"]
+        if value is None:
+            raise _RowError(f"{col}: empty or missing (needed for ts)")
+        if self.m.time_format is not None:
+            try:
+                parsed = datetime.strptime(str(value).strip(), self.m.time_format)
+            except ValueError:
+                raise _RowError(f"{col}: {value!r} does not match --time-format {self.m.time_format!r}") from None
+            return self._aware(parsed).timestamp()
+        return parse_time(value, self.tz, col)
+
+    def _aware(self, parsed: datetime) -> datetime:
+        return parsed.replace(tzinfo=self.tz) if parsed.tzinfo is None else parsed
+
+
+def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
+    """Parse an epoch number (s, ms or µs, by magnitude) or an ISO-8601 string into epoch seconds.
+
+    Examples
+    --------
+    >>> parse_time("2026-01-01T00:00:00Z"), parse_time(1767225600000), parse_time("1767225600")
+    (1767225600.0, 1767225600.0, 1767225600.0)
+    """
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is not None:
+        if not math.isfinite(number) or number < 0:
+            raise _RowError(f"{column}: {value!r} is not a valid epoch time")
+        if number > 1e14:
+            number /= 1e6
+        elif number > 1e11:
+            number /= 1e3
+        return number
+    if not isinstance(value, str):
+        raise _RowError(f"{column}: expected a time, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise _RowError(
+            f"{column}: {value!r} is neither ISO-8601 nor an epoch number (use --time-format for other layouts)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.timestamp()
+
+
+def _format_of(path: Path, mapping: ColumnMapping) -> str:
+    if mapping.file_format != "auto":
+        return mapping.file_format
+    return "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"
+
+
+def _has_surrogates(values: Any) -> bool:
+    return any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in values)
+
+
+def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
+    """Read ``path`` into sorted valid events and bad rows.
+
+    Raises
+    ------
+    InputError
+        The file cannot be opened, a CSV has no header, or a named column does not exist.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    fmt = _format_of(path, mapping)
+    events: list[tuple[float, int, dict[str, Any]]] = []
+    bad: list[BadRow] = []
+    if fmt == "jsonl":
+        conv = _Converter(mapping, path, None)
+        for line_no, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            text = line.decode("utf-8", errors="replace")
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                bad.append(BadRow(line_no, f"not valid JSON ({exc})", text))
+                continue
+            if not isinstance(row, dict):
+                bad.append(BadRow(line_no, f"expected a JSON object, got {type(row).__name__}", text))
+                continue
+            _convert(conv, row, line_no, events, bad)
+    else:
+        text = raw.decode("utf-8", errors="surrogateescape")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
+        if reader.fieldnames is None:
+            raise InputError(f"{path}: empty file, expected a CSV header line")
+        conv = _Converter(mapping, path, set(reader.fieldnames))
+        last = reader.line_num
+        width = len(reader.fieldnames)
+        for row in reader:
+            line_no = last + 1
+            last = reader.line_num
+            extra = row.pop(None, None)
+            if extra is not None or any(v is None for v in row.values()):
+                got = width + len(extra or []) - sum(v is None for v in row.values())
+                bad.append(BadRow(line_no, f"expected {width} fields, got {got}", row | {"_extra": extra}))
+                continue
+            if _has_surrogates(row.values()):
+                bad.append(
+                    BadRow(
+                        line_no,
+                        "not valid UTF-8",
+                        {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()},
+                    )
+                )
+                continue
+            _convert(conv, row, line_no, events, bad)
+    events.sort(key=lambda e: (e[0], e[1]))
+    log.info("%s: %d rows, %d valid, %d bad", path, len(events) + len(bad), len(events), len(bad))
+    return ReplayInput(path, events, bad)
+
+
+def _convert(
+    conv: _Converter,
+    row: Mapping[str, Any],
+    line_no: int,
+    events: list[tuple[float, int, dict[str, Any]]],
+    bad: list[BadRow],
+) -> None:
+    try:
+        epoch, event = conv.convert(row, line_no)
+    except _RowError as exc:
+        bad.append(BadRow(line_no, str(exc), dict(row)))
+        return
+    events.append((epoch, line_no, event))

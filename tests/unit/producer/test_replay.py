@@ -1,0 +1,179 @@
+"""File replay: column mapping, time parsing, ordering, bad rows with line numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from producer.errors import InputError
+from producer.replay import ColumnMapping, load, parse_time
+from segmenter.events import validate_event
+
+CSV = """user,when,kind,total,n,cat
+u1,2026-01-02T10:00:00+01:00,order,19.90,2,books
+u2,1767258000,view,,,toys
+u1,2026-01-01T08:00:00Z,order,5,1,books
+u3,2026-01-03T00:00:00Z,teleport,1,1,x
+u4,2026-01-03T00:00:00Z,order,-3,1,x
+,2026-01-03T00:00:00Z,view,,,x
+u5,yesterday,view,,,x
+u6,2026-01-03T00:00:00Z,order,abc,1,x
+u7,2026-01-03T00:00:00Z,order,3,1.5,x
+u8,2026-01-03T00:00:00Z
+u9,2026-01-04T00:00:00,view,,,books
+"""
+
+MAPPING = ColumnMapping(
+    customer_col="user",
+    time_col="when",
+    type_col="kind",
+    amount_col="total",
+    quantity_col="n",
+    category_col="cat",
+    type_map={"order": "purchase", "view": "product_view"},
+)
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_csv_mapping_sorting_and_bad_rows(tmp_path: Path) -> None:
+    data = load(_write(tmp_path, "orders.csv", CSV), MAPPING)
+    assert data.rows == 11
+    events = [e for _, _, e in data.events]
+    assert [(e["customer_id"], e["type"]) for e in events] == [
+        ("u1", "purchase"),
+        ("u2", "product_view"),
+        ("u1", "purchase"),
+        ("u9", "product_view"),
+    ]
+    first = events[0]
+    assert first["ts"] == "2026-01-01T08:00:00+00:00"
+    assert first["amount"] == 5.0 and first["quantity"] == 1 and first["category"] == "books"
+    assert events[2]["ts"] == "2026-01-02T09:00:00+00:00"  # +01:00 converted to UTC
+    assert events[3]["ts"] == "2026-01-04T00:00:00+00:00"  # naive read as UTC by default
+    for e in events:
+        validate_event(e)
+    bad = {b.line: b.reason for b in data.bad}
+    assert sorted(bad) == [5, 6, 7, 8, 9, 10, 11]
+    assert "unknown event type 'teleport'" in bad[5] and "--type-map" in bad[5]
+    assert "amount" in bad[6]
+    assert "user: empty or missing" in bad[7]
+    assert "when: 'yesterday' is neither ISO-8601 nor an epoch number" in bad[8]
+    assert "total: 'abc' is not a number" in bad[9]
+    assert "n: quantity '1.5' is not a whole number" in bad[10]
+    assert "expected 6 fields, got 2" in bad[11]
+    assert all(b.row for b in data.bad)
+
+
+def test_event_ids_are_deterministic_from_file_name_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "orders.csv", CSV)
+    ids1 = [e["event_id"] for _, _, e in load(path, MAPPING).events]
+    ids2 = [e["event_id"] for _, _, e in load(path, MAPPING).events]
+    assert ids1 == ids2 and len(set(ids1)) == len(ids1)
+    other = _write(tmp_path, "other.csv", CSV)
+    assert set(ids1).isdisjoint(e["event_id"] for _, _, e in load(other, MAPPING).events)
+
+
+def test_event_id_column_and_fixed_type(tmp_path: Path) -> None:
+    path = _write(tmp_path, "p.csv", "id,cust,t,amt\nA1,c1,1767225600000,3.5\nA2,c2,1767225600,4\n")
+    mapping = ColumnMapping(
+        customer_col="cust", time_col="t", fixed_type="purchase", amount_col="amt", event_id_col="id"
+    )
+    data = load(path, mapping)
+    assert not data.bad
+    assert [(e["event_id"], e["type"], e["ts"]) for _, _, e in data.events] == [
+        ("A1", "purchase", "2026-01-01T00:00:00+00:00"),
+        ("A2", "purchase", "2026-01-01T00:00:00+00:00"),
+    ]
+
+
+def test_jsonl_with_contract_names_and_bad_lines(tmp_path: Path) -> None:
+    lines = [
+        orjson.dumps(
+            {
+                "customer_id": "c1",
+                "ts": "2026-01-01T00:00:02Z",
+                "type": "purchase",
+                "amount": 3,
+                "currency": "EUR",
+                "session_id": "s1",
+            }
+        ).decode(),
+        "",
+        "{not json",
+        "[1, 2]",
+        orjson.dumps({"customer_id": "c2", "ts": 1767225601.5, "type": "search", "channel": "app"}).decode(),
+        orjson.dumps({"customer_id": "c3", "ts": "2026-01-01T00:00:00Z", "type": "refund"}).decode(),
+    ]
+    data = load(_write(tmp_path, "ev.jsonl", "\n".join(lines) + "\n"), ColumnMapping())
+    assert [(e["customer_id"], e["ts"]) for _, _, e in data.events] == [
+        ("c2", "2026-01-01T00:00:01.500000+00:00"),
+        ("c1", "2026-01-01T00:00:02+00:00"),
+    ]
+    assert data.events[1][2]["currency"] == "EUR" and data.events[1][2]["session_id"] == "s1"
+    assert data.events[0][2]["channel"] == "app"
+    bad = {b.line: b.reason for b in data.bad}
+    assert sorted(bad) == [3, 4, 6]
+    assert bad[3].startswith("not valid JSON")
+    assert bad[4] == "expected a JSON object, got list"
+    assert "amount" in bad[6] and "required" in bad[6]
+
+
+def test_timezone_and_time_format_for_naive_times(tmp_path: Path) -> None:
+    path = _write(tmp_path, "d.csv", "customer_id,ts,type\nc1,01/07/2026 12:00,page_view\n")
+    mapping = ColumnMapping(time_format="%d/%m/%Y %H:%M", timezone="Europe/Paris")
+    ((_, _, event),) = load(path, mapping).events
+    assert event["ts"] == "2026-07-01T10:00:00+00:00"
+    bad = load(path, ColumnMapping(time_format="%Y-%m-%d"))
+    assert "does not match --time-format" in bad.bad[0].reason
+
+
+def test_file_level_problems_raise_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read"):
+        load(tmp_path / "missing.csv", ColumnMapping())
+    with pytest.raises(InputError, match="empty file"):
+        load(_write(tmp_path, "empty.csv", ""), ColumnMapping())
+    with pytest.raises(InputError, match=r"no column 'user'.*columns are: customer_id, ts, type"):
+        load(_write(tmp_path, "h.csv", "customer_id,ts,type\n"), ColumnMapping(customer_col="user"))
+    with pytest.raises(InputError, match="unknown time zone"):
+        load(_write(tmp_path, "z.csv", "customer_id,ts,type\n"), ColumnMapping(timezone="Mars/Olympus"))
+
+
+def test_invalid_utf8_row_is_reported_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_bytes(b"customer_id,ts,type\nc\xff1,2026-01-01T00:00:00Z,page_view\nc2,2026-01-01T00:00:00Z,search\n")
+    data = load(path, ColumnMapping())
+    assert len(data.events) == 1
+    assert [(b.line, b.reason) for b in data.bad] == [(2, "not valid UTF-8")]
+
+
+def test_mapping_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="not an event type"):
+        ColumnMapping(fixed_type="buy")
+    with pytest.raises(ValueError, match="--type-map x=buy"):
+        ColumnMapping(type_map={"x": "buy"})
+    with pytest.raises(ValueError, match="--type-col"):
+        ColumnMapping(type_col=None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-01T00:00:00+00:00", 1767225600.0),
+        ("2026-01-01T01:00:00+01:00", 1767225600.0),
+        (1767225600, 1767225600.0),
+        ("1767225600000", 1767225600.0),
+        (1767225600000000, 1767225600.0),
+        (" 2026-01-01 00:00:00 ", 1767225600.0),
+    ],
+)
+def test_parse_time(value: object, expected: float) -> None:
+    assert parse_time(value, UTC) == expected
+    assert datetime.fromtimestamp(expected, UTC).year == 2026
