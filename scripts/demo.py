@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
 
 
-def run_producer(bootstrap: str, topic: str, customers: int, days: float, seed: int, truth: Path) -> None:
+def run_producer(bootstrap: str, topic: str, *, customers: int, days: float, seed: int, truth: Path) -> None:
     cmd = [sys.executable, "-m", "producer", "synth", "--to", "kafka", "--bootstrap-servers", bootstrap,
            "--topic", topic, "--partitions", "3", "--customers", str(customers), "--days", str(days),
            "--seed", str(seed), "--truth", str(truth), "--malformed-rate", "0.001", "--duplicate-rate", "0.002"]
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     console.rule(f"[bold]{run}[/bold]: simulating {args.customers} customers over {args.days:g} days")
     started = time.monotonic()
-    run_producer(args.bootstrap_servers, topics["input"], args.customers, args.days, args.seed,
-                 out_dir / "truth.jsonl")
+    run_producer(args.bootstrap_servers, topics["input"], customers=args.customers, days=args.days,
+                 seed=args.seed, truth=out_dir / "truth.jsonl")
     console.rule("segmenter-consumer (exactly-once) until the whole input is committed")
     run_consumer(args.bootstrap_servers, topics, run, args.timeout)
     messages = read_outputs(args.bootstrap_servers, topics["output"])
