@@ -499,8 +499,18 @@ class TriggerEngine:
     def state(self) -> dict[str, Any]:
         """The whole engine state (every customer, suppression counters), JSON-ready and deterministic."""
         return {
-            "v": STATE_VERSION,
+            **self.global_state(),
             "customers": {cid: self._customers[cid].to_json() for cid in sorted(self._customers)},
+        }
+
+    def global_state(self) -> dict[str, Any]:
+        """The engine-wide part of :meth:`state` (suppression counters, watermark), without customers.
+
+        Cheap whatever the number of customers: the Kafka edge writes it with
+        every model snapshot, while customers travel in their own changelog records.
+        """
+        return {
+            "v": STATE_VERSION,
             "suppressed": {k: dict(v) for k, v in self.suppressed().items()},
             "watermark": self._watermark if math.isfinite(self._watermark) else None,
         }
@@ -513,21 +523,34 @@ class TriggerEngine:
         StateError
             If the state is malformed or of another version.
         """
-        if not isinstance(state, Mapping) or state.get("v") != STATE_VERSION:
-            raise StateError("trigger engine state: not an object of a known version")
-        customers = state.get("customers", {})
-        suppressed = state.get("suppressed", {})
-        if not isinstance(customers, Mapping) or not isinstance(suppressed, Mapping):
-            raise StateError("trigger engine state: 'customers' and 'suppressed' must be objects")
-        watermark = state.get("watermark")
-        if watermark is not None and not isinstance(watermark, int | float):
-            raise StateError("trigger engine state: 'watermark' must be a number or null")
-        self._watermark = -math.inf if watermark is None else float(watermark)
+        customers = state.get("customers", {}) if isinstance(state, Mapping) else None
+        if not isinstance(customers, Mapping):
+            raise StateError("trigger engine state: 'customers' must be an object")
+        self.load_global_state(state)
         self._customers = {}
         self._heap = []
         for cid in sorted(customers):
             self.load_customer_state(str(cid), customers[cid])
+
+    def load_global_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`global_state` output; per-customer state already loaded is kept.
+
+        Raises
+        ------
+        StateError
+            If the state is malformed or of another version.
+        """
+        if not isinstance(state, Mapping) or state.get("v") != STATE_VERSION:
+            raise StateError("trigger engine state: not an object of a known version")
+        suppressed = state.get("suppressed", {})
+        if not isinstance(suppressed, Mapping):
+            raise StateError("trigger engine state: 'suppressed' must be an object")
+        watermark = state.get("watermark")
+        if watermark is not None and not isinstance(watermark, int | float):
+            raise StateError("trigger engine state: 'watermark' must be a number or null")
         try:
-            self._suppressed = {str(k): {str(c): int(n) for c, n in v.items()} for k, v in suppressed.items()}
+            counters = {str(k): {str(c): int(n) for c, n in v.items()} for k, v in suppressed.items()}
         except (AttributeError, TypeError, ValueError) as exc:
             raise StateError(f"trigger engine state: bad suppression counters: {exc}") from None
+        self._watermark = -math.inf if watermark is None else float(watermark)
+        self._suppressed = counters

@@ -179,6 +179,23 @@ def test_whole_state_round_trip_keeps_held_triggers_and_counters() -> None:
     assert restored.pending() == 0
 
 
+def test_global_state_leaves_customers_out_and_in_place() -> None:
+    """The engine-wide part travels with model snapshots; customers travel in their own records."""
+    rules = ruleset(rule(quiet_hours=BERLIN_HOLD, reentry={"mode": "always"}, cooldown="1h"))
+    night = T0 + 10 * 3600
+    engine = TriggerEngine(rules)
+    engine.evaluate(change(night, HIGH, LOW), FEATURES, None)
+    engine.evaluate(change(night + 120, HIGH2, HIGH), FEATURES, None)
+    global_state = engine.global_state()
+    assert "customers" not in global_state
+    assert global_state["suppressed"] == {"vip-invite": {"cooldown": 1}}
+    restored = TriggerEngine(rules)
+    restored.load_customer_state("c1", engine.customer_state("c1") or {})
+    restored.load_global_state(json.loads(json.dumps(global_state)))  # after a customer: keeps it
+    assert restored.state() == engine.state()
+    assert restored.release(night + DAY) == engine.release(night + DAY)
+
+
 def test_per_customer_state_carries_held_triggers() -> None:
     rules = ruleset(rule(quiet_hours=BERLIN_HOLD))
     night = T0 + 10 * 3600
