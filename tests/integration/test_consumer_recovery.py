@@ -24,6 +24,7 @@ from tests.integration.consumer_support import (
 )
 
 EVENTS = 1500
+KILL_EVENTS = 3000  # long enough that three kills, 150+ offsets apart, land before the end at any core speed
 
 
 def _args(bootstrap: str, group: str, inp: str, out: str, dlq: str) -> list[str]:
@@ -36,7 +37,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     bootstrap: str, new_topic: Callable[..., str], group_id: str, plain_producer: KafkaProducer, tmp_path: Path
 ) -> None:
     inp, out, dlq = new_topic(suffix="in"), new_topic(suffix="out"), new_topic(suffix="dlq")
-    events = make_events(EVENTS)
+    events = make_events(KILL_EVENTS)
     expected = offline_outputs(events)  # the outputs of a run without kills (same core, same order)
     produce(plain_producer, inp, list(events))
     args = _args(bootstrap, group_id, inp, out, dlq)
@@ -49,7 +50,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
             wait_for(lambda t=target: committed_offset(bootstrap, group_id, inp) >= t, 60,  # type: ignore[misc]
                      f"progress past offset {target}")
             last = committed_offset(bootstrap, group_id, inp)
-            if last >= EVENTS:
+            if last >= KILL_EVENTS:
                 break
         finally:
             if proc.alive():
@@ -58,7 +59,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     assert kills == 3, f"the stream finished before 3 kills (after {kills}); make it longer"
     final = ConsumerProcess(args, tmp_path / "final.log")
     try:
-        wait_for(lambda: committed_offset(bootstrap, group_id, inp) == EVENTS, 90, "all offsets committed")
+        wait_for(lambda: committed_offset(bootstrap, group_id, inp) == KILL_EVENTS, 90, "all offsets committed")
         assert final.terminate() == 0, final.log_text()[-3000:]
     finally:
         if final.alive():
@@ -84,7 +85,7 @@ def second_broker() -> Iterator[tuple[str, Callable[[], None], Callable[[], None
     try:
         start()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot start a second broker on port {port}: {exc}")
+        pytest.fail(f"cannot start a second broker on port {port}: {exc}")
     yield f"127.0.0.1:{port}", start, stop
     stop()
 
