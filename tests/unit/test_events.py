@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -140,3 +141,10 @@ def test_only_finite_non_negative_amounts_pass(amount: float) -> None:
     else:
         assert math.isfinite(amount) and amount >= 0
         assert ev.amount == amount
+
+
+def test_event_types_match_the_published_contract() -> None:
+    contract = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text()
+    row = next(line for line in contract.splitlines() if line.startswith("| `type` |"))
+    documented = {part.strip(" `") for part in row.split("|")[3].split(",")}
+    assert documented == {t.value for t in EventType}
