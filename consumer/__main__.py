@@ -9,12 +9,13 @@ Exit codes: 0 clean stop, 1 unexpected error, 2 invalid settings/config/rules,
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,13 +23,14 @@ from typing import Any
 from consumer.errors import FencedError, SettingsError, TopicSetupError
 from consumer.kafka_io import KafkaAdmin, KafkaTransport
 from consumer.metrics import Health, Metrics, MetricsServer
-from consumer.service import Core, RulesWatcher, Service
+from consumer.service import Core, RulesWatcher, Service, utc_now
 from consumer.settings import Settings, load_settings
 from consumer.sink import RebalanceHandler, Transport
 from consumer.topics import ensure_topics
+from consumer.trainer import TrainerCore, TrainerRole
 from segmenter.config import load_config
 from segmenter.errors import SegmenterError
-from segmenter.pipeline import Segmenter
+from segmenter.pipeline import ModelTrainer, Segmenter
 from segmenter.triggers.rules import load_rules
 
 log = logging.getLogger("consumer")
@@ -78,6 +80,8 @@ def build_service(settings: Settings, metrics: Metrics, health: Health) -> Servi
         watcher.load_initial()
 
     def make_core(rules: Any) -> Core:
+        if settings.shared:
+            return Segmenter(config, rules, shared=True, vector_every=settings.vector_every)
         return Segmenter(config, rules)
 
     def make_transport(handler: RebalanceHandler) -> Transport:
@@ -88,7 +92,23 @@ def build_service(settings: Settings, metrics: Metrics, health: Health) -> Servi
             admin.close()
         return KafkaTransport(settings, handler)
 
-    return Service(settings, make_transport, make_core, metrics=metrics, health=health, rules=watcher)
+    trainer: Callable[[], TrainerRole] | None = None
+    if settings.shared:
+        trainer_settings = settings.model_copy(update={
+            "group_id": settings.trainer_group_id,
+            "topics": settings.topics.model_copy(update={"input": settings.vectors_topic}),
+        })
+
+        def make_trainer_core(snapshot: bytes | None) -> TrainerCore:
+            return ModelTrainer(config) if snapshot is None else ModelTrainer.from_state(config, snapshot)
+
+        def make_trainer() -> TrainerRole:
+            return TrainerRole(settings, lambda handler: KafkaTransport(trainer_settings, handler),
+                               make_trainer_core, utc_now)
+
+        trainer = make_trainer
+    return Service(settings, make_transport, make_core, metrics=metrics, health=health, rules=watcher,
+                   trainer=trainer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: dump every thread's stack
     try:
         service.run()
     except FencedError as exc:

@@ -169,6 +169,8 @@ class KafkaTransport:
         self._producer: KafkaProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._restorer: KafkaConsumer | None = None
+        self._uncommitted: KafkaConsumer | None = None
+        self._followers: dict[tuple[str, int], KafkaConsumer] = {}
         self._futures: list[Any] = []
         try:
             with translate_errors(f"connect producer to {settings.bootstrap_servers}"):
@@ -266,7 +268,7 @@ class KafkaTransport:
             with translate_errors("abort transaction", transactional=True):
                 self.producer.abort_transaction()
 
-    def read_to_end(self, topic: str, partitions: Sequence[int]) -> list[InRecord]:
+    def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
         if not partitions:
             return []
         with translate_errors(f"restore {topic}{list(partitions)}"):
@@ -278,19 +280,57 @@ class KafkaTransport:
             tps = [TopicPartition(topic, p) for p in partitions]
             restorer.assign(tps)
             restorer.seek_to_beginning(*tps)
-            ends = restorer.end_offsets(tps)
+            ends = restorer.end_offsets(tps)  # the last stable offsets (read_committed)
+            if stable:
+                ends = {tp: max(ends[tp], high) for tp, high in self._high_watermarks(tps).items()}
             remaining = {tp for tp in tps if ends[tp] > restorer.position(tp)}
             out: list[InRecord] = []
-            deadline = time.monotonic() + 120
+            started = time.monotonic()
+            deadline = started + 120
+            warned = False
             while remaining:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise ke.KafkaTimeoutError(f"could not read {sorted(map(str, remaining))} to their end")
+                if stable and not warned and now - started > 5:
+                    warned = True
+                    log.warning("restoring %s: waiting for a transaction left open (by a killed instance?) to be "
+                                "aborted by the broker (transaction timeout)", sorted(map(str, remaining)))
                 for records in restorer.poll(timeout_ms=500).values():
-                    out.extend(InRecord(r.topic, r.partition, r.offset, r.key, r.value, (), r.timestamp or 0)
+                    out.extend(InRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                                        tuple((k, v if v is not None else b"") for k, v in (r.headers or ())),
+                                        r.timestamp or 0)
                                for r in records)
                 remaining = {tp for tp in remaining if restorer.position(tp) < ends[tp]}
             restorer.assign([])
         return out
+
+    def _high_watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offsets including open transactions (what a stable read must get past)."""
+        if self._uncommitted is None:
+            self._uncommitted = KafkaConsumer(**_common(self._settings), group_id=None, enable_auto_commit=False,
+                                              isolation_level="read_uncommitted",
+                                              client_id=f"{self._settings.transactional_id}-hw")
+        ends: dict[TopicPartition, int] = self._uncommitted.end_offsets(tps)
+        return ends
+
+    def follow(self, topic: str, partition: int) -> list[InRecord]:
+        key = (topic, partition)
+        with translate_errors(f"follow {topic}[{partition}]"):
+            follower = self._followers.get(key)
+            if follower is None:
+                follower = KafkaConsumer(**_common(self._settings), group_id=None, enable_auto_commit=False,
+                                         isolation_level="read_committed", auto_offset_reset="earliest",
+                                         max_partition_fetch_bytes=MODEL_MAX_BYTES, fetch_max_bytes=MODEL_MAX_BYTES,
+                                         client_id=f"{self._settings.transactional_id}-follow")
+                tp = TopicPartition(topic, partition)
+                follower.assign([tp])
+                follower.seek_to_beginning(tp)
+                self._followers[key] = follower
+            batch = follower.poll(timeout_ms=0)
+        return [InRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                         tuple((k, v if v is not None else b"") for k, v in (r.headers or ())), r.timestamp or 0)
+                for records in batch.values() for r in records]
 
     def partitions_of(self, topic: str) -> int:
         with translate_errors(f"partitions of {topic}"):
@@ -310,16 +350,22 @@ class KafkaTransport:
 
     def close(self) -> None:
         """Close every client; never raises (a dead broker must not block shutdown for long)."""
-        for name, client, kwargs in (("consumer", self._consumer, {"timeout_ms": 5000}),
-                                     ("restore consumer", self._restorer, {"timeout_ms": 2000}),
-                                     ("producer", self._producer, {"timeout": 5})):
+        clients: list[tuple[str, Any, dict[str, Any]]] = [
+            ("consumer", self._consumer, {"timeout_ms": 5000}),
+            ("restore consumer", self._restorer, {"timeout_ms": 2000}),
+            ("high-watermark consumer", self._uncommitted, {"timeout_ms": 2000}),
+            *((f"follower of {t}[{p}]", c, {"timeout_ms": 2000}) for (t, p), c in self._followers.items()),
+            ("producer", self._producer, {"timeout": 5}),
+        ]
+        for name, client, kwargs in clients:
             if client is None:
                 continue
             try:
                 client.close(**kwargs)
             except Exception as exc:  # closing is best effort
                 log.warning("closing the %s failed: %r", name, exc)
-        self._consumer = self._restorer = self._producer = None
+        self._consumer = self._restorer = self._uncommitted = self._producer = None
+        self._followers = {}
 
 
 def bare_consume(bootstrap: str, topic: str, expect: int, timeout_s: float = 120.0) -> tuple[int, float]:

@@ -36,7 +36,23 @@ the batch (the core ignores repeated event ids whose state was already saved).
 Rebalances: on revocation the open batch is committed, then (in ``finally``)
 the customers of the revoked partitions are dropped. Assigned partitions are
 restored (model topic's newest snapshot, state partitions read to their end
-with ``read_committed``) before any of their records is processed.
+with ``read_committed``, waiting until no transaction of a killed previous
+owner is left open on them) before any of their records is processed.
+
+Watermark: the core gets each record's input partition as its *source*; its
+watermark is the minimum over the owned partitions' latest event times minus
+the lateness, so a partition running ahead does not make another's events
+late. The partitions' clocks travel with them: in the model snapshot (single
+mode) or as one ``\x00segmenter.clock`` record per state partition (shared
+mode), restored with the partition; revoked partitions leave the minimum.
+
+Shared mode (``--mode shared``, scale-out): many processes in one group. A
+process never learns: it assigns with the newest model *view* the trainer
+published to the model topic (followed between polls, switched at the start
+of a batch, so the ``model`` moves it causes are part of that batch), and
+step 3 sends its sampled feature vectors to ``<group>.vectors`` instead of a
+model snapshot. The trainer role (:mod:`consumer.trainer`) runs in a thread of
+whichever process the ``<group>.trainer`` group gives the vectors partition.
 """
 
 from __future__ import annotations
@@ -48,14 +64,29 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
 
 from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter
 from consumer.errors import FencedError, KafkaIOError, PoisonRecordError, TopicSetupError
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
-from consumer.state import CustomerIndex, ModelTracker, changelog_records, newest_model, restore_customers
+from consumer.state import (
+    FORMAT_HEADER,
+    VERSIONS_HEADER,
+    VIEW_FORMAT,
+    VIEW_KEY,
+    ClockedCore,
+    CustomerIndex,
+    ModelTracker,
+    changelog_records,
+    clock_records,
+    newest_model,
+    restore_customers,
+)
+from consumer.trainer import TrainerRole
 from segmenter.errors import EventError, SegmenterError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.outputs import OutputMessage, encode, message_key, stamp
@@ -92,6 +123,23 @@ class Core(Protocol):
 
     def stats(self) -> Any:
         """Counters and segment sizes per lens."""
+
+
+@runtime_checkable
+class SharedCore(Protocol):
+    """A core that assigns with a trainer's model view (:class:`Segmenter` with ``shared=True``)."""
+
+    def load_shared_model(self, view: bytes) -> Sequence[OutputMessage]:
+        """Assign with ``view`` from now on; returns the moves of customers whose segment died."""
+
+    def model_versions(self) -> dict[str, int]:
+        """Model version of each lens."""
+
+    def take_vectors(self) -> bytes | None:
+        """Sampled vectors since the last call."""
+
+    def discard_vectors(self) -> None:
+        """Drop sampled vectors of an aborted batch."""
 
 
 CoreFactory = Callable[[Any], Core]
@@ -180,7 +228,8 @@ class Service:
 
     def __init__(self, settings: Settings, transport_factory: TransportFactory, core_factory: CoreFactory,
                  *, metrics: Metrics | None = None, health: Health | None = None, rules: RulesWatcher | None = None,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now,
+                 trainer: Callable[[], TrainerRole] | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.health = health or Health()
@@ -202,6 +251,9 @@ class Service:
         self._one_by_one: dict[TP, int] = {}
         self._backoff = 0.5
         self._next_gauges = 0.0
+        self._trainer_factory = trainer
+        self._trainer: TrainerRole | None = None
+        self._next_view: tuple[dict[str, int], bytes] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -250,6 +302,7 @@ class Service:
         self._owned.clear()
         self._pending_assigned.clear()
         self._positions.clear()
+        self._next_view = None
 
     def _new_core(self) -> Core:
         return self._core_factory(self._rules.rules if self._rules is not None else None)
@@ -259,20 +312,26 @@ class Service:
         self._core = self._new_core()
         transport = self._transport_factory(self)
         self._transport = transport
-        log.info("connected to %s as %s (%s)", self.settings.bootstrap_servers, self.settings.transactional_id,
-                 self.settings.guarantee)
+        log.info("connected to %s as %s (%s, %s mode)", self.settings.bootstrap_servers,
+                 self.settings.transactional_id, self.settings.guarantee, self.settings.mode)
         try:
+            if self._trainer_factory is not None:
+                self._trainer = self._trainer_factory()
+                self._trainer.start_thread()
             while not self._stop.is_set():
                 self._check_rules()
                 try:
                     records = transport.poll(self._poll_timeout(), self._room())
                     self._restore_pending()
                     self.health.tick(True)
+                    self._follow_model()
                     self._process_records(records)
                     if self._batch_due():
                         self._commit()
                 except PoisonRecordError as exc:
                     self._recover(exc)
+                if self._trainer is not None and self._trainer.error is not None:
+                    raise self._trainer.error
                 self._update_gauges()
             self._commit()
             log.info("stopped after committing the last batch")
@@ -281,9 +340,14 @@ class Service:
             raise
         finally:
             try:
-                transport.close()
+                if self._trainer is not None:
+                    self._trainer.stop_thread()
+                    self._trainer = None
             finally:
-                self._transport = None
+                try:
+                    transport.close()
+                finally:
+                    self._transport = None
 
     def _poll_timeout(self) -> float:
         interval = self.settings.commit_interval_ms / 1000
@@ -323,6 +387,7 @@ class Service:
             if self._batch is None:
                 transport.begin()
                 self._batch = _Batch(started=time.monotonic())
+                self._apply_view()
             self._batch.first_offsets.setdefault(tp, rec.offset)
             self.metrics.events_in.inc()
             self._handle(rec)
@@ -358,7 +423,11 @@ class Service:
                 except EventError as exc:
                     self._dead_letter(rec, exc.reason, exc.detail)
                     return
-                outputs = core.process(event)
+                clocked: object = core
+                if isinstance(clocked, ClockedCore):
+                    outputs = clocked.process(event, rec.partition)
+                else:
+                    outputs = core.process(event)
                 self._index.note(event.customer_id, rec.partition)
         except EventError as exc:
             self._dead_letter(rec, exc.reason, exc.detail)
@@ -403,9 +472,20 @@ class Service:
         started = time.perf_counter()
         for record in changelog_records(core.take_dirty(), self._index, self.settings.state_topic):
             transport.send(record)
-        model = self._model.record(core.model_state(), self.settings.model_topic)
-        if model is not None:
-            transport.send(model)
+        if isinstance(core, ClockedCore):
+            clocks = core.take_dirty_clocks()
+            if self.settings.shared:  # single mode: the partitions' clocks are part of the model snapshot
+                for record in clock_records(clocks, self.settings.state_topic):
+                    transport.send(record)
+        if self.settings.shared and isinstance(core, SharedCore):
+            vectors = core.take_vectors()
+            if vectors is not None:
+                transport.send(OutRecord(self.settings.vectors_topic, self.settings.instance_id.encode(), vectors,
+                                         (), 0))
+        else:
+            model = self._model.record(core.model_state(), self.settings.model_topic)
+            if model is not None:
+                transport.send(model)
         watchdog = threading.Timer(5.0, log.warning, ("commit of a batch of %d records is still waiting after 5s; "
                                                       "is the broker at %s down? (kafka-python keeps retrying)",
                                                       batch.count, self.settings.bootstrap_servers))
@@ -434,6 +514,9 @@ class Service:
         """Forget the open batch after a failure (its transaction is aborted or will be fenced)."""
         self._batch = None
         self._model.reset()
+        core: object = self._core
+        if self.settings.shared and isinstance(core, SharedCore):
+            core.discard_vectors()
 
     # ------------------------------------------------------------------ recovery
 
@@ -483,17 +566,77 @@ class Service:
         transport = self._require_transport()
         core = self._require_core()
         started = time.perf_counter()
-        snapshot = newest_model(transport.read_to_end(self.settings.model_topic, [0]))
-        if snapshot is not None and not self._model.matches(snapshot):
-            core.load_model_state(snapshot)
-        self._model.loaded(snapshot)
+        models = transport.read_to_end(self.settings.model_topic, [0])
+        snapshot: bytes | None
+        if self.settings.shared and isinstance(core, SharedCore):
+            snapshot = self._restore_view(core, models)
+        else:
+            snapshot = newest_model(models)
+            if snapshot is not None and not self._model.matches(snapshot):
+                core.load_model_state(snapshot)
+            self._model.loaded(snapshot)
         numbers = sorted(tp.partition for tp in partitions)
-        loaded = restore_customers(core, transport.read_to_end(self.settings.state_topic, numbers), self._index)
+        loaded = restore_customers(core, transport.read_to_end(self.settings.state_topic, numbers, stable=True),
+                                   self._index)
         self._owned |= partitions
+        self._drop_foreign_clocks()
         self.metrics.restored_customers.inc(loaded)
         self.metrics.assigned_partitions.set(len(self._owned))
         log.info("restored %d customers of partitions %s%s in %.2fs", loaded, numbers,
                  " and the newest model" if snapshot is not None else "", time.perf_counter() - started)
+
+    def _drop_foreign_clocks(self) -> None:
+        """The watermark is the minimum over the *owned* input partitions only."""
+        core: object = self._core
+        if isinstance(core, ClockedCore):
+            owned = {tp.partition for tp in self._owned if tp.topic == self.settings.topics.input}
+            core.drop_sources(lambda source: source in owned)
+
+    # ------------------------------------------------------------------ shared mode: the model view
+
+    def _restore_view(self, core: SharedCore, models: Sequence[InRecord]) -> bytes | None:
+        """Load the newest view into a fresh core at once; a running core switches at its next batch."""
+        newest = _newest_view(models)
+        if newest is None:
+            return None
+        versions, view = newest
+        if not any(core.model_versions().values()):
+            core.load_shared_model(view)  # nothing is assigned yet: no outputs
+            log.info("assigning with model versions %s", versions)
+        else:
+            self._offer_view(core, versions, view)
+        return view
+
+    def _follow_model(self) -> None:
+        """Shared mode: pick up views the trainer published since the last look (applied at the next batch)."""
+        core: object = self._core
+        if not (self.settings.shared and isinstance(core, SharedCore)):
+            return
+        newest = _newest_view(self._require_transport().follow(self.settings.model_topic, 0))
+        if newest is not None:
+            self._offer_view(core, *newest)
+
+    def _offer_view(self, core: SharedCore, versions: dict[str, int], view: bytes) -> None:
+        current = self._next_view[0] if self._next_view is not None else core.model_versions()
+        if sum(versions.values()) > sum(current.values()):
+            self._next_view = (versions, view)
+
+    def _apply_view(self) -> None:
+        """Switch to the newest view read, inside the open batch (its ``model`` moves are part of it)."""
+        core: object = self._core
+        pending, self._next_view = self._next_view, None
+        if pending is None or not (self.settings.shared and isinstance(core, SharedCore)):
+            return
+        versions, view = pending
+        if sum(versions.values()) <= sum(core.model_versions().values()):
+            return
+        try:
+            outputs = core.load_shared_model(view)
+        except SegmenterError:
+            log.exception("model view %s cannot be loaded; keeping %s", versions, core.model_versions())
+            return
+        log.info("assigning with model versions %s (%d customers moved)", versions, len(outputs))
+        self._emit(outputs)
 
     # ------------------------------------------------------------------ rebalance handler
 
@@ -529,6 +672,7 @@ class Service:
                                               if tp.topic == self.settings.topics.input)
         if self._core is not None and dropped:
             self._core.drop_customers(lambda customer_id: customer_id not in dropped)
+        self._drop_foreign_clocks()
         self.metrics.assigned_partitions.set(len(self._owned))
         log.info("released partitions %s (%d customers)", sorted(p.partition for p in partitions), len(dropped))
 
@@ -562,6 +706,23 @@ class Service:
         if self._core is None:
             raise RuntimeError("no core")
         return self._core
+
+
+def _newest_view(records: Sequence[InRecord]) -> tuple[dict[str, int], bytes] | None:
+    """The newest view record's versions and value, if any."""
+    best: tuple[dict[str, int], bytes] | None = None
+    for rec in records:
+        if rec.key != VIEW_KEY or rec.value is None or (FORMAT_HEADER, VIEW_FORMAT) not in rec.headers:
+            continue
+        raw = dict(rec.headers).get(VERSIONS_HEADER)
+        try:
+            versions = {str(k): int(v) for k, v in orjson.loads(raw or b"{}").items()}
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            log.warning("view record at offset %d has no readable versions header; skipped", rec.offset)
+            continue
+        if best is None or sum(versions.values()) >= sum(best[0].values()):
+            best = (versions, rec.value)
+    return best
 
 
 def _segment_sizes(stats: Any) -> dict[tuple[str, str], float]:

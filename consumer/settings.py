@@ -33,6 +33,7 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 Guarantee = Literal["exactly-once", "at-least-once"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
+Mode = Literal["single", "shared"]
 
 
 def _check_topic(value: str | None) -> str | None:
@@ -51,6 +52,8 @@ class TopicSettings(BaseModel):
     dlq: str = Field("customer-events.dlq", description="Dead-letter topic: original bytes plus error headers.")
     state: str | None = Field(None, description="State changelog topic (compacted); default '<group-id>.state'.")
     model: str | None = Field(None, description="Model snapshot topic (compacted); default '<group-id>.model'.")
+    vectors: str | None = Field(None, description="Shared mode: sampled feature vectors for the trainer (one "
+                                                  "partition); default '<group-id>.vectors'.")
     segment_change: str | None = Field(None, description="Route segment_change messages to this topic.")
     campaign_trigger: str | None = Field(None, description="Route campaign_trigger messages to this topic.")
     segment_lifecycle: str | None = Field(None, description="Route segment_lifecycle messages to this topic.")
@@ -58,7 +61,8 @@ class TopicSettings(BaseModel):
     partitions: int = Field(1, ge=1, le=10_000, description="Partitions of a created input topic (state follows).")
     replication_factor: int = Field(1, ge=1, le=32, description="Replication factor of created topics.")
 
-    _names = field_validator("input", "output", "dlq", "state", "model", "segment_change", "campaign_trigger",
+    _names = field_validator("input", "output", "dlq", "state", "model", "vectors", "segment_change",
+                             "campaign_trigger",
                              "segment_lifecycle")(_check_topic)
 
 
@@ -100,6 +104,14 @@ class Settings(BaseSettings):
                                                       "not rebalance the group).")
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Where to start without a "
                                                                                      "committed offset.")
+    mode: Mode = Field("single", description="single: this process learns the model and assigns (one process per "
+                                             "group). shared: many processes in one group assign with the model one "
+                                             "elected trainer learns from their sampled vectors (scale-out).")
+    vector_every: int = Field(1, ge=1, le=1_000_000, description="Shared mode: publish every Nth scored feature "
+                                                                 "vector to the trainer.")
+    trainer_commit_interval_ms: int = Field(5000, ge=10, le=600_000,
+                                            description="Shared mode: how often the trainer commits its snapshot "
+                                                        "and its vectors offsets (at once when the model changed).")
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names and creation.")
     config_file: Path | None = Field(None, description="Segmenter config (TOML/YAML); built-in defaults if unset.")
     rules_file: Path | None = Field(None, description="Campaign rules file; reloaded when its mtime changes.")
@@ -122,6 +134,21 @@ class Settings(BaseSettings):
     def model_topic(self) -> str:
         """The model snapshot topic."""
         return self.topics.model or f"{self.group_id}.model"
+
+    @property
+    def vectors_topic(self) -> str:
+        """Shared mode: the topic of sampled feature vectors (one partition)."""
+        return self.topics.vectors or f"{self.group_id}.vectors"
+
+    @property
+    def trainer_group_id(self) -> str:
+        """Shared mode: the consumer group whose single member owning the vectors partition is the trainer."""
+        return f"{self.group_id}.trainer"
+
+    @property
+    def shared(self) -> bool:
+        """True in shared (scale-out) mode."""
+        return self.mode == "shared"
 
     @property
     def transactional_id(self) -> str:

@@ -95,8 +95,16 @@ class Transport(Protocol):
     def abort(self) -> None:
         """Drop the open batch (its records are never seen by read_committed readers)."""
 
-    def read_to_end(self, topic: str, partitions: Sequence[int]) -> list[InRecord]:
-        """Every committed record of ``topic``'s ``partitions`` up to their current end."""
+    def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
+        """Every committed record of ``topic``'s ``partitions`` up to their current end.
+
+        ``stable``: wait until no transaction is left open on them (a killed
+        previous owner's transaction is aborted by the broker after the
+        transaction timeout), so records committed after it are read too.
+        """
+
+    def follow(self, topic: str, partition: int) -> list[InRecord]:
+        """Committed records of one partition not returned by the previous call (from the start), no waiting."""
 
     def partitions_of(self, topic: str) -> int:
         """How many partitions ``topic`` has."""
@@ -130,6 +138,7 @@ class MemoryTransport:
     _positions: dict[TP, int] = field(default_factory=dict)
     _assigned: set[TP] = field(default_factory=set)
     _open: bool = False
+    _followed: dict[TP, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topics.setdefault(self.input_topic, [[] for _ in range(self.partitions)])
@@ -204,9 +213,19 @@ class MemoryTransport:
         self._open = False
         self.aborts += 1
 
-    def read_to_end(self, topic: str, partitions: Sequence[int]) -> list[InRecord]:
+    def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
         parts = self.topics.get(topic, [])
         return [r for p in partitions if p < len(parts) for r in parts[p]]
+
+    def follow(self, topic: str, partition: int) -> list[InRecord]:
+        parts = self.topics.get(topic, [])
+        if partition >= len(parts):
+            return []
+        key = TP(topic, partition)
+        pos = self._followed.get(key, 0)
+        out = parts[partition][pos:]
+        self._followed[key] = pos + len(out)
+        return out
 
     def partitions_of(self, topic: str) -> int:
         return len(self.topics.get(topic, [])) or self.partitions

@@ -22,17 +22,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+import orjson
 
 from consumer.sink import InRecord, OutRecord
+from segmenter.events import CustomerEvent
+from segmenter.outputs import OutputMessage
 
 log = logging.getLogger(__name__)
 
 FORMAT_HEADER = "format"
 CUSTOMER_FORMAT = b"segmenter-customer-1"
 MODEL_FORMAT = b"segmenter-model-1"
+CLOCK_FORMAT = b"segmenter-clock-1"
+VIEW_FORMAT = b"segmenter-view-1"
+TRAINER_FORMAT = b"segmenter-trainer-1"
+CLOCK_KEY = b"\x00segmenter.clock"
+"""Key of a state partition's clock record (its latest event time); marked by ``format: segmenter-clock-1``."""
+VIEW_KEY = b"view"
+VERSIONS_HEADER = "versions"
+"""Header of a view record: the lenses' model versions as JSON (compared without decoding the view)."""
+TRAINER_KEY = b"trainer"
 
 
 class StatefulCore(Protocol):
@@ -43,6 +56,23 @@ class StatefulCore(Protocol):
 
     def load_model_state(self, data: bytes) -> None:
         """Load a model snapshot."""
+
+
+@runtime_checkable
+class ClockedCore(Protocol):
+    """A core with a watermark per input partition (:class:`segmenter.pipeline.Segmenter`)."""
+
+    def process(self, event: CustomerEvent, source: int | None = None) -> Sequence[OutputMessage]:
+        """Process one event from input partition ``source``."""
+
+    def take_dirty_clocks(self) -> dict[int, float]:
+        """Partitions whose latest event time moved: ``{partition: epoch}``."""
+
+    def load_clock(self, source: int, epoch: float) -> None:
+        """Restore a partition's latest event time."""
+
+    def drop_sources(self, keep: Callable[[int | None], bool]) -> None:
+        """Forget the clocks of partitions for which ``keep`` is false."""
 
 
 @dataclass
@@ -125,13 +155,23 @@ class ModelTracker:
         self.last_digest = None
 
 
-def newest_model(records: Iterable[InRecord]) -> bytes | None:
-    """The value of the newest (highest-offset) non-tombstone model record, if any."""
+def newest_model(records: Iterable[InRecord], key: bytes | None = None) -> bytes | None:
+    """The value of the newest (highest-offset) non-tombstone model record (with ``key``, if given)."""
     best: InRecord | None = None
     for rec in records:
-        if rec.value is not None and (best is None or rec.offset > best.offset):
+        if rec.value is not None and (key is None or rec.key == key) and (best is None or rec.offset > best.offset):
             best = rec
     return None if best is None else best.value
+
+
+def clock_records(clocks: Mapping[int, float], topic: str) -> list[OutRecord]:
+    """One clock record per input partition whose latest event time moved, to the same state partition."""
+    return [OutRecord(topic, CLOCK_KEY, orjson.dumps({"max_epoch": epoch}), ((FORMAT_HEADER, CLOCK_FORMAT),), p)
+            for p, epoch in sorted(clocks.items())]
+
+
+def _is_clock(rec: InRecord) -> bool:
+    return rec.key == CLOCK_KEY and (FORMAT_HEADER, CLOCK_FORMAT) in rec.headers
 
 
 def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: CustomerIndex) -> int:
@@ -142,10 +182,21 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: Cu
     whole partition.
     """
     latest: dict[str, InRecord] = {}
+    clocks: dict[int, float] = {}
     for rec in records:
         if rec.key is None:
             continue
+        if _is_clock(rec):
+            if rec.value is not None:
+                try:
+                    clocks[rec.partition] = float(orjson.loads(rec.value)["max_epoch"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    log.warning("clock record %s[%d]@%d is corrupt; skipped", rec.topic, rec.partition, rec.offset)
+            continue
         latest[rec.key.decode("utf-8", errors="replace")] = rec
+    if clocks and isinstance(core, ClockedCore):
+        for partition, epoch in sorted(clocks.items()):
+            core.load_clock(partition, epoch)
     loaded = 0
     for customer_id in sorted(latest):
         rec = latest[customer_id]

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"}
 MODEL_MAX_BYTES = 16 * 1024 * 1024
+VECTORS = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000),
+           "max.message.bytes": str(MODEL_MAX_BYTES)}
+"""The vectors topic: the trainer's input; kept a week (a trainer restarts from its last committed offset)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def plan(settings: Settings, input_partitions: int) -> list[TopicSpec]:
     specs.append(TopicSpec(t.dlq, t.partitions))
     specs.append(TopicSpec(settings.state_topic, input_partitions, COMPACTED))
     specs.append(TopicSpec(settings.model_topic, 1, {**COMPACTED, "max.message.bytes": str(MODEL_MAX_BYTES)}))
+    if settings.shared:
+        specs.append(TopicSpec(settings.vectors_topic, 1, VECTORS))
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
         unique.setdefault(spec.name, spec)

@@ -15,6 +15,17 @@ Per accepted event, :meth:`Segmenter.process` runs
    a bounded re-scoring of the customers scored longest ago (cause
    ``inactivity``).
 
+Shared mode (``Segmenter(config, shared=True)``, for scale-out): the lenses
+never learn here; :meth:`Segmenter.take_vectors` hands the sampled raw vectors
+to one :class:`ModelTrainer` (anywhere), whose :meth:`ModelTrainer.view` every
+process loads with :meth:`Segmenter.load_shared_model`. The same view assigns
+the same vector to the same segment id and name in every process.
+
+The watermark is the minimum over the event sources (input partitions, the
+``source`` argument of :meth:`Segmenter.process`) of their latest event time,
+minus the lateness; with one source (the default ``None``) it is the latest
+event time minus the lateness, as before.
+
 Customers whose segment a lens merged or retired are moved at once (cause
 ``model``). Every order that decides an output depends only on the state, never
 on row numbers or on Python's string hashing, so a restored core (from
@@ -48,7 +59,16 @@ from segmenter.triggers.engine import TriggerEngine
 if TYPE_CHECKING:
     from segmenter.triggers.rules import RuleSet
 
-__all__ = ["CustomerView", "SegmentSize", "Segmenter", "SegmenterStats"]
+__all__ = [
+    "CustomerView",
+    "ModelTrainer",
+    "SegmentSize",
+    "Segmenter",
+    "SegmenterStats",
+    "decode_vectors",
+    "decode_view",
+    "encode_vectors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +155,11 @@ class Segmenter:
     1
     """
 
-    def __init__(self, config: SegmenterConfig, rules: RuleSet | None = None) -> None:
+    def __init__(self, config: SegmenterConfig, rules: RuleSet | None = None, *, shared: bool = False,
+                 vector_every: int = 1) -> None:
         self.config = config
+        self._shared = shared
+        self._vector_every = max(1, vector_every)
         self._lenses = [Lens(lc, config.seed) for lc in config.lenses]
         self._names = [lc.name for lc in config.lenses]
         self._idx = [[FEATURE_NAMES.index(f) for f in lc.features] for lc in config.lenses]
@@ -151,6 +174,13 @@ class Segmenter:
         # event-time clock (int seconds relative to BASE_EPOCH)
         self._max_t: int | None = None
         self._watermark: int | None = None
+        # per-source (input partition) maximum event time; the watermark is min over sources - lateness
+        self._source_max: dict[int | None, int] = {}
+        self._dirty_sources: set[int | None] = set()
+        # shared mode: sampled raw vectors for the trainer (customer hash, one raw vector per lens)
+        self._vec_keys: list[int] = []
+        self._vec_rows: list[list[list[float]]] = [[] for _ in config.lenses]
+        self._vec_seen = 0
         self._next_check: int | None = None
         self._released_at: int | None = None
         # counters (part of the model state)
@@ -192,8 +222,18 @@ class Segmenter:
         return None if self._watermark is None else float(self._watermark + BASE_EPOCH)
 
     # -------------------------------------------------------------- the flow
-    def process(self, event: CustomerEvent) -> list[OutputMessage]:
+    def process(self, event: CustomerEvent, source: int | None = None) -> list[OutputMessage]:
         """Apply one event and return the output messages it causes (``emitted_at`` unset).
+
+        Parameters
+        ----------
+        event
+            The validated event.
+        source
+            Where the event came from (the input partition). The watermark is the
+            minimum over the sources' latest event times, minus the allowed
+            lateness, so one partition running ahead of another does not make
+            the other's events late. ``None`` (one source) is the offline case.
 
         Raises
         ------
@@ -223,12 +263,18 @@ class Segmenter:
         self._events += 1
         out: list[OutputMessage] = []
         self._score(row, store.last_time(row), event, out)
-        if self._refine_every and self._events % self._refine_every == 0:
+        if self._refine_every and not self._shared and self._events % self._refine_every == 0:
             self._refine(out)
         if self._max_t is None or t > self._max_t:
             self._max_t = t
-            if wm is None or t - self._lateness > wm:
-                self._watermark = t - self._lateness
+        sm = self._source_max
+        cur = sm.get(source)
+        if cur is None or t > cur:
+            sm[source] = t
+            self._dirty_sources.add(source)
+            low = t if len(sm) == 1 else min(sm.values())
+            if wm is None or low - self._lateness > wm:
+                self._watermark = low - self._lateness
                 self._on_watermark(out)
         return out
 
@@ -262,12 +308,23 @@ class Segmenter:
         vals = store.vector(row, t)
         array = np.array
         nl = store.n_lenses
+        shared = self._shared
+        sample = False
+        if shared:
+            self._vec_seen += 1
+            sample = self._vec_seen % self._vector_every == 0
+            if sample:
+                self._vec_keys.append(int(store.crc[row]))
         for li, lens in enumerate(self._lenses):
             raw = array(self._pick[li](vals), dtype=np.float64)
-            msgs = lens.observe(raw)
-            if msgs:
-                out.extend(msgs)
-                self._after_lifecycle(li, msgs, out, skip=row)
+            if shared:
+                if sample:
+                    self._vec_rows[li].append(raw.tolist())
+            else:
+                msgs = lens.observe(raw)
+                if msgs:
+                    out.extend(msgs)
+                    self._after_lifecycle(li, msgs, out, skip=row)
             if not lens.ready:
                 continue
             i = row * nl + li
@@ -557,14 +614,106 @@ class Segmenter:
                 self._engine.erase(cid)
         return len(gone)
 
+    # ------------------------------------------------------- per-source clock
+    def take_dirty_clocks(self) -> dict[int, float]:
+        """Sources (input partitions) whose latest event time moved since the last call: ``{source: epoch}``.
+
+        The Kafka edge writes them next to the partition's customer records, so
+        whoever owns a partition next restores its clock (:meth:`load_clock`).
+        The ``None`` source (offline use) is not reported.
+        """
+        out = {s: float(self._source_max[s] + BASE_EPOCH) for s in sorted(
+            s for s in self._dirty_sources if s is not None and s in self._source_max)}
+        self._dirty_sources.clear()
+        return out
+
+    def load_clock(self, source: int, epoch: float) -> None:
+        """Restore one source's latest event time (keeps the later of what is held and ``epoch``)."""
+        t = self._store.to_seconds(epoch)
+        cur = self._source_max.get(source)
+        if cur is None or t > cur:
+            self._source_max[source] = t
+        if self._max_t is None or t > self._max_t:
+            self._max_t = t
+        self._recompute_watermark()
+
+    def drop_sources(self, keep: Callable[[int | None], bool]) -> None:
+        """Forget the clock of every source for which ``keep(source)`` is false (its partition moved away).
+
+        The watermark becomes the minimum over the remaining sources (it can move
+        either way; it is never above any remaining source's own watermark).
+        """
+        for src in [s for s in self._source_max if not keep(s)]:
+            del self._source_max[src]
+            self._dirty_sources.discard(src)
+        self._recompute_watermark()
+
+    def _recompute_watermark(self) -> None:
+        """Watermark = min over sources - lateness; the inactivity step it may cause waits for the next event."""
+        if self._source_max:
+            self._watermark = min(self._source_max.values()) - self._lateness
+
+    # ------------------------------------------------------------ shared mode
+    @property
+    def shared(self) -> bool:
+        """True when the lenses only assign with a model published by a trainer (no local learning)."""
+        return self._shared
+
+    def model_versions(self) -> dict[str, int]:
+        """Each lens's model version."""
+        return {lens.name: lens.model_version for lens in self._lenses}
+
+    def take_vectors(self) -> bytes | None:
+        """Shared mode: the sampled raw vectors since the last call, encoded for the trainer (``None``: none)."""
+        if not self._vec_keys:
+            return None
+        blob = encode_vectors(self._names, self._vec_keys, self._vec_rows)
+        self._vec_keys = []
+        self._vec_rows = [[] for _ in self._lenses]
+        return blob
+
+    def discard_vectors(self) -> None:
+        """Drop sampled vectors not yet taken (their batch was aborted)."""
+        self._vec_keys = []
+        self._vec_rows = [[] for _ in self._lenses]
+
+    def load_shared_model(self, view: bytes) -> list[OutputMessage]:
+        """Shared mode: assign with a trainer's model view (:meth:`ModelTrainer.view`) from now on.
+
+        Customers in segments the new view no longer has live (merged, split,
+        retired) are re-assigned at once (cause ``model``), as the learning core
+        does after a lifecycle event. Returns those changes.
+
+        Raises
+        ------
+        StateError
+            The view is corrupt or for other lenses.
+        """
+        lenses = decode_view(view, self._names, self._fnames)
+        out: list[OutputMessage] = []
+        for li, lens in enumerate(self._lenses):
+            before = set(lens.registry.live()) if lens.ready else set()
+            lens.load_state(lenses[lens.name])
+            dead = sorted(n for n in before if not lens.is_live(n))
+            if not dead or not lens.ready:
+                continue
+            store = self._store
+            ts = _iso(self._max_t if self._max_t is not None else 0)
+            for n in dead:
+                for row in store.rows_in_segment(li, n):
+                    vals = store.vector(row, store.scored_time(row))
+                    raw = np.array(self._pick[li](vals), dtype=np.float64)
+                    self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
+        return out
+
     def model_state(self) -> bytes:
         """Lenses (scalers, models, registries), event-time clock and counters, as bytes."""
         state = {
             "version": STATE_VERSION,
             "lenses": {lens.name: lens.state() for lens in self._lenses},
             "features": self._fnames,
-            "clock": (self._max_t, self._watermark, self._next_check, self._released_at),
-            "triggers": None if self._engine is None else {**self._engine.state(), "customers": {}},
+            "clock": (self._max_t, self._watermark, self._next_check, self._released_at, dict(self._source_max)),
+            "triggers": None if self._engine is None else self._engine.global_state(),
             "counters": {
                 "events": self._events,
                 "refine_round": self._refine_round,
@@ -598,12 +747,15 @@ class Segmenter:
         for lens in self._lenses:
             lens.load_state(state["lenses"][lens.name])
         if self._engine is not None and state.get("triggers") is not None:
-            # keep the per-customer trigger state already loaded (load_customer may come first)
-            kept = {cid: st for cid in self._store.customer_ids() if (st := self._engine.customer_state(cid))}
-            self._engine.load_state(state["triggers"])
-            for cid, st in kept.items():
-                self._engine.load_customer_state(cid, st)
-        self._max_t, self._watermark, self._next_check, self._released_at = state["clock"]
+            # per-customer trigger state already loaded (load_customer may come first) is kept
+            self._engine.load_global_state(state["triggers"])
+        clock = state["clock"]
+        self._max_t, self._watermark, self._next_check, self._released_at = clock[:4]
+        if len(clock) > 4:
+            self._source_max = dict(clock[4])
+        elif self._max_t is not None:
+            self._source_max = {None: self._max_t}
+        self._dirty_sources.clear()
         c = state["counters"]
         self._events = c["events"]
         self._refine_round = c["refine_round"]
@@ -712,3 +864,199 @@ def _picker(index: list[int]) -> Callable[[list[float]], Any]:
 def _segment_number(segment_id: str) -> int | None:
     _, _, n = segment_id.rpartition("-")
     return int(n) if n.isdigit() else None
+
+
+# ---------------------------------------------------------------------------- shared mode (scale-out)
+
+_VECTORS_VERSION = 1
+_VIEW_VERSION = 1
+_TRAINER_VERSION = 1
+
+
+def encode_vectors(lens_names: list[str], keys: list[int], rows: list[list[list[float]]]) -> bytes:
+    """Encode sampled vectors: customer hashes and, per lens, one raw vector per hash (original units)."""
+    data = {
+        "v": _VECTORS_VERSION,
+        "keys": np.asarray(keys, dtype=np.uint32),
+        "lenses": {name: np.asarray(r, dtype=np.float64) for name, r in zip(lens_names, rows, strict=True)},
+    }
+    return pickle.dumps(data, protocol=5)
+
+
+def decode_vectors(
+    blob: bytes, lens_names: list[str]
+) -> tuple[np.ndarray[Any, np.dtype[np.uint32]], list[np.ndarray[Any, np.dtype[np.float64]]]]:
+    """Inverse of :func:`encode_vectors`, lenses in ``lens_names`` order.
+
+    Raises
+    ------
+    StateError
+        Corrupt data, another version or other lenses.
+    """
+    try:
+        data = pickle.loads(blob)  # our own vectors topic (trusted)
+        if data["v"] != _VECTORS_VERSION:
+            raise StateError(f"vectors version {data['v']!r}, expected {_VECTORS_VERSION}")
+        keys = data["keys"]
+        mats = [data["lenses"][name] for name in lens_names]
+    except StateError:
+        raise
+    except Exception as exc:
+        raise StateError(f"vectors record cannot be decoded: {exc!r}") from None
+    if any(len(m) != len(keys) for m in mats):
+        raise StateError("vectors record: lenses hold different numbers of rows")
+    return keys, mats
+
+
+def decode_view(view: bytes, lens_names: list[str], features: list[tuple[str, ...]]) -> dict[str, dict[str, Any]]:
+    """The per-lens states of a :meth:`ModelTrainer.view` record, checked against the config's lenses.
+
+    Raises
+    ------
+    StateError
+        Corrupt data, another version or other lenses.
+    """
+    try:
+        data = pickle.loads(view)  # our own model topic (trusted)
+    except Exception as exc:
+        raise StateError(f"model view cannot be decoded: {exc!r}") from None
+    if not isinstance(data, dict) or data.get("v") != _VIEW_VERSION:
+        raise StateError(f"unsupported model view version (expected {_VIEW_VERSION})")
+    if list(data["lenses"]) != lens_names or [tuple(f) for f in data["features"]] != features:
+        raise StateError(f"model view lenses {list(data['lenses'])} differ from the config's {lens_names}")
+    lenses: dict[str, dict[str, Any]] = data["lenses"]
+    return lenses
+
+
+class ModelTrainer:
+    """The learning half of the core in shared mode: lenses learnt from the vectors every process samples.
+
+    One trainer per consumer group (the Kafka edge elects it) feeds the
+    vectors to :meth:`Lens.observe` in the order it reads them, refines every
+    ``refine.every_events`` vectors on a hash-sampled set of customers' latest
+    vectors, and publishes :meth:`view` (what the processes assign with) and
+    :meth:`state` (everything a successor needs to continue identically).
+
+    Parameters
+    ----------
+    config
+        The same configuration every process uses.
+
+    Examples
+    --------
+    >>> from segmenter.config import default_config
+    >>> trainer = ModelTrainer(default_config())
+    >>> trainer.model_versions()
+    {'value': 0, 'engagement': 0}
+    >>> ModelTrainer.from_state(default_config(), trainer.state()).model_versions()
+    {'value': 0, 'engagement': 0}
+    """
+
+    def __init__(self, config: SegmenterConfig) -> None:
+        self.config = config
+        self._lenses = [Lens(lc, config.seed) for lc in config.lenses]
+        self._names = [lc.name for lc in config.lenses]
+        self._fnames = [tuple(lc.features) for lc in config.lenses]
+        self._vectors = 0
+        self._refine_round = 0
+        self._sample: dict[int, list[list[float]]] = {}
+        self._threshold = 2**32
+
+    @property
+    def lenses(self) -> list[Lens]:
+        """The lenses, in config order."""
+        return list(self._lenses)
+
+    @property
+    def vectors(self) -> int:
+        """Vectors learnt so far."""
+        return self._vectors
+
+    def model_versions(self) -> dict[str, int]:
+        """Each lens's model version."""
+        return {lens.name: lens.model_version for lens in self._lenses}
+
+    def apply(self, blob: bytes) -> list[SegmentLifecycle]:
+        """Learn one :func:`encode_vectors` record; returns the lifecycle messages it causes.
+
+        Raises
+        ------
+        StateError
+            The record cannot be decoded (the caller skips it).
+        """
+        keys, mats = decode_vectors(blob, self._names)
+        out: list[SegmentLifecycle] = []
+        every = self.config.refine.every_events
+        cap = self.config.refine.sample_size
+        lenses = self._lenses
+        for i, key in enumerate(keys.tolist()):
+            rows = [m[i] for m in mats]
+            for lens, raw in zip(lenses, rows, strict=True):
+                out.extend(lens.observe(raw))
+            if key < self._threshold:
+                self._sample[key] = [r.tolist() for r in rows]
+                if len(self._sample) > 2 * cap:
+                    kept = sorted(self._sample)[:cap]
+                    self._threshold = kept[-1] + 1
+                    self._sample = {k: self._sample[k] for k in kept}
+            self._vectors += 1
+            if every and self._vectors % every == 0:
+                out.extend(self._refine())
+        return out
+
+    def _refine(self) -> list[SegmentLifecycle]:
+        self._refine_round += 1
+        keys = sorted(self._sample)[: self.config.refine.sample_size]
+        if not keys:
+            return []
+        out: list[SegmentLifecycle] = []
+        for li, lens in enumerate(self._lenses):
+            if lens.ready:
+                out.extend(lens.refine(np.asarray([self._sample[k][li] for k in keys], dtype=np.float64)))
+        logger.debug("trainer refinement %d on %d customers", self._refine_round, len(keys))
+        return out
+
+    def view(self) -> bytes:
+        """What the processes assign with: every lens's state (they never learn from it)."""
+        data = {"v": _VIEW_VERSION, "features": self._fnames, "versions": self.model_versions(),
+                "lenses": {lens.name: lens.state() for lens in self._lenses}}
+        return pickle.dumps(data, protocol=5)
+
+    def state(self) -> bytes:
+        """Everything a successor needs to continue identically (the view, the refine sample, counters)."""
+        keys = sorted(self._sample)
+        sample = {
+            "keys": np.asarray(keys, dtype=np.uint32),
+            "lenses": [np.asarray([self._sample[k][li] for k in keys], dtype=np.float64).reshape(
+                len(keys), len(lens.feature_names)) for li, lens in enumerate(self._lenses)],
+        }
+        data = {"v": _TRAINER_VERSION, "view": self.view(), "vectors": self._vectors,
+                "refine_round": self._refine_round, "sample": sample, "threshold": self._threshold}
+        return pickle.dumps(data, protocol=5)
+
+    @classmethod
+    def from_state(cls, config: SegmenterConfig, data: bytes) -> ModelTrainer:
+        """Rebuild a trainer from :meth:`state` output.
+
+        Raises
+        ------
+        StateError
+            Corrupt data, another version or other lenses.
+        """
+        try:
+            state = pickle.loads(data)  # our own model topic (trusted)
+        except Exception as exc:
+            raise StateError(f"trainer state cannot be decoded: {exc!r}") from None
+        if not isinstance(state, dict) or state.get("v") != _TRAINER_VERSION:
+            raise StateError(f"unsupported trainer state version (expected {_TRAINER_VERSION})")
+        trainer = cls(config)
+        lenses = decode_view(state["view"], trainer._names, trainer._fnames)
+        for lens in trainer._lenses:
+            lens.load_state(lenses[lens.name])
+        trainer._vectors = int(state["vectors"])
+        trainer._refine_round = int(state["refine_round"])
+        sample = state["sample"]
+        mats = [m.tolist() for m in sample["lenses"]]
+        trainer._sample = {int(k): [mat[i] for mat in mats] for i, k in enumerate(sample["keys"].tolist())}
+        trainer._threshold = int(state["threshold"])
+        return trainer
