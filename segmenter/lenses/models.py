@@ -168,12 +168,21 @@ class ClusterModel(ABC):
         self.n_learned = n_learned
 
 
+DEFAULT_KMEANS_HALFLIFE = 0.01
+"""Step of river's KMeans when the config sets none: a center averages about the last 100 points it won."""
+
+
 class KMeansModel(ClusterModel):
     """``river.cluster.KMeans`` (incremental k-means; ``halflife`` moves the nearest center).
 
     ``learn_many`` runs river's exact update (nearest center by Minkowski
     distance, move it by ``halflife``) on river's own center dicts, without
     river's per-call set building: same results, several times faster.
+
+    ``halflife`` defaults to :data:`DEFAULT_KMEANS_HALFLIFE`, not river's 0.5:
+    river's default moves a center halfway to every learned point, so its
+    clusters jump around and segments churn (retire and re-birth) at every
+    refresh.
     """
 
     algorithm = "kmeans"
@@ -183,7 +192,7 @@ class KMeansModel(ClusterModel):
     can_push = True
 
     def _build(self) -> Any:
-        return cluster.KMeans(seed=self.seed, **self.params)
+        return cluster.KMeans(seed=self.seed, **{"halflife": DEFAULT_KMEANS_HALFLIFE, **self.params})
 
     def learn_many(self, X: np.ndarray) -> None:  # noqa: N803
         model = self.model

@@ -212,7 +212,8 @@ class _Drain(MemoryTransport):
 
 
 def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_instance_follows() -> None:
-    config = default_config()
+    base = default_config()  # a short stream: the trainer must get past warm-up within it
+    config = base.model_copy(update={"lenses": [lens.model_copy(update={"warmup": 200}) for lens in base.lenses]})
     args = ["--topics.input", "in", "--topics.output", "out", "--topics.dlq", "dlq", "--group-id", "g",
             "--metrics-port", "-1", "--commit-interval-ms", "1", "--batch-size", "40", "--mode", "shared"]
     settings = load_settings(args)

@@ -11,7 +11,7 @@ from river import cluster
 
 from segmenter.errors import ConfigError, StateError
 from segmenter.lenses import FlapTracker, Hysteresis, Lens, LensConfig, OnlineScaler, parse_lens_config
-from segmenter.lenses.models import KMeansModel, make_model, validate_params
+from segmenter.lenses.models import DEFAULT_KMEANS_HALFLIFE, KMeansModel, make_model, validate_params
 from segmenter.lenses.naming import derive_name, still_fits, unique_names
 
 from .helpers import ALGOS, PARAMS, blobs, feed
@@ -146,3 +146,8 @@ def test_assign_observe_cost_is_far_below_a_river_call() -> None:
 
     per_call = min(timeit.repeat(run, number=1, repeat=3)) / len(rows) * 1e6
     assert per_call < 20.0, per_call
+
+
+def test_kmeans_defaults_to_a_small_step_but_honours_the_config() -> None:
+    assert KMeansModel(dim=2, seed=1, params={"n_clusters": 3}).model.halflife == DEFAULT_KMEANS_HALFLIFE
+    assert KMeansModel(dim=2, seed=1, params={"n_clusters": 3, "halflife": 0.3}).model.halflife == 0.3
