@@ -240,6 +240,7 @@ class Service:
         self._stop = threading.Event()
         self._transport: Transport | None = None
         self._core: Core | None = None
+        self._clocked: ClockedCore | None = None  # the core again, when it takes a partition (set in _new_core)
         self._index = CustomerIndex()
         self._model = ModelTracker(settings.instance_id)
         self._batch: _Batch | None = None
@@ -305,7 +306,10 @@ class Service:
         self._next_view = None
 
     def _new_core(self) -> Core:
-        return self._core_factory(self._rules.rules if self._rules is not None else None)
+        core = self._core_factory(self._rules.rules if self._rules is not None else None)
+        clocked: object = core
+        self._clocked = clocked if isinstance(clocked, ClockedCore) else None
+        return core
 
     def _session(self) -> None:
         self._reset()
@@ -423,11 +427,8 @@ class Service:
                 except EventError as exc:
                     self._dead_letter(rec, exc.reason, exc.detail)
                     return
-                clocked: object = core
-                if isinstance(clocked, ClockedCore):
-                    outputs = clocked.process(event, rec.partition)
-                else:
-                    outputs = core.process(event)
+                clocked = self._clocked  # the core itself when it takes partitions (checked once per core)
+                outputs = clocked.process(event, rec.partition) if clocked is not None else core.process(event)
                 self._index.note(event.customer_id, rec.partition)
         except EventError as exc:
             self._dead_letter(rec, exc.reason, exc.detail)

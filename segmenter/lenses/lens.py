@@ -456,14 +456,15 @@ class Lens:
         if snap is None:
             return Explanation(top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None,
                                distance_to_runner_up=None)
-        x = np.asarray(snap.scale(self._scaler.transform(raw)))
+        # plain lists, like assign(): numpy's per-call overhead dominates on a handful of features
+        x = list(snap.scale(self._scaler.transform(raw)))
         c_old = self._center_of(old, snap)
         c_new = self._center_of(new, snap)
         top: list[dict[str, Any]] = []
         if c_old is not None or c_new is not None:
-            a = c_old if c_old is not None else np.zeros(self._dim)
-            b = c_new if c_new is not None else np.zeros(self._dim)
-            contrib = (x - a) ** 2 - (x - b) ** 2
+            a = c_old if c_old is not None else [0.0] * self._dim
+            b = c_new if c_new is not None else [0.0] * self._dim
+            contrib = [(x[j] - a[j]) ** 2 - (x[j] - b[j]) ** 2 for j in range(self._dim)]
             order = sorted(range(self._dim), key=lambda j: (-contrib[j], j))
             chosen = [j for j in order if contrib[j] > 0][:TOP_FEATURES] or order[:1]
             values = raw.tolist()
@@ -477,21 +478,21 @@ class Lens:
         for number, center in zip(self._live, self._centers, strict=True):
             if number == new:
                 continue
-            d = math.dist(x.tolist(), center)
+            d = math.dist(x, center)
             if d_runner is None or d < d_runner:
                 runner, d_runner = number, d
         return Explanation(
             top_features=top,
-            distance_to_old=None if c_old is None else float(np.linalg.norm(x - c_old)),
-            distance_to_new=None if c_new is None else float(np.linalg.norm(x - c_new)),
+            distance_to_old=None if c_old is None else math.dist(x, c_old),
+            distance_to_new=None if c_new is None else math.dist(x, c_new),
             runner_up=None if runner is None else self.ref(runner),
             distance_to_runner_up=d_runner,
         )
 
-    def _center_of(self, number: int | None, snap: ScalerSnapshot) -> np.ndarray | None:
+    def _center_of(self, number: int | None, snap: ScalerSnapshot) -> list[float] | None:
         if number is None or number not in self._registry.segments:
             return None
-        return np.asarray(snap.scale(self._registry.segments[number].center))
+        return list(snap.scale(self._registry.segments[number].center))
 
     # --- segments ----------------------------------------------------------------------------
 
