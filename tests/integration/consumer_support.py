@@ -8,26 +8,59 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer.__main__ import build_service
 from consumer.metrics import Health, Metrics
 from consumer.service import Service
 from consumer.settings import Settings, load_settings
-from segmenter.config import default_config
+from segmenter.config import DEFAULT_CONFIG_PATH, SegmenterConfig, config_from_dict
 from segmenter.events import parse_event
 from segmenter.pipeline import Segmenter
 
 ROOT = Path(__file__).resolve().parents[2]
+
+TEST_WARMUP = 200
+"""Lens warm-up of the integration tests' core: their streams are a few thousand events, and
+the packaged default (2000 observations) would leave them without any segment."""
+
+
+def _it_config_data() -> dict[str, Any]:
+    data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    for lens in data["lenses"]:
+        lens["warmup"] = TEST_WARMUP
+    return data
+
+
+def it_config() -> SegmenterConfig:
+    """The packaged default config with :data:`TEST_WARMUP`: what every consumer in these tests runs."""
+    return config_from_dict(_it_config_data(), "<integration test config>")
+
+
+@cache
+def it_config_file() -> Path:
+    """:func:`it_config` as a file, for ``--config-file`` (written once per test session)."""
+    path = Path(tempfile.mkdtemp(prefix="segmenter-it-")) / "segmenter.yaml"
+    path.write_text(yaml.safe_dump(_it_config_data()), encoding="utf-8")
+    return path
+
+
+def with_it_config(args: list[str]) -> list[str]:
+    """``args`` plus ``--config-file`` of :func:`it_config_file`, unless they name a config."""
+    return args if "--config-file" in args else [*args, "--config-file", str(it_config_file())]
 
 TYPES = ["session_start", "page_view", "product_view", "add_to_cart", "purchase", "email_open", "email_click",
          "product_view", "session_start", "purchase"]
@@ -59,7 +92,7 @@ def produce(producer: KafkaProducer, topic: str, records: list[tuple[bytes | Non
 
 def offline_outputs(events: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
     """What the core emits for ``events`` in order, without Kafka (``emitted_at`` removed)."""
-    core = Segmenter(default_config())
+    core = Segmenter(it_config())
     out = []
     for _, value in events:
         for message in core.process(parse_event(value)):
@@ -84,7 +117,7 @@ def settings_for(bootstrap: str, group: str, inp: str, out: str, dlq: str, *extr
     return load_settings(["--bootstrap-servers", bootstrap, "--group-id", group, "--topics.input", inp,
                           "--topics.output", out, "--topics.dlq", dlq, "--metrics-port", "-1",
                           "--commit-interval-ms", "100", "--transaction-timeout-ms", "10000",
-                          "--session-timeout-ms", "6000", *extra])
+                          "--session-timeout-ms", "6000", "--config-file", str(it_config_file()), *extra])
 
 
 def committed_offset(bootstrap: str, group: str, topic: str, partition: int = 0) -> int:
@@ -143,7 +176,7 @@ class ConsumerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env = {k: v for k, v in env.items() if not k.startswith("SEGMENTER_")}
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
-        self.proc = subprocess.Popen([sys.executable, "-m", "consumer", *args], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "consumer", *with_it_config(args)], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:

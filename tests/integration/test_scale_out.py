@@ -29,11 +29,10 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from segmenter.config import default_config
 from segmenter.lenses.lens import Lens
 from segmenter.pipeline import Segmenter
 from tests.integration.conftest import read_all
-from tests.integration.consumer_support import ConsumerProcess, make_events, produce, wait_for
+from tests.integration.consumer_support import ConsumerProcess, it_config, make_events, produce, wait_for
 
 PARTITIONS = 6
 CHUNK = 700
@@ -185,7 +184,7 @@ def test_three_processes_added_and_killed_make_one_segmentation(
             seen_events.add(ev)
 
     # one segmentation: the views of every version, from the model topic
-    config = default_config()
+    config = it_config()
     views: dict[tuple[str, int], dict[str, Any]] = {}
     newest_view: bytes | None = None
     trainer_records: list[tuple[str, int, int]] = []  # (instance, total version, timestamp ms)
