@@ -1,0 +1,502 @@
+"""Segment quality against the simulator's ground truth, for every river algorithm a lens can select.
+
+Two scenarios, both simulated with the producer's simulator (the code behind
+``segmenter-producer synth --truth``), fed event by event (JSON parse
+included) through :class:`segmenter.pipeline.Segmenter`:
+
+``personas``
+    The built-in personas, with arrivals and drift (20% of customers switch
+    persona once). Realistic and overlapping: no target, numbers to choose by.
+``separated``
+    Four behaviour patterns chosen to land far apart in both default lenses
+    (no drift, no arrivals), with ``k = 4`` in both lenses. Issue 3's target:
+    ARI >= 0.9 against the patterns and against batch k-means, flap rate < 1%.
+
+Per algorithm and scenario:
+
+* **final ARI** of the segments (after a full re-score at the end of the run)
+  against each customer's final persona, per lens and for the joint label
+  (value segment, engagement segment);
+* **ARI against batch scikit-learn KMeans** on the same final features (each
+  lens's log1p + standardisation, ``k`` = segments the lens ended with), and
+  batch KMeans's own ARI against the personas (what the feature space allows);
+* **prequential ARI**: each event is first scored with the segment its customer
+  holds *before* the event (test, then train), against the persona that
+  produced the event, per simulated day;
+* **flap rate**: share of moves (cause ``event``/``inactivity``) that the
+  customer reverses (back to the segment it left) within its next
+  ``--flap-window`` events; moves caused by the model (merges, retirements)
+  are counted separately;
+* **drift following**: for customers who switched persona, the event time
+  until their joint segment maps to the new persona (segment -> persona by
+  majority over the prequential labels), and the share that got there.
+
+Usage::
+
+    python -m bench.quality --customers 300 --days 20
+    python -m bench.quality --algorithms kmeans dbstream --scenarios separated
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.cluster import KMeans as SkKMeans
+from sklearn.metrics import adjusted_rand_score
+
+from bench.common import ALGORITHMS, Row, SimRun, add_common_args, config_for, save_result, setup_logging, simulate
+from producer.personas import Persona
+from segmenter.config import SegmenterConfig
+from segmenter.errors import EventError
+from segmenter.events import parse_event
+from segmenter.outputs import SegmentChange, SegmentLifecycle
+from segmenter.pipeline import Segmenter
+
+log = logging.getLogger("bench.quality")
+
+DAY = 86400.0
+ARI_TARGET = 0.9
+FLAP_TARGET = 0.01
+
+
+def _cats(*names: str) -> tuple[tuple[str, float], ...]:
+    return tuple((n, 1.0) for n in names)
+
+
+SEPARATED_PERSONAS: tuple[Persona, ...] = (
+    Persona(
+        name="big_spender",
+        sessions_per_week=3.0,
+        page_views=1.0,
+        product_views=1.0,
+        searches=0.0,
+        cart_add_prob=0.9,
+        remove_prob=0.0,
+        purchase_prob=0.9,
+        checkout_abandon_prob=0.0,
+        mean_amount=400.0,
+        amount_sigma=0.15,
+        refund_prob=0.0,
+        email_open_prob=0.95,
+        email_click_prob=0.8,
+        categories=_cats("electronics", "home"),
+    ),
+    Persona(
+        name="small_frequent",
+        sessions_per_week=7.0,
+        page_views=1.0,
+        product_views=1.0,
+        searches=0.0,
+        cart_add_prob=0.9,
+        remove_prob=0.0,
+        purchase_prob=0.9,
+        checkout_abandon_prob=0.0,
+        mean_amount=12.0,
+        amount_sigma=0.15,
+        refund_prob=0.0,
+        email_open_prob=0.0,
+        email_click_prob=0.0,
+        categories=_cats("grocery"),
+    ),
+    Persona(
+        name="occasional",
+        sessions_per_week=1.5,
+        page_views=1.0,
+        product_views=1.0,
+        searches=0.0,
+        cart_add_prob=0.9,
+        remove_prob=0.0,
+        purchase_prob=1.0,
+        checkout_abandon_prob=0.0,
+        mean_amount=60.0,
+        amount_sigma=0.15,
+        refund_prob=0.0,
+        email_open_prob=0.3,
+        email_click_prob=0.0,
+        categories=_cats("books"),
+    ),
+    Persona(
+        name="browser",
+        sessions_per_week=7.0,
+        page_views=4.0,
+        product_views=12.0,
+        searches=2.0,
+        cart_add_prob=0.5,
+        remove_prob=0.5,
+        purchase_prob=0.0,
+        checkout_abandon_prob=0.5,
+        mean_amount=50.0,
+        amount_sigma=0.5,
+        refund_prob=0.0,
+        email_open_prob=0.0,
+        email_click_prob=0.0,
+        categories=_cats("fashion", "sports"),
+    ),
+)
+"""Four patterns far apart in the value lens (spend, AOV, frequency) and the engagement lens."""
+
+
+def simulate_scenario(scenario: str, customers: int, days: float, seed: int) -> SimRun:
+    """The simulated stream of a scenario (``personas`` or ``separated``)."""
+    if scenario == "personas":
+        return simulate(customers, days, seed)
+    if scenario == "separated":
+        names = [p.name for p in SEPARATED_PERSONAS]
+        mix = dict.fromkeys(names, 1.0)
+        return simulate(
+            customers,
+            days,
+            seed,
+            personas=SEPARATED_PERSONAS,
+            initial_mix=mix,
+            arrival_mix=mix,
+            drift={},
+            drift_share=0.0,
+            arrivals_per_day=0.0,
+        )
+    raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def scenario_config(scenario: str, algorithm: str) -> SegmenterConfig:
+    """The default config with ``algorithm`` in every lens (``k = 4`` per lens for ``separated``)."""
+    if scenario == "separated":
+        return config_for(algorithm, k={"value": 4, "engagement": 4})
+    return config_for(algorithm)
+
+
+@dataclass
+class _Trace:
+    """What the evaluation loop records while the core runs."""
+
+    day: list[int] = field(default_factory=list)
+    persona: list[str] = field(default_factory=list)
+    labels: list[list[str | None]] = field(default_factory=list)  # per lens
+    moves: dict[str, int] = field(default_factory=Counter)
+    flaps: dict[str, int] = field(default_factory=Counter)
+    model_moves: dict[str, int] = field(default_factory=Counter)
+    by_cause: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (lens, moves|flaps, cause)
+    lifecycle: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lens, action)
+    sizes: list[dict[str, Any]] = field(default_factory=list)
+    timeline: dict[str, list[tuple[float, tuple[str | None, ...]]]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _ari(a: list[Any], b: list[Any]) -> float:
+    return float(adjusted_rand_score([str(x) for x in a], [str(x) for x in b]))
+
+
+def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[str, Any]:
+    """Feed ``sim`` through a new :class:`Segmenter` and compute every quality measure.
+
+    Returns
+    -------
+    dict
+        JSON-ready measures (see the module docstring).
+    """
+    seg = Segmenter(config)
+    lenses = [lc.name for lc in config.lenses]
+    li_of = {name: i for i, name in enumerate(lenses)}
+    current: list[dict[str, str | None]] = [{} for _ in lenses]
+    n_events: Counter[str] = Counter()
+    # per (lens, customer): (segment left, customer's event count at the move) of the last move
+    last_move: dict[tuple[int, str], tuple[str | None, int, str]] = {}
+    drifters = {e.customer_id for e in sim.truth if e.cause == "drift"}
+    tr = _Trace()
+    start = sim.ts[0] if len(sim) else 0.0
+    next_day = start + DAY
+    late = 0
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+
+    half = (sim.ts[0] + sim.ts[-1]) / 2 if len(sim) else 0.0
+
+    def apply(outputs: list[Any], t: float) -> None:
+        touched: set[str] = set()
+        for m in outputs:
+            if isinstance(m, SegmentLifecycle):
+                tr.lifecycle[(m.lens, m.action)] += 1
+                continue
+            if not isinstance(m, SegmentChange):
+                continue
+            li = li_of[m.lens]
+            cid = m.customer_id
+            old = None if m.from_segment is None else m.from_segment.id
+            new = None if m.to_segment is None else m.to_segment.id
+            current[li][cid] = new
+            if m.cause == "model":
+                tr.model_moves[m.lens] += 1
+            elif old is not None and m.cause in ("event", "inactivity"):
+                tr.moves[m.lens] += 1
+                if t >= half:
+                    tr.by_cause[(m.lens, "late", "moves")] += 1
+                tr.by_cause[(m.lens, "moves", m.cause)] += 1
+                k = n_events[cid]
+                prev = last_move.get((li, cid))
+                if prev is not None and prev[0] == new and k - prev[1] <= flap_window:
+                    tr.flaps[m.lens] += 1
+                    if t >= half:
+                        tr.by_cause[(m.lens, "late", "flaps")] += 1
+                    tr.by_cause[(m.lens, "flaps", f"{prev[2]}->{m.cause}")] += 1
+                last_move[(li, cid)] = (old, k, m.cause)
+            if cid in drifters:
+                touched.add(cid)
+        for cid in touched:
+            tr.timeline[cid].append((t, tuple(current[li].get(cid) for li in range(len(lenses)))))
+
+    for i, raw in enumerate(sim.values):
+        t = sim.ts[i]
+        event = parse_event(raw)
+        cid = event.customer_id
+        tr.day.append(int((t - start) // DAY))
+        tr.persona.append(sim.personas[i])
+        tr.labels.append([current[li].get(cid) for li in range(len(lenses))])
+        n_events[cid] += 1
+        try:
+            out = seg.process(event)
+        except EventError:
+            late += 1
+            continue
+        apply(out, t)
+        if t >= next_day:
+            next_day += DAY
+            st = seg.stats()
+            tr.sizes.append(
+                {
+                    "day": round((t - start) / DAY, 2),
+                    "segments": {lens: {s.id: s.size for s in sizes} for lens, sizes in st.segments.items()},
+                }
+            )
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    end = sim.ts[-1] if len(sim) else start
+    apply(seg.advance_to(end, full=True), end)
+
+    # ---- final segments and features
+    final = sim.final_persona()
+    views = list(seg.customer_views())
+    cids = [v.customer_id for v in views]
+    truth = [final.get(c, "?") for c in cids]
+    result: dict[str, Any] = {
+        "events": len(sim),
+        "late": late,
+        "customers": len(cids),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "events_per_s": len(sim) / wall if wall > 0 else math.nan,
+        "lenses": {},
+    }
+    joint: list[tuple[str | None, ...]] = [
+        tuple(
+            None if v.segments[lens] is None else v.segments[lens].id  # type: ignore[union-attr]
+            for lens in lenses
+        )
+        for v in views
+    ]
+    result["final_ari_joint"] = _ari(joint, truth) if views else math.nan
+    for li, lc in enumerate(config.lenses):
+        name = lc.name
+        labels = [j[li] for j in joint]
+        X = np.array([[v.features[name][f] for f in lc.features] for v in views], dtype=np.float64)
+        heavy = [j for j, f in enumerate(lc.features) if f in lc.heavy_features]
+        Xt = X.copy()
+        Xt[:, heavy] = np.sign(Xt[:, heavy]) * np.log1p(np.abs(Xt[:, heavy]))
+        std = Xt.std(axis=0)
+        Xs = (Xt - Xt.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        k = max(2, len({x for x in labels if x is not None}))
+        batch = SkKMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(Xs) if len(Xs) > k else np.zeros(len(Xs))
+        k_truth = len(set(truth))
+        batch_truth = (
+            SkKMeans(n_clusters=k_truth, n_init=10, random_state=0).fit_predict(Xs)
+            if len(Xs) > k_truth
+            else np.zeros(len(Xs))
+        )
+        lens = seg.lenses[li]
+        moves = tr.moves[name]
+        result["lenses"][name] = {
+            "final_ari": _ari(labels, truth),
+            "ari_vs_batch": _ari(labels, list(batch)),
+            "batch_k": k,
+            "batch_ari_vs_truth": _ari(list(batch_truth), truth),
+            "unassigned": sum(1 for x in labels if x is None),
+            "moves": moves,
+            "flaps": tr.flaps[name],
+            "flap_rate": tr.flaps[name] / moves if moves else 0.0,
+            "flap_rate_2nd_half": tr.by_cause[(name, "late", "flaps")] / max(1, tr.by_cause[(name, "late", "moves")]),
+            "moves_2nd_half": tr.by_cause[(name, "late", "moves")],
+            "model_moves": tr.model_moves[name],
+            "moves_by_cause": {
+                c: n for (ln, kind, c), n in sorted(tr.by_cause.items()) if ln == name and kind == "moves"
+            },
+            "flaps_by_cause": {
+                c: n for (ln, kind, c), n in sorted(tr.by_cause.items()) if ln == name and kind == "flaps"
+            },
+            "lifecycle": {a: n for (ln, a), n in sorted(tr.lifecycle.items()) if ln == name},
+            "moves_per_1k_events": 1000.0 * moves / max(1, len(sim)),
+            "model_moves_per_customer": tr.model_moves[name] / max(1, len(cids)),
+            "live_segments": len(lens.registry.live()),
+            "segments_ever": len(lens.registry.segments),
+            "model_version": lens.model_version,
+            "profiles": [{"id": p.id, "name": p.name, "size": p.size, "z": p.z} for p in lens.profiles()],
+        }
+
+    # ---- prequential ARI per day (events whose customer already had a segment in every lens)
+    days = np.asarray(tr.day)
+    preq: list[dict[str, Any]] = []
+    for d in sorted(set(tr.day)):
+        idx = np.flatnonzero(days == d)
+        row: dict[str, Any] = {"day": int(d)}
+        for li, name in enumerate(lenses):
+            sel = [i for i in idx if tr.labels[i][li] is not None]
+            row[name] = _ari([tr.labels[i][li] for i in sel], [tr.persona[i] for i in sel]) if len(sel) >= 50 else None
+        sel = [i for i in idx if all(x is not None for x in tr.labels[i])]
+        row["joint"] = (
+            _ari([tuple(tr.labels[i]) for i in sel], [tr.persona[i] for i in sel]) if len(sel) >= 50 else None
+        )
+        row["scored_share"] = len(sel) / max(1, len(idx))
+        preq.append(row)
+    result["prequential"] = preq
+    second_half = [r["joint"] for r in preq[len(preq) // 2 :] if r["joint"] is not None]
+    result["prequential_ari_joint_2nd_half"] = float(np.mean(second_half)) if second_half else math.nan
+
+    # ---- drift following: joint label -> persona by majority over the prequential labels
+    votes: dict[tuple[str | None, ...], Counter[str]] = defaultdict(Counter)
+    for labels_i, persona in zip(tr.labels, tr.persona, strict=True):
+        if all(x is not None for x in labels_i):
+            votes[tuple(labels_i)][persona] += 1
+    to_persona = {lab: c.most_common(1)[0][0] for lab, c in votes.items()}
+    delays: list[float] = []
+    drifts = [e for e in sim.truth if e.cause == "drift"]
+    for e in drifts:
+        for t, lab in tr.timeline.get(e.customer_id, []):
+            if t >= e.start and to_persona.get(lab) == e.persona:
+                delays.append((t - e.start) / DAY)
+                break
+    result["drift"] = {
+        "drifted": len(drifts),
+        "followed": len(delays),
+        "followed_share": len(delays) / len(drifts) if drifts else math.nan,
+        "median_days": float(np.median(delays)) if delays else math.nan,
+        "p90_days": float(np.percentile(delays, 90)) if delays else math.nan,
+        "delays_days": [round(x, 3) for x in delays],
+    }
+    result["sizes_over_time"] = tr.sizes
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=600, help="customers of the personas scenario")
+    parser.add_argument("--days", type=float, default=30.0, help="simulated days of the personas scenario")
+    parser.add_argument("--separated-customers", type=int, default=None, help="default: --customers")
+    parser.add_argument("--separated-days", type=float, default=None, help="default: --days")
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
+    parser.add_argument("--scenarios", nargs="+", default=["personas", "separated"], choices=["personas", "separated"])
+    parser.add_argument("--flap-window", type=int, default=5, help="customer events within which a reversal is a flap")
+    parser.add_argument("--max-events", type=int, default=None, help="cut each simulated stream at this many events")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+
+    sizes = {
+        "personas": (args.customers, args.days),
+        "separated": (args.separated_customers or args.customers, args.separated_days or args.days),
+    }
+    data: dict[str, Any] = {
+        "params": {"flap_window": args.flap_window, "seed": args.seed, "algorithms": args.algorithms, "scenarios": {}},
+        "runs": {},
+    }
+    rows: list[Row] = []
+    for scenario in args.scenarios:
+        customers, days = sizes[scenario]
+        sim = simulate_scenario(scenario, customers, days, args.seed)
+        if args.max_events is not None:
+            sim.values, sim.keys = sim.values[: args.max_events], sim.keys[: args.max_events]
+            sim.ts, sim.personas = sim.ts[: args.max_events], sim.personas[: args.max_events]
+        data["params"]["scenarios"][scenario] = {
+            **sim.config,
+            "events": len(sim),
+            "customers_total": sim.customers,
+            "drifts": sim.drifts,
+        }
+        log.info("%s: %d events, %d customers, %d drifts", scenario, len(sim), sim.customers, sim.drifts)
+        data["runs"][scenario] = {}
+        for algorithm in args.algorithms:
+            started = time.perf_counter()
+            res = run_one(sim, scenario_config(scenario, algorithm), args.flap_window)
+            data["runs"][scenario][algorithm] = res
+            log.info(
+                "%s/%s: joint ARI %.3f, %s, %.0f events/s, %.1f s",
+                scenario,
+                algorithm,
+                res["final_ari_joint"],
+                ", ".join(
+                    f"{n} ARI {v['final_ari']:.3f} vs batch {v['ari_vs_batch']:.3f} flaps {v['flap_rate']:.3%}"
+                    for n, v in res["lenses"].items()
+                ),
+                res["events_per_s"],
+                time.perf_counter() - started,
+            )
+            if scenario == "separated":
+                for name, v in res["lenses"].items():
+                    sect = f"quality: well-separated patterns ({algorithm})"
+                    rows.append(
+                        Row(
+                            sect,
+                            f"{name}: ARI vs patterns",
+                            v["final_ari"],
+                            "",
+                            f">= {ARI_TARGET}",
+                            passed=v["final_ari"] >= ARI_TARGET,
+                        )
+                    )
+                    rows.append(
+                        Row(
+                            sect,
+                            f"{name}: ARI vs batch KMeans",
+                            v["ari_vs_batch"],
+                            "",
+                            f">= {ARI_TARGET}",
+                            passed=v["ari_vs_batch"] >= ARI_TARGET,
+                        )
+                    )
+                    rows.append(
+                        Row(
+                            sect,
+                            f"{name}: flap rate",
+                            v["flap_rate"],
+                            "share",
+                            f"< {FLAP_TARGET}",
+                            passed=v["flap_rate"] < FLAP_TARGET,
+                            note=f"{v['flaps']} of {v['moves']} moves; 2nd half of the run "
+                            f"{100 * v['flap_rate_2nd_half']:.2f}% of {v['moves_2nd_half']}",
+                        )
+                    )
+            else:
+                sect = f"quality: personas with drift ({algorithm})"
+                rows.append(
+                    Row(
+                        sect,
+                        "joint ARI vs personas",
+                        res["final_ari_joint"],
+                        "",
+                        note="no target; see the per-algorithm table",
+                    )
+                )
+    save_result("quality", data, rows, args.out)
+    for r in rows:
+        print(
+            f"{r.section:<48} {r.metric:<32} {r.measured:8.3f} {r.target:>8} "
+            f"{'' if r.passed is None else ('pass' if r.passed else 'FAIL')}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
