@@ -734,12 +734,7 @@ class Segmenter:
         StateError
             Wrong version, corrupt data or lenses that differ from the config.
         """
-        try:
-            state = pickle.loads(data)  # our own state topic / file (trusted)
-        except Exception as exc:
-            raise StateError(f"model state cannot be decoded: {exc}") from None
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise StateError(f"unsupported model state version (expected {STATE_VERSION})")
+        state = _unpickle(data, "model state", "version", STATE_VERSION)  # our own state topic / file
         if state["features"] != self._fnames or list(state["lenses"]) != self._names:
             raise StateError(
                 f"model state lenses {list(state['lenses'])} / features {state['features']} differ from the config's"
@@ -782,12 +777,7 @@ class Segmenter:
         StateError
             Wrong version, corrupt data or a snapshot of a different lens setup.
         """
-        try:
-            snap = pickle.loads(data)  # our own snapshot file (trusted)
-        except Exception as exc:
-            raise StateError(f"snapshot cannot be decoded: {exc}") from None
-        if not isinstance(snap, dict) or snap.get("version") != STATE_VERSION:
-            raise StateError(f"unsupported snapshot version (expected {STATE_VERSION})")
+        snap = _unpickle(data, "snapshot", "version", STATE_VERSION)  # our own snapshot file
         seg = cls(config, rules)
         seg.load_model_state(snap["model"])
         seg._store.load_columns(snap["customers"], seg._names)
@@ -908,6 +898,23 @@ def decode_vectors(
     return keys, mats
 
 
+def _unpickle(data: bytes, what: str, version_key: str, version: int) -> dict[str, Any]:
+    """Load one of our own pickled records (state, snapshot, view: trusted data) and check its version.
+
+    Raises
+    ------
+    StateError
+        Corrupt data or another version.
+    """
+    try:
+        loaded = pickle.loads(data)
+    except Exception as exc:
+        raise StateError(f"{what} cannot be decoded: {exc!r}") from None
+    if not isinstance(loaded, dict) or loaded.get(version_key) != version:
+        raise StateError(f"unsupported {what} version (expected {version})")
+    return loaded
+
+
 def decode_view(view: bytes, lens_names: list[str], features: list[tuple[str, ...]]) -> dict[str, dict[str, Any]]:
     """The per-lens states of a :meth:`ModelTrainer.view` record, checked against the config's lenses.
 
@@ -916,12 +923,7 @@ def decode_view(view: bytes, lens_names: list[str], features: list[tuple[str, ..
     StateError
         Corrupt data, another version or other lenses.
     """
-    try:
-        data = pickle.loads(view)  # our own model topic (trusted)
-    except Exception as exc:
-        raise StateError(f"model view cannot be decoded: {exc!r}") from None
-    if not isinstance(data, dict) or data.get("v") != _VIEW_VERSION:
-        raise StateError(f"unsupported model view version (expected {_VIEW_VERSION})")
+    data = _unpickle(view, "model view", "v", _VIEW_VERSION)  # our own model topic
     if list(data["lenses"]) != lens_names or [tuple(f) for f in data["features"]] != features:
         raise StateError(f"model view lenses {list(data['lenses'])} differ from the config's {lens_names}")
     lenses: dict[str, dict[str, Any]] = data["lenses"]
@@ -1043,12 +1045,7 @@ class ModelTrainer:
         StateError
             Corrupt data, another version or other lenses.
         """
-        try:
-            state = pickle.loads(data)  # our own model topic (trusted)
-        except Exception as exc:
-            raise StateError(f"trainer state cannot be decoded: {exc!r}") from None
-        if not isinstance(state, dict) or state.get("v") != _TRAINER_VERSION:
-            raise StateError(f"unsupported trainer state version (expected {_TRAINER_VERSION})")
+        state = _unpickle(data, "trainer state", "v", _TRAINER_VERSION)  # our own model topic
         trainer = cls(config)
         lenses = decode_view(state["view"], trainer._names, trainer._fnames)
         for lens in trainer._lenses:
