@@ -50,9 +50,10 @@ def produce_events(bootstrap: str, topic: str, n: int, customers: int, seed: int
     producer.close()
 
 
-def run_service(bootstrap: str, topic: str, n: int, guarantee: str, batch_size: int, timeout_s: float) -> float:
+def run_service(bootstrap: str, topic: str, n: int, guarantee: str, batch_size: int, timeout_s: float,
+                run: str = "") -> float:
     """Run the service in a thread until ``n`` records are committed; returns events/s."""
-    tag = uuid.uuid4().hex[:8]
+    tag = f"{run}-{guarantee}" if run else uuid.uuid4().hex[:8]
     settings = load_settings([
         "--bootstrap-servers", bootstrap, "--group-id", f"bench-{guarantee}-{tag}", "--topics.input", topic,
         "--topics.output", f"bench-out-{tag}", "--topics.dlq", f"bench-dlq-{tag}", "--guarantee", guarantee,
@@ -79,6 +80,31 @@ def run_service(bootstrap: str, topic: str, n: int, guarantee: str, batch_size: 
         thread.join(30)
 
 
+def measure(bootstrap: str, events: int, customers: int, batch_size: int, timeout_s: float
+            ) -> tuple[float, float, float]:
+    """Bare read+decode, exactly-once and at-least-once rates (events/s) on one fresh input topic.
+
+    Every topic of the run (input; the services' output, DLQ, state and model
+    topics) carries one run tag, and only those are deleted afterwards.
+    """
+    run = uuid.uuid4().hex[:8]
+    topic = f"bench-in-{run}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}})
+    try:
+        produce_events(bootstrap, topic, events, customers)
+        count, seconds = bare_consume(bootstrap, topic, events, timeout_s=timeout_s)
+        if count < events:
+            raise TimeoutError(f"bare consumer read {count} of {events}")
+        bare = count / seconds if seconds > 0 else float("inf")
+        eos = run_service(bootstrap, topic, events, "exactly-once", batch_size, timeout_s, run)
+        alos = run_service(bootstrap, topic, events, "at-least-once", batch_size, timeout_s, run)
+    finally:
+        admin.delete_topics([t for t in admin.list_topics() if run in t])
+        admin.close()
+    return bare, eos, alos
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20000, help="events in the input topic (default 20000)")
@@ -89,21 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-ratio", type=float, default=0.0, help="exit 1 if exactly-once/bare is below this")
     args = parser.parse_args(argv)
 
-    topic = f"bench-in-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
-    admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}})
-    try:
-        produce_events(args.bootstrap, topic, args.events, args.customers)
-        count, seconds = bare_consume(args.bootstrap, topic, args.events, timeout_s=args.timeout)
-        if count < args.events:
-            raise TimeoutError(f"bare consumer read {count} of {args.events}")
-        bare = count / seconds if seconds > 0 else float("inf")
-        eos = run_service(args.bootstrap, topic, args.events, "exactly-once", args.batch_size, args.timeout)
-        alos = run_service(args.bootstrap, topic, args.events, "at-least-once", args.batch_size, args.timeout)
-    finally:
-        leftovers = [t for t in admin.list_topics() if t.startswith(("bench-", topic))]
-        admin.delete_topics(leftovers)
-        admin.close()
+    bare, eos, alos = measure(args.bootstrap, args.events, args.customers, args.batch_size, args.timeout)
     print(f"events: {args.events}, customers: {args.customers}, batch size: {args.batch_size}")
     print(f"bare kafka-python read + JSON decode : {bare:10.0f} events/s")
     print(f"segmenter-consumer exactly-once      : {eos:10.0f} events/s   ratio {eos / bare:.2f}")

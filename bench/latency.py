@@ -50,6 +50,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
 from bench.common import Row, add_common_args, percentiles, save_result, setup_logging, simulate
+from segmenter.config import default_config
 
 log = logging.getLogger("bench.latency")
 
@@ -342,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or [15.0 if r <= 10_000 else 5.0 for r in args.rates]
     if len(seconds) != len(args.rates):
         parser.error("--seconds needs one value per rate")
+    lens_warmup = max(lens.warmup for lens in default_config().lenses)
+    if args.warmup_events <= lens_warmup and not any("--config-file" in a for a in args.consumer_arg):
+        parser.error(f"--warmup-events must exceed the default lenses' warm-up ({lens_warmup} observations): "
+                     "before it no event causes a segment change, so none gives a latency sample")
     data = measure(
         args.bootstrap,
         args.rates,

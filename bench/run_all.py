@@ -33,16 +33,12 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient
-
 from bench.common import BENCH_DIR, OUT_DIR, Row, add_common_args, save_result, setup_logging
-from bench.consumer_throughput import produce_events, run_service
+from bench.consumer_throughput import measure
 from bench.report import write_report
-from consumer.kafka_io import bare_consume
 
 log = logging.getLogger("bench.run_all")
 
@@ -100,28 +96,7 @@ def consumer_throughput(argv: list[str]) -> int:
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    topic = f"bench-in-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
-    admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}})
-    try:
-        produce_events(args.bootstrap, topic, args.events, args.customers)
-        count, seconds = bare_consume(args.bootstrap, topic, args.events, timeout_s=args.timeout)
-        if count < args.events:
-            raise TimeoutError(f"bare consumer read {count} of {args.events}")
-        bare = count / seconds if seconds > 0 else float("inf")
-        eos = run_service(args.bootstrap, topic, args.events, "exactly-once", args.batch_size, args.timeout)
-        alos = run_service(args.bootstrap, topic, args.events, "at-least-once", args.batch_size, args.timeout)
-    finally:
-        # only this run's topics (the service's output, DLQ, state and model topics are named after its tag)
-        leftovers = [
-            t
-            for t in admin.list_topics()
-            if t == topic
-            or t.startswith(("bench-out-", "bench-dlq-"))
-            or (t.startswith(("bench-exactly-once-", "bench-at-least-once-")))
-        ]
-        admin.delete_topics(leftovers)
-        admin.close()
+    bare, eos, alos = measure(args.bootstrap, args.events, args.customers, args.batch_size, args.timeout)
     data = {
         "params": {"events": args.events, "customers": args.customers, "batch_size": args.batch_size},
         "bare": bare,

@@ -26,7 +26,7 @@ def test_latency_bench_reports_percentiles_per_rate(bootstrap: str, tmp_path: Pa
             "--customers",
             "300",
             "--warmup-events",
-            "400",
+            "2500",  # past the lenses' warm-up (2000 observations): only segment changes give samples
             "--bootstrap",
             bootstrap,
             "--drain-timeout",
