@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer.settings import load_settings
+from producer.__main__ import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = (ROOT / "scripts" / "kafka-local").read_text()
 
@@ -92,3 +95,32 @@ def test_dockerfile_installs_the_package_and_copies_what_it_needs() -> None:
         assert path in dockerfile
         assert (ROOT / path).exists()
     assert "pip install ." in dockerfile
+
+
+def test_producer_command_is_accepted_by_the_real_cli(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"]["producer"]
+    for key, value in service["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    command = service["command"]
+    assert command[0] == "segmenter-producer"
+    args = build_parser().parse_args(command[1:])
+    assert (args.command, args.to.kind, args.bootstrap_servers) == ("synth", "kafka", "kafka:9092")
+
+
+def test_consumer_environment_is_read_by_the_real_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"]["consumer"]
+    assert service["command"] == ["segmenter-consumer"]
+    for key, value in service["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = load_settings([])
+    assert settings.bootstrap_servers == "kafka:9092"
+    assert settings.group_id == service["environment"]["SEGMENTER_GROUP_ID"]
+    assert settings.metrics_port == int(service["environment"]["SEGMENTER_METRICS_PORT"])
+    assert f"{settings.metrics_port}:{settings.metrics_port}" in service["ports"]
+    # the state and model topics the topic service creates are the ones this group uses
+    script = compose["services"]["topics"]["command"][0]
+    assert f"--topic {settings.group_id}.state " in script and f"--topic {settings.group_id}.model " in script
