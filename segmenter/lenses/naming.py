@@ -164,14 +164,14 @@ def unique_names(
     """
     previous = previous or {}
     taken = {n: overrides[n] for n in zs if n in overrides}
-    used = set(taken.values())
+    used = {_key(name) for name in taken.values()}
     pending = [n for n in sorted(zs) if n not in taken]
     # Segments whose previous name still fits keep it (first come, in number order), so renames stay rare.
     for n in pending:
         prev = previous.get(n)
-        if prev and prev not in used and still_fits(prev, zs[n]):
+        if prev and _key(prev) not in used and still_fits(prev, zs[n]):
             taken[n] = prev
-            used.add(prev)
+            used.add(_key(prev))
     for n in pending:
         if n in taken:
             continue
@@ -181,9 +181,15 @@ def unique_names(
             candidates.append(derive_name(z, terms=terms))
         for terms in range(1, len(z) + 1):
             candidates.append(derive_name(z, terms=terms, min_z=0.0))
-        name = next((c for c in candidates if c not in used), None)
+        name = next((c for c in candidates if _key(c) not in used), None)
         if name is None:
             name = f"{candidates[0]} #{n}"
-        used.add(name)
+        used.add(_key(name))
         taken[n] = name
     return dict(sorted(taken.items()))
+
+
+def _key(name: str) -> frozenset[str]:
+    """What a name says, regardless of term order: "high spend · frequent" and
+    "frequent · high spend" describe the same segment and must not both be used."""
+    return frozenset(name.split(SEPARATOR))

@@ -84,6 +84,15 @@ def test_names_unique_overridable_and_sticky() -> None:
     assert unique_names({1: {"spend": 0.3}}, {}, {1: "high spend"}) == {1: "high spend"}
 
 
+def test_names_that_say_the_same_in_another_order_are_not_both_used() -> None:
+    # both segments rank the same three features, in a different order
+    zs = {1: {"spend": 2.0, "aov": 1.9, "frequency": 1.0, "recency_days": -0.4},
+          2: {"aov": 2.0, "spend": 1.9, "frequency": 1.0, "recency_days": 0.5}}
+    names = unique_names(zs, {})
+    terms = [frozenset(name.split(" · ")) for name in names.values()]
+    assert terms[0] != terms[1], names
+
+
 def test_hysteresis_rule_and_flap_tracker() -> None:
     h = Hysteresis(margin=0.25, min_dwell=3)
     def decide(current: int | None, live: bool, d_cur: float | None, d_near: float, dwell: int) -> bool:
