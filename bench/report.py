@@ -205,7 +205,8 @@ def make_plots(results: dict[str, dict[str, Any]], plot_dir: Path) -> list[Path]
             ax.set_ylabel("prequential ARI (joint label vs persona)")
             ax.set_title(f"Prequential ARI over time, scenario {scenario}")
             ax.set_ylim(-0.05, 1.0)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[1]:  # a tiny run may have no point to plot
+                ax.legend(fontsize=8)
             save(fig, f"ari_over_time_{scenario}.png")
         base = runs.get("personas", next(iter(runs.values()), {})).get("kmeans")
         scen = "personas" if "personas" in runs else next(iter(runs), "")
@@ -224,7 +225,8 @@ def make_plots(results: dict[str, dict[str, Any]], plot_dir: Path) -> list[Path]
                 ax.set_title(f"{ln}: segment sizes (kmeans, {scen}; {len(ids)} ids seen)")
                 ax.set_xlabel("simulated day")
                 ax.set_ylabel("customers")
-                ax.legend(fontsize=6, ncol=2)
+                if top:
+                    ax.legend(fontsize=6, ncol=2)
             save(fig, "segment_sizes.png")
             fig, axes = plt.subplots(1, len(lens_names), figsize=(6 * len(lens_names), 4), squeeze=False)
             for ax, ln in zip(axes[0], lens_names, strict=True):
