@@ -30,7 +30,8 @@ from consumer.topics import ensure_topics
 from consumer.trainer import TrainerCore, TrainerRole
 from segmenter.config import load_config
 from segmenter.errors import SegmenterError
-from segmenter.pipeline import ModelTrainer, Segmenter
+from segmenter.pipeline import Segmenter
+from segmenter.shared import ModelTrainer
 from segmenter.triggers.rules import load_rules
 
 log = logging.getLogger("consumer")

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 class TrainerCore(Protocol):
-    """The learning half of the core (:class:`segmenter.pipeline.ModelTrainer`)."""
+    """The learning half of the core (:class:`segmenter.shared.ModelTrainer`)."""
 
     def apply(self, blob: bytes) -> Sequence[OutputMessage]:
         """Learn one vectors record; returns lifecycle messages."""

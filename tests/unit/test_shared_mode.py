@@ -21,7 +21,8 @@ from segmenter.config import SegmenterConfig, default_config
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.outputs import SegmentChange
-from segmenter.pipeline import ModelTrainer, Segmenter, decode_vectors
+from segmenter.pipeline import Segmenter
+from segmenter.shared import ModelTrainer, decode_vectors
 from tests.unit.eventgen import make_events, to_events
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
