@@ -23,6 +23,7 @@ from segmenter.events import CustomerEvent, parse_event
 from segmenter.outputs import SegmentChange
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer, decode_vectors
+from tests.unit.consumer.conftest import DrainTransport
 from tests.unit.eventgen import make_events, to_events
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -200,18 +201,6 @@ def test_partition_clocks_move_with_the_partition() -> None:
 # ------------------------------------------------------------------------------------------------ the service
 
 
-class _Drain(MemoryTransport):
-    service: Service | None = None
-    idle: int = 0
-
-    def poll(self, timeout_s: float, max_records: int) -> list[Any]:
-        records = super().poll(timeout_s, max_records)
-        self.idle = 0 if records else self.idle + 1
-        if self.idle >= 2 and self.service is not None:
-            self.service.stop()
-        return records
-
-
 def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_instance_follows() -> None:
     base = default_config()  # a short stream: the trainer must get past warm-up within it
     config = base.model_copy(update={"lenses": [lens.model_copy(update={"warmup": 200}) for lens in base.lenses]})
@@ -219,7 +208,7 @@ def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_inst
             "--metrics-port", "-1", "--commit-interval-ms", "1", "--batch-size", "40", "--mode", "shared"]
     settings = load_settings(args)
     topics: dict[str, Any] = {}
-    main = _Drain("in", partitions=2, topics=topics)
+    main = DrainTransport("in", partitions=2, topics=topics)
     events = _events(days=25)
     for ev in events:
         main.produce_input(ev.customer_id.encode(), ev.model_dump_json().encode(), _partition(ev, 2))
