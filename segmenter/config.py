@@ -39,9 +39,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from segmenter.documents import read_document
 from segmenter.errors import ConfigError
 from segmenter.features import FEATURE_NAMES
 from segmenter.lenses.config import LensConfig
@@ -139,21 +139,7 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 
 
 def _parse_file(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            return tomllib.loads(text)
-        if suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    raise ConfigError(f"{path}: unknown config format {suffix!r}; use .toml, .yaml or .yml")
+    return read_document(path, "config file")
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> SegmenterConfig:

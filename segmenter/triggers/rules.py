@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time
@@ -77,6 +76,7 @@ from pydantic import (
     model_validator,
 )
 
+from segmenter.documents import read_document
 from segmenter.errors import ConfigError
 from segmenter.features import FEATURE_NAMES
 from segmenter.outputs import SegmentChange, SegmentRef
@@ -669,24 +669,9 @@ def load_rules(path: str | Path, config: RulesConfigLike | None = None) -> RuleS
         The file cannot be read or parsed, or a rule is invalid.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read the rules file: {exc}") from None
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass
-            if data is None:
-                data = {}
-        else:
-            raise ConfigError(f"{p}: unknown rules file format {suffix!r}; use .toml, .yaml or .yml")
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    data = read_document(p, "rules file", _YamlLoader)
+    if data is None:  # an empty YAML file
+        data = {}
     rules = rules_from_dict(data, config, str(p))
     logger.debug("loaded %d rules from %s", len(rules.rules), p)
     return rules

@@ -101,7 +101,7 @@ def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
         load_config(bad_yaml)
     other = tmp_path / "c.json"
     other.write_text("{}")
-    with pytest.raises(ConfigError, match="unknown config format"):
+    with pytest.raises(ConfigError, match="unknown config file format"):
         load_config(other)
     with pytest.raises(ConfigError, match="top level"):
         config_from_dict([1, 2], "x.yaml")
