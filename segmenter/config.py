@@ -138,10 +138,6 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _parse_file(path: Path) -> Any:
-    return read_document(path, "config file")
-
-
 def config_from_dict(data: Any, source: str = "<config>") -> SegmenterConfig:
     """Validate already parsed config data; errors name ``source``, the dotted field and the problem.
 
@@ -182,7 +178,7 @@ def load_config(path: str | Path | None = None) -> SegmenterConfig:
     if path is None:
         return default_config()
     p = Path(path)
-    cfg = config_from_dict(_parse_file(p), str(p))
+    cfg = config_from_dict(read_document(p, "config file"), str(p))
     logger.debug("loaded config %s: lenses %s", p, [lens.name for lens in cfg.lenses])
     return cfg
 
