@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ import kafka.errors as ke
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.partitioner.default import murmur2
 
 from consumer.errors import (
     BrokerUnavailableError,
@@ -79,16 +80,81 @@ def translate_errors(operation: str, *, transactional: bool = False) -> Iterator
     try:
         yield
     except ke.KafkaError as exc:
-        message = f"{operation} failed: {type(exc).__name__}: {exc}"
-        if _is_fenced(exc):
-            raise FencedError(message) from exc
-        if isinstance(exc, _SETUP):
-            raise TopicSetupError(message) from exc
-        if isinstance(exc, _UNAVAILABLE):
-            raise BrokerUnavailableError(message) from exc
-        if transactional or isinstance(exc, _TXN):
-            raise TransactionError(message) from exc
-        raise KafkaIOError(message) from exc
+        raise _translated(exc, operation, transactional=transactional) from exc
+
+
+def _translated(exc: ke.KafkaError, operation: str, *, transactional: bool) -> KafkaIOError:
+    """The :mod:`consumer.errors` exception for a kafka-python error (see :func:`translate_errors`)."""
+    message = f"{operation} failed: {type(exc).__name__}: {exc}"
+    if _is_fenced(exc):
+        return FencedError(message)
+    if isinstance(exc, _SETUP):
+        return TopicSetupError(message)
+    if isinstance(exc, _UNAVAILABLE):
+        return BrokerUnavailableError(message)
+    if transactional or isinstance(exc, _TXN):
+        return TransactionError(message)
+    return KafkaIOError(message)
+
+
+def _in_record(r: Any) -> InRecord:
+    """A kafka-python ``ConsumerRecord`` as an :class:`InRecord` (null header values become ``b""``)."""
+    headers = r.headers
+    return InRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                    tuple((k, v if v is not None else b"") for k, v in headers) if headers else (),
+                    r.timestamp or 0)
+
+
+class KeyPartitioner:
+    """kafka-python's default partitioner for keyed records, computed once per key instead of on every send.
+
+    The default partitioner sends a keyed record to ``murmur2(key) & 0x7fffffff``
+    modulo the topic's partition count (Kafka's Java client does the same), in
+    pure Python on every ``send``. This gives the same partition from a cache.
+    The partition count is re-read from the producer's metadata every
+    ``refresh_s`` seconds; when it changes the cache starts afresh, as the default
+    partitioner would follow the new count.
+
+    Parameters
+    ----------
+    partitions_for
+        Returns the partitions of a topic (``KafkaProducer.partitions_for``).
+    refresh_s
+        How long a topic's partition count is trusted.
+    max_keys
+        Cached keys per topic; the cache is cleared when it grows past this.
+    """
+
+    def __init__(self, partitions_for: Callable[[str], Iterable[int] | None], refresh_s: float = 30.0,
+                 max_keys: int = 200_000) -> None:
+        self._partitions_for = partitions_for
+        self._refresh_s = refresh_s
+        self._max_keys = max_keys
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._cache: dict[str, dict[bytes, int]] = {}
+
+    def partition(self, topic: str, key: bytes) -> int:
+        """The partition the default partitioner would choose for ``key`` on ``topic``."""
+        entry = self._counts.get(topic)
+        now = time.monotonic()
+        if entry is None or now >= entry[1]:
+            count = len(set(self._partitions_for(topic) or ()))
+            if count < 1:
+                raise ke.UnknownTopicOrPartitionError(f"no partitions known for topic {topic}")
+            if entry is None or entry[0] != count:
+                self._cache[topic] = {}
+            entry = (count, now + self._refresh_s)
+            self._counts[topic] = entry
+        count = entry[0]
+        if count == 1:
+            return 0
+        cache = self._cache[topic]
+        partition = cache.get(key)
+        if partition is None:
+            if len(cache) >= self._max_keys:
+                cache.clear()
+            partition = cache[key] = (murmur2(key) & 0x7FFFFFFF) % count
+        return partition
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -175,6 +241,8 @@ class KafkaTransport:
         try:
             with translate_errors(f"connect producer to {settings.bootstrap_servers}"):
                 self._producer = KafkaProducer(**producer_config)
+            self._send = self._producer.send
+            self._partitioner = KeyPartitioner(self._producer.partitions_for)
             if self._eos:
                 with translate_errors(f"init transactions for {settings.transactional_id}"):
                     self._producer.init_transactions()
@@ -207,9 +275,7 @@ class KafkaTransport:
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]:
         with translate_errors("poll"):
             batch = self.consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
-        return [InRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                         tuple((k, v if v is not None else b"") for k, v in (r.headers or ())), r.timestamp or 0)
-                for records in batch.values() for r in records]
+        return [_in_record(r) for records in batch.values() for r in records]
 
     def assignment(self) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in self.consumer.assignment()}
@@ -238,9 +304,16 @@ class KafkaTransport:
                 self.producer.begin_transaction()
 
     def send(self, record: OutRecord) -> None:
-        with translate_errors(f"send to {record.topic}", transactional=self._eos):
-            future = self.producer.send(record.topic, value=record.value, key=record.key,
-                                        headers=list(record.headers), partition=record.partition)
+        # The hot path (one call per output and per changelog record): no context manager, and the
+        # partition of a keyed record comes from the cache rather than kafka-python's pure-Python murmur2.
+        partition = record.partition
+        try:
+            if partition is None and record.key is not None:
+                partition = self._partitioner.partition(record.topic, record.key)
+            future = self._send(record.topic, value=record.value, key=record.key, headers=list(record.headers),
+                                partition=partition)
+        except ke.KafkaError as exc:
+            raise _translated(exc, f"send to {record.topic}", transactional=self._eos) from exc
         if not self._eos:
             self._futures.append(future)
 
@@ -297,10 +370,7 @@ class KafkaTransport:
                     log.warning("restoring %s: waiting for a transaction left open (by a killed instance?) to be "
                                 "aborted by the broker (transaction timeout)", sorted(map(str, remaining)))
                 for records in restorer.poll(timeout_ms=500).values():
-                    out.extend(InRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                                        tuple((k, v if v is not None else b"") for k, v in (r.headers or ())),
-                                        r.timestamp or 0)
-                               for r in records)
+                    out.extend(_in_record(r) for r in records)
                 remaining = {tp for tp in remaining if restorer.position(tp) < ends[tp]}
             restorer.assign([])
         return out
@@ -328,9 +398,7 @@ class KafkaTransport:
                 follower.seek_to_beginning(tp)
                 self._followers[key] = follower
             batch = follower.poll(timeout_ms=0)
-        return [InRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                         tuple((k, v if v is not None else b"") for k, v in (r.headers or ())), r.timestamp or 0)
-                for records in batch.values() for r in records]
+        return [_in_record(r) for records in batch.values() for r in records]
 
     def partitions_of(self, topic: str) -> int:
         with translate_errors(f"partitions of {topic}"):
