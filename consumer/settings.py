@@ -92,7 +92,9 @@ class Settings(BaseSettings):
                                          "restarted instance fences its zombie; also the static group member id.")
     guarantee: Guarantee = Field("exactly-once", description="exactly-once (one transaction per batch) or "
                                                              "at-least-once (commit offsets after the acks).")
-    batch_size: int = Field(500, ge=1, le=100_000, description="Most input records in one batch (transaction).")
+    batch_size: int = Field(5000, ge=1, le=100_000, description="Most input records in one batch (transaction); "
+                                                                 "a batch also closes commit-interval-ms after its "
+                                                                 "first record.")
     commit_interval_ms: int = Field(100, ge=1, le=600_000, description="Longest time a batch stays open before "
                                                                       "it is committed.")
     max_batch_retries: int = Field(3, ge=1, le=100, description="Failures of a batch on one record before that "

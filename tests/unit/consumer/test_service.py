@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import consumer.service as service_module
 from consumer.errors import BrokerUnavailableError, FencedError, TransactionError
 from consumer.service import RulesWatcher, Service
 from consumer.sink import TP, InRecord
@@ -229,3 +230,30 @@ def test_stop_commits_the_open_batch() -> None:
         h.transport.produce_input(b"c1", event(i))
     h.run()
     assert h.transport.commits == 1 and h.transport.committed[TP("in", 0)] == 4
+
+
+class _SteppingClock:
+    """Stands in for the ``time`` module of consumer.service: every reading is 10 ms later."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 0.010
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.monotonic()
+
+
+def test_commit_interval_closes_a_batch_in_the_middle_of_a_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_module, "time", _SteppingClock())
+    h = make_harness(1, "--batch-size", "1000", "--commit-interval-ms", "45")
+    for i in range(20):
+        h.transport.produce_input(b"c1", event(i))
+    h.run()
+    # one poll hands over all 20 records; the 45 ms interval (a clock reading per record) closes batches of a few
+    assert h.transport.committed[TP("in", 0)] == 20
+    assert 4 <= h.transport.commits <= 10
+    assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(20)]
+
