@@ -275,7 +275,8 @@ class FeatureStore:
         """Bytes held by the numpy columns (allocated capacity)."""
         return sum(getattr(self, n).nbytes for n in ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell"))
 
-    def _new_row(self, customer_id: str) -> int:
+    def new_row(self, customer_id: str) -> int:
+        """Allocate an empty row for a customer not held yet (its first event fills it)."""
         if self._free:
             row = self._free.pop()
         else:
@@ -326,7 +327,7 @@ class FeatureStore:
         row = self._rows.get(customer_id)
         new = row is None
         if row is None:
-            row = self._new_row(customer_id)
+            row = self.new_row(customer_id)
         d = self.dedup_size
         if d:
             h = zlib.crc32(event_id.encode()) or 1
@@ -399,6 +400,10 @@ class FeatureStore:
             fv[o + _SPEND] -= amt * math.exp(-back * self._ks) if back else amt
             fv[o + _NREF] += 1.0
         return row
+
+    def kernel_rates(self) -> npt.NDArray[np.float64]:
+        """Decay rates per second (activity, frequency, spend) and the recency cap in days (:mod:`segmenter.kernel`)."""
+        return np.array([self._ka, self._kf, self._ks, self.config.recency_cap_days], np.float64)
 
     def last_time(self, row: int) -> int:
         """The customer's latest event time (relative seconds)."""
@@ -601,7 +606,7 @@ class FeatureStore:
             raise StateError(f"customer {customer_id!r}: malformed feature record: {exc}") from None
         row = self._rows.get(customer_id)
         if row is None:
-            row = self._new_row(customer_id)
+            row = self.new_row(customer_id)
         self.f[row] = f
         self.t[row] = times
         d = self.dedup_size
