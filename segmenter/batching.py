@@ -72,7 +72,7 @@ class EventColumns:
         amounts = [0.0] * n
         hashes = [0] * n
         srcs = [0] * n
-        known = store.row_of
+        known = store.rows_of([ev.customer_id for ev in events]).tolist()
         to_seconds = store.to_seconds
         crc = zlib.crc32
         erase = EventType.ERASURE_REQUEST
@@ -88,8 +88,8 @@ class EventColumns:
                 kinds[i] = kernel.K_SKIP
                 self.errors.append((i, exc))
                 continue
-            row = known(cid)
-            rows[i] = row if row is not None else self._placeholder(cid)
+            row = known[i]
+            rows[i] = row if row >= 0 else self._placeholder(cid)
             kinds[i] = event_kind(etype)
             amount = ev.amount
             if amount is not None:

@@ -419,6 +419,7 @@ class Lens:
     def _rebuild_caches(self) -> None:
         """Plain-Python copies of what :meth:`assign` needs."""
         self._cache_epoch += 1
+        self._scaled_centers: dict[int, list[float]] = {}
         self._refs: dict[int, SegmentRef] = {}
         snap = self._snapshot
         live = self._registry.live()
@@ -534,9 +535,13 @@ class Lens:
         )
 
     def _center_of(self, number: int | None, snap: ScalerSnapshot) -> list[float] | None:
+        """A segment's center in the scaled space of ``snap`` (the lens's snapshot; memoised until it changes)."""
         if number is None or number not in self._registry.segments:
             return None
-        return list(snap.scale(self._registry.segments[number].center))
+        center = self._scaled_centers.get(number)
+        if center is None:
+            center = self._scaled_centers[number] = list(snap.scale(self._registry.segments[number].center))
+        return center
 
     # --- segments ----------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ def one_by_one(seg: Segmenter, events: list[CustomerEvent], sources: list[int | 
 def in_batches(seg: Segmenter, events: list[CustomerEvent], sources: list[int | None], cuts: list[int]) -> list[bytes]:
     out: list[bytes] = []
     bounds = [0, *sorted(set(cuts)), len(events)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         result = seg.process_batch(events[lo:hi], sources[lo:hi])
         errors = dict(result.errors)
         # outputs are not attributed to events; rejections are, so compare them in a stable form
