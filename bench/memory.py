@@ -2,7 +2,7 @@
 
 A Segmenter with the default config is warmed up (its lenses become ready on
 a few thousand customers), then one event per new customer is processed
-(``parse_event`` + ``process``; ids like the simulator's ``c0000123``, a mix of
+(``parse_event`` + ``process_batch`` in replay's chunks; ids like the simulator's ``c0000123``, a mix of
 session, view, cart, e-mail and purchase events, event time one second apart),
 so the core builds its whole per-customer state: feature columns, id map,
 de-duplication ring, segment and dwell per lens, dirty flags. Measured at each
@@ -40,6 +40,7 @@ from bench.common import Row, add_common_args, rss_bytes, save_result, setup_log
 from segmenter.config import default_config
 from segmenter.events import parse_event
 from segmenter.pipeline import Segmenter
+from segmenter.replay import REPLAY_CHUNK
 
 log = logging.getLogger("bench.memory")
 
@@ -53,7 +54,7 @@ def _iso(epoch: int) -> str:
 
 
 def _feed(seg: Segmenter, start: int, stop: int, prefix: str, offset: int) -> None:
-    process = seg.process
+    batch = []
     for i in range(start, stop):
         etype = _TYPES[i % len(_TYPES)]
         ev: dict[str, Any] = {
@@ -64,7 +65,11 @@ def _feed(seg: Segmenter, start: int, stop: int, prefix: str, offset: int) -> No
         }
         if etype == "purchase":
             ev["amount"] = 10.0 + (i % 97)
-        process(parse_event(orjson.dumps(ev)))
+        batch.append(parse_event(orjson.dumps(ev)))
+        if len(batch) == REPLAY_CHUNK:
+            seg.process_batch(batch)
+            batch = []
+    seg.process_batch(batch)
 
 
 def build(sizes: list[int], warmup: int, measure: Callable[[], int]) -> tuple[list[dict[str, Any]], Segmenter]:

@@ -35,6 +35,7 @@ from rich.table import Table
 
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
+from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
 from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    tune_gc()
     try:
         if args.command == "replay":
             return _replay(args)

@@ -82,18 +82,6 @@ class CustomerEvent(BaseModel):
     session_id: Id | None = None
     properties: dict[str, Any] | None = None
 
-    @field_validator("type", mode="before")
-    @classmethod
-    def _type_from_str(cls, value: object) -> object:
-        # strict mode would refuse a plain string for an enum in Python mode.
-        if isinstance(value, str):
-            try:
-                return EventType(value)
-            except ValueError:
-                allowed = ", ".join(t.value for t in EventType)
-                raise ValueError(f"unknown event type {value!r}; allowed: {allowed}") from None
-        return value
-
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
@@ -164,7 +152,10 @@ def _event_error(exc: ValidationError) -> EventError:
     msg = first["msg"].removeprefix("Value error, ")
     if not loc and msg.startswith("amount:"):
         return EventError("schema", msg, field="amount")
-    if first["type"] == "missing":
+    if first["type"] == "enum" and loc == "type":
+        allowed = ", ".join(t.value for t in EventType)
+        msg = f"unknown event type {first.get('input')!r}; allowed: {allowed}"
+    elif first["type"] == "missing":
         msg = "field required"
     elif first["type"] == "extra_forbidden":
         msg = "unknown field; put free-form data under 'properties'"

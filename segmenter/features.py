@@ -3,9 +3,9 @@
 The feature names are fixed (see docs/internals.md, "Features"). A customer's
 state is one row of a handful of numpy columns (float32 accumulators, int32
 times in seconds relative to :data:`BASE_EPOCH`, a ring of uint32 event-id
-hashes for de-duplication, int16/uint16 per-lens segment and dwell); a dict maps
-the customer id to its row and erased rows are reused through a free list.
-There is no Python object per customer besides the id string and its row number.
+hashes for de-duplication, int16/uint16 per-lens segment and dwell); an
+:class:`~segmenter.id_index.IdIndex` maps the customer id to its row, and erased
+rows are reused through a free list. There is no Python object per customer.
 
 Decayed quantities are stored as their value at the customer's latest event
 time ``t_last``. An event at ``t > t_last`` decays them by
@@ -46,6 +46,7 @@ import numpy.typing as npt
 
 from segmenter.errors import EventError, StateError
 from segmenter.events import EventType
+from segmenter.id_index import IdIndex
 
 if TYPE_CHECKING:
     from segmenter.config import FeatureConfig
@@ -178,8 +179,10 @@ class FeatureStore:
     -----
     ``40 + 16 + 4 * dedup_size + 7 + 4 * n_lenses`` bytes of numpy state per
     row (104 with the defaults and two lenses), plus about 12 % growth slack,
-    the dict entry (~26 bytes), the row number (28), the row -> id list (8)
-    and the id string itself: about 240 bytes per customer in all.
+    and the :class:`~segmenter.id_index.IdIndex` (the id's UTF-8 bytes with
+    arena slack, a 10-byte offset and length, 4 to 8 bytes of hash table): about
+    150 bytes per customer with ids like ``c0001234``, and no Python object per
+    customer.
     """
 
     f: npt.NDArray[np.float32]
@@ -210,8 +213,7 @@ class FeatureStore:
         self._ks = _LN2 / (config.spend_half_life_days * DAY)
         self._ka = _LN2 / (config.activity_half_life_days * DAY)
         self._cap_s = config.recency_cap_days * DAY
-        self._rows: dict[str, int] = {}
-        self._ids: list[str | None] = []
+        self._index = IdIndex()
         self._free: list[int] = []
         self._alloc(max(16, capacity))
 
@@ -243,7 +245,7 @@ class FeatureStore:
         self._sv = _flat(self.seg, "h")
         self._dv = _flat(self.dwell, "H")
         self._hposv = _flat(self.hpos, "B")
-        self._ids.extend([None] * (capacity - len(self._ids)))
+        self._index.reserve_rows(capacity)
 
     @property
     def capacity(self) -> int:
@@ -251,39 +253,45 @@ class FeatureStore:
         return len(self.f)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._index)
 
     def __contains__(self, customer_id: object) -> bool:
-        return customer_id in self._rows
+        return isinstance(customer_id, str) and self._index.get(customer_id) is not None
 
     def row_of(self, customer_id: str) -> int | None:
         """The customer's row, or ``None`` when unknown."""
-        return self._rows.get(customer_id)
+        return self._index.get(customer_id)
+
+    def rows_of(self, customer_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Rows of many customers in one call (``-1``: unknown)."""
+        return self._index.get_many(customer_ids)
 
     def id_of(self, row: int) -> str:
         """The customer id held in ``row``."""
-        cid = self._ids[row]
-        if cid is None:
+        if not 0 <= row < len(self.live) or not self.live[row]:
             raise KeyError(row)
-        return cid
+        return self._index.id_of(row)
 
     def customer_ids(self) -> Iterator[str]:
-        """Known customer ids, in first-seen order."""
-        return iter(self._rows)
+        """Known customer ids, in row order."""
+        id_of = self._index.id_of
+        return (id_of(row) for row in np.flatnonzero(self.live).tolist())
 
     def nbytes(self) -> int:
-        """Bytes held by the numpy columns (allocated capacity)."""
-        return sum(getattr(self, n).nbytes for n in ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell"))
+        """Bytes held by the numpy columns and the id index (allocated capacity)."""
+        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell")
+        columns: int = sum(getattr(self, n).nbytes for n in cols)
+        return columns + self._index.nbytes()
 
-    def _new_row(self, customer_id: str) -> int:
+    def new_row(self, customer_id: str) -> int:
+        """Allocate an empty row for a customer not held yet (its first event fills it)."""
         if self._free:
             row = self._free.pop()
         else:
-            row = len(self._rows)
+            row = len(self._index)
             if row >= len(self.f):
                 self._alloc(int(len(self.f) * 1.125) + 64)
-        self._rows[customer_id] = row
-        self._ids[row] = customer_id
+        self._index.add(customer_id, row)
         self.live[row] = True
         self.crc[row] = customer_hash(customer_id)
         self.seg[row] = -1
@@ -291,10 +299,9 @@ class FeatureStore:
 
     def remove(self, customer_id: str) -> int | None:
         """Forget a customer entirely; returns its former row (now free) or ``None``."""
-        row = self._rows.pop(customer_id, None)
+        row = self._index.remove(customer_id)
         if row is None:
             return None
-        self._ids[row] = None
         self.f[row] = 0
         self.t[row] = 0
         self.h[row] = 0
@@ -323,10 +330,10 @@ class FeatureStore:
         (one of the customer's last ``dedup_size`` event ids). The caller
         rejects events older than its watermark.
         """
-        row = self._rows.get(customer_id)
+        row = self._index.get(customer_id)
         new = row is None
         if row is None:
-            row = self._new_row(customer_id)
+            row = self.new_row(customer_id)
         d = self.dedup_size
         if d:
             h = zlib.crc32(event_id.encode()) or 1
@@ -399,6 +406,10 @@ class FeatureStore:
             fv[o + _SPEND] -= amt * math.exp(-back * self._ks) if back else amt
             fv[o + _NREF] += 1.0
         return row
+
+    def kernel_rates(self) -> npt.NDArray[np.float64]:
+        """Decay rates per second (activity, frequency, spend) and the recency cap in days (:mod:`segmenter.kernel`)."""
+        return np.array([self._ka, self._kf, self._ks, self.config.recency_cap_days], np.float64)
 
     def last_time(self, row: int) -> int:
         """The customer's latest event time (relative seconds)."""
@@ -541,9 +552,18 @@ class FeatureStore:
             ckey = np.concatenate([key[key < kth], key[key == kth]])
         else:
             chosen, ckey = cand, key
-        ids = self._ids
-        pairs = sorted(zip(ckey.tolist(), chosen.tolist(), strict=True), key=lambda p: (p[0], ids[p[1]]))
-        return [row for _, row in pairs[:limit]]
+        pairs = sorted(zip(ckey.tolist(), chosen.tolist(), strict=True))
+        # equal keys (rare): order by customer id, so the order never depends on rows
+        out: list[int] = []
+        i = 0
+        while i < len(pairs) and len(out) < limit:
+            j = i + 1
+            while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+                j += 1
+            group = [row for _, row in pairs[i:j]]
+            out.extend(sorted(group, key=self.id_of) if len(group) > 1 else group)
+            i = j
+        return out[:limit]
 
     def segment_counts(self, lens: int) -> dict[int, int]:
         """Customers per segment number in lens ``lens`` (computed from the column)."""
@@ -599,9 +619,9 @@ class FeatureStore:
                      _NO_TIME if lpur is None else self.to_seconds(lpur), self.to_seconds(scored)]  # fmt: skip
         except (KeyError, TypeError, ValueError, EventError) as exc:
             raise StateError(f"customer {customer_id!r}: malformed feature record: {exc}") from None
-        row = self._rows.get(customer_id)
+        row = self._index.get(customer_id)
         if row is None:
-            row = self._new_row(customer_id)
+            row = self.new_row(customer_id)
         self.f[row] = f
         self.t[row] = times
         d = self.dedup_size
@@ -619,8 +639,9 @@ class FeatureStore:
 
     def columns(self, lens_names: Sequence[str]) -> dict[str, Any]:
         """All live customers as compact arrays, ordered by customer id (for snapshots)."""
-        rows = np.array(sorted(self._rows.values(), key=self.id_of), dtype=np.intp)
-        ids = [self.id_of(r) for r in rows.tolist()]
+        by_id = sorted((self.id_of(r), r) for r in np.flatnonzero(self.live).tolist())
+        ids = [cid for cid, _ in by_id]
+        rows = np.array([r for _, r in by_id], dtype=np.intp)
         return {
             "ids": ids,
             "f": self.f[rows],
@@ -647,14 +668,12 @@ class FeatureStore:
             raise StateError(f"snapshot dedup_size {cols['dedup_size']} differs from the config's {self.dedup_size}")
         ids: list[str] = cols["ids"]
         n = len(ids)
-        self._rows = {}
-        self._ids = []
+        self._index = IdIndex()
         self._free = []
         del self.f
         self._alloc(max(16, n + n // 8))
         for i, cid in enumerate(ids):
-            self._rows[cid] = i
-            self._ids[i] = cid
+            self._index.add(cid, i)
         self.f[:n] = cols["f"]
         t = cols["t"].astype(np.int64)
         lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH

@@ -36,11 +36,12 @@ latest :meth:`Segmenter.take_dirty` records) continues with identical outputs.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import pickle
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -48,10 +49,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from segmenter import kernel
+from segmenter.batching import UNSET, EventColumns, LensArrays, check_finite
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError, StateError
-from segmenter.events import CustomerEvent, EventType
-from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, event_kind
+from segmenter.events import CustomerEvent
+from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore
 from segmenter.lenses.lens import Assignment, Lens
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
 from segmenter.shared import decode_view, encode_vectors, unpickle_versioned
@@ -60,7 +63,7 @@ from segmenter.triggers.engine import TriggerEngine
 if TYPE_CHECKING:
     from segmenter.triggers.rules import RuleSet
 
-__all__ = ["CustomerView", "SegmentSize", "Segmenter", "SegmenterStats"]
+__all__ = ["BatchResult", "CustomerView", "SegmentSize", "Segmenter", "SegmenterStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,16 @@ _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
 
 def _iso(t_rel: int) -> str:
     return datetime.fromtimestamp(t_rel + BASE_EPOCH, UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What :meth:`Segmenter.process_batch` returns."""
+
+    outputs: list[OutputMessage]
+    """Output messages in order (``emitted_at`` unset)."""
+    errors: list[tuple[int, EventError]]
+    """Rejected events by index into the batch (``late``, or ``schema`` for a time out of range), in order."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,7 @@ class Segmenter:
         # erased since the last take_dirty (ordered dict used as an ordered set)
         self._erased: dict[str, None] = {}
         self._engine: TriggerEngine | None = None
+        self._arrays = LensArrays(self._lenses, self._idx)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -217,6 +231,8 @@ class Segmenter:
     def process(self, event: CustomerEvent, source: int | None = None) -> list[OutputMessage]:
         """Apply one event and return the output messages it causes (``emitted_at`` unset).
 
+        A batch of one (:meth:`process_batch`); use that for speed.
+
         Parameters
         ----------
         event
@@ -233,42 +249,167 @@ class Segmenter:
             ``late``: the event is older than the watermark (counted, not applied);
             ``schema``: its time is outside the supported range.
         """
-        etype = event.type
-        if etype is EventType.ERASURE_REQUEST:
-            self._events += 1
-            return self._erase(event.customer_id, event.epoch)
+        result = self.process_batch([event], [source])
+        if result.errors:
+            raise result.errors[0][1]
+        return result.outputs
+
+    def process_batch(
+        self, events: Sequence[CustomerEvent], sources: Sequence[int | None] | None = None
+    ) -> BatchResult:
+        """Apply events in order; same outputs as :meth:`process` on each, in one compiled pass.
+
+        The compiled loop (:mod:`segmenter.kernel`) applies the features and
+        scores every lens; it stops for what needs Python (a new customer, a
+        move, a model update, the watermark's work) and is resumed where it
+        stopped, so the result never depends on how events are cut into batches.
+
+        Parameters
+        ----------
+        events
+            Validated events.
+        sources
+            Per event, its source (see :meth:`process`); default ``None`` for all.
+
+        Returns
+        -------
+        BatchResult
+            The output messages in order, and the rejected events (late, or a
+            time out of range) by index; rejected events change nothing.
+        """
+        n = len(events)
+        srcs: Sequence[int | None] = sources if sources is not None else [None] * n
+        if len(srcs) != n:
+            raise ValueError(f"{n} events but {len(srcs)} sources")
+        result = BatchResult([], [])
+        if not n:
+            return result
+        keys = list(self._source_max)
+        cols = EventColumns(events, srcs, self._store, keys)
+        errors = dict(cols.errors)
+        out = result.outputs
+        arrays = self._arrays
+        pos = np.zeros(2, np.int64)
+        io = np.zeros(6, np.int64)
+        dist = np.zeros(1, np.float64)
+        state = np.zeros(len(kernel.STATE_FIELDS), np.int64)
+        smax = np.array([self._source_max.get(k, UNSET) for k in keys], np.int64)
+        sdirty = np.zeros(len(keys), np.uint8)
+        prm = np.array([self._lateness, self._refine_every, self._shared, self._vector_every,
+                        self._engine is not None, _RELEASE_EVERY_S, self._store.dedup_size], np.int64)
+        fp = self._store.kernel_rates()
         store = self._store
-        t = store.to_seconds(event.epoch)
-        wm = self._watermark
-        if wm is not None and t < wm:
-            self._late += 1
-            raise EventError(
-                "late",
-                f"event time {event.ts.isoformat()} is before the watermark {_iso(wm)} "
-                f"(latest event time minus {self.config.features.lateness_hours:g} h)",
-                field="ts",
-            )
-        row = store.ingest(event.customer_id, event.event_id, event_kind(etype), t, event.amount)
-        if row < 0:
-            self._duplicates += 1
-            return []
-        self._events += 1
-        out: list[OutputMessage] = []
-        self._score(row, store.last_time(row), event, out)
-        if self._refine_every and not self._shared and self._events % self._refine_every == 0:
-            self._refine(out)
-        if self._max_t is None or t > self._max_t:
-            self._max_t = t
-        sm = self._source_max
-        cur = sm.get(source)
-        if cur is None or t > cur:
-            sm[source] = t
-            self._dirty_sources.add(source)
-            low = t if len(sm) == 1 else min(sm.values())
-            if wm is None or low - self._lateness > wm:
-                self._watermark = low - self._lateness
+        while True:
+            self._push_clock(state)
+            arrays.sync()
+            kernel.run(
+                pos, io, dist,
+                cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes, cols.srcs,
+                store.f, store.t, store.h, store.hpos, store.dirty, store.seg, store.dwell,
+                state, smax, sdirty, prm, fp,
+                arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
+                arrays.live, arrays.min_dwell, arrays.keep, arrays.ready,
+                arrays.nobs, arrays.warmup, arrays.learn_every, arrays.batch_size, arrays.bfill,
+                arrays.sbuf, arrays.sn, arrays.scount,
+            )  # fmt: skip
+            self._pull_clock(state, keys, smax, sdirty)
+            reason, i, step = int(io[0]), int(io[1]), int(io[2])
+            for li, msgs in arrays.flush():
+                out.extend(msgs)
+                self._after_lifecycle(li, msgs, out, skip=cols.row(i) if i < n else None)
+            pos[0], pos[1] = i, step
+            if reason == kernel.DONE:
+                break
+            if reason == kernel.WATERMARK:  # stops after its event: i may be n
                 self._on_watermark(out)
-        return out
+                continue
+            ev = events[i]
+            if reason == kernel.MOVE:
+                self._kernel_move(row=cols.row(i), li=int(io[3]), segment=int(io[4]), nearest=int(io[5]),
+                                  distance=float(dist[0]), event=ev, out=out)
+            elif reason == kernel.NEW_ROW:
+                cols.set_new_row(i, store.new_row(ev.customer_id))
+            elif reason == kernel.LATE:
+                self._late += 1
+                errors[i] = self._late_error(ev)
+                pos[0], pos[1] = i + 1, 0
+            elif reason == kernel.ERASE:
+                self._events += 1
+                out.extend(self._erase(ev.customer_id, ev.epoch))
+                cols.forget(i)
+                pos[0], pos[1] = i + 1, 0
+            elif reason == kernel.REFINE:
+                self._refine(out)
+            elif reason == kernel.SHARED_SAMPLE:
+                self._sample_vectors(cols.row(i))
+            elif reason == kernel.NONFINITE:
+                li = (step - 1) // 2
+                vals = store.vector(cols.row(i), store.last_time(cols.row(i)))
+                check_finite(self._lenses[li], list(self._pick[li](vals)))
+        self._push_clock(state)
+        result.errors.extend(sorted(errors.items()))
+        return result
+
+    def _push_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        max_t, wm, nxt, rel = self._max_t, self._watermark, self._next_check, self._released_at
+        state[:] = (self._events, self._duplicates, self._vec_seen, max_t is not None, max_t or 0, wm is not None,
+                    wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0)
+
+    def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]], keys: list[int | None],
+                    smax: np.ndarray[Any, np.dtype[np.int64]], sdirty: np.ndarray[Any, np.dtype[np.uint8]]) -> None:
+        (self._events, self._duplicates, self._vec_seen, has_max, max_t, has_wm, wm, has_next, nxt, has_rel,
+         rel) = state.tolist()  # fmt: skip
+        self._max_t = max_t if has_max else None
+        self._watermark = wm if has_wm else None
+        self._next_check = nxt if has_next else None
+        self._released_at = rel if has_rel else None
+        for s in np.flatnonzero(sdirty).tolist():
+            self._source_max[keys[s]] = int(smax[s])
+            self._dirty_sources.add(keys[s])
+        sdirty[:] = 0
+
+    def _late_error(self, event: CustomerEvent) -> EventError:
+        wm = self._watermark
+        return EventError(
+            "late",
+            f"event time {event.ts.isoformat()} is before the watermark {_iso(wm or 0)} "
+            f"(latest event time minus {self.config.features.lateness_hours:g} h)",
+            field="ts",
+        )
+
+    def _sample_vectors(self, row: int) -> None:
+        """Shared mode: keep this event's raw vectors (one per lens) for the trainer."""
+        store = self._store
+        vals = store.vector(row, store.last_time(row))
+        self._vec_keys.append(int(store.crc[row]))
+        for li in range(len(self._lenses)):
+            self._vec_rows[li].append([float(v) for v in self._pick[li](vals)])
+
+    def _kernel_move(self, *, row: int, li: int, segment: int, nearest: int, distance: float,
+                     event: CustomerEvent, out: list[OutputMessage]) -> None:
+        """A move the compiled loop decided (``-1``: none): the ``segment_change`` and its triggers."""
+        store = self._store
+        vals = store.vector(row, store.last_time(row))
+        cur = store.segment(row, li)
+        a = Assignment(
+            None if segment < 0 else segment,
+            None if nearest < 0 else nearest,
+            None if math.isnan(distance) else distance,
+            True,
+        )
+        self._move(
+            row=row,
+            li=li,
+            lens=self._lenses[li],
+            raw=np.array(self._pick[li](vals), dtype=np.float64),
+            vals=vals,
+            a=a,
+            current=cur if cur >= 0 else None,
+            cause="event",
+            event=event,
+            event_ts=event.ts.isoformat(),
+            out=out,
+        )
 
     def erase(self, customer_id: str, at: float | None = None) -> list[OutputMessage]:
         """Forget a customer (Kafka tombstone); final ``segment_change`` per lens where it had a segment.
@@ -293,57 +434,6 @@ class Segmenter:
         return out
 
     # ---------------------------------------------------------------- scoring
-    def _score(self, row: int, t: int, event: CustomerEvent, out: list[OutputMessage]) -> None:
-        """Evaluate one customer after an event: observe + assign in every lens (the hot path)."""
-        store = self._store
-        store.set_scored(row, t)
-        vals = store.vector(row, t)
-        array = np.array
-        nl = store.n_lenses
-        shared = self._shared
-        sample = False
-        if shared:
-            self._vec_seen += 1
-            sample = self._vec_seen % self._vector_every == 0
-            if sample:
-                self._vec_keys.append(int(store.crc[row]))
-        for li, lens in enumerate(self._lenses):
-            raw = array(self._pick[li](vals), dtype=np.float64)
-            if shared:
-                if sample:
-                    self._vec_rows[li].append(raw.tolist())
-            else:
-                msgs = lens.observe(raw)
-                if msgs:
-                    out.extend(msgs)
-                    self._after_lifecycle(li, msgs, out, skip=row)
-            if not lens.ready:
-                continue
-            i = row * nl + li
-            sv = store.seg_view  # re-read: _after_lifecycle never grows the store, but stay safe
-            cur = sv[i]
-            current = cur if cur >= 0 else None
-            dv = store.dwell_view
-            dwell = dv[i]
-            a = lens.assign(raw, current, dwell)
-            if a.segment == current:
-                if dwell < 65535:
-                    dv[i] = dwell + 1
-            else:
-                self._move(
-                    row=row,
-                    li=li,
-                    lens=lens,
-                    raw=raw,
-                    vals=vals,
-                    a=a,
-                    current=current,
-                    cause="event",
-                    event=event,
-                    event_ts=event.ts.isoformat(),
-                    out=out,
-                )
-
     def _assign(
         self,
         *,

@@ -22,14 +22,14 @@ import orjson
 
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError
-from segmenter.events import parse_event
+from segmenter.events import CustomerEvent, parse_event
 from segmenter.outputs import OutputMessage, encode, stamp
 from segmenter.pipeline import Segmenter, SegmenterStats
 
 if TYPE_CHECKING:
     from segmenter.triggers.rules import RuleSet
 
-__all__ = ["MAX_REPORTED", "ReplayReport", "replay", "write_snapshot"]
+__all__ = ["MAX_REPORTED", "REPLAY_CHUNK", "ReplayReport", "replay", "write_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ MAX_REPORTED = 1000
 """Rejected lines kept (with their reason) in the report; all are counted."""
 _LOGGED = 20
 _PROGRESS_EVERY = 4096
+REPLAY_CHUNK = 1024
+"""Events handed to :meth:`Segmenter.process_batch` at a time (outputs do not depend on it)."""
 
 
 @dataclass
@@ -113,6 +115,21 @@ def replay(
                 output.write(encode(stamp(m, now) if now is not None else m) + b"\n")
 
     nbytes = 0
+    chunk: list[CustomerEvent] = []
+    linenos: list[int] = []
+
+    def flush() -> None:
+        result = seg.process_batch(chunk)
+        emit(result.outputs)
+        for i, exc in result.errors:
+            if exc.reason == "late":
+                report.late += 1
+                logger.debug("line %d: %s", linenos[i], exc)
+            else:
+                _reject(report, linenos[i], exc)
+        chunk.clear()
+        linenos.clear()
+
     with open(events_path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
             nbytes += len(line)
@@ -131,14 +148,12 @@ def replay(
             if until is not None and event.epoch > until:
                 report.after_until += 1
                 continue
-            try:
-                emit(seg.process(event))
-            except EventError as exc:
-                if exc.reason == "late":
-                    report.late += 1
-                    logger.debug("line %d: %s", lineno, exc)
-                else:
-                    _reject(report, lineno, exc)
+            chunk.append(event)
+            linenos.append(lineno)
+            if len(chunk) >= REPLAY_CHUNK:
+                flush()
+        flush()
+    report.rejected_lines.sort()
     if progress is not None:
         progress(nbytes)
     if until is not None:

@@ -143,6 +143,7 @@ class Lens:
         self._ready = False
         self._snapshot: ScalerSnapshot | None = None
         self._model_map: dict[int, int] = {}
+        self._cache_epoch = 0
         self._rebuild_caches()
 
     # --- properties --------------------------------------------------------------------------
@@ -197,29 +198,71 @@ class Lens:
             raise ValueError(f"lens {self.name!r}: non-finite feature value in {values!r}")
         self._n_obs += 1
         n = self._n_obs
+        if not self.sampled(n):
+            return []
+        return self._learn_samples(np.array([values], np.float64), [n])
+
+    def sampled(self, n: int) -> bool:
+        """Whether the ``n``-th observation is learnt: all of the warm-up, then every ``learn_every``-th.
+
+        Every one is learnt while the lens is not ready (the model has no centers yet).
+        """
+        return n <= self.config.warmup or not self._ready or n % self.config.learn_every == 0
+
+    def take_samples(self, samples: np.ndarray, numbers: np.ndarray, n_observed: int) -> list[SegmentLifecycle]:
+        """Learn sampled observations counted elsewhere (by :mod:`segmenter.kernel`), in order.
+
+        ``samples`` holds the raw vectors of the observations numbered
+        ``numbers`` (each one for which :meth:`sampled` was true);
+        ``n_observed`` is the observation count after the last of them. Same
+        effect as the :meth:`observe` calls they stand for; only the last
+        sample may complete the warm-up or a micro-batch.
+        """
+        messages = self._learn_samples(samples, numbers.tolist()) if len(samples) else []
+        self._n_obs = n_observed
+        return messages
+
+    def _learn_samples(self, raw: np.ndarray, numbers: list[int]) -> list[SegmentLifecycle]:
+        """Learn sampled observations (see :meth:`sampled`): scaler, warm-up or micro-batch buffer, refresh."""
+        transformed, scaled = self._scaler.learn(raw)
         warmup = self.config.warmup
-        if n <= warmup:
-            t = self._scaler.transform(values)
-            self._scaler.update(t)
-            self._warm.append(t)
-            if n < warmup:
+        if numbers[0] <= warmup:
+            if numbers[-1] > warmup:
+                raise RuntimeError(f"lens {self.name!r}: samples past the end of the warm-up in one hand-over")
+            self._warm.extend(transformed.tolist())
+            if numbers[-1] < warmup:
                 return []
             snap = self._scaler.snapshot()
             self._model.learn_many(snap.scale_matrix(np.asarray(self._warm)))
             return self._refresh()
-        if self._ready and n % self.config.learn_every:
-            return []
-        t = self._scaler.transform(values)
-        self._scaler.update(t)
-        self._batch.append(self._scaler.snapshot().scale(t))
+        self._batch.extend(scaled.tolist())
         if len(self._batch) < self.config.batch_size:
             return []
+        if len(self._batch) > self.config.batch_size:
+            raise RuntimeError(f"lens {self.name!r}: more samples than one micro-batch in one hand-over")
         self._model.learn_many(np.asarray(self._batch))
         self._learned_since_refresh += len(self._batch)
         self._batch = []
         if not self._ready or self._learned_since_refresh >= self.config.refresh_every:
             return self._refresh()
         return []
+
+    def kernel_view(self) -> tuple[list[int], list[list[float]], list[float], list[float], list[bool]]:
+        """What the compiled assignment needs: live numbers, their scaled centers, ``1/std``, ``mean/std``, heavy flags.
+
+        The same cached values :meth:`assign` uses (frozen between refreshes).
+        """
+        return self._live, self._centers, self._inv, self._offset, list(self._scaler.heavy)
+
+    @property
+    def cache_epoch(self) -> int:
+        """Bumped whenever the cached assignment values (:meth:`kernel_view`, readiness) change."""
+        return self._cache_epoch
+
+    @property
+    def pending_batch(self) -> int:
+        """Scaled samples waiting for the next micro-batch."""
+        return len(self._batch)
 
     def _refresh(self) -> list[SegmentLifecycle]:
         """Read the model's centers and match them to the registry."""
@@ -375,6 +418,8 @@ class Lens:
 
     def _rebuild_caches(self) -> None:
         """Plain-Python copies of what :meth:`assign` needs."""
+        self._cache_epoch += 1
+        self._scaled_centers: dict[int, list[float]] = {}
         self._refs: dict[int, SegmentRef] = {}
         snap = self._snapshot
         live = self._registry.live()
@@ -490,9 +535,13 @@ class Lens:
         )
 
     def _center_of(self, number: int | None, snap: ScalerSnapshot) -> list[float] | None:
+        """A segment's center in the scaled space of ``snap`` (the lens's snapshot; memoised until it changes)."""
         if number is None or number not in self._registry.segments:
             return None
-        return list(snap.scale(self._registry.segments[number].center))
+        center = self._scaled_centers.get(number)
+        if center is None:
+            center = self._scaled_centers[number] = list(snap.scale(self._registry.segments[number].center))
+        return center
 
     # --- segments ----------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
+from numba import njit
 from river import cluster
 
 from segmenter.errors import ConfigError, StateError
@@ -172,6 +173,26 @@ DEFAULT_KMEANS_HALFLIFE = 0.01
 """Step of river's KMeans when the config sets none: a center averages about the last 100 points it won."""
 
 
+@njit(cache=True)
+def _kmeans_learn(rows: Any, centers: Any, halflife: float, p: float) -> None:  # pragma: no cover - compiled
+    """River's KMeans update, row by row: the nearest center (Minkowski ``p``, first on ties) moves by ``halflife``."""
+    k, d = centers.shape
+    for r in range(rows.shape[0]):
+        best = 0
+        best_d = -1.0
+        for c in range(k):
+            dist = 0.0
+            for j in range(d):
+                dist += abs(centers[c, j] - rows[r, j]) ** p
+            if best_d < 0.0 or dist < best_d:
+                best_d = dist
+                best = c
+        for j in range(d):
+            v = centers[best, j]
+            v += halflife * (rows[r, j] - v)
+            centers[best, j] = v
+
+
 class KMeansModel(ClusterModel):
     """``river.cluster.KMeans`` (incremental k-means; ``halflife`` moves the nearest center).
 
@@ -206,25 +227,14 @@ class KMeansModel(ClusterModel):
             # Let river initialise the random center coordinates, in its own order.
             model.learn_one(dict(enumerate(rows[0])))
             start = 1
-        halflife = model.halflife
-        p = model.p
-        items = [(c, [c[j] for j in range(dim)]) for c in centers.values()]
-        cols = range(dim)
-        for row in rows[start:]:
-            best_d = -1.0
-            best_c: dict[int, float] = items[0][0]
-            best_l: list[float] = items[0][1]
-            for c, lst in items:
-                d = 0.0
-                for j in cols:
-                    d += abs(lst[j] - row[j]) ** p
-                if best_d < 0.0 or d < best_d:
-                    best_d, best_c, best_l = d, c, lst
-            for j in cols:
-                v = best_l[j]
-                v += halflife * (row[j] - v)
-                best_l[j] = v
-                best_c[j] = v
+        keys = list(centers)
+        rest = np.array(rows[start:], np.float64).reshape(-1, dim)
+        cs = np.array([[centers[k][j] for j in range(dim)] for k in keys], np.float64)
+        _kmeans_learn(rest, cs, float(model.halflife), float(model.p))
+        for k, row in zip(keys, cs.tolist(), strict=True):
+            center = centers[k]
+            for j, v in enumerate(row):
+                center[j] = v
         self.n_learned += len(rows)
 
     def _raw_centers(self) -> tuple[list[list[float]], list[float]]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from segmenter.errors import StateError
 
@@ -118,6 +119,30 @@ class ScalerSnapshot:
         return out
 
 
+@njit(cache=True)
+def _learn_rows(  # noqa: PLR0917 - compiled: positional only
+    raw: Any, heavy: Any, n: int, mean: Any, m2: Any, transformed: Any, scaled: Any
+) -> int:  # pragma: no cover - compiled
+    """Welford updates row by row (see :meth:`OnlineScaler.learn`); returns the new count."""
+    d = raw.shape[1]
+    for r in range(raw.shape[0]):
+        for j in range(d):
+            v = raw[r, j]
+            if heavy[j]:
+                v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
+            transformed[r, j] = v
+        n += 1
+        for j in range(d):
+            x = transformed[r, j]
+            delta = x - mean[j]
+            mean[j] += delta / n
+            m2[j] += delta * (x - mean[j])
+        for j in range(d):
+            s = math.sqrt(m2[j] / n) if n >= 2 else 1.0
+            scaled[r, j] = (transformed[r, j] - mean[j]) / (s if s > _MIN_STD else 1.0)
+    return n
+
+
 class OnlineScaler:
     """Signed ``log1p`` on heavy-tailed features, then Welford running mean/variance.
 
@@ -190,6 +215,25 @@ class OnlineScaler:
             delta = x - mean[i]
             mean[i] += delta / n
             m2[i] += delta * (x - mean[i])
+
+    def learn(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Transform the rows of an ``(n, d)`` raw array and add them to the statistics, one after another.
+
+        Returns the transformed rows and each row scaled with the statistics
+        just after its own update (what the river model learns), compiled:
+        the same as ``update(t); snapshot().scale(t)`` per row with
+        ``t = transform(row)``. The caller checks finiteness.
+        """
+        rows = np.ascontiguousarray(raw, dtype=np.float64)
+        transformed = np.empty_like(rows)
+        scaled = np.empty_like(rows)
+        mean = np.array(self._mean, np.float64)
+        m2 = np.array(self._m2, np.float64)
+        heavy = np.array(self.heavy, np.bool_)
+        self.n = int(_learn_rows(rows, heavy, self.n, mean, m2, transformed, scaled))
+        self._mean = mean.tolist()
+        self._m2 = m2.tolist()
+        return transformed, scaled
 
     @property
     def mean(self) -> tuple[float, ...]:

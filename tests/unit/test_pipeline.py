@@ -247,17 +247,26 @@ def test_retired_segments_move_their_customers_with_cause_model(monkeypatch: pyt
     retired = SegmentLifecycle(
         lens="value", action="retired", segment=lens.ref(number), related=[], model_version=1, profile={}
     )
-    real_observe = lens.observe
+    real_view = lens.kernel_view
+
+    def kernel_view() -> Any:  # the compiled assignment no longer sees `number` either
+        live, centers, inv, offset, heavy = real_view()
+        keep = [j for j, n in enumerate(live) if n != number]
+        return [live[j] for j in keep], [centers[j] for j in keep], inv, offset, heavy
+
+    monkeypatch.setattr(lens, "kernel_view", kernel_view)
+    monkeypatch.setattr(lens, "_cache_epoch", lens.cache_epoch + 1)
+    real_take = lens.take_samples
     fired: list[int] = []
 
-    def observe_once(raw: Any) -> list[SegmentLifecycle]:
-        msgs = real_observe(raw)
+    def take_once(*args: Any) -> list[SegmentLifecycle]:  # the next hand-over of samples retires `number`
+        msgs = real_take(*args)
         if not fired:
             fired.append(1)
             return [*msgs, retired]
         return msgs
 
-    monkeypatch.setattr(lens, "observe", observe_once)
+    monkeypatch.setattr(lens, "take_samples", take_once)
     out = seg.process(ev(event_id="trigger-model", customer_id="someone-new", ts="2026-02-11T00:00:00Z"))
     moved = [m for m in out if isinstance(m, SegmentChange) and m.cause == "model"]
     assert retired in out

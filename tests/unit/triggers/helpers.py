@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from segmenter.events import CustomerEvent
+from segmenter.events import CustomerEvent, EventType
 from segmenter.outputs import SegmentChange, SegmentRef
 from segmenter.triggers.rules import RuleSet, rules_from_dict
 
@@ -73,7 +73,7 @@ def event(at: float, type_: str = "purchase", **fields: Any) -> CustomerEvent:
     data: dict[str, Any] = {
         "event_id": f"ev-{at:.0f}",
         "customer_id": "c1",
-        "type": type_,
+        "type": EventType(type_),
         "ts": datetime.fromtimestamp(at, UTC),
     }
     if type_ in ("purchase", "refund"):

@@ -1,0 +1,234 @@
+"""The arrays :func:`segmenter.kernel.run` works on, built from Python objects and written back.
+
+:class:`EventColumns`
+    One poll batch or file chunk as columns: the customer's row (or a
+    placeholder for a customer first seen in the batch), effect, time,
+    amount, event-id hash and source index per event.
+:class:`LensArrays`
+    The lenses' assignment values (scaled live centers, scaler snapshot,
+    hysteresis), their observation counters and a buffer of sampled vectors,
+    packed into fixed-shape arrays; rebuilt only when a lens's caches change.
+
+Both are owned by one :class:`~segmenter.pipeline.Segmenter` and never shared.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from segmenter import kernel
+from segmenter.errors import EventError
+from segmenter.events import CustomerEvent, EventType
+from segmenter.features import FeatureStore, event_kind
+
+if TYPE_CHECKING:
+    from segmenter.lenses.lens import Lens
+    from segmenter.outputs import SegmentLifecycle
+
+__all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays"]
+
+SAMPLE_CAPACITY = 256
+"""Sampled vectors buffered per lens between two hand-overs to the lens."""
+UNSET = np.iinfo(np.int64).min
+
+
+class EventColumns:
+    """The events of one batch as the compiled loop's input columns.
+
+    Parameters
+    ----------
+    events
+        Validated events, in order.
+    sources
+        Per event, its source (input partition) or ``None``.
+    store
+        The feature store (known customers' rows).
+    source_keys
+        The sources known so far, in index order; sources new in this batch are appended.
+
+    Attributes
+    ----------
+    errors
+        ``(index, EventError)`` for events rejected here (time out of range).
+    """
+
+    def __init__(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], store: FeatureStore,
+                 source_keys: list[int | None]) -> None:
+        n = len(events)
+        self.events = events
+        self.errors: list[tuple[int, EventError]] = []
+        self._pending: dict[str, int] = {}
+        self._ids: list[str] = []
+        src_index = {s: i for i, s in enumerate(source_keys)}
+        rows = [0] * n
+        kinds = [0] * n
+        times = [0] * n
+        amounts = [0.0] * n
+        hashes = [0] * n
+        srcs = [0] * n
+        known = store.rows_of([ev.customer_id for ev in events]).tolist()
+        to_seconds = store.to_seconds
+        crc = zlib.crc32
+        erase = EventType.ERASURE_REQUEST
+        for i, ev in enumerate(events):
+            cid = ev.customer_id
+            etype = ev.type
+            if etype is erase:
+                kinds[i] = kernel.K_ERASE
+                continue
+            try:
+                times[i] = to_seconds(ev.epoch)
+            except EventError as exc:
+                kinds[i] = kernel.K_SKIP
+                self.errors.append((i, exc))
+                continue
+            row = known[i]
+            rows[i] = row if row >= 0 else self._placeholder(cid)
+            kinds[i] = event_kind(etype)
+            amount = ev.amount
+            if amount is not None:
+                amounts[i] = amount
+            hashes[i] = crc(ev.event_id.encode()) or 1
+            s = sources[i]
+            si = src_index.get(s)
+            if si is None:
+                si = src_index[s] = len(source_keys)
+                source_keys.append(s)
+            srcs[i] = si
+        self.rows = np.array(rows, np.int64)
+        self.kinds = np.array(kinds, np.int64)
+        self.times = np.array(times, np.int64)
+        self.amounts = np.array(amounts, np.float64)
+        self.hashes = np.array(hashes, np.uint32)
+        self.srcs = np.array(srcs, np.int64)
+        self.newrows = np.full(max(1, len(self._ids)), -1, np.int64)
+        self.newfirst = np.ones(max(1, len(self._ids)), np.uint8)
+
+    def _placeholder(self, customer_id: str) -> int:
+        k = self._pending.get(customer_id)
+        if k is None:
+            k = self._pending[customer_id] = len(self._ids)
+            self._ids.append(customer_id)
+        return -k - 2
+
+    def row(self, i: int) -> int:
+        """Event ``i``'s row (``-1``: its customer has none yet)."""
+        row = int(self.rows[i])
+        return row if row >= 0 else int(self.newrows[-row - 2])
+
+    def set_new_row(self, i: int, row: int) -> None:
+        """Event ``i``'s customer, first seen in this batch, now owns ``row``."""
+        self.newrows[-int(self.rows[i]) - 2] = row
+
+    def forget(self, i: int) -> None:
+        """Event ``i`` erased its customer: later events of that customer start a new row."""
+        cid = self.events[i].customer_id
+        placeholder = None
+        for j in range(i + 1, len(self.events)):
+            if self.kinds[j] >= 0 and self.events[j].customer_id == cid:
+                if placeholder is None:
+                    self._pending.pop(cid, None)
+                    placeholder = self._placeholder(cid)
+                    self.newrows = np.append(self.newrows, -1)
+                    self.newfirst = np.append(self.newfirst, np.uint8(1))
+                self.rows[j] = placeholder
+
+
+class LensArrays:
+    """The lenses packed for the compiled loop (see :mod:`segmenter.kernel`).
+
+    Parameters
+    ----------
+    lenses
+        The segmenter's lenses, in config order.
+    feature_index
+        Per lens, the indices of its features in :data:`~segmenter.features.FEATURE_NAMES`.
+    """
+
+    def __init__(self, lenses: Sequence[Lens], feature_index: Sequence[Sequence[int]]) -> None:
+        self._lenses = list(lenses)
+        nl = len(self._lenses)
+        dim = max(1, max((len(ix) for ix in feature_index), default=1))
+        self.dims = np.array([len(ix) for ix in feature_index], np.int64)
+        self.idx = np.zeros((nl, dim), np.int64)
+        for li, ix in enumerate(feature_index):
+            self.idx[li, : len(ix)] = ix
+        self.heavy = np.zeros((nl, dim), np.bool_)
+        self.inv = np.zeros((nl, dim), np.float64)
+        self.off = np.zeros((nl, dim), np.float64)
+        self.centers = np.zeros((nl, 1, dim), np.float64)
+        self.nlive = np.zeros(nl, np.int64)
+        self.live = np.zeros((nl, 1), np.int64)
+        self.min_dwell = np.array([lens.config.min_dwell for lens in self._lenses], np.int64)
+        self.keep = np.array([1.0 - lens.config.margin for lens in self._lenses], np.float64)
+        self.ready = np.zeros(nl, np.bool_)
+        self.warmup = np.array([lens.config.warmup for lens in self._lenses], np.int64)
+        self.learn_every = np.array([lens.config.learn_every for lens in self._lenses], np.int64)
+        self.batch_size = np.array([lens.config.batch_size for lens in self._lenses], np.int64)
+        self.nobs = np.zeros(nl, np.int64)
+        self.bfill = np.zeros(nl, np.int64)
+        self.sbuf = np.zeros((nl, SAMPLE_CAPACITY, dim), np.float64)
+        self.sn = np.zeros((nl, SAMPLE_CAPACITY), np.int64)
+        self.scount = np.zeros(nl, np.int64)
+        self._epochs: list[int] = [-1] * nl
+
+    def sync(self) -> None:
+        """Copy what the lenses hold now: counters always, assignment values when their caches changed."""
+        for li, lens in enumerate(self._lenses):
+            self.nobs[li] = lens.n_observed
+            self.bfill[li] = lens.pending_batch
+            if lens.cache_epoch != self._epochs[li]:
+                self._epochs[li] = lens.cache_epoch
+                self._pack(li, lens)
+
+    def _pack(self, li: int, lens: Lens) -> None:
+        live, centers, inv, offset, heavy = lens.kernel_view()
+        k = len(live)
+        if k > self.centers.shape[1]:
+            grown = np.zeros((self.centers.shape[0], k, self.centers.shape[2]), np.float64)
+            grown[:, : self.centers.shape[1]] = self.centers
+            self.centers = grown
+            wider = np.zeros((self.live.shape[0], k), np.int64)
+            wider[:, : self.live.shape[1]] = self.live
+            self.live = wider
+        d = len(inv)
+        self.nlive[li] = k
+        self.ready[li] = lens.ready
+        if k:
+            self.centers[li, :k, :d] = centers
+            self.live[li, :k] = live
+        self.inv[li, :d] = inv
+        self.off[li, :d] = offset
+        self.heavy[li, :d] = heavy
+
+    def flush(self) -> list[tuple[int, list[SegmentLifecycle]]]:
+        """Hand the buffered samples to their lenses, in order; ``(lens index, lifecycle messages)`` per lens."""
+        out: list[tuple[int, list[SegmentLifecycle]]] = []
+        for li, lens in enumerate(self._lenses):
+            c = int(self.scount[li])
+            n_obs = int(self.nobs[li])
+            if not c and n_obs == lens.n_observed:
+                continue
+            d = int(self.dims[li])
+            msgs = lens.take_samples(self.sbuf[li, :c, :d], self.sn[li, :c], n_obs)
+            self.scount[li] = 0
+            if msgs:
+                out.append((li, msgs))
+        return out
+
+
+def check_finite(lens: Lens, values: list[float]) -> None:
+    """Raise the lens's error for a non-finite vector (the compiled loop found one)."""
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"lens {lens.name!r}: non-finite feature value in {values!r}")
+
+
+def as_array(values: Any) -> npt.NDArray[np.float64]:
+    """A lens's picked feature values as a float64 array."""
+    return np.array(values, dtype=np.float64)

@@ -1,0 +1,58 @@
+"""IdIndex against a dict: adds, removals (backward-shift deletion), growth, arena compaction, batch lookups."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segmenter.id_index import IdIndex
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 300)), max_size=600), st.sampled_from(["c", "ü-", "x" * 40]))
+def test_behaves_like_a_dict(ops: list[tuple[bool, int]], prefix: str) -> None:
+    index = IdIndex()
+    model: dict[str, int] = {}
+    free: list[int] = []
+    for add, k in ops:
+        cid = f"{prefix}{k}"
+        if add and cid not in model:
+            row = free.pop() if free else len(model) + len(free)
+            index.add(cid, row)
+            model[cid] = row
+        elif not add:
+            held = model.pop(cid) if cid in model else None
+            assert index.remove(cid) == held
+            if held is not None:
+                free.append(held)
+    assert len(index) == len(model)
+    probe = [f"{prefix}{k}" for k in range(301)]
+    assert index.get_many(probe).tolist() == [model.get(c, -1) for c in probe]
+    assert all(index.get(c) == model.get(c) for c in probe)
+    assert all(index.id_of(row) == cid for cid, row in model.items())
+
+
+def test_many_removals_compact_the_arena_and_keep_every_survivor() -> None:
+    rnd = random.Random(5)
+    index = IdIndex()
+    ids = [f"customer-{i:08d}-{rnd.randrange(10**9)}" for i in range(6000)]
+    for row, cid in enumerate(ids):
+        index.add(cid, row)
+    gone = set(rnd.sample(range(6000), 5000))
+    for row in sorted(gone):
+        assert index.remove(ids[row]) == row
+    assert index.nbytes() < 600_000  # the arena was compacted (and the table kept its size)
+    assert len(index) == 1000
+    assert index.get_many(ids).tolist() == [-1 if r in gone else r for r in range(6000)]
+    assert all(index.id_of(r) == ids[r] for r in range(6000) if r not in gone)
+
+
+def test_duplicate_add_is_refused() -> None:
+    index = IdIndex()
+    index.add("a", 0)
+    with pytest.raises(KeyError, match="already indexed"):
+        index.add("a", 1)
+    assert index.get_many([]).tolist() == []
