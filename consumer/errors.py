@@ -15,7 +15,8 @@ meaningful failures instead of the client library's dozens.
     │   │   └── FencedError          a newer instance with the same transactional id exists; this one must stop
     │   └── TopicSetupError          topics are missing and cannot be created, or are mis-partitioned
     ├── RestoreError            the state or model topics cannot be restored
-    └── PoisonRecordError       the core raised an unexpected exception on one record
+    ├── PoisonRecordError       the core raised an unexpected exception on one record
+    └── CoreBatchError          the core raised on a run of records (which one is found by replaying them one by one)
 
 Exit codes of ``segmenter-consumer``: 0 after a clean stop, 2 for a
 :class:`SettingsError` or a bad config/rules file, 3 for a :class:`FencedError`,
@@ -73,4 +74,25 @@ class PoisonRecordError(ConsumerError):
         self.topic = topic
         self.partition = partition
         self.offset = offset
+        self.cause = cause
+
+
+class CoreBatchError(ConsumerError):
+    """The core raised an unexpected exception on a run of records processed together.
+
+    The service aborts the batch, rebuilds its state and replays the run one
+    record at a time, so that a :class:`PoisonRecordError` names the record.
+
+    Parameters
+    ----------
+    last_offsets
+        ``(topic, partition) -> offset`` of the run's last record per partition.
+    cause
+        The exception the core raised.
+    """
+
+    def __init__(self, last_offsets: dict[tuple[str, int], int], cause: BaseException) -> None:
+        where = ", ".join(f"{t}[{p}]..{o}" for (t, p), o in sorted(last_offsets.items()))
+        super().__init__(f"processing a run of records up to {where} failed: {cause!r}")
+        self.last_offsets = last_offsets
         self.cause = cause

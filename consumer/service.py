@@ -73,7 +73,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter
-from consumer.errors import FencedError, KafkaIOError, PoisonRecordError, TopicSetupError
+from consumer.errors import CoreBatchError, FencedError, KafkaIOError, PoisonRecordError, TopicSetupError
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
@@ -94,6 +94,7 @@ from consumer.trainer import TrainerRole
 from segmenter.errors import EventError, SegmenterError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.outputs import OutputMessage, encode, message_key, stamp
+from segmenter.pipeline import BatchResult
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ log = logging.getLogger(__name__)
 class Core(Protocol):
     """The part of :class:`segmenter.pipeline.Segmenter` the service drives."""
 
-    def process(self, event: CustomerEvent) -> Sequence[OutputMessage]:
-        """Process one event; raises ``EventError`` to reject it."""
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
+        """Process events in order (``sources``: their input partitions); rejections come back by index."""
 
     def erase(self, customer_id: str, at: float | None = None) -> Sequence[OutputMessage]:
         """Forget a customer (Kafka tombstone)."""
@@ -255,7 +256,6 @@ class Service:
         self._stop = threading.Event()
         self._transport: Transport | None = None
         self._core: Core | None = None
-        self._clocked: ClockedCore | None = None  # the core again, when it takes a partition (set in _new_core)
         self._index = CustomerIndex()
         self._model = ModelTracker(settings.instance_id)
         self._batch: _Batch | None = None
@@ -322,10 +322,7 @@ class Service:
         self._next_view = None
 
     def _new_core(self) -> Core:
-        core = self._core_factory(self._rules.rules if self._rules is not None else None)
-        clocked: object = core
-        self._clocked = clocked if isinstance(clocked, ClockedCore) else None
-        return core
+        return self._core_factory(self._rules.rules if self._rules is not None else None)
 
     def _session(self) -> None:
         self._reset()
@@ -350,6 +347,8 @@ class Service:
                         self._commit()
                 except PoisonRecordError as exc:
                     self._recover(exc)
+                except CoreBatchError as exc:
+                    self._recover_run(exc)
                 if self._trainer is not None and self._trainer.error is not None:
                     raise self._trainer.error
                 self._update_gauges()
@@ -398,9 +397,16 @@ class Service:
     # ------------------------------------------------------------------ processing
 
     def _process_records(self, records: Sequence[InRecord]) -> None:
+        """Process a poll's records in order; plain events go to the core in runs (one compiled pass each).
+
+        A run ends at a commit and before any record handled on its own (a
+        tombstone, an undecodable or isolated record, a partition replayed one
+        by one), so outputs and dead letters keep the records' order.
+        """
         transport = self._require_transport()
         batch_size = self.settings.batch_size
         interval = self.settings.commit_interval_ms / 1000
+        run: list[tuple[InRecord, CustomerEvent]] = []
         for rec in records:
             tp = rec.tp
             if tp not in self._owned:
@@ -412,10 +418,15 @@ class Service:
                 self._apply_view()
             self._batch.first_offsets.setdefault(tp, rec.offset)
             self.metrics.events_in.inc()
-            self._handle(rec)
+            until = self._one_by_one.get(tp)
+            event = self._plain_event(rec) if until is None else None
+            if event is not None:
+                run.append((rec, event))
+            else:
+                self._process_run(run)
+                self._handle(rec)
             self._batch.offsets[tp] = rec.offset + 1
             self._batch.count += 1
-            until = self._one_by_one.get(tp)
             if until is not None:
                 self._commit()
                 if rec.offset >= until:
@@ -425,38 +436,77 @@ class Service:
             elif self._batch.count >= batch_size or time.monotonic() - self._batch.started >= interval:
                 # a poll can hand over more records than fit in the batch's time: the commit interval
                 # bounds how long a batch stays open, even in the middle of a poll's records
+                self._process_run(run)
                 self._commit()
+        self._process_run(run)
+
+    def _plain_event(self, rec: InRecord) -> CustomerEvent | None:
+        """The record's event when it can join a run; ``None`` when :meth:`_handle` must take it alone."""
+        if rec.value is None or (rec.tp, rec.offset) in self._poison:
+            return None
+        try:
+            return parse_event(rec.value)
+        except EventError:
+            return None
+
+    def _process_run(self, run: list[tuple[InRecord, CustomerEvent]]) -> None:
+        """Run events through the core in one call; queue outputs and dead letters; empty ``run``.
+
+        Raises
+        ------
+        PoisonRecordError
+            The core raised on a run of one record.
+        CoreBatchError
+            The core raised on a longer run (the caller replays it one by one).
+        """
+        if not run:
+            return
+        core = self._require_core()
+        try:
+            result = core.process_batch([ev for _, ev in run], [rec.partition for rec, _ in run])
+        except Exception as exc:
+            if len(run) == 1:
+                rec = run[0][0]
+                raise PoisonRecordError(rec.topic, rec.partition, rec.offset, exc) from exc
+            last: dict[tuple[str, int], int] = {}
+            for rec, _ in run:
+                last[(rec.topic, rec.partition)] = rec.offset
+            raise CoreBatchError(last, exc) from exc
+        rejected = dict(result.errors)
+        for i, (rec, ev) in enumerate(run):
+            if i not in rejected:
+                self._index.note(ev.customer_id, rec.partition)
+        self._emit(result.outputs)
+        for i, error in result.errors:
+            self._dead_letter(run[i][0], error.reason, error.detail)
+        run.clear()
 
     def _handle(self, rec: InRecord) -> None:
+        """One record on its own: isolated poison, tombstone, undecodable bytes, or a run of one."""
         core = self._require_core()
         key = (rec.tp, rec.offset)
         if key in self._poison:
             self._dead_letter(rec, PROCESSING_FAILED,
                               f"the core failed {self._failures.get(key, 0)} times on this record")
             return
-        try:
-            if rec.value is None:
-                if not rec.key:
-                    self._dead_letter(rec, TOMBSTONE_KEY, "a tombstone (null value) needs the customer id as key")
-                    return
-                customer_id = rec.key.decode("utf-8", errors="replace")
-                outputs = core.erase(customer_id)
-                self._index.note(customer_id, rec.partition)
-                self.metrics.erasures.inc()
-            else:
-                try:
-                    event = parse_event(rec.value)
-                except EventError as exc:
-                    self._dead_letter(rec, exc.reason, exc.detail)
-                    return
-                clocked = self._clocked  # the core itself when it takes partitions (checked once per core)
-                outputs = clocked.process(event, rec.partition) if clocked is not None else core.process(event)
-                self._index.note(event.customer_id, rec.partition)
-        except EventError as exc:
-            self._dead_letter(rec, exc.reason, exc.detail)
+        if rec.value is not None:
+            try:
+                event = parse_event(rec.value)
+            except EventError as exc:
+                self._dead_letter(rec, exc.reason, exc.detail)
+                return
+            self._process_run([(rec, event)])
             return
+        if not rec.key:
+            self._dead_letter(rec, TOMBSTONE_KEY, "a tombstone (null value) needs the customer id as key")
+            return
+        customer_id = rec.key.decode("utf-8", errors="replace")
+        try:
+            outputs = core.erase(customer_id)
         except Exception as exc:
             raise PoisonRecordError(rec.topic, rec.partition, rec.offset, exc) from exc
+        self._index.note(customer_id, rec.partition)
+        self.metrics.erasures.inc()
         self._emit(outputs)
 
     def _emit(self, outputs: Sequence[OutputMessage]) -> None:
@@ -578,6 +628,19 @@ class Service:
             self._one_by_one[tp] = exc.offset
             log.error("isolating %s[%d]@%d: processing one by one up to it, then dead-lettering it",
                       exc.topic, exc.partition, exc.offset)
+        self._rebuild()
+
+    def _recover_run(self, exc: CoreBatchError) -> None:
+        """The core failed somewhere in a run: abort, rebuild, and replay those partitions one record at a time."""
+        self._require_transport().abort()
+        self.metrics.batch_failures.labels("core").inc()
+        log.error("batch aborted: the core failed on a run of records (%s); replaying them one by one: %r",
+                  ", ".join(f"{t}[{p}] up to {o}" for (t, p), o in sorted(exc.last_offsets.items())), exc.cause,
+                  exc_info=exc.cause)
+        self._discard_batch()
+        for (topic, partition), offset in exc.last_offsets.items():
+            tp = TP(topic, partition)
+            self._one_by_one[tp] = max(offset, self._one_by_one.get(tp, offset))
         self._rebuild()
 
     def _rebuild(self) -> None:

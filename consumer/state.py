@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import orjson
 
 from consumer.sink import InRecord, OutRecord
-from segmenter.events import CustomerEvent
-from segmenter.outputs import OutputMessage
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +59,6 @@ class StatefulCore(Protocol):
 @runtime_checkable
 class ClockedCore(Protocol):
     """A core with a watermark per input partition (:class:`segmenter.pipeline.Segmenter`)."""
-
-    def process(self, event: CustomerEvent, source: int | None = None) -> Sequence[OutputMessage]:
-        """Process one event from input partition ``source``."""
 
     def take_dirty_clocks(self) -> dict[int, float]:
         """Partitions whose latest event time moved: ``{partition: epoch}``."""

@@ -17,6 +17,7 @@ from consumer.sink import MemoryTransport, RebalanceHandler
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
 from segmenter.outputs import OutputMessage, SegmentChange, SegmentRef
+from segmenter.pipeline import BatchResult
 
 FIXED_NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
@@ -49,6 +50,16 @@ class FakeCore:
         self.counts[event.customer_id] = n
         self.dirty[event.customer_id] = str(n).encode()
         return [_change(event.customer_id, n - 1 or None, n, event.event_id, event.ts.isoformat())]
+
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
+        """One :meth:`process` per event: rejections by index, any other exception propagates (half applied)."""
+        result = BatchResult([], [])
+        for i, event in enumerate(events):
+            try:
+                result.outputs.extend(self.process(event))
+            except EventError as exc:
+                result.errors.append((i, exc))
+        return result
 
     def erase(self, customer_id: str, at: float | None = None) -> list[OutputMessage]:
         n = self.counts.pop(customer_id, None)
