@@ -41,6 +41,7 @@ from consumer.__main__ import build_service
 from consumer.kafka_io import bare_consume
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings, load_settings
+from segmenter.gc_tuning import tune_gc
 
 TYPES = ["session_start", "page_view", "product_view", "add_to_cart", "purchase", "email_open", "email_click"]
 
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per run")
     parser.add_argument("--min-ratio", type=float, default=0.0, help="exit 1 if exactly-once/bare is below this")
     args = parser.parse_args(argv)
+    tune_gc()  # as segmenter-consumer does (process-wide: the references run with it too)
 
     r = measure_rates(args.bootstrap, args.events, args.customers, args.batch_size, args.timeout,
                       bare_eos=not args.no_bare_eos, bare_eos_batch=args.bare_eos_batch)

@@ -30,6 +30,7 @@ from consumer.topics import ensure_topics
 from consumer.trainer import TrainerCore, TrainerRole
 from segmenter.config import load_config
 from segmenter.errors import SegmenterError
+from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer
 from segmenter.triggers.rules import load_rules
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SegmenterError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
+    tune_gc()
     server: MetricsServer | None = None
     if settings.metrics_port >= 0:
         server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
