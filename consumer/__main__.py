@@ -26,7 +26,7 @@ from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.service import Core, RulesWatcher, Service, utc_now
 from consumer.settings import Settings, load_settings
 from consumer.sink import RebalanceHandler, Transport
-from consumer.topics import ensure_topics
+from consumer.topics import ensure_topics, plan
 from consumer.trainer import TrainerCore, TrainerRole
 from segmenter.config import load_config
 from segmenter.errors import SegmenterError
@@ -92,7 +92,8 @@ def build_service(settings: Settings, metrics: Metrics, health: Health) -> Servi
             ensure_topics(admin, settings)
         finally:
             admin.close()
-        return KafkaTransport(settings, handler)
+        produce = [spec.name for spec in plan(settings, 1) if spec.name != settings.topics.input]
+        return KafkaTransport(settings, handler, produce)
 
     trainer: Callable[[], TrainerRole] | None = None
     if settings.shared:

@@ -5,7 +5,8 @@ Batch and commit order
 A *batch* is what one commit makes visible: up to ``batch_size`` input records
 (from one or more polls; it closes ``commit_interval_ms`` after its first
 record even in the middle of a poll's records, so the interval bounds the wait
-of every record while a backlog still fills batches up to ``batch_size``).
+of every record. Behind a backlog of at least ``batch_size`` records the bound
+is ``catch_up_interval_ms`` instead, so batches fill up to ``batch_size``).
 Under **exactly-once** (the default) a batch is one Kafka transaction:
 
 1. ``begin_transaction`` at the batch's first record.
@@ -202,6 +203,8 @@ class RulesWatcher:
 @dataclass
 class _Batch:
     started: float
+    open_s: float
+    """How long the batch may stay open: the commit interval, or the catch-up interval behind a backlog."""
     count: int = 0
     offsets: dict[TP, int] = field(default_factory=dict)
     first_offsets: dict[TP, int] = field(default_factory=dict)
@@ -369,10 +372,9 @@ class Service:
                     self._transport = None
 
     def _poll_timeout(self) -> float:
-        interval = self.settings.commit_interval_ms / 1000
         if self._batch is None:
-            return min(interval, 0.5)
-        return max(0.0, interval - (time.monotonic() - self._batch.started))
+            return min(self.settings.commit_interval_ms / 1000, 0.5)
+        return max(0.0, self._batch.open_s - (time.monotonic() - self._batch.started))
 
     def _room(self) -> int:
         return max(1, self.settings.batch_size - (self._batch.count if self._batch else 0))
@@ -381,8 +383,27 @@ class Service:
         b = self._batch
         if b is None:
             return False
-        return (b.count >= self.settings.batch_size
-                or time.monotonic() - b.started >= self.settings.commit_interval_ms / 1000)
+        return b.count >= self.settings.batch_size or time.monotonic() - b.started >= b.open_s
+
+    def _open_s(self, first: InRecord) -> float:
+        """How long a batch starting with ``first`` may stay open.
+
+        ``commit_interval_ms``, unless the input lag at the batch's start (the
+        owned partitions' high watermarks, as of the last fetch, minus the next
+        offsets to process) is at least ``batch_size`` records: then the service
+        is working off a backlog, in which records wait for their turn anyway,
+        and the batch may stay open ``catch_up_interval_ms`` to fill up to
+        ``batch_size`` (fewer, bigger transactions: a higher rate, so the backlog
+        and its wait shrink sooner).
+        """
+        interval = self.settings.commit_interval_ms / 1000
+        catch_up = self.settings.catch_up_interval_ms / 1000
+        if catch_up <= interval:
+            return interval
+        positions = {tp: offset for tp, offset in self._positions.items() if tp in self._owned}
+        positions[first.tp] = first.offset
+        behind = sum(self._require_transport().lag(positions).values())
+        return catch_up if behind >= self.settings.batch_size else interval
 
     def _check_rules(self) -> None:
         if self._rules is None:
@@ -405,7 +426,6 @@ class Service:
         """
         transport = self._require_transport()
         batch_size = self.settings.batch_size
-        interval = self.settings.commit_interval_ms / 1000
         run: list[tuple[InRecord, CustomerEvent]] = []
         for rec in records:
             tp = rec.tp
@@ -414,7 +434,7 @@ class Service:
                 continue
             if self._batch is None:
                 transport.begin()
-                self._batch = _Batch(started=time.monotonic())
+                self._batch = _Batch(started=time.monotonic(), open_s=self._open_s(rec))
                 self._apply_view()
             self._batch.first_offsets.setdefault(tp, rec.offset)
             self.metrics.events_in.inc()
@@ -433,7 +453,7 @@ class Service:
                     del self._one_by_one[tp]
                     log.info("%s[%d]: past the isolated record at offset %d; batching again",
                              tp.topic, tp.partition, until)
-            elif self._batch.count >= batch_size or time.monotonic() - self._batch.started >= interval:
+            elif self._batch.count >= batch_size or time.monotonic() - self._batch.started >= self._batch.open_s:
                 # a poll can hand over more records than fit in the batch's time: the commit interval
                 # bounds how long a batch stays open, even in the middle of a poll's records
                 self._process_run(run)

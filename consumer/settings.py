@@ -97,6 +97,11 @@ class Settings(BaseSettings):
                                                                  "first record.")
     commit_interval_ms: int = Field(100, ge=1, le=600_000, description="Longest time a batch stays open before "
                                                                       "it is committed.")
+    catch_up_interval_ms: int = Field(1000, ge=1, le=600_000,
+                                      description="Longest time a batch stays open while the input lag at its "
+                                                  "start is at least batch-size records (working off a backlog: "
+                                                  "fewer, bigger transactions); commit-interval-ms applies "
+                                                  "otherwise. At most commit-interval-ms: always that.")
     max_batch_retries: int = Field(3, ge=1, le=100, description="Failures of a batch on one record before that "
                                                                 "record is isolated and dead-lettered.")
     transaction_timeout_ms: int = Field(60_000, ge=1000, le=900_000,

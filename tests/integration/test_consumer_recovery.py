@@ -24,7 +24,9 @@ from tests.integration.consumer_support import (
 )
 
 EVENTS = 1500
-KILL_EVENTS = 3000  # long enough that three kills, 150+ offsets apart, land before the end at any core speed
+KILL_EVENTS = 10000  # long enough that three kills, 150+ offsets apart, land before the end at any core and
+# Kafka-edge speed: progress is checked every 0.3 s, and a restarted instance with fast transactions worked off
+# the rest of a 3000-event stream between two checks
 
 
 def _args(bootstrap: str, group: str, inp: str, out: str, dlq: str) -> list[str]:

@@ -258,3 +258,17 @@ def test_commit_interval_closes_a_batch_in_the_middle_of_a_poll(monkeypatch: pyt
     assert 4 <= h.transport.commits <= 10
     assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(20)]
 
+
+
+@pytest.mark.parametrize(("catch_up_ms", "commits"), [(600_000, 4), (1, 20)])
+def test_a_backlog_of_a_full_batch_keeps_batches_open_until_full(
+        monkeypatch: pytest.MonkeyPatch, catch_up_ms: int, commits: int) -> None:
+    monkeypatch.setattr(service_module, "time", _SteppingClock())
+    h = make_harness(1, "--batch-size", "5", "--commit-interval-ms", "1", "--catch-up-interval-ms", str(catch_up_ms))
+    for i in range(20):
+        h.transport.produce_input(b"c1", event(i))
+    h.run()
+    # every batch starts with at least 5 records behind it: catching up, it closes full rather than after 1 ms
+    assert h.transport.commits == commits
+    assert h.transport.committed[TP("in", 0)] == 20
+    assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(20)]
