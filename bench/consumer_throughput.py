@@ -195,13 +195,6 @@ def measure_rates(bootstrap: str, events: int, customers: int, batch_size: int |
     return Rates(bare, eos_ref, eos, alos)
 
 
-def measure(bootstrap: str, events: int, customers: int, batch_size: int | None, timeout_s: float
-            ) -> tuple[float, float, float]:
-    """Bare read+decode, exactly-once and at-least-once rates (events/s) on one fresh input topic."""
-    rates = measure_rates(bootstrap, events, customers, batch_size, timeout_s, bare_eos=False)
-    return rates.bare, rates.exactly_once, rates.at_least_once
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20000, help="events in the input topic (default 20000)")

@@ -156,6 +156,7 @@ def make_plots(results: dict[str, dict[str, Any]], plot_dir: Path) -> list[Path]
         d = ct["data"]
         bars += [
             ("bare kafka-python\nread+decode", d["bare"], "tab:gray"),
+            *([("bare kafka-python\nexactly-once copy", d["bare_eos"], "tab:gray")] if d.get("bare_eos") else []),
             ("consumer\nexactly-once", d["exactly_once"], "tab:blue"),
             ("consumer\nat-least-once", d["at_least_once"], "tab:cyan"),
         ]
@@ -165,7 +166,7 @@ def make_plots(results: dict[str, dict[str, Any]], plot_dir: Path) -> list[Path]
         bars += [
             ("bare river KMeans\nlearn+predict x lenses", r["bare_river"]["wall"], "tab:gray"),
             ("segmenter replay", r["replay"]["wall"], "tab:green"),
-            ("Segmenter.process\n(pre-parsed)", r["process"]["wall"], "tab:olive"),
+            ("Segmenter.process_batch\n(pre-parsed)", r["process"]["wall"], "tab:olive"),
         ]
     if bars:
         fig, ax = plt.subplots(figsize=(10, 4))
