@@ -178,11 +178,17 @@ class LensArrays:
         self.scount = np.zeros(nl, np.int64)
         self._epochs: list[int] = [-1] * nl
 
-    def sync(self) -> None:
-        """Copy what the lenses hold now: counters always, assignment values when their caches changed."""
+    def sync(self, counters: bool) -> None:
+        """Copy the lenses' assignment values when their caches changed, and their counters if ``counters``.
+
+        Between two hand-overs (:meth:`flush`) the loop's counters run ahead of
+        the lenses' and are the ones that count: pass ``counters=True`` only
+        when nothing is buffered (at the start of a batch).
+        """
         for li, lens in enumerate(self._lenses):
-            self.nobs[li] = lens.n_observed
-            self.bfill[li] = lens.pending_batch
+            if counters:
+                self.nobs[li] = lens.n_observed
+                self.bfill[li] = lens.pending_batch
             if lens.cache_epoch != self._epochs[li]:
                 self._epochs[li] = lens.cache_epoch
                 self._pack(li, lens)
@@ -208,7 +214,11 @@ class LensArrays:
         self.heavy[li, :d] = heavy
 
     def flush(self) -> list[tuple[int, list[SegmentLifecycle]]]:
-        """Hand the buffered samples to their lenses, in order; ``(lens index, lifecycle messages)`` per lens."""
+        """Hand the buffered samples and counts to their lenses, in order; ``(lens index, lifecycle messages)``.
+
+        Needed before anything reads or changes a lens's scaler or model: a
+        completed micro-batch (``LEARN``), a refinement, the end of the batch.
+        """
         out: list[tuple[int, list[SegmentLifecycle]]] = []
         for li, lens in enumerate(self._lenses):
             c = int(self.scount[li])
@@ -218,6 +228,7 @@ class LensArrays:
             d = int(self.dims[li])
             msgs = lens.take_samples(self.sbuf[li, :c, :d], self.sn[li, :c], n_obs)
             self.scount[li] = 0
+            self.bfill[li] = lens.pending_batch  # a completed micro-batch was learnt
             if msgs:
                 out.append((li, msgs))
         return out

@@ -72,6 +72,8 @@ _RECORD_VERSION = 1
 _RELEASE_EVERY_S = 60
 """Held (quiet-hours) triggers are released when the watermark moved at least this much."""
 _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
+_FLUSH_AT = frozenset({kernel.DONE, kernel.LEARN, kernel.REFINE, kernel.NONFINITE})
+"""Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``)."""
 
 
 def _iso(t_rel: int) -> str:
@@ -299,9 +301,10 @@ class Segmenter:
                         self._engine is not None, _RELEASE_EVERY_S, self._store.dedup_size], np.int64)
         fp = self._store.kernel_rates()
         store = self._store
+        arrays.sync(counters=True)
         while True:
             self._push_clock(state)
-            arrays.sync()
+            arrays.sync(counters=False)
             kernel.run(
                 pos, io, dist,
                 cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes, cols.srcs,
@@ -314,9 +317,10 @@ class Segmenter:
             )  # fmt: skip
             self._pull_clock(state, keys, smax, sdirty)
             reason, i, step = int(io[0]), int(io[1]), int(io[2])
-            for li, msgs in arrays.flush():
-                out.extend(msgs)
-                self._after_lifecycle(li, msgs, out, skip=cols.row(i) if i < n else None)
+            if reason in _FLUSH_AT:
+                for li, msgs in arrays.flush():
+                    out.extend(msgs)
+                    self._after_lifecycle(li, msgs, out, skip=cols.row(i) if i < n else None)
             pos[0], pos[1] = i, step
             if reason == kernel.DONE:
                 break
