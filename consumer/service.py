@@ -10,9 +10,11 @@ is ``catch_up_interval_ms`` instead, so batches fill up to ``batch_size``).
 Under **exactly-once** (the default) a batch is one Kafka transaction:
 
 1. ``begin_transaction`` at the batch's first record.
-2. For each input record, in offset order: decode and validate; run the core;
-   queue the outputs (keyed by customer id, header ``kind``, ``emitted_at``
-   stamped here) or the dead letter in the batch.
+2. For each input record, in offset order: decode and validate; run the core
+   (consecutive valid events in one :meth:`Segmenter.process_batch` call, a
+   *run*; tombstones, undecodable and isolated records are handled alone,
+   between runs); queue the outputs (keyed by customer id, header ``kind``,
+   ``emitted_at`` stamped here) or the dead letter in the batch.
 3. At commit time, *inside the transaction*: send the batch's queued outputs
    and dead letters in order (one tight run of sends costs kafka-python about
    half as much as sends spread between core calls); then the state-changelog
@@ -23,9 +25,11 @@ Under **exactly-once** (the default) a batch is one Kafka transaction:
    offsets become visible to ``read_committed`` readers atomically.
 
 On a failure before 5 completes nothing of the batch is visible. A core
-failure on one record aborts the transaction, rewinds the owned partitions to
-their committed offsets and rebuilds the core from the state and model topics
-(identical to the state at the last commit), then replays; after
+failure on a run of records aborts the transaction, rewinds the owned
+partitions to their committed offsets, rebuilds the core from the state and
+model topics (identical to the state at the last commit) and replays the run's
+partitions one record at a time. A core failure on one record does the same
+and replays; after
 ``max_batch_retries`` failures on the same record the loop processes records
 one by one up to it and dead-letters it with ``processing_failed``. A Kafka
 failure (broker down, transaction refused) closes every client and starts a

@@ -14,13 +14,11 @@ Both are owned by one :class:`~segmenter.pipeline.Segmenter` and never shared.
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
 from segmenter import kernel
 from segmenter.errors import EventError
@@ -185,6 +183,8 @@ class LensArrays:
         the lenses' and are the ones that count: pass ``counters=True`` only
         when nothing is buffered (at the start of a batch).
         """
+        if counters:
+            self.scount[:] = 0  # only an exception leaves samples behind; that batch is void anyway
         for li, lens in enumerate(self._lenses):
             if counters:
                 self.nobs[li] = lens.n_observed
@@ -232,14 +232,3 @@ class LensArrays:
             if msgs:
                 out.append((li, msgs))
         return out
-
-
-def check_finite(lens: Lens, values: list[float]) -> None:
-    """Raise the lens's error for a non-finite vector (the compiled loop found one)."""
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"lens {lens.name!r}: non-finite feature value in {values!r}")
-
-
-def as_array(values: Any) -> npt.NDArray[np.float64]:
-    """A lens's picked feature values as a float64 array."""
-    return np.array(values, dtype=np.float64)

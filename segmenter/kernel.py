@@ -29,14 +29,14 @@ and calls :func:`run` again from the same position. Stops:
     the watermark moved far enough for the inactivity sweep or the release
     of held triggers;
 ``NONFINITE``
-    a feature vector is not finite (the lens raises).
+    a feature vector is not finite (the caller raises ``ValueError``).
 
 Positions are ``(event, step)``: step 0 starts an event (lateness, ingest);
 ``1 + 2 * lens`` observes and ``2 + 2 * lens`` assigns in that lens;
 ``1 + 2 * n_lenses`` checks refinement and ``2 + 2 * n_lenses`` moves the
 clock. Everything the loop reads or writes lives in the arrays it is given, so
-the Python side stays the owner of the state (see ``_Batch`` in
-:mod:`segmenter.pipeline`).
+the Python side stays the owner of the state (the store's columns, and the
+arrays of :mod:`segmenter.batching`).
 
 The arithmetic is the float64-over-float32 arithmetic of the pure-Python
 :meth:`FeatureStore.ingest` and :meth:`FeatureStore.vector`, so both give the

@@ -50,7 +50,7 @@ import numpy as np
 import orjson
 
 from segmenter import kernel
-from segmenter.batching import UNSET, EventColumns, LensArrays, check_finite
+from segmenter.batching import UNSET, EventColumns, LensArrays
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent
@@ -278,6 +278,13 @@ class Segmenter:
         BatchResult
             The output messages in order, and the rejected events (late, or a
             time out of range) by index; rejected events change nothing.
+
+        Raises
+        ------
+        ValueError
+            A feature vector is not finite (cannot happen with the store's
+            clipping; a bug). Any exception leaves the batch half applied:
+            discard the core and restore it (the consumer does).
         """
         n = len(events)
         srcs: Sequence[int | None] = sources if sources is not None else [None] * n
@@ -349,7 +356,8 @@ class Segmenter:
             elif reason == kernel.NONFINITE:
                 li = (step - 1) // 2
                 vals = store.vector(cols.row(i), store.last_time(cols.row(i)))
-                check_finite(self._lenses[li], list(self._pick[li](vals)))
+                values = [float(v) for v in self._pick[li](vals)]
+                raise ValueError(f"lens {self._lenses[li].name!r}: non-finite feature value in {values!r}")
         self._push_clock(state)
         result.errors.extend(sorted(errors.items()))
         return result
