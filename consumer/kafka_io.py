@@ -261,6 +261,9 @@ class KafkaTransport:
                 "auto_offset_reset": settings.auto_offset_reset, "max_poll_records": settings.batch_size,
                 "session_timeout_ms": settings.session_timeout_ms,
                 "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 4),
+                # kafka-python can learn a just-created topic without its partitions and join the group with
+                # nothing to assign (dpkp/kafka-python#1237); the next metadata refresh fixes it, so keep it near
+                "metadata_max_age_ms": 10_000,
             }
             if settings.static_membership:
                 consumer_config["group_instance_id"] = settings.transactional_id
