@@ -16,9 +16,9 @@ consistent while the running statistics move.
 
 Examples
 --------
+>>> import numpy as np
 >>> scaler = OnlineScaler(("spend", "conversion"))
->>> for raw in ([0.0, 0.1], [9.0, 0.3], [99.0, 0.2]):
-...     scaler.update(scaler.transform(raw))
+>>> _ = scaler.learn(np.array([[0.0, 0.1], [9.0, 0.3], [99.0, 0.2]]))
 >>> snap = scaler.snapshot()
 >>> [round(v, 3) for v in snap.scale(scaler.transform([9.0, 0.2]))]
 [0.0, 0.0]
@@ -205,24 +205,13 @@ class OnlineScaler:
             arr[:, cols] = np.sign(sub) * np.log1p(np.abs(sub))
         return arr
 
-    def update(self, transformed: Sequence[float]) -> None:
-        """Add one transformed vector to the running statistics (Welford)."""
-        self.n += 1
-        n = self.n
-        mean = self._mean
-        m2 = self._m2
-        for i, x in enumerate(transformed):
-            delta = x - mean[i]
-            mean[i] += delta / n
-            m2[i] += delta * (x - mean[i])
-
     def learn(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Transform the rows of an ``(n, d)`` raw array and add them to the statistics, one after another.
 
-        Returns the transformed rows and each row scaled with the statistics
-        just after its own update (what the river model learns), compiled:
-        the same as ``update(t); snapshot().scale(t)`` per row with
-        ``t = transform(row)``. The caller checks finiteness.
+        Welford's running mean and variance, compiled. Returns the transformed
+        rows (:meth:`transform`) and each row scaled with the statistics just
+        after its own update (what the river model learns: ``snapshot().scale``
+        at that point). The caller checks finiteness.
         """
         rows = np.ascontiguousarray(raw, dtype=np.float64)
         transformed = np.empty_like(rows)

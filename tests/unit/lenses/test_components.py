@@ -56,10 +56,15 @@ def test_scaler_log1p_welford_and_non_finite() -> None:
     sc = OnlineScaler(["spend", "conversion"])
     rng = np.random.default_rng(0)
     data = np.column_stack([rng.lognormal(3, 1, 500), rng.uniform(0, 1, 500)])
-    for row in data:
-        sc.update(sc.transform(row))
+    _, first = sc.learn(data[:200])
+    transformed, scaled = sc.learn(data[200:])
     t = np.column_stack([np.log1p(data[:, 0]), data[:, 1]])
     assert np.allclose(sc.mean, t.mean(axis=0)) and np.allclose(sc.std, t.std(axis=0))
+    assert np.allclose(transformed, t[200:])
+    assert np.allclose(scaled[-1], sc.snapshot().scale(t[-1]))  # each row scaled just after its own update
+    whole = OnlineScaler(["spend", "conversion"])
+    _, scaled_whole = whole.learn(data)
+    assert np.array_equal(scaled_whole, np.vstack([first, scaled]))  # hand-over cuts do not matter
     assert np.allclose(sc.transform_matrix(data), t)
     snap = sc.snapshot()
     assert np.allclose(snap.inverse(snap.scale(sc.transform(data[7]))), data[7])
