@@ -158,10 +158,12 @@ class KeyPartitioner:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, handler: RebalanceHandler) -> None:
+    def __init__(self, handler: RebalanceHandler, consumer: KafkaConsumer) -> None:
         self._handler = handler
+        self._consumer = consumer
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        _hold_rejoin(self._consumer)
         self._handler.on_revoked({TP(tp.topic, tp.partition) for tp in revoked})
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -169,6 +171,32 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
         self._handler.on_lost({TP(tp.topic, tp.partition) for tp in lost})
+
+
+def _hold_rejoin(consumer: KafkaConsumer) -> None:
+    """Keep the coordinator's ``rejoin_needed`` set until the rebalance that is starting completes.
+
+    kafka-python 3.0.12 starts a rebalance when the subscribed topics' metadata changed (a topic
+    created after the consumer subscribed, partitions added) without setting that flag: the rebalance
+    is wanted only while the assignment snapshot differs from the metadata snapshot, and the leader
+    overwrites the assignment snapshot when it computes the assignment. If ``poll`` times out between
+    that and the SyncGroup response, every later ``poll`` sees no rebalance wanted, never awaits the
+    JoinGroup/SyncGroup task again, and the new assignment is never applied: the consumer stays in the
+    group owning nothing, for good (seen in CI; ``test_subscribe_survives_a_rebalance_cut_by_poll_timeouts``
+    reproduces it every time). The Java client keeps the flag set for the whole rebalance; so does this.
+
+    The rebalance listener's revocation callback runs once at the start of every eager rebalance,
+    before the JoinGroup, which is where the flag is raised; the coordinator lowers it when the
+    rebalance completes.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator.request_rejoin()
+
+
+def subscribe(consumer: KafkaConsumer, topics: Sequence[str], handler: RebalanceHandler) -> None:
+    """Subscribe ``consumer`` to ``topics``, telling ``handler`` about assignments and revocations."""
+    consumer.subscribe(list(topics), listener=_Listener(handler, consumer))
 
 
 def _common(settings: Settings) -> dict[str, Any]:
@@ -262,14 +290,15 @@ class KafkaTransport:
                 "session_timeout_ms": settings.session_timeout_ms,
                 "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 4),
                 # kafka-python can learn a just-created topic without its partitions and join the group with
-                # nothing to assign (dpkp/kafka-python#1237); the next metadata refresh fixes it, so keep it near
+                # nothing to assign (dpkp/kafka-python#1237); the next metadata refresh starts a rebalance
+                # (see _hold_rejoin), so keep it near
                 "metadata_max_age_ms": 10_000,
             }
             if settings.static_membership:
                 consumer_config["group_instance_id"] = settings.transactional_id
             with translate_errors(f"connect consumer to {settings.bootstrap_servers}"):
                 self._consumer = KafkaConsumer(**consumer_config)
-                self._consumer.subscribe([settings.topics.input], listener=_Listener(handler))
+                subscribe(self._consumer, [settings.topics.input], handler)
         except BaseException:
             self.close()
             raise
