@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from segmenter.lenses.hysteresis import nearest_with_hysteresis
+
 __all__ = [
     "DONE",
     "ERASE",
@@ -310,43 +312,14 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             cur = seg[row, li]
             dw = dwell[row, li]
             nl = nlive[li]
-            moved = False
-            target = -1
-            nearest = -1
-            dd = np.nan
-            if nl == 0:
-                moved = cur >= 0
-            else:
+            if nl > 0:
                 for j in range(d):
                     v = vals[idx[li, j]]
                     if heavy[li, j]:
                         v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
                     x[j] = v * inv[li, j] - off[li, j]
-                best = 0
-                d_near = np.inf
-                d_cur = np.inf
-                pcur = -1
-                for c in range(nl):
-                    s = 0.0
-                    for j in range(d):
-                        e = x[j] - centers[li, c, j]
-                        s += e * e
-                    dc = math.sqrt(s)
-                    if dc < d_near:
-                        d_near = dc
-                        best = c
-                    if live[li, c] == cur:
-                        pcur = c
-                        d_cur = dc
-                nearest = live[li, best]
-                if pcur < 0:
-                    moved = nearest != cur
-                    target = nearest
-                    dd = d_near
-                elif nearest != cur and dw >= min_dwell[li] and d_near < keep[li] * d_cur:
-                    moved = True
-                    target = nearest
-                    dd = d_near
+            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw,
+                                                                min_dwell[li], keep[li])
             if moved:
                 io[0] = MOVE
                 io[1] = i

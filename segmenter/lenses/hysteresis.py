@@ -10,6 +10,13 @@ Two rules, both configurable per lens:
 A customer without a current segment, or whose segment is no longer live
 (merged or retired), goes to the nearest segment at once.
 
+:func:`nearest_with_hysteresis` is the rule as the product runs it (compiled):
+the nearest live segment and the decision in one pass over the centers. The
+event loop (:mod:`segmenter.kernel`) and :meth:`Lens.assign
+<segmenter.lenses.lens.Lens.assign>` (inactivity sweeps, reassignment after a
+merge or retirement) both call it. :class:`Hysteresis` states the same rule
+for one decision, readably; a property test holds the two together.
+
 :class:`FlapTracker` measures how often customers flap (A -> B -> A within a
 short window), for tests, benchmarks and metrics.
 
@@ -32,10 +39,15 @@ False
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["FlapTracker", "Hysteresis"]
+import numpy as np
+from numba import njit
+
+__all__ = ["FlapTracker", "Hysteresis", "nearest_with_hysteresis"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +85,61 @@ class Hysteresis:
         if dwell < self.min_dwell:
             return False
         return d_nearest < (1.0 - self.margin) * d_current
+
+
+@njit(cache=True, inline="always")
+def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
+    x: Any, centers: Any, live: Any, nl: int, d: int, cur: int, dw: int, min_dwell: int, keep: float
+) -> tuple[bool, int, int, float]:  # pragma: no cover - compiled
+    """Nearest live segment with hysteresis: the move rule of every lens, in one place.
+
+    Parameters
+    ----------
+    x
+        The customer's scaled vector (its first ``d`` values are used).
+    centers, live
+        The lens's scaled live centers (``centers[c, :d]``) and their segment ids, ``nl`` of them.
+    cur, dw
+        The customer's segment (``-1`` for none) and the events spent in it.
+    min_dwell, keep
+        The lens's minimum dwell and ``1 - margin``.
+
+    Returns
+    -------
+    tuple
+        ``(moved, segment, nearest, distance)``: whether the customer changes segment, the segment
+        it holds afterwards, the nearest live segment, and the distance to ``segment``; ``-1`` and
+        NaN where there is none. A customer without a live segment goes to the nearest one at once;
+        otherwise it moves only when the nearest is a different segment, it has dwelt ``min_dwell``
+        events, and the nearest is closer than ``keep`` times its own (:class:`Hysteresis`
+        states the same rule for one decision).
+        Ties go to the first center.
+    """
+    if nl == 0:
+        return cur >= 0, -1, -1, np.nan
+    best = 0
+    d_near = np.inf
+    d_cur = np.inf
+    pcur = -1
+    for c in range(nl):
+        s = 0.0
+        for j in range(d):
+            e = x[j] - centers[c, j]
+            s += e * e
+        dc = math.sqrt(s)
+        if dc < d_near:
+            d_near = dc
+            best = c
+        if live[c] == cur:
+            pcur = c
+            d_cur = dc
+    nearest = live[best]
+    if pcur < 0:
+        return nearest != cur, nearest, nearest, d_near
+    if nearest != cur and dw >= min_dwell and d_near < keep * d_cur:
+        return True, nearest, nearest, d_near
+    return False, cur, nearest, d_cur
+
 
 
 class FlapTracker:

@@ -5,8 +5,8 @@ Data flow for one customer vector (original units, the lens's features in order)
     observe(raw)  -> (sampled) signed log1p + Welford scaler -> micro-batch -> river model
                   -> every `refresh_every` learnt samples: model centers -> registry
                      (stable ids, lifecycle) -> names -> lifecycle messages
-    assign(raw, current, dwell) -> distances to the live segment centers (plain Python,
-                     a frozen scaler snapshot) -> hysteresis -> Assignment
+    assign(raw, current, dwell) -> scaled with a frozen scaler snapshot -> nearest live
+                     segment center with hysteresis (compiled, the event loop's rule) -> Assignment
     refine(sample_raw) -> Lloyd iterations seeded from the segment centers on a
                      sample of current customers; pushed back into k-means models
 
@@ -46,7 +46,7 @@ import numpy as np
 
 from segmenter.errors import StateError
 from segmenter.lenses.config import LensConfig
-from segmenter.lenses.hysteresis import Hysteresis
+from segmenter.lenses.hysteresis import nearest_with_hysteresis
 from segmenter.lenses.lloyd import kmeans_plus_plus, lloyd
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
@@ -131,8 +131,7 @@ class Lens:
         self._scaler = OnlineScaler(self.feature_names, config.heavy_features)
         self._model: ClusterModel = make_model(config.algorithm, config.params, self._dim, self.seed)
         self._registry = SegmentRegistry(config.match_threshold, config.retire_after, config.max_segments)
-        self._hysteresis = Hysteresis(config.margin, config.min_dwell)
-        # The hysteresis rule, inlined in assign (see Hysteresis.decide).
+        # the move rule's parameters (nearest_with_hysteresis)
         self._min_dwell = config.min_dwell
         self._keep = 1.0 - config.margin
         self._heavy = self._scaler.heavy_index
@@ -426,13 +425,15 @@ class Lens:
         if snap is None or not live:
             self._live: list[int] = []
             self._centers: list[list[float]] = []
-            self._pos: dict[int, int] = {}
+            self._center_array = np.zeros((0, self._dim), np.float64)
+            self._live_array = np.zeros(0, np.int64)
             self._inv: list[float] = [1.0] * self._dim
             self._offset: list[float] = [0.0] * self._dim
             return
         self._live = live
-        self._centers = self._registry.scaled_centers(live, snap).tolist()
-        self._pos = {n: i for i, n in enumerate(live)}
+        self._center_array = np.ascontiguousarray(self._registry.scaled_centers(live, snap), np.float64)
+        self._centers = self._center_array.tolist()
+        self._live_array = np.asarray(live, np.int64)
         self._inv = [1.0 / s for s in snap.std]
         self._offset = [m / s for m, s in zip(snap.mean, snap.std, strict=True)]
 
@@ -453,8 +454,9 @@ class Lens:
     def assign(self, raw: np.ndarray, current: int | None, dwell: int) -> Assignment:
         """Nearest live segment, with hysteresis against ``current``.
 
-        Costs a few microseconds: plain Python over the cached live centers
-        (``math.dist``), no numpy calls beyond ``raw.tolist()``.
+        The rule is :func:`~segmenter.lenses.hysteresis.nearest_with_hysteresis`, the one the
+        compiled event loop applies to every event; this entry serves the inactivity sweep and
+        the reassignment after a merge or retirement.
 
         Parameters
         ----------
@@ -471,23 +473,14 @@ class Lens:
         ValueError
             On a non-finite value or a vector of the wrong length.
         """
-        centers = self._centers
-        if not centers:
+        n = len(self._live)
+        if not n:
             return Assignment(None, None, None, current is not None)
-        x = self._scaled(raw)
-        dist = math.dist
-        dists = [dist(x, c) for c in centers]
-        d_near = min(dists)
-        nearest = self._live[dists.index(d_near)]
-        pos = self._pos.get(current) if current is not None else None
-        if pos is None:
-            return Assignment(nearest, nearest, d_near, nearest != current)
-        if nearest == current:
-            return Assignment(current, nearest, d_near, False)
-        d_cur = dists[pos]
-        if dwell >= self._min_dwell and d_near < self._keep * d_cur:
-            return Assignment(nearest, nearest, d_near, True)
-        return Assignment(current, nearest, d_cur, False)
+        x = np.array(self._scaled(raw), np.float64)
+        moved, segment, nearest, distance = nearest_with_hysteresis(
+            x, self._center_array, self._live_array, n, self._dim, -1 if current is None else current, dwell,
+            self._min_dwell, self._keep)
+        return Assignment(int(segment), int(nearest), float(distance), bool(moved))
 
     def explain(self, raw: np.ndarray, old: int | None, new: int | None) -> Explanation:
         """Why the customer moves from ``old`` to ``new`` (either may be None).
