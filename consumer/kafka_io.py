@@ -187,7 +187,8 @@ def _hold_rejoin(consumer: KafkaConsumer) -> None:
 
     The rebalance listener's revocation callback runs once at the start of every eager rebalance,
     before the JoinGroup, which is where the flag is raised; the coordinator lowers it when the
-    rebalance completes.
+    rebalance completes. (The group consumer uses kafka-python's default assignors, range and
+    round-robin, which are eager. Its other revocation callback, on close, makes the flag moot.)
     """
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is not None:

@@ -141,7 +141,6 @@ def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
     return False, cur, nearest, d_cur
 
 
-
 class FlapTracker:
     """Counts moves and flaps (returning to a segment left within ``window`` moves).
 
