@@ -460,16 +460,14 @@ class Segmenter:
     ) -> None:
         """Assign one customer in one lens (no model update) and emit the move, if any.
 
-        A customer whose segment is no longer live is assigned afresh (no hysteresis against a dead segment).
+        A customer whose segment is no longer live is assigned afresh (the move rule applies no hysteresis
+        against a dead segment).
         """
         store = self._store
         cur = store.segment(row, li)
         current = cur if cur >= 0 else None
         dwell = store.dwell_of(row, li)
-        if current is not None and not lens.is_live(current):
-            a = lens.assign(raw, None, 0)
-        else:
-            a = lens.assign(raw, current, dwell)
+        a = lens.assign(raw, current, dwell)
         if a.segment == current:
             store.set_segment(row, li, cur, dwell + 1)
         else:
