@@ -34,6 +34,7 @@ from producer.kafka_sink import KafkaSettings, KafkaSink
 from producer.runner import run
 from producer.simulator import SimConfig, Simulator, encoded
 from producer.sinks import JsonlSink, MemorySink, Sink
+from segmenter.connection import ConnectionSettings
 
 
 def _config(args: argparse.Namespace) -> SimConfig:
@@ -69,7 +70,10 @@ def bench_file(args: argparse.Namespace) -> float:
 
 def bench_kafka(args: argparse.Namespace, topic: str) -> float:
     settings = KafkaSettings(
-        bootstrap_servers=args.bootstrap_servers, topic=topic, partitions=args.partitions, linger_ms=args.linger_ms
+        ConnectionSettings(bootstrap_servers=args.bootstrap_servers),
+        topic=topic,
+        partitions=args.partitions,
+        linger_ms=args.linger_ms,
     )
     with KafkaSink(settings) as sink:
         stats = run(encoded(Simulator(_config(args))), sink, max_events=args.events)

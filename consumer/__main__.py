@@ -4,7 +4,8 @@ Logging is configured here and only here (``--log-format text|json``).
 SIGTERM and SIGINT finish the open batch, commit it and exit 0.
 
 Exit codes: 0 clean stop, 1 unexpected error, 2 invalid settings/config/rules,
-3 fenced by a newer instance with the same id, 4 topic setup failed.
+3 fenced by a newer instance with the same id, 4 topic setup failed, 5 TLS or
+SASL authentication failed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from consumer.errors import FencedError, SettingsError, TopicSetupError
+from consumer.errors import AuthenticationError, FencedError, SettingsError, TopicSetupError
 from consumer.kafka_io import KafkaAdmin, KafkaTransport
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.service import Core, RulesWatcher, Service, utc_now
@@ -132,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_gc()
     server: MetricsServer | None = None
     if settings.metrics_port >= 0:
-        server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
+        server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port,
+                               token=settings.metrics_token, threads=settings.metrics_threads,
+                               idle_timeout_s=settings.metrics_timeout_s)
         server.start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -152,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TopicSetupError as exc:
         log.error("topic setup failed: %s", exc)
         return 4
+    except AuthenticationError as exc:
+        log.error("cannot log in to Kafka: %s", exc)
+        return 5
     except Exception:
         log.exception("the service failed")
         return 1

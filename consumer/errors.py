@@ -13,14 +13,15 @@ meaningful failures instead of the client library's dozens.
     │   ├── BrokerUnavailableError   no broker answered in time; retried with backoff
     │   ├── TransactionError         a transaction could not be committed; the batch is aborted and replayed
     │   │   └── FencedError          a newer instance with the same transactional id exists; this one must stop
-    │   └── TopicSetupError          topics are missing and cannot be created, or are mis-partitioned
+    │   ├── TopicSetupError          topics are missing and cannot be created, or are mis-partitioned
+    │   └── AuthenticationError      the TLS handshake or the SASL login failed; this instance must stop
     ├── RestoreError            the state or model topics cannot be restored
     ├── PoisonRecordError       the core raised an unexpected exception on one record
     └── CoreBatchError          the core raised on a run of records (which one is found by replaying them one by one)
 
 Exit codes of ``segmenter-consumer``: 0 after a clean stop, 2 for a
 :class:`SettingsError` or a bad config/rules file, 3 for a :class:`FencedError`,
-4 for a :class:`TopicSetupError`, 1 for anything else.
+4 for a :class:`TopicSetupError`, 5 for an :class:`AuthenticationError`, 1 for anything else.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class FencedError(TransactionError):
 
 class TopicSetupError(KafkaIOError):
     """Required topics are missing and may not be created, or their layout is wrong."""
+
+
+class AuthenticationError(KafkaIOError):
+    """The broker is reachable but the TLS handshake or the SASL login failed: retrying cannot help."""
 
 
 class RestoreError(ConsumerError):

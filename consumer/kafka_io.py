@@ -18,6 +18,7 @@ thread).
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.partitioner.default import murmur2
 
 from consumer.errors import (
+    AuthenticationError,
     BrokerUnavailableError,
     FencedError,
     KafkaIOError,
@@ -39,6 +41,7 @@ from consumer.errors import (
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler
 from consumer.topics import MODEL_MAX_BYTES, TopicSpec
+from segmenter.connection import login_failure
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +204,38 @@ def subscribe(consumer: KafkaConsumer, topics: Sequence[str], handler: Rebalance
 
 
 def _common(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap_servers": settings.bootstrap_servers.split(","),
-            "bootstrap_timeout_ms": 10_000, "reconnect_backoff_max_ms": 2000}
+    """The options every client gets: servers, TLS and SASL (``ConnectionSettings.kafka_options``)."""
+    return {**settings.kafka_options(), "bootstrap_timeout_ms": 10_000, "reconnect_backoff_max_ms": 2000}
+
+
+def _client(settings: Settings, operation: str, make: Callable[[], Any]) -> Any:
+    """``make()`` a kafka-python client; a bootstrap failure that TLS or the SASL login explains is terminal.
+
+    Raises
+    ------
+    AuthenticationError
+        The broker is reachable but the TLS handshake or the login failed (see
+        :func:`~segmenter.connection.login_failure`): retrying cannot help.
+    KafkaIOError
+        Anything else, translated as by :func:`translate_errors`.
+    """
+    try:
+        with translate_errors(operation):
+            return make()
+    except BrokerUnavailableError as exc:
+        reason = login_failure(settings, socket.create_connection)
+        if reason is None:
+            raise
+        raise AuthenticationError(f"{operation} failed: {reason}") from exc
 
 
 class KafkaAdmin:
     """:class:`~consumer.topics.Admin` over ``KafkaAdminClient``."""
 
     def __init__(self, settings: Settings) -> None:
-        with translate_errors(f"connect admin client to {settings.bootstrap_servers}"):
-            self._client = KafkaAdminClient(**_common(settings), client_id=f"{settings.transactional_id}-admin")
+        self._client = _client(settings, f"connect admin client to {settings.bootstrap_servers}",
+                               lambda: KafkaAdminClient(**_common(settings),
+                                                        client_id=f"{settings.transactional_id}-admin"))
 
     def partition_counts(self, names: Sequence[str]) -> dict[str, int | None]:
         with translate_errors("describe topics"):
@@ -274,8 +299,8 @@ class KafkaTransport:
         self._followers: dict[tuple[str, int], KafkaConsumer] = {}
         self._futures: list[Any] = []
         try:
-            with translate_errors(f"connect producer to {settings.bootstrap_servers}"):
-                self._producer = KafkaProducer(**producer_config)
+            self._producer = _client(settings, f"connect producer to {settings.bootstrap_servers}",
+                                     lambda: KafkaProducer(**producer_config))
             self._send = self._producer.send
             self._partitioner = KeyPartitioner(self._producer.partitions_for)
             if self._eos:
@@ -297,8 +322,9 @@ class KafkaTransport:
             }
             if settings.static_membership:
                 consumer_config["group_instance_id"] = settings.transactional_id
-            with translate_errors(f"connect consumer to {settings.bootstrap_servers}"):
-                self._consumer = KafkaConsumer(**consumer_config)
+            self._consumer = _client(settings, f"connect consumer to {settings.bootstrap_servers}",
+                                     lambda: KafkaConsumer(**consumer_config))
+            with translate_errors(f"subscribe to {settings.topics.input}"):
                 subscribe(self._consumer, [settings.topics.input], handler)
         except BaseException:
             self.close()

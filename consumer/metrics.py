@@ -1,25 +1,41 @@
-"""Prometheus metrics and the /metrics + /healthz HTTP endpoint.
+"""Prometheus metrics, the service's health, and the small HTTP server of ``/metrics`` and ``/healthz``.
 
 Each service owns a :class:`Metrics` with its **own** ``CollectorRegistry``
 (never prometheus_client's global one), so several services (tests, the
 benchmark) live side by side in one process.
 
-``/healthz`` answers 200 with a small JSON body while the processing loop is
-alive (it ticked within ``stall_after_s``) and connected, 503 otherwise.
+``/healthz`` answers 200 ``{"status": "ok", ...}`` while the processing loop is
+alive (it ticked within ``stall_after_s``) and connected, and 503 with status
+``starting`` (not connected yet) or ``degraded`` (connection lost, or the loop
+stalled) otherwise. It never shows error text: what went wrong is in the log.
+
+:class:`MetricsServer` serves a route table (:func:`default_routes`; adding a
+page is one entry), with a bounded pool of threads: idle connections wait in a
+selector, not in a thread, and are closed after ``idle_timeout_s``; a request
+is read and answered by one of ``threads`` workers, within the same timeout.
+With a ``token``, every route but the public ``/healthz`` needs
+``Authorization: Bearer <token>`` (401 otherwise).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import selectors
+import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 
@@ -66,74 +82,214 @@ class Metrics:
 
 @dataclass
 class Health:
-    """Liveness of the processing loop, read by /healthz from the server thread."""
+    """Liveness of the processing loop, read by /healthz from the server thread.
+
+    ``detail`` (what the loop is doing, e.g. the error it is recovering from) is
+    logged when it changes, at DEBUG, and never served.
+    """
 
     stall_after_s: float = 60.0
     connected: bool = False
     last_tick: float = field(default_factory=time.monotonic)
     detail: str = "starting"
+    ever_connected: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.ever_connected = self.ever_connected or self.connected
 
     def tick(self, connected: bool, detail: str = "running") -> None:
         """Called by the loop on each iteration."""
         with self._lock:
+            if detail != self.detail:
+                log.debug("health: %s, %s", "connected" if connected else "not connected", detail)
             self.connected = connected
+            self.ever_connected = self.ever_connected or connected
             self.detail = detail
             self.last_tick = time.monotonic()
 
     def status(self) -> tuple[bool, dict[str, Any]]:
-        """``(healthy, body)``."""
+        """``(healthy, body)``; ``body["status"]`` is ``ok``, ``starting`` or ``degraded``."""
         with self._lock:
             age = time.monotonic() - self.last_tick
             ok = self.connected and age < self.stall_after_s
-            return ok, {"status": "ok" if ok else "unhealthy", "connected": self.connected,
-                        "detail": self.detail, "last_tick_age_s": round(age, 3)}
+            state = "ok" if ok else ("degraded" if self.ever_connected else "starting")
+            return ok, {"status": state, "connected": self.connected, "last_tick_age_s": round(age, 3)}
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a route answers."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Route:
+    """A page of the HTTP server: ``handler()`` makes its response; ``public`` routes need no token."""
+
+    handler: Callable[[], Response]
+    public: bool = False
+
+
+def default_routes(metrics: Metrics, health: Health) -> dict[str, Route]:
+    """``/metrics`` (Prometheus text) and the public ``/healthz`` (JSON). Add a page with one more entry."""
+
+    def healthz() -> Response:
+        ok, body = health.status()
+        return Response(200 if ok else 503, "application/json", json.dumps(body).encode())
+
+    return {
+        "/metrics": Route(lambda: Response(200, CONTENT_TYPE_LATEST, metrics.exposition())),
+        "/healthz": Route(healthz, public=True),
+    }
 
 
 class MetricsServer:
-    """A tiny HTTP server thread serving ``/metrics`` and ``/healthz``."""
+    """The HTTP server of the route table, on a thread of its own with a bounded pool of workers.
 
-    def __init__(self, metrics: Metrics, health: Health, host: str, port: int) -> None:
-        handler = _make_handler(metrics, health)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+    Parameters
+    ----------
+    metrics, health
+        Served by :func:`default_routes` (unless ``routes`` is given).
+    host, port
+        Bind address (``127.0.0.1``: this machine only; ``0.0.0.0``: every interface) and port (0: any free).
+    token
+        When set, every non-public route needs ``Authorization: Bearer <token>``.
+    threads
+        Most requests handled at once.
+    idle_timeout_s
+        A connection that has not sent a complete request within this time is closed.
+    routes
+        The route table, path (without query) to :class:`Route`.
+    max_connections
+        Most connections held open; past it the oldest idle one is closed.
+    """
+
+    def __init__(self, metrics: Metrics, health: Health, host: str, port: int, *, token: SecretStr | None = None,
+                 threads: int = 4, idle_timeout_s: float = 5.0, routes: Mapping[str, Route] | None = None,
+                 max_connections: int = 1024) -> None:
+        self.routes = dict(routes if routes is not None else default_routes(metrics, health))
+        self._token = token.get_secret_value().encode() if token is not None else None
+        self._idle_timeout_s = idle_timeout_s
+        self._max_connections = max_connections
+        self._listener = socket.create_server((host, port), reuse_port=False)
+        self._listener.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._idle: dict[socket.socket, float] = {}  # connection -> when it was accepted
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="metrics-http")
+        self._stopping = threading.Event()
+        self._handler = _make_handler(self)
+        self._thread = threading.Thread(target=self._serve, name="metrics-http", daemon=True)
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        return int(self._server.server_address[1])
+        return int(self._listener.getsockname()[1])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address and port."""
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
 
     def start(self) -> None:
         """Serve in a background thread."""
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics, health on /healthz", *self._server.server_address[:2])
+        log.info("HTTP server on http://%s:%d (%s)%s", *self.address, ", ".join(sorted(self.routes)),
+                 "; a bearer token is required but for /healthz" if self._token else "")
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving, close the socket and every idle connection."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for conn in list(self._idle):
+            self._close(conn)
+        self._selector.close()
+        self._listener.close()
+
+    def authorized(self, header: str | None) -> bool:
+        """True without a token, or when ``header`` is ``Bearer <token>``."""
+        if self._token is None:
+            return True
+        scheme, _, value = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token)
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            for key, _ in self._selector.select(timeout=0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self._listener:
+                    self._accept()
+                else:  # a request is arriving: hand it to a worker
+                    self._selector.unregister(sock)
+                    del self._idle[sock]
+                    self._pool.submit(self._handle, sock)
+            self._expire(time.monotonic() - self._idle_timeout_s)
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if len(self._idle) >= self._max_connections:
+            self._close(min(self._idle, key=self._idle.__getitem__))
+        self._idle[conn] = time.monotonic()
+        self._selector.register(conn, selectors.EVENT_READ)
+
+    def _expire(self, accepted_before: float) -> None:
+        for conn, accepted in list(self._idle.items()):
+            if accepted < accepted_before:
+                self._close(conn)
+
+    def _close(self, conn: socket.socket) -> None:
+        if conn in self._idle:
+            del self._idle[conn]
+            self._selector.unregister(conn)
+        conn.close()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            conn.setblocking(True)
+            conn.settimeout(self._idle_timeout_s)
+            self._handler(conn, conn.getpeername(), self)
+        except OSError as exc:  # the client went away or was too slow
+            log.debug("http: %r", exc)
+        finally:
+            conn.close()
 
 
-def _make_handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
+def _make_handler(server: MetricsServer) -> Callable[[socket.socket, Any, MetricsServer], BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.startswith("/metrics"):
-                self._reply(200, CONTENT_TYPE_LATEST, metrics.exposition())
-            elif self.path.startswith("/healthz"):
-                ok, body = health.status()
-                self._reply(200 if ok else 503, "application/json", json.dumps(body).encode())
-            else:
-                self._reply(404, "text/plain", b"not found\n")
+        # HTTP/1.0: one request per connection, so a worker never waits on a kept-alive connection
+        protocol_version = "HTTP/1.0"
 
-        def _reply(self, code: int, ctype: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
+        def do_GET(self) -> None:
+            route = server.routes.get(urlsplit(self.path).path)
+            if route is None:
+                self._reply(Response(404, "text/plain", b"not found\n"))
+            elif not route.public and not server.authorized(self.headers.get("Authorization")):
+                self._reply(Response(401, "text/plain", b"a bearer token is required\n"),
+                            {"WWW-Authenticate": 'Bearer realm="segmenter"'})
+            else:
+                self._reply(route.handler())
+
+        def _reply(self, response: Response, headers: Mapping[str, str] | None = None) -> None:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(response.body)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("http: " + format, *args)
 
-    return Handler
+    return Handler  # type: ignore[return-value]

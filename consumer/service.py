@@ -78,7 +78,14 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter
-from consumer.errors import CoreBatchError, FencedError, KafkaIOError, PoisonRecordError, TopicSetupError
+from consumer.errors import (
+    AuthenticationError,
+    CoreBatchError,
+    FencedError,
+    KafkaIOError,
+    PoisonRecordError,
+    TopicSetupError,
+)
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
@@ -299,11 +306,13 @@ class Service:
             A newer instance with the same transactional id exists.
         TopicSetupError
             Topics are missing or mis-partitioned (from the transport factory).
+        AuthenticationError
+            The TLS handshake or the SASL login failed (wrong credentials or CA).
         """
         while not self._stop.is_set():
             try:
                 self._session()
-            except (FencedError, TopicSetupError):
+            except (FencedError, TopicSetupError, AuthenticationError):
                 raise
             except KafkaIOError as exc:
                 if self._stop.is_set():

@@ -7,7 +7,11 @@ dot: ``--topics.input events``) or as an environment variable with the
 over the environment. ``segmenter-consumer --help`` lists every setting.
 
 Settings are frozen. An invalid value raises :class:`~consumer.errors.SettingsError`
-naming the field, its flag and its environment variable.
+naming the field, its flag and its environment variable; so does a ``SEGMENTER_*``
+variable that no setting reads (a typo), with the nearest valid name. The
+connection settings (bootstrap servers, TLS, SASL) are
+:class:`segmenter.connection.ConnectionSettings`, shared with the producer.
+Secrets (``sasl_password``, ``metrics_token``) are never echoed in an error.
 
 Examples
 --------
@@ -18,15 +22,18 @@ Examples
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from consumer.errors import SettingsError
+from segmenter.connection import ConnectionSettings
+from segmenter.envcheck import describe_errors, known_names, unknown_variables
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -66,7 +73,7 @@ class TopicSettings(BaseModel):
                              "segment_lifecycle")(_check_topic)
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, ConnectionSettings):
     """segmenter-consumer: the Kafka service around the streaming segmenter.
 
     Every flag can also be set as an environment variable: SEGMENTER_ plus the
@@ -84,7 +91,6 @@ class Settings(BaseSettings):
         cli_implicit_flags=False,
     )
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
     group_id: str = Field("segmenter", min_length=1, max_length=200,
                           description="Consumer group; also names the state and model topics.")
     instance_id: str = Field("0", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
@@ -124,9 +130,18 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(None, description="Campaign rules file; reloaded when its mtime changes.")
     rules_check_interval_s: float = Field(1.0, gt=0, le=3600, description="How often the rules file's mtime is "
                                                                           "checked.")
+    # --- HTTP server (/metrics, /healthz): bind address, port, access token, bounds
     metrics_port: int = Field(9108, ge=-1, le=65535, description="Port of /metrics and /healthz (0: any free "
                                                                  "port, -1: disabled).")
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds to.")
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="Address the HTTP server binds to "
+                                                                     "(0.0.0.0: every interface).")
+    metrics_token: SecretStr | None = Field(None, description="Bearer token every HTTP endpoint but /healthz "
+                                                              "requires (Authorization: Bearer TOKEN); none if "
+                                                              "unset.")
+    metrics_threads: int = Field(4, ge=1, le=64, description="Most HTTP requests served at once; more wait "
+                                                             "for a free thread.")
+    metrics_timeout_s: float = Field(5.0, gt=0, le=300, description="An HTTP connection idle this long (no "
+                                                                    "complete request) is closed.")
     log_level: LogLevel = Field("INFO", description="Log level.")
     log_format: LogFormat = Field("text", description="Log format: text or json (one object per line).")
     retry_backoff_max_s: float = Field(30.0, gt=0, le=600, description="Longest wait between reconnect attempts "
@@ -180,32 +195,34 @@ class Settings(BaseSettings):
 _KINDS = ("segment_change", "campaign_trigger", "segment_lifecycle")
 
 
-def _describe(loc: Sequence[int | str]) -> str:
-    dotted = ".".join(str(p) for p in loc)
-    flag = "--" + ".".join(str(p).replace("_", "-") for p in loc)
-    env = "SEGMENTER_" + "__".join(str(p).upper() for p in loc)
-    return f"{dotted} (flag {flag}, env {env})"
-
-
-def load_settings(argv: Sequence[str] | None = None) -> Settings:
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse flags and the ``SEGMENTER_*`` environment into :class:`Settings`.
 
     Parameters
     ----------
     argv
         Command-line arguments without the program name (default: none).
+    environ
+        The environment to check for unknown ``SEGMENTER_*`` variables (default: ``os.environ``, which is also
+        where pydantic-settings reads the values).
 
     Raises
     ------
     SettingsError
-        Naming each invalid field, its flag and its environment variable.
+        Naming each invalid field, its flag and its environment variable, or each unknown ``SEGMENTER_*``
+        variable and the nearest valid one.
     SystemExit
         For ``--help`` and for unknown flags (argparse).
     """
+    unknown = unknown_variables(os.environ if environ is None else environ, KNOWN_VARIABLES, "SEGMENTER_")
+    if unknown:
+        raise SettingsError("; ".join(unknown))
     try:
         return CliApp.run(Settings, cli_args=list(argv or []))
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            problems.append(f"invalid setting {_describe(err['loc'])}: {err['msg']} (got {err.get('input')!r})")
-        raise SettingsError("; ".join(problems)) from None
+        raise SettingsError(describe_errors(exc, Settings, "SEGMENTER_")) from None
+
+
+# Every SEGMENTER_* variable the project reads: the settings of this command (the producer's are a subset)
+# and the local broker launcher's.
+KNOWN_VARIABLES = frozenset(known_names([Settings], "SEGMENTER_"))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,18 +29,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from producer.errors import ProducerError, SinkError
+from producer.errors import ProducerError, SettingsError, SinkError
 from producer.faults import FaultConfig, FaultInjector
 from producer.kafka_sink import KafkaSettings, KafkaSink
 from producer.personas import DEFAULT_ARRIVAL_MIX, DEFAULT_INITIAL_MIX, parse_mix
 from producer.replay import ColumnMapping, load
 from producer.runner import Pacing, ProgressCallback, RunStats, run
+from producer.settings import add_connection_flags, load_connection
 from producer.simulator import SimConfig, Simulator, encoded, iso
 from producer.sinks import JsonlSink, Sink
 
 log = logging.getLogger("producer")
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_TOPIC = "customer-events"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -144,11 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="kafka|file PATH",
         help="'kafka' (default) or 'file PATH' (JSONL; '-' = stdout)",
     )
-    out.add_argument(
-        "--bootstrap-servers",
-        default=os.environ.get("SEGMENTER_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP),
-        help="Kafka bootstrap servers (env SEGMENTER_BOOTSTRAP_SERVERS; default %(default)s)",
-    )
     out.add_argument("--topic", default=DEFAULT_TOPIC, help="input topic of the segmenter (default %(default)s)")
     out.add_argument(
         "--partitions",
@@ -185,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow the events' own timing, this many times faster than real time "
         "(replay: the file's timing; synth: simulated time, e.g. 1440 = a day per minute)",
     )
+    add_connection_flags(common.add_argument_group("kafka connection (flags win over SEGMENTER_* variables)"))
     out.add_argument("--summary-json", type=Path, default=None, help="also write the final summary as JSON here")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary table")
 
@@ -315,7 +310,7 @@ def _open_sink(args: argparse.Namespace) -> Sink:
         return JsonlSink(dest.path)
     return KafkaSink(
         KafkaSettings(
-            bootstrap_servers=args.bootstrap_servers,
+            connection=args.connection,
             topic=args.topic,
             partitions=args.partitions,
             replication_factor=args.replication_factor,
@@ -358,7 +353,7 @@ def _summary(args: argparse.Namespace, stats: RunStats, extra: dict[str, Any]) -
     dest: Destination = args.to
     return {
         "command": args.command,
-        "destination": f"kafka {args.bootstrap_servers} {args.topic}"
+        "destination": f"kafka {args.connection.bootstrap_servers} {args.topic}"
         if dest.kind == "kafka"
         else ("stdout" if dest.path == "-" else dest.path),
         "messages": stats.messages,
@@ -594,9 +589,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the client logs every failed connection attempt; our own error says what to do
         logging.getLogger("kafka").setLevel(logging.CRITICAL + 1)
     try:
+        args.connection = load_connection(vars(args))
         if args.command == "synth":
             return cmd_synth(args)
         return cmd_replay(args)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     except ProducerError as exc:
         log.error("%s", exc)
         return EXIT_ERROR

@@ -7,8 +7,10 @@ exceptions never leave :mod:`producer.kafka_sink`: they are translated there.
 ::
 
     ProducerError
+    ├── SettingsError           a connection setting or a SEGMENTER_* variable is invalid (exit 2)
     ├── SinkError               an output could not be opened or written
-    │   └── BrokerUnavailableError   Kafka cannot be reached
+    │   ├── BrokerUnavailableError   Kafka cannot be reached
+    │   └── AuthenticationError      Kafka is reachable but the TLS handshake or the SASL login failed
     └── InputError              a replay file cannot be read at all (wrong format, no header)
 """
 
@@ -19,12 +21,20 @@ class ProducerError(Exception):
     """Base class of every error raised on purpose by the producer."""
 
 
+class SettingsError(ProducerError):
+    """A connection setting is invalid, or a ``SEGMENTER_*`` variable is unknown; the message names it."""
+
+
 class SinkError(ProducerError):
     """An output could not be opened, written or flushed."""
 
 
 class BrokerUnavailableError(SinkError):
     """The Kafka broker cannot be reached (bootstrap failed or timed out)."""
+
+
+class AuthenticationError(SinkError):
+    """The broker is reachable but the TLS handshake or the SASL login failed; retrying cannot help."""
 
 
 class InputError(ProducerError):

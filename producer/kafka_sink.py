@@ -7,15 +7,18 @@ a message saying what to do (e.g. start the local broker).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
-from producer.errors import BrokerUnavailableError, SinkError
+from producer.errors import AuthenticationError, BrokerUnavailableError, SinkError
 from producer.sinks import Sink
+from segmenter.connection import ConnectionSettings, login_failure
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,9 @@ class KafkaSettings:
 
     Attributes
     ----------
-    bootstrap_servers
-        ``host:port[,host:port...]``.
+    connection
+        Bootstrap servers, TLS and SASL (every client gets its
+        :meth:`~segmenter.connection.ConnectionSettings.kafka_options`).
     topic
         Destination topic.
     partitions, replication_factor
@@ -42,7 +46,7 @@ class KafkaSettings:
         How long to try reaching the broker before giving up.
     """
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     topic: str = "customer-events"
     partitions: int = 6
     replication_factor: int = 1
@@ -59,12 +63,33 @@ class KafkaSettings:
         if not 1 <= self.max_in_flight <= 5:
             raise ValueError(f"max_in_flight must be 1..5 with an idempotent producer, got {self.max_in_flight}")
 
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port...]``."""
+        return self.connection.bootstrap_servers
 
-def _unreachable(servers: str, exc: BaseException) -> BrokerUnavailableError:
+
+def _unreachable(settings: KafkaSettings, exc: BaseException) -> SinkError:
+    """The error for a client that could not bootstrap: an :class:`AuthenticationError` when TLS or SASL explains it."""
+    reason = login_failure(settings.connection, socket.create_connection)
+    if reason is not None:
+        return AuthenticationError(f"cannot log in to Kafka: {reason}")
     return BrokerUnavailableError(
-        f"cannot reach Kafka at {servers}: start it with scripts/kafka-local start "
+        f"cannot reach Kafka at {settings.bootstrap_servers}: start it with scripts/kafka-local start "
         f"(or set --bootstrap-servers / SEGMENTER_BOOTSTRAP_SERVERS) [{type(exc).__name__}: {exc}]"
     )
+
+
+_Client = TypeVar("_Client")
+
+
+def _connect(settings: KafkaSettings, make: Callable[..., _Client], **options: Any) -> _Client:
+    """``make(**options)`` with the connection's options (servers, TLS, SASL) and the connect timeout."""
+    timeout_ms = int(settings.connect_timeout_s * 1000)
+    try:
+        return make(**settings.connection.kafka_options(), bootstrap_timeout_ms=timeout_ms, **options)
+    except (KafkaError, OSError) as exc:
+        raise _unreachable(settings, exc) from None
 
 
 def ensure_topic(settings: KafkaSettings) -> bool:
@@ -77,18 +102,12 @@ def ensure_topic(settings: KafkaSettings) -> bool:
     SinkError
         The topic cannot be created (e.g. not authorised, bad partition count).
     """
-    timeout_ms = int(settings.connect_timeout_s * 1000)
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers,
-            bootstrap_timeout_ms=timeout_ms,
-            request_timeout_ms=timeout_ms,
-            client_id="segmenter-producer-admin",
-        )
-    except (KafkaTimeoutError, OSError) as exc:
-        raise _unreachable(settings.bootstrap_servers, exc) from None
-    except KafkaError as exc:
-        raise _unreachable(settings.bootstrap_servers, exc) from None
+    admin = _connect(
+        settings,
+        KafkaAdminClient,
+        request_timeout_ms=int(settings.connect_timeout_s * 1000),
+        client_id="segmenter-producer-admin",
+    )
     try:
         if settings.topic in set(admin.list_topics()):
             return False
@@ -98,7 +117,7 @@ def ensure_topic(settings: KafkaSettings) -> bool:
     except TopicAlreadyExistsError:
         return False  # created concurrently
     except KafkaTimeoutError as exc:
-        raise _unreachable(settings.bootstrap_servers, exc) from None
+        raise _unreachable(settings, exc) from None
     except KafkaError as exc:
         raise SinkError(
             f"cannot create topic {settings.topic!r} on {settings.bootstrap_servers}: {type(exc).__name__}: {exc}"
@@ -132,7 +151,6 @@ class KafkaSink(Sink):
         if settings.create_topic:
             ensure_topic(settings)
         config: dict[str, Any] = {
-            "bootstrap_servers": settings.bootstrap_servers,
             "client_id": "segmenter-producer",
             "enable_idempotence": True,
             "acks": "all",
@@ -140,16 +158,9 @@ class KafkaSink(Sink):
             "linger_ms": settings.linger_ms,
             "batch_size": settings.batch_size,
             "compression_type": settings.compression,
-            "bootstrap_timeout_ms": int(settings.connect_timeout_s * 1000),
         }
         try:
-            self._producer = KafkaProducer(**config)
-        except (KafkaTimeoutError, OSError) as exc:
-            raise _unreachable(settings.bootstrap_servers, exc) from None
-        except KafkaError as exc:
-            raise SinkError(
-                f"cannot start the Kafka producer for {settings.bootstrap_servers}: {type(exc).__name__}: {exc}"
-            ) from None
+            self._producer = _connect(settings, KafkaProducer, **config)
         except (ValueError, AssertionError) as exc:
             raise SinkError(f"bad Kafka producer setting: {exc}") from None
         self._topic = settings.topic

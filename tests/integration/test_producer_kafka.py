@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient
 
 from producer.__main__ import main
 from producer.kafka_sink import KafkaSettings, KafkaSink
+from segmenter.connection import ConnectionSettings
 from tests.integration.conftest import read_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +92,9 @@ def test_missing_topic_is_created_with_the_partition_count(
 def test_no_create_topic_leaves_a_missing_topic_alone(
     bootstrap: str, admin: KafkaAdminClient, fresh_topic_name: str
 ) -> None:
-    sink = KafkaSink(KafkaSettings(bootstrap_servers=bootstrap, topic=fresh_topic_name, create_topic=False))
+    sink = KafkaSink(
+        KafkaSettings(ConnectionSettings(bootstrap_servers=bootstrap), topic=fresh_topic_name, create_topic=False)
+    )
     sink.close()
     assert fresh_topic_name not in set(admin.list_topics())
 

@@ -11,6 +11,7 @@ import yaml
 
 from consumer.settings import load_settings
 from producer.__main__ import build_parser
+from producer.settings import load_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = (ROOT / "scripts" / "kafka-local").read_text()
@@ -106,7 +107,8 @@ def test_producer_command_is_accepted_by_the_real_cli(
     command = service["command"]
     assert command[0] == "segmenter-producer"
     args = build_parser().parse_args(command[1:])
-    assert (args.command, args.to.kind, args.bootstrap_servers) == ("synth", "kafka", "kafka:9092")
+    connection = load_connection(vars(args))
+    assert (args.command, args.to.kind, connection.bootstrap_servers) == ("synth", "kafka", "kafka:9092")
 
 
 def test_consumer_environment_is_read_by_the_real_settings(
