@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 KAFKA := $(PYTHON) scripts/kafka-local
+# the SASL_SSL broker of tests/integration/test_secure_broker.py (controller port+1, inter-broker port+2)
+SECURE_KAFKA_PORT ?= 9192
 export SEGMENTER_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 
 .PHONY: demo test unit integration lint typecheck check install kafka-start kafka-stop kafka-status bench clean
@@ -40,14 +42,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+## kafka-start: the plain broker (9092) and the secure one (SASL_SSL, $(SECURE_KAFKA_PORT)); both idempotent
 kafka-start:
 	$(KAFKA) start
+	$(KAFKA) start --secure --port $(SECURE_KAFKA_PORT)
 
 kafka-stop:
 	$(KAFKA) stop
+	$(KAFKA) stop --port $(SECURE_KAFKA_PORT)
 
 kafka-status:
 	$(KAFKA) status
+	$(KAFKA) status --port $(SECURE_KAFKA_PORT)
 
 ## bench: the benchmarks and the quality report (bench/RESULTS.md and plots)
 bench: install kafka-start

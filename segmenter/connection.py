@@ -182,8 +182,8 @@ def login_failure(settings: ConnectionSettings, connect: Connect, timeout_s: flo
                 settings.tls_context().wrap_socket(raw, server_hostname=host.strip("[]")).close()
             except ssl.SSLCertVerificationError as exc:
                 return (
-                    f"TLS with {settings.servers[0]} failed: {exc.verify_message}; check ssl_cafile "
-                    f"(the CA that signed the broker's certificate) and ssl_check_hostname"
+                    f"TLS with {settings.servers[0]} failed: certificate verify failed ({exc.verify_message}); "
+                    "check ssl_cafile (the CA that signed the broker's certificate) and ssl_check_hostname"
                 )
             except (ssl.SSLError, OSError) as exc:
                 return (

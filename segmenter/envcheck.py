@@ -59,13 +59,14 @@ def unknown_variables(environ: Mapping[str, str], known: Collection[str], prefix
     known name. Variable names are compared case-insensitively, as pydantic-settings reads them.
     """
     upper = {k.upper() for k in known}
-    candidates = sorted(upper)
+    cut = len(prefix)
+    suffixes = sorted(k[cut:] for k in upper if k.startswith(prefix.upper()))  # the shared prefix says nothing
     messages = []
     for name in sorted(environ):
         if not name.upper().startswith(prefix.upper()) or name.upper() in upper:
             continue
-        close = difflib.get_close_matches(name.upper(), candidates, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        close = difflib.get_close_matches(name.upper()[cut:], suffixes, n=1, cutoff=0.6)
+        hint = f" (did you mean {prefix.upper()}{close[0]}?)" if close else ""
         messages.append(f"unknown environment variable {name}{hint}")
     return messages
 

@@ -1,0 +1,74 @@
+"""segmenter.connection: kafka-python's options, and telling a failed login from an unreachable broker."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from segmenter.connection import Connect, ConnectionSettings, login_failure
+
+SASL = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "shop",
+        "sasl_password": "hunter2"}
+
+
+def _unreachable(address: tuple[str, int], timeout: float) -> socket.socket:
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+def _peer_that_hangs_up(address: tuple[str, int], timeout: float) -> socket.socket:
+    ours, theirs = socket.socketpair()
+    theirs.close()  # accepts, then closes: no TLS server there
+    ours.settimeout(timeout)
+    return ours
+
+
+@pytest.fixture
+def peer_that_stays() -> Iterator[Connect]:
+    """A connect function whose peer accepts and keeps the connection open (closed after the test)."""
+    held: list[socket.socket] = []
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        held.extend((ours, theirs))
+        return ours
+
+    yield connect
+    for sock in held:
+        sock.close()
+
+
+def test_plaintext_options_carry_nothing_but_the_servers() -> None:
+    assert ConnectionSettings(bootstrap_servers=" a:1 , b:2 ").kafka_options() == {
+        "bootstrap_servers": ["a:1", "b:2"], "security_protocol": "PLAINTEXT"}
+
+
+def test_sasl_options_use_kafka_pythons_names() -> None:
+    options = ConnectionSettings(**SASL).kafka_options()
+    assert options == {"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "SASL_PLAINTEXT",
+                       "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": "shop",
+                       "sasl_plain_password": "hunter2"}
+
+
+def test_an_unreachable_broker_is_not_a_login_failure() -> None:
+    assert login_failure(ConnectionSettings(**SASL), _unreachable) is None
+
+
+def test_a_reachable_plaintext_broker_explains_nothing(peer_that_stays: Connect) -> None:
+    assert login_failure(ConnectionSettings(), peer_that_stays) is None
+
+
+def test_a_reachable_sasl_broker_that_refused_the_client_is_a_login_failure(peer_that_stays: Connect) -> None:
+    reason = login_failure(ConnectionSettings(**SASL), peer_that_stays)
+    assert reason == ("the broker at 127.0.0.1:9092 accepted the connection but the SASL login as 'shop' "
+                      "(SCRAM-SHA-256) failed: check sasl_username, sasl_password and sasl_mechanism")
+    assert "hunter2" not in reason
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_a_listener_without_tls_is_named_as_the_reason(protocol: str) -> None:
+    extra = {k: v for k, v in SASL.items() if k != "security_protocol"} if protocol == "SASL_SSL" else {}
+    reason = login_failure(ConnectionSettings(security_protocol=protocol, **extra), _peer_that_hangs_up, 2.0)
+    assert reason is not None and reason.startswith("TLS with 127.0.0.1:9092 failed (")
+    assert f"is the listener {protocol}? check security_protocol and the port" in reason
