@@ -175,7 +175,7 @@ class MetricsServer:
         self._token = token.get_secret_value().encode() if token is not None else None
         self._idle_timeout_s = idle_timeout_s
         self._max_connections = max_connections
-        self._listener = socket.create_server((host, port), reuse_port=False)
+        self._listener = socket.create_server((host, port))
         self._listener.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)

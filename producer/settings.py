@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producer.errors import SettingsError
@@ -94,14 +94,14 @@ def _flag(name: str) -> str:
 def add_connection_flags(group: argparse._ArgumentGroup) -> None:
     """One flag per connection setting (``--security-protocol`` ...); an absent flag leaves the environment's."""
     for name, field in ConnectionSettings.model_fields.items():
-        default = field.default if not isinstance(field.default, SecretStr) else None
         env = PREFIX + name.upper()
+        metavar = "true|false" if field.annotation is bool else "PEM" if name.endswith("file") else name.upper()
         group.add_argument(
             _flag(name),
             dest=name,
             default=None,
-            metavar=name.split("_")[-1].upper(),
-            help=f"{field.description} (env {env}; default {default})",
+            metavar=metavar,
+            help=f"{field.description} (env {env}; default {field.default})",
         )
 
 
