@@ -585,9 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.verbose < 2:
-        # the client logs every failed connection attempt; our own error says what to do
-        logging.getLogger("kafka").setLevel(logging.CRITICAL + 1)
+    # the client logs every failed connection attempt (our own error says what to do), and at DEBUG every
+    # request's raw bytes, a SASL PLAIN password among them: never below INFO
+    logging.getLogger("kafka").setLevel(logging.CRITICAL + 1 if args.verbose < 2 else logging.INFO)
     try:
         args.connection = load_connection(vars(args))
         if args.command == "synth":

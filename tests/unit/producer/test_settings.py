@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -81,3 +82,9 @@ def test_help_shows_the_flags_and_no_secret(monkeypatch: pytest.MonkeyPatch, cap
 def test_missing_sasl_fields_are_refused_before_connecting() -> None:
     with pytest.raises(SettingsError, match=r"sasl_mechanism .*required with security_protocol SASL_SSL"):
         _connection("--security-protocol", "SASL_SSL", "--sasl-username", "u", "--sasl-password", "p")
+
+
+def test_even_the_most_verbose_log_keeps_kafka_pythons_raw_frames_out(tmp_path: Path) -> None:
+    # kafka-python logs each request's bytes at DEBUG, a SASL PLAIN password among them
+    assert main(["-vv", *SYNTH, "--to", "file", str(tmp_path / "out.jsonl")]) == 0
+    assert logging.getLogger("kafka").level >= logging.INFO  # set, whatever the root logger allows
