@@ -19,6 +19,7 @@ With a ``token``, every route but the public ``/healthz`` needs
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -161,7 +162,8 @@ class MetricsServer:
     threads
         Most requests handled at once.
     idle_timeout_s
-        A connection that has not sent a complete request within this time is closed.
+        A connection that has not sent a complete request within this time is closed, and any connection
+        is cut twice this long after it was accepted (a client trickling its request byte by byte).
     routes
         The route table, path (without query) to :class:`Route`.
     max_connections
@@ -179,7 +181,9 @@ class MetricsServer:
         self._listener.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
-        self._idle: dict[socket.socket, float] = {}  # connection -> when it was accepted
+        self._idle: dict[socket.socket, float] = {}  # waiting for a request: connection -> when it was accepted
+        self._busy: dict[socket.socket, float] = {}  # with a worker (under _lock): the same
+        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="metrics-http")
         self._stopping = threading.Event()
         self._handler = _make_handler(self)
@@ -229,9 +233,12 @@ class MetricsServer:
                     self._accept()
                 else:  # a request is arriving: hand it to a worker
                     self._selector.unregister(sock)
-                    del self._idle[sock]
+                    with self._lock:
+                        self._busy[sock] = self._idle.pop(sock)
                     self._pool.submit(self._handle, sock)
-            self._expire(time.monotonic() - self._idle_timeout_s)
+            now = time.monotonic()
+            self._expire(now - self._idle_timeout_s)
+            self._cut(now - 2 * self._idle_timeout_s)
 
     def _accept(self) -> None:
         try:
@@ -248,6 +255,14 @@ class MetricsServer:
             if accepted < accepted_before:
                 self._close(conn)
 
+    def _cut(self, accepted_before: float) -> None:
+        """Shut down connections a worker has held too long; the worker sees the end and closes them."""
+        with self._lock:
+            for conn, accepted in self._busy.items():
+                if accepted < accepted_before:
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
+
     def _close(self, conn: socket.socket) -> None:
         if conn in self._idle:
             del self._idle[conn]
@@ -262,6 +277,8 @@ class MetricsServer:
         except OSError as exc:  # the client went away or was too slow
             log.debug("http: %r", exc)
         finally:
+            with self._lock:
+                self._busy.pop(conn, None)
             conn.close()
 
 

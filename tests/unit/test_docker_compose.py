@@ -123,6 +123,8 @@ def test_consumer_environment_is_read_by_the_real_settings(
     assert settings.group_id == service["environment"]["SEGMENTER_GROUP_ID"]
     assert settings.metrics_port == int(service["environment"]["SEGMENTER_METRICS_PORT"])
     assert f"{settings.metrics_port}:{settings.metrics_port}" in service["ports"]
+    # the published port reaches the server only if it listens on every interface of the container
+    assert settings.metrics_host == "0.0.0.0"
     # the state and model topics the topic service creates are the ones this group uses
     script = compose["services"]["topics"]["command"][0]
     assert f"--topic {settings.group_id}.state " in script and f"--topic {settings.group_id}.model " in script

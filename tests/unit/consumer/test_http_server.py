@@ -147,3 +147,21 @@ def test_the_oldest_idle_connection_goes_when_the_limit_is_reached(serve: Serve)
     finally:
         for sock in (first, *others):
             sock.close()
+
+
+def test_a_request_trickled_byte_by_byte_is_cut_off(serve: Serve, health: Health) -> None:
+    server = serve(threads=1, idle_timeout_s=0.3)
+    with socket.create_connection(("127.0.0.1", server.port)) as slow:
+        slow.settimeout(0.05)
+        deadline = time.monotonic() + 10
+        cut = False
+        while not cut and time.monotonic() < deadline:
+            try:
+                slow.sendall(b"X")  # each byte comes well within the per-read timeout
+                cut = slow.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the server
+                cut = True
+        assert cut, "the server kept a trickling connection for 10 s"
+    assert _get(server, "/healthz")[0] == 503  # the only worker is free again
