@@ -35,16 +35,22 @@ LAUNCHER = [sys.executable, str(ROOT / "scripts" / "kafka-local")]
 def secure_env() -> dict[str, str]:
     """The ``SEGMENTER_*`` lines of ``client-env --secure`` for a running secure broker (started if needed)."""
     started = time.monotonic()
-    start = subprocess.run([*LAUNCHER, "start", "--secure", "--port", str(SECURE_PORT)], capture_output=True,
-                           text=True, timeout=180)
+    start = subprocess.run(
+        [*LAUNCHER, "start", "--secure", "--port", str(SECURE_PORT)], capture_output=True, text=True, timeout=180
+    )
     if start.returncode != 0:
         message = f"the secure broker did not start: {start.stderr.strip()[-2000:]}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     print(f"secure broker ready after {time.monotonic() - started:.1f}s: {start.stdout.strip()}")
-    out = subprocess.run([*LAUNCHER, "client-env", "--secure", "--port", str(SECURE_PORT)], capture_output=True,
-                         text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [*LAUNCHER, "client-env", "--secure", "--port", str(SECURE_PORT)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
@@ -72,8 +78,13 @@ def secure_topics(secure: ConnectionSettings) -> Iterator[tuple[str, str, str]]:
 
 
 def _read(secure: ConnectionSettings, topic: str, at_least: int, timeout_s: float = 30) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(**secure.kafka_options(), group_id=None, auto_offset_reset="earliest",
-                             isolation_level="read_committed", enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        **secure.kafka_options(),
+        group_id=None,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
     consumer.assign([TopicPartition(topic, 0)])
     out: list[dict[str, object]] = []
 
@@ -96,12 +107,33 @@ def _committed(secure: ConnectionSettings, group: str, topic: str) -> int:
         consumer.close()
 
 
-def test_producer_and_consumer_work_through_sasl_ssl(secure: ConnectionSettings,
-                                                     secure_topics: tuple[str, str, str]) -> None:
+def test_producer_and_consumer_work_through_sasl_ssl(
+    secure: ConnectionSettings, secure_topics: tuple[str, str, str]
+) -> None:
     inp, out, dlq = secure_topics
     # the producer CLI reads the SASL_SSL settings from the SEGMENTER_* variables of client-env
-    assert producer_main(["synth", "--customers", "40", "--days", "20", "--seed", "3", "--max-events", "1500",
-                          "--to", "kafka", "--topic", inp, "--no-create-topic", "-q"]) == 0
+    assert (
+        producer_main(
+            [
+                "synth",
+                "--customers",
+                "40",
+                "--days",
+                "20",
+                "--seed",
+                "3",
+                "--max-events",
+                "1500",
+                "--to",
+                "kafka",
+                "--topic",
+                inp,
+                "--no-create-topic",
+                "-q",
+            ]
+        )
+        == 0
+    )
     group = f"sec-{uuid.uuid4().hex[:8]}"
     # so does the consumer; the flags only name its topics
     settings = settings_for(secure.bootstrap_servers, group, inp, out, dlq)
@@ -115,15 +147,29 @@ def test_producer_and_consumer_work_through_sasl_ssl(secure: ConnectionSettings,
 
 def _cli(module: str, *args: str, **env: str) -> tuple[int, str]:
     """Run ``python -m module args`` with this process's environment plus ``env``; (exit code, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
     return proc.returncode, proc.stderr
 
 
 def test_a_wrong_password_stops_the_consumer_with_one_clear_line(secure: ConnectionSettings) -> None:
     started = time.monotonic()
-    code, err = _cli("consumer", "--metrics-port", "-1", "--topics.input", f"sec-none-{uuid.uuid4().hex[:6]}",
-                     "--config-file", str(it_config_file()), SEGMENTER_SASL_PASSWORD="not-the-password")
+    code, err = _cli(
+        "consumer",
+        "--metrics-port",
+        "-1",
+        "--topics.input",
+        f"sec-none-{uuid.uuid4().hex[:6]}",
+        "--config-file",
+        str(it_config_file()),
+        SEGMENTER_SASL_PASSWORD="not-the-password",
+    )
     print(f"the consumer gave up after {time.monotonic() - started:.1f}s")
     assert code == 5
     failure = [line for line in err.splitlines() if " consumer: " in line]
@@ -134,8 +180,23 @@ def test_a_wrong_password_stops_the_consumer_with_one_clear_line(secure: Connect
 def test_a_wrong_password_stops_the_producer_with_one_clear_line(
     secure: ConnectionSettings, secure_topics: tuple[str, str, str]
 ) -> None:
-    code, err = _cli("producer", "synth", "--customers", "5", "--days", "1", "--to", "kafka", "--topic",
-                     secure_topics[0], "--sasl-password", "not-the-password", "--connect-timeout", "3", "-q")
+    code, err = _cli(
+        "producer",
+        "synth",
+        "--customers",
+        "5",
+        "--days",
+        "1",
+        "--to",
+        "kafka",
+        "--topic",
+        secure_topics[0],
+        "--sasl-password",
+        "not-the-password",
+        "--connect-timeout",
+        "3",
+        "-q",
+    )
     assert code == 1
     assert len(err.strip().splitlines()) == 1
     assert "SASL login as 'segmenter' (SCRAM-SHA-512) failed" in err and "not-the-password" not in err
@@ -145,11 +206,42 @@ def test_a_ca_that_did_not_sign_the_broker_is_named(
     secure: ConnectionSettings, secure_topics: tuple[str, str, str], tmp_path: Path
 ) -> None:
     other_ca = tmp_path / "other-ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "k.pem"),
-                    "-out", str(other_ca), "-days", "1", "-subj", "/CN=someone else"], capture_output=True,
-                   check=True)
-    code, err = _cli("producer", "synth", "--customers", "5", "--days", "1", "--to", "kafka", "--topic",
-                     secure_topics[0], "--connect-timeout", "3", "-q", SEGMENTER_SSL_CAFILE=str(other_ca))
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k.pem"),
+            "-out",
+            str(other_ca),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=someone else",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    code, err = _cli(
+        "producer",
+        "synth",
+        "--customers",
+        "5",
+        "--days",
+        "1",
+        "--to",
+        "kafka",
+        "--topic",
+        secure_topics[0],
+        "--connect-timeout",
+        "3",
+        "-q",
+        SEGMENTER_SSL_CAFILE=str(other_ca),
+    )
     assert code == 1
     assert len(err.strip().splitlines()) == 1
     assert "certificate verify failed (self-signed certificate in certificate chain)" in err

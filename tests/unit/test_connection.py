@@ -9,8 +9,12 @@ import pytest
 
 from segmenter.connection import Connect, ConnectionSettings, login_failure
 
-SASL = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "shop",
-        "sasl_password": "hunter2"}
+SASL = {
+    "security_protocol": "SASL_PLAINTEXT",
+    "sasl_mechanism": "SCRAM-SHA-256",
+    "sasl_username": "shop",
+    "sasl_password": "hunter2",
+}
 
 
 def _unreachable(address: tuple[str, int], timeout: float) -> socket.socket:
@@ -41,14 +45,20 @@ def peer_that_stays() -> Iterator[Connect]:
 
 def test_plaintext_options_carry_nothing_but_the_servers() -> None:
     assert ConnectionSettings(bootstrap_servers=" a:1 , b:2 ").kafka_options() == {
-        "bootstrap_servers": ["a:1", "b:2"], "security_protocol": "PLAINTEXT"}
+        "bootstrap_servers": ["a:1", "b:2"],
+        "security_protocol": "PLAINTEXT",
+    }
 
 
 def test_sasl_options_use_kafka_pythons_names() -> None:
     options = ConnectionSettings(**SASL).kafka_options()
-    assert options == {"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "SASL_PLAINTEXT",
-                       "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": "shop",
-                       "sasl_plain_password": "hunter2"}
+    assert options == {
+        "bootstrap_servers": ["127.0.0.1:9092"],
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "shop",
+        "sasl_plain_password": "hunter2",
+    }
 
 
 def test_an_unreachable_broker_is_not_a_login_failure() -> None:
@@ -61,8 +71,10 @@ def test_a_reachable_plaintext_broker_explains_nothing(peer_that_stays: Connect)
 
 def test_a_reachable_sasl_broker_that_refused_the_client_is_a_login_failure(peer_that_stays: Connect) -> None:
     reason = login_failure(ConnectionSettings(**SASL), peer_that_stays)
-    assert reason == ("the broker at 127.0.0.1:9092 accepted the connection but the SASL login as 'shop' "
-                      "(SCRAM-SHA-256) failed: check sasl_username, sasl_password and sasl_mechanism")
+    assert reason == (
+        "the broker at 127.0.0.1:9092 accepted the connection but the SASL login as 'shop' "
+        "(SCRAM-SHA-256) failed: check sasl_username, sasl_password and sasl_mechanism"
+    )
     assert "hunter2" not in reason
 
 

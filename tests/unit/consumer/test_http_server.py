@@ -85,8 +85,10 @@ def test_healthz_reports_the_state_and_never_the_error_text(serve: Serve, health
     assert json.loads(_get(server, "/healthz")[1])["status"] == "ok"
     health.tick(False, "reconnecting: KafkaConnectionError: 10.1.2.3:9092 sasl user 'shop' refused")
     status, body = _get(server, "/healthz")
-    assert (status, json.loads(body)) == (503, {"status": "degraded", "connected": False,
-                                                "last_tick_age_s": json.loads(body)["last_tick_age_s"]})
+    assert (status, json.loads(body)) == (
+        503,
+        {"status": "degraded", "connected": False, "last_tick_age_s": json.loads(body)["last_tick_age_s"]},
+    )
     assert b"10.1.2.3" not in body and b"shop" not in body
 
 
@@ -98,8 +100,7 @@ def test_a_stalled_loop_is_degraded(serve: Serve) -> None:
 
 
 def test_adding_a_page_is_one_route(serve: Serve, health: Health) -> None:
-    routes = {**default_routes(Metrics(), health), "/segments": Route(lambda: Response(200, "application/json",
-                                                                                       b"[]"))}
+    routes = {**default_routes(Metrics(), health), "/segments": Route(lambda: Response(200, "application/json", b"[]"))}
     server = serve(routes=routes, token=SecretStr("t"))
     assert _get(server, "/segments", token="t") == (200, b"[]")
     assert _get(server, "/segments")[0] == 401

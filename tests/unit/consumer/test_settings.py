@@ -37,7 +37,11 @@ def cafile(tmp_path: Path) -> Path:
 def test_defaults_are_plaintext_on_loopback() -> None:
     s = load_settings([])
     assert (s.bootstrap_servers, s.security_protocol, s.sasl_mechanism, s.sasl_password) == (
-        "127.0.0.1:9092", "PLAINTEXT", None, None)
+        "127.0.0.1:9092",
+        "PLAINTEXT",
+        None,
+        None,
+    )
     assert (s.metrics_host, s.metrics_token, s.ssl_check_hostname) == ("127.0.0.1", None, True)
     assert s.kafka_options() == {"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "PLAINTEXT"}
 
@@ -52,16 +56,24 @@ def test_security_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("SEGMENTER_SSL_CHECK_HOSTNAME", "false")
     s = load_settings([])
     assert s.kafka_options() == {
-        "bootstrap_servers": ["k1:9093", "k2:9093"], "security_protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": "shop", "sasl_plain_password": "hunter2",
-        "ssl_check_hostname": False, "ssl_cafile": str(cafile),
+        "bootstrap_servers": ["k1:9093", "k2:9093"],
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "shop",
+        "sasl_plain_password": "hunter2",
+        "ssl_check_hostname": False,
+        "ssl_cafile": str(cafile),
     }
 
 
 def test_security_settings_from_flags(cafile: Path) -> None:
     s = load_settings([*SASL, "--sasl-password", "hunter2", "--ssl-cafile", str(cafile)])
     assert (s.security_protocol, s.sasl_mechanism, s.sasl_username, s.ssl_cafile) == (
-        "SASL_SSL", "SCRAM-SHA-512", "shop", cafile)
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        "shop",
+        cafile,
+    )
     assert isinstance(s.sasl_password, SecretStr) and s.sasl_password.get_secret_value() == "hunter2"
 
 
@@ -79,8 +91,13 @@ def test_a_client_certificate_is_passed_with_its_key(tmp_path: Path, cafile: Pat
     cert.write_text("c")
     key.write_text("k")
     s = load_settings(["--security-protocol", "SSL", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)])
-    assert s.kafka_options() == {"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "SSL",
-                                 "ssl_check_hostname": True, "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    assert s.kafka_options() == {
+        "bootstrap_servers": ["127.0.0.1:9092"],
+        "security_protocol": "SSL",
+        "ssl_check_hostname": True,
+        "ssl_certfile": str(cert),
+        "ssl_keyfile": str(key),
+    }
 
 
 def test_settings_are_frozen() -> None:
@@ -92,19 +109,31 @@ def test_settings_are_frozen() -> None:
 @pytest.mark.parametrize(
     ("args", "field", "problem"),
     [
-        (["--security-protocol", "SASL_SSL", "--sasl-username", "u", "--sasl-password", "p"], "sasl_mechanism",
-         "required with security_protocol SASL_SSL"),
-        (["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-password", "p"],
-         "sasl_username", "required with security_protocol SASL_PLAINTEXT"),
+        (
+            ["--security-protocol", "SASL_SSL", "--sasl-username", "u", "--sasl-password", "p"],
+            "sasl_mechanism",
+            "required with security_protocol SASL_SSL",
+        ),
+        (
+            ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-password", "p"],
+            "sasl_username",
+            "required with security_protocol SASL_PLAINTEXT",
+        ),
         (SASL, "sasl_password", "required with security_protocol SASL_SSL"),
         (["--sasl-username", "u"], "sasl_username", "is set but security_protocol is PLAINTEXT"),
-        (["--security-protocol", "SSL", "--ssl-cafile", "/nonexistent/ca.pem"], "ssl_cafile",
-         "no such file: /nonexistent/ca.pem"),
+        (
+            ["--security-protocol", "SSL", "--ssl-cafile", "/nonexistent/ca.pem"],
+            "ssl_cafile",
+            "no such file: /nonexistent/ca.pem",
+        ),
         (["--ssl-cafile", "/etc/hostname"], "ssl_cafile", "is set but security_protocol is PLAINTEXT"),
         (["--security-protocol", "SSL", "--ssl-keyfile", "/etc/hostname"], "ssl_keyfile", "needs ssl_certfile"),
         (["--security-protocol", "TLS"], "security_protocol", "Input should be 'PLAINTEXT', 'SSL'"),
-        (["--security-protocol", "SASL_SSL", "--sasl-mechanism", "GSSAPI"], "sasl_mechanism",
-         "Input should be 'PLAIN', 'SCRAM-SHA-256' or 'SCRAM-SHA-512'"),
+        (
+            ["--security-protocol", "SASL_SSL", "--sasl-mechanism", "GSSAPI"],
+            "sasl_mechanism",
+            "Input should be 'PLAIN', 'SCRAM-SHA-256' or 'SCRAM-SHA-512'",
+        ),
     ],
 )
 def test_each_bad_combination_names_its_field_flag_and_variable(args: list[str], field: str, problem: str) -> None:
@@ -147,8 +176,13 @@ def test_an_unknown_variable_far_from_every_name_is_refused_without_a_guess() ->
 
 
 def test_every_setting_and_the_launcher_variables_are_known(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("SEGMENTER_KAFKA_CACHE", "SEGMENTER_KAFKA_PORT", "SEGMENTER_KAFKA_VERSION",
-                 "SEGMENTER_KAFKA_HEAP", "SEGMENTER_KAFKA_START_TIMEOUT"):
+    for name in (
+        "SEGMENTER_KAFKA_CACHE",
+        "SEGMENTER_KAFKA_PORT",
+        "SEGMENTER_KAFKA_VERSION",
+        "SEGMENTER_KAFKA_HEAP",
+        "SEGMENTER_KAFKA_START_TIMEOUT",
+    ):
         monkeypatch.setenv(name, "x")
     monkeypatch.setenv("SEGMENTER_TOPICS__DLQ", "bad-letters")
     monkeypatch.setenv("SEGMENTER_METRICS_TOKEN", "t")
@@ -156,17 +190,21 @@ def test_every_setting_and_the_launcher_variables_are_known(monkeypatch: pytest.
     assert {f"SEGMENTER_{n.upper()}" for n in Settings.model_fields} <= KNOWN_VARIABLES
 
 
-def test_an_unknown_variable_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_variable_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SEGMENTER_SECURITY_PROTOCL", "SASL_SSL")
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert err == ("segmenter-consumer: unknown environment variable SEGMENTER_SECURITY_PROTOCL "
-                   "(did you mean SEGMENTER_SECURITY_PROTOCOL?)\n")
+    assert err == (
+        "segmenter-consumer: unknown environment variable SEGMENTER_SECURITY_PROTOCL "
+        "(did you mean SEGMENTER_SECURITY_PROTOCOL?)\n"
+    )
 
 
-def test_the_password_is_never_shown(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_password_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SEGMENTER_SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("SEGMENTER_METRICS_TOKEN", "tok3n")
     s = load_settings(SASL)

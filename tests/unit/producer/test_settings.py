@@ -42,19 +42,29 @@ def test_connection_flags_over_the_environment(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("SEGMENTER_SASL_PASSWORD", "env-secret")
     monkeypatch.setenv("SEGMENTER_SSL_CAFILE", str(ca))
     monkeypatch.setenv("SEGMENTER_GROUP_ID", "a consumer setting: ignored here")
-    options = load_connection(vars(build_parser().parse_args(
-        [*SYNTH, "--sasl-username", "flag-user", "--bootstrap-servers", "flag:9093"]))).kafka_options()
-    assert options == {"bootstrap_servers": ["flag:9093"], "security_protocol": "SASL_SSL",
-                       "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "flag-user",
-                       "sasl_plain_password": "env-secret", "ssl_check_hostname": True, "ssl_cafile": str(ca)}
+    options = load_connection(
+        vars(build_parser().parse_args([*SYNTH, "--sasl-username", "flag-user", "--bootstrap-servers", "flag:9093"]))
+    ).kafka_options()
+    assert options == {
+        "bootstrap_servers": ["flag:9093"],
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "flag-user",
+        "sasl_plain_password": "env-secret",
+        "ssl_check_hostname": True,
+        "ssl_cafile": str(ca),
+    }
 
 
-def test_an_unknown_variable_exits_2_naming_the_nearest(monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unknown_variable_exits_2_naming_the_nearest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("SEGMENTER_BOOTSTRAP_SERVER", "k:9092")
     assert main([*SYNTH, "--to", "file", "-"]) == 2
-    assert ("unknown environment variable SEGMENTER_BOOTSTRAP_SERVER (did you mean SEGMENTER_BOOTSTRAP_SERVERS?)"
-            in caplog.text)
+    assert (
+        "unknown environment variable SEGMENTER_BOOTSTRAP_SERVER (did you mean SEGMENTER_BOOTSTRAP_SERVERS?)"
+        in caplog.text
+    )
 
 
 def test_a_bad_setting_exits_2_naming_flag_and_variable_but_never_the_password(
@@ -67,14 +77,24 @@ def test_a_bad_setting_exits_2_naming_flag_and_variable_but_never_the_password(
     assert "hunter2" not in caplog.text
 
 
-def test_help_shows_the_flags_and_no_secret(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-                                            ) -> None:
+def test_help_shows_the_flags_and_no_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SEGMENTER_SASL_PASSWORD", "hunter2")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["synth", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--security-protocol", "--sasl-mechanism", "--sasl-username", "--sasl-password", "--ssl-cafile",
-                 "--ssl-certfile", "--ssl-keyfile", "--ssl-check-hostname", "--bootstrap-servers"):
+    for flag in (
+        "--security-protocol",
+        "--sasl-mechanism",
+        "--sasl-username",
+        "--sasl-password",
+        "--ssl-cafile",
+        "--ssl-certfile",
+        "--ssl-keyfile",
+        "--ssl-check-hostname",
+        "--bootstrap-servers",
+    ):
         assert flag in out
     assert "SEGMENTER_SASL_PASSWORD" in out and "hunter2" not in out
 
