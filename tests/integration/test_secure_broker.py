@@ -177,26 +177,16 @@ def test_a_wrong_password_stops_the_consumer_with_one_clear_line(secure: Connect
     assert "not-the-password" not in err and "Traceback" not in err
 
 
+def _producer_to(topic: str, *extra: str, **env: str) -> tuple[int, str]:
+    """A short ``segmenter-producer synth`` to ``topic`` on the secure broker, 3 s to connect; (exit code, stderr)."""
+    synth = ["synth", "--customers", "5", "--days", "1", "--connect-timeout", "3", "-q", "--to", "kafka"]
+    return _cli("producer", *synth, "--topic", topic, *extra, **env)
+
+
 def test_a_wrong_password_stops_the_producer_with_one_clear_line(
     secure: ConnectionSettings, secure_topics: tuple[str, str, str]
 ) -> None:
-    code, err = _cli(
-        "producer",
-        "synth",
-        "--customers",
-        "5",
-        "--days",
-        "1",
-        "--to",
-        "kafka",
-        "--topic",
-        secure_topics[0],
-        "--sasl-password",
-        "not-the-password",
-        "--connect-timeout",
-        "3",
-        "-q",
-    )
+    code, err = _producer_to(secure_topics[0], "--sasl-password", "not-the-password")
     assert code == 1
     assert len(err.strip().splitlines()) == 1
     assert "SASL login as 'segmenter' (SCRAM-SHA-512) failed" in err and "not-the-password" not in err
@@ -226,22 +216,7 @@ def test_a_ca_that_did_not_sign_the_broker_is_named(
         capture_output=True,
         check=True,
     )
-    code, err = _cli(
-        "producer",
-        "synth",
-        "--customers",
-        "5",
-        "--days",
-        "1",
-        "--to",
-        "kafka",
-        "--topic",
-        secure_topics[0],
-        "--connect-timeout",
-        "3",
-        "-q",
-        SEGMENTER_SSL_CAFILE=str(other_ca),
-    )
+    code, err = _producer_to(secure_topics[0], SEGMENTER_SSL_CAFILE=str(other_ca))
     assert code == 1
     assert len(err.strip().splitlines()) == 1
     assert "certificate verify failed (self-signed certificate in certificate chain)" in err
