@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from consumer.errors import FencedError, SettingsError, TopicSetupError
+from consumer.errors import FencedError, SettingsError, TopicSetupError, UnsupportedClientError
 from consumer.kafka_io import KafkaAdmin, KafkaTransport
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.service import Core, RulesWatcher, Service, utc_now
@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TopicSetupError as exc:
         log.error("topic setup failed: %s", exc)
         return 4
+    except UnsupportedClientError as exc:
+        log.error("%s", exc)
+        return 1
     except Exception:
         log.exception("the service failed")
         return 1

@@ -14,6 +14,7 @@ meaningful failures instead of the client library's dozens.
     │   ├── TransactionError         a transaction could not be committed; the batch is aborted and replayed
     │   │   └── FencedError          a newer instance with the same transactional id exists; this one must stop
     │   └── TopicSetupError          topics are missing and cannot be created, or are mis-partitioned
+    ├── UnsupportedClientError  the installed kafka-python lacks a private hook the service uses
     ├── RestoreError            the state or model topics cannot be restored
     ├── PoisonRecordError       the core raised an unexpected exception on one record
     └── CoreBatchError          the core raised on a run of records (which one is found by replaying them one by one)
@@ -52,6 +53,10 @@ class FencedError(TransactionError):
 
 class TopicSetupError(KafkaIOError):
     """Required topics are missing and may not be created, or their layout is wrong."""
+
+
+class UnsupportedClientError(ConsumerError):
+    """The installed kafka-python lacks a private hook the service relies on; install the pinned version."""
 
 
 class RestoreError(ConsumerError):
