@@ -326,6 +326,11 @@ class KafkaTransport:
             require_private_hooks(self._consumer)
             with translate_errors(f"subscribe to {settings.topics.input}"):
                 subscribe(self._consumer, [settings.topics.input], handler)
+                # metadata now, between subscribe and the join in the first poll: joined without it, the leader
+                # assigns nothing ("No partition metadata for topic", a WARNING) and the metadata that arrives
+                # next starts a second rebalance; topics() always asks the broker, so the group coordinator's
+                # view of the subscribed topics is current before the join
+                self._consumer.topics()
         except BaseException:
             self.close()
             raise
