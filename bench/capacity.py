@@ -229,4 +229,9 @@ def capacity_section(result: dict[str, Any]) -> list[str]:
             f"| {k} | {cpu * 1e6:.1f} | {1 / cpu:,.0f} | {v['both lenses'] * k:,.0f} | "
             f"{math.floor(largest_group(v['both lenses'], k, cpu))} | {math.floor(largest_group(per_lens, k, cpu))} |"
         )
-    return [*lines, "", PAST_THE_LIMIT]
+    edge = (
+        "A process's cost here is its core alone. The Kafka edge adds its own (the peer table's *ours* row is the "
+        "whole single-mode service), which slows each process and lets one trainer serve proportionally more "
+        "processes: with a whole process at X us/event, the largest group is 1 + trainer x k x X."
+    )
+    return [*lines, "", edge, "", PAST_THE_LIMIT]

@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.capacity import capacity_section
 from bench.common import BENCH_DIR, OUT_DIR, load_results, setup_logging
-from bench.peer_quix import peer_table
+from bench.peer_quix import PEER_NOTE, peer_table
 
 log = logging.getLogger("bench.report")
 
@@ -287,7 +287,7 @@ def write_report(out_dir: Path, results_path: Path, plots: bool = True, command:
         lines += ["", "## Latency phases", "", *latency_table(results["latency"])]
     if "peer_quix" in results:
         lines += ["", "## Peer framework: Quix Streams (exactly-once, same events, same run)", ""]
-        lines += peer_table(results["peer_quix"])
+        lines += [PEER_NOTE, "", *peer_table(results["peer_quix"])]
     if "capacity" in results:
         lines += ["", "## Capacity of shared mode: the largest group one trainer serves", ""]
         lines += capacity_section(results["capacity"])
