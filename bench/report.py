@@ -18,11 +18,13 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from bench.capacity import capacity_section
 from bench.common import BENCH_DIR, OUT_DIR, load_results, setup_logging
+from bench.peer_quix import PEER_NOTE, peer_table
 
 log = logging.getLogger("bench.report")
 
-ORDER = ("consumer_throughput", "replay_throughput", "latency", "memory", "quality")
+ORDER = ("consumer_throughput", "replay_throughput", "latency", "memory", "quality", "peer_quix", "capacity")
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -283,6 +285,12 @@ def write_report(out_dir: Path, results_path: Path, plots: bool = True, command:
     lines += ["", "## Targets", "", *targets_table(results)]
     if "latency" in results:
         lines += ["", "## Latency phases", "", *latency_table(results["latency"])]
+    if "peer_quix" in results:
+        lines += ["", "## Peer framework: Quix Streams (exactly-once, same events, same run)", ""]
+        lines += [PEER_NOTE, "", *peer_table(results["peer_quix"])]
+    if "capacity" in results:
+        lines += ["", "## Capacity of shared mode: the largest group one trainer serves", ""]
+        lines += capacity_section(results["capacity"])
     if "quality" in results:
         lines += [
             "",

@@ -1,6 +1,6 @@
 """``segmenter-consumer`` (= ``python -m consumer``): run the Kafka service.
 
-Logging is configured here and only here (``--log-format text|json``).
+Logging is configured here and only here (``--log-format text|json``; see :mod:`consumer.logs`).
 SIGTERM and SIGINT finish the open batch, commit it and exit 0.
 
 Exit codes: 0 clean stop, 1 unexpected error, 2 invalid settings/config/rules,
@@ -11,18 +11,17 @@ SASL authentication failed.
 from __future__ import annotations
 
 import faulthandler
-import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from consumer.errors import AuthenticationError, FencedError, SettingsError, TopicSetupError
+from consumer.errors import AuthenticationError, FencedError, SettingsError, TopicSetupError, UnsupportedClientError
 from consumer.kafka_io import KafkaAdmin, KafkaTransport
+from consumer.logs import configure_logging
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.service import Core, RulesWatcher, Service, utc_now
 from consumer.settings import Settings, load_settings
@@ -37,34 +36,6 @@ from segmenter.shared import ModelTrainer
 from segmenter.triggers.rules import load_rules
 
 log = logging.getLogger("consumer")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message (+ exc)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return json.dumps(body, ensure_ascii=False)
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    """Configure the root logger (kafka-python's own chatter is kept at WARNING)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def build_service(settings: Settings, metrics: Metrics, health: Health) -> Service:
@@ -158,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuthenticationError as exc:
         log.error("cannot log in to Kafka: %s", exc)
         return 5
+    except UnsupportedClientError as exc:
+        log.error("%s", exc)
+        return 1
     except Exception:
         log.exception("the service failed")
         return 1

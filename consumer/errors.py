@@ -15,6 +15,7 @@ meaningful failures instead of the client library's dozens.
     │   │   └── FencedError          a newer instance with the same transactional id exists; this one must stop
     │   ├── TopicSetupError          topics are missing and cannot be created, or are mis-partitioned
     │   └── AuthenticationError      the TLS handshake or the SASL login failed; this instance must stop
+    ├── UnsupportedClientError  the installed kafka-python lacks a private hook the service uses
     ├── RestoreError            the state or model topics cannot be restored
     ├── PoisonRecordError       the core raised an unexpected exception on one record
     └── CoreBatchError          the core raised on a run of records (which one is found by replaying them one by one)
@@ -57,6 +58,10 @@ class TopicSetupError(KafkaIOError):
 
 class AuthenticationError(KafkaIOError):
     """The broker is reachable but the TLS handshake or the SASL login failed: retrying cannot help."""
+
+
+class UnsupportedClientError(ConsumerError):
+    """The installed kafka-python lacks a private hook the service relies on; install the pinned version."""
 
 
 class RestoreError(ConsumerError):

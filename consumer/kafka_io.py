@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import kafka
 import kafka.errors as ke
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -37,6 +38,7 @@ from consumer.errors import (
     KafkaIOError,
     TopicSetupError,
     TransactionError,
+    UnsupportedClientError,
 )
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler
@@ -44,6 +46,9 @@ from consumer.topics import MODEL_MAX_BYTES, TopicSpec
 from segmenter.connection import login_failure
 
 log = logging.getLogger(__name__)
+
+PINNED_KAFKA_PYTHON = "3.0.12"
+"""The kafka-python version pyproject.toml pins; this module uses its private hooks (:func:`require_private_hooks`)."""
 
 _FENCED = (ke.ProducerFencedError, ke.InvalidProducerEpochError, ke.TransactionalIdAuthorizationFailedError,
            ke.TransactionCoordinatorFencedError, ke.FencedInstanceIdError)
@@ -193,9 +198,28 @@ def _hold_rejoin(consumer: KafkaConsumer) -> None:
     rebalance completes. (The group consumer uses kafka-python's default assignors, range and
     round-robin, which are eager. Its other revocation callback, on close, makes the flag moot.)
     """
+    consumer._coordinator.request_rejoin()  # present: require_private_hooks checked it at start-up
+
+
+def require_private_hooks(consumer: object) -> None:
+    """Fail at start-up, loudly, when kafka-python lacks a private hook the service relies on.
+
+    :func:`_hold_rejoin` calls ``consumer._coordinator.request_rejoin()``, which is
+    not public API: a kafka-python release that renames it would otherwise break
+    rebalances at run time (or, with a silent fallback, bring back the stuck
+    consumer the workaround prevents).
+
+    Raises
+    ------
+    UnsupportedClientError
+        The hook is missing: install the kafka-python version pyproject.toml pins.
+    """
     coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is not None:
-        coordinator.request_rejoin()
+    if not callable(getattr(coordinator, "request_rejoin", None)):
+        raise UnsupportedClientError(
+            f"kafka-python {kafka.__version__} has no KafkaConsumer._coordinator.request_rejoin(), which the group "
+            f"consumer needs to complete rebalances (consumer.kafka_io._hold_rejoin); install the pinned version "
+            f"(pip install 'kafka-python=={PINNED_KAFKA_PYTHON}'), or port _hold_rejoin to the installed one")
 
 
 def subscribe(consumer: KafkaConsumer, topics: Sequence[str], handler: RebalanceHandler) -> None:
@@ -324,8 +348,14 @@ class KafkaTransport:
                 consumer_config["group_instance_id"] = settings.transactional_id
             self._consumer = _client(settings, f"connect consumer to {settings.bootstrap_servers}",
                                      lambda: KafkaConsumer(**consumer_config))
+            require_private_hooks(self._consumer)
             with translate_errors(f"subscribe to {settings.topics.input}"):
                 subscribe(self._consumer, [settings.topics.input], handler)
+                # metadata now, between subscribe and the join in the first poll: joined without it, the leader
+                # assigns nothing ("No partition metadata for topic", a WARNING) and the metadata that arrives
+                # next starts a second rebalance; topics() always asks the broker, so the group coordinator's
+                # view of the subscribed topics is current before the join
+                self._consumer.topics()
         except BaseException:
             self.close()
             raise

@@ -102,6 +102,7 @@ from consumer.state import (
     newest_model,
     restore_customers,
 )
+from consumer.summary import Summary
 from consumer.trainer import TrainerRole
 from segmenter.errors import EventError, SegmenterError
 from segmenter.events import CustomerEvent, parse_event
@@ -285,6 +286,7 @@ class Service:
         self._trainer: TrainerRole | None = None
         self._next_view: tuple[dict[str, int], bytes] | None = None
         self._routes: dict[str, _Route] = {}
+        self._summary = Summary(self.metrics)
 
     # ------------------------------------------------------------------ control
 
@@ -368,6 +370,7 @@ class Service:
                 if self._trainer is not None and self._trainer.error is not None:
                     raise self._trainer.error
                 self._update_gauges()
+                self._summary.tick(self._core)
             self._commit()
             log.info("stopped after committing the last batch")
         except BaseException:

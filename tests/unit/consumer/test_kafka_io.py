@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import tomllib
+from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.partitioner.default import DefaultPartitioner
 
-from consumer.errors import KafkaIOError
-from consumer.kafka_io import KeyPartitioner, translate_errors
+from consumer.errors import KafkaIOError, UnsupportedClientError
+from consumer.kafka_io import (
+    PINNED_KAFKA_PYTHON,
+    KeyPartitioner,
+    _hold_rejoin,
+    require_private_hooks,
+    translate_errors,
+)
 
 
 class _Cluster:
@@ -60,3 +71,30 @@ def test_key_partitioner_refuses_a_topic_without_partitions() -> None:
     ours = KeyPartitioner(lambda topic: None)
     with pytest.raises(KafkaIOError, match="no partitions"), translate_errors("send to out"):
         ours.partition("out", b"c1")
+
+
+def test_private_hook_check_refuses_a_consumer_without_the_rejoin_hook() -> None:
+    class NoCoordinator:
+        pass
+
+    class RenamedHook:
+        _coordinator = SimpleNamespace(rejoin=lambda: None)
+
+    for consumer in (NoCoordinator(), RenamedHook()):
+        with pytest.raises(UnsupportedClientError, match=r"kafka-python==3\.0\.12"):
+            require_private_hooks(consumer)
+
+
+def test_private_hook_check_accepts_the_hook_and_hold_rejoin_uses_it() -> None:
+    calls: list[str] = []
+    consumer: Any = SimpleNamespace(_coordinator=SimpleNamespace(request_rejoin=lambda: calls.append("rejoin")))
+    require_private_hooks(consumer)
+    _hold_rejoin(consumer)
+    assert calls == ["rejoin"]
+
+
+def test_the_installed_kafka_python_is_the_pinned_one_and_has_the_hook() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    assert f"kafka-python=={PINNED_KAFKA_PYTHON}" in pyproject["project"]["dependencies"]
+    assert metadata.version("kafka-python") == PINNED_KAFKA_PYTHON
+    assert callable(ConsumerCoordinator.request_rejoin)  # what KafkaConsumer builds as its _coordinator
