@@ -14,11 +14,25 @@ import orjson
 import pytest
 
 from consumer.service import Service
-from consumer.sink import InRecord, RebalanceHandler
-from consumer.state import CLOCK_FORMAT, CLOCK_KEY, CUSTOMER_FORMAT, FORMAT_HEADER, MODEL_FORMAT
-from segmenter.config import default_config
+from consumer.sink import InRecord, MemoryTransport, RebalanceHandler
+from consumer.state import (
+    CLOCK_FORMAT,
+    CLOCK_KEY,
+    CUSTOMER_FORMAT,
+    FORMAT_HEADER,
+    MODEL_FORMAT,
+    TRAINER_FORMAT,
+    TRAINER_KEY,
+    VERSIONS_HEADER,
+    VIEW_FORMAT,
+    VIEW_KEY,
+)
+from consumer.trainer import TrainerRole
+from segmenter.config import SegmenterConfig, default_config
 from segmenter.pipeline import Segmenter
+from segmenter.shared import ModelTrainer
 from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, Harness, event, make_harness
+from tests.unit.eventgen import make_events, to_events
 
 
 class Exploit:
@@ -140,3 +154,75 @@ def test_a_clock_record_that_is_not_a_number_is_ignored(caplog: pytest.LogCaptur
         _service(h, cores).run()
     assert any(f"g.state[0]@{offset}" in m and "not a number" in m for m in _errors(caplog))
     assert cores[0].stats().events == 1
+
+
+# ------------------------------------------------------------------ shared mode: views, trainer snapshots, vectors
+
+
+def _shared_config() -> SegmenterConfig:
+    base = default_config()
+    return base.model_copy(update={"lenses": [lens.model_copy(update={"warmup": 200}) for lens in base.lenses]})
+
+
+def _trained(config: SegmenterConfig) -> ModelTrainer:
+    trainer = ModelTrainer(config)
+    core = Segmenter(config, shared=True)
+    for i, ev in enumerate(to_events(make_events(120, 20, seed=3))):
+        core.process(ev)
+        if i % 100 == 99 and (blob := core.take_vectors()) is not None:
+            trainer.apply(blob)
+    assert all(trainer.model_versions().values())
+    return trainer
+
+
+def test_shared_mode_skips_code_bearing_views_trainer_snapshots_and_vectors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _shared_config()
+    trainer = _trained(config)
+    versions = trainer.model_versions()
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(Exploit(marker))
+    h = make_harness(1, "--mode", "shared")
+    view_headers = [(FORMAT_HEADER, VIEW_FORMAT), (VERSIONS_HEADER, orjson.dumps(versions))]
+    _append(h, "g.model", VIEW_KEY, trainer.view(), view_headers)
+    _append(h, "g.model", TRAINER_KEY, trainer.state(), [(FORMAT_HEADER, TRAINER_FORMAT)])
+    higher = orjson.dumps({k: v + 5 for k, v in versions.items()})  # claims to be newer than the valid view
+    bad_view = _append(h, "g.model", VIEW_KEY, payload, [(FORMAT_HEADER, VIEW_FORMAT), (VERSIONS_HEADER, higher)])
+    bad_trainer = _append(h, "g.model", TRAINER_KEY, payload, [(FORMAT_HEADER, TRAINER_FORMAT)])
+    h.transport.produce_input(b"c1", event(0))
+
+    cores: list[Segmenter] = []
+
+    def make_core(rules: Any) -> Segmenter:
+        cores.append(Segmenter(config, rules, shared=True))
+        return cores[-1]
+
+    def make_transport(handler: RebalanceHandler) -> DrainTransport:
+        h.transport.handler = handler
+        return h.transport
+
+    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
+    h.transport.service = svc
+    with caplog.at_level(logging.INFO):
+        svc.run()
+    assert cores[0].model_versions() == versions  # the valid view, not the forged "newer" one
+
+    trainer_transport = MemoryTransport("g.vectors", partitions=1, topics=h.transport.topics)
+    bad_vectors = _append(h, "g.vectors", b"k", payload)
+
+    def make_trainer_transport(handler: RebalanceHandler) -> MemoryTransport:
+        trainer_transport.handler = handler
+        return trainer_transport
+
+    role = TrainerRole(h.settings, make_trainer_transport,
+                       lambda snap: ModelTrainer(config) if snap is None else ModelTrainer.from_state(config, snap),
+                       lambda: FIXED_NOW)  # fmt: skip
+    role.start()
+    with caplog.at_level(logging.INFO):
+        role.step()
+    assert role.active and role._trainer is not None and role._trainer.model_versions() == versions
+    assert not marker.exists()
+    errors = _errors(caplog)
+    for where in (f"g.model[0]@{bad_view}", f"g.model[0]@{bad_trainer}", f"g.vectors[0]@{bad_vectors}"):
+        assert any(where in m for m in errors), (where, errors)
