@@ -70,6 +70,7 @@ _PREAMBLE = struct.Struct("<8sHHII")
 DTYPES = frozenset({"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8"})
 """Array dtypes a record may hold (little-endian, numeric)."""
 _MAX_NDIM = 8
+_MAX_DIM = 2**40
 _MAX_DEPTH = 64
 _ALIGN = 8
 _TAGS = frozenset({"$a", "$b", "$f", "$m"})
@@ -176,7 +177,7 @@ def _arrays(specs: Any, payload: memoryview) -> list[np.ndarray[Any, Any]]:
         shape = expect_list(spec.get("shape"), f"{what} shape")
         if len(shape) > _MAX_NDIM:
             raise StateError(f"{what}: {len(shape)} dimensions, at most {_MAX_NDIM}")
-        dims = [expect_int(d, f"{what} shape", 0, len(payload)) for d in shape]
+        dims = [expect_int(d, f"{what} shape", 0, _MAX_DIM) for d in shape]
         offset = expect_int(spec.get("offset"), f"{what} offset", end, len(payload))
         dt = np.dtype(dtype)
         nbytes = math.prod(dims) * dt.itemsize
@@ -251,7 +252,7 @@ def decode(data: bytes, kind: str, version: int) -> Any:
     except orjson.JSONDecodeError as exc:
         raise StateError(f"record header is not JSON: {exc}") from None
     header = expect_dict(header, "record header")
-    if header.get("kind") != kind or header.get("v") != version:
+    if header.get("kind") != kind or type(header.get("v")) is not int or header.get("v") != version:
         raise StateError(f"record is a {header.get('kind')!r} v{header.get('v')!r}, expected {kind!r} v{version}")
     arrays = _arrays(header.get("arrays"), view[start + header_len :])
     return _Decoder(arrays).tree(header.get("tree"))

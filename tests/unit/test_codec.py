@@ -53,6 +53,17 @@ def test_round_trip_keeps_values_dtypes_and_shapes() -> None:
     out["x"][0, 0] = 9.0  # decoded arrays are writable copies
 
 
+def test_empty_arrays_of_any_width_round_trip() -> None:
+    out = codec.decode(codec.encode("t", 1, {"e": np.zeros((0, 7)), "k": np.zeros(0, np.uint32)}), "t", 1)
+    assert out["e"].shape == (0, 7) and out["k"].shape == (0,)
+
+
+def test_a_boolean_is_not_a_version() -> None:
+    header, payload = _header(codec.encode("t", 1, None))
+    with pytest.raises(StateError, match="expected 't' v1"):
+        codec.decode(_rebuild({**header, "v": True}, payload), "t", 1)
+
+
 def test_nan_survives() -> None:
     assert math.isnan(codec.decode(codec.encode("t", 1, [math.nan]), "t", 1)[0])
 
