@@ -91,16 +91,19 @@ from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
 from consumer.state import (
     FORMAT_HEADER,
+    MODEL_FORMAT,
     VERSIONS_HEADER,
     VIEW_FORMAT,
     VIEW_KEY,
+    BadRecords,
     ClockedCore,
     CustomerIndex,
     ModelTracker,
     changelog_records,
     clock_records,
-    newest_model,
+    newest_valid,
     restore_customers,
+    where,
 )
 from consumer.summary import Summary
 from consumer.trainer import TrainerRole
@@ -273,6 +276,7 @@ class Service:
         self._core: Core | None = None
         self._index = CustomerIndex()
         self._model = ModelTracker(settings.instance_id)
+        self._bad = BadRecords()
         self._batch: _Batch | None = None
         self._owned: set[TP] = set()
         self._pending_assigned: set[TP] = set()
@@ -703,6 +707,7 @@ class Service:
             self._restore(new)
 
     def _restore(self, partitions: set[TP]) -> None:
+        """Load the newest valid model (or view) and the partitions' customers; a bad record never stops it."""
         transport = self._require_transport()
         core = self._require_core()
         started = time.perf_counter()
@@ -711,10 +716,7 @@ class Service:
         if self.settings.shared and isinstance(core, SharedCore):
             snapshot = self._restore_view(core, models)
         else:
-            snapshot = newest_model(models)
-            if snapshot is not None and not self._model.matches(snapshot):
-                core.load_model_state(snapshot)
-            self._model.loaded(snapshot)
+            snapshot = self._restore_model(core, models)
         numbers = sorted(tp.partition for tp in partitions)
         loaded = restore_customers(core, transport.read_to_end(self.settings.state_topic, numbers, stable=True),
                                    self._index)
@@ -724,6 +726,31 @@ class Service:
         self.metrics.assigned_partitions.set(len(self._owned))
         log.info("restored %d customers of partitions %s%s in %.2fs", loaded, numbers,
                  " and the newest model" if snapshot is not None else "", time.perf_counter() - started)
+
+    def _restore_model(self, core: Core, models: Sequence[InRecord]) -> bytes | None:
+        """Single mode: the newest model record that loads (or that the core already holds) wins."""
+        candidates = []
+        for rec in models:
+            if rec.value is None:
+                continue
+            if (FORMAT_HEADER, MODEL_FORMAT) not in rec.headers:
+                self._bad.report(rec, "model", f"no '{FORMAT_HEADER}: {MODEL_FORMAT.decode()}' header")
+                continue
+            candidates.append(rec)
+
+        def load(rec: InRecord) -> None:
+            assert rec.value is not None
+            if not self._model.matches(rec.value):
+                core.load_model_state(rec.value)
+
+        chosen = newest_valid(candidates, load, "model", self._bad)
+        if chosen is None:
+            if self._model.last_digest is None:
+                log.info("no valid model record on %s: starting with a fresh model", self.settings.model_topic)
+            self._model.loaded(None)
+            return None
+        self._model.loaded(chosen.value)
+        return chosen.value
 
     def _drop_foreign_clocks(self) -> None:
         """The watermark is the minimum over the *owned* input partitions only."""
@@ -735,26 +762,41 @@ class Service:
     # ------------------------------------------------------------------ shared mode: the model view
 
     def _restore_view(self, core: SharedCore, models: Sequence[InRecord]) -> bytes | None:
-        """Load the newest view into a fresh core at once; a running core switches at its next batch."""
-        newest = _newest_view(models)
-        if newest is None:
+        """Load the newest valid view into a fresh core at once; a running core switches at its next batch."""
+        views = _views(models, self._bad)
+        if not views:
+            if not any(core.model_versions().values()):
+                log.info("no model view on %s yet: assigning nothing until the trainer publishes one",
+                         self.settings.model_topic)
             return None
-        versions, view = newest
-        if not any(core.model_versions().values()):
-            core.load_shared_model(view)  # nothing is assigned yet: no outputs
-            log.info("assigning with model versions %s", versions)
-        else:
-            self._offer_view(core, versions, view)
-        return view
+        if any(core.model_versions().values()):
+            versions, rec = views[0]
+            assert rec.value is not None
+            self._offer_view(core, versions, rec.value)
+            return rec.value
+        for versions, rec in views:  # best first
+            assert rec.value is not None
+            try:
+                core.load_shared_model(rec.value)  # nothing is assigned yet: no outputs
+            except SegmenterError as exc:
+                self._bad.report(rec, "model view", exc)
+                continue
+            log.info("assigning with model versions %s (view %s)", versions, where(rec))
+            return rec.value
+        log.info("no valid model view on %s: assigning nothing until the trainer publishes one",
+                 self.settings.model_topic)
+        return None
 
     def _follow_model(self) -> None:
         """Shared mode: pick up views the trainer published since the last look (applied at the next batch)."""
         core: object = self._core
         if not (self.settings.shared and isinstance(core, SharedCore)):
             return
-        newest = _newest_view(self._require_transport().follow(self.settings.model_topic, 0))
-        if newest is not None:
-            self._offer_view(core, *newest)
+        views = _views(self._require_transport().follow(self.settings.model_topic, 0), self._bad)
+        if views:
+            versions, rec = views[0]
+            assert rec.value is not None
+            self._offer_view(core, versions, rec.value)
 
     def _offer_view(self, core: SharedCore, versions: dict[str, int], view: bytes) -> None:
         current = self._next_view[0] if self._next_view is not None else core.model_versions()
@@ -848,21 +890,22 @@ class Service:
         return self._core
 
 
-def _newest_view(records: Sequence[InRecord]) -> tuple[dict[str, int], bytes] | None:
-    """The newest view record's versions and value, if any."""
-    best: tuple[dict[str, int], bytes] | None = None
+def _views(records: Sequence[InRecord], bad: BadRecords) -> list[tuple[dict[str, int], InRecord]]:
+    """The view records with their versions header, best first (highest versions, then newest)."""
+    out: list[tuple[dict[str, int], InRecord]] = []
     for rec in records:
         if rec.key != VIEW_KEY or rec.value is None or (FORMAT_HEADER, VIEW_FORMAT) not in rec.headers:
             continue
         raw = dict(rec.headers).get(VERSIONS_HEADER)
         try:
-            versions = {str(k): int(v) for k, v in orjson.loads(raw or b"{}").items()}
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            log.warning("view record at offset %d has no readable versions header; skipped", rec.offset)
+            parsed = orjson.loads(raw or b"{}")
+            versions = {str(k): int(v) for k, v in parsed.items()}
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, OverflowError):
+            bad.report(rec, "model view", "no readable versions header")
             continue
-        if best is None or sum(versions.values()) >= sum(best[0].values()):
-            best = (versions, rec.value)
-    return best
+        out.append((versions, rec))
+    out.sort(key=lambda vr: (sum(vr[0].values()), vr[1].offset), reverse=True)
+    return out
 
 
 def _segment_sizes(stats: Any) -> dict[tuple[str, str], float]:

@@ -12,7 +12,10 @@ Two compacted topics hold everything needed to rebuild an instance:
 ``<group>.model``
     Model snapshots (:meth:`Segmenter.model_state`: scalers, models, segment
     registries, watermark), key = the writing instance's id, one partition.
-    The newest record (highest offset) wins on restore.
+    The newest record (highest offset) that loads wins on restore: records are
+    :mod:`segmenter.codec` records, checked before anything is loaded; one that
+    does not parse or validate is reported at ERROR (topic, partition, offset,
+    why) and the next older one is tried; with none the service starts fresh.
 
 Both are written inside the batch's transaction under exactly-once, so what is
 restored is always the state as of the last committed input offsets.
@@ -22,13 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import orjson
 
 from consumer.sink import InRecord, OutRecord
+from segmenter.errors import SegmenterError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +155,46 @@ class ModelTracker:
         self.last_digest = None
 
 
-def newest_model(records: Iterable[InRecord], key: bytes | None = None) -> bytes | None:
-    """The value of the newest (highest-offset) non-tombstone model record (with ``key``, if given)."""
-    best: InRecord | None = None
-    for rec in records:
-        if rec.value is not None and (key is None or rec.key == key) and (best is None or rec.offset > best.offset):
-            best = rec
-    return None if best is None else best.value
+def where(rec: InRecord) -> str:
+    """``topic[partition]@offset`` of a record, for logs."""
+    return f"{rec.topic}[{rec.partition}]@{rec.offset}"
+
+
+@dataclass
+class BadRecords:
+    """Reports each record that cannot be restored once at ERROR (later restores of it log at DEBUG)."""
+
+    seen: set[tuple[str, int, int]] = field(default_factory=set)
+
+    def report(self, rec: InRecord, what: str, why: object) -> None:
+        """Log that ``rec`` (a ``what``) is skipped because of ``why``."""
+        coords = (rec.topic, rec.partition, rec.offset)
+        level = logging.DEBUG if coords in self.seen else logging.ERROR
+        self.seen.add(coords)
+        log.log(level, "%s record %s (key %r) cannot be restored and is skipped: %s", what, where(rec), rec.key, why)
+
+
+def newest_valid(
+    records: Sequence[InRecord], load: Callable[[InRecord], object], what: str, bad: BadRecords
+) -> InRecord | None:
+    """Try ``load`` on the records from the newest to the oldest; the first that loads wins.
+
+    A record for which ``load`` raises :class:`StateError` (or any other
+    exception: a record must never stop a restore) is reported through ``bad``
+    and the next older one is tried. Returns the record loaded, or ``None``.
+    """
+    for rec in sorted(records, key=lambda r: r.offset, reverse=True):
+        try:
+            load(rec)
+        except StateError as exc:
+            bad.report(rec, what, exc)
+            continue
+        except Exception as exc:
+            log.debug("loading %s record %s failed", what, where(rec), exc_info=True)
+            bad.report(rec, what, repr(exc))
+            continue
+        return rec
+    return None
 
 
 def clock_records(clocks: Mapping[int, float], topic: str) -> list[OutRecord]:
@@ -169,29 +207,47 @@ def _is_clock(rec: InRecord) -> bool:
     return rec.key == CLOCK_KEY and (FORMAT_HEADER, CLOCK_FORMAT) in rec.headers
 
 
+def _clock_epoch(rec: InRecord) -> float | None:
+    """The epoch of a clock record, or ``None`` (reported at ERROR) when it is not a finite number."""
+    assert rec.value is not None
+    try:
+        value = orjson.loads(rec.value)
+        epoch = value["max_epoch"] if isinstance(value, dict) else None
+    except (orjson.JSONDecodeError, KeyError):
+        epoch = None
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not math.isfinite(epoch):
+        log.error("clock record %s is not a number; ignored (the partition's clock starts from its events)",
+                  where(rec))
+        return None
+    return float(epoch)
+
+
 def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: CustomerIndex) -> int:
     """Replay changelog records into ``core``: the last record per customer wins, tombstones delete.
 
-    Returns how many customers were loaded. A record the core cannot load is
-    logged and skipped (that customer starts afresh) rather than blocking the
-    whole partition.
+    Returns how many customers were loaded. A customer record the core refuses
+    (corrupt, non-finite or out-of-range values, an unknown segment, another
+    version) is reported at ERROR with its topic, partition, offset and
+    customer, and that customer starts afresh; a clock record that is not a
+    number in range is reported and ignored. Nothing here stops the partition.
     """
     latest: dict[str, InRecord] = {}
-    clocks: dict[int, float] = {}
+    clocks: dict[int, tuple[float, InRecord]] = {}
     for rec in records:
         if rec.key is None:
             continue
         if _is_clock(rec):
-            if rec.value is not None:
-                try:
-                    clocks[rec.partition] = float(orjson.loads(rec.value)["max_epoch"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    log.warning("clock record %s[%d]@%d is corrupt; skipped", rec.topic, rec.partition, rec.offset)
+            epoch = None if rec.value is None else _clock_epoch(rec)
+            if epoch is not None:
+                clocks[rec.partition] = (epoch, rec)
             continue
         latest[rec.key.decode("utf-8", errors="replace")] = rec
     if clocks and isinstance(core, ClockedCore):
-        for partition, epoch in sorted(clocks.items()):
-            core.load_clock(partition, epoch)
+        for partition, (epoch, rec) in sorted(clocks.items()):
+            try:
+                core.load_clock(partition, epoch)
+            except SegmenterError as exc:
+                log.error("clock record %s holds %r, which the core refuses; ignored: %s", where(rec), epoch, exc)
     loaded = 0
     for customer_id in sorted(latest):
         rec = latest[customer_id]
@@ -199,9 +255,13 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: Cu
             continue
         try:
             core.load_customer(customer_id, rec.value)
+        except StateError as exc:
+            log.error("state record %s of customer %r cannot be restored; the customer starts afresh: %s",
+                      where(rec), customer_id, exc)
+            continue
         except Exception:
-            log.exception("state record of customer %r (%s[%d]@%d) cannot be loaded; skipped",
-                          customer_id, rec.topic, rec.partition, rec.offset)
+            log.exception("state record %s of customer %r cannot be loaded; the customer starts afresh",
+                          where(rec), customer_id)
             continue
         index.note(customer_id, rec.partition)
         loaded += 1

@@ -41,7 +41,7 @@ import orjson
 
 from consumer.errors import FencedError, KafkaIOError, TransactionError
 from consumer.settings import Settings
-from consumer.sink import TP, OutRecord, RebalanceHandler, Transport
+from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
 from consumer.state import (
     FORMAT_HEADER,
     TRAINER_FORMAT,
@@ -49,7 +49,9 @@ from consumer.state import (
     VERSIONS_HEADER,
     VIEW_FORMAT,
     VIEW_KEY,
-    newest_model,
+    BadRecords,
+    newest_valid,
+    where,
 )
 from segmenter.errors import StateError
 from segmenter.outputs import OutputMessage, encode, message_key, stamp
@@ -74,7 +76,8 @@ class TrainerCore(Protocol):
 
 
 TrainerFactory = Callable[[bytes | None], TrainerCore]
-"""Builds a trainer from a :meth:`TrainerCore.state` snapshot (``None``: a fresh one)."""
+"""Builds a trainer from a :meth:`TrainerCore.state` snapshot (``None``: a fresh one); raises
+:class:`~segmenter.errors.StateError` for a snapshot that does not validate."""
 
 
 class TrainerRole:
@@ -106,6 +109,7 @@ class TrainerRole:
         self._offsets: dict[TP, int] = {}
         self._lifecycle: list[OutputMessage] = []
         self._published: dict[str, int] | None = None
+        self._bad = BadRecords()
         self._last_commit = time.monotonic()
         self.snapshots = 0
         """Snapshots committed by this instance (for tests and logs)."""
@@ -196,8 +200,7 @@ class TrainerRole:
                 try:
                     self._lifecycle.extend(trainer.apply(rec.value))
                 except StateError as exc:
-                    log.warning("trainer: vectors record %s[%d]@%d skipped: %s", rec.topic, rec.partition,
-                                rec.offset, exc)
+                    self._bad.report(rec, "trainer: vectors", exc)
             self._offsets[rec.tp] = rec.offset + 1
         due = time.monotonic() - self._last_commit >= self.settings.trainer_commit_interval_ms / 1000
         if self._offsets and (self._lifecycle or due):
@@ -208,15 +211,25 @@ class TrainerRole:
         self._owned |= self._pending
         self._pending.clear()
         started = time.perf_counter()
-        snapshot = newest_model(transport.read_to_end(self.settings.model_topic, [0], stable=True), TRAINER_KEY)
-        trainer = self._trainer_factory(snapshot)
+        records = [rec for rec in transport.read_to_end(self.settings.model_topic, [0], stable=True)
+                   if rec.key == TRAINER_KEY and rec.value is not None]  # fmt: skip
+        restored: list[TrainerCore] = []
+
+        def load(rec: InRecord) -> None:
+            assert rec.value is not None
+            restored.append(self._trainer_factory(rec.value))
+
+        chosen = newest_valid(records, load, "trainer snapshot", self._bad)
+        snapshot = None if chosen is None else chosen.value
+        trainer = restored[0] if restored else self._trainer_factory(None)
         self._trainer = trainer
         self._published = trainer.model_versions() if snapshot is not None else None
         self._offsets.clear()
         self._lifecycle.clear()
         self._last_commit = 0.0  # announce the takeover with a snapshot as soon as vectors arrive
         log.info("trainer: this instance is the trainer now (%s, model versions %s) after %.2fs",
-                 "from the newest snapshot" if snapshot is not None else "fresh", trainer.model_versions(),
+                 f"from snapshot {where(chosen)}" if chosen is not None else "no valid snapshot: fresh",
+                 trainer.model_versions(),
                  time.perf_counter() - started)
 
     def _commit(self) -> None:

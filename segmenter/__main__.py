@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from segmenter.codec import is_record
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
 from segmenter.gc_tuning import tune_gc
@@ -205,7 +206,7 @@ def _profile(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read {args.source}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INPUT
-    if data[:1] == b"\x80":  # a pickled checkpoint
+    if is_record(data):  # a Segmenter.snapshot() checkpoint (segmenter.codec)
         seg = Segmenter.from_snapshot(load_config(args.config), data)
         for lens in seg.lenses:
             print(f"lens {lens.name} (model version {lens.model_version})")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from segmenter.codec import expect_array, expect_dict, expect_int, expect_list
 from segmenter.errors import EventError, StateError
 from segmenter.events import EventType
 from segmenter.id_index import IdIndex
@@ -600,29 +601,52 @@ class FeatureStore:
             "s": {name: [int(self.seg[row, i]), int(self.dwell[row, i])] for i, name in enumerate(lens_names)},
         }
 
-    def load_record(self, customer_id: str, rec: dict[str, Any], lens_names: Sequence[str]) -> int:
+    def load_record(
+        self,
+        customer_id: str,
+        rec: dict[str, Any],
+        lens_names: Sequence[str],
+        known: Sequence[Container[int] | None] | None = None,
+    ) -> int:
         """Create or overwrite a customer from :meth:`record` output; returns its row.
+
+        ``known`` holds, per lens, the segment numbers the lens knows; a record
+        naming another segment is refused. Nothing is changed when the record
+        is refused.
 
         Raises
         ------
         StateError
-            The record is malformed.
+            The record is malformed: missing fields, values that are not finite
+            or do not fit the columns (float32 accumulators, times in years
+            1952 to 2088, 32-bit event-id hashes), or an unknown segment.
         """
+        what = f"customer {customer_id!r}"
         try:
-            f = [float(x) for x in rec["f"]]
-            first, last, lpur, scored = rec["t"]
-            ring = [int(x) for x in rec["h"]]
-            segs = rec["s"]
-            if len(f) != _NF:
-                raise ValueError(f"expected {_NF} accumulators, got {len(f)}")
-            times = [self.to_seconds(first), self.to_seconds(last),
-                     _NO_TIME if lpur is None else self.to_seconds(lpur), self.to_seconds(scored)]  # fmt: skip
-        except (KeyError, TypeError, ValueError, EventError) as exc:
-            raise StateError(f"customer {customer_id!r}: malformed feature record: {exc}") from None
+            f = np.array(expect_list(rec["f"], f"{what} accumulators"), dtype=np.float64)
+            times_in = expect_list(rec["t"], f"{what} times")
+            if len(times_in) != _NT:
+                raise StateError(f"{what}: expected {_NT} times, got {len(times_in)}")
+            first, last, lpur, scored = times_in
+            ring = [expect_int(x, f"{what} event-id hash", 1, 2**32 - 1) for x in expect_list(rec["h"], "h")]
+            segs = expect_dict(rec["s"], f"{what} segments")
+            if f.shape != (_NF,):
+                raise StateError(f"{what}: expected {_NF} accumulators, got {f.size}")
+            with np.errstate(over="ignore"):
+                f32 = f.astype(np.float32)
+            if not np.isfinite(f32).all():
+                raise StateError(f"{what}: accumulators not finite in float32: {f.tolist()}")
+            purchase = _NO_TIME if lpur is None else self._record_time(lpur, what)
+            times = [self._record_time(first, what), self._record_time(last, what), purchase,
+                     self._record_time(scored, what)]  # fmt: skip
+            placed = [self._record_segment(segs.get(name, [-1, 0]), what, name, None if known is None else known[i])
+                      for i, name in enumerate(lens_names)]  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"{what}: malformed feature record: {exc!r}") from None
         row = self._index.get(customer_id)
         if row is None:
             row = self.new_row(customer_id)
-        self.f[row] = f
+        self.f[row] = f32
         self.t[row] = times
         d = self.dedup_size
         self.h[row] = 0
@@ -630,12 +654,30 @@ class FeatureStore:
         if ring:
             self.h[row, : len(ring)] = ring
         self.hpos[row] = len(ring) % d if d else 0
-        for i, name in enumerate(lens_names):
-            seg, dwell = segs.get(name, (-1, 0))
+        for i, (seg, dwell) in enumerate(placed):
             self.seg[row, i] = seg
             self.dwell[row, i] = dwell
         self.dirty[row] = False
         return row
+
+    def _record_time(self, epoch: Any, what: str) -> int:
+        if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not math.isfinite(epoch):
+            raise StateError(f"{what}: time {epoch!r:.40} is not a finite number")
+        try:
+            return self.to_seconds(epoch)
+        except EventError:
+            raise StateError(f"{what}: time {epoch} is outside the years 1952 to 2088") from None
+
+    @staticmethod
+    def _record_segment(value: Any, what: str, lens: str, known: Container[int] | None) -> tuple[int, int]:
+        pair = expect_list(value, f"{what} lens {lens!r}")
+        if len(pair) != 2:
+            raise StateError(f"{what} lens {lens!r}: expected [segment, dwell]")
+        seg = expect_int(pair[0], f"{what} lens {lens!r} segment", -1, 2**15 - 1)
+        dwell = expect_int(pair[1], f"{what} lens {lens!r} dwell", 0, 2**16 - 1)
+        if seg >= 0 and known is not None and seg not in known:
+            raise StateError(f"{what} lens {lens!r}: unknown segment {seg}")
+        return seg, dwell
 
     def columns(self, lens_names: Sequence[str]) -> dict[str, Any]:
         """All live customers as compact arrays, ordered by customer id (for snapshots)."""
@@ -654,35 +696,59 @@ class FeatureStore:
             "dedup_size": self.dedup_size,
         }
 
-    def load_columns(self, cols: dict[str, Any], lens_names: Sequence[str]) -> None:
-        """Replace every customer with the content of :meth:`columns` output.
+    def load_columns(
+        self, cols: dict[str, Any], lens_names: Sequence[str], known: Sequence[Container[int] | None] | None = None
+    ) -> None:
+        """Replace every customer with the content of :meth:`columns` output (``known``: see :meth:`load_record`).
 
         Raises
         ------
         StateError
-            The columns do not fit this store (lenses or dedup size differ).
+            The columns do not fit this store (lenses or dedup size differ), or
+            hold malformed values (see :meth:`load_record`); nothing is changed then.
         """
-        if list(cols["lenses"]) != list(lens_names):
-            raise StateError(f"snapshot lenses {cols['lenses']} differ from the configured lenses {list(lens_names)}")
-        if cols["dedup_size"] != self.dedup_size:
-            raise StateError(f"snapshot dedup_size {cols['dedup_size']} differs from the config's {self.dedup_size}")
-        ids: list[str] = cols["ids"]
+        cols = expect_dict(cols, "snapshot customers")
+        if cols.get("lenses") != list(lens_names):
+            raise StateError(f"snapshot lenses {cols.get('lenses')} differ from the configured {list(lens_names)}")
+        if cols.get("dedup_size") != self.dedup_size:
+            raise StateError(f"snapshot dedup_size {cols.get('dedup_size')} is not the config's {self.dedup_size}")
+        ids = expect_list(cols.get("ids"), "snapshot customer ids")
         n = len(ids)
+        if not all(isinstance(c, str) for c in ids) or len(set(ids)) != n:
+            raise StateError("snapshot customer ids must be distinct strings")
+        lenses = max(1, len(lens_names))
+        d = max(1, self.dedup_size)
+        f = expect_array(cols.get("f"), "snapshot f", np.float32, (n, _NF), finite=True)
+        t = expect_array(cols.get("t"), "snapshot t", np.int64, (n, _NT)).copy()
+        h = expect_array(cols.get("h"), "snapshot h", np.uint32, (n, d))
+        hpos = expect_array(cols.get("hpos"), "snapshot hpos", np.uint8, (n,))
+        seg = expect_array(cols.get("seg"), "snapshot seg", np.int16, (n, lenses))
+        dwell = expect_array(cols.get("dwell"), "snapshot dwell", np.uint16, (n, lenses))
+        lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH
+        t -= BASE_EPOCH
+        t[lpur_none, _LPUR] = _NO_TIME
+        valid = (t >= _T_MIN) & (t <= _T_MAX)
+        valid[lpur_none, _LPUR] = True
+        if not valid.all():
+            raise StateError("snapshot t: times outside the years 1952 to 2088")
+        if n and int(hpos.max()) >= d:
+            raise StateError(f"snapshot hpos: positions beyond the dedup size {d}")
+        for i, name in enumerate(lens_names):
+            numbers = {int(v) for v in np.unique(seg[:, i]).tolist() if v >= 0}
+            allowed = None if known is None else known[i]
+            if (seg[:, i] < -1).any() or (allowed is not None and any(x not in allowed for x in numbers)):
+                raise StateError(f"snapshot seg: lens {name!r} names segments it does not know")
         self._index = IdIndex()
         self._free = []
         del self.f
         self._alloc(max(16, n + n // 8))
         for i, cid in enumerate(ids):
             self._index.add(cid, i)
-        self.f[:n] = cols["f"]
-        t = cols["t"].astype(np.int64)
-        lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH
-        t = t - BASE_EPOCH
-        t[lpur_none, _LPUR] = _NO_TIME
+        self.f[:n] = f
         self.t[:n] = t
-        self.h[:n] = cols["h"]
-        self.hpos[:n] = cols["hpos"]
-        self.seg[:n] = cols["seg"]
-        self.dwell[:n] = cols["dwell"]
+        self.h[:n] = h
+        self.hpos[:n] = hpos
+        self.seg[:n] = seg
+        self.dwell[:n] = dwell
         self.live[:n] = True
         self.crc[:n] = [customer_hash(c) for c in ids]

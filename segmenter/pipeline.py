@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import math
 import operator
-import pickle
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from segmenter import kernel
+from segmenter import codec, kernel
 from segmenter.batching import UNSET, EventColumns, LensArrays
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError, StateError
@@ -57,7 +56,7 @@ from segmenter.events import CustomerEvent
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore
 from segmenter.lenses.lens import Assignment, Lens
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
-from segmenter.shared import decode_view, encode_vectors, unpickle_versioned
+from segmenter.shared import decode_view, encode_vectors
 from segmenter.triggers.engine import TriggerEngine
 
 if TYPE_CHECKING:
@@ -67,8 +66,13 @@ __all__ = ["BatchResult", "CustomerView", "SegmentSize", "Segmenter", "Segmenter
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Version of the :meth:`Segmenter.model_state` and :meth:`Segmenter.snapshot` records (1 was a pickle)."""
+_MODEL_KIND = "model-state"
+_SNAPSHOT_KIND = "snapshot"
 _RECORD_VERSION = 1
+_CLOCK_BOUND = 2**33
+"""Clock values (seconds from BASE_EPOCH) beyond this are refused on restore (the columns hold int32 times)."""
 _RELEASE_EVERY_S = 60
 """Held (quiet-hours) triggers are released when the watermark moved at least this much."""
 _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
@@ -681,7 +685,9 @@ class Segmenter:
         Raises
         ------
         StateError
-            The record is corrupt or of another version.
+            The record is corrupt, of another version, holds values that are not
+            finite or out of range, or names a segment its lens does not know;
+            the customer is then not held (it starts afresh).
         """
         try:
             rec = orjson.loads(record)
@@ -690,12 +696,55 @@ class Segmenter:
         if not isinstance(rec, dict) or rec.get("v") != _RECORD_VERSION:
             version = rec.get("v") if isinstance(rec, dict) else None
             raise StateError(f"customer {customer_id!r}: unsupported record version {version!r}")
-        self._store.load_record(customer_id, rec, self._names)
+        triggers = rec.get("e")
+        if triggers is not None and not isinstance(triggers, dict):
+            raise StateError(f"customer {customer_id!r}: trigger state must be an object")
+        try:
+            self._store.load_record(customer_id, rec, self._names, self._known_segments())
+        except StateError:
+            self.forget_customer(customer_id)
+            raise
         self._erased.pop(customer_id, None)
         if self._engine is not None:
             self._engine.erase(customer_id)
-            if rec.get("e") is not None:
-                self._engine.load_customer_state(customer_id, rec["e"])
+            if triggers is not None:
+                try:
+                    self._engine.load_customer_state(customer_id, triggers)
+                except StateError:
+                    self.forget_customer(customer_id)
+                    raise
+
+    def forget_customer(self, customer_id: str) -> None:
+        """Drop one customer without output (a record that cannot be restored: it starts afresh)."""
+        self._store.remove(customer_id)
+        if self._engine is not None:
+            self._engine.erase(customer_id)
+
+    def _known_segments(self) -> list[dict[int, Any]] | None:
+        """Per lens, the segment numbers its registry knows (a restored customer may only name these).
+
+        ``None`` while the core has neither a model nor an event (customer records
+        may come before the model state: :meth:`load_model_state` checks them then).
+        """
+        if self._events == 0 and not any(lens.model_version or lens.registry.segments for lens in self._lenses):
+            return None
+        return [lens.registry.segments for lens in self._lenses]
+
+    def _forget_unknown_segments(self) -> None:
+        """Customers naming a segment the lenses do not know start afresh (after a model state was loaded)."""
+        store = self._store
+        rows = np.flatnonzero(store.live)
+        bad = np.zeros(len(rows), dtype=np.bool_)
+        for li, lens in enumerate(self._lenses):
+            seg = store.seg[rows, li]
+            known = np.fromiter(lens.registry.segments, dtype=np.int64)
+            bad |= (seg >= 0) & ~np.isin(seg, known)
+        if bad.any():
+            gone = [store.id_of(int(r)) for r in rows[bad].tolist()]
+            logger.error("%d customers name segments the loaded model state does not know; they start afresh "
+                         "(first: %r)", len(gone), sorted(gone)[0])  # fmt: skip
+            for cid in gone:
+                self.forget_customer(cid)
 
     def drop_customers(self, keep: Callable[[str], bool]) -> int:
         """Forget (without output) every customer for which ``keep(customer_id)`` is false; returns how many."""
@@ -782,6 +831,8 @@ class Segmenter:
             The view is corrupt or for other lenses.
         """
         lenses = decode_view(view, self._names, self._fnames)
+        for lc in self.config.lenses:  # dry run: a bad view changes nothing
+            Lens(lc, self.config.seed).load_state(lenses[lc.name])
         out: list[OutputMessage] = []
         for li, lens in enumerate(self._lenses):
             before = set(lens.registry.live()) if lens.ready else set()
@@ -799,9 +850,8 @@ class Segmenter:
         return out
 
     def model_state(self) -> bytes:
-        """Lenses (scalers, models, registries), event-time clock and counters, as bytes."""
+        """Lenses (scalers, models, registries), event-time clock and counters, as a :mod:`~segmenter.codec` record."""
         state = {
-            "version": STATE_VERSION,
             "lenses": {lens.name: lens.state() for lens in self._lenses},
             "features": self._fnames,
             "clock": (self._max_t, self._watermark, self._next_check, self._released_at, dict(self._source_max)),
@@ -816,49 +866,49 @@ class Segmenter:
                 "triggers": dict(self._triggers),
             },
         }
-        return pickle.dumps(state, protocol=5)
+        return codec.encode(_MODEL_KIND, STATE_VERSION, state)
 
     def load_model_state(self, data: bytes) -> None:
         """Restore :meth:`model_state` output (customers are untouched).
 
+        Everything is checked before anything changes: a refused record leaves
+        the core as it was.
+
         Raises
         ------
         StateError
-            Wrong version, corrupt data or lenses that differ from the config.
+            Not a model-state record of this version, corrupt data, lenses that
+            differ from the config, or values out of range.
         """
-        state = unpickle_versioned(data, "model state", "version", STATE_VERSION)  # our own state topic / file
-        if state["features"] != self._fnames or list(state["lenses"]) != self._names:
-            raise StateError(
-                f"model state lenses {list(state['lenses'])} / features {state['features']} differ from the config's"
-            )
+        state = codec.expect_dict(codec.decode(data, _MODEL_KIND, STATE_VERSION), "model state")
+        lenses = codec.expect_dict(state.get("lenses"), "model state lenses")
+        features = [tuple(f) for f in codec.expect_list(state.get("features"), "model state features")]
+        if features != self._fnames or list(lenses) != self._names:
+            raise StateError(f"model state lenses {list(lenses)} / features {features} differ from the config's")
+        clock = _clock(state.get("clock"))
+        counters = _counters(state.get("counters"))
+        triggers = state.get("triggers")
+        for lc in self.config.lenses:  # dry run: a lens refuses a bad state before any real lens changes
+            Lens(lc, self.config.seed).load_state(lenses[lc.name])
+        if self._engine is not None and triggers is not None:
+            # per-customer trigger state already loaded (load_customer may come first) is kept;
+            # load_global_state checks everything before it changes anything
+            self._engine.load_global_state(triggers)
         for lens in self._lenses:
-            lens.load_state(state["lenses"][lens.name])
-        if self._engine is not None and state.get("triggers") is not None:
-            # per-customer trigger state already loaded (load_customer may come first) is kept
-            self._engine.load_global_state(state["triggers"])
-        clock = state["clock"]
-        self._max_t, self._watermark, self._next_check, self._released_at = clock[:4]
-        if len(clock) > 4:
-            self._source_max = dict(clock[4])
-        elif self._max_t is not None:
-            self._source_max = {None: self._max_t}
+            lens.load_state(lenses[lens.name])
+        self._forget_unknown_segments()
+        self._max_t, self._watermark, self._next_check, self._released_at, self._source_max = clock
         self._dirty_sources.clear()
-        c = state["counters"]
-        self._events = c["events"]
-        self._refine_round = c["refine_round"]
-        self._late = c["late"]
-        self._duplicates = c["duplicates"]
-        self._erasures = c["erasures"]
-        self._changes = Counter(c["changes"])
-        self._triggers = Counter(c["triggers"])
+        self._events, self._refine_round, self._late, self._duplicates, self._erasures = counters[:5]
+        self._changes = Counter(counters[5])
+        self._triggers = Counter(counters[6])
 
     def snapshot(self) -> bytes:
         """Everything: :meth:`model_state` plus every customer (features, segments, trigger state)."""
         cols = self._store.columns(self._names)
         engine = None if self._engine is None else self._engine.state()
-        return pickle.dumps(
-            {"version": STATE_VERSION, "model": self.model_state(), "customers": cols, "triggers": engine}, protocol=5
-        )
+        return codec.encode(_SNAPSHOT_KIND, STATE_VERSION, {"model": self.model_state(), "customers": cols,
+                                                             "triggers": engine})  # fmt: skip
 
     @classmethod
     def from_snapshot(cls, config: SegmenterConfig, data: bytes, rules: RuleSet | None = None) -> Segmenter:
@@ -867,14 +917,19 @@ class Segmenter:
         Raises
         ------
         StateError
-            Wrong version, corrupt data or a snapshot of a different lens setup.
+            Not a snapshot of this version, corrupt data, a snapshot of a
+            different lens setup, or values out of range.
         """
-        snap = unpickle_versioned(data, "snapshot", "version", STATE_VERSION)  # our own snapshot file
+        snap = codec.expect_dict(codec.decode(data, _SNAPSHOT_KIND, STATE_VERSION), "snapshot")
+        model = snap.get("model")
+        if not isinstance(model, bytes):
+            raise StateError("snapshot: 'model' must be a model-state record")
         seg = cls(config, rules)
-        seg.load_model_state(snap["model"])
-        seg._store.load_columns(snap["customers"], seg._names)
-        if seg._engine is not None and snap["triggers"] is not None:
-            seg._engine.load_state(snap["triggers"])
+        seg.load_model_state(model)
+        seg._store.load_columns(snap.get("customers"), seg._names, seg._known_segments())  # type: ignore[arg-type]
+        triggers = snap.get("triggers")
+        if seg._engine is not None and triggers is not None:
+            seg._engine.load_state(codec.expect_dict(triggers, "snapshot triggers"))
         return seg
 
     # ----------------------------------------------------------------- views
@@ -941,6 +996,37 @@ def _picker(index: list[int]) -> Callable[[list[float]], Any]:
         return operator.itemgetter(*index)
     i = index[0]
     return lambda values: (values[i],)
+
+
+def _clock_value(value: Any, what: str) -> int | None:
+    return None if value is None else codec.expect_int(value, f"model state clock {what}", -_CLOCK_BOUND, _CLOCK_BOUND)
+
+
+def _clock(value: Any) -> tuple[int | None, int | None, int | None, int | None, dict[int | None, int]]:
+    """The validated ``(max_t, watermark, next_check, released_at, source_max)`` of a model state."""
+    clock = codec.expect_list(value, "model state clock")
+    if len(clock) != 5:
+        raise StateError(f"model state clock: expected 5 values, got {len(clock)}")
+    max_t, wm, nxt, rel = (_clock_value(v, w) for v, w in zip(clock[:4], ("max", "watermark", "check", "release"),
+                                                                strict=True))  # fmt: skip
+    sources: dict[int | None, int] = {}
+    for src, t in codec.expect_dict(clock[4], "model state clock sources").items():
+        if src is not None:
+            codec.expect_int(src, "model state clock source", 0)
+        sources[src] = codec.expect_int(t, "model state clock source time", -_CLOCK_BOUND, _CLOCK_BOUND)
+    return max_t, wm, nxt, rel, sources
+
+
+def _counters(value: Any) -> tuple[int, int, int, int, int, dict[str, int], dict[str, int]]:
+    """The validated counters of a model state."""
+    c = codec.expect_dict(value, "model state counters")
+    ints = [codec.expect_int(c.get(k), f"model state counter {k}", 0)
+            for k in ("events", "refine_round", "late", "duplicates", "erasures")]  # fmt: skip
+    maps = []
+    for k in ("changes", "triggers"):
+        m = codec.expect_dict(c.get(k), f"model state counter {k}")
+        maps.append({codec.expect_str(n, f"{k} key"): codec.expect_int(v, f"{k} count", 0) for n, v in m.items()})
+    return ints[0], ints[1], ints[2], ints[3], ints[4], maps[0], maps[1]
 
 
 def _segment_number(segment_id: str) -> int | None:

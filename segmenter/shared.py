@@ -3,83 +3,68 @@
 Processes in shared mode (``Segmenter(config, shared=True)``) never learn: they
 publish sampled lens vectors (:func:`encode_vectors`) and assign with the
 newest *view* of one :class:`ModelTrainer`, which learns from every process's
-vectors and publishes versioned views and its own snapshot. All records are
-pickles of our own topics (trusted data), each with a version checked on load.
+vectors and publishes versioned views and its own snapshot. Every record is a
+:mod:`segmenter.codec` record (code-free; kind, version, sizes and values
+checked on load).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from typing import Any
 
 import numpy as np
 
+from segmenter import codec
 from segmenter.config import SegmenterConfig
 from segmenter.errors import StateError
 from segmenter.lenses.lens import Lens
 from segmenter.outputs import SegmentLifecycle
 
-__all__ = ["ModelTrainer", "decode_vectors", "decode_view", "encode_vectors", "unpickle_versioned"]
+__all__ = ["ModelTrainer", "decode_vectors", "decode_view", "encode_vectors"]
 
 logger = logging.getLogger(__name__)
 
 
-_VECTORS_VERSION = 1
-_VIEW_VERSION = 1
-_TRAINER_VERSION = 1
+_VECTORS_VERSION = 2
+_VIEW_VERSION = 2
+_TRAINER_VERSION = 2
+"""Record versions (1 were pickles)."""
 
 
 def encode_vectors(lens_names: list[str], keys: list[int], rows: list[list[list[float]]]) -> bytes:
     """Encode sampled vectors: customer hashes and, per lens, one raw vector per hash (original units)."""
     data = {
-        "v": _VECTORS_VERSION,
         "keys": np.asarray(keys, dtype=np.uint32),
-        "lenses": {name: np.asarray(r, dtype=np.float64) for name, r in zip(lens_names, rows, strict=True)},
+        "lenses": {
+            name: np.asarray(r, dtype=np.float64).reshape(len(keys), -1 if keys else 0)
+            for name, r in zip(lens_names, rows, strict=True)
+        },
     }
-    return pickle.dumps(data, protocol=5)
+    return codec.encode("vectors", _VECTORS_VERSION, data)
 
 
 def decode_vectors(
-    blob: bytes, lens_names: list[str]
+    blob: bytes, lens_names: list[str], dims: list[int] | None = None
 ) -> tuple[np.ndarray[Any, np.dtype[np.uint32]], list[np.ndarray[Any, np.dtype[np.float64]]]]:
-    """Inverse of :func:`encode_vectors`, lenses in ``lens_names`` order.
+    """Inverse of :func:`encode_vectors`, lenses in ``lens_names`` order (``dims``: each lens's feature count).
 
     Raises
     ------
     StateError
-        Corrupt data, another version or other lenses.
+        Corrupt data, another version, other lenses, or non-finite values.
     """
-    try:
-        data = pickle.loads(blob)  # our own vectors topic (trusted)
-        if data["v"] != _VECTORS_VERSION:
-            raise StateError(f"vectors version {data['v']!r}, expected {_VECTORS_VERSION}")
-        keys = data["keys"]
-        mats = [data["lenses"][name] for name in lens_names]
-    except StateError:
-        raise
-    except Exception as exc:
-        raise StateError(f"vectors record cannot be decoded: {exc!r}") from None
-    if any(len(m) != len(keys) for m in mats):
-        raise StateError("vectors record: lenses hold different numbers of rows")
+    data = codec.expect_dict(codec.decode(blob, "vectors", _VECTORS_VERSION), "vectors record")
+    keys = codec.expect_array(data.get("keys"), "vectors keys", np.uint32, (None,))
+    lenses = codec.expect_dict(data.get("lenses"), "vectors lenses")
+    if list(lenses) != lens_names:
+        raise StateError(f"vectors record lenses {list(lenses)} differ from the config's {lens_names}")
+    mats = [
+        codec.expect_array(lenses[name], f"vectors of lens {name!r}", np.float64,
+                           (len(keys), None if dims is None or not len(keys) else dims[i]), finite=True)
+        for i, name in enumerate(lens_names)
+    ]  # fmt: skip
     return keys, mats
-
-
-def unpickle_versioned(data: bytes, what: str, version_key: str, version: int) -> dict[str, Any]:
-    """Load one of our own pickled records (state, snapshot, view: trusted data) and check its version.
-
-    Raises
-    ------
-    StateError
-        Corrupt data or another version.
-    """
-    try:
-        loaded = pickle.loads(data)
-    except Exception as exc:
-        raise StateError(f"{what} cannot be decoded: {exc!r}") from None
-    if not isinstance(loaded, dict) or loaded.get(version_key) != version:
-        raise StateError(f"unsupported {what} version (expected {version})")
-    return loaded
 
 
 def decode_view(view: bytes, lens_names: list[str], features: list[tuple[str, ...]]) -> dict[str, dict[str, Any]]:
@@ -90,11 +75,12 @@ def decode_view(view: bytes, lens_names: list[str], features: list[tuple[str, ..
     StateError
         Corrupt data, another version or other lenses.
     """
-    data = unpickle_versioned(view, "model view", "v", _VIEW_VERSION)  # our own model topic
-    if list(data["lenses"]) != lens_names or [tuple(f) for f in data["features"]] != features:
-        raise StateError(f"model view lenses {list(data['lenses'])} differ from the config's {lens_names}")
-    lenses: dict[str, dict[str, Any]] = data["lenses"]
-    return lenses
+    data = codec.expect_dict(codec.decode(view, "view", _VIEW_VERSION), "model view")
+    lenses = codec.expect_dict(data.get("lenses"), "model view lenses")
+    got = [tuple(f) for f in codec.expect_list(data.get("features"), "model view features")]
+    if list(lenses) != lens_names or got != features:
+        raise StateError(f"model view lenses {list(lenses)} differ from the config's {lens_names}")
+    return {name: codec.expect_dict(lenses[name], f"model view lens {name!r}") for name in lens_names}
 
 
 class ModelTrainer:
@@ -153,7 +139,7 @@ class ModelTrainer:
         StateError
             The record cannot be decoded (the caller skips it).
         """
-        keys, mats = decode_vectors(blob, self._names)
+        keys, mats = decode_vectors(blob, self._names, [len(f) for f in self._fnames])
         out: list[SegmentLifecycle] = []
         every = self.config.refine.every_events
         cap = self.config.refine.sample_size
@@ -187,9 +173,9 @@ class ModelTrainer:
 
     def view(self) -> bytes:
         """What the processes assign with: every lens's state (they never learn from it)."""
-        data = {"v": _VIEW_VERSION, "features": self._fnames, "versions": self.model_versions(),
-                "lenses": {lens.name: lens.state() for lens in self._lenses}}
-        return pickle.dumps(data, protocol=5)
+        data = {"features": self._fnames, "versions": self.model_versions(),
+                "lenses": {lens.name: lens.state() for lens in self._lenses}}  # fmt: skip
+        return codec.encode("view", _VIEW_VERSION, data)
 
     def state(self) -> bytes:
         """Everything a successor needs to continue identically (the view, the refine sample, counters)."""
@@ -198,10 +184,10 @@ class ModelTrainer:
             "keys": np.asarray(keys, dtype=np.uint32),
             "lenses": [np.asarray([self._sample[k][li] for k in keys], dtype=np.float64).reshape(
                 len(keys), len(lens.feature_names)) for li, lens in enumerate(self._lenses)],
-        }
-        data = {"v": _TRAINER_VERSION, "view": self.view(), "vectors": self._vectors,
-                "refine_round": self._refine_round, "sample": sample, "threshold": self._threshold}
-        return pickle.dumps(data, protocol=5)
+        }  # fmt: skip
+        data = {"view": self.view(), "vectors": self._vectors, "refine_round": self._refine_round,
+                "sample": sample, "threshold": self._threshold}  # fmt: skip
+        return codec.encode("trainer-state", _TRAINER_VERSION, data)
 
     @classmethod
     def from_state(cls, config: SegmenterConfig, data: bytes) -> ModelTrainer:
@@ -210,17 +196,27 @@ class ModelTrainer:
         Raises
         ------
         StateError
-            Corrupt data, another version or other lenses.
+            Corrupt data, another version, other lenses or values out of range.
         """
-        state = unpickle_versioned(data, "trainer state", "v", _TRAINER_VERSION)  # our own model topic
+        state = codec.expect_dict(codec.decode(data, "trainer-state", _TRAINER_VERSION), "trainer state")
         trainer = cls(config)
-        lenses = decode_view(state["view"], trainer._names, trainer._fnames)
+        view = state.get("view")
+        if not isinstance(view, bytes):
+            raise StateError("trainer state: 'view' must be a view record")
+        lenses = decode_view(view, trainer._names, trainer._fnames)
         for lens in trainer._lenses:
             lens.load_state(lenses[lens.name])
-        trainer._vectors = int(state["vectors"])
-        trainer._refine_round = int(state["refine_round"])
-        sample = state["sample"]
-        mats = [m.tolist() for m in sample["lenses"]]
-        trainer._sample = {int(k): [mat[i] for mat in mats] for i, k in enumerate(sample["keys"].tolist())}
-        trainer._threshold = int(state["threshold"])
+        trainer._vectors = codec.expect_int(state.get("vectors"), "trainer state vectors", 0)
+        trainer._refine_round = codec.expect_int(state.get("refine_round"), "trainer state refine_round", 0)
+        sample = codec.expect_dict(state.get("sample"), "trainer state sample")
+        keys = codec.expect_array(sample.get("keys"), "trainer sample keys", np.uint32, (None,))
+        mats_in = codec.expect_list(sample.get("lenses"), "trainer sample lenses")
+        if len(mats_in) != len(trainer._lenses):
+            raise StateError(f"trainer sample holds {len(mats_in)} lenses, the config {len(trainer._lenses)}")
+        mats = [
+            codec.expect_array(m, "trainer sample vectors", np.float64, (len(keys), len(f)), finite=True).tolist()
+            for m, f in zip(mats_in, trainer._fnames, strict=True)
+        ]
+        trainer._sample = {int(k): [mat[i] for mat in mats] for i, k in enumerate(keys.tolist())}
+        trainer._threshold = codec.expect_int(state.get("threshold"), "trainer state threshold", 0, 2**32)
         return trainer

@@ -583,7 +583,7 @@ class Lens:
     # --- state -------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue identically; plain data, picklable, not aliased to the lens."""
+        """Everything needed to continue identically; plain data (:mod:`segmenter.codec`), not aliased to the lens."""
         snap = self._snapshot
         return {
             "version": STATE_VERSION,
@@ -611,6 +611,8 @@ class Lens:
         StateError
             Wrong version, another lens, algorithm or feature list, or a corrupt record.
         """
+        if not isinstance(state, dict):
+            raise StateError(f"lens {self.name!r}: state must be an object")
         if state.get("version") != STATE_VERSION:
             raise StateError(f"lens {self.name!r}: state version {state.get('version')!r}, expected {STATE_VERSION}")
         for key, mine in (("name", self.name), ("algorithm", self.config.algorithm),
@@ -631,8 +633,13 @@ class Lens:
             learned = int(state["learned_since_refresh"])
             ready = bool(state["ready"])
             model_map = {int(k): int(v) for k, v in state["model_map"].items()}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"lens {self.name!r}: invalid state: {exc}") from exc
+            if isinstance(state["ready"], bool) is False or min(model_version, n_obs, learned) < 0:
+                raise ValueError("ready must be a boolean, counters >= 0")
+            rows = [*warm, *batch] + ([] if snapshot is None else [list(snapshot.mean), list(snapshot.std)])
+            if any(len(r) != len(self.feature_names) or not all_finite(r) for r in rows):
+                raise ValueError(f"vectors must hold {len(self.feature_names)} finite values")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"lens {self.name!r}: invalid state: {exc}") from None
         self._scaler.load_state(state["scaler"])
         self._model.load_state(state["model"])
         self._registry.load_state(state["registry"])

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, get_args
@@ -43,8 +42,10 @@ import numpy as np
 from numba import njit
 from river import cluster
 
+from segmenter.codec import expect_dict, expect_int
 from segmenter.errors import ConfigError, StateError
 from segmenter.lenses.lloyd import kmeans_plus_plus, lloyd
+from segmenter.lenses.river_state import export_model, import_model
 
 __all__ = [
     "ALGORITHMS",
@@ -153,18 +154,25 @@ class ClusterModel(ABC):
         return out
 
     def state(self) -> dict[str, Any]:
-        """Picklable state (the river model pickled, plus counters)."""
-        return {"model": pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL), "n_learned": self.n_learned}
+        """Plain state: the river model's parameters and fitted attributes (:mod:`~segmenter.lenses.river_state`)."""
+        return {"model": export_model(self.model), "n_learned": self.n_learned}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state` output."""
-        try:
-            model = pickle.loads(state["model"])
-            n_learned = int(state["n_learned"])
-        except Exception as exc:
-            raise StateError(f"{self.algorithm} model state cannot be restored: {exc}") from exc
-        if not isinstance(model, self.river_class):
-            raise StateError(f"model state holds {type(model).__name__}, expected {self.river_class.__name__}")
+        """Restore :meth:`state` output (the river model is rebuilt; nothing in the data is run).
+
+        Raises
+        ------
+        StateError
+            The state is malformed, holds another river class, or was fitted with other parameters.
+        """
+        state = expect_dict(state, f"{self.algorithm} model state")
+        n_learned = expect_int(state.get("n_learned"), f"{self.algorithm} model n_learned", 0)
+        model = import_model(state.get("model"), self.river_class)
+        fresh = self._build()
+        for key in self.params:
+            if getattr(model, key, None) != getattr(fresh, key, None):
+                raise StateError(f"{self.algorithm} model state has {key}={getattr(model, key, None)!r}, "
+                                 f"the config {getattr(fresh, key, None)!r}")
         self.model = model
         self.n_learned = n_learned
 

@@ -40,8 +40,9 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -307,7 +308,7 @@ class SegmentRegistry:
     # --- state -----------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Plain, picklable state."""
+        """Plain state (:mod:`segmenter.codec`)."""
         return {
             "next_number": self.next_number,
             "version": self.version,
@@ -333,6 +334,14 @@ class SegmentRegistry:
                         for s in state["segments"]}
             next_number = int(state["next_number"])
             version = int(state["version"])
+            statuses = get_args(Status)
+            for n, seg in segments.items():
+                if seg.number != n or seg.status not in statuses or not all(math.isfinite(v) for v in seg.center):
+                    raise ValueError(f"segment {n}: bad number, status {seg.status!r} or non-finite center")
+                if not isinstance(seg.name, str) or min(seg.size, seg.misses, seg.born_version) < 0:
+                    raise ValueError(f"segment {n}: bad name or negative counters")
+            if segments and next_number <= max(segments):
+                raise ValueError(f"next_number {next_number} is not above the segment numbers")
         except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"segment registry state is invalid: {exc}") from exc
+            raise StateError(f"segment registry state is invalid: {exc}") from None
         self.segments, self.next_number, self.version = segments, next_number, version

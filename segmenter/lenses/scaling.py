@@ -245,7 +245,7 @@ class OnlineScaler:
         return ScalerSnapshot(heavy=self.heavy, mean=self.mean, std=self.std)
 
     def state(self) -> dict[str, Any]:
-        """Plain, picklable state."""
+        """Plain state (:mod:`segmenter.codec`)."""
         return {"n": self.n, "mean": list(self._mean), "m2": list(self._m2)}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -255,7 +255,9 @@ class OnlineScaler:
             m2 = [float(v) for v in state["m2"]]
             n = int(state["n"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"scaler state is invalid: {exc}") from exc
+            raise StateError(f"scaler state is invalid: {exc}") from None
         if len(mean) != self.dim or len(m2) != self.dim:
             raise StateError(f"scaler state has {len(mean)} features, the lens has {self.dim}")
+        if n < 0 or not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v >= 0 for v in m2):
+            raise StateError("scaler state holds a negative count or non-finite statistics")
         self.n, self._mean, self._m2 = n, mean, m2

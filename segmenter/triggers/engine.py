@@ -169,7 +169,9 @@ class _Customer:
                 )
         except (KeyError, TypeError, ValueError, AttributeError, ValidationError) as exc:
             raise StateError(f"trigger state of {customer_id!r} is malformed: {exc}") from None
-        if not all(math.isfinite(t) for t, _ in fired) or not all(math.isfinite(v) for v in last.values()):
+        times = [t for t, _ in fired] + list(last.values())
+        times += [x for h in held for x in (h.at, h.ts, h.prev) if x is not None]
+        if not all(math.isfinite(t) for t in times):
             raise StateError(f"trigger state of {customer_id!r} has non-finite times")
         return cls(fired=fired, last=last, held=held)
 

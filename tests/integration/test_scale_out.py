@@ -18,7 +18,6 @@ and SIGKILLed mid-stream, the trainer among them. Afterwards:
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from segmenter import codec
 from segmenter.lenses.lens import Lens
 from segmenter.pipeline import Segmenter
 from tests.integration.conftest import read_all
@@ -190,12 +190,12 @@ def test_three_processes_added_and_killed_make_one_segmentation(
     trainer_records: list[tuple[str, int, int]] = []  # (instance, total version, timestamp ms)
     for mkey, mvalue, headers, ts in _model_records(bootstrap, f"{group_id}.model"):
         if mkey == b"view":
-            data = pickle.loads(mvalue)
+            data = codec.decode(mvalue, "view", 2)
             newest_view = mvalue
             for name, state in data["lenses"].items():
                 views[(name, int(state["model_version"]))] = state
         elif mkey == b"trainer":
-            versions = pickle.loads(pickle.loads(mvalue)["view"])["versions"]
+            versions = codec.decode(codec.decode(mvalue, "trainer-state", 2)["view"], "view", 2)["versions"]
             trainer_records.append((headers["instance"].decode(), sum(versions.values()), ts))
     assert newest_view is not None and trainer_records
     lens_cfg = {lc.name: lc for lc in config.lenses}

@@ -47,3 +47,16 @@ def test_only_one_module_per_edge_package_imports_the_kafka_client(package: str,
         if any(m.split(".")[0] == "kafka" for m in modules)
     ]
     assert importers == [edge]
+
+
+CODE_BEARING = ("pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "marshal", "shelve", "jsonpickle")
+
+
+@pytest.mark.parametrize("package", ["segmenter", "consumer", "producer"])
+def test_no_product_module_imports_a_code_bearing_format(package: str) -> None:
+    """Data that crosses a process boundary is never unpickled: no product module imports pickle and kin."""
+    offenders = {
+        str(path): sorted(m for m in modules if m.split(".")[0] in CODE_BEARING)
+        for path, modules in imported_modules(package).items()
+    }
+    assert {p: m for p, m in offenders.items() if m} == {}

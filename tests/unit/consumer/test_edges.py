@@ -25,8 +25,9 @@ from consumer.kafka_io import translate_errors
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.settings import load_settings
 from consumer.sink import InRecord
-from consumer.state import CustomerIndex, ModelTracker, changelog_records, newest_model, restore_customers
+from consumer.state import BadRecords, CustomerIndex, ModelTracker, changelog_records, newest_valid, restore_customers
 from consumer.topics import TopicSpec, ensure_topics
+from segmenter.errors import StateError
 from tests.unit.consumer.conftest import FakeCore
 
 
@@ -111,9 +112,20 @@ def test_model_tracker_writes_only_changes_and_newest_model_wins() -> None:
     assert tracker.record(b"m1", "mt") is not None
     assert tracker.record(b"m1", "mt") is None
     assert tracker.matches(b"m1") and not tracker.matches(b"m2")
-    recs = [InRecord("mt", 0, 5, b"i2", b"new"), InRecord("mt", 0, 3, b"i1", b"old"), InRecord("mt", 0, 6, b"x", None)]
-    assert newest_model(recs) == b"new"
-    assert newest_model([]) is None
+    recs = [InRecord("mt", 0, 5, b"i2", b"new"), InRecord("mt", 0, 3, b"i1", b"old"),
+            InRecord("mt", 0, 7, b"x", b"bad")]
+    loaded: list[bytes] = []
+
+    def load(rec: InRecord) -> None:
+        if rec.value == b"bad":
+            raise StateError("not a model")
+        loaded.append(rec.value or b"")
+
+    bad = BadRecords()
+    chosen = newest_valid(recs, load, "model", bad)
+    assert chosen is not None and chosen.value == b"new" and loaded == [b"new"]
+    assert bad.seen == {("mt", 0, 7)}
+    assert newest_valid([], load, "model", bad) is None
 
 
 class FakeAdmin:
