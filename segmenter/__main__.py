@@ -11,6 +11,10 @@ Commands
     Segment sizes and profiles from a replay snapshot (JSONL) or a checkpoint.
 ``segmenter check-rules RULES [--config FILE]``
     Validate a rules file and describe every rule in plain words.
+``segmenter schema [NAME] [--out DIR]``
+    JSON Schema (draft 2020-12) of the input event, each output message and
+    the membership record: all of them as one JSON object, or the one named,
+    or ``--out DIR``: one ``NAME.schema.json`` file each (docs/schemas/).
 
 Exit codes: 0 success (invalid input lines are reported and skipped), 1 the
 input cannot be read, 2 a usage, config or rules error.
@@ -38,6 +42,7 @@ from segmenter.errors import ConfigError, StateError
 from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
+from segmenter.schema import render, schemas, write_files
 from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
 
 logger = logging.getLogger("segmenter")
@@ -84,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("check-rules", help="validate a rules file and describe its rules")
     cp.add_argument("rules", type=Path)
     cp.add_argument("--config", type=Path, help="config whose lenses and features the rules must use")
+
+    sp = sub.add_parser("schema", help="JSON Schemas of the input event, the output messages and the membership record")
+    sp.add_argument("name", nargs="?", choices=sorted(schemas()), help="print only this schema")
+    sp.add_argument("--out", type=Path, help="write NAME.schema.json files into this directory instead")
     return parser
 
 
@@ -98,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "profile":
             return _profile(args)
+        if args.command == "schema":
+            return _schema(args)
         return _check_rules(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -245,6 +256,16 @@ def _profile_jsonl(data: bytes) -> int:
             print(f"  {sid:<16} {n:>9,}  {names[(lens, sid)]}  [{means}]")
     if bad:
         print(f"{bad} line(s) skipped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        for path in write_files(args.out):
+            print(path)
+        return EXIT_OK
+    docs = schemas()
+    sys.stdout.write(render(docs[args.name] if args.name else docs).decode())
     return EXIT_OK
 
 
