@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_gc()
     server: MetricsServer | None = None
     if settings.metrics_port >= 0:
-        server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
+        server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port,
+                               routes=service.explorer.routes())
         server.start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

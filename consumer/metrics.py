@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -91,10 +92,15 @@ class Health:
 
 
 class MetricsServer:
-    """A tiny HTTP server thread serving ``/metrics`` and ``/healthz``."""
+    """A tiny HTTP server thread serving ``/metrics``, ``/healthz`` and ``routes`` (path -> (content type, body)).
 
-    def __init__(self, metrics: Metrics, health: Health, host: str, port: int) -> None:
-        handler = _make_handler(metrics, health)
+    The consumer adds the segment explorer's ``/segments`` and ``/`` (:mod:`consumer.explorer`).
+    """
+
+    def __init__(self, metrics: Metrics, health: Health, host: str, port: int,
+                 routes: Mapping[str, Callable[[], tuple[str, bytes]]] | None = None) -> None:
+        self._routes = dict(routes or {})
+        handler = _make_handler(metrics, health, self._routes)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
@@ -107,7 +113,9 @@ class MetricsServer:
     def start(self) -> None:
         """Serve in a background thread."""
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics, health on /healthz", *self._server.server_address[:2])
+        host, port = self._server.server_address[:2]
+        log.info("metrics on http://%s:%d/metrics, health on /healthz%s", host, port,
+                 ", segment explorer on /" if "/" in self._routes else "")
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
@@ -115,10 +123,14 @@ class MetricsServer:
         self._server.server_close()
 
 
-def _make_handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
+def _make_handler(metrics: Metrics, health: Health,
+                  routes: dict[str, Callable[[], tuple[str, bytes]]]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.startswith("/metrics"):
+            route = routes.get(self.path.split("?", 1)[0])
+            if route is not None:
+                self._reply(200, *route())
+            elif self.path.startswith("/metrics"):
                 self._reply(200, CONTENT_TYPE_LATEST, metrics.exposition())
             elif self.path.startswith("/healthz"):
                 ok, body = health.status()

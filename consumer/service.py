@@ -81,6 +81,7 @@ import orjson
 
 from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter
 from consumer.errors import CoreBatchError, FencedError, KafkaIOError, PoisonRecordError, TopicSetupError
+from consumer.explorer import Explorer
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
@@ -282,6 +283,8 @@ class Service:
         self._next_view: tuple[dict[str, int], bytes] | None = None
         self._routes: dict[str, _Route] = {}
         self._membership = MembershipTable()
+        self.explorer = Explorer()
+        """The segment explorer's document, for the HTTP server's ``/segments`` and ``/``."""
         self._membership_copartitioned: bool | None = None
 
     # ------------------------------------------------------------------ control
@@ -631,6 +634,7 @@ class Service:
         self.metrics.batch_records.observe(batch.count)
         self.metrics.batches.inc()
         self._positions.update(batch.offsets)
+        self.explorer.sample(core)
         for key in [k for k in self._failures if k[1] < batch.offsets.get(k[0], -1)]:
             self._failures.pop(key, None)
             self._poison.discard(key)
@@ -863,6 +867,7 @@ class Service:
                 return
             for (lens, segment), size in sizes.items():
                 self.metrics.segment_size.labels(lens, segment).set(size)
+            self.explorer.refresh(self._core)
 
     # ------------------------------------------------------------------ helpers
 
