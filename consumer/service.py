@@ -102,7 +102,7 @@ from consumer.trainer import TrainerRole
 from segmenter.errors import EventError, SegmenterError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.membership import MembershipTable
-from segmenter.outputs import OutputMessage, SegmentChange, encode, message_key, stamp
+from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, encode, message_key, stamp
 from segmenter.pipeline import BatchResult
 
 log = logging.getLogger(__name__)
@@ -559,6 +559,9 @@ class Service:
             route.counter.inc()
             if isinstance(stamped, SegmentChange):
                 self._membership.apply(stamped)
+                self.metrics.changes.labels(stamped.lens, stamped.cause).inc()
+            elif isinstance(stamped, CampaignTrigger):
+                self.metrics.triggers.labels(stamped.campaign).inc()
             event_ts = getattr(stamped, "event_ts", None)
             if isinstance(event_ts, str):
                 try:
@@ -644,8 +647,12 @@ class Service:
         """The membership-table records of the customers whose segments changed in the batch."""
         topic = self.settings.topics.membership
         copartitioned = self._membership_is_copartitioned()
-        return [OutRecord(topic, cid.encode(), value, (), self._index.partition_of.get(cid) if copartitioned else None)
-                for cid, value in self._membership.take()]
+        records = [OutRecord(topic, cid.encode(), value, (), self._index.partition_of.get(cid) if copartitioned
+                             else None) for cid, value in self._membership.take()]
+        tombstones = sum(1 for r in records if r.value is None)
+        self.metrics.membership.labels("record").inc(len(records) - tombstones)
+        self.metrics.membership.labels("tombstone").inc(tombstones)
+        return records
 
     def _membership_is_copartitioned(self) -> bool:
         if self._membership_copartitioned is None:
@@ -861,12 +868,16 @@ class Service:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)
         if self._core is not None:
             try:
-                sizes = _segment_sizes(self._core.stats())
+                stats = self._core.stats()
+                sizes = _segment_sizes(stats)
             except Exception:  # stats are best effort
                 log.debug("stats() failed", exc_info=True)
                 return
             for (lens, segment), size in sizes.items():
                 self.metrics.segment_size.labels(lens, segment).set(size)
+            for campaign, controls in (getattr(stats, "suppressed", None) or {}).items():
+                for control, count in controls.items():
+                    self.metrics.suppressed.labels(campaign, control).set(count)
             self.explorer.refresh(self._core)
 
     # ------------------------------------------------------------------ helpers
