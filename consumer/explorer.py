@@ -47,22 +47,17 @@ class Explorer:
         self._history = history or SizeHistory()
         self._lock = threading.Lock()
         self._document: bytes = orjson.dumps(live_document([], self._history, None, source))
-        self._last_watermark: float | None = None
 
     def sample(self, core: object) -> None:
-        """After a commit: add the segment sizes at the core's watermark to the history, if it advanced."""
-        if not isinstance(core, ExplorableCore):
-            return
-        watermark = core.watermark
-        if watermark is None or watermark == self._last_watermark:
-            return
-        self._last_watermark = watermark
-        self._history.add(watermark, lens_sizes(core.lenses))
+        """After a commit: note the segment sizes at the core's watermark in the history."""
+        if isinstance(core, ExplorableCore) and core.watermark is not None:
+            self._history.add(core.watermark, lens_sizes(core.lenses))
 
     def refresh(self, core: object) -> None:
-        """Rebuild the document the HTTP server serves from the core's current lenses."""
+        """Rebuild the document the HTTP server serves from the core's current lenses (and note their sizes)."""
         if not isinstance(core, ExplorableCore):
             return
+        self.sample(core)
         document = orjson.dumps(live_document(core.lenses, self._history, core.watermark, self._source))
         with self._lock:
             self._document = document

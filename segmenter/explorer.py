@@ -78,12 +78,15 @@ class SizeHistory:
         return len(self._points)
 
     def add(self, t: float, sizes: Mapping[str, Mapping[str, int]]) -> None:
-        """Record the sizes at event time ``t`` (epoch seconds); earlier times than the newest are ignored."""
+        """Record the sizes at event time ``t`` (epoch seconds).
+
+        Earlier times than the newest point's are ignored; at the same time, the newest point's sizes are replaced.
+        """
         copy = {lens: dict(s) for lens, s in sizes.items()}
         points = self._points
         if points and t < points[-1][0]:
             return
-        if len(points) >= 2 and points[-1][0] - points[-2][0] < self.step_s:
+        if points and (t == points[-1][0] or (len(points) >= 2 and points[-1][0] - points[-2][0] < self.step_s)):
             points[-1] = (t, copy)
             return
         points.append((t, copy))
@@ -105,21 +108,31 @@ def lens_sizes(lenses: Iterable[ProfiledLens]) -> dict[str, dict[str, int]]:
 
 def _segment(profile: SegmentProfile) -> dict[str, Any]:
     data = profile.as_dict()
-    return {"id": profile.id, "name": profile.name, "size": profile.size, "profile": data,
-            "rule": data.get("rule")}
+    return {"id": profile.id, "name": profile.name, "size": profile.size, "profile": data, "rule": data.get("rule")}
 
 
-def live_document(lenses: Sequence[ProfiledLens], history: SizeHistory, watermark: float | None,
-                  source: str = "live", live: bool = True) -> dict[str, Any]:
+def live_document(
+    lenses: Sequence[ProfiledLens],
+    history: SizeHistory,
+    watermark: float | None,
+    source: str = "live",
+    live: bool = True,
+) -> dict[str, Any]:
     """The explorer document of a running core's lenses."""
     out = []
     for lens in lenses:
         segments = [_segment(p) for p in lens.profiles()]
-        out.append({"name": lens.name, "model_version": lens.model_version, "features": list(lens.feature_names),
-                    "customers": sum(s["size"] for s in segments), "segments": segments,
-                    "history": history.points(lens.name)})
-    return {"source": source, "live": live, "watermark": None if watermark is None else _iso(watermark),
-            "lenses": out}
+        out.append(
+            {
+                "name": lens.name,
+                "model_version": lens.model_version,
+                "features": list(lens.feature_names),
+                "customers": sum(s["size"] for s in segments),
+                "segments": segments,
+                "history": history.points(lens.name),
+            }
+        )
+    return {"source": source, "live": live, "watermark": None if watermark is None else _iso(watermark), "lenses": out}
 
 
 def snapshot_document(lines: Iterable[Mapping[str, Any]], source: str) -> dict[str, Any]:
@@ -147,13 +160,19 @@ def snapshot_document(lines: Iterable[Mapping[str, Any]], source: str) -> dict[s
         for sid, rows in sorted(members[lens].items(), key=lambda kv: (-len(kv[1]), kv[0])):
             centroid = dict(zip(features, _moments(rows, features)[0], strict=True))
             z = {f: (centroid[f] - m) / s if s > 0 else 0.0 for f, m, s in zip(features, mean, std, strict=True)}
-            profile = SegmentProfile(segment=0, id=sid, name=names[(lens, sid)], size=len(rows), centroid=centroid,
-                                     z=z)
+            profile = SegmentProfile(segment=0, id=sid, name=names[(lens, sid)], size=len(rows), centroid=centroid, z=z)
             segments.append(_segment(profile))
         sizes = {s["id"]: s["size"] for s in segments}
-        lenses.append({"name": lens, "model_version": None, "features": features,
-                       "customers": sum(sizes.values()), "segments": segments,
-                       "history": [{"t": None, "sizes": sizes}]})
+        lenses.append(
+            {
+                "name": lens,
+                "model_version": None,
+                "features": features,
+                "customers": sum(sizes.values()),
+                "segments": segments,
+                "history": [{"t": None, "sizes": sizes}],
+            }
+        )
     return {"source": source, "live": False, "watermark": None, "lenses": lenses}
 
 

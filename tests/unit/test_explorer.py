@@ -105,3 +105,11 @@ def test_the_http_server_serves_segments_and_the_page() -> None:
             assert b"segmenter_events_in_total" in reply.read()
     finally:
         server.stop()
+
+
+def test_a_sample_at_the_newest_time_replaces_its_sizes() -> None:
+    history = SizeHistory(step_s=60)
+    history.add(0.0, {"value": {"value-1": 1}})
+    history.add(100.0, {"value": {"value-1": 2}})
+    history.add(100.0, {"value": {"value-1": 3}})
+    assert [p["sizes"]["value-1"] for p in history.points("value")] == [1, 3]

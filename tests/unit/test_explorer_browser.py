@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import html
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from segmenter.__main__ import main as segmenter_main
 from segmenter.explorer import render_page
-from tests.unit.explorer_support import dump_dom, explored, screenshot
-
-
-def text(fragment: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", " ", fragment))
-
-
-def rendered_lenses(dom: str) -> dict[str, str]:
-    """Each lens card's rendered HTML, by lens name."""
-    assert 'data-rendered="true"' in dom, "the page's script did not finish rendering"
-    return dict(re.findall(r'<section class="card lens" data-lens="([^"]+)">(.*?)</section>', dom, re.S))
-
-
-def table_rows(card: str) -> dict[str, str]:
-    """The segment table's rows (before the heat map), by segment id."""
-    table = card.partition('class="heatmap"')[0]
-    return dict(re.findall(r'<tr data-segment="([^"]+)">(.*?)</tr>', table, re.S))
-
-
-def check_lens(card: str, lens: dict[str, Any]) -> None:
-    rows = table_rows(card)
-    assert list(rows) == [s["id"] for s in lens["segments"]]
-    for s in lens["segments"]:
-        row = " ".join(text(rows[s["id"]]).split())
-        assert s["name"] in row and f"{s['size']:,}" in row, row
-    svg = re.search(r'<svg[^>]*class="sizes".*?</svg>', card, re.S)
-    assert svg, "no size chart"
-    series = set(re.findall(r'data-segment="([^"]+)"[^>]*class="series"', svg.group(0)))
-    assert {s["id"] for s in lens["segments"]} <= series, "every live segment is drawn"
-    heat = card.split('class="heatmap"')[1]
-    assert len(re.findall(r'<td class="cell"', heat)) == len(lens["segments"]) * len(lens["features"])
+from tests.unit.explorer_support import check_lens, dump_dom, explored, rendered_lenses, screenshot, table_rows, text
 
 
 def test_live_document_with_history_renders(tmp_path: Path) -> None:
