@@ -118,12 +118,22 @@ def run_consumer(bootstrap: str, topics: dict[str, str], group: str, *, timeout_
     return last
 
 
-def read_topic(bootstrap: str, topic: str) -> list[Record]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, isolation_level="read_committed", consumer_timeout_ms=5000)
-    records = [(r.key, r.value, dict(r.headers or [])) for r in consumer]
-    consumer.close()
-    return records
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Record]:
+    """Every committed record of ``topic``, read from the beginning up to its end offsets."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend((r.key, r.value, dict(r.headers or [])) for r in batch)
+        return records
+    finally:
+        consumer.close()
 
 
 def suppressed_by_control(metrics_text: str) -> dict[str, dict[str, int]]:
