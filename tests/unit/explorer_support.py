@@ -17,7 +17,7 @@ from tests.unit.eventgen import make_events, to_events
 from tests.unit.test_pipeline import small_config
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / ".artifacts"
+ARTIFACTS = ROOT / "tests" / ".artifacts"  # listed at the end of the run by tests/conftest.py
 
 
 @cache
