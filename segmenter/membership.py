@@ -11,7 +11,7 @@ the last value per key rebuilds the table, which then equals the last
 
 :class:`MembershipTable` derives the records from the ``segment_change``
 messages alone, so it needs nothing from the core but its outputs. The edge
-keeps one table for the customers it owns (about 300 bytes per customer with
+keeps one table for the customers it owns (about 0.5 KB per customer with
 two lenses), restored from the membership topic with their partitions.
 
 Examples
