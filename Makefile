@@ -1,6 +1,6 @@
 # The two commands in the README are `make demo` and `make test`; everything
 # else here is what they are built from. Only python3 (3.11+), Java 17 and
-# Maven are assumed on the machine.
+# Maven are assumed on the machine (and apt-get, for the browser tests' Chromium).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,19 +9,19 @@ KAFKA := $(PYTHON) scripts/kafka-local
 SECURE_KAFKA_PORT ?= 9192
 export SEGMENTER_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 
-.PHONY: demo test unit integration lint typecheck check install kafka-start kafka-stop kafka-status bench clean
+.PHONY: demo test unit integration lint typecheck check install chromium kafka-start kafka-stop kafka-status bench clean
 
 ## demo: set up, start Kafka, stream a simulated day of customers through producer and consumer, print a summary
 demo: install kafka-start
 	$(PY) -m scripts.demo
 
 ## test: set up, start Kafka, run lint, type checks and the whole test suite (unit + integration)
-test: install kafka-start
+test: install chromium kafka-start
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
-unit: install
+unit: install chromium
 	$(VENV)/bin/pytest tests/unit
 
 integration: install kafka-start
@@ -41,6 +41,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
+
+# the segment explorer's tests render the page in headless Chromium (Debian's package `chromium`)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium for the explorer's browser tests"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium; }
 
 ## kafka-start: the plain broker (9092) and the secure one (SASL_SSL, $(SECURE_KAFKA_PORT)); both idempotent
 kafka-start:

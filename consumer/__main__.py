@@ -22,7 +22,7 @@ from typing import Any
 from consumer.errors import AuthenticationError, FencedError, SettingsError, TopicSetupError, UnsupportedClientError
 from consumer.kafka_io import KafkaAdmin, KafkaTransport
 from consumer.logs import configure_logging
-from consumer.metrics import Health, Metrics, MetricsServer
+from consumer.metrics import Health, Metrics, MetricsServer, default_routes
 from consumer.service import Core, RulesWatcher, Service, utc_now
 from consumer.settings import Settings, load_settings
 from consumer.sink import RebalanceHandler, Transport
@@ -106,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port >= 0:
         server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port,
                                token=settings.metrics_token, threads=settings.metrics_threads,
-                               idle_timeout_s=settings.metrics_timeout_s)
+                               idle_timeout_s=settings.metrics_timeout_s,
+                               routes={**default_routes(metrics, health), **service.explorer.routes()})
         server.start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -54,6 +54,15 @@ class Metrics:
         self.rejected = Counter("segmenter_events_rejected", "Input records dead-lettered, by error code.",
                                 ["reason"], registry=r)
         self.outputs = Counter("segmenter_outputs", "Output messages produced, by kind.", ["kind"], registry=r)
+        self.changes = Counter("segmenter_segment_changes", "segment_change messages produced, by lens and cause.",
+                               ["lens", "cause"], registry=r)
+        self.triggers = Counter("segmenter_campaign_triggers", "campaign_trigger messages produced, by campaign.",
+                                ["campaign"], registry=r)
+        self.suppressed = Gauge("segmenter_triggers_suppressed", "Campaign triggers a delivery control suppressed, "
+                                "by campaign and control (the core's count, restored with its state).",
+                                ["campaign", "control"], registry=r)
+        self.membership = Counter("segmenter_membership_records", "Membership-table records written, by type "
+                                  "(record or tombstone).", ["type"], registry=r)
         self.erasures = Counter("segmenter_erasures", "Customers erased by a Kafka tombstone.", registry=r)
         self.batches = Counter("segmenter_batches", "Batches committed.", registry=r)
         self.batch_failures = Counter("segmenter_batch_failures", "Batches aborted and replayed, by cause.",

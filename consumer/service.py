@@ -17,7 +17,9 @@ Under **exactly-once** (the default) a batch is one Kafka transaction:
    ``emitted_at`` stamped here) or the dead letter in the batch.
 3. At commit time, *inside the transaction*: send the batch's queued outputs
    and dead letters in order (one tight run of sends costs kafka-python about
-   half as much as sends spread between core calls); then the state-changelog
+   half as much as sends spread between core calls); then the membership-table
+   records of every customer whose segments changed (:mod:`segmenter.membership`,
+   to the partition number of its input record, like the state); then the state-changelog
    records of every customer the core changed (``take_dirty``), each to the
    partition number of its input record; then the model snapshot if it changed.
 4. ``send_offsets_to_transaction(next offsets, consumer.group_metadata())``.
@@ -86,6 +88,7 @@ from consumer.errors import (
     PoisonRecordError,
     TopicSetupError,
 )
+from consumer.explorer import Explorer
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
@@ -109,7 +112,8 @@ from consumer.summary import Summary
 from consumer.trainer import TrainerRole
 from segmenter.errors import EventError, SegmenterError
 from segmenter.events import CustomerEvent, parse_event
-from segmenter.outputs import OutputMessage, encode, message_key, stamp
+from segmenter.membership import MembershipTable
+from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, encode, message_key, stamp
 from segmenter.pipeline import BatchResult
 
 log = logging.getLogger(__name__)
@@ -291,6 +295,10 @@ class Service:
         self._next_view: tuple[dict[str, int], bytes] | None = None
         self._routes: dict[str, _Route] = {}
         self._summary = Summary(self.metrics)
+        self._membership = MembershipTable()
+        self.explorer = Explorer()
+        """The segment explorer's document, for the HTTP server's ``/segments`` and ``/``."""
+        self._membership_copartitioned: bool | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -342,6 +350,8 @@ class Service:
         self._pending_assigned.clear()
         self._positions.clear()
         self._next_view = None
+        self._membership.clear()
+        self._membership_copartitioned = None
 
     def _new_core(self) -> Core:
         return self._core_factory(self._rules.rules if self._rules is not None else None)
@@ -563,6 +573,11 @@ class Service:
                                                     self.metrics.outputs.labels(kind))
             self._send(OutRecord(route.topic, message_key(stamped), encode(stamped), route.headers))
             route.counter.inc()
+            if isinstance(stamped, SegmentChange):
+                self._membership.apply(stamped)
+                self.metrics.changes.labels(stamped.lens, stamped.cause).inc()
+            elif isinstance(stamped, CampaignTrigger):
+                self.metrics.triggers.labels(stamped.campaign).inc()
             event_ts = getattr(stamped, "event_ts", None)
             if isinstance(event_ts, str):
                 try:
@@ -601,6 +616,8 @@ class Service:
         for record in batch.records:
             transport.send(record)
         batch.records.clear()
+        for record in self._membership_records():
+            transport.send(record)
         for record in changelog_records(core.take_dirty(), self._index, self.settings.state_topic):
             transport.send(record)
         if isinstance(core, ClockedCore):
@@ -636,15 +653,48 @@ class Service:
         self.metrics.batch_records.observe(batch.count)
         self.metrics.batches.inc()
         self._positions.update(batch.offsets)
+        self.explorer.sample(core)
         for key in [k for k in self._failures if k[1] < batch.offsets.get(k[0], -1)]:
             self._failures.pop(key, None)
             self._poison.discard(key)
         self._backoff = 0.5
 
+    def _membership_records(self) -> list[OutRecord]:
+        """The membership-table records of the customers whose segments changed in the batch."""
+        topic = self.settings.topics.membership
+        copartitioned = self._membership_is_copartitioned()
+        records = [OutRecord(topic, cid.encode(), value, (), self._index.partition_of.get(cid) if copartitioned
+                             else None) for cid, value in self._membership.take()]
+        tombstones = sum(1 for r in records if r.value is None)
+        self.metrics.membership.labels("record").inc(len(records) - tombstones)
+        self.metrics.membership.labels("tombstone").inc(tombstones)
+        return records
+
+    def _membership_is_copartitioned(self) -> bool:
+        if self._membership_copartitioned is None:
+            transport = self._require_transport()
+            self._membership_copartitioned = (transport.partitions_of(self.settings.topics.membership)
+                                              == transport.partitions_of(self.settings.topics.input))
+        return self._membership_copartitioned
+
+    def _restore_membership(self, numbers: Sequence[int]) -> None:
+        """Load the membership records of the customers just restored (the partitions ``numbers``)."""
+        transport = self._require_transport()
+        topic = self.settings.topics.membership
+        parts = numbers if self._membership_is_copartitioned() else range(transport.partitions_of(topic))
+        wanted = set(numbers)
+        partition_of = self._index.partition_of
+        for rec in transport.read_to_end(topic, list(parts), stable=True):
+            cid = None if rec.key is None else rec.key.decode("utf-8", errors="replace")
+            if cid is not None and partition_of.get(cid) in wanted and not self._membership.load(cid, rec.value):
+                log.warning("membership record of %r at %s[%d]@%d is not a record; ignored", cid, topic,
+                            rec.partition, rec.offset)
+
     def _discard_batch(self) -> None:
         """Forget the open batch after a failure (its transaction is aborted or will be fenced)."""
         self._batch = None
         self._model.reset()
+        self._membership.discard()
         core: object = self._core
         if self.settings.shared and isinstance(core, SharedCore):
             core.discard_vectors()
@@ -720,6 +770,7 @@ class Service:
         numbers = sorted(tp.partition for tp in partitions)
         loaded = restore_customers(core, transport.read_to_end(self.settings.state_topic, numbers, stable=True),
                                    self._index)
+        self._restore_membership(numbers)
         self._owned |= partitions
         self._drop_foreign_clocks()
         self.metrics.restored_customers.inc(loaded)
@@ -854,6 +905,7 @@ class Service:
                                               if tp.topic == self.settings.topics.input)
         if self._core is not None and dropped:
             self._core.drop_customers(lambda customer_id: customer_id not in dropped)
+        self._membership.drop(dropped)
         self._drop_foreign_clocks()
         self.metrics.assigned_partitions.set(len(self._owned))
         log.info("released partitions %s (%d customers)", sorted(p.partition for p in partitions), len(dropped))
@@ -870,12 +922,17 @@ class Service:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)
         if self._core is not None:
             try:
-                sizes = _segment_sizes(self._core.stats())
+                stats = self._core.stats()
+                sizes = _segment_sizes(stats)
             except Exception:  # stats are best effort
                 log.debug("stats() failed", exc_info=True)
                 return
             for (lens, segment), size in sizes.items():
                 self.metrics.segment_size.labels(lens, segment).set(size)
+            for campaign, controls in (getattr(stats, "suppressed", None) or {}).items():
+                for control, count in controls.items():
+                    self.metrics.suppressed.labels(campaign, control).set(count)
+            self.explorer.refresh(self._core)
 
     # ------------------------------------------------------------------ helpers
 

@@ -61,6 +61,8 @@ class TopicSettings(BaseModel):
     model: str | None = Field(None, description="Model snapshot topic (compacted); default '<group-id>.model'.")
     vectors: str | None = Field(None, description="Shared mode: sampled feature vectors for the trainer (one "
                                                   "partition); default '<group-id>.vectors'.")
+    membership: str = Field("segment-membership", description="Membership table (compacted, keyed by customer "
+                                                              "id): each customer's current segment per lens.")
     segment_change: str | None = Field(None, description="Route segment_change messages to this topic.")
     campaign_trigger: str | None = Field(None, description="Route campaign_trigger messages to this topic.")
     segment_lifecycle: str | None = Field(None, description="Route segment_lifecycle messages to this topic.")
@@ -68,7 +70,7 @@ class TopicSettings(BaseModel):
     partitions: int = Field(1, ge=1, le=10_000, description="Partitions of a created input topic (state follows).")
     replication_factor: int = Field(1, ge=1, le=32, description="Replication factor of created topics.")
 
-    _names = field_validator("input", "output", "dlq", "state", "model", "vectors", "segment_change",
+    _names = field_validator("input", "output", "dlq", "state", "model", "vectors", "membership", "segment_change",
                              "campaign_trigger",
                              "segment_lifecycle")(_check_topic)
 

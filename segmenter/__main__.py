@@ -7,10 +7,15 @@ Commands
     stamped with the wall clock), one line per customer to SNAP at the end,
     and a summary on the console. ``--checkpoint FILE`` also writes the core's
     full binary snapshot (readable by ``profile``).
-``segmenter profile SNAPSHOT_OR_CHECKPOINT [--config FILE]``
-    Segment sizes and profiles from a replay snapshot (JSONL) or a checkpoint.
+``segmenter profile SNAPSHOT_OR_CHECKPOINT [--config FILE] [--html OUT.html]``
+    Segment sizes and profiles from a replay snapshot (JSONL) or a checkpoint;
+    ``--html``: write the segment explorer page for it instead (self-contained).
 ``segmenter check-rules RULES [--config FILE]``
     Validate a rules file and describe every rule in plain words.
+``segmenter schema [NAME] [--out DIR]``
+    JSON Schema (draft 2020-12) of the input event, each output message and
+    the membership record: all of them as one JSON object, or the one named,
+    or ``--out DIR``: one ``NAME.schema.json`` file each (docs/schemas/).
 
 Exit codes: 0 success (invalid input lines are reported and skipped), 1 the
 input cannot be read, 2 a usage, config or rules error.
@@ -36,9 +41,11 @@ from rich.table import Table
 from segmenter.codec import is_record
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
+from segmenter.explorer import SizeHistory, lens_sizes, live_document, render_page, snapshot_document
 from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
+from segmenter.schema import render, schemas, write_files
 from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
 
 logger = logging.getLogger("segmenter")
@@ -81,10 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("profile", help="segment sizes and profiles from a replay snapshot or a checkpoint")
     pp.add_argument("source", type=Path, help="a replay --snapshot file (JSONL) or a --checkpoint file")
     pp.add_argument("--config", type=Path, help="config the checkpoint was made with (default: packaged)")
+    pp.add_argument("--html", type=Path, help="write the segment explorer page (one self-contained HTML file) here")
 
     cp = sub.add_parser("check-rules", help="validate a rules file and describe its rules")
     cp.add_argument("rules", type=Path)
     cp.add_argument("--config", type=Path, help="config whose lenses and features the rules must use")
+
+    sp = sub.add_parser("schema", help="JSON Schemas of the input event, the output messages and the membership record")
+    sp.add_argument("name", nargs="?", choices=sorted(schemas()), help="print only this schema")
+    sp.add_argument("--out", type=Path, help="write NAME.schema.json files into this directory instead")
     return parser
 
 
@@ -99,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "profile":
             return _profile(args)
+        if args.command == "schema":
+            return _schema(args)
         return _check_rules(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -206,6 +220,8 @@ def _profile(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read {args.source}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INPUT
+    if args.html is not None:
+        return _profile_html(args, data)
     if is_record(data):  # a Segmenter.snapshot() checkpoint (segmenter.codec)
         seg = Segmenter.from_snapshot(load_config(args.config), data)
         for lens in seg.lenses:
@@ -215,6 +231,34 @@ def _profile(args: argparse.Namespace) -> int:
                 print(f"  {p.id:<16} {p.size:>9,}  {p.name}  [{centroid}]")
         return EXIT_OK
     return _profile_jsonl(data)
+
+
+def _profile_html(args: argparse.Namespace, data: bytes) -> int:
+    """``profile --html``: the explorer page of a checkpoint or a replay snapshot."""
+    source = f"{args.source.name}"
+    if data[:1] == b"\x80":  # a pickled checkpoint
+        seg = Segmenter.from_snapshot(load_config(args.config), data)
+        history = SizeHistory()
+        if seg.watermark is not None:
+            history.add(seg.watermark, lens_sizes(seg.lenses))
+        document = live_document(seg.lenses, history, seg.watermark, source=f"checkpoint {source}", live=False)
+    else:
+        lines = []
+        for lineno, line in enumerate(data.splitlines(), 1):
+            try:
+                rec = orjson.loads(line)
+                if isinstance(rec, dict) and isinstance(rec.get("segments"), dict):
+                    lines.append(rec)
+                    continue
+            except orjson.JSONDecodeError:
+                pass
+            if line.strip():
+                logger.warning("line %d: not a snapshot line", lineno)
+        document = snapshot_document(lines, source=f"snapshot {source}")
+    args.html.parent.mkdir(parents=True, exist_ok=True)
+    args.html.write_text(render_page(document), encoding="utf-8")
+    print(args.html)
+    return EXIT_OK
 
 
 def _profile_jsonl(data: bytes) -> int:
@@ -246,6 +290,16 @@ def _profile_jsonl(data: bytes) -> int:
             print(f"  {sid:<16} {n:>9,}  {names[(lens, sid)]}  [{means}]")
     if bad:
         print(f"{bad} line(s) skipped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        for path in write_files(args.out):
+            print(path)
+        return EXIT_OK
+    docs = schemas()
+    sys.stdout.write(render(docs[args.name] if args.name else docs).decode())
     return EXIT_OK
 
 

@@ -115,7 +115,8 @@ def strip(records: list[tuple[bytes | None, bytes | None, dict[str, bytes]]]) ->
 
 def settings_for(bootstrap: str, group: str, inp: str, out: str, dlq: str, *extra: str) -> Settings:
     return load_settings(["--bootstrap-servers", bootstrap, "--group-id", group, "--topics.input", inp,
-                          "--topics.output", out, "--topics.dlq", dlq, "--metrics-port", "-1",
+                          "--topics.output", out, "--topics.dlq", dlq, "--topics.membership", f"{out}.membership",
+                          "--metrics-port", "-1",
                           "--commit-interval-ms", "100", "--transaction-timeout-ms", "10000",
                           "--session-timeout-ms", "6000", "--config-file", str(it_config_file()), *extra])
 

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer.metrics import Metrics
 from consumer.settings import load_settings
 from producer.__main__ import build_parser
 from producer.settings import load_connection
+from tests.dashboards import dashboard, exported_names, metric_names, queries
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = (ROOT / "scripts" / "kafka-local").read_text()
@@ -25,7 +27,7 @@ def compose() -> dict[str, Any]:
 
 
 def test_services_present(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "topics", "consumer", "producer"}
+    assert set(compose["services"]) == {"kafka", "topics", "consumer", "producer", "prometheus", "grafana"}
 
 
 def test_broker_image_matches_local_launcher_version(compose: dict[str, Any]) -> None:
@@ -83,9 +85,12 @@ def test_topic_service_creates_every_contract_topic_with_compaction_for_state(co
     script = compose["services"]["topics"]["command"][0]
     created = dict(re.findall(r"--topic (\S+) --partitions \d+ --replication-factor 1(.*)", script))
     assert set(created) == {"customer-events", "segment-events", "customer-events.dlq",
-                            "segmenter.state", "segmenter.model"}
+                            "segmenter.state", "segmenter.model", "segment-membership"}
     assert "cleanup.policy=compact" in created["segmenter.state"]
     assert "cleanup.policy=compact" in created["segmenter.model"]
+    assert "cleanup.policy=compact" in created["segment-membership"]
+    partitions = dict(re.findall(r"--topic (\S+) --partitions (\d+)", script))
+    assert partitions["segment-membership"] == partitions["customer-events"], "co-partitioned with the input"
     assert "compact" not in created["customer-events"]
 
 
@@ -128,3 +133,67 @@ def test_consumer_environment_is_read_by_the_real_settings(
     # the state and model topics the topic service creates are the ones this group uses
     script = compose["services"]["topics"]["command"][0]
     assert f"--topic {settings.group_id}.state " in script and f"--topic {settings.group_id}.model " in script
+
+
+def host_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """``{host path: container path}`` of a service's bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        host, container = volume.split(":")[:2]
+        if host.startswith("."):
+            mounts[host] = container
+    return mounts
+
+
+def test_every_file_a_service_mounts_exists(compose: dict[str, Any]) -> None:
+    mounted = [host for service in compose["services"].values() for host in host_mounts(service)]
+    assert mounted, "prometheus and grafana mount their configuration"
+    for host in mounted:
+        assert (ROOT / host).exists(), host
+
+
+def test_prometheus_scrapes_the_consumer_metrics_port(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    mounts = host_mounts(services["prometheus"])
+    config_file = next(h for h, c in mounts.items() if c == "/etc/prometheus/prometheus.yml")
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    config = yaml.safe_load((ROOT / config_file).read_text())
+    [job] = config["scrape_configs"]
+    port = services["consumer"]["environment"]["SEGMENTER_METRICS_PORT"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == [f"consumer:{port}"]
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    mounts = {c: ROOT / h for h, c in host_mounts(services["grafana"]).items()}
+    provisioning = mounts["/etc/grafana/provisioning"]
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    prometheus_port = services["prometheus"]["ports"][0].split(":")[-1]
+    assert source["type"] == "prometheus" and source["url"] == f"http://prometheus:{prometheus_port}"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "segmenter.yml").read_text())["providers"]
+    dashboards_dir = provider["options"]["path"]
+    assert mounts[dashboards_dir] == ROOT / "deploy" / "grafana" / "dashboards"
+    home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(dashboards_dir + "/") and (mounts[dashboards_dir] / Path(home).name).exists()
+    board = dashboard()
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == source["uid"], panel["title"]
+    assert board["templating"]["list"][0]["datasource"]["uid"] == source["uid"]
+
+
+def test_dashboard_covers_what_operators_need() -> None:
+    expressions = queries(dashboard())
+    used = metric_names(expressions)
+    for name in ("segmenter_events_in_total", "segmenter_consumer_lag", "segmenter_events_rejected_total",
+                 "segmenter_segment_changes_total", "segmenter_segment_size", "segmenter_batch_seconds_bucket",
+                 "segmenter_commit_seconds_bucket", "segmenter_campaign_triggers_total"):
+        assert name in used, name
+    assert any("by (reason)" in e for e in expressions) and any("by (cause)" in e for e in expressions)
+    assert any("by (campaign)" in e for e in expressions)
+
+
+def test_dashboard_queries_name_only_metrics_the_consumer_registers() -> None:
+    exported = exported_names(Metrics().exposition().decode())
+    assert metric_names(queries(dashboard())) <= exported

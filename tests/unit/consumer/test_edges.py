@@ -147,8 +147,11 @@ def test_missing_topics_are_created_with_compaction_and_co_partitioning() -> Non
     admin = FakeAdmin({"customer-events": 6})
     assert ensure_topics(admin, load_settings([])) == 6
     by_name = {s.name: s for s in admin.created}
-    assert set(by_name) == {"segment-events", "customer-events.dlq", "segmenter.state", "segmenter.model"}
+    assert set(by_name) == {"segment-events", "customer-events.dlq", "segmenter.state", "segmenter.model",
+                            "segment-membership"}
     assert by_name["segmenter.state"].partitions == 6
+    assert by_name["segment-membership"].partitions == 6
+    assert by_name["segment-membership"].config["cleanup.policy"] == "compact"
     assert by_name["segmenter.state"].config["cleanup.policy"] == "compact"
     assert by_name["segmenter.model"].config["cleanup.policy"] == "compact"
 
