@@ -113,7 +113,8 @@ def measure(config: SegmenterConfig, events: list[CustomerEvent], every: list[in
     cpu, full = train(config, blobs_k1)
     trainer["both lenses"] = vectors / cpu
     for lc in config.lenses:
-        cpu, _ = train(one_lens(config, lc.name), blobs_k1)
+        single = one_lens(config, lc.name)  # a trainer per lens reads vectors records of its own lens
+        cpu, _ = train(single, shared_blobs(single, events, 1, None)[1])
         trainer[lc.name] = vectors / cpu
     commit_cpu, _ = _cpu(lambda: (full.view(), full.state()))
     return {
