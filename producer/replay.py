@@ -31,7 +31,7 @@ import orjson
 from producer.errors import InputError
 from producer.runner import Outgoing
 from segmenter.errors import EventError
-from segmenter.events import EventType, validate_event
+from segmenter.events import EARLIEST_TS, LATEST_TS, EventType, validate_event
 
 log = logging.getLogger(__name__)
 
@@ -247,15 +247,24 @@ class _Converter:
                 parsed = datetime.strptime(str(value).strip(), self.m.time_format)
             except ValueError:
                 raise _RowError(f"{col}: {value!r} does not match --time-format {self.m.time_format!r}") from None
-            return self._aware(parsed).timestamp()
+            return _in_range(self._aware(parsed).timestamp(), value, col)
         return parse_time(value, self.tz, col)
 
     def _aware(self, parsed: datetime) -> datetime:
         return parsed.replace(tzinfo=self.tz) if parsed.tzinfo is None else parsed
 
 
+def _in_range(epoch: float, value: Any, column: str) -> float:
+    """``epoch`` if it is within the event contract's years (1970 to 2200, UTC), else a :class:`_RowError`."""
+    if not EARLIEST_TS.timestamp() <= epoch < LATEST_TS.timestamp():
+        raise _RowError(f"{column}: {value!r} is outside the accepted time range (years 1970 to 2200, UTC)")
+    return epoch
+
+
 def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
     """Parse an epoch number (s, ms or µs, by magnitude) or an ISO-8601 string into epoch seconds.
+
+    Times outside the years 1970 to 2200 (UTC) are refused, as the event contract does.
 
     Examples
     --------
@@ -277,7 +286,7 @@ def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
             number /= 1e6
         elif number > 1e11:
             number /= 1e3
-        return number
+        return _in_range(number, value, column)
     if not isinstance(value, str):
         raise _RowError(f"{column}: expected a time, got {type(value).__name__}")
     try:
@@ -288,7 +297,7 @@ def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.timestamp()
+    return _in_range(parsed.timestamp(), value, column)
 
 
 def _format_of(path: Path, mapping: ColumnMapping) -> str:
