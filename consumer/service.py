@@ -269,7 +269,8 @@ class Service:
         self._owned: set[TP] = set()
         self._pending_assigned: set[TP] = set()
         self._positions: dict[TP, int] = {}
-        self._failures: dict[tuple[TP, int], int] = {}
+        self._failures: dict[tuple[TP, int], tuple[int, str]] = {}
+        """(failures, the last one described) of each record the core failed on, until it is committed."""
         self._poison: set[tuple[TP, int]] = set()
         self._one_by_one: dict[TP, int] = {}
         self._backoff = 0.5
@@ -470,7 +471,7 @@ class Service:
             return None
         try:
             return parse_event(rec.value)
-        except EventError:
+        except Exception:  # an EventError, or a decoder bug: _handle dead-letters it
             return None
 
     def _process_run(self, run: list[tuple[InRecord, CustomerEvent]]) -> None:
@@ -486,8 +487,15 @@ class Service:
         if not run:
             return
         core = self._require_core()
-        try:
+        try:  # the core, and turning its result into records: a failure anywhere here is the run's
             result = core.process_batch([ev for _, ev in run], [rec.partition for rec, _ in run])
+            rejected = dict(result.errors)
+            for i, (rec, ev) in enumerate(run):
+                if i not in rejected:
+                    self._index.note(ev.customer_id, rec.partition)
+            self._emit(result.outputs)
+            for i, error in result.errors:
+                self._dead_letter(run[i][0], error.reason, error.detail)
         except Exception as exc:
             if len(run) == 1:
                 rec = run[0][0]
@@ -496,28 +504,32 @@ class Service:
             for rec, _ in run:
                 last[(rec.topic, rec.partition)] = rec.offset
             raise CoreBatchError(last, exc) from exc
-        rejected = dict(result.errors)
-        for i, (rec, ev) in enumerate(run):
-            if i not in rejected:
-                self._index.note(ev.customer_id, rec.partition)
-        self._emit(result.outputs)
-        for i, error in result.errors:
-            self._dead_letter(run[i][0], error.reason, error.detail)
         run.clear()
 
     def _handle(self, rec: InRecord) -> None:
-        """One record on its own: isolated poison, tombstone, undecodable bytes, or a run of one."""
-        core = self._require_core()
+        """One record on its own: isolated poison, tombstone, undecodable bytes, or a run of one.
+
+        Every record ends as outputs or a dead letter: an unexpected exception
+        while decoding dead-letters it with ``processing_failed`` at once (the
+        decoder is pure: a retry would fail the same way); one in the core or
+        in turning its result into records raises :class:`PoisonRecordError`,
+        so :meth:`_recover` retries it and in the end dead-letters it.
+        """
         key = (rec.tp, rec.offset)
         if key in self._poison:
-            self._dead_letter(rec, PROCESSING_FAILED,
-                              f"the core failed {self._failures.get(key, 0)} times on this record")
+            failures, cause = self._failures.get(key, (0, "unknown"))
+            self._dead_letter(rec, PROCESSING_FAILED, f"the core failed {failures} times on this record; last: {cause}")
             return
         if rec.value is not None:
             try:
                 event = parse_event(rec.value)
             except EventError as exc:
                 self._dead_letter(rec, exc.reason, exc.detail)
+                return
+            except Exception as exc:
+                log.error("decoding %s[%d]@%d failed unexpectedly; dead-lettering it", rec.topic, rec.partition,
+                          rec.offset, exc_info=exc)
+                self._dead_letter(rec, PROCESSING_FAILED, f"decoding failed: {describe_exception(exc)}")
                 return
             self._process_run([(rec, event)])
             return
@@ -526,12 +538,12 @@ class Service:
             return
         customer_id = rec.key.decode("utf-8", errors="replace")
         try:
-            outputs = core.erase(customer_id)
+            outputs = self._require_core().erase(customer_id)
+            self._index.note(customer_id, rec.partition)
+            self._emit(outputs)
         except Exception as exc:
             raise PoisonRecordError(rec.topic, rec.partition, rec.offset, exc) from exc
-        self._index.note(customer_id, rec.partition)
         self.metrics.erasures.inc()
-        self._emit(outputs)
 
     def _emit(self, outputs: Sequence[OutputMessage]) -> None:
         if not outputs:
@@ -639,8 +651,8 @@ class Service:
         transport = self._require_transport()
         tp = TP(exc.topic, exc.partition)
         key = (tp, exc.offset)
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
+        failures = self._failures.get(key, (0, ""))[0] + 1
+        self._failures[key] = (failures, describe_exception(exc.cause))
         self.metrics.batch_failures.labels("core").inc()
         log.error("batch aborted: the core failed on %s[%d]@%d (failure %d of %d): %r", exc.topic, exc.partition,
                   exc.offset, failures, self.settings.max_batch_retries, exc.cause,
@@ -834,6 +846,28 @@ class Service:
         if self._core is None:
             raise RuntimeError("no core")
         return self._core
+
+
+MAX_CAUSE_CHARS = 300
+"""Longest exception text kept in a ``processing_failed`` reason."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"TypeName: message"``, truncated to :data:`MAX_CAUSE_CHARS` (for a dead letter's reason).
+
+    Examples
+    --------
+    >>> describe_exception(OverflowError("date value out of range"))
+    'OverflowError: date value out of range'
+    >>> len(describe_exception(ValueError("x" * 1000)))
+    300
+    """
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails must not fail the dead letter
+        message = "(message unavailable)"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
 
 
 def _newest_view(records: Sequence[InRecord]) -> tuple[dict[str, int], bytes] | None:
