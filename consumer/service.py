@@ -160,7 +160,11 @@ TransportFactory = Callable[[RebalanceHandler], Transport]
 
 @dataclass
 class RulesWatcher:
-    """Reloads the rules file when its mtime changes; an invalid file keeps the old rules."""
+    """Reloads the rules file when its mtime changes; an invalid file keeps the old rules.
+
+    A reload never raises: whatever goes wrong loading the new file is logged
+    at ERROR (file and problem) and the running rules stay.
+    """
 
     path: Path
     load: Callable[[Path], Any]
@@ -198,6 +202,10 @@ class RulesWatcher:
             rules = self.load(self.path)
         except (SegmenterError, OSError, ValueError) as exc:
             log.error("rules file %s changed but is invalid; keeping the previous rules: %s", self.path, exc)
+            return "invalid"
+        except Exception as exc:  # a loader bug (RecursionError, MemoryError, ...) must not stop the service either
+            log.error("rules file %s changed but cannot be loaded; keeping the previous rules: %s", self.path,
+                      describe_exception(exc), exc_info=exc)
             return "invalid"
         log.info("rules file %s reloaded", self.path)
         self.rules = rules

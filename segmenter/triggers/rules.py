@@ -141,7 +141,7 @@ def _check_campaign(value: str) -> str:
 def _check_zone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory, a name too long
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'") from None
     return value
 
@@ -636,6 +636,12 @@ def _format_errors(exc: ValidationError, data: Any, source: str) -> ConfigError:
     return ConfigError("\n".join(lines))
 
 
+def _locate(loc: tuple[int | str, ...], data: Any) -> str:
+    """``rule 'NAME', field 'payload.a'`` for a location in a rules document."""
+    prefix, field = _where(loc, data)
+    return ", ".join(p for p in (prefix, f"field '{field}'" if field else "") if p)
+
+
 def rules_from_dict(data: Any, config: RulesConfigLike | None = None, source: str = "<rules>") -> RuleSet:
     """Validate already parsed rules data (see :func:`load_rules`).
 
@@ -666,10 +672,13 @@ def load_rules(path: str | Path, config: RulesConfigLike | None = None) -> RuleS
     Raises
     ------
     ConfigError
-        The file cannot be read or parsed, or a rule is invalid.
+        The file cannot be read or parsed, is over 1 MiB, nests deeper than 32
+        levels, uses a YAML alias, or a rule is invalid (including conditions,
+        patterns, format widths and payload sizes over their limits, see
+        :mod:`segmenter.triggers.expressions`).
     """
     p = Path(path)
-    data = read_document(p, "rules file", _YamlLoader)
+    data = read_document(p, "rules file", _YamlLoader, _locate)
     if data is None:  # an empty YAML file
         data = {}
     rules = rules_from_dict(data, config, str(p))
