@@ -93,6 +93,8 @@ class ColumnMapping:
                 raise ValueError(f"--type-map {src}={dst}: {dst!r} is not an event type")
         if self.file_format not in ("auto", "csv", "jsonl"):
             raise ValueError(f"file format must be auto, csv or jsonl, got {self.file_format!r}")
+        if len(self.delimiter) != 1:
+            raise ValueError(f"--delimiter must be one character, got {self.delimiter!r}")
 
 
 @dataclass(frozen=True)

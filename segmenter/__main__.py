@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections import defaultdict
@@ -41,6 +40,7 @@ from rich.table import Table
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
 from segmenter.gc_tuning import tune_gc
+from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
 from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
@@ -127,38 +127,6 @@ def _cannot(action: str, path: Path, exc: OSError) -> UsageError:
     return UsageError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` are one file: the same path once symlinks are resolved, or hard links."""
-    try:
-        if a.resolve() == b.resolve():
-            return True
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
-        return False
-
-
-def _check_outputs(inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
-    """Refuse an output that is an input or another output (writing it would truncate that file first).
-
-    Raises
-    ------
-    UsageError
-        Naming both options and the file.
-    """
-    given_inputs = [(name, path) for name, path in inputs.items() if path is not None]
-    seen: list[tuple[str, Path]] = []
-    for name, path in outputs.items():
-        if path is None:
-            continue
-        for other, other_path in [*given_inputs, *seen]:
-            if _same_file(path, other_path):
-                raise UsageError(
-                    f"{name} {path} is the same file as {other} {other_path}; choose another path "
-                    "(nothing was read or written)"
-                )
-        seen.append((name, path))
-
-
 def _load(config: Path | None, rules: Path | None) -> tuple[SegmenterConfig, RuleSet | None]:
     cfg = load_config(config)
     return cfg, (load_rules(rules, cfg) if rules is not None else None)
@@ -189,10 +157,12 @@ def _open_out(stack: ExitStack, path: Path | None) -> IO[bytes] | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    _check_outputs(
+    problem = overwritten_input(
         {"the events file": args.events, "--config": args.config, "--rules": args.rules},
         {"--output": args.output, "--snapshot": args.snapshot, "--checkpoint": args.checkpoint},
     )
+    if problem is not None:
+        raise UsageError(f"{problem} (nothing was read or written)")
     cfg, rules = _load(args.config, args.rules)
     try:
         total = args.events.stat().st_size
