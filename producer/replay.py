@@ -257,16 +257,16 @@ class _Converter:
 
 
 def _in_range(epoch: float, value: Any, column: str) -> float:
-    """``epoch`` if it is within the event contract's years (1970 to 2200, UTC), else a :class:`_RowError`."""
+    """``epoch`` if it is within the event contract's years (1970 to 2079, UTC), else a :class:`_RowError`."""
     if not EARLIEST_TS.timestamp() <= epoch < LATEST_TS.timestamp():
-        raise _RowError(f"{column}: {value!r} is outside the accepted time range (years 1970 to 2200, UTC)")
+        raise _RowError(f"{column}: {value!r} is outside the accepted time range (years 1970 to 2079, UTC)")
     return epoch
 
 
 def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
     """Parse an epoch number (s, ms or µs, by magnitude) or an ISO-8601 string into epoch seconds.
 
-    Times outside the years 1970 to 2200 (UTC) are refused, as the event contract does.
+    Times outside the years 1970 to 2079 (UTC) are refused, as the event contract does.
 
     Examples
     --------

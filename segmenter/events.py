@@ -39,8 +39,11 @@ MAX_PROPERTIES_DEPTH = 8
 """Deepest nesting of objects and lists accepted in ``properties`` (``properties`` itself is level 1)."""
 
 EARLIEST_TS = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_TS = datetime(2201, 1, 1, tzinfo=UTC)
-"""Accepted event times, after conversion to UTC: ``EARLIEST_TS <= ts < LATEST_TS`` (years 1970 to 2200)."""
+LATEST_TS = datetime(2080, 1, 1, tzinfo=UTC)
+"""Accepted event times, after conversion to UTC: ``EARLIEST_TS <= ts < LATEST_TS`` (years 1970 to 2079).
+
+The core stores times as int32 seconds from 2020 (up to 2088-01-19); the end of
+2079 leaves eight years for the horizons computed from an event time."""
 
 MAX_AMOUNT = 1e12
 """Largest accepted ``amount``: far above any real order, far below where sums of amounts lose precision."""
@@ -75,7 +78,7 @@ ShortText = Annotated[str, Field(min_length=1, max_length=256)]
 class CustomerEvent(BaseModel):
     """One customer behaviour event, validated strictly.
 
-    ``ts`` is always converted to UTC and must fall in the years 1970 to 2200.
+    ``ts`` is always converted to UTC and must fall in the years 1970 to 2079.
     ``amount`` is required (and finite, 0 to :data:`MAX_AMOUNT`) for
     ``purchase`` and ``refund``. Unknown top-level fields are rejected:
     free-form data belongs in ``properties`` (at most :data:`MAX_PROPERTIES`
@@ -107,7 +110,7 @@ class CustomerEvent(BaseModel):
         if utc is None or not EARLIEST_TS <= utc < LATEST_TS:
             raise ValueError(
                 f"{value.isoformat()} is outside the accepted range: from 1970-01-01T00:00:00Z "
-                "up to the end of 2200 (UTC)"
+                "up to the end of 2079 (UTC)"
             )
         return utc
 

@@ -44,7 +44,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "properties_very_deep.json": ("not_json", None),
     "quantity_bigint.json": ("schema", "quantity"),
     "truncated.json": ("not_json", None),
-    "ts_after_2200.json": ("schema", "ts"),
+    "ts_after_2079.json": ("schema", "ts"),
     "ts_before_1970.json": ("schema", "ts"),
     "ts_number.json": ("schema", "ts"),
     "ts_overflow.json": ("schema", "ts"),
@@ -81,7 +81,7 @@ def test_each_reproduction_is_a_typed_rejection(name: str) -> None:
 def test_the_overflowing_timestamp_names_the_accepted_range() -> None:
     err = outcome((CORPUS / "ts_overflow.json").read_bytes())
     assert isinstance(err, EventError)
-    assert "9999-12-31T23:59:59-23:59" in err.detail and "1970" in err.detail and "2200" in err.detail
+    assert "9999-12-31T23:59:59-23:59" in err.detail and "1970" in err.detail and "2079" in err.detail
 
 
 @pytest.mark.parametrize(
@@ -89,9 +89,9 @@ def test_the_overflowing_timestamp_names_the_accepted_range() -> None:
     [
         ("1970-01-01T00:00:00Z", True),
         ("1970-01-01T00:59:59+01:00", False),
-        ("2200-12-31T23:59:59.999999Z", True),
-        ("2200-12-31T23:00:00-01:00", False),
-        ("2200-12-31T23:59:59+01:00", True),
+        ("2079-12-31T23:59:59.999999Z", True),
+        ("2079-12-31T23:00:00-01:00", False),
+        ("2079-12-31T23:59:59+01:00", True),
     ],
 )
 def test_the_time_range_is_checked_after_conversion_to_utc(ts: str, ok: bool) -> None:

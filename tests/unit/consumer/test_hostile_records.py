@@ -58,7 +58,7 @@ def test_the_overflowing_timestamp_is_dead_lettered_and_the_partition_goes_on(ha
     t.produce_input(b"c1", event(2))
     harness.run()
     assert errors(harness) == ["schema"]
-    assert "ts:" in reasons(harness)[0] and "2200" in reasons(harness)[0]
+    assert "ts:" in reasons(harness)[0] and "2079" in reasons(harness)[0]
     assert caused(harness) == ["e0", "e2"]
     assert t.committed[TP("in", 0)] == 3
 
@@ -187,7 +187,7 @@ def test_fuzz_every_record_becomes_outputs_or_one_dead_letter(batch: list[tuple[
     for i, (key, value) in enumerate(batch):
         h.transport.produce_input(key, value)
         h.transport.produce_input(b"c1", json.dumps({"event_id": f"ok{i}", "customer_id": "c1", "type": "page_view",
-                                                      "ts": f"2200-12-31T22:{i:02d}:00Z"}).encode())  # fmt: skip
+                                                      "ts": f"2079-12-31T22:{i:02d}:00Z"}).encode())  # fmt: skip
     h.run()
     dead = [int(dict(r.headers)["source_offset"]) for r in h.transport.records("dlq")]
     assert len(dead) == len(set(dead))

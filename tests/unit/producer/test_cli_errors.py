@@ -93,4 +93,4 @@ def test_the_overflowing_timestamp_is_a_bad_row_and_the_console_script_prints_no
     assert "Traceback" not in result.stderr
     assert len(out.read_bytes().splitlines()) == 1
     (bad,) = [orjson.loads(line) for line in dlq.read_bytes().splitlines()]
-    assert bad["line"] == 1 and "outside the accepted time range (years 1970 to 2200, UTC)" in bad["reason"]
+    assert bad["line"] == 1 and "outside the accepted time range (years 1970 to 2079, UTC)" in bad["reason"]
