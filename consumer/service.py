@@ -421,12 +421,19 @@ class Service:
     def _check_rules(self) -> None:
         if self._rules is None:
             return
+        previous = self._rules.rules
         result = self._rules.check(time.monotonic())
         if result == "unchanged":
             return
-        self.metrics.rules_reloads.labels(result).inc()
         if result == "loaded" and self._core is not None:
-            self._core.set_rules(self._rules.rules)
+            try:
+                self._core.set_rules(self._rules.rules)
+            except Exception as exc:  # a reload never stops the service: the running rules stay
+                log.error("rules file %s loaded but the core refused it; keeping the previous rules: %s",
+                          self._rules.path, describe_exception(exc), exc_info=exc)
+                self._rules.rules = previous
+                result = "invalid"
+        self.metrics.rules_reloads.labels(result).inc()
 
     # ------------------------------------------------------------------ processing
 

@@ -83,3 +83,24 @@ def test_the_service_survives_a_hostile_reload_and_keeps_its_rules(harness: Harn
     svc._check_rules()
     assert core.rules is watcher.rules and core.rules.rules[0].name == "vip"
     assert svc.metrics.registry.get_sample_value("segmenter_rules_reloads_total", {"result": "invalid"}) == 1
+
+
+def test_rules_the_core_refuses_are_rolled_back(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    watcher = watched(tmp_path, "r.toml")
+    first = watcher.rules
+    svc = harness.service(rules=watcher)
+    core = FakeCore(rules=first)
+
+    def set_rules(rules: Any) -> None:
+        raise RecursionError("maximum recursion depth exceeded while compiling")
+
+    core.set_rules = set_rules  # type: ignore[method-assign]
+    svc._core = core
+    replace(watcher.path, RULE_TOML.replace('"vip"', '"vip2"'), 2000)
+    with caplog.at_level(logging.ERROR, logger="consumer.service"):
+        svc._check_rules()
+    assert core.rules is first and watcher.rules is first
+    assert "loaded but the core refused it" in caplog.text and "RecursionError" in caplog.text
+    assert svc.metrics.registry.get_sample_value("segmenter_rules_reloads_total", {"result": "invalid"}) == 1
