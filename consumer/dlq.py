@@ -6,7 +6,8 @@ headers, and appends:
 =====================  =====================================================
 ``error``              machine code: ``not_utf8``, ``not_json``, ``too_large``,
                        ``schema``, ``tombstone_key``, ``late``, ``processing_failed``
-``reason``             a sentence for humans
+``reason``             a sentence for humans; for ``processing_failed``, what
+                       failed and the exception (type and message, truncated)
 ``source_topic``       where the record came from
 ``source_partition``   its partition (decimal)
 ``source_offset``      its offset (decimal)

@@ -269,3 +269,20 @@ def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
         f"error: {bomb}: not valid YAML: YAML aliases are not allowed (*name); write the value out in full "
         "at line 2, column 10"
     ]
+
+
+def test_replay_rejects_every_hostile_reproduction_and_goes_on(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = Path(__file__).parent / "data" / "hostile_events"
+    hostile = [p.read_bytes() for p in sorted(corpus.iterdir())]
+    hostile = [h for h in hostile if h.strip() and b"\n" not in h.strip()]  # one record per line
+    good = [orjson.dumps(e) for e in make_events(30, 10, seed=3) if e["type"] != "erasure_request"]
+    events = tmp_path / "hostile.jsonl"
+    events.write_bytes(b"\n".join([*good[:15], *hostile, *good[15:]]) + b"\n")
+    snap = tmp_path / "snap.jsonl"
+    assert main(["replay", str(events), "--config", str(files["config"]), "--snapshot", str(snap)]) == 0
+    out = capsys.readouterr().out
+    assert f"events read {len(good) + len(hostile)} " in out
+    assert f"rejected {len(hostile)} " in out
+    assert snap.read_bytes().count(b"\n") == len({orjson.loads(g)["customer_id"] for g in good})
