@@ -31,7 +31,11 @@ model topics (identical to the state at the last commit) and replays the run's
 partitions one record at a time. A core failure on one record does the same
 and replays; after
 ``max_batch_retries`` failures on the same record the loop processes records
-one by one up to it and dead-letters it with ``processing_failed``. A Kafka
+one by one up to it and dead-letters it with ``processing_failed`` (the reason
+names the last exception). A failure anywhere in handling one record counts:
+the core, and turning its result into output records; an unexpected exception
+while decoding a record dead-letters it at once (the decoder is pure), so no
+record stops its partition. A Kafka
 failure (broker down, transaction refused) closes every client and starts a
 fresh session after a backoff: the new producer's ``init_transactions``
 aborts the open transaction, the new consumer resumes from the committed
@@ -77,7 +81,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter
+from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter, describe_exception
 from consumer.errors import CoreBatchError, FencedError, KafkaIOError, PoisonRecordError, TopicSetupError
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings
@@ -861,28 +865,6 @@ class Service:
         if self._core is None:
             raise RuntimeError("no core")
         return self._core
-
-
-MAX_CAUSE_CHARS = 300
-"""Longest exception text kept in a ``processing_failed`` reason."""
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``"TypeName: message"``, truncated to :data:`MAX_CAUSE_CHARS` (for a dead letter's reason).
-
-    Examples
-    --------
-    >>> describe_exception(OverflowError("date value out of range"))
-    'OverflowError: date value out of range'
-    >>> len(describe_exception(ValueError("x" * 1000)))
-    300
-    """
-    try:
-        message = str(exc)
-    except Exception:  # an exception whose __str__ fails must not fail the dead letter
-        message = "(message unavailable)"
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
 
 
 def _newest_view(records: Sequence[InRecord]) -> tuple[dict[str, int], bytes] | None:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import consumer.service as service_module
-from consumer.service import MAX_CAUSE_CHARS
+from consumer.dlq import MAX_CAUSE_CHARS
 from consumer.sink import TP
 from segmenter.events import CustomerEvent
 from segmenter.outputs import OutputMessage
