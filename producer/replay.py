@@ -140,7 +140,7 @@ class _Converter:
         self.file_tag = path.name
         try:
             self.tz: tzinfo = UTC if mapping.timezone.upper() == "UTC" else ZoneInfo(mapping.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory, a name too long
             raise InputError(f"unknown time zone {mapping.timezone!r} (use an IANA name like Europe/Paris)") from None
         explicit = {
             "customer_id": mapping.customer_col,

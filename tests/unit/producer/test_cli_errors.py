@@ -94,3 +94,9 @@ def test_the_overflowing_timestamp_is_a_bad_row_and_the_console_script_prints_no
     assert len(out.read_bytes().splitlines()) == 1
     (bad,) = [orjson.loads(line) for line in dlq.read_bytes().splitlines()]
     assert bad["line"] == 1 and "outside the accepted time range (years 1970 to 2079, UTC)" in bad["reason"]
+
+
+@pytest.mark.parametrize("zone", ["Europe", "x" * 300, "Mars/Olympus"])
+def test_an_unknown_time_zone_is_a_usage_error(source: Path, caplog: pytest.LogCaptureFixture, zone: str) -> None:
+    assert main(["replay", str(source), "--timezone", zone, "-q", "--to", "file", str(source.with_name("o"))]) == 2
+    assert errors(caplog) == [f"unknown time zone {zone!r} (use an IANA name like Europe/Paris)"]
