@@ -302,6 +302,10 @@ def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
     return _in_range(parsed.timestamp(), value, column)
 
 
+_Events = list[tuple[float, int, dict[str, Any]]]
+"""(epoch, line, event) of the valid rows."""
+
+
 def _format_of(path: Path, mapping: ColumnMapping) -> str:
     if mapping.file_format != "auto":
         return mapping.file_format
@@ -344,8 +348,24 @@ def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
                 continue
             _convert(conv, row, line_no, events, bad)
     else:
-        text = raw.decode("utf-8", errors="surrogateescape")
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
+        _load_csv(raw, path, mapping, events, bad)
+    events.sort(key=lambda e: (e[0], e[1]))
+    log.info("%s: %d rows, %d valid, %d bad", path, len(events) + len(bad), len(events), len(bad))
+    return ReplayInput(path, events, bad)
+
+
+def _load_csv(raw: bytes, path: Path, mapping: ColumnMapping, events: _Events, bad: list[BadRow]) -> None:
+    """The CSV half of :func:`load`.
+
+    Raises
+    ------
+    InputError
+        No header, a named column missing, or a file the csv reader cannot go on
+        with (e.g. a field over its 128 KiB limit).
+    """
+    text = raw.decode("utf-8", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
+    try:
         if reader.fieldnames is None:
             raise InputError(f"{path}: empty file, expected a CSV header line")
         conv = _Converter(mapping, path, set(reader.fieldnames))
@@ -360,18 +380,12 @@ def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
                 bad.append(BadRow(line_no, f"expected {width} fields, got {got}", row | {"_extra": extra}))
                 continue
             if _has_surrogates(row.values()):
-                bad.append(
-                    BadRow(
-                        line_no,
-                        "not valid UTF-8",
-                        {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()},
-                    )
-                )
+                fixed = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()}
+                bad.append(BadRow(line_no, "not valid UTF-8", fixed))
                 continue
             _convert(conv, row, line_no, events, bad)
-    events.sort(key=lambda e: (e[0], e[1]))
-    log.info("%s: %d rows, %d valid, %d bad", path, len(events) + len(bad), len(events), len(bad))
-    return ReplayInput(path, events, bad)
+    except csv.Error as exc:
+        raise InputError(f"{path} line {reader.line_num + 1}: not valid CSV: {exc}") from None
 
 
 def _convert(

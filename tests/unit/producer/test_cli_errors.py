@@ -100,3 +100,13 @@ def test_the_overflowing_timestamp_is_a_bad_row_and_the_console_script_prints_no
 def test_an_unknown_time_zone_is_a_usage_error(source: Path, caplog: pytest.LogCaptureFixture, zone: str) -> None:
     assert main(["replay", str(source), "--timezone", zone, "-q", "--to", "file", str(source.with_name("o"))]) == 2
     assert errors(caplog) == [f"unknown time zone {zone!r} (use an IANA name like Europe/Paris)"]
+
+
+def test_a_csv_field_over_the_reader_limit_is_one_line_naming_the_file_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = tmp_path / "big.csv"
+    csv.write_text("customer_id,type,ts\nc,page_view,2026-01-01T00:00:00Z\nc,page_view," + "x" * 200_000 + "\n")
+    assert main(["replay", str(csv), "-q", "--to", "file", str(tmp_path / "o.jsonl")]) == 2
+    (message,) = errors(caplog)
+    assert message.startswith(f"{csv} line 3: not valid CSV: field larger than field limit")
