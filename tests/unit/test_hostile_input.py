@@ -173,7 +173,7 @@ def to_json(value: Any) -> str:
 
 
 def fuzz(examples: int) -> settings:
-    """Many examples, no deadline (10,000 inputs over the four tests below)."""
+    """Many examples, no deadline (20,000 inputs over the four tests below)."""
     return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
@@ -193,21 +193,21 @@ def test_fuzz_structured_events(fields: dict[str, Any], properties: Any, over_va
 
 
 @pytest.mark.timeout(60)
-@fuzz(4000)
+@fuzz(9000)
 @given(st.binary(max_size=300))
 def test_fuzz_raw_bytes(raw: bytes) -> None:
     outcome(raw)
 
 
 @pytest.mark.timeout(60)
-@fuzz(2000)
+@fuzz(4000)
 @given(st.integers(0, len(VALID)), st.integers(0, 8), st.binary(max_size=12))
 def test_fuzz_mutated_valid_events(at: int, cut: int, insert: bytes) -> None:
     outcome(VALID[:at] + insert + VALID[at + cut :])
 
 
 @pytest.mark.timeout(60)
-@fuzz(1000)
+@fuzz(5000)
 @given(st.text(st.characters() | st.sampled_from(["\ud800", "\udfff"]), max_size=200))
 def test_fuzz_text_with_surrogates(text: str) -> None:
     outcome(text)
