@@ -178,3 +178,13 @@ def test_fuzz_rules_text_is_valid_or_a_config_error(tmp_path_factory: pytest.Tem
         assert str(path) in str(exc)
     except yaml.YAMLError as exc:  # pragma: no cover - would be a bug: report it as such
         raise AssertionError(f"YAML error escaped: {exc}") from exc
+
+
+def test_problem_lines_quoting_huge_texts_are_clipped(tmp_path: Path) -> None:
+    cooldown = write(tmp_path, "c.toml", RULE_TOML + f'cooldown = "{"1" * 200_000}x"\n')
+    template = write(tmp_path, "t.toml", RULE_TOML + f'payload = {{ a = "{"y" * 100_000}{{" }}\n')
+    for path, field in ((cooldown, "cooldown"), (template, "payload.a")):
+        with pytest.raises(ConfigError) as info:
+            load_rules(path)
+        (line,) = str(info.value).splitlines()
+        assert len(line) < 600 and f"field '{field}'" in line and "more characters)" in line
