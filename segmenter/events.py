@@ -215,7 +215,9 @@ def _event_error(exc: ValidationError) -> EventError:
         return EventError("schema", msg, field="amount")
     if first["type"] == "enum" and loc == "type":
         allowed = ", ".join(t.value for t in EventType)
-        msg = f"unknown event type {first.get('input')!r}; allowed: {allowed}"
+        shown = repr(first.get("input"))
+        shown = shown if len(shown) <= 80 else shown[:80] + "…"  # the input may be up to 64 KiB
+        msg = f"unknown event type {shown}; allowed: {allowed}"
     elif first["type"] == "missing":
         msg = "field required"
     elif first["type"] == "extra_forbidden":

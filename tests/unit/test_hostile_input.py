@@ -240,3 +240,9 @@ def test_seeded_mutations_of_valid_and_hostile_events() -> None:
         got = outcome(bytes(data))
         kinds[got.reason if isinstance(got, EventError) else "event"] += 1
     assert kinds["event"] > 0 and kinds["schema"] > 0 and kinds["not_json"] > 0
+
+
+def test_a_huge_unknown_type_is_quoted_briefly() -> None:
+    err = outcome(VALID.replace(b'"purchase"', b'"' + b"x" * 60_000 + b'"'))
+    assert isinstance(err, EventError) and (err.reason, err.field) == ("schema", "type")
+    assert len(err.detail) < 400 and "allowed: " in err.detail
