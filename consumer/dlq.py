@@ -6,7 +6,8 @@ headers, and appends:
 =====================  =====================================================
 ``error``              machine code: ``not_utf8``, ``not_json``, ``too_large``,
                        ``schema``, ``tombstone_key``, ``late``, ``processing_failed``
-``reason``             a sentence for humans
+``reason``             a sentence for humans; for ``processing_failed``, what
+                       failed and the exception (type and message, truncated)
 ``source_topic``       where the record came from
 ``source_partition``   its partition (decimal)
 ``source_offset``      its offset (decimal)
@@ -45,3 +46,25 @@ def dead_letter(record: InRecord, topic: str, error: str, reason: str) -> OutRec
         ("source_offset", str(record.offset).encode()),
     )
     return OutRecord(topic, record.key, record.value, headers)
+
+
+MAX_CAUSE_CHARS = 300
+"""Longest exception text kept in a ``processing_failed`` reason."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"TypeName: message"``, truncated to :data:`MAX_CAUSE_CHARS` (for a dead letter's reason).
+
+    Examples
+    --------
+    >>> describe_exception(OverflowError("date value out of range"))
+    'OverflowError: date value out of range'
+    >>> len(describe_exception(ValueError("x" * 1000)))
+    300
+    """
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails must not fail the dead letter
+        message = "(message unavailable)"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"

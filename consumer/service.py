@@ -33,7 +33,11 @@ model topics (identical to the state at the last commit) and replays the run's
 partitions one record at a time. A core failure on one record does the same
 and replays; after
 ``max_batch_retries`` failures on the same record the loop processes records
-one by one up to it and dead-letters it with ``processing_failed``. A Kafka
+one by one up to it and dead-letters it with ``processing_failed`` (the reason
+names the last exception). A failure anywhere in handling one record counts:
+the core, and turning its result into output records; an unexpected exception
+while decoding a record dead-letters it at once (the decoder is pure), so no
+record stops its partition. A Kafka
 failure (broker down, transaction refused) closes every client and starts a
 fresh session after a backoff: the new producer's ``init_transactions``
 aborts the open transaction, the new consumer resumes from the committed
@@ -79,7 +83,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter
+from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter, describe_exception
 from consumer.errors import (
     AuthenticationError,
     CoreBatchError,
@@ -175,7 +179,11 @@ TransportFactory = Callable[[RebalanceHandler], Transport]
 
 @dataclass
 class RulesWatcher:
-    """Reloads the rules file when its mtime changes; an invalid file keeps the old rules."""
+    """Reloads the rules file when its mtime changes; an invalid file keeps the old rules.
+
+    A reload never raises: whatever goes wrong loading the new file is logged
+    at ERROR (file and problem) and the running rules stay.
+    """
 
     path: Path
     load: Callable[[Path], Any]
@@ -213,6 +221,10 @@ class RulesWatcher:
             rules = self.load(self.path)
         except (SegmenterError, OSError, ValueError) as exc:
             log.error("rules file %s changed but is invalid; keeping the previous rules: %s", self.path, exc)
+            return "invalid"
+        except Exception as exc:  # a loader bug (RecursionError, MemoryError, ...) must not stop the service either
+            log.error("rules file %s changed but cannot be loaded; keeping the previous rules: %s", self.path,
+                      describe_exception(exc), exc_info=exc)
             return "invalid"
         log.info("rules file %s reloaded", self.path)
         self.rules = rules
@@ -285,7 +297,8 @@ class Service:
         self._owned: set[TP] = set()
         self._pending_assigned: set[TP] = set()
         self._positions: dict[TP, int] = {}
-        self._failures: dict[tuple[TP, int], int] = {}
+        self._failures: dict[tuple[TP, int], tuple[int, str]] = {}
+        """(failures, the last one described) of each record the core failed on, until it is committed."""
         self._poison: set[tuple[TP, int]] = set()
         self._one_by_one: dict[TP, int] = {}
         self._backoff = 0.5
@@ -438,12 +451,19 @@ class Service:
     def _check_rules(self) -> None:
         if self._rules is None:
             return
+        previous = self._rules.rules
         result = self._rules.check(time.monotonic())
         if result == "unchanged":
             return
-        self.metrics.rules_reloads.labels(result).inc()
         if result == "loaded" and self._core is not None:
-            self._core.set_rules(self._rules.rules)
+            try:
+                self._core.set_rules(self._rules.rules)
+            except Exception as exc:  # a reload never stops the service: the running rules stay
+                log.error("rules file %s loaded but the core refused it; keeping the previous rules: %s",
+                          self._rules.path, describe_exception(exc), exc_info=exc)
+                self._rules.rules = previous
+                result = "invalid"
+        self.metrics.rules_reloads.labels(result).inc()
 
     # ------------------------------------------------------------------ processing
 
@@ -496,7 +516,7 @@ class Service:
             return None
         try:
             return parse_event(rec.value)
-        except EventError:
+        except Exception:  # an EventError, or a decoder bug: _handle dead-letters it
             return None
 
     def _process_run(self, run: list[tuple[InRecord, CustomerEvent]]) -> None:
@@ -512,8 +532,15 @@ class Service:
         if not run:
             return
         core = self._require_core()
-        try:
+        try:  # the core, and turning its result into records: a failure anywhere here is the run's
             result = core.process_batch([ev for _, ev in run], [rec.partition for rec, _ in run])
+            rejected = dict(result.errors)
+            for i, (rec, ev) in enumerate(run):
+                if i not in rejected:
+                    self._index.note(ev.customer_id, rec.partition)
+            self._emit(result.outputs)
+            for i, error in result.errors:
+                self._dead_letter(run[i][0], error.reason, error.detail)
         except Exception as exc:
             if len(run) == 1:
                 rec = run[0][0]
@@ -522,28 +549,32 @@ class Service:
             for rec, _ in run:
                 last[(rec.topic, rec.partition)] = rec.offset
             raise CoreBatchError(last, exc) from exc
-        rejected = dict(result.errors)
-        for i, (rec, ev) in enumerate(run):
-            if i not in rejected:
-                self._index.note(ev.customer_id, rec.partition)
-        self._emit(result.outputs)
-        for i, error in result.errors:
-            self._dead_letter(run[i][0], error.reason, error.detail)
         run.clear()
 
     def _handle(self, rec: InRecord) -> None:
-        """One record on its own: isolated poison, tombstone, undecodable bytes, or a run of one."""
-        core = self._require_core()
+        """One record on its own: isolated poison, tombstone, undecodable bytes, or a run of one.
+
+        Every record ends as outputs or a dead letter: an unexpected exception
+        while decoding dead-letters it with ``processing_failed`` at once (the
+        decoder is pure: a retry would fail the same way); one in the core or
+        in turning its result into records raises :class:`PoisonRecordError`,
+        so :meth:`_recover` retries it and in the end dead-letters it.
+        """
         key = (rec.tp, rec.offset)
         if key in self._poison:
-            self._dead_letter(rec, PROCESSING_FAILED,
-                              f"the core failed {self._failures.get(key, 0)} times on this record")
+            failures, cause = self._failures.get(key, (0, "unknown"))
+            self._dead_letter(rec, PROCESSING_FAILED, f"the core failed {failures} times on this record; last: {cause}")
             return
         if rec.value is not None:
             try:
                 event = parse_event(rec.value)
             except EventError as exc:
                 self._dead_letter(rec, exc.reason, exc.detail)
+                return
+            except Exception as exc:
+                log.error("decoding %s[%d]@%d failed unexpectedly; dead-lettering it", rec.topic, rec.partition,
+                          rec.offset, exc_info=exc)
+                self._dead_letter(rec, PROCESSING_FAILED, f"decoding failed: {describe_exception(exc)}")
                 return
             self._process_run([(rec, event)])
             return
@@ -552,12 +583,12 @@ class Service:
             return
         customer_id = rec.key.decode("utf-8", errors="replace")
         try:
-            outputs = core.erase(customer_id)
+            outputs = self._require_core().erase(customer_id)
+            self._index.note(customer_id, rec.partition)
+            self._emit(outputs)
         except Exception as exc:
             raise PoisonRecordError(rec.topic, rec.partition, rec.offset, exc) from exc
-        self._index.note(customer_id, rec.partition)
         self.metrics.erasures.inc()
-        self._emit(outputs)
 
     def _emit(self, outputs: Sequence[OutputMessage]) -> None:
         if not outputs:
@@ -705,8 +736,8 @@ class Service:
         transport = self._require_transport()
         tp = TP(exc.topic, exc.partition)
         key = (tp, exc.offset)
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
+        failures = self._failures.get(key, (0, ""))[0] + 1
+        self._failures[key] = (failures, describe_exception(exc.cause))
         self.metrics.batch_failures.labels("core").inc()
         log.error("batch aborted: the core failed on %s[%d]@%d (failure %d of %d): %r", exc.topic, exc.partition,
                   exc.offset, failures, self.settings.max_batch_retries, exc.cause,

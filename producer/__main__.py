@@ -9,6 +9,11 @@ Usage::
         --amount-col total --dlq-file bad_rows.jsonl --to file -
 
 This module is the only place where logging is configured.
+
+Exit codes: 0 success (bad rows are reported and skipped); 2 a usage error or a
+bad input file (one line naming the file and the problem, e.g. an output path
+that is an input path); 1 an output or Kafka error, or an internal error (one
+line; ``-vv`` shows the traceback); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from producer.errors import ProducerError, SettingsError, SinkError
+from producer.errors import InputError, ProducerError, SettingsError, SinkError
 from producer.faults import FaultConfig, FaultInjector
 from producer.kafka_sink import KafkaSettings, KafkaSink
 from producer.personas import DEFAULT_ARRIVAL_MIX, DEFAULT_INITIAL_MIX, parse_mix
@@ -38,6 +43,7 @@ from producer.runner import Pacing, ProgressCallback, RunStats, run
 from producer.settings import add_connection_flags, load_connection
 from producer.simulator import SimConfig, Simulator, encoded, iso
 from producer.sinks import JsonlSink, Sink
+from segmenter.output_paths import overwritten_input
 
 log = logging.getLogger("producer")
 
@@ -303,6 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(args: argparse.Namespace, inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
+    """Refuse an output path that is an input or another output (it would be truncated before it is read).
+
+    Raises
+    ------
+    InputError
+        Naming both options and the file.
+    """
+    dest: Destination = args.to
+    to = Path(dest.path) if dest.kind == "file" and dest.path not in (None, "-") else None
+    problem = overwritten_input(inputs, {"--to file": to, **outputs, "--summary-json": args.summary_json})
+    if problem is not None:
+        raise InputError(f"{problem} (nothing was sent or written)")
+
+
 def _open_sink(args: argparse.Namespace) -> Sink:
     dest: Destination = args.to
     if dest.kind == "file":
@@ -443,6 +464,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    _check_outputs(args, {}, {"--truth": args.truth, "--fault-log": args.fault_log})
     sim = Simulator(config)
     with contextlib.ExitStack() as stack:
         fault_fh: IO[bytes] | None = None
@@ -532,6 +554,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    _check_outputs(args, {"the input file": args.file}, {"--dlq-file": args.dlq_file})
     data = load(args.file, mapping)
     for bad in data.bad[:20]:
         log.warning("%s line %d: %s", args.file, bad.line, bad.reason)
@@ -593,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "synth":
             return cmd_synth(args)
         return cmd_replay(args)
-    except SettingsError as exc:
+    except (SettingsError, InputError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except ProducerError as exc:
@@ -602,6 +625,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line, the traceback only with -vv
+        log.debug("internal error", exc_info=exc)
+        log.error("internal error (%s: %s); run with -vv for the traceback", type(exc).__name__, exc)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import orjson
 from producer.errors import InputError
 from producer.runner import Outgoing
 from segmenter.errors import EventError
-from segmenter.events import EventType, validate_event
+from segmenter.events import EARLIEST_TS, LATEST_TS, EventType, validate_event
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class ColumnMapping:
                 raise ValueError(f"--type-map {src}={dst}: {dst!r} is not an event type")
         if self.file_format not in ("auto", "csv", "jsonl"):
             raise ValueError(f"file format must be auto, csv or jsonl, got {self.file_format!r}")
+        if len(self.delimiter) != 1:
+            raise ValueError(f"--delimiter must be one character, got {self.delimiter!r}")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class _Converter:
         self.file_tag = path.name
         try:
             self.tz: tzinfo = UTC if mapping.timezone.upper() == "UTC" else ZoneInfo(mapping.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory, a name too long
             raise InputError(f"unknown time zone {mapping.timezone!r} (use an IANA name like Europe/Paris)") from None
         explicit = {
             "customer_id": mapping.customer_col,
@@ -247,15 +249,24 @@ class _Converter:
                 parsed = datetime.strptime(str(value).strip(), self.m.time_format)
             except ValueError:
                 raise _RowError(f"{col}: {value!r} does not match --time-format {self.m.time_format!r}") from None
-            return self._aware(parsed).timestamp()
+            return _in_range(self._aware(parsed).timestamp(), value, col)
         return parse_time(value, self.tz, col)
 
     def _aware(self, parsed: datetime) -> datetime:
         return parsed.replace(tzinfo=self.tz) if parsed.tzinfo is None else parsed
 
 
+def _in_range(epoch: float, value: Any, column: str) -> float:
+    """``epoch`` if it is within the event contract's years (1970 to 2079, UTC), else a :class:`_RowError`."""
+    if not EARLIEST_TS.timestamp() <= epoch < LATEST_TS.timestamp():
+        raise _RowError(f"{column}: {value!r} is outside the accepted time range (years 1970 to 2079, UTC)")
+    return epoch
+
+
 def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
     """Parse an epoch number (s, ms or µs, by magnitude) or an ISO-8601 string into epoch seconds.
+
+    Times outside the years 1970 to 2079 (UTC) are refused, as the event contract does.
 
     Examples
     --------
@@ -277,7 +288,7 @@ def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
             number /= 1e6
         elif number > 1e11:
             number /= 1e3
-        return number
+        return _in_range(number, value, column)
     if not isinstance(value, str):
         raise _RowError(f"{column}: expected a time, got {type(value).__name__}")
     try:
@@ -288,7 +299,11 @@ def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.timestamp()
+    return _in_range(parsed.timestamp(), value, column)
+
+
+_Events = list[tuple[float, int, dict[str, Any]]]
+"""(epoch, line, event) of the valid rows."""
 
 
 def _format_of(path: Path, mapping: ColumnMapping) -> str:
@@ -333,8 +348,24 @@ def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
                 continue
             _convert(conv, row, line_no, events, bad)
     else:
-        text = raw.decode("utf-8", errors="surrogateescape")
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
+        _load_csv(raw, path, mapping, events, bad)
+    events.sort(key=lambda e: (e[0], e[1]))
+    log.info("%s: %d rows, %d valid, %d bad", path, len(events) + len(bad), len(events), len(bad))
+    return ReplayInput(path, events, bad)
+
+
+def _load_csv(raw: bytes, path: Path, mapping: ColumnMapping, events: _Events, bad: list[BadRow]) -> None:
+    """The CSV half of :func:`load`.
+
+    Raises
+    ------
+    InputError
+        No header, a named column missing, or a file the csv reader cannot go on
+        with (e.g. a field over its 128 KiB limit).
+    """
+    text = raw.decode("utf-8", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
+    try:
         if reader.fieldnames is None:
             raise InputError(f"{path}: empty file, expected a CSV header line")
         conv = _Converter(mapping, path, set(reader.fieldnames))
@@ -349,18 +380,12 @@ def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
                 bad.append(BadRow(line_no, f"expected {width} fields, got {got}", row | {"_extra": extra}))
                 continue
             if _has_surrogates(row.values()):
-                bad.append(
-                    BadRow(
-                        line_no,
-                        "not valid UTF-8",
-                        {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()},
-                    )
-                )
+                fixed = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()}
+                bad.append(BadRow(line_no, "not valid UTF-8", fixed))
                 continue
             _convert(conv, row, line_no, events, bad)
-    events.sort(key=lambda e: (e[0], e[1]))
-    log.info("%s: %d rows, %d valid, %d bad", path, len(events) + len(bad), len(events), len(bad))
-    return ReplayInput(path, events, bad)
+    except csv.Error as exc:
+        raise InputError(f"{path} line {reader.line_num + 1}: not valid CSV: {exc}") from None
 
 
 def _convert(

@@ -17,8 +17,10 @@ Commands
     the membership record: all of them as one JSON object, or the one named,
     or ``--out DIR``: one ``NAME.schema.json`` file each (docs/schemas/).
 
-Exit codes: 0 success (invalid input lines are reported and skipped), 1 the
-input cannot be read, 2 a usage, config or rules error.
+Exit codes: 0 success (invalid input lines are reported and skipped); 2 an
+error in an argument or a file (unreadable, invalid, an output path that is an
+input): one line on stderr per problem, naming the file and the field, nothing
+written; 1 an internal error (a bug: one line, ``-vv`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +47,7 @@ from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
 from segmenter.explorer import SizeHistory, lens_sizes, live_document, render_page, snapshot_document
 from segmenter.gc_tuning import tune_gc
+from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
 from segmenter.schema import render, schemas, write_files
@@ -51,8 +56,12 @@ from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
 logger = logging.getLogger("segmenter")
 
 EXIT_OK = 0
-EXIT_INPUT = 1
+EXIT_BUG = 1
 EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user-facing error of the command line: printed as one ``error:`` line, exit code 2."""
 
 
 def _now() -> str:
@@ -114,12 +123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             return _schema(args)
         return _check_rules(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, StateError, UsageError) as exc:
+        _print_error(str(exc))
         return EXIT_USAGE
-    except StateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+    except Exception as exc:  # a bug: one line, the traceback only with -vv
+        logger.debug("internal error", exc_info=exc)
+        _print_error(f"internal error ({type(exc).__name__}: {exc}); run with -vv for the traceback")
+        return EXIT_BUG
+
+
+def _print_error(message: str) -> None:
+    """Each line of ``message`` (one per problem) as its own ``error:`` line on stderr."""
+    for line in message.splitlines() or [""]:
+        print(f"error: {line}", file=sys.stderr)
+
+
+def _cannot(action: str, path: Path, exc: OSError) -> UsageError:
+    return UsageError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
 def _load(config: Path | None, rules: Path | None) -> tuple[SegmenterConfig, RuleSet | None]:
@@ -127,23 +147,52 @@ def _load(config: Path | None, rules: Path | None) -> tuple[SegmenterConfig, Rul
     return cfg, (load_rules(rules, cfg) if rules is not None else None)
 
 
-def _open_out(path: Path | None) -> IO[bytes] | None:
+@dataclass(frozen=True)
+class _Outputs:
+    """The files a replay writes (each opened before the replay starts, so a bad path fails at once)."""
+
+    output: IO[bytes] | None
+    snapshot: IO[bytes] | None
+    checkpoint: IO[bytes] | None
+
+
+def _open_out(stack: ExitStack, path: Path | None) -> IO[bytes] | None:
     if path is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "wb")  # closed in _replay's finally
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"cannot write {path}: {path.parent} is not a directory") from None
+    except OSError as exc:
+        raise _cannot("create the directory of", path, exc) from None
+    try:
+        return stack.enter_context(open(path, "wb"))
+    except OSError as exc:
+        raise _cannot("write", path, exc) from None
 
 
 def _replay(args: argparse.Namespace) -> int:
+    problem = overwritten_input(
+        {"the events file": args.events, "--config": args.config, "--rules": args.rules},
+        {"--output": args.output, "--snapshot": args.snapshot, "--checkpoint": args.checkpoint},
+    )
+    if problem is not None:
+        raise UsageError(f"{problem} (nothing was read or written)")
     cfg, rules = _load(args.config, args.rules)
     try:
         total = args.events.stat().st_size
     except OSError as exc:
-        print(f"error: cannot read {args.events}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_INPUT
-    output = _open_out(args.output)
-    snapshot = _open_out(args.snapshot)
+        raise _cannot("read", args.events, exc) from None
+    with ExitStack() as stack:
+        files = _Outputs(*(_open_out(stack, path) for path in (args.output, args.snapshot, args.checkpoint)))
+        return _run_replay(args, cfg, rules, total, files)
+
+
+def _run_replay(
+    args: argparse.Namespace, cfg: SegmenterConfig, rules: RuleSet | None, total: int, files: _Outputs
+) -> int:
     started = time.perf_counter()
+    output, snapshot = files.output, files.snapshot
     try:
         if sys.stderr.isatty() and not args.quiet:
             with Progress(
@@ -158,16 +207,10 @@ def _replay(args: argparse.Namespace) -> int:
             report, seg = replay(
                 args.events, cfg, output=output, snapshot=snapshot, rules=rules, until=args.until, clock=_now
             )
+        if files.checkpoint is not None:
+            files.checkpoint.write(seg.snapshot())
     except OSError as exc:
-        print(f"error: cannot read {args.events}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_INPUT
-    finally:
-        for fh in (output, snapshot):
-            if fh is not None:
-                fh.close()
-    if args.checkpoint is not None:
-        args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        args.checkpoint.write_bytes(seg.snapshot())
+        raise _cannot("replay", Path(exc.filename) if exc.filename else args.events, exc) from None
     elapsed = time.perf_counter() - started
     if not args.quiet:
         print_summary(report, elapsed)
@@ -218,8 +261,7 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         data = args.source.read_bytes()
     except OSError as exc:
-        print(f"error: cannot read {args.source}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_INPUT
+        raise _cannot("read", args.source, exc) from None
     if args.html is not None:
         return _profile_html(args, data)
     if is_record(data):  # a Segmenter.snapshot() checkpoint (segmenter.codec)
@@ -230,13 +272,13 @@ def _profile(args: argparse.Namespace) -> int:
                 centroid = ", ".join(f"{k}={v:.4g}" for k, v in p.centroid.items())
                 print(f"  {p.id:<16} {p.size:>9,}  {p.name}  [{centroid}]")
         return EXIT_OK
-    return _profile_jsonl(data)
+    return _profile_jsonl(args.source, data)
 
 
 def _profile_html(args: argparse.Namespace, data: bytes) -> int:
     """``profile --html``: the explorer page of a checkpoint or a replay snapshot."""
     source = f"{args.source.name}"
-    if data[:1] == b"\x80":  # a pickled checkpoint
+    if is_record(data):  # a Segmenter.snapshot() checkpoint (segmenter.codec)
         seg = Segmenter.from_snapshot(load_config(args.config), data)
         history = SizeHistory()
         if seg.watermark is not None:
@@ -261,35 +303,67 @@ def _profile_html(args: argparse.Namespace, data: bytes) -> int:
     return EXIT_OK
 
 
-def _profile_jsonl(data: bytes) -> int:
+def _snapshot_line(line: bytes) -> list[tuple[str, str, str, dict[str, float]]]:
+    """(lens, segment id, segment name, features) of each lens of one ``replay --snapshot`` line.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong with the line.
+    """
+    try:
+        rec: Any = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("segments"), dict):
+        raise ValueError("not a snapshot line: expected an object with 'segments' and 'features' objects")
+    features = rec.get("features")
+    if not isinstance(features, dict):
+        raise ValueError("field 'features': expected an object of lens -> {feature: number}")
+    out = []
+    for lens, ref in rec["segments"].items():
+        if ref is not None and not (isinstance(ref, dict) and isinstance(ref.get("id"), str)):
+            raise ValueError(f"field 'segments.{lens}': expected null or an object with 'id' and 'name'")
+        values = features.get(lens, {})
+        if not isinstance(values, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()
+        ):
+            raise ValueError(f"field 'features.{lens}': expected an object of numbers")
+        sid, name = (ref["id"], str(ref.get("name", ""))) if ref else ("(none)", "no segment yet")
+        out.append((str(lens), sid, name, {str(k): float(v) for k, v in values.items()}))
+    return out
+
+
+def _profile_jsonl(path: Path, data: bytes) -> int:
     sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     names: dict[tuple[str, str], str] = {}
     sums: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    bad = 0
+    bad = good = 0
     for lineno, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rec: Any = orjson.loads(line)
-            segments = rec["segments"]
-            features = rec["features"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            lenses = _snapshot_line(line)
+        except ValueError as exc:
             bad += 1
-            logger.warning("line %d: not a snapshot line", lineno)
+            if bad <= 20:
+                logger.warning("%s line %d skipped: %s", path, lineno, exc)
             continue
-        for lens, ref in segments.items():
-            sid = ref["id"] if ref else "(none)"
+        good += 1
+        for lens, sid, name, features in lenses:
             sizes[lens][sid] += 1
-            names[(lens, sid)] = ref["name"] if ref else "no segment yet"
-            for k, v in features.get(lens, {}).items():
-                sums[(lens, sid)][k] += float(v)
+            names[(lens, sid)] = name
+            for k, v in features.items():
+                sums[(lens, sid)][k] += v
+    if bad and not good:
+        raise UsageError(f"{path}: no snapshot line in {bad} line(s); give a replay --snapshot file or a checkpoint")
     for lens in sorted(sizes):
         print(f"lens {lens}")
         for sid, n in sorted(sizes[lens].items(), key=lambda kv: (-kv[1], kv[0])):
             means = ", ".join(f"{k}={v / n:.4g}" for k, v in sums[(lens, sid)].items())
             print(f"  {sid:<16} {n:>9,}  {names[(lens, sid)]}  [{means}]")
     if bad:
-        print(f"{bad} line(s) skipped", file=sys.stderr)
+        print(f"{path}: {bad} line(s) skipped", file=sys.stderr)
     return EXIT_OK
 
 

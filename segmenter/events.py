@@ -35,6 +35,21 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_PROPERTIES = 64
 """Most keys accepted in ``properties``."""
 
+MAX_PROPERTIES_DEPTH = 8
+"""Deepest nesting of objects and lists accepted in ``properties`` (``properties`` itself is level 1)."""
+
+EARLIEST_TS = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TS = datetime(2080, 1, 1, tzinfo=UTC)
+"""Accepted event times, after conversion to UTC: ``EARLIEST_TS <= ts < LATEST_TS`` (years 1970 to 2079).
+
+The core stores times as int32 seconds from 2020 (up to 2088-01-19); the end of
+2079 leaves eight years for the horizons computed from an event time."""
+
+MAX_AMOUNT = 1e12
+"""Largest accepted ``amount``: far above any real order, far below where sums of amounts lose precision."""
+
+_INT64 = 2**63
+
 
 class EventType(StrEnum):
     """Every event type the contract allows."""
@@ -63,9 +78,12 @@ ShortText = Annotated[str, Field(min_length=1, max_length=256)]
 class CustomerEvent(BaseModel):
     """One customer behaviour event, validated strictly.
 
-    ``ts`` is always converted to UTC. ``amount`` is required (and finite,
-    non-negative) for ``purchase`` and ``refund``. Unknown top-level fields are
-    rejected: free-form data belongs in ``properties``.
+    ``ts`` is always converted to UTC and must fall in the years 1970 to 2079.
+    ``amount`` is required (and finite, 0 to :data:`MAX_AMOUNT`) for
+    ``purchase`` and ``refund``. Unknown top-level fields are rejected:
+    free-form data belongs in ``properties`` (at most :data:`MAX_PROPERTIES`
+    keys, :data:`MAX_PROPERTIES_DEPTH` levels, finite numbers, integers
+    within 64 bits).
     """
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
@@ -74,7 +92,7 @@ class CustomerEvent(BaseModel):
     customer_id: Id
     type: EventType
     ts: AwareDatetime
-    amount: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    amount: Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)] | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
     quantity: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     category: ShortText | None = None
@@ -85,13 +103,27 @@ class CustomerEvent(BaseModel):
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC
+            utc = None
+        if utc is None or not EARLIEST_TS <= utc < LATEST_TS:
+            raise ValueError(
+                f"{value.isoformat()} is outside the accepted range: from 1970-01-01T00:00:00Z "
+                "up to the end of 2079 (UTC)"
+            )
+        return utc
 
     @field_validator("properties")
     @classmethod
     def _bounded_properties(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(value) > MAX_PROPERTIES:
+        if value is None:
+            return None
+        if len(value) > MAX_PROPERTIES:
             raise ValueError(f"at most {MAX_PROPERTIES} keys allowed, got {len(value)}")
+        problem = _free_form_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -106,21 +138,50 @@ class CustomerEvent(BaseModel):
         return self.ts.timestamp()
 
 
+def _free_form_problem(properties: dict[str, Any]) -> str | None:
+    """What makes ``properties`` unacceptable (too deep, a non-finite or huge number), or ``None``.
+
+    Iterative, so any depth the JSON decoder let through is measured without recursion.
+    """
+    stack: list[tuple[str, Any, int]] = [("properties", properties, 1)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_PROPERTIES_DEPTH:
+                return f"at {path}: nested deeper than {MAX_PROPERTIES_DEPTH} levels"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((f"{path}.{key}", item, depth + 1) for key, item in items)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"at {path}: must be a finite number"
+        elif isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+            return f"at {path}: integers must fit in 64 bits"
+    return None
+
+
 def parse_event(raw: bytes | str) -> CustomerEvent:
     """Decode and validate one event.
+
+    Every input either parses or raises :class:`EventError`; nothing else
+    escapes (``tests/unit/test_hostile_input.py`` fuzzes this).
 
     Raises
     ------
     EventError
         ``too_large``, ``not_utf8``, ``not_json`` or ``schema`` (with the field).
     """
+    if isinstance(raw, str):
+        if len(raw) > MAX_EVENT_BYTES:  # at least as many bytes as characters: too large either way
+            raise EventError("too_large", f"event is over {MAX_EVENT_BYTES} bytes; the limit is {MAX_EVENT_BYTES}")
+        try:
+            raw = raw.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EventError("not_utf8", f"event text has an unpaired surrogate at character {exc.start}") from None
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
-    if isinstance(raw, bytes):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EventError("not_utf8", f"event is not valid UTF-8 at byte {exc.start}") from None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventError("not_utf8", f"event is not valid UTF-8 at byte {exc.start}") from None
     try:
         return CustomerEvent.model_validate_json(raw)
     except ValidationError as exc:
@@ -154,7 +215,9 @@ def _event_error(exc: ValidationError) -> EventError:
         return EventError("schema", msg, field="amount")
     if first["type"] == "enum" and loc == "type":
         allowed = ", ".join(t.value for t in EventType)
-        msg = f"unknown event type {first.get('input')!r}; allowed: {allowed}"
+        shown = repr(first.get("input"))
+        shown = shown if len(shown) <= 80 else shown[:80] + "…"  # the input may be up to 64 KiB
+        msg = f"unknown event type {shown}; allowed: {allowed}"
     elif first["type"] == "missing":
         msg = "field required"
     elif first["type"] == "extra_forbidden":

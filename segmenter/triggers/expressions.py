@@ -5,6 +5,13 @@ that the :class:`~segmenter.triggers.engine.TriggerEngine` evaluates cheaply.
 Parse errors raise :class:`ExpressionError` (a ``ValueError``) with a sentence
 saying what is wrong; the rules loader adds the file, the rule and the field.
 
+Everything is bounded, so a rules file cannot make loading or rendering slow
+or huge: conditions are at most :data:`MAX_CONDITION_CHARS` characters and
+parse in linear time, segment patterns at most :data:`MAX_PATTERN_CHARS`,
+format widths and precisions at most :data:`MAX_FORMAT_WIDTH`, payloads nest
+at most :data:`MAX_PAYLOAD_DEPTH` levels and render to at most
+:data:`MAX_PAYLOAD_CHARS` characters.
+
 Examples
 --------
 >>> p = parse_predicate("recency_days between 30 and 90", known_features={"recency_days"})
@@ -32,6 +39,11 @@ from segmenter.events import CustomerEvent, EventType
 
 __all__ = [
     "EVENT_FIELDS",
+    "MAX_CONDITION_CHARS",
+    "MAX_FORMAT_WIDTH",
+    "MAX_PATTERN_CHARS",
+    "MAX_PAYLOAD_CHARS",
+    "MAX_PAYLOAD_DEPTH",
     "STRING_PLACEHOLDERS",
     "EventPredicate",
     "ExpressionError",
@@ -46,6 +58,23 @@ __all__ = [
     "parse_predicate",
     "parse_segment_pattern",
 ]
+
+
+MAX_CONDITION_CHARS = 1000
+"""Longest accepted condition of a rule's ``when`` list."""
+MAX_PATTERN_CHARS = 256
+"""Longest accepted segment pattern."""
+MAX_FORMAT_WIDTH = 200
+"""Largest accepted width or precision in a payload template's format spec (``{customer_id:>20}``)."""
+MAX_PAYLOAD_DEPTH = 16
+"""Deepest accepted nesting of tables and lists in a rule's payload (the payload itself is level 1)."""
+MAX_PAYLOAD_CHARS = 64 * 1024
+"""Most characters a rule's payload may render to (estimated from its templates at load time)."""
+
+_STRING_CHARS = 256
+"""Upper estimate of a rendered string placeholder (ids are at most 128 characters, categories 256)."""
+_NUMBER_CHARS = 330
+"""Upper estimate of a rendered number without precision (``f"{1e308:f}"`` has 316 characters)."""
 
 
 class ExpressionError(ValueError):
@@ -123,6 +152,8 @@ def parse_segment_pattern(text: str, lens: str, lens_names: Sequence[str] = ()) 
         raise ExpressionError(
             "empty segment pattern; write a segment id such as 'value-3' or a name glob such as '*high spend*'"
         )
+    if len(text) > MAX_PATTERN_CHARS:
+        raise ExpressionError(f"segment pattern of {len(text)} characters; the limit is {MAX_PATTERN_CHARS}")
     if text != text.strip():
         raise ExpressionError(f"segment pattern {text!r} has leading or trailing spaces")
     has_glob = any(c in _GLOB_CHARS for c in text)
@@ -149,7 +180,8 @@ EVENT_FIELDS: tuple[str, ...] = ("type", "category", "channel")
 """Event fields that rule predicates may test."""
 
 _OPS = ("<=", ">=", "==", "!=", "<", ">")
-_LHS = re.compile(r"^\s*(?P<lhs>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*(?P<rest>.*?)\s*$", re.DOTALL)
+_LHS = re.compile(r"(?P<lhs>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)(?P<rest>.*)", re.DOTALL)
+"""Applied to the stripped condition: a lazy ``.*?`` followed by ``\\s*$`` would be quadratic in a run of spaces."""
 _CMP = re.compile(r"^(?P<op><=|>=|==|!=|<|>)\s*(?P<value>.+)$", re.DOTALL)
 _NUM_CMP = re.compile(r"^(?P<op><=|>=|==|!=|<|>)\s*(?P<value>[^\s<>=!]+)$")
 _BETWEEN = re.compile(r"^between\s+(?P<lo>\S+)\s+and\s+(?P<hi>\S+)$", re.IGNORECASE)
@@ -249,6 +281,22 @@ def _event_values(field: str, values: Sequence[str], text: str) -> tuple[str, ..
     return out
 
 
+def split_condition(text: str) -> tuple[str, str] | None:
+    """``(name, rest)`` of a condition, both stripped, or ``None`` if it does not start with a name.
+
+    Linear in the length of ``text``.
+
+    Examples
+    --------
+    >>> split_condition("  features.spend >  200 "), split_condition("> 3")
+    (('features.spend', '>  200'), None)
+    """
+    m = _LHS.fullmatch(text.strip())
+    if m is None:
+        return None
+    return m.group("lhs"), m.group("rest").strip()
+
+
 def parse_predicate(text: str, known_features: Mapping[str, object] | Sequence[str] | set[str]) -> Predicate:
     """Parse one condition of a rule's ``when`` list.
 
@@ -265,10 +313,12 @@ def parse_predicate(text: str, known_features: Mapping[str, object] | Sequence[s
     """
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError("empty condition")
-    m = _LHS.match(text)
-    if m is None:
+    if len(text) > MAX_CONDITION_CHARS:
+        raise ExpressionError(f"condition of {len(text)} characters; the limit is {MAX_CONDITION_CHARS}")
+    split = split_condition(text)
+    if split is None:
         raise ExpressionError(f"cannot parse {text!r}; write e.g. 'spend > 200' or 'event.type == purchase'")
-    lhs, rest = m.group("lhs"), m.group("rest")
+    lhs, rest = split
     namespace, _, name = lhs.rpartition(".")
     if namespace == "event":
         if name not in EVENT_FIELDS:
@@ -405,6 +455,7 @@ def compile_template(text: str, known_features: Mapping[str, object] | Sequence[
         spec = raw_spec or ""
         if "{" in spec or "}" in spec:
             raise ExpressionError(f"nested placeholders are not supported in {{{field}:{spec}}}")
+        _check_widths(field, spec)
         if field.startswith("features."):
             name = field.removeprefix("features.")
             if name not in known_features:
@@ -426,6 +477,42 @@ def compile_template(text: str, known_features: Mapping[str, object] | Sequence[
     return Template(text=text, parts=tuple(parts))
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+def _check_widths(field: str, spec: str) -> None:
+    """Refuse a width or precision above :data:`MAX_FORMAT_WIDTH` (checked before anything is formatted)."""
+    for run in _DIGITS.findall(spec):
+        digits = run.lstrip("0")
+        if len(digits) > len(str(MAX_FORMAT_WIDTH)) or int(digits or "0") > MAX_FORMAT_WIDTH:
+            raise ExpressionError(
+                f"format spec {spec!r} of {{{field}}} asks for a width or precision of {run}; "
+                f"the limit is {MAX_FORMAT_WIDTH}"
+            )
+
+
+def _spec_chars(spec: str) -> int:
+    """The largest width or precision in a (checked) format spec, 0 if none."""
+    return max((int(run) for run in _DIGITS.findall(spec)), default=0)
+
+
+def max_rendered_chars(template: Template) -> int:
+    """An upper estimate of how long ``template`` renders (literal text plus each placeholder's widest value).
+
+    Examples
+    --------
+    >>> max_rendered_chars(compile_template("id {customer_id:>20}", known_features=()))
+    279
+    """
+    total = 0
+    for literal, field, spec in template.parts:
+        total += len(literal)
+        if field is not None:
+            base = _NUMBER_CHARS if field.startswith("features.") else _STRING_CHARS
+            total += base + _spec_chars(spec)
+    return total
+
+
 PayloadTemplate = dict[str, Any]
 """A payload with every string replaced by a :class:`Template` (nested dicts and lists kept)."""
 
@@ -438,36 +525,51 @@ def compile_payload(
     Raises
     ------
     ExpressionError
-        The message starts with the dotted path of the offending value.
+        The message starts with the dotted path of the offending value; also
+        when the payload nests deeper than :data:`MAX_PAYLOAD_DEPTH` or may
+        render to more than :data:`MAX_PAYLOAD_CHARS` characters.
     """
+    size = 0
 
-    def walk(value: Any, where: str) -> Any:
+    def walk(value: Any, where: str, depth: int) -> Any:
+        nonlocal size
+        size += 8  # separators, quotes, a number's digits
         if isinstance(value, str):
             try:
-                return compile_template(value, known_features)
+                template = compile_template(value, known_features)
             except ExpressionError as exc:
                 raise ExpressionError(f"{where}: {exc}") from None
+            size += max_rendered_chars(template)
+            return template
         if isinstance(value, bool | int):
             return value
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise ExpressionError(f"{where}: not a finite number")
             return value
+        if isinstance(value, Mapping | list | tuple) and depth >= MAX_PAYLOAD_DEPTH:
+            raise ExpressionError(f"{where}: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
         if isinstance(value, Mapping):
             out: dict[str, Any] = {}
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise ExpressionError(f"{where}: keys must be strings, got {key!r}")
-                out[key] = walk(item, f"{where}.{key}")
+                size += len(key)
+                out[key] = walk(item, f"{where}.{key}", depth + 1)
             return out
         if isinstance(value, list | tuple):
-            return [walk(item, f"{where}[{i}]") for i, item in enumerate(value)]
+            return [walk(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
         raise ExpressionError(
             f"{where}: {type(value).__name__} values are not allowed (use strings, numbers, booleans, tables, lists)"
         )
 
-    compiled = walk(dict(payload), path)
+    compiled = walk(dict(payload), path, 0)
     assert isinstance(compiled, dict)
+    if size > MAX_PAYLOAD_CHARS:
+        raise ExpressionError(
+            f"{path}: may render to {size:,} characters per trigger; the limit is {MAX_PAYLOAD_CHARS:,} "
+            "(fewer or narrower placeholders, shorter texts)"
+        )
     return compiled
 
 

@@ -141,7 +141,7 @@ def _check_campaign(value: str) -> str:
 def _check_zone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory, a name too long
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'") from None
     return value
 
@@ -295,7 +295,7 @@ class RuleSet(_Model):
         problems: list[str] = []
         _check_ruleset(self, config, problems.append)
         if problems:
-            raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+            raise ConfigError("\n".join(_clip(f"{source}: {p}") for p in problems))
         return self
 
 
@@ -561,7 +561,7 @@ def compile_rules(rules: RuleSet) -> tuple[CompiledRule, ...]:
         if compiled is not None:
             out.append(compiled)
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise ConfigError("\n".join(_clip(p) for p in problems))
     out.sort(key=lambda c: (-c.rule.priority, c.rule.name))
     return tuple(out)
 
@@ -589,6 +589,23 @@ _MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "quiet_hours": ("start", "end", "timezone", "action"),
     "reentry": ("mode", "period"),
 }
+
+
+MAX_PROBLEM_CHARS = 500
+"""Longest line of a :class:`ConfigError`: a problem quotes the offending text, which a hostile file makes huge."""
+
+
+def _clip(line: str) -> str:
+    """``line``, cut to :data:`MAX_PROBLEM_CHARS` with a note of how much was left out.
+
+    Examples
+    --------
+    >>> _clip("short"), len(_clip("x" * 2000)), _clip("x" * 2000)[-30:]
+    ('short', 525, 'xxxxx… (1,500 more characters)')
+    """
+    if len(line) <= MAX_PROBLEM_CHARS:
+        return line
+    return f"{line[:MAX_PROBLEM_CHARS]}… ({len(line) - MAX_PROBLEM_CHARS:,} more characters)"
 
 
 def _where(loc: tuple[int | str, ...], data: Any) -> tuple[str, str]:
@@ -632,8 +649,14 @@ def _format_errors(exc: ValidationError, data: Any, source: str) -> ConfigError:
         elif err["type"] == "missing":
             msg = "field required"
         where = ", ".join(p for p in (prefix, f"field '{field}'" if field else "") if p)
-        lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
+        lines.append(_clip(f"{source}: {where}: {msg}" if where else f"{source}: {msg}"))
     return ConfigError("\n".join(lines))
+
+
+def _locate(loc: tuple[int | str, ...], data: Any) -> str:
+    """``rule 'NAME', field 'payload.a'`` for a location in a rules document."""
+    prefix, field = _where(loc, data)
+    return ", ".join(p for p in (prefix, f"field '{field}'" if field else "") if p)
 
 
 def rules_from_dict(data: Any, config: RulesConfigLike | None = None, source: str = "<rules>") -> RuleSet:
@@ -666,10 +689,13 @@ def load_rules(path: str | Path, config: RulesConfigLike | None = None) -> RuleS
     Raises
     ------
     ConfigError
-        The file cannot be read or parsed, or a rule is invalid.
+        The file cannot be read or parsed, is over 1 MiB, nests deeper than 32
+        levels, uses a YAML alias, or a rule is invalid (including conditions,
+        patterns, format widths and payload sizes over their limits, see
+        :mod:`segmenter.triggers.expressions`).
     """
     p = Path(path)
-    data = read_document(p, "rules file", _YamlLoader)
+    data = read_document(p, "rules file", _YamlLoader, _locate)
     if data is None:  # an empty YAML file
         data = {}
     rules = rules_from_dict(data, config, str(p))

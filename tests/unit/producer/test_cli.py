@@ -184,7 +184,7 @@ def test_replay_speed_follows_original_timing(tmp_path: Path) -> None:
 def test_replay_missing_column_is_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     src = tmp_path / "in.csv"
     src.write_text("a,b\n1,2\n")
-    assert main(["replay", str(src), "-q", "--to", "file", str(tmp_path / "o.jsonl")]) == 1
+    assert main(["replay", str(src), "-q", "--to", "file", str(tmp_path / "o.jsonl")]) == 2  # a bad input file
     assert "no column 'customer_id'" in caplog.text
 
 
