@@ -1,0 +1,51 @@
+"""The transport contract (tests/contract/transport_contract.py) over the in-memory transport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from consumer.sink import TP, InRecord, MemoryTransport, OutRecord, RebalanceHandler, Transport
+from tests.contract.transport_contract import CHECKS, Backend, Recorder, check_id
+
+
+class MemoryBackend:
+    """Topics in one shared dict (one broker), committed offsets shared per group."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[list[InRecord]]] = {}
+        self.groups: dict[str, dict[TP, int]] = {}
+
+    def topic(self, partitions: int = 1, *, compacted: bool = False) -> str:
+        name = f"t{len(self.topics)}"
+        MemoryTransport(name, partitions=partitions, topics=self.topics)  # creates the topic
+        return name
+
+    def transport(
+        self, input_topic: str, handler: RebalanceHandler | None = None, *, group: str = "g", member: str = "0"
+    ) -> Transport:
+        return MemoryTransport(
+            input_topic, topics=self.topics, committed=self.groups.setdefault(group, {}), handler=handler or Recorder()
+        )
+
+    def flush(self, transport: Transport) -> None:
+        """Nothing to do: a send takes its offset at once."""
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=check_id)
+def test_memory_transport_keeps_the_transport_contract(check: Callable[[Backend], None]) -> None:
+    check(MemoryBackend())
+
+
+def test_memory_transport_refuses_a_stable_read_it_could_only_wait_for() -> None:
+    backend = MemoryBackend()
+    topic = backend.topic()
+    writer, reader = backend.transport(topic, group="w"), backend.transport(topic, group="r")
+    writer.begin()
+    writer.send(OutRecord(topic, b"k", b"open"))
+    with pytest.raises(RuntimeError, match="Kafka would wait"):
+        reader.read_to_end(topic, [0], stable=True)
+    assert reader.read_to_end(topic, [0]) == []
+    writer.close()
+    assert reader.read_to_end(topic, [0], stable=True) == [], "closing aborts the open batch"
