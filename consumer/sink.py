@@ -150,14 +150,60 @@ class PartitionLog(list[InRecord]):
         return self[first:max(first, last)]
 
 
+@dataclass(eq=False)
+class MemoryGroup:
+    """A consumer group of :class:`MemoryTransport` members: committed offsets and kafka-python's eager rebalance.
+
+    A member joining (at its first poll) or leaving (at close) starts a
+    rebalance. Each member, at its next poll, has everything revoked and
+    rejoins; once all have rejoined, each is assigned its range of the input
+    partitions (members sorted by name, like the range assignor) at its next
+    poll. ``committed`` is what :meth:`MemoryTransport.commit` writes and
+    :meth:`MemoryTransport.rewind` reads for every member.
+    """
+
+    committed: dict[TP, int] = field(default_factory=dict)
+    generation: int = 0
+    members: dict[str, int] = field(default_factory=dict)
+    """Member name -> the generation it last rejoined."""
+
+    def join(self, member: str) -> None:
+        """Add ``member``; everyone must rejoin."""
+        self.members[member] = -1
+        self.generation += 1
+
+    def leave(self, member: str) -> None:
+        """Remove ``member``; everyone left must rejoin."""
+        if self.members.pop(member, None) is not None:
+            self.generation += 1
+
+    def rejoin(self, member: str) -> None:
+        """``member`` released its partitions and rejoined the current generation."""
+        self.members[member] = self.generation
+
+    def settled(self) -> bool:
+        """Every member rejoined the current generation."""
+        return all(seen == self.generation for seen in self.members.values())
+
+    def share(self, member: str, partitions: Sequence[TP]) -> set[TP]:
+        """``member``'s range of ``partitions``: an equal share each, one more for the first ``len % members``."""
+        names = sorted(self.members)
+        each, extra = divmod(len(partitions), len(names))
+        rank = names.index(member)
+        start = rank * each + min(rank, extra)
+        return set(sorted(partitions)[start:start + each + (rank < extra)])
+
+
 @dataclass
 class MemoryTransport:
     """An in-memory :class:`Transport` with Kafka's transactions and offsets, for unit tests.
 
     ``topics`` maps a topic to its partitions (:class:`PartitionLog`; plain
     lists are adopted); transports given one ``topics`` share the topics like
-    clients of one broker, and transports given one ``committed`` share a
-    group's committed offsets. A send takes the next offset of its partition
+    clients of one broker. Without a ``group`` a transport is a lone member
+    assigned every input partition at its first poll; transports given one
+    :class:`MemoryGroup` (as distinct ``member`` names) share its committed
+    offsets and its partitions. A send takes the next offset of its partition
     at once (so an open batch holds back the last stable offset, as on
     Kafka); its record becomes visible at :meth:`commit`, and every commit or
     :meth:`abort` takes one marker offset on each partition the batch wrote.
@@ -178,17 +224,22 @@ class MemoryTransport:
     fail_commits: int = 0
     commit_error: Exception | None = None
     handler: RebalanceHandler | None = None
+    group: MemoryGroup | None = None
+    member: str = "0"
     commits: int = 0
     aborts: int = 0
     _pending: list[InRecord] = field(default_factory=list)
     _batch: object | None = None
     _positions: dict[TP, int] = field(default_factory=dict)
     _assigned: set[TP] = field(default_factory=set)
+    _generation: int = -1
     _followed: dict[TP, int] = field(default_factory=dict)
     _keyless: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._logs(self.input_topic)
+        if self.group is not None:
+            self.committed = self.group.committed
 
     def produce_input(self, key: bytes | None, value: bytes | None, partition: int = 0,
                       headers: Headers = ()) -> None:
@@ -212,8 +263,7 @@ class MemoryTransport:
             self.handler.on_assigned(set(partitions))
 
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]:
-        if not self._assigned and self.handler is not None:
-            self.assign({TP(self.input_topic, p) for p in range(len(self._logs(self.input_topic)))})
+        self._follow_group()
         out: list[InRecord] = []
         for tp in sorted(self._assigned):
             take = self._logs(tp.topic)[tp.partition].visible(self._positions.get(tp, 0))[:max_records - len(out)]
@@ -284,7 +334,31 @@ class MemoryTransport:
         if self.handler is not None and self._assigned:
             self.handler.on_revoked(set(self._assigned))
         self._assigned = set()
+        if self.group is not None:
+            self.group.leave(self.member)
         self._end_batch()  # like a new producer's init_transactions: whatever is still open is aborted
+
+    def _follow_group(self) -> None:
+        """Take part in the group's rebalance, as kafka-python does inside ``poll``."""
+        if self.handler is None:
+            return
+        everything = [TP(self.input_topic, p) for p in range(len(self._logs(self.input_topic)))]
+        group = self.group
+        if group is None:
+            if not self._assigned:
+                self.assign(set(everything))
+            return
+        if self.member not in group.members:
+            group.join(self.member)
+        if group.members[self.member] != group.generation:
+            self.handler.on_revoked(set(self._assigned))
+            self._assigned = set()
+            group.rejoin(self.member)
+        if group.settled() and self._generation != group.generation:
+            self._generation = group.generation
+            self._assigned = group.share(self.member, everything)
+            self.rewind(self._assigned)
+            self.handler.on_assigned(set(self._assigned))
 
     def _logs(self, topic: str) -> list[PartitionLog]:
         """The partitions of ``topic`` (created with ``partitions`` partitions if unknown; plain lists adopted)."""

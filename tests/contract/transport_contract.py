@@ -291,6 +291,24 @@ def check_assignment_is_told_to_the_handler(backend: Backend) -> None:
     assert recorder.events == [("assigned", everything), ("revoked", everything)]
 
 
+def check_a_second_member_takes_a_share_after_everything_is_revoked(backend: Backend) -> None:
+    """An eager rebalance when a member joins: the first loses everything, then each owns a disjoint share."""
+    topic = backend.topic(2)
+    everything = {TP(topic, 0), TP(topic, 1)}
+    first_seen, second_seen = Recorder(), Recorder()
+    first = backend.transport(topic, first_seen, member="0")
+    poll_until_assigned(first, first_seen, everything)
+    second = backend.transport(topic, second_seen, member="1")
+    deadline = time.monotonic() + DEADLINE_S
+    while not (first_seen.owned() and second_seen.owned() and first_seen.owned() | second_seen.owned() == everything):
+        assert time.monotonic() < deadline, f"first owns {first_seen.owned()}, second {second_seen.owned()}"
+        first.poll(0.1, 500)
+        second.poll(0.1, 500)
+    assert first_seen.owned().isdisjoint(second_seen.owned())
+    assert first_seen.events == [("assigned", everything), ("revoked", everything), ("assigned", first_seen.owned())]
+    assert second_seen.events == [("assigned", second_seen.owned())]
+
+
 def check_headers_round_trip(backend: Backend) -> None:
     """Header order, repeated names and empty values survive a batch, a poll, a restore and a follow."""
     topic = backend.topic()
@@ -331,6 +349,7 @@ CHECKS: list[Callable[[Backend], None]] = [
     check_a_group_resumes_at_its_committed_offsets,
     check_lag_counts_to_the_high_watermark,
     check_assignment_is_told_to_the_handler,
+    check_a_second_member_takes_a_share_after_everything_is_revoked,
     check_headers_round_trip,
     check_poll_returns_at_most_max_records_in_offset_order,
 ]

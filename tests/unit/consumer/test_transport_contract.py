@@ -6,16 +6,16 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.sink import TP, InRecord, MemoryTransport, OutRecord, RebalanceHandler, Transport
+from consumer.sink import InRecord, MemoryGroup, MemoryTransport, OutRecord, RebalanceHandler, Transport
 from tests.contract.transport_contract import CHECKS, Backend, Recorder, check_id
 
 
 class MemoryBackend:
-    """Topics in one shared dict (one broker), committed offsets shared per group."""
+    """Topics in one shared dict (one broker), one :class:`MemoryGroup` per group name."""
 
     def __init__(self) -> None:
         self.topics: dict[str, list[list[InRecord]]] = {}
-        self.groups: dict[str, dict[TP, int]] = {}
+        self.groups: dict[str, MemoryGroup] = {}
 
     def topic(self, partitions: int = 1, *, compacted: bool = False) -> str:
         name = f"t{len(self.topics)}"
@@ -26,7 +26,11 @@ class MemoryBackend:
         self, input_topic: str, handler: RebalanceHandler | None = None, *, group: str = "g", member: str = "0"
     ) -> Transport:
         return MemoryTransport(
-            input_topic, topics=self.topics, committed=self.groups.setdefault(group, {}), handler=handler or Recorder()
+            input_topic,
+            topics=self.topics,
+            group=self.groups.setdefault(group, MemoryGroup()),
+            member=member,
+            handler=handler or Recorder(),
         )
 
     def flush(self, transport: Transport) -> None:
