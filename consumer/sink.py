@@ -210,7 +210,9 @@ class MemoryTransport:
     Keyed records go where kafka-python's default partitioner sends them
     (murmur2), keyless ones round-robin. Unknown topics are created on the
     first send with ``partitions`` partitions (the real broker refuses them).
-    ``fail_commits`` makes that many next commits raise ``commit_error``.
+    ``exactly_once=False`` is the at-least-once transport: a send is in the
+    log at once (no transaction, no marker) and :meth:`abort` takes nothing
+    back. ``fail_commits`` makes that many next commits raise ``commit_error``.
 
     Where it cannot behave like Kafka it refuses: :meth:`read_to_end` with
     ``stable=True`` raises while a transaction is open on the partitions,
@@ -226,6 +228,7 @@ class MemoryTransport:
     handler: RebalanceHandler | None = None
     group: MemoryGroup | None = None
     member: str = "0"
+    exactly_once: bool = True
     commits: int = 0
     aborts: int = 0
     _pending: list[InRecord] = field(default_factory=list)
@@ -290,9 +293,13 @@ class MemoryTransport:
         if p is None:
             p = _key_partition(record.key, len(logs)) if record.key is not None else self._next_keyless(record.topic)
         log = logs[p]
-        log.open.setdefault(self._batch, log.end)
-        self._pending.append(InRecord(record.topic, p, log.end, record.key, record.value, record.headers))
+        sent = InRecord(record.topic, p, log.end, record.key, record.value, record.headers)
         log.end += 1
+        if not self.exactly_once:  # a plain producer's record: there at once, abort takes nothing back
+            log.append(sent)
+            return
+        log.open.setdefault(self._batch, sent.offset)
+        self._pending.append(sent)
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         if self._batch is None:

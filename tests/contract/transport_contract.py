@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from kafka.partitioner.default import murmur2
@@ -31,16 +32,28 @@ DEADLINE_S = 20.0
 """Longest wait for records or an assignment before a check gives up (a broken run, not a slow one)."""
 
 
+@dataclass(frozen=True)
+class Member:
+    """Who a transport is: its consumer group, its name in the group and its guarantee."""
+
+    group: str = "g"
+    name: str = "0"
+    exactly_once: bool = True
+    """False: the at-least-once transport (no transactions)."""
+
+
+LONE = Member()
+"""The default member: exactly-once, alone in group ``g``."""
+
+
 class Backend(Protocol):
     """How one transport implementation makes topics and transports for a check."""
 
     def topic(self, partitions: int = 1, *, compacted: bool = False) -> str:
         """A new, empty topic no other check uses."""
 
-    def transport(
-        self, input_topic: str, handler: RebalanceHandler | None = None, *, group: str = "g", member: str = "0"
-    ) -> Transport:
-        """A transport consuming ``input_topic`` as ``member`` of ``group`` (closed when the check ends)."""
+    def transport(self, input_topic: str, member: Member = LONE, handler: RebalanceHandler | None = None) -> Transport:
+        """A transport consuming ``input_topic`` as ``member`` (closed when the check ends)."""
 
     def flush(self, transport: Transport) -> None:
         """Make the records sent in the open batch reach the log (still uncommitted)."""
@@ -162,7 +175,7 @@ def check_keyed_records_go_where_the_default_partitioner_sends_them(backend: Bac
 def check_a_batch_is_visible_only_after_commit_and_an_aborted_one_never(backend: Backend) -> None:
     """read_committed readers (restore, follow) see a batch at its commit; each batch takes a marker offset."""
     topic = backend.topic()
-    writer, reader = backend.transport(topic, group="w"), backend.transport(topic, group="r")
+    writer, reader = backend.transport(topic, Member(group="w")), backend.transport(topic, Member(group="r"))
     write(writer, [OutRecord(topic, b"k", b"first")])
     writer.begin()
     writer.send(OutRecord(topic, b"k", b"pending"))
@@ -185,8 +198,8 @@ def check_a_batch_is_visible_only_after_commit_and_an_aborted_one_never(backend:
 def check_an_open_batch_hides_later_commits_until_it_ends(backend: Backend) -> None:
     """The last stable offset: records committed after an open batch's first one wait for its end."""
     topic = backend.topic()
-    slow, fast = backend.transport(topic, group="slow"), backend.transport(topic, group="fast")
-    reader = backend.transport(topic, group="r")
+    slow, fast = backend.transport(topic, Member(group="slow")), backend.transport(topic, Member(group="fast"))
+    reader = backend.transport(topic, Member(group="r"))
     write(slow, [OutRecord(topic, b"k", b"before")])
     read_until(reader, topic, [b"before"])
     slow.begin()
@@ -205,6 +218,26 @@ def check_an_open_batch_hides_later_commits_until_it_ends(backend: Backend) -> N
     everything = [b"before", b"open", b"after", b"late"]
     read_until(reader, topic, everything)
     assert values(reader.read_to_end(topic, [0], stable=True)) == everything
+
+
+def check_at_least_once_batches_are_no_transactions(backend: Backend) -> None:
+    """At-least-once: a sent record stays sent (abort takes nothing back), offsets have no markers, commit commits."""
+    topic = backend.topic()
+    tp = TP(topic, 0)
+    writer = backend.transport(topic, Member(group="w", exactly_once=False))
+    reader = backend.transport(topic, Member(group="r"))
+    writer.begin()
+    writer.send(OutRecord(topic, b"k", b"sent"))
+    backend.flush(writer)
+    writer.abort()
+    write(writer, [OutRecord(topic, b"k", b"committed")])
+    got = read_until(reader, topic, [b"sent", b"committed"])
+    assert [r.offset for r in got] == [0, 1]
+    consumer = backend.transport(topic, Member(exactly_once=False))
+    assert values(poll_until(consumer, 2)) == [b"sent", b"committed"]
+    write(consumer, [], {tp: 2})
+    assert consumer.rewind([tp]) == {tp: 2}
+    assert consumer.lag({tp: 2}) == {tp: 0}
 
 
 def check_read_to_end_gives_every_version_of_a_compacted_topic(backend: Backend) -> None:
@@ -248,7 +281,7 @@ def check_a_group_resumes_at_its_committed_offsets(backend: Backend) -> None:
     topic = backend.topic(2)
     p0, p1 = TP(topic, 0), TP(topic, 1)
     write(
-        backend.transport(topic, group="w"),
+        backend.transport(topic, Member(group="w")),
         [OutRecord(topic, b"k", f"a{i}".encode(), partition=0) for i in range(3)]
         + [OutRecord(topic, b"k", f"b{i}".encode(), partition=1) for i in range(2)],
     )
@@ -260,7 +293,7 @@ def check_a_group_resumes_at_its_committed_offsets(backend: Backend) -> None:
     assert sorted((r.partition, r.offset, r.value) for r in again) == [(0, 2, b"a2"), (1, 0, b"b0"), (1, 1, b"b1")]
     consumer.close()
     recorder = Recorder()
-    successor = backend.transport(topic, recorder)
+    successor = backend.transport(topic, LONE, recorder)
     poll_until_assigned(successor, recorder, {p0, p1})
     assert successor.rewind([p0, p1]) == {p0: 2, p1: 0}
 
@@ -269,7 +302,7 @@ def check_lag_counts_to_the_high_watermark(backend: Backend) -> None:
     """lag is the high watermark minus the position: batch markers count, so a read-out partition may be 1 behind."""
     topic = backend.topic()
     tp = TP(topic, 0)
-    writer = backend.transport(topic, group="w")
+    writer = backend.transport(topic, Member(group="w"))
     write(writer, [OutRecord(topic, b"k", b"x"), OutRecord(topic, b"k", b"y")])
     write(writer, [OutRecord(topic, b"k", b"z")])
     consumer = backend.transport(topic)
@@ -284,7 +317,7 @@ def check_assignment_is_told_to_the_handler(backend: Backend) -> None:
     topic = backend.topic(2)
     everything = {TP(topic, 0), TP(topic, 1)}
     recorder = Recorder()
-    consumer = backend.transport(topic, recorder)
+    consumer = backend.transport(topic, LONE, recorder)
     poll_until_assigned(consumer, recorder, everything)
     assert recorder.events == [("assigned", everything)]
     consumer.close()
@@ -296,9 +329,9 @@ def check_a_second_member_takes_a_share_after_everything_is_revoked(backend: Bac
     topic = backend.topic(2)
     everything = {TP(topic, 0), TP(topic, 1)}
     first_seen, second_seen = Recorder(), Recorder()
-    first = backend.transport(topic, first_seen, member="0")
+    first = backend.transport(topic, Member(name="0"), first_seen)
     poll_until_assigned(first, first_seen, everything)
-    second = backend.transport(topic, second_seen, member="1")
+    second = backend.transport(topic, Member(name="1"), second_seen)
     deadline = time.monotonic() + DEADLINE_S
     while not (first_seen.owned() and second_seen.owned() and first_seen.owned() | second_seen.owned() == everything):
         assert time.monotonic() < deadline, f"first owns {first_seen.owned()}, second {second_seen.owned()}"
@@ -313,7 +346,10 @@ def check_headers_round_trip(backend: Backend) -> None:
     """Header order, repeated names and empty values survive a batch, a poll, a restore and a follow."""
     topic = backend.topic()
     headers: Headers = (("trace", b"t-1"), ("trace", b"t-2"), ("empty", b""), ("n\u00e4me", "\u00e9".encode()))
-    write(backend.transport(topic, group="w"), [OutRecord(topic, b"k", b"v", headers), OutRecord(topic, b"k", b"w")])
+    write(
+        backend.transport(topic, Member(group="w")),
+        [OutRecord(topic, b"k", b"v", headers), OutRecord(topic, b"k", b"w")],
+    )
     reader = backend.transport(topic)
     for got in (reader.read_to_end(topic, [0], stable=True), poll_until(reader, 2), follow_until(reader, topic, 2)):
         assert [r.headers for r in got] == [headers, ()]
@@ -324,7 +360,7 @@ def check_poll_returns_at_most_max_records_in_offset_order(backend: Backend) -> 
     topic = backend.topic(2)
     layout = [0, 1, 0, 1, 0, 0, 1]
     write(
-        backend.transport(topic, group="w"),
+        backend.transport(topic, Member(group="w")),
         [OutRecord(topic, b"k", f"r{i}".encode(), partition=p) for i, p in enumerate(layout)],
     )
     consumer = backend.transport(topic)
@@ -345,6 +381,7 @@ CHECKS: list[Callable[[Backend], None]] = [
     check_keyed_records_go_where_the_default_partitioner_sends_them,
     check_a_batch_is_visible_only_after_commit_and_an_aborted_one_never,
     check_an_open_batch_hides_later_commits_until_it_ends,
+    check_at_least_once_batches_are_no_transactions,
     check_read_to_end_gives_every_version_of_a_compacted_topic,
     check_a_group_resumes_at_its_committed_offsets,
     check_lag_counts_to_the_high_watermark,

@@ -9,7 +9,7 @@ import pytest
 from consumer.kafka_io import KafkaTransport
 from consumer.settings import load_settings
 from consumer.sink import RebalanceHandler, Transport
-from tests.contract.transport_contract import CHECKS, Backend, Recorder, check_id
+from tests.contract.transport_contract import CHECKS, LONE, Backend, Member, Recorder, check_id
 
 
 class KafkaBackend:
@@ -27,23 +27,11 @@ class KafkaBackend:
         self._topics.append(name)
         return name
 
-    def transport(
-        self, input_topic: str, handler: RebalanceHandler | None = None, *, group: str = "g", member: str = "0"
-    ) -> Transport:
-        settings = load_settings(
-            [
-                "--bootstrap-servers",
-                self._bootstrap,
-                "--topics.input",
-                input_topic,
-                "--group-id",
-                f"{self._group_id}-{group}",
-                "--instance-id",
-                member,
-                "--metrics-port",
-                "-1",
-            ]
-        )
+    def transport(self, input_topic: str, member: Member = LONE, handler: RebalanceHandler | None = None) -> Transport:
+        args = ["--bootstrap-servers", self._bootstrap, "--topics.input", input_topic, "--metrics-port", "-1"]
+        args += ["--group-id", f"{self._group_id}-{member.group}", "--instance-id", member.name]
+        args += ["--guarantee", "exactly-once" if member.exactly_once else "at-least-once"]
+        settings = load_settings(args)
         transport = KafkaTransport(settings, handler or Recorder(), self._topics)
         self.transports.append(transport)
         return transport

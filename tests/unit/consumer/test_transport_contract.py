@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from consumer.sink import InRecord, MemoryGroup, MemoryTransport, OutRecord, RebalanceHandler, Transport
-from tests.contract.transport_contract import CHECKS, Backend, Recorder, check_id
+from tests.contract.transport_contract import CHECKS, LONE, Backend, Member, Recorder, check_id
 
 
 class MemoryBackend:
@@ -22,14 +22,13 @@ class MemoryBackend:
         MemoryTransport(name, partitions=partitions, topics=self.topics)  # creates the topic
         return name
 
-    def transport(
-        self, input_topic: str, handler: RebalanceHandler | None = None, *, group: str = "g", member: str = "0"
-    ) -> Transport:
+    def transport(self, input_topic: str, member: Member = LONE, handler: RebalanceHandler | None = None) -> Transport:
         return MemoryTransport(
             input_topic,
             topics=self.topics,
-            group=self.groups.setdefault(group, MemoryGroup()),
-            member=member,
+            group=self.groups.setdefault(member.group, MemoryGroup()),
+            member=member.name,
+            exactly_once=member.exactly_once,
             handler=handler or Recorder(),
         )
 
@@ -45,7 +44,7 @@ def test_memory_transport_keeps_the_transport_contract(check: Callable[[Backend]
 def test_memory_transport_refuses_a_stable_read_it_could_only_wait_for() -> None:
     backend = MemoryBackend()
     topic = backend.topic()
-    writer, reader = backend.transport(topic, group="w"), backend.transport(topic, group="r")
+    writer, reader = backend.transport(topic, Member(group="w")), backend.transport(topic, Member(group="r"))
     writer.begin()
     writer.send(OutRecord(topic, b"k", b"open"))
     with pytest.raises(RuntimeError, match="Kafka would wait"):
