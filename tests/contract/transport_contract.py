@@ -220,6 +220,22 @@ def check_an_open_batch_hides_later_commits_until_it_ends(backend: Backend) -> N
     assert values(reader.read_to_end(topic, [0], stable=True)) == everything
 
 
+def check_a_successor_aborts_the_batch_its_predecessor_left_open(backend: Backend) -> None:
+    """A transport closed inside a batch: its successor (same member, same transactional id) aborts the batch."""
+    topic = backend.topic()
+    member = Member(group="w")
+    reader = backend.transport(topic, Member(group="r"))
+    predecessor = backend.transport(topic, member)
+    write(predecessor, [OutRecord(topic, b"k", b"before")])
+    predecessor.begin()
+    predecessor.send(OutRecord(topic, b"k", b"doomed"))
+    backend.flush(predecessor)
+    predecessor.close()
+    write(backend.transport(topic, member), [OutRecord(topic, b"k", b"after")])
+    read_until(reader, topic, [b"before", b"after"])
+    assert values(reader.read_to_end(topic, [0], stable=True)) == [b"before", b"after"]
+
+
 def check_at_least_once_batches_are_no_transactions(backend: Backend) -> None:
     """At-least-once: a sent record stays sent (abort takes nothing back), offsets have no markers, commit commits."""
     topic = backend.topic()
@@ -381,6 +397,7 @@ CHECKS: list[Callable[[Backend], None]] = [
     check_keyed_records_go_where_the_default_partitioner_sends_them,
     check_a_batch_is_visible_only_after_commit_and_an_aborted_one_never,
     check_an_open_batch_hides_later_commits_until_it_ends,
+    check_a_successor_aborts_the_batch_its_predecessor_left_open,
     check_at_least_once_batches_are_no_transactions,
     check_read_to_end_gives_every_version_of_a_compacted_topic,
     check_a_group_resumes_at_its_committed_offsets,
