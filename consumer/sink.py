@@ -233,6 +233,7 @@ class MemoryTransport:
     aborts: int = 0
     _pending: list[InRecord] = field(default_factory=list)
     _batch: object | None = None
+    _written: list[PartitionLog] = field(default_factory=list)
     _positions: dict[TP, int] = field(default_factory=dict)
     _assigned: set[TP] = field(default_factory=set)
     _generation: int = -1
@@ -298,7 +299,9 @@ class MemoryTransport:
         if not self.exactly_once:  # a plain producer's record: there at once, abort takes nothing back
             log.append(sent)
             return
-        log.open.setdefault(self._batch, sent.offset)
+        if self._batch not in log.open:
+            log.open[self._batch] = sent.offset
+            self._written.append(log)
         self._pending.append(sent)
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
@@ -384,15 +387,12 @@ class MemoryTransport:
         """Close the open batch's transaction on every partition it wrote (one marker offset each)."""
         if self._batch is None:
             return
-        for log in {id(log): log for log in self._logs_of_batch()}.values():
+        for log in self._written:
             del log.open[self._batch]
             log.end += 1
+        self._written.clear()
         self._pending.clear()
         self._batch = None
-
-    def _logs_of_batch(self) -> list[PartitionLog]:
-        return [log for parts in self.topics.values() for log in parts
-                if isinstance(log, PartitionLog) and self._batch in log.open]
 
 
 def _offset(record: InRecord) -> int:
