@@ -8,8 +8,8 @@ transports) and fails when the transport behaves otherwise.
 over :class:`~consumer.kafka_io.KafkaTransport` on the real broker, so the
 fake the unit tests drive cannot drift from Kafka.
 
-Transports are written through exactly-once batches (the service's default).
-On Kafka a committed batch becomes visible a moment after ``commit`` returns
+Transports write through exactly-once batches (the service's default) unless
+a check says otherwise. On Kafka a committed batch becomes visible a moment after ``commit`` returns
 (the broker writes the commit markers after answering), so checks read a
 commit's records with :func:`read_until`; what must never be seen is checked
 once a later record is visible. Nothing here sleeps: checks that wait for
@@ -104,13 +104,11 @@ def poll_until(transport: Transport, count: int, max_records: int = 500) -> list
     return out
 
 
-def read_until(
-    transport: Transport, topic: str, want: Sequence[bytes | None], *, stable: bool = False
-) -> list[InRecord]:
+def read_until(transport: Transport, topic: str, want: Sequence[bytes | None]) -> list[InRecord]:
     """``read_to_end`` of partition 0 until its values are ``want`` (fails at :data:`DEADLINE_S`)."""
     deadline = time.monotonic() + DEADLINE_S
     while True:
-        got = transport.read_to_end(topic, [0], stable=stable)
+        got = transport.read_to_end(topic, [0])
         if values(got) == list(want) or time.monotonic() > deadline:
             assert values(got) == list(want)
             return got
