@@ -375,9 +375,6 @@ class KafkaTransport:
             batch = self.consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
         return [_in_record(r) for records in batch.values() for r in records]
 
-    def assignment(self) -> set[TP]:
-        return {TP(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-
     def rewind(self, partitions: Iterable[TP]) -> dict[TP, int]:
         positions: dict[TP, int] = {}
         with translate_errors("rewind to committed offsets"):
@@ -497,11 +494,6 @@ class KafkaTransport:
                 self._followers[key] = follower
             batch = follower.poll(timeout_ms=0)
         return [_in_record(r) for records in batch.values() for r in records]
-
-    def partitions_of(self, topic: str) -> int:
-        with translate_errors(f"partitions of {topic}"):
-            parts = self.consumer.partitions_for_topic(topic)
-        return len(parts or ())
 
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         out: dict[TP, int] = {}

@@ -5,8 +5,11 @@ Kafka: poll input records, send output records, and close a batch with
 :meth:`Transport.commit` (exactly-once: outputs + offsets in one transaction;
 at-least-once: wait for the acks, then commit the offsets). The real one is
 :class:`consumer.kafka_io.KafkaTransport`; :class:`MemoryTransport` keeps topics
-in lists, honours transactions (aborted records vanish) and is what the unit
-tests drive, like quixstreams' in-memory sinks.
+in lists and is what the unit tests drive, like quixstreams' in-memory sinks.
+Both pass one contract (``tests/contract/transport_contract.py``, run over the
+fake by the unit tests and over Kafka by the integration tests): the default
+partitioner's partitions, transactions and their offsets, last stable offsets,
+committed offsets, assignment callbacks, headers and poll bounds.
 
 Records are plain dataclasses so nothing outside :mod:`consumer.kafka_io`
 touches the Kafka client's types.
@@ -14,7 +17,7 @@ touches the Kafka client's types.
 
 from __future__ import annotations
 
-import zlib
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -77,9 +80,6 @@ class Transport(Protocol):
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]:
         """Return up to ``max_records`` input records (may call the rebalance handler)."""
 
-    def assignment(self) -> set[TP]:
-        """Input partitions currently assigned."""
-
     def rewind(self, partitions: Iterable[TP]) -> dict[TP, int]:
         """Seek ``partitions`` back to their committed offsets; returns the positions."""
 
@@ -98,6 +98,11 @@ class Transport(Protocol):
     def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
         """Every committed record of ``topic``'s ``partitions`` up to their current end.
 
+        Records come partition by partition, each in offset order, every version
+        of a key and its tombstones (``value=None``) included: the newest value
+        of a key is its last record (a compacted topic may have dropped older
+        ones, never the newest). The end is the last stable offset: a
+        transaction left open hides the records committed after its first one.
         ``stable``: wait until no transaction is left open on them (a killed
         previous owner's transaction is aborted by the broker after the
         transaction timeout), so records committed after it are read too.
@@ -106,23 +111,112 @@ class Transport(Protocol):
     def follow(self, topic: str, partition: int) -> list[InRecord]:
         """Committed records of one partition not returned by the previous call (from the start), no waiting."""
 
-    def partitions_of(self, topic: str) -> int:
-        """How many partitions ``topic`` has."""
-
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
-        """Records behind the end of each partition, given the next offsets to process."""
+        """Offsets behind the end of each partition, given the next offsets to process.
+
+        The end is the high watermark: it counts the records of open and aborted
+        transactions and one marker offset per ended transaction, so a partition
+        written by transactions and read to its last record is still 1 behind.
+        Partitions whose end is not known yet (not fetched) are left out.
+        """
 
     def close(self) -> None:
         """Release the clients (revokes the assignment)."""
 
 
+class PartitionLog(list[InRecord]):
+    """One partition of a :class:`MemoryTransport` topic: its committed records, in offset order.
+
+    Besides the records it keeps what Kafka's log has and a list cannot:
+    ``end``, the high watermark, which also counts the records of open and
+    aborted transactions and one marker offset per transaction that ended on
+    the partition; and ``open``, the first offset of each transaction still
+    open on it (the smallest is the last stable offset).
+    """
+
+    def __init__(self, records: Iterable[InRecord] = ()) -> None:
+        super().__init__(records)
+        self.end = self[-1].offset + 1 if self else 0
+        self.open: dict[object, int] = {}
+
+    def stable_end(self) -> int:
+        """The last stable offset: read_committed readers see no record at or past it."""
+        return min(self.open.values(), default=self.end)
+
+    def visible(self, start: int = 0) -> list[InRecord]:
+        """The committed records from offset ``start`` up to the last stable offset."""
+        first = bisect.bisect_left(self, start, key=_offset)
+        last = bisect.bisect_left(self, self.stable_end(), key=_offset)
+        return self[first:max(first, last)]
+
+
+@dataclass(eq=False)
+class MemoryGroup:
+    """A consumer group of :class:`MemoryTransport` members: committed offsets and kafka-python's eager rebalance.
+
+    A member joining (at its first poll) or leaving (at close) starts a
+    rebalance. Each member, at its next poll, has everything revoked and
+    rejoins; once all have rejoined, each is assigned its range of the input
+    partitions (members sorted by name, like the range assignor) at its next
+    poll. ``committed`` is what :meth:`MemoryTransport.commit` writes and
+    :meth:`MemoryTransport.rewind` reads for every member.
+    """
+
+    committed: dict[TP, int] = field(default_factory=dict)
+    generation: int = 0
+    members: dict[str, int] = field(default_factory=dict)
+    """Member name -> the generation it last rejoined."""
+
+    def join(self, member: str) -> None:
+        """Add ``member``; everyone must rejoin."""
+        self.members[member] = -1
+        self.generation += 1
+
+    def leave(self, member: str) -> None:
+        """Remove ``member``; everyone left must rejoin."""
+        if self.members.pop(member, None) is not None:
+            self.generation += 1
+
+    def rejoin(self, member: str) -> None:
+        """``member`` released its partitions and rejoined the current generation."""
+        self.members[member] = self.generation
+
+    def settled(self) -> bool:
+        """Every member rejoined the current generation."""
+        return all(seen == self.generation for seen in self.members.values())
+
+    def share(self, member: str, partitions: Sequence[TP]) -> set[TP]:
+        """``member``'s range of ``partitions``: an equal share each, one more for the first ``len % members``."""
+        names = sorted(self.members)
+        each, extra = divmod(len(partitions), len(names))
+        rank = names.index(member)
+        start = rank * each + min(rank, extra)
+        return set(sorted(partitions)[start:start + each + (rank < extra)])
+
+
 @dataclass
 class MemoryTransport:
-    """An in-memory :class:`Transport` with transactions, for unit tests.
+    """An in-memory :class:`Transport` with Kafka's transactions and offsets, for unit tests.
 
-    ``topics`` maps a topic to its partitions' record lists. Records sent in a
-    batch become visible only at :meth:`commit`; :meth:`abort` drops them.
-    ``fail_commits`` makes that many next commits raise ``commit_error``.
+    ``topics`` maps a topic to its partitions (:class:`PartitionLog`; plain
+    lists are adopted); transports given one ``topics`` share the topics like
+    clients of one broker. Without a ``group`` a transport is a lone member
+    assigned every input partition at its first poll; transports given one
+    :class:`MemoryGroup` (as distinct ``member`` names) share its committed
+    offsets and its partitions. A send takes the next offset of its partition
+    at once (so an open batch holds back the last stable offset, as on
+    Kafka); its record becomes visible at :meth:`commit`, and every commit or
+    :meth:`abort` takes one marker offset on each partition the batch wrote.
+    Keyed records go where kafka-python's default partitioner sends them
+    (murmur2), keyless ones round-robin. Unknown topics are created on the
+    first send with ``partitions`` partitions (the real broker refuses them).
+    ``exactly_once=False`` is the at-least-once transport: a send is in the
+    log at once (no transaction, no marker) and :meth:`abort` takes nothing
+    back. ``fail_commits`` makes that many next commits raise ``commit_error``.
+
+    Where it cannot behave like Kafka it refuses: :meth:`read_to_end` with
+    ``stable=True`` raises while a transaction is open on the partitions,
+    since nothing could end it while the call waits.
     """
 
     input_topic: str
@@ -132,30 +226,39 @@ class MemoryTransport:
     fail_commits: int = 0
     commit_error: Exception | None = None
     handler: RebalanceHandler | None = None
+    group: MemoryGroup | None = None
+    member: str = "0"
+    exactly_once: bool = True
     commits: int = 0
     aborts: int = 0
-    _pending: list[OutRecord] = field(default_factory=list)
+    _pending: list[InRecord] = field(default_factory=list)
+    _batch: object | None = None
+    _written: list[PartitionLog] = field(default_factory=list)
     _positions: dict[TP, int] = field(default_factory=dict)
     _assigned: set[TP] = field(default_factory=set)
-    _open: bool = False
+    _generation: int = -1
     _followed: dict[TP, int] = field(default_factory=dict)
+    _keyless: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.topics.setdefault(self.input_topic, [[] for _ in range(self.partitions)])
+        self._logs(self.input_topic)
+        if self.group is not None:
+            self.committed = self.group.committed
 
     def produce_input(self, key: bytes | None, value: bytes | None, partition: int = 0,
                       headers: Headers = ()) -> None:
-        """Append an input record (test helper)."""
-        parts = self.topics[self.input_topic]
-        parts[partition].append(InRecord(self.input_topic, partition, len(parts[partition]), key, value, headers))
+        """Append an input record, as a producer outside any transaction would (test helper)."""
+        log = self._logs(self.input_topic)[partition]
+        log.append(InRecord(self.input_topic, partition, log.end, key, value, headers))
+        log.end += 1
 
     def records(self, topic: str) -> list[InRecord]:
         """Every committed record of ``topic``, partition by partition (test helper)."""
         return [r for part in self.topics.get(topic, []) for r in part]
 
     def assign(self, partitions: set[TP]) -> None:
-        """Move the assignment, calling the handler like a group rebalance would (test helper)."""
-        if self.handler is not None and self._assigned:
+        """Move the assignment like kafka-python's eager rebalance: revoke all, then assign (test helper)."""
+        if self.handler is not None:
             self.handler.on_revoked(set(self._assigned))
         self._assigned = set(partitions)
         for tp in partitions:
@@ -164,19 +267,14 @@ class MemoryTransport:
             self.handler.on_assigned(set(partitions))
 
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]:
-        if not self._assigned and self.handler is not None:
-            self.assign({TP(self.input_topic, p) for p in range(self.partitions)})
+        self._follow_group()
         out: list[InRecord] = []
         for tp in sorted(self._assigned):
-            part = self.topics[tp.topic][tp.partition]
-            pos = self._positions.get(tp, 0)
-            take = part[pos:pos + max_records - len(out)]
-            out.extend(take)
-            self._positions[tp] = pos + len(take)
+            take = self._logs(tp.topic)[tp.partition].visible(self._positions.get(tp, 0))[:max_records - len(out)]
+            if take:
+                out.extend(take)
+                self._positions[tp] = take[-1].offset + 1
         return out
-
-    def assignment(self) -> set[TP]:
-        return set(self._assigned)
 
     def rewind(self, partitions: Iterable[TP]) -> dict[TP, int]:
         for tp in partitions:
@@ -184,63 +282,140 @@ class MemoryTransport:
         return {tp: self._positions[tp] for tp in partitions}
 
     def begin(self) -> None:
-        if self._open:
+        if self._batch is not None:
             raise RuntimeError("batch already open")
-        self._open = True
+        self._batch = object()
 
     def send(self, record: OutRecord) -> None:
-        if not self._open:
+        if self._batch is None:
             raise RuntimeError("send outside a batch")
-        self._pending.append(record)
+        logs = self._logs(record.topic)
+        p = record.partition
+        if p is None:
+            p = _key_partition(record.key, len(logs)) if record.key is not None else self._next_keyless(record.topic)
+        log = logs[p]
+        sent = InRecord(record.topic, p, log.end, record.key, record.value, record.headers)
+        log.end += 1
+        if not self.exactly_once:  # a plain producer's record: there at once, abort takes nothing back
+            log.append(sent)
+            return
+        if self._batch not in log.open:
+            log.open[self._batch] = sent.offset
+            self._written.append(log)
+        self._pending.append(sent)
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
-        if not self._open:
+        if self._batch is None:
             raise RuntimeError("commit outside a batch")
         if self.fail_commits > 0:
             self.fail_commits -= 1
             raise self.commit_error or RuntimeError("injected commit failure")
         for rec in self._pending:
-            parts = self.topics.setdefault(rec.topic, [[] for _ in range(self.partitions)])
-            p = rec.partition if rec.partition is not None else _hash_partition(rec.key, len(parts))
-            parts[p].append(InRecord(rec.topic, p, len(parts[p]), rec.key, rec.value, rec.headers))
+            bisect.insort(self._logs(rec.topic)[rec.partition], rec, key=_offset)
+        self._end_batch()
         self.committed.update(offsets)
-        self._pending.clear()
-        self._open = False
         self.commits += 1
 
     def abort(self) -> None:
-        self._pending.clear()
-        self._open = False
+        self._end_batch()
         self.aborts += 1
 
     def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
-        parts = self.topics.get(topic, [])
-        return [r for p in partitions if p < len(parts) for r in parts[p]]
+        logs = [self._logs(topic)[p] for p in partitions if p < len(self.topics.get(topic, []))]
+        if stable and any(log.open for log in logs):
+            raise RuntimeError(f"read_to_end({topic!r}, {list(partitions)}, stable=True): a transaction is open "
+                               f"there and Kafka would wait until it ends; commit, abort or close its transport "
+                               f"first")
+        return [r for log in logs for r in log.visible()]
 
     def follow(self, topic: str, partition: int) -> list[InRecord]:
-        parts = self.topics.get(topic, [])
-        if partition >= len(parts):
+        if partition >= len(self.topics.get(topic, [])):
             return []
         key = TP(topic, partition)
-        pos = self._followed.get(key, 0)
-        out = parts[partition][pos:]
-        self._followed[key] = pos + len(out)
+        out = self._logs(topic)[partition].visible(self._followed.get(key, 0))
+        if out:
+            self._followed[key] = out[-1].offset + 1
         return out
 
-    def partitions_of(self, topic: str) -> int:
-        return len(self.topics.get(topic, [])) or self.partitions
-
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
-        return {tp: len(self.topics[tp.topic][tp.partition]) - pos for tp, pos in positions.items()}
+        return {tp: max(0, self._logs(tp.topic)[tp.partition].end - pos) for tp, pos in positions.items()}
 
     def close(self) -> None:
         if self.handler is not None and self._assigned:
             self.handler.on_revoked(set(self._assigned))
         self._assigned = set()
-        # like a new producer's init_transactions: whatever is still open is aborted
+        if self.group is not None:
+            self.group.leave(self.member)
+        self._end_batch()  # like a new producer's init_transactions: whatever is still open is aborted
+
+    def _follow_group(self) -> None:
+        """Take part in the group's rebalance, as kafka-python does inside ``poll``."""
+        if self.handler is None:
+            return
+        everything = [TP(self.input_topic, p) for p in range(len(self._logs(self.input_topic)))]
+        group = self.group
+        if group is None:
+            if not self._assigned:
+                self.assign(set(everything))
+            return
+        if self.member not in group.members:
+            group.join(self.member)
+        if group.members[self.member] != group.generation:
+            self.handler.on_revoked(set(self._assigned))
+            self._assigned = set()
+            group.rejoin(self.member)
+        if group.settled() and self._generation != group.generation:
+            self._generation = group.generation
+            self._assigned = group.share(self.member, everything)
+            self.rewind(self._assigned)
+            self.handler.on_assigned(set(self._assigned))
+
+    def _logs(self, topic: str) -> list[PartitionLog]:
+        """The partitions of ``topic`` (created with ``partitions`` partitions if unknown; plain lists adopted)."""
+        parts = self.topics.setdefault(topic, [PartitionLog() for _ in range(self.partitions)])
+        for i, part in enumerate(parts):
+            if not isinstance(part, PartitionLog):
+                parts[i] = PartitionLog(part)
+        return parts  # type: ignore[return-value]  # every partition is a PartitionLog now
+
+    def _next_keyless(self, topic: str) -> int:
+        turn = self._keyless.get(topic, 0)
+        self._keyless[topic] = turn + 1
+        return turn % len(self._logs(topic))
+
+    def _end_batch(self) -> None:
+        """Close the open batch's transaction on every partition it wrote (one marker offset each)."""
+        if self._batch is None:
+            return
+        for log in self._written:
+            del log.open[self._batch]
+            log.end += 1
+        self._written.clear()
         self._pending.clear()
-        self._open = False
+        self._batch = None
 
 
-def _hash_partition(key: bytes | None, partitions: int) -> int:
-    return zlib.crc32(key or b"") % partitions
+def _offset(record: InRecord) -> int:
+    return record.offset
+
+
+def _key_partition(key: bytes, partitions: int) -> int:
+    """The partition of kafka-python's (and the Java client's) default partitioner for a keyed record."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's 32-bit murmur2 hash (``org.apache.kafka.common.utils.Utils.murmur2``), unsigned."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little") * m & mask
+        k = (k ^ (k >> 24)) * m & mask
+        h = (h * m & mask) ^ k
+    tail = data[length - length % 4:]
+    if tail:
+        h ^= int.from_bytes(tail, "little")
+        h = h * m & mask
+    h = (h ^ (h >> 13)) * m & mask
+    return h ^ (h >> 15)

@@ -1,0 +1,1 @@
+"""Contracts every implementation of an interface must pass, run by the unit and the integration tests."""
