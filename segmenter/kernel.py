@@ -62,16 +62,20 @@ from segmenter.lenses.hysteresis import nearest_with_hysteresis
 __all__ = [
     "DONE",
     "ERASE",
+    "FUTURE",
     "LATE",
     "LEARN",
     "MOVE",
     "NEW_ROW",
     "NONFINITE",
     "REFINE",
+    "SCORED",
     "SHARED_SAMPLE",
     "STATE_FIELDS",
     "WATERMARK",
+    "feature_vector",
     "run",
+    "scale",
 ]
 
 DONE, NEW_ROW, LATE, ERASE, LEARN, MOVE, SHARED_SAMPLE, REFINE, WATERMARK, NONFINITE, FUTURE = range(11)
@@ -138,6 +142,23 @@ def _vector(f: Any, t: Any, row: int, at: int, fp: Any, out: Any) -> None:  # no
     out[9] = min(1.0, pact / pview) if pview > 0.0 else 0.0
     out[10] = f[row, _EMAIL] * fa
     out[11] = min(1.0, nref / npur) if npur > 0.0 else (1.0 if nref > 0.0 else 0.0)
+
+
+feature_vector = _vector
+
+
+@njit(cache=True, inline="always")
+def scale(vals: Any, idx: Any, heavy: Any, inv: Any, off: Any, d: int, x: Any) -> None:  # noqa: PLR0917  # pragma: no cover
+    """One lens's scaled vector into ``x[:d]``: its features of ``vals``, log1p where heavy-tailed, standardised."""
+    for j in range(d):
+        v = vals[idx[j]]
+        if heavy[j]:
+            v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
+        x[j] = v * inv[j] - off[j]
+
+"""Every feature of ``row`` at time ``at`` into ``out`` (:meth:`FeatureStore.vector`, compiled)."""
+SCORED = _SCORED
+"""The time column holding when a row was last scored."""
 
 
 @njit(cache=True)
@@ -214,11 +235,11 @@ def _ingest(  # noqa: PLR0917 - compiled: positional only
 def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one piece for speed
     pos: Any, io: Any, dist: Any,
     rows: Any, newrows: Any, newfirst: Any, kinds: Any, times: Any, amounts: Any, ehash: Any, chash: Any, srcs: Any,
-    f: Any, t: Any, h: Any, hpos: Any, dirty: Any, seg: Any, dwell: Any,
+    f: Any, t: Any, h: Any, hpos: Any, dirty: Any, seg: Any, dwell: Any, since: Any, prev: Any,
     state: Any, sclock: Any, smax: Any, sidle: Any, sdirty: Any, ktime: Any, kkey: Any, kcount: Any,
     atime: Any, akey: Any, acount: Any, prm: Any, fp: Any,
     idx: Any, dims: Any, heavy: Any, inv: Any, off: Any, centers: Any, nlive: Any, live: Any,
-    min_dwell: Any, keep: Any, ready: Any,
+    rule: Any, ready: Any,
     nobs: Any, warmup: Any, learn_every: Any, batch_size: Any, bfill: Any,
     sbuf: Any, sn: Any, scount: Any,
 ) -> None:  # pragma: no cover - compiled
@@ -335,13 +356,10 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             dw = dwell[row, li]
             nl = nlive[li]
             if nl > 0:
-                for j in range(d):
-                    v = vals[idx[li, j]]
-                    if heavy[li, j]:
-                        v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
-                    x[j] = v * inv[li, j] - off[li, j]
-            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw,
-                                                                min_dwell[li], keep[li])
+                scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
+            age = t[row, _LAST] - since[row, li]
+            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw, age,
+                                                                prev[row, li], rule[li])
             if moved:
                 io[0] = MOVE
                 io[1] = i

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from segmenter import kernel
+from segmenter import kernel, rescoring
 from segmenter.batching import EventColumns, LensArrays
 from segmenter.clock import EventClock
 from segmenter.config import SegmenterConfig
@@ -182,7 +182,6 @@ class Segmenter:
         self._store = FeatureStore(config.features, len(self._lenses))
         self._lateness = round(config.features.lateness_hours * 3600)
         self._interval = max(1, round(config.inactivity.check_interval_hours * 3600))
-        self._per_step = config.inactivity.max_customers_per_step
         self._refine_every = config.refine.every_events
         # event-time clock (int seconds relative to BASE_EPOCH)
         self._clock = EventClock(self._lateness, config.features.clock_quorum,
@@ -320,11 +319,11 @@ class Segmenter:
                 pos, io, dist,
                 cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes, cols.chashes,
                 cols.srcs,
-                store.f, store.t, store.h, store.hpos, store.dirty, store.seg, store.dwell,
+                store.f, store.t, store.h, store.hpos, store.dirty, store.seg, store.dwell, store.since, store.prev,
                 state, clock.clock, clock.smax, clock.idle, clock.dirty, clock.ktime, clock.kkey, clock.kcount,
                 clock.atime, clock.akey, clock.acount, prm, fp,
                 arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
-                arrays.live, arrays.min_dwell, arrays.keep, arrays.ready,
+                arrays.live, arrays.rule, arrays.ready,
                 arrays.nobs, arrays.warmup, arrays.learn_every, arrays.batch_size, arrays.bfill,
                 arrays.sbuf, arrays.sn, arrays.scount,
             )  # fmt: skip
@@ -443,6 +442,7 @@ class Segmenter:
             cause="event",
             event=event,
             event_ts=event.ts.isoformat(),
+            at=store.last_time(row),
             out=out,
         )
 
@@ -464,49 +464,10 @@ class Segmenter:
         if self._clock.advance(t):
             self._on_watermark(out)
         if full and self._clock.watermark is not None:
-            self._sweep(self._clock.watermark, len(self._store), out, before=self._clock.watermark)
+            self._sweep(self._clock.watermark, out, before=self._clock.watermark)
         return out
 
     # ---------------------------------------------------------------- scoring
-    def _assign(
-        self,
-        *,
-        row: int,
-        li: int,
-        lens: Lens,
-        raw: np.ndarray[Any, np.dtype[np.float64]],
-        vals: list[float],
-        cause: str,
-        event_ts: str,
-        out: list[OutputMessage],
-    ) -> None:
-        """Assign one customer in one lens (no model update) and emit the move, if any.
-
-        A customer whose segment is no longer live is assigned afresh (the move rule applies no hysteresis
-        against a dead segment).
-        """
-        store = self._store
-        cur = store.segment(row, li)
-        current = cur if cur >= 0 else None
-        dwell = store.dwell_of(row, li)
-        a = lens.assign(raw, current, dwell)
-        if a.segment == current:
-            store.set_segment(row, li, cur, dwell + 1)
-        else:
-            self._move(
-                row=row,
-                li=li,
-                lens=lens,
-                raw=raw,
-                vals=vals,
-                a=a,
-                current=current,
-                cause=cause,
-                event=None,
-                event_ts=event_ts,
-                out=out,
-            )
-
     def _move(
         self,
         *,
@@ -520,14 +481,15 @@ class Segmenter:
         cause: str,
         event: CustomerEvent | None,
         event_ts: str,
+        at: int,
         out: list[OutputMessage],
     ) -> None:
-        """Record a move, tell the lens, emit the ``segment_change`` and its campaign triggers."""
+        """Record a move at event time ``at``, tell the lens, emit the ``segment_change`` and its triggers."""
         store = self._store
         new = a.segment
         if current is not None and not lens.is_live(current):
             cause = "model"
-        store.set_segment(row, li, -1 if new is None else new, 0)
+        store.enter(row, li, -1 if new is None else new, at)
         lens.membership(current, new)
         store.dirty[row] = True
         names = self._fnames[li]
@@ -576,15 +538,56 @@ class Segmenter:
                     dead.append(n)
         if not dead or not lens.ready:
             return
+        self._rescore_model(li, sorted(dead), out, skip)
+
+    def _rescore_model(self, li: int, dead: list[int], out: list[OutputMessage], skip: int | None = None) -> None:
+        """Re-assign the customers of lens ``li``'s dead segments at their scored time (cause ``model``)."""
         store = self._store
-        ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
-        for n in sorted(dead):
-            for row in store.rows_in_segment(li, n):
-                if row == skip:
-                    continue
-                vals = store.vector(row, store.scored_time(row))
-                raw = np.array(self._pick[li](vals), dtype=np.float64)
-                self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
+        rows = [row for n in dead for row in store.rows_in_segment(li, n) if row != skip]
+        arr = np.array(rows, np.int64)
+        self._rescore(arr, store.t[arr, kernel.SCORED].astype(np.int64), li, "model", out,
+                      stamp=self._clock.max_t or 0, mark=False)
+
+    def _rescore(self, rows: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]],
+                 lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool) -> None:
+        """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
+
+        Customers who stay only get their dwell counted; each move becomes a
+        ``segment_change`` with cause ``cause`` (``model`` when its segment is
+        dead), stamped ``stamp`` (``None``: its own time), and its triggers.
+        ``mark``: the rows count as scored at ``at`` (and are dirty).
+        """
+        if not len(rows):
+            return
+        arrays = self._arrays
+        arrays.sync(counters=False)
+        store = self._store
+        n_lenses = len(self._lenses)
+        lens_on = np.full(n_lenses, lens is None, np.bool_)
+        if lens is not None:
+            lens_on[lens] = True
+        moves = np.empty((len(rows) * n_lenses, len(rescoring.MOVE_FIELDS)), np.int64)
+        dist = np.empty(len(rows) * n_lenses, np.float64)
+        n, bad = rescoring.rescore(
+            rows, at, lens_on, mark,
+            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.kernel_rates(),
+            arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
+            arrays.live, arrays.rule, arrays.ready, moves, dist,
+        )  # fmt: skip
+        if mark:
+            store.dirty[rows] = True
+        if bad >= 0:
+            vals = store.vector(int(rows[bad]), int(at[bad]))
+            raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
+        for (r, li, segment, nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
+            row, t = int(rows[r]), int(at[r])
+            vals = store.vector(row, t)
+            cur = store.segment(row, li)
+            a = Assignment(None if segment < 0 else segment, None if nearest < 0 else nearest,
+                           None if math.isnan(d) else d, True)
+            self._move(row=row, li=li, lens=self._lenses[li], raw=np.array(self._pick[li](vals), dtype=np.float64),
+                       vals=vals, a=a, current=cur if cur >= 0 else None, cause=cause, event=None,
+                       event_ts=_iso(t if stamp is None else stamp), at=t, out=out)
 
     def _refine(self, out: list[OutputMessage]) -> None:
         self._refine_round += 1
@@ -621,28 +624,19 @@ class Segmenter:
             return
         n = (wm - self._clock.next_check) // self._interval + 1
         self._clock.next_check += n * self._interval
-        if self._per_step:
-            # at the watermark itself (not the crossed boundary): the trigger engine needs
-            # every later change at or after the watermark it was released to
-            self._sweep(wm, self._per_step * n, out, before=wm - self._interval + 1)
+        # at the watermark itself (not the crossed boundary), everyone not scored within the interval
+        self._sweep(wm, out, before=wm - self._interval + 1)
 
-    def _sweep(self, t_sweep: int, budget: int, out: list[OutputMessage], before: int) -> None:
-        """Re-score up to ``budget`` customers last scored before ``before``, at ``t_sweep`` (cause ``inactivity``)."""
-        ready = [(li, lens) for li, lens in enumerate(self._lenses) if lens.ready]
+    def _sweep(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
+        """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
+
+        Oldest first; a customer whose latest event is after ``t_sweep`` is scored at that event's time.
+        """
         store = self._store
-        rows = store.stalest(before, budget)
-        for row in rows:
-            t = max(t_sweep, store.last_time(row))
-            store.set_scored(row, t)
-            store.dirty[row] = True
-            if not ready:
-                continue
-            vals = store.vector(row, t)
-            ts = _iso(t)
-            for li, lens in ready:
-                raw = np.array(self._pick[li](vals), dtype=np.float64)
-                self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="inactivity", event_ts=ts, out=out)
-        if rows:
+        rows = store.stale_rows(before)
+        at = np.maximum(store.t[rows, 1].astype(np.int64), t_sweep)
+        self._rescore(rows, at, None, "inactivity", out, stamp=None, mark=True)
+        if len(rows):
             logger.debug("inactivity step at %s re-scored %d customers", _iso(t_sweep), len(rows))
 
     def _erase(self, customer_id: str, at: float | None) -> list[OutputMessage]:
@@ -815,13 +809,7 @@ class Segmenter:
             dead = sorted(n for n in before if not lens.is_live(n))
             if not dead or not lens.ready:
                 continue
-            store = self._store
-            ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
-            for n in dead:
-                for row in store.rows_in_segment(li, n):
-                    vals = store.vector(row, store.scored_time(row))
-                    raw = np.array(self._pick[li](vals), dtype=np.float64)
-                    self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
+            self._rescore_model(li, dead, out)
         return out
 
     def model_state(self) -> bytes:
