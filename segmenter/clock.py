@@ -60,15 +60,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["UNSET", "EventClock", "watermark_of"]
+from segmenter.features import BASE_EPOCH
+
+__all__ = ["UNSET", "EventClock", "iso", "watermark_of"]
 
 logger = logging.getLogger(__name__)
+
+
+
+def iso(t_rel: int) -> str:
+    """An event time (seconds relative to :data:`~segmenter.features.BASE_EPOCH`) as ISO-8601 UTC."""
+    return datetime.fromtimestamp(t_rel + BASE_EPOCH, UTC).isoformat()
+
 
 UNSET = np.iinfo(np.int64).min
 """A source clock not known yet."""
