@@ -135,9 +135,19 @@ def majority(kcount: Any, si: int, quorum: int) -> int:  # pragma: no cover - co
 @njit(cache=True)
 def kth_latest(ktime: Any, kcount: Any, si: int, q: int) -> int:  # pragma: no cover - compiled
     """The ``q``-th largest time in source ``si``'s sample (``q <= kcount[si]``)."""
-    kept = np.sort(ktime[si, : kcount[si]])
-    out: int = kept[kcount[si] - q]
-    return out
+    n = kcount[si]
+    for j in range(n):  # the one value with fewer than q larger and at least q at least as large (no allocation)
+        v = ktime[si, j]
+        above = 0
+        at_least = 0
+        for k in range(n):
+            w = ktime[si, k]
+            above += w > v
+            at_least += w >= v
+        if above < q <= at_least:
+            out: int = v
+            return out
+    return int(ktime[si, 0])  # unreachable for 1 <= q <= n
 
 
 class EventClock:

@@ -227,6 +227,10 @@ class Segmenter:
         self._erased: dict[str, None] = {}
         self._engine: TriggerEngine | None = None
         self._arrays = LensArrays(self._lenses, self._idx)
+        self._group_key: tuple[int, ...] = ()
+        self._group_cache: (
+            tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
+        ) = None
         self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._pick, self._move)
         self.set_rules(rules)
 
@@ -363,17 +367,27 @@ class Segmenter:
 
     def _groups(self, cols: EventColumns) -> tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns,
                                                    kernel.LensColumns]:
-        """The column groups of one :func:`kernel.run` call (rebuilt per call: arrays may have been replaced)."""
+        """The column groups of one :func:`kernel.run` call, rebuilt when a handler replaced arrays.
+
+        New rows may grow the store (all its columns at once), new sources the clock's arrays, an erasure
+        the batch's placeholders, and a lens with more live segments the packed centers.
+        """
         s, c, a = self._store, self._clock, self._arrays
-        return (
-            kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes,
-                          cols.chashes, cols.srcs),
-            kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev),
-            kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
-                                c.acount),
-            kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule, a.ready,
-                               a.nobs, a.warmup, a.learn_every, a.batch_size, a.bfill, a.sbuf, a.sn, a.scount),
-        )  # fmt: skip
+        key = (id(cols.newrows), id(s.f), id(c.clock), id(a.centers), id(a.live))
+        if self._group_key != key:
+            self._group_key = key
+            self._group_cache = (
+                kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts,
+                              cols.hashes, cols.chashes, cols.srcs),
+                kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev),
+                kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
+                                    c.acount),
+                kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule,
+                                   a.ready, a.nobs, a.warmup, a.learn_every, a.batch_size, a.bfill, a.sbuf, a.sn,
+                                   a.scount),
+            )  # fmt: skip
+        assert self._group_cache is not None
+        return self._group_cache
 
     # ------------------------------------------------ stops of the compiled loop: (run, event, step) -> resume
     @property
