@@ -348,7 +348,7 @@ class Segmenter:
             arrays.sync(counters=False)
             kernel.run(run.pos, run.io, run.dist, *self._groups(cols), run.state, run.prm, run.fp)
             self._pull_clock(run.state)
-            reason, i, step = (int(v) for v in run.io[: kernel.IO_STEP + 1])
+            reason, i, step = run.io[: kernel.IO_STEP + 1].tolist()
             if reason in _FLUSH_AT:
                 for li, msgs in arrays.flush():
                     run.out.extend(msgs)
