@@ -643,8 +643,12 @@ class FeatureStore:
             ],
             "h": [x for x in ring if x],
             "s": {
-                name: [int(self.seg[row, i]), int(self.dwell[row, i]), int(self.since[row, i]) + BASE_EPOCH,
-                       int(self.prev[row, i])]
+                name: [
+                    int(self.seg[row, i]),
+                    int(self.dwell[row, i]),
+                    int(self.since[row, i]) + BASE_EPOCH,
+                    int(self.prev[row, i]),
+                ]
                 for i, name in enumerate(lens_names)
             },
         }
