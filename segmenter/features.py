@@ -199,6 +199,10 @@ class FeatureStore:
     dirty: npt.NDArray[np.bool_]
     seg: npt.NDArray[np.int16]
     dwell: npt.NDArray[np.uint16]
+    since: npt.NDArray[np.int32]
+    """Per lens: when the customer entered its current segment (seconds from :data:`BASE_EPOCH`)."""
+    prev: npt.NDArray[np.int16]
+    """Per lens: the segment the customer left to enter its current one (``-1``: none)."""
     _fv: Any
     _tv: Any
     _hv: Any
@@ -233,6 +237,8 @@ class FeatureStore:
             "dirty": np.zeros(capacity, np.bool_),
             "seg": np.full((capacity, max(1, self.n_lenses)), -1, np.int16),
             "dwell": np.zeros((capacity, max(1, self.n_lenses)), np.uint16),
+            "since": np.zeros((capacity, max(1, self.n_lenses)), np.int32),
+            "prev": np.full((capacity, max(1, self.n_lenses)), -1, np.int16),
         }
         # drop the memoryviews before replacing their arrays
         self._fv = self._tv = self._hv = self._sv = self._dv = self._hposv = memoryview(b"")
@@ -280,7 +286,7 @@ class FeatureStore:
 
     def nbytes(self) -> int:
         """Bytes held by the numpy columns and the id index (allocated capacity)."""
-        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell")
+        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell", "since", "prev")
         columns: int = sum(getattr(self, n).nbytes for n in cols)
         return columns + self._index.nbytes()
 
@@ -296,6 +302,7 @@ class FeatureStore:
         self.live[row] = True
         self.crc[row] = customer_hash(customer_id)
         self.seg[row] = -1
+        self.prev[row] = -1
         return row
 
     def remove(self, customer_id: str) -> int | None:
@@ -312,6 +319,8 @@ class FeatureStore:
         self.dirty[row] = False
         self.seg[row] = -1
         self.dwell[row] = 0
+        self.since[row] = 0
+        self.prev[row] = -1
         self._free.append(row)
         return row
 
@@ -514,6 +523,16 @@ class FeatureStore:
         """Assignments since the customer entered its current segment of lens ``lens`` (saturates at 65535)."""
         return int(self._dv[row * self.n_lenses + lens])
 
+    def entered(self, row: int, lens: int) -> tuple[int, int]:
+        """``(since, previous)``: when the customer entered its segment of lens ``lens``, and the one it left."""
+        return int(self.since[row, lens]), int(self.prev[row, lens])
+
+    def enter(self, row: int, lens: int, segment: int, at: int) -> None:
+        """The customer moves to ``segment`` (``-1``: none) of lens ``lens`` at ``at``: dwell restarts."""
+        self.prev[row, lens] = self.segment(row, lens)
+        self.since[row, lens] = at
+        self.set_segment(row, lens, segment, 0)
+
     def set_segment(self, row: int, lens: int, segment: int, dwell: int) -> None:
         """Store the customer's segment (``-1``: none) and dwell for lens ``lens``."""
         i = row * self.n_lenses + lens
@@ -536,6 +555,24 @@ class FeatureStore:
             return []
         key = (self.t[cand, _SCORED].astype(np.int64) - _T_MIN) << 32 | self.crc[cand].astype(np.int64)
         return self._smallest(cand, key, limit)
+
+    def stale_rows(self, before: int) -> npt.NDArray[np.int64]:
+        """Every row scored before ``before``, oldest first, in :meth:`stalest` order (vectorised)."""
+        cand = np.flatnonzero(self.live & (self.t[:, _SCORED] < before))
+        key = (self.t[cand, _SCORED].astype(np.int64) - _T_MIN) << 32 | self.crc[cand].astype(np.int64)
+        order = np.argsort(key, kind="stable")
+        rows, key = cand[order], key[order]
+        tied = np.flatnonzero(key[1:] == key[:-1])
+        if len(tied):  # equal keys (rare): by customer id, so the order never depends on rows
+            out = rows.tolist()
+            for i in np.unique(np.concatenate([tied, tied + 1])).tolist():
+                j = i
+                while j + 1 < len(out) and key[j + 1] == key[i]:
+                    j += 1
+                if j > i and (i == 0 or key[i - 1] != key[i]):
+                    out[i : j + 1] = sorted(out[i : j + 1], key=self.id_of)
+            rows = np.array(out, np.int64)
+        return rows.astype(np.int64)
 
     def sample(self, salt: int, limit: int) -> list[int]:
         """A deterministic pseudo-random sample of up to ``limit`` live rows, ordered by key; varies with ``salt``."""
@@ -565,6 +602,14 @@ class FeatureStore:
             out.extend(sorted(group, key=self.id_of) if len(group) > 1 else group)
             i = j
         return out[:limit]
+
+    def robust_time(self, quorum: int) -> int | None:
+        """The ``quorum``-th largest latest event time over customers (fewer: the smallest); ``None``: none."""
+        last = self.t[self.live, _LAST]
+        if not len(last):
+            return None
+        k = min(max(1, quorum), len(last))
+        return int(np.partition(last, len(last) - k)[len(last) - k])
 
     def segment_counts(self, lens: int) -> dict[int, int]:
         """Customers per segment number in lens ``lens`` (computed from the column)."""
@@ -598,7 +643,15 @@ class FeatureStore:
                 t[_SCORED] + BASE_EPOCH,
             ],
             "h": [x for x in ring if x],
-            "s": {name: [int(self.seg[row, i]), int(self.dwell[row, i])] for i, name in enumerate(lens_names)},
+            "s": {
+                name: [
+                    int(self.seg[row, i]),
+                    int(self.dwell[row, i]),
+                    int(self.since[row, i]) + BASE_EPOCH,
+                    int(self.prev[row, i]),
+                ]
+                for i, name in enumerate(lens_names)
+            },
         }
 
     def load_record(
@@ -654,9 +707,12 @@ class FeatureStore:
         if ring:
             self.h[row, : len(ring)] = ring
         self.hpos[row] = len(ring) % d if d else 0
-        for i, (seg, dwell) in enumerate(placed):
+        for i, (seg, dwell, since, prev) in enumerate(placed):
             self.seg[row, i] = seg
             self.dwell[row, i] = dwell
+            # records written before the event-time dwell: entered at the latest event, from nowhere
+            self.since[row, i] = times[1] if since is None else since
+            self.prev[row, i] = prev
         self.dirty[row] = False
         return row
 
@@ -668,16 +724,22 @@ class FeatureStore:
         except EventError:
             raise StateError(f"{what}: time {epoch} is outside the years 1952 to 2088") from None
 
-    @staticmethod
-    def _record_segment(value: Any, what: str, lens: str, known: Container[int] | None) -> tuple[int, int]:
-        pair = expect_list(value, f"{what} lens {lens!r}")
-        if len(pair) != 2:
-            raise StateError(f"{what} lens {lens!r}: expected [segment, dwell]")
-        seg = expect_int(pair[0], f"{what} lens {lens!r} segment", -1, 2**15 - 1)
-        dwell = expect_int(pair[1], f"{what} lens {lens!r} dwell", 0, 2**16 - 1)
+    def _record_segment(
+        self, value: Any, what: str, lens: str, known: Container[int] | None
+    ) -> tuple[int, int, int | None, int]:
+        """``(segment, dwell, since, previous segment)`` of one lens; ``since`` None in records older than it."""
+        entry = expect_list(value, f"{what} lens {lens!r}")
+        if len(entry) not in (2, 4):
+            raise StateError(f"{what} lens {lens!r}: expected [segment, dwell, since, previous]")
+        seg = expect_int(entry[0], f"{what} lens {lens!r} segment", -1, 2**15 - 1)
+        dwell = expect_int(entry[1], f"{what} lens {lens!r} dwell", 0, 2**16 - 1)
         if seg >= 0 and known is not None and seg not in known:
             raise StateError(f"{what} lens {lens!r}: unknown segment {seg}")
-        return seg, dwell
+        if len(entry) == 2:
+            return seg, dwell, None, -1
+        since = self._record_time(entry[2], what)
+        prev = expect_int(entry[3], f"{what} lens {lens!r} previous segment", -1, 2**15 - 1)
+        return seg, dwell, since, prev
 
     def columns(self, lens_names: Sequence[str]) -> dict[str, Any]:
         """All live customers as compact arrays, ordered by customer id (for snapshots)."""
@@ -692,6 +754,8 @@ class FeatureStore:
             "hpos": self.hpos[rows],
             "seg": self.seg[rows],
             "dwell": self.dwell[rows],
+            "since": self.since[rows].astype(np.int64) + BASE_EPOCH,
+            "prev": self.prev[rows],
             "lenses": list(lens_names),
             "dedup_size": self.dedup_size,
         }
@@ -724,6 +788,10 @@ class FeatureStore:
         hpos = expect_array(cols.get("hpos"), "snapshot hpos", np.uint8, (n,))
         seg = expect_array(cols.get("seg"), "snapshot seg", np.int16, (n, lenses))
         dwell = expect_array(cols.get("dwell"), "snapshot dwell", np.uint16, (n, lenses))
+        since = expect_array(cols.get("since"), "snapshot since", np.int64, (n, lenses)) - BASE_EPOCH
+        prev = expect_array(cols.get("prev"), "snapshot prev", np.int16, (n, lenses))
+        if n and not ((since >= _T_MIN) & (since <= _T_MAX)).all():
+            raise StateError("snapshot since: times outside the years 1952 to 2088")
         lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH
         t -= BASE_EPOCH
         t[lpur_none, _LPUR] = _NO_TIME
@@ -750,5 +818,7 @@ class FeatureStore:
         self.hpos[:n] = hpos
         self.seg[:n] = seg
         self.dwell[:n] = dwell
+        self.since[:n] = since
+        self.prev[:n] = prev
         self.live[:n] = True
         self.crc[:n] = [customer_hash(c) for c in ids]

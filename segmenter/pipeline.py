@@ -2,8 +2,10 @@
 
 Per accepted event, :meth:`Segmenter.process` runs
 
-1. erasure (``erasure_request``) or lateness (older than the watermark:
-   ``EventError("late")``) and de-duplication (repeated ``event_id``: ``[]``);
+1. erasure (``erasure_request``), a bad clock (far ahead of its source's
+   clock: ``EventError("future")``), lateness (older than the customer's own
+   latest event time minus the lateness: ``EventError("late")``) and
+   de-duplication (repeated ``event_id``: ``[]``);
 2. the feature update (:class:`~segmenter.features.FeatureStore`, event time);
 3. for each lens, on the customer's raw feature vector at its latest event
    time: ``observe`` (model learning; lifecycle messages), ``assign`` (nearest
@@ -21,10 +23,11 @@ to one :class:`~segmenter.shared.ModelTrainer` (anywhere), whose :meth:`~segment
 process loads with :meth:`Segmenter.load_shared_model`. The same view assigns
 the same vector to the same segment id and name in every process.
 
-The watermark is the minimum over the event sources (input partitions, the
-``source`` argument of :meth:`Segmenter.process`) of their latest event time,
-minus the lateness; with one source (the default ``None``) it is the latest
-event time minus the lateness, as before.
+Event time (:mod:`segmenter.clock`): every event source (input partition, the
+``source`` argument of :meth:`Segmenter.process`; ``None`` offline) has a
+robust clock; the watermark is the minimum over the active sources' clocks,
+minus the lateness, and drives only time-driven work (inactivity, held
+triggers, refinement ticks), never lateness.
 
 Customers whose segment a lens merged or retired are moved at once (cause
 ``model``). Every order that decides an output depends only on the state, never
@@ -49,15 +52,18 @@ import numpy as np
 import orjson
 
 from segmenter import codec, kernel
-from segmenter.batching import UNSET, EventColumns, LensArrays
+from segmenter.batching import EventColumns, LensArrays
+from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore
 from segmenter.lenses.lens import Assignment, Lens
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
-from segmenter.shared import decode_view, encode_vectors
+from segmenter.rescoring import Rescorer
+from segmenter.shared import decode_view
 from segmenter.triggers.engine import TriggerEngine
+from segmenter.vectors import VectorSample
 
 if TYPE_CHECKING:
     from segmenter.triggers.rules import RuleSet
@@ -76,12 +82,10 @@ _CLOCK_BOUND = 2**33
 _RELEASE_EVERY_S = 60
 """Held (quiet-hours) triggers are released when the watermark moved at least this much."""
 _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
-_FLUSH_AT = frozenset({kernel.DONE, kernel.LEARN, kernel.REFINE, kernel.NONFINITE})
+_FLUSH_AT = frozenset({kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, kernel.Stop.NONFINITE})
 """Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``)."""
 
 
-def _iso(t_rel: int) -> str:
-    return datetime.fromtimestamp(t_rel + BASE_EPOCH, UTC).isoformat()
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,32 @@ class BatchResult:
     outputs: list[OutputMessage]
     """Output messages in order (``emitted_at`` unset)."""
     errors: list[tuple[int, EventError]]
-    """Rejected events by index into the batch (``late``, or ``schema`` for a time out of range), in order."""
+    """Rejected events by index into the batch (``late``, ``future``, or ``schema`` for a time out of range)."""
+
+
+@dataclass
+class _Run:
+    """One :meth:`Segmenter.process_batch` call: its events, columns, results and the loop's I/O arrays."""
+
+    events: Sequence[CustomerEvent]
+    sources: Sequence[int | None]
+    cols: EventColumns
+    errors: dict[int, EventError]
+    out: list[OutputMessage]
+    params: tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]
+    pos: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(2, np.int64))
+    io: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(kernel.IO_SIZE, np.int64))
+    dist: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(1, np.float64))
+    state: np.ndarray[Any, np.dtype[np.int64]] = field(
+        default_factory=lambda: np.zeros(len(kernel.STATE_FIELDS), np.int64))
+
+    @property
+    def prm(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        return self.params[0]
+
+    @property
+    def fp(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return self.params[1]
 
 
 @dataclass(frozen=True)
@@ -122,6 +151,8 @@ class SegmenterStats:
     segments: dict[str, list[SegmentSize]]
     """Per lens, the segments that currently hold customers (by id)."""
     watermark: str | None
+    future: int = 0
+    """Events refused as far ahead of their source's clock (``features.max_future_hours``)."""
 
 
 @dataclass(frozen=True)
@@ -180,24 +211,18 @@ class Segmenter:
         self._store = FeatureStore(config.features, len(self._lenses))
         self._lateness = round(config.features.lateness_hours * 3600)
         self._interval = max(1, round(config.inactivity.check_interval_hours * 3600))
-        self._per_step = config.inactivity.max_customers_per_step
         self._refine_every = config.refine.every_events
         # event-time clock (int seconds relative to BASE_EPOCH)
-        self._max_t: int | None = None
-        self._watermark: int | None = None
-        # per-source (input partition) maximum event time; the watermark is min over sources - lateness
-        self._source_max: dict[int | None, int] = {}
-        self._dirty_sources: set[int | None] = set()
+        self._clock = EventClock(self._lateness, config.features.clock_quorum,
+                                 round(config.features.max_future_hours * 3600))
         # shared mode: sampled raw vectors for the trainer (customer hash, one raw vector per lens)
-        self._vec_keys: list[int] = []
-        self._vec_rows: list[list[list[float]]] = [[] for _ in config.lenses]
+        self._vectors = VectorSample(self._names, self._pick)
         self._vec_seen = 0
-        self._next_check: int | None = None
-        self._released_at: int | None = None
         # counters (part of the model state)
         self._events = 0
         self._refine_round = 0
         self._late = 0
+        self._future = 0
         self._duplicates = 0
         self._erasures = 0
         self._changes: Counter[str] = Counter()
@@ -206,6 +231,11 @@ class Segmenter:
         self._erased: dict[str, None] = {}
         self._engine: TriggerEngine | None = None
         self._arrays = LensArrays(self._lenses, self._idx)
+        self._group_key: tuple[int, ...] = ()
+        self._group_cache: (
+            tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
+        ) = None
+        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._pick, self._move)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -231,7 +261,7 @@ class Segmenter:
     @property
     def watermark(self) -> float | None:
         """The watermark as epoch seconds (``None`` before the first event)."""
-        return None if self._watermark is None else float(self._watermark + BASE_EPOCH)
+        return None if self._clock.watermark is None else float(self._clock.watermark + BASE_EPOCH)
 
     # -------------------------------------------------------------- the flow
     def process(self, event: CustomerEvent, source: int | None = None) -> list[OutputMessage]:
@@ -244,16 +274,17 @@ class Segmenter:
         event
             The validated event.
         source
-            Where the event came from (the input partition). The watermark is the
-            minimum over the sources' latest event times, minus the allowed
-            lateness, so one partition running ahead of another does not make
-            the other's events late. ``None`` (one source) is the offline case.
+            Where the event came from (the input partition; ``None``: the one
+            source of an offline run). Each source has its own clock (see
+            :mod:`segmenter.clock`); lateness is judged per customer.
 
         Raises
         ------
         EventError
-            ``late``: the event is older than the watermark (counted, not applied);
-            ``schema``: its time is outside the supported range.
+            ``late``: the event is older than its customer's latest event time
+            minus the lateness; ``future``: it is far ahead of its source's clock
+            (both counted, not applied); ``schema``: its time is outside the
+            supported range.
         """
         result = self.process_batch([event], [source])
         if result.errors:
@@ -297,109 +328,179 @@ class Segmenter:
         result = BatchResult([], [])
         if not n:
             return result
-        keys = list(self._source_max)
-        cols = EventColumns(events, srcs, self._store, keys)
-        errors = dict(cols.errors)
-        out = result.outputs
+        if self._clock.needs_repair:
+            self._repair_clock()
+        cols = EventColumns(events, srcs, self._store, self._clock.index)
+        run = _Run(events, srcs, cols, dict(cols.errors), result.outputs, self._params())
         arrays = self._arrays
-        pos = np.zeros(2, np.int64)
-        io = np.zeros(6, np.int64)
-        dist = np.zeros(1, np.float64)
-        state = np.zeros(len(kernel.STATE_FIELDS), np.int64)
-        smax = np.array([self._source_max.get(k, UNSET) for k in keys], np.int64)
-        sdirty = np.zeros(len(keys), np.uint8)
-        prm = np.array([self._lateness, self._refine_every, self._shared, self._vector_every,
-                        self._engine is not None, _RELEASE_EVERY_S, self._store.dedup_size], np.int64)
-        fp = self._store.kernel_rates()
-        store = self._store
         arrays.sync(counters=True)
-        while True:
-            self._push_clock(state)
+        stops = self._stops
+        resume: tuple[int, int] | None = (0, 0)
+        while resume is not None:
+            # Caller-side rules of the stop/resume protocol (segmenter.kernel):
+            # 1. before each call, the Python-held clock and counters are pushed into ``state`` and the lens
+            #    arrays re-packed where a lens changed; the column groups are rebuilt, since a handler may
+            #    have grown the store (new rows) or a lens's centers;
+            # 2. after each call, ``state`` is pulled back first, and before anything reads or changes a lens,
+            #    its buffered samples are handed over (``flush``) at DONE, LEARN, REFINE and NONFINITE;
+            # 3. the handler of the stop does that piece and names where to resume: the same (event, step) when
+            #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE, LEARN, REFINE,
+            #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, FUTURE, ERASE);
+            #    WATERMARK stops after its event, so its position is already the next one.
+            run.pos[:] = resume
+            self._push_clock(run.state)
             arrays.sync(counters=False)
-            kernel.run(
-                pos, io, dist,
-                cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes, cols.srcs,
-                store.f, store.t, store.h, store.hpos, store.dirty, store.seg, store.dwell,
-                state, smax, sdirty, prm, fp,
-                arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
-                arrays.live, arrays.min_dwell, arrays.keep, arrays.ready,
-                arrays.nobs, arrays.warmup, arrays.learn_every, arrays.batch_size, arrays.bfill,
-                arrays.sbuf, arrays.sn, arrays.scount,
-            )  # fmt: skip
-            self._pull_clock(state, keys, smax, sdirty)
-            reason, i, step = int(io[0]), int(io[1]), int(io[2])
+            kernel.run(run.pos, run.io, run.dist, *self._groups(cols), run.state, run.prm, run.fp)
+            self._pull_clock(run.state)
+            reason, i, step = run.io[: kernel.IO_STEP + 1].tolist()
             if reason in _FLUSH_AT:
                 for li, msgs in arrays.flush():
-                    out.extend(msgs)
-                    self._after_lifecycle(li, msgs, out, skip=cols.row(i) if i < n else None)
-            pos[0], pos[1] = i, step
-            if reason == kernel.DONE:
-                break
-            if reason == kernel.WATERMARK:  # stops after its event: i may be n
-                self._on_watermark(out)
-                continue
-            ev = events[i]
-            if reason == kernel.MOVE:
-                self._kernel_move(row=cols.row(i), li=int(io[3]), segment=int(io[4]), nearest=int(io[5]),
-                                  distance=float(dist[0]), event=ev, out=out)
-            elif reason == kernel.NEW_ROW:
-                cols.set_new_row(i, store.new_row(ev.customer_id))
-            elif reason == kernel.LATE:
-                self._late += 1
-                errors[i] = self._late_error(ev)
-                pos[0], pos[1] = i + 1, 0
-            elif reason == kernel.ERASE:
-                self._events += 1
-                out.extend(self._erase(ev.customer_id, ev.epoch))
-                cols.forget(i)
-                pos[0], pos[1] = i + 1, 0
-            elif reason == kernel.REFINE:
-                self._refine(out)
-            elif reason == kernel.SHARED_SAMPLE:
-                self._sample_vectors(cols.row(i))
-            elif reason == kernel.NONFINITE:
-                li = (step - 1) // 2
-                vals = store.vector(cols.row(i), store.last_time(cols.row(i)))
-                values = [float(v) for v in self._pick[li](vals)]
-                raise ValueError(f"lens {self._lenses[li].name!r}: non-finite feature value in {values!r}")
-        self._push_clock(state)
-        result.errors.extend(sorted(errors.items()))
+                    run.out.extend(msgs)
+                    self._after_lifecycle(li, msgs, run.out, skip=cols.row(i) if i < n else None)
+            resume = stops[kernel.Stop(reason)](run, i, step)
+        self._push_clock(run.state)
+        result.errors.extend(sorted(run.errors.items()))
         return result
 
+    def _params(self) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]:
+        """The loop's parameters (``P_*`` and ``FP_*`` of :mod:`segmenter.kernel`)."""
+        c = self._clock
+        prm = [self._lateness, self._refine_every, self._shared, self._vector_every, self._engine is not None,
+               _RELEASE_EVERY_S, self._store.dedup_size, c.max_future, c.quorum]  # fmt: skip
+        return np.array(prm, np.int64), self._store.kernel_rates()
+
+    def _groups(self, cols: EventColumns) -> tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns,
+                                                   kernel.LensColumns]:
+        """The column groups of one :func:`kernel.run` call, rebuilt when a handler replaced arrays.
+
+        New rows may grow the store (all its columns at once), new sources the clock's arrays, an erasure
+        the batch's placeholders, and a lens with more live segments the packed centers.
+        """
+        s, c, a = self._store, self._clock, self._arrays
+        key = (id(cols.newrows), id(s.f), id(c.clock), id(a.centers), id(a.live))
+        if self._group_key != key:
+            self._group_key = key
+            self._group_cache = (
+                kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts,
+                              cols.hashes, cols.chashes, cols.srcs),
+                kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev),
+                kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
+                                    c.acount),
+                kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule,
+                                   a.ready, a.nobs, a.warmup, a.learn_every, a.batch_size, a.bfill, a.sbuf, a.sn,
+                                   a.scount),
+            )  # fmt: skip
+        assert self._group_cache is not None
+        return self._group_cache
+
+    # ------------------------------------------------ stops of the compiled loop: (run, event, step) -> resume
+    @property
+    def _stops(self) -> dict[kernel.Stop, Callable[[_Run, int, int], tuple[int, int] | None]]:
+        stop = kernel.Stop
+        return {
+            stop.DONE: lambda run, i, step: None,
+            stop.WATERMARK: self._stop_watermark,
+            stop.MOVE: self._stop_move,
+            stop.NEW_ROW: self._stop_new_row,
+            stop.LATE: self._stop_late,
+            stop.FUTURE: self._stop_future,
+            stop.ERASE: self._stop_erase,
+            stop.REFINE: self._stop_refine,
+            stop.SHARED_SAMPLE: self._stop_sample,
+            stop.LEARN: lambda run, i, step: (i, step),  # the samples were handed over above
+            stop.NONFINITE: self._stop_nonfinite,
+        }
+
+    def _stop_watermark(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._on_watermark(run.out)
+        return i, step
+
+    def _stop_move(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        io = run.io
+        self._kernel_move(row=run.cols.row(i), li=int(io[kernel.IO_LENS]), segment=int(io[kernel.IO_SEGMENT]),
+                          nearest=int(io[kernel.IO_NEAREST]), distance=float(run.dist[0]), event=run.events[i],
+                          out=run.out)  # fmt: skip
+        return i, step
+
+    def _stop_new_row(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        run.cols.set_new_row(i, self._store.new_row(run.events[i].customer_id))
+        return i, step
+
+    def _stop_late(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._late += 1
+        run.errors[i] = self._late_error(run.events[i], run.cols.row(i))
+        return i + 1, 0
+
+    def _stop_future(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._future += 1
+        run.errors[i] = self._future_error(run.events[i], run.sources[i])
+        return i + 1, 0
+
+    def _stop_erase(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        ev = run.events[i]
+        self._events += 1
+        run.out.extend(self._erase(ev.customer_id, ev.epoch))
+        run.cols.forget(i)
+        return i + 1, 0
+
+    def _stop_refine(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._refine(run.out)
+        return i, step
+
+    def _stop_sample(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._sample_vectors(run.cols.row(i))
+        return i, step
+
+    def _stop_nonfinite(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        row = run.cols.row(i)
+        li = (step - 1) // 2
+        values = [float(v) for v in self._pick[li](self._store.vector(row, self._store.last_time(row)))]
+        raise ValueError(f"lens {self._lenses[li].name!r}: non-finite feature value in {values!r}")
+
     def _push_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
-        max_t, wm, nxt, rel = self._max_t, self._watermark, self._next_check, self._released_at
+        c = self._clock
+        max_t, wm, nxt, rel = c.max_t, c.watermark, c.next_check, c.released_at
         state[:] = (self._events, self._duplicates, self._vec_seen, max_t is not None, max_t or 0, wm is not None,
                     wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0)
 
-    def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]], keys: list[int | None],
-                    smax: np.ndarray[Any, np.dtype[np.int64]], sdirty: np.ndarray[Any, np.dtype[np.uint8]]) -> None:
+    def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        c = self._clock
         (self._events, self._duplicates, self._vec_seen, has_max, max_t, has_wm, wm, has_next, nxt, has_rel,
          rel) = state.tolist()  # fmt: skip
-        self._max_t = max_t if has_max else None
-        self._watermark = wm if has_wm else None
-        self._next_check = nxt if has_next else None
-        self._released_at = rel if has_rel else None
-        for s in np.flatnonzero(sdirty).tolist():
-            self._source_max[keys[s]] = int(smax[s])
-            self._dirty_sources.add(keys[s])
-        sdirty[:] = 0
+        c.max_t = max_t if has_max else None
+        c.watermark = wm if has_wm else None
+        c.next_check = nxt if has_next else None
+        c.released_at = rel if has_rel else None
 
-    def _late_error(self, event: CustomerEvent) -> EventError:
-        wm = self._watermark
+    def _repair_clock(self) -> None:
+        """After a restore: clamp clocks far ahead of the restored customers' robust time (old poisoned state)."""
+        store = self._store
+        robust = store.robust_time(self._clock.quorum)
+        self._clock.repair(robust)
+
+    def _future_error(self, event: CustomerEvent, source: int | None) -> EventError:
+        clock = self._clock.clock_of(source)
+        return EventError(
+            "future",
+            f"event time {event.ts.isoformat()} is more than {self.config.features.max_future_hours:g} h ahead of "
+            f"its source's clock {iso(clock or 0)} and too few other customers are that far ahead "
+            "(features.max_future_hours, features.clock_quorum); check the producer's clock",
+            field="ts",
+        )
+
+    def _late_error(self, event: CustomerEvent, row: int) -> EventError:
+        ref = self._store.last_time(row)
         return EventError(
             "late",
-            f"event time {event.ts.isoformat()} is before the watermark {_iso(wm or 0)} "
-            f"(latest event time minus {self.config.features.lateness_hours:g} h)",
+            f"event time {event.ts.isoformat()} is more than {self.config.features.lateness_hours:g} h before "
+            f"customer {event.customer_id!r}'s latest event time {iso(ref)} (features.lateness_hours)",
             field="ts",
         )
 
     def _sample_vectors(self, row: int) -> None:
         """Shared mode: keep this event's raw vectors (one per lens) for the trainer."""
         store = self._store
-        vals = store.vector(row, store.last_time(row))
-        self._vec_keys.append(int(store.crc[row]))
-        for li in range(len(self._lenses)):
-            self._vec_rows[li].append([float(v) for v in self._pick[li](vals)])
+        self._vectors.add(int(store.crc[row]), store.vector(row, store.last_time(row)))
 
     def _kernel_move(self, *, row: int, li: int, segment: int, nearest: int, distance: float,
                      event: CustomerEvent, out: list[OutputMessage]) -> None:
@@ -424,6 +525,7 @@ class Segmenter:
             cause="event",
             event=event,
             event_ts=event.ts.isoformat(),
+            at=store.last_time(row),
             out=out,
         )
 
@@ -442,53 +544,13 @@ class Segmenter:
         """
         t = self._store.to_seconds(epoch)
         out: list[OutputMessage] = []
-        if self._watermark is None or t > self._watermark:
-            self._watermark = t
+        if self._clock.advance(t):
             self._on_watermark(out)
-        if full and self._watermark is not None:
-            self._sweep(self._watermark, len(self._store), out, before=self._watermark)
+        if full and self._clock.watermark is not None:
+            self._rescorer.quiet(self._clock.watermark, out, before=self._clock.watermark)
         return out
 
     # ---------------------------------------------------------------- scoring
-    def _assign(
-        self,
-        *,
-        row: int,
-        li: int,
-        lens: Lens,
-        raw: np.ndarray[Any, np.dtype[np.float64]],
-        vals: list[float],
-        cause: str,
-        event_ts: str,
-        out: list[OutputMessage],
-    ) -> None:
-        """Assign one customer in one lens (no model update) and emit the move, if any.
-
-        A customer whose segment is no longer live is assigned afresh (the move rule applies no hysteresis
-        against a dead segment).
-        """
-        store = self._store
-        cur = store.segment(row, li)
-        current = cur if cur >= 0 else None
-        dwell = store.dwell_of(row, li)
-        a = lens.assign(raw, current, dwell)
-        if a.segment == current:
-            store.set_segment(row, li, cur, dwell + 1)
-        else:
-            self._move(
-                row=row,
-                li=li,
-                lens=lens,
-                raw=raw,
-                vals=vals,
-                a=a,
-                current=current,
-                cause=cause,
-                event=None,
-                event_ts=event_ts,
-                out=out,
-            )
-
     def _move(
         self,
         *,
@@ -502,14 +564,15 @@ class Segmenter:
         cause: str,
         event: CustomerEvent | None,
         event_ts: str,
+        at: int,
         out: list[OutputMessage],
     ) -> None:
-        """Record a move, tell the lens, emit the ``segment_change`` and its campaign triggers."""
+        """Record a move at event time ``at``, tell the lens, emit the ``segment_change`` and its triggers."""
         store = self._store
         new = a.segment
         if current is not None and not lens.is_live(current):
             cause = "model"
-        store.set_segment(row, li, -1 if new is None else new, 0)
+        store.enter(row, li, -1 if new is None else new, at)
         lens.membership(current, new)
         store.dirty[row] = True
         names = self._fnames[li]
@@ -530,7 +593,9 @@ class Segmenter:
         self._changes[cause] += 1
         out.append(change)
         if self._engine is not None:
-            trig = self._engine.evaluate(change, dict(zip(FEATURE_NAMES, vals, strict=True)), event)
+            # no later change of this customer is older than its latest time minus the lateness
+            floor = float(store.last_time(row) - self._lateness + BASE_EPOCH)
+            trig = self._engine.evaluate(change, dict(zip(FEATURE_NAMES, vals, strict=True)), event, floor)
             self._count_triggers(trig)
             out.extend(trig)
 
@@ -546,25 +611,12 @@ class Segmenter:
     ) -> None:
         """Move the customers out of segments that the lens merged, split or retired (cause ``model``)."""
         lens = self._lenses[li]
-        dead: list[int] = []
-        for msg in msgs:
-            if msg.action not in _DEAD_ACTIONS:
-                continue
-            for sid in [msg.segment.id, *msg.related]:
-                n = _segment_number(sid)
-                if n is not None and n not in dead and not lens.is_live(n):
-                    dead.append(n)
-        if not dead or not lens.ready:
+        if not lens.ready or not any(msg.action in _DEAD_ACTIONS for msg in msgs):
             return
-        store = self._store
-        ts = _iso(self._max_t if self._max_t is not None else 0)
-        for n in sorted(dead):
-            for row in store.rows_in_segment(li, n):
-                if row == skip:
-                    continue
-                vals = store.vector(row, store.scored_time(row))
-                raw = np.array(self._pick[li](vals), dtype=np.float64)
-                self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
+        # the segments that still hold customers but are no longer live (by number, from the store)
+        dead = sorted(n for n in self._store.segment_counts(li) if not lens.is_live(n))
+        if dead:
+            self._rescorer.dead_segments(li, dead, out, skip=skip, stamp=self._clock.max_t or 0)
 
     def _refine(self, out: list[OutputMessage]) -> None:
         self._refine_round += 1
@@ -573,7 +625,7 @@ class Segmenter:
         if not rows:
             return
         arr = np.array(rows, dtype=np.intp)
-        at = self._watermark if self._watermark is not None else -(2**31)
+        at = self._clock.watermark if self._clock.watermark is not None else -(2**31)
         times = np.maximum(store.t[arr, 1].astype(np.int64), at)
         mat = store.matrix(arr, times)
         for li, lens in enumerate(self._lenses):
@@ -586,43 +638,23 @@ class Segmenter:
         logger.debug("refinement %d on %d customers", self._refine_round, len(rows))
 
     def _on_watermark(self, out: list[OutputMessage]) -> None:
-        wm = self._watermark
+        wm = self._clock.watermark
         assert wm is not None
-        if self._engine is not None and (self._released_at is None or wm - self._released_at >= _RELEASE_EVERY_S):
-            self._released_at = wm
+        rel = self._clock.released_at
+        if self._engine is not None and (rel is None or wm - rel >= _RELEASE_EVERY_S):
+            self._clock.released_at = wm
             released = self._engine.release(float(wm + BASE_EPOCH))
             self._count_triggers(released)
             out.extend(released)
-        if self._next_check is None:
-            self._next_check = (wm // self._interval + 1) * self._interval
+        if self._clock.next_check is None:
+            self._clock.next_check = (wm // self._interval + 1) * self._interval
             return
-        if wm < self._next_check:
+        if wm < self._clock.next_check:
             return
-        n = (wm - self._next_check) // self._interval + 1
-        self._next_check += n * self._interval
-        if self._per_step:
-            # at the watermark itself (not the crossed boundary): the trigger engine needs
-            # every later change at or after the watermark it was released to
-            self._sweep(wm, self._per_step * n, out, before=wm - self._interval + 1)
-
-    def _sweep(self, t_sweep: int, budget: int, out: list[OutputMessage], before: int) -> None:
-        """Re-score up to ``budget`` customers last scored before ``before``, at ``t_sweep`` (cause ``inactivity``)."""
-        ready = [(li, lens) for li, lens in enumerate(self._lenses) if lens.ready]
-        store = self._store
-        rows = store.stalest(before, budget)
-        for row in rows:
-            t = max(t_sweep, store.last_time(row))
-            store.set_scored(row, t)
-            store.dirty[row] = True
-            if not ready:
-                continue
-            vals = store.vector(row, t)
-            ts = _iso(t)
-            for li, lens in ready:
-                raw = np.array(self._pick[li](vals), dtype=np.float64)
-                self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="inactivity", event_ts=ts, out=out)
-        if rows:
-            logger.debug("inactivity step at %s re-scored %d customers", _iso(t_sweep), len(rows))
+        n = (wm - self._clock.next_check) // self._interval + 1
+        self._clock.next_check += n * self._interval
+        # at the watermark itself (not the crossed boundary), everyone not scored within the interval
+        self._rescorer.quiet(wm, out, before=wm - self._interval + 1)
 
     def _erase(self, customer_id: str, at: float | None) -> list[OutputMessage]:
         store = self._store
@@ -634,7 +666,7 @@ class Segmenter:
         if at is not None:
             ts = datetime.fromtimestamp(at, UTC).isoformat()
         else:
-            ts = _iso(self._max_t if self._max_t is not None else 0)
+            ts = iso(self._clock.max_t if self._clock.max_t is not None else 0)
         out: list[OutputMessage] = []
         for li, lens in enumerate(self._lenses):
             cur = store.segment(row, li)
@@ -756,43 +788,44 @@ class Segmenter:
         return len(gone)
 
     # ------------------------------------------------------- per-source clock
+    # The edge's side of the event clock (segmenter.clock): assignment opens a source, reaching the end
+    # offset makes it idle, revocation drops it, and its clock travels with the partition's state.
+    def open_source(self, source: int) -> None:
+        """An assigned partition: until it has events, a restored clock or is idle, it holds the watermark."""
+        self._clock.open_source(source)
+
+    def set_idle(self, source: int, idle: bool) -> None:
+        """The partition was read to its end offset (``True``: it stops holding the watermark) or has data again.
+
+        An event from the source makes it active again by itself. The
+        inactivity step a watermark move may cause waits for the next event.
+        """
+        self._clock.set_idle(source, idle)
+
     def take_dirty_clocks(self) -> dict[int, float]:
-        """Sources (input partitions) whose latest event time moved since the last call: ``{source: epoch}``.
+        """Sources (input partitions) whose clock moved since the last call: ``{source: epoch}``.
 
         The Kafka edge writes them next to the partition's customer records, so
         whoever owns a partition next restores its clock (:meth:`load_clock`).
         The ``None`` source (offline use) is not reported.
         """
-        out = {s: float(self._source_max[s] + BASE_EPOCH) for s in sorted(
-            s for s in self._dirty_sources if s is not None and s in self._source_max)}
-        self._dirty_sources.clear()
-        return out
+        return {s: float(t + BASE_EPOCH) for s, t in self._clock.take_dirty().items()}
 
     def load_clock(self, source: int, epoch: float) -> None:
-        """Restore one source's latest event time (keeps the later of what is held and ``epoch``)."""
-        t = self._store.to_seconds(epoch)
-        cur = self._source_max.get(source)
-        if cur is None or t > cur:
-            self._source_max[source] = t
-        if self._max_t is None or t > self._max_t:
-            self._max_t = t
-        self._recompute_watermark()
+        """Restore one source's clock (keeps the later of what is held and ``epoch``).
+
+        A clock far ahead of the restored customers' own times (state written
+        by older code after one far-future event) is repaired before the next
+        event (see docs/internals.md, "Event time").
+        """
+        self._clock.load(source, self._store.to_seconds(epoch))
 
     def drop_sources(self, keep: Callable[[int | None], bool]) -> None:
         """Forget the clock of every source for which ``keep(source)`` is false (its partition moved away).
 
-        The watermark becomes the minimum over the remaining sources (it can move
-        either way; it is never above any remaining source's own watermark).
+        The watermark never moves back; it advances with the remaining active sources.
         """
-        for src in [s for s in self._source_max if not keep(s)]:
-            del self._source_max[src]
-            self._dirty_sources.discard(src)
-        self._recompute_watermark()
-
-    def _recompute_watermark(self) -> None:
-        """Watermark = min over sources - lateness; the inactivity step it may cause waits for the next event."""
-        if self._source_max:
-            self._watermark = min(self._source_max.values()) - self._lateness
+        self._clock.drop_sources(keep)
 
     # ------------------------------------------------------------ shared mode
     @property
@@ -806,17 +839,11 @@ class Segmenter:
 
     def take_vectors(self) -> bytes | None:
         """Shared mode: the sampled raw vectors since the last call, encoded for the trainer (``None``: none)."""
-        if not self._vec_keys:
-            return None
-        blob = encode_vectors(self._names, self._vec_keys, self._vec_rows)
-        self._vec_keys = []
-        self._vec_rows = [[] for _ in self._lenses]
-        return blob
+        return self._vectors.take()
 
     def discard_vectors(self) -> None:
         """Drop sampled vectors not yet taken (their batch was aborted)."""
-        self._vec_keys = []
-        self._vec_rows = [[] for _ in self._lenses]
+        self._vectors.discard()
 
     def load_shared_model(self, view: bytes) -> list[OutputMessage]:
         """Shared mode: assign with a trainer's model view (:meth:`~segmenter.shared.ModelTrainer.view`) from now on.
@@ -840,13 +867,7 @@ class Segmenter:
             dead = sorted(n for n in before if not lens.is_live(n))
             if not dead or not lens.ready:
                 continue
-            store = self._store
-            ts = _iso(self._max_t if self._max_t is not None else 0)
-            for n in dead:
-                for row in store.rows_in_segment(li, n):
-                    vals = store.vector(row, store.scored_time(row))
-                    raw = np.array(self._pick[li](vals), dtype=np.float64)
-                    self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
+            self._rescorer.dead_segments(li, dead, out, skip=None, stamp=self._clock.max_t or 0)
         return out
 
     def model_state(self) -> bytes:
@@ -854,12 +875,13 @@ class Segmenter:
         state = {
             "lenses": {lens.name: lens.state() for lens in self._lenses},
             "features": self._fnames,
-            "clock": (self._max_t, self._watermark, self._next_check, self._released_at, dict(self._source_max)),
+            "clock": self._clock.state(),
             "triggers": None if self._engine is None else self._engine.global_state(),
             "counters": {
                 "events": self._events,
                 "refine_round": self._refine_round,
                 "late": self._late,
+                "future": self._future,
                 "duplicates": self._duplicates,
                 "erasures": self._erasures,
                 "changes": dict(self._changes),
@@ -897,11 +919,10 @@ class Segmenter:
         for lens in self._lenses:
             lens.load_state(lenses[lens.name])
         self._forget_unknown_segments()
-        self._max_t, self._watermark, self._next_check, self._released_at, self._source_max = clock
-        self._dirty_sources.clear()
-        self._events, self._refine_round, self._late, self._duplicates, self._erasures = counters[:5]
-        self._changes = Counter(counters[5])
-        self._triggers = Counter(counters[6])
+        self._clock.load_state(clock)
+        self._events, self._refine_round, self._late, self._future, self._duplicates, self._erasures = counters[:6]
+        self._changes = Counter(counters[6])
+        self._triggers = Counter(counters[7])
 
     def snapshot(self) -> bytes:
         """Everything: :meth:`model_state` plus every customer (features, segments, trigger state)."""
@@ -955,7 +976,8 @@ class Segmenter:
             triggers=dict(sorted(self._triggers.items())),
             suppressed=suppressed,
             segments=segments,
-            watermark=None if self._watermark is None else _iso(self._watermark),
+            watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
+            future=self._future,
         )
 
     def customer_view(self, customer_id: str) -> CustomerView | None:
@@ -1002,33 +1024,50 @@ def _clock_value(value: Any, what: str) -> int | None:
     return None if value is None else codec.expect_int(value, f"model state clock {what}", -_CLOCK_BOUND, _CLOCK_BOUND)
 
 
-def _clock(value: Any) -> tuple[int | None, int | None, int | None, int | None, dict[int | None, int]]:
-    """The validated ``(max_t, watermark, next_check, released_at, source_max)`` of a model state."""
+def _clock_pairs(value: Any, what: str) -> list[list[int]]:
+    """A source's ``[[time, customer key], ...]`` sample."""
+    pairs = []
+    for pair in codec.expect_list(value, f"model state clock {what}"):
+        t, key = codec.expect_list(pair, f"model state clock {what} entry")
+        pairs.append([codec.expect_int(t, f"{what} time", -_CLOCK_BOUND, _CLOCK_BOUND),
+                      codec.expect_int(key, f"{what} key", 0, 2**32)])  # fmt: skip
+    return pairs
+
+
+def _source_state(value: Any) -> int | tuple[int, int, list[list[int]], list[list[int]]]:
+    """One source's ``(clock, latest, sample, ahead)`` (or a bare time, the older form)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return codec.expect_int(value, "model state clock source time", -_CLOCK_BOUND, _CLOCK_BOUND)
+    parts = codec.expect_list(value, "model state clock source")
+    if len(parts) != 4:
+        raise StateError(f"model state clock source: expected 4 values, got {len(parts)}")
+    clock = codec.expect_int(parts[0], "model state clock source clock", -_CLOCK_BOUND, _CLOCK_BOUND)
+    latest = codec.expect_int(parts[1], "model state clock source latest", -_CLOCK_BOUND, _CLOCK_BOUND)
+    return clock, latest, _clock_pairs(parts[2], "sample"), _clock_pairs(parts[3], "ahead")
+
+
+def _clock(value: Any) -> tuple[Any, ...]:
+    """The validated ``(max_t, watermark, next_check, released_at, {source: state})`` of a model state."""
     clock = codec.expect_list(value, "model state clock")
     if len(clock) != 5:
         raise StateError(f"model state clock: expected 5 values, got {len(clock)}")
     max_t, wm, nxt, rel = (_clock_value(v, w) for v, w in zip(clock[:4], ("max", "watermark", "check", "release"),
                                                                 strict=True))  # fmt: skip
-    sources: dict[int | None, int] = {}
-    for src, t in codec.expect_dict(clock[4], "model state clock sources").items():
+    sources: dict[int | None, Any] = {}
+    for src, state in codec.expect_dict(clock[4], "model state clock sources").items():
         if src is not None:
             codec.expect_int(src, "model state clock source", 0)
-        sources[src] = codec.expect_int(t, "model state clock source time", -_CLOCK_BOUND, _CLOCK_BOUND)
+        sources[src] = _source_state(state)
     return max_t, wm, nxt, rel, sources
 
 
-def _counters(value: Any) -> tuple[int, int, int, int, int, dict[str, int], dict[str, int]]:
+def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int], dict[str, int]]:
     """The validated counters of a model state."""
     c = codec.expect_dict(value, "model state counters")
-    ints = [codec.expect_int(c.get(k), f"model state counter {k}", 0)
-            for k in ("events", "refine_round", "late", "duplicates", "erasures")]  # fmt: skip
+    ints = [codec.expect_int(c.get(k, 0) if k == "future" else c.get(k), f"model state counter {k}", 0)
+            for k in ("events", "refine_round", "late", "future", "duplicates", "erasures")]  # fmt: skip
     maps = []
     for k in ("changes", "triggers"):
         m = codec.expect_dict(c.get(k), f"model state counter {k}")
         maps.append({codec.expect_str(n, f"{k} key"): codec.expect_int(v, f"{k} count", 0) for n, v in m.items()})
-    return ints[0], ints[1], ints[2], ints[3], ints[4], maps[0], maps[1]
-
-
-def _segment_number(segment_id: str) -> int | None:
-    _, _, n = segment_id.rpartition("-")
-    return int(n) if n.isdigit() else None
+    return ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], maps[0], maps[1]
