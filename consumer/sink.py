@@ -111,6 +111,9 @@ class Transport(Protocol):
     def follow(self, topic: str, partition: int) -> list[InRecord]:
         """Committed records of one partition not returned by the previous call (from the start), no waiting."""
 
+    def partitions_of(self, topic: str) -> int:
+        """How many partitions ``topic`` has (0: unknown)."""
+
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         """Offsets behind the end of each partition, given the next offsets to process.
 
@@ -248,9 +251,16 @@ class MemoryTransport:
     def produce_input(self, key: bytes | None, value: bytes | None, partition: int = 0,
                       headers: Headers = ()) -> None:
         """Append an input record, as a producer outside any transaction would (test helper)."""
-        log = self._logs(self.input_topic)[partition]
-        log.append(InRecord(self.input_topic, partition, log.end, key, value, headers))
+        self.append(self.input_topic, key, value, partition, headers)
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0,
+               headers: Headers = ()) -> int:
+        """Append a record to ``topic`` outside any transaction; returns its offset (test helper)."""
+        log = self._logs(topic)[partition]
+        offset = log.end
+        log.append(InRecord(topic, partition, offset, key, value, headers))
         log.end += 1
+        return offset
 
     def records(self, topic: str) -> list[InRecord]:
         """Every committed record of ``topic``, partition by partition (test helper)."""
@@ -336,6 +346,9 @@ class MemoryTransport:
         if out:
             self._followed[key] = out[-1].offset + 1
         return out
+
+    def partitions_of(self, topic: str) -> int:
+        return len(self.topics.get(topic, [])) or self.partitions
 
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         return {tp: max(0, self._logs(tp.topic)[tp.partition].end - pos) for tp, pos in positions.items()}

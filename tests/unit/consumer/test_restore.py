@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from consumer.service import Service
-from consumer.sink import InRecord, MemoryTransport, RebalanceHandler
+from consumer.sink import MemoryTransport, RebalanceHandler
 from consumer.state import (
     CLOCK_FORMAT,
     CLOCK_KEY,
@@ -61,10 +61,7 @@ def _service(h: Harness, cores: list[Segmenter]) -> Service:
 
 
 def _append(h: Harness, topic: str, key: bytes | None, value: bytes | None, headers: Any = (), p: int = 0) -> int:
-    parts = h.transport.topics.setdefault(topic, [[]])
-    offset = len(parts[p])
-    parts[p].append(InRecord(topic, p, offset, key, value, tuple(headers)))
-    return offset
+    return h.transport.append(topic, key, value, p, tuple(headers))
 
 
 def _first_run(h: Harness, cores: list[Segmenter], n: int = 40) -> None:
