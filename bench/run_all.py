@@ -13,7 +13,8 @@ Steps and their default ("full", about ten minutes on two cores) sizes:
 ``replay_throughput``    200k simulated events through ``segmenter replay`` vs a bare river loop
 ``latency``              1k, 5k and 20k events/s offered, exactly-once, real broker
 ``memory``               100k and 1M customers
-``quality``              every algorithm on the personas and the well-separated scenarios
+``quality``              every algorithm on the personas, the well-separated and the sparse (20k customers, 18
+                         months) scenarios; the sparse one with a bad clock for the first algorithm
 
 ``--size smoke`` runs everything at tiny sizes (a few seconds per step; the
 smoke tests use it). Kafka steps need the broker (``make kafka-start``);
@@ -64,7 +65,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
         ],
         "latency": ["--rates", "1000", "5000", "20000", "--seconds", "15", "15", "5", "--customers", "5000"],
         "memory": ["--sizes", "100000", "1000000"],
-        "quality": ["--customers", "1000", "--days", "30", "--separated-customers", "800"],
+        "quality": ["--customers", "1000", "--days", "30", "--separated-customers", "800",
+                    "--sparse-customers", "20000"],
     },
     "smoke": {
         "consumer_throughput": ["--events", "300", "--customers", "30"],
@@ -82,7 +84,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
             "60",
         ],
         "memory": ["--sizes", "2000", "--warmup", "400"],
-        "quality": ["--customers", "40", "--days", "4", "--algorithms", "kmeans", "dbstream"],
+        "quality": ["--customers", "40", "--days", "4", "--sparse-customers", "100", "--sparse-days", "200",
+                    "--algorithms", "kmeans", "dbstream"],
     },
 }
 

@@ -38,7 +38,23 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
     )
     assert memory.main(["--sizes", "500", "1000", "--warmup", "300", "--out", str(out)]) == 0
     assert (
-        quality.main(["--customers", "30", "--days", "3", "--algorithms", "kmeans", "clustream", "--out", str(out)])
+        quality.main(
+            [
+                "--customers",
+                "30",
+                "--days",
+                "3",
+                "--sparse-customers",
+                "80",
+                "--sparse-days",
+                "200",
+                "--algorithms",
+                "kmeans",
+                "clustream",
+                "--out",
+                str(out),
+            ]
+        )
         == 0
     )
 
@@ -62,15 +78,21 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
     assert isinstance(traced, float) and 30 < traced < 5000  # an id string and a store row at the very least
 
     q = json.loads((out / "quality.json").read_text())
-    assert set(q["data"]["runs"]) == {"personas", "separated"}
-    for runs in q["data"]["runs"].values():
-        assert set(runs) == {"kmeans", "clustream"}
+    assert set(q["data"]["runs"]) == {"personas", "separated", "sparse", "sparse_bad_clock"}
+    for scenario, runs in q["data"]["runs"].items():
+        assert set(runs) == ({"kmeans"} if scenario == "sparse_bad_clock" else {"kmeans", "clustream"})
         for res in runs.values():
             assert -1.0 <= res["final_ari_joint"] <= 1.0
             for lens in res["lenses"].values():
                 assert 0.0 <= lens["flap_rate"] <= 1.0 and -1.0 <= lens["ari_vs_batch"] <= 1.0
+                assert 0.0 <= lens["reversal_rate_7d"] <= 1.0
+                assert lens["reversals_7d"] <= lens["moves"]
     sep = [r for r in q["rows"] if "well-separated" in r["section"]]
     assert len(sep) == 2 * 2 * 3  # algorithms x lenses x (ARI vs patterns, ARI vs batch, flap rate)
+    reversal = [r["metric"] for r in q["rows"] if "7-day reversal" in r["section"]]
+    assert reversal == [f"{s} / {lens}" for s in q["data"]["runs"] for lens in ("value", "engagement")]
+    bad_clock = [r for r in q["rows"] if "a year ahead" in r["section"]]
+    assert len(bad_clock) == 1 and bad_clock[0]["measured"] == q["data"]["runs"]["sparse_bad_clock"]["kmeans"]["late"]
 
     path = report.write_report(out, tmp_path / "RESULTS.md")
     text = path.read_text()
@@ -88,3 +110,18 @@ def test_report_formats_missing_and_nan_values() -> None:
     assert report._fmt(math.nan) == "n/a"
     assert report._fmt(0.0042, "share") == "0.42%"
     assert report._fmt(12345.6) == "12,346"
+
+
+def test_a_move_back_within_7_days_of_event_time_is_a_reversal_whatever_the_event_count() -> None:
+    day = 86400.0
+    r = quality.Reversals(flap_window=5)
+    assert r.note(0, "c1", "a", "b", "event", 10, 0.0) == (False, False, None)
+    # back to "a" 100 events but only 2 days later: a 7-day reversal, not a flap
+    assert r.note(0, "c1", "b", "a", "inactivity", 110, 2 * day) == (False, True, "event")
+    # back to "b" 2 events but 8 days later: a flap, not a 7-day reversal
+    assert r.note(0, "c1", "a", "b", "event", 112, 10 * day) == (True, False, "inactivity")
+    # a move on to a third segment reverses nothing; lenses and customers are apart
+    assert r.note(0, "c1", "b", "c", "event", 113, 10 * day) == (False, False, None)
+    assert r.note(1, "c1", "c", "b", "event", 114, 10 * day) == (False, False, None)
+    assert r.note(0, "c2", "c", "b", "event", 1, 10 * day) == (False, False, None)
+    assert r.note(0, "c1", "c", "b", "event", 114, 17 * day) == (True, True, "event")
