@@ -10,7 +10,8 @@ Steps and their default ("full", about ten minutes on two cores) sizes:
 
 ``consumer_throughput``  20k events through segmenter-consumer (exactly-once, at-least-once), a bare consumer and a
                          bare exactly-once pass-through
-``replay_throughput``    200k simulated events through ``segmenter replay`` vs a bare river loop
+``replay_throughput``    200k simulated events through ``segmenter replay`` vs a bare river loop; whole processes
+                         (start-up included) on the dense and the sparse (20k customers) scenarios
 ``latency``              1k, 5k and 20k events/s offered, exactly-once, real broker
 ``memory``               100k and 1M customers
 ``quality``              every algorithm on the personas, the well-separated and the sparse (20k customers, 18
@@ -62,6 +63,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
             "200000",
             "--reference-events",
             "40000",
+            "--sparse-customers",
+            "20000",
         ],
         "latency": ["--rates", "1000", "5000", "20000", "--seconds", "15", "15", "5", "--customers", "5000"],
         "memory": ["--sizes", "100000", "1000000"],
@@ -70,7 +73,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
     },
     "smoke": {
         "consumer_throughput": ["--events", "300", "--customers", "30"],
-        "replay_throughput": ["--customers", "60", "--days", "3", "--max-events", "3000", "--reference-events", "1000"],
+        "replay_throughput": ["--customers", "60", "--days", "3", "--max-events", "3000", "--reference-events", "1000",
+                              "--sparse-customers", "100", "--sparse-days", "200", "--repeat", "1"],
         "latency": [
             "--rates",
             "200",

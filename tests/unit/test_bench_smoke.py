@@ -32,7 +32,8 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert (
         replay_throughput.main(
-            ["--customers", "30", "--days", "2", "--max-events", "1500", "--reference-events", "500", "--out", str(out)]
+            ["--customers", "30", "--days", "2", "--max-events", "1500", "--reference-events", "500",
+             "--sparse-customers", "60", "--sparse-days", "200", "--repeat", "1", "--out", str(out)]
         )
         == 0
     )
@@ -67,6 +68,13 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
         assert isinstance(r["measured"], float) and r["measured"] > 0
         assert isinstance(r["ratio"], float) and r["ratio"] > 0
     assert rt[0]["passed"] == (rt[0]["ratio"] >= 2.0)
+    whole = [r for r in rt if r["section"] == "throughput: whole processes"]
+    assert [r["metric"].split(":")[0].split(" (")[0] for r in whole] == ["dense"] * 2 + ["sparse"] * 2
+    data = json.loads((out / "replay_throughput.json").read_text())["data"]
+    for r, (scenario, clock) in zip(whole, [(s, c) for s in ("dense", "sparse") for c in ("wall", "cpu")], strict=True):
+        seconds = data["processes"][scenario]["seconds"]
+        assert r["ratio"] == pytest.approx(seconds["bare_river"][clock] / seconds["replay"][clock])
+        assert r["passed"] == (r["ratio"] >= 2.0)
 
     mem = _rows(out, "memory")
     assert [r["metric"] for r in mem] == [
