@@ -112,6 +112,13 @@ class Transport(Protocol):
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         """Records behind the end of each partition, given the next offsets to process."""
 
+    def caught_up(self, partitions: Iterable[TP]) -> set[TP]:
+        """The assigned ``partitions`` read to their end: every record up to the end offset of the last fetch
+        (under ``read_committed``, at most the last stable offset) was returned by :meth:`poll`.
+
+        A partition not fetched yet is not caught up.
+        """
+
     def close(self) -> None:
         """Release the clients (revokes the assignment)."""
 
@@ -144,10 +151,11 @@ class MemoryTransport:
         self.topics.setdefault(self.input_topic, [[] for _ in range(self.partitions)])
 
     def produce_input(self, key: bytes | None, value: bytes | None, partition: int = 0,
-                      headers: Headers = ()) -> None:
-        """Append an input record (test helper)."""
+                      headers: Headers = (), timestamp_ms: int = 0) -> None:
+        """Append an input record (test helper; ``timestamp_ms`` 0: the record has no timestamp)."""
         parts = self.topics[self.input_topic]
-        parts[partition].append(InRecord(self.input_topic, partition, len(parts[partition]), key, value, headers))
+        parts[partition].append(InRecord(self.input_topic, partition, len(parts[partition]), key, value, headers,
+                                         timestamp_ms))
 
     def records(self, topic: str) -> list[InRecord]:
         """Every committed record of ``topic``, partition by partition (test helper)."""
@@ -232,6 +240,10 @@ class MemoryTransport:
 
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         return {tp: len(self.topics[tp.topic][tp.partition]) - pos for tp, pos in positions.items()}
+
+    def caught_up(self, partitions: Iterable[TP]) -> set[TP]:
+        return {tp for tp in partitions
+                if tp in self._assigned and self._positions.get(tp, 0) >= len(self.topics[tp.topic][tp.partition])}
 
     def close(self) -> None:
         if self.handler is not None and self._assigned:
