@@ -12,7 +12,7 @@ Whole processes, on two scenarios (the dense ``personas`` stream and the
     ``python -m bench.bare_river EVENTS.jsonl`` (:mod:`bench.bare_river`): a new
     process reading the same file, with a few counters per customer as its
     feature vectors and ``KMeans.learn_one`` + ``predict_one`` per event and
-    lens of the default config.
+    lens of the default config (always this tree's script, also for ``--before``).
 
 Each command runs once unmeasured first (it fills numba's cache, as the
 Docker image does at build), then the best of ``--repeat`` runs counts. With
@@ -209,14 +209,13 @@ def measure_processes(
     """Whole-process timings per scenario: replay (this tree, and ``--before`` if given) and the bare loop."""
     before = export_tree(args.before, tmp) if args.before else None
     out: dict[str, dict[str, Any]] = {}
-    bare_tree = ROOT  # the reference script is the same for both sides
     for name, sim in sims.items():
         path = tmp / f"{name}.jsonl"
         sim.write_jsonl(path)
         runs = {"replay": whole_process(replay_command(path), ROOT, args.repeat)}
         if before is not None:
             runs["replay_before"] = whole_process(replay_command(path), before, args.repeat)
-        runs["bare_river"] = whole_process(bare_command(path, config, args.seed), bare_tree, args.repeat)
+        runs["bare_river"] = whole_process(bare_command(path, config, args.seed), ROOT, args.repeat)
         n = len(sim)
         out[name] = {
             "events": n,
