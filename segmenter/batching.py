@@ -3,7 +3,7 @@
 :class:`EventColumns`
     One poll batch or file chunk as columns: the customer's row (or a
     placeholder for a customer first seen in the batch), effect, time,
-    amount, event-id hash and source index per event.
+    amount, event-id hash, customer-id hash and source index per event.
 :class:`LensArrays`
     The lenses' assignment values (scaled live centers, scaler snapshot,
     hysteresis), their observation counters and a buffer of sampled vectors,
@@ -15,7 +15,7 @@ Both are owned by one :class:`~segmenter.pipeline.Segmenter` and never shared.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,7 +33,6 @@ __all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays"]
 
 SAMPLE_CAPACITY = 256
 """Sampled vectors buffered per lens between two hand-overs to the lens."""
-UNSET = np.iinfo(np.int64).min
 
 
 class EventColumns:
@@ -47,8 +46,8 @@ class EventColumns:
         Per event, its source (input partition) or ``None``.
     store
         The feature store (known customers' rows).
-    source_keys
-        The sources known so far, in index order; sources new in this batch are appended.
+    source_index
+        A source's index in the clock's arrays (:meth:`~segmenter.clock.EventClock.index`; adds new sources).
 
     Attributes
     ----------
@@ -57,18 +56,19 @@ class EventColumns:
     """
 
     def __init__(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], store: FeatureStore,
-                 source_keys: list[int | None]) -> None:
+                 source_index: Callable[[int | None], int]) -> None:
         n = len(events)
         self.events = events
         self.errors: list[tuple[int, EventError]] = []
         self._pending: dict[str, int] = {}
         self._ids: list[str] = []
-        src_index = {s: i for i, s in enumerate(source_keys)}
+        src_index: dict[int | None, int] = {}
         rows = [0] * n
         kinds = [0] * n
         times = [0] * n
         amounts = [0.0] * n
         hashes = [0] * n
+        chashes = [0] * n
         srcs = [0] * n
         known = store.rows_of([ev.customer_id for ev in events]).tolist()
         to_seconds = store.to_seconds
@@ -93,17 +93,18 @@ class EventColumns:
             if amount is not None:
                 amounts[i] = amount
             hashes[i] = crc(ev.event_id.encode()) or 1
+            chashes[i] = crc(cid.encode())
             s = sources[i]
             si = src_index.get(s)
             if si is None:
-                si = src_index[s] = len(source_keys)
-                source_keys.append(s)
+                si = src_index[s] = source_index(s)
             srcs[i] = si
         self.rows = np.array(rows, np.int64)
         self.kinds = np.array(kinds, np.int64)
         self.times = np.array(times, np.int64)
         self.amounts = np.array(amounts, np.float64)
         self.hashes = np.array(hashes, np.uint32)
+        self.chashes = np.array(chashes, np.int64)
         self.srcs = np.array(srcs, np.int64)
         self.newrows = np.full(max(1, len(self._ids)), -1, np.int64)
         self.newfirst = np.ones(max(1, len(self._ids)), np.uint8)

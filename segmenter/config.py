@@ -77,7 +77,14 @@ class FeatureConfig(_Section):
     activity_half_life_days: PositiveFloat = 14.0
     """Half-life of sessions, views, cart adds, e-mail engagement and the ratios built on them."""
     lateness_hours: Annotated[float, Field(ge=0, le=24 * 365, allow_inf_nan=False)] = 24.0
-    """Allowed lateness: events older than (latest event time - lateness) are rejected as ``late``."""
+    """Allowed lateness, per customer: an event older than (that customer's latest event time - lateness)
+    is rejected as ``late``; the watermark drives only time-driven work and is this much behind the clock."""
+    clock_quorum: Annotated[int, Field(ge=1, le=64)] = 5
+    """A source's clock is the ``clock_quorum``-th largest latest event time over its distinct customers
+    (fewer customers: the smallest of theirs), so fewer than this many bad clocks cannot move it."""
+    max_future_hours: Annotated[float, Field(gt=0, le=24 * 365, allow_inf_nan=False)] = 24.0
+    """An event more than this far ahead of its source's clock is isolated: applied to its customer's
+    features only (no learning, no scoring, not that customer's lateness reference, no clock move)."""
     recency_cap_days: PositiveFloat = 365.0
     """Upper bound of ``recency_days``."""
     dedup_size: Annotated[int, Field(ge=0, le=64)] = 8

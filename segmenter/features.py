@@ -565,6 +565,14 @@ class FeatureStore:
             i = j
         return out[:limit]
 
+    def robust_time(self, quorum: int) -> int | None:
+        """The ``quorum``-th largest latest event time over customers (fewer: the smallest); ``None``: none."""
+        last = self.t[self.live, _LAST]
+        if not len(last):
+            return None
+        k = min(max(1, quorum), len(last))
+        return int(np.partition(last, len(last) - k)[len(last) - k])
+
     def segment_counts(self, lens: int) -> dict[int, int]:
         """Customers per segment number in lens ``lens`` (computed from the column)."""
         col = self.seg[self.live, lens].astype(np.int64)

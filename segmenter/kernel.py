@@ -10,7 +10,12 @@ and calls :func:`run` again from the same position. Stops:
 ``NEW_ROW``
     the event's customer is unknown: allocate its row (``newrows``);
 ``LATE``
-    the event is older than the watermark: count it and report it;
+    the event is older than its customer's latest applied event time minus
+    the allowed lateness: count it and report it;
+``FUTURE``
+    the event is more than ``max_future`` ahead of its source's clock and
+    latest time, and fewer than the source's quorum of customers are ahead
+    with it (see :mod:`segmenter.clock`): count it and report it;
 ``ERASE``
     an ``erasure_request``;
 ``LEARN``
@@ -51,6 +56,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from segmenter.clock import UNSET, kth_latest, majority, remember, watermark_of
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
 
 __all__ = [
@@ -68,7 +74,7 @@ __all__ = [
     "run",
 ]
 
-DONE, NEW_ROW, LATE, ERASE, LEARN, MOVE, SHARED_SAMPLE, REFINE, WATERMARK, NONFINITE = range(10)
+DONE, NEW_ROW, LATE, ERASE, LEARN, MOVE, SHARED_SAMPLE, REFINE, WATERMARK, NONFINITE, FUTURE = range(11)
 
 K_SKIP = -2
 """Event kind of an event already rejected by the caller (skipped by the loop)."""
@@ -83,8 +89,9 @@ STATE_FIELDS = (
 (S_EVENTS, S_DUPS, S_VEC_SEEN, S_HAS_MAX, S_MAX_T, S_HAS_WM, S_WM, S_HAS_NEXT, S_NEXT, S_HAS_REL,
  S_REL) = range(len(STATE_FIELDS))  # fmt: skip
 
-# params (int64): lateness, refine_every, shared, vector_every, engine present, release every, dedup size
-P_LATENESS, P_REFINE, P_SHARED, P_VECTOR_EVERY, P_ENGINE, P_RELEASE, P_DEDUP = range(7)
+# params (int64): lateness, refine_every, shared, vector_every, engine present, release every, dedup size,
+# max future, clock quorum
+P_LATENESS, P_REFINE, P_SHARED, P_VECTOR_EVERY, P_ENGINE, P_RELEASE, P_DEDUP, P_FUTURE, P_QUORUM = range(9)
 # float params: decay rates (activity, frequency, spend) and the recency cap in days
 FP_KA, FP_KF, FP_KS, FP_CAP = range(4)
 
@@ -94,7 +101,6 @@ _FIRST, _LAST, _LPUR, _SCORED = range(4)
 _NO_TIME = -(2**31)
 _MAX_AMOUNT = 1e12
 _DAY = 86_400
-_UNSET = np.iinfo(np.int64).min
 # EventKind values
 _OTHER, _SESSION, _PVIEW_K, _CART_K, _PURCHASE, _REFUND, _EOPEN, _ECLICK = range(8)
 
@@ -207,9 +213,10 @@ def _ingest(  # noqa: PLR0917 - compiled: positional only
 @njit(cache=True)
 def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one piece for speed
     pos: Any, io: Any, dist: Any,
-    rows: Any, newrows: Any, newfirst: Any, kinds: Any, times: Any, amounts: Any, ehash: Any, srcs: Any,
+    rows: Any, newrows: Any, newfirst: Any, kinds: Any, times: Any, amounts: Any, ehash: Any, chash: Any, srcs: Any,
     f: Any, t: Any, h: Any, hpos: Any, dirty: Any, seg: Any, dwell: Any,
-    state: Any, smax: Any, sdirty: Any, prm: Any, fp: Any,
+    state: Any, sclock: Any, smax: Any, sidle: Any, sdirty: Any, ktime: Any, kkey: Any, kcount: Any,
+    atime: Any, akey: Any, acount: Any, prm: Any, fp: Any,
     idx: Any, dims: Any, heavy: Any, inv: Any, off: Any, centers: Any, nlive: Any, live: Any,
     min_dwell: Any, keep: Any, ready: Any,
     nobs: Any, warmup: Any, learn_every: Any, batch_size: Any, bfill: Any,
@@ -241,17 +248,31 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                 io[1] = i
                 io[2] = 0
                 return
-            if state[S_HAS_WM] and at < state[S_WM]:
-                io[0] = LATE
-                io[1] = i
-                io[2] = 0
-                return
+            si = srcs[i]
+            ahead = max(sclock[si], smax[si])
+            if ahead != UNSET and at > ahead + prm[P_FUTURE]:
+                remember(atime, akey, acount, si, chash[i], at)
+                q = majority(kcount, si, prm[P_QUORUM])
+                if acount[si] < q:
+                    io[0] = FUTURE
+                    io[1] = i
+                    io[2] = 0
+                    return
+                # a quorum of customers is ahead: the source's time really jumped
+                sclock[si] = kth_latest(atime, acount, si, q)
+                sdirty[si] = 1
+                acount[si] = 0
             if row < 0:
                 io[0] = NEW_ROW
                 io[1] = i
                 io[2] = 0
                 return
             new = k >= 0 and newfirst[k] != 0
+            if not new and at < t[row, _LAST] - prm[P_LATENESS]:
+                io[0] = LATE
+                io[1] = i
+                io[2] = 0
+                return
             if not _ingest(f, t, h, hpos, dirty, row, new, kind, at, amounts[i], ehash[i], prm[P_DEDUP], fp):
                 state[S_DUPS] += 1
                 i += 1
@@ -268,7 +289,8 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                     io[1] = i
                     io[2] = 1
                     return
-        _vector(f, t, row, t[row, _LAST], fp, vals)
+        if step < tail:
+            _vector(f, t, row, t[row, _LAST], fp, vals)
         while step < tail:
             li = (step - 1) // 2
             d = dims[li]
@@ -343,28 +365,29 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             state[S_HAS_MAX] = 1
             state[S_MAX_T] = at
         si = srcs[i]
+        remember(ktime, kkey, kcount, si, chash[i], at)
         i += 1
         step = 0
-        if smax[si] == _UNSET or at > smax[si]:
+        if smax[si] == UNSET or at > smax[si]:
             smax[si] = at
+        cand = kth_latest(ktime, kcount, si, majority(kcount, si, prm[P_QUORUM]))
+        sidle[si] = 0
+        if sclock[si] == UNSET or cand > sclock[si]:
+            sclock[si] = cand
             sdirty[si] = 1
-            low = at
-            for s in range(len(smax)):
-                if smax[s] != _UNSET and smax[s] < low:
-                    low = smax[s]
-            wm = low - prm[P_LATENESS]
-            if not state[S_HAS_WM] or wm > state[S_WM]:
-                state[S_HAS_WM] = 1
-                state[S_WM] = wm
-                if (
-                    (prm[P_ENGINE] and (not state[S_HAS_REL] or wm - state[S_REL] >= prm[P_RELEASE]))
-                    or not state[S_HAS_NEXT]
-                    or wm >= state[S_NEXT]
-                ):
-                    io[0] = WATERMARK
-                    io[1] = i
-                    io[2] = 0
-                    return
+        defined, wm = watermark_of(sclock, sidle, prm[P_LATENESS])
+        if defined and (not state[S_HAS_WM] or wm > state[S_WM]):
+            state[S_HAS_WM] = 1
+            state[S_WM] = wm
+            if (
+                (prm[P_ENGINE] and (not state[S_HAS_REL] or wm - state[S_REL] >= prm[P_RELEASE]))
+                or not state[S_HAS_NEXT]
+                or wm >= state[S_NEXT]
+            ):
+                io[0] = WATERMARK
+                io[1] = i
+                io[2] = 0
+                return
     io[0] = DONE
     io[1] = n_events
     io[2] = 0

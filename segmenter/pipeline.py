@@ -2,8 +2,10 @@
 
 Per accepted event, :meth:`Segmenter.process` runs
 
-1. erasure (``erasure_request``) or lateness (older than the watermark:
-   ``EventError("late")``) and de-duplication (repeated ``event_id``: ``[]``);
+1. erasure (``erasure_request``), a bad clock (far ahead of its source's
+   clock: ``EventError("future")``), lateness (older than the customer's own
+   latest event time minus the lateness: ``EventError("late")``) and
+   de-duplication (repeated ``event_id``: ``[]``);
 2. the feature update (:class:`~segmenter.features.FeatureStore`, event time);
 3. for each lens, on the customer's raw feature vector at its latest event
    time: ``observe`` (model learning; lifecycle messages), ``assign`` (nearest
@@ -21,10 +23,11 @@ to one :class:`~segmenter.shared.ModelTrainer` (anywhere), whose :meth:`~segment
 process loads with :meth:`Segmenter.load_shared_model`. The same view assigns
 the same vector to the same segment id and name in every process.
 
-The watermark is the minimum over the event sources (input partitions, the
-``source`` argument of :meth:`Segmenter.process`) of their latest event time,
-minus the lateness; with one source (the default ``None``) it is the latest
-event time minus the lateness, as before.
+Event time (:mod:`segmenter.clock`): every event source (input partition, the
+``source`` argument of :meth:`Segmenter.process`; ``None`` offline) has a
+robust clock; the watermark is the minimum over the active sources' clocks,
+minus the lateness, and drives only time-driven work (inactivity, held
+triggers, refinement ticks), never lateness.
 
 Customers whose segment a lens merged or retired are moved at once (cause
 ``model``). Every order that decides an output depends only on the state, never
@@ -50,7 +53,8 @@ import numpy as np
 import orjson
 
 from segmenter import kernel
-from segmenter.batching import UNSET, EventColumns, LensArrays
+from segmenter.batching import EventColumns, LensArrays
+from segmenter.clock import EventClock
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent
@@ -87,7 +91,7 @@ class BatchResult:
     outputs: list[OutputMessage]
     """Output messages in order (``emitted_at`` unset)."""
     errors: list[tuple[int, EventError]]
-    """Rejected events by index into the batch (``late``, or ``schema`` for a time out of range), in order."""
+    """Rejected events by index into the batch (``late``, ``future``, or ``schema`` for a time out of range)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class SegmenterStats:
     segments: dict[str, list[SegmentSize]]
     """Per lens, the segments that currently hold customers (by id)."""
     watermark: str | None
+    future: int = 0
+    """Events refused as far ahead of their source's clock (``features.max_future_hours``)."""
 
 
 @dataclass(frozen=True)
@@ -179,21 +185,17 @@ class Segmenter:
         self._per_step = config.inactivity.max_customers_per_step
         self._refine_every = config.refine.every_events
         # event-time clock (int seconds relative to BASE_EPOCH)
-        self._max_t: int | None = None
-        self._watermark: int | None = None
-        # per-source (input partition) maximum event time; the watermark is min over sources - lateness
-        self._source_max: dict[int | None, int] = {}
-        self._dirty_sources: set[int | None] = set()
+        self._clock = EventClock(self._lateness, config.features.clock_quorum,
+                                 round(config.features.max_future_hours * 3600))
         # shared mode: sampled raw vectors for the trainer (customer hash, one raw vector per lens)
         self._vec_keys: list[int] = []
         self._vec_rows: list[list[list[float]]] = [[] for _ in config.lenses]
         self._vec_seen = 0
-        self._next_check: int | None = None
-        self._released_at: int | None = None
         # counters (part of the model state)
         self._events = 0
         self._refine_round = 0
         self._late = 0
+        self._future = 0
         self._duplicates = 0
         self._erasures = 0
         self._changes: Counter[str] = Counter()
@@ -227,7 +229,7 @@ class Segmenter:
     @property
     def watermark(self) -> float | None:
         """The watermark as epoch seconds (``None`` before the first event)."""
-        return None if self._watermark is None else float(self._watermark + BASE_EPOCH)
+        return None if self._clock.watermark is None else float(self._clock.watermark + BASE_EPOCH)
 
     # -------------------------------------------------------------- the flow
     def process(self, event: CustomerEvent, source: int | None = None) -> list[OutputMessage]:
@@ -240,16 +242,17 @@ class Segmenter:
         event
             The validated event.
         source
-            Where the event came from (the input partition). The watermark is the
-            minimum over the sources' latest event times, minus the allowed
-            lateness, so one partition running ahead of another does not make
-            the other's events late. ``None`` (one source) is the offline case.
+            Where the event came from (the input partition; ``None``: the one
+            source of an offline run). Each source has its own clock (see
+            :mod:`segmenter.clock`); lateness is judged per customer.
 
         Raises
         ------
         EventError
-            ``late``: the event is older than the watermark (counted, not applied);
-            ``schema``: its time is outside the supported range.
+            ``late``: the event is older than its customer's latest event time
+            minus the lateness; ``future``: it is far ahead of its source's clock
+            (both counted, not applied); ``schema``: its time is outside the
+            supported range.
         """
         result = self.process_batch([event], [source])
         if result.errors:
@@ -293,8 +296,10 @@ class Segmenter:
         result = BatchResult([], [])
         if not n:
             return result
-        keys = list(self._source_max)
-        cols = EventColumns(events, srcs, self._store, keys)
+        clock = self._clock
+        if clock.needs_repair:
+            self._repair_clock()
+        cols = EventColumns(events, srcs, self._store, clock.index)
         errors = dict(cols.errors)
         out = result.outputs
         arrays = self._arrays
@@ -302,10 +307,9 @@ class Segmenter:
         io = np.zeros(6, np.int64)
         dist = np.zeros(1, np.float64)
         state = np.zeros(len(kernel.STATE_FIELDS), np.int64)
-        smax = np.array([self._source_max.get(k, UNSET) for k in keys], np.int64)
-        sdirty = np.zeros(len(keys), np.uint8)
         prm = np.array([self._lateness, self._refine_every, self._shared, self._vector_every,
-                        self._engine is not None, _RELEASE_EVERY_S, self._store.dedup_size], np.int64)
+                        self._engine is not None, _RELEASE_EVERY_S, self._store.dedup_size, clock.max_future,
+                        clock.quorum], np.int64)
         fp = self._store.kernel_rates()
         store = self._store
         arrays.sync(counters=True)
@@ -314,15 +318,17 @@ class Segmenter:
             arrays.sync(counters=False)
             kernel.run(
                 pos, io, dist,
-                cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes, cols.srcs,
+                cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes, cols.chashes,
+                cols.srcs,
                 store.f, store.t, store.h, store.hpos, store.dirty, store.seg, store.dwell,
-                state, smax, sdirty, prm, fp,
+                state, clock.clock, clock.smax, clock.idle, clock.dirty, clock.ktime, clock.kkey, clock.kcount,
+                clock.atime, clock.akey, clock.acount, prm, fp,
                 arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
                 arrays.live, arrays.min_dwell, arrays.keep, arrays.ready,
                 arrays.nobs, arrays.warmup, arrays.learn_every, arrays.batch_size, arrays.bfill,
                 arrays.sbuf, arrays.sn, arrays.scount,
             )  # fmt: skip
-            self._pull_clock(state, keys, smax, sdirty)
+            self._pull_clock(state)
             reason, i, step = int(io[0]), int(io[1]), int(io[2])
             if reason in _FLUSH_AT:
                 for li, msgs in arrays.flush():
@@ -342,7 +348,11 @@ class Segmenter:
                 cols.set_new_row(i, store.new_row(ev.customer_id))
             elif reason == kernel.LATE:
                 self._late += 1
-                errors[i] = self._late_error(ev)
+                errors[i] = self._late_error(ev, cols.row(i))
+                pos[0], pos[1] = i + 1, 0
+            elif reason == kernel.FUTURE:
+                self._future += 1
+                errors[i] = self._future_error(ev, srcs[i])
                 pos[0], pos[1] = i + 1, 0
             elif reason == kernel.ERASE:
                 self._events += 1
@@ -363,29 +373,42 @@ class Segmenter:
         return result
 
     def _push_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
-        max_t, wm, nxt, rel = self._max_t, self._watermark, self._next_check, self._released_at
+        c = self._clock
+        max_t, wm, nxt, rel = c.max_t, c.watermark, c.next_check, c.released_at
         state[:] = (self._events, self._duplicates, self._vec_seen, max_t is not None, max_t or 0, wm is not None,
                     wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0)
 
-    def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]], keys: list[int | None],
-                    smax: np.ndarray[Any, np.dtype[np.int64]], sdirty: np.ndarray[Any, np.dtype[np.uint8]]) -> None:
+    def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        c = self._clock
         (self._events, self._duplicates, self._vec_seen, has_max, max_t, has_wm, wm, has_next, nxt, has_rel,
          rel) = state.tolist()  # fmt: skip
-        self._max_t = max_t if has_max else None
-        self._watermark = wm if has_wm else None
-        self._next_check = nxt if has_next else None
-        self._released_at = rel if has_rel else None
-        for s in np.flatnonzero(sdirty).tolist():
-            self._source_max[keys[s]] = int(smax[s])
-            self._dirty_sources.add(keys[s])
-        sdirty[:] = 0
+        c.max_t = max_t if has_max else None
+        c.watermark = wm if has_wm else None
+        c.next_check = nxt if has_next else None
+        c.released_at = rel if has_rel else None
 
-    def _late_error(self, event: CustomerEvent) -> EventError:
-        wm = self._watermark
+    def _repair_clock(self) -> None:
+        """After a restore: clamp clocks far ahead of the restored customers' robust time (old poisoned state)."""
+        store = self._store
+        robust = store.robust_time(self._clock.quorum)
+        self._clock.repair(robust)
+
+    def _future_error(self, event: CustomerEvent, source: int | None) -> EventError:
+        clock = self._clock.clock_of(source)
+        return EventError(
+            "future",
+            f"event time {event.ts.isoformat()} is more than {self.config.features.max_future_hours:g} h ahead of "
+            f"its source's clock {_iso(clock or 0)} and too few other customers are that far ahead "
+            "(features.max_future_hours, features.clock_quorum); check the producer's clock",
+            field="ts",
+        )
+
+    def _late_error(self, event: CustomerEvent, row: int) -> EventError:
+        ref = self._store.last_time(row)
         return EventError(
             "late",
-            f"event time {event.ts.isoformat()} is before the watermark {_iso(wm or 0)} "
-            f"(latest event time minus {self.config.features.lateness_hours:g} h)",
+            f"event time {event.ts.isoformat()} is more than {self.config.features.lateness_hours:g} h before "
+            f"customer {event.customer_id!r}'s latest event time {_iso(ref)} (features.lateness_hours)",
             field="ts",
         )
 
@@ -438,11 +461,10 @@ class Segmenter:
         """
         t = self._store.to_seconds(epoch)
         out: list[OutputMessage] = []
-        if self._watermark is None or t > self._watermark:
-            self._watermark = t
+        if self._clock.advance(t):
             self._on_watermark(out)
-        if full and self._watermark is not None:
-            self._sweep(self._watermark, len(self._store), out, before=self._watermark)
+        if full and self._clock.watermark is not None:
+            self._sweep(self._clock.watermark, len(self._store), out, before=self._clock.watermark)
         return out
 
     # ---------------------------------------------------------------- scoring
@@ -526,7 +548,9 @@ class Segmenter:
         self._changes[cause] += 1
         out.append(change)
         if self._engine is not None:
-            trig = self._engine.evaluate(change, dict(zip(FEATURE_NAMES, vals, strict=True)), event)
+            # no later change of this customer is older than its latest time minus the lateness
+            floor = float(store.last_time(row) - self._lateness + BASE_EPOCH)
+            trig = self._engine.evaluate(change, dict(zip(FEATURE_NAMES, vals, strict=True)), event, floor)
             self._count_triggers(trig)
             out.extend(trig)
 
@@ -553,7 +577,7 @@ class Segmenter:
         if not dead or not lens.ready:
             return
         store = self._store
-        ts = _iso(self._max_t if self._max_t is not None else 0)
+        ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
         for n in sorted(dead):
             for row in store.rows_in_segment(li, n):
                 if row == skip:
@@ -569,7 +593,7 @@ class Segmenter:
         if not rows:
             return
         arr = np.array(rows, dtype=np.intp)
-        at = self._watermark if self._watermark is not None else -(2**31)
+        at = self._clock.watermark if self._clock.watermark is not None else -(2**31)
         times = np.maximum(store.t[arr, 1].astype(np.int64), at)
         mat = store.matrix(arr, times)
         for li, lens in enumerate(self._lenses):
@@ -582,20 +606,21 @@ class Segmenter:
         logger.debug("refinement %d on %d customers", self._refine_round, len(rows))
 
     def _on_watermark(self, out: list[OutputMessage]) -> None:
-        wm = self._watermark
+        wm = self._clock.watermark
         assert wm is not None
-        if self._engine is not None and (self._released_at is None or wm - self._released_at >= _RELEASE_EVERY_S):
-            self._released_at = wm
+        rel = self._clock.released_at
+        if self._engine is not None and (rel is None or wm - rel >= _RELEASE_EVERY_S):
+            self._clock.released_at = wm
             released = self._engine.release(float(wm + BASE_EPOCH))
             self._count_triggers(released)
             out.extend(released)
-        if self._next_check is None:
-            self._next_check = (wm // self._interval + 1) * self._interval
+        if self._clock.next_check is None:
+            self._clock.next_check = (wm // self._interval + 1) * self._interval
             return
-        if wm < self._next_check:
+        if wm < self._clock.next_check:
             return
-        n = (wm - self._next_check) // self._interval + 1
-        self._next_check += n * self._interval
+        n = (wm - self._clock.next_check) // self._interval + 1
+        self._clock.next_check += n * self._interval
         if self._per_step:
             # at the watermark itself (not the crossed boundary): the trigger engine needs
             # every later change at or after the watermark it was released to
@@ -630,7 +655,7 @@ class Segmenter:
         if at is not None:
             ts = datetime.fromtimestamp(at, UTC).isoformat()
         else:
-            ts = _iso(self._max_t if self._max_t is not None else 0)
+            ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
         out: list[OutputMessage] = []
         for li, lens in enumerate(self._lenses):
             cur = store.segment(row, li)
@@ -707,43 +732,44 @@ class Segmenter:
         return len(gone)
 
     # ------------------------------------------------------- per-source clock
+    # The edge's side of the event clock (segmenter.clock): assignment opens a source, reaching the end
+    # offset makes it idle, revocation drops it, and its clock travels with the partition's state.
+    def open_source(self, source: int) -> None:
+        """An assigned partition: until it has events, a restored clock or is idle, it holds the watermark."""
+        self._clock.open_source(source)
+
+    def set_idle(self, source: int, idle: bool) -> None:
+        """The partition was read to its end offset (``True``: it stops holding the watermark) or has data again.
+
+        An event from the source makes it active again by itself. The
+        inactivity step a watermark move may cause waits for the next event.
+        """
+        self._clock.set_idle(source, idle)
+
     def take_dirty_clocks(self) -> dict[int, float]:
-        """Sources (input partitions) whose latest event time moved since the last call: ``{source: epoch}``.
+        """Sources (input partitions) whose clock moved since the last call: ``{source: epoch}``.
 
         The Kafka edge writes them next to the partition's customer records, so
         whoever owns a partition next restores its clock (:meth:`load_clock`).
         The ``None`` source (offline use) is not reported.
         """
-        out = {s: float(self._source_max[s] + BASE_EPOCH) for s in sorted(
-            s for s in self._dirty_sources if s is not None and s in self._source_max)}
-        self._dirty_sources.clear()
-        return out
+        return {s: float(t + BASE_EPOCH) for s, t in self._clock.take_dirty().items()}
 
     def load_clock(self, source: int, epoch: float) -> None:
-        """Restore one source's latest event time (keeps the later of what is held and ``epoch``)."""
-        t = self._store.to_seconds(epoch)
-        cur = self._source_max.get(source)
-        if cur is None or t > cur:
-            self._source_max[source] = t
-        if self._max_t is None or t > self._max_t:
-            self._max_t = t
-        self._recompute_watermark()
+        """Restore one source's clock (keeps the later of what is held and ``epoch``).
+
+        A clock far ahead of the restored customers' own times (state written
+        by older code after one far-future event) is repaired before the next
+        event (see docs/internals.md, "Event time").
+        """
+        self._clock.load(source, self._store.to_seconds(epoch))
 
     def drop_sources(self, keep: Callable[[int | None], bool]) -> None:
         """Forget the clock of every source for which ``keep(source)`` is false (its partition moved away).
 
-        The watermark becomes the minimum over the remaining sources (it can move
-        either way; it is never above any remaining source's own watermark).
+        The watermark never moves back; it advances with the remaining active sources.
         """
-        for src in [s for s in self._source_max if not keep(s)]:
-            del self._source_max[src]
-            self._dirty_sources.discard(src)
-        self._recompute_watermark()
-
-    def _recompute_watermark(self) -> None:
-        """Watermark = min over sources - lateness; the inactivity step it may cause waits for the next event."""
-        if self._source_max:
-            self._watermark = min(self._source_max.values()) - self._lateness
+        self._clock.drop_sources(keep)
 
     # ------------------------------------------------------------ shared mode
     @property
@@ -790,7 +816,7 @@ class Segmenter:
             if not dead or not lens.ready:
                 continue
             store = self._store
-            ts = _iso(self._max_t if self._max_t is not None else 0)
+            ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
             for n in dead:
                 for row in store.rows_in_segment(li, n):
                     vals = store.vector(row, store.scored_time(row))
@@ -804,12 +830,13 @@ class Segmenter:
             "version": STATE_VERSION,
             "lenses": {lens.name: lens.state() for lens in self._lenses},
             "features": self._fnames,
-            "clock": (self._max_t, self._watermark, self._next_check, self._released_at, dict(self._source_max)),
+            "clock": self._clock.state(),
             "triggers": None if self._engine is None else self._engine.global_state(),
             "counters": {
                 "events": self._events,
                 "refine_round": self._refine_round,
                 "late": self._late,
+                "future": self._future,
                 "duplicates": self._duplicates,
                 "erasures": self._erasures,
                 "changes": dict(self._changes),
@@ -836,17 +863,12 @@ class Segmenter:
         if self._engine is not None and state.get("triggers") is not None:
             # per-customer trigger state already loaded (load_customer may come first) is kept
             self._engine.load_global_state(state["triggers"])
-        clock = state["clock"]
-        self._max_t, self._watermark, self._next_check, self._released_at = clock[:4]
-        if len(clock) > 4:
-            self._source_max = dict(clock[4])
-        elif self._max_t is not None:
-            self._source_max = {None: self._max_t}
-        self._dirty_sources.clear()
+        self._clock.load_state(state["clock"])
         c = state["counters"]
         self._events = c["events"]
         self._refine_round = c["refine_round"]
         self._late = c["late"]
+        self._future = c.get("future", 0)
         self._duplicates = c["duplicates"]
         self._erasures = c["erasures"]
         self._changes = Counter(c["changes"])
@@ -900,7 +922,8 @@ class Segmenter:
             triggers=dict(sorted(self._triggers.items())),
             suppressed=suppressed,
             segments=segments,
-            watermark=None if self._watermark is None else _iso(self._watermark),
+            watermark=None if self._clock.watermark is None else _iso(self._clock.watermark),
+            future=self._future,
         )
 
     def customer_view(self, customer_id: str) -> CustomerView | None:

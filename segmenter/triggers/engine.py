@@ -238,7 +238,11 @@ class TriggerEngine:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(
-        self, change: SegmentChange, features: Mapping[str, float], event: CustomerEvent | None
+        self,
+        change: SegmentChange,
+        features: Mapping[str, float],
+        event: CustomerEvent | None,
+        floor: float | None = None,
     ) -> list[CampaignTrigger]:
         """The triggers to send now for one segment change (held ones come later from :meth:`release`).
 
@@ -251,6 +255,13 @@ class TriggerEngine:
             in any that are missing. Non-finite values count as missing.
         event
             The event that caused the change, or ``None`` (inactivity, model).
+        floor
+            No later change of this customer has an ``event_ts`` below this
+            (epoch seconds): the delivery history older than ``floor`` minus
+            the longest cooldown or cap period is dropped. The pipeline passes
+            the customer's latest event time minus the allowed lateness (its
+            lateness is judged per customer). ``None``: the watermark of
+            :meth:`release` (every later change at or after it).
         """
         if change.cause == "erasure":
             self.erase(change.customer_id)
@@ -261,7 +272,7 @@ class TriggerEngine:
         at = _epoch(change.event_ts)
         cid = change.customer_id
         cust = self._customers.get(cid) or _Customer()
-        self._prune(cust)
+        self._prune(cust, self._watermark if floor is None else floor)
         self._cancel_superseded(cust, change, at)
         for c in rules:
             if c.rule.reentry.mode == "after_exit" and c.name in cust.last and c.rearms(change.to_segment):
@@ -410,10 +421,9 @@ class TriggerEngine:
             keep.append(h)
         cust.held = keep
 
-    def _prune(self, cust: _Customer) -> None:
-        # Only below the watermark: every later change is at or after it, so
-        # nothing older than (watermark - the longest control) can matter again.
-        at = self._watermark
+    def _prune(self, cust: _Customer, at: float) -> None:
+        # Only below the floor: every later change of this customer is at or after it,
+        # so nothing older than (floor - the longest control) can matter again.
         if cust.fired and at > -math.inf:
             cust.fired = [(t, c) for t, c in cust.fired if t > at - self._horizon]
         for name in sorted(cust.last):
@@ -440,10 +450,10 @@ class TriggerEngine:
         """Held (quiet-hours) triggers whose release time is at or before ``watermark``.
 
         Ordered by release time, then customer id, then trigger id. Each
-        released trigger counts as delivered at its release time. The
-        watermark also bounds the delivery history kept per customer, so every
-        later change must have ``event_ts >= watermark`` (the pipeline rejects
-        later events as late).
+        released trigger counts as delivered at its release time. Without a
+        ``floor`` in :meth:`evaluate`, the watermark also bounds the delivery
+        history kept per customer, so every later change must then have
+        ``event_ts >= watermark``.
         """
         self._watermark = max(self._watermark, watermark)
         out: list[CampaignTrigger] = []

@@ -1,0 +1,198 @@
+"""Event time on real streams: per-customer lateness, the robust per-source clock, idleness, restore."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segmenter.config import default_config
+from segmenter.errors import EventError
+from segmenter.events import CustomerEvent, parse_event
+from segmenter.outputs import SegmentChange, SegmentRef, encode
+from segmenter.pipeline import Segmenter
+from segmenter.triggers.engine import TriggerEngine
+from tests.unit.eventgen import make_events, to_events
+from tests.unit.test_pipeline import CFG, RULES
+
+STREAM = to_events(make_events(60, 30, seed=5))  # in order per customer
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _ev(i: int, customer: str, hours: float) -> CustomerEvent:
+    ts = (T0 + timedelta(hours=hours)).isoformat()
+    return parse_event(
+        json.dumps({"event_id": f"e{i}", "customer_id": customer, "type": "page_view", "ts": ts}).encode()
+    )
+
+
+def _source(ev: CustomerEvent) -> int:
+    return zlib.crc32(ev.customer_id.encode()) % 3
+
+
+def _lines(seg: Segmenter, events: list[CustomerEvent], sources: list[int | None]) -> list[bytes]:
+    out: list[bytes] = []
+    for lo in range(0, len(events), 97):
+        result = seg.process_batch(events[lo : lo + 97], sources[lo : lo + 97])
+        out.extend(encode(m) for m in result.outputs)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- lateness
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, 600)), max_size=40))
+def test_interleaved_partitions_refuse_nothing_that_one_partition_accepts(runs: list[tuple[int, int]]) -> None:
+    """Each customer's in-order history in its partition; partitions read in any interleaving: nothing is late."""
+    queues: list[list[CustomerEvent]] = [[], [], []]
+    for ev in STREAM:
+        queues[_source(ev)].append(ev)
+    events: list[CustomerEvent] = []
+    for p, n in [*runs, (0, len(STREAM)), (1, len(STREAM)), (2, len(STREAM))]:  # then drain what is left
+        events.extend(queues[p][:n])
+        del queues[p][:n]
+    single = Segmenter(CFG)
+    _lines(single, STREAM, [None] * len(STREAM))
+    multi = Segmenter(CFG)
+    _lines(multi, events, [_source(ev) for ev in events])
+    s, m = single.stats(), multi.stats()
+    assert (m.late, m.future, s.late, s.future) == (0, 0, 0, 0)
+    assert (m.events, m.duplicates, m.customers) == (s.events, s.duplicates, s.customers)
+
+
+def test_a_backlog_read_one_partition_after_another_is_accepted_whole() -> None:
+    events = sorted(STREAM, key=_source)  # partition 0 to its end, then 1, then 2: days apart
+    seg = Segmenter(CFG)
+    _lines(seg, events, [_source(ev) for ev in events])
+    assert (seg.stats().late, seg.stats().future, seg.stats().events) == (0, 0, len(STREAM))
+
+
+def test_lateness_is_judged_against_the_customer_own_latest_time() -> None:
+    seg = Segmenter(default_config())  # 24 h
+    seg.process(_ev(1, "a", 100))
+    seg.process(_ev(2, "b", 10))  # another customer far behind: fine
+    seg.process(_ev(3, "a", 77))  # 23 h before a's latest: within lateness
+    with pytest.raises(EventError, match=r"customer 'a'.s latest event time 2026-01-05T04:00:00") as err:
+        seg.process(_ev(4, "a", 75))
+    assert err.value.reason == "late"
+    assert seg.stats().late == 1
+
+
+# ------------------------------------------------------------------------------------------- bad clock
+
+
+def test_one_event_a_year_ahead_changes_nothing_else() -> None:
+    events = list(STREAM)
+    mid = len(events) // 2
+    victim = events[mid]
+    bad = victim.model_copy(update={"event_id": "from-the-future", "ts": victim.ts + timedelta(days=365)})
+    poisoned = [*events[:mid], bad, *events[mid:]]
+    clean = Segmenter(CFG, RULES)
+    expected = _lines(clean, events, [None] * len(events))
+    seg = Segmenter(CFG, RULES)
+    got = _lines(seg, poisoned, [None] * len(poisoned))
+    assert got == expected
+    assert (seg.stats().future, seg.stats().late) == (1, clean.stats().late)
+    assert seg.watermark == clean.watermark
+
+
+def test_a_real_gap_in_the_stream_heals_after_a_quorum_of_customers() -> None:
+    seg = Segmenter(default_config())  # quorum 5, max_future 24 h
+    for c in range(10):
+        seg.process(_ev(c, f"c{c}", c / 10))
+    refused = 0
+    for c in range(10):  # everyone comes back 10 days later
+        try:
+            seg.process(_ev(100 + c, f"c{c}", 240 + c / 10))
+        except EventError as exc:
+            assert exc.reason == "future"
+            refused += 1
+    assert refused == 4  # the 5th customer ahead makes the quorum
+    assert seg.watermark is not None and seg.watermark >= (T0 + timedelta(hours=240 - 24)).timestamp()
+
+
+# ---------------------------------------------------------------------------------- sources and idleness
+
+
+def _wm(seg: Segmenter) -> float | None:
+    return seg.watermark
+
+
+def test_an_assigned_partition_holds_the_watermark_until_it_has_events_or_is_idle() -> None:
+    seg = Segmenter(default_config())
+    seg.open_source(0)
+    seg.open_source(1)
+    seg.process(_ev(1, "a", 100), source=0)
+    assert _wm(seg) is None  # partition 1 not read yet
+    seg.set_idle(1, True)  # read to its end offset: empty
+    assert _wm(seg) == (T0 + timedelta(hours=100 - 24)).timestamp()
+    seg.set_idle(0, True)
+    seg.set_idle(1, False)  # data again: it holds, but the watermark never moves back
+    seg.process(_ev(2, "b", 50), source=1)
+    assert _wm(seg) == (T0 + timedelta(hours=100 - 24)).timestamp()
+    seg.process(_ev(3, "b", 130), source=1)  # partition 0 is idle: partition 1 alone moves it
+    assert _wm(seg) == (T0 + timedelta(hours=130 - 24)).timestamp()
+    seg.process(_ev(4, "a", 101), source=0)  # an event makes partition 0 active again
+    seg.process(_ev(5, "b", 200), source=1)
+    assert _wm(seg) == (T0 + timedelta(hours=130 - 24)).timestamp()
+
+
+def test_revoking_a_partition_never_moves_the_watermark_back() -> None:
+    seg = Segmenter(default_config())
+    seg.process(_ev(1, "a", 100), source=0)
+    seg.process(_ev(2, "b", 200), source=1)
+    wm = seg.watermark
+    seg.drop_sources(lambda s: s == 0)
+    assert seg.watermark == wm
+    seg.drop_sources(lambda s: s == 1)
+    assert seg.watermark == wm
+
+
+def test_a_poisoned_clock_from_old_state_is_repaired_on_restore() -> None:
+    old = Segmenter(default_config())
+    for c in range(8):
+        old.process(_ev(c, f"c{c}", 10 + c), source=0)
+    records = old.take_dirty()
+    core = Segmenter(default_config())
+    for cid, rec in records.items():
+        assert rec is not None
+        core.load_customer(cid, rec)
+    core.load_clock(0, (T0 + timedelta(days=365 * 60)).timestamp())  # what the old code wrote after 2087
+    core.process(_ev(50, "c0", 20), source=0)
+    assert core.watermark is not None and core.watermark < (T0 + timedelta(hours=20)).timestamp()
+    assert core.take_dirty_clocks()[0] <= (T0 + timedelta(hours=20)).timestamp()
+
+
+# ---------------------------------------------------------------------------------------- trigger state
+
+
+def change_at(at: datetime, event_id: str) -> SegmentChange:
+    low, high = SegmentRef(id="value-1", name="low"), SegmentRef(id="value-2", name="high")
+    return SegmentChange(
+        customer_id="c1",
+        lens="value",
+        from_segment=low,
+        to_segment=high,
+        cause="event",
+        cause_event_id=event_id,
+        event_ts=at.isoformat(),
+        model_version=1,
+        distance=0.1,
+        features={},
+        explanation=None,
+    )
+
+
+def test_cooldowns_hold_for_a_customer_behind_the_watermark() -> None:
+    """Delivery history is trimmed by the customer's own floor, not by another partition's watermark."""
+    engine = TriggerEngine(RULES)  # cooldown 2 d
+    engine.release((T0 + timedelta(days=100)).timestamp())  # a fast partition's watermark
+    day1, day2 = (T0 + timedelta(days=1)), (T0 + timedelta(days=2))
+    floor = (day1 - timedelta(hours=24)).timestamp()
+    assert engine.evaluate(change_at(day1, "e1"), {}, None, floor)
+    assert engine.evaluate(change_at(day2, "e2"), {}, None, floor) == []  # within the cooldown
