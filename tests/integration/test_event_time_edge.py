@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka import KafkaProducer
 
+from consumer.kafka_io import KafkaTransport
+from consumer.sink import TP
 from producer.backlog import backlog_order, kafka_partition
 from producer.retail import SparseConfig, SparseRetail
 from segmenter.events import parse_event
@@ -94,3 +96,50 @@ def test_an_event_a_year_ahead_of_its_record_timestamp_is_dead_lettered_and_the_
     outputs = [json.loads(v or b"") for _, v, _ in read_all(bootstrap, out, timeout_s=5)]
     later = {json.loads(v)["event_id"] for _, v in events[bad_at + 1 :]}
     assert any(o.get("cause_event_id") in later for o in outputs)  # later events were processed
+
+
+class _Assignments:
+    """A rebalance handler that only records the assignment."""
+
+    def __init__(self) -> None:
+        self.assigned: set[TP] = set()
+
+    def on_revoked(self, partitions: set[TP]) -> None:
+        self.assigned -= partitions
+
+    def on_assigned(self, partitions: set[TP]) -> None:
+        self.assigned |= partitions
+
+    def on_lost(self, partitions: set[TP]) -> None:
+        self.assigned -= partitions
+
+
+def test_a_partition_is_caught_up_once_every_record_up_to_its_end_offset_was_polled(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, plain_producer: KafkaProducer
+) -> None:
+    inp, out, dlq = new_topic(partitions=2, suffix="in"), new_topic(suffix="out"), new_topic(suffix="dlq")
+    for i in range(30):
+        plain_producer.send(inp, b"x%d" % i, key=b"k", partition=0)
+    plain_producer.flush()
+    handler = _Assignments()
+    transport = KafkaTransport(settings_for(bootstrap, group_id, inp, out, dlq, "--batch-size", "10"), handler)
+    both = {TP(inp, 0), TP(inp, 1)}
+    try:
+        assert transport.caught_up(both) == set()  # nothing fetched yet: not idle
+        seen: list[int] = []
+        states: list[tuple[int, set[TP]]] = []  # (records of partition 0 polled so far, caught up) per poll
+
+        def poll() -> bool:
+            seen.extend(r.offset for r in transport.poll(0.5, 10) if r.partition == 0)
+            states.append((len(seen), transport.caught_up(both)))
+            return states[-1] == (30, both)
+
+        wait_for(poll, 60, "both partitions read to their end")
+        assert any(n < 30 for n, _ in states)  # polled 10 at a time: partition 0 had records left
+        assert all(TP(inp, 0) not in caught for n, caught in states if n < 30)
+        plain_producer.send(inp, b"more", key=b"k", partition=1)
+        plain_producer.flush()
+        wait_for(lambda: any(r.partition == 1 for r in transport.poll(0.5, 10)), 30, "the new record")
+        assert transport.caught_up(both) == both
+    finally:
+        transport.close()
