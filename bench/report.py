@@ -85,7 +85,7 @@ def quality_tables(q: dict[str, Any]) -> list[str]:
         for ln in lens_names:
             head += [
                 f"{ln} flap rate (moves); 2nd half",
-                f"{ln} 7-day reversal rate",
+                f"{ln} reversal rate 7 days; 30 days",
                 f"{ln} model moves / customer",
                 f"{ln} segments ever (live)",
             ]
@@ -105,7 +105,8 @@ def quality_tables(q: dict[str, Any]) -> list[str]:
                 v = r["lenses"][ln]
                 cells += [
                     f"{100 * v['flap_rate']:.2f}% ({v['moves']}); {100 * v.get('flap_rate_2nd_half', math.nan):.2f}%",
-                    f"{100 * v.get('reversal_rate_7d', math.nan):.2f}% ({v.get('reversals_7d', '?')})",
+                    f"{100 * v.get('reversal_rate_7d', math.nan):.2f}% ({v.get('reversals_7d', '?')}); "
+                    f"{100 * v.get('reversal_rate_30d', math.nan):.2f}%",
                     _fmt(v["model_moves_per_customer"]),
                     f"{v['segments_ever']} ({v['live_segments']})",
                 ]
