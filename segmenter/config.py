@@ -10,7 +10,6 @@ A config file is TOML or YAML with four sections and a seed::
 
     [inactivity]              # time-driven re-scoring of quiet customers
     check_interval_hours = 24
-    max_customers_per_step = 10000
 
     [refine]                  # periodic batch refinement of each lens
     every_events = 20000
@@ -96,8 +95,18 @@ class InactivityConfig(_Section):
 
     check_interval_hours: PositiveFloat = 24.0
     """A re-scoring step runs each time the watermark crosses a multiple of this interval."""
-    max_customers_per_step: Annotated[int, Field(ge=0)] = 10_000
-    """Most customers re-scored per interval crossed (0 disables time-driven re-scoring)."""
+    max_customers_per_step: Annotated[int, Field(ge=0)] | None = None
+    """Deprecated, ignored: every customer not scored within the interval is re-scored at each step
+    (one compiled pass over the population). Accepted so that older config files still load."""
+
+    @model_validator(mode="after")
+    def _deprecated(self) -> InactivityConfig:
+        if self.max_customers_per_step is not None:
+            logger.warning(
+                "inactivity.max_customers_per_step is deprecated and ignored: every quiet customer is re-scored "
+                "at each step now; remove it from the config file"
+            )
+        return self
 
 
 class RefineConfig(_Section):

@@ -198,6 +198,10 @@ class FeatureStore:
     dirty: npt.NDArray[np.bool_]
     seg: npt.NDArray[np.int16]
     dwell: npt.NDArray[np.uint16]
+    since: npt.NDArray[np.int32]
+    """Per lens: when the customer entered its current segment (seconds from :data:`BASE_EPOCH`)."""
+    prev: npt.NDArray[np.int16]
+    """Per lens: the segment the customer left to enter its current one (``-1``: none)."""
     _fv: Any
     _tv: Any
     _hv: Any
@@ -232,6 +236,8 @@ class FeatureStore:
             "dirty": np.zeros(capacity, np.bool_),
             "seg": np.full((capacity, max(1, self.n_lenses)), -1, np.int16),
             "dwell": np.zeros((capacity, max(1, self.n_lenses)), np.uint16),
+            "since": np.zeros((capacity, max(1, self.n_lenses)), np.int32),
+            "prev": np.full((capacity, max(1, self.n_lenses)), -1, np.int16),
         }
         # drop the memoryviews before replacing their arrays
         self._fv = self._tv = self._hv = self._sv = self._dv = self._hposv = memoryview(b"")
@@ -279,7 +285,7 @@ class FeatureStore:
 
     def nbytes(self) -> int:
         """Bytes held by the numpy columns and the id index (allocated capacity)."""
-        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell")
+        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell", "since", "prev")
         columns: int = sum(getattr(self, n).nbytes for n in cols)
         return columns + self._index.nbytes()
 
@@ -295,6 +301,7 @@ class FeatureStore:
         self.live[row] = True
         self.crc[row] = customer_hash(customer_id)
         self.seg[row] = -1
+        self.prev[row] = -1
         return row
 
     def remove(self, customer_id: str) -> int | None:
@@ -311,6 +318,8 @@ class FeatureStore:
         self.dirty[row] = False
         self.seg[row] = -1
         self.dwell[row] = 0
+        self.since[row] = 0
+        self.prev[row] = -1
         self._free.append(row)
         return row
 
@@ -513,6 +522,16 @@ class FeatureStore:
         """Assignments since the customer entered its current segment of lens ``lens`` (saturates at 65535)."""
         return int(self._dv[row * self.n_lenses + lens])
 
+    def entered(self, row: int, lens: int) -> tuple[int, int]:
+        """``(since, previous)``: when the customer entered its segment of lens ``lens``, and the one it left."""
+        return int(self.since[row, lens]), int(self.prev[row, lens])
+
+    def enter(self, row: int, lens: int, segment: int, at: int) -> None:
+        """The customer moves to ``segment`` (``-1``: none) of lens ``lens`` at ``at``: dwell restarts."""
+        self.prev[row, lens] = self.segment(row, lens)
+        self.since[row, lens] = at
+        self.set_segment(row, lens, segment, 0)
+
     def set_segment(self, row: int, lens: int, segment: int, dwell: int) -> None:
         """Store the customer's segment (``-1``: none) and dwell for lens ``lens``."""
         i = row * self.n_lenses + lens
@@ -535,6 +554,24 @@ class FeatureStore:
             return []
         key = (self.t[cand, _SCORED].astype(np.int64) - _T_MIN) << 32 | self.crc[cand].astype(np.int64)
         return self._smallest(cand, key, limit)
+
+    def stale_rows(self, before: int) -> npt.NDArray[np.int64]:
+        """Every row scored before ``before``, oldest first, in :meth:`stalest` order (vectorised)."""
+        cand = np.flatnonzero(self.live & (self.t[:, _SCORED] < before))
+        key = (self.t[cand, _SCORED].astype(np.int64) - _T_MIN) << 32 | self.crc[cand].astype(np.int64)
+        order = np.argsort(key, kind="stable")
+        rows, key = cand[order], key[order]
+        tied = np.flatnonzero(key[1:] == key[:-1])
+        if len(tied):  # equal keys (rare): by customer id, so the order never depends on rows
+            out = rows.tolist()
+            for i in np.unique(np.concatenate([tied, tied + 1])).tolist():
+                j = i
+                while j + 1 < len(out) and key[j + 1] == key[i]:
+                    j += 1
+                if j > i and (i == 0 or key[i - 1] != key[i]):
+                    out[i : j + 1] = sorted(out[i : j + 1], key=self.id_of)
+            rows = np.array(out, np.int64)
+        return rows.astype(np.int64)
 
     def sample(self, salt: int, limit: int) -> list[int]:
         """A deterministic pseudo-random sample of up to ``limit`` live rows, ordered by key; varies with ``salt``."""
@@ -605,7 +642,11 @@ class FeatureStore:
                 t[_SCORED] + BASE_EPOCH,
             ],
             "h": [x for x in ring if x],
-            "s": {name: [int(self.seg[row, i]), int(self.dwell[row, i])] for i, name in enumerate(lens_names)},
+            "s": {
+                name: [int(self.seg[row, i]), int(self.dwell[row, i]), int(self.since[row, i]) + BASE_EPOCH,
+                       int(self.prev[row, i])]
+                for i, name in enumerate(lens_names)
+            },
         }
 
     def load_record(self, customer_id: str, rec: dict[str, Any], lens_names: Sequence[str]) -> int:
@@ -639,9 +680,13 @@ class FeatureStore:
             self.h[row, : len(ring)] = ring
         self.hpos[row] = len(ring) % d if d else 0
         for i, name in enumerate(lens_names):
-            seg, dwell = segs.get(name, (-1, 0))
+            seg, dwell, *entered = segs.get(name, (-1, 0))
             self.seg[row, i] = seg
             self.dwell[row, i] = dwell
+            # records written before the event-time dwell: entered at the latest event, from nowhere
+            since, prev = entered if len(entered) == 2 else (last, -1)
+            self.since[row, i] = self.to_seconds(since)
+            self.prev[row, i] = prev
         self.dirty[row] = False
         return row
 
@@ -658,6 +703,8 @@ class FeatureStore:
             "hpos": self.hpos[rows],
             "seg": self.seg[rows],
             "dwell": self.dwell[rows],
+            "since": self.since[rows].astype(np.int64) + BASE_EPOCH,
+            "prev": self.prev[rows],
             "lenses": list(lens_names),
             "dedup_size": self.dedup_size,
         }
@@ -692,5 +739,8 @@ class FeatureStore:
         self.hpos[:n] = cols["hpos"]
         self.seg[:n] = cols["seg"]
         self.dwell[:n] = cols["dwell"]
+        # snapshots written before the event-time dwell: entered at the latest event, from nowhere
+        self.since[:n] = cols["since"] - BASE_EPOCH if "since" in cols else self.t[:n, _LAST]
+        self.prev[:n] = cols.get("prev", -1)
         self.live[:n] = True
         self.crc[:n] = [customer_hash(c) for c in ids]

@@ -4,8 +4,11 @@ One call of :func:`run` applies events to the :class:`~segmenter.features.Featur
 columns and scores them in every lens, in input order, exactly as the
 per-event description in :mod:`segmenter.pipeline` says, until it meets
 something only Python can do. It then *stops* and tells the caller why and
-where (``io``); the caller does that piece (in :class:`~segmenter.pipeline.Segmenter`)
-and calls :func:`run` again from the same position. Stops:
+where (``io``, slots ``IO_*``); the caller does that piece (in :class:`~segmenter.pipeline.Segmenter`,
+whose ``process_batch`` states the caller's side of the protocol) and calls :func:`run` again
+from the position its handler names. The arrays come in typed groups (:class:`Events`,
+:class:`StoreColumns`, :class:`ClockColumns`, :class:`LensColumns`); the store's column
+layout is :mod:`segmenter.features`'s. Stops (:class:`Stop`):
 
 ``NEW_ROW``
     the event's customer is unknown: allocate its row (``newrows``);
@@ -23,7 +26,7 @@ and calls :func:`run` again from the same position. Stops:
     its warm-up), or the buffer is full: the samples go to the lens (scaler,
     river model, segment registry), whose centers may change;
 ``MOVE``
-    a lens moves the customer (``io[4]`` the segment, ``io[5]`` the
+    a lens moves the customer (``io[IO_SEGMENT]`` the segment, ``io[IO_NEAREST]`` the
     nearest one, ``dist[0]`` the distance; ``-1`` / NaN for none): the
     ``segment_change``, explanation and campaign triggers are built in Python;
 ``SHARED_SAMPLE``
@@ -51,30 +54,150 @@ same features.
 from __future__ import annotations
 
 import math
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
 from segmenter.clock import UNSET, kth_latest, majority, remember, watermark_of
+from segmenter.features import (  # the store's layout (private to the store and this loop)
+    _AMT,
+    _CART,
+    _EMAIL,
+    _FIRST,
+    _FREQ,
+    _LAST,
+    _LPUR,
+    _NO_TIME,
+    _NPUR,
+    _NREF,
+    _PACT,
+    _PVIEW,
+    _SCORED,
+    _SESS,
+    _SPEND,
+    DAY,
+    MAX_AMOUNT,
+    EventKind,
+)
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
 
 __all__ = [
-    "DONE",
-    "ERASE",
-    "LATE",
-    "LEARN",
-    "MOVE",
-    "NEW_ROW",
-    "NONFINITE",
-    "REFINE",
-    "SHARED_SAMPLE",
+    "IO_EVENT",
+    "IO_LENS",
+    "IO_NEAREST",
+    "IO_REASON",
+    "IO_SEGMENT",
+    "IO_SIZE",
+    "IO_STEP",
+    "SCORED",
     "STATE_FIELDS",
-    "WATERMARK",
+    "ClockColumns",
+    "Events",
+    "LensColumns",
+    "Stop",
+    "StoreColumns",
+    "feature_vector",
     "run",
+    "scale",
 ]
 
-DONE, NEW_ROW, LATE, ERASE, LEARN, MOVE, SHARED_SAMPLE, REFINE, WATERMARK, NONFINITE, FUTURE = range(11)
+
+
+class Stop(IntEnum):
+    """Why :func:`run` returned (``io[IO_REASON]``; see the module)."""
+
+    DONE = 0
+    NEW_ROW = 1
+    LATE = 2
+    ERASE = 3
+    LEARN = 4
+    MOVE = 5
+    SHARED_SAMPLE = 6
+    REFINE = 7
+    WATERMARK = 8
+    NONFINITE = 9
+    FUTURE = 10
+
+
+IO_REASON, IO_EVENT, IO_STEP, IO_LENS, IO_SEGMENT, IO_NEAREST = range(6)
+"""Slots of the ``io`` array (int64): the stop, its event and step, and for ``LEARN``/``MOVE`` the lens, segment
+and nearest segment (``-1``: none); the distance of a ``MOVE`` goes to ``dist[0]``."""
+IO_SIZE = 6
+
+
+class Events(NamedTuple):
+    """One batch's events as columns (:class:`segmenter.batching.EventColumns`)."""
+
+    rows: Any
+    newrows: Any
+    newfirst: Any
+    kinds: Any
+    times: Any
+    amounts: Any
+    ehash: Any
+    chash: Any
+    srcs: Any
+
+
+class StoreColumns(NamedTuple):
+    """The :class:`~segmenter.features.FeatureStore` columns the loop reads and writes."""
+
+    f: Any
+    t: Any
+    h: Any
+    hpos: Any
+    dirty: Any
+    seg: Any
+    dwell: Any
+    since: Any
+    prev: Any
+
+
+class ClockColumns(NamedTuple):
+    """The :class:`~segmenter.clock.EventClock` arrays, per source index."""
+
+    clock: Any
+    smax: Any
+    idle: Any
+    dirty: Any
+    ktime: Any
+    kkey: Any
+    kcount: Any
+    atime: Any
+    akey: Any
+    acount: Any
+
+
+class LensColumns(NamedTuple):
+    """The lenses packed by :class:`segmenter.batching.LensArrays` (assignment values, counters, sample buffer)."""
+
+    idx: Any
+    dims: Any
+    heavy: Any
+    inv: Any
+    off: Any
+    centers: Any
+    nlive: Any
+    live: Any
+    rule: Any
+    ready: Any
+    nobs: Any
+    warmup: Any
+    learn_every: Any
+    batch_size: Any
+    bfill: Any
+    sbuf: Any
+    sn: Any
+    scount: Any
+
+
+@njit(cache=True, inline="always")
+def _stop(io: Any, reason: int, i: int, step: int) -> None:  # pragma: no cover - compiled
+    io[IO_REASON] = reason
+    io[IO_EVENT] = i
+    io[IO_STEP] = step
 
 K_SKIP = -2
 """Event kind of an event already rejected by the caller (skipped by the loop)."""
@@ -95,14 +218,13 @@ P_LATENESS, P_REFINE, P_SHARED, P_VECTOR_EVERY, P_ENGINE, P_RELEASE, P_DEDUP, P_
 # float params: decay rates (activity, frequency, spend) and the recency cap in days
 FP_KA, FP_KF, FP_KS, FP_CAP = range(4)
 
-# FeatureStore column layout (kept in step with segmenter.features)
-_FREQ, _SPEND, _SESS, _PVIEW, _CART, _EMAIL, _PACT, _NPUR, _AMT, _NREF = range(10)
-_FIRST, _LAST, _LPUR, _SCORED = range(4)
-_NO_TIME = -(2**31)
-_MAX_AMOUNT = 1e12
-_DAY = 86_400
-# EventKind values
-_OTHER, _SESSION, _PVIEW_K, _CART_K, _PURCHASE, _REFUND, _EOPEN, _ECLICK = range(8)
+# the FeatureStore's column layout and event kinds, declared once in segmenter.features
+_OTHER, _SESSION, _PVIEW_K, _CART_K = (int(k) for k in (EventKind.OTHER, EventKind.SESSION, EventKind.PRODUCT_VIEW,
+                                                        EventKind.CART_ADD))
+_PURCHASE, _REFUND, _EOPEN, _ECLICK = (int(k) for k in (EventKind.PURCHASE, EventKind.REFUND, EventKind.EMAIL_OPEN,
+                                                        EventKind.EMAIL_CLICK))
+_MAX_AMOUNT = MAX_AMOUNT
+_DAY = DAY
 
 
 @njit(cache=True)
@@ -138,6 +260,23 @@ def _vector(f: Any, t: Any, row: int, at: int, fp: Any, out: Any) -> None:  # no
     out[9] = min(1.0, pact / pview) if pview > 0.0 else 0.0
     out[10] = f[row, _EMAIL] * fa
     out[11] = min(1.0, nref / npur) if npur > 0.0 else (1.0 if nref > 0.0 else 0.0)
+
+
+feature_vector = _vector
+
+
+@njit(cache=True, inline="always")
+def scale(vals: Any, idx: Any, heavy: Any, inv: Any, off: Any, d: int, x: Any) -> None:  # noqa: PLR0917  # pragma: no cover
+    """One lens's scaled vector into ``x[:d]``: its features of ``vals``, log1p where heavy-tailed, standardised."""
+    for j in range(d):
+        v = vals[idx[j]]
+        if heavy[j]:
+            v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
+        x[j] = v * inv[j] - off[j]
+
+"""Every feature of ``row`` at time ``at`` into ``out`` (:meth:`FeatureStore.vector`, compiled)."""
+SCORED = _SCORED
+"""The time column holding when a row was last scored."""
 
 
 @njit(cache=True)
@@ -212,17 +351,15 @@ def _ingest(  # noqa: PLR0917 - compiled: positional only
 
 @njit(cache=True)
 def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one piece for speed
-    pos: Any, io: Any, dist: Any,
-    rows: Any, newrows: Any, newfirst: Any, kinds: Any, times: Any, amounts: Any, ehash: Any, chash: Any, srcs: Any,
-    f: Any, t: Any, h: Any, hpos: Any, dirty: Any, seg: Any, dwell: Any,
-    state: Any, sclock: Any, smax: Any, sidle: Any, sdirty: Any, ktime: Any, kkey: Any, kcount: Any,
-    atime: Any, akey: Any, acount: Any, prm: Any, fp: Any,
-    idx: Any, dims: Any, heavy: Any, inv: Any, off: Any, centers: Any, nlive: Any, live: Any,
-    min_dwell: Any, keep: Any, ready: Any,
-    nobs: Any, warmup: Any, learn_every: Any, batch_size: Any, bfill: Any,
-    sbuf: Any, sn: Any, scount: Any,
+    pos: Any, io: Any, dist: Any, ev: Events, st: StoreColumns, clk: ClockColumns, ln: LensColumns, state: Any,
+    prm: Any, fp: Any,
 ) -> None:  # pragma: no cover - compiled
-    """Run events from position ``pos = [event, step]`` until a stop; ``io[0]`` says which (see the module)."""
+    """Run events from position ``pos = [event, step]`` until a stop; ``io[IO_REASON]`` says which (see the module)."""
+    rows, newrows, newfirst, kinds, times, amounts, ehash, chash, srcs = ev
+    f, t, h, hpos, dirty, seg, dwell, since, prev = st
+    sclock, smax, sidle, sdirty, ktime, kkey, kcount, atime, akey, acount = clk
+    (idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, nobs, warmup, learn_every, batch_size, bfill,
+     sbuf, sn, scount) = ln  # fmt: skip
     n_events = len(kinds)
     n_lenses = len(dims)
     tail = 1 + 2 * n_lenses
@@ -244,9 +381,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             row = newrows[k]
         if step == 0:
             if kind == K_ERASE:
-                io[0] = ERASE
-                io[1] = i
-                io[2] = 0
+                _stop(io, Stop.ERASE, i, 0)
                 return
             si = srcs[i]
             ahead = max(sclock[si], smax[si])
@@ -254,24 +389,18 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                 remember(atime, akey, acount, si, chash[i], at)
                 q = majority(kcount, si, prm[P_QUORUM])
                 if acount[si] < q:
-                    io[0] = FUTURE
-                    io[1] = i
-                    io[2] = 0
+                    _stop(io, Stop.FUTURE, i, 0)
                     return
                 # a quorum of customers is ahead: the source's time really jumped
                 sclock[si] = kth_latest(atime, acount, si, q)
                 sdirty[si] = 1
                 acount[si] = 0
             if row < 0:
-                io[0] = NEW_ROW
-                io[1] = i
-                io[2] = 0
+                _stop(io, Stop.NEW_ROW, i, 0)
                 return
             new = k >= 0 and newfirst[k] != 0
             if not new and at < t[row, _LAST] - prm[P_LATENESS]:
-                io[0] = LATE
-                io[1] = i
-                io[2] = 0
+                _stop(io, Stop.LATE, i, 0)
                 return
             if not _ingest(f, t, h, hpos, dirty, row, new, kind, at, amounts[i], ehash[i], prm[P_DEDUP], fp):
                 state[S_DUPS] += 1
@@ -285,9 +414,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             if prm[P_SHARED]:
                 state[S_VEC_SEEN] += 1
                 if state[S_VEC_SEEN] % prm[P_VECTOR_EVERY] == 0:
-                    io[0] = SHARED_SAMPLE
-                    io[1] = i
-                    io[2] = 1
+                    _stop(io, Stop.SHARED_SAMPLE, i, 1)
                     return
         if step < tail:
             _vector(f, t, row, t[row, _LAST], fp, vals)
@@ -304,9 +431,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                     if not math.isfinite(v):
                         finite = False
                 if not finite:
-                    io[0] = NONFINITE
-                    io[1] = i
-                    io[2] = step - 1
+                    _stop(io, Stop.NONFINITE, i, step - 1)
                     return
                 nobs[li] += 1
                 n = nobs[li]
@@ -321,10 +446,8 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                         bfill[li] += 1
                         full = bfill[li] >= batch_size[li]
                     if full or c + 1 >= sbuf.shape[1]:
-                        io[0] = LEARN
-                        io[1] = i
-                        io[2] = step
-                        io[3] = li
+                        _stop(io, Stop.LEARN, i, step)
+                        io[IO_LENS] = li
                         return
                 continue
             # assign
@@ -335,20 +458,15 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             dw = dwell[row, li]
             nl = nlive[li]
             if nl > 0:
-                for j in range(d):
-                    v = vals[idx[li, j]]
-                    if heavy[li, j]:
-                        v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
-                    x[j] = v * inv[li, j] - off[li, j]
-            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw,
-                                                                min_dwell[li], keep[li])
+                scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
+            age = t[row, _LAST] - since[row, li]
+            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw, age,
+                                                                prev[row, li], rule[li])
             if moved:
-                io[0] = MOVE
-                io[1] = i
-                io[2] = step
-                io[3] = li
-                io[4] = target
-                io[5] = nearest
+                _stop(io, Stop.MOVE, i, step)
+                io[IO_LENS] = li
+                io[IO_SEGMENT] = target
+                io[IO_NEAREST] = nearest
                 dist[0] = dd
                 return
             if dw < 65535:
@@ -356,9 +474,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
         if step == tail:
             step += 1
             if prm[P_REFINE] and not prm[P_SHARED] and state[S_EVENTS] % prm[P_REFINE] == 0:
-                io[0] = REFINE
-                io[1] = i
-                io[2] = step
+                _stop(io, Stop.REFINE, i, step)
                 return
         # the clock
         if not state[S_HAS_MAX] or at > state[S_MAX_T]:
@@ -384,10 +500,6 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                 or not state[S_HAS_NEXT]
                 or wm >= state[S_NEXT]
             ):
-                io[0] = WATERMARK
-                io[1] = i
-                io[2] = 0
+                _stop(io, Stop.WATERMARK, i, 0)
                 return
-    io[0] = DONE
-    io[1] = n_events
-    io[2] = 0
+    _stop(io, Stop.DONE, n_events, 0)

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from segmenter import kernel
+from segmenter import kernel, rescoring
 from segmenter.batching import EventColumns, LensArrays
 from segmenter.clock import EventClock
 from segmenter.config import SegmenterConfig
@@ -76,7 +76,7 @@ _RECORD_VERSION = 1
 _RELEASE_EVERY_S = 60
 """Held (quiet-hours) triggers are released when the watermark moved at least this much."""
 _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
-_FLUSH_AT = frozenset({kernel.DONE, kernel.LEARN, kernel.REFINE, kernel.NONFINITE})
+_FLUSH_AT = frozenset({kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, kernel.Stop.NONFINITE})
 """Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``)."""
 
 
@@ -92,6 +92,31 @@ class BatchResult:
     """Output messages in order (``emitted_at`` unset)."""
     errors: list[tuple[int, EventError]]
     """Rejected events by index into the batch (``late``, ``future``, or ``schema`` for a time out of range)."""
+
+
+@dataclass
+class _Run:
+    """One :meth:`Segmenter.process_batch` call: its events, columns, results and the loop's I/O arrays."""
+
+    events: Sequence[CustomerEvent]
+    sources: Sequence[int | None]
+    cols: EventColumns
+    errors: dict[int, EventError]
+    out: list[OutputMessage]
+    params: tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]
+    pos: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(2, np.int64))
+    io: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(kernel.IO_SIZE, np.int64))
+    dist: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(1, np.float64))
+    state: np.ndarray[Any, np.dtype[np.int64]] = field(
+        default_factory=lambda: np.zeros(len(kernel.STATE_FIELDS), np.int64))
+
+    @property
+    def prm(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        return self.params[0]
+
+    @property
+    def fp(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return self.params[1]
 
 
 @dataclass(frozen=True)
@@ -182,7 +207,6 @@ class Segmenter:
         self._store = FeatureStore(config.features, len(self._lenses))
         self._lateness = round(config.features.lateness_hours * 3600)
         self._interval = max(1, round(config.inactivity.check_interval_hours * 3600))
-        self._per_step = config.inactivity.max_customers_per_step
         self._refine_every = config.refine.every_events
         # event-time clock (int seconds relative to BASE_EPOCH)
         self._clock = EventClock(self._lateness, config.features.clock_quorum,
@@ -296,81 +320,124 @@ class Segmenter:
         result = BatchResult([], [])
         if not n:
             return result
-        clock = self._clock
-        if clock.needs_repair:
+        if self._clock.needs_repair:
             self._repair_clock()
-        cols = EventColumns(events, srcs, self._store, clock.index)
-        errors = dict(cols.errors)
-        out = result.outputs
+        cols = EventColumns(events, srcs, self._store, self._clock.index)
+        run = _Run(events, srcs, cols, dict(cols.errors), result.outputs, self._params())
         arrays = self._arrays
-        pos = np.zeros(2, np.int64)
-        io = np.zeros(6, np.int64)
-        dist = np.zeros(1, np.float64)
-        state = np.zeros(len(kernel.STATE_FIELDS), np.int64)
-        prm = np.array([self._lateness, self._refine_every, self._shared, self._vector_every,
-                        self._engine is not None, _RELEASE_EVERY_S, self._store.dedup_size, clock.max_future,
-                        clock.quorum], np.int64)
-        fp = self._store.kernel_rates()
-        store = self._store
         arrays.sync(counters=True)
-        while True:
-            self._push_clock(state)
+        stops = self._stops
+        resume: tuple[int, int] | None = (0, 0)
+        while resume is not None:
+            # Caller-side rules of the stop/resume protocol (segmenter.kernel):
+            # 1. before each call, the Python-held clock and counters are pushed into ``state`` and the lens
+            #    arrays re-packed where a lens changed; the column groups are rebuilt, since a handler may
+            #    have grown the store (new rows) or a lens's centers;
+            # 2. after each call, ``state`` is pulled back first, and before anything reads or changes a lens,
+            #    its buffered samples are handed over (``flush``) at DONE, LEARN, REFINE and NONFINITE;
+            # 3. the handler of the stop does that piece and names where to resume: the same (event, step) when
+            #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE, LEARN, REFINE,
+            #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, FUTURE, ERASE);
+            #    WATERMARK stops after its event, so its position is already the next one.
+            run.pos[:] = resume
+            self._push_clock(run.state)
             arrays.sync(counters=False)
-            kernel.run(
-                pos, io, dist,
-                cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes, cols.chashes,
-                cols.srcs,
-                store.f, store.t, store.h, store.hpos, store.dirty, store.seg, store.dwell,
-                state, clock.clock, clock.smax, clock.idle, clock.dirty, clock.ktime, clock.kkey, clock.kcount,
-                clock.atime, clock.akey, clock.acount, prm, fp,
-                arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
-                arrays.live, arrays.min_dwell, arrays.keep, arrays.ready,
-                arrays.nobs, arrays.warmup, arrays.learn_every, arrays.batch_size, arrays.bfill,
-                arrays.sbuf, arrays.sn, arrays.scount,
-            )  # fmt: skip
-            self._pull_clock(state)
-            reason, i, step = int(io[0]), int(io[1]), int(io[2])
+            kernel.run(run.pos, run.io, run.dist, *self._groups(cols), run.state, run.prm, run.fp)
+            self._pull_clock(run.state)
+            reason, i, step = (int(v) for v in run.io[: kernel.IO_STEP + 1])
             if reason in _FLUSH_AT:
                 for li, msgs in arrays.flush():
-                    out.extend(msgs)
-                    self._after_lifecycle(li, msgs, out, skip=cols.row(i) if i < n else None)
-            pos[0], pos[1] = i, step
-            if reason == kernel.DONE:
-                break
-            if reason == kernel.WATERMARK:  # stops after its event: i may be n
-                self._on_watermark(out)
-                continue
-            ev = events[i]
-            if reason == kernel.MOVE:
-                self._kernel_move(row=cols.row(i), li=int(io[3]), segment=int(io[4]), nearest=int(io[5]),
-                                  distance=float(dist[0]), event=ev, out=out)
-            elif reason == kernel.NEW_ROW:
-                cols.set_new_row(i, store.new_row(ev.customer_id))
-            elif reason == kernel.LATE:
-                self._late += 1
-                errors[i] = self._late_error(ev, cols.row(i))
-                pos[0], pos[1] = i + 1, 0
-            elif reason == kernel.FUTURE:
-                self._future += 1
-                errors[i] = self._future_error(ev, srcs[i])
-                pos[0], pos[1] = i + 1, 0
-            elif reason == kernel.ERASE:
-                self._events += 1
-                out.extend(self._erase(ev.customer_id, ev.epoch))
-                cols.forget(i)
-                pos[0], pos[1] = i + 1, 0
-            elif reason == kernel.REFINE:
-                self._refine(out)
-            elif reason == kernel.SHARED_SAMPLE:
-                self._sample_vectors(cols.row(i))
-            elif reason == kernel.NONFINITE:
-                li = (step - 1) // 2
-                vals = store.vector(cols.row(i), store.last_time(cols.row(i)))
-                values = [float(v) for v in self._pick[li](vals)]
-                raise ValueError(f"lens {self._lenses[li].name!r}: non-finite feature value in {values!r}")
-        self._push_clock(state)
-        result.errors.extend(sorted(errors.items()))
+                    run.out.extend(msgs)
+                    self._after_lifecycle(li, msgs, run.out, skip=cols.row(i) if i < n else None)
+            resume = stops[kernel.Stop(reason)](run, i, step)
+        self._push_clock(run.state)
+        result.errors.extend(sorted(run.errors.items()))
         return result
+
+    def _params(self) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]:
+        """The loop's parameters (``P_*`` and ``FP_*`` of :mod:`segmenter.kernel`)."""
+        c = self._clock
+        prm = [self._lateness, self._refine_every, self._shared, self._vector_every, self._engine is not None,
+               _RELEASE_EVERY_S, self._store.dedup_size, c.max_future, c.quorum]  # fmt: skip
+        return np.array(prm, np.int64), self._store.kernel_rates()
+
+    def _groups(self, cols: EventColumns) -> tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns,
+                                                   kernel.LensColumns]:
+        """The column groups of one :func:`kernel.run` call (rebuilt per call: arrays may have been replaced)."""
+        s, c, a = self._store, self._clock, self._arrays
+        return (
+            kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes,
+                          cols.chashes, cols.srcs),
+            kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev),
+            kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
+                                c.acount),
+            kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule, a.ready,
+                               a.nobs, a.warmup, a.learn_every, a.batch_size, a.bfill, a.sbuf, a.sn, a.scount),
+        )  # fmt: skip
+
+    # ------------------------------------------------ stops of the compiled loop: (run, event, step) -> resume
+    @property
+    def _stops(self) -> dict[kernel.Stop, Callable[[_Run, int, int], tuple[int, int] | None]]:
+        stop = kernel.Stop
+        return {
+            stop.DONE: lambda run, i, step: None,
+            stop.WATERMARK: self._stop_watermark,
+            stop.MOVE: self._stop_move,
+            stop.NEW_ROW: self._stop_new_row,
+            stop.LATE: self._stop_late,
+            stop.FUTURE: self._stop_future,
+            stop.ERASE: self._stop_erase,
+            stop.REFINE: self._stop_refine,
+            stop.SHARED_SAMPLE: self._stop_sample,
+            stop.LEARN: lambda run, i, step: (i, step),  # the samples were handed over above
+            stop.NONFINITE: self._stop_nonfinite,
+        }
+
+    def _stop_watermark(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._on_watermark(run.out)
+        return i, step
+
+    def _stop_move(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        io = run.io
+        self._kernel_move(row=run.cols.row(i), li=int(io[kernel.IO_LENS]), segment=int(io[kernel.IO_SEGMENT]),
+                          nearest=int(io[kernel.IO_NEAREST]), distance=float(run.dist[0]), event=run.events[i],
+                          out=run.out)  # fmt: skip
+        return i, step
+
+    def _stop_new_row(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        run.cols.set_new_row(i, self._store.new_row(run.events[i].customer_id))
+        return i, step
+
+    def _stop_late(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._late += 1
+        run.errors[i] = self._late_error(run.events[i], run.cols.row(i))
+        return i + 1, 0
+
+    def _stop_future(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._future += 1
+        run.errors[i] = self._future_error(run.events[i], run.sources[i])
+        return i + 1, 0
+
+    def _stop_erase(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        ev = run.events[i]
+        self._events += 1
+        run.out.extend(self._erase(ev.customer_id, ev.epoch))
+        run.cols.forget(i)
+        return i + 1, 0
+
+    def _stop_refine(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._refine(run.out)
+        return i, step
+
+    def _stop_sample(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        self._sample_vectors(run.cols.row(i))
+        return i, step
+
+    def _stop_nonfinite(self, run: _Run, i: int, step: int) -> tuple[int, int]:
+        row = run.cols.row(i)
+        li = (step - 1) // 2
+        values = [float(v) for v in self._pick[li](self._store.vector(row, self._store.last_time(row)))]
+        raise ValueError(f"lens {self._lenses[li].name!r}: non-finite feature value in {values!r}")
 
     def _push_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         c = self._clock
@@ -443,6 +510,7 @@ class Segmenter:
             cause="event",
             event=event,
             event_ts=event.ts.isoformat(),
+            at=store.last_time(row),
             out=out,
         )
 
@@ -464,49 +532,10 @@ class Segmenter:
         if self._clock.advance(t):
             self._on_watermark(out)
         if full and self._clock.watermark is not None:
-            self._sweep(self._clock.watermark, len(self._store), out, before=self._clock.watermark)
+            self._sweep(self._clock.watermark, out, before=self._clock.watermark)
         return out
 
     # ---------------------------------------------------------------- scoring
-    def _assign(
-        self,
-        *,
-        row: int,
-        li: int,
-        lens: Lens,
-        raw: np.ndarray[Any, np.dtype[np.float64]],
-        vals: list[float],
-        cause: str,
-        event_ts: str,
-        out: list[OutputMessage],
-    ) -> None:
-        """Assign one customer in one lens (no model update) and emit the move, if any.
-
-        A customer whose segment is no longer live is assigned afresh (the move rule applies no hysteresis
-        against a dead segment).
-        """
-        store = self._store
-        cur = store.segment(row, li)
-        current = cur if cur >= 0 else None
-        dwell = store.dwell_of(row, li)
-        a = lens.assign(raw, current, dwell)
-        if a.segment == current:
-            store.set_segment(row, li, cur, dwell + 1)
-        else:
-            self._move(
-                row=row,
-                li=li,
-                lens=lens,
-                raw=raw,
-                vals=vals,
-                a=a,
-                current=current,
-                cause=cause,
-                event=None,
-                event_ts=event_ts,
-                out=out,
-            )
-
     def _move(
         self,
         *,
@@ -520,14 +549,15 @@ class Segmenter:
         cause: str,
         event: CustomerEvent | None,
         event_ts: str,
+        at: int,
         out: list[OutputMessage],
     ) -> None:
-        """Record a move, tell the lens, emit the ``segment_change`` and its campaign triggers."""
+        """Record a move at event time ``at``, tell the lens, emit the ``segment_change`` and its triggers."""
         store = self._store
         new = a.segment
         if current is not None and not lens.is_live(current):
             cause = "model"
-        store.set_segment(row, li, -1 if new is None else new, 0)
+        store.enter(row, li, -1 if new is None else new, at)
         lens.membership(current, new)
         store.dirty[row] = True
         names = self._fnames[li]
@@ -576,15 +606,56 @@ class Segmenter:
                     dead.append(n)
         if not dead or not lens.ready:
             return
+        self._rescore_model(li, sorted(dead), out, skip)
+
+    def _rescore_model(self, li: int, dead: list[int], out: list[OutputMessage], skip: int | None = None) -> None:
+        """Re-assign the customers of lens ``li``'s dead segments at their scored time (cause ``model``)."""
         store = self._store
-        ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
-        for n in sorted(dead):
-            for row in store.rows_in_segment(li, n):
-                if row == skip:
-                    continue
-                vals = store.vector(row, store.scored_time(row))
-                raw = np.array(self._pick[li](vals), dtype=np.float64)
-                self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
+        rows = [row for n in dead for row in store.rows_in_segment(li, n) if row != skip]
+        arr = np.array(rows, np.int64)
+        self._rescore(arr, store.t[arr, kernel.SCORED].astype(np.int64), li, "model", out,
+                      stamp=self._clock.max_t or 0, mark=False)
+
+    def _rescore(self, rows: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]],
+                 lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool) -> None:
+        """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
+
+        Customers who stay only get their dwell counted; each move becomes a
+        ``segment_change`` with cause ``cause`` (``model`` when its segment is
+        dead), stamped ``stamp`` (``None``: its own time), and its triggers.
+        ``mark``: the rows count as scored at ``at`` (and are dirty).
+        """
+        if not len(rows):
+            return
+        arrays = self._arrays
+        arrays.sync(counters=False)
+        store = self._store
+        n_lenses = len(self._lenses)
+        lens_on = np.full(n_lenses, lens is None, np.bool_)
+        if lens is not None:
+            lens_on[lens] = True
+        moves = np.empty((len(rows) * n_lenses, len(rescoring.MOVE_FIELDS)), np.int64)
+        dist = np.empty(len(rows) * n_lenses, np.float64)
+        n, bad = rescoring.rescore(
+            rows, at, lens_on, mark,
+            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.kernel_rates(),
+            arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
+            arrays.live, arrays.rule, arrays.ready, moves, dist,
+        )  # fmt: skip
+        if mark:
+            store.dirty[rows] = True
+        if bad >= 0:
+            vals = store.vector(int(rows[bad]), int(at[bad]))
+            raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
+        for (r, li, segment, nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
+            row, t = int(rows[r]), int(at[r])
+            vals = store.vector(row, t)
+            cur = store.segment(row, li)
+            a = Assignment(None if segment < 0 else segment, None if nearest < 0 else nearest,
+                           None if math.isnan(d) else d, True)
+            self._move(row=row, li=li, lens=self._lenses[li], raw=np.array(self._pick[li](vals), dtype=np.float64),
+                       vals=vals, a=a, current=cur if cur >= 0 else None, cause=cause, event=None,
+                       event_ts=_iso(t if stamp is None else stamp), at=t, out=out)
 
     def _refine(self, out: list[OutputMessage]) -> None:
         self._refine_round += 1
@@ -621,28 +692,19 @@ class Segmenter:
             return
         n = (wm - self._clock.next_check) // self._interval + 1
         self._clock.next_check += n * self._interval
-        if self._per_step:
-            # at the watermark itself (not the crossed boundary): the trigger engine needs
-            # every later change at or after the watermark it was released to
-            self._sweep(wm, self._per_step * n, out, before=wm - self._interval + 1)
+        # at the watermark itself (not the crossed boundary), everyone not scored within the interval
+        self._sweep(wm, out, before=wm - self._interval + 1)
 
-    def _sweep(self, t_sweep: int, budget: int, out: list[OutputMessage], before: int) -> None:
-        """Re-score up to ``budget`` customers last scored before ``before``, at ``t_sweep`` (cause ``inactivity``)."""
-        ready = [(li, lens) for li, lens in enumerate(self._lenses) if lens.ready]
+    def _sweep(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
+        """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
+
+        Oldest first; a customer whose latest event is after ``t_sweep`` is scored at that event's time.
+        """
         store = self._store
-        rows = store.stalest(before, budget)
-        for row in rows:
-            t = max(t_sweep, store.last_time(row))
-            store.set_scored(row, t)
-            store.dirty[row] = True
-            if not ready:
-                continue
-            vals = store.vector(row, t)
-            ts = _iso(t)
-            for li, lens in ready:
-                raw = np.array(self._pick[li](vals), dtype=np.float64)
-                self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="inactivity", event_ts=ts, out=out)
-        if rows:
+        rows = store.stale_rows(before)
+        at = np.maximum(store.t[rows, 1].astype(np.int64), t_sweep)
+        self._rescore(rows, at, None, "inactivity", out, stamp=None, mark=True)
+        if len(rows):
             logger.debug("inactivity step at %s re-scored %d customers", _iso(t_sweep), len(rows))
 
     def _erase(self, customer_id: str, at: float | None) -> list[OutputMessage]:
@@ -815,13 +877,7 @@ class Segmenter:
             dead = sorted(n for n in before if not lens.is_live(n))
             if not dead or not lens.ready:
                 continue
-            store = self._store
-            ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
-            for n in dead:
-                for row in store.rows_in_segment(li, n):
-                    vals = store.vector(row, store.scored_time(row))
-                    raw = np.array(self._pick[li](vals), dtype=np.float64)
-                    self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
+            self._rescore_model(li, dead, out)
         return out
 
     def model_state(self) -> bytes:

@@ -1,11 +1,15 @@
 """Hysteresis: a customer changes segment only when the new one is clearly better.
 
-Two rules, both configurable per lens:
+Four rules, all configurable per lens:
 
 * **margin** - the nearest segment must be closer than ``(1 - margin)`` times the
   distance to the current segment (``margin=0.1``: at least 10 % closer);
 * **minimum dwell** - the customer must have spent at least ``min_dwell``
-  events in the current segment.
+  events in the current segment,
+* **and** at least ``min_dwell_s`` seconds of event time in it (a customer with
+  50 events a day passes an event count in minutes);
+* **return margin** - a move back to the segment the customer just left, within
+  ``return_window_s`` seconds of leaving it, needs the larger ``return_margin``.
 
 A customer without a current segment, or whose segment is no longer live
 (merged or retired), goes to the nearest segment at once.
@@ -47,7 +51,11 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["FlapTracker", "Hysteresis", "nearest_with_hysteresis"]
+__all__ = ["RULE_FIELDS", "FlapTracker", "Hysteresis", "nearest_with_hysteresis"]
+
+RULE_FIELDS = ("min_dwell", "keep", "min_dwell_s", "return_window_s", "return_keep")
+"""Layout of a lens's move-rule parameters (float64), as :func:`nearest_with_hysteresis` reads them."""
+_R_DWELL, _R_KEEP, _R_DWELL_S, _R_RETURN_S, _R_RETURN_KEEP = range(len(RULE_FIELDS))
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,11 @@ class Hysteresis:
 
     margin: float = 0.1
     min_dwell: int = 2
+    min_dwell_s: int = 0
+    """Minimum event time in the current segment before a move (seconds)."""
+    return_window_s: int = 0
+    """A move back to the segment just left within this long of leaving it needs ``return_margin``."""
+    return_margin: float = 0.1
 
     def decide(
         self,
@@ -76,20 +89,33 @@ class Hysteresis:
         nearest: int,
         d_nearest: float,
         dwell: int,
+        age: int = 2**62,
+        previous: int | None = None,
     ) -> bool:
-        """True when the customer should move from ``current`` to ``nearest``."""
+        """True when the customer should move from ``current`` to ``nearest``.
+
+        ``age`` is the event time (seconds) since the customer entered ``current``,
+        ``previous`` the segment it left then.
+        """
         if current is None or not current_live or d_current is None:
             return True
         if nearest == current:
             return False
-        if dwell < self.min_dwell:
+        if dwell < self.min_dwell or age < self.min_dwell_s:
             return False
-        return d_nearest < (1.0 - self.margin) * d_current
+        returning = nearest == previous and age < self.return_window_s
+        margin = max(self.margin, self.return_margin) if returning else self.margin
+        return d_nearest < (1.0 - margin) * d_current
+
+    def params(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """The rule as :func:`nearest_with_hysteresis` takes it (``RULE_FIELDS`` order)."""
+        keep_back = 1.0 - max(self.margin, self.return_margin)
+        return np.array([self.min_dwell, 1.0 - self.margin, self.min_dwell_s, self.return_window_s, keep_back])
 
 
 @njit(cache=True, inline="always")
 def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
-    x: Any, centers: Any, live: Any, nl: int, d: int, cur: int, dw: int, min_dwell: int, keep: float
+    x: Any, centers: Any, live: Any, nl: int, d: int, cur: int, dw: int, age: int, prev: int, rule: Any
 ) -> tuple[bool, int, int, float]:  # pragma: no cover - compiled
     """Nearest live segment with hysteresis: the move rule of every lens, in one place.
 
@@ -99,10 +125,12 @@ def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
         The customer's scaled vector (its first ``d`` values are used).
     centers, live
         The lens's scaled live centers (``centers[c, :d]``) and their segment ids, ``nl`` of them.
-    cur, dw
-        The customer's segment (``-1`` for none) and the events spent in it.
-    min_dwell, keep
-        The lens's minimum dwell and ``1 - margin``.
+    cur, dw, age, prev
+        The customer's segment (``-1`` for none), the events and the event time (seconds) spent
+        in it, and the segment it left to enter it (``-1``: none).
+    rule
+        The lens's rule parameters (:data:`RULE_FIELDS`: minimum dwell in events, ``1 - margin``,
+        minimum dwell in seconds, the return window in seconds and ``1 - return_margin``).
 
     Returns
     -------
@@ -111,8 +139,9 @@ def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
         it holds afterwards, the nearest live segment, and the distance to ``segment``; ``-1`` and
         NaN where there is none. A customer without a live segment goes to the nearest one at once;
         otherwise it moves only when the nearest is a different segment, it has dwelt ``min_dwell``
-        events, and the nearest is closer than ``keep`` times its own (:class:`Hysteresis`
-        states the same rule for one decision).
+        events and ``min_dwell_s`` seconds, and the nearest is closer than ``keep`` times its own
+        (``return_keep`` when the nearest is ``prev`` and ``age`` is within the return window;
+        :class:`Hysteresis` states the same rule for one decision).
         Ties go to the first center.
     """
     if nl == 0:
@@ -136,8 +165,10 @@ def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
     nearest = live[best]
     if pcur < 0:
         return nearest != cur, nearest, nearest, d_near
-    if nearest != cur and dw >= min_dwell and d_near < keep * d_cur:
-        return True, nearest, nearest, d_near
+    if nearest != cur and dw >= rule[_R_DWELL] and age >= rule[_R_DWELL_S]:
+        keep = rule[_R_RETURN_KEEP] if nearest == prev and age < rule[_R_RETURN_S] else rule[_R_KEEP]
+        if d_near < keep * d_cur:
+            return True, nearest, nearest, d_near
     return False, cur, nearest, d_cur
 
 

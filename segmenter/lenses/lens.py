@@ -46,7 +46,7 @@ import numpy as np
 
 from segmenter.errors import StateError
 from segmenter.lenses.config import LensConfig
-from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
 from segmenter.lenses.lloyd import kmeans_plus_plus, lloyd
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
@@ -132,8 +132,10 @@ class Lens:
         self._model: ClusterModel = make_model(config.algorithm, config.params, self._dim, self.seed)
         self._registry = SegmentRegistry(config.match_threshold, config.retire_after, config.max_segments)
         # the move rule's parameters (nearest_with_hysteresis)
-        self._min_dwell = config.min_dwell
-        self._keep = 1.0 - config.margin
+        self.rule = Hysteresis(
+            margin=config.margin, min_dwell=config.min_dwell, min_dwell_s=round(config.min_dwell_hours * 3600),
+            return_window_s=round(config.return_window_days * 86_400), return_margin=config.return_margin,
+        ).params()
         self._heavy = self._scaler.heavy_index
         self._n_obs = 0
         self._warm: list[list[float]] = []
@@ -451,7 +453,9 @@ class Lens:
             values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
         return [v * s - o for v, s, o in zip(values, self._inv, self._offset, strict=False)]
 
-    def assign(self, raw: np.ndarray, current: int | None, dwell: int) -> Assignment:
+    def assign(
+        self, raw: np.ndarray, current: int | None, dwell: int, age: int = 2**62, previous: int | None = None
+    ) -> Assignment:
         """Nearest live segment, with hysteresis against ``current``.
 
         The rule is :func:`~segmenter.lenses.hysteresis.nearest_with_hysteresis`, the one the
@@ -467,6 +471,8 @@ class Lens:
             that is no longer live (merged, retired) is left without hysteresis.
         dwell
             Events the customer has spent in ``current``.
+        age, previous
+            Event time (seconds) the customer has spent in ``current``, and the segment it left for it.
 
         Raises
         ------
@@ -479,7 +485,7 @@ class Lens:
         x = np.array(self._scaled(raw), np.float64)
         moved, segment, nearest, distance = nearest_with_hysteresis(
             x, self._center_array, self._live_array, n, self._dim, -1 if current is None else current, dwell,
-            self._min_dwell, self._keep)
+            age, -1 if previous is None else previous, self.rule)
         return Assignment(int(segment), int(nearest), float(distance), bool(moved))
 
     def explain(self, raw: np.ndarray, old: int | None, new: int | None) -> Explanation:

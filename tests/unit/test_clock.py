@@ -6,6 +6,7 @@ import json
 import zlib
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
+from segmenter.features import FEATURE_NAMES
+from segmenter.lenses.hysteresis import Hysteresis
 from segmenter.outputs import SegmentChange, SegmentRef, encode
 from segmenter.pipeline import Segmenter
 from segmenter.triggers.engine import TriggerEngine
@@ -196,3 +199,82 @@ def test_cooldowns_hold_for_a_customer_behind_the_watermark() -> None:
     floor = (day1 - timedelta(hours=24)).timestamp()
     assert engine.evaluate(change_at(day1, "e1"), {}, None, floor)
     assert engine.evaluate(change_at(day2, "e2"), {}, None, floor) == []  # within the cooldown
+
+
+# ---------------------------------------------------------------------------------- stability in time
+
+
+def test_moves_between_live_segments_are_at_least_the_dwell_apart_in_event_time() -> None:
+    seg = Segmenter(CFG)  # min_dwell_hours 48 by default
+    lines = _lines(seg, STREAM, [None] * len(STREAM))
+    last: dict[tuple[str, str], tuple[float, str]] = {}
+    gaps = []
+    for line in lines:
+        m = json.loads(line)
+        if m["kind"] != "segment_change":
+            continue
+        key, ts = (m["customer_id"], m["lens"]), datetime.fromisoformat(m["event_ts"]).timestamp()
+        prev = last.get(key)
+        if prev is not None and prev[1] != "model" and m["cause"] != "model" and m["from_segment"] is not None:
+            gaps.append(ts - prev[0])
+        last[key] = (ts, m["cause"])
+    assert gaps and min(gaps) >= 48 * 3600 - 1
+
+
+def test_a_quick_move_back_needs_the_return_margin() -> None:
+    h = Hysteresis(margin=0.25, min_dwell=0, min_dwell_s=3600, return_window_s=7 * 86_400, return_margin=0.85)
+
+    def move(d_nearest: float, age: int, previous: int | None) -> bool:
+        return h.decide(
+            current=1,
+            current_live=True,
+            d_current=1.0,
+            nearest=2,
+            d_nearest=d_nearest,
+            dwell=9,
+            age=age,
+            previous=previous,
+        )
+
+    assert not move(0.5, 1800, None)  # within the dwell
+    assert move(0.5, 7200, None)
+    assert not move(0.5, 7200, 2)  # back to where it came from
+    assert move(0.1, 7200, 2)
+    assert move(0.5, 8 * 86_400, 2)  # long after leaving it
+
+
+# ------------------------------------------------------------------------------------ time-driven path
+
+
+def test_one_inactivity_step_rescores_everyone_as_the_per_customer_rule_does() -> None:
+    seg = Segmenter(CFG)
+    _lines(seg, STREAM, [None] * len(STREAM))
+    snap = seg.snapshot()
+    fast, ref = Segmenter.from_snapshot(CFG, snap), Segmenter.from_snapshot(CFG, snap)
+    until = max(ev.epoch for ev in STREAM) + 20 * 86_400
+    t = ref.store.to_seconds(until)
+    store = ref.store
+    expected = {}
+    for row in store.stale_rows(t).tolist():
+        at = max(t, store.last_time(row))
+        vals = store.vector(row, at)
+        for li, lens in enumerate(ref.lenses):
+            if not lens.ready:
+                continue
+            raw = np.array([vals[FEATURE_NAMES.index(f)] for f in lens.feature_names])
+            cur, dwell = store.segment(row, li), store.dwell_of(row, li)
+            since, prev = store.entered(row, li)
+            a = lens.assign(raw, cur if cur >= 0 else None, dwell, at - since, prev if prev >= 0 else None)
+            stays = a.segment == (cur if cur >= 0 else None)
+            expected[store.id_of(row), lens.name] = (a.segment, min(dwell + 1, 65535) if stays else 0)
+    assert expected
+    fast.advance_to(until, full=True)
+    got = {}
+    for cid, name in expected:
+        row, li = fast.store.row_of(cid), [lens.name for lens in fast.lenses].index(name)
+        assert row is not None
+        n = fast.store.segment(row, li)
+        got[cid, name] = (None if n < 0 else n, fast.store.dwell_of(row, li))
+    assert got == expected
+    scored = fast.store.t[fast.store.live, 3]
+    assert (scored >= t).all()  # nobody left unscored (no per-step cap)

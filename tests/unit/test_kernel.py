@@ -99,7 +99,7 @@ def test_erasure_inside_a_batch_starts_the_customer_afresh() -> None:
 @given(st.integers(0, 2**31 - 1))
 def test_compiled_features_equal_the_reference_store(seed: int) -> None:
     """Features after the compiled loop equal :meth:`FeatureStore.ingest` applied to the same events."""
-    cfg = small_config(features__lateness_hours=24.0 * 30, inactivity__max_customers_per_step=0)
+    cfg = small_config(features__lateness_hours=24.0 * 30, inactivity__check_interval_hours=1e6)
     events = to_events(make_events(25, 6, seed=seed % 1000, disorder_s=7200, dup_rate=0.05, erase=2))
     seg = Segmenter(cfg)
     seg.process_batch(events)

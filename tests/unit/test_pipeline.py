@@ -29,7 +29,6 @@ def small_config(**overrides: Any) -> SegmenterConfig:
     for lens in data["lenses"]:
         lens.update(warmup=60, learn_every=2, batch_size=8, refresh_every=64)
     data["refine"].update(every_events=400, sample_size=200)
-    data["inactivity"].update(max_customers_per_step=100)
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         data[section][name] = value

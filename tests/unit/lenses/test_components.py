@@ -119,7 +119,7 @@ _coord = st.floats(-4.0, 4.0, allow_nan=False, width=32)
 
 
 @st.composite
-def _decisions(draw: st.DrawFn) -> tuple[list[float], list[list[float]], list[int], int, int, Hysteresis]:
+def _decisions(draw: st.DrawFn) -> tuple[list[float], list[list[float]], list[int], int, int, int, int, Hysteresis]:
     d = draw(st.integers(1, 4))
     n = draw(st.integers(0, 6))
     live = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n, unique=True))
@@ -128,18 +128,22 @@ def _decisions(draw: st.DrawFn) -> tuple[list[float], list[list[float]], list[in
         centers[-1] = list(centers[0])
     x = draw(st.lists(_coord, min_size=d, max_size=d))
     cur = draw(st.sampled_from([-1, 41, *live]))
-    h = Hysteresis(margin=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])), min_dwell=draw(st.integers(0, 4)))
-    return x, centers, live, cur, draw(st.integers(0, 6)), h
+    h = Hysteresis(margin=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])), min_dwell=draw(st.integers(0, 4)),
+                   min_dwell_s=draw(st.sampled_from([0, 100])), return_window_s=draw(st.sampled_from([0, 500])),
+                   return_margin=draw(st.sampled_from([0.0, 0.3, 0.95])))
+    age = draw(st.sampled_from([0, 99, 100, 499, 500, 10_000]))
+    prev = draw(st.sampled_from([-1, 41, *live]))
+    return x, centers, live, cur, draw(st.integers(0, 6)), age, prev, h
 
 
 @given(_decisions())
 def test_compiled_move_rule_is_the_hysteresis_rule(case: tuple[list[float], list[list[float]], list[int], int, int,
-                                                              Hysteresis]) -> None:
+                                                              int, int, Hysteresis]) -> None:
     """``nearest_with_hysteresis`` (event loop and ``Lens.assign``) decides as ``Hysteresis.decide`` states."""
-    x, centers, live, cur, dwell, h = case
+    x, centers, live, cur, dwell, age, prev, h = case
     d = len(x)
     got = nearest_with_hysteresis(np.array(x), np.array(centers, np.float64).reshape(len(live), d),
-                                  np.array(live, np.int64), len(live), d, cur, dwell, h.min_dwell, 1.0 - h.margin)
+                                  np.array(live, np.int64), len(live), d, cur, dwell, age, prev, h.params())
     moved, segment, nearest, distance = got
     if not live:
         assert (moved, segment, nearest) == (cur >= 0, -1, -1) and math.isnan(distance)
@@ -154,7 +158,8 @@ def test_compiled_move_rule_is_the_hysteresis_rule(case: tuple[list[float], list
     current_live = cur in live
     expect_moved = h.decide(current=None if cur < 0 else cur, current_live=current_live,
                             d_current=dists[live.index(cur)] if current_live else None,
-                            nearest=live[best], d_nearest=dists[best], dwell=dwell)
+                            nearest=live[best], d_nearest=dists[best], dwell=dwell, age=age,
+                            previous=None if prev < 0 else prev)
     expect_segment = live[best] if expect_moved else cur
     assert (moved, segment, nearest) == (expect_moved, expect_segment, live[best])
     assert distance == pytest.approx(dists[live.index(expect_segment)], rel=1e-12, abs=1e-12)
