@@ -60,15 +60,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["UNSET", "EventClock", "watermark_of"]
+from segmenter.features import BASE_EPOCH
+
+__all__ = ["UNSET", "EventClock", "iso", "watermark_of"]
 
 logger = logging.getLogger(__name__)
+
+
+
+def iso(t_rel: int) -> str:
+    """An event time (seconds relative to :data:`~segmenter.features.BASE_EPOCH`) as ISO-8601 UTC."""
+    return datetime.fromtimestamp(t_rel + BASE_EPOCH, UTC).isoformat()
+
 
 UNSET = np.iinfo(np.int64).min
 """A source clock not known yet."""
@@ -125,9 +135,19 @@ def majority(kcount: Any, si: int, quorum: int) -> int:  # pragma: no cover - co
 @njit(cache=True)
 def kth_latest(ktime: Any, kcount: Any, si: int, q: int) -> int:  # pragma: no cover - compiled
     """The ``q``-th largest time in source ``si``'s sample (``q <= kcount[si]``)."""
-    kept = np.sort(ktime[si, : kcount[si]])
-    out: int = kept[kcount[si] - q]
-    return out
+    n = kcount[si]
+    for j in range(n):  # the one value with fewer than q larger and at least q at least as large (no allocation)
+        v = ktime[si, j]
+        above = 0
+        at_least = 0
+        for k in range(n):
+            w = ktime[si, k]
+            above += w > v
+            at_least += w >= v
+        if above < q <= at_least:
+            out: int = v
+            return out
+    return int(ktime[si, 0])  # unreachable for 1 <= q <= n
 
 
 class EventClock:

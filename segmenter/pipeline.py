@@ -52,17 +52,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from segmenter import kernel, rescoring
+from segmenter import kernel
 from segmenter.batching import EventColumns, LensArrays
-from segmenter.clock import EventClock
+from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore
 from segmenter.lenses.lens import Assignment, Lens
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
-from segmenter.shared import decode_view, encode_vectors, unpickle_versioned
+from segmenter.rescoring import Rescorer
+from segmenter.shared import decode_view, unpickle_versioned
 from segmenter.triggers.engine import TriggerEngine
+from segmenter.vectors import VectorSample
 
 if TYPE_CHECKING:
     from segmenter.triggers.rules import RuleSet
@@ -80,8 +82,6 @@ _FLUSH_AT = frozenset({kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, 
 """Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``)."""
 
 
-def _iso(t_rel: int) -> str:
-    return datetime.fromtimestamp(t_rel + BASE_EPOCH, UTC).isoformat()
 
 
 @dataclass(frozen=True)
@@ -212,8 +212,7 @@ class Segmenter:
         self._clock = EventClock(self._lateness, config.features.clock_quorum,
                                  round(config.features.max_future_hours * 3600))
         # shared mode: sampled raw vectors for the trainer (customer hash, one raw vector per lens)
-        self._vec_keys: list[int] = []
-        self._vec_rows: list[list[list[float]]] = [[] for _ in config.lenses]
+        self._vectors = VectorSample(self._names, self._pick)
         self._vec_seen = 0
         # counters (part of the model state)
         self._events = 0
@@ -228,6 +227,11 @@ class Segmenter:
         self._erased: dict[str, None] = {}
         self._engine: TriggerEngine | None = None
         self._arrays = LensArrays(self._lenses, self._idx)
+        self._group_key: tuple[int, ...] = ()
+        self._group_cache: (
+            tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
+        ) = None
+        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._pick, self._move)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -363,17 +367,27 @@ class Segmenter:
 
     def _groups(self, cols: EventColumns) -> tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns,
                                                    kernel.LensColumns]:
-        """The column groups of one :func:`kernel.run` call (rebuilt per call: arrays may have been replaced)."""
+        """The column groups of one :func:`kernel.run` call, rebuilt when a handler replaced arrays.
+
+        New rows may grow the store (all its columns at once), new sources the clock's arrays, an erasure
+        the batch's placeholders, and a lens with more live segments the packed centers.
+        """
         s, c, a = self._store, self._clock, self._arrays
-        return (
-            kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts, cols.hashes,
-                          cols.chashes, cols.srcs),
-            kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev),
-            kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
-                                c.acount),
-            kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule, a.ready,
-                               a.nobs, a.warmup, a.learn_every, a.batch_size, a.bfill, a.sbuf, a.sn, a.scount),
-        )  # fmt: skip
+        key = (id(cols.newrows), id(s.f), id(c.clock), id(a.centers), id(a.live))
+        if self._group_key != key:
+            self._group_key = key
+            self._group_cache = (
+                kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts,
+                              cols.hashes, cols.chashes, cols.srcs),
+                kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev),
+                kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
+                                    c.acount),
+                kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule,
+                                   a.ready, a.nobs, a.warmup, a.learn_every, a.batch_size, a.bfill, a.sbuf, a.sn,
+                                   a.scount),
+            )  # fmt: skip
+        assert self._group_cache is not None
+        return self._group_cache
 
     # ------------------------------------------------ stops of the compiled loop: (run, event, step) -> resume
     @property
@@ -465,7 +479,7 @@ class Segmenter:
         return EventError(
             "future",
             f"event time {event.ts.isoformat()} is more than {self.config.features.max_future_hours:g} h ahead of "
-            f"its source's clock {_iso(clock or 0)} and too few other customers are that far ahead "
+            f"its source's clock {iso(clock or 0)} and too few other customers are that far ahead "
             "(features.max_future_hours, features.clock_quorum); check the producer's clock",
             field="ts",
         )
@@ -475,17 +489,14 @@ class Segmenter:
         return EventError(
             "late",
             f"event time {event.ts.isoformat()} is more than {self.config.features.lateness_hours:g} h before "
-            f"customer {event.customer_id!r}'s latest event time {_iso(ref)} (features.lateness_hours)",
+            f"customer {event.customer_id!r}'s latest event time {iso(ref)} (features.lateness_hours)",
             field="ts",
         )
 
     def _sample_vectors(self, row: int) -> None:
         """Shared mode: keep this event's raw vectors (one per lens) for the trainer."""
         store = self._store
-        vals = store.vector(row, store.last_time(row))
-        self._vec_keys.append(int(store.crc[row]))
-        for li in range(len(self._lenses)):
-            self._vec_rows[li].append([float(v) for v in self._pick[li](vals)])
+        self._vectors.add(int(store.crc[row]), store.vector(row, store.last_time(row)))
 
     def _kernel_move(self, *, row: int, li: int, segment: int, nearest: int, distance: float,
                      event: CustomerEvent, out: list[OutputMessage]) -> None:
@@ -532,7 +543,7 @@ class Segmenter:
         if self._clock.advance(t):
             self._on_watermark(out)
         if full and self._clock.watermark is not None:
-            self._sweep(self._clock.watermark, out, before=self._clock.watermark)
+            self._rescorer.quiet(self._clock.watermark, out, before=self._clock.watermark)
         return out
 
     # ---------------------------------------------------------------- scoring
@@ -596,66 +607,12 @@ class Segmenter:
     ) -> None:
         """Move the customers out of segments that the lens merged, split or retired (cause ``model``)."""
         lens = self._lenses[li]
-        dead: list[int] = []
-        for msg in msgs:
-            if msg.action not in _DEAD_ACTIONS:
-                continue
-            for sid in [msg.segment.id, *msg.related]:
-                n = _segment_number(sid)
-                if n is not None and n not in dead and not lens.is_live(n):
-                    dead.append(n)
-        if not dead or not lens.ready:
+        if not lens.ready or not any(msg.action in _DEAD_ACTIONS for msg in msgs):
             return
-        self._rescore_model(li, sorted(dead), out, skip)
-
-    def _rescore_model(self, li: int, dead: list[int], out: list[OutputMessage], skip: int | None = None) -> None:
-        """Re-assign the customers of lens ``li``'s dead segments at their scored time (cause ``model``)."""
-        store = self._store
-        rows = [row for n in dead for row in store.rows_in_segment(li, n) if row != skip]
-        arr = np.array(rows, np.int64)
-        self._rescore(arr, store.t[arr, kernel.SCORED].astype(np.int64), li, "model", out,
-                      stamp=self._clock.max_t or 0, mark=False)
-
-    def _rescore(self, rows: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]],
-                 lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool) -> None:
-        """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
-
-        Customers who stay only get their dwell counted; each move becomes a
-        ``segment_change`` with cause ``cause`` (``model`` when its segment is
-        dead), stamped ``stamp`` (``None``: its own time), and its triggers.
-        ``mark``: the rows count as scored at ``at`` (and are dirty).
-        """
-        if not len(rows):
-            return
-        arrays = self._arrays
-        arrays.sync(counters=False)
-        store = self._store
-        n_lenses = len(self._lenses)
-        lens_on = np.full(n_lenses, lens is None, np.bool_)
-        if lens is not None:
-            lens_on[lens] = True
-        moves = np.empty((len(rows) * n_lenses, len(rescoring.MOVE_FIELDS)), np.int64)
-        dist = np.empty(len(rows) * n_lenses, np.float64)
-        n, bad = rescoring.rescore(
-            rows, at, lens_on, mark,
-            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.kernel_rates(),
-            arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
-            arrays.live, arrays.rule, arrays.ready, moves, dist,
-        )  # fmt: skip
-        if mark:
-            store.dirty[rows] = True
-        if bad >= 0:
-            vals = store.vector(int(rows[bad]), int(at[bad]))
-            raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
-        for (r, li, segment, nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
-            row, t = int(rows[r]), int(at[r])
-            vals = store.vector(row, t)
-            cur = store.segment(row, li)
-            a = Assignment(None if segment < 0 else segment, None if nearest < 0 else nearest,
-                           None if math.isnan(d) else d, True)
-            self._move(row=row, li=li, lens=self._lenses[li], raw=np.array(self._pick[li](vals), dtype=np.float64),
-                       vals=vals, a=a, current=cur if cur >= 0 else None, cause=cause, event=None,
-                       event_ts=_iso(t if stamp is None else stamp), at=t, out=out)
+        # the segments that still hold customers but are no longer live (by number, from the store)
+        dead = sorted(n for n in self._store.segment_counts(li) if not lens.is_live(n))
+        if dead:
+            self._rescorer.dead_segments(li, dead, out, skip=skip, stamp=self._clock.max_t or 0)
 
     def _refine(self, out: list[OutputMessage]) -> None:
         self._refine_round += 1
@@ -693,19 +650,7 @@ class Segmenter:
         n = (wm - self._clock.next_check) // self._interval + 1
         self._clock.next_check += n * self._interval
         # at the watermark itself (not the crossed boundary), everyone not scored within the interval
-        self._sweep(wm, out, before=wm - self._interval + 1)
-
-    def _sweep(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
-        """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
-
-        Oldest first; a customer whose latest event is after ``t_sweep`` is scored at that event's time.
-        """
-        store = self._store
-        rows = store.stale_rows(before)
-        at = np.maximum(store.t[rows, 1].astype(np.int64), t_sweep)
-        self._rescore(rows, at, None, "inactivity", out, stamp=None, mark=True)
-        if len(rows):
-            logger.debug("inactivity step at %s re-scored %d customers", _iso(t_sweep), len(rows))
+        self._rescorer.quiet(wm, out, before=wm - self._interval + 1)
 
     def _erase(self, customer_id: str, at: float | None) -> list[OutputMessage]:
         store = self._store
@@ -717,7 +662,7 @@ class Segmenter:
         if at is not None:
             ts = datetime.fromtimestamp(at, UTC).isoformat()
         else:
-            ts = _iso(self._clock.max_t if self._clock.max_t is not None else 0)
+            ts = iso(self._clock.max_t if self._clock.max_t is not None else 0)
         out: list[OutputMessage] = []
         for li, lens in enumerate(self._lenses):
             cur = store.segment(row, li)
@@ -845,17 +790,11 @@ class Segmenter:
 
     def take_vectors(self) -> bytes | None:
         """Shared mode: the sampled raw vectors since the last call, encoded for the trainer (``None``: none)."""
-        if not self._vec_keys:
-            return None
-        blob = encode_vectors(self._names, self._vec_keys, self._vec_rows)
-        self._vec_keys = []
-        self._vec_rows = [[] for _ in self._lenses]
-        return blob
+        return self._vectors.take()
 
     def discard_vectors(self) -> None:
         """Drop sampled vectors not yet taken (their batch was aborted)."""
-        self._vec_keys = []
-        self._vec_rows = [[] for _ in self._lenses]
+        self._vectors.discard()
 
     def load_shared_model(self, view: bytes) -> list[OutputMessage]:
         """Shared mode: assign with a trainer's model view (:meth:`~segmenter.shared.ModelTrainer.view`) from now on.
@@ -877,7 +816,7 @@ class Segmenter:
             dead = sorted(n for n in before if not lens.is_live(n))
             if not dead or not lens.ready:
                 continue
-            self._rescore_model(li, dead, out)
+            self._rescorer.dead_segments(li, dead, out, skip=None, stamp=self._clock.max_t or 0)
         return out
 
     def model_state(self) -> bytes:
@@ -978,7 +917,7 @@ class Segmenter:
             triggers=dict(sorted(self._triggers.items())),
             suppressed=suppressed,
             segments=segments,
-            watermark=None if self._clock.watermark is None else _iso(self._clock.watermark),
+            watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
             future=self._future,
         )
 
@@ -1020,8 +959,3 @@ def _picker(index: list[int]) -> Callable[[list[float]], Any]:
         return operator.itemgetter(*index)
     i = index[0]
     return lambda values: (values[i],)
-
-
-def _segment_number(segment_id: str) -> int | None:
-    _, _, n = segment_id.rpartition("-")
-    return int(n) if n.isdigit() else None

@@ -18,17 +18,29 @@ reads), so one pass gives the outputs of the per-customer loop it replaces.
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numba import njit
 
+from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.lenses.lens import Assignment
 
-__all__ = ["MOVE_FIELDS", "rescore"]
+if TYPE_CHECKING:
+    from segmenter.batching import LensArrays
+    from segmenter.features import FeatureStore
+    from segmenter.lenses.lens import Lens
+    from segmenter.outputs import OutputMessage
+
+__all__ = ["MOVE_FIELDS", "MoveFn", "Rescorer", "rescore"]
+
+logger = logging.getLogger(__name__)
 
 _N_VALUES = len(FEATURE_NAMES)
 MOVE_FIELDS = ("index", "lens", "segment", "nearest")
@@ -102,3 +114,92 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
         if mark:
             t[row, SCORED] = tr
     return n, -1
+
+
+MoveFn = Callable[..., None]
+"""The facade's move: ``move(row=, li=, lens=, raw=, vals=, a=, current=, cause=, event=, event_ts=, at=, out=)``."""
+
+
+class Rescorer:
+    """Re-score these rows at time t with cause X: inactivity steps and dead-segment moves, one compiled pass each.
+
+    Parameters
+    ----------
+    store, arrays, lenses, pickers
+        The facade's feature store, packed lenses, lenses and per-lens feature pickers.
+    move
+        Emits one move (``segment_change``, lens membership, campaign triggers).
+    """
+
+    def __init__(self, store: FeatureStore, arrays: LensArrays, lenses: Sequence[Lens],
+                 pickers: Sequence[Callable[[list[float]], Any]], move: MoveFn) -> None:  # fmt: skip
+        self._store = store
+        self._arrays = arrays
+        self._lenses = list(lenses)
+        self._pick = list(pickers)
+        self._move = move
+
+    def quiet(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
+        """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
+
+        Oldest first; a customer whose latest event is after ``t_sweep`` is scored at that event's time.
+        """
+        store = self._store
+        rows = store.stale_rows(before)
+        at = np.maximum(store.t[rows, 1].astype(np.int64), t_sweep)
+        self.rescore(rows, at, None, "inactivity", out, stamp=None, mark=True)
+        if len(rows):
+            logger.debug("inactivity step at %s re-scored %d customers", iso(t_sweep), len(rows))
+
+    def dead_segments(self, li: int, dead: list[int], out: list[OutputMessage], *, skip: int | None,
+                      stamp: int) -> None:  # fmt: skip
+        """Re-assign the customers of lens ``li``'s dead segments at their scored time (cause ``model``)."""
+        store = self._store
+        rows = np.array([row for n in dead for row in store.rows_in_segment(li, n) if row != skip], np.int64)
+        self.rescore(rows, store.t[rows, SCORED].astype(np.int64), li, "model", out, stamp=stamp, mark=False)
+
+    def rescore(self, rows: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]],
+                lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool) -> None:
+        """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
+
+        Customers who stay only get their dwell counted; each move becomes a
+        ``segment_change`` with cause ``cause`` (``model`` when its segment is
+        dead), stamped ``stamp`` (``None``: its own time), and its triggers.
+        ``mark``: the rows count as scored at ``at`` (and are dirty).
+
+        Raises
+        ------
+        ValueError
+            A feature value is not finite (a bug: the store clips).
+        """
+        if not len(rows):
+            return
+        arrays = self._arrays
+        arrays.sync(counters=False)
+        store = self._store
+        n_lenses = len(self._lenses)
+        lens_on = np.full(n_lenses, lens is None, np.bool_)
+        if lens is not None:
+            lens_on[lens] = True
+        moves = np.empty((len(rows) * n_lenses, len(MOVE_FIELDS)), np.int64)
+        dist = np.empty(len(rows) * n_lenses, np.float64)
+        n, bad = rescore(
+            rows, at, lens_on, mark,
+            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.kernel_rates(),
+            arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
+            arrays.live, arrays.rule, arrays.ready, moves, dist,
+        )  # fmt: skip
+        if mark:
+            store.dirty[rows] = True
+        if bad >= 0:
+            vals = store.vector(int(rows[bad]), int(at[bad]))
+            raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
+        for (r, li, segment, nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
+            row, t = int(rows[r]), int(at[r])
+            vals = store.vector(row, t)
+            cur = store.segment(row, li)
+            a = Assignment(None if segment < 0 else segment, None if nearest < 0 else nearest,
+                           None if math.isnan(d) else d, True)  # fmt: skip
+            self._move(row=row, li=li, lens=self._lenses[li], raw=np.array(self._pick[li](vals), dtype=np.float64),
+                       vals=vals, a=a, current=cur if cur >= 0 else None, cause=cause, event=None,
+                       event_ts=iso(t if stamp is None else stamp), at=t, out=out)  # fmt: skip

@@ -205,7 +205,7 @@ def test_cooldowns_hold_for_a_customer_behind_the_watermark() -> None:
 
 
 def test_moves_between_live_segments_are_at_least_the_dwell_apart_in_event_time() -> None:
-    seg = Segmenter(CFG)  # min_dwell_hours 48 by default
+    seg = Segmenter(CFG)  # the default min_dwell_hours
     lines = _lines(seg, STREAM, [None] * len(STREAM))
     last: dict[tuple[str, str], tuple[float, str]] = {}
     gaps = []
@@ -218,7 +218,7 @@ def test_moves_between_live_segments_are_at_least_the_dwell_apart_in_event_time(
         if prev is not None and prev[1] != "model" and m["cause"] != "model" and m["from_segment"] is not None:
             gaps.append(ts - prev[0])
         last[key] = (ts, m["cause"])
-    assert gaps and min(gaps) >= 48 * 3600 - 1
+    assert gaps and min(gaps) >= CFG.lenses[0].min_dwell_hours * 3600 - 1
 
 
 def test_a_quick_move_back_needs_the_return_margin() -> None:
