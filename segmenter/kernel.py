@@ -89,7 +89,9 @@ P_LATENESS, P_REFINE, P_SHARED, P_VECTOR_EVERY, P_ENGINE, P_RELEASE, P_DEDUP = r
 FP_KA, FP_KF, FP_KS, FP_CAP = range(4)
 
 # FeatureStore column layout (kept in step with segmenter.features)
-_FREQ, _SPEND, _SESS, _PVIEW, _CART, _EMAIL, _PACT, _NPUR, _AMT, _NREF = range(10)
+_FREQ, _SPEND, _SESS, _PVIEW, _CART, _EMAIL, _PACT, _NPUR, _AMT, _NREF, _RAMT = range(11)
+N_FEATURES = 14
+"""Length of a feature vector (``len(FEATURE_NAMES)``; the tests check they agree)."""
 _FIRST, _LAST, _LPUR, _SCORED = range(4)
 _NO_TIME = -(2**31)
 _MAX_AMOUNT = 1e12
@@ -120,6 +122,7 @@ def _vector(f: Any, t: Any, row: int, at: int, fp: Any, out: Any) -> None:  # no
     cart = np.float64(f[row, _CART])
     pview = np.float64(f[row, _PVIEW])
     pact = np.float64(f[row, _PACT])
+    net = np.float64(f[row, _AMT]) - np.float64(f[row, _RAMT])
     out[0] = recency if recency < cap else cap
     out[1] = (at - first) / _DAY
     out[2] = freq
@@ -132,6 +135,8 @@ def _vector(f: Any, t: Any, row: int, at: int, fp: Any, out: Any) -> None:  # no
     out[9] = min(1.0, pact / pview) if pview > 0.0 else 0.0
     out[10] = f[row, _EMAIL] * fa
     out[11] = min(1.0, nref / npur) if npur > 0.0 else (1.0 if nref > 0.0 else 0.0)
+    out[12] = npur
+    out[13] = net if net > 0.0 else 0.0
 
 
 @njit(cache=True)
@@ -201,6 +206,7 @@ def _ingest(  # noqa: PLR0917 - compiled: positional only
         amt = min(amount, _MAX_AMOUNT)
         f[row, _SPEND] = f[row, _SPEND] - (amt * math.exp(-back * fp[FP_KS]) if back else amt)
         f[row, _NREF] = f[row, _NREF] + 1.0
+        f[row, _RAMT] = f[row, _RAMT] + amt
     return True
 
 
@@ -219,7 +225,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
     n_events = len(kinds)
     n_lenses = len(dims)
     tail = 1 + 2 * n_lenses
-    vals = np.empty(12, np.float64)
+    vals = np.empty(N_FEATURES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
     i = pos[0]
     step = pos[1]

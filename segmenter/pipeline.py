@@ -39,7 +39,6 @@ import logging
 import math
 import operator
 import pickle
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -563,23 +562,23 @@ class Segmenter:
                 self._assign(row=row, li=li, lens=lens, raw=raw, vals=vals, cause="model", event_ts=ts, out=out)
 
     def _refine(self, out: list[OutputMessage]) -> None:
+        """Refine every ready lens against all current customers' features at the watermark (one vectorised pass)."""
         self._refine_round += 1
         store = self._store
-        rows = store.sample(zlib.crc32(f"refine:{self._refine_round}".encode()), self.config.refine.sample_size)
-        if not rows:
-            return
-        arr = np.array(rows, dtype=np.intp)
         at = self._watermark if self._watermark is not None else -(2**31)
-        times = np.maximum(store.t[arr, 1].astype(np.int64), at)
-        mat = store.matrix(arr, times)
+        n = 0
         for li, lens in enumerate(self._lenses):
             if not lens.ready:
                 continue
-            msgs = lens.refine(np.ascontiguousarray(mat[:, self._idx[li]]))
+            rows, mat = store.vectors_at(at, self._idx[li])
+            n = len(rows)
+            if not n:
+                return
+            msgs = lens.refine(mat)
             if msgs:
                 out.extend(msgs)
                 self._after_lifecycle(li, msgs, out, skip=None)
-        logger.debug("refinement %d on %d customers", self._refine_round, len(rows))
+        logger.debug("refinement %d on %d customers", self._refine_round, n)
 
     def _on_watermark(self, out: list[OutputMessage]) -> None:
         wm = self._watermark

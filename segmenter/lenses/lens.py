@@ -47,7 +47,7 @@ import numpy as np
 from segmenter.errors import StateError
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
-from segmenter.lenses.lloyd import kmeans_plus_plus, lloyd
+from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 TOP_FEATURES = 3
+WARMUP_N_INIT = 10
+"""k-means++ starts of the first segments' batch k-means (on the warm-up buffer)."""
 _INF = math.inf
 
 
@@ -264,8 +266,10 @@ class Lens:
         return len(self._batch)
 
     def _refresh(self) -> list[SegmentLifecycle]:
-        """Read the model's centers and match them to the registry."""
+        """Read the model's centers and match them to the registry (or derive segments from its summary)."""
         self._learned_since_refresh = 0
+        if self._ready and self._model.summarises:
+            return self._derive_from_summary()
         centers = self._model.centers()
         if not len(centers):
             logger.debug("lens %s: model has no centers yet", self.name)
@@ -286,11 +290,48 @@ class Lens:
             position = {int(index): j for j, index in enumerate(src)}
             continuity = {position[i]: n for i, n in self._model_map.items() if i in position}
         result = self._registry.update(cs, snap, continuity)
-        self._snapshot = snap
+        if self._snapshot is None:
+            self._snapshot = snap
         self._model_map = {int(src[j]): number for j, number in result.mapping.items()}
         if not self._ready and self._registry.live():
             self._ready = True
             self._warm = []
+        return self._publish(list(result.events))
+
+    def _derive_from_summary(self) -> list[SegmentLifecycle]:
+        """Segments from the model's micro-clusters: weighted Lloyd steps seeded from the live segments.
+
+        The same machinery for every summarising model (DenStream, DBSTREAM,
+        CluStream), so segment ids do not churn when the model renumbers or
+        re-clusters:
+
+        * micro-clusters within ``match_threshold`` of a live segment move it
+          to their weighted mean (Lloyd steps over those micro-clusters); a
+          segment left with less than ``min_cluster_share`` of the weight is
+          not continued (it retires after ``retire_after`` such refreshes);
+        * micro-clusters farther from every segment are grouped (heaviest
+          first, everything within ``match_threshold`` of the group's seed);
+          a group holding ``min_cluster_share`` of the weight is a candidate
+          birth, matched by the registry like any new center.
+        """
+        mcs, w = self._model.micro_clusters()
+        live = self._registry.live()
+        if not len(mcs) or not live:
+            return []
+        snap = self._scaler.snapshot()
+        thr = self.config.match_threshold
+        seeds = self._registry.scaled_centers(live, snap)
+        _, d2 = nearest(mcs, seeds)
+        near = d2 <= thr * thr
+        cs, labels = lloyd(mcs[near], seeds, self.config.refine_iterations, weights=w[near], reseed_empty=False)
+        mass = np.bincount(labels, weights=w[near], minlength=len(live))
+        floor = self.config.min_cluster_share * float(w.sum())
+        kept = [j for j in range(len(live)) if mass[j] > 0.0 and mass[j] >= floor]
+        kept.sort(key=lambda j: -mass[j])
+        groups = _far_groups(mcs[~near], w[~near], thr, floor)
+        centers = np.vstack([cs[kept], *groups]) if groups else cs[kept]
+        continuity = {pos: live[j] for pos, j in enumerate(kept)}
+        result = self._registry.update(centers, snap, continuity)
         return self._publish(list(result.events))
 
     def _initial_centers(
@@ -298,17 +339,20 @@ class Lens:
     ) -> tuple[np.ndarray, np.ndarray]:
         """First segments: batch k-means on the warm-up buffer, so that births are not mere noise.
 
-        K-means models are re-seeded with k-means++ (their random initial centers
-        are meaningless) and the result is pushed back into the model; density
-        models keep their clusters as seeds. Near-duplicate centers are dropped.
+        Models with a ``k`` get batch k-means (best of :data:`WARMUP_N_INIT`
+        k-means++ starts: their random initial centers are meaningless, and a
+        bad start would be kept by every later warm-started step); k-means
+        models get the result pushed back; density models keep their clusters
+        as seeds of Lloyd steps. Near-duplicate centers are dropped.
         Returns the centers and, per center, the model index it stands for.
         """
         warm = snap.scale_matrix(np.asarray(self._warm))
         k = n_clusters_of(self.config.algorithm, self.config.params)
-        if self._model.can_push and k is not None:
-            cs = kmeans_plus_plus(warm, k, np.random.default_rng([self.seed, 0]))
+        if k is not None:
+            cs, _, _ = batch_kmeans(warm, k, np.random.default_rng([self.seed, 0]), n_init=WARMUP_N_INIT)
             src = np.arange(len(cs))
-        cs, _ = lloyd(warm, cs, self.config.refine_iterations)
+        else:
+            cs, _ = lloyd(warm, cs, self.config.refine_iterations)
         keep: list[int] = []
         for i in range(len(cs)):
             if all(np.linalg.norm(cs[i] - cs[j]) >= self.config.match_threshold / 2.0 for j in keep):
@@ -321,14 +365,17 @@ class Lens:
     # --- refinement --------------------------------------------------------------------------
 
     def refine(self, sample_raw: np.ndarray) -> list[SegmentLifecycle]:
-        """Batch-refine the segment centers on a sample of current customers (rows, original units).
+        """Batch-refine the segment centers against the current customers (rows, original units).
 
-        A few Lloyd (batch k-means) iterations seeded from the live segment
-        centers; segments whose refined centers collapse within half the match
-        threshold merge (the older survives). For KMeans and STREAMKMeans the
-        refined centers are written back into the river model, so the online
-        model stays in step. No-op (``[]``) before the lens is ready or on an
-        empty sample.
+        The scaled space becomes the population's own (``log1p`` where heavy,
+        then the rows' mean and std: the space batch k-means would use), then
+        Lloyd (batch k-means) iterations seeded from the live segment centers;
+        segments whose refined centers collapse within half the match threshold
+        merge (the older survives). For KMeans and STREAMKMeans the refined
+        centers are written back into the river model, so the online model
+        continues from them. Between refinements the scaled space stays fixed
+        (the model's own scaler keeps learning). No-op (``[]``) before the lens
+        is ready or on an empty sample.
 
         Raises
         ------
@@ -341,6 +388,7 @@ class Lens:
         transformed = self._scaler.transform_matrix(sample)
         if not self._ready or self._snapshot is None or not len(sample):
             return []
+        self._snapshot = ScalerSnapshot.of_population(self._scaler.heavy, transformed)
         return self._publish(self._lloyd(self._snapshot.scale_matrix(transformed)))
 
     def _lloyd(self, xs: np.ndarray) -> list[LifecycleEvent]:
@@ -349,7 +397,10 @@ class Lens:
         live = self._registry.live()
         if snap is None or not live or not len(xs):
             return []
-        cs, _ = lloyd(xs, self._registry.scaled_centers(live, snap), self.config.refine_iterations)
+        # k-means models keep k (an emptied segment restarts at the worst-served customer: a retirement and a
+        # birth); for summarising models an emptied segment stays put and retires when its micro-clusters fade
+        cs, _ = lloyd(xs, self._registry.scaled_centers(live, snap), self.config.refine_iterations,
+                      reseed_empty=not self._model.summarises)  # fmt: skip
         events, replaced = self._registry.set_centers(live, cs, snap, merge_within=self.config.match_threshold / 2.0)
         if replaced:
             self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
@@ -645,3 +696,22 @@ class Lens:
         self._ready = ready
         self._model_map = model_map
         self._rebuild_caches()
+
+
+def _far_groups(points: np.ndarray, weights: np.ndarray, radius: float, floor: float) -> list[np.ndarray]:
+    """Greedy groups of micro-clusters: the heaviest left seeds a group of everything within ``radius``.
+
+    Returns the weighted means (rows of shape ``(1, d)``) of the groups that weigh at least ``floor``, heaviest first.
+    """
+    out: list[tuple[float, np.ndarray]] = []
+    left = np.ones(len(points), bool)
+    for i in np.argsort(-weights, kind="stable").tolist():
+        if not left[i]:
+            continue
+        member = left & (((points - points[i]) ** 2).sum(axis=1) <= radius * radius)
+        left &= ~member
+        mass = float(weights[member].sum())
+        if mass >= floor and mass > 0.0:
+            out.append((mass, (weights[member] @ points[member] / mass)[None, :]))
+    out.sort(key=lambda t: -t[0])
+    return [c for _, c in out]

@@ -43,6 +43,8 @@ FEATURE_WORDS: dict[str, tuple[str, str]] = {
     "conversion": ("low conversion", "high conversion"),
     "email_engagement": ("email-quiet", "email-engaged"),
     "refund_rate": ("few refunds", "many refunds"),
+    "orders": ("few orders", "many orders"),
+    "net_spend": ("low lifetime spend", "high lifetime spend"),
 }
 
 #: Smallest |z| that makes a feature part of a name.
