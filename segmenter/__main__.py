@@ -9,6 +9,10 @@ Commands
     full binary snapshot (readable by ``profile``).
 ``segmenter profile SNAPSHOT_OR_CHECKPOINT [--config FILE]``
     Segment sizes and profiles from a replay snapshot (JSONL) or a checkpoint.
+``segmenter evaluate SNAPSHOT_OR_CHECKPOINT [--truth FILE] [--k-range 2..10] [--json] [--config FILE]``
+    The seed's evaluation step per lens: SSE ratio and ARI against batch
+    k-means at the same k, silhouette, Davies-Bouldin, bootstrap stability, a
+    k sweep with a suggested k, and purity/ARI against a simulator truth file.
 ``segmenter check-rules RULES [--config FILE]``
     Validate a rules file and describe every rule in plain words.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from collections import defaultdict
@@ -35,6 +40,14 @@ from rich.table import Table
 
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
+from segmenter.evaluation import (
+    EvaluationInputError,
+    LensEvaluation,
+    evaluate_lenses,
+    parse_k_range,
+    parse_snapshot,
+    parse_truth,
+)
 from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
@@ -81,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("source", type=Path, help="a replay --snapshot file (JSONL) or a --checkpoint file")
     pp.add_argument("--config", type=Path, help="config the checkpoint was made with (default: packaged)")
 
+    ep = sub.add_parser("evaluate", help="segment quality per lens against batch k-means on the same features")
+    ep.add_argument("source", type=Path, help="a replay --snapshot file (JSONL) or a --checkpoint file")
+    ep.add_argument("--truth", type=Path, help="the simulator's --truth JSONL (purity and ARI against personas)")
+    ep.add_argument("--k-range", default="2..10", help="k sweep of batch k-means, LOW..HIGH (default 2..10)")
+    ep.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ep.add_argument("--config", type=Path, help="config the checkpoint was made with (default: packaged)")
+
     cp = sub.add_parser("check-rules", help="validate a rules file and describe its rules")
     cp.add_argument("rules", type=Path)
     cp.add_argument("--config", type=Path, help="config whose lenses and features the rules must use")
@@ -98,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "profile":
             return _profile(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _check_rules(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -246,6 +268,64 @@ def _profile_jsonl(data: bytes) -> int:
     if bad:
         print(f"{bad} line(s) skipped", file=sys.stderr)
     return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``segmenter evaluate``: one-line errors naming the file (and line) on bad input."""
+    try:
+        k_range = parse_k_range(args.k_range)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        data = args.source.read_bytes()
+        truth_data = args.truth.read_bytes() if args.truth is not None else None
+    except OSError as exc:
+        print(f"error: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        if data.lstrip()[:1] in (b"{", b""):
+            ids, lenses = parse_snapshot(data, str(args.source))
+        else:  # a checkpoint: the same lines, from the restored core
+            seg = Segmenter.from_snapshot(load_config(args.config), data)
+            lines = b"\n".join(orjson.dumps(v.as_json()) for v in seg.customer_views())
+            ids, lenses = parse_snapshot(lines, str(args.source))
+        truth = parse_truth(truth_data, str(args.truth)) if truth_data is not None else None
+    except EvaluationInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    results = evaluate_lenses(ids, lenses, truth, k_range)
+    if args.json:
+        print(orjson.dumps({"source": str(args.source), "lenses": [r.as_json() for r in results]}).decode())
+        return EXIT_OK
+    print_evaluation(results)
+    return EXIT_OK
+
+
+def print_evaluation(results: Sequence[LensEvaluation]) -> None:
+    """The evaluation as tables: one row per lens, then each lens's k sweep."""
+    console = Console()
+    table = Table(title="segments against batch k-means at the same k (lens space: log1p where heavy, z-scored)")
+    for col in ("lens", "customers", "k", "SSE ratio", "ARI vs batch", "silhouette", "Davies-Bouldin",
+                "stability", "suggested k", "purity", "ARI vs truth"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "lens" else "right")
+    for r in results:
+        table.add_row(r.lens, f"{r.customers:,}", str(r.k), _fmt(r.sse_ratio), _fmt(r.ari_vs_batch),
+                      _fmt(r.silhouette), _fmt(r.davies_bouldin), _fmt(r.stability),
+                      "-" if r.suggested_k is None else f"{r.suggested_k} ({r.criterion})",
+                      _fmt(r.purity), _fmt(r.ari_vs_truth))  # fmt: skip
+    console.print(table)
+    for r in results:
+        sweep = Table(title=f"{r.lens}: batch k-means sweep")
+        for col in ("k", "SSE", "silhouette", "Davies-Bouldin"):
+            sweep.add_column(col, justify="right")
+        for p in r.sweep:
+            sweep.add_row(str(p.k), f"{p.sse:,.1f}", _fmt(p.silhouette), _fmt(p.davies_bouldin))
+        console.print(sweep)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _check_rules(args: argparse.Namespace) -> int:

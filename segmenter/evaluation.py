@@ -17,7 +17,7 @@ customers evaluated). Per lens, :func:`evaluate_lens` measures
 * ``purity`` and ``ari_vs_truth`` against a truth file (the simulator's
   ``--truth`` timeline: the last persona per customer).
 
-Input is the ``segmenter replay --snapshot`` JSONL; :func:`read_snapshot`
+Input is the ``segmenter replay --snapshot`` JSONL; :func:`parse_snapshot`
 reports a bad line as ``FILE:LINE: what is wrong``.
 
 Examples
@@ -37,7 +37,6 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,11 +53,11 @@ __all__ = [
     "LensData",
     "LensEvaluation",
     "evaluate_lens",
-    "evaluate_snapshot",
+    "evaluate_lenses",
     "lens_space",
     "parse_k_range",
-    "read_snapshot",
-    "read_truth",
+    "parse_snapshot",
+    "parse_truth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -274,18 +273,14 @@ def _snapshot_line(rec: Any, lenses: dict[str, LensData]) -> None:
             data.names[str(ref["id"])] = str(ref["name"])
 
 
-def read_snapshot(path: Path) -> tuple[list[str], dict[str, LensData]]:
-    """Customer ids and per-lens data of a ``segmenter replay --snapshot`` file.
+def parse_snapshot(data: bytes, source: str) -> tuple[list[str], dict[str, LensData]]:
+    """Customer ids and per-lens data of ``segmenter replay --snapshot`` lines (``source`` names the file).
 
     Raises
     ------
     EvaluationInputError
-        The file cannot be read, or a line is not a snapshot line (``FILE:LINE: reason``).
+        A line is not a snapshot line (``SOURCE:LINE: reason``), or there is no customer.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise EvaluationInputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     ids: list[str] = []
     lenses: dict[str, LensData] = {}
     for lineno, line in enumerate(data.splitlines(), 1):
@@ -296,31 +291,27 @@ def read_snapshot(path: Path) -> tuple[list[str], dict[str, LensData]]:
             _snapshot_line(rec, lenses)
         except orjson.JSONDecodeError as exc:
             raise EvaluationInputError(
-                f"{path}:{lineno}: not JSON ({exc}); expected a replay --snapshot line"
+                f"{source}:{lineno}: not JSON ({exc}); expected a replay --snapshot line"
             ) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise EvaluationInputError(
-                f"{path}:{lineno}: not a replay --snapshot line ({type(exc).__name__}: {exc}); "
+                f"{source}:{lineno}: not a replay --snapshot line ({type(exc).__name__}: {exc}); "
                 'expected {"customer_id", "segments", "features"}'
             ) from None
         ids.append(rec["customer_id"])
     if not ids:
-        raise EvaluationInputError(f"{path}: no customers; pass the file written by segmenter replay --snapshot")
+        raise EvaluationInputError(f"{source}: no customers; pass the file written by segmenter replay --snapshot")
     return ids, lenses
 
 
-def read_truth(path: Path) -> dict[str, str]:
+def parse_truth(data: bytes, source: str) -> dict[str, str]:
     """Each customer's last persona in a simulator ``--truth`` JSONL (``customer_id, persona, from, cause``).
 
     Raises
     ------
     EvaluationInputError
-        The file cannot be read or a line is malformed (``FILE:LINE: reason``).
+        A line is malformed (``SOURCE:LINE: reason``).
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise EvaluationInputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     latest: dict[str, tuple[str, str]] = {}
     for lineno, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -330,7 +321,7 @@ def read_truth(path: Path) -> dict[str, str]:
             cid, persona, start = str(rec["customer_id"]), str(rec["persona"]), str(rec["from"])
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise EvaluationInputError(
-                f'{path}:{lineno}: not a truth line ({exc}); expected {{"customer_id", "persona", "from"}}'
+                f'{source}:{lineno}: not a truth line ({exc}); expected {{"customer_id", "persona", "from"}}'
             ) from None
         prev = latest.get(cid)
         if prev is None or start >= prev[0]:
@@ -338,16 +329,18 @@ def read_truth(path: Path) -> dict[str, str]:
     return {cid: persona for cid, (_, persona) in latest.items()}
 
 
-def evaluate_snapshot(
-    path: Path, truth_path: Path | None = None, k_range: tuple[int, int] = (2, 10), seed: int = 0
+def evaluate_lenses(
+    ids: Sequence[str],
+    lenses: dict[str, LensData],
+    truth: dict[str, str] | None = None,
+    k_range: tuple[int, int] = (2, 10),
+    seed: int = 0,
 ) -> list[LensEvaluation]:
-    """:func:`evaluate_lens` for every lens of a snapshot file (lenses by name)."""
-    ids, lenses = read_snapshot(path)
-    truth_map = read_truth(truth_path) if truth_path is not None else None
-    truth = None if truth_map is None else [truth_map.get(c) for c in ids]
+    """:func:`evaluate_lens` for every lens (by name) of parsed snapshot data."""
+    per_row = None if truth is None else [truth.get(c) for c in ids]
     out = []
     for name in sorted(lenses):
         data = lenses[name]
-        out.append(evaluate_lens(name, data.features, np.asarray(data.rows, np.float64), data.labels,
-                                 truth=truth, k_range=k_range, seed=seed))  # fmt: skip
+        rows = np.asarray(data.rows, np.float64).reshape(len(data.rows), len(data.features))
+        out.append(evaluate_lens(name, data.features, rows, data.labels, truth=per_row, k_range=k_range, seed=seed))
     return out

@@ -107,7 +107,7 @@ class LensConfig(BaseModel):
     max_segments: int = Field(default=12, ge=1, le=256)
     margin: float = Field(default=0.25, ge=0.0, lt=1.0)
     min_dwell: int = Field(default=6, ge=0)
-    refine_iterations: int = Field(default=5, ge=1, le=100)
+    refine_iterations: int = Field(default=20, ge=1, le=100)
     names: dict[int, str] = Field(default_factory=dict)
 
     @field_validator("name")

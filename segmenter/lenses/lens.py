@@ -36,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import zlib
@@ -47,9 +48,10 @@ import numpy as np
 from segmenter.errors import StateError
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
-from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest
+from segmenter.lenses.lloyd import batch_kmeans, lloyd, sse, trimmed_lloyd
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
+from segmenter.lenses.quality import RESTART_RATIO, LensQuality, assess, matched
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
 from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
@@ -145,6 +147,7 @@ class Lens:
         self._snapshot: ScalerSnapshot | None = None
         self._model_map: dict[int, int] = {}
         self._cache_epoch = 0
+        self._quality: LensQuality | None = None
         self._rebuild_caches()
 
     # --- properties --------------------------------------------------------------------------
@@ -168,6 +171,11 @@ class Lens:
     def registry(self) -> SegmentRegistry:
         """The segment registry (read-only use)."""
         return self._registry
+
+    @property
+    def quality(self) -> LensQuality | None:
+        """SSE ratio against batch k-means and silhouette at the last refinement (None before one)."""
+        return self._quality
 
     @property
     def snapshot(self) -> ScalerSnapshot | None:
@@ -303,16 +311,14 @@ class Lens:
 
         The same machinery for every summarising model (DenStream, DBSTREAM,
         CluStream), so segment ids do not churn when the model renumbers or
-        re-clusters:
-
-        * micro-clusters within ``match_threshold`` of a live segment move it
-          to their weighted mean (Lloyd steps over those micro-clusters); a
-          segment left with less than ``min_cluster_share`` of the weight is
-          not continued (it retires after ``retire_after`` such refreshes);
-        * micro-clusters farther from every segment are grouped (heaviest
-          first, everything within ``match_threshold`` of the group's seed);
-          a group holding ``min_cluster_share`` of the weight is a candidate
-          birth, matched by the registry like any new center.
+        re-clusters. The live segments (as many as the first refresh found)
+        move to the weighted means of their micro-clusters within
+        ``match_threshold`` (:func:`~segmenter.lenses.lloyd.trimmed_lloyd`: a
+        far micro-cluster does not drag a segment along). A segment left with
+        no micro-cluster moves to the heaviest group of micro-clusters no
+        segment holds, if that group weighs ``min_cluster_share``: a jump, so
+        the registry retires it and a new segment is born there
+        (:meth:`SegmentRegistry.set_centers`), as at a refinement.
         """
         mcs, w = self._model.micro_clusters()
         live = self._registry.live()
@@ -320,19 +326,15 @@ class Lens:
             return []
         snap = self._scaler.snapshot()
         thr = self.config.match_threshold
-        seeds = self._registry.scaled_centers(live, snap)
-        _, d2 = nearest(mcs, seeds)
-        near = d2 <= thr * thr
-        cs, labels = lloyd(mcs[near], seeds, self.config.refine_iterations, weights=w[near], reseed_empty=False)
-        mass = np.bincount(labels, weights=w[near], minlength=len(live))
-        floor = self.config.min_cluster_share * float(w.sum())
-        kept = [j for j in range(len(live)) if mass[j] > 0.0 and mass[j] >= floor]
-        kept.sort(key=lambda j: -mass[j])
-        groups = _far_groups(mcs[~near], w[~near], thr, floor)
-        centers = np.vstack([cs[kept], *groups]) if groups else cs[kept]
-        continuity = {pos: live[j] for pos, j in enumerate(kept)}
-        result = self._registry.update(centers, snap, continuity)
-        return self._publish(list(result.events))
+        cs, mass, outside = trimmed_lloyd(mcs, self._registry.scaled_centers(live, snap), thr,
+                                          self.config.refine_iterations, w)  # fmt: skip
+        empty = [j for j in range(len(live)) if mass[j] <= 0.0]
+        if empty and outside.any():
+            groups = _groups(mcs[outside], w[outside], thr, self.config.min_cluster_share * float(w.sum()))
+            for j, center in zip(empty, groups, strict=False):
+                cs[j] = center
+        events, _ = self._registry.set_centers(live, cs, snap, merge_within=thr / 2.0)
+        return self._publish(list(events))
 
     def _initial_centers(
         self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot
@@ -388,20 +390,36 @@ class Lens:
         transformed = self._scaler.transform_matrix(sample)
         if not self._ready or self._snapshot is None or not len(sample):
             return []
-        self._snapshot = ScalerSnapshot.of_population(self._scaler.heavy, transformed)
-        return self._publish(self._lloyd(self._snapshot.scale_matrix(transformed)))
+        space = ScalerSnapshot.of_population(self._scaler.heavy, transformed)
+        events = self._lloyd(space.scale_matrix(transformed), space)
+        self._snapshot = space
+        return self._publish(events)
 
-    def _lloyd(self, xs: np.ndarray) -> list[LifecycleEvent]:
-        """Lloyd iterations on scaled rows ``xs``; updates the registry and the model; returns merges."""
+    def _lloyd(self, xs: np.ndarray, space: ScalerSnapshot) -> list[LifecycleEvent]:
+        """Lloyd iterations on rows ``xs`` scaled by ``space``; updates the registry and the model; returns events.
+
+        Jumps and merges are judged in the lens's current scaled space (the one the segments were matched in),
+        so a population that spreads out does not make a jump look small.
+        """
         snap = self._snapshot
         live = self._registry.live()
         if snap is None or not live or not len(xs):
             return []
-        # k-means models keep k (an emptied segment restarts at the worst-served customer: a retirement and a
-        # birth); for summarising models an emptied segment stays put and retires when its micro-clusters fade
-        cs, _ = lloyd(xs, self._registry.scaled_centers(live, snap), self.config.refine_iterations,
-                      reseed_empty=not self._model.summarises)  # fmt: skip
-        events, replaced = self._registry.set_centers(live, cs, snap, merge_within=self.config.match_threshold / 2.0)
+        # k stays: an emptied segment restarts at the worst-served customer (a retirement and a birth)
+        cs, _ = lloyd(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
+        rng = np.random.default_rng([self.seed, self.model_version])
+        quality, batch = assess(xs, cs, rng)
+        if quality.sse_ratio > RESTART_RATIO:
+            # a bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment
+            fresh, _ = lloyd(xs, matched(cs, batch), self.config.refine_iterations)
+            if sse(xs, fresh) < sse(xs, cs):
+                cs = fresh
+                quality, _ = assess(xs, cs, rng)
+                quality = dataclasses.replace(quality, restarted=True)
+        self._quality = quality
+        in_snap = snap.scale_matrix(space.unscale_matrix(cs))
+        merge = self.config.match_threshold / 2.0
+        events, replaced = self._registry.set_centers(live, in_snap, snap, merge_within=merge, anchored=True)
         if replaced:
             self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
         self._push_to_model()
@@ -457,7 +475,9 @@ class Lens:
         overrides = {n: v for n, v in self.config.names.items()}
         segs = self._registry.segments
         previous = {n: segs[n].name for n in live}
-        names = unique_names(zs, overrides, previous)
+        values = {n: dict(zip(self.feature_names, snap.inverse(cs[i].tolist()), strict=True))
+                  for i, n in enumerate(live)}  # fmt: skip
+        names = unique_names(zs, overrides, previous, values)
         renamed = []
         for n in live:
             old = segs[n].name
@@ -698,10 +718,10 @@ class Lens:
         self._rebuild_caches()
 
 
-def _far_groups(points: np.ndarray, weights: np.ndarray, radius: float, floor: float) -> list[np.ndarray]:
+def _groups(points: np.ndarray, weights: np.ndarray, radius: float, floor: float) -> list[np.ndarray]:
     """Greedy groups of micro-clusters: the heaviest left seeds a group of everything within ``radius``.
 
-    Returns the weighted means (rows of shape ``(1, d)``) of the groups that weigh at least ``floor``, heaviest first.
+    Returns the weighted means of the groups that weigh at least ``floor`` (and more than 0), heaviest first.
     """
     out: list[tuple[float, np.ndarray]] = []
     left = np.ones(len(points), bool)
@@ -712,6 +732,6 @@ def _far_groups(points: np.ndarray, weights: np.ndarray, radius: float, floor: f
         left &= ~member
         mass = float(weights[member].sum())
         if mass >= floor and mass > 0.0:
-            out.append((mass, (weights[member] @ points[member] / mass)[None, :]))
+            out.append((mass, weights[member] @ points[member] / mass))
     out.sort(key=lambda t: -t[0])
     return [c for _, c in out]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["batch_kmeans", "kmeans_plus_plus", "lloyd", "nearest", "sse"]
+__all__ = ["batch_kmeans", "kmeans_plus_plus", "lloyd", "nearest", "sse", "trimmed_lloyd"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,14 +167,46 @@ def lloyd(
                 centers[c] = points[idx]
                 labels, d2 = nearest(points, centers)
             mass = np.bincount(labels, weights=w, minlength=len(centers))
-        sums = np.stack([np.bincount(labels, weights=points[:, j] * w, minlength=len(centers))
-                         for j in range(points.shape[1])], axis=1)  # fmt: skip
-        new = centers.copy()
-        filled = mass > 0.0
-        new[filled] = sums[filled] / mass[filled][:, None]
+        new = _means(points, labels, w, centers, mass)
         done = bool(np.allclose(new, centers, rtol=0.0, atol=1e-9))
         centers = new
         labels, d2 = nearest(points, centers)
         if done:
             break
     return centers, labels
+
+
+def _means(points: np.ndarray, labels: np.ndarray, w: np.ndarray, centers: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """The Lloyd update: each center with mass moves to the weighted mean of its points; the others stay."""
+    sums = np.stack([np.bincount(labels, weights=points[:, j] * w, minlength=len(centers))
+                     for j in range(points.shape[1])], axis=1)  # fmt: skip
+    new = centers.copy()
+    filled = mass > 0.0
+    new[filled] = sums[filled] / mass[filled][:, None]
+    return new
+
+
+def trimmed_lloyd(
+    points: np.ndarray, centers: np.ndarray, radius: float, iterations: int, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted Lloyd steps in which a point farther than ``radius`` from its nearest center pulls nothing.
+
+    A center with no point within ``radius`` stays where it is. Returns the
+    centers, the weight each one holds, and the mask of points outside every
+    center's radius (at the final centers).
+    """
+    centers = np.array(centers, dtype=np.float64, copy=True)
+    k = len(centers)
+    r2 = radius * radius
+    labels, d2 = nearest(points, centers)
+    for _ in range(iterations):
+        inside = d2 <= r2
+        lab, w = labels[inside], weights[inside]
+        new = _means(points[inside], lab, w, centers, np.bincount(lab, weights=w, minlength=k))
+        done = bool(np.allclose(new, centers, rtol=0.0, atol=1e-9))
+        centers = new
+        labels, d2 = nearest(points, centers)
+        if done:
+            break
+    inside = d2 <= r2
+    return centers, np.bincount(labels[inside], weights=weights[inside], minlength=k), ~inside

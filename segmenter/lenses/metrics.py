@@ -11,7 +11,7 @@ unassigned rows before calling).
 Examples
 --------
 >>> import numpy as np
->>> adjusted_rand([0, 0, 1, 1], [5, 5, 7, 7]), adjusted_rand([0, 0, 1, 1], [0, 1, 0, 1])
+>>> adjusted_rand([0, 0, 1, 1], [5, 5, 7, 7]), round(adjusted_rand([0, 0, 1, 1], [0, 1, 0, 1]), 6)
 (1.0, -0.5)
 >>> x = np.array([[0.0], [0.1], [5.0], [5.1]])
 >>> round(partition_sse(x, np.array([0, 0, 1, 1])), 3)
