@@ -34,8 +34,8 @@ def lens_metrics(features: list[str], raw: np.ndarray, labels: list[str | None],
         "silhouette": ev.silhouette,
         "born_bound_ok": ever <= 2 * live + 2,
     }
-    rules = getattr(lens, "rules", None)
+    rules = lens.rules
     if rules:
-        out["rule_fidelity"] = min(min(r.recall, r.specificity) for r in rules.values())
-        out["rules"] = {str(n): r.text for n, r in rules.items()}
+        out["rule_fidelity"] = min(r.fidelity for r in rules.values())
+        out["rules"] = {f"{lens.name}-{n}": r.as_dict() for n, r in rules.items()}
     return out

@@ -48,12 +48,13 @@ import numpy as np
 from segmenter.errors import StateError
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
-from segmenter.lenses.lloyd import batch_kmeans, lloyd, sse, trimmed_lloyd
+from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse, trimmed_lloyd
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
 from segmenter.lenses.quality import RESTART_RATIO, LensQuality, assess, matched
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
+from segmenter.lenses.surrogate import SegmentRule, fit_rules
 from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
 
 __all__ = ["Assignment", "Lens"]
@@ -148,6 +149,7 @@ class Lens:
         self._model_map: dict[int, int] = {}
         self._cache_epoch = 0
         self._quality: LensQuality | None = None
+        self._rules: dict[int, SegmentRule] = {}
         self._rebuild_caches()
 
     # --- properties --------------------------------------------------------------------------
@@ -176,6 +178,11 @@ class Lens:
     def quality(self) -> LensQuality | None:
         """SSE ratio against batch k-means and silhouette at the last refinement (None before one)."""
         return self._quality
+
+    @property
+    def rules(self) -> dict[int, SegmentRule]:
+        """Segment number -> its rule, fitted at the last refinement (live segments; empty before one)."""
+        return {n: r for n, r in self._rules.items() if self._registry.is_live(n)}
 
     @property
     def snapshot(self) -> ScalerSnapshot | None:
@@ -311,14 +318,17 @@ class Lens:
 
         The same machinery for every summarising model (DenStream, DBSTREAM,
         CluStream), so segment ids do not churn when the model renumbers or
-        re-clusters. The live segments (as many as the first refresh found)
-        move to the weighted means of their micro-clusters within
-        ``match_threshold`` (:func:`~segmenter.lenses.lloyd.trimmed_lloyd`: a
-        far micro-cluster does not drag a segment along). A segment left with
-        no micro-cluster moves to the heaviest group of micro-clusters no
-        segment holds, if that group weighs ``min_cluster_share``: a jump, so
-        the registry retires it and a new segment is born there
-        (:meth:`SegmentRegistry.set_centers`), as at a refinement.
+        re-clusters. Each live segment (as many as the first refresh found)
+        has a position in the summary: the weighted mean of its micro-clusters
+        within ``match_threshold`` (:func:`~segmenter.lenses.lloyd.trimmed_lloyd`,
+        seeded from the previous positions: a far micro-cluster drags nothing).
+        Before the first refinement that position is the segment's center;
+        after it, the segment moves by as much as its position moved since the
+        refinement (the summary weighs events, not customers: its drift is
+        followed, its bias is not). A segment left with no micro-cluster moves
+        to the heaviest group of micro-clusters no segment holds, if that group
+        weighs ``min_cluster_share``: a jump, so the registry retires it and a
+        new segment is born there (:meth:`SegmentRegistry.set_centers`).
         """
         mcs, w = self._model.micro_clusters()
         live = self._registry.live()
@@ -326,15 +336,38 @@ class Lens:
             return []
         snap = self._scaler.snapshot()
         thr = self.config.match_threshold
-        cs, mass, outside = trimmed_lloyd(mcs, self._registry.scaled_centers(live, snap), thr,
-                                          self.config.refine_iterations, w)  # fmt: skip
+        segs = [self._registry.segments[n] for n in live]
+        seeds = snap.scale_matrix(np.asarray([s.summary_pos or s.center for s in segs], np.float64))
+        pos, mass, outside = trimmed_lloyd(mcs, seeds, thr, self.config.refine_iterations, w)
+        pos_t = snap.unscale_matrix(pos)
+        centers = pos_t.copy()
+        for j, seg in enumerate(segs):
+            seg.summary_pos = pos_t[j].tolist()
+            if seg.summary_ref is not None and seg.anchor is not None:
+                centers[j] = np.asarray(seg.anchor) + pos_t[j] - np.asarray(seg.summary_ref)
         empty = [j for j in range(len(live)) if mass[j] <= 0.0]
         if empty and outside.any():
             groups = _groups(mcs[outside], w[outside], thr, self.config.min_cluster_share * float(w.sum()))
             for j, center in zip(empty, groups, strict=False):
-                cs[j] = center
-        events, _ = self._registry.set_centers(live, cs, snap, merge_within=thr / 2.0)
+                centers[j] = snap.unscale_matrix(center[None, :])[0]
+                segs[j].summary_pos = segs[j].summary_ref = None
+        events, _ = self._registry.set_centers(live, snap.scale_matrix(centers), snap, merge_within=thr / 2.0)
         return self._publish(list(events))
+
+    def _place_in_summary(self) -> None:
+        """After a refinement: each live segment's position in the micro-clusters, the reference it moves from."""
+        mcs, w = self._model.micro_clusters()
+        live = self._registry.live()
+        if not len(mcs) or not live:
+            return
+        snap = self._scaler.snapshot()
+        segs = [self._registry.segments[n] for n in live]
+        seeds = snap.scale_matrix(np.asarray([s.center for s in segs], np.float64))
+        pos, mass, _ = trimmed_lloyd(mcs, seeds, self.config.match_threshold, self.config.refine_iterations, w)
+        pos_t = snap.unscale_matrix(pos)
+        for j, seg in enumerate(segs):
+            held = mass[j] > 0.0
+            seg.summary_ref = seg.summary_pos = pos_t[j].tolist() if held else None
 
     def _initial_centers(
         self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot
@@ -391,9 +424,22 @@ class Lens:
         if not self._ready or self._snapshot is None or not len(sample):
             return []
         space = ScalerSnapshot.of_population(self._scaler.heavy, transformed)
-        events = self._lloyd(space.scale_matrix(transformed), space)
+        xs = space.scale_matrix(transformed)
+        events = self._lloyd(xs, space)
         self._snapshot = space
+        self._fit_rules(sample, xs)
         return self._publish(events)
+
+    def _fit_rules(self, raw: np.ndarray, xs: np.ndarray) -> None:
+        """Segment rules (:mod:`~segmenter.lenses.surrogate`) for the customers nearest each live segment."""
+        live = self._registry.live()
+        if not live or self._snapshot is None:
+            self._rules = {}
+            return
+        labels, _ = nearest(xs, self._registry.scaled_centers(live, self._snapshot))
+        numbers = np.asarray(live, np.int64)[labels]
+        rng = np.random.default_rng([self.seed, self.model_version, 1])
+        self._rules = fit_rules(raw, numbers, self.feature_names, rng)
 
     def _lloyd(self, xs: np.ndarray, space: ScalerSnapshot) -> list[LifecycleEvent]:
         """Lloyd iterations on rows ``xs`` scaled by ``space``; updates the registry and the model; returns events.
@@ -423,6 +469,8 @@ class Lens:
         if replaced:
             self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
         self._push_to_model()
+        if self._model.summarises:
+            self._place_in_summary()
         return events
 
     def _push_to_model(self) -> None:
@@ -644,8 +692,10 @@ class Lens:
             scaled = snap.scale(seg.center)
             z = dict(zip(self.feature_names, scaled, strict=True))
             centroid = dict(zip(self.feature_names, snap.inverse(scaled), strict=True))
+        rule = self._rules.get(number) if seg.status == "live" else None
         return SegmentProfile(segment=number, id=self._id(number), name=seg.name or self._id(number),
-                              size=seg.size, centroid=centroid, z=z, status=seg.status)
+                              size=seg.size, centroid=centroid, z=z, status=seg.status,
+                              rule=None if rule is None else rule.as_dict())  # fmt: skip
 
     def profiles(self) -> list[SegmentProfile]:
         """Profiles of the live segments, by segment number."""

@@ -97,6 +97,9 @@ class SegmentProfile:
         Center in scaled space (standard deviations from the population mean).
     status
         ``live``, ``merged`` or ``retired``.
+    rule
+        The segment's rule (:meth:`~segmenter.lenses.surrogate.SegmentRule.as_dict`: text, conditions,
+        fidelity), once a refinement fitted one.
     """
 
     segment: int
@@ -106,15 +109,19 @@ class SegmentProfile:
     centroid: dict[str, float] = field(default_factory=dict)
     z: dict[str, float] = field(default_factory=dict)
     status: str = "live"
+    rule: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form, used as the ``profile`` of lifecycle messages."""
-        return {
+        """JSON-ready form, used as the ``profile`` of lifecycle messages (``rule`` only once fitted)."""
+        out: dict[str, Any] = {
             "size": self.size,
             "centroid": {k: round(v, 6) for k, v in self.centroid.items()},
             "z": {k: round(v, 4) for k, v in self.z.items()},
             "status": self.status,
         }
+        if self.rule is not None:
+            out["rule"] = self.rule
+        return out
 
 
 def _word(feature: str, z: float, value: float | None = None) -> str:

@@ -75,6 +75,11 @@ class Segment:
     anchor: list[float] | None = None
     """Center (transformed space) at the last refinement: a refinement judges a jump from here, so a segment
     dragged step by step between refinements (a summary's micro-cluster migrating) is still a new segment."""
+    summary_ref: list[float] | None = None
+    """Summarising models: the segment's position in the model's micro-clusters at the last refinement
+    (transformed space); between refinements the segment follows the summary's movement from here."""
+    summary_pos: list[float] | None = None
+    """Summarising models: the segment's latest position in the micro-clusters (transformed space)."""
 
 
 @dataclass(frozen=True)
