@@ -2,9 +2,11 @@
 
 For each segment a depth-limited CART tree (numpy, Gini impurity, thresholds
 at feature quantiles) separates its members from everyone else; the leaf
-that best describes the members (highest balanced accuracy among leaves where
-members are the majority) gives the rule, the conjunction of the conditions on
-its path, e.g. ``recency_days > 92 and net_spend < 40``. Thresholds are
+that best describes the members (members and non-members weigh alike in the
+splits; the leaf with the highest fidelity, the smaller of its two shares)
+gives the rule, the conjunction of the conditions on its path, e.g.
+``recency_days > 92 and net_spend < 40``; each of its thresholds is then
+tuned (or the condition dropped) where that raises the fidelity. Thresholds are
 rounded to two significant digits, and the rule's *fidelity* is measured
 with the rounded thresholds: the share of the segment's members it matches,
 and the share of non-members it excludes.
@@ -105,42 +107,40 @@ def _gini(pos: np.ndarray, total: np.ndarray) -> np.ndarray:
     return out
 
 
-def _gains(sorted_col: np.ndarray, cum: np.ndarray, cuts: np.ndarray, parent: float) -> np.ndarray:
-    """Gini decrease of each threshold in ``cuts`` (rows ``<= cut`` go left); -inf where a side is too small."""
+def _gains(sorted_col: np.ndarray, cum_pos: np.ndarray, cum_all: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Weighted Gini decrease of each threshold in ``cuts`` (rows ``<= cut`` go left); -inf where a side is small."""
     n = len(sorted_col)
-    pos = cum[-1]
     left_n = np.searchsorted(sorted_col, cuts, side="right")
-    left_pos = cum[left_n]
-    right_n, right_pos = n - left_n, pos - left_pos
-    ok = (left_n >= MIN_LEAF) & (right_n >= MIN_LEAF)
-    gain = parent - _gini(left_pos, left_n.astype(np.float64)) - _gini(right_pos, right_n.astype(np.float64))
+    ok = (left_n >= MIN_LEAF) & (n - left_n >= MIN_LEAF)
+    lp, lw = cum_pos[left_n], cum_all[left_n]
+    rp, rw = cum_pos[-1] - lp, cum_all[-1] - lw
+    gain = _gini(np.asarray(cum_pos[-1]), np.asarray(cum_all[-1])) - _gini(lp, lw) - _gini(rp, rw)
     return np.where(ok, gain, -np.inf)
 
 
-def _best_split(x: np.ndarray, y: np.ndarray) -> tuple[int, float] | None:
-    """The (feature, threshold) split of the rows with the largest Gini decrease, or None.
+def _best_split(x: np.ndarray, y: np.ndarray, sw: np.ndarray) -> tuple[int, float] | None:
+    """The (feature, threshold) split of the rows with the largest weighted Gini decrease, or None.
 
+    Weights ``sw`` balance members against non-members (so a split serves both shares of the fidelity).
     Coarse thresholds at :data:`QUANTILES` quantiles, then every midpoint between distinct values within the
     best one's neighbouring quantiles.
     """
-    n = len(y)
-    p = float(y.sum()) / n
-    parent = 2.0 * p * (1.0 - p) * n
     best: tuple[float, int, float] | None = None
     for j in range(x.shape[1]):
         order = np.argsort(x[:, j], kind="stable")
         col = x[order, j]
-        cum = np.concatenate([[0.0], np.cumsum(y[order].astype(np.float64))])
+        cum_pos = np.concatenate([[0.0], np.cumsum(sw[order] * y[order])])
+        cum_all = np.concatenate([[0.0], np.cumsum(sw[order])])
         cuts = np.unique(np.quantile(col, np.linspace(0.0, 1.0, QUANTILES + 2)))
         if len(cuts) < 2:
             continue
-        gain = _gains(col, cum, cuts, parent)
+        gain = _gains(col, cum_pos, cum_all, cuts)
         i = int(np.argmax(gain))
         lo, hi = cuts[max(i - 1, 0)], cuts[min(i + 1, len(cuts) - 1)]
         window = np.unique(col[(col >= lo) & (col <= hi)])
         if len(window) > 1:
             mids = (window[:-1] + window[1:]) / 2.0
-            fine = _gains(col, cum, mids, parent)
+            fine = _gains(col, cum_pos, cum_all, mids)
             f = int(np.argmax(fine))
             if fine[f] >= gain[i]:
                 gain, cuts, i = fine, mids, f
@@ -150,19 +150,25 @@ def _best_split(x: np.ndarray, y: np.ndarray) -> tuple[int, float] | None:
 
 
 def _leaves(
-    x: np.ndarray, y: np.ndarray, names: Sequence[str], path: tuple[tuple[str, str, float], ...], depth: int
+    x: np.ndarray,
+    y: np.ndarray,
+    sw: np.ndarray,
+    names: Sequence[str],
+    *,
+    path: tuple[tuple[str, str, float], ...],
+    depth: int,
 ) -> list[tuple[tuple[str, str, float], ...]]:
-    """Paths to the leaves of the tree grown on ``x, y`` (members majority or not; the caller picks)."""
+    """Paths to the leaves of the tree grown on ``x, y`` (row weights ``sw``; the caller picks a leaf)."""
     if depth == 0 or len(y) < 2 * MIN_LEAF or y.all() or not y.any():
         return [path]
-    split = _best_split(x, y)
+    split = _best_split(x, y, sw)
     if split is None:
         return [path]
     j, cut = split
     left = x[:, j] <= cut
-    return _leaves(x[left], y[left], names, (*path, (names[j], "<=", cut)), depth - 1) + _leaves(
-        x[~left], y[~left], names, (*path, (names[j], ">", cut)), depth - 1
-    )
+    low = _leaves(x[left], y[left], sw[left], names, path=(*path, (names[j], "<=", cut)), depth=depth - 1)
+    high = _leaves(x[~left], y[~left], sw[~left], names, path=(*path, (names[j], ">", cut)), depth=depth - 1)
+    return low + high
 
 
 def _simplify(path: Sequence[tuple[str, str, float]]) -> tuple[tuple[str, str, float], ...]:
@@ -183,27 +189,56 @@ def _matches(x: np.ndarray, names: Sequence[str], conditions: Sequence[tuple[str
     return hit
 
 
+def _measure(
+    x: np.ndarray, y: np.ndarray, names: Sequence[str], conditions: tuple[tuple[str, str, float], ...]
+) -> SegmentRule | None:
+    """The rule with these conditions and its fidelity on ``x, y`` (None when it matches no member)."""
+    hit = _matches(x, names, conditions)
+    n_in, n_out = int(y.sum()), int((~y).sum())
+    inside = int((hit & y).sum())
+    if not inside:
+        return None
+    excluded = 1.0 - int((hit & ~y).sum()) / n_out if n_out else 1.0
+    return SegmentRule(conditions, inside / n_in if n_in else 1.0, excluded)
+
+
+def _tune(
+    x: np.ndarray, y: np.ndarray, names: Sequence[str], conditions: tuple[tuple[str, str, float], ...]
+) -> SegmentRule | None:
+    """Coordinate search: each threshold over its feature's quantiles (or dropped), kept where fidelity rises."""
+    best = _measure(x, y, names, conditions)
+    if best is None:
+        return None
+    for _ in range(2):
+        for i, (f, op, _v) in enumerate(best.conditions):
+            col = x[:, list(names).index(f)]
+            options = [best.conditions[:i] + best.conditions[i + 1 :]]
+            for q in np.unique(np.quantile(col, np.linspace(0.0, 1.0, 2 * QUANTILES + 1))).tolist():
+                options.append((*best.conditions[:i], (f, op, _round2(q)), *best.conditions[i + 1 :]))
+            for cand in options:
+                rule = _measure(x, y, names, cand)
+                if rule is not None and (rule.fidelity, -len(cand)) > (best.fidelity, -len(best.conditions)):
+                    best = rule
+            if i >= len(best.conditions) - 1:
+                break
+    return best
+
+
 def fit_rule(x: np.ndarray, members: np.ndarray, names: Sequence[str], depth: int = MAX_DEPTH) -> SegmentRule:
     """The rule of one segment: ``members`` marks its rows of ``x`` (original units, columns ``names``)."""
     y = np.asarray(members, bool)
     n_in, n_out = int(y.sum()), int((~y).sum())
+    sw = np.where(y, 0.5 / max(n_in, 1), 0.5 / max(n_out, 1))
     best: SegmentRule | None = None
-    for path in _leaves(x, y, names, (), depth):
-        conditions = _simplify(path)
-        hit = _matches(x, names, conditions)
-        inside = int((hit & y).sum())
-        if inside * 2 <= int(hit.sum()):
-            continue  # members are not the majority of this leaf
-        rule = SegmentRule(
-            conditions, inside / n_in if n_in else 1.0, 1.0 - int((hit & ~y).sum()) / n_out if n_out else 1.0
-        )
-        if best is None or rule.members_matched + rule.non_members_excluded > (
-            best.members_matched + best.non_members_excluded
-        ):
+    for path in _leaves(x, y.astype(np.float64), sw, names, path=(), depth=depth):
+        rule = _measure(x, y, names, _simplify(path))
+        if rule is None:
+            continue
+        if best is None or (rule.fidelity, rule.members_matched) > (best.fidelity, best.members_matched):
             best = rule
     if best is None:
         return SegmentRule((), 1.0, 0.0 if n_out else 1.0)
-    return best
+    return _tune(x, y, names, best.conditions) or best
 
 
 def fit_rules(
