@@ -234,6 +234,10 @@ def _profile(args: argparse.Namespace) -> int:
             for p in lens.profiles():
                 centroid = ", ".join(f"{k}={v:.4g}" for k, v in p.centroid.items())
                 print(f"  {p.id:<16} {p.size:>9,}  {p.name}  [{centroid}]")
+                if p.rule is not None:
+                    fid = p.rule["fidelity"]
+                    print(f"  {'':<16} rule: {p.rule['text']}  (matches {fid['members_matched']:.0%} of members, "
+                          f"excludes {fid['non_members_excluded']:.0%} of the others)")
         return EXIT_OK
     return _profile_jsonl(data)
 
@@ -316,6 +320,13 @@ def print_evaluation(results: Sequence[LensEvaluation]) -> None:
                       _fmt(r.purity), _fmt(r.ari_vs_truth))  # fmt: skip
     console.print(table)
     for r in results:
+        rules = Table(title=f"{r.lens}: segment rules (fidelity: members matched / non-members excluded)")
+        for col in ("segment", "rule", "members", "non-members"):
+            rules.add_column(col, justify="left" if col in ("segment", "rule") else "right")
+        for sid, rule in r.rules.items():
+            fid = rule["fidelity"]
+            rules.add_row(sid, rule["text"], _fmt(fid["members_matched"]), _fmt(fid["non_members_excluded"]))
+        console.print(rules)
         sweep = Table(title=f"{r.lens}: batch k-means sweep")
         for col in ("k", "SSE", "silhouette", "Davies-Bouldin"):
             sweep.add_column(col, justify="right")

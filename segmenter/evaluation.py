@@ -14,6 +14,8 @@ customers evaluated). Per lens, :func:`evaluate_lens` measures
   these customers is);
 * a ``sweep`` of batch k-means over a range of ``k`` with a ``suggested_k``
   (highest silhouette; ties: smaller k);
+* ``rules``: per segment a rule in original units with its fidelity (a
+  depth-3 decision-tree surrogate, :func:`~segmenter.lenses.surrogate.fit_rules`);
 * ``purity`` and ``ari_vs_truth`` against a truth file (the simulator's
   ``--truth`` timeline: the last persona per customer).
 
@@ -46,6 +48,7 @@ from segmenter.errors import SegmenterError
 from segmenter.lenses.lloyd import batch_kmeans, nearest
 from segmenter.lenses.metrics import adjusted_rand, davies_bouldin, partition_sse, purity, silhouette
 from segmenter.lenses.scaling import HEAVY_TAILED
+from segmenter.lenses.surrogate import fit_rules
 
 __all__ = [
     "EvaluationInputError",
@@ -104,6 +107,8 @@ class LensEvaluation:
     criterion: str = "silhouette"
     purity: float | None = None
     ari_vs_truth: float | None = None
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Segment id -> its rule in original units with its fidelity (:mod:`segmenter.lenses.surrogate`)."""
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready form (NaN becomes null)."""
@@ -209,6 +214,9 @@ def evaluate_lens(
             ev_truth_purity = purity(lab[known], tl)
             ev_truth_ari = adjusted_rand(lab[known], tl)
     sweep = _sweep(x, k_range, rng) if n > k_range[0] else []
+    segment_ids = sorted(set(lab[assigned].tolist()))
+    codes = np.asarray([segment_ids.index(v) for v in lab[assigned].tolist()], np.int64)
+    fitted = fit_rules(np.asarray(raw, np.float64)[assigned], codes, features, rng) if len(codes) else {}
     scored = [p for p in sweep if not math.isnan(p.silhouette)]
     suggested = max(scored, key=lambda p: (p.silhouette, -p.k)).k if scored else None
     return LensEvaluation(
@@ -228,6 +236,7 @@ def evaluate_lens(
         suggested_k=suggested,
         purity=ev_truth_purity,
         ari_vs_truth=ev_truth_ari,
+        rules={segment_ids[c]: r.as_dict() for c, r in fitted.items()},
     )
 
 

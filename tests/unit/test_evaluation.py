@@ -127,3 +127,14 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["evaluate", str(tmp_path / "missing.jsonl")]) == 1
     assert "cannot read" in capsys.readouterr().err
     assert main(["evaluate", str(snap), "--k-range", "9..2"]) == 2
+
+
+def test_rules_in_the_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    snap = tmp_path / "snap.jsonl"
+    _snapshot(snap)
+    assert main(["evaluate", str(snap), "--k-range", "2..2", "--json"]) == 0
+    (lens,) = json.loads(capsys.readouterr().out)["lenses"]
+    assert sorted(lens["rules"]) == ["v-1", "v-2", "v-3", "v-4"]
+    for rule in lens["rules"].values():
+        assert rule["fidelity"]["members_matched"] > 0.9 and rule["fidelity"]["non_members_excluded"] > 0.9
+        assert {c["feature"] for c in rule["conditions"]} <= {"tenure_days", "aov", "conversion"}
