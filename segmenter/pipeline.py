@@ -566,15 +566,17 @@ class Segmenter:
         self._refine_round += 1
         store = self._store
         at = self._watermark if self._watermark is not None else -(2**31)
-        n = 0
-        for li, lens in enumerate(self._lenses):
-            if not lens.ready:
-                continue
-            rows, mat = store.vectors_at(at, self._idx[li])
-            n = len(rows)
-            if not n:
-                return
-            msgs = lens.refine(mat)
+        ready = [li for li, lens in enumerate(self._lenses) if lens.ready]
+        if not ready:
+            return
+        cols = sorted({i for li in ready for i in self._idx[li]})
+        rows, mat = store.vectors_at(at, cols)
+        n = len(rows)
+        if not n:
+            return
+        for li in ready:
+            lens = self._lenses[li]
+            msgs = lens.refine(mat[:, [cols.index(i) for i in self._idx[li]]])
             if msgs:
                 out.extend(msgs)
                 self._after_lifecycle(li, msgs, out, skip=None)

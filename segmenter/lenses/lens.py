@@ -150,6 +150,7 @@ class Lens:
         self._cache_epoch = 0
         self._quality: LensQuality | None = None
         self._rules: dict[int, SegmentRule] = {}
+        self._with_rules = False
         self._rebuild_caches()
 
     # --- properties --------------------------------------------------------------------------
@@ -325,7 +326,8 @@ class Lens:
         Before the first refinement that position is the segment's center;
         after it, the segment moves by as much as its position moved since the
         refinement (the summary weighs events, not customers: its drift is
-        followed, its bias is not). A segment left with no micro-cluster moves
+        followed, its bias is not), by at most ``match_threshold`` per refresh
+        (summaries re-form their micro-clusters). A segment left with no micro-cluster moves
         to the heaviest group of micro-clusters no segment holds, if that group
         weighs ``min_cluster_share``: a jump, so the registry retires it and a
         new segment is born there (:meth:`SegmentRegistry.set_centers`).
@@ -345,13 +347,19 @@ class Lens:
             seg.summary_pos = pos_t[j].tolist()
             if seg.summary_ref is not None and seg.anchor is not None:
                 centers[j] = np.asarray(seg.anchor) + pos_t[j] - np.asarray(seg.summary_ref)
+        # follow, do not leap: a summary that re-forms its micro-clusters moves a segment at most a threshold
+        scaled = snap.scale_matrix(centers)
+        current = self._registry.scaled_centers(live, snap)
+        step = np.linalg.norm(scaled - current, axis=1)
+        far = step > thr
+        scaled[far] = current[far] + (scaled[far] - current[far]) * (thr / step[far])[:, None]
         empty = [j for j in range(len(live)) if mass[j] <= 0.0]
         if empty and outside.any():
             groups = _groups(mcs[outside], w[outside], thr, self.config.min_cluster_share * float(w.sum()))
             for j, center in zip(empty, groups, strict=False):
-                centers[j] = snap.unscale_matrix(center[None, :])[0]
+                scaled[j] = center
                 segs[j].summary_pos = segs[j].summary_ref = None
-        events, _ = self._registry.set_centers(live, snap.scale_matrix(centers), snap, merge_within=thr / 2.0)
+        events, _ = self._registry.set_centers(live, scaled, snap, merge_within=thr / 2.0)
         return self._publish(list(events))
 
     def _place_in_summary(self) -> None:
@@ -428,7 +436,12 @@ class Lens:
         events = self._lloyd(xs, space)
         self._snapshot = space
         self._fit_rules(sample, xs)
-        return self._publish(events)
+        # rules travel in the refinement's own messages (a restored lens has none until its next refinement)
+        self._with_rules = True
+        try:
+            return self._publish(events)
+        finally:
+            self._with_rules = False
 
     def _fit_rules(self, raw: np.ndarray, xs: np.ndarray) -> None:
         """Segment rules (:mod:`~segmenter.lenses.surrogate`) for the customers nearest each live segment."""
@@ -465,7 +478,9 @@ class Lens:
         self._quality = quality
         in_snap = snap.scale_matrix(space.unscale_matrix(cs))
         merge = self.config.match_threshold / 2.0
-        events, replaced = self._registry.set_centers(live, in_snap, snap, merge_within=merge, anchored=True)
+        # summarising models drag segments between refinements: judge their jumps from the last refinement
+        anchored = self._model.summarises
+        events, replaced = self._registry.set_centers(live, in_snap, snap, merge_within=merge, anchored=anchored)
         if replaced:
             self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
         self._push_to_model()
@@ -502,6 +517,8 @@ class Lens:
 
     def _message(self, action: Any, number: int, related: list[int], extra: dict[str, Any]) -> SegmentLifecycle:
         profile = self._profile(number).as_dict()
+        if not self._with_rules:
+            profile.pop("rule", None)
         profile.update(extra)
         return SegmentLifecycle(
             lens=self.name,
