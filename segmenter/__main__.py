@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -47,6 +48,7 @@ from segmenter.evaluation import (
     parse_k_range,
     parse_snapshot,
     parse_truth,
+    segment_rules,
 )
 from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
@@ -229,17 +231,35 @@ def _profile(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     if data[:1] == b"\x80":  # a pickled checkpoint
         seg = Segmenter.from_snapshot(load_config(args.config), data)
+        all_rules = _checkpoint_rules(seg, str(args.source))
         for lens in seg.lenses:
             print(f"lens {lens.name} (model version {lens.model_version})")
+            rules = all_rules.get(lens.name, {})
             for p in lens.profiles():
                 centroid = ", ".join(f"{k}={v:.4g}" for k, v in p.centroid.items())
                 print(f"  {p.id:<16} {p.size:>9,}  {p.name}  [{centroid}]")
-                if p.rule is not None:
-                    fid = p.rule["fidelity"]
-                    print(f"  {'':<16} rule: {p.rule['text']}  (matches {fid['members_matched']:.0%} of members, "
+                if p.id in rules:
+                    rule = rules[p.id]
+                    fid = rule["fidelity"]
+                    print(f"  {'':<16} rule: {rule['text']}  (matches {fid['members_matched']:.0%} of members, "
                           f"excludes {fid['non_members_excluded']:.0%} of the others)")
         return EXIT_OK
     return _profile_jsonl(data)
+
+
+def _snapshot_lines(seg: Segmenter) -> bytes:
+    """The ``replay --snapshot`` lines of a restored core."""
+    return b"\n".join(orjson.dumps(v.as_json()) for v in seg.customer_views())
+
+
+def _checkpoint_rules(seg: Segmenter, source: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per lens, segment id -> rule, fitted on the restored customers' features and segments."""
+    lines = _snapshot_lines(seg)
+    if not lines:
+        return {}
+    _, lens_data = parse_snapshot(lines, source)
+    rng = np.random.default_rng(0)
+    return {name: segment_rules(d.features, np.asarray(d.rows), d.labels, rng) for name, d in lens_data.items()}
 
 
 def _profile_jsonl(data: bytes) -> int:
@@ -292,8 +312,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             ids, lenses = parse_snapshot(data, str(args.source))
         else:  # a checkpoint: the same lines, from the restored core
             seg = Segmenter.from_snapshot(load_config(args.config), data)
-            lines = b"\n".join(orjson.dumps(v.as_json()) for v in seg.customer_views())
-            ids, lenses = parse_snapshot(lines, str(args.source))
+            ids, lenses = parse_snapshot(_snapshot_lines(seg), str(args.source))
         truth = parse_truth(truth_data, str(args.truth)) if truth_data is not None else None
     except EvaluationInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -61,6 +61,7 @@ __all__ = [
     "parse_k_range",
     "parse_snapshot",
     "parse_truth",
+    "segment_rules",
 ]
 
 logger = logging.getLogger(__name__)
@@ -214,9 +215,7 @@ def evaluate_lens(
             ev_truth_purity = purity(lab[known], tl)
             ev_truth_ari = adjusted_rand(lab[known], tl)
     sweep = _sweep(x, k_range, rng) if n > k_range[0] else []
-    segment_ids = sorted(set(lab[assigned].tolist()))
-    codes = np.asarray([segment_ids.index(v) for v in lab[assigned].tolist()], np.int64)
-    fitted = fit_rules(np.asarray(raw, np.float64)[assigned], codes, features, rng) if len(codes) else {}
+    rules = segment_rules(features, np.asarray(raw, np.float64), labels, rng)
     scored = [p for p in sweep if not math.isnan(p.silhouette)]
     suggested = max(scored, key=lambda p: (p.silhouette, -p.k)).k if scored else None
     return LensEvaluation(
@@ -236,8 +235,25 @@ def evaluate_lens(
         suggested_k=suggested,
         purity=ev_truth_purity,
         ari_vs_truth=ev_truth_ari,
-        rules={segment_ids[c]: r.as_dict() for c, r in fitted.items()},
+        rules=rules,
     )
+
+
+def segment_rules(
+    features: Sequence[str],
+    raw: np.ndarray,
+    labels: Sequence[str | None] | np.ndarray,
+    rng: np.random.Generator,
+) -> dict[str, dict[str, Any]]:
+    """Segment id -> its rule (:meth:`SegmentRule.as_dict`) for the assigned rows of ``raw`` (original units)."""
+    lab = np.asarray(["" if v is None else str(v) for v in labels])
+    assigned = lab != ""
+    segment_ids = sorted(set(lab[assigned].tolist()))
+    if not segment_ids:
+        return {}
+    codes = np.searchsorted(np.asarray(segment_ids), lab[assigned])
+    fitted = fit_rules(raw[assigned], codes, features, rng)
+    return {segment_ids[c]: r.as_dict() for c, r in fitted.items()}
 
 
 # ------------------------------------------------------------------------------------ input files

@@ -190,6 +190,8 @@ def still_fits(name: str, z: Mapping[str, float], values: Mapping[str, float] | 
     terms = _terms(name, z)
     if terms is None:
         return False
+    if not terms:  # "typical" stays true only while no feature stands out
+        return all(abs(v) < NAME_Z for v in z.values())
     vals = values or {}
     weakest = math.inf
     named = set()

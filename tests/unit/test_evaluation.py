@@ -12,9 +12,12 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouette_score
 
 from segmenter.__main__ import main
+from segmenter.config import default_config, load_config
 from segmenter.evaluation import EvaluationInputError, evaluate_lens, lens_space, parse_k_range, parse_snapshot
 from segmenter.lenses.lloyd import batch_kmeans
 from segmenter.lenses.metrics import adjusted_rand, davies_bouldin, partition_sse, purity, silhouette
+from segmenter.pipeline import Segmenter
+from tests.unit.eventgen import make_events, to_events
 
 RNG = np.random.default_rng(11)
 BLOBS = np.vstack([RNG.normal(c, 0.6, (120, 3)) for c in ((0, 0, 0), (4, 0, 0), (0, 4, 0), (0, 0, 4))])
@@ -138,3 +141,22 @@ def test_rules_in_the_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture[s
     for rule in lens["rules"].values():
         assert rule["fidelity"]["members_matched"] > 0.9 and rule["fidelity"]["non_members_excluded"] > 0.9
         assert {c["feature"] for c in rule["conditions"]} <= {"tenure_days", "aov", "conversion"}
+
+
+def test_checkpoint_profile_and_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = default_config().model_dump()
+    for lens in data["lenses"]:
+        lens.update(warmup=60, learn_every=2, batch_size=8, refresh_every=64)
+    data["refine"].update(every_events=400)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(json.dumps(data))  # JSON is YAML
+    seg = Segmenter(load_config(cfg_path))
+    seg.process_batch(to_events(make_events(120, 30, seed=4)))
+    ck = tmp_path / "ck.bin"
+    ck.write_bytes(seg.snapshot())
+    assert main(["profile", str(ck), "--config", str(cfg_path)]) == 0
+    assert "rule: " in capsys.readouterr().out
+    assert main(["evaluate", str(ck), "--config", str(cfg_path), "--k-range", "2..3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {lens["lens"] for lens in out["lenses"]} == {"value", "engagement"}
+    assert all(lens["customers"] == 120 and lens["rules"] for lens in out["lenses"])

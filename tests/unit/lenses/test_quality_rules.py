@@ -97,6 +97,8 @@ def test_names_have_an_absolute_footing() -> None:
     assert derive_name({"tenure_days": -1.0}, values={"tenure_days": 200.0}) == "long-standing"
     assert derive_name({"tenure_days": -1.0}, values={"tenure_days": 10.0}) == "new"
     assert derive_name({"orders": 0.3, "aov": -0.4}) == "typical"  # nothing stands out
+    assert still_fits("typical", {"orders": 0.3, "aov": -0.4})
+    assert not still_fits("typical", {"orders": 0.3, "aov": 1.6})  # a kept "typical" must stay true
     assert not still_fits("lapsed", z, {"recency_days": 20.0})  # a kept name must stay true
     assert still_fits("lapsed", z, {"recency_days": 90.0})
     values = {1: {"recency_days": 5.0, "net_spend": 9.0}, 2: {"recency_days": 1.0, "net_spend": 9.0}}
