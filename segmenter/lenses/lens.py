@@ -327,7 +327,8 @@ class Lens:
         after it, the segment moves by as much as its position moved since the
         refinement (the summary weighs events, not customers: its drift is
         followed, its bias is not), by at most ``match_threshold`` per refresh
-        (summaries re-form their micro-clusters). A segment left with no micro-cluster moves
+        (summaries re-form their micro-clusters). A segment left with no
+        micro-cluster for ``retire_after`` refreshes in a row moves
         to the heaviest group of micro-clusters no segment holds, if that group
         weighs ``min_cluster_share``: a jump, so the registry retires it and a
         new segment is born there (:meth:`SegmentRegistry.set_centers`).
@@ -353,7 +354,10 @@ class Lens:
         step = np.linalg.norm(scaled - current, axis=1)
         far = step > thr
         scaled[far] = current[far] + (scaled[far] - current[far]) * (thr / step[far])[:, None]
-        empty = [j for j in range(len(live)) if mass[j] <= 0.0]
+        for j, seg in enumerate(segs):
+            seg.misses = seg.misses + 1 if mass[j] <= 0.0 else 0
+        # a segment empty for retire_after refreshes in a row (summaries replace micro-clusters all the time)
+        empty = [j for j, seg in enumerate(segs) if seg.misses >= self.config.retire_after]
         if empty and outside.any():
             groups = _groups(mcs[outside], w[outside], thr, self.config.min_cluster_share * float(w.sum()))
             for j, center in zip(empty, groups, strict=False):
