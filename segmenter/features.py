@@ -707,7 +707,8 @@ class FeatureStore:
         self._alloc(max(16, n + n // 8))
         for i, cid in enumerate(ids):
             self._index.add(cid, i)
-        self.f[:n] = cols["f"]
+        f = np.asarray(cols["f"], np.float32)
+        self.f[:n, : f.shape[1]] = f  # columns written before the lifetime refund amount: it reads 0
         t = cols["t"].astype(np.int64)
         lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH
         t = t - BASE_EPOCH

@@ -82,6 +82,16 @@ def test_records_without_the_refund_amount_still_load() -> None:
     assert feats(fresh, "c", T0)["net_spend"] == pytest.approx(80.0)  # the old refund amount is unknown
 
 
+def test_columns_without_the_refund_amount_still_load() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    s.ingest("c", "e1", EventKind.PURCHASE, T0, 80.0)
+    cols = s.columns(["l"])
+    cols["f"] = cols["f"][:, :10]
+    fresh = FeatureStore(CFG, n_lenses=1)
+    fresh.load_columns(cols, ["l"])
+    assert feats(fresh, "c", T0)["net_spend"] == pytest.approx(80.0)
+
+
 def test_recency_is_capped_and_spend_floored() -> None:
     s = FeatureStore(CFG, n_lenses=1)
     s.ingest("c", "e1", EventKind.REFUND, T0, 50.0)
