@@ -51,7 +51,7 @@ from segmenter.lenses.hysteresis import nearest_with_hysteresis
 from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse, trimmed_lloyd
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
-from segmenter.lenses.quality import RESTART_RATIO, LensQuality, assess, matched
+from segmenter.lenses.quality import RESTART_GAIN, RESTART_RATIO, LensQuality, assess, matched
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
 from segmenter.lenses.surrogate import SegmentRule, fit_rules
@@ -475,7 +475,7 @@ class Lens:
         if quality.sse_ratio > RESTART_RATIO:
             # a bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment
             fresh, _ = lloyd(xs, matched(cs, batch), self.config.refine_iterations)
-            if sse(xs, fresh) < sse(xs, cs):
+            if sse(xs, fresh) < RESTART_GAIN * sse(xs, cs):
                 cs = fresh
                 quality, _ = assess(xs, cs, rng)
                 quality = dataclasses.replace(quality, restarted=True)

@@ -30,7 +30,7 @@ import numpy as np
 from segmenter.lenses.lloyd import batch_kmeans, nearest, sse
 from segmenter.lenses.metrics import silhouette
 
-__all__ = ["N_INIT", "QUALITY_SAMPLE", "RESTART_RATIO", "LensQuality", "assess", "matched"]
+__all__ = ["N_INIT", "QUALITY_SAMPLE", "RESTART_GAIN", "RESTART_RATIO", "LensQuality", "assess", "matched"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,11 @@ QUALITY_SAMPLE = 4000
 """Customers in the batch k-means comparison (a deterministic sample of the refinement's rows)."""
 SILHOUETTE_SAMPLE = 1000
 N_INIT = 3
-RESTART_RATIO = 1.05
+RESTART_RATIO = 1.10
 """A refinement whose SSE exceeds batch k-means's by more than this restarts from the batch centers."""
+RESTART_GAIN = 0.95
+"""... provided the restarted centers lower the SSE on every customer below this share of the refined ones'
+(a restart renumbers segments and moves customers: it must pay for itself)."""
 
 
 @dataclass(frozen=True)
