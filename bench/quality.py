@@ -62,6 +62,7 @@ import numpy as np
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.metrics import adjusted_rand_score
 
+from bench import quality_metrics
 from bench.common import (
     ALGORITHMS,
     Row,
@@ -422,6 +423,7 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
             "model_version": lens.model_version,
             "profiles": [{"id": p.id, "name": p.name, "size": p.size, "z": p.z} for p in lens.profiles()],
         }
+        result["lenses"][name].update(quality_metrics.lens_metrics(list(lc.features), X, labels, lens))
 
     # ---- prequential ARI per day (events whose customer already had a segment in every lens)
     days = np.asarray(tr.day)
