@@ -99,4 +99,3 @@ class ErasureMarkers:
         if len(keys) > 1 and not bool((keys[1:] > keys[:-1]).all()):
             raise StateError("erasure marker keys are not sorted and distinct")
         self._keys, self._times = keys.copy(), times.copy()
-

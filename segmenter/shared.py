@@ -33,8 +33,9 @@ _TRAINER_VERSION = 2
 """Record versions (1 were pickles)."""
 
 
-def encode_vectors(lens_names: list[str], keys: list[int], rows: list[list[list[float]]],
-                   erased: list[int] | None = None) -> bytes:
+def encode_vectors(
+    lens_names: list[str], keys: list[int], rows: list[list[list[float]]], erased: list[int] | None = None
+) -> bytes:
     """Encode sampled vectors: customer hashes and, per lens, one raw vector per hash (original units).
 
     ``erased``: hashes of customers erased since the last record; the trainer
@@ -53,8 +54,11 @@ def encode_vectors(lens_names: list[str], keys: list[int], rows: list[list[list[
 
 def decode_vectors(
     blob: bytes, lens_names: list[str], dims: list[int] | None = None
-) -> tuple[np.ndarray[Any, np.dtype[np.uint32]], list[np.ndarray[Any, np.dtype[np.float64]]],
-           np.ndarray[Any, np.dtype[np.uint32]]]:
+) -> tuple[
+    np.ndarray[Any, np.dtype[np.uint32]],
+    list[np.ndarray[Any, np.dtype[np.float64]]],
+    np.ndarray[Any, np.dtype[np.uint32]],
+]:
     """Inverse of :func:`encode_vectors`: keys, per lens (``lens_names`` order) the vectors, and the erased hashes.
 
     ``dims``: each lens's feature count.

@@ -58,8 +58,9 @@ def values_of(vectors: Any) -> dict[str, bytes]:
     return {f"value {v!r}": v.tobytes() for v in arr.ravel() if v not in (0.0, 1.0)}
 
 
-def ev(event_id: str, at: float, etype: str = "session_start", customer: str = "cust-erased-7",
-       amount: float | None = None) -> CustomerEvent:
+def ev(
+    event_id: str, at: float, etype: str = "session_start", customer: str = "cust-erased-7", amount: float | None = None
+) -> CustomerEvent:
     ts = np.datetime64(int(at), "s").astype(str) + "Z"
     body: dict[str, Any] = {"event_id": event_id, "customer_id": customer, "type": etype, "ts": ts}
     if amount is not None:
@@ -210,9 +211,20 @@ def test_the_membership_table_forgets_a_customer_with_or_without_a_segment() -> 
     ref = SegmentRef(id="value-1", name="low")
 
     def move(customer: str, to: SegmentRef | None, frm: SegmentRef | None) -> SegmentChange:
-        return SegmentChange(customer_id=customer, lens="value", from_segment=frm, to_segment=to, cause="event",
-                             cause_event_id="e", event_ts="2026-03-01T00:00:00+00:00", model_version=1,
-                             distance=None, features={}, explanation=None, emitted_at="2026-03-01T00:00:01+00:00")
+        return SegmentChange(
+            customer_id=customer,
+            lens="value",
+            from_segment=frm,
+            to_segment=to,
+            cause="event",
+            cause_event_id="e",
+            event_ts="2026-03-01T00:00:00+00:00",
+            model_version=1,
+            distance=None,
+            features={},
+            explanation=None,
+            emitted_at="2026-03-01T00:00:01+00:00",
+        )
 
     table.apply(move(VICTIM, ref, None))
     table.apply(move("other", ref, None))
