@@ -68,7 +68,12 @@ def decode_vectors(
     StateError
         Corrupt data, another version, other lenses, or non-finite values.
     """
-    data = codec.expect_dict(codec.decode(blob, "vectors", _VECTORS_VERSION), "vectors record")
+    try:
+        tree = codec.decode(blob, "vectors", _VECTORS_VERSION)
+    except StateError:  # a v2 record (a process not upgraded yet): no erased hashes
+        tree = codec.decode(blob, "vectors", _VECTORS_VERSION - 1)
+        tree = {**codec.expect_dict(tree, "vectors record"), "erased": np.zeros(0, np.uint32)}
+    data = codec.expect_dict(tree, "vectors record")
     keys = codec.expect_array(data.get("keys"), "vectors keys", np.uint32, (None,))
     erased = codec.expect_array(data.get("erased"), "vectors erased", np.uint32, (None,))
     lenses = codec.expect_dict(data.get("lenses"), "vectors lenses")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from segmenter import codec
 from segmenter.config import default_config
 from segmenter.erasures import ErasureMarkers, id_hash
 from segmenter.errors import EventError
@@ -270,3 +271,10 @@ def test_shared_mode_pending_vectors_and_the_trainers_sample_forget_the_customer
     # the lenses' learning buffers (warm-up, mini-batch; in the view) hold unkeyed vectors by design (docs)
     assert_absent(state.replace(trainer.view(), b""), sampled, "the trainer's sample")
     assert core.take_vectors() is None, "the erased hash is sent once"
+
+
+def test_a_vectors_record_of_the_previous_version_still_loads_without_erased_hashes() -> None:
+    old = codec.encode("vectors", 2, {"keys": np.array([7], np.uint32),
+                                      "lenses": {"value": np.ones((1, 4)), "engagement": np.ones((1, 4))}})  # fmt: skip
+    keys, _, gone = decode_vectors(old, ["value", "engagement"])
+    assert keys.tolist() == [7] and gone.tolist() == []
