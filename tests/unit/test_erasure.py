@@ -45,7 +45,8 @@ def traces(customer_id: str) -> dict[str, bytes]:
     """The byte patterns that would betray the customer: its id, its marker hash and its crc32."""
     crc = zlib.crc32(customer_id.encode())
     return {"id": customer_id.encode(), "blake2b": struct.pack("<Q", id_hash(customer_id)),
-            "crc32": struct.pack("<I", crc), "crc32 as int64": struct.pack("<q", crc)}  # fmt: skip
+            "crc32": struct.pack("<I", crc), "crc32 as int64": struct.pack("<q", crc),
+            "crc32 in a [time, key] pair": f",{crc}]".encode()}  # fmt: skip
 
 
 def assert_absent(blob: bytes, patterns: dict[str, bytes], where: str) -> None:
@@ -112,6 +113,18 @@ def test_the_feature_store_row_and_the_id_index_forget(
                       for name in ("f", "t", "h", "crc", "seg", "since", "prev"))  # fmt: skip
     assert_absent(arrays, {**raw, "crc32": traces(VICTIM)["crc32"]}, "the store's columns")
     assert_absent(store._index._arena.tobytes(), {"id": VICTIM.encode()}, "the id index's arena")
+
+
+def test_the_clock_samples_forget_the_customer() -> None:
+    seg = Segmenter(CFG)
+    for i, customer in enumerate(["first-one", "second-one", C]):
+        seg.process(ev(f"e{i}", T0 + i * 60, customer=customer))
+    pair = traces(C)["crc32 in a [time, key] pair"]
+    assert pair in seg.model_state(), "the test must see the customer in the clock's sample"
+    seg.erase(C)
+    kept = {"blake2b"}  # the erasure marker, on purpose
+    assert_absent(seg.model_state(), {k: v for k, v in traces(C).items() if k not in kept}, "model_state()")
+    assert seg.watermark is not None, "the clock itself stays"
 
 
 def test_the_id_index_zeroes_removed_ids_and_compacts() -> None:
