@@ -291,3 +291,13 @@ def test_a_vectors_record_of_the_previous_version_still_loads_without_erased_has
                                       "lenses": {"value": np.ones((1, 4)), "engagement": np.ones((1, 4))}})  # fmt: skip
     keys, _, gone = decode_vectors(old, ["value", "engagement"])
     assert keys.tolist() == [7] and gone.tolist() == []
+
+
+def test_a_thousand_erasures_of_unknown_customers_add_nothing_but_hashed_markers() -> None:
+    seg = Segmenter(CFG, RULES)
+    seg.process(ev("e1", T0, customer="known"))
+    for i in range(1000):
+        assert seg.erase(f"unknown-{i}") == []
+    assert len(seg.store) == 1 and len(seg.store._index) == 1 and seg.store._index._used == len(b"known")
+    assert set(seg.take_dirty()) == {"known"}, "no tombstone for customers never held"
+    assert len(seg._markers) == 1000 and b"unknown-" not in seg.model_state()
