@@ -251,6 +251,17 @@ class EventClock:
         self._index = {s: i for i, s in enumerate(self.keys)}
         self.recompute()
 
+    def forget(self, key: int) -> None:
+        """Drop customer ``key`` (crc32 of its id) from every source's samples (an erasure); clocks stay."""
+        for times, keys, count in ((self.ktime, self.kkey, self.kcount), (self.atime, self.akey, self.acount)):
+            for si in np.flatnonzero((keys == key).any(axis=1)).tolist():
+                n = int(count[si])
+                keep = keys[si, :n] != key
+                m = int(keep.sum())
+                times[si, :m], keys[si, :m] = times[si, :n][keep], keys[si, :n][keep]
+                times[si, m:n], keys[si, m:n] = 0, -1
+                count[si] = m
+
     def take_dirty(self) -> dict[int, int]:
         """Sources (``None`` excluded) whose clock moved since the last call: ``{source: clock}``."""
         out = {s: int(self.clock[i]) for i, s in enumerate(self.keys) if self.dirty[i] and s is not None}

@@ -54,9 +54,10 @@ from segmenter import codec, kernel
 from segmenter.batching import EventColumns, LensArrays
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
+from segmenter.erasures import ErasureMarkers, id_hash
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent
-from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore
+from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
 from segmenter.lenses.lens import Assignment, Lens
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
 from segmenter.rescoring import Rescorer
@@ -95,6 +96,8 @@ class BatchResult:
     """Output messages in order (``emitted_at`` unset)."""
     errors: list[tuple[int, EventError]]
     """Rejected events by index into the batch (``late``, ``future``, or ``schema`` for a time out of range)."""
+    dropped: list[int] = field(default_factory=list)
+    """Events dropped without output by index: of an erased customer, at or before its erasure (not errors)."""
 
 
 @dataclass
@@ -112,6 +115,7 @@ class _Run:
     dist: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(1, np.float64))
     state: np.ndarray[Any, np.dtype[np.int64]] = field(
         default_factory=lambda: np.zeros(len(kernel.STATE_FIELDS), np.int64))
+    dropped: list[int] = field(default_factory=list)
 
     @property
     def prm(self) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -152,6 +156,8 @@ class SegmenterStats:
     watermark: str | None
     future: int = 0
     """Events refused as far ahead of their source's clock (``features.max_future_hours``)."""
+    after_erasure: int = 0
+    """Events of an erased customer at or before its erasure, dropped (see :mod:`segmenter.erasures`)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,9 @@ class Segmenter:
         self._future = 0
         self._duplicates = 0
         self._erasures = 0
+        self._after_erasure = 0
+        # erased customers' id hashes and erasure times: their older events are dropped
+        self._markers = ErasureMarkers()
         self._changes: Counter[str] = Counter()
         self._triggers: Counter[str] = Counter()
         # erased since the last take_dirty (ordered dict used as an ordered set)
@@ -331,6 +340,8 @@ class Segmenter:
             self._repair_clock()
         cols = EventColumns(events, srcs, self._store, self._clock.index)
         run = _Run(events, srcs, cols, dict(cols.errors), result.outputs, self._params())
+        if len(self._markers):
+            self._drop_erased(run, range(n))
         arrays = self._arrays
         arrays.sync(counters=True)
         stops = self._stops
@@ -359,7 +370,20 @@ class Segmenter:
             resume = stops[kernel.Stop(reason)](run, i, step)
         self._push_clock(run.state)
         result.errors.extend(sorted(run.errors.items()))
+        result.dropped.extend(run.dropped)
         return result
+
+    def _drop_erased(self, run: _Run, candidates: Iterable[int]) -> None:
+        """Skip the events (of ``candidates``) of erased customers at or before their erasure; count them."""
+        cols = run.cols
+        todo = [i for i in candidates if cols.kinds[i] >= 0]
+        if not todo:
+            return
+        hit = self._markers.hits([id_hash(run.events[i].customer_id) for i in todo], cols.times[todo].tolist())
+        for i in np.asarray(todo)[hit].tolist():
+            cols.kinds[i] = kernel.K_SKIP
+            run.dropped.append(i)
+            self._after_erasure += 1
 
     def _params(self) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]:
         """The loop's parameters (``P_*`` and ``FP_*`` of :mod:`segmenter.kernel`)."""
@@ -439,6 +463,8 @@ class Segmenter:
         ev = run.events[i]
         self._events += 1
         run.out.extend(self._erase(ev.customer_id, ev.epoch))
+        cid = ev.customer_id
+        self._drop_erased(run, [j for j in range(i + 1, len(run.events)) if run.events[j].customer_id == cid])
         run.cols.forget(i)
         return i + 1, 0
 
@@ -641,6 +667,7 @@ class Segmenter:
     def _on_watermark(self, out: list[OutputMessage]) -> None:
         wm = self._clock.watermark
         assert wm is not None
+        self._markers.expire(wm)
         rel = self._clock.released_at
         if self._engine is not None and (rel is None or wm - rel >= _RELEASE_EVERY_S):
             self._clock.released_at = wm
@@ -658,16 +685,24 @@ class Segmenter:
         self._rescorer.quiet(wm, out, before=wm - self._interval + 1)
 
     def _erase(self, customer_id: str, at: float | None) -> list[OutputMessage]:
+        """Forget everything held about the customer; mark it erased at ``at`` (default: the latest time seen).
+
+        The marker (:mod:`segmenter.erasures`) keeps its older events from
+        bringing the profile back; it is set for an unknown customer too (its
+        events may still be on their way), and holds only a hash of the id.
+        """
         store = self._store
         if self._engine is not None:
             self._engine.erase(customer_id)
         row = store.row_of(customer_id)
+        t = self._erasure_time(at, row)
+        self._markers.add(id_hash(customer_id), t)
+        crc = customer_hash(customer_id)
+        self._clock.forget(crc)
+        self._vectors.forget(crc, tell_trainer=row is not None and self._shared)
         if row is None:
             return []
-        if at is not None:
-            ts = datetime.fromtimestamp(at, UTC).isoformat()
-        else:
-            ts = iso(self._clock.max_t if self._clock.max_t is not None else 0)
+        ts = datetime.fromtimestamp(at, UTC).isoformat() if at is not None else iso(t)
         out: list[OutputMessage] = []
         for li, lens in enumerate(self._lenses):
             cur = store.segment(row, li)
@@ -694,6 +729,16 @@ class Segmenter:
         self._erased[customer_id] = None
         self._erasures += 1
         return out
+
+    def _erasure_time(self, at: float | None, row: int | None) -> int:
+        """The erasure's event time (relative seconds): ``at``, else the latest time seen (or the customer's)."""
+        if at is not None:
+            try:
+                return self._store.to_seconds(at)
+            except EventError:
+                pass
+        known = [t for t in (self._clock.max_t, None if row is None else self._store.last_time(row)) if t is not None]
+        return max(known, default=0)
 
     # ------------------------------------------------------------ Kafka state
     def take_dirty(self) -> dict[str, bytes | None]:
@@ -878,6 +923,7 @@ class Segmenter:
             "features": self._fnames,
             "clock": self._clock.state(),
             "triggers": None if self._engine is None else self._engine.global_state(),
+            "erasures": self._markers.state(),
             "counters": {
                 "events": self._events,
                 "refine_round": self._refine_round,
@@ -885,6 +931,7 @@ class Segmenter:
                 "future": self._future,
                 "duplicates": self._duplicates,
                 "erasures": self._erasures,
+                "after_erasure": self._after_erasure,
                 "changes": dict(self._changes),
                 "triggers": dict(self._triggers),
             },
@@ -911,6 +958,8 @@ class Segmenter:
         clock = _clock(state.get("clock"))
         counters = _counters(state.get("counters"))
         triggers = state.get("triggers")
+        markers = ErasureMarkers()
+        markers.load_state(state.get("erasures"))
         for lc in self.config.lenses:  # dry run: a lens refuses a bad state before any real lens changes
             Lens(lc, self.config.seed).load_state(lenses[lc.name])
         if self._engine is not None and triggers is not None:
@@ -922,6 +971,8 @@ class Segmenter:
         self._forget_unknown_segments()
         self._clock.load_state(clock)
         self._events, self._refine_round, self._late, self._future, self._duplicates, self._erasures = counters[:6]
+        self._after_erasure = counters[8]
+        self._markers = markers
         self._changes = Counter(counters[6])
         self._triggers = Counter(counters[7])
 
@@ -979,6 +1030,7 @@ class Segmenter:
             segments=segments,
             watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
             future=self._future,
+            after_erasure=self._after_erasure,
         )
 
     def customer_view(self, customer_id: str) -> CustomerView | None:
@@ -1062,7 +1114,7 @@ def _clock(value: Any) -> tuple[Any, ...]:
     return max_t, wm, nxt, rel, sources
 
 
-def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int], dict[str, int]]:
+def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int], dict[str, int], int]:
     """The validated counters of a model state."""
     c = codec.expect_dict(value, "model state counters")
     ints = [codec.expect_int(c.get(k, 0) if k == "future" else c.get(k), f"model state counter {k}", 0)
@@ -1071,4 +1123,5 @@ def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int],
     for k in ("changes", "triggers"):
         m = codec.expect_dict(c.get(k), f"model state counter {k}")
         maps.append({codec.expect_str(n, f"{k} key"): codec.expect_int(v, f"{k} count", 0) for n, v in m.items()})
-    return ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], maps[0], maps[1]
+    after = codec.expect_int(c.get("after_erasure", 0), "model state counter after_erasure", 0)
+    return ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], maps[0], maps[1], after

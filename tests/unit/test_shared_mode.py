@@ -68,7 +68,7 @@ def test_shared_core_never_learns_and_assigns_nothing_without_a_view() -> None:
     assert out == []
     assert core.model_versions() == {"value": 0, "engagement": 0}
     assert all(lens.n_observed == 0 and not lens.ready for lens in core.lenses)
-    keys, mats = decode_vectors(core.take_vectors() or b"", ["value", "engagement"])
+    keys, mats, _ = decode_vectors(core.take_vectors() or b"", ["value", "engagement"])
     assert len(keys) == core.stats().events and [m.shape[1] for m in mats] == [4, 5]
     assert core.take_vectors() is None
 
