@@ -574,9 +574,12 @@ class FeatureStore:
             rows = np.array(out, np.int64)
         return rows.astype(np.int64)
 
-    def sample(self, salt: int, limit: int) -> list[int]:
-        """A deterministic pseudo-random sample of up to ``limit`` live rows, ordered by key; varies with ``salt``."""
-        cand = np.flatnonzero(self.live)
+    def sample(self, salt: int, limit: int, among: npt.NDArray[np.bool_] | None = None) -> list[int]:
+        """A deterministic pseudo-random sample of up to ``limit`` live rows, ordered by key; varies with ``salt``.
+
+        ``among`` (per row) narrows the candidates before sampling (refinement leaves isolated customers out).
+        """
+        cand = np.flatnonzero(self.live if among is None else self.live & among)
         if limit <= 0 or not len(cand):
             return []
         return self._smallest(cand, _mix32(self.crc[cand].astype(np.int64) ^ (salt & 0xFFFFFFFF)), limit)
