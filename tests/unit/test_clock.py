@@ -125,6 +125,21 @@ def test_a_new_customer_a_year_ahead_changes_nothing_for_anyone_else() -> None:
     assert any(json.loads(line).get("customer_id") == victim for line in got)  # it is segmented, alone
 
 
+def test_an_isolated_customer_sends_no_vectors_to_the_shared_trainer() -> None:
+    victim = STREAM[0].customer_id
+    rest = [ev for ev in STREAM if ev.customer_id != victim]
+    own = [ev for ev in STREAM if ev.customer_id == victim]
+    mid = len(rest) // 2
+    poisoned = [*rest[:mid], _year_ahead(own[0]), *own[1:], *rest[mid:]]
+    clean, seg = Segmenter(CFG, shared=True), Segmenter(CFG, shared=True)
+    _lines(clean, rest, [None] * len(rest))
+    _lines(seg, poisoned, [None] * len(poisoned))
+    expected = clean.take_vectors()
+    assert expected is not None
+    assert seg.take_vectors() == expected
+    assert seg.stats().isolated == len(own)
+
+
 def test_one_event_a_year_ahead_isolates_its_customer_and_nobody_else() -> None:
     """``--bad-clock-at``: the customer's later ordinary events are accepted, and kept out of everything shared.
 
