@@ -85,7 +85,6 @@ __all__ = ["UNSET", "EventClock", "iso", "watermark_of"]
 logger = logging.getLogger(__name__)
 
 
-
 def iso(t_rel: int) -> str:
     """An event time (seconds relative to :data:`~segmenter.features.BASE_EPOCH`) as ISO-8601 UTC."""
     return datetime.fromtimestamp(t_rel + BASE_EPOCH, UTC).isoformat()
