@@ -2,10 +2,10 @@
 
 Per accepted event, :meth:`Segmenter.process` runs
 
-1. erasure (``erasure_request``), a bad clock (far ahead of its source's
-   clock: ``EventError("future")``), lateness (older than the customer's own
+1. erasure (``erasure_request``), lateness (older than the customer's own
    latest event time minus the lateness: ``EventError("late")``) and
-   de-duplication (repeated ``event_id``: ``[]``);
+   de-duplication (repeated ``event_id``: ``[]``); an event far ahead of its
+   source's clock is not refused: its customer is *isolated* (below);
 2. the feature update (:class:`~segmenter.features.FeatureStore`, event time);
 3. for each lens, on the customer's raw feature vector at its latest event
    time: ``observe`` (model learning; lifecycle messages), ``assign`` (nearest
@@ -27,7 +27,12 @@ Event time (:mod:`segmenter.clock`): every event source (input partition, the
 ``source`` argument of :meth:`Segmenter.process`; ``None`` offline) has a
 robust clock; the watermark is the minimum over the active sources' clocks,
 minus the lateness, and drives only time-driven work (inactivity, held
-triggers, refinement ticks), never lateness.
+triggers, refinement ticks), never lateness. A customer more than
+``features.max_future_hours`` ahead of its source's clock (one bad clock, or
+the first customers back after a real gap) is *isolated*: its events are
+applied to its own features, segments and outputs, but it takes no part in
+lens learning, refinement or the shared-mode sample and does not move the
+clock, until the clock reaches it (``SegmenterStats.isolated``).
 
 Customers whose segment a lens merged or retired are moved at once (cause
 ``model``). Every order that decides an output depends only on the state, never
@@ -95,7 +100,7 @@ class BatchResult:
     outputs: list[OutputMessage]
     """Output messages in order (``emitted_at`` unset)."""
     errors: list[tuple[int, EventError]]
-    """Rejected events by index into the batch (``late``, ``future``, or ``schema`` for a time out of range)."""
+    """Rejected events by index into the batch (``late``, or ``schema`` for a time out of range)."""
     dropped: list[int] = field(default_factory=list)
     """Events dropped without output by index: of an erased customer, at or before its erasure (not errors)."""
 
@@ -154,8 +159,9 @@ class SegmenterStats:
     segments: dict[str, list[SegmentSize]]
     """Per lens, the segments that currently hold customers (by id)."""
     watermark: str | None
-    future: int = 0
-    """Events refused as far ahead of their source's clock (``features.max_future_hours``)."""
+    isolated: int = 0
+    """Accepted events (in ``events``) applied to an isolated customer: one more than
+    ``features.max_future_hours`` ahead of its source's clock, kept out of all shared work."""
     after_erasure: int = 0
     """Events of an erased customer at or before its erasure, dropped (see :mod:`segmenter.erasures`)."""
 
@@ -227,7 +233,7 @@ class Segmenter:
         self._events = 0
         self._refine_round = 0
         self._late = 0
-        self._future = 0
+        self._isolated = 0
         self._duplicates = 0
         self._erasures = 0
         self._after_erasure = 0
@@ -290,9 +296,9 @@ class Segmenter:
         ------
         EventError
             ``late``: the event is older than its customer's latest event time
-            minus the lateness; ``future``: it is far ahead of its source's clock
-            (both counted, not applied); ``schema``: its time is outside the
-            supported range.
+            minus the lateness (counted, not applied); ``schema``: its time is
+            outside the supported range. An event far ahead of its source's
+            clock is applied to its customer alone (``stats().isolated``).
         """
         result = self.process_batch([event], [source])
         if result.errors:
@@ -355,7 +361,7 @@ class Segmenter:
             #    its buffered samples are handed over (``flush``) at DONE, LEARN, REFINE and NONFINITE;
             # 3. the handler of the stop does that piece and names where to resume: the same (event, step) when
             #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE, LEARN, REFINE,
-            #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, FUTURE, ERASE);
+            #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, ERASE);
             #    WATERMARK stops after its event, so its position is already the next one.
             run.pos[:] = resume
             self._push_clock(run.state)
@@ -426,7 +432,6 @@ class Segmenter:
             stop.MOVE: self._stop_move,
             stop.NEW_ROW: self._stop_new_row,
             stop.LATE: self._stop_late,
-            stop.FUTURE: self._stop_future,
             stop.ERASE: self._stop_erase,
             stop.REFINE: self._stop_refine,
             stop.SHARED_SAMPLE: self._stop_sample,
@@ -452,11 +457,6 @@ class Segmenter:
     def _stop_late(self, run: _Run, i: int, step: int) -> tuple[int, int]:
         self._late += 1
         run.errors[i] = self._late_error(run.events[i], run.cols.row(i))
-        return i + 1, 0
-
-    def _stop_future(self, run: _Run, i: int, step: int) -> tuple[int, int]:
-        self._future += 1
-        run.errors[i] = self._future_error(run.events[i], run.sources[i])
         return i + 1, 0
 
     def _stop_erase(self, run: _Run, i: int, step: int) -> tuple[int, int]:
@@ -486,12 +486,12 @@ class Segmenter:
         c = self._clock
         max_t, wm, nxt, rel = c.max_t, c.watermark, c.next_check, c.released_at
         state[:] = (self._events, self._duplicates, self._vec_seen, max_t is not None, max_t or 0, wm is not None,
-                    wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0)
+                    wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0, self._isolated)
 
     def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         c = self._clock
         (self._events, self._duplicates, self._vec_seen, has_max, max_t, has_wm, wm, has_next, nxt, has_rel,
-         rel) = state.tolist()  # fmt: skip
+         rel, self._isolated) = state.tolist()  # fmt: skip
         c.max_t = max_t if has_max else None
         c.watermark = wm if has_wm else None
         c.next_check = nxt if has_next else None
@@ -502,16 +502,6 @@ class Segmenter:
         store = self._store
         robust = store.robust_time(self._clock.quorum)
         self._clock.repair(robust)
-
-    def _future_error(self, event: CustomerEvent, source: int | None) -> EventError:
-        clock = self._clock.clock_of(source)
-        return EventError(
-            "future",
-            f"event time {event.ts.isoformat()} is more than {self.config.features.max_future_hours:g} h ahead of "
-            f"its source's clock {iso(clock or 0)} and too few other customers are that far ahead "
-            "(features.max_future_hours, features.clock_quorum); check the producer's clock",
-            field="ts",
-        )
 
     def _late_error(self, event: CustomerEvent, row: int) -> EventError:
         ref = self._store.last_time(row)
@@ -653,6 +643,10 @@ class Segmenter:
             return
         cols = sorted({i for li in ready for i in self._idx[li]})
         rows, mat = store.vectors_at(at, cols)
+        horizon = self._clock.horizon()  # isolated customers (far ahead of every source's clock) take no part
+        if horizon is not None:
+            keep = store.t[rows, 1] <= horizon
+            rows, mat = rows[keep], mat[keep]
         n = len(rows)
         if not n:
             return
@@ -928,7 +922,7 @@ class Segmenter:
                 "events": self._events,
                 "refine_round": self._refine_round,
                 "late": self._late,
-                "future": self._future,
+                "isolated": self._isolated,
                 "duplicates": self._duplicates,
                 "erasures": self._erasures,
                 "after_erasure": self._after_erasure,
@@ -970,7 +964,7 @@ class Segmenter:
             lens.load_state(lenses[lens.name])
         self._forget_unknown_segments()
         self._clock.load_state(clock)
-        self._events, self._refine_round, self._late, self._future, self._duplicates, self._erasures = counters[:6]
+        self._events, self._refine_round, self._late, self._isolated, self._duplicates, self._erasures = counters[:6]
         self._after_erasure = counters[8]
         self._markers = markers
         self._changes = Counter(counters[6])
@@ -1029,7 +1023,7 @@ class Segmenter:
             suppressed=suppressed,
             segments=segments,
             watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
-            future=self._future,
+            isolated=self._isolated,
             after_erasure=self._after_erasure,
         )
 
@@ -1117,8 +1111,9 @@ def _clock(value: Any) -> tuple[Any, ...]:
 def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int], dict[str, int], int]:
     """The validated counters of a model state."""
     c = codec.expect_dict(value, "model state counters")
-    ints = [codec.expect_int(c.get(k, 0) if k == "future" else c.get(k), f"model state counter {k}", 0)
-            for k in ("events", "refine_round", "late", "future", "duplicates", "erasures")]  # fmt: skip
+    # "isolated" is absent from older states (their "future" counted refused events, never applied: 0 isolated)
+    ints = [codec.expect_int(c.get(k, 0) if k == "isolated" else c.get(k), f"model state counter {k}", 0)
+            for k in ("events", "refine_round", "late", "isolated", "duplicates", "erasures")]  # fmt: skip
     maps = []
     for k in ("changes", "triggers"):
         m = codec.expect_dict(c.get(k), f"model state counter {k}")
