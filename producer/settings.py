@@ -31,7 +31,7 @@ PREFIX = "SEGMENTER_"
 
 # The consumer's own variables (its connection settings are this module's). The producer cannot import the
 # consumer, so they are listed here; tests/unit/producer/test_settings.py checks that every variable the
-# consumer reads is in this list or in ConnectionSettings. SEGMENTER_MAX_FUTURE is in ARCHITECTURE.md.
+# consumer reads is in this list or in ConnectionSettings. SEGMENTER_MAX_FUTURE is in docs/contracts.md.
 CONSUMER_VARIABLES = frozenset(
     {
         "SEGMENTER_AUTO_OFFSET_RESET",

@@ -1,4 +1,4 @@
-"""The input event contract (see ARCHITECTURE.md, "Input event").
+"""The input event contract (docs/contracts.md, "Input event").
 
 An event arrives as UTF-8 JSON bytes. :func:`parse_event` turns bytes into a
 :class:`CustomerEvent` or raises :class:`~segmenter.errors.EventError` naming

@@ -1,4 +1,4 @@
-"""The output message contract (see ARCHITECTURE.md, "Output messages").
+"""The output message contract (docs/contracts.md, "Output messages").
 
 The core builds these models; the edge (Kafka consumer, replay CLI) stamps
 ``emitted_at`` with its wall clock (the core has none) and serialises them with

@@ -1,7 +1,7 @@
 """Offline replay: the whole pipeline over a JSONL file of events, without Kafka.
 
 ``segmenter replay EVENTS.jsonl --output OUT.jsonl --snapshot SNAP.jsonl`` (see
-ARCHITECTURE.md, "Command line") is :func:`replay` plus the console around it
+docs/contracts.md, "Command line") is :func:`replay` plus the console around it
 (:mod:`segmenter.__main__`). This module does file I/O but has no clock: the
 caller passes one to stamp ``emitted_at``.
 

@@ -1,4 +1,4 @@
-"""The dependency direction of ARCHITECTURE.md, checked on the source: a pure core, a thin Kafka edge."""
+"""The dependency direction of docs/architecture.md, checked on the source: a pure core, a thin Kafka edge."""
 
 from __future__ import annotations
 
