@@ -11,6 +11,8 @@ Examples
 >>> msg = SegmentLifecycle(lens="value", action="born", segment=ref, related=[], model_version=1, profile={})
 >>> encode(stamp(msg, "2026-01-01T00:00:00+00:00"))[:40]
 b'{"kind":"segment_lifecycle","lens":"valu'
+>>> encode(msg, "2026-01-01T00:00:00+00:00") == encode(stamp(msg, "2026-01-01T00:00:00+00:00"))
+True
 """
 
 from __future__ import annotations
@@ -106,9 +108,27 @@ def stamp(message: OutputMessage, emitted_at: str) -> OutputMessage:
     return message.model_copy(update={"emitted_at": emitted_at})
 
 
-def encode(message: OutputMessage) -> bytes:
-    """Serialise a message to compact UTF-8 JSON."""
-    return orjson.dumps(message.model_dump(mode="json"))
+def encode(message: OutputMessage, emitted_at: str | None = None) -> bytes:
+    """Serialise a message to compact UTF-8 JSON, with ``emitted_at`` set if given (as :func:`stamp`).
+
+    A ``segment_change`` (most of the output) is written from its validated
+    fields directly, the bytes ``model_dump(mode="json")`` gives (its fields
+    hold only strings, numbers, ``None``, lists and dicts of them, and nested
+    messages); the other kinds go through pydantic's serialiser.
+    """
+    wire = _plain(message) if isinstance(message, SegmentChange) else message.model_dump(mode="json")
+    if emitted_at is not None:
+        wire["emitted_at"] = emitted_at
+    return orjson.dumps(wire)
+
+
+def _plain(message: _Message) -> dict[str, Any]:
+    """A validated message's fields in declaration order, nested messages as dicts (JSON-ready values only)."""
+    wire = message.__dict__.copy()
+    for name, value in wire.items():
+        if isinstance(value, _Message):
+            wire[name] = _plain(value)
+    return wire
 
 
 def message_key(message: OutputMessage) -> bytes:

@@ -518,7 +518,7 @@ class Segmenter:
             row=row,
             li=li,
             lens=self._lenses[li],
-            raw=np.array(self._pick[li](vals), dtype=np.float64),
+            raw=self._pick[li](vals),
             vals=vals,
             a=a,
             current=cur if cur >= 0 else None,
@@ -557,7 +557,7 @@ class Segmenter:
         row: int,
         li: int,
         lens: Lens,
-        raw: np.ndarray[Any, np.dtype[np.float64]],
+        raw: Sequence[float],
         vals: list[float],
         a: Assignment,
         current: int | None,
@@ -587,7 +587,7 @@ class Segmenter:
             event_ts=event_ts,
             model_version=lens.model_version,
             distance=None if a.distance is None else round(float(a.distance), 6),
-            features={n: round(float(v), 4) for n, v in zip(names, raw.tolist(), strict=True)},
+            features={n: round(float(v), 4) for n, v in zip(names, raw, strict=True)},
             explanation=lens.explain(raw, current, new),
         )
         self._changes[cause] += 1

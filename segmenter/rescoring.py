@@ -194,12 +194,17 @@ class Rescorer:
         if bad >= 0:
             vals = store.vector(int(rows[bad]), int(at[bad]))
             raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
+        stamps: dict[int, str] = {}  # most moves of a pass share their time (the sweep's)
         for (r, li, segment, nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
             row, t = int(rows[r]), int(at[r])
+            ts = t if stamp is None else stamp
+            event_ts = stamps.get(ts)
+            if event_ts is None:
+                event_ts = stamps[ts] = iso(ts)
             vals = store.vector(row, t)
             cur = store.segment(row, li)
             a = Assignment(None if segment < 0 else segment, None if nearest < 0 else nearest,
                            None if math.isnan(d) else d, True)  # fmt: skip
-            self._move(row=row, li=li, lens=self._lenses[li], raw=np.array(self._pick[li](vals), dtype=np.float64),
+            self._move(row=row, li=li, lens=self._lenses[li], raw=self._pick[li](vals),
                        vals=vals, a=a, current=cur if cur >= 0 else None, cause=cause, event=None,
-                       event_ts=iso(t if stamp is None else stamp), at=t, out=out)  # fmt: skip
+                       event_ts=event_ts, at=t, out=out)  # fmt: skip
