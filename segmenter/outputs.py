@@ -116,18 +116,24 @@ def encode(message: OutputMessage, emitted_at: str | None = None) -> bytes:
     hold only strings, numbers, ``None``, lists and dicts of them, and nested
     messages); the other kinds go through pydantic's serialiser.
     """
-    wire = _plain(message) if isinstance(message, SegmentChange) else message.model_dump(mode="json")
+    wire = _change_wire(message) if isinstance(message, SegmentChange) else message.model_dump(mode="json")
     if emitted_at is not None:
         wire["emitted_at"] = emitted_at
     return orjson.dumps(wire)
 
 
-def _plain(message: _Message) -> dict[str, Any]:
-    """A validated message's fields in declaration order, nested messages as dicts (JSON-ready values only)."""
-    wire = message.__dict__.copy()
-    for name, value in wire.items():
-        if isinstance(value, _Message):
-            wire[name] = _plain(value)
+def _change_wire(change: SegmentChange) -> dict[str, Any]:
+    """A validated change's fields in declaration order, its nested messages as their field dicts (read only)."""
+    wire = change.__dict__.copy()
+    if change.from_segment is not None:
+        wire["from_segment"] = change.from_segment.__dict__
+    if change.to_segment is not None:
+        wire["to_segment"] = change.to_segment.__dict__
+    explanation = change.explanation
+    if explanation is not None:
+        wire["explanation"] = why = explanation.__dict__.copy()
+        if explanation.runner_up is not None:
+            why["runner_up"] = explanation.runner_up.__dict__
     return wire
 
 
