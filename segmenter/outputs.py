@@ -17,7 +17,7 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,36 @@ LifecycleAction = Literal["born", "merged", "split", "retired", "renamed"]
 
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    _template: ClassVar[dict[str, Any]] = {}
+    """Every field in declaration order, with its default (``None`` where it has none)."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._template = {
+            name: None if info.is_required() else info.get_default(call_default_factory=True)
+            for name, info in cls.model_fields.items()
+        }
+
+    @classmethod
+    def trusted(cls, **fields: Any) -> Self:
+        """Build a message from values that already have their fields' types, without validation.
+
+        The core's hot path (one ``segment_change`` per move): every field
+        without a default must be given, each as the type it is declared with
+        (``float`` where a float is declared, nested messages as messages).
+        Anything from outside the core goes through the validating constructor.
+        """
+        message = cls.__new__(cls)
+        values = cls._template.copy()
+        values.update(fields)
+        _set = object.__setattr__
+        _set(message, "__dict__", values)
+        _set(message, "__pydantic_fields_set__", set(fields))
+        _set(message, "__pydantic_extra__", None)
+        _set(message, "__pydantic_private__", None)
+        return message
 
 
 class SegmentRef(_Message):

@@ -577,7 +577,8 @@ class Segmenter:
         store.dirty[row] = True
         names = self._fnames[li]
         cid = store.id_of(row)
-        change = SegmentChange(
+        # every value below already has its field's type: no per-move validation
+        change = SegmentChange.trusted(
             customer_id=cid,
             lens=lens.name,
             from_segment=None if current is None else lens.ref(current),

@@ -533,7 +533,7 @@ class Lens:
             d = dist(x, center)
             if d_runner is None or d < d_runner:
                 runner, d_runner = number, d
-        return Explanation(
+        return Explanation.trusted(  # floats, a list of plain dicts and a SegmentRef: typed already
             top_features=top,
             distance_to_old=None if c_old is None else dist(x, c_old),
             distance_to_new=None if c_new is None else dist(x, c_new),

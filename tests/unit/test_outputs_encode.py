@@ -67,3 +67,24 @@ def test_encode_leaves_the_message_unstamped() -> None:
     message = _change()
     encode(message, NOW)
     assert message.emitted_at is None
+
+
+@pytest.mark.parametrize("message", [*MESSAGES, REF, FULL, EMPTY], ids=lambda m: type(m).__name__)
+def test_trusted_builds_what_validation_builds(message: OutputMessage | SegmentRef | Explanation) -> None:
+    given = {name: value for name, value in message.__dict__.items() if name in message.model_fields_set}
+    built = type(message).trusted(**given)
+    assert built == message
+    assert list(built.__dict__) == list(message.__dict__)
+    assert built.model_dump(mode="json") == message.model_dump(mode="json")
+    if isinstance(built, SegmentChange | CampaignTrigger | SegmentLifecycle):
+        assert isinstance(message, SegmentChange | CampaignTrigger | SegmentLifecycle)
+        assert encode(built, NOW) == encode(message, NOW)
+
+
+def test_trusted_fills_defaults() -> None:
+    change = _change()
+    given = {name: value for name, value in change.__dict__.items() if name not in ("kind", "emitted_at")}
+    built = SegmentChange.trusted(**given)
+    assert built.kind == "segment_change"
+    assert built.emitted_at is None
+    assert built == change
