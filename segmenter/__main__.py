@@ -50,7 +50,7 @@ from segmenter.gc_tuning import tune_gc
 from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
-from segmenter.schema import render, schemas, write_files
+from segmenter.schema import NAMES, render, schemas, write_files
 from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
 
 logger = logging.getLogger("segmenter")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--config", type=Path, help="config whose lenses and features the rules must use")
 
     sp = sub.add_parser("schema", help="JSON Schemas of the input event, the output messages and the membership record")
-    sp.add_argument("name", nargs="?", choices=sorted(schemas()), help="print only this schema")
+    sp.add_argument("name", nargs="?", choices=NAMES, help="print only this schema")
     sp.add_argument("--out", type=Path, help="write NAME.schema.json files into this directory instead")
     return parser
 
