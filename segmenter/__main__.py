@@ -38,9 +38,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from segmenter.codec import is_record
 from segmenter.config import SegmenterConfig, load_config
@@ -195,6 +192,9 @@ def _run_replay(
     output, snapshot = files.output, files.snapshot
     try:
         if sys.stderr.isatty() and not args.quiet:
+            # rich only where it draws (tens of ms of every start-up otherwise)
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
             with Progress(
                 TextColumn("replay"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True
             ) as bar:
@@ -219,6 +219,9 @@ def _run_replay(
 
 def print_summary(report: ReplayReport, elapsed: float) -> None:
     """The end-of-replay summary on stdout."""
+    from rich.console import Console  # noqa: PLC0415 - only where it prints (``-q`` skips it)
+    from rich.table import Table  # noqa: PLC0415
+
     console = Console()
     st = report.stats
     rate = report.lines / elapsed if elapsed > 0 else 0.0
