@@ -453,7 +453,11 @@ class Lens:
     # --- assignment --------------------------------------------------------------------------
 
     def _scaled(self, raw: np.ndarray) -> list[float]:
-        values = raw.tolist()
+        values = self._transformed(raw.tolist())
+        return [v * s - o for v, s, o in zip(values, self._inv, self._offset, strict=False)]
+
+    def _transformed(self, values: list[float]) -> list[float]:
+        """``values`` (a new list, original units) log-transformed in place where heavy-tailed; checked first."""
         if len(values) != self._dim:
             raise ValueError(f"lens {self.name!r}: expected {self._dim} features, got {len(values)}")
         total = sum(values)
@@ -462,7 +466,7 @@ class Lens:
         for i in self._heavy:
             v = values[i]
             values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
-        return [v * s - o for v, s, o in zip(values, self._inv, self._offset, strict=False)]
+        return values
 
     def assign(
         self, raw: np.ndarray, current: int | None, dwell: int, age: int = 2**62, previous: int | None = None
@@ -512,7 +516,7 @@ class Lens:
             return _NO_EXPLANATION
         # plain lists, like assign(): numpy's per-call overhead dominates on a handful of features
         values = raw.tolist() if isinstance(raw, np.ndarray) else list(raw)
-        x = snap.scale(self._scaler.transform(values))
+        x = snap.scale(self._transformed(values.copy()))
         c_old = self._center_of(old, snap)
         c_new = self._center_of(new, snap)
         top: list[dict[str, Any]] = []
