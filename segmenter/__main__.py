@@ -44,9 +44,6 @@ from typing import IO, Any
 
 import numpy as np
 import orjson
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from segmenter.codec import is_record
 from segmenter.config import SegmenterConfig, load_config
@@ -65,7 +62,7 @@ from segmenter.gc_tuning import tune_gc
 from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayReport, replay
-from segmenter.schema import render, schemas, write_files
+from segmenter.schema import NAMES, render, schemas, write_files
 from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
 
 logger = logging.getLogger("segmenter")
@@ -126,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--config", type=Path, help="config whose lenses and features the rules must use")
 
     sp = sub.add_parser("schema", help="JSON Schemas of the input event, the output messages and the membership record")
-    sp.add_argument("name", nargs="?", choices=sorted(schemas()), help="print only this schema")
+    sp.add_argument("name", nargs="?", choices=NAMES, help="print only this schema")
     sp.add_argument("--out", type=Path, help="write NAME.schema.json files into this directory instead")
     return parser
 
@@ -219,6 +216,9 @@ def _run_replay(
     output, snapshot = files.output, files.snapshot
     try:
         if sys.stderr.isatty() and not args.quiet:
+            # rich only where it draws (tens of ms of every start-up otherwise)
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
             with Progress(
                 TextColumn("replay"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True
             ) as bar:
@@ -243,6 +243,9 @@ def _run_replay(
 
 def print_summary(report: ReplayReport, elapsed: float) -> None:
     """The end-of-replay summary on stdout."""
+    from rich.console import Console  # noqa: PLC0415 - only where it prints (``-q`` skips it)
+    from rich.table import Table  # noqa: PLC0415
+
     console = Console()
     st = report.stats
     rate = report.lines / elapsed if elapsed > 0 else 0.0
@@ -453,6 +456,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def print_evaluation(results: Sequence[LensEvaluation]) -> None:
     """The evaluation as tables: one row per lens, then each lens's k sweep."""
+    from rich.console import Console  # noqa: PLC0415 - only where it prints
+    from rich.table import Table  # noqa: PLC0415
+
     console = Console()
     table = Table(title="segments against batch k-means at the same k (lens space: log1p where heavy, z-scored)")
     for col in ("lens", "customers", "k", "SSE ratio", "ARI vs batch", "silhouette", "Davies-Bouldin",

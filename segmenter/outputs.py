@@ -11,11 +11,13 @@ Examples
 >>> msg = SegmentLifecycle(lens="value", action="born", segment=ref, related=[], model_version=1, profile={})
 >>> encode(stamp(msg, "2026-01-01T00:00:00+00:00"))[:40]
 b'{"kind":"segment_lifecycle","lens":"valu'
+>>> encode(msg, "2026-01-01T00:00:00+00:00") == encode(stamp(msg, "2026-01-01T00:00:00+00:00"))
+True
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -26,6 +28,36 @@ LifecycleAction = Literal["born", "merged", "split", "retired", "renamed"]
 
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    _template: ClassVar[dict[str, Any]] = {}
+    """Every field in declaration order, with its default (``None`` where it has none)."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._template = {
+            name: None if info.is_required() else info.get_default(call_default_factory=True)
+            for name, info in cls.model_fields.items()
+        }
+
+    @classmethod
+    def trusted(cls, **fields: Any) -> Self:
+        """Build a message from values that already have their fields' types, without validation.
+
+        The core's hot path (one ``segment_change`` per move): every field
+        without a default must be given, each as the type it is declared with
+        (``float`` where a float is declared, nested messages as messages).
+        Anything from outside the core goes through the validating constructor.
+        """
+        message = cls.__new__(cls)
+        values = cls._template.copy()
+        values.update(fields)
+        _set = object.__setattr__
+        _set(message, "__dict__", values)
+        _set(message, "__pydantic_fields_set__", set(fields))
+        _set(message, "__pydantic_extra__", None)
+        _set(message, "__pydantic_private__", None)
+        return message
 
 
 class SegmentRef(_Message):
@@ -106,9 +138,33 @@ def stamp(message: OutputMessage, emitted_at: str) -> OutputMessage:
     return message.model_copy(update={"emitted_at": emitted_at})
 
 
-def encode(message: OutputMessage) -> bytes:
-    """Serialise a message to compact UTF-8 JSON."""
-    return orjson.dumps(message.model_dump(mode="json"))
+def encode(message: OutputMessage, emitted_at: str | None = None) -> bytes:
+    """Serialise a message to compact UTF-8 JSON, with ``emitted_at`` set if given (as :func:`stamp`).
+
+    A ``segment_change`` (most of the output) is written from its validated
+    fields directly, the bytes ``model_dump(mode="json")`` gives (its fields
+    hold only strings, numbers, ``None``, lists and dicts of them, and nested
+    messages); the other kinds go through pydantic's serialiser.
+    """
+    wire = _change_wire(message) if isinstance(message, SegmentChange) else message.model_dump(mode="json")
+    if emitted_at is not None:
+        wire["emitted_at"] = emitted_at
+    return orjson.dumps(wire)
+
+
+def _change_wire(change: SegmentChange) -> dict[str, Any]:
+    """A validated change's fields in declaration order, its nested messages as their field dicts (read only)."""
+    wire = change.__dict__.copy()
+    if change.from_segment is not None:
+        wire["from_segment"] = change.from_segment.__dict__
+    if change.to_segment is not None:
+        wire["to_segment"] = change.to_segment.__dict__
+    explanation = change.explanation
+    if explanation is not None:
+        wire["explanation"] = why = explanation.__dict__.copy()
+        if explanation.runner_up is not None:
+            why["runner_up"] = explanation.runner_up.__dict__
+    return wire
 
 
 def message_key(message: OutputMessage) -> bytes:

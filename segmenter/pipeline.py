@@ -63,7 +63,7 @@ from segmenter.erasures import ErasureMarkers, id_hash
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
-from segmenter.lenses.lens import Assignment, Lens
+from segmenter.lenses.lens import Lens
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
 from segmenter.rescoring import Rescorer
 from segmenter.shared import decode_view
@@ -249,7 +249,7 @@ class Segmenter:
         self._group_cache: (
             tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
         ) = None
-        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._pick, self._move)
+        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._move)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -446,8 +446,7 @@ class Segmenter:
     def _stop_move(self, run: _Run, i: int, step: int) -> tuple[int, int]:
         io = run.io
         self._kernel_move(row=run.cols.row(i), li=int(io[kernel.IO_LENS]), segment=int(io[kernel.IO_SEGMENT]),
-                          nearest=int(io[kernel.IO_NEAREST]), distance=float(run.dist[0]), event=run.events[i],
-                          out=run.out)  # fmt: skip
+                          distance=float(run.dist[0]), event=run.events[i], out=run.out)  # fmt: skip
         return i, step
 
     def _stop_new_row(self, run: _Run, i: int, step: int) -> tuple[int, int]:
@@ -517,32 +516,12 @@ class Segmenter:
         store = self._store
         self._vectors.add(int(store.crc[row]), store.vector(row, store.last_time(row)))
 
-    def _kernel_move(self, *, row: int, li: int, segment: int, nearest: int, distance: float,
-                     event: CustomerEvent, out: list[OutputMessage]) -> None:
+    def _kernel_move(self, *, row: int, li: int, segment: int, distance: float, event: CustomerEvent,
+                     out: list[OutputMessage]) -> None:  # fmt: skip
         """A move the compiled loop decided (``-1``: none): the ``segment_change`` and its triggers."""
-        store = self._store
-        vals = store.vector(row, store.last_time(row))
-        cur = store.segment(row, li)
-        a = Assignment(
-            None if segment < 0 else segment,
-            None if nearest < 0 else nearest,
-            None if math.isnan(distance) else distance,
-            True,
-        )
-        self._move(
-            row=row,
-            li=li,
-            lens=self._lenses[li],
-            raw=np.array(self._pick[li](vals), dtype=np.float64),
-            vals=vals,
-            a=a,
-            current=cur if cur >= 0 else None,
-            cause="event",
-            event=event,
-            event_ts=event.ts.isoformat(),
-            at=store.last_time(row),
-            out=out,
-        )
+        at = self._store.last_time(row)
+        self._move(row=row, li=li, segment=segment, distance=distance, vals=self._store.vector(row, at),
+                   cause="event", event=event, event_ts=event.ts.isoformat(), at=at, out=out)  # fmt: skip
 
     def erase(self, customer_id: str, at: float | None = None) -> list[OutputMessage]:
         """Forget a customer (Kafka tombstone); final ``segment_change`` per lens where it had a segment.
@@ -571,29 +550,34 @@ class Segmenter:
         *,
         row: int,
         li: int,
-        lens: Lens,
-        raw: np.ndarray[Any, np.dtype[np.float64]],
+        segment: int,
+        distance: float,
         vals: list[float],
-        a: Assignment,
-        current: int | None,
         cause: str,
         event: CustomerEvent | None,
         event_ts: str,
         at: int,
         out: list[OutputMessage],
     ) -> None:
-        """Record a move at event time ``at``, tell the lens, emit the ``segment_change`` and its triggers."""
+        """Move ``row`` to ``segment`` of lens ``li`` at event time ``at``; emit the ``segment_change`` and triggers.
+
+        ``segment`` ``-1``: to no segment; ``distance`` NaN: none; ``vals``: every
+        feature of the row at ``at`` (:meth:`FeatureStore.vector`).
+        """
         store = self._store
-        new = a.segment
+        lens = self._lenses[li]
+        cur = store.segment(row, li)
+        current = cur if cur >= 0 else None
+        new = None if segment < 0 else segment
         if current is not None and not lens.is_live(current):
             cause = "model"
-        store.enter(row, li, -1 if new is None else new, at)
+        store.enter(row, li, segment if segment >= 0 else -1, at)
         lens.membership(current, new)
         store.dirty[row] = True
-        names = self._fnames[li]
-        cid = store.id_of(row)
-        change = SegmentChange(
-            customer_id=cid,
+        raw = self._pick[li](vals)
+        # every value below already has its field's type: no per-move validation
+        change = SegmentChange.trusted(
+            customer_id=store.id_of(row),
             lens=lens.name,
             from_segment=None if current is None else lens.ref(current),
             to_segment=None if new is None else lens.ref(new),
@@ -601,8 +585,8 @@ class Segmenter:
             cause_event_id=event.event_id if cause == "event" and event is not None else None,
             event_ts=event_ts,
             model_version=lens.model_version,
-            distance=None if a.distance is None else round(float(a.distance), 6),
-            features={n: round(float(v), 4) for n, v in zip(names, raw.tolist(), strict=True)},
+            distance=None if math.isnan(distance) else round(distance, 6),
+            features={n: round(float(v), 4) for n, v in zip(self._fnames[li], raw, strict=True)},
             explanation=lens.explain(raw, current, new),
         )
         self._changes[cause] += 1

@@ -23,7 +23,7 @@ import orjson
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
-from segmenter.outputs import OutputMessage, encode, stamp
+from segmenter.outputs import OutputMessage, encode
 from segmenter.pipeline import Segmenter, SegmenterStats
 
 if TYPE_CHECKING:
@@ -109,10 +109,11 @@ def replay(
         if not messages:
             return
         now = clock() if clock is not None else None
+        kinds = report.outputs
         for m in messages:
-            report.outputs[m.kind] += 1
-            if output is not None:
-                output.write(encode(stamp(m, now) if now is not None else m) + b"\n")
+            kinds[m.kind] += 1
+        if output is not None:
+            output.write(b"".join([encode(m, now) + b"\n" for m in messages]))
 
     nbytes = 0
     chunk: list[CustomerEvent] = []

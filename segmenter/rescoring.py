@@ -30,7 +30,6 @@ from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
-from segmenter.lenses.lens import Assignment
 
 if TYPE_CHECKING:
     from segmenter.batching import LensArrays
@@ -117,7 +116,7 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
 
 
 MoveFn = Callable[..., None]
-"""The facade's move: ``move(row=, li=, lens=, raw=, vals=, a=, current=, cause=, event=, event_ts=, at=, out=)``."""
+"""The facade's move: ``move(row=, li=, segment=, distance=, vals=, cause=, event=, event_ts=, at=, out=)``."""
 
 
 class Rescorer:
@@ -125,18 +124,16 @@ class Rescorer:
 
     Parameters
     ----------
-    store, arrays, lenses, pickers
-        The facade's feature store, packed lenses, lenses and per-lens feature pickers.
+    store, arrays, lenses
+        The facade's feature store, packed lenses and lenses.
     move
         Emits one move (``segment_change``, lens membership, campaign triggers).
     """
 
-    def __init__(self, store: FeatureStore, arrays: LensArrays, lenses: Sequence[Lens],
-                 pickers: Sequence[Callable[[list[float]], Any]], move: MoveFn) -> None:  # fmt: skip
+    def __init__(self, store: FeatureStore, arrays: LensArrays, lenses: Sequence[Lens], move: MoveFn) -> None:
         self._store = store
         self._arrays = arrays
         self._lenses = list(lenses)
-        self._pick = list(pickers)
         self._move = move
 
     def quiet(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
@@ -194,12 +191,12 @@ class Rescorer:
         if bad >= 0:
             vals = store.vector(int(rows[bad]), int(at[bad]))
             raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
-        for (r, li, segment, nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
+        stamps: dict[int, str] = {}  # most moves of a pass share their time (the sweep's)
+        for (r, li, segment, _nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
             row, t = int(rows[r]), int(at[r])
-            vals = store.vector(row, t)
-            cur = store.segment(row, li)
-            a = Assignment(None if segment < 0 else segment, None if nearest < 0 else nearest,
-                           None if math.isnan(d) else d, True)  # fmt: skip
-            self._move(row=row, li=li, lens=self._lenses[li], raw=np.array(self._pick[li](vals), dtype=np.float64),
-                       vals=vals, a=a, current=cur if cur >= 0 else None, cause=cause, event=None,
-                       event_ts=iso(t if stamp is None else stamp), at=t, out=out)  # fmt: skip
+            ts = t if stamp is None else stamp
+            event_ts = stamps.get(ts)
+            if event_ts is None:
+                event_ts = stamps[ts] = iso(ts)
+            self._move(row=row, li=li, segment=segment, distance=d, vals=store.vector(row, t), cause=cause,
+                       event=None, event_ts=event_ts, at=t, out=out)  # fmt: skip

@@ -35,7 +35,7 @@ from segmenter.events import MONETARY_TYPES, CustomerEvent
 from segmenter.membership import MembershipRecord
 from segmenter.outputs import CampaignTrigger, SegmentChange, SegmentLifecycle
 
-__all__ = ["DRAFT", "render", "schemas", "write_files"]
+__all__ = ["DRAFT", "NAMES", "render", "schemas", "write_files"]
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -45,6 +45,8 @@ _OUTPUTS: dict[str, type[BaseModel]] = {
     "segment_lifecycle": SegmentLifecycle,
 }
 _DATE_TIME = {"type": "string", "format": "date-time"}
+NAMES = tuple(sorted(("customer_event", *_OUTPUTS, "membership_record")))
+"""The names of :func:`schemas`, without generating them (the command line's choices)."""
 
 
 def _titled(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:

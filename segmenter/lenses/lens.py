@@ -40,6 +40,7 @@ import dataclasses
 import logging
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,15 @@ TOP_FEATURES = 3
 WARMUP_N_INIT = 10
 """k-means++ starts of the first segments' batch k-means (on the warm-up buffer)."""
 _INF = math.inf
+_NO_EXPLANATION = Explanation(
+    top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None, distance_to_runner_up=None
+)
+"""Before the first scaler snapshot (frozen, shared by every message that has it)."""
+
+
+def _top_feature(name: str, value: float, z: float, contribution: float) -> dict[str, Any]:
+    """One entry of ``Explanation.top_features``."""
+    return {"feature": name, "value": float(value), "z": z, "contribution": contribution}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,7 @@ class Lens:
         self.model_version = 0
         self.seed = zlib.crc32(f"{seed}:{config.name}".encode()) & 0x7FFFFFFF
         self._dim = len(self.feature_names)
+        self._zeros = [0.0] * self._dim
         self._scaler = OnlineScaler(self.feature_names, config.heavy_features)
         self._model: ClusterModel = make_model(config.algorithm, config.params, self._dim, self.seed)
         self._registry = SegmentRegistry(config.match_threshold, config.retire_after, config.max_segments)
@@ -582,7 +593,11 @@ class Lens:
     # --- assignment --------------------------------------------------------------------------
 
     def _scaled(self, raw: np.ndarray) -> list[float]:
-        values = raw.tolist()
+        values = self._transformed(raw.tolist())
+        return [v * s - o for v, s, o in zip(values, self._inv, self._offset, strict=False)]
+
+    def _transformed(self, values: list[float]) -> list[float]:
+        """``values`` (a new list, original units) log-transformed in place where heavy-tailed; checked first."""
         if len(values) != self._dim:
             raise ValueError(f"lens {self.name!r}: expected {self._dim} features, got {len(values)}")
         total = sum(values)
@@ -591,7 +606,7 @@ class Lens:
         for i in self._heavy:
             v = values[i]
             values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
-        return [v * s - o for v, s, o in zip(values, self._inv, self._offset, strict=False)]
+        return values
 
     def assign(
         self, raw: np.ndarray, current: int | None, dwell: int, age: int = 2**62, previous: int | None = None
@@ -628,7 +643,7 @@ class Lens:
             age, -1 if previous is None else previous, self.rule)
         return Assignment(int(segment), int(nearest), float(distance), bool(moved))
 
-    def explain(self, raw: np.ndarray, old: int | None, new: int | None) -> Explanation:
+    def explain(self, raw: Sequence[float] | np.ndarray, old: int | None, new: int | None) -> Explanation:
         """Why the customer moves from ``old`` to ``new`` (either may be None).
 
         ``top_features`` holds up to three features with the largest
@@ -638,37 +653,34 @@ class Lens:
         """
         snap = self._snapshot
         if snap is None:
-            return Explanation(top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None,
-                               distance_to_runner_up=None)
+            return _NO_EXPLANATION
         # plain lists, like assign(): numpy's per-call overhead dominates on a handful of features
-        x = list(snap.scale(self._scaler.transform(raw)))
+        values = raw.tolist() if isinstance(raw, np.ndarray) else list(raw)
+        x = snap.scale(self._transformed(values.copy()))
         c_old = self._center_of(old, snap)
         c_new = self._center_of(new, snap)
         top: list[dict[str, Any]] = []
         if c_old is not None or c_new is not None:
-            a = c_old if c_old is not None else [0.0] * self._dim
-            b = c_new if c_new is not None else [0.0] * self._dim
-            contrib = [(x[j] - a[j]) ** 2 - (x[j] - b[j]) ** 2 for j in range(self._dim)]
-            order = sorted(range(self._dim), key=lambda j: (-contrib[j], j))
+            a = c_old if c_old is not None else self._zeros
+            b = c_new if c_new is not None else self._zeros
+            contrib = [(xj - aj) ** 2 - (xj - bj) ** 2 for xj, aj, bj in zip(x, a, b, strict=True)]
+            # largest first, ties by feature order (the sort is stable under reverse)
+            order = sorted(range(self._dim), key=contrib.__getitem__, reverse=True)
             chosen = [j for j in order if contrib[j] > 0][:TOP_FEATURES] or order[:1]
-            values = raw.tolist()
-            top = [
-                {"feature": self.feature_names[j], "value": float(values[j]), "z": float(x[j]),
-                 "contribution": float(contrib[j])}
-                for j in chosen
-            ]
+            top = [_top_feature(self.feature_names[j], values[j], x[j], contrib[j]) for j in chosen]
         runner: int | None = None
         d_runner: float | None = None
+        dist = math.dist
         for number, center in zip(self._live, self._centers, strict=True):
             if number == new:
                 continue
-            d = math.dist(x, center)
+            d = dist(x, center)
             if d_runner is None or d < d_runner:
                 runner, d_runner = number, d
-        return Explanation(
+        return Explanation.trusted(  # floats, a list of plain dicts and a SegmentRef: typed already
             top_features=top,
-            distance_to_old=None if c_old is None else math.dist(x, c_old),
-            distance_to_new=None if c_new is None else math.dist(x, c_new),
+            distance_to_old=None if c_old is None else dist(x, c_old),
+            distance_to_new=None if c_new is None else dist(x, c_new),
             runner_up=None if runner is None else self.ref(runner),
             distance_to_runner_up=d_runner,
         )

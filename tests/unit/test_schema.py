@@ -16,7 +16,7 @@ import pytest
 from segmenter.__main__ import main as segmenter_main
 from segmenter.membership import MembershipTable
 from segmenter.outputs import SegmentChange
-from segmenter.schema import DRAFT, render, schemas
+from segmenter.schema import DRAFT, NAMES, render, schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "docs" / "schemas"
@@ -36,6 +36,10 @@ def _is_date_time(value: object) -> bool:
 def validator(name: str) -> jsonschema.Draft202012Validator:
     schema = orjson.loads((SCHEMA_DIR / f"{name}.schema.json").read_bytes())
     return jsonschema.Draft202012Validator(schema, format_checker=FORMATS)
+
+
+def test_names_are_the_generated_schemas_names() -> None:
+    assert tuple(schemas()) == NAMES
 
 
 def test_the_files_in_docs_are_the_generated_schemas() -> None:
