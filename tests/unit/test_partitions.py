@@ -140,8 +140,9 @@ def test_membership_equals_the_last_segment_change_per_customer_and_lens() -> No
 
 
 def table_since(table: dict[str, dict[str, tuple[str, int | None, int]] | None], cid: str, lens: str) -> bool:
-    segs = table.get(cid)
-    return bool(segs) and lens in segs and segs[lens][1] is not None  # type: ignore[index]
+    """True when the expected entry of ``cid`` in ``lens`` has a ``since`` (not a model move)."""
+    entry = (table.get(cid) or {}).get(lens)
+    return entry is not None and entry[1] is not None
 
 
 def test_events_of_a_customer_on_another_partition_warn(caplog: pytest.LogCaptureFixture) -> None:
