@@ -23,7 +23,7 @@ def _ev(event_id: str, customer: str, ts: str, etype: str = "session_start") -> 
 
 def test_id_index_batch_insert_and_removal_agree_with_a_dict() -> None:
     rnd = random.Random(5)
-    index, ref = IdIndex(), {}
+    index, ref = IdIndex(), dict[str, int]()
     next_row = 0
     for _ in range(6):
         ids = list({f"c{rnd.randrange(10**6)}-{'x' * rnd.randrange(8)}" for _ in range(3000)} - set(ref))
