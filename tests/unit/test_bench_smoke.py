@@ -36,7 +36,7 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
         )
         == 0
     )
-    assert memory.main(["--sizes", "500", "1000", "--warmup", "300", "--out", str(out)]) == 0
+    assert memory.main(["--core", "--sizes", "500", "1000", "--warmup", "300", "--out", str(out)]) == 0
     assert (
         quality.main(["--customers", "30", "--days", "3", "--algorithms", "kmeans", "clustream", "--out", str(out)])
         == 0
