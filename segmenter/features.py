@@ -179,10 +179,11 @@ class FeatureStore:
     Notes
     -----
     ``40 + 16 + 4 * dedup_size + 7 + 4 * n_lenses`` bytes of numpy state per
-    row (104 with the defaults and two lenses), plus about 12 % growth slack,
+    row (104 with the defaults and two lenses), plus ``since``, ``prev`` and
+    ``mver`` (10 bytes per lens) and ``part`` (2 bytes), about 12 % growth slack,
     and the :class:`~segmenter.id_index.IdIndex` (the id's UTF-8 bytes with
     arena slack, a 10-byte offset and length, 4 to 8 bytes of hash table): about
-    150 bytes per customer with ids like ``c0001234``, and no Python object per
+    175 bytes per customer with ids like ``c0001234``, and no Python object per
     customer.
     """
 
