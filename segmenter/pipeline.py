@@ -814,15 +814,6 @@ class Segmenter:
             for cid in gone:
                 self.forget_customer(cid)
 
-    def drop_customers(self, keep: Callable[[str], bool]) -> int:
-        """Forget (without output) every customer for which ``keep(customer_id)`` is false; returns how many."""
-        gone = [cid for cid in self._store.customer_ids() if not keep(cid)]
-        for cid in gone:
-            self._store.remove(cid)
-            if self._engine is not None:
-                self._engine.erase(cid)
-        return len(gone)
-
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget (without output) every customer whose latest event came from one of ``partitions``, in one pass.
 
