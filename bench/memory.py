@@ -132,14 +132,15 @@ class ConsumerProcess:
 
     def __init__(self, bootstrap: str, tag: str) -> None:
         self.bootstrap = bootstrap
-        self.input = f"bench-mem-{tag}-in"
-        self.group = f"bench-mem-{tag}"
+        self.prefix = f"bench-mem-{tag}"
+        self.input = f"{self.prefix}-in"
+        self.group = self.prefix
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         self.admin.create_topics([NewTopic(self.input, 1, 1)])
         cmd = [sys.executable, "-m", "consumer", "--bootstrap-servers", bootstrap, "--group-id", self.group,
                "--instance-id", f"mem-{tag}", "--topics.input", self.input, "--topics.output", f"{self.input}.out",
-               "--topics.dlq", f"{self.input}.dlq", "--guarantee", "exactly-once", "--metrics-port", "-1",
-               "--log-level", "WARNING"]  # fmt: skip
+               "--topics.dlq", f"{self.input}.dlq", "--topics.membership", f"{self.input}.membership",
+               "--guarantee", "exactly-once", "--metrics-port", "-1", "--log-level", "WARNING"]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
@@ -184,7 +185,7 @@ class ConsumerProcess:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        names = [t for t in self.admin.list_topics() if t.startswith(self.input)]
+        names = [t for t in self.admin.list_topics() if t.startswith(self.prefix)]
         try:
             self.admin.delete_topics(names)
         except KafkaError:
