@@ -217,14 +217,16 @@ def measure_consumer(
         rss: list[dict[str, Any]] = []
         done = 0
         for n in sorted(sizes):
+            cpu = proc.cpu_s()
             _customers(proc, done, n, "c", t)
             t += n - done
-            done = n
+            step, done = n - done, n
             proc.wait(timeout_s)
-            rss.append({"customers": n, "rss": proc.rss(), "rss_delta": proc.rss() - base})
+            cpu_us = (proc.cpu_s() - cpu) / step * 1e6
+            rss.append({"customers": n, "rss": proc.rss(), "rss_delta": proc.rss() - base, "cpu_us_per_new": cpu_us})
             log.info("%d customers: RSS %.1f MB", n, rss[-1]["rss"] / 1e6)
         phases: dict[str, dict[str, float]] = {}
-        for name in ("known", "new"):
+        for name in ("new", "known"):  # new first: the known phase makes later commits dearer
             before, wall = proc.cpu_s(), time.monotonic()
             if name == "known":  # steady customers: cycling over the latest ones added
                 ids = [f"c{i:07d}" for i in range(max(0, done - KNOWN_CUSTOMERS), done)]
