@@ -13,7 +13,7 @@ Steps and their default ("full", about ten minutes on two cores) sizes:
 ``replay_throughput``    200k simulated events through ``segmenter replay`` vs a bare river loop; whole processes
                          (start-up included) on the dense and the sparse (20k customers) scenarios
 ``latency``              1k, 5k and 20k events/s offered, exactly-once, real broker
-``memory``               100k and 1M customers
+``memory``               the running consumer at 50k, 500k and 1M customers
 ``quality``              every algorithm on the personas, the well-separated and the sparse (20k customers, 18
                          months) scenarios; the sparse one with a bad clock for the first algorithm
 ``peer_quix``            100k events on 1 and 3 partitions: ours vs a Quix Streams application vs the bare references
@@ -49,7 +49,7 @@ from segmenter.gc_tuning import tune_gc
 log = logging.getLogger("bench.run_all")
 
 ROOT = BENCH_DIR.parent
-KAFKA_STEPS = ("consumer_throughput", "latency", "peer_quix")
+KAFKA_STEPS = ("consumer_throughput", "latency", "memory", "peer_quix")
 STEPS = ("consumer_throughput", "replay_throughput", "latency", "memory", "quality", "peer_quix", "capacity")
 CONSUMER_TARGET = 0.5
 
@@ -69,7 +69,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
             "20000",
         ],
         "latency": ["--rates", "1000", "5000", "20000", "--seconds", "15", "15", "5", "--customers", "5000"],
-        "memory": ["--sizes", "100000", "1000000"],
+        "memory": ["--sizes", "50000", "500000", "1000000"],
         "quality": ["--customers", "1000", "--days", "30", "--separated-customers", "800",
                     "--sparse-customers", "20000"],
         "peer_quix": ["--events", "100000", "--customers", "10000", "--partitions", "1", "3"],
@@ -91,7 +91,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
             "--drain-timeout",
             "60",
         ],
-        "memory": ["--sizes", "2000", "--warmup", "400"],
+        "memory": ["--sizes", "2000", "6000", "--warmup", "400", "--cost-events", "2000"],
         "quality": ["--customers", "40", "--days", "4", "--sparse-customers", "100", "--sparse-days", "200",
                     "--algorithms", "kmeans", "dbstream"],
         "peer_quix": ["--events", "300", "--customers", "30", "--partitions", "1"],

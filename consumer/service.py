@@ -19,9 +19,10 @@ Under **exactly-once** (the default) a batch is one Kafka transaction:
    and dead letters in order (one tight run of sends costs kafka-python about
    half as much as sends spread between core calls); then the membership-table
    records of every customer whose segments changed (:mod:`segmenter.membership`,
-   to the partition number of its input record, like the state); then the state-changelog
-   records of every customer the core changed (``take_dirty``), each to the
-   partition number of its input record; then the model snapshot if it changed.
+   built from the core's columns, keyed by customer id, key-hash partitioned); then the
+   state-changelog records of every customer the core changed (``take_changes``), each to
+   the partition number of its input record (which the core keeps per customer); then the
+   model snapshot if it changed.
 4. ``send_offsets_to_transaction(next offsets, consumer.group_metadata())``.
 5. ``commit_transaction``: outputs, dead letters, state, model and input
    offsets become visible to ``read_committed`` readers atomically.
@@ -94,7 +95,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +124,6 @@ from consumer.state import (
     VIEW_KEY,
     BadRecords,
     ClockedCore,
-    CustomerIndex,
     ModelTracker,
     changelog_records,
     clock_records,
@@ -134,8 +134,8 @@ from consumer.state import (
 from consumer.summary import Summary
 from consumer.trainer import TrainerRole
 from segmenter.errors import EventError, SegmenterError
-from segmenter.events import CustomerEvent, EventType, parse_event
-from segmenter.membership import MembershipTable
+from segmenter.events import CustomerEvent, parse_event
+from segmenter.membership import Entries, membership_value
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, encode, message_key, stamp
 from segmenter.pipeline import BatchResult
 from segmenter.triggers.controls import format_duration
@@ -155,14 +155,17 @@ class Core(Protocol):
     def set_rules(self, rules: Any) -> None:
         """Swap the campaign rules."""
 
-    def take_dirty(self) -> Mapping[str, bytes | None]:
-        """Customer records changed since the last call (``None`` = erased)."""
+    def take_changes(self) -> Sequence[tuple[str, bytes | None, int | None]]:
+        """Customer records changed since the last call (``None`` = erased), each with its input partition."""
 
-    def load_customer(self, customer_id: str, record: bytes) -> None:
-        """Restore one customer."""
+    def membership(self, customer_ids: Iterable[str]) -> Mapping[str, Entries | None]:
+        """The customers' current segments per lens (``None``: not held)."""
 
-    def drop_customers(self, keep: Callable[[str], bool]) -> int:
-        """Forget every customer for whom ``keep`` is false."""
+    def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
+        """Restore one customer of input partition ``source``."""
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget every customer of those input partitions; returns how many."""
 
     def model_state(self) -> bytes:
         """Snapshot of models, registries and watermark."""
@@ -321,7 +324,6 @@ class Service:
         self._stop = threading.Event()
         self._transport: Transport | None = None
         self._core: Core | None = None
-        self._index = CustomerIndex()
         self._model = ModelTracker(settings.instance_id)
         self._bad = BadRecords()
         self._batch: _Batch | None = None
@@ -341,10 +343,10 @@ class Service:
         self._next_view: tuple[dict[str, int], bytes] | None = None
         self._routes: dict[str, _Route] = {}
         self._summary = Summary(self.metrics)
-        self._membership = MembershipTable()
+        self._changed: dict[str, str] = {}
+        """Customers with a segment change in the open batch -> its ``emitted_at`` (their membership records)."""
         self.explorer = Explorer()
         """The segment explorer's document, for the HTTP server's ``/segments`` and ``/``."""
-        self._membership_copartitioned: bool | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -389,7 +391,6 @@ class Service:
 
     def _reset(self) -> None:
         self._core = None
-        self._index.clear()
         self._model.reset()
         self._batch = None
         self._owned.clear()
@@ -397,8 +398,7 @@ class Service:
         self._positions.clear()
         self._idle.clear()
         self._next_view = None
-        self._membership.clear()
-        self._membership_copartitioned = None
+        self._changed.clear()
 
     def _new_core(self) -> Core:
         return self._core_factory(self._rules.rules if self._rules is not None else None)
@@ -582,12 +582,6 @@ class Service:
         core = self._require_core()
         try:  # the core, and turning its result into records: a failure anywhere here is the run's
             result = core.process_batch([ev for _, ev in run], [rec.partition for rec, _ in run])
-            held = set(dict(result.errors)).union(result.dropped)  # not applied: nothing to index
-            for i, (rec, ev) in enumerate(run):
-                if ev.type is EventType.ERASURE_REQUEST:  # never index an erased id (nor an unknown one)
-                    self._membership.erase(ev.customer_id)
-                elif i not in held:
-                    self._index.note(ev.customer_id, rec.partition)
             self._emit(result.outputs)
             for i, error in result.errors:
                 self._dead_letter(run[i][0], error.reason, error.detail)
@@ -637,7 +631,6 @@ class Service:
         customer_id = rec.key.decode("utf-8", errors="replace")
         try:
             outputs = self._require_core().erase(customer_id)
-            self._membership.erase(customer_id)
             self._emit(outputs)
         except Exception as exc:
             raise PoisonRecordError(rec.topic, rec.partition, rec.offset, exc) from exc
@@ -658,7 +651,7 @@ class Service:
             self._send(OutRecord(route.topic, message_key(stamped), encode(stamped), route.headers))
             route.counter.inc()
             if isinstance(stamped, SegmentChange):
-                self._membership.apply(stamped)
+                self._changed[stamped.customer_id] = stamped.emitted_at or stamped.event_ts
                 self.metrics.changes.labels(stamped.lens, stamped.cause).inc()
             elif isinstance(stamped, CampaignTrigger):
                 self.metrics.triggers.labels(stamped.campaign).inc()
@@ -702,7 +695,7 @@ class Service:
         batch.records.clear()
         for record in self._membership_records():
             transport.send(record)
-        for record in changelog_records(core.take_dirty(), self._index, self.settings.state_topic):
+        for record in changelog_records(core.take_changes(), self.settings.state_topic):
             transport.send(record)
         if isinstance(core, ClockedCore):
             clocks = core.take_dirty_clocks()
@@ -744,41 +737,26 @@ class Service:
         self._backoff = 0.5
 
     def _membership_records(self) -> list[OutRecord]:
-        """The membership-table records of the customers whose segments changed in the batch."""
+        """The membership-table records of the customers whose segments changed in the batch (from the core).
+
+        Keyed by customer id and sent with the key-hash partitioner: the topic
+        is compacted and keyed, and nothing reads it per input partition.
+        """
         topic = self.settings.topics.membership
-        copartitioned = self._membership_is_copartitioned()
-        records = [OutRecord(topic, cid.encode(), value, (), self._index.partition_of.get(cid) if copartitioned
-                             else None) for cid, value in self._membership.take()]
+        changed, self._changed = self._changed, {}
+        entries = self._require_core().membership(sorted(changed))
+        records = [OutRecord(topic, cid.encode(), None if segs is None else membership_value(cid, segs, changed[cid]),
+                             (), None) for cid, segs in entries.items()]  # fmt: skip
         tombstones = sum(1 for r in records if r.value is None)
         self.metrics.membership.labels("record").inc(len(records) - tombstones)
         self.metrics.membership.labels("tombstone").inc(tombstones)
         return records
 
-    def _membership_is_copartitioned(self) -> bool:
-        if self._membership_copartitioned is None:
-            transport = self._require_transport()
-            self._membership_copartitioned = (transport.partitions_of(self.settings.topics.membership)
-                                              == transport.partitions_of(self.settings.topics.input))
-        return self._membership_copartitioned
-
-    def _restore_membership(self, numbers: Sequence[int]) -> None:
-        """Load the membership records of the customers just restored (the partitions ``numbers``)."""
-        transport = self._require_transport()
-        topic = self.settings.topics.membership
-        parts = numbers if self._membership_is_copartitioned() else range(transport.partitions_of(topic))
-        wanted = set(numbers)
-        partition_of = self._index.partition_of
-        for rec in transport.read_to_end(topic, list(parts), stable=True):
-            cid = None if rec.key is None else rec.key.decode("utf-8", errors="replace")
-            if cid is not None and partition_of.get(cid) in wanted and not self._membership.load(cid, rec.value):
-                log.warning("membership record of %r at %s[%d]@%d is not a record; ignored", cid, topic,
-                            rec.partition, rec.offset)
-
     def _discard_batch(self) -> None:
         """Forget the open batch after a failure (its transaction is aborted or will be fenced)."""
         self._batch = None
         self._model.reset()
-        self._membership.discard()
+        self._changed.clear()
         core: object = self._core
         if self.settings.shared and isinstance(core, SharedCore):
             core.discard_vectors()
@@ -823,7 +801,6 @@ class Service:
         owned = set(self._owned)
         positions = transport.rewind(owned)
         self._core = self._new_core()
-        self._index.clear()
         self._model.reset()
         self._owned.clear()
         self._restore(owned)
@@ -852,9 +829,7 @@ class Service:
         else:
             snapshot = self._restore_model(core, models)
         numbers = sorted(tp.partition for tp in partitions)
-        loaded = restore_customers(core, transport.read_to_end(self.settings.state_topic, numbers, stable=True),
-                                   self._index)
-        self._restore_membership(numbers)
+        loaded = restore_customers(core, transport.read_to_end(self.settings.state_topic, numbers, stable=True))
         self._owned |= partitions
         self._drop_foreign_clocks()
         self._open_sources(partitions)
@@ -1016,14 +991,11 @@ class Service:
             self._positions.pop(tp, None)
             self._one_by_one.pop(tp, None)
             self._idle.pop(tp, None)
-        dropped = self._index.drop_partitions(tp.partition for tp in partitions
-                                              if tp.topic == self.settings.topics.input)
-        if self._core is not None and dropped:
-            self._core.drop_customers(lambda customer_id: customer_id not in dropped)
-        self._membership.drop(dropped)
+        numbers = [tp.partition for tp in partitions if tp.topic == self.settings.topics.input]
+        dropped = self._core.drop_partitions(numbers) if self._core is not None and numbers else 0
         self._drop_foreign_clocks()
         self.metrics.assigned_partitions.set(len(self._owned))
-        log.info("released partitions %s (%d customers)", sorted(p.partition for p in partitions), len(dropped))
+        log.info("released partitions %s (%d customers)", sorted(p.partition for p in partitions), dropped)
 
     # ------------------------------------------------------------------ gauges
 

@@ -54,8 +54,8 @@ TRAINER_KEY = b"trainer"
 class StatefulCore(Protocol):
     """The part of the core that restore needs."""
 
-    def load_customer(self, customer_id: str, record: bytes) -> None:
-        """Load one customer's record."""
+    def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
+        """Load one customer's record (``source``: the input partition it belongs to)."""
 
     def load_model_state(self, data: bytes) -> None:
         """Load a model snapshot."""
@@ -75,55 +75,20 @@ class ClockedCore(Protocol):
         """Forget the clocks of partitions for which ``keep`` is false."""
 
 
-@dataclass
-class CustomerIndex:
-    """Which input partition each customer held in memory belongs to."""
+def changelog_records(changes: Iterable[tuple[str, bytes | None, int | None]], topic: str) -> list[OutRecord]:
+    """Changelog records for the customers the core changed in this batch (:meth:`Segmenter.take_changes`).
 
-    partition_of: dict[str, int] = field(default_factory=dict)
-
-    def note(self, customer_id: str, partition: int) -> None:
-        """Record that ``customer_id``'s events arrive on ``partition``."""
-        previous = self.partition_of.get(customer_id)
-        if previous is not None and previous != partition:
-            log.warning("customer %r moved from input partition %d to %d; is the input keyed by customer id?",
-                        customer_id, previous, partition)
-        self.partition_of[customer_id] = partition
-
-    def forget(self, customer_id: str) -> None:
-        """Drop one customer (erased)."""
-        self.partition_of.pop(customer_id, None)
-
-    def drop_partitions(self, partitions: Iterable[int]) -> set[str]:
-        """Forget every customer of ``partitions``; returns who was dropped."""
-        gone = set(partitions)
-        dropped = {c for c, p in self.partition_of.items() if p in gone}
-        for c in dropped:
-            del self.partition_of[c]
-        return dropped
-
-    def clear(self) -> None:
-        """Forget everyone."""
-        self.partition_of.clear()
-
-
-def changelog_records(dirty: Mapping[str, bytes | None], index: CustomerIndex, topic: str) -> list[OutRecord]:
-    """Changelog records for the customers the core changed in this batch.
-
-    Each goes to its customer's input partition; a customer the index does not
-    know (should not happen) falls back to the key-hash partitioner, which is
-    the input's own partitioner when the input is keyed by customer id.
-    Erased customers (``None``) get a tombstone and are forgotten by the index.
+    Each goes to its customer's input partition, which the core keeps per
+    customer; one without (should not happen at the edge) falls back to the
+    key-hash partitioner, the input's own when the input is keyed by customer
+    id. Erased customers (``None``) get a tombstone.
     """
     out = []
-    for customer_id in sorted(dirty):
-        record = dirty[customer_id]
-        partition = index.partition_of.get(customer_id)
+    for customer_id, record, partition in changes:
         if partition is None:
             log.warning("no input partition known for customer %r; using the key-hash partitioner", customer_id)
         headers = () if record is None else ((FORMAT_HEADER, CUSTOMER_FORMAT),)
         out.append(OutRecord(topic, customer_id.encode(), record, headers, partition))
-        if record is None:
-            index.forget(customer_id)
     return out
 
 
@@ -222,7 +187,7 @@ def _clock_epoch(rec: InRecord) -> float | None:
     return float(epoch)
 
 
-def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: CustomerIndex) -> int:
+def restore_customers(core: StatefulCore, records: Iterable[InRecord]) -> int:
     """Replay changelog records into ``core``: the last record per customer wins, tombstones delete.
 
     Returns how many customers were loaded. A customer record the core refuses
@@ -254,7 +219,7 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: Cu
         if rec.value is None:
             continue
         try:
-            core.load_customer(customer_id, rec.value)
+            core.load_customer(customer_id, rec.value, rec.partition)
         except StateError as exc:
             log.error("state record %s of customer %r cannot be restored; the customer starts afresh: %s",
                       where(rec), customer_id, exc)
@@ -263,6 +228,5 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: Cu
             log.exception("state record %s of customer %r cannot be loaded; the customer starts afresh",
                           where(rec), customer_id)
             continue
-        index.note(customer_id, rec.partition)
         loaded += 1
     return loaded

@@ -3,9 +3,9 @@
 The state changelog must have exactly as many partitions as the input topic
 (a customer's state lives in the partition number of its input records); a
 mismatch is refused rather than silently mixing customers. The membership
-table is co-partitioned the same way (a mismatch only costs: records go by key
-hash and a restore reads the whole topic). The state, model and membership
-topics are compacted.
+table is created with as many partitions too, but its records go by key hash
+and nothing reads it back, so any partition count works. The state, model and
+membership topics are compacted.
 """
 
 from __future__ import annotations
@@ -91,9 +91,4 @@ def ensure_topics(admin: Admin, settings: Settings) -> int:
             f"state topic {settings.state_topic} has {state_count} partitions but input topic {t.input} has "
             f"{input_partitions}; they must match (co-partitioned). Recreate the state topic with "
             f"{input_partitions} partitions or use another --group-id.")
-    membership_count = counts.get(t.membership)
-    if membership_count is not None and membership_count != input_partitions:
-        log.warning("membership topic %s has %d partitions but input topic %s has %d: its records go by key hash "
-                    "and each restore reads the whole topic; recreate it with %d partitions to co-partition it",
-                    t.membership, membership_count, t.input, input_partitions, input_partitions)
     return input_partitions

@@ -2,8 +2,10 @@
 
 :class:`EventColumns`
     One poll batch or file chunk as columns: the customer's row (or a
-    placeholder for a customer first seen in the batch), effect, time,
-    amount, event-id hash, customer-id hash and source index per event.
+    placeholder for a customer first seen in the batch, whose row is
+    allocated for all of them in one call before the loop runs), effect, time,
+    amount, event-id hash, customer-id hash, source index and input partition
+    per event.
 :class:`LensArrays`
     The lenses' assignment values (scaled live centers, scaler snapshot,
     hysteresis), their observation counters and a buffer of sampled vectors,
@@ -14,9 +16,10 @@ Both are owned by one :class:`~segmenter.pipeline.Segmenter` and never shared.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
     from segmenter.outputs import SegmentLifecycle
 
 __all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays"]
+
+log = logging.getLogger(__name__)
 
 SAMPLE_CAPACITY = 256
 """Sampled vectors buffered per lens between two hand-overs to the lens."""
@@ -70,6 +75,7 @@ class EventColumns:
         hashes = [0] * n
         chashes = [0] * n
         srcs = [0] * n
+        parts = [-1 if s is None else s for s in sources]
         known = store.rows_of([ev.customer_id for ev in events]).tolist()
         to_seconds = store.to_seconds
         crc = zlib.crc32
@@ -106,8 +112,24 @@ class EventColumns:
         self.hashes = np.array(hashes, np.uint32)
         self.chashes = np.array(chashes, np.int64)
         self.srcs = np.array(srcs, np.int64)
+        self.parts = np.array(parts, np.int16)
         self.newrows = np.full(max(1, len(self._ids)), -1, np.int64)
         self.newfirst = np.ones(max(1, len(self._ids)), np.uint8)
+        if self._ids:
+            self.newrows[: len(self._ids)] = store.new_rows(self._ids, live=False)
+        _warn_moved(store, self.rows, self.kinds, self.parts, events)
+
+    def release(self, i: int, store: FeatureStore) -> None:
+        """Event ``i`` (an erasure) comes before its customer's first applied event: free the row kept for it."""
+        k = self._pending.get(self.events[i].customer_id)
+        if k is not None and self.newrows[k] >= 0 and self.newfirst[k]:
+            store.drop_rows(self.newrows[k : k + 1].copy())
+            self.newrows[k] = -1
+
+    def release_unused(self, store: FeatureStore) -> None:
+        """Free the rows allocated for customers none of whose events was applied (all refused)."""
+        unused = self.newrows[(self.newrows >= 0) & (self.newfirst != 0)]
+        store.release_unused(unused)
 
     def _placeholder(self, customer_id: str) -> int:
         k = self._pending.get(customer_id)
@@ -137,6 +159,22 @@ class EventColumns:
                     self.newrows = np.append(self.newrows, -1)
                     self.newfirst = np.append(self.newfirst, np.uint8(1))
                 self.rows[j] = placeholder
+
+
+def _warn_moved(store: FeatureStore, rows: np.ndarray[Any, np.dtype[np.int64]],
+                kinds: np.ndarray[Any, np.dtype[np.int64]], parts: np.ndarray[Any, np.dtype[np.int16]],
+                events: Sequence[CustomerEvent]) -> None:
+    """Warn (once per batch) when known customers' events arrive on another input partition than before."""
+    held = np.flatnonzero((rows >= 0) & (kinds >= 0))
+    if not len(held):
+        return
+    before = store.part[rows[held]]
+    moved = held[(before >= 0) & (parts[held] >= 0) & (before != parts[held])]
+    if len(moved):
+        first = int(moved[0])
+        log.warning("%d events of known customers came from another input partition than before (first: customer "
+                    "%r from %d to %d); is the input keyed by customer id?", len(moved), events[first].customer_id,
+                    int(store.part[rows[first]]), int(parts[first]))
 
 
 class LensArrays:

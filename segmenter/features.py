@@ -173,10 +173,11 @@ class FeatureStore:
     Notes
     -----
     ``44 + 16 + 4 * dedup_size + 7 + 4 * n_lenses`` bytes of numpy state per
-    row (108 with the defaults and two lenses), plus about 12 % growth slack,
+    row (108 with the defaults and two lenses), plus ``since``, ``prev`` and
+    ``mver`` (10 bytes per lens) and ``part`` (2 bytes), about 12 % growth slack,
     and the :class:`~segmenter.id_index.IdIndex` (the id's UTF-8 bytes with
     arena slack, a 10-byte offset and length, 4 to 8 bytes of hash table): about
-    150 bytes per customer with ids like ``c0001234``, and no Python object per
+    175 bytes per customer with ids like ``c0001234``, and no Python object per
     customer.
     """
 
@@ -197,6 +198,10 @@ class FeatureStore:
     """Per lens: when the customer entered its current segment (seconds from :data:`BASE_EPOCH`)."""
     prev: npt.NDArray[np.int16]
     """Per lens: the segment the customer left to enter its current one (``-1``: none)."""
+    mver: npt.NDArray[np.int32]
+    """Per lens: the lens's model version when the customer entered its current segment."""
+    part: npt.NDArray[np.int16]
+    """The input partition (event source) of the customer's latest event (``-1``: none, offline)."""
     _fv: Any
     _tv: Any
     _hv: Any
@@ -233,6 +238,8 @@ class FeatureStore:
             "dwell": np.zeros((capacity, max(1, self.n_lenses)), np.uint16),
             "since": np.zeros((capacity, max(1, self.n_lenses)), np.int32),
             "prev": np.full((capacity, max(1, self.n_lenses)), -1, np.int16),
+            "mver": np.zeros((capacity, max(1, self.n_lenses)), np.int32),
+            "part": np.full(capacity, -1, np.int16),
         }
         # drop the memoryviews before replacing their arrays
         self._fv = self._tv = self._hv = self._sv = self._dv = self._hposv = memoryview(b"")
@@ -280,43 +287,79 @@ class FeatureStore:
 
     def nbytes(self) -> int:
         """Bytes held by the numpy columns and the id index (allocated capacity)."""
-        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell", "since", "prev")
+        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell", "since", "prev", "mver", "part")
         columns: int = sum(getattr(self, n).nbytes for n in cols)
         return columns + self._index.nbytes()
 
     def new_row(self, customer_id: str) -> int:
         """Allocate an empty row for a customer not held yet (its first event fills it)."""
-        if self._free:
-            row = self._free.pop()
-        else:
-            row = len(self._index)
-            if row >= len(self.f):
-                self._alloc(int(len(self.f) * 1.125) + 64)
-        self._index.add(customer_id, row)
-        self.live[row] = True
-        self.crc[row] = customer_hash(customer_id)
-        self.seg[row] = -1
-        self.prev[row] = -1
-        return row
+        row = self.new_rows([customer_id], live=True)[0]
+        return int(row)
+
+    def new_rows(self, customer_ids: Sequence[str], *, live: bool) -> npt.NDArray[np.int64]:
+        """Allocate empty rows for distinct customers not held yet, in one call; returns their rows.
+
+        With ``live=False`` the rows stay out of every sweep, sample and count
+        until the compiled loop applies their first event (it sets ``live``);
+        :meth:`release_unused` frees those that got none.
+        """
+        n = len(customer_ids)
+        free = self._free
+        take = min(n, len(free))
+        reused = free[len(free) - take :][::-1]
+        del free[len(free) - take :]
+        start = len(self._index) + len(free) + take  # the rows below are held or free
+        end = start + n - take
+        if end > len(self.f):
+            self._alloc(max(int(len(self.f) * 1.125) + 64, end))
+        fresh = np.arange(start, end, dtype=np.int64)
+        rows = np.concatenate([np.array(reused, np.int64), fresh])
+        self._index.add_many(customer_ids, rows)
+        self.live[rows] = live
+        self.crc[rows] = [customer_hash(c) for c in customer_ids]
+        self.seg[rows] = -1
+        self.prev[rows] = -1
+        return rows
+
+    def release_unused(self, rows: npt.NDArray[np.int64]) -> None:
+        """Free rows of :meth:`new_rows` (``live=False``) that never got an event (their events were refused)."""
+        unused = rows[(rows >= 0) & ~self.live[np.maximum(rows, 0)]]
+        if len(unused):
+            self._drop_rows(unused)
 
     def remove(self, customer_id: str) -> int | None:
         """Forget a customer entirely; returns its former row (now free) or ``None``."""
-        row = self._index.remove(customer_id)
+        row = self._index.get(customer_id)
         if row is None:
             return None
-        self.f[row] = 0
-        self.t[row] = 0
-        self.h[row] = 0
-        self.hpos[row] = 0
-        self.crc[row] = 0
-        self.live[row] = False
-        self.dirty[row] = False
-        self.seg[row] = -1
-        self.dwell[row] = 0
-        self.since[row] = 0
-        self.prev[row] = -1
-        self._free.append(row)
+        self._drop_rows(np.array([row], np.int64))
         return row
+
+    def rows_of_partitions(self, partitions: Sequence[int]) -> npt.NDArray[np.int64]:
+        """Live rows whose customers' latest event came from one of ``partitions``."""
+        mask = self.live & np.isin(self.part, np.asarray(partitions, np.int64))
+        return np.flatnonzero(mask).astype(np.int64)
+
+    def drop_rows(self, rows: npt.NDArray[np.int64]) -> None:
+        """Forget the customers of ``rows`` (distinct, held) in one pass; the rows become free."""
+        self._drop_rows(np.asarray(rows, np.int64))
+
+    def _drop_rows(self, rows: npt.NDArray[np.int64]) -> None:
+        self._index.remove_rows(rows)
+        self.f[rows] = 0
+        self.t[rows] = 0
+        self.h[rows] = 0
+        self.hpos[rows] = 0
+        self.crc[rows] = 0
+        self.live[rows] = False
+        self.dirty[rows] = False
+        self.seg[rows] = -1
+        self.dwell[rows] = 0
+        self.since[rows] = 0
+        self.prev[rows] = -1
+        self.mver[rows] = 0
+        self.part[rows] = -1
+        self._free.extend(rows.tolist())
 
     # ----------------------------------------------------------------- hot path
     @staticmethod
@@ -548,10 +591,11 @@ class FeatureStore:
         """``(since, previous)``: when the customer entered its segment of lens ``lens``, and the one it left."""
         return int(self.since[row, lens]), int(self.prev[row, lens])
 
-    def enter(self, row: int, lens: int, segment: int, at: int) -> None:
-        """The customer moves to ``segment`` (``-1``: none) of lens ``lens`` at ``at``: dwell restarts."""
+    def enter(self, row: int, lens: int, segment: int, at: int, version: int = 0) -> None:
+        """The customer moves to ``segment`` (``-1``: none) of lens ``lens`` at ``at`` (model ``version``)."""
         self.prev[row, lens] = self.segment(row, lens)
         self.since[row, lens] = at
+        self.mver[row, lens] = version
         self.set_segment(row, lens, segment, 0)
 
     def set_segment(self, row: int, lens: int, segment: int, dwell: int) -> None:
@@ -663,6 +707,7 @@ class FeatureStore:
                     int(self.dwell[row, i]),
                     int(self.since[row, i]) + BASE_EPOCH,
                     int(self.prev[row, i]),
+                    int(self.mver[row, i]),
                 ]
                 for i, name in enumerate(lens_names)
             },
@@ -723,12 +768,13 @@ class FeatureStore:
         if ring:
             self.h[row, : len(ring)] = ring
         self.hpos[row] = len(ring) % d if d else 0
-        for i, (seg, dwell, since, prev) in enumerate(placed):
+        for i, (seg, dwell, since, prev, version) in enumerate(placed):
             self.seg[row, i] = seg
             self.dwell[row, i] = dwell
             # records written before the event-time dwell: entered at the latest event, from nowhere
             self.since[row, i] = times[1] if since is None else since
             self.prev[row, i] = prev
+            self.mver[row, i] = version
         self.dirty[row] = False
         return row
 
@@ -742,20 +788,21 @@ class FeatureStore:
 
     def _record_segment(
         self, value: Any, what: str, lens: str, known: Container[int] | None
-    ) -> tuple[int, int, int | None, int]:
-        """``(segment, dwell, since, previous segment)`` of one lens; ``since`` None in records older than it."""
+    ) -> tuple[int, int, int | None, int, int]:
+        """``(segment, dwell, since, previous segment, model version)`` of one lens (older records: fewer)."""
         entry = expect_list(value, f"{what} lens {lens!r}")
-        if len(entry) not in (2, 4):
-            raise StateError(f"{what} lens {lens!r}: expected [segment, dwell, since, previous]")
+        if len(entry) not in (2, 4, 5):
+            raise StateError(f"{what} lens {lens!r}: expected [segment, dwell, since, previous, model version]")
         seg = expect_int(entry[0], f"{what} lens {lens!r} segment", -1, 2**15 - 1)
         dwell = expect_int(entry[1], f"{what} lens {lens!r} dwell", 0, 2**16 - 1)
         if seg >= 0 and known is not None and seg not in known:
             raise StateError(f"{what} lens {lens!r}: unknown segment {seg}")
         if len(entry) == 2:
-            return seg, dwell, None, -1
+            return seg, dwell, None, -1, 0
         since = self._record_time(entry[2], what)
         prev = expect_int(entry[3], f"{what} lens {lens!r} previous segment", -1, 2**15 - 1)
-        return seg, dwell, since, prev
+        version = expect_int(entry[4], f"{what} lens {lens!r} model version", 0, 2**31 - 1) if len(entry) == 5 else 0
+        return seg, dwell, since, prev, version
 
     def columns(self, lens_names: Sequence[str]) -> dict[str, Any]:
         """All live customers as compact arrays, ordered by customer id (for snapshots)."""
@@ -772,6 +819,8 @@ class FeatureStore:
             "dwell": self.dwell[rows],
             "since": self.since[rows].astype(np.int64) + BASE_EPOCH,
             "prev": self.prev[rows],
+            "mver": self.mver[rows],
+            "part": self.part[rows],
             "lenses": list(lens_names),
             "dedup_size": self.dedup_size,
         }
@@ -808,6 +857,10 @@ class FeatureStore:
         dwell = expect_array(cols.get("dwell"), "snapshot dwell", np.uint16, (n, lenses))
         since = expect_array(cols.get("since"), "snapshot since", np.int64, (n, lenses)) - BASE_EPOCH
         prev = expect_array(cols.get("prev"), "snapshot prev", np.int16, (n, lenses))
+        mver = (np.zeros((n, lenses), np.int32) if cols.get("mver") is None
+                else expect_array(cols.get("mver"), "snapshot mver", np.int32, (n, lenses)))
+        part = (np.full(n, -1, np.int16) if cols.get("part") is None
+                else expect_array(cols.get("part"), "snapshot part", np.int16, (n,)))
         if n and not ((since >= _T_MIN) & (since <= _T_MAX)).all():
             raise StateError("snapshot since: times outside the years 1952 to 2088")
         lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH
@@ -828,8 +881,7 @@ class FeatureStore:
         self._free = []
         del self.f
         self._alloc(max(16, n + n // 8))
-        for i, cid in enumerate(ids):
-            self._index.add(cid, i)
+        self._index.add_many(ids, np.arange(n, dtype=np.int64))
         self.f[:n, : f.shape[1]] = f  # columns written before the lifetime refund amount: it reads 0
         self.t[:n] = t
         self.h[:n] = h
@@ -838,5 +890,7 @@ class FeatureStore:
         self.dwell[:n] = dwell
         self.since[:n] = since
         self.prev[:n] = prev
+        self.mver[:n] = mver
+        self.part[:n] = part
         self.live[:n] = True
         self.crc[:n] = [customer_hash(c) for c in ids]

@@ -107,6 +107,44 @@ def _delete(table: Any, arena: Any, off: Any, ln: Any, slot: int) -> None:  # pr
 
 
 @njit(cache=True)
+def _insert_many(  # noqa: PLR0917 - compiled: positional only
+    table: Any, arena: Any, off: Any, ln: Any, buf: Any, ends: Any, rows: Any, used: int
+) -> int:  # pragma: no cover - compiled
+    """Append the ids ``buf`` (cut at ``ends``) to the arena, mapped to ``rows``; ``-(i + 1)``: id ``i`` is held."""
+    start = 0
+    for i in range(len(ends)):
+        end = ends[i]
+        slot = _find(table, arena, off, ln, buf, start, end)
+        if slot >= 0:
+            return -(i + 1)
+        n = end - start
+        r = rows[i]
+        for k in range(n):
+            arena[used + k] = buf[start + k]
+        off[r] = used
+        ln[r] = n
+        used += n
+        table[-slot - 1] = r
+        start = end
+    return used
+
+
+@njit(cache=True)
+def _remove_rows(table: Any, arena: Any, off: Any, ln: Any, rows: Any) -> int:  # pragma: no cover - compiled
+    """Forget the ids of ``rows`` (held), zeroing their bytes; returns the bytes they leave in the arena."""
+    freed = 0
+    for r in rows:
+        o = off[r]
+        n = ln[r]
+        slot = _find(table, arena, off, ln, arena, o, o + n)
+        _delete(table, arena, off, ln, slot)
+        arena[o : o + n] = 0  # an erased id leaves no bytes behind, even before the compaction
+        freed += n
+        ln[r] = 0
+    return freed
+
+
+@njit(cache=True)
 def _fill(table: Any, arena: Any, off: Any, ln: Any, rows: Any) -> None:  # pragma: no cover - compiled
     mask = len(table) - 1
     for r in rows:
@@ -194,21 +232,54 @@ class IdIndex:
         self._table[-slot - 1] = row
         self._count += 1
 
-    def remove(self, customer_id: str) -> int | None:
-        """Forget an id; returns its row (``None``: unknown)."""
-        key = self._key(customer_id)
-        slot = _find(self._table, self._arena, self._off, self._len, key, 0, len(key))
-        if slot < 0:
-            return None
-        row = int(self._table[slot])
-        _delete(self._table, self._arena, self._off, self._len, slot)
-        self._count -= 1
-        o, n = int(self._off[row]), int(self._len[row])
-        self._arena[o : o + n] = 0  # an erased id leaves no bytes behind, even before the compaction
-        self._garbage += n
-        self._len[row] = 0
+    def add_many(self, ids: Sequence[str], rows: npt.NDArray[np.int64]) -> None:
+        """Map new, distinct ids to ``rows`` in one compiled call (:meth:`add` for many).
+
+        Raises
+        ------
+        KeyError
+            An id is already present (or given twice); ids before it were added.
+        """
+        if not len(ids):
+            return
+        encoded = [c.encode() for c in ids]
+        buf = np.frombuffer(b"".join(encoded), np.uint8)
+        ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+        top = int(rows.max()) + 1
+        if top > len(self._off):
+            self.reserve_rows(max(top, 2 * len(self._off)))
+        size = len(self._table)
+        while (self._count + len(ids)) * 2 > size:
+            size *= 2
+        if size != len(self._table):
+            self._rehash(size)
+        if self._used + len(buf) > len(self._arena):
+            grown = np.zeros(max(len(self._arena) * 3 // 2, self._used + len(buf)), np.uint8)
+            grown[: self._used] = self._arena[: self._used]
+            self._arena = grown
+        used = _insert_many(self._table, self._arena, self._off, self._len, buf, ends, rows, self._used)
+        if used < 0:
+            done = -used - 1
+            self._count += done
+            self._used = int(self._off[rows[done - 1]] + self._len[rows[done - 1]]) if done else self._used
+            raise KeyError(f"customer {ids[done]!r} is already indexed")
+        self._used = used
+        self._count += len(ids)
+
+    def remove_rows(self, rows: npt.NDArray[np.int64]) -> None:
+        """Forget the ids of many held rows in one compiled call."""
+        if not len(rows):
+            return
+        self._garbage += int(_remove_rows(self._table, self._arena, self._off, self._len, rows))
+        self._count -= len(rows)
         if self._garbage > max(self._used - self._garbage, 1 << 16):
             self._compact()
+
+    def remove(self, customer_id: str) -> int | None:
+        """Forget an id; returns its row (``None``: unknown)."""
+        row = self.get(customer_id)
+        if row is not None:
+            self.remove_rows(np.array([row], np.int64))
         return row
 
     def clear(self) -> None:

@@ -11,7 +11,10 @@ from the position its handler names. The arrays come in typed groups (:class:`Ev
 layout is :mod:`segmenter.features`'s. Stops (:class:`Stop`):
 
 ``NEW_ROW``
-    the event's customer is unknown: allocate its row (``newrows``);
+    the event's customer has no row: allocate it (``newrows``). The caller
+    allocates the rows of every customer first seen in a batch before the
+    loop runs (not live until their first event, which sets ``live`` here),
+    so this only stops for a customer erased and seen again in one batch;
 ``LATE``
     the event is older than its customer's latest applied event time minus
     the allowed lateness (never for an isolated customer, see below): count it
@@ -148,6 +151,7 @@ class Events(NamedTuple):
     ehash: Any
     chash: Any
     srcs: Any
+    parts: Any
 
 
 class StoreColumns(NamedTuple):
@@ -162,6 +166,8 @@ class StoreColumns(NamedTuple):
     dwell: Any
     since: Any
     prev: Any
+    part: Any
+    live: Any
 
 
 class ClockColumns(NamedTuple):
@@ -378,8 +384,8 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
     prm: Any, fp: Any,
 ) -> None:  # pragma: no cover - compiled
     """Run events from position ``pos = [event, step]`` until a stop; ``io[IO_REASON]`` says which (see the module)."""
-    rows, newrows, newfirst, kinds, times, amounts, ehash, chash, srcs = ev
-    f, t, h, hpos, dirty, seg, dwell, since, prev = st
+    rows, newrows, newfirst, kinds, times, amounts, ehash, chash, srcs, parts = ev
+    f, t, h, hpos, dirty, seg, dwell, since, prev, part, live_row = st
     sclock, smax, sidle, sdirty, ktime, kkey, kcount, atime, akey, acount = clk
     (idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, nobs, warmup, learn_every, batch_size, bfill,
      sbuf, sn, scount) = ln  # fmt: skip
@@ -435,6 +441,8 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                 continue
             if new:
                 newfirst[k] = 0
+                live_row[row] = True
+            part[row] = parts[i]
             state[S_EVENTS] += 1
             t[row, _SCORED] = t[row, _LAST]
             step = 1

@@ -242,7 +242,7 @@ class Segmenter:
         self._changes: Counter[str] = Counter()
         self._triggers: Counter[str] = Counter()
         # erased since the last take_dirty (ordered dict used as an ordered set)
-        self._erased: dict[str, None] = {}
+        self._erased: dict[str, int] = {}
         self._engine: TriggerEngine | None = None
         self._arrays = LensArrays(self._lenses, self._idx)
         self._group_key: tuple[int, ...] = ()
@@ -375,6 +375,7 @@ class Segmenter:
                     self._after_lifecycle(li, msgs, run.out, skip=cols.row(i) if i < n else None)
             resume = stops[kernel.Stop(reason)](run, i, step)
         self._push_clock(run.state)
+        cols.release_unused(self._store)
         result.errors.extend(sorted(run.errors.items()))
         result.dropped.extend(run.dropped)
         return result
@@ -411,8 +412,8 @@ class Segmenter:
             self._group_key = key
             self._group_cache = (
                 kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts,
-                              cols.hashes, cols.chashes, cols.srcs),
-                kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev),
+                              cols.hashes, cols.chashes, cols.srcs, cols.parts),
+                kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev, s.part, s.live),
                 kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
                                     c.acount),
                 kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule,
@@ -461,6 +462,7 @@ class Segmenter:
     def _stop_erase(self, run: _Run, i: int, step: int) -> tuple[int, int]:
         ev = run.events[i]
         self._events += 1
+        run.cols.release(i, self._store)
         run.out.extend(self._erase(ev.customer_id, ev.epoch))
         cid = ev.customer_id
         self._drop_erased(run, [j for j in range(i + 1, len(run.events)) if run.events[j].customer_id == cid])
@@ -571,7 +573,7 @@ class Segmenter:
         new = None if segment < 0 else segment
         if current is not None and not lens.is_live(current):
             cause = "model"
-        store.enter(row, li, segment if segment >= 0 else -1, at)
+        store.enter(row, li, segment if segment >= 0 else -1, at, lens.model_version)
         lens.membership(current, new)
         store.dirty[row] = True
         raw = self._pick[li](vals)
@@ -703,8 +705,8 @@ class Segmenter:
             )
             lens.membership(cur, None)
             self._changes["erasure"] += 1
+        self._erased[customer_id] = int(store.part[row])
         store.remove(customer_id)
-        self._erased[customer_id] = None
         self._erasures += 1
         return out
 
@@ -721,13 +723,46 @@ class Segmenter:
     # ------------------------------------------------------------ Kafka state
     def take_dirty(self) -> dict[str, bytes | None]:
         """Customer records changed since the last call, by customer id (sorted); ``None``: erased."""
+        return {cid: record for cid, record, _ in self.take_changes()}
+
+    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+        """:meth:`take_dirty` with each customer's source (input partition; ``None``: none): its changelog route.
+
+        The source is the one of the customer's latest applied event (or of
+        its restored record); an erased customer's is the one it had then.
+        """
         store = self._store
-        out: dict[str, bytes | None] = {cid: None for cid in self._erased}
+        out: dict[str, tuple[bytes | None, int]] = {cid: (None, p) for cid, p in self._erased.items()}
         self._erased = {}
         for row in store.take_dirty_rows():
             cid = store.id_of(row)
-            out[cid] = self._record(cid, row)
-        return dict(sorted(out.items()))
+            out[cid] = (self._record(cid, row), int(store.part[row]))
+        return [(cid, record, None if p < 0 else p) for cid, (record, p) in sorted(out.items())]
+
+    def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
+        """Each customer's current segment per lens: ``{lens: (id, name, since epoch, model version)}``.
+
+        ``None`` for a customer not held (erased); a lens in which the
+        customer has no segment is absent. ``since`` is when it entered the
+        segment (event time, whole seconds), the model version the lens's at that move.
+        """
+        store = self._store
+        ids = list(customer_ids)
+        rows = store.rows_of(ids).tolist()
+        out: dict[str, dict[str, tuple[str, str, int, int]] | None] = {}
+        for cid, row in zip(ids, rows, strict=True):
+            if row < 0 or not store.live[row]:
+                out[cid] = None
+                continue
+            entries = {}
+            for li, lens in enumerate(self._lenses):
+                seg = int(store.seg[row, li])
+                if seg >= 0:
+                    ref = lens.ref(seg)
+                    entries[lens.name] = (ref.id, ref.name, int(store.since[row, li]) + BASE_EPOCH,
+                                          int(store.mver[row, li]))
+            out[cid] = entries
+        return out
 
     def _record(self, customer_id: str, row: int) -> bytes:
         rec = self._store.record(row, self._names)
@@ -735,8 +770,8 @@ class Segmenter:
         rec["e"] = None if self._engine is None else self._engine.customer_state(customer_id)
         return orjson.dumps(rec)
 
-    def load_customer(self, customer_id: str, record: bytes) -> None:
-        """Restore one customer from a :meth:`take_dirty` record (replacing what is held).
+    def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
+        """Restore one customer from a :meth:`take_dirty` record (replacing what is held); ``source``: its partition.
 
         Raises
         ------
@@ -756,10 +791,11 @@ class Segmenter:
         if triggers is not None and not isinstance(triggers, dict):
             raise StateError(f"customer {customer_id!r}: trigger state must be an object")
         try:
-            self._store.load_record(customer_id, rec, self._names, self._known_segments())
+            row = self._store.load_record(customer_id, rec, self._names, self._known_segments())
         except StateError:
             self.forget_customer(customer_id)
             raise
+        self._store.part[row] = -1 if source is None else source
         self._erased.pop(customer_id, None)
         if self._engine is not None:
             self._engine.erase(customer_id)
@@ -802,14 +838,19 @@ class Segmenter:
             for cid in gone:
                 self.forget_customer(cid)
 
-    def drop_customers(self, keep: Callable[[str], bool]) -> int:
-        """Forget (without output) every customer for which ``keep(customer_id)`` is false; returns how many."""
-        gone = [cid for cid in self._store.customer_ids() if not keep(cid)]
-        for cid in gone:
-            self._store.remove(cid)
-            if self._engine is not None:
-                self._engine.erase(cid)
-        return len(gone)
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget (without output) every customer whose latest event came from one of ``partitions``, in one pass.
+
+        Returns how many. The Kafka edge calls it when those input partitions
+        are revoked (their owner restores the customers from the state topic).
+        """
+        store = self._store
+        rows = store.rows_of_partitions(sorted(set(partitions)))
+        if self._engine is not None:
+            for row in rows.tolist():
+                self._engine.erase(store.id_of(row))
+        store.drop_rows(rows)
+        return len(rows)
 
     # ------------------------------------------------------- per-source clock
     # The edge's side of the event clock (segmenter.clock): assignment opens a source, reaching the end

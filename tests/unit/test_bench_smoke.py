@@ -36,7 +36,7 @@ def test_config_for_builds_every_algorithm_from_the_default_config() -> None:
 def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert replay_throughput.main([*REPLAY_SMOKE, "--out", str(out)]) == 0
-    assert memory.main(["--sizes", "500", "1000", "--warmup", "300", "--out", str(out)]) == 0
+    assert memory.main(["--core", "--sizes", "500", "1000", "--warmup", "300", "--out", str(out)]) == 0
     assert quality.main([*QUALITY_SMOKE, "--out", str(out)]) == 0
 
     rt = _rows(out, "replay_throughput")

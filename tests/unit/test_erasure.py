@@ -23,8 +23,7 @@ from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, validate_event
 from segmenter.features import BASE_EPOCH
 from segmenter.id_index import IdIndex
-from segmenter.membership import MembershipTable
-from segmenter.outputs import SegmentChange, SegmentRef
+from segmenter.outputs import SegmentChange
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer, decode_vectors
 from segmenter.triggers.engine import TriggerEngine
@@ -220,36 +219,16 @@ def test_the_trigger_engine_forgets_customer_state_and_held_triggers() -> None:
     assert [t.customer_id for t in released] == ["other"]
 
 
-def test_the_membership_table_forgets_a_customer_with_or_without_a_segment() -> None:
-    table = MembershipTable()
-    ref = SegmentRef(id="value-1", name="low")
-
-    def move(customer: str, to: SegmentRef | None, frm: SegmentRef | None) -> SegmentChange:
-        return SegmentChange(
-            customer_id=customer,
-            lens="value",
-            from_segment=frm,
-            to_segment=to,
-            cause="event",
-            cause_event_id="e",
-            event_ts="2026-03-01T00:00:00+00:00",
-            model_version=1,
-            distance=None,
-            features={},
-            explanation=None,
-            emitted_at="2026-03-01T00:00:01+00:00",
-        )
-
-    table.apply(move(VICTIM, ref, None))
-    table.apply(move("other", ref, None))
-    table.take()
-    table.apply(move(VICTIM, None, ref))  # no segment left: the erasure will emit no segment_change
-    table.take()
-    table.erase(VICTIM)
-    assert table.take() == [(VICTIM, None)]
-    assert table.record(VICTIM) is None and len(table) == 1
-    table.erase("never-seen")
-    assert table.take() == []
+def test_membership_forgets_an_erased_customer() -> None:
+    seg = Segmenter(CFG, RULES)
+    for e in EVENTS[:1500]:
+        with contextlib.suppress(EventError):
+            seg.process(e)
+    before = seg.membership([VICTIM, "never-seen"])
+    assert before[VICTIM], "the victim holds a segment before its erasure"
+    assert before["never-seen"] is None
+    seg.process(ev("erase-1", EVENTS[1499].epoch, "erasure_request", VICTIM))
+    assert seg.membership([VICTIM]) == {VICTIM: None}, "an erased customer's membership record is a tombstone"
 
 
 # ------------------------------------------------------------------------------------------- shared mode

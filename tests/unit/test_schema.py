@@ -14,8 +14,10 @@ import orjson
 import pytest
 
 from segmenter.__main__ import main as segmenter_main
-from segmenter.membership import MembershipTable
-from segmenter.outputs import SegmentChange
+from segmenter.config import default_config
+from segmenter.events import parse_event
+from segmenter.membership import membership_value
+from segmenter.pipeline import Segmenter
 from segmenter.schema import DRAFT, NAMES, render, schemas
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +120,13 @@ def test_real_inputs_and_outputs_validate(replay_run: tuple[list[bytes], list[di
 
 
 def test_membership_records_of_the_run_validate(replay_run: tuple[list[bytes], list[dict[str, Any]]]) -> None:
-    _, outputs = replay_run
-    table = MembershipTable()
-    for message in outputs:
-        if message["kind"] == "segment_change":
-            table.apply(SegmentChange.model_validate(message))
-    records = [value for _, value in table.take() if value is not None]
+    lines, _ = replay_run
+    core = Segmenter(default_config())
+    changed = set()
+    for line in lines:
+        changed |= {m.customer_id for m in core.process(parse_event(line)) if m.kind == "segment_change"}
+    entries = core.membership(sorted(changed))
+    records = [membership_value(cid, segs, "2026-02-01T00:00:00+00:00") for cid, segs in entries.items() if segs]
     assert len(records) > 100
     membership = validator("membership_record")
     for value in records:

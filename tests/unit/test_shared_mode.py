@@ -15,7 +15,7 @@ import pytest
 from consumer.service import Service
 from consumer.settings import load_settings
 from consumer.sink import InRecord, MemoryTransport, RebalanceHandler
-from consumer.state import CLOCK_KEY, TRAINER_KEY, VIEW_KEY, CustomerIndex, clock_records, restore_customers
+from consumer.state import CLOCK_KEY, TRAINER_KEY, VIEW_KEY, clock_records, restore_customers
 from consumer.trainer import TrainerRole
 from segmenter.config import SegmenterConfig, default_config
 from segmenter.errors import EventError, StateError
@@ -285,9 +285,8 @@ def test_a_state_partition_restores_its_clock_and_its_customers() -> None:
     records = [InRecord("g.state", 2, 0, b"a", dirty["a"], ())]
     records += [InRecord(r.topic, r.partition or 0, 1, r.key, r.value, r.headers) for r in clock]
     target = Segmenter(default_config())
-    index = CustomerIndex()
-    assert restore_customers(target, records, index) == 1  # the clock record is not a customer
-    assert index.partition_of == {"a": 2}
+    assert restore_customers(target, records) == 1  # the clock record is not a customer
     assert target.watermark == source.watermark
     with pytest.raises(EventError):
         target.process(_ev(2, "a", 30 - 25), source=2)  # late for a's restored latest time
+    assert target.drop_partitions([0, 1]) == 0 and target.drop_partitions([2]) == 1, "a belongs to partition 2"

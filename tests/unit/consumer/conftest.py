@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -30,6 +30,10 @@ class FakeCore:
     events: int = 0
     max_epoch: float = 0.0
     dirty: dict[str, bytes | None] = field(default_factory=dict)
+    partition: dict[str, int | None] = field(default_factory=dict)
+    """customer -> input partition of its latest event (the core's ``part`` column)."""
+    since: dict[str, int] = field(default_factory=dict)
+    """customer -> event time (epoch seconds) of its latest change."""
     rules: Any = None
     fail_on: dict[str, int] = field(default_factory=dict)
     """event_id -> how many more times process() raises RuntimeError for it (-1: always)."""
@@ -49,6 +53,7 @@ class FakeCore:
         n = self.counts.get(event.customer_id, 0) + 1
         self.counts[event.customer_id] = n
         self.dirty[event.customer_id] = str(n).encode()
+        self.since[event.customer_id] = int(event.epoch)
         return [_change(event.customer_id, n - 1 or None, n, event.event_id, event.ts.isoformat())]
 
     def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
@@ -59,6 +64,9 @@ class FakeCore:
                 result.outputs.extend(self.process(event))
             except EventError as exc:
                 result.errors.append((i, exc))
+                continue
+            if event.customer_id in self.counts:
+                self.partition[event.customer_id] = sources[i]
         return result
 
     def erase(self, customer_id: str, at: float | None = None) -> list[OutputMessage]:
@@ -74,15 +82,20 @@ class FakeCore:
     def set_rules(self, rules: Any) -> None:
         self.rules = rules
 
-    def take_dirty(self) -> dict[str, bytes | None]:
-        out, self.dirty = dict(sorted(self.dirty.items())), {}
-        return out
+    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+        out, self.dirty = sorted(self.dirty.items()), {}
+        return [(c, r, self.partition.get(c)) for c, r in out]
 
-    def load_customer(self, customer_id: str, record: bytes) -> None:
+    def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
+        return {c: None if c not in self.counts else {"x": (f"x-{self.counts[c]}", "n", self.since.get(c, 0), 1)}
+                for c in customer_ids}
+
+    def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
         self.counts[customer_id] = int(record)
+        self.partition[customer_id] = source
 
-    def drop_customers(self, keep: Callable[[str], bool]) -> int:
-        gone = [c for c in self.counts if not keep(c)]
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        gone = [c for c in self.counts if self.partition.get(c) in set(partitions)]
         for c in gone:
             del self.counts[c]
         return len(gone)

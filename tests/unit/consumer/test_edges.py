@@ -25,7 +25,7 @@ from consumer.kafka_io import translate_errors
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.settings import load_settings
 from consumer.sink import InRecord
-from consumer.state import BadRecords, CustomerIndex, ModelTracker, changelog_records, newest_valid, restore_customers
+from consumer.state import BadRecords, ModelTracker, changelog_records, newest_valid, restore_customers
 from consumer.topics import TopicSpec, ensure_topics
 from segmenter.errors import StateError
 from tests.unit.consumer.conftest import FakeCore
@@ -73,10 +73,25 @@ def test_help_documents_every_setting(capsys: pytest.CaptureFixture[str]) -> Non
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--bootstrap-servers", "--group-id", "--instance-id", "--guarantee", "--batch-size",
-                 "--commit-interval-ms", "--topics.input", "--topics.dlq", "--topics.state", "--topics.model",
-                 "--topics.segment-lifecycle", "--config-file", "--rules-file", "--metrics-port", "--log-level",
-                 "--log-format", "SEGMENTER_"):
+    for flag in (
+        "--bootstrap-servers",
+        "--group-id",
+        "--instance-id",
+        "--guarantee",
+        "--batch-size",
+        "--commit-interval-ms",
+        "--topics.input",
+        "--topics.dlq",
+        "--topics.state",
+        "--topics.model",
+        "--topics.segment-lifecycle",
+        "--config-file",
+        "--rules-file",
+        "--metrics-port",
+        "--log-level",
+        "--log-format",
+        "SEGMENTER_",
+    ):
         assert flag in text, flag
 
 
@@ -84,27 +99,36 @@ def test_dead_letter_keeps_bytes_and_appends_headers() -> None:
     rec = InRecord("in", 3, 41, b"k", b"\x00raw", (("trace", b"t"),))
     dl = dead_letter(rec, "dlq", "schema", "amount: required")
     assert (dl.topic, dl.key, dl.value) == ("dlq", b"k", b"\x00raw")
-    assert dl.headers == (("trace", b"t"), ("error", b"schema"), ("reason", b"amount: required"),
-                          ("source_topic", b"in"), ("source_partition", b"3"), ("source_offset", b"41"))
+    assert dl.headers == (
+        ("trace", b"t"),
+        ("error", b"schema"),
+        ("reason", b"amount: required"),
+        ("source_topic", b"in"),
+        ("source_partition", b"3"),
+        ("source_offset", b"41"),
+    )
 
 
-def test_changelog_records_follow_the_input_partition_and_tombstones_forget() -> None:
-    index = CustomerIndex()
-    index.note("a", 2)
-    index.note("b", 0)
-    records = changelog_records({"a": b"1", "b": None, "z": b"9"}, index, "st")
-    assert [(r.key, r.value, r.partition) for r in records] == [(b"a", b"1", 2), (b"b", None, 0),
-                                                                (b"z", b"9", None)]
-    assert "b" not in index.partition_of
+def test_changelog_records_follow_the_cores_input_partition() -> None:
+    records = changelog_records([("a", b"1", 2), ("b", None, 0), ("z", b"9", None)], "st")
+    assert [(r.key, r.value, r.partition, r.headers) for r in records] == [
+        (b"a", b"1", 2, (("format", b"segmenter-customer-1"),)),
+        (b"b", None, 0, ()),
+        (b"z", b"9", None, (("format", b"segmenter-customer-1"),)),
+    ]
 
 
 def test_restore_keeps_the_last_record_per_customer_and_skips_corrupt_ones() -> None:
     core = FakeCore()
-    recs = [InRecord("st", 1, 0, b"a", b"1"), InRecord("st", 1, 1, b"a", b"5"), InRecord("st", 1, 2, b"b", b"2"),
-            InRecord("st", 1, 3, b"b", None), InRecord("st", 1, 4, b"c", b"not-an-int")]
-    index = CustomerIndex()
-    assert restore_customers(core, recs, index) == 1
-    assert core.counts == {"a": 5} and index.partition_of == {"a": 1}
+    recs = [
+        InRecord("st", 1, 0, b"a", b"1"),
+        InRecord("st", 1, 1, b"a", b"5"),
+        InRecord("st", 1, 2, b"b", b"2"),
+        InRecord("st", 1, 3, b"b", None),
+        InRecord("st", 1, 4, b"c", b"not-an-int"),
+    ]
+    assert restore_customers(core, recs) == 1
+    assert core.counts == {"a": 5} and core.partition == {"a": 1}
 
 
 def test_model_tracker_writes_only_changes_and_newest_model_wins() -> None:
@@ -112,8 +136,11 @@ def test_model_tracker_writes_only_changes_and_newest_model_wins() -> None:
     assert tracker.record(b"m1", "mt") is not None
     assert tracker.record(b"m1", "mt") is None
     assert tracker.matches(b"m1") and not tracker.matches(b"m2")
-    recs = [InRecord("mt", 0, 5, b"i2", b"new"), InRecord("mt", 0, 3, b"i1", b"old"),
-            InRecord("mt", 0, 7, b"x", b"bad")]
+    recs = [
+        InRecord("mt", 0, 5, b"i2", b"new"),
+        InRecord("mt", 0, 3, b"i1", b"old"),
+        InRecord("mt", 0, 7, b"x", b"bad"),
+    ]
     loaded: list[bytes] = []
 
     def load(rec: InRecord) -> None:
@@ -147,8 +174,13 @@ def test_missing_topics_are_created_with_compaction_and_co_partitioning() -> Non
     admin = FakeAdmin({"customer-events": 6})
     assert ensure_topics(admin, load_settings([])) == 6
     by_name = {s.name: s for s in admin.created}
-    assert set(by_name) == {"segment-events", "customer-events.dlq", "segmenter.state", "segmenter.model",
-                            "segment-membership"}
+    assert set(by_name) == {
+        "segment-events",
+        "customer-events.dlq",
+        "segmenter.state",
+        "segmenter.model",
+        "segment-membership",
+    }
     assert by_name["segmenter.state"].partitions == 6
     assert by_name["segment-membership"].partitions == 6
     assert by_name["segment-membership"].config["cleanup.policy"] == "compact"
@@ -165,14 +197,17 @@ def test_topic_setup_fails_clearly() -> None:
         ensure_topics(FakeAdmin({"customer-events": 4, "segmenter.state": 2}), load_settings([]))
 
 
-@pytest.mark.parametrize(("raised", "expected"), [
-    (ke.ProducerFencedError(), FencedError),
-    (ke.KafkaTimeoutError("Unable to bootstrap"), BrokerUnavailableError),
-    (ke.KafkaConnectionError("refused"), BrokerUnavailableError),
-    (ke.CommitFailedError("rebalanced"), TransactionError),
-    (ke.TopicAuthorizationFailedError(), TopicSetupError),
-    (ke.UnknownError(), KafkaIOError),
-])
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (ke.ProducerFencedError(), FencedError),
+        (ke.KafkaTimeoutError("Unable to bootstrap"), BrokerUnavailableError),
+        (ke.KafkaConnectionError("refused"), BrokerUnavailableError),
+        (ke.CommitFailedError("rebalanced"), TransactionError),
+        (ke.TopicAuthorizationFailedError(), TopicSetupError),
+        (ke.UnknownError(), KafkaIOError),
+    ],
+)
 def test_kafka_errors_are_translated_at_the_edge(raised: Exception, expected: type[Exception]) -> None:
     with pytest.raises(expected) as info, translate_errors("do it"):
         raise raised

@@ -10,9 +10,8 @@ from consumer.service import Service
 from consumer.sink import RebalanceHandler
 from segmenter.config import default_config
 from segmenter.erasures import id_hash
-from segmenter.outputs import OutputMessage
 from segmenter.pipeline import Segmenter
-from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, FakeCore, Harness, event, make_harness
+from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, Harness, event, make_harness
 
 VICTIM = "customer-to-erase"
 
@@ -33,12 +32,13 @@ def _service(h: Harness, cores: list[Segmenter]) -> Service:
 
 
 def _watch_index(t: DrainTransport, svc: Service) -> list[set[str]]:
-    """The service's customer index as seen at every poll (the service clears it when it stops)."""
+    """The customers the service's core holds (with their partition) as seen at every poll."""
     seen: list[set[str]] = []
     poll = t.poll
 
     def watched(timeout_s: float, max_records: int) -> list[Any]:
-        seen.append(set(svc._index.partition_of))
+        core = svc._core
+        seen.append(set() if core is None else set(core.store.customer_ids()))  # type: ignore[attr-defined]
         return poll(timeout_s, max_records)
 
     t.poll = watched  # type: ignore[method-assign]
@@ -96,27 +96,3 @@ def test_a_restarted_service_still_drops_the_erased_customers_old_events() -> No
     svc.run()
     assert cores[-1].store.row_of(VICTIM) is None and cores[-1].stats().after_erasure == 1
     assert seen and not any(VICTIM in s for s in seen)
-
-
-def test_the_membership_table_forgets_an_erased_customer_even_without_a_final_segment_change() -> None:
-    h = make_harness(1, "--topics.membership", "members")
-
-    def silent_erase(core: FakeCore) -> None:
-        def erase(customer_id: str, at: float | None = None) -> list[OutputMessage]:
-            core.counts.pop(customer_id, None)
-            core.dirty[customer_id] = None
-            return []  # as the real core does for a customer in no segment
-
-        core.erase = erase  # type: ignore[method-assign]
-
-    h.core_setup = silent_erase
-    t = h.transport
-    t.produce_input(VICTIM.encode(), event(0, VICTIM))
-    t.produce_input(b"other", event(1, "other"))
-    t.produce_input(b"other", event(2, "other"))
-    t.produce_input(VICTIM.encode(), event(3, VICTIM, "erasure_request"))
-    t.produce_input(b"gone-too", event(4, "gone-too"))
-    t.produce_input(b"gone-too", None)
-    h.run()
-    last = {r.key: r.value for r in t.records("members")}
-    assert last[VICTIM.encode()] is None and last[b"gone-too"] is None and last[b"other"] is not None
