@@ -98,7 +98,6 @@ from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
 from consumer.state import (
     FORMAT_HEADER,
-    MODEL_FORMAT,
     VERSIONS_HEADER,
     VIEW_FORMAT,
     VIEW_KEY,
@@ -108,8 +107,8 @@ from consumer.state import (
     ModelTracker,
     changelog_records,
     clock_records,
-    newest_valid,
     restore_customers,
+    restore_model,
     where,
 )
 from consumer.summary import Summary
@@ -144,11 +143,14 @@ class Core(Protocol):
     def drop_customers(self, keep: Callable[[str], bool]) -> int:
         """Forget every customer for whom ``keep`` is false."""
 
-    def model_state(self) -> bytes:
-        """Snapshot of models, registries and watermark."""
+    def model_parts(self) -> Mapping[str, bytes]:
+        """The model as separately written parts (lenses, then the clock and counters), by part name."""
+
+    def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
+        """Restore the model from its parts."""
 
     def load_model_state(self, data: bytes) -> None:
-        """Restore a model snapshot."""
+        """Restore a whole-model record (the format written before the parts)."""
 
     def stats(self) -> Any:
         """Counters and segment sizes per lens."""
@@ -291,7 +293,7 @@ class Service:
         self._transport: Transport | None = None
         self._core: Core | None = None
         self._index = CustomerIndex()
-        self._model = ModelTracker(settings.instance_id)
+        self._model = ModelTracker()
         self._bad = BadRecords()
         self._batch: _Batch | None = None
         self._owned: set[TP] = set()
@@ -662,9 +664,8 @@ class Service:
                 transport.send(OutRecord(self.settings.vectors_topic, self.settings.instance_id.encode(), vectors,
                                          (), 0))
         else:
-            model = self._model.record(core.model_state(), self.settings.model_topic)
-            if model is not None:
-                transport.send(model)
+            for record in self._model.records(core.model_parts(), self.settings.model_topic):
+                transport.send(record)
         watchdog = threading.Timer(5.0, log.warning, ("commit of a batch of %d records is still waiting after 5s; "
                                                       "is the broker at %s down? (kafka-python keeps retrying)",
                                                       batch.count, self.settings.bootstrap_servers))
@@ -810,28 +811,13 @@ class Service:
                  " and the newest model" if snapshot is not None else "", time.perf_counter() - started)
 
     def _restore_model(self, core: Core, models: Sequence[InRecord]) -> bytes | None:
-        """Single mode: the newest model record that loads (or that the core already holds) wins."""
-        candidates = []
-        for rec in models:
-            if rec.value is None:
-                continue
-            if (FORMAT_HEADER, MODEL_FORMAT) not in rec.headers:
-                self._bad.report(rec, "model", f"no '{FORMAT_HEADER}: {MODEL_FORMAT.decode()}' header")
-                continue
-            candidates.append(rec)
-
-        def load(rec: InRecord) -> None:
-            assert rec.value is not None
-            if not self._model.matches(rec.value):
-                core.load_model_state(rec.value)
-
-        chosen = newest_valid(candidates, load, "model", self._bad)
+        """Single mode: the newest model that loads (or that the core already holds) wins."""
+        fresh = not self._model.digests
+        chosen = restore_model(core, models, self._model, self._bad)
         if chosen is None:
-            if self._model.last_digest is None:
+            if fresh:
                 log.info("no valid model record on %s: starting with a fresh model", self.settings.model_topic)
-            self._model.loaded(None)
             return None
-        self._model.loaded(chosen.value)
         return chosen.value
 
     def _drop_foreign_clocks(self) -> None:

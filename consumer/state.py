@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 FORMAT_HEADER = "format"
 CUSTOMER_FORMAT = b"segmenter-customer-1"
 MODEL_FORMAT = b"segmenter-model-1"
+"""A whole-model record (:meth:`Segmenter.model_state`), as written before the model was split in parts; still read."""
+MODEL_PART_FORMAT = b"segmenter-model-part-1"
+"""One part of the model (:meth:`Segmenter.model_parts`), keyed by the part's name."""
 CLOCK_FORMAT = b"segmenter-clock-1"
 VIEW_FORMAT = b"segmenter-view-1"
 TRAINER_FORMAT = b"segmenter-trainer-1"
@@ -58,7 +61,10 @@ class StatefulCore(Protocol):
         """Load one customer's record."""
 
     def load_model_state(self, data: bytes) -> None:
-        """Load a model snapshot."""
+        """Load a whole-model record."""
+
+    def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
+        """Load the model from its parts."""
 
 
 @runtime_checkable
@@ -129,30 +135,39 @@ def changelog_records(dirty: Mapping[str, bytes | None], index: CustomerIndex, t
 
 @dataclass
 class ModelTracker:
-    """Writes a model snapshot only when it differs from the last one written or loaded."""
+    """Writes the model parts that differ from the ones last written or loaded, one record per part.
 
-    instance_id: str
-    last_digest: bytes | None = None
+    A part's record is keyed by the part's name (``core``, ``lens:<name>``), so
+    the compacted topic keeps one record per part and a restore reads a few.
+    """
 
-    def record(self, snapshot: bytes, topic: str) -> OutRecord | None:
-        """The model record to send, or ``None`` if the model did not change."""
-        digest = hashlib.blake2b(snapshot, digest_size=16).digest()
-        if digest == self.last_digest:
-            return None
-        self.last_digest = digest
-        return OutRecord(topic, self.instance_id.encode(), snapshot, ((FORMAT_HEADER, MODEL_FORMAT),), 0)
+    digests: dict[str, bytes] = field(default_factory=dict)
 
-    def matches(self, snapshot: bytes) -> bool:
-        """True when ``snapshot`` is what was last written or loaded (the core already holds it)."""
-        return hashlib.blake2b(snapshot, digest_size=16).digest() == self.last_digest
+    def records(self, parts: Mapping[str, bytes], topic: str) -> list[OutRecord]:
+        """The records of the parts that changed (none when the model did not change)."""
+        out = []
+        for name in sorted(parts):
+            digest = _digest(parts[name])
+            if self.digests.get(name) != digest:
+                self.digests[name] = digest
+                out.append(OutRecord(topic, name.encode(), parts[name], ((FORMAT_HEADER, MODEL_PART_FORMAT),), 0))
+        return out
 
-    def loaded(self, snapshot: bytes | None) -> None:
-        """Remember what was restored (so an unchanged model is not written again)."""
-        self.last_digest = None if snapshot is None else hashlib.blake2b(snapshot, digest_size=16).digest()
+    def holds(self, parts: Mapping[str, bytes]) -> bool:
+        """True when every part is what was last written or loaded (the core already holds it)."""
+        return bool(parts) and self.digests == {name: _digest(value) for name, value in parts.items()}
+
+    def loaded(self, parts: Mapping[str, bytes] | None) -> None:
+        """Remember what was restored (``None``: nothing, or a whole-model record: every part is written next)."""
+        self.digests = {} if parts is None else {name: _digest(value) for name, value in parts.items()}
 
     def reset(self) -> None:
-        """Forget the last digest (after a failed batch the next snapshot is always written)."""
-        self.last_digest = None
+        """Forget the digests (after a failed batch every part is written at the next commit)."""
+        self.digests = {}
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def where(rec: InRecord) -> str:
@@ -266,3 +281,62 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord], index: Cu
         index.note(customer_id, rec.partition)
         loaded += 1
     return loaded
+
+
+def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: ModelTracker,
+                  bad: BadRecords) -> InRecord | None:
+    """Single mode: load the newest valid model of the model topic; returns its (newest) record, ``None``: none.
+
+    The model is the newest record of each part (a tombstone deletes the
+    part); a whole-model record (``segmenter-model-1``) newer than every part
+    is tried first, older ones only when the parts do not load. A model the
+    core already holds (``tracker``) is not loaded again. Records without a
+    model header, or that do not load, are reported through ``bad``.
+    """
+    parts: dict[str, InRecord] = {}
+    whole = []
+    for rec in sorted(records, key=lambda r: r.offset):
+        if (FORMAT_HEADER, MODEL_PART_FORMAT) in rec.headers and rec.key is not None:
+            name = rec.key.decode("utf-8", errors="replace")
+            if rec.value is None:
+                parts.pop(name, None)
+            else:
+                parts[name] = rec
+        elif rec.value is None:
+            continue
+        elif (FORMAT_HEADER, MODEL_FORMAT) in rec.headers:
+            whole.append(rec)
+        else:
+            bad.report(rec, "model", f"no '{FORMAT_HEADER}: {MODEL_PART_FORMAT.decode()}' header")
+    newest_part = max((r.offset for r in parts.values()), default=-1)
+
+    def load_whole(rec: InRecord) -> None:
+        assert rec.value is not None
+        core.load_model_state(rec.value)
+        tracker.loaded(None)
+
+    chosen = newest_valid([r for r in whole if r.offset > newest_part], load_whole, "model", bad)
+    if chosen is None and parts:
+        chosen = _load_parts(core, parts, tracker, bad)
+    if chosen is None:
+        chosen = newest_valid([r for r in whole if r.offset < newest_part], load_whole, "model", bad)
+    if chosen is None:
+        tracker.loaded(None)
+    return chosen
+
+
+def _load_parts(core: StatefulCore, parts: Mapping[str, InRecord], tracker: ModelTracker,
+                bad: BadRecords) -> InRecord | None:
+    """Load the model from the newest record of each part; a refused set is reported on its newest record."""
+    values = {name: rec.value for name, rec in parts.items() if rec.value is not None}
+    newest = max(parts.values(), key=lambda r: r.offset)
+    if tracker.holds(values):
+        return newest
+    try:
+        core.load_model_parts(values)
+    except Exception as exc:
+        log.debug("loading the model parts %s failed", {n: where(r) for n, r in parts.items()}, exc_info=True)
+        bad.report(newest, "model", exc if isinstance(exc, StateError) else repr(exc))
+        return None
+    tracker.loaded(values)
+    return newest
