@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -42,7 +43,11 @@ CUSTOMER_FORMAT = b"segmenter-customer-1"
 MODEL_FORMAT = b"segmenter-model-1"
 """A whole-model record (:meth:`Segmenter.model_state`), as written before the model was split in parts; still read."""
 MODEL_PART_FORMAT = b"segmenter-model-part-1"
-"""One part of the model (:meth:`Segmenter.model_parts`), keyed by the part's name."""
+"""One part of the model (:meth:`Segmenter.model_parts`), zlib-compressed, keyed by the part's name."""
+MAX_MODEL_PART_BYTES = 256 * 1024 * 1024
+"""A model part that inflates beyond this is refused (a compression bomb) before it is held in memory."""
+_PART_LEVEL = 1
+"""zlib level of model parts: about 3x smaller than the codec record at about 0.2 ms per 50 KB lens."""
 CLOCK_FORMAT = b"segmenter-clock-1"
 VIEW_FORMAT = b"segmenter-view-1"
 TRAINER_FORMAT = b"segmenter-trainer-1"
@@ -138,7 +143,8 @@ class ModelTracker:
     """Writes the model parts that differ from the ones last written or loaded, one record per part.
 
     A part's record is keyed by the part's name (``core``, ``lens:<name>``), so
-    the compacted topic keeps one record per part and a restore reads a few.
+    the compacted topic keeps one record per part and a restore reads a few;
+    its value is the part's codec record, zlib-compressed (:func:`inflate_part`).
     """
 
     digests: dict[str, bytes] = field(default_factory=dict)
@@ -150,7 +156,8 @@ class ModelTracker:
             digest = _digest(parts[name])
             if self.digests.get(name) != digest:
                 self.digests[name] = digest
-                out.append(OutRecord(topic, name.encode(), parts[name], ((FORMAT_HEADER, MODEL_PART_FORMAT),), 0))
+                value = zlib.compress(parts[name], _PART_LEVEL)
+                out.append(OutRecord(topic, name.encode(), value, ((FORMAT_HEADER, MODEL_PART_FORMAT),), 0))
         return out
 
     def holds(self, parts: Mapping[str, bytes]) -> bool:
@@ -168,6 +175,26 @@ class ModelTracker:
 
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def inflate_part(value: bytes) -> bytes:
+    """The codec record of a model-part record's value.
+
+    Raises
+    ------
+    StateError
+        Not zlib data, truncated, or larger than :data:`MAX_MODEL_PART_BYTES` inflated.
+    """
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(value, MAX_MODEL_PART_BYTES)
+    except zlib.error as exc:
+        raise StateError(f"model part is not zlib data: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise StateError(f"model part inflates beyond {MAX_MODEL_PART_BYTES} bytes")
+    if not inflater.eof:
+        raise StateError("model part is truncated")
+    return data
 
 
 def where(rec: InRecord) -> str:
@@ -328,8 +355,15 @@ def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: Mode
 def _load_parts(core: StatefulCore, parts: Mapping[str, InRecord], tracker: ModelTracker,
                 bad: BadRecords) -> InRecord | None:
     """Load the model from the newest record of each part; a refused set is reported on its newest record."""
-    values = {name: rec.value for name, rec in parts.items() if rec.value is not None}
     newest = max(parts.values(), key=lambda r: r.offset)
+    values = {}
+    for name, rec in sorted(parts.items()):
+        assert rec.value is not None
+        try:
+            values[name] = inflate_part(rec.value)
+        except StateError as exc:
+            bad.report(rec, "model", exc)
+            return None
     if tracker.holds(values):
         return newest
     try:
