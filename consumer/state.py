@@ -162,7 +162,9 @@ class ModelTracker:
 
     def holds(self, parts: Mapping[str, bytes]) -> bool:
         """True when every part is what was last written or loaded (the core already holds it)."""
-        return bool(parts) and self.digests == {name: _digest(value) for name, value in parts.items()}
+        if not parts or self.digests.keys() != parts.keys():
+            return False
+        return all(self.digests[name] == _digest(value) for name, value in parts.items())
 
     def loaded(self, parts: Mapping[str, bytes] | None) -> None:
         """Remember what was restored (``None``: nothing, or a whole-model record: every part is written next)."""
