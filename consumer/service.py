@@ -21,7 +21,9 @@ Under **exactly-once** (the default) a batch is one Kafka transaction:
    records of every customer whose segments changed (:mod:`segmenter.membership`,
    to the partition number of its input record, like the state); then the state-changelog
    records of every customer the core changed (``take_dirty``), each to the
-   partition number of its input record; then the model snapshot if it changed.
+   partition number of its input record; then the model parts that changed
+   (:class:`consumer.state.ModelTracker`: the small ``core`` part with the
+   clock and counters, and each lens that observed events).
 4. ``send_offsets_to_transaction(next offsets, consumer.group_metadata())``.
 5. ``commit_transaction``: outputs, dead letters, state, model and input
    offsets become visible to ``read_committed`` readers atomically.
@@ -57,8 +59,8 @@ owner is left open on them) before any of their records is processed.
 Watermark: the core gets each record's input partition as its *source*; its
 watermark is the minimum over the owned partitions' latest event times minus
 the lateness, so a partition running ahead does not make another's events
-late. The partitions' clocks travel with them: in the model snapshot (single
-mode) or as one ``\x00segmenter.clock`` record per state partition (shared
+late. The partitions' clocks travel with them: in the model's ``core`` part
+(single mode) or as one ``\x00segmenter.clock`` record per state partition (shared
 mode), restored with the partition; revoked partitions leave the minimum.
 
 Shared mode (``--mode shared``, scale-out): many processes in one group. A
@@ -144,7 +146,7 @@ class Core(Protocol):
         """Forget every customer for whom ``keep`` is false."""
 
     def model_parts(self) -> Mapping[str, bytes]:
-        """The model as separately written parts (lenses, then the clock and counters), by part name."""
+        """The model in separately written parts by name (``core``: clock and counters; one per lens)."""
 
     def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
         """Restore the model from its parts."""

@@ -10,12 +10,17 @@ Two compacted topics hold everything needed to rebuild an instance:
     that changed it (co-partitioning), so whoever owns input partition *p*
     restores exactly state partition *p*.
 ``<group>.model``
-    Model snapshots (:meth:`Segmenter.model_state`: scalers, models, segment
-    registries, watermark), key = the writing instance's id, one partition.
-    The newest record (highest offset) that loads wins on restore: records are
-    :mod:`segmenter.codec` records, checked before anything is loaded; one that
-    does not parse or validate is reported at ERROR (topic, partition, offset,
-    why) and the next older one is tried; with none the service starts fresh.
+    Single mode: the model in parts (:meth:`Segmenter.model_parts`), one
+    partition, key = the part's name (``core``: event clock, counters, trigger
+    globals; ``lens:<name>``: one lens's scaler, model and registry), value =
+    the part's :mod:`segmenter.codec` record, zlib-compressed; a part is
+    written only at a commit that changed it (:class:`ModelTracker`), and the
+    newest record of each part is the model at the last commit
+    (:func:`restore_model`). Whole-model records of earlier versions
+    (:meth:`Segmenter.model_state`, ``format: segmenter-model-1``) still
+    restore. Everything is checked before anything is loaded; a record that
+    does not inflate, parse or validate is reported at ERROR (topic,
+    partition, offset, why); with no valid model the service starts fresh.
 
 Both are written inside the batch's transaction under exactly-once, so what is
 restored is always the state as of the last committed input offsets.
