@@ -43,7 +43,7 @@ TOPIC = "g.model"
 def traffic(config: SegmenterConfig, events: list[CustomerEvent], batch: int) -> dict[str, Any]:
     """Run ``events`` through a core in commits of ``batch`` events; the model records of both schemes."""
     seg = Segmenter(config)
-    tracker = ModelTracker()
+    tracker = ModelTracker(INSTANCE.decode())
     last: bytes | None = None
     before: list[InRecord] = []
     after: list[InRecord] = []
@@ -86,7 +86,7 @@ def _restore_before(config: SegmenterConfig, records: list[InRecord]) -> Segment
 
 def _restore_after(config: SegmenterConfig, records: list[InRecord]) -> Segmenter:
     seg = Segmenter(config)
-    if restore_model(seg, records, ModelTracker(), BadRecords()) is None:
+    if restore_model(seg, records, ModelTracker(INSTANCE.decode()), BadRecords()) is None:
         raise RuntimeError("the model parts did not restore")
     return seg
 
@@ -137,12 +137,37 @@ def rows_for(results: list[dict[str, Any]]) -> list[Row]:
         rows.append(Row(sect, f"{algo}: restore bytes read, compacted", a["compacted_bytes"], "bytes",
                         reference=b["compacted_bytes"], ratio=a["compacted_bytes"] / b["compacted_bytes"],
                         note=f"{a['compacted_records']} records (before {b['compacted_records']})"))  # fmt: skip
-        rows.append(Row(sect, f"{algo}: restore time, compacted (ratio after/before)", a["compacted_restore_s"], "s",
-                        reference=b["compacted_restore_s"], ratio=a["compacted_restore_s"] / b["compacted_restore_s"]))
-        rows.append(Row(sect, f"{algo}: commit step CPU (encode, digest, compress)", a["commit_step_s"], "s",
-                        reference=b["commit_step_s"], ratio=a["commit_step_s"] / b["commit_step_s"]))
-        rows.append(Row(sect, f"{algo}: restore bytes read, un-compacted", a["bytes"], "bytes", reference=b["bytes"],
-                        ratio=a["bytes"] / b["bytes"], note=f"{a['records']} records (before {b['records']})"))
+        rows.append(
+            Row(
+                sect,
+                f"{algo}: restore time, compacted (ratio after/before)",
+                a["compacted_restore_s"],
+                "s",
+                reference=b["compacted_restore_s"],
+                ratio=a["compacted_restore_s"] / b["compacted_restore_s"],
+            )
+        )
+        rows.append(
+            Row(
+                sect,
+                f"{algo}: commit step CPU (encode, digest, compress)",
+                a["commit_step_s"],
+                "s",
+                reference=b["commit_step_s"],
+                ratio=a["commit_step_s"] / b["commit_step_s"],
+            )
+        )
+        rows.append(
+            Row(
+                sect,
+                f"{algo}: restore bytes read, un-compacted",
+                a["bytes"],
+                "bytes",
+                reference=b["bytes"],
+                ratio=a["bytes"] / b["bytes"],
+                note=f"{a['records']} records (before {b['records']})",
+            )
+        )
     return rows
 
 

@@ -295,7 +295,7 @@ class Service:
         self._transport: Transport | None = None
         self._core: Core | None = None
         self._index = CustomerIndex()
-        self._model = ModelTracker()
+        self._model = ModelTracker(settings.instance_id)
         self._bad = BadRecords()
         self._batch: _Batch | None = None
         self._owned: set[TP] = set()

@@ -11,8 +11,8 @@ Two compacted topics hold everything needed to rebuild an instance:
     restores exactly state partition *p*.
 ``<group>.model``
     Single mode: the model in parts (:meth:`Segmenter.model_parts`), one
-    partition, key = the part's name (``core``: event clock, counters, trigger
-    globals; ``lens:<name>``: one lens's scaler, model and registry), value =
+    partition, key = ``<instance id>/<part>`` (``core``: event clock, counters,
+    trigger globals; ``lens:<name>``: one lens's scaler, model and registry), value =
     the part's :mod:`segmenter.codec` record, zlib-compressed; a part is
     written only at a commit that changed it (:class:`ModelTracker`), and the
     newest record of each part is the model at the last commit
@@ -147,11 +147,13 @@ def changelog_records(dirty: Mapping[str, bytes | None], index: CustomerIndex, t
 class ModelTracker:
     """Writes the model parts that differ from the ones last written or loaded, one record per part.
 
-    A part's record is keyed by the part's name (``core``, ``lens:<name>``), so
-    the compacted topic keeps one record per part and a restore reads a few;
-    its value is the part's codec record, zlib-compressed (:func:`inflate_part`).
+    A part's record is keyed ``<instance id>/<part>`` (parts: ``core``,
+    ``lens:<name>``), so the compacted topic keeps one record per part and
+    writer and a restore reads a few, all of one writer; its value is the
+    part's codec record, zlib-compressed (:func:`inflate_part`).
     """
 
+    instance_id: str
     digests: dict[str, bytes] = field(default_factory=dict)
 
     def records(self, parts: Mapping[str, bytes], topic: str) -> list[OutRecord]:
@@ -162,7 +164,8 @@ class ModelTracker:
             if self.digests.get(name) != digest:
                 self.digests[name] = digest
                 value = zlib.compress(parts[name], _PART_LEVEL)
-                out.append(OutRecord(topic, name.encode(), value, ((FORMAT_HEADER, MODEL_PART_FORMAT),), 0))
+                key = f"{self.instance_id}/{name}".encode()
+                out.append(OutRecord(topic, key, value, ((FORMAT_HEADER, MODEL_PART_FORMAT),), 0))
         return out
 
     def holds(self, parts: Mapping[str, bytes]) -> bool:
@@ -321,17 +324,20 @@ def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: Mode
                   bad: BadRecords) -> InRecord | None:
     """Single mode: load the newest valid model of the model topic; returns its (newest) record, ``None``: none.
 
-    The model is the newest record of each part (a tombstone deletes the
-    part); a whole-model record (``segmenter-model-1``) newer than every part
-    is tried first, older ones only when the parts do not load. A model the
-    core already holds (``tracker``) is not loaded again. Records without a
-    model header, or that do not load, are reported through ``bad``.
+    A writer's model is the newest record of each of its parts (a tombstone
+    deletes the part). The candidates, the writers' models and whole-model
+    records (``segmenter-model-1``, earlier versions), are tried from the
+    newest down; the first that loads wins. A model the core already holds
+    (``tracker``) is not loaded again; after loading another writer's model
+    or a whole record, every part is written at the next commit. Records
+    without a model header, or that do not load, are reported through ``bad``.
     """
-    parts: dict[str, InRecord] = {}
-    whole = []
+    writers: dict[str, dict[str, InRecord]] = {}
+    candidates: list[tuple[int, InRecord | dict[str, InRecord]]] = []
     for rec in sorted(records, key=lambda r: r.offset):
         if (FORMAT_HEADER, MODEL_PART_FORMAT) in rec.headers and rec.key is not None:
-            name = rec.key.decode("utf-8", errors="replace")
+            writer, _, name = rec.key.decode("utf-8", errors="replace").partition("/")
+            parts = writers.setdefault(writer, {})
             if rec.value is None:
                 parts.pop(name, None)
             else:
@@ -339,29 +345,26 @@ def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: Mode
         elif rec.value is None:
             continue
         elif (FORMAT_HEADER, MODEL_FORMAT) in rec.headers:
-            whole.append(rec)
+            candidates.append((rec.offset, rec))
         else:
             bad.report(rec, "model", f"no '{FORMAT_HEADER}: {MODEL_PART_FORMAT.decode()}' header")
-    newest_part = max((r.offset for r in parts.values()), default=-1)
-
-    def load_whole(rec: InRecord) -> None:
-        assert rec.value is not None
-        core.load_model_state(rec.value)
-        tracker.loaded(None)
-
-    chosen = newest_valid([r for r in whole if r.offset > newest_part], load_whole, "model", bad)
-    if chosen is None and parts:
-        chosen = _load_parts(core, parts, tracker, bad)
-    if chosen is None:
-        chosen = newest_valid([r for r in whole if r.offset < newest_part], load_whole, "model", bad)
-    if chosen is None:
-        tracker.loaded(None)
-    return chosen
+    candidates += [(max(r.offset for r in parts.values()), parts) for parts in writers.values() if parts]
+    for _, candidate in sorted(candidates, key=lambda c: c[0], reverse=True):
+        if isinstance(candidate, dict):
+            chosen = _load_parts(core, candidate, tracker, bad)
+        else:
+            chosen = newest_valid([candidate], lambda rec: core.load_model_state(rec.value or b""), "model", bad)
+            if chosen is not None:
+                tracker.loaded(None)
+        if chosen is not None:
+            return chosen
+    tracker.loaded(None)
+    return None
 
 
 def _load_parts(core: StatefulCore, parts: Mapping[str, InRecord], tracker: ModelTracker,
                 bad: BadRecords) -> InRecord | None:
-    """Load the model from the newest record of each part; a refused set is reported on its newest record."""
+    """Load one writer's model from the newest record of each part; a refused set is reported on its newest record."""
     newest = max(parts.values(), key=lambda r: r.offset)
     values = {}
     for name, rec in sorted(parts.items()):
@@ -371,7 +374,8 @@ def _load_parts(core: StatefulCore, parts: Mapping[str, InRecord], tracker: Mode
         except StateError as exc:
             bad.report(rec, "model", exc)
             return None
-    if tracker.holds(values):
+    own = newest.key is not None and newest.key.startswith(f"{tracker.instance_id}/".encode())
+    if own and tracker.holds(values):
         return newest
     try:
         core.load_model_parts(values)
@@ -379,5 +383,5 @@ def _load_parts(core: StatefulCore, parts: Mapping[str, InRecord], tracker: Mode
         log.debug("loading the model parts %s failed", {n: where(r) for n, r in parts.items()}, exc_info=True)
         bad.report(newest, "model", exc if isinstance(exc, StateError) else repr(exc))
         return None
-    tracker.loaded(values)
+    tracker.loaded(values if own else None)
     return newest

@@ -118,12 +118,12 @@ def test_restore_keeps_the_last_record_per_customer_and_skips_corrupt_ones() -> 
 
 
 def test_model_tracker_writes_only_the_parts_that_changed_keyed_by_part() -> None:
-    tracker = ModelTracker()
+    tracker = ModelTracker("i1")
     first = tracker.records({"core": b"c1", "lens:a": b"a1", "lens:b": b"b1"}, "mt")
     assert [(r.key, inflate_part(r.value or b""), r.partition) for r in first] == [
-        (b"core", b"c1", 0), (b"lens:a", b"a1", 0), (b"lens:b", b"b1", 0)]
+        (b"i1/core", b"c1", 0), (b"i1/lens:a", b"a1", 0), (b"i1/lens:b", b"b1", 0)]
     assert all(dict(r.headers)[FORMAT_HEADER] == MODEL_PART_FORMAT for r in first)
-    assert [r.key for r in tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt")] == [b"core"]
+    assert [r.key for r in tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt")] == [b"i1/core"]
     assert tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt") == []
     assert tracker.holds({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"})
     assert not tracker.holds({"core": b"c2", "lens:a": b"a2", "lens:b": b"b1"})

@@ -28,7 +28,8 @@ from tests.unit.test_pipeline import CFG, EVENTS, RULES, run
 
 def _commit(seg: Segmenter, tracker: ModelTracker, topic: dict[bytes, bytes]) -> None:
     """What the service does at a commit: the changed parts go to the (compacted) topic."""
-    topic.update({r.key or b"": r.value or b"" for r in tracker.records(seg.model_parts(), "g.model")})
+    records = tracker.records(seg.model_parts(), "g.model")
+    topic.update({(r.key or b"").partition(b"/")[2]: r.value or b"" for r in records})
 
 
 def test_the_newest_part_of_each_kind_restores_the_core_at_the_last_commit() -> None:
@@ -38,7 +39,7 @@ def test_the_newest_part_of_each_kind_restores_the_core_at_the_last_commit() -> 
     run(whole, EVENTS[:split])
     after = run(whole, EVENTS[split:])
     first = Segmenter(CFG, RULES)
-    tracker = ModelTracker()
+    tracker = ModelTracker("0")
     topic: dict[bytes, bytes] = {}
     changelog: dict[str, bytes | None] = {}
     for k in range(0, split, 7):  # small commits
@@ -98,14 +99,14 @@ def test_a_commit_that_learned_nothing_writes_only_the_small_core_part() -> None
         h.transport.produce_input(f"c{i % 4}".encode(), event(i, f"c{i % 4}"))
     _service(h, cores).run()
     models = h.transport.records("g.model")
-    assert {r.key for r in models} == {b"core", *(f"lens:{lens.name}".encode() for lens in cores[0].lenses)}
+    assert {r.key for r in models} == {b"0/core", *(f"0/lens:{lens.name}".encode() for lens in cores[0].lenses)}
     assert all(dict(r.headers)[FORMAT_HEADER] == MODEL_PART_FORMAT for r in models)
     before = len(models)
     for _ in range(3):  # a repeated event: only the duplicate counter moves
         h.transport.produce_input(b"c1", event(1, "c1"))
     _service(h, cores).run()
     assert cores[-1].stats().duplicates == 3
-    assert _keys_of_last_commit(h, before) == [b"core"]
+    assert _keys_of_last_commit(h, before) == [b"0/core"]
     core_bytes = len(h.transport.records("g.model")[-1].value or b"")
     assert core_bytes * 5 < max(len(r.value or b"") for r in models)
 
@@ -137,11 +138,11 @@ def test_a_whole_model_record_of_the_older_format_still_restores_then_parts_take
     cores: list[Segmenter] = []
     _service(h, cores).run()
     assert cores[0].stats().events == source.stats().events + 1
-    assert {r.key for r in h.transport.records("g.model")} >= {b"0", b"core"}  # every part written after it
+    assert {r.key for r in h.transport.records("g.model")} >= {b"0", b"0/core"}  # every part written after it
 
 
-def _part(offset: int, name: str, value: bytes | None) -> InRecord:
-    return InRecord("g.model", 0, offset, name.encode(), value, ((FORMAT_HEADER, MODEL_PART_FORMAT),))
+def _part(offset: int, name: str, value: bytes | None, writer: str = "0") -> InRecord:
+    return InRecord("g.model", 0, offset, f"{writer}/{name}".encode(), value, ((FORMAT_HEADER, MODEL_PART_FORMAT),))
 
 
 def test_restore_takes_the_newest_of_each_part_honours_tombstones_and_reports_bad_parts(
@@ -157,7 +158,7 @@ def test_restore_takes_the_newest_of_each_part_honours_tombstones_and_reports_ba
     records += [_part(10, "core", zlib.compress(new["core"])), _part(11, lens, zlib.compress(new[lens]))]
     records += [_part(12, "lens:gone", b"x"), _part(13, "lens:gone", None)]  # deleted before the restore
     target = Segmenter(CFG, RULES)
-    tracker = ModelTracker()
+    tracker = ModelTracker("0")
     chosen = restore_model(target, records, tracker, BadRecords())
     assert chosen is not None and chosen.offset == 11
     expected = Segmenter(CFG, RULES)
@@ -166,7 +167,7 @@ def test_restore_takes_the_newest_of_each_part_honours_tombstones_and_reports_ba
     assert tracker.records({**old, "core": new["core"], lens: new[lens]}, "g.model") == []  # held: not rewritten
     bad = [*records[:11], _part(20, lens, b"not zlib")]
     with caplog.at_level(logging.ERROR):
-        assert restore_model(Segmenter(CFG, RULES), bad, ModelTracker(), BadRecords()) is None
+        assert restore_model(Segmenter(CFG, RULES), bad, ModelTracker("0"), BadRecords()) is None
     assert any("g.model[0]@20" in r.getMessage() and "zlib" in r.getMessage() for r in caplog.records)
 
 
@@ -177,3 +178,25 @@ def test_a_part_that_inflates_beyond_the_bound_is_refused(monkeypatch: pytest.Mo
         inflate_part(zlib.compress(b"\0" * 1001))
     with pytest.raises(StateError, match="truncated"):
         inflate_part(zlib.compress(b"abc" * 50)[:-4])
+
+
+def test_restore_never_mixes_the_parts_of_two_writers() -> None:
+    """The newest writer's model wins whole, even where another writer wrote a part later than some of its own."""
+    a, b = Segmenter(CFG, RULES), Segmenter(CFG, RULES)
+    run(a, EVENTS[:300])
+    run(b, EVENTS[300:500])
+    lens = f"lens:{a.lenses[0].name}"
+    a_first = a.model_parts()
+    records = [_part(i, n, zlib.compress(v), "a") for i, (n, v) in enumerate(sorted(a_first.items()))]
+    records += [_part(10 + i, n, zlib.compress(v), "b") for i, (n, v) in enumerate(sorted(b.model_parts().items()))]
+    run(a, EVENTS[500:600])
+    a_now = {**a_first, "core": a.model_parts()["core"], lens: a.model_parts()[lens]}
+    records += [_part(20, "core", zlib.compress(a_now["core"]), "a"), _part(21, lens, zlib.compress(a_now[lens]), "a")]
+    target = Segmenter(CFG, RULES)
+    tracker = ModelTracker("b")
+    chosen = restore_model(target, records, tracker, BadRecords())
+    assert chosen is not None and chosen.key == f"a/{lens}".encode()
+    expected = Segmenter(CFG, RULES)
+    expected.load_model_parts(a_now)
+    assert target.model_state() == expected.model_state()
+    assert len(tracker.records(a_now, "g.model")) == len(a_now)  # another writer's model: all written again

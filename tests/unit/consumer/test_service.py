@@ -41,7 +41,7 @@ def test_state_goes_to_the_input_partition_and_model_is_written_when_changed() -
     assert {(r.key, r.partition) for r in state} == {(b"a", 0), (b"b", 1)}
     assert h.transport.read_to_end("g.state", [1])[-1].value == b"2"
     models = h.transport.records("g.model")
-    assert models and all(r.key == b"core" for r in models)
+    assert models and all(r.key == b"0/core" for r in models)
     assert json.loads(inflate_part(models[-1].value or b""))["events"] == 3
 
 
