@@ -123,51 +123,31 @@ def measure(algorithm: str, events: list[CustomerEvent], batch: int, repeat: int
     return out
 
 
+METRICS = (
+    ("bytes per million events", "bytes_per_m_events", "bytes"),
+    ("restore bytes read, compacted", "compacted_bytes", "bytes"),
+    ("restore time, compacted (ratio after/before)", "compacted_restore_s", "s"),
+    ("commit step CPU (encode, digest, compress)", "commit_step_s", "s"),
+    ("restore bytes read, un-compacted", "bytes", "bytes"),
+)
+"""The table's rows per algorithm: (metric, key of the measurement, unit)."""
+
+
 def rows_for(results: list[dict[str, Any]]) -> list[Row]:
     """The results table: after against before, same run."""
     rows = []
     sect = "model topic traffic (before: whole model per commit; after: changed parts, compressed)"
     for m in results:
         b, a = m["before"], m["after"]
-        algo = m["algorithm"]
-        rows.append(Row(sect, f"{algo}: bytes per million events", a["bytes_per_m_events"], "bytes",
-                        reference=b["bytes_per_m_events"], ratio=a["bytes_per_m_events"] / b["bytes_per_m_events"],
-                        note=f"{m['commits']} commits of {m['events'] // m['commits']} events; records per M events "
-                             f"{a['records_per_m_events']:.0f} (before {b['records_per_m_events']:.0f})"))  # fmt: skip
-        rows.append(Row(sect, f"{algo}: restore bytes read, compacted", a["compacted_bytes"], "bytes",
-                        reference=b["compacted_bytes"], ratio=a["compacted_bytes"] / b["compacted_bytes"],
-                        note=f"{a['compacted_records']} records (before {b['compacted_records']})"))  # fmt: skip
-        rows.append(
-            Row(
-                sect,
-                f"{algo}: restore time, compacted (ratio after/before)",
-                a["compacted_restore_s"],
-                "s",
-                reference=b["compacted_restore_s"],
-                ratio=a["compacted_restore_s"] / b["compacted_restore_s"],
-            )
-        )
-        rows.append(
-            Row(
-                sect,
-                f"{algo}: commit step CPU (encode, digest, compress)",
-                a["commit_step_s"],
-                "s",
-                reference=b["commit_step_s"],
-                ratio=a["commit_step_s"] / b["commit_step_s"],
-            )
-        )
-        rows.append(
-            Row(
-                sect,
-                f"{algo}: restore bytes read, un-compacted",
-                a["bytes"],
-                "bytes",
-                reference=b["bytes"],
-                ratio=a["bytes"] / b["bytes"],
-                note=f"{a['records']} records (before {b['records']})",
-            )
-        )
+        notes = {
+            "bytes_per_m_events": f"{m['commits']} commits of {m['events'] // m['commits']} events; records per M "
+            f"events {a['records_per_m_events']:.0f} (before {b['records_per_m_events']:.0f})",
+            "compacted_bytes": f"{a['compacted_records']} records (before {b['compacted_records']})",
+            "bytes": f"{a['records']} records (before {b['records']})",
+        }
+        for metric, key, unit in METRICS:
+            rows.append(Row(sect, f"{m['algorithm']}: {metric}", a[key], unit, reference=b[key],
+                            ratio=a[key] / b[key], note=notes.get(key, "")))  # fmt: skip
     return rows
 
 
