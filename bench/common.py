@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from producer.faults import FaultConfig, FaultInjector
 from producer.personas import Persona
+from producer.retail import SparseConfig, SparseRetail
 from producer.simulator import SimConfig, Simulator, TruthEntry
 from segmenter.config import DEFAULT_CONFIG_PATH, SegmenterConfig, config_from_dict
 
@@ -49,6 +51,8 @@ __all__ = [
     "save_result",
     "setup_logging",
     "simulate",
+    "simulate_sparse",
+    "with_bad_clock",
 ]
 
 log = logging.getLogger(__name__)
@@ -322,13 +326,31 @@ def simulate(
     if personas is not None:
         kwargs["personas"] = personas
     cfg = SimConfig(customers=customers, days=days, seed=seed, **kwargs)
-    sim = Simulator(cfg)
+    return collect(
+        Simulator(cfg),
+        {"customers": customers, "days": days, "seed": seed, "drift_share": cfg.drift_share},
+        max_events,
+    )
+
+
+def simulate_sparse(customers: int, days: float, seed: int = 1, *, max_events: int | None = None) -> SimRun:
+    """The ``sparse`` scenario (``segmenter-producer synth --scenario sparse``) in memory."""
+    cfg = SparseConfig(customers=customers, days=days, seed=seed)
+    return collect(
+        SparseRetail(cfg),
+        {"scenario": "sparse", "customers": customers, "days": days, "seed": seed, "drift_share": 0.0},
+        max_events,
+    )
+
+
+def collect(gen: Simulator | SparseRetail, config: dict[str, Any], max_events: int | None = None) -> SimRun:
+    """Run a generator to its end (or ``max_events``) and keep its events, keys, times and personas."""
     values: list[bytes] = []
     keys: list[bytes] = []
     ts: list[float] = []
     who: list[str] = []
     dumps = orjson.dumps
-    for ev in sim.events():
+    for ev in gen.events():
         values.append(dumps(ev.event))
         keys.append(ev.key)
         ts.append(ev.ts)
@@ -336,14 +358,30 @@ def simulate(
         if max_events is not None and len(values) >= max_events:
             break
     return SimRun(
+        values, keys, ts, who, list(gen.truth), gen.customer_count, gen.drifts, {**config, "events": len(values)}
+    )
+
+
+def with_bad_clock(sim: SimRun, at: int, ahead_s: float = 365 * 86400.0) -> SimRun:
+    """A copy of ``sim`` whose ``at``-th event is dated ``ahead_s`` ahead (the producer's ``bad_clock`` fault).
+
+    ``ts`` keeps every event's true time (the stream's position), so per-day measures stay in place.
+    """
+    injector = FaultInjector(FaultConfig(bad_clock_at=at, bad_clock_ahead_s=ahead_s))
+    out: list[tuple[bytes, bytes]] = []
+    for t, key, value in zip(sim.ts, sim.keys, sim.values, strict=True):
+        injector.process(t, key, value, out)
+    injector.drain(out)
+    values = [v for _, v in out]
+    return SimRun(
         values,
-        keys,
-        ts,
-        who,
-        list(sim.truth),
-        sim.customer_count,
+        list(sim.keys),
+        list(sim.ts),
+        list(sim.personas),
+        sim.truth,
+        sim.customers,
         sim.drifts,
-        {"customers": customers, "days": days, "seed": seed, "events": len(values), "drift_share": cfg.drift_share},
+        {**sim.config, "bad_clock_at": at, "bad_clock_ahead_days": ahead_s / 86400.0},
     )
 
 

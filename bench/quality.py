@@ -1,6 +1,6 @@
 """Segment quality against the simulator's ground truth, for every river algorithm a lens can select.
 
-Two scenarios, both simulated with the producer's simulator (the code behind
+Four scenarios, simulated with the producer's generators (the code behind
 ``segmenter-producer synth --truth``), fed event by event (JSON parse
 included) through :class:`segmenter.pipeline.Segmenter`:
 
@@ -11,6 +11,15 @@ included) through :class:`segmenter.pipeline.Segmenter`:
     Four behaviour patterns chosen to land far apart in both default lenses
     (no drift, no arrivals), with ``k = 4`` in both lenses. Issue 3's target:
     ARI >= 0.9 against the patterns and against batch k-means, flap rate < 1%.
+``sparse``
+    Long-horizon retail (``synth --scenario sparse``, :mod:`producer.retail`):
+    1-20 purchases per customer over 18 months, heavy-tailed amounts, monthly
+    cohorts, most customers lapsing; the truth is each customer's latent type.
+``sparse_bad_clock``
+    The same stream with one event, in the middle, dated a year ahead (the
+    producer's ``bad_clock`` fault); run with the first algorithm only. Its
+    ``late`` count is the number of events the core refused: the target is at
+    most that one event.
 
 Per algorithm and scenario:
 
@@ -35,6 +44,7 @@ Usage::
 
     python -m bench.quality --customers 300 --days 20
     python -m bench.quality --algorithms kmeans dbstream --scenarios separated
+    python -m bench.quality --scenarios sparse sparse_bad_clock --sparse-customers 2000
 """
 
 from __future__ import annotations
@@ -52,7 +62,19 @@ import numpy as np
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.metrics import adjusted_rand_score
 
-from bench.common import ALGORITHMS, Row, SimRun, add_common_args, config_for, save_result, setup_logging, simulate
+from bench import quality_metrics
+from bench.common import (
+    ALGORITHMS,
+    Row,
+    SimRun,
+    add_common_args,
+    config_for,
+    save_result,
+    setup_logging,
+    simulate,
+    simulate_sparse,
+    with_bad_clock,
+)
 from producer.personas import Persona
 from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError
@@ -65,6 +87,12 @@ log = logging.getLogger("bench.quality")
 DAY = 86400.0
 ARI_TARGET = 0.9
 FLAP_TARGET = 0.01
+REVERSAL_TARGET = 0.01
+REVERSAL_WINDOW_S = 7 * DAY
+"""A move reversed within this much event time counts in the 7-day reversal rate."""
+LONG_REVERSAL_WINDOW_S = 30 * DAY
+"""The same over 30 days: sparse customers reverse after weeks, which the 7-day window does not see."""
+SCENARIOS = ("personas", "separated", "sparse", "sparse_bad_clock")
 
 
 def _cats(*names: str) -> tuple[tuple[str, float], ...]:
@@ -145,9 +173,14 @@ SEPARATED_PERSONAS: tuple[Persona, ...] = (
 
 
 def simulate_scenario(scenario: str, customers: int, days: float, seed: int) -> SimRun:
-    """The simulated stream of a scenario (``personas`` or ``separated``)."""
+    """The simulated stream of a scenario (see the module docstring)."""
     if scenario == "personas":
         return simulate(customers, days, seed)
+    if scenario == "sparse":
+        return simulate_sparse(customers, days, seed)
+    if scenario == "sparse_bad_clock":
+        sim = simulate_sparse(customers, days, seed)
+        return with_bad_clock(sim, len(sim) // 2)
     if scenario == "separated":
         names = [p.name for p in SEPARATED_PERSONAS]
         mix = dict.fromkeys(names, 1.0)
@@ -181,11 +214,43 @@ class _Trace:
     labels: list[list[str | None]] = field(default_factory=list)  # per lens
     moves: dict[str, int] = field(default_factory=Counter)
     flaps: dict[str, int] = field(default_factory=Counter)
+    reversals: dict[str, int] = field(default_factory=Counter)
+    reversals_30d: dict[str, int] = field(default_factory=Counter)
     model_moves: dict[str, int] = field(default_factory=Counter)
     by_cause: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (lens, moves|flaps, cause)
     lifecycle: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lens, action)
     sizes: list[dict[str, Any]] = field(default_factory=list)
     timeline: dict[str, list[tuple[float, tuple[str | None, ...]]]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass
+class Reversals:
+    """Which moves reverse the customer's previous move (back to the segment it left), and how soon.
+
+    A reversal is a *flap* when it comes within the customer's next
+    ``flap_window`` events; its event-time gap decides whether it counts in
+    the 7-day (and the 30-day) reversal rate.
+    """
+
+    flap_window: int
+    _last: dict[tuple[int, str], tuple[str | None, int, str, float]] = field(default_factory=dict)
+
+    def note(
+        self, lens: int, customer: str, left: str | None, to: str | None, cause: str, events: int, t: float
+    ) -> tuple[bool, float | None, str | None]:
+        """Record a move ``left -> to`` at the customer's ``events``-th event and event time ``t``.
+
+        Returns
+        -------
+        tuple
+            (a flap, the event time since the move it reverses, that move's cause), or
+            ``(False, None, None)`` when it reverses nothing.
+        """
+        prev = self._last.get((lens, customer))
+        self._last[(lens, customer)] = (left, events, cause, t)
+        if prev is None or prev[0] != to:
+            return False, None, None
+        return events - prev[1] <= self.flap_window, t - prev[3], prev[2]
 
 
 def _ari(a: list[Any], b: list[Any]) -> float:
@@ -205,13 +270,13 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     li_of = {name: i for i, name in enumerate(lenses)}
     current: list[dict[str, str | None]] = [{} for _ in lenses]
     n_events: Counter[str] = Counter()
-    # per (lens, customer): (segment left, customer's event count at the move) of the last move
-    last_move: dict[tuple[int, str], tuple[str | None, int, str]] = {}
+    reversals = Reversals(flap_window)
     drifters = {e.customer_id for e in sim.truth if e.cause == "drift"}
     tr = _Trace()
     start = sim.ts[0] if len(sim) else 0.0
     next_day = start + DAY
     late = 0
+    refused: Counter[str] = Counter()
     t0 = time.perf_counter()
     cpu0 = time.process_time()
 
@@ -238,13 +303,17 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
                     tr.by_cause[(m.lens, "late", "moves")] += 1
                 tr.by_cause[(m.lens, "moves", m.cause)] += 1
                 k = n_events[cid]
-                prev = last_move.get((li, cid))
-                if prev is not None and prev[0] == new and k - prev[1] <= flap_window:
+                flap, gap, before = reversals.note(li, cid, old, new, m.cause, k, t)
+                if flap:
                     tr.flaps[m.lens] += 1
                     if t >= half:
                         tr.by_cause[(m.lens, "late", "flaps")] += 1
-                    tr.by_cause[(m.lens, "flaps", f"{prev[2]}->{m.cause}")] += 1
-                last_move[(li, cid)] = (old, k, m.cause)
+                    tr.by_cause[(m.lens, "flaps", f"{before}->{m.cause}")] += 1
+                if gap is not None and gap <= REVERSAL_WINDOW_S:
+                    tr.reversals[m.lens] += 1
+                    tr.by_cause[(m.lens, "reversals", f"{before}->{m.cause}")] += 1
+                if gap is not None and gap <= LONG_REVERSAL_WINDOW_S:
+                    tr.reversals_30d[m.lens] += 1
             if cid in drifters:
                 touched.add(cid)
         for cid in touched:
@@ -260,8 +329,9 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
         n_events[cid] += 1
         try:
             out = seg.process(event)
-        except EventError:
+        except EventError as exc:
             late += 1
+            refused[exc.reason] += 1
             continue
         apply(out, t)
         if t >= next_day:
@@ -286,6 +356,7 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     result: dict[str, Any] = {
         "events": len(sim),
         "late": late,
+        "refused_by_reason": dict(sorted(refused.items())),
         "customers": len(cids),
         "seconds": wall,
         "cpu_seconds": cpu,
@@ -328,6 +399,13 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
             "moves": moves,
             "flaps": tr.flaps[name],
             "flap_rate": tr.flaps[name] / moves if moves else 0.0,
+            "reversals_7d": tr.reversals[name],
+            "reversal_rate_7d": tr.reversals[name] / moves if moves else 0.0,
+            "reversals_30d": tr.reversals_30d[name],
+            "reversal_rate_30d": tr.reversals_30d[name] / moves if moves else 0.0,
+            "reversals_by_cause": {
+                c: n for (ln, kind, c), n in sorted(tr.by_cause.items()) if ln == name and kind == "reversals"
+            },
             "flap_rate_2nd_half": tr.by_cause[(name, "late", "flaps")] / max(1, tr.by_cause[(name, "late", "moves")]),
             "moves_2nd_half": tr.by_cause[(name, "late", "moves")],
             "model_moves": tr.model_moves[name],
@@ -345,6 +423,7 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
             "model_version": lens.model_version,
             "profiles": [{"id": p.id, "name": p.name, "size": p.size, "z": p.z} for p in lens.profiles()],
         }
+        result["lenses"][name].update(quality_metrics.lens_metrics(list(lc.features), X, labels, lens))
 
     # ---- prequential ARI per day (events whose customer already had a segment in every lens)
     days = np.asarray(tr.day)
@@ -390,14 +469,50 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     return result
 
 
+def scenario_rows(scenario: str, algorithm: str, res: dict[str, Any], *, first: bool) -> list[Row]:
+    """The report rows of one run: targets of the scenario; the 7-day reversal rate for the first algorithm."""
+    rows: list[Row] = []
+    if scenario == "separated":
+        sect = f"quality: well-separated patterns ({algorithm})"
+        for name, v in res["lenses"].items():
+            rows += [
+                Row(sect, f"{name}: ARI vs patterns", v["final_ari"], "", f">= {ARI_TARGET}",
+                    passed=v["final_ari"] >= ARI_TARGET),
+                Row(sect, f"{name}: ARI vs batch KMeans", v["ari_vs_batch"], "", f">= {ARI_TARGET}",
+                    passed=v["ari_vs_batch"] >= ARI_TARGET),
+                Row(sect, f"{name}: flap rate", v["flap_rate"], "share", f"< {FLAP_TARGET}",
+                    passed=v["flap_rate"] < FLAP_TARGET,
+                    note=f"{v['flaps']} of {v['moves']} moves; 2nd half of the run "
+                    f"{100 * v['flap_rate_2nd_half']:.2f}% of {v['moves_2nd_half']}"),
+            ]  # fmt: skip
+    elif scenario == "personas":
+        rows.append(Row(f"quality: personas with drift ({algorithm})", "joint ARI vs personas",
+                        res["final_ari_joint"], "", note="no target; see the per-algorithm table"))  # fmt: skip
+    elif scenario == "sparse_bad_clock":
+        rows.append(Row("quality: one event dated a year ahead (sparse)", f"events refused ({algorithm})",
+                        float(res["late"]), "events", "<= 1", passed=res["late"] <= 1,
+                        note=f"of {res['events']:,}; by reason {res['refused_by_reason'] or 'none'}"))  # fmt: skip
+    if first:
+        sect = f"quality: 7-day reversal rate ({algorithm})"
+        for name, v in res["lenses"].items():
+            rows.append(Row(sect, f"{scenario} / {name}", v["reversal_rate_7d"], "share", f"< {REVERSAL_TARGET}",
+                            passed=v["reversal_rate_7d"] < REVERSAL_TARGET,
+                            note=f"{v['reversals_7d']} of {v['moves']} moves; within 30 days "
+                            f"{100 * v['reversal_rate_30d']:.2f}%; flap rate (next events) "
+                            f"{100 * v['flap_rate']:.2f}%"))  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=600, help="customers of the personas scenario")
     parser.add_argument("--days", type=float, default=30.0, help="simulated days of the personas scenario")
     parser.add_argument("--separated-customers", type=int, default=None, help="default: --customers")
     parser.add_argument("--separated-days", type=float, default=None, help="default: --days")
+    parser.add_argument("--sparse-customers", type=int, default=2000, help="customers of the sparse scenarios")
+    parser.add_argument("--sparse-days", type=float, default=548.0, help="simulated days of the sparse scenarios")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
-    parser.add_argument("--scenarios", nargs="+", default=["personas", "separated"], choices=["personas", "separated"])
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--flap-window", type=int, default=5, help="customer events within which a reversal is a flap")
     parser.add_argument("--max-events", type=int, default=None, help="cut each simulated stream at this many events")
     add_common_args(parser)
@@ -407,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         "personas": (args.customers, args.days),
         "separated": (args.separated_customers or args.customers, args.separated_days or args.days),
+        "sparse": (args.sparse_customers, args.sparse_days),
+        "sparse_bad_clock": (args.sparse_customers, args.sparse_days),
     }
     data: dict[str, Any] = {
         "params": {"flap_window": args.flap_window, "seed": args.seed, "algorithms": args.algorithms, "scenarios": {}},
@@ -427,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         log.info("%s: %d events, %d customers, %d drifts", scenario, len(sim), sim.customers, sim.drifts)
         data["runs"][scenario] = {}
-        for algorithm in args.algorithms:
+        # the bad-clock variant measures the clock, not the algorithm: the first algorithm only
+        algorithms = args.algorithms[:1] if scenario == "sparse_bad_clock" else args.algorithms
+        for algorithm in algorithms:
             started = time.perf_counter()
             res = run_one(sim, scenario_config(scenario, algorithm), args.flap_window)
             data["runs"][scenario][algorithm] = res
@@ -437,58 +556,14 @@ def main(argv: list[str] | None = None) -> int:
                 algorithm,
                 res["final_ari_joint"],
                 ", ".join(
-                    f"{n} ARI {v['final_ari']:.3f} vs batch {v['ari_vs_batch']:.3f} flaps {v['flap_rate']:.3%}"
+                    f"{n} ARI {v['final_ari']:.3f} vs batch {v['ari_vs_batch']:.3f} flaps {v['flap_rate']:.3%} "
+                    f"7-day reversals {v['reversal_rate_7d']:.3%}"
                     for n, v in res["lenses"].items()
                 ),
                 res["events_per_s"],
                 time.perf_counter() - started,
             )
-            if scenario == "separated":
-                for name, v in res["lenses"].items():
-                    sect = f"quality: well-separated patterns ({algorithm})"
-                    rows.append(
-                        Row(
-                            sect,
-                            f"{name}: ARI vs patterns",
-                            v["final_ari"],
-                            "",
-                            f">= {ARI_TARGET}",
-                            passed=v["final_ari"] >= ARI_TARGET,
-                        )
-                    )
-                    rows.append(
-                        Row(
-                            sect,
-                            f"{name}: ARI vs batch KMeans",
-                            v["ari_vs_batch"],
-                            "",
-                            f">= {ARI_TARGET}",
-                            passed=v["ari_vs_batch"] >= ARI_TARGET,
-                        )
-                    )
-                    rows.append(
-                        Row(
-                            sect,
-                            f"{name}: flap rate",
-                            v["flap_rate"],
-                            "share",
-                            f"< {FLAP_TARGET}",
-                            passed=v["flap_rate"] < FLAP_TARGET,
-                            note=f"{v['flaps']} of {v['moves']} moves; 2nd half of the run "
-                            f"{100 * v['flap_rate_2nd_half']:.2f}% of {v['moves_2nd_half']}",
-                        )
-                    )
-            else:
-                sect = f"quality: personas with drift ({algorithm})"
-                rows.append(
-                    Row(
-                        sect,
-                        "joint ARI vs personas",
-                        res["final_ari_joint"],
-                        "",
-                        note="no target; see the per-algorithm table",
-                    )
-                )
+            rows += scenario_rows(scenario, algorithm, res, first=algorithm == args.algorithms[0])
     save_result("quality", data, rows, args.out)
     for r in rows:
         print(

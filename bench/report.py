@@ -85,8 +85,13 @@ def quality_tables(q: dict[str, Any]) -> list[str]:
             head += [f"{ln} ARI vs personas", f"{ln} ARI vs batch KMeans (k)", f"{ln} batch KMeans ARI vs personas"]
         head += ["prequential joint ARI (2nd half)"]
         for ln in lens_names:
-            head += [f"{ln} flap rate (moves); 2nd half", f"{ln} model moves / customer", f"{ln} segments ever (live)"]
-        head += ["drift followed", "drift median days (p90)", "events/s"]
+            head += [
+                f"{ln} flap rate (moves); 2nd half",
+                f"{ln} reversal rate 7 days; 30 days",
+                f"{ln} model moves / customer",
+                f"{ln} segments ever (live)",
+            ]
+        head += ["drift followed", "drift median days (p90)", "refused (late)", "events/s"]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for algorithm, r in runs.items():
             cells = [algorithm, _fmt(r["final_ari_joint"])]
@@ -102,6 +107,8 @@ def quality_tables(q: dict[str, Any]) -> list[str]:
                 v = r["lenses"][ln]
                 cells += [
                     f"{100 * v['flap_rate']:.2f}% ({v['moves']}); {100 * v.get('flap_rate_2nd_half', math.nan):.2f}%",
+                    f"{100 * v.get('reversal_rate_7d', math.nan):.2f}% ({v.get('reversals_7d', '?')}); "
+                    f"{100 * v.get('reversal_rate_30d', math.nan):.2f}%",
                     _fmt(v["model_moves_per_customer"]),
                     f"{v['segments_ever']} ({v['live_segments']})",
                 ]
@@ -113,6 +120,7 @@ def quality_tables(q: dict[str, Any]) -> list[str]:
                 ]
             else:
                 cells += ["-", "-"]
+            cells.append(str(r.get("late", "?")))
             cells.append(_fmt(r["events_per_s"]))
             out.append("| " + " | ".join(cells) + " |")
     return out

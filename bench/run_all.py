@@ -10,10 +10,12 @@ Steps and their default ("full", about ten minutes on two cores) sizes:
 
 ``consumer_throughput``  20k events through segmenter-consumer (exactly-once, at-least-once), a bare consumer and a
                          bare exactly-once pass-through
-``replay_throughput``    200k simulated events through ``segmenter replay`` vs a bare river loop
+``replay_throughput``    200k simulated events through ``segmenter replay`` vs a bare river loop; whole processes
+                         (start-up included) on the dense and the sparse (20k customers) scenarios
 ``latency``              1k, 5k and 20k events/s offered, exactly-once, real broker
 ``memory``               100k and 1M customers
-``quality``              every algorithm on the personas and the well-separated scenarios
+``quality``              every algorithm on the personas, the well-separated and the sparse (20k customers, 18
+                         months) scenarios; the sparse one with a bad clock for the first algorithm
 ``peer_quix``            100k events on 1 and 3 partitions: ours vs a Quix Streams application vs the bare references
 ``capacity``             a shared-mode process's cost per event and the trainer's ingest rate (largest group)
 
@@ -63,16 +65,20 @@ SIZES: dict[str, dict[str, list[str]]] = {
             "200000",
             "--reference-events",
             "40000",
+            "--sparse-customers",
+            "20000",
         ],
         "latency": ["--rates", "1000", "5000", "20000", "--seconds", "15", "15", "5", "--customers", "5000"],
         "memory": ["--sizes", "100000", "1000000"],
-        "quality": ["--customers", "1000", "--days", "30", "--separated-customers", "800"],
+        "quality": ["--customers", "1000", "--days", "30", "--separated-customers", "800",
+                    "--sparse-customers", "20000"],
         "peer_quix": ["--events", "100000", "--customers", "10000", "--partitions", "1", "3"],
         "capacity": ["--customers", "5000", "--days", "20", "--max-events", "200000"],
     },
     "smoke": {
         "consumer_throughput": ["--events", "300", "--customers", "30"],
-        "replay_throughput": ["--customers", "60", "--days", "3", "--max-events", "3000", "--reference-events", "1000"],
+        "replay_throughput": ["--customers", "60", "--days", "3", "--max-events", "3000", "--reference-events", "1000",
+                              "--sparse-customers", "100", "--sparse-days", "200", "--repeat", "1"],
         "latency": [
             "--rates",
             "200",
@@ -86,7 +92,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
             "60",
         ],
         "memory": ["--sizes", "2000", "--warmup", "400"],
-        "quality": ["--customers", "40", "--days", "4", "--algorithms", "kmeans", "dbstream"],
+        "quality": ["--customers", "40", "--days", "4", "--sparse-customers", "100", "--sparse-days", "200",
+                    "--algorithms", "kmeans", "dbstream"],
         "peer_quix": ["--events", "300", "--customers", "30", "--partitions", "1"],
         "capacity": ["--customers", "60", "--days", "3", "--max-events", "3000"],
     },

@@ -5,7 +5,8 @@ headers, and appends:
 
 =====================  =====================================================
 ``error``              machine code: ``not_utf8``, ``not_json``, ``too_large``,
-                       ``schema``, ``tombstone_key``, ``late``, ``processing_failed``
+                       ``schema``, ``tombstone_key``, ``late``, ``future``,
+                       ``processing_failed``
 ``reason``             a sentence for humans; for ``processing_failed``, what
                        failed and the exception (type and message, truncated)
 ``source_topic``       where the record came from
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from consumer.sink import InRecord, OutRecord
 
+FUTURE = "future"
 PROCESSING_FAILED = "processing_failed"
 TOMBSTONE_KEY = "tombstone_key"
 MAX_REASON_BYTES = 1024

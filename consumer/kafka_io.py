@@ -511,6 +511,25 @@ class KafkaTransport:
                 out[tp] = max(0, high - pos)
         return out
 
+    def caught_up(self, partitions: Iterable[TP]) -> set[TP]:
+        """Partitions whose position is at the high watermark of the last fetch (nothing left to return).
+
+        Under ``read_committed`` the position stops at the last stable offset, so a partition with an
+        open transaction of an upstream producer stays "not caught up" (it holds the watermark) until
+        that transaction ends. A partition without a fetch response yet is not caught up.
+        """
+        out: set[TP] = set()
+        for tp in partitions:
+            ktp = TopicPartition(tp.topic, tp.partition)
+            try:
+                high = self.consumer.highwater(ktp)
+                position = self.consumer.position(ktp, timeout_ms=0) if high is not None else None
+            except ke.KafkaError:
+                continue
+            if high is not None and position is not None and position >= high:
+                out.add(tp)
+        return out
+
     def close(self) -> None:
         """Close every client; never raises (a dead broker must not block shutdown for long)."""
         clients: list[tuple[str, Any, dict[str, Any]]] = [

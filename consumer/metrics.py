@@ -27,7 +27,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -84,6 +84,22 @@ class Metrics:
         self.rules_reloads = Counter("segmenter_rules_reloads", "Rules file reloads, by result.", ["result"],
                                      registry=r)
         self.assigned_partitions = Gauge("segmenter_assigned_partitions", "Input partitions assigned.", registry=r)
+        self.lens_sse_ratio = Gauge("segmenter_lens_sse_ratio", "Segment SSE over batch k-means SSE at the same k, "
+                                    "at the last refinement (1.0: as good as batch).", ["lens"], registry=r)
+        self.lens_silhouette = Gauge("segmenter_lens_silhouette", "Mean silhouette of the segments at the last "
+                                     "refinement (sampled).", ["lens"], registry=r)
+
+    def set_lens_quality(self, lenses: Iterable[Any]) -> None:
+        """Copy each lens's quality (``Lens.quality``, measured at refinement) into the two gauges.
+
+        Cheap (two gauge sets per lens); call it after each batch. Lenses not refined yet are skipped.
+        """
+        for lens in lenses:
+            quality = lens.quality
+            if quality is None:
+                continue
+            self.lens_sse_ratio.labels(lens.name).set(quality.sse_ratio)
+            self.lens_silhouette.labels(lens.name).set(quality.silhouette)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -56,12 +56,31 @@ restored (model topic's newest snapshot, state partitions read to their end
 with ``read_committed``, waiting until no transaction of a killed previous
 owner is left open on them) before any of their records is processed.
 
-Watermark: the core gets each record's input partition as its *source*; its
-watermark is the minimum over the owned partitions' latest event times minus
-the lateness, so a partition running ahead does not make another's events
-late. The partitions' clocks travel with them: in the model's ``core`` part
-(single mode) or as one ``\x00segmenter.clock`` record per state partition (shared
-mode), restored with the partition; revoked partitions leave the minimum.
+Event time (the edge's part; the core's clock is described in docs/internals.md):
+
+* Every event goes to the core with its input partition as its *source*.
+  Lateness is judged per customer by the core, never against another
+  partition's clock; the watermark (time-driven work only: inactivity
+  re-scoring, held triggers, refinement ticks) follows the slowest *active*
+  source.
+* Assignment: each assigned input partition's clock is restored with its
+  state (the model's ``core`` part in single mode, a ``\x00segmenter.clock`` record per
+  state partition in shared mode), then ``open_source(partition)``: an
+  assigned partition holds the watermark until it has events or is idle, so a
+  partition not read yet cannot be overtaken by the others.
+* Idleness (as Flink's idle sources, Kafka Streams' ``max.task.idle.ms``):
+  after each poll's records are processed, a partition whose position has
+  reached its end offset (the high watermark of the last fetch; under
+  ``read_committed`` the position stops at the last stable offset) is marked
+  idle (``set_idle(partition, True)``: caught up, nothing pending, it no
+  longer holds the watermark); a poll that returns records of an idle
+  partition marks it active again *before* they are processed.
+* Revocation: the revoked partitions' customers and clocks are dropped
+  (``drop_sources``); the watermark is over the owned partitions only.
+* A wrong clock: an event whose ``ts`` is more than ``max_future`` (default
+  1 hour) ahead of its Kafka record's timestamp is dead-lettered with error
+  ``future`` before the core sees it, so one device dated years ahead cannot
+  move anybody's time. Records without a timestamp are not checked.
 
 Shared mode (``--mode shared``, scale-out): many processes in one group. A
 process never learns: it assigns with the newest model *view* the trainer
@@ -85,7 +104,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from consumer.dlq import PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter, describe_exception
+from consumer.dlq import FUTURE, PROCESSING_FAILED, TOMBSTONE_KEY, dead_letter, describe_exception
 from consumer.errors import (
     AuthenticationError,
     CoreBatchError,
@@ -120,6 +139,7 @@ from segmenter.events import CustomerEvent, parse_event
 from segmenter.membership import MembershipTable
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, encode, message_key, stamp
 from segmenter.pipeline import BatchResult
+from segmenter.triggers.controls import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +193,17 @@ class SharedCore(Protocol):
 
     def discard_vectors(self) -> None:
         """Drop sampled vectors of an aborted batch."""
+
+
+@runtime_checkable
+class EventClockCore(Protocol):
+    """A core whose watermark follows the slowest active source (:class:`segmenter.pipeline.Segmenter`)."""
+
+    def open_source(self, source: int) -> None:
+        """An assigned partition: it holds the watermark until it has events or is marked idle."""
+
+    def set_idle(self, source: int, idle: bool) -> None:
+        """A partition read to its end offset (idle: it does not hold the watermark) or with records again."""
 
 
 CoreFactory = Callable[[Any], Core]
@@ -301,6 +332,8 @@ class Service:
         self._owned: set[TP] = set()
         self._pending_assigned: set[TP] = set()
         self._positions: dict[TP, int] = {}
+        self._idle: dict[TP, bool] = {}
+        """Input partitions told to the core as idle (True) or active (False) since their restore."""
         self._failures: dict[tuple[TP, int], tuple[int, str]] = {}
         """(failures, the last one described) of each record the core failed on, until it is committed."""
         self._poison: set[tuple[TP, int]] = set()
@@ -366,6 +399,7 @@ class Service:
         self._owned.clear()
         self._pending_assigned.clear()
         self._positions.clear()
+        self._idle.clear()
         self._next_view = None
         self._membership.clear()
         self._membership_copartitioned = None
@@ -391,7 +425,9 @@ class Service:
                     self._restore_pending()
                     self.health.tick(True)
                     self._follow_model()
+                    self._wake(records)
                     self._process_records(records)
+                    self._mark_idle()
                     if self._batch_due():
                         self._commit()
                 except PoisonRecordError as exc:
@@ -519,9 +555,21 @@ class Service:
         if rec.value is None or (rec.tp, rec.offset) in self._poison:
             return None
         try:
-            return parse_event(rec.value)
+            event = parse_event(rec.value)
         except Exception:  # an EventError, or a decoder bug: _handle dead-letters it
             return None
+        return None if self._ahead(rec, event) else event
+
+    def _ahead(self, rec: InRecord, event: CustomerEvent) -> bool:
+        """Whether ``event`` is dated more than ``max_future`` after its record's Kafka timestamp."""
+        return rec.timestamp_ms > 0 and event.epoch - rec.timestamp_ms / 1000 > self.settings.max_future
+
+    def _future_reason(self, rec: InRecord, event: CustomerEvent) -> str:
+        record_time = datetime.fromtimestamp(rec.timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
+        ahead = format_duration(event.epoch - rec.timestamp_ms / 1000)
+        return (f"event time {event.ts.isoformat()} is {ahead} ahead of the record's Kafka timestamp {record_time}, "
+                f"more than max_future ({format_duration(self.settings.max_future)}): the producer's clock is "
+                "wrong; fix it and re-send the event, or raise --max-future (SEGMENTER_MAX_FUTURE)")
 
     def _process_run(self, run: list[tuple[InRecord, CustomerEvent]]) -> None:
         """Run events through the core in one call; queue outputs and dead letters; empty ``run``.
@@ -579,6 +627,9 @@ class Service:
                 log.error("decoding %s[%d]@%d failed unexpectedly; dead-lettering it", rec.topic, rec.partition,
                           rec.offset, exc_info=exc)
                 self._dead_letter(rec, PROCESSING_FAILED, f"decoding failed: {describe_exception(exc)}")
+                return
+            if self._ahead(rec, event):
+                self._dead_letter(rec, FUTURE, self._future_reason(rec, event))
                 return
             self._process_run([(rec, event)])
             return
@@ -657,7 +708,7 @@ class Service:
             transport.send(record)
         if isinstance(core, ClockedCore):
             clocks = core.take_dirty_clocks()
-            if self.settings.shared:  # single mode: the partitions' clocks are part of the model snapshot
+            if self.settings.shared:  # single mode: the partitions' clocks are in the model's core part
                 for record in clock_records(clocks, self.settings.state_topic):
                     transport.send(record)
         if self.settings.shared and isinstance(core, SharedCore):
@@ -807,6 +858,7 @@ class Service:
         self._restore_membership(numbers)
         self._owned |= partitions
         self._drop_foreign_clocks()
+        self._open_sources(partitions)
         self.metrics.restored_customers.inc(loaded)
         self.metrics.assigned_partitions.set(len(self._owned))
         log.info("restored %d customers of partitions %s%s in %.2fs", loaded, numbers,
@@ -828,6 +880,35 @@ class Service:
         if isinstance(core, ClockedCore):
             owned = {tp.partition for tp in self._owned if tp.topic == self.settings.topics.input}
             core.drop_sources(lambda source: source in owned)
+
+    def _open_sources(self, partitions: set[TP]) -> None:
+        """Restored input partitions hold the watermark until they have events or are idle."""
+        core: object = self._core
+        for tp in sorted(partitions):
+            if tp.topic != self.settings.topics.input:
+                continue
+            self._idle[tp] = False
+            if isinstance(core, EventClockCore):
+                core.open_source(tp.partition)
+
+    def _wake(self, records: Sequence[InRecord]) -> None:
+        """Idle partitions with records in this poll are active again, before their records are processed."""
+        woken = {rec.tp for rec in records if self._idle.get(rec.tp)}
+        self._tell_idle(woken, idle=False)
+
+    def _mark_idle(self) -> None:
+        """Owned input partitions read to their end offset are idle (they no longer hold the watermark)."""
+        candidates = [tp for tp, idle in self._idle.items() if not idle and tp in self._owned]
+        if candidates:
+            self._tell_idle(self._require_transport().caught_up(candidates), idle=True)
+
+    def _tell_idle(self, partitions: set[TP], *, idle: bool) -> None:
+        core: object = self._core
+        for tp in sorted(partitions):
+            self._idle[tp] = idle
+            if isinstance(core, EventClockCore):
+                core.set_idle(tp.partition, idle)
+            log.debug("%s[%d] %s", tp.topic, tp.partition, "read to its end: idle" if idle else "active again")
 
     # ------------------------------------------------------------------ shared mode: the model view
 
@@ -920,6 +1001,7 @@ class Service:
         for tp in partitions:
             self._positions.pop(tp, None)
             self._one_by_one.pop(tp, None)
+            self._idle.pop(tp, None)
         dropped = self._index.drop_partitions(tp.partition for tp in partitions
                                               if tp.topic == self.settings.topics.input)
         if self._core is not None and dropped:

@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 from consumer.errors import SettingsError
 from segmenter.connection import ConnectionSettings
 from segmenter.envcheck import describe_errors, known_names, unknown_variables
+from segmenter.triggers.controls import parse_duration
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -148,6 +149,21 @@ class Settings(BaseSettings, ConnectionSettings):
     log_format: LogFormat = Field("text", description="Log format: text or json (one object per line).")
     retry_backoff_max_s: float = Field(30.0, gt=0, le=600, description="Longest wait between reconnect attempts "
                                                                        "while the broker is down.")
+    max_future: float = Field(3600.0, gt=0, description="Event time: how far an event's ts may run ahead of its "
+                                                        "Kafka record timestamp before it is dead-lettered as "
+                                                        "'future' (a wrong clock); a duration such as 1h, 30m, "
+                                                        "1d, or seconds.")
+
+    @field_validator("max_future", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """Accept ``"1h"``, ``"30m"``, ``"1d12h"`` or a number of seconds (also as text, from the environment)."""
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return parse_duration(value)
+        return value
 
     @property
     def state_topic(self) -> str:

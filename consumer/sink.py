@@ -123,6 +123,13 @@ class Transport(Protocol):
         Partitions whose end is not known yet (not fetched) are left out.
         """
 
+    def caught_up(self, partitions: Iterable[TP]) -> set[TP]:
+        """The assigned ``partitions`` read to their end: every record up to the end offset of the last fetch
+        (under ``read_committed``, at most the last stable offset) was returned by :meth:`poll`.
+
+        A partition not fetched yet is not caught up.
+        """
+
     def close(self) -> None:
         """Release the clients (revokes the assignment)."""
 
@@ -249,16 +256,19 @@ class MemoryTransport:
             self.committed = self.group.committed
 
     def produce_input(self, key: bytes | None, value: bytes | None, partition: int = 0,
-                      headers: Headers = ()) -> None:
-        """Append an input record, as a producer outside any transaction would (test helper)."""
-        self.append(self.input_topic, key, value, partition, headers)
+                      headers: Headers = (), timestamp_ms: int = 0) -> None:
+        """Append an input record, as a producer outside any transaction would (test helper).
 
-    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0,
-               headers: Headers = ()) -> int:
+        ``timestamp_ms`` 0: the record has no timestamp.
+        """
+        self.append(self.input_topic, key, value, partition, headers=headers, timestamp_ms=timestamp_ms)
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0, *,
+               headers: Headers = (), timestamp_ms: int = 0) -> int:
         """Append a record to ``topic`` outside any transaction; returns its offset (test helper)."""
         log = self._logs(topic)[partition]
         offset = log.end
-        log.append(InRecord(topic, partition, offset, key, value, headers))
+        log.append(InRecord(topic, partition, offset, key, value, headers, timestamp_ms))
         log.end += 1
         return offset
 
@@ -352,6 +362,10 @@ class MemoryTransport:
 
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         return {tp: max(0, self._logs(tp.topic)[tp.partition].end - pos) for tp, pos in positions.items()}
+
+    def caught_up(self, partitions: Iterable[TP]) -> set[TP]:
+        return {tp for tp in partitions
+                if tp in self._assigned and self._positions.get(tp, 0) >= len(self.topics[tp.topic][tp.partition])}
 
     def close(self) -> None:
         if self.handler is not None and self._assigned:

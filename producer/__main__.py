@@ -5,6 +5,9 @@ Usage::
     segmenter-producer synth --customers 1000 --days 90 --seed 7 --truth truth.jsonl --to kafka
     segmenter-producer synth --customers 200 --days 30 --duplicate-rate 0.01 --to file events.jsonl
     segmenter-producer synth --rate 200 --to kafka                  # paced, 200 events/s
+    segmenter-producer synth --scenario sparse --customers 20000 --to file retail.jsonl
+    segmenter-producer synth --scenario sparse --order partitions --partitions 3 --to kafka   # a backlog
+    segmenter-producer synth --bad-clock-at 5000 --to file skewed.jsonl   # one event dated a year ahead
     segmenter-producer replay orders.csv --customer-col user --time-col created_at --type purchase \\
         --amount-col total --dlq-file bad_rows.jsonl --to file -
 
@@ -25,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,14 +37,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from producer.backlog import ORDERS, backlog_order
 from producer.errors import InputError, ProducerError, SettingsError, SinkError
 from producer.faults import FaultConfig, FaultInjector
 from producer.kafka_sink import KafkaSettings, KafkaSink
 from producer.personas import DEFAULT_ARRIVAL_MIX, DEFAULT_INITIAL_MIX, parse_mix
 from producer.replay import ColumnMapping, load
-from producer.runner import Pacing, ProgressCallback, RunStats, run
+from producer.retail import SparseConfig, SparseRetail
+from producer.runner import Outgoing, Pacing, ProgressCallback, RunStats, run
 from producer.settings import add_connection_flags, load_connection
-from producer.simulator import SimConfig, Simulator, encoded, iso
+from producer.simulator import DAY, SimConfig, Simulator, encoded, iso
 from producer.sinks import JsonlSink, Sink
 from segmenter.output_paths import overwritten_input
 
@@ -49,6 +54,7 @@ log = logging.getLogger("producer")
 
 DEFAULT_TOPIC = "customer-events"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+SCENARIOS = ("personas", "sparse")
 
 
 @dataclass(frozen=True)
@@ -195,15 +201,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate customers following personas",
         description="Simulate customers who follow personas (some drift) in event time.",
     )
-    synth.add_argument("--customers", type=int, default=1000, help="customers at the start (default %(default)s)")
     synth.add_argument(
-        "--days", type=_positive(float), default=90.0, help="simulated days of behaviour (default %(default)s)"
+        "--scenario",
+        choices=SCENARIOS,
+        default="personas",
+        help="personas: dense web sessions of the built-in personas (default); sparse: long-horizon retail, "
+        "1-20 purchases per customer over months, heavy-tailed amounts, monthly cohorts, most customers lapsing",
+    )
+    synth.add_argument(
+        "--customers",
+        type=int,
+        default=None,
+        help="customers at the start (personas, default 1000) or over the run (sparse, default 20000)",
+    )
+    synth.add_argument(
+        "--days",
+        type=_positive(float),
+        default=None,
+        help="simulated days (default 90 for personas, 548 = 18 months for sparse)",
     )
     synth.add_argument(
         "--start",
         type=_iso_arg,
-        default=datetime(2026, 1, 1, tzinfo=UTC),
-        help="event time of the start, ISO-8601 with offset (default 2026-01-01T00:00:00Z)",
+        default=None,
+        help="event time of the start, ISO-8601 with offset (default 2026-01-01T00:00:00Z for personas, "
+        "2024-07-01T00:00:00Z for sparse)",
+    )
+    synth.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="time",
+        help="send order: time (default); partitions: a multi-partition backlog, every event of partition 0 "
+        "(Kafka's default partitioner over --partitions) then partition 1 ...; blocks: whole customer histories, "
+        "--block-customers at a time. Each customer's events stay in order",
+    )
+    synth.add_argument(
+        "--block-customers",
+        type=_positive(int),
+        default=1000,
+        help="customers per block of --order blocks (default %(default)s)",
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     synth.add_argument(
@@ -257,6 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(float),
         default=6.0,
         help="largest event-time delay of a late event (default %(default)s)",
+    )
+    faults.add_argument(
+        "--bad-clock-at",
+        type=int,
+        default=None,
+        metavar="N",
+        help="send the N-th valid event (from 0) dated --bad-clock-days ahead (a device with a wrong clock)",
+    )
+    faults.add_argument(
+        "--bad-clock-days",
+        type=_positive(float),
+        default=365.0,
+        help="how far ahead --bad-clock-at dates its event (default %(default)s)",
     )
     faults.add_argument(
         "--fault-log",
@@ -439,33 +488,59 @@ def _write_jsonl(path: Path, rows: Iterator[dict[str, Any]]) -> int:
     return n
 
 
+def _scenario(args: argparse.Namespace) -> tuple[Simulator | SparseRetail, float, float]:
+    """The generator of ``--scenario`` and its event-time span ``(start, end)``; raises ``ValueError``."""
+    if args.scenario == "sparse":
+        sparse = SparseConfig(
+            customers=20_000 if args.customers is None else args.customers,
+            days=548.0 if args.days is None else args.days,
+            start=args.start or SparseConfig.start,
+            seed=args.seed,
+        )
+        return SparseRetail(sparse), sparse.start_epoch, sparse.end_epoch
+    config = SimConfig(
+        customers=1000 if args.customers is None else args.customers,
+        days=90.0 if args.days is None else args.days,
+        start=args.start or SimConfig.start,
+        seed=args.seed,
+        drift_share=args.drift_share,
+        arrivals_per_day=args.arrivals_per_day,
+        emails_per_week=args.emails_per_week,
+        initial_mix=args.initial_mix or dict(DEFAULT_INITIAL_MIX),
+        arrival_mix=args.arrival_mix or dict(DEFAULT_ARRIVAL_MIX),
+    )
+    return Simulator(config), config.start_epoch, config.end_epoch
+
+
+def _in_order(args: argparse.Namespace, sim: Simulator | SparseRetail) -> Iterator[Outgoing]:
+    """The encoded stream in the send order of ``--order`` (a backlog order holds the whole stream in memory)."""
+    if args.order == "time":
+        return encoded(sim)
+    stream = list(encoded(sim))
+    order = backlog_order(
+        [o.key for o in stream], args.order, partitions=args.partitions, block_customers=args.block_customers
+    )
+    return iter([stream[i] for i in order])
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     """Run ``synth``."""
     try:
-        config = SimConfig(
-            customers=args.customers,
-            days=args.days,
-            start=args.start,
-            seed=args.seed,
-            drift_share=args.drift_share,
-            arrivals_per_day=args.arrivals_per_day,
-            emails_per_week=args.emails_per_week,
-            initial_mix=args.initial_mix or dict(DEFAULT_INITIAL_MIX),
-            arrival_mix=args.arrival_mix or dict(DEFAULT_ARRIVAL_MIX),
-        )
+        sim, start, end = _scenario(args)
         fault_config = FaultConfig(
             malformed_rate=args.malformed_rate,
             duplicate_rate=args.duplicate_rate,
             late_rate=args.late_rate,
             late_max_s=args.late_max_hours * 3600,
             late_min_s=min(600.0, args.late_max_hours * 3600),
+            bad_clock_at=args.bad_clock_at,
+            bad_clock_ahead_s=args.bad_clock_days * DAY,
             seed=args.seed,
         )
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     _check_outputs(args, {}, {"--truth": args.truth, "--fault-log": args.fault_log})
-    sim = Simulator(config)
     with contextlib.ExitStack() as stack:
         fault_fh: IO[bytes] | None = None
         if args.fault_log is not None:
@@ -481,14 +556,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
         injector = FaultInjector(fault_config, listen if fh is not None else None) if fault_config.active else None
         sink = stack.enter_context(_open_sink(args))
-        start = config.start_epoch
-        if args.max_events:
-            total: float = args.max_events
+        if args.max_events or args.order != "time":
+            total: float | None = args.max_events or None
 
             def completed(sent: int, ts: float) -> float:
                 return float(sent)
         else:
-            total = config.days * 86400.0
+            total = end - start
 
             def completed(sent: int, ts: float) -> float:
                 return ts - start
@@ -496,7 +570,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         show = not args.quiet and sys.stderr.isatty()
         with _progress(show, f"synth → {sink.description}", total, completed) as progress:
             stats = run(
-                encoded(sim),
+                _in_order(args, sim),
                 sink,
                 faults=injector,
                 max_events=args.max_events,
@@ -504,7 +578,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
                 on_progress=progress,
             )
             if progress is not None and not stats.stopped_early:
-                progress(stats.messages, config.end_epoch)  # the whole span was simulated
+                progress(stats.messages, end)  # the whole span was simulated
     truth_lines = 0
     if args.truth is not None:
         truth_lines = _write_jsonl(args.truth, (t.to_json() for t in sim.truth))
@@ -521,7 +595,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
             "drifts": sim.drifts,
             "personas_at_start_or_arrival": dict(sorted(personas_initial.items())),
             "personas_at_end": sim.persona_counts(),
-            "seed": config.seed,
+            "scenario": args.scenario,
+            "order": args.order,
+            "seed": args.seed,
             "truth_file": str(args.truth) if args.truth else None,
             "truth_lines": truth_lines,
         },

@@ -20,6 +20,10 @@ Kinds:
 ``late``
     the event held back and sent once the stream's event time has moved
     ``late_min_s``–``late_max_s`` past it (out of order).
+``bad_clock``
+    one event (the ``bad_clock_at``-th valid event, counted from 0) sent with
+    its ``ts`` moved ``bad_clock_ahead_s`` (a year by default) into the future,
+    in place of the original: a device with a wrong clock. Its id is unchanged.
 
 Malformed copies get the event id ``<event_id>-malformed`` so they never
 collide with the valid original, which is still sent.
@@ -33,6 +37,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -46,7 +51,7 @@ MALFORMED_KINDS: tuple[str, ...] = (
 )
 """Every malformed-message kind, in the order they are drawn."""
 
-FAULT_KINDS: tuple[str, ...] = (*MALFORMED_KINDS, "duplicate", "late")
+FAULT_KINDS: tuple[str, ...] = (*MALFORMED_KINDS, "duplicate", "late", "bad_clock")
 """Every fault kind the injector counts."""
 
 _REQUIRED = ("event_id", "customer_id", "type", "ts")
@@ -71,6 +76,10 @@ class FaultConfig:
         Range of the event-time delay of a late event (uniform).
     duplicate_max_lag
         A duplicate follows its original within this many messages.
+    bad_clock_at
+        Index (from 0, among valid events) of the one event sent dated ahead; ``None``: none.
+    bad_clock_ahead_s
+        How far ahead that event is dated (default 365 days).
     seed
         Seed of the injector's own random generator (independent of the simulator's).
     """
@@ -81,6 +90,8 @@ class FaultConfig:
     late_min_s: float = 600.0
     late_max_s: float = 6 * 3600.0
     duplicate_max_lag: int = 50
+    bad_clock_at: int | None = None
+    bad_clock_ahead_s: float = 365 * 86400.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,11 +103,15 @@ class FaultConfig:
             raise ValueError(f"need 0 <= late_min_s <= late_max_s, got {self.late_min_s}, {self.late_max_s}")
         if self.duplicate_max_lag < 1:
             raise ValueError(f"duplicate_max_lag must be >= 1, got {self.duplicate_max_lag}")
+        if self.bad_clock_at is not None and self.bad_clock_at < 0:
+            raise ValueError(f"bad_clock_at must be >= 0, got {self.bad_clock_at}")
+        if not (math.isfinite(self.bad_clock_ahead_s) and self.bad_clock_ahead_s > 0):
+            raise ValueError(f"bad_clock_ahead_s must be > 0, got {self.bad_clock_ahead_s}")
 
     @property
     def active(self) -> bool:
         """Whether any fault can be injected."""
-        return self.malformed_rate > 0 or self.duplicate_rate > 0 or self.late_rate > 0
+        return self.malformed_rate > 0 or self.duplicate_rate > 0 or self.late_rate > 0 or self.bad_clock_at is not None
 
 
 Message = tuple[bytes, bytes]
@@ -135,6 +150,7 @@ class FaultInjector:
         self._late: list[tuple[float, int, bytes, bytes]] = []
         self._dups: list[tuple[int, int, bytes, bytes]] = []
         self._n = 0
+        self._valid = 0
 
     def _uniform(self) -> float:
         i = self._ui
@@ -147,6 +163,10 @@ class FaultInjector:
     def process(self, ts: float, key: bytes, value: bytes, out: list[Message]) -> None:
         """Append to ``out`` what the sink should receive now for this event (possibly nothing)."""
         cfg = self.config
+        if self._valid == cfg.bad_clock_at:
+            value = self._redate(value, cfg.bad_clock_ahead_s)
+            self._record("bad_clock", value)
+        self._valid += 1
         late = self._late
         while late and late[0][0] <= ts:
             _, _, k, v = heapq.heappop(late)
@@ -200,6 +220,13 @@ class FaultInjector:
                 kind,
                 {"event_id": event.get("event_id"), "customer_id": event.get("customer_id"), "ts": event.get("ts")},
             )
+
+    @staticmethod
+    def _redate(value: bytes, ahead_s: float) -> bytes:
+        event: dict[str, Any] = orjson.loads(value)
+        moved = datetime.fromisoformat(event["ts"]) + timedelta(seconds=ahead_s)
+        event["ts"] = moved.isoformat(timespec="milliseconds")
+        return orjson.dumps(event)
 
     def _malform(self, kind: str, value: bytes) -> bytes:
         event: dict[str, Any] = orjson.loads(value)

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -51,8 +51,25 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
+class Span:
+    """The event-time span of a run's config: ``start`` (timezone-aware) and ``days``."""
+
+    start: datetime
+    days: float
+
+    @property
+    def start_epoch(self) -> float:
+        """``start`` in epoch seconds."""
+        return self.start.timestamp()
+
+    @property
+    def end_epoch(self) -> float:
+        """End of the simulated span (exclusive), epoch seconds."""
+        return self.start.timestamp() + self.days * DAY
+
+
 @dataclass(frozen=True)
-class SimConfig:
+class SimConfig(Span):
     """Settings of one simulation run.
 
     Attributes
@@ -126,16 +143,6 @@ class SimConfig:
             unknown = sorted(({src} | {t for t, _ in targets}) - names)
             if unknown:
                 raise ValueError(f"drift: unknown personas {unknown}; known: {sorted(names)}")
-
-    @property
-    def start_epoch(self) -> float:
-        """``start`` in epoch seconds."""
-        return self.start.timestamp()
-
-    @property
-    def end_epoch(self) -> float:
-        """End of the simulated span (exclusive), epoch seconds."""
-        return self.start.timestamp() + self.days * DAY
 
     @property
     def arrival_rate(self) -> float:
@@ -500,8 +507,15 @@ class Simulator:
         self._schedule_session(idx, t)
 
 
-def encoded(sim: Simulator) -> Iterator[Outgoing]:
-    """The simulator's events encoded with orjson, ready for :func:`producer.runner.run`."""
+class EventSource(Protocol):
+    """A generator of simulated events (:class:`Simulator`, :class:`producer.retail.SparseRetail`)."""
+
+    def events(self) -> Iterator[SimEvent]:
+        """Every event of the run in non-decreasing event time."""
+
+
+def encoded(sim: EventSource) -> Iterator[Outgoing]:
+    """The generator's events encoded with orjson, ready for :func:`producer.runner.run`."""
     dumps = orjson.dumps
     for ts, key, event, _ in sim.events():
         yield Outgoing(ts, key, dumps(event), event["type"])

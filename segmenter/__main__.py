@@ -10,6 +10,10 @@ Commands
 ``segmenter profile SNAPSHOT_OR_CHECKPOINT [--config FILE] [--html OUT.html]``
     Segment sizes and profiles from a replay snapshot (JSONL) or a checkpoint;
     ``--html``: write the segment explorer page for it instead (self-contained).
+``segmenter evaluate SNAPSHOT_OR_CHECKPOINT [--truth FILE] [--k-range 2..10] [--json] [--config FILE]``
+    The seed's evaluation step per lens: SSE ratio and ARI against batch
+    k-means at the same k, silhouette, Davies-Bouldin, bootstrap stability, a
+    k sweep with a suggested k, and purity/ARI against a simulator truth file.
 ``segmenter check-rules RULES [--config FILE]``
     Validate a rules file and describe every rule in plain words.
 ``segmenter schema [NAME] [--out DIR]``
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from collections import defaultdict
@@ -37,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -45,6 +51,15 @@ from rich.table import Table
 from segmenter.codec import is_record
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
+from segmenter.evaluation import (
+    EvaluationInputError,
+    LensEvaluation,
+    evaluate_lenses,
+    parse_k_range,
+    parse_snapshot,
+    parse_truth,
+    segment_rules,
+)
 from segmenter.explorer import SizeHistory, lens_sizes, live_document, render_page, snapshot_document
 from segmenter.gc_tuning import tune_gc
 from segmenter.output_paths import overwritten_input
@@ -99,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--config", type=Path, help="config the checkpoint was made with (default: packaged)")
     pp.add_argument("--html", type=Path, help="write the segment explorer page (one self-contained HTML file) here")
 
+    ep = sub.add_parser("evaluate", help="segment quality per lens against batch k-means on the same features")
+    ep.add_argument("source", type=Path, help="a replay --snapshot file (JSONL) or a --checkpoint file")
+    ep.add_argument("--truth", type=Path, help="the simulator's --truth JSONL (purity and ARI against personas)")
+    ep.add_argument("--k-range", default="2..10", help="k sweep of batch k-means, LOW..HIGH (default 2..10)")
+    ep.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ep.add_argument("--config", type=Path, help="config the checkpoint was made with (default: packaged)")
+
     cp = sub.add_parser("check-rules", help="validate a rules file and describe its rules")
     cp.add_argument("rules", type=Path)
     cp.add_argument("--config", type=Path, help="config whose lenses and features the rules must use")
@@ -122,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _profile(args)
         if args.command == "schema":
             return _schema(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _check_rules(args)
     except (ConfigError, StateError, UsageError) as exc:
         _print_error(str(exc))
@@ -266,11 +290,18 @@ def _profile(args: argparse.Namespace) -> int:
         return _profile_html(args, data)
     if is_record(data):  # a Segmenter.snapshot() checkpoint (segmenter.codec)
         seg = Segmenter.from_snapshot(load_config(args.config), data)
+        all_rules = _checkpoint_rules(seg, str(args.source))
         for lens in seg.lenses:
             print(f"lens {lens.name} (model version {lens.model_version})")
+            rules = all_rules.get(lens.name, {})
             for p in lens.profiles():
                 centroid = ", ".join(f"{k}={v:.4g}" for k, v in p.centroid.items())
                 print(f"  {p.id:<16} {p.size:>9,}  {p.name}  [{centroid}]")
+                if p.id in rules:
+                    rule = rules[p.id]
+                    fid = rule["fidelity"]
+                    print(f"  {'':<16} rule: {rule['text']}  (matches {fid['members_matched']:.0%} of members, "
+                          f"excludes {fid['non_members_excluded']:.0%} of the others)")
         return EXIT_OK
     return _profile_jsonl(args.source, data)
 
@@ -334,6 +365,21 @@ def _snapshot_line(line: bytes) -> list[tuple[str, str, str, dict[str, float]]]:
     return out
 
 
+def _snapshot_lines(seg: Segmenter) -> bytes:
+    """The ``replay --snapshot`` lines of a restored core."""
+    return b"\n".join(orjson.dumps(v.as_json()) for v in seg.customer_views())
+
+
+def _checkpoint_rules(seg: Segmenter, source: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per lens, segment id -> rule, fitted on the restored customers' features and segments."""
+    lines = _snapshot_lines(seg)
+    if not lines:
+        return {}
+    _, lens_data = parse_snapshot(lines, source)
+    rng = np.random.default_rng(0)
+    return {name: segment_rules(d.features, np.asarray(d.rows), d.labels, rng) for name, d in lens_data.items()}
+
+
 def _profile_jsonl(path: Path, data: bytes) -> int:
     sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     names: dict[tuple[str, str], str] = {}
@@ -375,6 +421,67 @@ def _schema(args: argparse.Namespace) -> int:
     docs = schemas()
     sys.stdout.write(render(docs[args.name] if args.name else docs).decode())
     return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``segmenter evaluate``: one-line errors naming the file (and line) on bad input."""
+    try:
+        k_range = parse_k_range(args.k_range)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        data = args.source.read_bytes()
+        truth_data = args.truth.read_bytes() if args.truth is not None else None
+    except OSError as exc:
+        raise _cannot("read", Path(exc.filename or args.source), exc) from None
+    try:
+        if is_record(data):  # a Segmenter.snapshot() checkpoint: the same lines, from the restored core
+            seg = Segmenter.from_snapshot(load_config(args.config), data)
+            ids, lenses = parse_snapshot(_snapshot_lines(seg), str(args.source))
+        else:
+            ids, lenses = parse_snapshot(data, str(args.source))
+        truth = parse_truth(truth_data, str(args.truth)) if truth_data is not None else None
+    except EvaluationInputError as exc:
+        raise UsageError(str(exc)) from None
+    results = evaluate_lenses(ids, lenses, truth, k_range)
+    if args.json:
+        print(orjson.dumps({"source": str(args.source), "lenses": [r.as_json() for r in results]}).decode())
+        return EXIT_OK
+    print_evaluation(results)
+    return EXIT_OK
+
+
+def print_evaluation(results: Sequence[LensEvaluation]) -> None:
+    """The evaluation as tables: one row per lens, then each lens's k sweep."""
+    console = Console()
+    table = Table(title="segments against batch k-means at the same k (lens space: log1p where heavy, z-scored)")
+    for col in ("lens", "customers", "k", "SSE ratio", "ARI vs batch", "silhouette", "Davies-Bouldin",
+                "stability", "suggested k", "purity", "ARI vs truth"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "lens" else "right")
+    for r in results:
+        table.add_row(r.lens, f"{r.customers:,}", str(r.k), _fmt(r.sse_ratio), _fmt(r.ari_vs_batch),
+                      _fmt(r.silhouette), _fmt(r.davies_bouldin), _fmt(r.stability),
+                      "-" if r.suggested_k is None else f"{r.suggested_k} ({r.criterion})",
+                      _fmt(r.purity), _fmt(r.ari_vs_truth))  # fmt: skip
+    console.print(table)
+    for r in results:
+        rules = Table(title=f"{r.lens}: segment rules (fidelity: members matched / non-members excluded)")
+        for col in ("segment", "rule", "members", "non-members"):
+            rules.add_column(col, justify="left" if col in ("segment", "rule") else "right")
+        for sid, rule in r.rules.items():
+            fid = rule["fidelity"]
+            rules.add_row(sid, rule["text"], _fmt(fid["members_matched"]), _fmt(fid["non_members_excluded"]))
+        console.print(rules)
+        sweep = Table(title=f"{r.lens}: batch k-means sweep")
+        for col in ("k", "SSE", "silhouette", "Davies-Bouldin"):
+            sweep.add_column(col, justify="right")
+        for p in r.sweep:
+            sweep.add_row(str(p.k), f"{p.sse:,.1f}", _fmt(p.silhouette), _fmt(p.davies_bouldin))
+        console.print(sweep)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _check_rules(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ A config file is TOML or YAML with four sections and a seed::
 
     [[lenses]]                # one table per segmentation (see segmenter.lenses.config)
     name = "value"
-    features = ["recency_days", "frequency", "spend", "aov"]
+    features = ["recency_days", "orders", "net_spend", "aov"]
 
 Every error is a :class:`~segmenter.errors.ConfigError` whose message names the
 file, the dotted field and the problem.

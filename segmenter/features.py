@@ -98,6 +98,8 @@ FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef("conversion", "min(1, decayed purchases / decayed product views)", False),
     FeatureDef("email_engagement", "e-mail opens + 2 x clicks, decayed", True),
     FeatureDef("refund_rate", "lifetime refunds / lifetime purchases, capped at 1", False),
+    FeatureDef("orders", "lifetime purchases (not decayed: value survives silence)", True),
+    FeatureDef("net_spend", "lifetime purchase amounts minus refund amounts, floored at 0 (not decayed)", True),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 HEAVY_TAILED: frozenset[str] = frozenset(f.name for f in FEATURES if f.heavy_tailed)
@@ -133,14 +135,16 @@ def event_kind(event_type: EventType) -> EventKind:
 
 
 # float32 accumulator columns
-_FREQ, _SPEND, _SESS, _PVIEW, _CART, _EMAIL, _PACT, _NPUR, _AMT, _NREF = range(10)
-_NF = 10
+_FREQ, _SPEND, _SESS, _PVIEW, _CART, _EMAIL, _PACT, _NPUR, _AMT, _NREF, _RAMT = range(11)
+_NF = 11
+_NF_V1 = 10
+"""Accumulators in records written before the lifetime refund amount (``_RAMT``) existed."""
 # int32 time columns
 _FIRST, _LAST, _LPUR, _SCORED = range(4)
 _NT = 4
 
 _ACC_NAMES = ("frequency", "spend", "sessions", "product_views", "cart_adds", "email", "purchases_activity",
-              "purchases", "amount", "refunds")  # fmt: skip
+              "purchases", "amount", "refunds", "refund_amount")  # fmt: skip
 
 
 def _flat(arr: npt.NDArray[Any], fmt: str) -> Any:
@@ -178,8 +182,8 @@ class FeatureStore:
 
     Notes
     -----
-    ``40 + 16 + 4 * dedup_size + 7 + 4 * n_lenses`` bytes of numpy state per
-    row (104 with the defaults and two lenses), plus about 12 % growth slack,
+    ``44 + 16 + 4 * dedup_size + 7 + 4 * n_lenses`` bytes of numpy state per
+    row (108 with the defaults and two lenses), plus about 12 % growth slack,
     and the :class:`~segmenter.id_index.IdIndex` (the id's UTF-8 bytes with
     arena slack, a 10-byte offset and length, 4 to 8 bytes of hash table): about
     150 bytes per customer with ids like ``c0001234``, and no Python object per
@@ -415,6 +419,7 @@ class FeatureStore:
             amt = min(amount or 0.0, MAX_AMOUNT)
             fv[o + _SPEND] -= amt * math.exp(-back * self._ks) if back else amt
             fv[o + _NREF] += 1.0
+            fv[o + _RAMT] += amt
         return row
 
     def kernel_rates(self) -> npt.NDArray[np.float64]:
@@ -458,6 +463,7 @@ class FeatureStore:
         cart = fv[o + _CART]
         pview = fv[o + _PVIEW]
         pact = fv[o + _PACT]
+        net = fv[o + _AMT] - fv[o + _RAMT]
         return [
             recency if recency < cap else cap,
             (t - first) / DAY,
@@ -471,10 +477,12 @@ class FeatureStore:
             min(1.0, pact / pview) if pview > 0.0 else 0.0,
             fv[o + _EMAIL] * fa,
             min(1.0, nref / npur) if npur > 0.0 else (1.0 if nref > 0.0 else 0.0),
+            npur,
+            net if net > 0.0 else 0.0,
         ]
 
     def matrix(self, rows: npt.NDArray[np.intp], t: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """Vectorised :meth:`vector` for many rows: shape ``(len(rows), 12)``, float64.
+        """Vectorised :meth:`vector` for many rows: shape ``(len(rows), len(FEATURE_NAMES))``, float64.
 
         ``t`` holds one evaluation time per row (relative seconds, ``>= last_time``).
         """
@@ -502,7 +510,30 @@ class FeatureStore:
         out[:, 6] = pview * fa
         out[:, 7] = cart * fa
         out[:, 10] = f[:, _EMAIL] * fa
+        out[:, 12] = npur
+        out[:, 13] = np.maximum(f[:, _AMT] - f[:, _RAMT], 0.0)
         return out
+
+    def vectors_at(
+        self, t: int, columns: Sequence[int] | None = None, chunk: int = 1 << 16
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """Every live customer's features at time ``t`` (or at its latest event, if later): rows and matrix.
+
+        Rows come ordered by the crc32 of the customer id (then row), so the
+        result does not depend on which row holds whom. ``columns`` picks
+        feature indices (default: all of :data:`FEATURE_NAMES`); the work goes in
+        chunks of ``chunk`` rows, so the float64 temporaries stay small at a
+        million customers.
+        """
+        live = np.flatnonzero(self.live)
+        rows = live[np.argsort(self.crc[live], kind="stable")]
+        cols = list(range(len(FEATURE_NAMES))) if columns is None else list(columns)
+        out = np.empty((len(rows), len(cols)), np.float64)
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            times = np.maximum(self.t[part, _LAST].astype(np.int64), t)
+            out[start : start + len(part)] = self.matrix(part, times)[:, cols]
+        return rows, out
 
     # ------------------------------------------------------------ lens columns
     @property
@@ -683,6 +714,8 @@ class FeatureStore:
             first, last, lpur, scored = times_in
             ring = [expect_int(x, f"{what} event-id hash", 1, 2**32 - 1) for x in expect_list(rec["h"], "h")]
             segs = expect_dict(rec["s"], f"{what} segments")
+            if f.shape == (_NF_V1,):  # written before the lifetime refund amount: net_spend counts no refunds
+                f = np.append(f, 0.0)
             if f.shape != (_NF,):
                 raise StateError(f"{what}: expected {_NF} accumulators, got {f.size}")
             with np.errstate(over="ignore"):
@@ -782,7 +815,9 @@ class FeatureStore:
             raise StateError("snapshot customer ids must be distinct strings")
         lenses = max(1, len(lens_names))
         d = max(1, self.dedup_size)
-        f = expect_array(cols.get("f"), "snapshot f", np.float32, (n, _NF), finite=True)
+        f = expect_array(cols.get("f"), "snapshot f", np.float32, (n, None), finite=True)
+        if f.shape[1] not in (_NF, _NF_V1):
+            raise StateError(f"snapshot f: expected {_NF} accumulators per customer, got {f.shape[1]}")
         t = expect_array(cols.get("t"), "snapshot t", np.int64, (n, _NT)).copy()
         h = expect_array(cols.get("h"), "snapshot h", np.uint32, (n, d))
         hpos = expect_array(cols.get("hpos"), "snapshot hpos", np.uint8, (n,))
@@ -812,7 +847,7 @@ class FeatureStore:
         self._alloc(max(16, n + n // 8))
         for i, cid in enumerate(ids):
             self._index.add(cid, i)
-        self.f[:n] = f
+        self.f[:n, : f.shape[1]] = f  # columns written before the lifetime refund amount: it reads 0
         self.t[:n] = t
         self.h[:n] = h
         self.hpos[:n] = hpos

@@ -74,10 +74,12 @@ from segmenter.features import (  # the store's layout (private to the store and
     _NREF,
     _PACT,
     _PVIEW,
+    _RAMT,
     _SCORED,
     _SESS,
     _SPEND,
     DAY,
+    FEATURE_NAMES,
     MAX_AMOUNT,
     EventKind,
 )
@@ -225,6 +227,8 @@ _PURCHASE, _REFUND, _EOPEN, _ECLICK = (int(k) for k in (EventKind.PURCHASE, Even
                                                         EventKind.EMAIL_CLICK))
 _MAX_AMOUNT = MAX_AMOUNT
 _DAY = DAY
+N_FEATURES = len(FEATURE_NAMES)
+"""Length of a feature vector."""
 
 
 @njit(cache=True)
@@ -248,6 +252,7 @@ def _vector(f: Any, t: Any, row: int, at: int, fp: Any, out: Any) -> None:  # no
     cart = np.float64(f[row, _CART])
     pview = np.float64(f[row, _PVIEW])
     pact = np.float64(f[row, _PACT])
+    net = np.float64(f[row, _AMT]) - np.float64(f[row, _RAMT])
     out[0] = recency if recency < cap else cap
     out[1] = (at - first) / _DAY
     out[2] = freq
@@ -260,6 +265,8 @@ def _vector(f: Any, t: Any, row: int, at: int, fp: Any, out: Any) -> None:  # no
     out[9] = min(1.0, pact / pview) if pview > 0.0 else 0.0
     out[10] = f[row, _EMAIL] * fa
     out[11] = min(1.0, nref / npur) if npur > 0.0 else (1.0 if nref > 0.0 else 0.0)
+    out[12] = npur
+    out[13] = net if net > 0.0 else 0.0
 
 
 feature_vector = _vector
@@ -346,6 +353,7 @@ def _ingest(  # noqa: PLR0917 - compiled: positional only
         amt = min(amount, _MAX_AMOUNT)
         f[row, _SPEND] = f[row, _SPEND] - (amt * math.exp(-back * fp[FP_KS]) if back else amt)
         f[row, _NREF] = f[row, _NREF] + 1.0
+        f[row, _RAMT] = f[row, _RAMT] + amt
     return True
 
 
@@ -363,7 +371,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
     n_events = len(kinds)
     n_lenses = len(dims)
     tail = 1 + 2 * n_lenses
-    vals = np.empty(12, np.float64)
+    vals = np.empty(N_FEATURES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
     i = pos[0]
     step = pos[1]

@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import math
 import operator
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -626,23 +625,25 @@ class Segmenter:
             self._rescorer.dead_segments(li, dead, out, skip=skip, stamp=self._clock.max_t or 0)
 
     def _refine(self, out: list[OutputMessage]) -> None:
+        """Refine every ready lens against all current customers' features at the watermark (one vectorised pass)."""
         self._refine_round += 1
         store = self._store
-        rows = store.sample(zlib.crc32(f"refine:{self._refine_round}".encode()), self.config.refine.sample_size)
-        if not rows:
-            return
-        arr = np.array(rows, dtype=np.intp)
         at = self._clock.watermark if self._clock.watermark is not None else -(2**31)
-        times = np.maximum(store.t[arr, 1].astype(np.int64), at)
-        mat = store.matrix(arr, times)
-        for li, lens in enumerate(self._lenses):
-            if not lens.ready:
-                continue
-            msgs = lens.refine(np.ascontiguousarray(mat[:, self._idx[li]]))
+        ready = [li for li, lens in enumerate(self._lenses) if lens.ready]
+        if not ready:
+            return
+        cols = sorted({i for li in ready for i in self._idx[li]})
+        rows, mat = store.vectors_at(at, cols)
+        n = len(rows)
+        if not n:
+            return
+        for li in ready:
+            lens = self._lenses[li]
+            msgs = lens.refine(mat[:, [cols.index(i) for i in self._idx[li]]])
             if msgs:
                 out.extend(msgs)
                 self._after_lifecycle(li, msgs, out, skip=None)
-        logger.debug("refinement %d on %d customers", self._refine_round, len(rows))
+        logger.debug("refinement %d on %d customers", self._refine_round, n)
 
     def _on_watermark(self, out: list[OutputMessage]) -> None:
         wm = self._clock.watermark

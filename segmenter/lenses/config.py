@@ -120,7 +120,7 @@ class LensConfig(BaseModel):
     min_dwell_hours: float = Field(default=144.0, ge=0.0, le=24 * 365, allow_inf_nan=False)
     return_margin: float = Field(default=0.85, ge=0.0, lt=1.0)
     return_window_days: float = Field(default=7.0, ge=0.0, le=365, allow_inf_nan=False)
-    refine_iterations: int = Field(default=5, ge=1, le=100)
+    refine_iterations: int = Field(default=20, ge=1, le=100)
     names: dict[int, str] = Field(default_factory=dict)
 
     @field_validator("name")

@@ -36,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import zlib
@@ -47,11 +48,13 @@ import numpy as np
 from segmenter.errors import StateError
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
-from segmenter.lenses.lloyd import kmeans_plus_plus, lloyd
+from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse, trimmed_lloyd
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
+from segmenter.lenses.quality import RESTART_GAIN, RESTART_RATIO, LensQuality, assess, matched
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
+from segmenter.lenses.surrogate import SegmentRule, fit_rules
 from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
 
 __all__ = ["Assignment", "Lens"]
@@ -60,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 TOP_FEATURES = 3
+WARMUP_N_INIT = 10
+"""k-means++ starts of the first segments' batch k-means (on the warm-up buffer)."""
 _INF = math.inf
 
 
@@ -145,6 +150,9 @@ class Lens:
         self._snapshot: ScalerSnapshot | None = None
         self._model_map: dict[int, int] = {}
         self._cache_epoch = 0
+        self._quality: LensQuality | None = None
+        self._rules: dict[int, SegmentRule] = {}
+        self._with_rules = False
         self._rebuild_caches()
 
     # --- properties --------------------------------------------------------------------------
@@ -168,6 +176,16 @@ class Lens:
     def registry(self) -> SegmentRegistry:
         """The segment registry (read-only use)."""
         return self._registry
+
+    @property
+    def quality(self) -> LensQuality | None:
+        """SSE ratio against batch k-means and silhouette at the last refinement (None before one)."""
+        return self._quality
+
+    @property
+    def rules(self) -> dict[int, SegmentRule]:
+        """Segment number -> its rule, fitted at the last refinement (live segments; empty before one)."""
+        return {n: r for n, r in self._rules.items() if self._registry.is_live(n)}
 
     @property
     def snapshot(self) -> ScalerSnapshot | None:
@@ -266,8 +284,10 @@ class Lens:
         return len(self._batch)
 
     def _refresh(self) -> list[SegmentLifecycle]:
-        """Read the model's centers and match them to the registry."""
+        """Read the model's centers and match them to the registry (or derive segments from its summary)."""
         self._learned_since_refresh = 0
+        if self._ready and self._model.summarises:
+            return self._derive_from_summary()
         centers = self._model.centers()
         if not len(centers):
             logger.debug("lens %s: model has no centers yet", self.name)
@@ -288,29 +308,100 @@ class Lens:
             position = {int(index): j for j, index in enumerate(src)}
             continuity = {position[i]: n for i, n in self._model_map.items() if i in position}
         result = self._registry.update(cs, snap, continuity)
-        self._snapshot = snap
+        if self._snapshot is None:
+            self._snapshot = snap
         self._model_map = {int(src[j]): number for j, number in result.mapping.items()}
         if not self._ready and self._registry.live():
             self._ready = True
             self._warm = []
         return self._publish(list(result.events))
 
+    def _derive_from_summary(self) -> list[SegmentLifecycle]:
+        """Segments from the model's micro-clusters: weighted Lloyd steps seeded from the live segments.
+
+        The same machinery for every summarising model (DenStream, DBSTREAM,
+        CluStream), so segment ids do not churn when the model renumbers or
+        re-clusters. Each live segment (as many as the first refresh found)
+        has a position in the summary: the weighted mean of its micro-clusters
+        within ``match_threshold`` (:func:`~segmenter.lenses.lloyd.trimmed_lloyd`,
+        seeded from the previous positions: a far micro-cluster drags nothing).
+        Before the first refinement that position is the segment's center;
+        after it, the segment moves by as much as its position moved since the
+        refinement (the summary weighs events, not customers: its drift is
+        followed, its bias is not), by at most ``match_threshold`` per refresh
+        (summaries re-form their micro-clusters). A segment left with no
+        micro-cluster for ``retire_after`` refreshes in a row moves
+        to the heaviest group of micro-clusters no segment holds, if that group
+        weighs ``min_cluster_share``: a jump, so the registry retires it and a
+        new segment is born there (:meth:`SegmentRegistry.set_centers`).
+        """
+        mcs, w = self._model.micro_clusters()
+        live = self._registry.live()
+        if not len(mcs) or not live:
+            return []
+        snap = self._scaler.snapshot()
+        thr = self.config.match_threshold
+        segs = [self._registry.segments[n] for n in live]
+        seeds = snap.scale_matrix(np.asarray([s.summary_pos or s.center for s in segs], np.float64))
+        pos, mass, outside = trimmed_lloyd(mcs, seeds, thr, self.config.refine_iterations, w)
+        pos_t = snap.unscale_matrix(pos)
+        centers = pos_t.copy()
+        for j, seg in enumerate(segs):
+            seg.summary_pos = pos_t[j].tolist()
+            if seg.summary_ref is not None and seg.anchor is not None:
+                centers[j] = np.asarray(seg.anchor) + pos_t[j] - np.asarray(seg.summary_ref)
+        # follow, do not leap: a summary that re-forms its micro-clusters moves a segment at most a threshold
+        scaled = snap.scale_matrix(centers)
+        current = self._registry.scaled_centers(live, snap)
+        step = np.linalg.norm(scaled - current, axis=1)
+        far = step > thr
+        scaled[far] = current[far] + (scaled[far] - current[far]) * (thr / step[far])[:, None]
+        for j, seg in enumerate(segs):
+            seg.misses = seg.misses + 1 if mass[j] <= 0.0 else 0
+        # a segment empty for retire_after refreshes in a row (summaries replace micro-clusters all the time)
+        empty = [j for j, seg in enumerate(segs) if seg.misses >= self.config.retire_after]
+        if empty and outside.any():
+            groups = _groups(mcs[outside], w[outside], thr, self.config.min_cluster_share * float(w.sum()))
+            for j, center in zip(empty, groups, strict=False):
+                scaled[j] = center
+                segs[j].summary_pos = segs[j].summary_ref = None
+        events, _ = self._registry.set_centers(live, scaled, snap, merge_within=thr / 2.0)
+        return self._publish(list(events))
+
+    def _place_in_summary(self) -> None:
+        """After a refinement: each live segment's position in the micro-clusters, the reference it moves from."""
+        mcs, w = self._model.micro_clusters()
+        live = self._registry.live()
+        if not len(mcs) or not live:
+            return
+        snap = self._scaler.snapshot()
+        segs = [self._registry.segments[n] for n in live]
+        seeds = snap.scale_matrix(np.asarray([s.center for s in segs], np.float64))
+        pos, mass, _ = trimmed_lloyd(mcs, seeds, self.config.match_threshold, self.config.refine_iterations, w)
+        pos_t = snap.unscale_matrix(pos)
+        for j, seg in enumerate(segs):
+            held = mass[j] > 0.0
+            seg.summary_ref = seg.summary_pos = pos_t[j].tolist() if held else None
+
     def _initial_centers(
         self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot
     ) -> tuple[np.ndarray, np.ndarray]:
         """First segments: batch k-means on the warm-up buffer, so that births are not mere noise.
 
-        K-means models are re-seeded with k-means++ (their random initial centers
-        are meaningless) and the result is pushed back into the model; density
-        models keep their clusters as seeds. Near-duplicate centers are dropped.
+        Models with a ``k`` get batch k-means (best of :data:`WARMUP_N_INIT`
+        k-means++ starts: their random initial centers are meaningless, and a
+        bad start would be kept by every later warm-started step); k-means
+        models get the result pushed back; density models keep their clusters
+        as seeds of Lloyd steps. Near-duplicate centers are dropped.
         Returns the centers and, per center, the model index it stands for.
         """
         warm = snap.scale_matrix(np.asarray(self._warm))
         k = n_clusters_of(self.config.algorithm, self.config.params)
-        if self._model.can_push and k is not None:
-            cs = kmeans_plus_plus(warm, k, np.random.default_rng([self.seed, 0]))
+        if k is not None:
+            cs, _, _ = batch_kmeans(warm, k, np.random.default_rng([self.seed, 0]), n_init=WARMUP_N_INIT)
             src = np.arange(len(cs))
-        cs, _ = lloyd(warm, cs, self.config.refine_iterations)
+        else:
+            cs, _ = lloyd(warm, cs, self.config.refine_iterations)
         keep: list[int] = []
         for i in range(len(cs)):
             if all(np.linalg.norm(cs[i] - cs[j]) >= self.config.match_threshold / 2.0 for j in keep):
@@ -323,14 +414,17 @@ class Lens:
     # --- refinement --------------------------------------------------------------------------
 
     def refine(self, sample_raw: np.ndarray) -> list[SegmentLifecycle]:
-        """Batch-refine the segment centers on a sample of current customers (rows, original units).
+        """Batch-refine the segment centers against the current customers (rows, original units).
 
-        A few Lloyd (batch k-means) iterations seeded from the live segment
-        centers; segments whose refined centers collapse within half the match
-        threshold merge (the older survives). For KMeans and STREAMKMeans the
-        refined centers are written back into the river model, so the online
-        model stays in step. No-op (``[]``) before the lens is ready or on an
-        empty sample.
+        The scaled space becomes the population's own (``log1p`` where heavy,
+        then the rows' mean and std: the space batch k-means would use), then
+        Lloyd (batch k-means) iterations seeded from the live segment centers;
+        segments whose refined centers collapse within half the match threshold
+        merge (the older survives). For KMeans and STREAMKMeans the refined
+        centers are written back into the river model, so the online model
+        continues from them. Between refinements the scaled space stays fixed
+        (the model's own scaler keeps learning). No-op (``[]``) before the lens
+        is ready or on an empty sample.
 
         Raises
         ------
@@ -343,19 +437,61 @@ class Lens:
         transformed = self._scaler.transform_matrix(sample)
         if not self._ready or self._snapshot is None or not len(sample):
             return []
-        return self._publish(self._lloyd(self._snapshot.scale_matrix(transformed)))
+        space = ScalerSnapshot.of_population(self._scaler.heavy, transformed)
+        xs = space.scale_matrix(transformed)
+        events = self._lloyd(xs, space)
+        self._snapshot = space
+        self._fit_rules(sample, xs)
+        # rules travel in the refinement's own messages (a restored lens has none until its next refinement)
+        self._with_rules = True
+        try:
+            return self._publish(events)
+        finally:
+            self._with_rules = False
 
-    def _lloyd(self, xs: np.ndarray) -> list[LifecycleEvent]:
-        """Lloyd iterations on scaled rows ``xs``; updates the registry and the model; returns merges."""
+    def _fit_rules(self, raw: np.ndarray, xs: np.ndarray) -> None:
+        """Segment rules (:mod:`~segmenter.lenses.surrogate`) for the customers nearest each live segment."""
+        live = self._registry.live()
+        if not live or self._snapshot is None:
+            self._rules = {}
+            return
+        labels, _ = nearest(xs, self._registry.scaled_centers(live, self._snapshot))
+        numbers = np.asarray(live, np.int64)[labels]
+        rng = np.random.default_rng([self.seed, self.model_version, 1])
+        self._rules = fit_rules(raw, numbers, self.feature_names, rng)
+
+    def _lloyd(self, xs: np.ndarray, space: ScalerSnapshot) -> list[LifecycleEvent]:
+        """Lloyd iterations on rows ``xs`` scaled by ``space``; updates the registry and the model; returns events.
+
+        Jumps and merges are judged in the lens's current scaled space (the one the segments were matched in),
+        so a population that spreads out does not make a jump look small.
+        """
         snap = self._snapshot
         live = self._registry.live()
         if snap is None or not live or not len(xs):
             return []
-        cs, _ = lloyd(xs, self._registry.scaled_centers(live, snap), self.config.refine_iterations)
-        events, replaced = self._registry.set_centers(live, cs, snap, merge_within=self.config.match_threshold / 2.0)
+        # k stays: an emptied segment restarts at the worst-served customer (a retirement and a birth)
+        cs, _ = lloyd(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
+        rng = np.random.default_rng([self.seed, self.model_version])
+        quality, batch = assess(xs, cs, rng)
+        if quality.sse_ratio > RESTART_RATIO:
+            # a bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment
+            fresh, _ = lloyd(xs, matched(cs, batch), self.config.refine_iterations)
+            if sse(xs, fresh) < RESTART_GAIN * sse(xs, cs):
+                cs = fresh
+                quality, _ = assess(xs, cs, rng)
+                quality = dataclasses.replace(quality, restarted=True)
+        self._quality = quality
+        in_snap = snap.scale_matrix(space.unscale_matrix(cs))
+        merge = self.config.match_threshold / 2.0
+        # summarising models drag segments between refinements: judge their jumps from the last refinement
+        anchored = self._model.summarises
+        events, replaced = self._registry.set_centers(live, in_snap, snap, merge_within=merge, anchored=anchored)
         if replaced:
             self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
         self._push_to_model()
+        if self._model.summarises:
+            self._place_in_summary()
         return events
 
     def _push_to_model(self) -> None:
@@ -387,6 +523,8 @@ class Lens:
 
     def _message(self, action: Any, number: int, related: list[int], extra: dict[str, Any]) -> SegmentLifecycle:
         profile = self._profile(number).as_dict()
+        if not self._with_rules:
+            profile.pop("rule", None)
         profile.update(extra)
         return SegmentLifecycle(
             lens=self.name,
@@ -408,7 +546,9 @@ class Lens:
         overrides = {n: v for n, v in self.config.names.items()}
         segs = self._registry.segments
         previous = {n: segs[n].name for n in live}
-        names = unique_names(zs, overrides, previous)
+        values = {n: dict(zip(self.feature_names, snap.inverse(cs[i].tolist()), strict=True))
+                  for i, n in enumerate(live)}  # fmt: skip
+        names = unique_names(zs, overrides, previous, values)
         renamed = []
         for n in live:
             old = segs[n].name
@@ -579,8 +719,10 @@ class Lens:
             scaled = snap.scale(seg.center)
             z = dict(zip(self.feature_names, scaled, strict=True))
             centroid = dict(zip(self.feature_names, snap.inverse(scaled), strict=True))
+        rule = self._rules.get(number) if seg.status == "live" else None
         return SegmentProfile(segment=number, id=self._id(number), name=seg.name or self._id(number),
-                              size=seg.size, centroid=centroid, z=z, status=seg.status)
+                              size=seg.size, centroid=centroid, z=z, status=seg.status,
+                              rule=None if rule is None else rule.as_dict())  # fmt: skip
 
     def profiles(self) -> list[SegmentProfile]:
         """Profiles of the live segments, by segment number."""
@@ -658,3 +800,22 @@ class Lens:
         self._ready = ready
         self._model_map = model_map
         self._rebuild_caches()
+
+
+def _groups(points: np.ndarray, weights: np.ndarray, radius: float, floor: float) -> list[np.ndarray]:
+    """Greedy groups of micro-clusters: the heaviest left seeds a group of everything within ``radius``.
+
+    Returns the weighted means of the groups that weigh at least ``floor`` (and more than 0), heaviest first.
+    """
+    out: list[tuple[float, np.ndarray]] = []
+    left = np.ones(len(points), bool)
+    for i in np.argsort(-weights, kind="stable").tolist():
+        if not left[i]:
+            continue
+        member = left & (((points - points[i]) ** 2).sum(axis=1) <= radius * radius)
+        left &= ~member
+        mass = float(weights[member].sum())
+        if mass >= floor and mass > 0.0:
+            out.append((mass, weights[member] @ points[member] / mass))
+    out.sort(key=lambda t: -t[0])
+    return [c for _, c in out]

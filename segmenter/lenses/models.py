@@ -104,6 +104,27 @@ class ClusterModel(ABC):
     """True when a center keeps its index between :meth:`centers` calls (river's KMeans):
     the registry then continues a segment by index before matching by distance."""
 
+    summarises: ClassVar[bool] = False
+    """True when the model's output is a weighted summary (:meth:`micro_clusters`) from which the lens derives
+    its segments by weighted Lloyd steps seeded from the live segments (density models, CluStream)."""
+
+    def micro_clusters(self) -> tuple[np.ndarray, np.ndarray]:
+        """The online summary: micro-cluster centers in scaled space ``(m, d)`` and their current weights ``(m,)``.
+
+        Only finite centers with positive weight; ``(0, d)`` when the model has none (or no summary).
+        """
+        rows, weights = self._raw_micro()
+        if not rows:
+            return np.zeros((0, self.dim)), np.zeros(0)
+        arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), self.dim)
+        w = np.asarray(weights, dtype=np.float64)
+        keep = np.isfinite(arr).all(axis=1) & np.isfinite(w) & (w > 0.0)
+        return arr[keep], w[keep]
+
+    def _raw_micro(self) -> tuple[list[list[float]], list[float]]:
+        """Micro-cluster centers and weights as lists (models without a summary: none)."""
+        return [], []
+
     @abstractmethod
     def _build(self) -> Any:
         """Construct the river model."""
@@ -152,6 +173,19 @@ class ClusterModel(ABC):
                 return None
             out.append(float(v))
         return out
+
+    def _collect(
+        self, clusters: Mapping[int, Any], weight: Callable[[Any], float]
+    ) -> tuple[list[list[float]], list[float]]:
+        """Centers (``.center`` dicts holding every key) and ``weight(cluster)`` of river clusters, by key."""
+        rows: list[list[float]] = []
+        weights: list[float] = []
+        for key in sorted(clusters):
+            row = self._dict_center(clusters[key].center)
+            if row is not None:
+                rows.append(row)
+                weights.append(float(weight(clusters[key])))
+        return rows, weights
 
     def state(self) -> dict[str, Any]:
         """Plain state: the river model's parameters and fitted attributes (:mod:`~segmenter.lenses.river_state`)."""
@@ -309,24 +343,27 @@ class DenStreamModel(ClusterModel):
     algorithm = "denstream"
     river_class = cluster.DenStream
     allowed_params = ("decaying_factor", "beta", "mu", "epsilon", "n_samples_init", "stream_speed")
+    summarises = True
 
     def _build(self) -> Any:
         return cluster.DenStream(**self.params)
+
+    def _raw_micro(self) -> tuple[list[list[float]], list[float]]:
+        if not self.model.initialized:
+            return [], []
+        return self._faded(self.model.p_micro_clusters)
 
     def _raw_centers(self) -> tuple[list[list[float]], list[float]]:
         model = self.model
         if not model.initialized:
             return [], []
         model.predict_one(dict.fromkeys(range(self.dim), 0.0))
-        rows: list[list[float]] = []
-        weights: list[float] = []
-        for key in sorted(model.clusters):
-            mc = model.clusters[key]
-            row = self._dict_center(mc.calc_center(model.timestamp))
-            if row is not None:
-                rows.append(row)
-                weights.append(float(mc.calc_weight(model.timestamp)))
-        return rows, weights
+        return self._faded(model.clusters)
+
+    def _faded(self, clusters: Mapping[int, Any]) -> tuple[list[list[float]], list[float]]:
+        """Centers and faded weights (at the model's timestamp) of DenStream clusters, by key."""
+        now = self.model.timestamp
+        return self._collect(clusters, lambda mc: mc.calc_weight(now))
 
 
 class DBSTREAMModel(ClusterModel):
@@ -338,19 +375,18 @@ class DBSTREAMModel(ClusterModel):
         "clustering_threshold", "fading_factor", "cleanup_interval", "intersection_factor", "minimum_weight",
     )
 
+    summarises = True
+
     def _build(self) -> Any:
         return cluster.DBSTREAM(**self.params)
 
+    def _raw_micro(self) -> tuple[list[list[float]], list[float]]:
+        model = self.model
+        now, fading = model._time_stamp, model.fading_factor
+        return self._collect(model._micro_clusters, lambda mc: mc.weight * 2.0 ** (-fading * (now - mc.last_update)))
+
     def _raw_centers(self) -> tuple[list[list[float]], list[float]]:
-        clusters = self.model.clusters  # triggers the re-clustering
-        rows: list[list[float]] = []
-        weights: list[float] = []
-        for key in sorted(clusters):
-            row = self._dict_center(clusters[key].center)
-            if row is not None:
-                rows.append(row)
-                weights.append(float(clusters[key].weight))
-        return rows, weights
+        return self._collect(self.model.clusters, lambda c: c.weight)  # reading clusters re-clusters
 
 
 class CluStreamModel(ClusterModel):
@@ -369,25 +405,19 @@ class CluStreamModel(ClusterModel):
     allowed_params = ("n_macro_clusters", "max_micro_clusters", "micro_cluster_r_factor", "time_window", "time_gap",
                       *_KMEANS_KWARGS)
 
+    summarises = True
+
     def _build(self) -> Any:
         return cluster.CluStream(seed=self.seed, **self.params)
+
+    def _raw_micro(self) -> tuple[list[list[float]], list[float]]:
+        return self._collect(self.model.micro_clusters, lambda mc: mc.weight)
 
     def _raw_centers(self) -> tuple[list[list[float]], list[float]]:
         model = self.model
         if model._kmeans_mc is None or not model.micro_clusters:
             return [], []
-        rows: list[list[float]] = []
-        weights: list[float] = []
-        for key in sorted(model.micro_clusters):
-            mc = model.micro_clusters[key]
-            center = self._dict_center(mc.center)
-            if center is not None:
-                rows.append(center)
-                weights.append(float(mc.weight))
-        mcs = np.asarray(rows, dtype=np.float64)
-        w = np.asarray(weights, dtype=np.float64)
-        keep = np.isfinite(mcs).all(axis=1) & (w > 0)
-        mcs, w = mcs[keep], w[keep]
+        mcs, w = self.micro_clusters()
         if not len(mcs):
             return [], []
         k = int(model.n_macro_clusters)

@@ -73,6 +73,14 @@ class Segment:
     misses: int = 0
     merged_into: int | None = None
     born_version: int = 0
+    anchor: list[float] | None = None
+    """Center (transformed space) at the last refinement: a refinement judges a jump from here, so a segment
+    dragged step by step between refinements (a summary's micro-cluster migrating) is still a new segment."""
+    summary_ref: list[float] | None = None
+    """Summarising models: the segment's position in the model's micro-clusters at the last refinement
+    (transformed space); between refinements the segment follows the summary's movement from here."""
+    summary_pos: list[float] | None = None
+    """Summarising models: the segment's latest position in the micro-clusters (transformed space)."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +258,12 @@ class SegmentRegistry:
         return MatchResult(events=events, mapping=dict(sorted(mapping.items())))
 
     def set_centers(
-        self, numbers: list[int], scaled: np.ndarray, snapshot: ScalerSnapshot, merge_within: float
+        self,
+        numbers: list[int],
+        scaled: np.ndarray,
+        snapshot: ScalerSnapshot,
+        merge_within: float,
+        anchored: bool = False,
     ) -> tuple[list[LifecycleEvent], dict[int, int]]:
         """Move known segments to refined centers (no matching); merge segments that collapsed.
 
@@ -258,7 +271,10 @@ class SegmentRegistry:
         merge: the lower number survives, the other is ``merged`` into it. A
         center that jumped farther than ``CONTINUITY_FACTOR * match_threshold``
         is not the same segment any more (a population vanished and another
-        appeared): the old segment retires and a new one is born there.
+        appeared): the old segment retires and a new one is born there. With
+        ``anchored`` (a refinement) the jump is measured from each segment's
+        :attr:`Segment.anchor` (where the last refinement left it), and the new
+        centers become the anchors.
 
         Returns
         -------
@@ -268,6 +284,11 @@ class SegmentRegistry:
         self.version += 1
         transformed = snapshot.unscale_matrix(scaled).tolist() if len(scaled) else []
         before = self.scaled_centers(numbers, snapshot)
+        if anchored:
+            for a, number in enumerate(numbers):
+                anchor = self.segments[number].anchor
+                if anchor is not None:
+                    before[a] = snapshot.scale(anchor)
         events: list[LifecycleEvent] = []
         replaced: dict[int, int] = {}
         current = list(numbers)
@@ -280,6 +301,8 @@ class SegmentRegistry:
                 replaced[number] = current[a] = fresh
             else:
                 self.segments[number].center = center
+            if anchored:
+                self.segments[current[a]].anchor = list(center)
         gone: set[int] = set()
         for a in range(len(current)):
             if current[a] in gone:

@@ -55,6 +55,8 @@ HEAVY_TAILED: frozenset[str] = frozenset(
         "product_views",
         "cart_adds",
         "email_engagement",
+        "orders",
+        "net_spend",
     }
 )
 
@@ -94,6 +96,17 @@ class ScalerSnapshot:
     heavy: tuple[bool, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @classmethod
+    def of_population(cls, heavy: tuple[bool, ...], transformed: np.ndarray) -> ScalerSnapshot:
+        """The standardisation of a whole population (rows of ``transformed``): its mean and population std.
+
+        A degenerate std (below the scaler's minimum) becomes 1.0, as in :attr:`OnlineScaler.std`.
+        """
+        mean = transformed.mean(axis=0)
+        std = transformed.std(axis=0)
+        std = np.where(std > _MIN_STD, std, 1.0)
+        return cls(heavy=heavy, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
 
     def scale(self, transformed: Sequence[float]) -> list[float]:
         """Standardise one transformed vector."""

@@ -26,7 +26,7 @@ params = { n_clusters = 3 }
 def test_default_config_has_the_two_documented_lenses() -> None:
     cfg = default_config()
     assert [lens.name for lens in cfg.lenses] == ["value", "engagement"]
-    assert cfg.lenses[0].features == ["recency_days", "frequency", "spend", "aov"]
+    assert cfg.lenses[0].features == ["recency_days", "orders", "net_spend", "aov"]
     assert cfg.lenses[1].features == ["sessions", "product_views", "cart_abandonment", "conversion", "email_engagement"]
     assert cfg.lenses[0].params["n_clusters"] == 5
     assert cfg.lenses[1].params["n_clusters"] == 4

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from segmenter.config import FeatureConfig
 from segmenter.errors import EventError, StateError
 from segmenter.features import BASE_EPOCH, DAY, FEATURE_NAMES, HEAVY_TAILED, EventKind, FeatureStore
+from segmenter.kernel import N_FEATURES, _vector
 from segmenter.lenses.scaling import HEAVY_TAILED as LENS_HEAVY_TAILED
 
 T0 = FeatureStore.to_seconds(BASE_EPOCH + 2000 * DAY)
@@ -29,7 +30,7 @@ def feats(store: FeatureStore, cid: str, t: int) -> dict[str, float]:
 def test_feature_names_are_the_documented_ones() -> None:
     assert FEATURE_NAMES == (
         "recency_days", "tenure_days", "frequency", "spend", "aov", "sessions", "product_views",
-        "cart_adds", "cart_abandonment", "conversion", "email_engagement", "refund_rate",
+        "cart_adds", "cart_abandonment", "conversion", "email_engagement", "refund_rate", "orders", "net_spend",
     )  # fmt: skip
     assert HEAVY_TAILED == LENS_HEAVY_TAILED  # one meaning of "heavy-tailed" across the core
 
@@ -55,6 +56,40 @@ def test_decay_recency_ratios_by_hand() -> None:
     assert f["email_engagement"] == pytest.approx(2 * 2 ** (-30 / 14), rel=1e-6)
     assert f["refund_rate"] == pytest.approx(1.0)
     assert f["sessions"] == 0.0
+
+
+def test_lifetime_value_survives_silence() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    s.ingest("c", "e1", EventKind.PURCHASE, T0, 100.0)
+    s.ingest("c", "e2", EventKind.PURCHASE, T0 + DAY, 50.0)
+    s.ingest("c", "e3", EventKind.REFUND, T0 + 2 * DAY, 30.0)
+    f = feats(s, "c", T0 + 540 * DAY)  # 18 months later
+    assert f["frequency"] < 1e-4 and f["spend"] < 1e-3  # the decayed ones forget
+    assert f["orders"] == 2.0
+    assert f["net_spend"] == pytest.approx(120.0)
+    s.ingest("c", "e4", EventKind.REFUND, T0 + 3 * DAY, 500.0)
+    assert feats(s, "c", T0 + 540 * DAY)["net_spend"] == 0.0  # floored
+
+
+def test_records_without_the_refund_amount_still_load() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    s.ingest("c", "e1", EventKind.PURCHASE, T0, 80.0)
+    s.ingest("c", "e2", EventKind.REFUND, T0, 30.0)
+    rec = s.record(s.row_of("c") or 0, ["l"])
+    rec["f"] = rec["f"][:10]  # a record written before net_spend existed
+    fresh = FeatureStore(CFG, n_lenses=1)
+    fresh.load_record("c", rec, ["l"])
+    assert feats(fresh, "c", T0)["net_spend"] == pytest.approx(80.0)  # the old refund amount is unknown
+
+
+def test_columns_without_the_refund_amount_still_load() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    s.ingest("c", "e1", EventKind.PURCHASE, T0, 80.0)
+    cols = s.columns(["l"])
+    cols["f"] = cols["f"][:, :10]
+    fresh = FeatureStore(CFG, n_lenses=1)
+    fresh.load_columns(cols, ["l"])
+    assert feats(fresh, "c", T0)["net_spend"] == pytest.approx(80.0)
 
 
 def test_recency_is_capped_and_spend_floored() -> None:
@@ -233,3 +268,22 @@ def test_memory_per_customer_at_100k() -> None:
     per_customer = (used - base) / n
     assert per_customer <= 256, per_customer
     assert per_customer - s.nbytes() / n < 4, (per_customer, s.nbytes() / n)  # all of it in the arrays
+
+
+def test_compiled_vector_equals_the_reference_bit_for_bit() -> None:
+    """``kernel._vector`` (the event loop's features) and :meth:`FeatureStore.vector` agree exactly."""
+    rng = random.Random(5)
+    s = FeatureStore(CFG, n_lenses=1)
+    kinds = list(EventKind)
+    for i in range(400):
+        s.ingest(f"c{rng.randrange(30)}", f"e{i}", rng.choice(kinds), T0 + rng.randrange(90 * DAY),
+                 rng.lognormvariate(3.0, 1.0))  # fmt: skip
+    assert len(FEATURE_NAMES) == N_FEATURES
+    out = np.empty(N_FEATURES, np.float64)
+    rates = s.kernel_rates()
+    for cid in s.customer_ids():
+        row = s.row_of(cid)
+        assert row is not None
+        at = s.last_time(row) + rng.randrange(400 * DAY)
+        _vector(s.f, s.t, row, at, rates, out)
+        assert out.tolist() == s.vector(row, at), cid

@@ -71,7 +71,7 @@ def test_replay_snapshot_has_one_line_per_customer(replayed: dict[str, Path]) ->
     for s in snap:
         assert set(s) == {"customer_id", "segments", "features"}
         assert set(s["segments"]) == set(s["features"]) == {"value", "engagement"}
-        assert list(s["features"]["value"]) == ["recency_days", "frequency", "spend", "aov"]
+        assert list(s["features"]["value"]) == ["recency_days", "orders", "net_spend", "aov"]
         ref = s["segments"]["value"]
         assert ref is None or (ref["id"].startswith("value-") and ref["name"])
     assert sum(1 for s in snap if s["segments"]["value"]) > len(snap) // 2

@@ -133,7 +133,7 @@ def test_a_whole_model_record_of_the_older_format_still_restores_then_parts_take
     source = Segmenter(CFG, RULES)
     run(source, EVENTS[:300])
     h = make_harness()
-    h.transport.append("g.model", b"0", source.model_state(), 0, ((FORMAT_HEADER, MODEL_FORMAT),))
+    h.transport.append("g.model", b"0", source.model_state(), 0, headers=((FORMAT_HEADER, MODEL_FORMAT),))
     h.transport.produce_input(b"c1", event(0, "c1", minutes=60 * 23))
     cores: list[Segmenter] = []
     _service(h, cores).run()

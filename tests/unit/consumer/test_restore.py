@@ -61,7 +61,7 @@ def _service(h: Harness, cores: list[Segmenter]) -> Service:
 
 
 def _append(h: Harness, topic: str, key: bytes | None, value: bytes | None, headers: Any = (), p: int = 0) -> int:
-    return h.transport.append(topic, key, value, p, tuple(headers))
+    return h.transport.append(topic, key, value, p, headers=tuple(headers))
 
 
 def _first_run(h: Harness, cores: list[Segmenter], n: int = 40) -> None:

@@ -50,7 +50,7 @@ def test_fault_counts_follow_the_rates_and_every_message_is_accounted_for() -> N
     assert _near(counts["duplicate"], n, 0.03)
     assert _near(counts["late"], n, 0.04)
     assert _near(malformed, n, 0.02)
-    assert all(counts[k] > 0 for k in FAULT_KINDS)
+    assert all(counts[k] > 0 for k in FAULT_KINDS if k != "bad_clock")  # bad_clock: one event, not a rate
     assert len(out) == n + counts["duplicate"] + malformed
     assert injector.pending == 0
     # the log names every fault, and it is the same tally

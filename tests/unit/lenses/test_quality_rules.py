@@ -1,0 +1,106 @@
+"""Segment rules (surrogate), the refinement's quality gauges and restart, and truthful names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segmenter.lenses.lloyd import lloyd, sse, trimmed_lloyd
+from segmenter.lenses.naming import derive_name, still_fits, unique_names
+from segmenter.lenses.quality import RESTART_RATIO, assess, matched
+from segmenter.lenses.surrogate import MAX_DEPTH, fit_rule, fit_rules
+
+from .helpers import BLOBS, blobs, feed, make_lens
+
+
+def test_a_rule_recovers_a_box_in_original_units() -> None:
+    rng = np.random.default_rng(3)
+    x = np.column_stack([rng.uniform(0, 365, 5000), rng.lognormal(4, 1, 5000), rng.uniform(0, 1, 5000)])
+    members = (x[:, 0] > 90) & (x[:, 1] <= 40)
+    rule = fit_rule(x, members, ("recency_days", "net_spend", "noise"))
+    assert {(f, op) for f, op, _ in rule.conditions} == {("recency_days", ">"), ("net_spend", "<=")}
+    bounds = {f: v for f, _, v in rule.conditions}
+    assert bounds["recency_days"] == pytest.approx(90, rel=0.05) and bounds["net_spend"] == pytest.approx(40, rel=0.05)
+    assert rule.members_matched > 0.97 and rule.non_members_excluded > 0.97
+    assert len(rule.conditions) <= MAX_DEPTH
+    hit = (x[:, 0] > bounds["recency_days"]) & (x[:, 1] <= bounds["net_spend"])
+    assert rule.members_matched == pytest.approx((hit & members).sum() / members.sum())  # measured as printed
+
+
+def test_fidelity_is_honest_when_no_box_fits() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (3000, 2))
+    members = rng.random(3000) < 0.5  # unrelated to the features
+    rule = fit_rule(x, members, ("a", "b"))
+    assert rule.fidelity < 0.6
+
+
+def test_rules_per_segment_and_in_the_lifecycle_profile() -> None:
+    lens = make_lens("kmeans")
+    X, _ = blobs(2000, seed=2)
+    feed(lens, X)
+    messages = lens.refine(X)
+    rules = lens.rules
+    assert sorted(rules) == lens.registry.live()
+    assert all(r.fidelity >= 0.9 for r in rules.values()), {n: r.text for n, r in rules.items()}
+    profile = lens.profiles()[0].as_dict()
+    assert profile["rule"]["text"] == rules[lens.profiles()[0].segment].text
+    assert set(profile["rule"]["fidelity"]) == {"members_matched", "non_members_excluded"}
+    assert all("rule" in m.profile for m in messages if m.action == "renamed")
+    assert fit_rules(X, np.zeros(len(X), np.int64), ("a", "b", "c"), np.random.default_rng(0))[0].text == "everyone"
+
+
+def test_refinement_reports_quality_and_leaves_a_bad_optimum() -> None:
+    lens = make_lens("kmeans", refine_iterations=1)
+    X, _ = blobs(2000, seed=5)
+    feed(lens, X)
+    before = lens.quality
+    assert before is None
+    live = lens.registry.live()
+    snap = lens.snapshot
+    assert snap is not None
+    # put two segments on one blob and one between the others: a local optimum Lloyd alone keeps
+    bad = np.array([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 0.0, 6.0]])
+    lens.registry.set_centers(live, snap.scale_matrix(bad), snap, merge_within=0.0)
+    lens.refine(X)
+    q = lens.quality
+    assert q is not None and q.restarted and q.sse_ratio < 1.02 and q.customers == len(X)
+    assert q.silhouette > 0.5
+
+
+def test_assess_and_matched() -> None:
+    xs, _ = blobs(800, seed=6, centers=BLOBS[:3], spread=0.3)
+    good = np.array(BLOBS[:3])
+    q, batch = assess(xs, good, np.random.default_rng(0))
+    assert q.sse_ratio == pytest.approx(1.0, abs=0.01)
+    bad = np.array([BLOBS[0], BLOBS[0] + 0.1, (BLOBS[1] + BLOBS[2]) / 2])
+    qb, batch = assess(xs, bad, np.random.default_rng(0))
+    assert qb.sse_ratio > RESTART_RATIO
+    np.testing.assert_allclose(np.sort(matched(good, batch), axis=0), np.sort(good, axis=0), atol=0.1)
+    assert sse(xs, matched(bad, batch)) < sse(xs, bad)
+
+
+def test_trimmed_lloyd_ignores_far_points() -> None:
+    points = np.array([[0.0], [0.2], [9.0]])
+    centers, mass, outside = trimmed_lloyd(points, np.array([[0.0]]), 1.0, 10, np.ones(3))
+    assert centers[0, 0] == pytest.approx(0.1) and mass[0] == 2.0 and outside.tolist() == [False, False, True]
+    plain, _ = lloyd(points, np.array([[0.0]]), 10)
+    assert plain[0, 0] == pytest.approx(3.0666, abs=1e-3)  # the far point drags a plain mean
+
+
+def test_names_have_an_absolute_footing() -> None:
+    z = {"recency_days": 1.5, "net_spend": -0.2}
+    assert derive_name(z) == "lapsed"  # no values: the relative word
+    assert derive_name(z, values={"recency_days": 0.8}) == "recent"  # 0.8 days ago is not lapsed
+    assert derive_name(z, values={"recency_days": 45.0}) == "cooling"
+    assert derive_name(z, values={"recency_days": 120.0}) == "lapsed"
+    assert derive_name({"tenure_days": -1.0}, values={"tenure_days": 200.0}) == "long-standing"
+    assert derive_name({"tenure_days": -1.0}, values={"tenure_days": 10.0}) == "new"
+    assert derive_name({"orders": 0.3, "aov": -0.4}) == "typical"  # nothing stands out
+    assert still_fits("typical", {"orders": 0.3, "aov": -0.4})
+    assert not still_fits("typical", {"orders": 0.3, "aov": 1.6})  # a kept "typical" must stay true
+    assert not still_fits("lapsed", z, {"recency_days": 20.0})  # a kept name must stay true
+    assert still_fits("lapsed", z, {"recency_days": 90.0})
+    values = {1: {"recency_days": 5.0, "net_spend": 9.0}, 2: {"recency_days": 1.0, "net_spend": 9.0}}
+    names = unique_names({1: z, 2: {"recency_days": -1.0, "net_spend": 0.1}}, {}, values=values)
+    assert names[1].startswith("recent") and names[2].startswith("recent") and names[1] != names[2]
