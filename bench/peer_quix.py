@@ -131,7 +131,8 @@ class PeerFeatures:
         """Apply one event to ``acc`` (decay to its time, add its contribution); returns its time (epoch s)."""
         t = datetime.fromisoformat(event["ts"]).timestamp()
         if not acc:
-            acc.update(dict.fromkeys(("freq", "spend", "sess", "views", "cart", "email", "pact", "npur", "amt"), 0.0))
+            acc.update(dict.fromkeys(("freq", "spend", "sess", "views", "cart", "email", "pact", "npur", "amt", "ramt"),
+                                     0.0))
             acc.update(first=t, last=t, last_purchase=-1.0)
         dt = max(0.0, t - acc["last"])
         fa = math.exp(-dt * self.rate["activity"])
@@ -149,6 +150,10 @@ class PeerFeatures:
             acc["npur"] += 1.0
             acc["amt"] += amount
             acc["last_purchase"] = t
+        elif kind == "refund":
+            amount = float(event.get("amount") or 0.0)
+            acc["spend"] -= amount
+            acc["ramt"] += amount
         else:
             counted = {"session_start": "sess", "product_view": "views", "add_to_cart": "cart"}.get(kind)
             if counted is not None:
@@ -166,6 +171,8 @@ class PeerFeatures:
             "frequency": acc["freq"],
             "spend": max(0.0, acc["spend"]),
             "aov": acc["amt"] / npur if npur else 0.0,
+            "orders": npur,
+            "net_spend": max(0.0, acc["amt"] - acc["ramt"]),
             "sessions": acc["sess"],
             "product_views": views,
             "cart_abandonment": 1.0 - min(1.0, pact / cart) if cart else 0.0,

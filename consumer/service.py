@@ -135,7 +135,7 @@ from consumer.state import (
 from consumer.summary import Summary
 from consumer.trainer import TrainerRole
 from segmenter.errors import EventError, SegmenterError
-from segmenter.events import CustomerEvent, parse_event
+from segmenter.events import CustomerEvent, EventType, parse_event
 from segmenter.membership import MembershipTable
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, encode, message_key, stamp
 from segmenter.pipeline import BatchResult
@@ -586,9 +586,11 @@ class Service:
         core = self._require_core()
         try:  # the core, and turning its result into records: a failure anywhere here is the run's
             result = core.process_batch([ev for _, ev in run], [rec.partition for rec, _ in run])
-            rejected = dict(result.errors)
+            held = set(dict(result.errors)).union(result.dropped)  # not applied: nothing to index
             for i, (rec, ev) in enumerate(run):
-                if i not in rejected:
+                if ev.type is EventType.ERASURE_REQUEST:  # never index an erased id (nor an unknown one)
+                    self._membership.erase(ev.customer_id)
+                elif i not in held:
                     self._index.note(ev.customer_id, rec.partition)
             self._emit(result.outputs)
             for i, error in result.errors:
@@ -639,7 +641,7 @@ class Service:
         customer_id = rec.key.decode("utf-8", errors="replace")
         try:
             outputs = self._require_core().erase(customer_id)
-            self._index.note(customer_id, rec.partition)
+            self._membership.erase(customer_id)
             self._emit(outputs)
         except Exception as exc:
             raise PoisonRecordError(rec.topic, rec.partition, rec.offset, exc) from exc

@@ -13,17 +13,28 @@ Per source
     ``quorum`` or, with ``n`` fewer customers in the sample, ``ceil(n / 2)``.
     One customer's bad clock cannot move it; ``q`` customers agreeing can.
 
-    its **latest time** (``smax``): the latest event time accepted from it.
-    An event more than ``max_future`` ahead of both is refused by the kernel
-    (``EventError("future")``, nothing applied) and put in the source's
-    *ahead* sample; when ``q`` distinct customers are ahead (a real gap in the
-    stream, not one bad clock) the clock jumps to the ``q``-th largest of
-    them and that event is accepted. So after a real gap of more than
-    ``max_future`` in a whole source, up to ``q - 1`` events are refused (dead
-    letters that can be replayed); with one or two customers nothing can be
-    outvoted and nothing is refused. The very first event of a source has
-    nothing to be judged against (the Kafka edge dead-letters events far ahead
-    of their record timestamp, as ``future``, before they get here).
+    its **latest time** (``smax``): the latest event time of a customer not
+    isolated (below) accepted from it.
+
+    its **ahead sample**: the ``q`` latest distinct customers whose events
+    came more than ``max_future`` ahead of both the clock and the latest time
+    (entries no longer ahead are dropped first). When ``q`` of them are ahead
+    (a real gap in the stream, not one bad clock) the clock jumps to the
+    ``q``-th largest of them.
+
+    Nothing is refused for being ahead. A customer whose latest time is more
+    than ``max_future`` ahead of its source's clock and latest time is
+    **isolated** (:func:`segmenter.kernel.isolated`): its events are applied
+    to its own features, segments and outputs, but it takes no part in
+    anything shared (lens learning, refinement, shared-mode samples), its
+    events do not move the clock, the latest time or ``max_t``, and it is not
+    judged for lateness (its own latest time is not trusted). One bad clock
+    stays isolated (and harmless) until the stream really reaches its time;
+    after a real gap, the first ``q - 1`` customers back are isolated until
+    the ``q``-th arrives and the jump makes them rejoin, with nothing lost.
+    The very first event of a source has nothing to be judged against (the
+    Kafka edge dead-letters events far ahead of their record timestamp, as
+    ``future``, before they get here).
 
     its **idleness**: a source is *active* (it holds the watermark) or
     *idle* (it does not). The edge marks a partition idle when it has read it
@@ -72,7 +83,6 @@ from segmenter.features import BASE_EPOCH
 __all__ = ["UNSET", "EventClock", "iso", "watermark_of"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def iso(t_rel: int) -> str:
@@ -126,6 +136,18 @@ def remember(ktime: Any, kkey: Any, kcount: Any, si: int, key: int, at: int) -> 
 
 
 @njit(cache=True)
+def prune_ahead(atime: Any, akey: Any, acount: Any, si: int, limit: int) -> None:  # pragma: no cover
+    """Drop from source ``si``'s ahead sample the customers no longer ahead (time ``<= limit``)."""
+    n = 0
+    for j in range(acount[si]):
+        if atime[si, j] > limit:
+            atime[si, n] = atime[si, j]
+            akey[si, n] = akey[si, j]
+            n += 1
+    acount[si] = n
+
+
+@njit(cache=True)
 def majority(kcount: Any, si: int, quorum: int) -> int:  # pragma: no cover - compiled
     """How many customers must agree in source ``si``: ``quorum``, or a majority of fewer (at least 1)."""
     n: int = kcount[si]
@@ -160,7 +182,7 @@ class EventClock:
     quorum
         Distinct customers who must agree to move a source's clock (see the module).
     max_future
-        Seconds an event may run ahead of its source's clock and latest time before it is refused.
+        Seconds a customer may run ahead of its source's clock and latest time before it is isolated.
 
     Attributes
     ----------
@@ -251,11 +273,33 @@ class EventClock:
         self._index = {s: i for i, s in enumerate(self.keys)}
         self.recompute()
 
+    def forget(self, key: int) -> None:
+        """Drop customer ``key`` (crc32 of its id) from every source's samples (an erasure); clocks stay."""
+        for times, keys, count in ((self.ktime, self.kkey, self.kcount), (self.atime, self.akey, self.acount)):
+            for si in np.flatnonzero((keys == key).any(axis=1)).tolist():
+                n = int(count[si])
+                keep = keys[si, :n] != key
+                m = int(keep.sum())
+                times[si, :m], keys[si, :m] = times[si, :n][keep], keys[si, :n][keep]
+                times[si, m:n], keys[si, m:n] = 0, -1
+                count[si] = m
+
     def take_dirty(self) -> dict[int, int]:
         """Sources (``None`` excluded) whose clock moved since the last call: ``{source: clock}``."""
         out = {s: int(self.clock[i]) for i, s in enumerate(self.keys) if self.dirty[i] and s is not None}
         self.dirty[:] = 0
         return dict(sorted(out.items()))
+
+    def horizon(self) -> int | None:
+        """The latest time a customer may have and not be isolated from every source (``None``: no clock yet).
+
+        ``max_future`` past the latest of the sources' clocks and latest times;
+        refinement leaves out the customers beyond it.
+        """
+        known = self.clock != UNSET
+        if not known.any():
+            return None
+        return int(np.maximum(self.clock[known], self.smax[known]).max()) + self.max_future
 
     def clock_of(self, source: int | None) -> int | None:
         """The source's clock (``None``: none yet)."""

@@ -82,8 +82,9 @@ class FeatureConfig(_Section):
     """A source's clock is the ``clock_quorum``-th largest latest event time over its distinct customers
     (fewer customers: the smallest of theirs), so fewer than this many bad clocks cannot move it."""
     max_future_hours: Annotated[float, Field(gt=0, le=24 * 365, allow_inf_nan=False)] = 24.0
-    """An event more than this far ahead of its source's clock is isolated: applied to its customer's
-    features only (no learning, no scoring, not that customer's lateness reference, no clock move)."""
+    """A customer more than this far ahead of its source's clock is isolated: its events are applied to its own
+    features, segments and outputs, never refused, but it takes no part in lens learning, refinement or the
+    shared-mode sample, moves no clock and is not judged for lateness, until the clock reaches it."""
     recency_cap_days: PositiveFloat = 365.0
     """Upper bound of ``recency_days``."""
     dedup_size: Annotated[int, Field(ge=0, le=64)] = 8

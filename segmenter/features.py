@@ -153,16 +153,6 @@ def _flat(arr: npt.NDArray[Any], fmt: str) -> Any:
     return view.cast("B").cast(fmt)
 
 
-def _mix32(h: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """murmur3's 32-bit finaliser, vectorised: a fixed pseudo-random permutation of 32-bit keys."""
-    m = 0xFFFFFFFF
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & m
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & m
-    return h ^ (h >> 16)
-
-
 def customer_hash(customer_id: str) -> int:
     """A process-independent 32-bit hash of a customer id (crc32 of its UTF-8 bytes)."""
     return zlib.crc32(customer_id.encode())
@@ -604,13 +594,6 @@ class FeatureStore:
                     out[i : j + 1] = sorted(out[i : j + 1], key=self.id_of)
             rows = np.array(out, np.int64)
         return rows.astype(np.int64)
-
-    def sample(self, salt: int, limit: int) -> list[int]:
-        """A deterministic pseudo-random sample of up to ``limit`` live rows, ordered by key; varies with ``salt``."""
-        cand = np.flatnonzero(self.live)
-        if limit <= 0 or not len(cand):
-            return []
-        return self._smallest(cand, _mix32(self.crc[cand].astype(np.int64) ^ (salt & 0xFFFFFFFF)), limit)
 
     def _smallest(self, cand: npt.NDArray[np.intp], key: npt.NDArray[np.int64], limit: int) -> list[int]:
         if len(cand) > limit:

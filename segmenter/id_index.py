@@ -9,8 +9,9 @@ a row: about 30 bytes per customer. Lookups run compiled (numba), one call for
 a whole batch (:meth:`IdIndex.get_many`).
 
 Removing an id shifts the following entries of its probe run back (no
-tombstones); its bytes stay in the arena as garbage until garbage exceeds the
-live bytes, when the arena is compacted.
+tombstones) and zeroes its bytes in the arena (an erased id is gone at once);
+the zeroed space is garbage until garbage exceeds the live bytes, when the
+arena is compacted.
 
 Examples
 --------
@@ -202,7 +203,9 @@ class IdIndex:
         row = int(self._table[slot])
         _delete(self._table, self._arena, self._off, self._len, slot)
         self._count -= 1
-        self._garbage += int(self._len[row])
+        o, n = int(self._off[row]), int(self._len[row])
+        self._arena[o : o + n] = 0  # an erased id leaves no bytes behind, even before the compaction
+        self._garbage += n
         self._len[row] = 0
         if self._garbage > max(self._used - self._garbage, 1 << 16):
             self._compact()

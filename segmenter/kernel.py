@@ -14,11 +14,8 @@ layout is :mod:`segmenter.features`'s. Stops (:class:`Stop`):
     the event's customer is unknown: allocate its row (``newrows``);
 ``LATE``
     the event is older than its customer's latest applied event time minus
-    the allowed lateness: count it and report it;
-``FUTURE``
-    the event is more than ``max_future`` ahead of its source's clock and
-    latest time, and fewer than the source's quorum of customers are ahead
-    with it (see :mod:`segmenter.clock`): count it and report it;
+    the allowed lateness (never for an isolated customer, see below): count it
+    and report it;
 ``ERASE``
     an ``erasure_request``;
 ``LEARN``
@@ -38,6 +35,16 @@ layout is :mod:`segmenter.features`'s. Stops (:class:`Stop`):
     of held triggers;
 ``NONFINITE``
     a feature vector is not finite (the caller raises ``ValueError``).
+
+An *isolated* customer (its latest time more than ``max_future`` ahead of
+its event's source's clock and latest shared time, :func:`isolated`; one
+bad clock, or the first few customers after a real gap until a quorum
+follows, see :mod:`segmenter.clock`) has its events applied to its own
+features and scored in every lens, but takes no part in anything shared:
+no observation (lens learning), no shared-mode sample, no refinement count,
+and its events move neither the clock nor ``max_t``. It is not judged for
+lateness (its own latest time is not trusted; the store applies an earlier
+event exactly). Such events are counted in ``state[S_ISOLATED]``.
 
 Positions are ``(event, step)``: step 0 starts an event (lateness, ingest);
 ``1 + 2 * lens`` observes and ``2 + 2 * lens`` assigns in that lens;
@@ -60,7 +67,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from segmenter.clock import UNSET, kth_latest, majority, remember, watermark_of
+from segmenter.clock import UNSET, kth_latest, majority, prune_ahead, remember, watermark_of
 from segmenter.features import (  # the store's layout (private to the store and this loop)
     _AMT,
     _CART,
@@ -101,6 +108,7 @@ __all__ = [
     "Stop",
     "StoreColumns",
     "feature_vector",
+    "isolated",
     "run",
     "scale",
 ]
@@ -120,7 +128,6 @@ class Stop(IntEnum):
     REFINE = 7
     WATERMARK = 8
     NONFINITE = 9
-    FUTURE = 10
 
 
 IO_REASON, IO_EVENT, IO_STEP, IO_LENS, IO_SEGMENT, IO_NEAREST = range(6)
@@ -201,6 +208,14 @@ def _stop(io: Any, reason: int, i: int, step: int) -> None:  # pragma: no cover 
     io[IO_EVENT] = i
     io[IO_STEP] = step
 
+
+@njit(cache=True, inline="always")
+def isolated(last: int, sclock: Any, smax: Any, si: int, max_future: int) -> bool:  # pragma: no cover
+    """Whether a customer whose latest time is ``last`` is isolated from the shared work of source ``si``."""
+    ref = max(sclock[si], smax[si])
+    return bool(ref != UNSET and last > ref + max_future)
+
+
 K_SKIP = -2
 """Event kind of an event already rejected by the caller (skipped by the loop)."""
 K_ERASE = -1
@@ -208,11 +223,11 @@ K_ERASE = -1
 
 STATE_FIELDS = (
     "events", "duplicates", "vec_seen", "has_max", "max_t", "has_wm", "wm", "has_next", "next_check",
-    "has_rel", "released_at",
+    "has_rel", "released_at", "isolated",
 )  # fmt: skip
 """Layout of the ``state`` array (int64), shared with the caller."""
 (S_EVENTS, S_DUPS, S_VEC_SEEN, S_HAS_MAX, S_MAX_T, S_HAS_WM, S_WM, S_HAS_NEXT, S_NEXT, S_HAS_REL,
- S_REL) = range(len(STATE_FIELDS))  # fmt: skip
+ S_REL, S_ISOLATED) = range(len(STATE_FIELDS))  # fmt: skip
 
 # params (int64): lateness, refine_every, shared, vector_every, engine present, release every, dedup size,
 # max future, clock quorum
@@ -394,20 +409,24 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             si = srcs[i]
             ahead = max(sclock[si], smax[si])
             if ahead != UNSET and at > ahead + prm[P_FUTURE]:
+                prune_ahead(atime, akey, acount, si, ahead + prm[P_FUTURE])
                 remember(atime, akey, acount, si, chash[i], at)
                 q = majority(kcount, si, prm[P_QUORUM])
-                if acount[si] < q:
-                    _stop(io, Stop.FUTURE, i, 0)
-                    return
-                # a quorum of customers is ahead: the source's time really jumped
-                sclock[si] = kth_latest(atime, acount, si, q)
-                sdirty[si] = 1
-                acount[si] = 0
+                if acount[si] >= q:  # a quorum of customers is ahead: the source's time really jumped
+                    jump = kth_latest(atime, acount, si, q)
+                    if jump > sclock[si]:
+                        sclock[si] = jump
+                        sdirty[si] = 1
+                    acount[si] = 0
             if row < 0:
                 _stop(io, Stop.NEW_ROW, i, 0)
                 return
             new = k >= 0 and newfirst[k] != 0
-            if not new and at < t[row, _LAST] - prm[P_LATENESS]:
+            if (
+                not new
+                and at < t[row, _LAST] - prm[P_LATENESS]
+                and not isolated(t[row, _LAST], sclock, smax, si, prm[P_FUTURE])
+            ):
                 _stop(io, Stop.LATE, i, 0)
                 return
             if not _ingest(f, t, h, hpos, dirty, row, new, kind, at, amounts[i], ehash[i], prm[P_DEDUP], fp):
@@ -419,11 +438,15 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             state[S_EVENTS] += 1
             t[row, _SCORED] = t[row, _LAST]
             step = 1
-            if prm[P_SHARED]:
+            if isolated(t[row, _LAST], sclock, smax, si, prm[P_FUTURE]):
+                state[S_ISOLATED] += 1
+            elif prm[P_SHARED]:
                 state[S_VEC_SEEN] += 1
                 if state[S_VEC_SEEN] % prm[P_VECTOR_EVERY] == 0:
                     _stop(io, Stop.SHARED_SAMPLE, i, 1)
                     return
+        si = srcs[i]
+        alone = isolated(t[row, _LAST], sclock, smax, si, prm[P_FUTURE])
         if step < tail:
             _vector(f, t, row, t[row, _LAST], fp, vals)
         while step < tail:
@@ -431,7 +454,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             d = dims[li]
             if step % 2 == 1:  # observe
                 step += 1
-                if prm[P_SHARED]:
+                if prm[P_SHARED] or alone:
                     continue
                 finite = True
                 for j in range(d):
@@ -481,24 +504,25 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                 dwell[row, li] = dw + 1
         if step == tail:
             step += 1
-            if prm[P_REFINE] and not prm[P_SHARED] and state[S_EVENTS] % prm[P_REFINE] == 0:
+            shared_events = state[S_EVENTS] - state[S_ISOLATED]
+            if prm[P_REFINE] and not prm[P_SHARED] and not alone and shared_events % prm[P_REFINE] == 0:
                 _stop(io, Stop.REFINE, i, step)
                 return
-        # the clock
-        if not state[S_HAS_MAX] or at > state[S_MAX_T]:
-            state[S_HAS_MAX] = 1
-            state[S_MAX_T] = at
-        si = srcs[i]
-        remember(ktime, kkey, kcount, si, chash[i], at)
+        # the clock (an isolated customer's events do not move it)
         i += 1
         step = 0
-        if smax[si] == UNSET or at > smax[si]:
-            smax[si] = at
-        cand = kth_latest(ktime, kcount, si, majority(kcount, si, prm[P_QUORUM]))
         sidle[si] = 0
-        if sclock[si] == UNSET or cand > sclock[si]:
-            sclock[si] = cand
-            sdirty[si] = 1
+        if not alone:
+            if not state[S_HAS_MAX] or at > state[S_MAX_T]:
+                state[S_HAS_MAX] = 1
+                state[S_MAX_T] = at
+            remember(ktime, kkey, kcount, si, chash[i - 1], at)
+            if smax[si] == UNSET or at > smax[si]:
+                smax[si] = at
+            cand = kth_latest(ktime, kcount, si, majority(kcount, si, prm[P_QUORUM]))
+            if sclock[si] == UNSET or cand > sclock[si]:
+                sclock[si] = cand
+                sdirty[si] = 1
         defined, wm = watermark_of(sclock, sidle, prm[P_LATENESS])
         if defined and (not state[S_HAS_WM] or wm > state[S_WM]):
             state[S_HAS_WM] = 1

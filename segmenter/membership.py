@@ -109,6 +109,11 @@ class MembershipTable:
             segments[change.lens] = _Entry(to.id, to.name, change.event_ts, change.model_version)
         self._pending[cid] = (segments, change.emitted_at or change.event_ts)
 
+    def erase(self, customer_id: str) -> None:
+        """Forget an erased customer (a tombstone at the next :meth:`take`), whether or not it had a segment."""
+        if self._row(customer_id) is not None:
+            self._pending[customer_id] = None
+
     def take(self) -> list[tuple[str, bytes | None]]:
         """``(customer id, record value or None for a tombstone)`` of every changed customer, by id."""
         out: list[tuple[str, bytes | None]] = []

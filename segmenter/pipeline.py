@@ -2,10 +2,10 @@
 
 Per accepted event, :meth:`Segmenter.process` runs
 
-1. erasure (``erasure_request``), a bad clock (far ahead of its source's
-   clock: ``EventError("future")``), lateness (older than the customer's own
+1. erasure (``erasure_request``), lateness (older than the customer's own
    latest event time minus the lateness: ``EventError("late")``) and
-   de-duplication (repeated ``event_id``: ``[]``);
+   de-duplication (repeated ``event_id``: ``[]``); an event far ahead of its
+   source's clock is not refused: its customer is *isolated* (below);
 2. the feature update (:class:`~segmenter.features.FeatureStore`, event time);
 3. for each lens, on the customer's raw feature vector at its latest event
    time: ``observe`` (model learning; lifecycle messages), ``assign`` (nearest
@@ -27,7 +27,12 @@ Event time (:mod:`segmenter.clock`): every event source (input partition, the
 ``source`` argument of :meth:`Segmenter.process`; ``None`` offline) has a
 robust clock; the watermark is the minimum over the active sources' clocks,
 minus the lateness, and drives only time-driven work (inactivity, held
-triggers, refinement ticks), never lateness.
+triggers, refinement ticks), never lateness. A customer more than
+``features.max_future_hours`` ahead of its source's clock (one bad clock, or
+the first customers back after a real gap) is *isolated*: its events are
+applied to its own features, segments and outputs, but it takes no part in
+lens learning, refinement or the shared-mode sample and does not move the
+clock, until the clock reaches it (``SegmenterStats.isolated``).
 
 Customers whose segment a lens merged or retired are moved at once (cause
 ``model``). Every order that decides an output depends only on the state, never
@@ -54,9 +59,10 @@ from segmenter import codec, kernel
 from segmenter.batching import EventColumns, LensArrays
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
+from segmenter.erasures import ErasureMarkers, id_hash
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent
-from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore
+from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
 from segmenter.lenses.lens import Assignment, Lens
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
 from segmenter.rescoring import Rescorer
@@ -101,7 +107,9 @@ class BatchResult:
     outputs: list[OutputMessage]
     """Output messages in order (``emitted_at`` unset)."""
     errors: list[tuple[int, EventError]]
-    """Rejected events by index into the batch (``late``, ``future``, or ``schema`` for a time out of range)."""
+    """Rejected events by index into the batch (``late``, or ``schema`` for a time out of range)."""
+    dropped: list[int] = field(default_factory=list)
+    """Events dropped without output by index: of an erased customer, at or before its erasure (not errors)."""
 
 
 @dataclass
@@ -119,6 +127,7 @@ class _Run:
     dist: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(1, np.float64))
     state: np.ndarray[Any, np.dtype[np.int64]] = field(
         default_factory=lambda: np.zeros(len(kernel.STATE_FIELDS), np.int64))
+    dropped: list[int] = field(default_factory=list)
 
     @property
     def prm(self) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -157,8 +166,11 @@ class SegmenterStats:
     segments: dict[str, list[SegmentSize]]
     """Per lens, the segments that currently hold customers (by id)."""
     watermark: str | None
-    future: int = 0
-    """Events refused as far ahead of their source's clock (``features.max_future_hours``)."""
+    isolated: int = 0
+    """Accepted events (in ``events``) applied to an isolated customer: one more than
+    ``features.max_future_hours`` ahead of its source's clock, kept out of all shared work."""
+    after_erasure: int = 0
+    """Events of an erased customer at or before its erasure, dropped (see :mod:`segmenter.erasures`)."""
 
 
 @dataclass(frozen=True)
@@ -228,9 +240,12 @@ class Segmenter:
         self._events = 0
         self._refine_round = 0
         self._late = 0
-        self._future = 0
+        self._isolated = 0
         self._duplicates = 0
         self._erasures = 0
+        self._after_erasure = 0
+        # erased customers' id hashes and erasure times: their older events are dropped
+        self._markers = ErasureMarkers()
         self._changes: Counter[str] = Counter()
         self._triggers: Counter[str] = Counter()
         # erased since the last take_dirty (ordered dict used as an ordered set)
@@ -288,9 +303,9 @@ class Segmenter:
         ------
         EventError
             ``late``: the event is older than its customer's latest event time
-            minus the lateness; ``future``: it is far ahead of its source's clock
-            (both counted, not applied); ``schema``: its time is outside the
-            supported range.
+            minus the lateness (counted, not applied); ``schema``: its time is
+            outside the supported range. An event far ahead of its source's
+            clock is applied to its customer alone (``stats().isolated``).
         """
         result = self.process_batch([event], [source])
         if result.errors:
@@ -338,6 +353,8 @@ class Segmenter:
             self._repair_clock()
         cols = EventColumns(events, srcs, self._store, self._clock.index)
         run = _Run(events, srcs, cols, dict(cols.errors), result.outputs, self._params())
+        if len(self._markers):
+            self._drop_erased(run, range(n))
         arrays = self._arrays
         arrays.sync(counters=True)
         stops = self._stops
@@ -351,7 +368,7 @@ class Segmenter:
             #    its buffered samples are handed over (``flush``) at DONE, LEARN, REFINE and NONFINITE;
             # 3. the handler of the stop does that piece and names where to resume: the same (event, step) when
             #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE, LEARN, REFINE,
-            #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, FUTURE, ERASE);
+            #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, ERASE);
             #    WATERMARK stops after its event, so its position is already the next one.
             run.pos[:] = resume
             self._push_clock(run.state)
@@ -366,7 +383,20 @@ class Segmenter:
             resume = stops[kernel.Stop(reason)](run, i, step)
         self._push_clock(run.state)
         result.errors.extend(sorted(run.errors.items()))
+        result.dropped.extend(run.dropped)
         return result
+
+    def _drop_erased(self, run: _Run, candidates: Iterable[int]) -> None:
+        """Skip the events (of ``candidates``) of erased customers at or before their erasure; count them."""
+        cols = run.cols
+        todo = [i for i in candidates if cols.kinds[i] >= 0]
+        if not todo:
+            return
+        hit = self._markers.hits([id_hash(run.events[i].customer_id) for i in todo], cols.times[todo].tolist())
+        for i in np.asarray(todo)[hit].tolist():
+            cols.kinds[i] = kernel.K_SKIP
+            run.dropped.append(i)
+            self._after_erasure += 1
 
     def _params(self) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]:
         """The loop's parameters (``P_*`` and ``FP_*`` of :mod:`segmenter.kernel`)."""
@@ -409,7 +439,6 @@ class Segmenter:
             stop.MOVE: self._stop_move,
             stop.NEW_ROW: self._stop_new_row,
             stop.LATE: self._stop_late,
-            stop.FUTURE: self._stop_future,
             stop.ERASE: self._stop_erase,
             stop.REFINE: self._stop_refine,
             stop.SHARED_SAMPLE: self._stop_sample,
@@ -437,15 +466,12 @@ class Segmenter:
         run.errors[i] = self._late_error(run.events[i], run.cols.row(i))
         return i + 1, 0
 
-    def _stop_future(self, run: _Run, i: int, step: int) -> tuple[int, int]:
-        self._future += 1
-        run.errors[i] = self._future_error(run.events[i], run.sources[i])
-        return i + 1, 0
-
     def _stop_erase(self, run: _Run, i: int, step: int) -> tuple[int, int]:
         ev = run.events[i]
         self._events += 1
         run.out.extend(self._erase(ev.customer_id, ev.epoch))
+        cid = ev.customer_id
+        self._drop_erased(run, [j for j in range(i + 1, len(run.events)) if run.events[j].customer_id == cid])
         run.cols.forget(i)
         return i + 1, 0
 
@@ -467,12 +493,12 @@ class Segmenter:
         c = self._clock
         max_t, wm, nxt, rel = c.max_t, c.watermark, c.next_check, c.released_at
         state[:] = (self._events, self._duplicates, self._vec_seen, max_t is not None, max_t or 0, wm is not None,
-                    wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0)
+                    wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0, self._isolated)
 
     def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         c = self._clock
         (self._events, self._duplicates, self._vec_seen, has_max, max_t, has_wm, wm, has_next, nxt, has_rel,
-         rel) = state.tolist()  # fmt: skip
+         rel, self._isolated) = state.tolist()  # fmt: skip
         c.max_t = max_t if has_max else None
         c.watermark = wm if has_wm else None
         c.next_check = nxt if has_next else None
@@ -483,16 +509,6 @@ class Segmenter:
         store = self._store
         robust = store.robust_time(self._clock.quorum)
         self._clock.repair(robust)
-
-    def _future_error(self, event: CustomerEvent, source: int | None) -> EventError:
-        clock = self._clock.clock_of(source)
-        return EventError(
-            "future",
-            f"event time {event.ts.isoformat()} is more than {self.config.features.max_future_hours:g} h ahead of "
-            f"its source's clock {iso(clock or 0)} and too few other customers are that far ahead "
-            "(features.max_future_hours, features.clock_quorum); check the producer's clock",
-            field="ts",
-        )
 
     def _late_error(self, event: CustomerEvent, row: int) -> EventError:
         ref = self._store.last_time(row)
@@ -634,6 +650,10 @@ class Segmenter:
             return
         cols = sorted({i for li in ready for i in self._idx[li]})
         rows, mat = store.vectors_at(at, cols)
+        horizon = self._clock.horizon()  # isolated customers (far ahead of every source's clock) take no part
+        if horizon is not None:
+            keep = store.t[rows, 1] <= horizon
+            rows, mat = rows[keep], mat[keep]
         n = len(rows)
         if not n:
             return
@@ -648,6 +668,7 @@ class Segmenter:
     def _on_watermark(self, out: list[OutputMessage]) -> None:
         wm = self._clock.watermark
         assert wm is not None
+        self._markers.expire(wm)
         rel = self._clock.released_at
         if self._engine is not None and (rel is None or wm - rel >= _RELEASE_EVERY_S):
             self._clock.released_at = wm
@@ -665,16 +686,24 @@ class Segmenter:
         self._rescorer.quiet(wm, out, before=wm - self._interval + 1)
 
     def _erase(self, customer_id: str, at: float | None) -> list[OutputMessage]:
+        """Forget everything held about the customer; mark it erased at ``at`` (default: the latest time seen).
+
+        The marker (:mod:`segmenter.erasures`) keeps its older events from
+        bringing the profile back; it is set for an unknown customer too (its
+        events may still be on their way), and holds only a hash of the id.
+        """
         store = self._store
         if self._engine is not None:
             self._engine.erase(customer_id)
         row = store.row_of(customer_id)
+        t = self._erasure_time(at, row)
+        self._markers.add(id_hash(customer_id), t)
+        crc = customer_hash(customer_id)
+        self._clock.forget(crc)
+        self._vectors.forget(crc, tell_trainer=row is not None and self._shared)
         if row is None:
             return []
-        if at is not None:
-            ts = datetime.fromtimestamp(at, UTC).isoformat()
-        else:
-            ts = iso(self._clock.max_t if self._clock.max_t is not None else 0)
+        ts = datetime.fromtimestamp(at, UTC).isoformat() if at is not None else iso(t)
         out: list[OutputMessage] = []
         for li, lens in enumerate(self._lenses):
             cur = store.segment(row, li)
@@ -701,6 +730,16 @@ class Segmenter:
         self._erased[customer_id] = None
         self._erasures += 1
         return out
+
+    def _erasure_time(self, at: float | None, row: int | None) -> int:
+        """The erasure's event time (relative seconds): ``at``, else the latest time seen (or the customer's)."""
+        if at is not None:
+            try:
+                return self._store.to_seconds(at)
+            except EventError:
+                pass
+        known = [t for t in (self._clock.max_t, None if row is None else self._store.last_time(row)) if t is not None]
+        return max(known, default=0)
 
     # ------------------------------------------------------------ Kafka state
     def take_dirty(self) -> dict[str, bytes | None]:
@@ -902,13 +941,15 @@ class Segmenter:
             "features": self._fnames,
             "clock": self._clock.state(),
             "triggers": None if self._engine is None else self._engine.global_state(),
+            "erasures": self._markers.state(),
             "counters": {
                 "events": self._events,
                 "refine_round": self._refine_round,
                 "late": self._late,
-                "future": self._future,
+                "isolated": self._isolated,
                 "duplicates": self._duplicates,
                 "erasures": self._erasures,
+                "after_erasure": self._after_erasure,
                 "changes": dict(self._changes),
                 "triggers": dict(self._triggers),
             },
@@ -958,6 +999,8 @@ class Segmenter:
         clock = _clock(state.get("clock"))
         counters = _counters(state.get("counters"))
         triggers = state.get("triggers")
+        markers = ErasureMarkers()
+        markers.load_state(state.get("erasures"))
         for lc in self.config.lenses:  # dry run: a lens refuses a bad state before any real lens changes
             Lens(lc, self.config.seed).load_state(lenses[lc.name])
         if self._engine is not None and triggers is not None:
@@ -968,7 +1011,9 @@ class Segmenter:
             lens.load_state(lenses[lens.name])
         self._forget_unknown_segments()
         self._clock.load_state(clock)
-        self._events, self._refine_round, self._late, self._future, self._duplicates, self._erasures = counters[:6]
+        self._events, self._refine_round, self._late, self._isolated, self._duplicates, self._erasures = counters[:6]
+        self._after_erasure = counters[8]
+        self._markers = markers
         self._changes = Counter(counters[6])
         self._triggers = Counter(counters[7])
 
@@ -1025,7 +1070,8 @@ class Segmenter:
             suppressed=suppressed,
             segments=segments,
             watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
-            future=self._future,
+            isolated=self._isolated,
+            after_erasure=self._after_erasure,
         )
 
     def customer_view(self, customer_id: str) -> CustomerView | None:
@@ -1117,13 +1163,15 @@ def _clock(value: Any) -> tuple[Any, ...]:
     return max_t, wm, nxt, rel, sources
 
 
-def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int], dict[str, int]]:
+def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int], dict[str, int], int]:
     """The validated counters of a model state."""
     c = codec.expect_dict(value, "model state counters")
-    ints = [codec.expect_int(c.get(k, 0) if k == "future" else c.get(k), f"model state counter {k}", 0)
-            for k in ("events", "refine_round", "late", "future", "duplicates", "erasures")]  # fmt: skip
+    # "isolated" is absent from older states (their "future" counted refused events, never applied: 0 isolated)
+    ints = [codec.expect_int(c.get(k, 0) if k == "isolated" else c.get(k), f"model state counter {k}", 0)
+            for k in ("events", "refine_round", "late", "isolated", "duplicates", "erasures")]  # fmt: skip
     maps = []
     for k in ("changes", "triggers"):
         m = codec.expect_dict(c.get(k), f"model state counter {k}")
         maps.append({codec.expect_str(n, f"{k} key"): codec.expect_int(v, f"{k} count", 0) for n, v in m.items()})
-    return ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], maps[0], maps[1]
+    after = codec.expect_int(c.get("after_erasure", 0), "model state counter after_erasure", 0)
+    return ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], maps[0], maps[1], after

@@ -26,15 +26,23 @@ __all__ = ["ModelTrainer", "decode_vectors", "decode_view", "encode_vectors"]
 logger = logging.getLogger(__name__)
 
 
-_VECTORS_VERSION = 2
+_VECTORS_VERSION = 3
+"""Vectors record version (1 was a pickle; 3 added ``erased``)."""
 _VIEW_VERSION = 2
 _TRAINER_VERSION = 2
 """Record versions (1 were pickles)."""
 
 
-def encode_vectors(lens_names: list[str], keys: list[int], rows: list[list[list[float]]]) -> bytes:
-    """Encode sampled vectors: customer hashes and, per lens, one raw vector per hash (original units)."""
+def encode_vectors(
+    lens_names: list[str], keys: list[int], rows: list[list[list[float]]], erased: list[int] | None = None
+) -> bytes:
+    """Encode sampled vectors: customer hashes and, per lens, one raw vector per hash (original units).
+
+    ``erased``: hashes of customers erased since the last record; the trainer
+    forgets them (before the record's vectors, which are newer).
+    """
     data = {
+        "erased": np.asarray(erased or [], dtype=np.uint32),
         "keys": np.asarray(keys, dtype=np.uint32),
         "lenses": {
             name: np.asarray(r, dtype=np.float64).reshape(len(keys), -1 if keys else 0)
@@ -46,16 +54,28 @@ def encode_vectors(lens_names: list[str], keys: list[int], rows: list[list[list[
 
 def decode_vectors(
     blob: bytes, lens_names: list[str], dims: list[int] | None = None
-) -> tuple[np.ndarray[Any, np.dtype[np.uint32]], list[np.ndarray[Any, np.dtype[np.float64]]]]:
-    """Inverse of :func:`encode_vectors`, lenses in ``lens_names`` order (``dims``: each lens's feature count).
+) -> tuple[
+    np.ndarray[Any, np.dtype[np.uint32]],
+    list[np.ndarray[Any, np.dtype[np.float64]]],
+    np.ndarray[Any, np.dtype[np.uint32]],
+]:
+    """Inverse of :func:`encode_vectors`: keys, per lens (``lens_names`` order) the vectors, and the erased hashes.
+
+    ``dims``: each lens's feature count.
 
     Raises
     ------
     StateError
         Corrupt data, another version, other lenses, or non-finite values.
     """
-    data = codec.expect_dict(codec.decode(blob, "vectors", _VECTORS_VERSION), "vectors record")
+    try:
+        tree = codec.decode(blob, "vectors", _VECTORS_VERSION)
+    except StateError:  # a v2 record (a process not upgraded yet): no erased hashes
+        tree = codec.decode(blob, "vectors", _VECTORS_VERSION - 1)
+        tree = {**codec.expect_dict(tree, "vectors record"), "erased": np.zeros(0, np.uint32)}
+    data = codec.expect_dict(tree, "vectors record")
     keys = codec.expect_array(data.get("keys"), "vectors keys", np.uint32, (None,))
+    erased = codec.expect_array(data.get("erased"), "vectors erased", np.uint32, (None,))
     lenses = codec.expect_dict(data.get("lenses"), "vectors lenses")
     if list(lenses) != lens_names:
         raise StateError(f"vectors record lenses {list(lenses)} differ from the config's {lens_names}")
@@ -64,7 +84,7 @@ def decode_vectors(
                            (len(keys), None if dims is None or not len(keys) else dims[i]), finite=True)
         for i, name in enumerate(lens_names)
     ]  # fmt: skip
-    return keys, mats
+    return keys, mats, erased
 
 
 def decode_view(view: bytes, lens_names: list[str], features: list[tuple[str, ...]]) -> dict[str, dict[str, Any]]:
@@ -139,7 +159,9 @@ class ModelTrainer:
         StateError
             The record cannot be decoded (the caller skips it).
         """
-        keys, mats = decode_vectors(blob, self._names, [len(f) for f in self._fnames])
+        keys, mats, erased = decode_vectors(blob, self._names, [len(f) for f in self._fnames])
+        for key in erased.tolist():  # an erased customer's sampled vectors go (its hash's threshold slot too)
+            self._sample.pop(key, None)
         out: list[SegmentLifecycle] = []
         every = self.config.refine.every_events
         cap = self.config.refine.sample_size

@@ -26,6 +26,7 @@ class VectorSample:
         self._pick = list(pickers)
         self._keys: list[int] = []
         self._rows: list[list[list[float]]] = [[] for _ in self._names]
+        self._erased: dict[int, None] = {}
 
     def add(self, key: int, values: list[float]) -> None:
         """Keep one event's vectors (``values``: every feature, in :data:`~segmenter.features.FEATURE_NAMES` order)."""
@@ -33,11 +34,20 @@ class VectorSample:
         for li, pick in enumerate(self._pick):
             self._rows[li].append([float(v) for v in pick(values)])
 
+    def forget(self, key: int, *, tell_trainer: bool) -> None:
+        """An erasure: drop the vectors not yet taken of customer ``key``; ``tell_trainer``: have it forget it too."""
+        if key in self._keys:
+            keep = [i for i, k in enumerate(self._keys) if k != key]
+            self._keys = [self._keys[i] for i in keep]
+            self._rows = [[rows[i] for i in keep] for rows in self._rows]
+        if tell_trainer:
+            self._erased[key] = None
+
     def take(self) -> bytes | None:
-        """The vectors since the last call, encoded for the trainer (``None``: none)."""
-        if not self._keys:
+        """The vectors and erased hashes since the last call, encoded for the trainer (``None``: none)."""
+        if not self._keys and not self._erased:
             return None
-        blob = encode_vectors(self._names, self._keys, self._rows)
+        blob = encode_vectors(self._names, self._keys, self._rows, list(self._erased))
         self.discard()
         return blob
 
@@ -45,3 +55,4 @@ class VectorSample:
         """Drop the vectors not yet taken (their batch was aborted)."""
         self._keys = []
         self._rows = [[] for _ in self._names]
+        self._erased = {}

@@ -501,8 +501,11 @@ class TriggerEngine:
             heapq.heappush(self._heap, (h.at, customer_id, h.trigger_id))
 
     def erase(self, customer_id: str) -> None:
-        """Forget everything about the customer (held triggers included)."""
+        """Forget everything about the customer (held triggers and their heap entries included)."""
         self._customers.pop(customer_id, None)
+        if any(entry[1] == customer_id for entry in self._heap):
+            self._heap = [entry for entry in self._heap if entry[1] != customer_id]
+            heapq.heapify(self._heap)
 
     def suppressed(self) -> Mapping[str, Mapping[str, int]]:
         """Suppressed triggers so far: campaign -> control -> count (see :data:`CONTROLS`)."""

@@ -1,4 +1,4 @@
-"""Event time on real streams: per-customer lateness, the robust per-source clock, idleness, restore."""
+"""Event time on real streams: per-customer lateness, the robust per-source clock, isolation, idleness, restore."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_interleaved_partitions_refuse_nothing_that_one_partition_accepts(runs: 
     multi = Segmenter(CFG)
     _lines(multi, events, [_source(ev) for ev in events])
     s, m = single.stats(), multi.stats()
-    assert (m.late, m.future, s.late, s.future) == (0, 0, 0, 0)
+    assert (m.late, s.late) == (0, 0)
     assert (m.events, m.duplicates, m.customers) == (s.events, s.duplicates, s.customers)
 
 
@@ -72,7 +72,7 @@ def test_a_backlog_read_one_partition_after_another_is_accepted_whole() -> None:
     events = sorted(STREAM, key=_source)  # partition 0 to its end, then 1, then 2: days apart
     seg = Segmenter(CFG)
     _lines(seg, events, [_source(ev) for ev in events])
-    assert (seg.stats().late, seg.stats().future, seg.stats().events) == (0, 0, len(STREAM))
+    assert (seg.stats().late, seg.stats().events) == (0, len(STREAM))
 
 
 def test_lateness_is_judged_against_the_customer_own_latest_time() -> None:
@@ -89,34 +89,123 @@ def test_lateness_is_judged_against_the_customer_own_latest_time() -> None:
 # ------------------------------------------------------------------------------------------- bad clock
 
 
-def test_one_event_a_year_ahead_changes_nothing_else() -> None:
-    events = list(STREAM)
-    mid = len(events) // 2
-    victim = events[mid]
-    bad = victim.model_copy(update={"event_id": "from-the-future", "ts": victim.ts + timedelta(days=365)})
-    poisoned = [*events[:mid], bad, *events[mid:]]
-    clean = Segmenter(CFG, RULES)
-    expected = _lines(clean, events, [None] * len(events))
+def _others(lines: list[bytes], customer: str) -> list[bytes]:
+    """Every message but ``customer``'s; a segment's ``profile.size`` dropped, since it counts that customer too."""
+    out = []
+    for line in lines:
+        m = json.loads(line)
+        if "customer_id" not in m and "size" in (m.get("profile") or {}):
+            del m["profile"]["size"]
+            out.append(json.dumps(m).encode())
+        elif m.get("customer_id") != customer:
+            out.append(line)
+    return out
+
+
+def _year_ahead(ev: CustomerEvent) -> CustomerEvent:
+    return ev.model_copy(update={"event_id": "from-the-future", "ts": ev.ts + timedelta(days=365)})
+
+
+def test_a_new_customer_a_year_ahead_changes_nothing_for_anyone_else() -> None:
+    """Its first event a year ahead, then its ordinary events: isolated, so the others see the stream without it."""
+    victim = STREAM[0].customer_id
+    rest = [ev for ev in STREAM if ev.customer_id != victim]
+    own = [ev for ev in STREAM if ev.customer_id == victim]
+    mid = len(rest) // 2
+    poisoned = [*rest[:mid], _year_ahead(own[0]), *rest[mid:]]
+    for k, ev in enumerate(own):  # its ordinary events, spread over the second half
+        poisoned.insert(mid + 2 + k * (len(rest) - mid) // len(own), ev)
+    clean = Segmenter(CFG, RULES)  # refinement every 400 events: the isolated row must stay out of it too
+    expected = _lines(clean, rest, [None] * len(rest))
     seg = Segmenter(CFG, RULES)
     got = _lines(seg, poisoned, [None] * len(poisoned))
-    assert got == expected
-    assert (seg.stats().future, seg.stats().late) == (1, clean.stats().late)
+    assert _others(got, victim) == _others(expected, victim)
+    assert (seg.stats().late, seg.stats().isolated, seg.stats().events) == (0, 1 + len(own), len(poisoned))
+    assert seg.watermark == clean.watermark
+    assert any(json.loads(line).get("customer_id") == victim for line in got)  # it is segmented, alone
+
+
+def test_an_isolated_customer_sends_no_vectors_to_the_shared_trainer() -> None:
+    victim = STREAM[0].customer_id
+    rest = [ev for ev in STREAM if ev.customer_id != victim]
+    own = [ev for ev in STREAM if ev.customer_id == victim]
+    mid = len(rest) // 2
+    poisoned = [*rest[:mid], _year_ahead(own[0]), *own[1:], *rest[mid:]]
+    clean, seg = Segmenter(CFG, shared=True), Segmenter(CFG, shared=True)
+    _lines(clean, rest, [None] * len(rest))
+    _lines(seg, poisoned, [None] * len(poisoned))
+    expected = clean.take_vectors()
+    assert expected is not None
+    assert seg.take_vectors() == expected
+    assert seg.stats().isolated == len(own)
+
+
+def test_one_event_a_year_ahead_isolates_its_customer_and_nobody_else() -> None:
+    """``--bad-clock-at``: the customer's later ordinary events are accepted, and kept out of everything shared.
+
+    The others' outputs are those of the stream without that customer's events from the bad one on: its features
+    hold the year-ahead event, so its later events can no longer teach the lenses. Refinement is off here, since
+    its sample leaves the isolated customer out where the reference still holds its earlier features (the test
+    above covers refinement).
+    """
+    cfg = CFG.model_copy(update={"refine": CFG.refine.model_copy(update={"every_events": 0})})
+    events = list(STREAM)
+    mid = len(events) // 2
+    victim = events[mid].customer_id
+    poisoned = [*events[:mid], _year_ahead(events[mid]), *events[mid:]]
+    reference = [*events[:mid], *(ev for ev in events[mid:] if ev.customer_id != victim)]
+    clean = Segmenter(cfg, RULES)
+    expected = _lines(clean, reference, [None] * len(reference))
+    seg = Segmenter(cfg, RULES)
+    got = _lines(seg, poisoned, [None] * len(poisoned))
+    later = len(poisoned) - len(reference)  # the year-ahead event and the customer's ordinary ones after it
+    assert later > 1
+    assert _others(got, victim) == _others(expected, victim)
+    assert (seg.stats().late, seg.stats().isolated, seg.stats().events) == (0, later, len(poisoned))
     assert seg.watermark == clean.watermark
 
 
-def test_a_real_gap_in_the_stream_heals_after_a_quorum_of_customers() -> None:
+def test_an_isolated_customer_survives_a_restore() -> None:
+    """The isolation count paces refinement: a restored core goes on exactly as the one that never stopped."""
+    events = list(STREAM)
+    mid = len(events) // 2
+    poisoned = [*events[:mid], _year_ahead(events[mid]), *events[mid:]]
+    cut = mid + 300
+    whole = Segmenter(CFG, RULES)
+    expected = _lines(whole, poisoned, [None] * len(poisoned))
+    first = Segmenter(CFG, RULES)
+    head = _lines(first, poisoned[:cut], [None] * cut)
+    again = Segmenter.from_snapshot(CFG, first.snapshot(), RULES)
+    tail = _lines(again, poisoned[cut:], [None] * (len(poisoned) - cut))
+    assert head + tail == expected
+    assert again.stats().isolated == whole.stats().isolated > 1
+
+
+def test_a_real_gap_in_the_stream_isolates_the_first_customers_back_until_a_quorum() -> None:
     seg = Segmenter(default_config())  # quorum 5, max_future 24 h
     for c in range(10):
         seg.process(_ev(c, f"c{c}", c / 10))
-    refused = 0
-    for c in range(10):  # everyone comes back 10 days later
-        try:
-            seg.process(_ev(100 + c, f"c{c}", 240 + c / 10))
-        except EventError as exc:
-            assert exc.reason == "future"
-            refused += 1
-    assert refused == 4  # the 5th customer ahead makes the quorum
+    for c in range(10):  # everyone comes back 10 days later: nothing refused
+        seg.process(_ev(100 + c, f"c{c}", 240 + c / 10))
+    assert (seg.stats().isolated, seg.stats().late, seg.stats().events) == (4, 0, 20)  # the 5th makes the quorum
     assert seg.watermark is not None and seg.watermark >= (T0 + timedelta(hours=240 - 24)).timestamp()
+    for c in range(4):  # the four isolated ones have rejoined
+        seg.process(_ev(200 + c, f"c{c}", 241 + c / 10))
+    assert seg.stats().isolated == 4
+
+
+def test_a_customer_the_clock_caught_up_with_does_not_count_towards_a_later_quorum() -> None:
+    seg = Segmenter(default_config())
+    for c in range(10):
+        seg.process(_ev(c, f"c{c}", c / 10))
+    seg.process(_ev(50, "x", 30))  # ahead by 29 h: isolated, in the ahead sample
+    for hours in (20, 40):  # the stream walks past x: x rejoins
+        for c in range(10):
+            seg.process(_ev(int(100 * hours) + c, f"c{c}", hours + c / 10))
+    assert seg.stats().isolated == 1
+    for c in range(10):  # a real gap; x (no longer ahead) must not make a quorum with the first four back
+        seg.process(_ev(9000 + c, f"c{c}", 300 + c / 10))
+    assert (seg.stats().isolated, seg.stats().late) == (1 + 4, 0)
 
 
 # ---------------------------------------------------------------------------------- sources and idleness

@@ -124,10 +124,10 @@ def test_cli_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     snap = tmp_path / "snap.jsonl"
     snap.write_bytes(b'{"customer_id": "c1"}\n')
-    assert main(["evaluate", str(snap)]) == 1
+    assert main(["evaluate", str(snap)]) == 2  # a user error (exit 2, one line), as every segmenter command
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {snap}:1: ") and "\n" not in err
-    assert main(["evaluate", str(tmp_path / "missing.jsonl")]) == 1
+    assert main(["evaluate", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert main(["evaluate", str(snap), "--k-range", "9..2"]) == 2
 

@@ -68,7 +68,7 @@ def test_shared_core_never_learns_and_assigns_nothing_without_a_view() -> None:
     assert out == []
     assert core.model_versions() == {"value": 0, "engagement": 0}
     assert all(lens.n_observed == 0 and not lens.ready for lens in core.lenses)
-    keys, mats = decode_vectors(core.take_vectors() or b"", ["value", "engagement"])
+    keys, mats, _ = decode_vectors(core.take_vectors() or b"", ["value", "engagement"])
     assert len(keys) == core.stats().events and [m.shape[1] for m in mats] == [4, 5]
     assert core.take_vectors() is None
 
@@ -178,7 +178,7 @@ def test_a_partition_running_ahead_does_not_make_another_late() -> None:
     single.process(_ev(1, "a", 0))
     single.process(_ev(2, "b", 100))
     single.process(_ev(3, "a", 5))
-    assert (single.stats().late, single.stats().future) == (0, 0)
+    assert (single.stats().late, single.stats().isolated) == (0, 0)
     single.process(_ev(4, "a", 28))
     with pytest.raises(EventError, match="latest event time"):
         single.process(_ev(5, "a", 3))  # before a's own latest time minus 24 h

@@ -1,0 +1,124 @@
+"""Erasure through the service (real core, in-memory transport): the indexes forget, the topics keep no trace."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+from consumer.service import Service
+from consumer.sink import RebalanceHandler
+from consumer.state import inflate_part
+from segmenter.config import default_config
+from segmenter.erasures import id_hash
+from segmenter.outputs import OutputMessage
+from segmenter.pipeline import Segmenter
+from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, FakeCore, Harness, event, make_harness
+
+VICTIM = "customer-to-erase"
+
+
+def _service(h: Harness, cores: list[Segmenter]) -> Service:
+    def make_transport(handler: RebalanceHandler) -> DrainTransport:
+        h.transport.handler = handler
+        return h.transport
+
+    def make_core(rules: Any) -> Segmenter:
+        core = Segmenter(default_config(), rules)
+        cores.append(core)
+        return core
+
+    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
+    h.transport.service = svc
+    return svc
+
+
+def _watch_index(t: DrainTransport, svc: Service) -> list[set[str]]:
+    """The service's customer index as seen at every poll (the service clears it when it stops)."""
+    seen: list[set[str]] = []
+    poll = t.poll
+
+    def watched(timeout_s: float, max_records: int) -> list[Any]:
+        seen.append(set(svc._index.partition_of))
+        return poll(timeout_s, max_records)
+
+    t.poll = watched  # type: ignore[method-assign]
+    return seen
+
+
+def _traces() -> dict[str, bytes]:
+    crc = zlib.crc32(VICTIM.encode())
+    return {"id": VICTIM.encode(), "crc32": struct.pack("<I", crc)}
+
+
+def test_erasures_leave_no_index_entry_and_no_trace_in_state_and_model_topics() -> None:
+    h = make_harness(2, "--topics.membership", "members")
+    t = h.transport
+    for i in range(12):
+        customer = VICTIM if i % 3 == 0 else f"keep-{i % 3}"
+        t.produce_input(customer.encode(), event(i, customer), partition=1 if customer == "keep-1" else 0)
+    cores: list[Segmenter] = []
+    _service(h, cores).run()
+    assert any(r.key == VICTIM.encode() and r.value for r in t.records("g.state"))
+    t.produce_input(VICTIM.encode(), event(20, VICTIM, "erasure_request"), partition=0)
+    t.produce_input(VICTIM.encode(), event(0, VICTIM), partition=0)  # re-delivered after the erasure
+    t.produce_input(VICTIM.encode(), event(21, VICTIM, minutes=15), partition=0)  # late, within the lateness
+    for i in range(1000):  # tombstones and erasure requests of customers never seen
+        if i % 2:
+            t.produce_input(f"unknown-{i}".encode(), None, partition=i % 2)
+        else:
+            t.produce_input(f"unknown-{i}".encode(), event(100 + i, f"unknown-{i}", "erasure_request"), partition=0)
+    svc = _service(h, cores)
+    seen = _watch_index(t, svc)
+    svc.run()
+    core = cores[-1]
+    assert seen and set(seen[-1]) == {"keep-1", "keep-2"}, "no entry for the erased or the unknown ids"
+    assert max(map(len, seen)) == 2, "the index never grew"
+    assert core.store.row_of(VICTIM) is None and core.stats().after_erasure == 2
+    assert t.records("dlq") == [], "dropped events are not dead-lettered (that would copy their data back)"
+    state = [r for r in t.records("g.state") if r.key == VICTIM.encode()]
+    assert state[-1].value is None, "the customer's last state record is a tombstone"
+    newest_parts = {r.key: r.value or b"" for r in t.records("g.model")}  # the model is the newest record per part
+    newest_model = b"".join(inflate_part(value) for value in newest_parts.values())
+    for name, pattern in _traces().items():
+        assert pattern not in newest_model, f"the model record holds the customer's {name}"
+    assert struct.pack("<Q", id_hash(VICTIM)) in newest_model, "the marker is persisted (as a hash)"
+
+
+def test_a_restarted_service_still_drops_the_erased_customers_old_events() -> None:
+    h = make_harness(1)
+    t = h.transport
+    t.produce_input(VICTIM.encode(), event(0, VICTIM))
+    t.produce_input(VICTIM.encode(), None)  # a tombstone
+    cores: list[Segmenter] = []
+    _service(h, cores).run()
+    t.produce_input(VICTIM.encode(), event(0, VICTIM))  # re-delivered to a new instance
+    svc = _service(h, cores)
+    seen = _watch_index(t, svc)
+    svc.run()
+    assert cores[-1].store.row_of(VICTIM) is None and cores[-1].stats().after_erasure == 1
+    assert seen and not any(VICTIM in s for s in seen)
+
+
+def test_the_membership_table_forgets_an_erased_customer_even_without_a_final_segment_change() -> None:
+    h = make_harness(1, "--topics.membership", "members")
+
+    def silent_erase(core: FakeCore) -> None:
+        def erase(customer_id: str, at: float | None = None) -> list[OutputMessage]:
+            core.counts.pop(customer_id, None)
+            core.dirty[customer_id] = None
+            return []  # as the real core does for a customer in no segment
+
+        core.erase = erase  # type: ignore[method-assign]
+
+    h.core_setup = silent_erase
+    t = h.transport
+    t.produce_input(VICTIM.encode(), event(0, VICTIM))
+    t.produce_input(b"other", event(1, "other"))
+    t.produce_input(b"other", event(2, "other"))
+    t.produce_input(VICTIM.encode(), event(3, VICTIM, "erasure_request"))
+    t.produce_input(b"gone-too", event(4, "gone-too"))
+    t.produce_input(b"gone-too", None)
+    h.run()
+    last = {r.key: r.value for r in t.records("members")}
+    assert last[VICTIM.encode()] is None and last[b"gone-too"] is None and last[b"other"] is not None
