@@ -22,7 +22,8 @@ Under **exactly-once** (the default) a batch is one Kafka transaction:
    built from the core's columns, keyed by customer id, key-hash partitioned); then the
    state-changelog records of every customer the core changed (``take_changes``), each to
    the partition number of its input record (which the core keeps per customer); then the
-   model snapshot if it changed.
+   model parts that changed (:class:`consumer.state.ModelTracker`: the small ``core`` part
+   with the clock and counters, and each lens that observed events).
 4. ``send_offsets_to_transaction(next offsets, consumer.group_metadata())``.
 5. ``commit_transaction``: outputs, dead letters, state, model and input
    offsets become visible to ``read_committed`` readers atomically.
@@ -63,7 +64,7 @@ Event time (the edge's part; the core's clock is described in docs/internals.md)
   re-scoring, held triggers, refinement ticks) follows the slowest *active*
   source.
 * Assignment: each assigned input partition's clock is restored with its
-  state (model snapshot in single mode, a ``\x00segmenter.clock`` record per
+  state (the model's ``core`` part in single mode, a ``\x00segmenter.clock`` record per
   state partition in shared mode), then ``open_source(partition)``: an
   assigned partition holds the watermark until it has events or is idle, so a
   partition not read yet cannot be overtaken by the others.
@@ -118,7 +119,6 @@ from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
 from consumer.state import (
     FORMAT_HEADER,
-    MODEL_FORMAT,
     VERSIONS_HEADER,
     VIEW_FORMAT,
     VIEW_KEY,
@@ -127,8 +127,8 @@ from consumer.state import (
     ModelTracker,
     changelog_records,
     clock_records,
-    newest_valid,
     restore_customers,
+    restore_model,
     where,
 )
 from consumer.summary import Summary
@@ -167,11 +167,14 @@ class Core(Protocol):
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget every customer of those input partitions; returns how many."""
 
-    def model_state(self) -> bytes:
-        """Snapshot of models, registries and watermark."""
+    def model_parts(self) -> Mapping[str, bytes]:
+        """The model in separately written parts by name (``core``: clock and counters; one per lens)."""
+
+    def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
+        """Restore the model from its parts."""
 
     def load_model_state(self, data: bytes) -> None:
-        """Restore a model snapshot."""
+        """Restore a whole-model record (the format written before the parts)."""
 
     def stats(self) -> Any:
         """Counters and segment sizes per lens."""
@@ -699,7 +702,7 @@ class Service:
             transport.send(record)
         if isinstance(core, ClockedCore):
             clocks = core.take_dirty_clocks()
-            if self.settings.shared:  # single mode: the partitions' clocks are part of the model snapshot
+            if self.settings.shared:  # single mode: the partitions' clocks are in the model's core part
                 for record in clock_records(clocks, self.settings.state_topic):
                     transport.send(record)
         if self.settings.shared and isinstance(core, SharedCore):
@@ -708,9 +711,8 @@ class Service:
                 transport.send(OutRecord(self.settings.vectors_topic, self.settings.instance_id.encode(), vectors,
                                          (), 0))
         else:
-            model = self._model.record(core.model_state(), self.settings.model_topic)
-            if model is not None:
-                transport.send(model)
+            for record in self._model.records(core.model_parts(), self.settings.model_topic):
+                transport.send(record)
         watchdog = threading.Timer(5.0, log.warning, ("commit of a batch of %d records is still waiting after 5s; "
                                                       "is the broker at %s down? (kafka-python keeps retrying)",
                                                       batch.count, self.settings.bootstrap_servers))
@@ -839,28 +841,13 @@ class Service:
                  " and the newest model" if snapshot is not None else "", time.perf_counter() - started)
 
     def _restore_model(self, core: Core, models: Sequence[InRecord]) -> bytes | None:
-        """Single mode: the newest model record that loads (or that the core already holds) wins."""
-        candidates = []
-        for rec in models:
-            if rec.value is None:
-                continue
-            if (FORMAT_HEADER, MODEL_FORMAT) not in rec.headers:
-                self._bad.report(rec, "model", f"no '{FORMAT_HEADER}: {MODEL_FORMAT.decode()}' header")
-                continue
-            candidates.append(rec)
-
-        def load(rec: InRecord) -> None:
-            assert rec.value is not None
-            if not self._model.matches(rec.value):
-                core.load_model_state(rec.value)
-
-        chosen = newest_valid(candidates, load, "model", self._bad)
+        """Single mode: the newest model that loads (or that the core already holds) wins."""
+        fresh = not self._model.digests
+        chosen = restore_model(core, models, self._model, self._bad)
         if chosen is None:
-            if self._model.last_digest is None:
+            if fresh:
                 log.info("no valid model record on %s: starting with a fresh model", self.settings.model_topic)
-            self._model.loaded(None)
             return None
-        self._model.loaded(chosen.value)
         return chosen.value
 
     def _drop_foreign_clocks(self) -> None:

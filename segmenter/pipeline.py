@@ -47,7 +47,7 @@ import logging
 import math
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -80,6 +80,13 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 2
 """Version of the :meth:`Segmenter.model_state` and :meth:`Segmenter.snapshot` records (1 was a pickle)."""
 _MODEL_KIND = "model-state"
+_CORE_KIND = "model-core"
+_LENS_KIND = "lens-state"
+_PART_VERSION = 1
+"""Version of the :meth:`Segmenter.model_parts` records."""
+_CORE_PART = "core"
+LENS_PART_PREFIX = "lens:"
+"""Name of a lens's part in :meth:`Segmenter.model_parts` (then the lens name)."""
 _SNAPSHOT_KIND = "snapshot"
 _RECORD_VERSION = 1
 _CLOCK_BOUND = 2**33
@@ -937,8 +944,25 @@ class Segmenter:
 
     def model_state(self) -> bytes:
         """Lenses (scalers, models, registries), event-time clock and counters, as a :mod:`~segmenter.codec` record."""
-        state = {
-            "lenses": {lens.name: lens.state() for lens in self._lenses},
+        state = {"lenses": {lens.name: lens.state() for lens in self._lenses}, **self._core_state()}
+        return codec.encode(_MODEL_KIND, STATE_VERSION, state)
+
+    def model_parts(self) -> dict[str, bytes]:
+        """The model state as separate records, so an edge can write only the parts that changed.
+
+        ``"core"`` holds the event-time clock, the counters and the trigger
+        engine's global state (small; it moves with every event); ``"lens:<name>"``
+        holds one lens's scaler, model and registry (it moves only when that
+        lens observed or learned). Loading the newest of each
+        (:meth:`load_model_parts`) is the same as loading :meth:`model_state`.
+        """
+        parts = {_CORE_PART: codec.encode(_CORE_KIND, _PART_VERSION, self._core_state())}
+        for lens in self._lenses:
+            parts[LENS_PART_PREFIX + lens.name] = codec.encode(_LENS_KIND, _PART_VERSION, lens.state())
+        return parts
+
+    def _core_state(self) -> dict[str, Any]:
+        return {
             "features": self._fnames,
             "clock": self._clock.state(),
             "triggers": None if self._engine is None else self._engine.global_state(),
@@ -955,7 +979,6 @@ class Segmenter:
                 "triggers": dict(self._triggers),
             },
         }
-        return codec.encode(_MODEL_KIND, STATE_VERSION, state)
 
     def load_model_state(self, data: bytes) -> None:
         """Restore :meth:`model_state` output (customers are untouched).
@@ -971,9 +994,33 @@ class Segmenter:
         """
         state = codec.expect_dict(codec.decode(data, _MODEL_KIND, STATE_VERSION), "model state")
         lenses = codec.expect_dict(state.get("lenses"), "model state lenses")
+        if list(lenses) != self._names:
+            raise StateError(f"model state lenses {list(lenses)} differ from the config's {self._names}")
+        self._load_model(lenses, state)
+
+    def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
+        """Restore :meth:`model_parts` output (one record per part; customers are untouched).
+
+        Everything is checked before anything changes, as in :meth:`load_model_state`.
+
+        Raises
+        ------
+        StateError
+            A part is missing, unknown, corrupt or of another version, or the
+            lenses differ from the config.
+        """
+        wanted = [_CORE_PART, *(LENS_PART_PREFIX + n for n in self._names)]
+        if sorted(parts) != sorted(wanted):
+            raise StateError(f"model parts {sorted(parts)} differ from the config's {sorted(wanted)}")
+        core = codec.expect_dict(_decode_part(parts, _CORE_PART, _CORE_KIND), "model core")
+        lenses = {n: _decode_part(parts, LENS_PART_PREFIX + n, _LENS_KIND) for n in self._names}
+        self._load_model(lenses, core)
+
+    def _load_model(self, lenses: dict[str, Any], state: dict[str, Any]) -> None:
+        """Check, then load, the lens states and the core state (clock, counters, trigger globals)."""
         features = [tuple(f) for f in codec.expect_list(state.get("features"), "model state features")]
-        if features != self._fnames or list(lenses) != self._names:
-            raise StateError(f"model state lenses {list(lenses)} / features {features} differ from the config's")
+        if features != self._fnames:
+            raise StateError(f"model state features {features} differ from the config's")
         clock = _clock(state.get("clock"))
         counters = _counters(state.get("counters"))
         triggers = state.get("triggers")
@@ -1090,6 +1137,14 @@ def _picker(index: list[int]) -> Callable[[list[float]], Any]:
         return operator.itemgetter(*index)
     i = index[0]
     return lambda values: (values[i],)
+
+
+def _decode_part(parts: Mapping[str, bytes], name: str, kind: str) -> Any:
+    """One :meth:`Segmenter.model_parts` record, decoded; its errors name the part."""
+    try:
+        return codec.decode(parts[name], kind, _PART_VERSION)
+    except StateError as exc:
+        raise StateError(f"model part {name!r}: {exc}") from None
 
 
 def _clock_value(value: Any, what: str) -> int | None:

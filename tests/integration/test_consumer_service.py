@@ -64,7 +64,8 @@ def test_end_to_end_outputs_equal_the_offline_core(
     assert {k for k, _, _ in state} == {k for k, _ in events}
     assert read_all(bootstrap, dlq, timeout_s=3) == []
     model = read_all(bootstrap, f"{group_id}.model")
-    assert model and all(k == b"0" for k, _, _ in model)
+    assert model and all(k is not None and k.startswith(b"0/") for k, _, _ in model)  # <instance id>/<part>
+    assert b"0/core" in {k for k, _, _ in model}
 
 
 def test_dead_letters_and_routing_by_kind(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -100,8 +100,11 @@ class FakeCore:
             del self.counts[c]
         return len(gone)
 
-    def model_state(self) -> bytes:
-        return json.dumps({"events": self.events, "max_epoch": self.max_epoch}).encode()
+    def model_parts(self) -> dict[str, bytes]:
+        return {"core": json.dumps({"events": self.events, "max_epoch": self.max_epoch}).encode()}
+
+    def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
+        self.load_model_state(parts["core"])
 
     def load_model_state(self, data: bytes) -> None:
         state = json.loads(data)

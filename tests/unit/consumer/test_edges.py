@@ -25,7 +25,16 @@ from consumer.kafka_io import translate_errors
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.settings import load_settings
 from consumer.sink import InRecord
-from consumer.state import BadRecords, ModelTracker, changelog_records, newest_valid, restore_customers
+from consumer.state import (
+    FORMAT_HEADER,
+    MODEL_PART_FORMAT,
+    BadRecords,
+    ModelTracker,
+    changelog_records,
+    inflate_part,
+    newest_valid,
+    restore_customers,
+)
 from consumer.topics import TopicSpec, ensure_topics
 from segmenter.errors import StateError
 from tests.unit.consumer.conftest import FakeCore
@@ -131,16 +140,23 @@ def test_restore_keeps_the_last_record_per_customer_and_skips_corrupt_ones() -> 
     assert core.counts == {"a": 5} and core.partition == {"a": 1}
 
 
-def test_model_tracker_writes_only_changes_and_newest_model_wins() -> None:
+def test_model_tracker_writes_only_the_parts_that_changed_keyed_by_part() -> None:
     tracker = ModelTracker("i1")
-    assert tracker.record(b"m1", "mt") is not None
-    assert tracker.record(b"m1", "mt") is None
-    assert tracker.matches(b"m1") and not tracker.matches(b"m2")
-    recs = [
-        InRecord("mt", 0, 5, b"i2", b"new"),
-        InRecord("mt", 0, 3, b"i1", b"old"),
-        InRecord("mt", 0, 7, b"x", b"bad"),
-    ]
+    first = tracker.records({"core": b"c1", "lens:a": b"a1", "lens:b": b"b1"}, "mt")
+    assert [(r.key, inflate_part(r.value or b""), r.partition) for r in first] == [
+        (b"i1/core", b"c1", 0), (b"i1/lens:a", b"a1", 0), (b"i1/lens:b", b"b1", 0)]
+    assert all(dict(r.headers)[FORMAT_HEADER] == MODEL_PART_FORMAT for r in first)
+    assert [r.key for r in tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt")] == [b"i1/core"]
+    assert tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt") == []
+    assert tracker.holds({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"})
+    assert not tracker.holds({"core": b"c2", "lens:a": b"a2", "lens:b": b"b1"})
+    tracker.reset()
+    assert len(tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt")) == 3
+
+
+def test_newest_valid_model_wins() -> None:
+    recs = [InRecord("mt", 0, 5, b"i2", b"new"), InRecord("mt", 0, 3, b"i1", b"old"),
+            InRecord("mt", 0, 7, b"x", b"bad")]
     loaded: list[bytes] = []
 
     def load(rec: InRecord) -> None:

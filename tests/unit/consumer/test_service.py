@@ -13,6 +13,7 @@ import consumer.service as service_module
 from consumer.errors import BrokerUnavailableError, FencedError, TransactionError
 from consumer.service import RulesWatcher, Service
 from consumer.sink import TP, InRecord
+from consumer.state import inflate_part
 from segmenter.errors import ConfigError
 from tests.unit.consumer.conftest import FIXED_NOW, FakeCore, Harness, event, make_harness
 
@@ -40,8 +41,8 @@ def test_state_goes_to_the_input_partition_and_model_is_written_when_changed() -
     assert {(r.key, r.partition) for r in state} == {(b"a", 0), (b"b", 1)}
     assert h.transport.read_to_end("g.state", [1])[-1].value == b"2"
     models = h.transport.records("g.model")
-    assert models and all(r.key == b"0" for r in models)
-    assert json.loads(models[-1].value or b"")["events"] == 3
+    assert models and all(r.key == b"0/core" for r in models)
+    assert json.loads(inflate_part(models[-1].value or b""))["events"] == 3
 
 
 def test_bad_records_are_dead_lettered_with_headers(harness: Harness) -> None:
