@@ -9,10 +9,10 @@ KAFKA := $(PYTHON) scripts/kafka-local
 SECURE_KAFKA_PORT ?= 9192
 export SEGMENTER_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 
-.PHONY: demo test unit integration lint typecheck check install chromium kafka-start kafka-stop kafka-status bench clean
+.PHONY: demo test unit integration lint typecheck check install chromium kafka-start kafka-start-plain kafka-stop kafka-status bench clean
 
-## demo: set up, start Kafka, stream a simulated day of customers through producer and consumer, print a summary
-demo: install kafka-start
+## demo: set up, start Kafka, stream 30 simulated days of customers through producer and consumer, print a summary
+demo: install kafka-start-plain
 	$(PY) -m scripts.demo
 
 ## test: set up, start Kafka, run lint, type checks and the whole test suite (unit + integration)
@@ -49,9 +49,11 @@ chromium:
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium; }
 
 ## kafka-start: the plain broker (9092) and the secure one (SASL_SSL, $(SECURE_KAFKA_PORT)); both idempotent
-kafka-start:
-	$(KAFKA) start
+kafka-start: kafka-start-plain
 	$(KAFKA) start --secure --port $(SECURE_KAFKA_PORT)
+
+kafka-start-plain:
+	$(KAFKA) start
 
 kafka-stop:
 	$(KAFKA) stop

@@ -17,8 +17,8 @@ edge keeps nothing per customer.
 Examples
 --------
 >>> value = membership_value("c1", {"value": ("value-1", "high spend", 1767225600, 3)}, "2026-01-05T00:00:00+00:00")
->>> value[:90]
-b'{"customer_id":"c1","segments":{"value":{"id":"value-1","name":"high spend","since":"2026-0'
+>>> orjson.loads(value)["segments"]["value"]["id"], orjson.loads(value)["updated_at"]
+('value-1', '2026-01-05T00:00:00+00:00')
 >>> MembershipRecord.model_validate_json(value).segments["value"].since
 '2026-01-01T00:00:00+00:00'
 """
