@@ -16,16 +16,27 @@ from tests.dashboards import dashboard, exported_names, metric_names, queries, s
 from tests.integration.consumer_support import ConsumerProcess, committed_offset, make_events, produce, wait_for
 from tests.unit.explorer_support import check_lens, dump_dom, rendered_lenses, screenshot
 
+# two rules fire on every first segment, and the cap lets one through: each customer's first change is
+# one trigger and one suppression (the dashboard's suppression series needs a sample, whatever the moves)
 RULES = """
 version = 1
+[cap]
+max = 1
+period = "30d"
 [[rules]]
 name = "hello"
 campaign = "hello"
 channel = "email"
+priority = 2
 on = { lens = "value", enter = "*" }
 causes = ["event", "inactivity", "model"]
-reentry = { mode = "always" }
-cooldown = "1d"
+[[rules]]
+name = "hello-too"
+campaign = "hello-too"
+channel = "email"
+priority = 1
+on = { lens = "value", enter = "*" }
+causes = ["event", "inactivity", "model"]
 """
 
 
