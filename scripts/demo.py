@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segmenter.explorer import render_page
+from segmenter.membership import comparable, table_from_changes
 from segmenter.triggers.engine import CONTROLS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,25 +209,13 @@ def print_membership(records: list[Record], messages: list[dict[str, Any]], cons
     table: dict[str, dict[str, Any] | None] = {}
     for key, value, _ in records:
         table[(key or b"").decode()] = None if value is None else orjson.loads(value)["segments"]
-    expected: dict[str, dict[str, Any] | None] = {}
-    for m in messages:
-        if m["kind"] != "segment_change":
-            continue
-        if m["cause"] == "erasure":
-            expected[m["customer_id"]] = None
-            continue
-        segments = expected.get(m["customer_id"]) or {}
-        if m["to_segment"] is None:
-            segments.pop(m["lens"], None)
-        else:
-            segments[m["lens"]] = {**m["to_segment"], "since": m["event_ts"], "model_version": m["model_version"]}
-        expected[m["customer_id"]] = segments
+    expected = table_from_changes(messages)
     live = sum(1 for v in table.values() if v is not None)
     tombstones = sum(1 for _, v, _ in records if v is None)
-    verdict = "[green]equals[/green]" if table == expected else "[red]DIFFERS FROM[/red]"
+    verdict = "[green]equals[/green]" if comparable(table, expected) == expected else "[red]DIFFERS FROM[/red]"
     console.print(f"[bold]Membership table[/bold]: {len(records):,} records ({tombstones:,} tombstones) for "
                   f"{len(table):,} customers, {live:,} with segments now; rebuilt from the topic it {verdict} "
-                  "the last segment_change per customer and lens")
+                  "the last segment_change per customer and lens (ids, model versions, since of event moves)")
     sample = next((k for k, v in sorted(table.items()) if v and len(v) > 1), None)
     if sample:
         console.print(f"  e.g. {sample}: " + orjson.dumps(table[sample]).decode(), markup=False)

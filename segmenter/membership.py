@@ -25,13 +25,22 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Entries", "MembershipEntry", "MembershipRecord", "membership_value"]
+__all__ = [
+    "Entries",
+    "MembershipEntry",
+    "MembershipRecord",
+    "Table",
+    "comparable",
+    "membership_value",
+    "table_from_changes",
+]
 
 Entries = Mapping[str, tuple[str, str, int, int]]
 """A customer's segments per lens: ``{lens: (segment id, name, since epoch seconds, model version)}``."""
@@ -78,3 +87,46 @@ def membership_value(customer_id: str, entries: Entries, updated_at: str) -> byt
             "updated_at": updated_at,
         }
     )
+
+
+Table = dict[str, dict[str, dict[str, Any]] | None]
+"""Customer id -> lens -> entry fields (None: erased)."""
+
+
+def table_from_changes(messages: Iterable[Mapping[str, Any]]) -> Table:
+    """What the membership topic must hold after these published messages, in the fields it guarantees.
+
+    The last ``segment_change`` per customer and lens gives the segment id and the model version of the move,
+    and ``since`` where an event caused it (a move by inactivity or a model change dates from the customer's
+    scoring); ``name`` is left out (the record carries the segment's current name, which follows its profile).
+    An ``erasure`` change makes the customer ``None`` (a tombstone).
+    """
+    table: Table = {}
+    for m in messages:
+        if m.get("kind") != "segment_change":
+            continue
+        cid = m["customer_id"]
+        if m["cause"] == "erasure":
+            table[cid] = None
+            continue
+        segments = table.get(cid) or {}
+        if m["to_segment"] is None:
+            segments.pop(m["lens"], None)
+        else:
+            entry: dict[str, Any] = {"id": m["to_segment"]["id"], "model_version": m["model_version"]}
+            if m["cause"] == "event":
+                entry["since"] = m["event_ts"]
+            segments[m["lens"]] = entry
+        table[cid] = segments
+    return table
+
+
+def comparable(records: Mapping[str, Mapping[str, Mapping[str, Any]] | None], like: Table) -> Table:
+    """The membership ``records`` (customer -> segments) cut to the fields each entry of ``like`` has."""
+    out: Table = {}
+    for cid, segments in records.items():
+        want = like.get(cid) or {}
+        out[cid] = None if segments is None else {
+            lens: {k: e[k] for k in want.get(lens, {"id": None})} for lens, e in segments.items()
+        }
+    return out
