@@ -97,7 +97,7 @@ def table_from_changes(messages: Iterable[Mapping[str, Any]]) -> Table:
     """What the membership topic must hold after these published messages, in the fields it guarantees.
 
     The last ``segment_change`` per customer and lens gives the segment id and the model version of the move,
-    and ``since`` where an event caused it (a move by inactivity or a model change dates from the customer's
+    and ``since`` (whole seconds) where an event caused it (a move by inactivity or a model change dates from the customer's
     scoring); ``name`` is left out (the record carries the segment's current name, which follows its profile).
     An ``erasure`` change makes the customer ``None`` (a tombstone).
     """
@@ -114,8 +114,8 @@ def table_from_changes(messages: Iterable[Mapping[str, Any]]) -> Table:
             segments.pop(m["lens"], None)
         else:
             entry: dict[str, Any] = {"id": m["to_segment"]["id"], "model_version": m["model_version"]}
-            if m["cause"] == "event":
-                entry["since"] = m["event_ts"]
+            if m["cause"] == "event":  # the record holds whole seconds of event time
+                entry["since"] = datetime.fromisoformat(m["event_ts"]).replace(microsecond=0).isoformat()
             segments[m["lens"]] = entry
         table[cid] = segments
     return table
