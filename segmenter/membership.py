@@ -97,8 +97,9 @@ def table_from_changes(messages: Iterable[Mapping[str, Any]]) -> Table:
     """What the membership topic must hold after these published messages, in the fields it guarantees.
 
     The last ``segment_change`` per customer and lens gives the segment id and the model version of the move,
-    and ``since`` (whole seconds) where an event caused it (a move by inactivity or a model change dates from the customer's
-    scoring); ``name`` is left out (the record carries the segment's current name, which follows its profile).
+    and ``since`` (whole seconds) where an event caused it (a move by inactivity or a model change dates from
+    the customer's scoring); ``name`` is left out (the record carries the segment's current name, which
+    follows its profile).
     An ``erasure`` change makes the customer ``None`` (a tombstone).
     """
     table: Table = {}
