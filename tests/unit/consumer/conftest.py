@@ -14,10 +14,11 @@ import pytest
 from consumer.service import Service
 from consumer.settings import Settings, load_settings
 from consumer.sink import MemoryTransport, RebalanceHandler
+from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
 from segmenter.outputs import OutputMessage, SegmentChange, SegmentRef
-from segmenter.pipeline import BatchResult
+from segmenter.pipeline import BatchResult, Segmenter
 
 FIXED_NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
@@ -173,6 +174,23 @@ class Harness:
 
     def outputs(self, topic: str = "out") -> list[dict[str, Any]]:
         return [json.loads(r.value or b"null") for r in self.transport.records(topic)]
+
+
+def real_core_service(h: Harness, cores: list[Segmenter]) -> Service:
+    """A service on ``h``'s transport with real cores (default config); each core it builds is appended to ``cores``."""
+
+    def make_transport(handler: RebalanceHandler) -> DrainTransport:
+        h.transport.handler = handler
+        return h.transport
+
+    def make_core(rules: Any) -> Segmenter:
+        core = Segmenter(default_config(), rules)
+        cores.append(core)
+        return core
+
+    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
+    h.transport.service = svc
+    return svc
 
 
 def make_harness(partitions: int = 1, *args: str) -> Harness:

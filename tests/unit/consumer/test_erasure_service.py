@@ -7,29 +7,14 @@ import zlib
 from typing import Any
 
 from consumer.service import Service
-from consumer.sink import RebalanceHandler
 from consumer.state import inflate_part
-from segmenter.config import default_config
 from segmenter.erasures import id_hash
 from segmenter.pipeline import Segmenter
-from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, Harness, event, make_harness
+from tests.unit.consumer.conftest import DrainTransport, event, make_harness, real_core_service
 
 VICTIM = "customer-to-erase"
 
 
-def _service(h: Harness, cores: list[Segmenter]) -> Service:
-    def make_transport(handler: RebalanceHandler) -> DrainTransport:
-        h.transport.handler = handler
-        return h.transport
-
-    def make_core(rules: Any) -> Segmenter:
-        core = Segmenter(default_config(), rules)
-        cores.append(core)
-        return core
-
-    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
-    h.transport.service = svc
-    return svc
 
 
 def _watch_index(t: DrainTransport, svc: Service) -> list[set[str]]:
@@ -58,7 +43,7 @@ def test_erasures_leave_no_index_entry_and_no_trace_in_state_and_model_topics() 
         customer = VICTIM if i % 3 == 0 else f"keep-{i % 3}"
         t.produce_input(customer.encode(), event(i, customer), partition=1 if customer == "keep-1" else 0)
     cores: list[Segmenter] = []
-    _service(h, cores).run()
+    real_core_service(h, cores).run()
     assert any(r.key == VICTIM.encode() and r.value for r in t.records("g.state"))
     t.produce_input(VICTIM.encode(), event(20, VICTIM, "erasure_request"), partition=0)
     t.produce_input(VICTIM.encode(), event(0, VICTIM), partition=0)  # re-delivered after the erasure
@@ -68,7 +53,7 @@ def test_erasures_leave_no_index_entry_and_no_trace_in_state_and_model_topics() 
             t.produce_input(f"unknown-{i}".encode(), None, partition=i % 2)
         else:
             t.produce_input(f"unknown-{i}".encode(), event(100 + i, f"unknown-{i}", "erasure_request"), partition=0)
-    svc = _service(h, cores)
+    svc = real_core_service(h, cores)
     seen = _watch_index(t, svc)
     svc.run()
     core = cores[-1]
@@ -91,9 +76,9 @@ def test_a_restarted_service_still_drops_the_erased_customers_old_events() -> No
     t.produce_input(VICTIM.encode(), event(0, VICTIM))
     t.produce_input(VICTIM.encode(), None)  # a tombstone
     cores: list[Segmenter] = []
-    _service(h, cores).run()
+    real_core_service(h, cores).run()
     t.produce_input(VICTIM.encode(), event(0, VICTIM))  # re-delivered to a new instance
-    svc = _service(h, cores)
+    svc = real_core_service(h, cores)
     seen = _watch_index(t, svc)
     svc.run()
     assert cores[-1].store.row_of(VICTIM) is None and cores[-1].stats().after_erasure == 1

@@ -31,7 +31,7 @@ from consumer.trainer import TrainerRole
 from segmenter.config import SegmenterConfig, default_config
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer
-from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, Harness, event, make_harness
+from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, Harness, event, make_harness, real_core_service
 from tests.unit.eventgen import make_events, to_events
 
 
@@ -45,19 +45,6 @@ class Exploit:
         return os.system, (f"touch {self.path}",)
 
 
-def _service(h: Harness, cores: list[Segmenter]) -> Service:
-    def make_transport(handler: RebalanceHandler) -> DrainTransport:
-        h.transport.handler = handler
-        return h.transport
-
-    def make_core(rules: Any) -> Segmenter:
-        core = Segmenter(default_config(), rules)
-        cores.append(core)
-        return core
-
-    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
-    h.transport.service = svc
-    return svc
 
 
 def _append(h: Harness, topic: str, key: bytes | None, value: bytes | None, headers: Any = (), p: int = 0) -> int:
@@ -67,7 +54,7 @@ def _append(h: Harness, topic: str, key: bytes | None, value: bytes | None, head
 def _first_run(h: Harness, cores: list[Segmenter], n: int = 40) -> None:
     for i in range(n):
         h.transport.produce_input(f"c{i % 4}".encode(), event(i, f"c{i % 4}"))
-    _service(h, cores).run()
+    real_core_service(h, cores).run()
     assert h.transport.records("g.model") and h.transport.records("g.state")
 
 
@@ -88,7 +75,7 @@ def test_a_code_bearing_model_record_runs_nothing_and_the_newest_valid_model_win
     bare = _append(h, "g.model", b"anything", payload)
     h.transport.produce_input(b"c9", event(100, "c9"))
     with caplog.at_level(logging.INFO):
-        _service(h, cores).run()
+        real_core_service(h, cores).run()
     assert not marker.exists()
     errors = _errors(caplog)
     assert any(f"g.model[0]@{forged}" in m and "not a segmenter state record" in m for m in errors), errors
@@ -104,7 +91,7 @@ def test_with_no_valid_model_the_service_starts_fresh_and_says_so(caplog: pytest
     h.transport.produce_input(b"c1", event(0))
     cores: list[Segmenter] = []
     with caplog.at_level(logging.INFO):
-        _service(h, cores).run()
+        real_core_service(h, cores).run()
     assert any("g.model[0]@0" in m for m in _errors(caplog))
     assert any("starting with a fresh model" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
     assert cores[0].stats().events == 1
@@ -131,7 +118,7 @@ def test_corrupt_customer_and_clock_records_are_reported_and_skipped(caplog: pyt
     _append(h, "g.state", b"c5", _customer(good))  # a valid customer after the bad ones
     h.transport.produce_input(b"c1", event(200, "c1"))
     with caplog.at_level(logging.INFO):
-        _service(h, cores).run()
+        real_core_service(h, cores).run()
     errors = _errors(caplog)
     for key, offset in offsets.items():
         assert any(f"g.state[0]@{offset}" in m and repr(key.decode()) in m for m in errors), (key, errors)
@@ -148,7 +135,7 @@ def test_a_clock_record_that_is_not_a_number_is_ignored(caplog: pytest.LogCaptur
     h.transport.produce_input(b"c1", event(0))
     cores: list[Segmenter] = []
     with caplog.at_level(logging.INFO):
-        _service(h, cores).run()
+        real_core_service(h, cores).run()
     assert any(f"g.state[0]@{offset}" in m and "not a number" in m for m in _errors(caplog))
     assert cores[0].stats().events == 1
 
