@@ -67,20 +67,14 @@ _FACTORIES: dict[str, Callable[[], Any]] = {"float": float, "int": int, "list": 
 _FACTORY_NAMES = {f: name for name, f in _FACTORIES.items()}
 _OPTIONAL = {"DenStream": frozenset({"_init_buffer"})}
 """Attributes river deletes once they are no longer needed (DenStream drops its buffer after initialising)."""
-_SCHEMAS: dict[type[Any], dict[str, type[Any] | None]] = {}
 _MAX_DEPTH = 48
 _RNG_WORDS = 625
 
 
-def _schema(cls: type[Any]) -> dict[str, type[Any] | None]:
-    """Settable attributes of ``cls``: name -> type of a fresh instance's value (``None``: any / slots)."""
-    cached = _SCHEMAS.get(cls)
-    if cached is None:
-        cached = _SCHEMAS[cls] = _build_schema(cls)
-    return cached
-
-
-def _build_schema(cls: type[Any]) -> dict[str, type[Any] | None]:
+@functools.cache  # a pure function of a name of the fixed allow-list (CLASSES): at most a dozen entries
+def _schema(name: str) -> dict[str, type[Any] | None]:
+    """Settable attributes of ``CLASSES[name]``: attribute -> type of a fresh instance's value (``None``: any)."""
+    cls = CLASSES[name]
     slots = [s for k in cls.__mro__ for s in getattr(k, "__slots__", ())]
     if slots:
         return dict.fromkeys(slots, None)
@@ -149,7 +143,7 @@ class _Exporter:
         name = _NAMES.get(type(obj))
         if name is None:
             raise TypeError(f"cannot export a {type(obj).__module__}.{type(obj).__qualname__} from a river model")
-        schema = _schema(type(obj))
+        schema = _schema(name)
         attrs = [[k, self.node(getattr(obj, k), depth + 1)] for k in schema if hasattr(obj, k)]
         return {"$": "o", "id": n, "cls": name, "attrs": attrs}
 
@@ -279,7 +273,7 @@ class _Importer:
         cls = CLASSES.get(name)
         if cls is None:
             raise StateError(f"river model: class {name!r} is not allowed (allowed: {', '.join(CLASSES)})")
-        schema = _schema(cls)
+        schema = _schema(name)
         obj = object.__new__(cls)
         self._register(node, obj)
         seen = set()
