@@ -495,11 +495,6 @@ class KafkaTransport:
             batch = follower.poll(timeout_ms=0)
         return [_in_record(r) for records in batch.values() for r in records]
 
-    def partitions_of(self, topic: str) -> int:
-        with translate_errors(f"partitions of {topic}"):
-            parts = self.consumer.partitions_for_topic(topic)
-        return len(parts or ())
-
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         out: dict[TP, int] = {}
         for tp, pos in positions.items():

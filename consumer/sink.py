@@ -111,9 +111,6 @@ class Transport(Protocol):
     def follow(self, topic: str, partition: int) -> list[InRecord]:
         """Committed records of one partition not returned by the previous call (from the start), no waiting."""
 
-    def partitions_of(self, topic: str) -> int:
-        """How many partitions ``topic`` has (0: unknown)."""
-
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         """Offsets behind the end of each partition, given the next offsets to process.
 
@@ -356,9 +353,6 @@ class MemoryTransport:
         if out:
             self._followed[key] = out[-1].offset + 1
         return out
-
-    def partitions_of(self, topic: str) -> int:
-        return len(self.topics.get(topic, [])) or self.partitions
 
     def lag(self, positions: Mapping[TP, int]) -> dict[TP, int]:
         return {tp: max(0, self._logs(tp.topic)[tp.partition].end - pos) for tp, pos in positions.items()}
