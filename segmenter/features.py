@@ -216,7 +216,6 @@ class FeatureStore:
         self._kf = _LN2 / (config.frequency_half_life_days * DAY)
         self._ks = _LN2 / (config.spend_half_life_days * DAY)
         self._ka = _LN2 / (config.activity_half_life_days * DAY)
-        self._cap_s = config.recency_cap_days * DAY
         self._index = IdIndex()
         self._free: list[int] = []
         self._alloc(max(16, capacity))
@@ -569,16 +568,6 @@ class FeatureStore:
         return rows, out
 
     # ------------------------------------------------------------ lens columns
-    @property
-    def seg_view(self) -> Any:
-        """Flat int16 view of the segment column: index ``row * n_lenses + lens`` (``-1``: none)."""
-        return self._sv
-
-    @property
-    def dwell_view(self) -> Any:
-        """Flat uint16 view of the dwell column: index ``row * n_lenses + lens``."""
-        return self._dv
-
     def segment(self, row: int, lens: int) -> int:
         """The customer's segment number in lens ``lens`` (``-1``: none)."""
         return int(self._sv[row * self.n_lenses + lens])

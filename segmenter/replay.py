@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
@@ -184,7 +184,3 @@ def write_snapshot(seg: Segmenter, out: IO[bytes]) -> int:
         n += 1
     return n
 
-
-def read_snapshot_lines(lines: Iterable[bytes]) -> list[dict[str, Any]]:
-    """Parse ``replay --snapshot`` lines (blank lines ignored)."""
-    return [orjson.loads(line) for line in lines if line.strip()]
