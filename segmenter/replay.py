@@ -183,4 +183,3 @@ def write_snapshot(seg: Segmenter, out: IO[bytes]) -> int:
         out.write(orjson.dumps(view.as_json()) + b"\n")
         n += 1
     return n
-
