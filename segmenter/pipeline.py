@@ -39,6 +39,9 @@ Customers whose segment a lens merged or retired are moved at once (cause
 on row numbers or on Python's string hashing, so a restored core (from
 :meth:`Segmenter.snapshot`, or from :meth:`Segmenter.model_state` plus the
 latest :meth:`Segmenter.take_dirty` records) continues with identical outputs.
+Those records are encoded and checked in :mod:`segmenter.model_state` (model
+state, model parts, snapshots) and :mod:`segmenter.customer_records` (the
+per-customer changelog); this facade only gathers and applies their values.
 """
 
 from __future__ import annotations
@@ -53,20 +56,31 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
-from segmenter import codec, kernel
+from segmenter import kernel
 from segmenter.batching import EventColumns, LensArrays
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
+from segmenter.customer_records import CustomerRecords, known_segments
 from segmenter.erasures import ErasureMarkers, id_hash
-from segmenter.errors import EventError, StateError
+from segmenter.errors import EventError
 from segmenter.events import CustomerEvent
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
 from segmenter.lenses.lens import Lens
+from segmenter.model_state import (
+    CoreState,
+    Counters,
+    check_lens_states,
+    decode_model_parts,
+    decode_model_state,
+    decode_snapshot,
+    encode_model_parts,
+    encode_model_state,
+    encode_snapshot,
+)
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
 from segmenter.rescoring import Rescorer
-from segmenter.shared import decode_view
+from segmenter.shared import decode_view, load_lens_view
 from segmenter.triggers.engine import TriggerEngine
 from segmenter.vectors import VectorSample
 
@@ -77,20 +91,6 @@ __all__ = ["BatchResult", "CustomerView", "SegmentSize", "Segmenter", "Segmenter
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 2
-"""Version of the :meth:`Segmenter.model_state` and :meth:`Segmenter.snapshot` records (1 was a pickle)."""
-_MODEL_KIND = "model-state"
-_CORE_KIND = "model-core"
-_LENS_KIND = "lens-state"
-_PART_VERSION = 1
-"""Version of the :meth:`Segmenter.model_parts` records."""
-_CORE_PART = "core"
-LENS_PART_PREFIX = "lens:"
-"""Name of a lens's part in :meth:`Segmenter.model_parts` (then the lens name)."""
-_SNAPSHOT_KIND = "snapshot"
-_RECORD_VERSION = 1
-_CLOCK_BOUND = 2**33
-"""Clock values (seconds from BASE_EPOCH) beyond this are refused on restore (the columns hold int32 times)."""
 _RELEASE_EVERY_S = 60
 """Held (quiet-hours) triggers are released when the watermark moved at least this much."""
 _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
@@ -257,6 +257,7 @@ class Segmenter:
             tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
         ) = None
         self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._move)
+        self._records = CustomerRecords(self._store, self._lenses, lambda: self._engine, self._erased)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -738,13 +739,7 @@ class Segmenter:
         The source is the one of the customer's latest applied event (or of
         its restored record); an erased customer's is the one it had then.
         """
-        store = self._store
-        out: dict[str, tuple[bytes | None, int]] = {cid: (None, p) for cid, p in self._erased.items()}
-        self._erased = {}
-        for row in store.take_dirty_rows():
-            cid = store.id_of(row)
-            out[cid] = (self._record(cid, row), int(store.part[row]))
-        return [(cid, record, None if p < 0 else p) for cid, (record, p) in sorted(out.items())]
+        return self._records.take_changes()
 
     def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
         """Each customer's current segment per lens: ``{lens: (id, name, since epoch, model version)}``.
@@ -771,12 +766,6 @@ class Segmenter:
             out[cid] = entries
         return out
 
-    def _record(self, customer_id: str, row: int) -> bytes:
-        rec = self._store.record(row, self._names)
-        rec["v"] = _RECORD_VERSION
-        rec["e"] = None if self._engine is None else self._engine.customer_state(customer_id)
-        return orjson.dumps(rec)
-
     def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
         """Restore one customer from a :meth:`take_dirty` record (replacing what is held); ``source``: its partition.
 
@@ -787,63 +776,14 @@ class Segmenter:
             finite or out of range, or names a segment its lens does not know;
             the customer is then not held (it starts afresh).
         """
-        try:
-            rec = orjson.loads(record)
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"customer {customer_id!r}: record is not JSON: {exc}") from None
-        if not isinstance(rec, dict) or rec.get("v") != _RECORD_VERSION:
-            version = rec.get("v") if isinstance(rec, dict) else None
-            raise StateError(f"customer {customer_id!r}: unsupported record version {version!r}")
-        triggers = rec.get("e")
-        if triggers is not None and not isinstance(triggers, dict):
-            raise StateError(f"customer {customer_id!r}: trigger state must be an object")
-        try:
-            row = self._store.load_record(customer_id, rec, self._names, self._known_segments())
-        except StateError:
-            self.forget_customer(customer_id)
-            raise
-        self._store.part[row] = -1 if source is None else source
-        self._erased.pop(customer_id, None)
-        if self._engine is not None:
-            self._engine.erase(customer_id)
-            if triggers is not None:
-                try:
-                    self._engine.load_customer_state(customer_id, triggers)
-                except StateError:
-                    self.forget_customer(customer_id)
-                    raise
+        self._records.load(customer_id, record, source, self._known_segments())
 
     def forget_customer(self, customer_id: str) -> None:
         """Drop one customer without output (a record that cannot be restored: it starts afresh)."""
-        self._store.remove(customer_id)
-        if self._engine is not None:
-            self._engine.erase(customer_id)
+        self._records.forget(customer_id)
 
     def _known_segments(self) -> list[dict[int, Any]] | None:
-        """Per lens, the segment numbers its registry knows (a restored customer may only name these).
-
-        ``None`` while the core has neither a model nor an event (customer records
-        may come before the model state: :meth:`load_model_state` checks them then).
-        """
-        if self._events == 0 and not any(lens.model_version or lens.registry.segments for lens in self._lenses):
-            return None
-        return [lens.registry.segments for lens in self._lenses]
-
-    def _forget_unknown_segments(self) -> None:
-        """Customers naming a segment the lenses do not know start afresh (after a model state was loaded)."""
-        store = self._store
-        rows = np.flatnonzero(store.live)
-        bad = np.zeros(len(rows), dtype=np.bool_)
-        for li, lens in enumerate(self._lenses):
-            seg = store.seg[rows, li]
-            known = np.fromiter(lens.registry.segments, dtype=np.int64)
-            bad |= (seg >= 0) & ~np.isin(seg, known)
-        if bad.any():
-            gone = [store.id_of(int(r)) for r in rows[bad].tolist()]
-            logger.error("%d customers name segments the loaded model state does not know; they start afresh "
-                         "(first: %r)", len(gone), sorted(gone)[0])  # fmt: skip
-            for cid in gone:
-                self.forget_customer(cid)
+        return known_segments(self._lenses, started=self._events > 0)
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget (without output) every customer whose latest event came from one of ``partitions``, in one pass.
@@ -851,13 +791,7 @@ class Segmenter:
         Returns how many. The Kafka edge calls it when those input partitions
         are revoked (their owner restores the customers from the state topic).
         """
-        store = self._store
-        rows = store.rows_of_partitions(sorted(set(partitions)))
-        if self._engine is not None:
-            for row in rows.tolist():
-                self._engine.erase(store.id_of(row))
-        store.drop_rows(rows)
-        return len(rows)
+        return self._records.drop_partitions(partitions)
 
     # ------------------------------------------------------- per-source clock
     # The edge's side of the event clock (segmenter.clock): assignment opens a source, reaching the end
@@ -930,22 +864,18 @@ class Segmenter:
             The view is corrupt or for other lenses.
         """
         lenses = decode_view(view, self._names, self._fnames)
-        for lc in self.config.lenses:  # dry run: a bad view changes nothing
-            Lens(lc, self.config.seed).load_state(lenses[lc.name])
+        check_lens_states(self.config, lenses)  # a bad view changes nothing
         out: list[OutputMessage] = []
         for li, lens in enumerate(self._lenses):
-            before = set(lens.registry.live()) if lens.ready else set()
-            lens.load_state(lenses[lens.name])
-            dead = sorted(n for n in before if not lens.is_live(n))
-            if not dead or not lens.ready:
-                continue
-            self._rescorer.dead_segments(li, dead, out, skip=None, stamp=self._clock.max_t or 0)
+            dead = load_lens_view(lens, lenses[lens.name])
+            if dead:
+                self._rescorer.dead_segments(li, dead, out, skip=None, stamp=self._clock.max_t or 0)
         return out
 
+    # ------------------------------------------------------------ model state
     def model_state(self) -> bytes:
         """Lenses (scalers, models, registries), event-time clock and counters, as a :mod:`~segmenter.codec` record."""
-        state = {"lenses": {lens.name: lens.state() for lens in self._lenses}, **self._core_state()}
-        return codec.encode(_MODEL_KIND, STATE_VERSION, state)
+        return encode_model_state(self._lens_states(), self._core_state())
 
     def model_parts(self) -> dict[str, bytes]:
         """The model state as separate records, so an edge can write only the parts that changed.
@@ -956,29 +886,25 @@ class Segmenter:
         lens observed or learned). Loading the newest of each
         (:meth:`load_model_parts`) is the same as loading :meth:`model_state`.
         """
-        parts = {_CORE_PART: codec.encode(_CORE_KIND, _PART_VERSION, self._core_state())}
-        for lens in self._lenses:
-            parts[LENS_PART_PREFIX + lens.name] = codec.encode(_LENS_KIND, _PART_VERSION, lens.state())
-        return parts
+        return encode_model_parts(self._lens_states(), self._core_state())
 
-    def _core_state(self) -> dict[str, Any]:
-        return {
-            "features": self._fnames,
-            "clock": self._clock.state(),
-            "triggers": None if self._engine is None else self._engine.global_state(),
-            "erasures": self._markers.state(),
-            "counters": {
-                "events": self._events,
-                "refine_round": self._refine_round,
-                "late": self._late,
-                "isolated": self._isolated,
-                "duplicates": self._duplicates,
-                "erasures": self._erasures,
-                "after_erasure": self._after_erasure,
-                "changes": dict(self._changes),
-                "triggers": dict(self._triggers),
-            },
-        }
+    def _lens_states(self) -> dict[str, Any]:
+        return {lens.name: lens.state() for lens in self._lenses}
+
+    def _core_state(self) -> CoreState:
+        counters = Counters(
+            events=self._events,
+            refine_round=self._refine_round,
+            late=self._late,
+            isolated=self._isolated,
+            duplicates=self._duplicates,
+            erasures=self._erasures,
+            after_erasure=self._after_erasure,
+            changes=dict(self._changes),
+            triggers=dict(self._triggers),
+        )
+        triggers = None if self._engine is None else self._engine.global_state()
+        return CoreState(self._fnames, self._clock.state(), counters, triggers, self._markers)
 
     def load_model_state(self, data: bytes) -> None:
         """Restore :meth:`model_state` output (customers are untouched).
@@ -992,11 +918,7 @@ class Segmenter:
             Not a model-state record of this version, corrupt data, lenses that
             differ from the config, or values out of range.
         """
-        state = codec.expect_dict(codec.decode(data, _MODEL_KIND, STATE_VERSION), "model state")
-        lenses = codec.expect_dict(state.get("lenses"), "model state lenses")
-        if list(lenses) != self._names:
-            raise StateError(f"model state lenses {list(lenses)} differ from the config's {self._names}")
-        self._load_model(lenses, state)
+        self._load_model(*decode_model_state(data, self._names, self._fnames))
 
     def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
         """Restore :meth:`model_parts` output (one record per part; customers are untouched).
@@ -1009,45 +931,30 @@ class Segmenter:
             A part is missing, unknown, corrupt or of another version, or the
             lenses differ from the config.
         """
-        wanted = [_CORE_PART, *(LENS_PART_PREFIX + n for n in self._names)]
-        if sorted(parts) != sorted(wanted):
-            raise StateError(f"model parts {sorted(parts)} differ from the config's {sorted(wanted)}")
-        core = codec.expect_dict(_decode_part(parts, _CORE_PART, _CORE_KIND), "model core")
-        lenses = {n: _decode_part(parts, LENS_PART_PREFIX + n, _LENS_KIND) for n in self._names}
-        self._load_model(lenses, core)
+        self._load_model(*decode_model_parts(parts, self._names, self._fnames))
 
-    def _load_model(self, lenses: dict[str, Any], state: dict[str, Any]) -> None:
-        """Check, then load, the lens states and the core state (clock, counters, trigger globals)."""
-        features = [tuple(f) for f in codec.expect_list(state.get("features"), "model state features")]
-        if features != self._fnames:
-            raise StateError(f"model state features {features} differ from the config's")
-        clock = _clock(state.get("clock"))
-        counters = _counters(state.get("counters"))
-        triggers = state.get("triggers")
-        markers = ErasureMarkers()
-        markers.load_state(state.get("erasures"))
-        for lc in self.config.lenses:  # dry run: a lens refuses a bad state before any real lens changes
-            Lens(lc, self.config.seed).load_state(lenses[lc.name])
-        if self._engine is not None and triggers is not None:
+    def _load_model(self, lenses: dict[str, Any], core: CoreState) -> None:
+        """Check, then load, the lens states and the core state (clock, counters, trigger globals, markers)."""
+        check_lens_states(self.config, lenses)
+        if self._engine is not None and core.triggers is not None:
             # per-customer trigger state already loaded (load_customer may come first) is kept;
             # load_global_state checks everything before it changes anything
-            self._engine.load_global_state(triggers)
+            self._engine.load_global_state(core.triggers)
         for lens in self._lenses:
             lens.load_state(lenses[lens.name])
-        self._forget_unknown_segments()
-        self._clock.load_state(clock)
-        self._events, self._refine_round, self._late, self._isolated, self._duplicates, self._erasures = counters[:6]
-        self._after_erasure = counters[8]
-        self._markers = markers
-        self._changes = Counter(counters[6])
-        self._triggers = Counter(counters[7])
+        self._records.forget_unknown_segments()
+        self._clock.load_state(core.clock)
+        c = core.counters
+        self._events, self._refine_round, self._late, self._isolated = c.events, c.refine_round, c.late, c.isolated
+        self._duplicates, self._erasures, self._after_erasure = c.duplicates, c.erasures, c.after_erasure
+        self._markers = core.markers
+        self._changes = Counter(c.changes)
+        self._triggers = Counter(c.triggers)
 
     def snapshot(self) -> bytes:
         """Everything: :meth:`model_state` plus every customer (features, segments, trigger state)."""
-        cols = self._store.columns(self._names)
         engine = None if self._engine is None else self._engine.state()
-        return codec.encode(_SNAPSHOT_KIND, STATE_VERSION, {"model": self.model_state(), "customers": cols,
-                                                             "triggers": engine})  # fmt: skip
+        return encode_snapshot(self.model_state(), self._store.columns(self._names), engine)
 
     @classmethod
     def from_snapshot(cls, config: SegmenterConfig, data: bytes, rules: RuleSet | None = None) -> Segmenter:
@@ -1059,16 +966,12 @@ class Segmenter:
             Not a snapshot of this version, corrupt data, a snapshot of a
             different lens setup, or values out of range.
         """
-        snap = codec.expect_dict(codec.decode(data, _SNAPSHOT_KIND, STATE_VERSION), "snapshot")
-        model = snap.get("model")
-        if not isinstance(model, bytes):
-            raise StateError("snapshot: 'model' must be a model-state record")
+        model, customers, triggers = decode_snapshot(data)
         seg = cls(config, rules)
         seg.load_model_state(model)
-        seg._store.load_columns(snap.get("customers"), seg._names, seg._known_segments())  # type: ignore[arg-type]
-        triggers = snap.get("triggers")
+        seg._store.load_columns(customers, seg._names, seg._known_segments())
         if seg._engine is not None and triggers is not None:
-            seg._engine.load_state(codec.expect_dict(triggers, "snapshot triggers"))
+            seg._engine.load_state(triggers)
         return seg
 
     # ----------------------------------------------------------------- views
@@ -1137,66 +1040,3 @@ def _picker(index: list[int]) -> Callable[[list[float]], Any]:
         return operator.itemgetter(*index)
     i = index[0]
     return lambda values: (values[i],)
-
-
-def _decode_part(parts: Mapping[str, bytes], name: str, kind: str) -> Any:
-    """One :meth:`Segmenter.model_parts` record, decoded; its errors name the part."""
-    try:
-        return codec.decode(parts[name], kind, _PART_VERSION)
-    except StateError as exc:
-        raise StateError(f"model part {name!r}: {exc}") from None
-
-
-def _clock_value(value: Any, what: str) -> int | None:
-    return None if value is None else codec.expect_int(value, f"model state clock {what}", -_CLOCK_BOUND, _CLOCK_BOUND)
-
-
-def _clock_pairs(value: Any, what: str) -> list[list[int]]:
-    """A source's ``[[time, customer key], ...]`` sample."""
-    pairs = []
-    for pair in codec.expect_list(value, f"model state clock {what}"):
-        t, key = codec.expect_list(pair, f"model state clock {what} entry")
-        pairs.append([codec.expect_int(t, f"{what} time", -_CLOCK_BOUND, _CLOCK_BOUND),
-                      codec.expect_int(key, f"{what} key", 0, 2**32)])  # fmt: skip
-    return pairs
-
-
-def _source_state(value: Any) -> int | tuple[int, int, list[list[int]], list[list[int]]]:
-    """One source's ``(clock, latest, sample, ahead)`` (or a bare time, the older form)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return codec.expect_int(value, "model state clock source time", -_CLOCK_BOUND, _CLOCK_BOUND)
-    parts = codec.expect_list(value, "model state clock source")
-    if len(parts) != 4:
-        raise StateError(f"model state clock source: expected 4 values, got {len(parts)}")
-    clock = codec.expect_int(parts[0], "model state clock source clock", -_CLOCK_BOUND, _CLOCK_BOUND)
-    latest = codec.expect_int(parts[1], "model state clock source latest", -_CLOCK_BOUND, _CLOCK_BOUND)
-    return clock, latest, _clock_pairs(parts[2], "sample"), _clock_pairs(parts[3], "ahead")
-
-
-def _clock(value: Any) -> tuple[Any, ...]:
-    """The validated ``(max_t, watermark, next_check, released_at, {source: state})`` of a model state."""
-    clock = codec.expect_list(value, "model state clock")
-    if len(clock) != 5:
-        raise StateError(f"model state clock: expected 5 values, got {len(clock)}")
-    max_t, wm, nxt, rel = (_clock_value(v, w) for v, w in zip(clock[:4], ("max", "watermark", "check", "release"),
-                                                                strict=True))  # fmt: skip
-    sources: dict[int | None, Any] = {}
-    for src, state in codec.expect_dict(clock[4], "model state clock sources").items():
-        if src is not None:
-            codec.expect_int(src, "model state clock source", 0)
-        sources[src] = _source_state(state)
-    return max_t, wm, nxt, rel, sources
-
-
-def _counters(value: Any) -> tuple[int, int, int, int, int, int, dict[str, int], dict[str, int], int]:
-    """The validated counters of a model state."""
-    c = codec.expect_dict(value, "model state counters")
-    # "isolated" is absent from older states (their "future" counted refused events, never applied: 0 isolated)
-    ints = [codec.expect_int(c.get(k, 0) if k == "isolated" else c.get(k), f"model state counter {k}", 0)
-            for k in ("events", "refine_round", "late", "isolated", "duplicates", "erasures")]  # fmt: skip
-    maps = []
-    for k in ("changes", "triggers"):
-        m = codec.expect_dict(c.get(k), f"model state counter {k}")
-        maps.append({codec.expect_str(n, f"{k} key"): codec.expect_int(v, f"{k} count", 0) for n, v in m.items()})
-    after = codec.expect_int(c.get("after_erasure", 0), "model state counter after_erasure", 0)
-    return ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], maps[0], maps[1], after

@@ -21,7 +21,7 @@ from segmenter.errors import StateError
 from segmenter.lenses.lens import Lens
 from segmenter.outputs import SegmentLifecycle
 
-__all__ = ["ModelTrainer", "decode_vectors", "decode_view", "encode_vectors"]
+__all__ = ["ModelTrainer", "decode_vectors", "decode_view", "encode_vectors", "load_lens_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,20 @@ def decode_view(view: bytes, lens_names: list[str], features: list[tuple[str, ..
     if list(lenses) != lens_names or got != features:
         raise StateError(f"model view lenses {list(lenses)} differ from the config's {lens_names}")
     return {name: codec.expect_dict(lenses[name], f"model view lens {name!r}") for name in lens_names}
+
+
+def load_lens_view(lens: Lens, state: dict[str, Any]) -> list[int]:
+    """Load one lens's state of a view (:func:`decode_view`) into a process's lens.
+
+    Returns the segment numbers that were live and are no longer (merged,
+    split, retired), sorted; none while the lens is not ready. The caller
+    re-assigns their customers (cause ``model``).
+    """
+    before = set(lens.registry.live()) if lens.ready else set()
+    lens.load_state(state)
+    if not lens.ready:
+        return []
+    return sorted(n for n in before if not lens.is_live(n))
 
 
 class ModelTrainer:

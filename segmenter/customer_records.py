@@ -1,0 +1,161 @@
+"""The per-customer changelog: one JSON record per changed customer, and its restore.
+
+Each record (:meth:`CustomerRecords.take_changes`) is the customer's
+:meth:`~segmenter.features.FeatureStore.record` plus ``"v"`` (the record
+version) and ``"e"`` (its trigger state); an erased customer's is ``None``
+(a Kafka tombstone). Each travels with the customer's source (input
+partition), its changelog route.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from segmenter.errors import StateError
+from segmenter.features import FeatureStore
+from segmenter.lenses.lens import Lens
+from segmenter.triggers.engine import TriggerEngine
+
+__all__ = ["CustomerRecords", "known_segments"]
+
+logger = logging.getLogger(__name__)
+
+_RECORD_VERSION = 1
+
+
+def known_segments(lenses: Sequence[Lens], started: bool) -> list[dict[int, Any]] | None:
+    """Per lens, the segment numbers its registry knows (a restored customer may only name these).
+
+    ``None`` while the core has neither a model nor an event (``started``
+    false; customer records may come before the model state, which checks
+    them then: :meth:`CustomerRecords.forget_unknown_segments`).
+    """
+    if not started and not any(lens.model_version or lens.registry.segments for lens in lenses):
+        return None
+    return [lens.registry.segments for lens in lenses]
+
+
+class CustomerRecords:
+    """Takes the records of changed customers and restores customers from them.
+
+    Parameters
+    ----------
+    store
+        The core's feature store (its dirty rows are the changed customers).
+    lenses
+        The core's lenses, in config order.
+    engine
+        Returns the core's current trigger engine (``None``: no rules).
+    erased
+        Customers erased since the last :meth:`take_changes`, with their
+        source; the core adds to it, this object empties it.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        lenses: Sequence[Lens],
+        engine: Callable[[], TriggerEngine | None],
+        erased: dict[str, int],
+    ) -> None:
+        self._store = store
+        self._lenses = list(lenses)
+        self._names = [lens.name for lens in lenses]
+        self._engine = engine
+        self._erased = erased
+
+    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+        """Changed customers since the last call, sorted by id: ``(id, record or None if erased, source)``."""
+        store = self._store
+        out: dict[str, tuple[bytes | None, int]] = {cid: (None, p) for cid, p in self._erased.items()}
+        self._erased.clear()
+        for row in store.take_dirty_rows():
+            cid = store.id_of(row)
+            out[cid] = (self._record(cid, row), int(store.part[row]))
+        return [(cid, record, None if p < 0 else p) for cid, (record, p) in sorted(out.items())]
+
+    def _record(self, customer_id: str, row: int) -> bytes:
+        rec = self._store.record(row, self._names)
+        rec["v"] = _RECORD_VERSION
+        engine = self._engine()
+        rec["e"] = None if engine is None else engine.customer_state(customer_id)
+        return orjson.dumps(rec)
+
+    def load(self, customer_id: str, record: bytes, source: int | None, known: list[dict[int, Any]] | None) -> None:
+        """Restore one customer from its record (see :meth:`~segmenter.pipeline.Segmenter.load_customer`).
+
+        ``known``: :func:`known_segments`. On a :class:`StateError` the
+        customer is not held (it starts afresh).
+        """
+        rec, triggers = _decode(customer_id, record)
+        try:
+            row = self._store.load_record(customer_id, rec, self._names, known)
+        except StateError:
+            self.forget(customer_id)
+            raise
+        self._store.part[row] = -1 if source is None else source
+        self._erased.pop(customer_id, None)
+        engine = self._engine()
+        if engine is None:
+            return
+        engine.erase(customer_id)
+        if triggers is not None:
+            try:
+                engine.load_customer_state(customer_id, triggers)
+            except StateError:
+                self.forget(customer_id)
+                raise
+
+    def forget(self, customer_id: str) -> None:
+        """Drop one customer without output."""
+        self._store.remove(customer_id)
+        engine = self._engine()
+        if engine is not None:
+            engine.erase(customer_id)
+
+    def forget_unknown_segments(self) -> None:
+        """Customers naming a segment the lenses do not know start afresh (after a model state was loaded)."""
+        store = self._store
+        rows = np.flatnonzero(store.live)
+        bad = np.zeros(len(rows), dtype=np.bool_)
+        for li, lens in enumerate(self._lenses):
+            seg = store.seg[rows, li]
+            known = np.fromiter(lens.registry.segments, dtype=np.int64)
+            bad |= (seg >= 0) & ~np.isin(seg, known)
+        if bad.any():
+            gone = [store.id_of(int(r)) for r in rows[bad].tolist()]
+            logger.error("%d customers name segments the loaded model state does not know; they start afresh "
+                         "(first: %r)", len(gone), sorted(gone)[0])  # fmt: skip
+            for cid in gone:
+                self.forget(cid)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget (without output) every customer whose latest event came from one of ``partitions``; how many."""
+        store = self._store
+        rows = store.rows_of_partitions(sorted(set(partitions)))
+        engine = self._engine()
+        if engine is not None:
+            for row in rows.tolist():
+                engine.erase(store.id_of(row))
+        store.drop_rows(rows)
+        return len(rows)
+
+
+def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A record's JSON object and its trigger state, with the version and types checked."""
+    try:
+        rec = orjson.loads(record)
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"customer {customer_id!r}: record is not JSON: {exc}") from None
+    if not isinstance(rec, dict) or rec.get("v") != _RECORD_VERSION:
+        version = rec.get("v") if isinstance(rec, dict) else None
+        raise StateError(f"customer {customer_id!r}: unsupported record version {version!r}")
+    triggers = rec.get("e")
+    if triggers is not None and not isinstance(triggers, dict):
+        raise StateError(f"customer {customer_id!r}: trigger state must be an object")
+    return rec, triggers
