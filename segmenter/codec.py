@@ -98,29 +98,34 @@ class _Encoder:
     def tree(self, value: Any, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
             raise ValueError(f"state nests deeper than {_MAX_DEPTH} levels")
-        if value is None or isinstance(value, bool | str):
-            return value
-        if isinstance(value, int | np.integer):
-            v = int(value)
-            if not _INT64[0] <= v <= _INT64[1]:
-                raise ValueError(f"integer {v} does not fit 64 bits")
-            return v
-        if isinstance(value, float | np.floating):
-            f = float(value)
-            return f if math.isfinite(f) else {"$f": "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")}
-        if isinstance(value, np.bool_):
-            return bool(value)
-        if isinstance(value, np.ndarray):
-            return {"$a": self.array(value)}
-        if isinstance(value, bytes | bytearray | memoryview):
-            return {"$b": self.array(np.frombuffer(bytes(value), dtype=np.uint8))}
         if isinstance(value, list | tuple):
             return [self.tree(v, depth + 1) for v in value]
         if isinstance(value, Mapping):
             if all(isinstance(k, str) for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS):
                 return {k: self.tree(v, depth + 1) for k, v in value.items()}
             return {"$m": [[self.tree(k, depth + 1), self.tree(v, depth + 1)] for k, v in value.items()]}
-        raise TypeError(f"{type(value).__name__} cannot be stored (plain data and numpy arrays only)")
+        if isinstance(value, np.ndarray):
+            return {"$a": self.array(value)}
+        if isinstance(value, bytes | bytearray | memoryview):
+            return {"$b": self.array(np.frombuffer(bytes(value), dtype=np.uint8))}
+        return _encode_scalar(value)
+
+
+def _encode_scalar(value: Any) -> Any:
+    """A scalar of a tree as JSON (non-finite floats tagged); numpy scalars become Python ones."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        v = int(value)
+        if not _INT64[0] <= v <= _INT64[1]:
+            raise ValueError(f"integer {v} does not fit 64 bits")
+        return v
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else {"$f": "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")}
+    raise TypeError(f"{type(value).__name__} cannot be stored (plain data and numpy arrays only)")
 
 
 def encode(kind: str, version: int, tree: Any) -> bytes:
@@ -201,6 +206,35 @@ class _Decoder:
             raise StateError(f"record refers to array {i!r}, it holds {len(self.arrays)}")
         return self.arrays[i]
 
+    def _bytes(self, i: Any) -> bytes:
+        arr = self._index(i)
+        if arr.dtype != np.uint8 or arr.ndim != 1:
+            raise StateError("record: a bytes value must be a 1-d |u1 array")
+        return arr.tobytes()
+
+    def _mapping(self, arg: Any, depth: int) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for pair in expect_list(arg, "record mapping"):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise StateError("record: a mapping entry must be a [key, value] pair")
+            key = self.tree(pair[0], depth + 1)
+            if not (key is None or isinstance(key, bool | int | float | str)):
+                raise StateError(f"record: mapping key of type {type(key).__name__}")
+            out[key] = self.tree(pair[1], depth + 1)
+        return out
+
+    def _tagged(self, tag: str, arg: Any, depth: int) -> Any:
+        """The value of a one-key tagged object (``tag`` in ``_TAGS``)."""
+        if tag == "$a":
+            return self._index(arg)
+        if tag == "$b":
+            return self._bytes(arg)
+        if tag == "$f":
+            if arg not in _NONFINITE:
+                raise StateError(f"record: unknown non-finite float {arg!r}")
+            return _NONFINITE[arg]
+        return self._mapping(arg, depth)
+
     def tree(self, value: Any, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
             raise StateError(f"record nests deeper than {_MAX_DEPTH} levels")
@@ -210,28 +244,8 @@ class _Decoder:
             return value
         if len(value) == 1:
             ((tag, arg),) = value.items()
-            if tag == "$a":
-                return self._index(arg)
-            if tag == "$b":
-                arr = self._index(arg)
-                if arr.dtype != np.uint8 or arr.ndim != 1:
-                    raise StateError("record: a bytes value must be a 1-d |u1 array")
-                return arr.tobytes()
-            if tag == "$f":
-                if arg not in _NONFINITE:
-                    raise StateError(f"record: unknown non-finite float {arg!r}")
-                return _NONFINITE[arg]
-            if tag == "$m":
-                pairs = expect_list(arg, "record mapping")
-                out: dict[Any, Any] = {}
-                for pair in pairs:
-                    if not isinstance(pair, list) or len(pair) != 2:
-                        raise StateError("record: a mapping entry must be a [key, value] pair")
-                    key = self.tree(pair[0], depth + 1)
-                    if not (key is None or isinstance(key, bool | int | float | str)):
-                        raise StateError(f"record: mapping key of type {type(key).__name__}")
-                    out[key] = self.tree(pair[1], depth + 1)
-                return out
+            if tag in _TAGS:
+                return self._tagged(tag, arg, depth)
         return {k: self.tree(v, depth + 1) for k, v in value.items()}
 
 

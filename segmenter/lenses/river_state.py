@@ -91,10 +91,33 @@ def _compatible(value: Any, expected: type[Any] | None) -> bool:
 
 
 # ---------------------------------------------------------------------- export
+_SCALARS = (type(None), bool, str, int, float, np.integer, np.floating, np.bool_)
+
+
+def _export_scalar(obj: Any) -> Any:
+    """A scalar (one of ``_SCALARS``) as JSON; numpy scalars become Python ones, non-finite floats are tagged."""
+    if obj is None or isinstance(obj, bool | str):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    f = float(obj)
+    return f if math.isfinite(f) else {"$": "f", "v": "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")}
+
+
 class _Exporter:
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
         self.keep: list[Any] = []  # keeps exported objects alive so that id() stays unique
+        # containers by exact type (a subclass is not one of them: it goes to _object, which refuses it)
+        self._by_type: dict[type[Any], Callable[[Any, int, int], Any]] = {
+            dict: self._dict,
+            defaultdict: self._defaultdict,
+            list: self._list,
+            deque: self._deque,
+            random.Random: self._rng,
+        }
 
     def _new_id(self, obj: Any) -> int | None:
         ref = self.ids.get(id(obj))
@@ -107,39 +130,37 @@ class _Exporter:
     def node(self, obj: Any, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
             raise ValueError("river model nests too deeply")
-        if obj is None or isinstance(obj, bool | str):
-            return obj
-        if isinstance(obj, int | np.integer):
-            return int(obj)
-        if isinstance(obj, float | np.floating):
-            f = float(obj)
-            return f if math.isfinite(f) else {"$": "f", "v": "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")}
-        if isinstance(obj, np.bool_):
-            return bool(obj)
+        if isinstance(obj, _SCALARS):
+            return _export_scalar(obj)
         if isinstance(obj, tuple):
             return {"$": "t", "items": [self.node(v, depth + 1) for v in obj]}
         ref = self._new_id(obj)
         if ref is not None:
             return {"$": "r", "id": ref}
         n = self.ids[id(obj)]
-        if type(obj) is dict:
-            return {"$": "d", "id": n, "items": self._items(obj, depth)}
-        if type(obj) is defaultdict:
-            return {
-                "$": "dd",
-                "id": n,
-                "factory": self._factory(obj.default_factory, depth),
-                "items": self._items(obj, depth),
-            }
-        if type(obj) is list:
-            return {"$": "l", "id": n, "items": [self.node(v, depth + 1) for v in obj]}
-        if type(obj) is deque:
-            if obj.maxlen is not None:
-                raise ValueError("bounded deques are not supported")
-            return {"$": "q", "id": n, "items": [self.node(v, depth + 1) for v in obj]}
-        if type(obj) is random.Random:
-            _, words, gauss = obj.getstate()
-            return {"$": "rng", "id": n, "state": np.asarray(words, dtype=np.uint32), "gauss": gauss}
+        export = self._by_type.get(type(obj), self._object)
+        return export(obj, n, depth)
+
+    def _dict(self, obj: dict[Any, Any], n: int, depth: int) -> Any:
+        return {"$": "d", "id": n, "items": self._items(obj, depth)}
+
+    def _defaultdict(self, obj: defaultdict[Any, Any], n: int, depth: int) -> Any:
+        factory = self._factory(obj.default_factory, depth)
+        return {"$": "dd", "id": n, "factory": factory, "items": self._items(obj, depth)}
+
+    def _list(self, obj: list[Any], n: int, depth: int) -> Any:
+        return {"$": "l", "id": n, "items": [self.node(v, depth + 1) for v in obj]}
+
+    def _deque(self, obj: deque[Any], n: int, depth: int) -> Any:
+        if obj.maxlen is not None:
+            raise ValueError("bounded deques are not supported")
+        return {"$": "q", "id": n, "items": [self.node(v, depth + 1) for v in obj]}
+
+    def _rng(self, obj: random.Random, n: int, depth: int) -> Any:
+        _, words, gauss = obj.getstate()
+        return {"$": "rng", "id": n, "state": np.asarray(words, dtype=np.uint32), "gauss": gauss}
+
+    def _object(self, obj: Any, n: int, depth: int) -> Any:
         name = _NAMES.get(type(obj))
         if name is None:
             raise TypeError(f"cannot export a {type(obj).__module__}.{type(obj).__qualname__} from a river model")
@@ -185,6 +206,17 @@ def export_model(model: Any) -> dict[str, Any]:
 class _Importer:
     def __init__(self) -> None:
         self.objects: dict[int, Any] = {}
+        self._by_kind: dict[str, Callable[[dict[str, Any], int], Any]] = {
+            "f": self._nonfinite,
+            "t": self._tuple,
+            "r": self._reference,
+            "d": self._dict,
+            "dd": self._defaultdict,
+            "l": self._sequence,
+            "q": self._sequence,
+            "rng": lambda node, depth: self._rng(node),
+            "o": self._object,
+        }
 
     def _register(self, node: dict[str, Any], obj: Any) -> Any:
         n = expect_int(node.get("id"), "river model node id", 0)
@@ -200,33 +232,39 @@ class _Importer:
             return value
         node = expect_dict(value, "river model node")
         kind = node.get("$")
-        if kind == "f":
-            v = node.get("v")
-            if v not in ("nan", "inf", "-inf"):
-                raise StateError(f"river model: bad non-finite float {v!r}")
-            return float(v)
-        if kind == "t":
-            return tuple(self.node(v, depth + 1) for v in expect_list(node.get("items"), "river tuple"))
-        if kind == "r":
-            n = expect_int(node.get("id"), "river model reference", 0)
-            if n not in self.objects:
-                raise StateError(f"river model: reference to unknown node {n}")
-            return self.objects[n]
-        if kind == "d":
-            return self._fill_dict(node, self._register(node, {}), depth)
-        if kind == "dd":
-            dd: defaultdict[Any, Any] = self._register(node, defaultdict())
-            dd.default_factory = self._factory(node.get("factory"), depth)
-            return self._fill_dict(node, dd, depth)
-        if kind in ("l", "q"):
-            seq: Any = self._register(node, [] if kind == "l" else deque())
-            seq.extend(self.node(v, depth + 1) for v in expect_list(node.get("items"), "river list"))
-            return seq
-        if kind == "rng":
-            return self._rng(node)
-        if kind == "o":
-            return self._object(node, depth)
-        raise StateError(f"river model: unknown node kind {kind!r}")
+        build = self._by_kind.get(kind) if isinstance(kind, str) else None
+        if build is None:
+            raise StateError(f"river model: unknown node kind {kind!r}")
+        return build(node, depth)
+
+    def _nonfinite(self, node: dict[str, Any], depth: int) -> float:
+        v = node.get("v")
+        if v not in ("nan", "inf", "-inf"):
+            raise StateError(f"river model: bad non-finite float {v!r}")
+        return float(v)
+
+    def _tuple(self, node: dict[str, Any], depth: int) -> tuple[Any, ...]:
+        return tuple(self.node(v, depth + 1) for v in expect_list(node.get("items"), "river tuple"))
+
+    def _reference(self, node: dict[str, Any], depth: int) -> Any:
+        n = expect_int(node.get("id"), "river model reference", 0)
+        if n not in self.objects:
+            raise StateError(f"river model: reference to unknown node {n}")
+        return self.objects[n]
+
+    def _dict(self, node: dict[str, Any], depth: int) -> dict[Any, Any]:
+        return self._fill_dict(node, self._register(node, {}), depth)
+
+    def _defaultdict(self, node: dict[str, Any], depth: int) -> defaultdict[Any, Any]:
+        dd: defaultdict[Any, Any] = self._register(node, defaultdict())
+        dd.default_factory = self._factory(node.get("factory"), depth)
+        self._fill_dict(node, dd, depth)
+        return dd
+
+    def _sequence(self, node: dict[str, Any], depth: int) -> list[Any] | deque[Any]:
+        seq: Any = self._register(node, [] if node.get("$") == "l" else deque())
+        seq.extend(self.node(v, depth + 1) for v in expect_list(node.get("items"), "river list"))
+        return seq  # type: ignore[no-any-return]
 
     def _fill_dict(self, node: dict[str, Any], out: dict[Any, Any], depth: int) -> dict[Any, Any]:
         for pair in expect_list(node.get("items"), "river dict"):
