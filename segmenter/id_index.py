@@ -40,6 +40,8 @@ _EMPTY = -1
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _MIN_TABLE = 1024
+_Arrays = tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.uint16]]
+"""The arrays the compiled helpers take as one argument ``ix``: ``(table, arena, offsets, lengths)``."""
 
 
 @njit(cache=True)
@@ -51,10 +53,12 @@ def _hash(buf: Any, start: int, end: int) -> Any:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _find(  # noqa: PLR0917 - compiled: positional only
-    table: Any, arena: Any, off: Any, ln: Any, buf: Any, start: int, end: int
-) -> Any:  # pragma: no cover - compiled
-    """The slot holding the id ``buf[start:end]``, or ``-(empty slot) - 1`` where it would go."""
+def _find(ix: Any, buf: Any, start: int, end: int) -> Any:  # pragma: no cover - compiled
+    """The slot holding the id ``buf[start:end]``, or ``-(empty slot) - 1`` where it would go.
+
+    ``ix``: the index's arrays ``(table, arena, off, ln)`` (:meth:`IdIndex._arrays`).
+    """
+    table, arena, off, ln = ix
     mask = len(table) - 1
     slot = np.int64(_hash(buf, start, end) & np.uint64(mask))
     n = end - start
@@ -75,19 +79,19 @@ def _find(  # noqa: PLR0917 - compiled: positional only
 
 
 @njit(cache=True)
-def _get_many(  # noqa: PLR0917 - compiled: positional only
-    table: Any, arena: Any, off: Any, ln: Any, buf: Any, ends: Any, out: Any
-) -> None:  # pragma: no cover - compiled
+def _get_many(ix: Any, buf: Any, ends: Any, out: Any) -> None:  # pragma: no cover - compiled
+    table = ix[0]
     start = 0
     for i in range(len(ends)):
-        slot = _find(table, arena, off, ln, buf, start, ends[i])
+        slot = _find(ix, buf, start, ends[i])
         out[i] = table[slot] if slot >= 0 else -1
         start = ends[i]
 
 
 @njit(cache=True)
-def _delete(table: Any, arena: Any, off: Any, ln: Any, slot: int) -> None:  # pragma: no cover - compiled
+def _delete(ix: Any, slot: int) -> None:  # pragma: no cover - compiled
     """Empty ``slot`` and shift later members of its probe run back (Knuth's algorithm R)."""
+    table, arena, off, ln = ix
     mask = len(table) - 1
     i = slot
     table[i] = _EMPTY
@@ -107,14 +111,13 @@ def _delete(table: Any, arena: Any, off: Any, ln: Any, slot: int) -> None:  # pr
 
 
 @njit(cache=True)
-def _insert_many(  # noqa: PLR0917 - compiled: positional only
-    table: Any, arena: Any, off: Any, ln: Any, buf: Any, ends: Any, rows: Any, used: int
-) -> int:  # pragma: no cover - compiled
+def _insert_many(ix: Any, buf: Any, ends: Any, rows: Any, used: int) -> int:  # pragma: no cover - compiled
     """Append the ids ``buf`` (cut at ``ends``) to the arena, mapped to ``rows``; ``-(i + 1)``: id ``i`` is held."""
+    table, arena, off, ln = ix
     start = 0
     for i in range(len(ends)):
         end = ends[i]
-        slot = _find(table, arena, off, ln, buf, start, end)
+        slot = _find(ix, buf, start, end)
         if slot >= 0:
             return -(i + 1)
         n = end - start
@@ -130,14 +133,15 @@ def _insert_many(  # noqa: PLR0917 - compiled: positional only
 
 
 @njit(cache=True)
-def _remove_rows(table: Any, arena: Any, off: Any, ln: Any, rows: Any) -> int:  # pragma: no cover - compiled
+def _remove_rows(ix: Any, rows: Any) -> int:  # pragma: no cover - compiled
     """Forget the ids of ``rows`` (held), zeroing their bytes; returns the bytes they leave in the arena."""
+    arena, off, ln = ix[1], ix[2], ix[3]
     freed = 0
     for r in rows:
         o = off[r]
         n = ln[r]
-        slot = _find(table, arena, off, ln, arena, o, o + n)
-        _delete(table, arena, off, ln, slot)
+        slot = _find(ix, arena, o, o + n)
+        _delete(ix, slot)
         arena[o : o + n] = 0  # an erased id leaves no bytes behind, even before the compaction
         freed += n
         ln[r] = 0
@@ -145,7 +149,8 @@ def _remove_rows(table: Any, arena: Any, off: Any, ln: Any, rows: Any) -> int:  
 
 
 @njit(cache=True)
-def _fill(table: Any, arena: Any, off: Any, ln: Any, rows: Any) -> None:  # pragma: no cover - compiled
+def _fill(ix: Any, rows: Any) -> None:  # pragma: no cover - compiled
+    table, arena, off, ln = ix
     mask = len(table) - 1
     for r in rows:
         slot = np.int64(_hash(arena, off[r], off[r] + ln[r]) & np.uint64(mask))
@@ -180,13 +185,17 @@ class IdIndex:
             self._off = np.concatenate([self._off, np.zeros(capacity - n, np.int64)])
             self._len = np.concatenate([self._len, np.zeros(capacity - n, np.uint16)])
 
+    def _arrays(self) -> _Arrays:
+        """What the compiled helpers take: ``(table, arena, offsets, lengths)`` (rebuilt: growth replaces arrays)."""
+        return self._table, self._arena, self._off, self._len
+
     def _key(self, customer_id: str) -> npt.NDArray[np.uint8]:
         return np.frombuffer(customer_id.encode(), np.uint8)
 
     def get(self, customer_id: str) -> int | None:
         """The id's row, or ``None``."""
         key = self._key(customer_id)
-        slot = _find(self._table, self._arena, self._off, self._len, key, 0, len(key))
+        slot = _find(self._arrays(), key, 0, len(key))
         return int(self._table[slot]) if slot >= 0 else None
 
     def get_many(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
@@ -196,7 +205,7 @@ class IdIndex:
         ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
         out = np.empty(len(encoded), np.int64)
         if encoded:
-            _get_many(self._table, self._arena, self._off, self._len, buf, ends, out)
+            _get_many(self._arrays(), buf, ends, out)
         return out
 
     def id_of(self, row: int) -> str:
@@ -218,7 +227,7 @@ class IdIndex:
             self.reserve_rows(max(row + 1, 2 * len(self._off)))
         if (self._count + 1) * 2 > len(self._table):
             self._rehash(len(self._table) * 2)
-        slot = _find(self._table, self._arena, self._off, self._len, key, 0, n)
+        slot = _find(self._arrays(), key, 0, n)
         if slot >= 0:
             raise KeyError(f"customer {customer_id!r} is already indexed")
         if self._used + n > len(self._arena):
@@ -257,7 +266,7 @@ class IdIndex:
             grown = np.zeros(max(len(self._arena) * 3 // 2, self._used + len(buf)), np.uint8)
             grown[: self._used] = self._arena[: self._used]
             self._arena = grown
-        used = _insert_many(self._table, self._arena, self._off, self._len, buf, ends, rows, self._used)
+        used = _insert_many(self._arrays(), buf, ends, rows, self._used)
         if used < 0:
             done = -used - 1
             self._count += done
@@ -270,7 +279,7 @@ class IdIndex:
         """Forget the ids of many held rows in one compiled call."""
         if not len(rows):
             return
-        self._garbage += int(_remove_rows(self._table, self._arena, self._off, self._len, rows))
+        self._garbage += int(_remove_rows(self._arrays(), rows))
         self._count -= len(rows)
         if self._garbage > max(self._used - self._garbage, 1 << 16):
             self._compact()
@@ -296,7 +305,7 @@ class IdIndex:
     def _rehash(self, size: int) -> None:
         rows = self._live_rows()
         self._table = np.full(size, _EMPTY, np.int32)
-        _fill(self._table, self._arena, self._off, self._len, rows)
+        _fill(self._arrays(), rows)
 
     def _compact(self) -> None:
         rows = self._live_rows()
