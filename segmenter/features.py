@@ -143,6 +143,17 @@ _NF_V1 = 10
 _FIRST, _LAST, _LPUR, _SCORED = range(4)
 _NT = 4
 
+_ACTIVITY = {
+    EventKind.SESSION: (_SESS, 1.0),
+    EventKind.PRODUCT_VIEW: (_PVIEW, 1.0),
+    EventKind.CART_ADD: (_CART, 1.0),
+    EventKind.EMAIL_OPEN: (_EMAIL, 1.0),
+    EventKind.EMAIL_CLICK: (_EMAIL, 2.0),
+}
+"""Event kinds that only count activity: the accumulator column and the weight of one event."""
+_ACTIVITY_COLUMNS = (_SESS, _PVIEW, _CART, _EMAIL, _PACT)
+"""Accumulators that decay at the activity half-life."""
+
 _ACC_NAMES = ("frequency", "spend", "sessions", "product_views", "cart_adds", "email", "purchases_activity",
               "purchases", "amount", "refunds", "refund_amount")  # fmt: skip
 
@@ -380,79 +391,81 @@ class FeatureStore:
         new = row is None
         if row is None:
             row = self.new_row(customer_id)
-        d = self.dedup_size
-        if d:
-            h = zlib.crc32(event_id.encode()) or 1
-            hv = self._hv
-            base = row * d
-            if not new:
-                for i in range(base, base + d):
-                    if hv[i] == h:
-                        return -1
-            pos = self._hposv[row]
-            hv[base + pos] = h
-            self._hposv[row] = (pos + 1) % d
-        fv = self._fv
-        tv = self._tv
-        o = row * _NF
-        ot = row * _NT
-        if new:
-            tv[ot + _FIRST] = t
-            tv[ot + _LAST] = t
-            tv[ot + _LPUR] = _NO_TIME
-            tv[ot + _SCORED] = t
-            last = t
-        else:
-            last = tv[ot + _LAST]
-            if t < tv[ot + _FIRST]:  # noqa: PLR1730 - hot path, faster than min()
-                tv[ot + _FIRST] = t
+        if self.dedup_size and not self._remember_event(row, new, event_id):
+            return -1
         self.dirty[row] = True
-        if t > last:
-            dt = t - last
-            fa = math.exp(-dt * self._ka)
-            fv[o + _FREQ] *= math.exp(-dt * self._kf)
-            fv[o + _SPEND] *= math.exp(-dt * self._ks)
-            fv[o + _SESS] *= fa
-            fv[o + _PVIEW] *= fa
-            fv[o + _CART] *= fa
-            fv[o + _EMAIL] *= fa
-            fv[o + _PACT] *= fa
-            tv[ot + _LAST] = t
-            back = 0
-        else:
-            back = last - t
-        if kind == EventKind.OTHER:
-            return row
-        wa = math.exp(-back * self._ka) if back else 1.0
+        back = self._advance(row, new, t)
         if kind == EventKind.PURCHASE:
-            amt = min(amount or 0.0, MAX_AMOUNT)
-            if back:
-                fv[o + _FREQ] += math.exp(-back * self._kf)
-                fv[o + _SPEND] += amt * math.exp(-back * self._ks)
-            else:
-                fv[o + _FREQ] += 1.0
-                fv[o + _SPEND] += amt
-            fv[o + _PACT] += wa
-            fv[o + _NPUR] += 1.0
-            fv[o + _AMT] += amt
-            if t > tv[ot + _LPUR]:  # noqa: PLR1730 - hot path, faster than max()
-                tv[ot + _LPUR] = t
-        elif kind == EventKind.SESSION:
-            fv[o + _SESS] += wa
-        elif kind == EventKind.PRODUCT_VIEW:
-            fv[o + _PVIEW] += wa
-        elif kind == EventKind.CART_ADD:
-            fv[o + _CART] += wa
-        elif kind == EventKind.EMAIL_OPEN:
-            fv[o + _EMAIL] += wa
-        elif kind == EventKind.EMAIL_CLICK:
-            fv[o + _EMAIL] += 2.0 * wa
+            self._add_purchase(row, t, back, amount)
         elif kind == EventKind.REFUND:
-            amt = min(amount or 0.0, MAX_AMOUNT)
-            fv[o + _SPEND] -= amt * math.exp(-back * self._ks) if back else amt
-            fv[o + _NREF] += 1.0
-            fv[o + _RAMT] += amt
+            self._add_refund(row, back, amount)
+        elif kind in _ACTIVITY:
+            col, weight = _ACTIVITY[kind]
+            self._fv[row * _NF + col] += weight * (math.exp(-back * self._ka) if back else 1.0)
         return row
+
+    def _remember_event(self, row: int, new: bool, event_id: str) -> bool:
+        """Keep ``event_id`` among the row's last ``dedup_size`` ids; ``False``: it is one of them (a duplicate)."""
+        d = self.dedup_size
+        h = zlib.crc32(event_id.encode()) or 1
+        hv = self._hv
+        base = row * d
+        if not new:
+            for i in range(base, base + d):
+                if hv[i] == h:
+                    return False
+        pos = self._hposv[row]
+        hv[base + pos] = h
+        self._hposv[row] = (pos + 1) % d
+        return True
+
+    def _advance(self, row: int, new: bool, t: int) -> int:
+        """Set the row's times for an event at ``t`` and decay its features up to it; how far ``t`` lies back."""
+        fv, tv = self._fv, self._tv
+        o, ot = row * _NF, row * _NT
+        if new:
+            tv[ot + _FIRST] = tv[ot + _LAST] = tv[ot + _SCORED] = t
+            tv[ot + _LPUR] = _NO_TIME
+            return 0
+        last = tv[ot + _LAST]
+        if t < tv[ot + _FIRST]:  # noqa: PLR1730 - hot path, faster than min()
+            tv[ot + _FIRST] = t
+        if t <= last:
+            return int(last - t)
+        dt = t - last
+        fa = math.exp(-dt * self._ka)
+        fv[o + _FREQ] *= math.exp(-dt * self._kf)
+        fv[o + _SPEND] *= math.exp(-dt * self._ks)
+        for col in _ACTIVITY_COLUMNS:
+            fv[o + col] *= fa
+        tv[ot + _LAST] = t
+        return 0
+
+    def _add_purchase(self, row: int, t: int, back: int, amount: float | None) -> None:
+        """Count a purchase ``back`` seconds before the row's latest time (weights decayed by that much)."""
+        fv, tv = self._fv, self._tv
+        o, ot = row * _NF, row * _NT
+        amt = min(amount or 0.0, MAX_AMOUNT)
+        if back:
+            fv[o + _FREQ] += math.exp(-back * self._kf)
+            fv[o + _SPEND] += amt * math.exp(-back * self._ks)
+        else:
+            fv[o + _FREQ] += 1.0
+            fv[o + _SPEND] += amt
+        fv[o + _PACT] += math.exp(-back * self._ka) if back else 1.0
+        fv[o + _NPUR] += 1.0
+        fv[o + _AMT] += amt
+        if t > tv[ot + _LPUR]:  # noqa: PLR1730 - hot path, faster than max()
+            tv[ot + _LPUR] = t
+
+    def _add_refund(self, row: int, back: int, amount: float | None) -> None:
+        """Count a refund ``back`` seconds before the row's latest time."""
+        fv = self._fv
+        o = row * _NF
+        amt = min(amount or 0.0, MAX_AMOUNT)
+        fv[o + _SPEND] -= amt * math.exp(-back * self._ks) if back else amt
+        fv[o + _NREF] += 1.0
+        fv[o + _RAMT] += amt
 
     def kernel_rates(self) -> npt.NDArray[np.float64]:
         """Decay rates per second (activity, frequency, spend) and the recency cap in days (:mod:`segmenter.kernel`)."""
@@ -826,60 +839,81 @@ class FeatureStore:
             hold malformed values (see :meth:`load_record`); nothing is changed then.
         """
         cols = expect_dict(cols, "snapshot customers")
-        if cols.get("lenses") != list(lens_names):
-            raise StateError(f"snapshot lenses {cols.get('lenses')} differ from the configured {list(lens_names)}")
-        if cols.get("dedup_size") != self.dedup_size:
-            raise StateError(f"snapshot dedup_size {cols.get('dedup_size')} is not the config's {self.dedup_size}")
-        ids = expect_list(cols.get("ids"), "snapshot customer ids")
+        ids = self._snapshot_ids(cols, lens_names)
         n = len(ids)
-        if not all(isinstance(c, str) for c in ids) or len(set(ids)) != n:
-            raise StateError("snapshot customer ids must be distinct strings")
         lenses = max(1, len(lens_names))
         d = max(1, self.dedup_size)
         f = expect_array(cols.get("f"), "snapshot f", np.float32, (n, None), finite=True)
         if f.shape[1] not in (_NF, _NF_V1):
             raise StateError(f"snapshot f: expected {_NF} accumulators per customer, got {f.shape[1]}")
-        t = expect_array(cols.get("t"), "snapshot t", np.int64, (n, _NT)).copy()
-        h = expect_array(cols.get("h"), "snapshot h", np.uint32, (n, d))
-        hpos = expect_array(cols.get("hpos"), "snapshot hpos", np.uint8, (n,))
-        seg = expect_array(cols.get("seg"), "snapshot seg", np.int16, (n, lenses))
-        dwell = expect_array(cols.get("dwell"), "snapshot dwell", np.uint16, (n, lenses))
-        since = expect_array(cols.get("since"), "snapshot since", np.int64, (n, lenses)) - BASE_EPOCH
-        prev = expect_array(cols.get("prev"), "snapshot prev", np.int16, (n, lenses))
-        mver = (np.zeros((n, lenses), np.int32) if cols.get("mver") is None
-                else expect_array(cols.get("mver"), "snapshot mver", np.int32, (n, lenses)))
-        part = (np.full(n, -1, np.int16) if cols.get("part") is None
-                else expect_array(cols.get("part"), "snapshot part", np.int16, (n,)))
-        if n and not ((since >= _T_MIN) & (since <= _T_MAX)).all():
+        arrays = {
+            "t": _snapshot_times(expect_array(cols.get("t"), "snapshot t", np.int64, (n, _NT))),
+            "h": expect_array(cols.get("h"), "snapshot h", np.uint32, (n, d)),
+            "hpos": expect_array(cols.get("hpos"), "snapshot hpos", np.uint8, (n,)),
+            "seg": expect_array(cols.get("seg"), "snapshot seg", np.int16, (n, lenses)),
+            "dwell": expect_array(cols.get("dwell"), "snapshot dwell", np.uint16, (n, lenses)),
+            "since": expect_array(cols.get("since"), "snapshot since", np.int64, (n, lenses)) - BASE_EPOCH,
+            "prev": expect_array(cols.get("prev"), "snapshot prev", np.int16, (n, lenses)),
+            # absent from older snapshots: model version 0, no partition
+            "mver": _optional_array(cols, "mver", np.int32, (n, lenses), 0),
+            "part": _optional_array(cols, "part", np.int16, (n,), -1),
+        }
+        if n and not ((arrays["since"] >= _T_MIN) & (arrays["since"] <= _T_MAX)).all():
             raise StateError("snapshot since: times outside the years 1952 to 2088")
-        lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH
-        t -= BASE_EPOCH
-        t[lpur_none, _LPUR] = _NO_TIME
-        valid = (t >= _T_MIN) & (t <= _T_MAX)
-        valid[lpur_none, _LPUR] = True
-        if not valid.all():
-            raise StateError("snapshot t: times outside the years 1952 to 2088")
-        if n and int(hpos.max()) >= d:
+        if n and int(arrays["hpos"].max()) >= d:
             raise StateError(f"snapshot hpos: positions beyond the dedup size {d}")
-        for i, name in enumerate(lens_names):
-            numbers = {int(v) for v in np.unique(seg[:, i]).tolist() if v >= 0}
-            allowed = None if known is None else known[i]
-            if (seg[:, i] < -1).any() or (allowed is not None and any(x not in allowed for x in numbers)):
-                raise StateError(f"snapshot seg: lens {name!r} names segments it does not know")
+        _check_segments(arrays["seg"], lens_names, known)
         self._index = IdIndex()
         self._free = []
         del self.f
         self._alloc(max(16, n + n // 8))
         self._index.add_many(ids, np.arange(n, dtype=np.int64))
         self.f[:n, : f.shape[1]] = f  # columns written before the lifetime refund amount: it reads 0
-        self.t[:n] = t
-        self.h[:n] = h
-        self.hpos[:n] = hpos
-        self.seg[:n] = seg
-        self.dwell[:n] = dwell
-        self.since[:n] = since
-        self.prev[:n] = prev
-        self.mver[:n] = mver
-        self.part[:n] = part
+        for name, values in arrays.items():
+            getattr(self, name)[:n] = values
         self.live[:n] = True
         self.crc[:n] = [customer_hash(c) for c in ids]
+
+    def _snapshot_ids(self, cols: dict[str, Any], lens_names: Sequence[str]) -> list[str]:
+        """The snapshot's customer ids, after checking that it fits this store (lenses, dedup size)."""
+        if cols.get("lenses") != list(lens_names):
+            raise StateError(f"snapshot lenses {cols.get('lenses')} differ from the configured {list(lens_names)}")
+        if cols.get("dedup_size") != self.dedup_size:
+            raise StateError(f"snapshot dedup_size {cols.get('dedup_size')} is not the config's {self.dedup_size}")
+        ids = expect_list(cols.get("ids"), "snapshot customer ids")
+        if not all(isinstance(c, str) for c in ids) or len(set(ids)) != len(ids):
+            raise StateError("snapshot customer ids must be distinct strings")
+        return ids
+
+
+def _snapshot_times(epochs: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """A snapshot's time columns (epoch seconds) as relative seconds, checked (no purchase stays ``_NO_TIME``)."""
+    t = epochs.copy()
+    lpur_none = t[:, _LPUR] == _NO_TIME + BASE_EPOCH
+    t -= BASE_EPOCH
+    t[lpur_none, _LPUR] = _NO_TIME
+    valid = (t >= _T_MIN) & (t <= _T_MAX)
+    valid[lpur_none, _LPUR] = True
+    if not valid.all():
+        raise StateError("snapshot t: times outside the years 1952 to 2088")
+    return t
+
+
+def _optional_array(
+    cols: dict[str, Any], name: str, dtype: type[np.generic], shape: tuple[int, ...], default: int
+) -> npt.NDArray[Any]:
+    """Column ``name`` of a snapshot, or ``default`` everywhere where an older snapshot lacks it."""
+    if cols.get(name) is None:
+        return np.full(shape, default, dtype)
+    return expect_array(cols.get(name), f"snapshot {name}", dtype, shape)
+
+
+def _check_segments(
+    seg: npt.NDArray[np.int16], lens_names: Sequence[str], known: Sequence[Container[int] | None] | None
+) -> None:
+    """Every lens's segment numbers are ``-1`` or, where ``known`` says, ones the lens knows."""
+    for i, name in enumerate(lens_names):
+        numbers = {int(v) for v in np.unique(seg[:, i]).tolist() if v >= 0}
+        allowed = None if known is None else known[i]
+        if (seg[:, i] < -1).any() or (allowed is not None and any(x not in allowed for x in numbers)):
+            raise StateError(f"snapshot seg: lens {name!r} names segments it does not know")
