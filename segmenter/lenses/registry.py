@@ -183,41 +183,33 @@ class SegmentRegistry:
         dist = (
             np.sqrt(((old[:, None, :] - scaled[None, :, :]) ** 2).sum(axis=2)) if len(live) and m else np.zeros((0, 0))
         )
-        thr = self.match_threshold
-        match_old: dict[int, int] = {}  # index into live -> index into scaled
-        match_new: dict[int, int] = {}
+        match = _Match(live, dist, m)
         if continuity and dist.size:
-            position = {number: i for i, number in enumerate(live)}
-            for j, number in sorted(continuity.items()):
-                i = position.get(number, -1)
-                if i >= 0 and j < m and dist[i, j] <= CONTINUITY_FACTOR * thr and j not in match_new:
-                    match_old[i] = j
-                    match_new[j] = i
+            match.continuing(continuity, CONTINUITY_FACTOR * self.match_threshold)
         if dist.size:
-            order = np.argsort(dist, axis=None, kind="stable")
-            for flat in order.tolist():
-                i, j = divmod(flat, m)
-                if dist[i, j] > thr:
-                    break
-                if i not in match_old and j not in match_new:
-                    match_old[i] = j
-                    match_new[j] = i
-        events: list[LifecycleEvent] = []
-        mapping: dict[int, int] = {}
+            match.nearest_first(self.match_threshold)
         transformed = snapshot.unscale_matrix(scaled).tolist() if m else []
-        for i, j in sorted(match_old.items()):
+        mapping: dict[int, int] = {}
+        for i, j in sorted(match.old.items()):
             seg = self.segments[live[i]]
             seg.center = transformed[j]
             seg.misses = 0
             mapping[j] = seg.number
-        # Segments without a center: merged into a continuing neighbour, or missing (then retired).
+        events = self._unmatched_segments(match)
+        events.extend(self._unmatched_centers(match, scaled, transformed, mapping))
+        return MatchResult(events=events, mapping=dict(sorted(mapping.items())))
+
+    def _unmatched_segments(self, match: _Match) -> list[LifecycleEvent]:
+        """Segments without a center: merged into a continuing neighbour, or missing (then retired)."""
+        events: list[LifecycleEvent] = []
+        live, dist, thr = match.live, match.dist, self.match_threshold
         for i, number in enumerate(live):
-            if i in match_old:
+            if i in match.old:
                 continue
             seg = self.segments[number]
-            j = int(np.argmin(dist[i])) if m else -1
-            if j >= 0 and dist[i, j] <= thr and j in match_new:
-                survivor = live[match_new[j]]
+            j = int(np.argmin(dist[i])) if match.m else -1
+            if j >= 0 and dist[i, j] <= thr and j in match.new:
+                survivor = live[match.new[j]]
                 seg.status = "merged"
                 seg.merged_into = survivor
                 events.append(LifecycleEvent("merged", number, [survivor]))
@@ -226,12 +218,19 @@ class SegmentRegistry:
             if seg.misses >= self.retire_after:
                 seg.status = "retired"
                 events.append(LifecycleEvent("retired", number, []))
-        # Centers without a segment: a split of a continuing segment, or a birth.
+        return events
+
+    def _unmatched_centers(
+        self, match: _Match, scaled: np.ndarray, transformed: list[list[float]], mapping: dict[int, int]
+    ) -> list[LifecycleEvent]:
+        """Centers without a segment: a split of a continuing segment, or a birth (numbered into ``mapping``)."""
+        events: list[LifecycleEvent] = []
+        thr = self.match_threshold
         room = self.max_segments - len(self.live())
         children: dict[int, list[int]] = {}
-        kept = sorted(match_new)
-        for j in range(m):
-            if j in match_new:
+        kept = sorted(match.new)
+        for j in range(match.m):
+            if j in match.new:
                 continue
             if kept and min(float(np.linalg.norm(scaled[j] - scaled[q])) for q in kept) < thr / 2.0:
                 # a fragment of a segment that continues (density models split clusters in pieces)
@@ -239,23 +238,17 @@ class SegmentRegistry:
             if room <= 0:
                 logger.debug("registry full (%d live segments): center %d ignored", self.max_segments, j)
                 continue
-            parent: int | None = None
-            if len(live):
-                i = int(np.argmin(dist[:, j]))
-                if dist[i, j] <= thr and i in match_old:
-                    parent = live[i]
+            parent = match.parent(j, thr)
             number = self._new(transformed[j])
             kept.append(j)
             mapping[j] = number
             room -= 1
-            if parent is None:
-                events.append(LifecycleEvent("born", number, []))
-            else:
+            if parent is not None:
                 children.setdefault(parent, []).append(number)
-                events.append(LifecycleEvent("born", number, [parent]))
+            events.append(LifecycleEvent("born", number, [] if parent is None else [parent]))
         for parent, kids in sorted(children.items()):
             events.append(LifecycleEvent("split", parent, kids))
-        return MatchResult(events=events, mapping=dict(sorted(mapping.items())))
+        return events
 
     def set_centers(
         self,
@@ -303,20 +296,24 @@ class SegmentRegistry:
                 self.segments[number].center = center
             if anchored:
                 self.segments[current[a]].anchor = list(center)
+        events.extend(self._merge_collapsed(current, scaled, merge_within))
+        return events, replaced
+
+    def _merge_collapsed(self, current: list[int], scaled: np.ndarray, merge_within: float) -> list[LifecycleEvent]:
+        """Merge each segment into the first earlier one whose center is within ``merge_within`` (scaled space)."""
+        events: list[LifecycleEvent] = []
         gone: set[int] = set()
         for a in range(len(current)):
             if current[a] in gone:
                 continue
             for b in range(a + 1, len(current)):
-                if current[b] in gone:
-                    continue
-                if float(np.linalg.norm(scaled[a] - scaled[b])) < merge_within:
+                if current[b] not in gone and float(np.linalg.norm(scaled[a] - scaled[b])) < merge_within:
                     seg = self.segments[current[b]]
                     seg.status = "merged"
                     seg.merged_into = current[a]
                     gone.add(current[b])
                     events.append(LifecycleEvent("merged", current[b], [current[a]]))
-        return events, replaced
+        return events
 
     def membership(self, old: int | None, new: int | None) -> None:
         """A customer left ``old`` and entered ``new`` (either may be None)."""
@@ -368,3 +365,44 @@ class SegmentRegistry:
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"segment registry state is invalid: {exc}") from None
         self.segments, self.next_number, self.version = segments, next_number, version
+
+
+class _Match:
+    """The pairing of live segments (rows of ``dist``) with new centers (columns) in :meth:`SegmentRegistry.update`."""
+
+    def __init__(self, live: list[int], dist: np.ndarray, m: int) -> None:
+        self.live = live
+        self.dist = dist
+        self.m = m
+        self.old: dict[int, int] = {}
+        """Index into ``live`` -> index of its center."""
+        self.new: dict[int, int] = {}
+        """Index of a center -> index into ``live``."""
+
+    def _pair(self, i: int, j: int) -> None:
+        self.old[i] = j
+        self.new[j] = i
+
+    def continuing(self, continuity: dict[int, int], within: float) -> None:
+        """First, each center that continued a segment at the last refresh, while it stayed ``within`` of it."""
+        position = {number: i for i, number in enumerate(self.live)}
+        for j, number in sorted(continuity.items()):
+            i = position.get(number, -1)
+            if i >= 0 and j < self.m and self.dist[i, j] <= within and j not in self.new:
+                self._pair(i, j)
+
+    def nearest_first(self, threshold: float) -> None:
+        """Then the remaining pairs, nearest first, up to ``threshold``."""
+        for flat in np.argsort(self.dist, axis=None, kind="stable").tolist():
+            i, j = divmod(flat, self.m)
+            if self.dist[i, j] > threshold:
+                break
+            if i not in self.old and j not in self.new:
+                self._pair(i, j)
+
+    def parent(self, j: int, threshold: float) -> int | None:
+        """The continuing segment an unmatched center ``j`` split from (nearest, within ``threshold``), if any."""
+        if not len(self.live):
+            return None
+        i = int(np.argmin(self.dist[:, j]))
+        return self.live[i] if self.dist[i, j] <= threshold and i in self.old else None
