@@ -35,7 +35,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,16 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     tune_gc()
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "replay": _replay,
+        "profile": _profile,
+        "schema": _schema,
+        "evaluate": _evaluate,
+        "check-rules": _check_rules,
+    }
     try:
-        if args.command == "replay":
-            return _replay(args)
-        if args.command == "profile":
-            return _profile(args)
-        if args.command == "schema":
-            return _schema(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        return _check_rules(args)
+        return commands[args.command](args)
     except (ConfigError, StateError, UsageError) as exc:
         _print_error(str(exc))
         return EXIT_USAGE
@@ -383,10 +382,31 @@ def _checkpoint_rules(seg: Segmenter, source: str) -> dict[str, dict[str, dict[s
     return {name: segment_rules(d.features, np.asarray(d.rows), d.labels, rng) for name, d in lens_data.items()}
 
 
+class _SegmentTally:
+    """Per lens and segment id: customers, the segment's name and the sums of its features (``segmenter profile``)."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.names: dict[tuple[str, str], str] = {}
+        self.sums: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def add(self, lens: str, sid: str, name: str, features: dict[str, float]) -> None:
+        self.sizes[lens][sid] += 1
+        self.names[(lens, sid)] = name
+        for k, v in features.items():
+            self.sums[(lens, sid)][k] += v
+
+    def print(self) -> None:
+        """Per lens, one line per segment (largest first): size, name and feature means."""
+        for lens in sorted(self.sizes):
+            print(f"lens {lens}")
+            for sid, n in sorted(self.sizes[lens].items(), key=lambda kv: (-kv[1], kv[0])):
+                means = ", ".join(f"{k}={v / n:.4g}" for k, v in self.sums[(lens, sid)].items())
+                print(f"  {sid:<16} {n:>9,}  {self.names[(lens, sid)]}  [{means}]")
+
+
 def _profile_jsonl(path: Path, data: bytes) -> int:
-    sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    names: dict[tuple[str, str], str] = {}
-    sums: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    tally = _SegmentTally()
     bad = good = 0
     for lineno, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -399,18 +419,11 @@ def _profile_jsonl(path: Path, data: bytes) -> int:
                 logger.warning("%s line %d skipped: %s", path, lineno, exc)
             continue
         good += 1
-        for lens, sid, name, features in lenses:
-            sizes[lens][sid] += 1
-            names[(lens, sid)] = name
-            for k, v in features.items():
-                sums[(lens, sid)][k] += v
+        for entry in lenses:
+            tally.add(*entry)
     if bad and not good:
         raise UsageError(f"{path}: no snapshot line in {bad} line(s); give a replay --snapshot file or a checkpoint")
-    for lens in sorted(sizes):
-        print(f"lens {lens}")
-        for sid, n in sorted(sizes[lens].items(), key=lambda kv: (-kv[1], kv[0])):
-            means = ", ".join(f"{k}={v / n:.4g}" for k, v in sums[(lens, sid)].items())
-            print(f"  {sid:<16} {n:>9,}  {names[(lens, sid)]}  [{means}]")
+    tally.print()
     if bad:
         print(f"{path}: {bad} line(s) skipped", file=sys.stderr)
     return EXIT_OK
