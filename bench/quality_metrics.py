@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from segmenter.evaluation import evaluate_lens
+from segmenter.evaluation import EvaluationOptions, evaluate_lens
 
 SSE_TARGET = 1.10
 ARI_TARGET = 0.8
@@ -25,7 +25,7 @@ FIDELITY_TARGET = 0.9
 
 def lens_metrics(features: list[str], raw: np.ndarray, labels: list[str | None], lens: Any) -> dict[str, Any]:
     """SSE ratio, ARI vs batch, silhouette and the churn bound of one lens at the end of a run."""
-    ev = evaluate_lens(lens.name, features, raw, labels, k_range=(2, 1), seed=0)
+    ev = evaluate_lens(lens.name, features, raw, labels, EvaluationOptions(k_range=(2, 1), seed=0))
     live = len(lens.registry.live())
     ever = len(lens.registry.segments)
     out: dict[str, Any] = {

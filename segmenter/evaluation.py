@@ -28,7 +28,7 @@ Examples
 >>> rng = np.random.default_rng(0)
 >>> x = np.vstack([rng.normal(0, 0.1, (50, 2)), rng.normal(3, 0.1, (50, 2))])
 >>> labels = np.repeat(["a", "b"], 50)
->>> ev = evaluate_lens("demo", ("u", "v"), x, labels, heavy=(), k_range=(2, 3), seed=1)
+>>> ev = evaluate_lens("demo", ("u", "v"), x, labels, EvaluationOptions(heavy=(), k_range=(2, 3), seed=1))
 >>> round(ev.sse_ratio, 3), ev.ari_vs_batch, ev.suggested_k
 (1.0, 1.0, 2)
 """
@@ -52,6 +52,7 @@ from segmenter.lenses.surrogate import fit_rules
 
 __all__ = [
     "EvaluationInputError",
+    "EvaluationOptions",
     "KPoint",
     "LensData",
     "LensEvaluation",
@@ -162,6 +163,19 @@ def _stability(x: np.ndarray, k: int, reference: np.ndarray, rng: np.random.Gene
     return float(np.mean(scores))
 
 
+def _truth_measures(
+    lab: np.ndarray, assigned: np.ndarray, truth: Sequence[str | None] | None
+) -> tuple[float | None, float | None]:
+    """Purity and ARI of the assigned segments against the true classes, over the rows whose class is known."""
+    if truth is None:
+        return None, None
+    known = np.asarray([t is not None for t in truth]) & assigned
+    if not known.any():
+        return None, None
+    tl = [str(t) for t, ok in zip(truth, known.tolist(), strict=True) if ok]
+    return purity(lab[known], tl), adjusted_rand(lab[known], tl)
+
+
 def _sweep(x: np.ndarray, k_range: tuple[int, int], rng: np.random.Generator) -> list[KPoint]:
     out = []
     for k in range(k_range[0], min(k_range[1], len(x) - 1) + 1):
@@ -170,16 +184,25 @@ def _sweep(x: np.ndarray, k_range: tuple[int, int], rng: np.random.Generator) ->
     return out
 
 
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How :func:`evaluate_lens` measures: the feature transform, the reference partition, the k sweep, the seed."""
+
+    heavy: Iterable[str] | None = None
+    """Heavy-tailed features (log1p); default those of the core's :data:`HEAVY_TAILED`."""
+    truth: Sequence[str | None] | None = None
+    """Per row the true class (``None``: unknown); purity and ARI are computed over known rows."""
+    k_range: tuple[int, int] = (2, 10)
+    """The k sweep (inclusive)."""
+    seed: int = 0
+
+
 def evaluate_lens(
     lens: str,
     features: Sequence[str],
     raw: np.ndarray,
     labels: Sequence[str | None] | np.ndarray,
-    *,
-    heavy: Iterable[str] | None = None,
-    truth: Sequence[str | None] | None = None,
-    k_range: tuple[int, int] = (2, 10),
-    seed: int = 0,
+    options: EvaluationOptions = EvaluationOptions(),
 ) -> LensEvaluation:
     """Evaluate one lens's segments ``labels`` (``None``: unassigned) of customers with features ``raw``.
 
@@ -187,17 +210,16 @@ def evaluate_lens(
     ----------
     lens, features
         The lens's name and feature names (columns of ``raw``, original units).
-    heavy
-        Heavy-tailed features (log1p); default those of the core's :data:`HEAVY_TAILED`.
-    truth
-        Per row the true class (``None``: unknown); purity and ARI are computed over known rows.
+    options
+        The feature transform, the true classes, the k sweep and the seed.
     """
+    heavy, k_range = options.heavy, options.k_range
     heavy_set = HEAVY_TAILED if heavy is None else frozenset(heavy)
     x = lens_space(np.asarray(raw, np.float64), [j for j, f in enumerate(features) if f in heavy_set])
     lab = np.asarray(["" if v is None else str(v) for v in labels])
     assigned = lab != ""
     k = max(1, len(set(lab[assigned].tolist())))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(options.seed)
     n = len(x)
     sse = partition_sse(x[assigned], lab[assigned])
     if n > k:
@@ -206,14 +228,7 @@ def evaluate_lens(
         batch_labels, batch_sse = np.arange(n), 0.0
     # unassigned customers count in the batch SSE but not in the segments'; compare like with like
     batch_on_assigned = partition_sse(x[assigned], batch_labels[assigned])
-    ev_truth_purity: float | None = None
-    ev_truth_ari: float | None = None
-    if truth is not None:
-        known = np.asarray([t is not None for t in truth]) & assigned
-        if known.any():
-            tl = [str(t) for t, ok in zip(truth, known.tolist(), strict=True) if ok]
-            ev_truth_purity = purity(lab[known], tl)
-            ev_truth_ari = adjusted_rand(lab[known], tl)
+    ev_truth_purity, ev_truth_ari = _truth_measures(lab, assigned, options.truth)
     sweep = _sweep(x, k_range, rng) if n > k_range[0] else []
     rules = segment_rules(features, np.asarray(raw, np.float64), labels, rng)
     scored = [p for p in sweep if not math.isnan(p.silhouette)]
@@ -367,5 +382,6 @@ def evaluate_lenses(
     for name in sorted(lenses):
         data = lenses[name]
         rows = np.asarray(data.rows, np.float64).reshape(len(data.rows), len(data.features))
-        out.append(evaluate_lens(name, data.features, rows, data.labels, truth=per_row, k_range=k_range, seed=seed))
+        options = EvaluationOptions(truth=per_row, k_range=k_range, seed=seed)
+        out.append(evaluate_lens(name, data.features, rows, data.labels, options))
     return out

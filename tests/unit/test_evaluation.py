@@ -13,7 +13,14 @@ from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouett
 
 from segmenter.__main__ import main
 from segmenter.config import default_config, load_config
-from segmenter.evaluation import EvaluationInputError, evaluate_lens, lens_space, parse_k_range, parse_snapshot
+from segmenter.evaluation import (
+    EvaluationInputError,
+    EvaluationOptions,
+    evaluate_lens,
+    lens_space,
+    parse_k_range,
+    parse_snapshot,
+)
 from segmenter.lenses.lloyd import batch_kmeans
 from segmenter.lenses.metrics import adjusted_rand, davies_bouldin, partition_sse, purity, silhouette
 from segmenter.pipeline import Segmenter
@@ -54,13 +61,16 @@ def test_lens_space_logs_heavy_columns_then_standardises() -> None:
     np.testing.assert_allclose(z[:, 1], z[:, 0])
 
 
+FEATS = ("a", "b", "c")
+
+
 def test_a_worse_partition_scores_worse_on_every_measure() -> None:
-    good = evaluate_lens("v", ("a", "b", "c"), BLOBS, [f"v-{i}" for i in TRUE], heavy=(), k_range=(2, 6), seed=3)
+    good = evaluate_lens("v", FEATS, BLOBS, [f"v-{i}" for i in TRUE], EvaluationOptions((), k_range=(2, 6), seed=3))
     assert good.k == 4 and good.sse_ratio == pytest.approx(1.0, abs=0.01) and good.ari_vs_batch > 0.97
     assert good.suggested_k == 4 and good.stability > 0.9
     shuffled = TRUE.copy()
     shuffled[:120] = np.random.default_rng(5).integers(0, 4, 120)
-    bad = evaluate_lens("v", ("a", "b", "c"), BLOBS, [f"v-{i}" for i in shuffled], heavy=(), k_range=(2, 3), seed=3)
+    bad = evaluate_lens("v", FEATS, BLOBS, [f"v-{i}" for i in shuffled], EvaluationOptions((), k_range=(2, 3), seed=3))
     assert bad.sse_ratio > good.sse_ratio + 0.2
     assert bad.ari_vs_batch < good.ari_vs_batch - 0.1
     assert bad.silhouette < good.silhouette and bad.davies_bouldin > good.davies_bouldin
@@ -71,7 +81,7 @@ def test_truth_measures_and_unassigned_rows() -> None:
     labels[0] = None
     truth: list[str | None] = [f"p{i}" for i in TRUE]
     truth[1] = None
-    ev = evaluate_lens("v", ("a", "b", "c"), BLOBS, labels, heavy=(), truth=truth, k_range=(2, 2))
+    ev = evaluate_lens("v", ("a", "b", "c"), BLOBS, labels, EvaluationOptions((), truth, k_range=(2, 2)))
     assert ev.unassigned == 1
     assert ev.purity == 1.0 and ev.ari_vs_truth == 1.0
 
