@@ -140,16 +140,7 @@ class LensConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> LensConfig:
         where = f"lens {self.name!r}"
-        if len(set(self.features)) != len(self.features):
-            dup = sorted({f for f in self.features if self.features.count(f) > 1})
-            raise ConfigError(f"{where}, field 'features': duplicate feature(s) {dup}")
-        for f in self.features:
-            if not f:
-                raise ConfigError(f"{where}, field 'features': empty feature name")
-        if self.log_features is not None:
-            unknown = sorted(set(self.log_features) - set(self.features))
-            if unknown:
-                raise ConfigError(f"{where}, field 'log_features': {unknown} are not in 'features'")
+        self._check_features(where)
         try:
             clean = validate_params(self.algorithm, self.params)
         except ConfigError as exc:
@@ -161,6 +152,23 @@ class LensConfig(BaseModel):
                 f"{where}, field 'max_segments': {self.max_segments} is below the model's {k} clusters; "
                 "raise max_segments or lower the cluster count"
             )
+        self._check_names(where)
+        return self
+
+    def _check_features(self, where: str) -> None:
+        """Features are distinct and named; ``log_features`` names only features of the lens."""
+        if len(set(self.features)) != len(self.features):
+            dup = sorted({f for f in self.features if self.features.count(f) > 1})
+            raise ConfigError(f"{where}, field 'features': duplicate feature(s) {dup}")
+        if not all(self.features):
+            raise ConfigError(f"{where}, field 'features': empty feature name")
+        if self.log_features is not None:
+            unknown = sorted(set(self.log_features) - set(self.features))
+            if unknown:
+                raise ConfigError(f"{where}, field 'log_features': {unknown} are not in 'features'")
+
+    def _check_names(self, where: str) -> None:
+        """Segment names: numbers from 1, not blank, unique within the lens."""
         for number, label in self.names.items():
             if number < 1:
                 raise ConfigError(f"{where}, field 'names.{number}': segment numbers start at 1")
@@ -168,7 +176,6 @@ class LensConfig(BaseModel):
                 raise ConfigError(f"{where}, field 'names.{number}': empty name")
         if len(set(self.names.values())) != len(self.names):
             raise ConfigError(f"{where}, field 'names': names must be unique within the lens")
-        return self
 
     @property
     def heavy_features(self) -> frozenset[str]:
