@@ -28,6 +28,7 @@ of a held trigger is its release time).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import logging
@@ -56,31 +57,25 @@ CONTROLS: tuple[str, ...] = ("reentry", "cooldown", "cap", "quiet_hours", "super
 """Names of the controls counted by :meth:`TriggerEngine.suppressed`."""
 
 
-def make_trigger_id(  # noqa: PLR0917  (the key's parts, in order)
-    customer_id: str,
-    campaign: str,
-    cause_event_id: str | None,
-    event_epoch: float,
-    lens: str,
-    to_segment: str | None,
-) -> str:
+def make_trigger_id(customer_id: str, campaign: str, cause: str | tuple[float, str, str | None]) -> str:
     """The idempotency key of a trigger: 32 hex digits of BLAKE2b.
 
-    From (customer, campaign, cause event id) or, when the change has no cause
-    event (inactivity, model), from (customer, campaign, event time to the
-    microsecond, lens, the change's new segment id).
+    ``cause``: the change's cause event id or, when the change has none
+    (inactivity, model), ``(event time in epoch seconds, lens, the change's new
+    segment id)``; the time counts to the microsecond.
 
     Examples
     --------
-    >>> make_trigger_id("c1", "winback", "e9", 0.0, "value", "value-2")
+    >>> make_trigger_id("c1", "winback", "e9")
     '34c62c96a6d1ff129b94027c59407309'
-    >>> a = make_trigger_id("c1", "winback", None, 1.5, "value", "value-2")
-    >>> a == make_trigger_id("c1", "winback", None, 1.5, "value", "value-2"), len(a)
+    >>> a = make_trigger_id("c1", "winback", (1.5, "value", "value-2"))
+    >>> a == make_trigger_id("c1", "winback", (1.5, "value", "value-2")), len(a)
     (True, 32)
     """
-    if cause_event_id is not None:
-        parts: list[str] = ["event", customer_id, campaign, cause_event_id]
+    if isinstance(cause, str):
+        parts: list[str] = ["event", customer_id, campaign, cause]
     else:
+        event_epoch, lens, to_segment = cause
         parts = ["time", customer_id, campaign, f"{event_epoch:.6f}", lens, to_segment or ""]
     digest = hashlib.blake2b(orjson.dumps(parts), digest_size=16, person=b"seg-trigger-v1")
     return digest.hexdigest()
@@ -91,6 +86,28 @@ def _epoch(ts: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def _finite_features(change: SegmentChange, features: Mapping[str, float]) -> dict[str, float]:
+    """The customer's finite features by name; the change's own fill in any that are missing."""
+    feats = {k: float(v) for k, v in change.features.items() if math.isfinite(v)}
+    feats.update({k: float(v) for k, v in features.items() if math.isfinite(v)})
+    return feats
+
+
+@dataclass
+class _Evaluation:
+    """One segment change being evaluated: its cause event, event time (epoch seconds) and features."""
+
+    change: SegmentChange
+    event: CustomerEvent | None
+    at: float
+    features: dict[str, float]
+
+    @functools.cached_property
+    def base(self) -> dict[str, object]:
+        """The payload values every rule shares (built once, for the first rule whose conditions hold)."""
+        return TriggerEngine._values(self.change, self.features, self.event)
 
 
 @dataclass
@@ -271,35 +288,33 @@ class TriggerEngine:
         rules = self._by_lens.get(change.lens)
         if not rules:
             return []
-        at = _epoch(change.event_ts)
         cid = change.customer_id
         cust = self._customers.get(cid) or _Customer()
+        ev = _Evaluation(change, event, _epoch(change.event_ts), _finite_features(change, features))
         self._prune(cust, self._watermark if floor is None else floor)
-        self._cancel_superseded(cust, change, at)
+        self._cancel_superseded(cust, change, ev.at)
         for c in rules:
             if c.rule.reentry.mode == "after_exit" and c.name in cust.last and c.rearms(change.to_segment):
                 del cust.last[c.name]
-        feats = {k: float(v) for k, v in change.features.items() if math.isfinite(v)}
-        feats.update({k: float(v) for k, v in features.items() if math.isfinite(v)})
         out: list[CampaignTrigger] = []
-        base: dict[str, object] | None = None
         for c in rules:
             segment = c.segment_of(change)
-            if segment is None:
+            if segment is None or not self._applies(c, ev):
                 continue
-            try:
-                if not self._conditions(c, feats, event):
-                    continue
-            except MissingFeatureError as exc:
-                self._count(c.rule.campaign, "missing_feature", c.name, cid, f"feature {exc.feature!r} has no value")
-                continue
-            if base is None:
-                base = self._values(change, feats, event)
-            trigger = self._try_fire(c, cust, change, segment, at, base)
+            trigger = self._try_fire(c, cust, ev, segment)
             if trigger is not None:
                 out.append(trigger)
         self._store(cid, cust)
         return out
+
+    def _applies(self, c: CompiledRule, ev: _Evaluation) -> bool:
+        """The rule's conditions hold for the change (a condition on a feature without a value is counted)."""
+        try:
+            return self._conditions(c, ev.features, ev.event)
+        except MissingFeatureError as exc:
+            cid = ev.change.customer_id
+            self._count(c.rule.campaign, "missing_feature", c.name, cid, f"feature {exc.feature!r} has no value")
+            return False
 
     def _conditions(self, c: CompiledRule, feats: Mapping[str, float], event: CustomerEvent | None) -> bool:
         if c.event_predicates:
@@ -344,16 +359,11 @@ class TriggerEngine:
             return "cap"
         return None
 
-    def _try_fire(  # noqa: PLR0917
-        self,
-        c: CompiledRule,
-        cust: _Customer,
-        change: SegmentChange,
-        segment: SegmentRef,
-        at: float,
-        base: Mapping[str, object],
+    def _try_fire(
+        self, c: CompiledRule, cust: _Customer, ev: _Evaluation, segment: SegmentRef
     ) -> CampaignTrigger | None:
         rule = c.rule
+        change, at = ev.change, ev.at
         cid = change.customer_id
         quiet = c.quiet is not None and c.quiet.is_quiet(at)
         hold = quiet and c.quiet is not None and c.quiet.action == "hold"
@@ -364,7 +374,7 @@ class TriggerEngine:
         if control is not None:
             self._count(rule.campaign, control, c.name, cid, f"at {change.event_ts}")
             return None
-        values = dict(base)
+        values = dict(ev.base)
         values.update(
             {
                 "campaign": rule.campaign,
@@ -380,8 +390,9 @@ class TriggerEngine:
             self._count(rule.campaign, "missing_feature", c.name, cid, f"payload needs feature {exc.feature!r}")
             return None
         to_id = change.to_segment.id if change.to_segment is not None else None
+        cause = change.cause_event_id if change.cause_event_id is not None else (at, change.lens, to_id)
         trigger = CampaignTrigger(
-            trigger_id=make_trigger_id(cid, rule.campaign, change.cause_event_id, at, change.lens, to_id),
+            trigger_id=make_trigger_id(cid, rule.campaign, cause),
             customer_id=cid,
             campaign=rule.campaign,
             channel=rule.channel,

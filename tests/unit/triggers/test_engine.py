@@ -74,18 +74,18 @@ def test_payload_with_a_missing_feature_suppresses_the_trigger() -> None:
 
 def test_trigger_id_is_a_stable_hash_of_the_documented_parts() -> None:
     # a golden value: ids must not change between processes or releases
-    assert make_trigger_id("c1", "winback", "e9", 0.0, "value", "value-2") == "34c62c96a6d1ff129b94027c59407309"
-    by_event = make_trigger_id("c1", "winback", "e9", 1.0, "value", "value-2")
-    assert by_event == make_trigger_id("c1", "winback", "e9", 99.0, "engagement", None)  # the event id decides
-    assert by_event != make_trigger_id("c1", "winback", "e8", 1.0, "value", "value-2")
-    assert by_event != make_trigger_id("c2", "winback", "e9", 1.0, "value", "value-2")
-    assert by_event != make_trigger_id("c1", "vip", "e9", 1.0, "value", "value-2")
-    by_time = make_trigger_id("c1", "winback", None, 1.0, "value", "value-2")
-    assert by_time != make_trigger_id("c1", "winback", None, 1.000001, "value", "value-2")
-    assert by_time != make_trigger_id("c1", "winback", None, 1.0, "engagement", "value-2")
-    assert by_time != make_trigger_id("c1", "winback", None, 1.0, "value", "value-3")
+    assert make_trigger_id("c1", "winback", "e9") == "34c62c96a6d1ff129b94027c59407309"
+    by_event = make_trigger_id("c1", "winback", "e9")
+    assert by_event != make_trigger_id("c1", "winback", "e8")
+    assert by_event != make_trigger_id("c2", "winback", "e9")
+    assert by_event != make_trigger_id("c1", "vip", "e9")
+    by_time = make_trigger_id("c1", "winback", (1.0, "value", "value-2"))
+    assert by_time == "83f901b69bc08681aae4fb8df72bb400"  # golden too: the time-keyed form
+    assert by_time != make_trigger_id("c1", "winback", (1.000001, "value", "value-2"))
+    assert by_time != make_trigger_id("c1", "winback", (1.0, "engagement", "value-2"))
+    assert by_time != make_trigger_id("c1", "winback", (1.0, "value", "value-3"))
     # no ambiguity from separators inside the parts
-    assert make_trigger_id("a", "b c", "d", 0, "", None) != make_trigger_id("a b", "c", "d", 0, "", None)
+    assert make_trigger_id("a", "b c", "d") != make_trigger_id("a b", "c", "d")
 
 
 def _script() -> list[tuple[SegmentChange, bool]]:
@@ -131,7 +131,7 @@ def test_replaying_the_same_input_gives_the_same_ids() -> None:
     assert len({t.trigger_id for t in first}) == len(first)
     inactivity = [t for t in first if t.customer_id == "c2"]
     assert all(t.cause_event_id is None for t in inactivity)
-    assert inactivity[0].trigger_id == make_trigger_id("c2", "vip-invite", None, T0, "value", "value-3")
+    assert inactivity[0].trigger_id == make_trigger_id("c2", "vip-invite", (T0, "value", "value-3"))
 
 
 # --------------------------------------------------------------------------- state
