@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import operator
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -188,6 +189,15 @@ _BETWEEN = re.compile(r"^between\s+(?P<lo>\S+)\s+and\s+(?P<hi>\S+)$", re.IGNOREC
 _IN = re.compile(r"^(?P<op>not\s+in|in)\s*\[(?P<values>.*)\]$", re.IGNORECASE | re.DOTALL)
 
 FeatureOp = Literal["<", "<=", ">", ">=", "==", "!=", "between"]
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+"""The comparison of each feature operator but ``between``."""
 EventOp = Literal["==", "!=", "in", "not in"]
 
 
@@ -212,20 +222,9 @@ class FeaturePredicate:
         x = features.get(self.feature)
         if x is None or not math.isfinite(x):
             raise MissingFeatureError(self.feature)
-        v = self.value
-        if self.op == "<":
-            return x < v
-        if self.op == "<=":
-            return x <= v
-        if self.op == ">":
-            return x > v
-        if self.op == ">=":
-            return x >= v
-        if self.op == "==":
-            return x == v
-        if self.op == "!=":
-            return x != v
-        return v <= x <= self.high
+        if self.op == "between":
+            return self.value <= x <= self.high
+        return _COMPARE[self.op](x, self.value)
 
 
 @dataclass(frozen=True)
@@ -321,20 +320,7 @@ def parse_predicate(text: str, known_features: Mapping[str, object] | Sequence[s
     lhs, rest = split
     namespace, _, name = lhs.rpartition(".")
     if namespace == "event":
-        if name not in EVENT_FIELDS:
-            raise ExpressionError(f"unknown event field {name!r} in {text!r}; known: {', '.join(EVENT_FIELDS)}")
-        if (mi := _IN.match(rest)) is not None:
-            op: EventOp = "in" if mi.group("op").lower() == "in" else "not in"
-            values = [v for v in mi.group("values").split(",")]
-            if len(values) == 1 and not values[0].strip():
-                raise ExpressionError(f"empty list in {text!r}")
-            return EventPredicate(text=text, field=name, op=op, values=_event_values(name, values, text))
-        if (mc := _CMP.match(rest)) is not None and mc.group("op") in ("==", "!="):
-            eop: EventOp = "==" if mc.group("op") == "==" else "!="
-            return EventPredicate(text=text, field=name, op=eop, values=_event_values(name, [mc.group("value")], text))
-        raise ExpressionError(
-            f"cannot parse {text!r}; event fields take ==, !=, in [...] or not in [...], e.g. 'event.type == purchase'"
-        )
+        return _event_predicate(text, name, rest)
     if namespace not in ("", "features"):
         raise ExpressionError(f"unknown name {lhs!r} in {text!r}; use a feature name or event.<field>")
     if name not in known_features:
@@ -342,6 +328,29 @@ def parse_predicate(text: str, known_features: Mapping[str, object] | Sequence[s
         raise ExpressionError(
             f"unknown feature {name!r} in {text!r}{hint}; known features: {', '.join(sorted(known_features))}"
         )
+    return _feature_predicate(text, name, rest)
+
+
+def _event_predicate(text: str, name: str, rest: str) -> EventPredicate:
+    """``event.<name> <rest>``: ``==``, ``!=``, ``in [...]`` or ``not in [...]``."""
+    if name not in EVENT_FIELDS:
+        raise ExpressionError(f"unknown event field {name!r} in {text!r}; known: {', '.join(EVENT_FIELDS)}")
+    if (mi := _IN.match(rest)) is not None:
+        op: EventOp = "in" if mi.group("op").lower() == "in" else "not in"
+        values = [v for v in mi.group("values").split(",")]
+        if len(values) == 1 and not values[0].strip():
+            raise ExpressionError(f"empty list in {text!r}")
+        return EventPredicate(text=text, field=name, op=op, values=_event_values(name, values, text))
+    if (mc := _CMP.match(rest)) is not None and mc.group("op") in ("==", "!="):
+        eop: EventOp = "==" if mc.group("op") == "==" else "!="
+        return EventPredicate(text=text, field=name, op=eop, values=_event_values(name, [mc.group("value")], text))
+    raise ExpressionError(
+        f"cannot parse {text!r}; event fields take ==, !=, in [...] or not in [...], e.g. 'event.type == purchase'"
+    )
+
+
+def _feature_predicate(text: str, name: str, rest: str) -> FeaturePredicate:
+    """``<feature> <rest>``: a comparison with a number, or ``between <low> and <high>``."""
     if (mb := _BETWEEN.match(rest)) is not None:
         lo, hi = _number(mb.group("lo"), text), _number(mb.group("hi"), text)
         if lo > hi:
@@ -529,17 +538,50 @@ def compile_payload(
         when the payload nests deeper than :data:`MAX_PAYLOAD_DEPTH` or may
         render to more than :data:`MAX_PAYLOAD_CHARS` characters.
     """
-    size = 0
+    compiler = _PayloadCompiler(known_features)
+    compiled = compiler.walk(dict(payload), path, 0)
+    assert isinstance(compiled, dict)
+    if compiler.size > MAX_PAYLOAD_CHARS:
+        raise ExpressionError(
+            f"{path}: may render to {compiler.size:,} characters per trigger; the limit is {MAX_PAYLOAD_CHARS:,} "
+            "(fewer or narrower placeholders, shorter texts)"
+        )
+    return compiled
 
-    def walk(value: Any, where: str, depth: int) -> Any:
-        nonlocal size
-        size += 8  # separators, quotes, a number's digits
+
+class _PayloadCompiler:
+    """One :func:`compile_payload` walk; ``size`` bounds the characters the payload may render to."""
+
+    def __init__(self, known_features: Mapping[str, object] | Sequence[str] | set[str]) -> None:
+        self.known_features = known_features
+        self.size = 0
+
+    def walk(self, value: Any, where: str, depth: int) -> Any:
+        self.size += 8  # separators, quotes, a number's digits
+        if isinstance(value, Mapping | list | tuple):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                raise ExpressionError(f"{where}: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+            if isinstance(value, Mapping):
+                return self._mapping(value, where, depth)
+            return [self.walk(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return self._scalar(value, where)
+
+    def _mapping(self, value: Mapping[Any, Any], where: str, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ExpressionError(f"{where}: keys must be strings, got {key!r}")
+            self.size += len(key)
+            out[key] = self.walk(item, f"{where}.{key}", depth + 1)
+        return out
+
+    def _scalar(self, value: Any, where: str) -> Any:
         if isinstance(value, str):
             try:
-                template = compile_template(value, known_features)
+                template = compile_template(value, self.known_features)
             except ExpressionError as exc:
                 raise ExpressionError(f"{where}: {exc}") from None
-            size += max_rendered_chars(template)
+            self.size += max_rendered_chars(template)
             return template
         if isinstance(value, bool | int):
             return value
@@ -547,30 +589,9 @@ def compile_payload(
             if not math.isfinite(value):
                 raise ExpressionError(f"{where}: not a finite number")
             return value
-        if isinstance(value, Mapping | list | tuple) and depth >= MAX_PAYLOAD_DEPTH:
-            raise ExpressionError(f"{where}: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise ExpressionError(f"{where}: keys must be strings, got {key!r}")
-                size += len(key)
-                out[key] = walk(item, f"{where}.{key}", depth + 1)
-            return out
-        if isinstance(value, list | tuple):
-            return [walk(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
         raise ExpressionError(
             f"{where}: {type(value).__name__} values are not allowed (use strings, numbers, booleans, tables, lists)"
         )
-
-    compiled = walk(dict(payload), path, 0)
-    assert isinstance(compiled, dict)
-    if size > MAX_PAYLOAD_CHARS:
-        raise ExpressionError(
-            f"{path}: may render to {size:,} characters per trigger; the limit is {MAX_PAYLOAD_CHARS:,} "
-            "(fewer or narrower placeholders, shorter texts)"
-        )
-    return compiled
 
 
 def render_payload(payload: PayloadTemplate, values: Mapping[str, object]) -> dict[str, Any]:
