@@ -430,74 +430,39 @@ def _quiet_of(rule: Rule, rs: RuleSet, report: Callable[[str, str], None]) -> Qu
     return QuietHours(start=start, end=end, zone=ZoneInfo(zone), action=action)
 
 
+class _Problems:
+    """Reports one rule's problems (``field``, ``problem``) and remembers whether there was any."""
+
+    def __init__(self, report: Callable[[str, str], None]) -> None:
+        self._report = report
+        self.ok = True
+
+    def __call__(self, field: str, problem: str) -> None:
+        self.ok = False
+        self._report(field, problem)
+
+
 def _compile_rule(
     rule: Rule, rs: RuleSet, config: object | None, report: Callable[[str, str], None]
 ) -> CompiledRule | None:
-    ok = True
-
-    def bad(field: str, problem: str) -> None:
-        nonlocal ok
-        ok = False
-        report(field, problem)
-
+    bad = _Problems(report)
     lens = rule.on.lens
     allowed, lens_names = _lens_features(config, lens)
     if config is not None and lens not in lens_names:
         bad("on.lens", f"unknown lens {lens!r}; configured lenses: {', '.join(lens_names) or '(none)'}")
-
-    def segs(field: str, texts: tuple[str, ...] | None) -> SegmentSet | None:
-        if texts is None:
-            return None
-        out = []
-        for i, text in enumerate(texts):
-            try:
-                out.append(parse_segment_pattern(text, lens, lens_names))
-            except ExpressionError as exc:
-                bad(f"{field}[{i}]" if len(texts) > 1 else field, f"bad segment pattern: {exc}")
-        return SegmentSet(tuple(out))
-
-    on = rule.on
-    if on.kind == "enter":
-        source, target = None, segs("on.enter", on.enter)
-    elif on.kind == "exit":
-        source, target = segs("on.exit", on.exit), None
-    else:
-        assert on.move is not None
-        source, target = segs("on.move.from", on.move.from_), segs("on.move.to", on.move.to)
-
-    fpreds: list[FeaturePredicate] = []
-    epreds: list[EventPredicate] = []
-    for i, text in enumerate(rule.when):
-        try:
-            pred = parse_predicate(text, allowed)
-        except ExpressionError as exc:
-            bad(f"when[{i}]", str(exc))
-            continue
-        if isinstance(pred, FeaturePredicate):
-            fpreds.append(pred)
-        else:
-            epreds.append(pred)
+    source, target = _transition(rule.on, lens_names, bad)
+    fpreds, epreds = _predicates(rule.when, allowed, bad)
     if rule.no_event == "pass" and not epreds:
         logger.debug("rule %s: no_event = 'pass' has no effect without event conditions", rule.name)
-
     payload: PayloadTemplate = {}
     try:
         payload = compile_payload(rule.payload, allowed)
     except ExpressionError as exc:
-        text = str(exc)
-        field, _, problem = text.partition(": ")
+        field, _, problem = str(exc).partition(": ")
         bad(field, problem)
-
-    if rule.reentry.mode == "after_period":
-        if rule.reentry.period is None:
-            bad("reentry.period", "mode 'after_period' needs a period, e.g. period = '30d'")
-        elif rule.reentry.period <= 0:
-            bad("reentry.period", "must be more than 0 for mode 'after_period'")
-    elif rule.reentry.period is not None:
-        bad("reentry.period", f"a period only applies to mode 'after_period', not {rule.reentry.mode!r}")
-
+    _check_reentry(rule, bad)
     quiet = _quiet_of(rule, rs, bad)
-    if not ok:
+    if not bad.ok:
         return None
     return CompiledRule(
         rule=rule,
@@ -509,6 +474,60 @@ def _compile_rule(
         quiet=quiet,
         reentry_period=rule.reentry.period or 0.0,
     )
+
+
+def _transition(
+    on: On, lens_names: Sequence[str], bad: Callable[[str, str], None]
+) -> tuple[SegmentSet | None, SegmentSet | None]:
+    """The rule's ``(from, to)`` segment sets (``None``: any) of its ``on`` table (enter, exit or move)."""
+
+    def segs(field: str, texts: tuple[str, ...] | None) -> SegmentSet | None:
+        if texts is None:
+            return None
+        out = []
+        for i, text in enumerate(texts):
+            try:
+                out.append(parse_segment_pattern(text, on.lens, lens_names))
+            except ExpressionError as exc:
+                bad(f"{field}[{i}]" if len(texts) > 1 else field, f"bad segment pattern: {exc}")
+        return SegmentSet(tuple(out))
+
+    if on.kind == "enter":
+        return None, segs("on.enter", on.enter)
+    if on.kind == "exit":
+        return segs("on.exit", on.exit), None
+    assert on.move is not None
+    return segs("on.move.from", on.move.from_), segs("on.move.to", on.move.to)
+
+
+def _predicates(
+    when: Sequence[str], allowed: set[str], bad: Callable[[str, str], None]
+) -> tuple[list[FeaturePredicate], list[EventPredicate]]:
+    """The rule's ``when`` conditions, parsed: feature conditions and event conditions."""
+    fpreds: list[FeaturePredicate] = []
+    epreds: list[EventPredicate] = []
+    for i, text in enumerate(when):
+        try:
+            pred = parse_predicate(text, allowed)
+        except ExpressionError as exc:
+            bad(f"when[{i}]", str(exc))
+            continue
+        if isinstance(pred, FeaturePredicate):
+            fpreds.append(pred)
+        else:
+            epreds.append(pred)
+    return fpreds, epreds
+
+
+def _check_reentry(rule: Rule, bad: Callable[[str, str], None]) -> None:
+    """A period exactly where the re-entry mode takes one (``after_period``), and more than 0."""
+    if rule.reentry.mode == "after_period":
+        if rule.reentry.period is None:
+            bad("reentry.period", "mode 'after_period' needs a period, e.g. period = '30d'")
+        elif rule.reentry.period <= 0:
+            bad("reentry.period", "must be more than 0 for mode 'after_period'")
+    elif rule.reentry.period is not None:
+        bad("reentry.period", f"a period only applies to mode 'after_period', not {rule.reentry.mode!r}")
 
 
 def _check_ruleset(rs: RuleSet, config: object | None, problem: Callable[[str], None]) -> None:
@@ -712,24 +731,7 @@ def _causes(causes: Sequence[str]) -> str:
 
 def _describe_rule(c: CompiledRule, cap: Cap | None) -> str:
     r = c.rule
-    on = r.on
-    if on.kind == "enter":
-        assert c.target is not None
-        article = "an" if on.lens[:1] in "aeiou" else "a"
-        what = (
-            f"enters {article} {on.lens} segment {c.target.describe()}"
-            if c.target.describe() != "named like '*'"
-            else f"enters any {on.lens} segment"
-        )
-        scope = "those segments"
-    elif on.kind == "exit":
-        assert c.source is not None
-        what = f"leaves the {on.lens} segments {c.source.describe()}"
-        scope = "those segments"
-    else:
-        assert c.source is not None and c.target is not None
-        what = f"moves in lens {on.lens} from a segment {c.source.describe()} to one {c.target.describe()}"
-        scope = "the target segments"
+    what, scope = _describe_change(c)
     parts = [f"rule '{r.name}' (priority {r.priority}): when a customer {what} (cause: {_causes(r.causes)})"]
     if r.when:
         cond = f"if {' and '.join(r.when)}"
@@ -743,31 +745,53 @@ def _describe_rule(c: CompiledRule, cap: Cap | None) -> str:
     parts.append(f"send campaign '{r.campaign}' by {r.channel}")
     text = ", ".join(parts)
     extras = [f"cooldown {format_duration(r.cooldown)} per campaign" if r.cooldown > 0 else "no cooldown"]
-    mode = r.reentry.mode
-    if mode == "after_exit":
-        extras.append(
-            "fires again only after coming back into those segments and leaving again"
-            if on.kind == "exit"
-            else f"fires again only after leaving {scope}"
-        )
-    elif mode == "after_period":
-        extras.append(f"fires again only {format_duration(c.reentry_period)} after it last fired")
-    elif mode == "once":
-        extras.append("fires at most once per customer")
-    else:
-        extras.append("fires on every matching change")
-    if c.quiet is not None:
-        how = "held until they end" if c.quiet.action == "hold" else "dropped"
-        extras.append(f"quiet hours {c.quiet.describe()} ({how})")
-    elif r.ignore_quiet_hours:
-        extras.append("ignores quiet hours")
-    else:
-        extras.append("no quiet hours")
+    extras.append(_describe_reentry(c, scope))
+    extras.append(_describe_quiet(c))
     if r.payload:
         extras.append(f"payload: {', '.join(r.payload)}")
     if not r.enabled:
         extras.append("DISABLED")
     return text + "; " + "; ".join(extras)
+
+
+def _describe_change(c: CompiledRule) -> tuple[str, str]:
+    """What the customer does for the rule to fire, and the segments a re-entry refers to."""
+    on = c.rule.on
+    if on.kind == "enter":
+        assert c.target is not None
+        article = "an" if on.lens[:1] in "aeiou" else "a"
+        what = (
+            f"enters {article} {on.lens} segment {c.target.describe()}"
+            if c.target.describe() != "named like '*'"
+            else f"enters any {on.lens} segment"
+        )
+        return what, "those segments"
+    if on.kind == "exit":
+        assert c.source is not None
+        return f"leaves the {on.lens} segments {c.source.describe()}", "those segments"
+    assert c.source is not None and c.target is not None
+    what = f"moves in lens {on.lens} from a segment {c.source.describe()} to one {c.target.describe()}"
+    return what, "the target segments"
+
+
+def _describe_reentry(c: CompiledRule, scope: str) -> str:
+    mode = c.rule.reentry.mode
+    if mode == "after_exit":
+        if c.rule.on.kind == "exit":
+            return "fires again only after coming back into those segments and leaving again"
+        return f"fires again only after leaving {scope}"
+    if mode == "after_period":
+        return f"fires again only {format_duration(c.reentry_period)} after it last fired"
+    if mode == "once":
+        return "fires at most once per customer"
+    return "fires on every matching change"
+
+
+def _describe_quiet(c: CompiledRule) -> str:
+    if c.quiet is not None:
+        how = "held until they end" if c.quiet.action == "hold" else "dropped"
+        return f"quiet hours {c.quiet.describe()} ({how})"
+    return "ignores quiet hours" if c.rule.ignore_quiet_hours else "no quiet hours"
 
 
 def describe_rules(ruleset: RuleSet) -> list[str]:
