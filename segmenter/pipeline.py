@@ -78,11 +78,12 @@ from segmenter.model_state import (
     encode_model_state,
     encode_snapshot,
 )
-from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
+from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle
 from segmenter.rescoring import Rescorer
 from segmenter.shared import decode_view, load_lens_view
 from segmenter.triggers.engine import TriggerEngine
 from segmenter.vectors import VectorSample
+from segmenter.views import CustomerView, CustomerViews, SegmenterStats, SegmentSize, segment_sizes
 
 if TYPE_CHECKING:
     from segmenter.triggers.rules import RuleSet
@@ -136,58 +137,6 @@ class _Run:
     @property
     def fp(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         return self.params[1]
-
-
-@dataclass(frozen=True)
-class SegmentSize:
-    """One segment's id, name and current number of customers."""
-
-    id: str
-    name: str
-    size: int
-
-
-@dataclass(frozen=True)
-class SegmenterStats:
-    """Counters and segment sizes (see :meth:`Segmenter.stats`)."""
-
-    events: int
-    """Accepted events (not late, not duplicates; erasure requests included)."""
-    late: int
-    duplicates: int
-    erasures: int
-    customers: int
-    changes: dict[str, int]
-    """Segment changes per cause."""
-    triggers: dict[str, int]
-    """Campaign triggers emitted per campaign."""
-    suppressed: dict[str, dict[str, int]]
-    """Triggers suppressed per campaign and control (from the trigger engine)."""
-    segments: dict[str, list[SegmentSize]]
-    """Per lens, the segments that currently hold customers (by id)."""
-    watermark: str | None
-    isolated: int = 0
-    """Accepted events (in ``events``) applied to an isolated customer: one more than
-    ``features.max_future_hours`` ahead of its source's clock, kept out of all shared work."""
-    after_erasure: int = 0
-    """Events of an erased customer at or before its erasure, dropped (see :mod:`segmenter.erasures`)."""
-
-
-@dataclass(frozen=True)
-class CustomerView:
-    """One customer's segments and the features each lens clustered."""
-
-    customer_id: str
-    segments: dict[str, SegmentRef | None]
-    features: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``replay --snapshot`` line for this customer."""
-        return {
-            "customer_id": self.customer_id,
-            "segments": {k: (None if v is None else v.model_dump()) for k, v in self.segments.items()},
-            "features": self.features,
-        }
 
 
 class Segmenter:
@@ -258,6 +207,7 @@ class Segmenter:
         ) = None
         self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._move)
         self._records = CustomerRecords(self._store, self._lenses, lambda: self._engine, self._erased)
+        self._views = CustomerViews(self._store, self._lenses, self._idx)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -748,23 +698,7 @@ class Segmenter:
         customer has no segment is absent. ``since`` is when it entered the
         segment (event time, whole seconds), the model version the lens's at that move.
         """
-        store = self._store
-        ids = list(customer_ids)
-        rows = store.rows_of(ids).tolist()
-        out: dict[str, dict[str, tuple[str, str, int, int]] | None] = {}
-        for cid, row in zip(ids, rows, strict=True):
-            if row < 0 or not store.live[row]:
-                out[cid] = None
-                continue
-            entries = {}
-            for li, lens in enumerate(self._lenses):
-                seg = int(store.seg[row, li])
-                if seg >= 0:
-                    ref = lens.ref(seg)
-                    entries[lens.name] = (ref.id, ref.name, int(store.since[row, li]) + BASE_EPOCH,
-                                          int(store.mver[row, li]))
-            out[cid] = entries
-        return out
+        return self._views.membership(customer_ids)
 
     def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
         """Restore one customer from a :meth:`take_dirty` record (replacing what is held); ``source``: its partition.
@@ -977,13 +911,6 @@ class Segmenter:
     # ----------------------------------------------------------------- views
     def stats(self) -> SegmenterStats:
         """Counters, segment sizes per lens and the watermark."""
-        segments: dict[str, list[SegmentSize]] = {}
-        for li, lens in enumerate(self._lenses):
-            sizes = []
-            for n, count in sorted(self._store.segment_counts(li).items()):
-                ref = lens.ref(n)
-                sizes.append(SegmentSize(ref.id, ref.name, count))
-            segments[lens.name] = sizes
         suppressed: dict[str, dict[str, int]] = {}
         if self._engine is not None:
             suppressed = {k: dict(v) for k, v in self._engine.suppressed().items()}
@@ -996,7 +923,7 @@ class Segmenter:
             changes=dict(sorted(self._changes.items())),
             triggers=dict(sorted(self._triggers.items())),
             suppressed=suppressed,
-            segments=segments,
+            segments=segment_sizes(self._lenses, self._store),
             watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
             isolated=self._isolated,
             after_erasure=self._after_erasure,
@@ -1004,29 +931,11 @@ class Segmenter:
 
     def customer_view(self, customer_id: str) -> CustomerView | None:
         """The customer's segment per lens and the features each lens last clustered (at its last scoring)."""
-        row = self._store.row_of(customer_id)
-        if row is None:
-            return None
-        return self._view(customer_id, row)
-
-    def _view(self, customer_id: str, row: int) -> CustomerView:
-        store = self._store
-        vals = store.vector(row, store.scored_time(row))
-        segments: dict[str, SegmentRef | None] = {}
-        features: dict[str, dict[str, float]] = {}
-        for li, lens in enumerate(self._lenses):
-            n = store.segment(row, li)
-            segments[lens.name] = lens.ref(n) if n >= 0 else None
-            features[lens.name] = {f: round(vals[i], 6) for f, i in zip(self._fnames[li], self._idx[li], strict=True)}
-        return CustomerView(customer_id, segments, features)
+        return self._views.view(customer_id)
 
     def customer_views(self) -> Iterable[CustomerView]:
         """Every customer's view, ordered by customer id."""
-        store = self._store
-        for cid in sorted(store.customer_ids()):
-            row = store.row_of(cid)
-            assert row is not None
-            yield self._view(cid, row)
+        return self._views.all()
 
     @property
     def store(self) -> FeatureStore:

@@ -1,0 +1,152 @@
+"""Read-only views of a core: segment sizes, counters, one customer's segments and features, the membership table.
+
+Nothing here changes the core; :class:`~segmenter.pipeline.Segmenter` returns
+these values from :meth:`~segmenter.pipeline.Segmenter.stats`,
+:meth:`~segmenter.pipeline.Segmenter.customer_view`,
+:meth:`~segmenter.pipeline.Segmenter.customer_views` and
+:meth:`~segmenter.pipeline.Segmenter.membership`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from segmenter.features import BASE_EPOCH, FeatureStore
+from segmenter.lenses.lens import Lens
+from segmenter.outputs import SegmentRef
+
+__all__ = ["CustomerView", "CustomerViews", "SegmentSize", "SegmenterStats", "segment_sizes"]
+
+MembershipEntry = tuple[str, str, int, int]
+"""A customer's segment in one lens: ``(id, name, since epoch, model version)``."""
+
+
+@dataclass(frozen=True)
+class SegmentSize:
+    """One segment's id, name and current number of customers."""
+
+    id: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class SegmenterStats:
+    """Counters and segment sizes (see :meth:`~segmenter.pipeline.Segmenter.stats`)."""
+
+    events: int
+    """Accepted events (not late, not duplicates; erasure requests included)."""
+    late: int
+    duplicates: int
+    erasures: int
+    customers: int
+    changes: dict[str, int]
+    """Segment changes per cause."""
+    triggers: dict[str, int]
+    """Campaign triggers emitted per campaign."""
+    suppressed: dict[str, dict[str, int]]
+    """Triggers suppressed per campaign and control (from the trigger engine)."""
+    segments: dict[str, list[SegmentSize]]
+    """Per lens, the segments that currently hold customers (by id)."""
+    watermark: str | None
+    isolated: int = 0
+    """Accepted events (in ``events``) applied to an isolated customer: one more than
+    ``features.max_future_hours`` ahead of its source's clock, kept out of all shared work."""
+    after_erasure: int = 0
+    """Events of an erased customer at or before its erasure, dropped (see :mod:`segmenter.erasures`)."""
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    """One customer's segments and the features each lens clustered."""
+
+    customer_id: str
+    segments: dict[str, SegmentRef | None]
+    features: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``replay --snapshot`` line for this customer."""
+        return {
+            "customer_id": self.customer_id,
+            "segments": {k: (None if v is None else v.model_dump()) for k, v in self.segments.items()},
+            "features": self.features,
+        }
+
+
+def segment_sizes(lenses: Sequence[Lens], store: FeatureStore) -> dict[str, list[SegmentSize]]:
+    """Per lens (by name), the segments that currently hold customers, by segment number."""
+    segments: dict[str, list[SegmentSize]] = {}
+    for li, lens in enumerate(lenses):
+        sizes = []
+        for n, count in sorted(store.segment_counts(li).items()):
+            ref = lens.ref(n)
+            sizes.append(SegmentSize(ref.id, ref.name, count))
+        segments[lens.name] = sizes
+    return segments
+
+
+class CustomerViews:
+    """Customers' segments and features as the lenses see them.
+
+    Parameters
+    ----------
+    store
+        The core's feature store.
+    lenses
+        The core's lenses, in config order.
+    columns
+        Per lens, the indices of its features in the store's feature vector.
+    """
+
+    def __init__(self, store: FeatureStore, lenses: Sequence[Lens], columns: Sequence[Sequence[int]]) -> None:
+        self._store = store
+        self._lenses = list(lenses)
+        self._columns = [list(c) for c in columns]
+
+    def view(self, customer_id: str) -> CustomerView | None:
+        """The customer's segment per lens and the features each lens last clustered (``None``: not held)."""
+        row = self._store.row_of(customer_id)
+        return None if row is None else self._view(customer_id, row)
+
+    def all(self) -> Iterator[CustomerView]:
+        """Every customer's view, ordered by customer id."""
+        store = self._store
+        for cid in sorted(store.customer_ids()):
+            row = store.row_of(cid)
+            assert row is not None
+            yield self._view(cid, row)
+
+    def _view(self, customer_id: str, row: int) -> CustomerView:
+        store = self._store
+        vals = store.vector(row, store.scored_time(row))
+        segments: dict[str, SegmentRef | None] = {}
+        features: dict[str, dict[str, float]] = {}
+        for li, lens in enumerate(self._lenses):
+            n = store.segment(row, li)
+            segments[lens.name] = lens.ref(n) if n >= 0 else None
+            features[lens.name] = {
+                f: round(vals[i], 6) for f, i in zip(lens.feature_names, self._columns[li], strict=True)
+            }
+        return CustomerView(customer_id, segments, features)
+
+    def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, MembershipEntry] | None]:
+        """Each customer's current segment per lens (see :meth:`~segmenter.pipeline.Segmenter.membership`)."""
+        store = self._store
+        ids = list(customer_ids)
+        rows = store.rows_of(ids).tolist()
+        out: dict[str, dict[str, MembershipEntry] | None] = {}
+        for cid, row in zip(ids, rows, strict=True):
+            if row < 0 or not store.live[row]:
+                out[cid] = None
+                continue
+            entries = {}
+            for li, lens in enumerate(self._lenses):
+                seg = int(store.seg[row, li])
+                if seg >= 0:
+                    ref = lens.ref(seg)
+                    entries[lens.name] = (ref.id, ref.name, int(store.since[row, li]) + BASE_EPOCH,
+                                          int(store.mver[row, li]))  # fmt: skip
+            out[cid] = entries
+        return out
