@@ -42,6 +42,8 @@ latest :meth:`Segmenter.take_dirty` records) continues with identical outputs.
 Those records are encoded and checked in :mod:`segmenter.model_state` (model
 state, model parts, snapshots) and :mod:`segmenter.customer_records` (the
 per-customer changelog); this facade only gathers and applies their values.
+Its read-only views (stats, customer views, the membership table) are built
+in :mod:`segmenter.views`.
 """
 
 from __future__ import annotations
