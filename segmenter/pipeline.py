@@ -201,6 +201,8 @@ class Segmenter:
         self._triggers: Counter[str] = Counter()
         # erased since the last take_dirty (ordered dict used as an ordered set)
         self._erased: dict[str, int] = {}
+        self._records = CustomerRecords(self._store, self._lenses, lambda: self._engine, self._erased)
+        self._views = CustomerViews(self._store, self._lenses, self._idx)
         self._engine: TriggerEngine | None = None
         self._arrays = LensArrays(self._lenses, self._idx)
         self._group_key: tuple[int, ...] = ()
@@ -208,8 +210,6 @@ class Segmenter:
             tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
         ) = None
         self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._move)
-        self._records = CustomerRecords(self._store, self._lenses, lambda: self._engine, self._erased)
-        self._views = CustomerViews(self._store, self._lenses, self._idx)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
