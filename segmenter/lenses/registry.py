@@ -109,6 +109,47 @@ class MatchResult:
     mapping: dict[int, int]
 
 
+class _Match:
+    """The pairing of live segments (rows of ``dist``) with new centers (columns) in :meth:`SegmentRegistry.update`."""
+
+    def __init__(self, live: list[int], dist: np.ndarray, m: int) -> None:
+        self.live = live
+        self.dist = dist
+        self.m = m
+        self.old: dict[int, int] = {}
+        """Index into ``live`` -> index of its center."""
+        self.new: dict[int, int] = {}
+        """Index of a center -> index into ``live``."""
+
+    def _pair(self, i: int, j: int) -> None:
+        self.old[i] = j
+        self.new[j] = i
+
+    def continuing(self, continuity: dict[int, int], within: float) -> None:
+        """First, each center that continued a segment at the last refresh, while it stayed ``within`` of it."""
+        position = {number: i for i, number in enumerate(self.live)}
+        for j, number in sorted(continuity.items()):
+            i = position.get(number, -1)
+            if i >= 0 and j < self.m and self.dist[i, j] <= within and j not in self.new:
+                self._pair(i, j)
+
+    def nearest_first(self, threshold: float) -> None:
+        """Then the remaining pairs, nearest first, up to ``threshold``."""
+        for flat in np.argsort(self.dist, axis=None, kind="stable").tolist():
+            i, j = divmod(flat, self.m)
+            if self.dist[i, j] > threshold:
+                break
+            if i not in self.old and j not in self.new:
+                self._pair(i, j)
+
+    def parent(self, j: int, threshold: float) -> int | None:
+        """The continuing segment an unmatched center ``j`` split from (nearest, within ``threshold``), if any."""
+        if not len(self.live):
+            return None
+        i = int(np.argmin(self.dist[:, j]))
+        return self.live[i] if self.dist[i, j] <= threshold and i in self.old else None
+
+
 class SegmentRegistry:
     """Stable segment numbers and their lifecycle.
 
@@ -365,44 +406,3 @@ class SegmentRegistry:
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"segment registry state is invalid: {exc}") from None
         self.segments, self.next_number, self.version = segments, next_number, version
-
-
-class _Match:
-    """The pairing of live segments (rows of ``dist``) with new centers (columns) in :meth:`SegmentRegistry.update`."""
-
-    def __init__(self, live: list[int], dist: np.ndarray, m: int) -> None:
-        self.live = live
-        self.dist = dist
-        self.m = m
-        self.old: dict[int, int] = {}
-        """Index into ``live`` -> index of its center."""
-        self.new: dict[int, int] = {}
-        """Index of a center -> index into ``live``."""
-
-    def _pair(self, i: int, j: int) -> None:
-        self.old[i] = j
-        self.new[j] = i
-
-    def continuing(self, continuity: dict[int, int], within: float) -> None:
-        """First, each center that continued a segment at the last refresh, while it stayed ``within`` of it."""
-        position = {number: i for i, number in enumerate(self.live)}
-        for j, number in sorted(continuity.items()):
-            i = position.get(number, -1)
-            if i >= 0 and j < self.m and self.dist[i, j] <= within and j not in self.new:
-                self._pair(i, j)
-
-    def nearest_first(self, threshold: float) -> None:
-        """Then the remaining pairs, nearest first, up to ``threshold``."""
-        for flat in np.argsort(self.dist, axis=None, kind="stable").tolist():
-            i, j = divmod(flat, self.m)
-            if self.dist[i, j] > threshold:
-                break
-            if i not in self.old and j not in self.new:
-                self._pair(i, j)
-
-    def parent(self, j: int, threshold: float) -> int | None:
-        """The continuing segment an unmatched center ``j`` split from (nearest, within ``threshold``), if any."""
-        if not len(self.live):
-            return None
-        i = int(np.argmin(self.dist[:, j]))
-        return self.live[i] if self.dist[i, j] <= threshold and i in self.old else None
