@@ -207,6 +207,7 @@ class LensArrays:
         self.warmup = np.array([lens.config.warmup for lens in self._lenses], np.int64)
         self.learn_every = np.array([lens.config.learn_every for lens in self._lenses], np.int64)
         self.batch_size = np.array([lens.config.batch_size for lens in self._lenses], np.int64)
+        self.version = np.zeros(nl, np.int64)
         self.nobs = np.zeros(nl, np.int64)
         self.bfill = np.zeros(nl, np.int64)
         self.sbuf = np.zeros((nl, SAMPLE_CAPACITY, dim), np.float64)
@@ -215,7 +216,7 @@ class LensArrays:
         self._epochs: list[int] = [-1] * nl
 
     def sync(self, counters: bool) -> None:
-        """Copy the lenses' assignment values when their caches changed, and their counters if ``counters``.
+        """Copy the lenses' model versions, their assignment values when changed, and their counters if ``counters``.
 
         Between two hand-overs (:meth:`flush`) the loop's counters run ahead of
         the lenses' and are the ones that count: pass ``counters=True`` only
@@ -224,6 +225,7 @@ class LensArrays:
         if counters:
             self.scount[:] = 0  # only an exception leaves samples behind; that batch is void anyway
         for li, lens in enumerate(self._lenses):
+            self.version[li] = lens.model_version
             if counters:
                 self.nobs[li] = lens.n_observed
                 self.bfill[li] = lens.pending_batch

@@ -7,9 +7,11 @@ split or retired (cause ``model``, after a lifecycle event or a new shared
 model). :func:`rescore` computes, for every row, its features at its time
 (:func:`segmenter.kernel.feature_vector`), scales them per lens and applies the
 one move rule (:func:`~segmenter.lenses.hysteresis.nearest_with_hysteresis`);
-customers who stay get their dwell counted in place, and only the moves come
-back to Python, in row order then lens order (the order the per-customer loop
-had), to build their ``segment_change`` messages and campaign triggers.
+customers who stay get their dwell counted in place, movers have the move
+applied in place, and only the moves come back to Python, in a
+:class:`~segmenter.moves.MoveBuffer` in row order then lens order (the order
+the per-customer loop had), to build their ``segment_change`` messages and
+campaign triggers in one pass.
 
 The decisions of one pass are independent of each other (a move changes only
 its own row and lens, and the lens's membership counts, which no assignment
@@ -30,6 +32,7 @@ from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.moves import MoveBuffer, MoveColumns, enter, record
 
 if TYPE_CHECKING:
     from segmenter.batching import LensArrays
@@ -37,13 +40,13 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.outputs import OutputMessage
 
-__all__ = ["MOVE_FIELDS", "MoveFn", "Rescorer", "rescore"]
+__all__ = ["EmitFn", "Rescorer", "rescore"]
 
 logger = logging.getLogger(__name__)
 
 _N_VALUES = len(FEATURE_NAMES)
-MOVE_FIELDS = ("index", "lens", "segment", "nearest")
-"""Columns of the ``moves`` array :func:`rescore` fills (int64; the distance goes to ``dist``)."""
+_LAST = 1
+"""The time column holding the customer's latest event time."""
 
 
 @njit(cache=True)
@@ -58,6 +61,7 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
     dwell: Any,
     since: Any,
     prev: Any,
+    mver: Any,
     fp: Any,
     idx: Any,
     dims: Any,
@@ -69,19 +73,19 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
     live: Any,
     rule: Any,
     ready: Any,
-    moves: Any,
-    dist: Any,
-) -> tuple[int, int]:  # pragma: no cover - compiled
-    """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``(moves, bad)``.
+    version: Any,
+    buf: MoveColumns,
+) -> int:  # pragma: no cover - compiled
+    """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``bad``.
 
-    ``mark``: also record ``at[i]`` as the row's scored time. Moves fill
-    ``moves[:n]`` (:data:`MOVE_FIELDS`) and ``dist[:n]``; a customer who stays
-    has its dwell counted. ``bad`` is the index of a row with a non-finite
-    feature (the pass stops there, nothing after it done), else ``-1``.
+    ``mark``: also record ``at[i]`` as the row's scored time. A move is
+    applied (lens model ``version``) and recorded in ``buf`` (room for every
+    row and lens); a customer who stays has its dwell counted. ``bad`` is the
+    index of a row with a non-finite feature (the pass stops there, nothing
+    after it done), else ``-1``.
     """
     vals = np.empty(_N_VALUES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
-    n = 0
     for r in range(len(rows)):
         row = rows[r]
         tr = at[r]
@@ -92,31 +96,27 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
             d = dims[li]
             for j in range(d):
                 if not math.isfinite(vals[idx[li, j]]):
-                    return n, r
+                    return r
             nl = nlive[li]
             if nl > 0:
                 scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
             cur = seg[row, li]
             dw = dwell[row, li]
-            moved, target, nearest, dd = nearest_with_hysteresis(
+            moved, target, _nearest, dd = nearest_with_hysteresis(
                 x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li], rule[li]
             )
             if moved:
-                moves[n, 0] = r
-                moves[n, 1] = li
-                moves[n, 2] = target
-                moves[n, 3] = nearest
-                dist[n] = dd
-                n += 1
+                enter(seg, dwell, since, prev, mver, row, li, target, tr, version[li])
+                record(buf, row, li, cur, target, -1, tr, t[row, _LAST], dd, vals)
             elif dw < 65535:
                 dwell[row, li] = dw + 1
         if mark:
             t[row, SCORED] = tr
-    return n, -1
+    return -1
 
 
-MoveFn = Callable[..., None]
-"""The facade's move: ``move(row=, li=, segment=, distance=, vals=, cause=, event=, event_ts=, at=, out=)``."""
+EmitFn = Callable[..., None]
+"""The facade's hand-over of buffered moves: ``emit(buffer, out, cause=, stamp=)`` (see :class:`Rescorer`)."""
 
 
 class Rescorer:
@@ -126,15 +126,17 @@ class Rescorer:
     ----------
     store, arrays, lenses
         The facade's feature store, packed lenses and lenses.
-    move
-        Emits one move (``segment_change``, lens membership, campaign triggers).
+    emit
+        Turns a buffer of applied moves into their messages in order (``segment_change``,
+        lens membership, campaign triggers; cause ``model`` where the old segment is dead),
+        each stamped ``stamp`` (``None``: its own time), and clears the buffer.
     """
 
-    def __init__(self, store: FeatureStore, arrays: LensArrays, lenses: Sequence[Lens], move: MoveFn) -> None:
+    def __init__(self, store: FeatureStore, arrays: LensArrays, lenses: Sequence[Lens], emit: EmitFn) -> None:
         self._store = store
         self._arrays = arrays
         self._lenses = list(lenses)
-        self._move = move
+        self._emit = emit
 
     def quiet(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
         """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
@@ -178,25 +180,16 @@ class Rescorer:
         lens_on = np.full(n_lenses, lens is None, np.bool_)
         if lens is not None:
             lens_on[lens] = True
-        moves = np.empty((len(rows) * n_lenses, len(MOVE_FIELDS)), np.int64)
-        dist = np.empty(len(rows) * n_lenses, np.float64)
-        n, bad = rescore(
+        buf = MoveBuffer(len(rows) * n_lenses)
+        bad = rescore(
             rows, at, lens_on, mark,
-            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.kernel_rates(),
+            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.mver, store.kernel_rates(),
             arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
-            arrays.live, arrays.rule, arrays.ready, moves, dist,
+            arrays.live, arrays.rule, arrays.ready, arrays.version, buf.columns,
         )  # fmt: skip
         if mark:
             store.dirty[rows] = True
         if bad >= 0:
             vals = store.vector(int(rows[bad]), int(at[bad]))
             raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
-        stamps: dict[int, str] = {}  # most moves of a pass share their time (the sweep's)
-        for (r, li, segment, _nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
-            row, t = int(rows[r]), int(at[r])
-            ts = t if stamp is None else stamp
-            event_ts = stamps.get(ts)
-            if event_ts is None:
-                event_ts = stamps[ts] = iso(ts)
-            self._move(row=row, li=li, segment=segment, distance=d, vals=store.vector(row, t), cause=cause,
-                       event=None, event_ts=event_ts, at=t, out=out)  # fmt: skip
+        self._emit(buf, out, cause=cause, stamp=stamp)

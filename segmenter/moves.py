@@ -1,0 +1,117 @@
+"""Moves decided in compiled code, buffered for Python to turn into ``segment_change`` messages in one pass.
+
+The event loop (:mod:`segmenter.kernel`) and the re-scorer (:mod:`segmenter.rescoring`)
+apply a move to the store's lens columns themselves (:func:`enter`: segment,
+dwell, entry time, previous segment, model version) and :func:`record` it here:
+the row, lens, old and new segment, the event that caused it (``-1``: none),
+its event time, the customer's latest event time then, the distance and every
+feature of the row at that time. Python reads the buffer in order
+(:meth:`MoveBuffer.moves`) to build the messages, lens membership counts and
+campaign triggers, then clears it (:meth:`MoveBuffer.clear`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from segmenter.features import FEATURE_NAMES
+
+__all__ = ["MOVE_CAPACITY", "Move", "MoveBuffer", "MoveColumns", "enter", "record"]
+
+MOVE_CAPACITY = 4096
+"""Moves the event loop buffers before it stops to hand them over (``Stop.MOVES``)."""
+M_ROW, M_LENS, M_FROM, M_TO, M_EVENT, M_AT, M_LAST = range(7)
+"""Columns of :attr:`MoveBuffer.ints`."""
+_N_INTS = 7
+
+
+class MoveColumns(NamedTuple):
+    """The buffer's arrays as the compiled code takes them."""
+
+    ints: Any
+    dist: Any
+    vals: Any
+    count: Any
+
+
+class Move(NamedTuple):
+    """One buffered move (``-1``: no segment, no event; ``distance`` NaN: none)."""
+
+    row: int
+    lens: int
+    old: int
+    new: int
+    event: int
+    at: int
+    last: int
+    distance: float
+
+
+class MoveBuffer:
+    """Moves recorded by compiled code since the last :meth:`clear` (see the module).
+
+    Parameters
+    ----------
+    capacity
+        Moves it holds.
+    """
+
+    def __init__(self, capacity: int = MOVE_CAPACITY) -> None:
+        self.ints = np.empty((capacity, _N_INTS), np.int64)
+        self.dist = np.empty(capacity, np.float64)
+        self.vals = np.empty((capacity, len(FEATURE_NAMES)), np.float64)
+        self.count = np.zeros(1, np.int64)
+        self.columns = MoveColumns(self.ints, self.dist, self.vals, self.count)
+
+    def __len__(self) -> int:
+        return int(self.count[0])
+
+    def moves(self) -> list[Move]:
+        """The buffered moves, in the order they were decided."""
+        n = len(self)
+        return [Move(row, li, old, new, ev, at, last, d)
+                for (row, li, old, new, ev, at, last), d in zip(self.ints[:n].tolist(), self.dist[:n].tolist(),
+                                                                strict=True)]  # fmt: skip
+
+    def values(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Every feature of each buffered move's row at its time, shape ``(len(self), len(FEATURE_NAMES))``."""
+        return self.vals[: len(self)]
+
+    def clear(self) -> None:
+        """Forget the buffered moves (they were handed over)."""
+        self.count[0] = 0
+
+
+@njit(cache=True, inline="always")
+def enter(  # noqa: PLR0917 - compiled: positional only
+    seg: Any, dwell: Any, since: Any, prev: Any, mver: Any, row: int, li: int, segment: int, at: int, version: int
+) -> None:  # pragma: no cover - compiled
+    """:meth:`FeatureStore.enter`: ``row`` moves to ``segment`` (``-1``: none) of lens ``li`` at ``at``."""
+    prev[row, li] = seg[row, li]
+    since[row, li] = at
+    mver[row, li] = version
+    seg[row, li] = segment
+    dwell[row, li] = 0
+
+
+@njit(cache=True, inline="always")
+def record(  # noqa: PLR0917 - compiled: positional only
+    buf: MoveColumns, row: int, li: int, old: int, new: int, event: int, at: int, last: int, dist: float, vals: Any
+) -> bool:  # pragma: no cover - compiled
+    """Append one move (``vals``: every feature of the row at ``at``); True when the buffer is now full."""
+    ints, dd, vv, count = buf
+    n = count[0]
+    ints[n, M_ROW] = row
+    ints[n, M_LENS] = li
+    ints[n, M_FROM] = old
+    ints[n, M_TO] = new
+    ints[n, M_EVENT] = event
+    ints[n, M_AT] = at
+    ints[n, M_LAST] = last
+    dd[n] = dist
+    vv[n, :] = vals
+    count[0] = n + 1
+    return bool(n + 1 >= len(dd))
