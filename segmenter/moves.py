@@ -19,7 +19,7 @@ from numba import njit
 
 from segmenter.features import FEATURE_NAMES
 
-__all__ = ["MOVE_CAPACITY", "Move", "MoveBuffer", "MoveColumns", "enter", "record"]
+__all__ = ["MOVE_CAPACITY", "M_LENS", "M_ROW", "Move", "MoveBuffer", "MoveColumns", "enter", "record"]
 
 MOVE_CAPACITY = 4096
 """Moves the event loop buffers before it stops to hand them over (``Stop.MOVES``)."""
@@ -75,6 +75,13 @@ class MoveBuffer:
         return [Move(row, li, old, new, ev, at, last, d)
                 for (row, li, old, new, ev, at, last), d in zip(self.ints[:n].tolist(), self.dist[:n].tolist(),
                                                                 strict=True)]  # fmt: skip
+
+    def permute(self, order: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Reorder the buffered moves: the ``m``-th becomes the one that was ``order[m]``."""
+        n = len(self)
+        self.ints[:n] = self.ints[order]
+        self.dist[:n] = self.dist[order]
+        self.vals[:n] = self.vals[order]
 
     def values(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Every feature of each buffered move's row at its time, shape ``(len(self), len(FEATURE_NAMES))``."""

@@ -32,7 +32,7 @@ from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
-from segmenter.moves import MoveBuffer, MoveColumns, enter, record
+from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, enter, record
 
 if TYPE_CHECKING:
     from segmenter.batching import LensArrays
@@ -141,14 +141,36 @@ class Rescorer:
     def quiet(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
         """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
 
-        Oldest first; a customer whose latest event is after ``t_sweep`` is scored at that event's time.
+        A customer whose latest event is after ``t_sweep`` is scored at that event's time. The pass runs
+        in row order; its moves come out oldest first (:meth:`FeatureStore.stale_rows`'s order: scored
+        time, crc32 of the id, the id), sorting only the movers instead of every stale row.
         """
         store = self._store
-        rows = store.stale_rows(before)
-        at = np.maximum(store.t[rows, 1].astype(np.int64), t_sweep)
-        self.rescore(rows, at, None, "inactivity", out, stamp=None, mark=True)
+        rows = np.flatnonzero(store.live & (store.t[:, SCORED] < before))
+        scored = store.t[rows, SCORED].astype(np.int64)
+        at = np.maximum(store.t[rows, _LAST].astype(np.int64), t_sweep)
+        self.rescore(rows, at, None, "inactivity", out, stamp=None, mark=True,
+                     order=lambda buf: self._oldest_first(buf, rows, scored))  # fmt: skip
         if len(rows):
             logger.debug("inactivity step at %s re-scored %d customers", iso(t_sweep), len(rows))
+
+    def _oldest_first(self, buf: MoveBuffer, rows: np.ndarray[Any, np.dtype[np.int64]],
+                      scored: np.ndarray[Any, np.dtype[np.int64]]) -> None:  # fmt: skip
+        """Sort a sweep's moves by their row's scored time before it (``scored``, per ``rows``), crc32, id, lens."""
+        store = self._store
+        n = len(buf)
+        if n < 2:
+            return
+        moved = buf.ints[:n, M_ROW]
+        lens = buf.ints[:n, M_LENS]
+        old = scored[np.searchsorted(rows, moved)]
+        crc = store.crc[moved].astype(np.int64)
+        order = np.lexsort((lens, crc, old))
+        o, c, r = old[order], crc[order], moved[order]
+        if ((o[1:] == o[:-1]) & (c[1:] == c[:-1]) & (r[1:] != r[:-1])).any():  # same key, two customers (rare)
+            ids = [store.id_of(row) for row in moved.tolist()]
+            order = np.array(sorted(range(n), key=lambda m: (old[m], crc[m], ids[m], lens[m])), np.int64)
+        buf.permute(order)
 
     def dead_segments(self, li: int, dead: list[int], out: list[OutputMessage], *, skip: int | None,
                       stamp: int) -> None:  # fmt: skip
@@ -158,13 +180,15 @@ class Rescorer:
         self.rescore(rows, store.t[rows, SCORED].astype(np.int64), li, "model", out, stamp=stamp, mark=False)
 
     def rescore(self, rows: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]],
-                lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool) -> None:
+                lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool,
+                order: Callable[[MoveBuffer], None] | None = None) -> None:  # fmt: skip
         """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
 
         Customers who stay only get their dwell counted; each move becomes a
         ``segment_change`` with cause ``cause`` (``model`` when its segment is
         dead), stamped ``stamp`` (``None``: its own time), and its triggers.
-        ``mark``: the rows count as scored at ``at`` (and are dirty).
+        ``mark``: the rows count as scored at ``at`` (and are dirty). ``order`` reorders the
+        buffered moves before they are emitted (default: as decided, in row order then lens order).
 
         Raises
         ------
@@ -192,4 +216,6 @@ class Rescorer:
         if bad >= 0:
             vals = store.vector(int(rows[bad]), int(at[bad]))
             raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
+        if order is not None:
+            order(buf)
         self._emit(buf, out, cause=cause, stamp=stamp)
