@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.outputs import SegmentLifecycle
 
-__all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays"]
+__all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays", "store_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,12 @@ def _source_indices(sources: Sequence[int | None], valid: np.ndarray[Any, np.dty
     return np.array(out, np.int64)
 
 
+def store_columns(store: FeatureStore) -> kernel.StoreColumns:
+    """The store's columns as the compiled code takes them (rebuild after the store grew)."""
+    s = store
+    return kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev, s.mver, s.part, s.live)
+
+
 def _warn_moved(store: FeatureStore, rows: np.ndarray[Any, np.dtype[np.int64]],
                 kinds: np.ndarray[Any, np.dtype[np.int64]], parts: np.ndarray[Any, np.dtype[np.int16]],
                 events: Sequence[CustomerEvent]) -> None:
@@ -246,6 +252,13 @@ class LensArrays:
             if lens.cache_epoch != self._epochs[li]:
                 self._epochs[li] = lens.cache_epoch
                 self._pack(li, lens)
+
+    def columns(self) -> kernel.LensColumns:
+        """The packed lenses as the compiled code takes them."""
+        a = self
+        return kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule, a.ready,
+                                  a.nobs, a.warmup, a.learn_every, a.batch_size, a.version, a.bfill, a.sbuf, a.sn,
+                                  a.scount)  # fmt: skip
 
     def _pack(self, li: int, lens: Lens) -> None:
         live, centers, inv, offset, heavy = lens.kernel_view()

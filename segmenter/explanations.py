@@ -28,7 +28,7 @@ from segmenter.outputs import Explanation
 if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
 
-__all__ = ["NO_EXPLANATION", "TOP_FEATURES", "Explainer", "explain_rows", "py_dist"]
+__all__ = ["NO_EXPLANATION", "TOP_FEATURES", "Explainer", "Moves", "Numbers", "Space", "explain_rows", "py_dist"]
 
 TOP_FEATURES = 3
 """Features listed in ``top_features`` at most."""
@@ -92,77 +92,111 @@ def py_dist(a: Any, b: Any, d: int) -> float:  # pragma: no cover - compiled
     return h / scale
 
 
-@njit(cache=True)
-def explain_rows(  # noqa: PLR0917 - compiled: positional only
-    raw: Any,
-    heavy: Any,
-    mean: Any,
-    std: Any,
-    table: Any,
-    old: Any,
-    new: Any,
-    live: Any,
-    live_centers: Any,
-    new_number: Any,
-    z: Any,
-    contrib: Any,
-    top: Any,
-    dist: Any,
-    runner: Any,
-    two: float,
-) -> None:  # pragma: no cover - compiled
-    """The explanation's numbers for every row of ``raw`` (see the module).
+class Space(NamedTuple):
+    """A lens's scaled space for :func:`explain_rows`: heavy flags, mean and std per feature, and its centers."""
 
-    ``old[m]``/``new[m]``: the row of the segment's scaled center in ``table`` (``-1``: none, or not
-    in the registry); ``new_number[m]``: the new segment's number (``-1``: none). Fills ``z`` (the scaled
-    vector), ``contrib`` (``NaN`` rows when neither side has a center), ``top[m]`` (feature indices,
-    ``-1`` after the last), ``dist[m]`` (to old, to new, to the runner-up; ``NaN``: none) and ``runner[m]``
-    (its number, ``-1``: none). ``two`` is 2.0, passed at run time: Python's ``v ** 2`` is libm's
-    ``pow(v, 2.0)``, which differs from ``v * v`` in the last bit now and then, and the compiler turns a
-    constant exponent into ``v * v``.
-    """
-    d = raw.shape[1]
-    zero = np.zeros(d, np.float64)
+    heavy: Any
+    mean: Any
+    std: Any
+    table: Any
+    """Scaled center of every segment the registry holds, one row each."""
+    live: Any
+    """Live segment numbers, in the lens's live order."""
+    live_centers: Any
+    """Their scaled centers (the lens's assignment cache)."""
+
+
+class Moves(NamedTuple):
+    """The moves to explain: raw vectors, the ``table`` rows of the old and new centers (``-1``: none), new numbers."""
+
+    raw: Any
+    old: Any
+    new: Any
+    new_number: Any
+
+
+class Numbers(NamedTuple):
+    """What :func:`explain_rows` fills, per move."""
+
+    z: Any
+    """The scaled vector."""
+    contrib: Any
+    """Per feature (left as it was when neither side has a center)."""
+    top: Any
+    """Top feature indices, ``-1`` after the last."""
+    dist: Any
+    """To old, to new, to the runner-up (``NaN``: none)."""
+    runner: Any
+    """The runner-up's number (``-1``: none)."""
+
+
+@njit(cache=True, inline="always")
+def _scaled(raw: Any, sp: Space, x: Any) -> None:  # pragma: no cover - compiled
+    """``raw`` transformed (signed ``log1p`` where heavy) and standardised into ``x``."""
+    for j in range(len(x)):
+        v = raw[j]
+        if sp.heavy[j]:
+            v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
+        x[j] = (v - sp.mean[j]) / sp.std[j]
+
+
+@njit(cache=True, inline="always")
+def _top(c: Any, top: Any) -> None:  # pragma: no cover - compiled
+    """The largest positive contributions into ``top`` (largest first, ties by feature order), else the largest."""
+    d = len(c)
     used = np.zeros(d, np.bool_)
-    for m in range(raw.shape[0]):
-        x = z[m]
+    for k in range(min(d, TOP_FEATURES)):
+        best = -1
         for j in range(d):
-            v = raw[m, j]
-            if heavy[j]:
-                v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
-            x[j] = (v - mean[j]) / std[j]
-        top[m, :] = -1
-        a = table[old[m]] if old[m] >= 0 else zero
-        b = table[new[m]] if new[m] >= 0 else zero
-        if old[m] >= 0 or new[m] >= 0:
-            c = contrib[m]
+            if not used[j] and (best < 0 or c[j] > c[best]):
+                best = j
+        if k and c[best] <= 0.0:
+            return
+        used[best] = True
+        top[k] = best
+        if c[best] <= 0.0:  # none positive: the largest alone
+            return
+
+
+@njit(cache=True, inline="always")
+def _runner_up(x: Any, sp: Space, new_number: int, dist: Any) -> int:  # pragma: no cover - compiled
+    """The nearest live segment but ``new_number`` (first on a tie; ``-1``: none); its distance into ``dist[2]``."""
+    runner = -1
+    dist[2] = math.nan
+    for i in range(len(sp.live)):
+        if sp.live[i] == new_number:
+            continue
+        dd = py_dist(x, sp.live_centers[i], len(x))
+        if runner < 0 or dd < dist[2]:
+            runner = sp.live[i]
+            dist[2] = dd
+    return runner
+
+
+@njit(cache=True)
+def explain_rows(mv: Moves, sp: Space, out: Numbers, two: float) -> None:  # pragma: no cover - compiled
+    """The explanation's numbers for every move (see the module and :class:`Numbers`).
+
+    ``two`` is 2.0, passed at run time: Python's ``v ** 2`` is libm's ``pow(v, 2.0)``, which differs
+    from ``v * v`` in the last bit now and then, and the compiler turns a constant exponent into ``v * v``.
+    """
+    d = mv.raw.shape[1]
+    zero = np.zeros(d, np.float64)
+    for m in range(mv.raw.shape[0]):
+        x = out.z[m]
+        _scaled(mv.raw[m], sp, x)
+        out.top[m, :] = -1
+        has_old, has_new = mv.old[m] >= 0, mv.new[m] >= 0
+        a = sp.table[mv.old[m]] if has_old else zero
+        b = sp.table[mv.new[m]] if has_new else zero
+        if has_old or has_new:
+            c = out.contrib[m]
             for j in range(d):
                 c[j] = (x[j] - a[j]) ** two - (x[j] - b[j]) ** two
-            used[:] = False
-            k = 0
-            while k < min(d, TOP_FEATURES):  # largest first, ties by feature order; positive ones only
-                best = -1
-                for j in range(d):
-                    if not used[j] and (best < 0 or c[j] > c[best]):
-                        best = j
-                if k and c[best] <= 0.0:
-                    break
-                used[best] = True
-                top[m, k] = best
-                k += 1
-                if c[best] <= 0.0:  # none positive: the largest alone
-                    break
-        dist[m, 0] = py_dist(x, a, d) if old[m] >= 0 else math.nan
-        dist[m, 1] = py_dist(x, b, d) if new[m] >= 0 else math.nan
-        runner[m] = -1
-        dist[m, 2] = math.nan
-        for i in range(len(live)):
-            if live[i] == new_number[m]:
-                continue
-            dd = py_dist(x, live_centers[i], d)
-            if runner[m] < 0 or dd < dist[m, 2]:
-                runner[m] = live[i]
-                dist[m, 2] = dd
+            _top(c, out.top[m])
+        out.dist[m, 0] = py_dist(x, a, d) if has_old else math.nan
+        out.dist[m, 1] = py_dist(x, b, d) if has_new else math.nan
+        out.runner[m] = _runner_up(x, sp, mv.new_number[m], out.dist[m])
 
 
 class Explainer:
@@ -203,20 +237,14 @@ class Explainer:
         rows = self._rows
         d = len(lens.feature_names)
         live, centers, *_ = lens.kernel_view()
-        z = np.empty((n, d), np.float64)
-        contrib = np.full((n, d), np.nan)
-        top = np.empty((n, TOP_FEATURES), np.int64)
-        dist = np.empty((n, 3), np.float64)
-        runner = np.empty(n, np.int64)
-        explain_rows(
-            np.ascontiguousarray(raw, np.float64), np.asarray(snap.heavy, np.bool_), np.asarray(snap.mean),
-            np.asarray(snap.std), self._table, np.array([rows.get(s, -1) for s in old], np.int64),
-            np.array([rows.get(s, -1) for s in new], np.int64), np.asarray(live, np.int64),
-            np.asarray(centers, np.float64).reshape(-1, d), np.asarray(new, np.int64), z, contrib, top, dist, runner,
-            2.0,
-        )  # fmt: skip
-        return _messages(lens, raw.tolist(), _Numbers(z.tolist(), contrib.tolist(), top.tolist(), dist.tolist(),
-                                                      runner.tolist()))  # fmt: skip
+        num = Numbers(np.empty((n, d), np.float64), np.full((n, d), np.nan), np.empty((n, TOP_FEATURES), np.int64),
+                      np.empty((n, 3), np.float64), np.empty(n, np.int64))  # fmt: skip
+        space = Space(np.asarray(snap.heavy, np.bool_), np.asarray(snap.mean), np.asarray(snap.std), self._table,
+                      np.asarray(live, np.int64), np.asarray(centers, np.float64).reshape(-1, d))  # fmt: skip
+        moves = Moves(np.ascontiguousarray(raw, np.float64), np.array([rows.get(s, -1) for s in old], np.int64),
+                      np.array([rows.get(s, -1) for s in new], np.int64), np.asarray(new, np.int64))  # fmt: skip
+        explain_rows(moves, space, num, 2.0)
+        return _messages(lens, raw.tolist(), _Numbers(*(a.tolist() for a in num)))
 
 
 class _Numbers(NamedTuple):

@@ -95,7 +95,7 @@ from segmenter.features import (  # the store's layout (private to the store and
     EventKind,
 )
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
-from segmenter.moves import MoveColumns, enter, record
+from segmenter.moves import MoveColumns, apply
 
 __all__ = [
     "IO_EVENT",
@@ -390,6 +390,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
     sclock, smax, sidle, sdirty, ktime, kkey, kcount, atime, akey, acount = clk
     (idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, nobs, warmup, learn_every, batch_size, version,
      bfill, sbuf, sn, scount) = ln  # fmt: skip
+    cols = (seg, dwell, since, prev, mver)
     n_events = len(kinds)
     n_lenses = len(dims)
     tail = 1 + 2 * n_lenses
@@ -504,8 +505,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                                                                  prev[row, li], rule[li])
             if moved:
                 at_last = t[row, _LAST]
-                enter(seg, dwell, since, prev, mver, row, li, target, at_last, version[li])
-                if record(mv, row, li, cur, target, i, at_last, at_last, dd, vals):
+                if apply(cols, mv, (row, li, cur, target, i, at_last, at_last, version[li]), dd, vals):
                     _stop(io, Stop.MOVE, i, step)
                     return
                 continue

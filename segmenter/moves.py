@@ -1,8 +1,8 @@
 """Moves decided in compiled code, buffered for Python to turn into ``segment_change`` messages in one pass.
 
 The event loop (:mod:`segmenter.kernel`) and the re-scorer (:mod:`segmenter.rescoring`)
-apply a move to the store's lens columns themselves (:func:`enter`: segment,
-dwell, entry time, previous segment, model version) and :func:`record` it here:
+apply a move to the store's lens columns themselves (segment, dwell, entry
+time, previous segment, model version) and record it here (:func:`apply`):
 the row, lens, old and new segment, the event that caused it (``-1``: none),
 its event time, the customer's latest event time then, the distance and every
 feature of the row at that time. Python reads the buffer in order
@@ -19,7 +19,7 @@ from numba import njit
 
 from segmenter.features import FEATURE_NAMES
 
-__all__ = ["MOVE_CAPACITY", "M_LENS", "M_ROW", "Move", "MoveBuffer", "MoveColumns", "enter", "record"]
+__all__ = ["MOVE_CAPACITY", "M_LENS", "M_ROW", "Move", "MoveBuffer", "MoveColumns", "apply"]
 
 MOVE_CAPACITY = 4096
 """Moves the event loop buffers before it stops to hand them over (``Stop.MOVES``)."""
@@ -93,22 +93,21 @@ class MoveBuffer:
 
 
 @njit(cache=True, inline="always")
-def enter(  # noqa: PLR0917 - compiled: positional only
-    seg: Any, dwell: Any, since: Any, prev: Any, mver: Any, row: int, li: int, segment: int, at: int, version: int
-) -> None:  # pragma: no cover - compiled
-    """:meth:`FeatureStore.enter`: ``row`` moves to ``segment`` (``-1``: none) of lens ``li`` at ``at``."""
+def apply(cols: Any, buf: MoveColumns, move: Any, dist: float, vals: Any) -> bool:  # pragma: no cover - compiled
+    """Apply one move to the store's lens columns and append it to ``buf``; True when the buffer is now full.
+
+    ``cols``: the store's ``(seg, dwell, since, prev, mver)`` columns; ``move``: ``(row, lens, old, new, event,
+    at, last, version)`` (as :class:`Move`, plus the lens's model version); ``vals``: every feature of the row
+    at ``at``. The store's side is :meth:`FeatureStore.enter`'s: previous segment, entry time, model version,
+    segment, dwell 0.
+    """
+    seg, dwell, since, prev, mver = cols
+    row, li, old, new, event, at, last, version = move
     prev[row, li] = seg[row, li]
     since[row, li] = at
     mver[row, li] = version
-    seg[row, li] = segment
+    seg[row, li] = new
     dwell[row, li] = 0
-
-
-@njit(cache=True, inline="always")
-def record(  # noqa: PLR0917 - compiled: positional only
-    buf: MoveColumns, row: int, li: int, old: int, new: int, event: int, at: int, last: int, dist: float, vals: Any
-) -> bool:  # pragma: no cover - compiled
-    """Append one move (``vals``: every feature of the row at ``at``); True when the buffer is now full."""
     ints, dd, vv, count = buf
     n = count[0]
     ints[n, M_ROW] = row

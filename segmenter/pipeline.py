@@ -56,7 +56,7 @@ import numpy as np
 import orjson
 
 from segmenter import codec, kernel
-from segmenter.batching import EventColumns, LensArrays
+from segmenter.batching import EventColumns, LensArrays, store_columns
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
 from segmenter.erasures import ErasureMarkers, id_hash
@@ -425,13 +425,10 @@ class Segmenter:
             self._group_cache = (
                 kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts,
                               cols.hashes, cols.chashes, cols.srcs, cols.parts),
-                kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev, s.mver, s.part,
-                                    s.live),
+                store_columns(s),
                 kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
                                     c.acount),
-                kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule,
-                                   a.ready, a.nobs, a.warmup, a.learn_every, a.batch_size, a.version, a.bfill,
-                                   a.sbuf, a.sn, a.scount),
+                a.columns(),
             )  # fmt: skip
         assert self._group_cache is not None
         return self._group_cache

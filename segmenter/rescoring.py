@@ -20,19 +20,21 @@ reads), so one pass gives the outputs of the per-customer loop it replaces.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
+from segmenter.batching import store_columns
 from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
-from segmenter.kernel import SCORED, feature_vector, scale
+from segmenter.kernel import SCORED, LensColumns, StoreColumns, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
-from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, enter, record
+from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
 
 if TYPE_CHECKING:
     from segmenter.batching import LensArrays
@@ -50,40 +52,20 @@ _LAST = 1
 
 
 @njit(cache=True)
-def rescore(  # noqa: PLR0917 - compiled: positional only
-    rows: Any,
-    at: Any,
-    lens_on: Any,
-    mark: bool,
-    f: Any,
-    t: Any,
-    seg: Any,
-    dwell: Any,
-    since: Any,
-    prev: Any,
-    mver: Any,
-    fp: Any,
-    idx: Any,
-    dims: Any,
-    heavy: Any,
-    inv: Any,
-    off: Any,
-    centers: Any,
-    nlive: Any,
-    live: Any,
-    rule: Any,
-    ready: Any,
-    version: Any,
-    buf: MoveColumns,
-) -> int:  # pragma: no cover - compiled
+def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColumns) -> int:  # pragma: no cover
     """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``bad``.
 
-    ``mark``: also record ``at[i]`` as the row's scored time. A move is
-    applied (lens model ``version``) and recorded in ``buf`` (room for every
-    row and lens); a customer who stays has its dwell counted. ``bad`` is the
-    index of a row with a non-finite feature (the pass stops there, nothing
-    after it done), else ``-1``.
+    ``job`` is ``(rows, at, lens_on, mark)``; ``mark``: also record ``at[i]``
+    as the row's scored time. A move is applied (the lens's model version) and
+    recorded in ``buf`` (room for every row and lens); a customer who stays
+    has its dwell counted. ``bad`` is the index of a row with a non-finite
+    feature (the pass stops there, nothing after it done), else ``-1``.
     """
+    rows, at, lens_on, mark = job
+    f, t, seg, dwell, since, prev, mver = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver
+    idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
+        ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
+    cols = (seg, dwell, since, prev, mver)
     vals = np.empty(_N_VALUES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
     for r in range(len(rows)):
@@ -106,8 +88,7 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
                 x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li], rule[li]
             )
             if moved:
-                enter(seg, dwell, since, prev, mver, row, li, target, tr, version[li])
-                record(buf, row, li, cur, target, -1, tr, t[row, _LAST], dd, vals)
+                apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals)
             elif dw < 65535:
                 dwell[row, li] = dw + 1
         if mark:
@@ -117,6 +98,23 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
 
 EmitFn = Callable[..., None]
 """The facade's hand-over of buffered moves: ``emit(buffer, out, cause=, stamp=)`` (see :class:`Rescorer`)."""
+
+
+class _Pass(NamedTuple):
+    """One re-scoring pass: rows, their times, the lens (``None``: every lens), cause, stamp, mark, order.
+
+    ``stamp`` (``None``: each move's own time) is every move's ``event_ts``; ``mark``: the rows count
+    as scored at ``at`` (and are dirty); ``order`` reorders the buffered moves before they are emitted
+    (``None``: as decided, in row order then lens order).
+    """
+
+    rows: np.ndarray[Any, np.dtype[np.int64]]
+    at: np.ndarray[Any, np.dtype[np.int64]]
+    lens: int | None
+    cause: str
+    stamp: int | None
+    mark: bool
+    order: Callable[[MoveBuffer], None] | None
 
 
 class Rescorer:
@@ -149,8 +147,8 @@ class Rescorer:
         rows = np.flatnonzero(store.live & (store.t[:, SCORED] < before))
         scored = store.t[rows, SCORED].astype(np.int64)
         at = np.maximum(store.t[rows, _LAST].astype(np.int64), t_sweep)
-        self.rescore(rows, at, None, "inactivity", out, stamp=None, mark=True,
-                     order=lambda buf: self._oldest_first(buf, rows, scored))  # fmt: skip
+        order = functools.partial(self._oldest_first, rows=rows, scored=scored)
+        self._rescore(_Pass(rows, at, None, "inactivity", None, True, order), out)
         if len(rows):
             logger.debug("inactivity step at %s re-scored %d customers", iso(t_sweep), len(rows))
 
@@ -177,24 +175,21 @@ class Rescorer:
         """Re-assign the customers of lens ``li``'s dead segments at their scored time (cause ``model``)."""
         store = self._store
         rows = np.array([row for n in dead for row in store.rows_in_segment(li, n) if row != skip], np.int64)
-        self.rescore(rows, store.t[rows, SCORED].astype(np.int64), li, "model", out, stamp=stamp, mark=False)
+        self._rescore(_Pass(rows, store.t[rows, SCORED].astype(np.int64), li, "model", stamp, False, None), out)
 
-    def rescore(self, rows: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]],
-                lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool,
-                order: Callable[[MoveBuffer], None] | None = None) -> None:  # fmt: skip
+    def _rescore(self, job: _Pass, out: list[OutputMessage]) -> None:
         """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
 
         Customers who stay only get their dwell counted; each move becomes a
         ``segment_change`` with cause ``cause`` (``model`` when its segment is
         dead), stamped ``stamp`` (``None``: its own time), and its triggers.
-        ``mark``: the rows count as scored at ``at`` (and are dirty). ``order`` reorders the
-        buffered moves before they are emitted (default: as decided, in row order then lens order).
 
         Raises
         ------
         ValueError
             A feature value is not finite (a bug: the store clips).
         """
+        rows, at, lens, cause, stamp, mark, order = job
         if not len(rows):
             return
         arrays = self._arrays
@@ -205,12 +200,8 @@ class Rescorer:
         if lens is not None:
             lens_on[lens] = True
         buf = MoveBuffer(len(rows) * n_lenses)
-        bad = rescore(
-            rows, at, lens_on, mark,
-            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.mver, store.kernel_rates(),
-            arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
-            arrays.live, arrays.rule, arrays.ready, arrays.version, buf.columns,
-        )  # fmt: skip
+        st, ln = store_columns(store), arrays.columns()
+        bad = rescore((rows, at, lens_on, mark), st, ln, store.kernel_rates(), buf.columns)
         if mark:
             store.dirty[rows] = True
         if bad >= 0:
