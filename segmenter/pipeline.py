@@ -321,9 +321,11 @@ class Segmenter:
         """Apply events in order; same outputs as :meth:`process` on each, in one compiled pass.
 
         The compiled loop (:mod:`segmenter.kernel`) applies the features and
-        scores every lens; it stops for what needs Python (a new customer, a
-        move, a model update, the watermark's work) and is resumed where it
-        stopped, so the result never depends on how events are cut into batches.
+        scores every lens, applying and buffering the moves it decides; it stops
+        for what needs Python (a new customer, a full move buffer, a model
+        update, the watermark's work), the buffered moves become their messages
+        in order, and it is resumed where it stopped, so the result never
+        depends on how events are cut into batches.
 
         Parameters
         ----------
