@@ -15,11 +15,13 @@ In one run, over the same JSONL event file(s):
 Each is timed by the CPU time (user + system) of the child process
 (:func:`resource.getrusage` of the children), the best of ``--repeat`` runs;
 the ratio bare river / replay is the target (>= 2). Wall times are printed too,
-but on a shared machine the CPU times are the steadier ones.
+but on a shared machine the CPU times are the steadier ones. ``--against DIR``
+also times the replay of another checkout (``PYTHONPATH=DIR``, e.g. an export
+of main) in the same run, for before/after ratios measured side by side.
 
 Usage::
 
-    python -m bench.replay_process /tmp/sparse.jsonl /tmp/dense.jsonl --repeat 2
+    python -m bench.replay_process /tmp/sparse.jsonl /tmp/dense.jsonl --repeat 2 [--against /tmp/main-export]
 """
 
 from __future__ import annotations
@@ -77,27 +79,35 @@ def _child_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd`` to completion; returns (wall, cpu) seconds of the child."""
+def timed(cmd: list[str], pythonpath: Path | None = None) -> tuple[float, float]:
+    """Run ``cmd`` to completion; returns (wall, cpu) seconds of the child.
+
+    ``pythonpath``: run it in that directory with ``PYTHONPATH`` set to it (``-m`` looks in the working
+    directory first).
+    """
+    env = None if pythonpath is None else {**os.environ, "PYTHONPATH": str(pythonpath)}
     c0, w0 = _child_cpu(), time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=pythonpath)
     return time.perf_counter() - w0, _child_cpu() - c0
 
 
-def measure(path: Path, repeat: int) -> dict[str, Any]:
-    """Best (wall, cpu) of ``repeat`` runs of each process over ``path``, and the ratio."""
+def measure(path: Path, repeat: int, against: Path | None = None) -> dict[str, Any]:
+    """Best (wall, cpu) of ``repeat`` runs of each process over ``path``, and the ratios."""
     py = sys.executable
-    cmds = {
-        "replay": [py, "-m", "segmenter", "-q", "replay", str(path), "--output", os.devnull],
-        "bare_river": [py, "-m", "bench.replay_process", "--bare", str(path)],
+    replay = [py, "-m", "segmenter", "-q", "replay", str(path.resolve()), "--output", os.devnull]
+    cmds: dict[str, tuple[list[str], Path | None]] = {
+        "replay": (replay, None),
+        "bare_river": ([py, "-m", "bench.replay_process", "--bare", str(path)], None),
     }
+    if against is not None:
+        cmds["against"] = (replay, against)
     best: dict[str, tuple[float, float]] = {}
     for _ in range(repeat):
-        for name, cmd in cmds.items():
-            wall, cpu = timed(cmd)
+        for name, (cmd, pythonpath) in cmds.items():
+            wall, cpu = timed(cmd, pythonpath)
             prev = best.get(name)
             best[name] = (wall, cpu) if prev is None or cpu < prev[1] else prev
-    return {
+    result = {
         "file": str(path),
         "replay_cpu_s": best["replay"][1],
         "replay_wall_s": best["replay"][0],
@@ -105,6 +115,10 @@ def measure(path: Path, repeat: int) -> dict[str, Any]:
         "bare_wall_s": best["bare_river"][0],
         "ratio_cpu": best["bare_river"][1] / best["replay"][1],
     }
+    if against is not None:
+        result["against_cpu_s"] = best["against"][1]
+        result["against_ratio_cpu"] = best["bare_river"][1] / best["against"][1]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,19 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("events", nargs="+", type=Path, help="JSONL event files")
     parser.add_argument("--repeat", type=int, default=2, help="best of this many runs (default %(default)s)")
     parser.add_argument("--bare", action="store_true", help="be the bare river process (internal)")
+    parser.add_argument("--against", type=Path, help="also time the replay of this checkout (PYTHONPATH), same run")
     args = parser.parse_args(argv)
     if args.bare:
         bare(args.events[0])
         return 0
     ok = True
     for path in args.events:
-        r = measure(path, args.repeat)
+        r = measure(path, args.repeat, args.against)
         ok = ok and r["ratio_cpu"] >= TARGET_RATIO
         print(
             f"{path.name}: replay {r['replay_cpu_s']:.2f} s cpu ({r['replay_wall_s']:.2f} wall), "
             f"bare river {r['bare_cpu_s']:.2f} s cpu ({r['bare_wall_s']:.2f} wall), "
             f"bare/replay {r['ratio_cpu']:.2f}x (target >= {TARGET_RATIO:g})"
         )
+        if args.against is not None:
+            print(f"{path.name}: against {args.against}: replay {r['against_cpu_s']:.2f} s cpu, "
+                  f"bare/replay {r['against_ratio_cpu']:.2f}x")  # fmt: skip
     return 0 if ok else 1
 
 

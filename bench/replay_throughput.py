@@ -75,7 +75,7 @@ from segmenter.events import parse_event
 from segmenter.features import FEATURE_NAMES, FeatureStore, event_kind
 from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
-from segmenter.replay import REPLAY_CHUNK, replay
+from segmenter.replay import REPLAY_CHUNK, ReplayIO, replay
 
 log = logging.getLogger("bench.replay_throughput")
 
@@ -125,7 +125,7 @@ def run_replay(path: Path, config: SegmenterConfig) -> tuple[float, float, dict[
     """The replay command's pipeline; returns (wall, cpu, outputs per kind)."""
     stamp = "2026-01-01T00:00:00+00:00"
     with open(os.devnull, "wb") as sink:
-        wall, cpu, (report, _) = _timed(lambda: replay(path, config, output=sink, clock=lambda: stamp))
+        wall, cpu, (report, _) = _timed(lambda: replay(path, Segmenter(config), ReplayIO(sink, clock=lambda: stamp)))
     return wall, cpu, dict(report.outputs)
 
 

@@ -26,13 +26,13 @@ import numpy as np
 from segmenter import kernel
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
-from segmenter.features import FeatureStore, event_kind
+from segmenter.features import BASE_EPOCH, FeatureStore, event_kind
 
 if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.outputs import SegmentLifecycle
 
-__all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays"]
+__all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays", "store_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -61,58 +61,28 @@ class EventColumns:
     """
 
     def __init__(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], store: FeatureStore,
-                 source_index: Callable[[int | None], int]) -> None:
-        n = len(events)
+                 source_index: Callable[[int | None], int]) -> None:  # fmt: skip
         self.events = events
-        self.errors: list[tuple[int, EventError]] = []
         self._pending: dict[str, int] = {}
         self._ids: list[str] = []
-        src_index: dict[int | None, int] = {}
-        rows = [0] * n
-        kinds = [0] * n
-        times = [0] * n
-        amounts = [0.0] * n
-        hashes = [0] * n
-        chashes = [0] * n
-        srcs = [0] * n
-        parts = [-1 if s is None else s for s in sources]
-        known = store.rows_of([ev.customer_id for ev in events]).tolist()
-        to_seconds = store.to_seconds
+        ids = [ev.customer_id for ev in events]
+        kinds = np.array([_KINDS[ev.type] for ev in events], np.int64)
+        self.times, self.errors = _times(events, kinds >= 0, store)
+        for i, _ in self.errors:
+            kinds[i] = kernel.K_SKIP
+        valid = kinds >= 0
+        known = store.rows_of(ids)
+        rows = np.where(valid, known, 0)
+        for i in np.flatnonzero(valid & (known < 0)).tolist():
+            rows[i] = self._placeholder(ids[i])
         crc = zlib.crc32
-        erase = EventType.ERASURE_REQUEST
-        for i, ev in enumerate(events):
-            cid = ev.customer_id
-            etype = ev.type
-            if etype is erase:
-                kinds[i] = kernel.K_ERASE
-                continue
-            try:
-                times[i] = to_seconds(ev.epoch)
-            except EventError as exc:
-                kinds[i] = kernel.K_SKIP
-                self.errors.append((i, exc))
-                continue
-            row = known[i]
-            rows[i] = row if row >= 0 else self._placeholder(cid)
-            kinds[i] = event_kind(etype)
-            amount = ev.amount
-            if amount is not None:
-                amounts[i] = amount
-            hashes[i] = crc(ev.event_id.encode()) or 1
-            chashes[i] = crc(cid.encode())
-            s = sources[i]
-            si = src_index.get(s)
-            if si is None:
-                si = src_index[s] = source_index(s)
-            srcs[i] = si
-        self.rows = np.array(rows, np.int64)
-        self.kinds = np.array(kinds, np.int64)
-        self.times = np.array(times, np.int64)
-        self.amounts = np.array(amounts, np.float64)
-        self.hashes = np.array(hashes, np.uint32)
-        self.chashes = np.array(chashes, np.int64)
-        self.srcs = np.array(srcs, np.int64)
-        self.parts = np.array(parts, np.int16)
+        self.rows = rows
+        self.kinds = kinds
+        self.amounts = np.where(valid, [0.0 if ev.amount is None else ev.amount for ev in events], 0.0)
+        self.hashes = np.array([crc(ev.event_id.encode()) or 1 for ev in events], np.uint32) * valid
+        self.chashes = np.array([crc(cid.encode()) for cid in ids], np.int64) * valid
+        self.srcs = _source_indices(sources, valid, source_index)
+        self.parts = np.array([-1 if s is None else s for s in sources], np.int16)
         self.newrows = np.full(max(1, len(self._ids)), -1, np.int64)
         self.newfirst = np.ones(max(1, len(self._ids)), np.uint8)
         if self._ids:
@@ -161,6 +131,56 @@ class EventColumns:
                 self.rows[j] = placeholder
 
 
+_KINDS = {t: kernel.K_ERASE if t is EventType.ERASURE_REQUEST else int(event_kind(t)) for t in EventType}
+"""The loop's event kind of each event type."""
+
+
+def _times(events: Sequence[CustomerEvent], timed: np.ndarray[Any, np.dtype[np.bool_]], store: FeatureStore
+           ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], list[tuple[int, EventError]]]:  # fmt: skip
+    """The ``timed`` events' times (:meth:`FeatureStore.to_seconds`, 0 for the others) and the out-of-range ones."""
+    epochs = np.array([ev.epoch for ev in events], np.float64)
+    times = np.where(timed, np.floor(epochs) - BASE_EPOCH, 0.0).astype(np.int64)
+    errors: list[tuple[int, EventError]] = []
+    if not timed.any():
+        return times, errors
+    idx = np.flatnonzero(timed)
+    extremes = [int(idx[np.argmin(epochs[idx])]), int(idx[np.argmax(epochs[idx])])]
+    try:  # the range is an interval: when its extremes are in it, every time is
+        for i in extremes:
+            store.to_seconds(float(epochs[i]))
+    except EventError:
+        for i in idx.tolist():
+            try:
+                store.to_seconds(float(epochs[i]))
+            except EventError as exc:
+                errors.append((i, exc))
+                times[i] = 0
+    return times, errors
+
+
+def _source_indices(sources: Sequence[int | None], valid: np.ndarray[Any, np.dtype[np.bool_]],
+                    source_index: Callable[[int | None], int]) -> np.ndarray[Any, np.dtype[np.int64]]:  # fmt: skip
+    """Each ``valid`` event's source index in the clock's arrays (0 for the others).
+
+    ``source_index`` (which adds a source it has not seen) is called once per distinct source of a valid event.
+    """
+    index: dict[int | None, int] = {}
+    out = [0] * len(sources)
+    for i in np.flatnonzero(valid).tolist():
+        s = sources[i]
+        si = index.get(s)
+        if si is None:
+            si = index[s] = source_index(s)
+        out[i] = si
+    return np.array(out, np.int64)
+
+
+def store_columns(store: FeatureStore) -> kernel.StoreColumns:
+    """The store's columns as the compiled code takes them (rebuild after the store grew)."""
+    s = store
+    return kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev, s.mver, s.part, s.live)
+
+
 def _warn_moved(store: FeatureStore, rows: np.ndarray[Any, np.dtype[np.int64]],
                 kinds: np.ndarray[Any, np.dtype[np.int64]], parts: np.ndarray[Any, np.dtype[np.int16]],
                 events: Sequence[CustomerEvent]) -> None:
@@ -207,6 +227,7 @@ class LensArrays:
         self.warmup = np.array([lens.config.warmup for lens in self._lenses], np.int64)
         self.learn_every = np.array([lens.config.learn_every for lens in self._lenses], np.int64)
         self.batch_size = np.array([lens.config.batch_size for lens in self._lenses], np.int64)
+        self.version = np.zeros(nl, np.int64)
         self.nobs = np.zeros(nl, np.int64)
         self.bfill = np.zeros(nl, np.int64)
         self.sbuf = np.zeros((nl, SAMPLE_CAPACITY, dim), np.float64)
@@ -215,7 +236,7 @@ class LensArrays:
         self._epochs: list[int] = [-1] * nl
 
     def sync(self, counters: bool) -> None:
-        """Copy the lenses' assignment values when their caches changed, and their counters if ``counters``.
+        """Copy the lenses' model versions, their assignment values when changed, and their counters if ``counters``.
 
         Between two hand-overs (:meth:`flush`) the loop's counters run ahead of
         the lenses' and are the ones that count: pass ``counters=True`` only
@@ -224,12 +245,20 @@ class LensArrays:
         if counters:
             self.scount[:] = 0  # only an exception leaves samples behind; that batch is void anyway
         for li, lens in enumerate(self._lenses):
+            self.version[li] = lens.model_version
             if counters:
                 self.nobs[li] = lens.n_observed
                 self.bfill[li] = lens.pending_batch
             if lens.cache_epoch != self._epochs[li]:
                 self._epochs[li] = lens.cache_epoch
                 self._pack(li, lens)
+
+    def columns(self) -> kernel.LensColumns:
+        """The packed lenses as the compiled code takes them."""
+        a = self
+        return kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule, a.ready,
+                                  a.nobs, a.warmup, a.learn_every, a.batch_size, a.version, a.bfill, a.sbuf, a.sn,
+                                  a.scount)  # fmt: skip
 
     def _pack(self, li: int, lens: Lens) -> None:
         live, centers, inv, offset, heavy = lens.kernel_view()

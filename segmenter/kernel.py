@@ -26,9 +26,10 @@ layout is :mod:`segmenter.features`'s. Stops (:class:`Stop`):
     its warm-up), or the buffer is full: the samples go to the lens (scaler,
     river model, segment registry), whose centers may change;
 ``MOVE``
-    a lens moves the customer (``io[IO_SEGMENT]`` the segment, ``io[IO_NEAREST]`` the
-    nearest one, ``dist[0]`` the distance; ``-1`` / NaN for none): the
-    ``segment_change``, explanation and campaign triggers are built in Python;
+    the move buffer is full. A lens that moves the customer does not stop the
+    loop: the move is applied to the store's lens columns here and recorded in
+    the buffer (:mod:`segmenter.moves`), whose ``segment_change`` messages,
+    explanations and campaign triggers Python builds after every stop, in order;
 ``SHARED_SAMPLE``
     shared mode: this event's vectors go to the trainer;
 ``REFINE``
@@ -94,13 +95,12 @@ from segmenter.features import (  # the store's layout (private to the store and
     EventKind,
 )
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.moves import MoveColumns, apply
 
 __all__ = [
     "IO_EVENT",
     "IO_LENS",
-    "IO_NEAREST",
     "IO_REASON",
-    "IO_SEGMENT",
     "IO_SIZE",
     "IO_STEP",
     "SCORED",
@@ -133,10 +133,9 @@ class Stop(IntEnum):
     NONFINITE = 9
 
 
-IO_REASON, IO_EVENT, IO_STEP, IO_LENS, IO_SEGMENT, IO_NEAREST = range(6)
-"""Slots of the ``io`` array (int64): the stop, its event and step, and for ``LEARN``/``MOVE`` the lens, segment
-and nearest segment (``-1``: none); the distance of a ``MOVE`` goes to ``dist[0]``."""
-IO_SIZE = 6
+IO_REASON, IO_EVENT, IO_STEP, IO_LENS = range(4)
+"""Slots of the ``io`` array (int64): the stop, its event and step, and for ``LEARN`` the lens."""
+IO_SIZE = 4
 
 
 class Events(NamedTuple):
@@ -166,6 +165,7 @@ class StoreColumns(NamedTuple):
     dwell: Any
     since: Any
     prev: Any
+    mver: Any
     part: Any
     live: Any
 
@@ -202,6 +202,7 @@ class LensColumns(NamedTuple):
     warmup: Any
     learn_every: Any
     batch_size: Any
+    version: Any
     bfill: Any
     sbuf: Any
     sn: Any
@@ -380,15 +381,16 @@ def _ingest(  # noqa: PLR0917 - compiled: positional only
 
 @njit(cache=True)
 def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one piece for speed
-    pos: Any, io: Any, dist: Any, ev: Events, st: StoreColumns, clk: ClockColumns, ln: LensColumns, state: Any,
-    prm: Any, fp: Any,
+    pos: Any, io: Any, ev: Events, st: StoreColumns, clk: ClockColumns, ln: LensColumns, mv: MoveColumns,
+    state: Any, prm: Any, fp: Any,
 ) -> None:  # pragma: no cover - compiled
     """Run events from position ``pos = [event, step]`` until a stop; ``io[IO_REASON]`` says which (see the module)."""
     rows, newrows, newfirst, kinds, times, amounts, ehash, chash, srcs, parts = ev
-    f, t, h, hpos, dirty, seg, dwell, since, prev, part, live_row = st
+    f, t, h, hpos, dirty, seg, dwell, since, prev, mver, part, live_row = st
     sclock, smax, sidle, sdirty, ktime, kkey, kcount, atime, akey, acount = clk
-    (idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, nobs, warmup, learn_every, batch_size, bfill,
-     sbuf, sn, scount) = ln  # fmt: skip
+    (idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, nobs, warmup, learn_every, batch_size, version,
+     bfill, sbuf, sn, scount) = ln  # fmt: skip
+    cols = (seg, dwell, since, prev, mver)
     n_events = len(kinds)
     n_lenses = len(dims)
     tail = 1 + 2 * n_lenses
@@ -499,15 +501,14 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             if nl > 0:
                 scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
             age = t[row, _LAST] - since[row, li]
-            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw, age,
-                                                                prev[row, li], rule[li])
+            moved, target, _nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw, age,
+                                                                 prev[row, li], rule[li])
             if moved:
-                _stop(io, Stop.MOVE, i, step)
-                io[IO_LENS] = li
-                io[IO_SEGMENT] = target
-                io[IO_NEAREST] = nearest
-                dist[0] = dd
-                return
+                at_last = t[row, _LAST]
+                if apply(cols, mv, (row, li, cur, target, i, at_last, at_last, version[li]), dd, vals):
+                    _stop(io, Stop.MOVE, i, step)
+                    return
+                continue
             if dw < 65535:
                 dwell[row, li] = dw + 1
         if step == tail:

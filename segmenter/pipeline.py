@@ -60,13 +60,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segmenter import kernel
-from segmenter.batching import EventColumns, LensArrays
+from segmenter.batching import EventColumns, LensArrays, store_columns
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
 from segmenter.customer_records import CustomerRecords, known_segments
 from segmenter.erasures import ErasureMarkers, id_hash
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent
+from segmenter.explanations import NO_EXPLANATION, Explainer
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
 from segmenter.lenses.lens import Lens
 from segmenter.model_state import (
@@ -80,7 +81,8 @@ from segmenter.model_state import (
     encode_model_state,
     encode_snapshot,
 )
-from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle
+from segmenter.moves import Move, MoveBuffer
+from segmenter.outputs import CampaignTrigger, Explanation, OutputMessage, SegmentChange, SegmentLifecycle
 from segmenter.rescoring import Rescorer
 from segmenter.shared import decode_view, load_lens_view
 from segmenter.triggers.engine import TriggerEngine
@@ -127,7 +129,6 @@ class _Run:
     params: tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]
     pos: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(2, np.int64))
     io: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(kernel.IO_SIZE, np.int64))
-    dist: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(1, np.float64))
     state: np.ndarray[Any, np.dtype[np.int64]] = field(
         default_factory=lambda: np.zeros(len(kernel.STATE_FIELDS), np.int64))
     dropped: list[int] = field(default_factory=list)
@@ -209,7 +210,9 @@ class Segmenter:
         self._group_cache: (
             tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
         ) = None
-        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._move)
+        self._moves = MoveBuffer()
+        self._explainers = [Explainer(lens) for lens in self._lenses]
+        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._emit_moves)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -271,9 +274,11 @@ class Segmenter:
         """Apply events in order; same outputs as :meth:`process` on each, in one compiled pass.
 
         The compiled loop (:mod:`segmenter.kernel`) applies the features and
-        scores every lens; it stops for what needs Python (a new customer, a
-        move, a model update, the watermark's work) and is resumed where it
-        stopped, so the result never depends on how events are cut into batches.
+        scores every lens, applying and buffering the moves it decides; it stops
+        for what needs Python (a new customer, a full move buffer, a model
+        update, the watermark's work), the buffered moves become their messages
+        in order, and it is resumed where it stopped, so the result never
+        depends on how events are cut into batches.
 
         Parameters
         ----------
@@ -318,16 +323,18 @@ class Segmenter:
             #    arrays re-packed where a lens changed; the column groups are rebuilt, since a handler may
             #    have grown the store (new rows) or a lens's centers;
             # 2. after each call, ``state`` is pulled back first, and before anything reads or changes a lens,
-            #    its buffered samples are handed over (``flush``) at DONE, LEARN, REFINE and NONFINITE;
+            #    the moves it buffered (already applied to the store) become their messages, in order, and only then
+            #    are a lens's buffered samples handed over (``flush``), at DONE, LEARN, REFINE and NONFINITE;
             # 3. the handler of the stop does that piece and names where to resume: the same (event, step) when
-            #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE, LEARN, REFINE,
-            #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, ERASE);
+            #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE: the buffer was full,
+            #    LEARN, REFINE, SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, ERASE);
             #    WATERMARK stops after its event, so its position is already the next one.
             run.pos[:] = resume
             self._push_clock(run.state)
             arrays.sync(counters=False)
-            kernel.run(run.pos, run.io, run.dist, *self._groups(cols), run.state, run.prm, run.fp)
+            kernel.run(run.pos, run.io, *self._groups(cols), self._moves.columns, run.state, run.prm, run.fp)
             self._pull_clock(run.state)
+            self._emit_moves(self._moves, run.out, cause="event", events=run.events)
             reason, i, step = run.io[: kernel.IO_STEP + 1].tolist()
             if reason in _FLUSH_AT:
                 for li, msgs in arrays.flush():
@@ -373,12 +380,10 @@ class Segmenter:
             self._group_cache = (
                 kernel.Events(cols.rows, cols.newrows, cols.newfirst, cols.kinds, cols.times, cols.amounts,
                               cols.hashes, cols.chashes, cols.srcs, cols.parts),
-                kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev, s.part, s.live),
+                store_columns(s),
                 kernel.ClockColumns(c.clock, c.smax, c.idle, c.dirty, c.ktime, c.kkey, c.kcount, c.atime, c.akey,
                                     c.acount),
-                kernel.LensColumns(a.idx, a.dims, a.heavy, a.inv, a.off, a.centers, a.nlive, a.live, a.rule,
-                                   a.ready, a.nobs, a.warmup, a.learn_every, a.batch_size, a.bfill, a.sbuf, a.sn,
-                                   a.scount),
+                a.columns(),
             )  # fmt: skip
         assert self._group_cache is not None
         return self._group_cache
@@ -390,7 +395,7 @@ class Segmenter:
         return {
             stop.DONE: lambda run, i, step: None,
             stop.WATERMARK: self._stop_watermark,
-            stop.MOVE: self._stop_move,
+            stop.MOVE: lambda run, i, step: (i, step),  # the buffered moves were handed over above
             stop.NEW_ROW: self._stop_new_row,
             stop.LATE: self._stop_late,
             stop.ERASE: self._stop_erase,
@@ -402,12 +407,6 @@ class Segmenter:
 
     def _stop_watermark(self, run: _Run, i: int, step: int) -> tuple[int, int]:
         self._on_watermark(run.out)
-        return i, step
-
-    def _stop_move(self, run: _Run, i: int, step: int) -> tuple[int, int]:
-        io = run.io
-        self._kernel_move(row=run.cols.row(i), li=int(io[kernel.IO_LENS]), segment=int(io[kernel.IO_SEGMENT]),
-                          distance=float(run.dist[0]), event=run.events[i], out=run.out)  # fmt: skip
         return i, step
 
     def _stop_new_row(self, run: _Run, i: int, step: int) -> tuple[int, int]:
@@ -478,13 +477,6 @@ class Segmenter:
         store = self._store
         self._vectors.add(int(store.crc[row]), store.vector(row, store.last_time(row)))
 
-    def _kernel_move(self, *, row: int, li: int, segment: int, distance: float, event: CustomerEvent,
-                     out: list[OutputMessage]) -> None:  # fmt: skip
-        """A move the compiled loop decided (``-1``: none): the ``segment_change`` and its triggers."""
-        at = self._store.last_time(row)
-        self._move(row=row, li=li, segment=segment, distance=distance, vals=self._store.vector(row, at),
-                   cause="event", event=event, event_ts=event.ts.isoformat(), at=at, out=out)  # fmt: skip
-
     def erase(self, customer_id: str, at: float | None = None) -> list[OutputMessage]:
         """Forget a customer (Kafka tombstone); final ``segment_change`` per lens where it had a segment.
 
@@ -507,58 +499,72 @@ class Segmenter:
         return out
 
     # ---------------------------------------------------------------- scoring
-    def _move(
-        self,
-        *,
-        row: int,
-        li: int,
-        segment: int,
-        distance: float,
-        vals: list[float],
-        cause: str,
-        event: CustomerEvent | None,
-        event_ts: str,
-        at: int,
-        out: list[OutputMessage],
-    ) -> None:
-        """Move ``row`` to ``segment`` of lens ``li`` at event time ``at``; emit the ``segment_change`` and triggers.
+    def _emit_moves(self, buf: MoveBuffer, out: list[OutputMessage], *, cause: str,
+                    events: Sequence[CustomerEvent] | None = None, stamp: int | None = None) -> None:  # fmt: skip
+        """The ``segment_change`` messages and campaign triggers of the buffered moves, in order; clears ``buf``.
 
-        ``segment`` ``-1``: to no segment; ``distance`` NaN: none; ``vals``: every
-        feature of the row at ``at`` (:meth:`FeatureStore.vector`).
+        The moves are already applied to the store's lens columns (:mod:`segmenter.moves`); here the lenses'
+        membership counts follow. ``cause`` is every move's (``model`` where the old segment is no longer
+        live); ``events`` are the batch the moves' event indices point into; ``stamp`` (relative seconds) is
+        every move's ``event_ts`` (``None``: its own time, the event's ``ts`` for an event's move).
         """
-        store = self._store
-        lens = self._lenses[li]
-        cur = store.segment(row, li)
-        current = cur if cur >= 0 else None
-        new = None if segment < 0 else segment
-        if current is not None and not lens.is_live(current):
-            cause = "model"
-        store.enter(row, li, segment if segment >= 0 else -1, at, lens.model_version)
-        lens.membership(current, new)
-        store.dirty[row] = True
-        raw = self._pick[li](vals)
-        # every value below already has its field's type: no per-move validation
-        change = SegmentChange.trusted(
-            customer_id=store.id_of(row),
-            lens=lens.name,
-            from_segment=None if current is None else lens.ref(current),
-            to_segment=None if new is None else lens.ref(new),
-            cause=cause,
-            cause_event_id=event.event_id if cause == "event" and event is not None else None,
-            event_ts=event_ts,
-            model_version=lens.model_version,
-            distance=None if math.isnan(distance) else round(distance, 6),
-            features={n: round(float(v), 4) for n, v in zip(self._fnames[li], raw, strict=True)},
-            explanation=lens.explain(raw, current, new),
-        )
-        self._changes[cause] += 1
-        out.append(change)
-        if self._engine is not None:
-            # no later change of this customer is older than its latest time minus the lateness
-            floor = float(store.last_time(row) - self._lateness + BASE_EPOCH)
-            trig = self._engine.evaluate(change, dict(zip(FEATURE_NAMES, vals, strict=True)), event, floor)
-            self._count_triggers(trig)
-            out.extend(trig)
+        moves = buf.moves()
+        if not moves:
+            return
+        vals = buf.values()
+        features, explanations = self._explain(moves, vals)
+        store, lenses, engine = self._store, self._lenses, self._engine
+        stamps: dict[int, str] = {}  # most moves of a sweep share their time
+        trusted = SegmentChange.trusted
+        for m, mv in enumerate(moves):
+            lens = lenses[mv.lens]
+            old = None if mv.old < 0 else mv.old
+            new = None if mv.new < 0 else mv.new
+            why = "model" if old is not None and not lens.is_live(old) else cause
+            event = events[mv.event] if events is not None and mv.event >= 0 else None
+            lens.membership(old, new)
+            change = trusted(  # every value already has its field's type: no per-move validation
+                customer_id=store.id_of(mv.row),
+                lens=lens.name,
+                from_segment=None if old is None else lens.ref(old),
+                to_segment=None if new is None else lens.ref(new),
+                cause=why,
+                cause_event_id=event.event_id if why == "event" and event is not None else None,
+                event_ts=_event_ts(stamps, mv.at if stamp is None else stamp, event if stamp is None else None),
+                model_version=lens.model_version,
+                distance=None if math.isnan(mv.distance) else round(mv.distance, 6),
+                features=features[m],
+                explanation=explanations[m],
+            )
+            self._changes[why] += 1
+            out.append(change)
+            if engine is not None:
+                # no later change of this customer is older than its latest time minus the lateness
+                floor = float(mv.last - self._lateness + BASE_EPOCH)
+                trig = engine.evaluate(change, dict(zip(FEATURE_NAMES, vals[m].tolist(), strict=True)), event, floor)
+                self._count_triggers(trig)
+                out.extend(trig)
+        store.dirty[buf.ints[: len(moves), 0]] = True
+        buf.clear()
+
+    def _explain(self, moves: list[Move], vals: np.ndarray[Any, np.dtype[np.float64]]) -> tuple[
+            list[dict[str, float]], list[Explanation]]:  # fmt: skip
+        """Per move, the lens's features (rounded to 4 places) and the explanation, one pass per lens."""
+        n = len(moves)
+        features: list[dict[str, float]] = [{}] * n
+        explanations: list[Explanation] = [NO_EXPLANATION] * n  # each replaced below
+        lens_of = np.fromiter((mv.lens for mv in moves), np.int64, n)
+        for li, names in enumerate(self._fnames):
+            sel = np.flatnonzero(lens_of == li)
+            if not len(sel):
+                continue
+            picked = sel.tolist()
+            raw = vals[np.ix_(sel, np.asarray(self._idx[li], np.int64))]
+            whys = self._explainers[li].explain(raw, [moves[m].old for m in picked], [moves[m].new for m in picked])
+            for m, values, why in zip(picked, raw.tolist(), whys, strict=True):
+                features[m] = {k: round(v, 4) for k, v in zip(names, values, strict=True)}
+                explanations[m] = why
+        return features, explanations
 
     def _count_triggers(self, triggers: Iterable[CampaignTrigger]) -> None:
         for tr in triggers:
@@ -943,6 +949,16 @@ class Segmenter:
     def store(self) -> FeatureStore:
         """The feature store (read-only use: memory measurements, tests)."""
         return self._store
+
+
+def _event_ts(cache: dict[int, str], at: int, event: CustomerEvent | None) -> str:
+    """A move's ``event_ts``: its event's ``ts``, else the ISO time of ``at`` (memoised in ``cache``)."""
+    if event is not None:
+        return event.ts.isoformat()
+    ts = cache.get(at)
+    if ts is None:
+        ts = cache[at] = iso(at)
+    return ts
 
 
 def _picker(index: list[int]) -> Callable[[list[float]], Any]:

@@ -20,16 +20,15 @@ from typing import IO, TYPE_CHECKING
 
 import orjson
 
-from segmenter.config import SegmenterConfig
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.outputs import OutputMessage, encode
 from segmenter.pipeline import Segmenter, SegmenterStats
 
 if TYPE_CHECKING:
-    from segmenter.triggers.rules import RuleSet
+    pass
 
-__all__ = ["MAX_REPORTED", "REPLAY_CHUNK", "ReplayReport", "replay", "write_snapshot"]
+__all__ = ["MAX_REPORTED", "REPLAY_CHUNK", "ReplayIO", "ReplayReport", "replay", "write_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,75 +62,73 @@ class ReplayReport:
     stats: SegmenterStats | None = None
 
 
+@dataclass(frozen=True)
+class ReplayIO:
+    """Where a replay writes, and the callbacks it makes."""
+
+    output: IO[bytes] | None = None
+    """Binary stream for the output messages (JSONL), or ``None``."""
+    snapshot: IO[bytes] | None = None
+    """Binary stream for the per-customer snapshot (JSONL), written at the end."""
+    clock: Callable[[], str] | None = None
+    """Returns the wall-clock time (ISO-8601 UTC) to stamp ``emitted_at``; ``None`` leaves it unset."""
+    progress: Callable[[int], None] | None = None
+    """Called with the number of bytes read so far, now and then."""
+
+
 def replay(
-    events_path: str | Path,
-    config: SegmenterConfig,
-    *,
-    output: IO[bytes] | None = None,
-    snapshot: IO[bytes] | None = None,
-    rules: RuleSet | None = None,
-    until: float | None = None,
-    clock: Callable[[], str] | None = None,
-    progress: Callable[[int], None] | None = None,
-    segmenter: Segmenter | None = None,
+    events_path: str | Path, core: Segmenter, io: ReplayIO | None = None, *, until: float | None = None
 ) -> tuple[ReplayReport, Segmenter]:
-    """Feed every event of a JSONL file through a :class:`Segmenter`.
+    """Feed every event of a JSONL file through a :class:`Segmenter` (a new one, or one restored from a checkpoint).
 
     Parameters
     ----------
     events_path
         One JSON event per line (UTF-8); blank lines are ignored.
-    config, rules
-        The core's configuration and campaign rules.
-    output
-        Binary stream for the output messages (JSONL), or ``None``.
-    snapshot
-        Binary stream for the per-customer snapshot (JSONL), written at the end.
+    core
+        The core (its configuration and campaign rules); it is returned, having seen the events.
+    io
+        The output streams, clock and progress callback (default: none).
     until
         Epoch seconds: events after it are skipped, and at the end the
         watermark is moved to it (every customer re-scored at ``until``).
-    clock
-        Returns the wall-clock time (ISO-8601 UTC) to stamp ``emitted_at``; ``None`` leaves it unset.
-    progress
-        Called with the number of bytes read so far, now and then.
-    segmenter
-        Continue an existing core (e.g. one restored from a checkpoint) instead of a new one.
 
     Raises
     ------
     OSError
         The input cannot be opened or read.
     """
-    seg = segmenter if segmenter is not None else Segmenter(config, rules)
-    report = ReplayReport()
-
-    def emit(messages: list[OutputMessage]) -> None:
-        if not messages:
-            return
-        now = clock() if clock is not None else None
-        kinds = report.outputs
-        for m in messages:
-            kinds[m.kind] += 1
-        if output is not None:
-            output.write(b"".join([encode(m, now) + b"\n" for m in messages]))
-
-    nbytes = 0
-    chunk: list[CustomerEvent] = []
-    linenos: list[int] = []
-
-    def flush() -> None:
-        result = seg.process_batch(chunk)
-        emit(result.outputs)
-        for i, exc in result.errors:
-            if exc.reason == "late":
-                report.late += 1
-                logger.debug("line %d: %s", linenos[i], exc)
-            else:
-                _reject(report, linenos[i], exc)
-        chunk.clear()
-        linenos.clear()
-
+    run = _Replay(core, io or ReplayIO(), until)
     with open(events_path, "rb") as fh:
+        nbytes = run.read(fh)
+    report = run.report
+    report.rejected_lines.sort()
+    if run.io.progress is not None:
+        run.io.progress(nbytes)
+    if until is not None:
+        run.emit(core.advance_to(until, full=True))
+    if run.io.snapshot is not None:
+        report.customers = write_snapshot(core, run.io.snapshot)
+    report.stats = core.stats()
+    return report, core
+
+
+class _Replay:
+    """One replay's reading, batching and writing (see :func:`replay`)."""
+
+    def __init__(self, core: Segmenter, io: ReplayIO, until: float | None) -> None:
+        self.core = core
+        self.io = io
+        self.until = until
+        self.report = ReplayReport()
+        self._chunk: list[CustomerEvent] = []
+        self._linenos: list[int] = []
+
+    def read(self, fh: IO[bytes]) -> int:
+        """Parse and apply every line of ``fh``, in chunks of :data:`REPLAY_CHUNK` events; returns the bytes read."""
+        report, progress, until = self.report, self.io.progress, self.until
+        chunk, linenos = self._chunk, self._linenos
+        nbytes = 0
         for lineno, line in enumerate(fh, 1):
             nbytes += len(line)
             if progress is not None and lineno % _PROGRESS_EVERY == 0:
@@ -152,17 +149,34 @@ def replay(
             chunk.append(event)
             linenos.append(lineno)
             if len(chunk) >= REPLAY_CHUNK:
-                flush()
-        flush()
-    report.rejected_lines.sort()
-    if progress is not None:
-        progress(nbytes)
-    if until is not None:
-        emit(seg.advance_to(until, full=True))
-    if snapshot is not None:
-        report.customers = write_snapshot(seg, snapshot)
-    report.stats = seg.stats()
-    return report, seg
+                self.flush()
+        self.flush()
+        return nbytes
+
+    def flush(self) -> None:
+        """Apply the chunk read so far; write its outputs, count its late events, report its rejected ones."""
+        result = self.core.process_batch(self._chunk)
+        self.emit(result.outputs)
+        for i, exc in result.errors:
+            if exc.reason == "late":
+                self.report.late += 1
+                logger.debug("line %d: %s", self._linenos[i], exc)
+            else:
+                _reject(self.report, self._linenos[i], exc)
+        self._chunk.clear()
+        self._linenos.clear()
+
+    def emit(self, messages: list[OutputMessage]) -> None:
+        """Count and write output messages (stamped with the clock, if any)."""
+        if not messages:
+            return
+        clock, output = self.io.clock, self.io.output
+        now = clock() if clock is not None else None
+        kinds = self.report.outputs
+        for m in messages:
+            kinds[m.kind] += 1
+        if output is not None:
+            output.write(b"".join([encode(m, now) + b"\n" for m in messages]))
 
 
 def _reject(report: ReplayReport, lineno: int, exc: EventError) -> None:

@@ -7,9 +7,11 @@ split or retired (cause ``model``, after a lifecycle event or a new shared
 model). :func:`rescore` computes, for every row, its features at its time
 (:func:`segmenter.kernel.feature_vector`), scales them per lens and applies the
 one move rule (:func:`~segmenter.lenses.hysteresis.nearest_with_hysteresis`);
-customers who stay get their dwell counted in place, and only the moves come
-back to Python, in row order then lens order (the order the per-customer loop
-had), to build their ``segment_change`` messages and campaign triggers.
+customers who stay get their dwell counted in place, movers have the move
+applied in place, and only the moves come back to Python, in a
+:class:`~segmenter.moves.MoveBuffer` in row order then lens order (the order
+the per-customer loop had), to build their ``segment_change`` messages and
+campaign triggers in one pass.
 
 The decisions of one pass are independent of each other (a move changes only
 its own row and lens, and the lens's membership counts, which no assignment
@@ -18,18 +20,21 @@ reads), so one pass gives the outputs of the per-customer loop it replaces.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
+from segmenter.batching import store_columns
 from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
-from segmenter.kernel import SCORED, feature_vector, scale
+from segmenter.kernel import SCORED, LensColumns, StoreColumns, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
 
 if TYPE_CHECKING:
     from segmenter.batching import LensArrays
@@ -37,51 +42,32 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.outputs import OutputMessage
 
-__all__ = ["MOVE_FIELDS", "MoveFn", "Rescorer", "rescore"]
+__all__ = ["EmitFn", "Rescorer", "rescore"]
 
 logger = logging.getLogger(__name__)
 
 _N_VALUES = len(FEATURE_NAMES)
-MOVE_FIELDS = ("index", "lens", "segment", "nearest")
-"""Columns of the ``moves`` array :func:`rescore` fills (int64; the distance goes to ``dist``)."""
+_LAST = 1
+"""The time column holding the customer's latest event time."""
 
 
 @njit(cache=True)
-def rescore(  # noqa: PLR0917 - compiled: positional only
-    rows: Any,
-    at: Any,
-    lens_on: Any,
-    mark: bool,
-    f: Any,
-    t: Any,
-    seg: Any,
-    dwell: Any,
-    since: Any,
-    prev: Any,
-    fp: Any,
-    idx: Any,
-    dims: Any,
-    heavy: Any,
-    inv: Any,
-    off: Any,
-    centers: Any,
-    nlive: Any,
-    live: Any,
-    rule: Any,
-    ready: Any,
-    moves: Any,
-    dist: Any,
-) -> tuple[int, int]:  # pragma: no cover - compiled
-    """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``(moves, bad)``.
+def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColumns) -> int:  # pragma: no cover
+    """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``bad``.
 
-    ``mark``: also record ``at[i]`` as the row's scored time. Moves fill
-    ``moves[:n]`` (:data:`MOVE_FIELDS`) and ``dist[:n]``; a customer who stays
+    ``job`` is ``(rows, at, lens_on, mark)``; ``mark``: also record ``at[i]``
+    as the row's scored time. A move is applied (the lens's model version) and
+    recorded in ``buf`` (room for every row and lens); a customer who stays
     has its dwell counted. ``bad`` is the index of a row with a non-finite
     feature (the pass stops there, nothing after it done), else ``-1``.
     """
+    rows, at, lens_on, mark = job
+    f, t, seg, dwell, since, prev, mver = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver
+    idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
+        ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
+    cols = (seg, dwell, since, prev, mver)
     vals = np.empty(_N_VALUES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
-    n = 0
     for r in range(len(rows)):
         row = rows[r]
         tr = at[r]
@@ -92,31 +78,43 @@ def rescore(  # noqa: PLR0917 - compiled: positional only
             d = dims[li]
             for j in range(d):
                 if not math.isfinite(vals[idx[li, j]]):
-                    return n, r
+                    return r
             nl = nlive[li]
             if nl > 0:
                 scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
             cur = seg[row, li]
             dw = dwell[row, li]
-            moved, target, nearest, dd = nearest_with_hysteresis(
+            moved, target, _nearest, dd = nearest_with_hysteresis(
                 x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li], rule[li]
             )
             if moved:
-                moves[n, 0] = r
-                moves[n, 1] = li
-                moves[n, 2] = target
-                moves[n, 3] = nearest
-                dist[n] = dd
-                n += 1
+                apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals)
             elif dw < 65535:
                 dwell[row, li] = dw + 1
         if mark:
             t[row, SCORED] = tr
-    return n, -1
+    return -1
 
 
-MoveFn = Callable[..., None]
-"""The facade's move: ``move(row=, li=, segment=, distance=, vals=, cause=, event=, event_ts=, at=, out=)``."""
+EmitFn = Callable[..., None]
+"""The facade's hand-over of buffered moves: ``emit(buffer, out, cause=, stamp=)`` (see :class:`Rescorer`)."""
+
+
+class _Pass(NamedTuple):
+    """One re-scoring pass: rows, their times, the lens (``None``: every lens), cause, stamp, mark, order.
+
+    ``stamp`` (``None``: each move's own time) is every move's ``event_ts``; ``mark``: the rows count
+    as scored at ``at`` (and are dirty); ``order`` reorders the buffered moves before they are emitted
+    (``None``: as decided, in row order then lens order).
+    """
+
+    rows: np.ndarray[Any, np.dtype[np.int64]]
+    at: np.ndarray[Any, np.dtype[np.int64]]
+    lens: int | None
+    cause: str
+    stamp: int | None
+    mark: bool
+    order: Callable[[MoveBuffer], None] | None
 
 
 class Rescorer:
@@ -126,49 +124,72 @@ class Rescorer:
     ----------
     store, arrays, lenses
         The facade's feature store, packed lenses and lenses.
-    move
-        Emits one move (``segment_change``, lens membership, campaign triggers).
+    emit
+        Turns a buffer of applied moves into their messages in order (``segment_change``,
+        lens membership, campaign triggers; cause ``model`` where the old segment is dead),
+        each stamped ``stamp`` (``None``: its own time), and clears the buffer.
     """
 
-    def __init__(self, store: FeatureStore, arrays: LensArrays, lenses: Sequence[Lens], move: MoveFn) -> None:
+    def __init__(self, store: FeatureStore, arrays: LensArrays, lenses: Sequence[Lens], emit: EmitFn) -> None:
         self._store = store
         self._arrays = arrays
         self._lenses = list(lenses)
-        self._move = move
+        self._emit = emit
 
     def quiet(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
         """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
 
-        Oldest first; a customer whose latest event is after ``t_sweep`` is scored at that event's time.
+        A customer whose latest event is after ``t_sweep`` is scored at that event's time. The pass runs
+        in row order; its moves come out oldest first (:meth:`FeatureStore.stale_rows`'s order: scored
+        time, crc32 of the id, the id), sorting only the movers instead of every stale row.
         """
         store = self._store
-        rows = store.stale_rows(before)
-        at = np.maximum(store.t[rows, 1].astype(np.int64), t_sweep)
-        self.rescore(rows, at, None, "inactivity", out, stamp=None, mark=True)
+        rows = np.flatnonzero(store.live & (store.t[:, SCORED] < before))
+        scored = store.t[rows, SCORED].astype(np.int64)
+        at = np.maximum(store.t[rows, _LAST].astype(np.int64), t_sweep)
+        order = functools.partial(self._oldest_first, rows=rows, scored=scored)
+        self._rescore(_Pass(rows, at, None, "inactivity", None, True, order), out)
         if len(rows):
             logger.debug("inactivity step at %s re-scored %d customers", iso(t_sweep), len(rows))
+
+    def _oldest_first(self, buf: MoveBuffer, rows: np.ndarray[Any, np.dtype[np.int64]],
+                      scored: np.ndarray[Any, np.dtype[np.int64]]) -> None:  # fmt: skip
+        """Sort a sweep's moves by their row's scored time before it (``scored``, per ``rows``), crc32, id, lens."""
+        store = self._store
+        n = len(buf)
+        if n < 2:
+            return
+        moved = buf.ints[:n, M_ROW]
+        lens = buf.ints[:n, M_LENS]
+        old = scored[np.searchsorted(rows, moved)]
+        crc = store.crc[moved].astype(np.int64)
+        order = np.lexsort((lens, crc, old))
+        o, c, r = old[order], crc[order], moved[order]
+        if ((o[1:] == o[:-1]) & (c[1:] == c[:-1]) & (r[1:] != r[:-1])).any():  # same key, two customers (rare)
+            ids = [store.id_of(row) for row in moved.tolist()]
+            order = np.array(sorted(range(n), key=lambda m: (old[m], crc[m], ids[m], lens[m])), np.int64)
+        buf.permute(order)
 
     def dead_segments(self, li: int, dead: list[int], out: list[OutputMessage], *, skip: int | None,
                       stamp: int) -> None:  # fmt: skip
         """Re-assign the customers of lens ``li``'s dead segments at their scored time (cause ``model``)."""
         store = self._store
         rows = np.array([row for n in dead for row in store.rows_in_segment(li, n) if row != skip], np.int64)
-        self.rescore(rows, store.t[rows, SCORED].astype(np.int64), li, "model", out, stamp=stamp, mark=False)
+        self._rescore(_Pass(rows, store.t[rows, SCORED].astype(np.int64), li, "model", stamp, False, None), out)
 
-    def rescore(self, rows: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]],
-                lens: int | None, cause: str, out: list[OutputMessage], *, stamp: int | None, mark: bool) -> None:
+    def _rescore(self, job: _Pass, out: list[OutputMessage]) -> None:
         """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
 
         Customers who stay only get their dwell counted; each move becomes a
         ``segment_change`` with cause ``cause`` (``model`` when its segment is
         dead), stamped ``stamp`` (``None``: its own time), and its triggers.
-        ``mark``: the rows count as scored at ``at`` (and are dirty).
 
         Raises
         ------
         ValueError
             A feature value is not finite (a bug: the store clips).
         """
+        rows, at, lens, cause, stamp, mark, order = job
         if not len(rows):
             return
         arrays = self._arrays
@@ -178,25 +199,14 @@ class Rescorer:
         lens_on = np.full(n_lenses, lens is None, np.bool_)
         if lens is not None:
             lens_on[lens] = True
-        moves = np.empty((len(rows) * n_lenses, len(MOVE_FIELDS)), np.int64)
-        dist = np.empty(len(rows) * n_lenses, np.float64)
-        n, bad = rescore(
-            rows, at, lens_on, mark,
-            store.f, store.t, store.seg, store.dwell, store.since, store.prev, store.kernel_rates(),
-            arrays.idx, arrays.dims, arrays.heavy, arrays.inv, arrays.off, arrays.centers, arrays.nlive,
-            arrays.live, arrays.rule, arrays.ready, moves, dist,
-        )  # fmt: skip
+        buf = MoveBuffer(len(rows) * n_lenses)
+        st, ln = store_columns(store), arrays.columns()
+        bad = rescore((rows, at, lens_on, mark), st, ln, store.kernel_rates(), buf.columns)
         if mark:
             store.dirty[rows] = True
         if bad >= 0:
             vals = store.vector(int(rows[bad]), int(at[bad]))
             raise ValueError(f"customer {store.id_of(int(rows[bad]))!r}: non-finite feature value in {vals!r}")
-        stamps: dict[int, str] = {}  # most moves of a pass share their time (the sweep's)
-        for (r, li, segment, _nearest), d in zip(moves[:n].tolist(), dist[:n].tolist(), strict=True):
-            row, t = int(rows[r]), int(at[r])
-            ts = t if stamp is None else stamp
-            event_ts = stamps.get(ts)
-            if event_ts is None:
-                event_ts = stamps[ts] = iso(ts)
-            self._move(row=row, li=li, segment=segment, distance=d, vals=store.vector(row, t), cause=cause,
-                       event=None, event_ts=event_ts, at=t, out=out)  # fmt: skip
+        if order is not None:
+            order(buf)
+        self._emit(buf, out, cause=cause, stamp=stamp)

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from segmenter.errors import StateError
+from segmenter.explanations import Explainer
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
 from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse, trimmed_lloyd
@@ -63,21 +64,9 @@ __all__ = ["Assignment", "Lens"]
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-TOP_FEATURES = 3
 WARMUP_N_INIT = 10
 """k-means++ starts of the first segments' batch k-means (on the warm-up buffer)."""
 _INF = math.inf
-_NO_EXPLANATION = Explanation(
-    top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None, distance_to_runner_up=None
-)
-"""Before the first scaler snapshot (frozen, shared by every message that has it)."""
-
-
-def _top_feature(name: str, value: float, z: float, contribution: float) -> dict[str, Any]:
-    """One entry of ``Explanation.top_features``."""
-    return {"feature": name, "value": float(value), "z": z, "contribution": contribution}
-
-
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """Result of :meth:`Lens.assign`.
@@ -143,7 +132,6 @@ class Lens:
         self.model_version = 0
         self.seed = zlib.crc32(f"{seed}:{config.name}".encode()) & 0x7FFFFFFF
         self._dim = len(self.feature_names)
-        self._zeros = [0.0] * self._dim
         self._scaler = OnlineScaler(self.feature_names, config.heavy_features)
         self._model: ClusterModel = make_model(config.algorithm, config.params, self._dim, self.seed)
         self._registry = SegmentRegistry(config.match_threshold, config.retire_after, config.max_segments)
@@ -571,7 +559,6 @@ class Lens:
     def _rebuild_caches(self) -> None:
         """Plain-Python copies of what :meth:`assign` needs."""
         self._cache_epoch += 1
-        self._scaled_centers: dict[int, list[float]] = {}
         self._refs: dict[int, SegmentRef] = {}
         snap = self._snapshot
         live = self._registry.live()
@@ -649,50 +636,19 @@ class Lens:
         ``top_features`` holds up to three features with the largest
         contribution ``(x - c_old)^2 - (x - c_new)^2`` in scaled space (the
         population mean stands in for a missing side), positive ones only when
-        there are any, as ``{"feature", "value", "z", "contribution"}``.
-        """
-        snap = self._snapshot
-        if snap is None:
-            return _NO_EXPLANATION
-        # plain lists, like assign(): numpy's per-call overhead dominates on a handful of features
-        values = raw.tolist() if isinstance(raw, np.ndarray) else list(raw)
-        x = snap.scale(self._transformed(values.copy()))
-        c_old = self._center_of(old, snap)
-        c_new = self._center_of(new, snap)
-        top: list[dict[str, Any]] = []
-        if c_old is not None or c_new is not None:
-            a = c_old if c_old is not None else self._zeros
-            b = c_new if c_new is not None else self._zeros
-            contrib = [(xj - aj) ** 2 - (xj - bj) ** 2 for xj, aj, bj in zip(x, a, b, strict=True)]
-            # largest first, ties by feature order (the sort is stable under reverse)
-            order = sorted(range(self._dim), key=contrib.__getitem__, reverse=True)
-            chosen = [j for j in order if contrib[j] > 0][:TOP_FEATURES] or order[:1]
-            top = [_top_feature(self.feature_names[j], values[j], x[j], contrib[j]) for j in chosen]
-        runner: int | None = None
-        d_runner: float | None = None
-        dist = math.dist
-        for number, center in zip(self._live, self._centers, strict=True):
-            if number == new:
-                continue
-            d = dist(x, center)
-            if d_runner is None or d < d_runner:
-                runner, d_runner = number, d
-        return Explanation.trusted(  # floats, a list of plain dicts and a SegmentRef: typed already
-            top_features=top,
-            distance_to_old=None if c_old is None else dist(x, c_old),
-            distance_to_new=None if c_new is None else dist(x, c_new),
-            runner_up=None if runner is None else self.ref(runner),
-            distance_to_runner_up=d_runner,
-        )
+        there are any, as ``{"feature", "value", "z", "contribution"}``. One
+        move of :class:`~segmenter.explanations.Explainer`, which explains a
+        whole buffer of moves in one compiled pass (the pipeline's path).
 
-    def _center_of(self, number: int | None, snap: ScalerSnapshot) -> list[float] | None:
-        """A segment's center in the scaled space of ``snap`` (the lens's snapshot; memoised until it changes)."""
-        if number is None or number not in self._registry.segments:
-            return None
-        center = self._scaled_centers.get(number)
-        if center is None:
-            center = self._scaled_centers[number] = list(snap.scale(self._registry.segments[number].center))
-        return center
+        Raises
+        ------
+        ValueError
+            On a non-finite value or a vector of the wrong length.
+        """
+        values = np.asarray(raw, np.float64).reshape(1, -1)
+        if values.shape[1] != self._dim or not np.isfinite(values).all():
+            raise ValueError(f"lens {self.name!r}: expected {self._dim} finite features, got {values[0].tolist()!r}")
+        return Explainer(self).explain(values, [-1 if old is None else old], [-1 if new is None else new])[0]
 
     # --- segments ----------------------------------------------------------------------------
 
