@@ -34,12 +34,14 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0)
 
 
 def test_one_watchdog_thread_serves_every_commit_and_warns_about_a_slow_one(caplog: pytest.LogCaptureFixture) -> None:
+    before = set(threading.enumerate())  # services of other tests may have left theirs (daemon threads)
     watchdog = CommitWatchdog(after_s=0.02, bootstrap="broker:9092")
     try:
         for _ in range(50):
             watchdog.arm(3)
             watchdog.disarm()
-        assert sum(t.name == "commit-watchdog" for t in threading.enumerate()) == 1
+        ours = [t for t in threading.enumerate() if t.name == "commit-watchdog" and t not in before]
+        assert len(ours) == 1
         with caplog.at_level(logging.WARNING, logger="consumer.watchdog"):
             watchdog.arm(7)
             _wait_for(lambda: "batch of 7 records" in caplog.text, "the slow commit's warning")
@@ -47,7 +49,7 @@ def test_one_watchdog_thread_serves_every_commit_and_warns_about_a_slow_one(capl
         assert "broker:9092" in caplog.text
     finally:
         watchdog.close()
-    assert not any(t.name == "commit-watchdog" for t in threading.enumerate())
+    assert not ours[0].is_alive()
 
 
 def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
