@@ -37,8 +37,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
+from bench.bare_kafka import bare_consume
 from consumer.__main__ import build_service
-from consumer.kafka_io import bare_consume
 from consumer.metrics import Health, Metrics
 from consumer.settings import Settings, load_settings
 from segmenter.gc_tuning import tune_gc

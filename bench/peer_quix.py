@@ -6,7 +6,7 @@ in its own process one after the other (so each has the machine's two cores and
 its own peak RSS):
 
 ``bare read``
-    kafka-python reads and JSON-decodes (:func:`consumer.kafka_io.bare_consume`).
+    kafka-python reads and JSON-decodes (:func:`bench.bare_kafka.bare_consume`).
 ``bare EOS``
     kafka-python exactly-once pass-through, one record per event, one
     transaction per poll (:func:`bench.consumer_throughput.bare_eos_passthrough`).
@@ -318,7 +318,7 @@ def _sample(metric: Any, suffix: str) -> float:
 
 def run_bare(role: str, bootstrap: str, topic: str, events: int, tag: str, timeout_s: float) -> Measured:
     """A bare kafka-python reference (``bare_read`` or ``bare_eos``); CPU over the whole call."""
-    from consumer.kafka_io import bare_consume  # noqa: PLC0415 - loaded only by the contender that uses it (its peak RSS)
+    from bench.bare_kafka import bare_consume  # noqa: PLC0415 - loaded only by the contender that uses it (its peak RSS)
 
     cpu = time.process_time()
     if role == "bare_read":

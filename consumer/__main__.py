@@ -17,29 +17,31 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from consumer.errors import AuthenticationError, FencedError, SettingsError, TopicSetupError, UnsupportedClientError
 from consumer.kafka_io import KafkaAdmin, KafkaTransport
 from consumer.logs import configure_logging
-from consumer.metrics import Health, Metrics, MetricsServer, default_routes
-from consumer.service import Core, RulesWatcher, Service, utc_now
+from consumer.metrics import Health, Metrics, MetricsServer, ServerLimits, default_routes
+from consumer.rules_watcher import RulesWatcher
+from consumer.service import Service, TransportFactory, Wiring, utc_now
 from consumer.settings import Settings, load_settings
 from consumer.sink import RebalanceHandler, Transport
+from consumer.snapshots import SnapshotKeeper
 from consumer.topics import ensure_topics, plan
 from consumer.trainer import TrainerCore, TrainerRole
-from segmenter.config import load_config
+from consumer.views import ViewFollower
+from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import SegmenterError
 from segmenter.gc_tuning import tune_gc
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer
-from segmenter.triggers.rules import load_rules
+from segmenter.triggers.rules import RuleSet, load_rules
 
 log = logging.getLogger("consumer")
 
 
-def build_service(settings: Settings, metrics: Metrics, health: Health) -> Service:
-    """Wire settings, topics, the Kafka transport and the real core together.
+def build_service(settings: Settings, metrics: Metrics, health: Health) -> Service[Segmenter]:
+    """Wire settings, topics, the Kafka transport and the real core together; the mode is decided here, once.
 
     Raises
     ------
@@ -49,14 +51,31 @@ def build_service(settings: Settings, metrics: Metrics, health: Health) -> Servi
     config = load_config(settings.config_file)
     watcher: RulesWatcher | None = None
     if settings.rules_file is not None:
-        watcher = RulesWatcher(Path(settings.rules_file), lambda p: load_rules(p, config),
-                               settings.rules_check_interval_s)
+        watcher = RulesWatcher(
+            Path(settings.rules_file), lambda p: load_rules(p, config), settings.rules_check_interval_s
+        )
         watcher.load_initial()
+    transport = _transport_factory(settings)
+    if not settings.shared:
+        single: Wiring[Segmenter] = Wiring(
+            transport,
+            lambda rules: Segmenter(config, rules),
+            SnapshotKeeper(settings.instance_id, settings.model_topic),
+            rules=watcher,
+        )
+        return Service(settings, single, metrics=metrics, health=health)
 
-    def make_core(rules: Any) -> Core:
-        if settings.shared:
-            return Segmenter(config, rules, shared=True, vector_every=settings.vector_every)
-        return Segmenter(config, rules)
+    def make_core(rules: RuleSet | None) -> Segmenter:
+        return Segmenter(config, rules, shared=True, vector_every=settings.vector_every)
+
+    views = ViewFollower(settings.model_topic, settings.state_topic, settings.vectors_topic, settings.instance_id)
+    trainer = _trainer_role(settings, config)
+    shared: Wiring[Segmenter] = Wiring(transport, make_core, views, trainer=trainer, rules=watcher)
+    return Service(settings, shared, metrics=metrics, health=health)
+
+
+def _transport_factory(settings: Settings) -> TransportFactory:
+    """Ensures the topics, then connects the service's consumer and transactional producer."""
 
     def make_transport(handler: RebalanceHandler) -> Transport:
         admin = KafkaAdmin(settings)
@@ -67,23 +86,27 @@ def build_service(settings: Settings, metrics: Metrics, health: Health) -> Servi
         produce = [spec.name for spec in plan(settings, 1) if spec.name != settings.topics.input]
         return KafkaTransport(settings, handler, produce)
 
-    trainer: Callable[[], TrainerRole] | None = None
-    if settings.shared:
-        trainer_settings = settings.model_copy(update={
+    return make_transport
+
+
+def _trainer_role(settings: Settings, config: SegmenterConfig) -> Callable[[], TrainerRole]:
+    """Shared mode: the trainer role of each session (group ``<group>.trainer`` on the vectors topic)."""
+    trainer_settings = settings.model_copy(
+        update={
             "group_id": settings.trainer_group_id,
             "topics": settings.topics.model_copy(update={"input": settings.vectors_topic}),
-        })
+        }
+    )
 
-        def make_trainer_core(snapshot: bytes | None) -> TrainerCore:
-            return ModelTrainer(config) if snapshot is None else ModelTrainer.from_state(config, snapshot)
+    def make_trainer_core(snapshot: bytes | None) -> TrainerCore:
+        return ModelTrainer(config) if snapshot is None else ModelTrainer.from_state(config, snapshot)
 
-        def make_trainer() -> TrainerRole:
-            return TrainerRole(settings, lambda handler: KafkaTransport(trainer_settings, handler),
-                               make_trainer_core, utc_now)
+    def make_trainer() -> TrainerRole:
+        return TrainerRole(
+            settings, lambda handler: KafkaTransport(trainer_settings, handler), make_trainer_core, utc_now
+        )
 
-        trainer = make_trainer
-    return Service(settings, make_transport, make_core, metrics=metrics, health=health, rules=watcher,
-                   trainer=trainer)
+    return make_trainer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,13 +125,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("invalid configuration: %s", exc)
         return 2
     tune_gc()
-    server: MetricsServer | None = None
-    if settings.metrics_port >= 0:
-        server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port,
-                               token=settings.metrics_token, threads=settings.metrics_threads,
-                               idle_timeout_s=settings.metrics_timeout_s,
-                               routes={**default_routes(metrics, health), **service.explorer.routes()})
-        server.start()
+    server = _start_server(settings, metrics, health, service)
+    _handle_signals(service)
+    try:
+        code = _run(service, settings)
+    finally:
+        if server is not None:
+            server.stop()
+    if code == 0:
+        log.info("stopped cleanly")
+    return code
+
+
+def _start_server(
+    settings: Settings, metrics: Metrics, health: Health, service: Service[Segmenter]
+) -> MetricsServer | None:
+    """The metrics, health and explorer server (``None`` with ``--metrics-port -1``)."""
+    if settings.metrics_port < 0:
+        return None
+    server = MetricsServer(
+        {**default_routes(metrics, health), **service.explorer.routes()},
+        settings.metrics_host,
+        settings.metrics_port,
+        token=settings.metrics_token,
+        limits=ServerLimits(threads=settings.metrics_threads, idle_timeout_s=settings.metrics_timeout_s),
+    )
+    server.start()
+    return server
+
+
+def _handle_signals(service: Service[Segmenter]) -> None:
+    """SIGTERM and SIGINT finish the open batch; SIGUSR1 dumps every thread's stack."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the open batch", signal.Signals(signum).name)
@@ -118,29 +165,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: dump every thread's stack
+
+
+def _run(service: Service[Segmenter], settings: Settings) -> int:
+    """Run the service; returns the exit code (see the module docstring)."""
     try:
         service.run()
-    except FencedError as exc:
-        log.error("fenced: another instance with transactional id %s took over; exiting: %s",
-                  settings.transactional_id, exc)
-        return 3
-    except TopicSetupError as exc:
-        log.error("topic setup failed: %s", exc)
-        return 4
-    except AuthenticationError as exc:
-        log.error("cannot log in to Kafka: %s", exc)
-        return 5
-    except UnsupportedClientError as exc:
-        log.error("%s", exc)
-        return 1
+    except (FencedError, TopicSetupError, AuthenticationError, UnsupportedClientError) as exc:
+        code, message = _failure(exc, settings)
+        log.error("%s", message)
+        return code
     except Exception:
         log.exception("the service failed")
         return 1
-    finally:
-        if server is not None:
-            server.stop()
-    log.info("stopped cleanly")
     return 0
+
+
+def _failure(exc: Exception, settings: Settings) -> tuple[int, str]:
+    """The exit code and ERROR line of a failure the service stops on."""
+    if isinstance(exc, FencedError):
+        return (
+            3,
+            f"fenced: another instance with transactional id {settings.transactional_id} took over; exiting: {exc}",
+        )
+    if isinstance(exc, TopicSetupError):
+        return 4, f"topic setup failed: {exc}"
+    if isinstance(exc, AuthenticationError):
+        return 5, f"cannot log in to Kafka: {exc}"
+    return 1, str(exc)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ meaningful failures instead of the client library's dozens.
     │   ├── TopicSetupError          topics are missing and cannot be created, or are mis-partitioned
     │   └── AuthenticationError      the TLS handshake or the SASL login failed; this instance must stop
     ├── UnsupportedClientError  the installed kafka-python lacks a private hook the service uses
-    ├── RestoreError            the state or model topics cannot be restored
     ├── PoisonRecordError       the core raised an unexpected exception on one record
     └── CoreBatchError          the core raised on a run of records (which one is found by replaying them one by one)
 
@@ -62,10 +61,6 @@ class AuthenticationError(KafkaIOError):
 
 class UnsupportedClientError(ConsumerError):
     """The installed kafka-python lacks a private hook the service relies on; install the pinned version."""
-
-
-class RestoreError(ConsumerError):
-    """The state changelog or model topic could not be read back."""
 
 
 class PoisonRecordError(ConsumerError):

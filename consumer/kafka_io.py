@@ -26,7 +26,6 @@ from typing import Any
 
 import kafka
 import kafka.errors as ke
-import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.partitioner.default import murmur2
@@ -544,25 +543,3 @@ class KafkaTransport:
         self._consumer = self._restorer = self._uncommitted = self._producer = None
         self._followers = {}
 
-
-def bare_consume(bootstrap: str, topic: str, expect: int, timeout_s: float = 120.0) -> tuple[int, float]:
-    """Reference consumer for the benchmark: read and JSON-decode ``expect`` records; returns (count, seconds).
-
-    Measured from the first record received, like the service's throughput.
-    """
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500)
-    count = 0
-    started: float | None = None
-    deadline = time.monotonic() + timeout_s
-    try:
-        while count < expect and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                if started is None:
-                    started = time.perf_counter()
-                for r in records:
-                    orjson.loads(r.value)
-                    count += 1
-    finally:
-        consumer.close()
-    return count, (time.perf_counter() - started) if started is not None else 0.0

@@ -173,35 +173,42 @@ def default_routes(metrics: Metrics, health: Health) -> dict[str, Route]:
     }
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """How much the HTTP server takes on."""
+
+    threads: int = 4
+    """Most requests handled at once."""
+    idle_timeout_s: float = 5.0
+    """A connection that has not sent a complete request within this time is closed, and any connection
+    is cut twice this long after it was accepted (a client trickling its request byte by byte)."""
+    max_connections: int = 1024
+    """Most connections held open; past it the oldest idle one is closed."""
+
+
 class MetricsServer:
     """The HTTP server of the route table, on a thread of its own with a bounded pool of workers.
 
     Parameters
     ----------
-    metrics, health
-        Served by :func:`default_routes` (unless ``routes`` is given).
+    routes
+        The route table, path (without query) to :class:`Route` (:func:`default_routes` and the pages).
     host, port
         Bind address (``127.0.0.1``: this machine only; ``0.0.0.0``: every interface) and port (0: any free).
     token
         When set, every non-public route needs ``Authorization: Bearer <token>``.
-    threads
-        Most requests handled at once.
-    idle_timeout_s
-        A connection that has not sent a complete request within this time is closed, and any connection
-        is cut twice this long after it was accepted (a client trickling its request byte by byte).
-    routes
-        The route table, path (without query) to :class:`Route`.
-    max_connections
-        Most connections held open; past it the oldest idle one is closed.
+    limits
+        Workers, timeouts and connections (:class:`ServerLimits`).
     """
 
-    def __init__(self, metrics: Metrics, health: Health, host: str, port: int, *, token: SecretStr | None = None,
-                 threads: int = 4, idle_timeout_s: float = 5.0, routes: Mapping[str, Route] | None = None,
-                 max_connections: int = 1024) -> None:
-        self.routes = dict(routes if routes is not None else default_routes(metrics, health))
+    def __init__(self, routes: Mapping[str, Route], host: str, port: int, *, token: SecretStr | None = None,
+                 limits: ServerLimits | None = None) -> None:
+        limits = limits or ServerLimits()
+        threads = limits.threads
+        self.routes = dict(routes)
         self._token = token.get_secret_value().encode() if token is not None else None
-        self._idle_timeout_s = idle_timeout_s
-        self._max_connections = max_connections
+        self._idle_timeout_s = limits.idle_timeout_s
+        self._max_connections = limits.max_connections
         self._listener = socket.create_server((host, port))
         self._listener.setblocking(False)
         self._selector = selectors.DefaultSelector()

@@ -258,14 +258,14 @@ class MemoryTransport:
 
         ``timestamp_ms`` 0: the record has no timestamp.
         """
-        self.append(self.input_topic, key, value, partition, headers=headers, timestamp_ms=timestamp_ms)
+        self.append(OutRecord(self.input_topic, key, value, headers, partition), timestamp_ms=timestamp_ms)
 
-    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0, *,
-               headers: Headers = (), timestamp_ms: int = 0) -> int:
-        """Append a record to ``topic`` outside any transaction; returns its offset (test helper)."""
+    def append(self, record: OutRecord, *, timestamp_ms: int = 0) -> int:
+        """Append ``record`` (partition ``None``: 0) outside any transaction; returns its offset (test helper)."""
+        topic, partition = record.topic, record.partition or 0
         log = self._logs(topic)[partition]
         offset = log.end
-        log.append(InRecord(topic, partition, offset, key, value, headers, timestamp_ms))
+        log.append(InRecord(topic, partition, offset, record.key, record.value, record.headers, timestamp_ms))
         log.end += 1
         return offset
 

@@ -260,11 +260,7 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord]) -> int:
             continue
         latest[rec.key.decode("utf-8", errors="replace")] = rec
     if clocks and isinstance(core, ClockedCore):
-        for partition, (epoch, rec) in sorted(clocks.items()):
-            try:
-                core.load_clock(partition, epoch)
-            except SegmenterError as exc:
-                log.error("clock record %s holds %r, which the core refuses; ignored: %s", where(rec), epoch, exc)
+        _load_clocks(core, clocks)
     loaded = 0
     for customer_id in sorted(latest):
         rec = latest[customer_id]
@@ -282,6 +278,15 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord]) -> int:
             continue
         loaded += 1
     return loaded
+
+
+def _load_clocks(core: ClockedCore, clocks: Mapping[int, tuple[float, InRecord]]) -> None:
+    """Restore each partition's clock; one the core refuses is reported and ignored."""
+    for partition, (epoch, rec) in sorted(clocks.items()):
+        try:
+            core.load_clock(partition, epoch)
+        except SegmenterError as exc:
+            log.error("clock record %s holds %r, which the core refuses; ignored: %s", where(rec), epoch, exc)
 
 
 def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: ModelTracker,

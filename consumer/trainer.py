@@ -40,6 +40,9 @@ from typing import Protocol
 import orjson
 
 from consumer.errors import FencedError, KafkaIOError, TransactionError
+from consumer.ownership import Assignment
+from consumer.reconnect import Backoff, run_reconnecting
+from consumer.routing import OutputRouter
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, Transport
 from consumer.state import (
@@ -54,7 +57,7 @@ from consumer.state import (
     where,
 )
 from segmenter.errors import StateError
-from segmenter.outputs import OutputMessage, encode, message_key, stamp
+from segmenter.outputs import OutputMessage, stamp
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,9 @@ class TrainerRole:
         self._clock = clock
         self._transport: Transport | None = None
         self._trainer: TrainerCore | None = None
-        self._owned: set[TP] = set()
-        self._pending: set[TP] = set()
+        self._assignment = Assignment()
+        self._router = OutputRouter(settings.output_topic)
+        self._backoff = Backoff(0.5, settings.retry_backoff_max_s)
         self._offsets: dict[TP, int] = {}
         self._lifecycle: list[OutputMessage] = []
         self._published: dict[str, int] | None = None
@@ -149,27 +153,26 @@ class TrainerRole:
             self._thread = None
 
     def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                self.start()
-                while not self._stop.is_set():
-                    self.step(0.2)
-                    backoff = 0.5
-            except FencedError as exc:
-                self.error = exc
-                log.error("trainer: fenced: %s", exc)
-                return
-            except KafkaIOError as exc:
-                log.warning("trainer: Kafka unavailable; reconnecting in %.1fs: %s", backoff, exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
-            except Exception as exc:
-                self.error = exc
-                log.exception("trainer: failed")
-                return
-            finally:
-                self.close()
+        try:
+            run_reconnecting(self._session, self._stop, self._backoff, self._on_retry, fatal=(FencedError,))
+        except FencedError as exc:
+            self.error = exc
+            log.error("trainer: fenced: %s", exc)
+        except Exception as exc:
+            self.error = exc
+            log.exception("trainer: failed")
+
+    def _session(self) -> None:
+        try:
+            self.start()
+            while not self._stop.is_set():
+                self.step(0.2)
+                self._backoff.reset()
+        finally:
+            self.close()
+
+    def _on_retry(self, exc: KafkaIOError, wait_s: float) -> None:
+        log.warning("trainer: Kafka unavailable; reconnecting in %.1fs: %s", wait_s, exc)
 
     # ------------------------------------------------------------------ loop
 
@@ -188,13 +191,14 @@ class TrainerRole:
         """
         transport = self._require()
         records = transport.poll(timeout_s, self.settings.batch_size)
-        if self._pending:
-            self._activate()
+        new = self._assignment.take_pending()
+        if new is not None:
+            self._activate(new)
         trainer = self._trainer
         if trainer is None:
             return
         for rec in records:
-            if rec.tp not in self._owned:
+            if rec.tp not in self._assignment.owned:
                 continue
             if rec.value is not None:
                 try:
@@ -206,10 +210,9 @@ class TrainerRole:
         if self._offsets and (self._lifecycle or due):
             self._commit()
 
-    def _activate(self) -> None:
+    def _activate(self, partitions: set[TP]) -> None:
         transport = self._require()
-        self._owned |= self._pending
-        self._pending.clear()
+        self._assignment.owned |= partitions
         started = time.perf_counter()
         records = [rec for rec in transport.read_to_end(self.settings.model_topic, [0], stable=True)
                    if rec.key == TRAINER_KEY and rec.value is not None]  # fmt: skip
@@ -242,9 +245,7 @@ class TrainerRole:
         transport.begin()
         try:
             for message in self._lifecycle:
-                stamped = stamp(message, emitted_at)
-                transport.send(OutRecord(self.settings.output_topic(stamped.kind), message_key(stamped),
-                                         encode(stamped), (("kind", stamped.kind.encode()),)))
+                transport.send(self._router.record(stamp(message, emitted_at)))
             if versions != self._published:
                 transport.send(OutRecord(topic, VIEW_KEY, trainer.view(),
                                          ((FORMAT_HEADER, VIEW_FORMAT), (VERSIONS_HEADER, orjson.dumps(versions))), 0))
@@ -258,10 +259,10 @@ class TrainerRole:
                 transport.abort()
             except KafkaIOError:
                 log.debug("trainer: abort failed too", exc_info=True)
-            owned = set(self._owned)
+            owned = set(self._assignment.owned)
             self._drop()
             transport.rewind(owned)
-            self._pending |= owned
+            self._assignment.assigned(owned)
             return
         if versions != self._published:
             log.info("trainer: published model versions %s", versions)
@@ -275,7 +276,7 @@ class TrainerRole:
         if self._trainer is not None:
             log.info("trainer: no longer the trainer")
         self._trainer = None
-        self._owned.clear()
+        self._assignment.owned.clear()
         self._offsets.clear()
         self._lifecycle.clear()
         self._published = None
@@ -289,12 +290,13 @@ class TrainerRole:
 
     def on_assigned(self, partitions: set[TP]) -> None:
         """The group made this process the trainer; restore on the next step."""
-        self._pending |= partitions
+        self._assignment.assigned(partitions)
 
     def on_revoked(self, partitions: set[TP]) -> None:
         """Another member takes over; what was not committed is read again by it."""
-        self._pending -= partitions
-        if partitions & self._owned:
+        owned = partitions & self._assignment.owned
+        self._assignment.revoked(partitions)
+        if owned:
             self._drop()
 
     def on_lost(self, partitions: set[TP]) -> None:

@@ -140,7 +140,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s
 
 
 @contextmanager
-def service_thread(settings: Settings) -> Iterator[tuple[Service, Metrics]]:
+def service_thread(settings: Settings) -> Iterator[tuple[Service[Segmenter], Metrics]]:
     """Run the real service (real core, real Kafka) in a thread; stops and joins it on exit."""
     metrics = Metrics()
     service = build_service(settings, metrics, Health())

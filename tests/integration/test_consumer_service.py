@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumer.metrics import Health, MetricsServer
+from consumer.metrics import Health, MetricsServer, default_routes
 from segmenter.outputs import KINDS
 from tests.integration.conftest import read_all
 from tests.integration.consumer_support import (
@@ -41,7 +41,7 @@ def test_end_to_end_outputs_equal_the_offline_core(
         wait_for(lambda: committed_offset(bootstrap, group_id, inp) == len(events), 60, "all offsets committed")
         health_ok, _ = Health().status()  # a fresh Health is not healthy: checks the endpoint logic below
         assert not health_ok
-        server = MetricsServer(metrics, Health(connected=True), "127.0.0.1", 0)
+        server = MetricsServer(default_routes(metrics, Health(connected=True)), "127.0.0.1", 0)
         server.start()
         try:
             body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()

@@ -91,8 +91,7 @@ def test_page_is_self_contained_and_embeds_the_document_safely() -> None:
 def test_the_http_server_serves_segments_and_the_page() -> None:
     _, explorer = explored()
     metrics, health = Metrics(), Health()
-    server = MetricsServer(metrics, health, "127.0.0.1", 0,
-                           routes={**default_routes(metrics, health), **explorer.routes()})
+    server = MetricsServer({**default_routes(metrics, health), **explorer.routes()}, "127.0.0.1", 0)
     server.start()
     try:
         base = f"http://127.0.0.1:{server.port}"

@@ -23,7 +23,7 @@ from segmenter.events import CustomerEvent, parse_event
 from segmenter.outputs import SegmentChange
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer, decode_vectors
-from tests.unit.consumer.conftest import DrainTransport
+from tests.unit.consumer.conftest import DrainTransport, make_service
 from tests.unit.eventgen import make_events, to_events
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -216,7 +216,7 @@ def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_inst
     for ev in events:
         main.produce_input(ev.customer_id.encode(), ev.model_dump_json().encode(), _partition(ev, 2))
 
-    def run() -> Service:
+    def run() -> Service[Any]:
         main.handler = None
         main._assigned = set()
 
@@ -224,8 +224,8 @@ def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_inst
             main.handler = handler
             return main
 
-        svc = Service(settings, make_transport, lambda rules: Segmenter(config, rules, shared=True),
-                      clock=lambda: NOW)
+        svc = make_service(settings, make_transport, lambda rules: Segmenter(config, rules, shared=True),
+                           clock=lambda: NOW)
         main.service = svc
         svc.run()
         return svc

@@ -11,9 +11,14 @@ from typing import Any
 
 import pytest
 
-from consumer.service import Service
+from consumer.core import Core
+from consumer.rules_watcher import RulesWatcher
+from consumer.service import Service, TransportFactory, Wiring
 from consumer.settings import Settings, load_settings
 from consumer.sink import MemoryTransport, RebalanceHandler
+from consumer.snapshots import SnapshotKeeper
+from consumer.trainer import TrainerRole
+from consumer.views import ViewFollower
 from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
@@ -112,7 +117,23 @@ class FakeCore:
         self.events, self.max_epoch = state["events"], state["max_epoch"]
 
     def stats(self) -> Any:
-        return SimpleNamespace(segments={"x": [SimpleNamespace(id="x-1", size=len(self.counts))]})
+        return SimpleNamespace(segments={"x": [SimpleNamespace(id="x-1", size=len(self.counts))]}, suppressed={})
+
+    # one clock for all partitions: the fake has no watermark to hold
+    def open_source(self, source: int) -> None:
+        pass
+
+    def set_idle(self, source: int, idle: bool) -> None:
+        pass
+
+    def take_dirty_clocks(self) -> dict[int, float]:
+        return {}
+
+    def load_clock(self, source: int, epoch: float) -> None:
+        pass
+
+    def drop_sources(self, keep: Callable[[int | None], bool]) -> None:
+        pass
 
 
 def _change(customer: str, old: int | None, new: int, event_id: str, ts: str) -> SegmentChange:
@@ -130,10 +151,20 @@ def event(i: int, customer: str = "c1", etype: str = "page_view", minutes: int |
     return json.dumps(body).encode()
 
 
+def make_service(settings: Settings, make_transport: TransportFactory, make_core: Callable[[Any], Core], *,
+                 rules: RulesWatcher | None = None, trainer: Callable[[], TrainerRole] | None = None,
+                 clock: Callable[[], datetime] = lambda: FIXED_NOW) -> Service[Any]:
+    """A service wired for the mode of ``settings`` (as :func:`consumer.__main__.build_service` does)."""
+    keeper: SnapshotKeeper | ViewFollower = SnapshotKeeper(settings.instance_id, settings.model_topic)
+    if settings.shared:
+        keeper = ViewFollower(settings.model_topic, settings.state_topic, settings.vectors_topic, settings.instance_id)
+    return Service(settings, Wiring(make_transport, make_core, keeper, trainer=trainer, rules=rules, clock=clock))
+
+
 class DrainTransport(MemoryTransport):
     """Stops the service after two empty polls in a row (the input is drained)."""
 
-    service: Service | None = None
+    service: Service[Any] | None = None
     idle: int = 0
 
     def poll(self, timeout_s: float, max_records: int) -> list[Any]:
@@ -151,7 +182,7 @@ class Harness:
     cores: list[FakeCore]
     core_setup: Callable[[FakeCore], None] | None = None
 
-    def service(self, **kwargs: Any) -> Service:
+    def service(self, **kwargs: Any) -> Service[Any]:
         def make_transport(handler: RebalanceHandler) -> DrainTransport:
             self.transport.handler = handler
             return self.transport
@@ -163,11 +194,11 @@ class Harness:
             self.cores.append(core)
             return core
 
-        svc = Service(self.settings, make_transport, make_core, clock=lambda: FIXED_NOW, **kwargs)
+        svc = make_service(self.settings, make_transport, make_core, **kwargs)
         self.transport.service = svc
         return svc
 
-    def run(self, **kwargs: Any) -> Service:
+    def run(self, **kwargs: Any) -> Service[Any]:
         svc = self.service(**kwargs)
         svc.run()
         return svc
@@ -176,7 +207,7 @@ class Harness:
         return [json.loads(r.value or b"null") for r in self.transport.records(topic)]
 
 
-def real_core_service(h: Harness, cores: list[Segmenter]) -> Service:
+def real_core_service(h: Harness, cores: list[Segmenter]) -> Service[Any]:
     """A service on ``h``'s transport with real cores (default config); each core it builds is appended to ``cores``."""
 
     def make_transport(handler: RebalanceHandler) -> DrainTransport:
@@ -188,7 +219,7 @@ def real_core_service(h: Harness, cores: list[Segmenter]) -> Service:
         cores.append(core)
         return core
 
-    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
+    svc = make_service(h.settings, make_transport, make_core)
     h.transport.service = svc
     return svc
 

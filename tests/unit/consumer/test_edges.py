@@ -22,7 +22,7 @@ from consumer.errors import (
     TransactionError,
 )
 from consumer.kafka_io import translate_errors
-from consumer.metrics import Health, Metrics, MetricsServer
+from consumer.metrics import Health, Metrics, MetricsServer, default_routes
 from consumer.settings import load_settings
 from consumer.sink import InRecord
 from consumer.state import (
@@ -240,7 +240,7 @@ def test_generic_kafka_error_in_a_transaction_is_a_transaction_error() -> None:
 def test_metrics_and_health_endpoints() -> None:
     metrics, health = Metrics(), Health()
     metrics.rejected.labels("schema").inc()
-    server = MetricsServer(metrics, health, "127.0.0.1", 0)
+    server = MetricsServer(default_routes(metrics, health), "127.0.0.1", 0)
     server.start()
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()

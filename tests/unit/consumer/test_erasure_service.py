@@ -17,14 +17,14 @@ VICTIM = "customer-to-erase"
 
 
 
-def _watch_index(t: DrainTransport, svc: Service) -> list[set[str]]:
+def _watch_index(t: DrainTransport, svc: Service[Any]) -> list[set[str]]:
     """The customers the service's core holds (with their partition) as seen at every poll."""
     seen: list[set[str]] = []
     poll = t.poll
 
     def watched(timeout_s: float, max_records: int) -> list[Any]:
         core = svc._core
-        seen.append(set() if core is None else set(core.store.customer_ids()))  # type: ignore[attr-defined]
+        seen.append(set() if core is None else set(core.store.customer_ids()))
         return poll(timeout_s, max_records)
 
     t.poll = watched  # type: ignore[method-assign]

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from consumer.errors import SettingsError
-from consumer.service import EventClockCore, Service
+from consumer.service import Service
 from consumer.settings import load_settings
 from consumer.sink import TP, InRecord, RebalanceHandler
 from segmenter.events import CustomerEvent
 from segmenter.pipeline import BatchResult
-from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, FakeCore, Harness, event, make_harness
+from tests.unit.consumer.conftest import DrainTransport, FakeCore, Harness, event, make_harness, make_service
 
 Call = tuple[Any, ...]
 
@@ -51,7 +51,7 @@ class ClockCore(FakeCore):
         return super().process_batch(events, sources)
 
 
-def run(h: Harness, calls: list[Call]) -> Service:
+def run(h: Harness, calls: list[Call]) -> Service[Any]:
     """Run the service over ``h``'s transport with :class:`ClockCore` cores until the input is drained."""
 
     def make_transport(handler: RebalanceHandler) -> DrainTransport:
@@ -63,7 +63,7 @@ def run(h: Harness, calls: list[Call]) -> Service:
         h.cores.append(core)
         return core
 
-    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
+    svc = make_service(h.settings, make_transport, make_core)
     h.transport.service = svc
     svc.run()
     return svc
@@ -71,10 +71,6 @@ def run(h: Harness, calls: list[Call]) -> Service:
 
 def _clock_calls(calls: list[Call]) -> list[Call]:
     return [c for c in calls if c[0] != "drop"]
-
-
-def test_the_fake_core_is_an_event_clock_core() -> None:
-    assert isinstance(ClockCore(), EventClockCore) and not isinstance(FakeCore(), EventClockCore)
 
 
 def test_every_assigned_partition_is_opened_after_its_restore_and_idle_once_read_to_its_end() -> None:

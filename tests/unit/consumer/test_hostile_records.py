@@ -6,13 +6,15 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import consumer.service as service_module
+import consumer.routing as routing_module
+import consumer.runs as runs_module
 from consumer.dlq import MAX_CAUSE_CHARS
 from consumer.sink import TP
 from segmenter.events import CustomerEvent
@@ -94,16 +96,17 @@ def test_a_core_raising_on_one_event_dead_letters_it_processing_failed(harness: 
     assert harness.transport.committed[TP("in", 0)] == 5
 
 
-def fail_in(monkeypatch: pytest.MonkeyPatch, name: str, when: Callable[[Any], bool], exc: Exception) -> None:
-    """Make the service's one-argument function ``name`` raise ``exc`` on the arguments ``when`` picks."""
-    real = getattr(service_module, name)
+def fail_in(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, when: Callable[[Any], bool],
+            exc: Exception) -> None:
+    """Make the one-argument function ``name`` of a service ``module`` raise ``exc`` on the arguments ``when`` picks."""
+    real = getattr(module, name)
 
     def wrapper(arg: Any) -> Any:
         if when(arg):
             raise exc
         return real(arg)
 
-    monkeypatch.setattr(service_module, name, wrapper)
+    monkeypatch.setattr(module, name, wrapper)
 
 
 def produce_events(h: Harness, n: int) -> None:
@@ -115,7 +118,8 @@ def test_a_failure_turning_one_event_into_records_is_isolated_too(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exc = TypeError("Type is not JSON serializable: Decimal")
-    fail_in(monkeypatch, "encode", lambda message: getattr(message, "cause_event_id", None) == "e2", exc)
+    fail_in(monkeypatch, routing_module, "encode", lambda message: getattr(message, "cause_event_id", None) == "e2",
+            exc)
     produce_events(harness, 5)
     harness.run()
     assert errors(harness) == ["processing_failed"]
@@ -126,7 +130,7 @@ def test_a_failure_turning_one_event_into_records_is_isolated_too(
 
 def test_a_decoder_bug_dead_letters_the_record_at_once(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     exc = RecursionError("maximum recursion depth exceeded while decoding")
-    fail_in(monkeypatch, "parse_event", lambda raw: b'"e1"' in raw, exc)
+    fail_in(monkeypatch, runs_module, "parse_event", lambda raw: b'"e1"' in raw, exc)
     produce_events(harness, 4)
     harness.run()
     assert errors(harness) == ["processing_failed"]

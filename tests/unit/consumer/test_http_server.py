@@ -8,13 +8,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from consumer.metrics import Health, Metrics, MetricsServer, Response, Route, default_routes
+from consumer.metrics import Health, Metrics, MetricsServer, Response, Route, ServerLimits, default_routes
 
 
 def _get(server: MetricsServer, path: str, token: str | None = None) -> tuple[int, bytes]:
@@ -48,8 +48,10 @@ def serve(health: Health) -> Iterator[Serve]:
     """Start a server on a free port with ``MetricsServer``'s keyword arguments; stopped after the test."""
     servers: list[MetricsServer] = []
 
-    def start(**kwargs: Any) -> MetricsServer:
-        server = MetricsServer(Metrics(), health, "127.0.0.1", 0, **kwargs)
+    def start(*, routes: Mapping[str, Route] | None = None, token: SecretStr | None = None,
+              **limits: Any) -> MetricsServer:
+        table = routes if routes is not None else default_routes(Metrics(), health)
+        server = MetricsServer(table, "127.0.0.1", 0, token=token, limits=ServerLimits(**limits))
         server.start()
         servers.append(server)
         return server

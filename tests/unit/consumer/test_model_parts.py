@@ -10,7 +10,7 @@ import pytest
 
 import consumer.state as state_module
 from consumer.service import Service
-from consumer.sink import InRecord, RebalanceHandler
+from consumer.sink import InRecord, OutRecord, RebalanceHandler
 from consumer.state import (
     FORMAT_HEADER,
     MODEL_FORMAT,
@@ -22,7 +22,7 @@ from consumer.state import (
 )
 from segmenter.errors import StateError
 from segmenter.pipeline import Segmenter
-from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, Harness, event, make_harness
+from tests.unit.consumer.conftest import DrainTransport, Harness, event, make_harness, make_service
 from tests.unit.test_pipeline import CFG, EVENTS, RULES, run
 
 
@@ -73,7 +73,7 @@ def test_model_parts_load_like_the_whole_model_and_refuse_what_is_missing_or_cor
     assert fresh.model_state() == before  # nothing changed
 
 
-def _service(h: Harness, cores: list[Segmenter]) -> Service:
+def _service(h: Harness, cores: list[Segmenter]) -> Service[Any]:
     def make_transport(handler: RebalanceHandler) -> DrainTransport:
         h.transport.handler = handler
         return h.transport
@@ -83,7 +83,7 @@ def _service(h: Harness, cores: list[Segmenter]) -> Service:
         cores.append(core)
         return core
 
-    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
+    svc = make_service(h.settings, make_transport, make_core)
     h.transport.service = svc
     return svc
 
@@ -133,7 +133,7 @@ def test_a_whole_model_record_of_the_older_format_still_restores_then_parts_take
     source = Segmenter(CFG, RULES)
     run(source, EVENTS[:300])
     h = make_harness()
-    h.transport.append("g.model", b"0", source.model_state(), 0, headers=((FORMAT_HEADER, MODEL_FORMAT),))
+    h.transport.append(OutRecord("g.model", b"0", source.model_state(), ((FORMAT_HEADER, MODEL_FORMAT),), 0))
     h.transport.produce_input(b"c1", event(0, "c1", minutes=60 * 23))
     cores: list[Segmenter] = []
     _service(h, cores).run()

@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.service import Service
-from consumer.sink import MemoryTransport, RebalanceHandler
+from consumer.sink import MemoryTransport, OutRecord, RebalanceHandler
 from consumer.state import (
     CLOCK_FORMAT,
     CLOCK_KEY,
@@ -31,7 +30,15 @@ from consumer.trainer import TrainerRole
 from segmenter.config import SegmenterConfig, default_config
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer
-from tests.unit.consumer.conftest import FIXED_NOW, DrainTransport, Harness, event, make_harness, real_core_service
+from tests.unit.consumer.conftest import (
+    FIXED_NOW,
+    DrainTransport,
+    Harness,
+    event,
+    make_harness,
+    make_service,
+    real_core_service,
+)
 from tests.unit.eventgen import make_events, to_events
 
 
@@ -48,7 +55,7 @@ class Exploit:
 
 
 def _append(h: Harness, topic: str, key: bytes | None, value: bytes | None, headers: Any = (), p: int = 0) -> int:
-    return h.transport.append(topic, key, value, p, headers=tuple(headers))
+    return h.transport.append(OutRecord(topic, key, value, tuple(headers), p))
 
 
 def _first_run(h: Harness, cores: list[Segmenter], n: int = 40) -> None:
@@ -186,7 +193,7 @@ def test_shared_mode_skips_code_bearing_views_trainer_snapshots_and_vectors(
         h.transport.handler = handler
         return h.transport
 
-    svc = Service(h.settings, make_transport, make_core, clock=lambda: FIXED_NOW)
+    svc = make_service(h.settings, make_transport, make_core)
     h.transport.service = svc
     with caplog.at_level(logging.INFO):
         svc.run()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from consumer.service import RulesWatcher
+from consumer.rules_watcher import RulesWatcher
 from segmenter.triggers.rules import RuleSet, load_rules
 from tests.unit.consumer.conftest import FakeCore, Harness
 from tests.unit.triggers.hostile_rules import HOSTILE, RULE_TOML, RULE_YAML
@@ -37,14 +37,14 @@ def test_a_hostile_reload_keeps_the_old_rules_and_logs_the_file_and_problem(
     watcher = watched(tmp_path, name)
     old = watcher.rules
     replace(watcher.path, content, 2000)
-    with caplog.at_level(logging.ERROR, logger="consumer.service"):
+    with caplog.at_level(logging.ERROR, logger="consumer.rules_watcher"):
         assert watcher.check(1.0) == "invalid"
     assert watcher.rules is old
     assert str(watcher.path) in caplog.text and "keeping the previous rules" in caplog.text
     assert words[-1] in caplog.text
     replace(watcher.path, RULE_TOML.replace('"vip"', '"vip2"') if name.endswith(".toml") else
             RULE_YAML.replace("vip", "vip2"), 3000)  # fmt: skip
-    assert watcher.check(2.0) == "loaded" and watcher.rules.rules[0].name == "vip2"
+    assert watcher.check(2.0) == "loaded" and watcher.rules is not None and watcher.rules.rules[0].name == "vip2"
 
 
 @pytest.mark.parametrize(
@@ -68,9 +68,9 @@ def test_any_exception_of_the_loader_keeps_the_old_rules(
     watcher = RulesWatcher(path, load, interval_s=0.0)
     watcher.load_initial()
     replace(path, "v2", 2000)
-    with caplog.at_level(logging.ERROR, logger="consumer.service"):
+    with caplog.at_level(logging.ERROR, logger="consumer.rules_watcher"):
         assert watcher.check(1.0) == "invalid"
-    assert watcher.rules == "v1" and calls == ["v1", "v2"]
+    assert cast(object, watcher.rules) == "v1" and calls == ["v1", "v2"]
     assert f"{path} changed but cannot be loaded" in caplog.text and type(exc).__name__ in caplog.text
 
 
@@ -81,7 +81,7 @@ def test_the_service_survives_a_hostile_reload_and_keeps_its_rules(harness: Harn
     svc._core = core = FakeCore(rules=watcher.rules)
     replace(watcher.path, content, 2000)
     svc._check_rules()
-    assert core.rules is watcher.rules and core.rules.rules[0].name == "vip"
+    assert watcher.rules is not None and core.rules is watcher.rules and watcher.rules.rules[0].name == "vip"
     assert svc.metrics.registry.get_sample_value("segmenter_rules_reloads_total", {"result": "invalid"}) == 1
 
 
@@ -99,7 +99,7 @@ def test_rules_the_core_refuses_are_rolled_back(
     core.set_rules = set_rules  # type: ignore[method-assign]
     svc._core = core
     replace(watcher.path, RULE_TOML.replace('"vip"', '"vip2"'), 2000)
-    with caplog.at_level(logging.ERROR, logger="consumer.service"):
+    with caplog.at_level(logging.ERROR, logger="consumer.rules_watcher"):
         svc._check_rules()
     assert core.rules is first and watcher.rules is first
     assert "loaded but the core refused it" in caplog.text and "RecursionError" in caplog.text

@@ -6,15 +6,19 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-import consumer.service as service_module
+import consumer.checkpoint as checkpoint_module
 from consumer.errors import BrokerUnavailableError, FencedError, TransactionError
-from consumer.service import RulesWatcher, Service
+from consumer.reconnect import Backoff
+from consumer.rules_watcher import RulesWatcher
+from consumer.service import Service
 from consumer.sink import TP, InRecord
 from consumer.state import inflate_part
 from segmenter.errors import ConfigError
+from segmenter.triggers.rules import RuleSet
 from tests.unit.consumer.conftest import FIXED_NOW, FakeCore, Harness, event, make_harness
 
 
@@ -143,12 +147,12 @@ def test_revocation_commits_the_open_batch_and_drops_customers() -> None:
     records = t.poll(0, 10)  # the first poll assigns both partitions (on_assigned)
     svc._restore_pending()
     svc._process_records(records)
-    assert t.commits == 0 and svc._batch is not None
+    assert t.commits == 0 and svc._checkpoint is not None
     t.assign({TP("in", 0)})  # partition 1 moves away
     assert t.commits == 1 and t.committed == {TP("in", 0): 1, TP("in", 1): 1}
     svc._restore_pending()
     assert svc._core.counts == {"a": 1}
-    assert svc._owned == {TP("in", 0)}
+    assert svc._ownership.assignment.owned == {TP("in", 0)}
 
 
 def test_records_of_unowned_partitions_are_skipped(harness: Harness) -> None:
@@ -156,44 +160,45 @@ def test_records_of_unowned_partitions_are_skipped(harness: Harness) -> None:
     svc._core = FakeCore()
     svc._transport = harness.transport
     svc._process_records([InRecord("in", 5, 0, b"c1", event(0))])
-    assert svc._batch is None and harness.transport.records("out") == []
+    assert svc._checkpoint is None and harness.transport.records("out") == []
+
+
+def _zone_rules(p: Path) -> RuleSet:
+    """A rules file holding a time zone name ("UTC", "Europe/Paris"); anything else is invalid."""
+    text = p.read_text()
+    if "/" not in text and text != "UTC":
+        raise ConfigError(f"{p}: rules[0].campaign: field required")
+    return RuleSet(timezone=text)
 
 
 def test_rules_hot_reload_keeps_old_rules_when_invalid(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text("ok-1")
-
-    def load(p: Path) -> str:
-        text = p.read_text()
-        if not text.startswith("ok"):
-            raise ConfigError(f"{p}: rules[0].campaign: field required")
-        return text
-
-    watcher = RulesWatcher(path, load, interval_s=0.0)
-    assert watcher.load_initial() == "ok-1"
+    path.write_text("UTC")
+    watcher = RulesWatcher(path, _zone_rules, interval_s=0.0)
+    assert watcher.load_initial() == RuleSet(timezone="UTC")
     assert watcher.check(1.0) == "unchanged"
     path.write_text("broken")
     os.utime(path, (1000, 1000))
     with caplog.at_level(logging.ERROR):
         assert watcher.check(2.0) == "invalid"
-    assert watcher.rules == "ok-1" and "keeping the previous rules" in caplog.text
-    path.write_text("ok-2")
+    assert watcher.rules == RuleSet(timezone="UTC") and "keeping the previous rules" in caplog.text
+    path.write_text("Europe/Paris")
     os.utime(path, (2000, 2000))
-    assert watcher.check(3.0) == "loaded" and watcher.rules == "ok-2"
+    assert watcher.check(3.0) == "loaded" and watcher.rules == RuleSet(timezone="Europe/Paris")
 
 
 def test_service_applies_reloaded_rules(harness: Harness, tmp_path: Path) -> None:
     path = tmp_path / "rules.txt"
-    path.write_text("v1")
-    watcher = RulesWatcher(path, lambda p: p.read_text(), interval_s=0.0)
+    path.write_text("UTC")
+    watcher = RulesWatcher(path, _zone_rules, interval_s=0.0)
     watcher.load_initial()
     harness.transport.produce_input(b"c1", event(0))
     svc = harness.service(rules=watcher)
-    svc._core = harness.cores[-1] if harness.cores else FakeCore(rules="v1")
-    path.write_text("v2")
+    svc._core = harness.cores[-1] if harness.cores else FakeCore(rules=watcher.rules)
+    path.write_text("Europe/Paris")
     os.utime(path, (5000, 5000))
     svc._check_rules()
-    assert svc._core.rules == "v2"
+    assert svc._core.rules == RuleSet(timezone="Europe/Paris")
     assert svc.metrics.registry.get_sample_value("segmenter_rules_reloads_total", {"result": "loaded"}) == 1
 
 
@@ -203,14 +208,14 @@ def test_broker_down_at_start_is_retried_with_a_log_line(harness: Harness, caplo
     svc = harness.service()
     real_factory = svc._transport_factory
 
-    def flaky(handler: Service) -> object:
+    def flaky(handler: Service[Any]) -> object:
         attempts.append(1)
         if len(attempts) < 3:
             raise BrokerUnavailableError("connect producer to 127.0.0.1:9092 failed: KafkaTimeoutError")
         return real_factory(handler)
 
     svc._transport_factory = flaky  # type: ignore[assignment]
-    svc._backoff = 0.01
+    svc.backoff = Backoff(0.01, 0.01)
     with caplog.at_level(logging.WARNING):
         svc.run()
     assert len(attempts) == 3
@@ -235,7 +240,7 @@ def test_stop_commits_the_open_batch() -> None:
 
 
 class _SteppingClock:
-    """Stands in for the ``time`` module of consumer.service: every reading is 10 ms later."""
+    """Stands in for the ``time`` module of consumer.checkpoint: every reading is 10 ms later."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -249,7 +254,7 @@ class _SteppingClock:
 
 
 def test_commit_interval_closes_a_batch_in_the_middle_of_a_poll(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_module, "time", _SteppingClock())
+    monkeypatch.setattr(checkpoint_module, "time", _SteppingClock())
     h = make_harness(1, "--batch-size", "1000", "--commit-interval-ms", "45")
     for i in range(20):
         h.transport.produce_input(b"c1", event(i))
@@ -264,7 +269,7 @@ def test_commit_interval_closes_a_batch_in_the_middle_of_a_poll(monkeypatch: pyt
 @pytest.mark.parametrize(("catch_up_ms", "commits"), [(600_000, 4), (1, 20)])
 def test_a_backlog_of_a_full_batch_keeps_batches_open_until_full(
         monkeypatch: pytest.MonkeyPatch, catch_up_ms: int, commits: int) -> None:
-    monkeypatch.setattr(service_module, "time", _SteppingClock())
+    monkeypatch.setattr(checkpoint_module, "time", _SteppingClock())
     h = make_harness(1, "--batch-size", "5", "--commit-interval-ms", "1", "--catch-up-interval-ms", str(catch_up_ms))
     for i in range(20):
         h.transport.produce_input(b"c1", event(i))

@@ -1,0 +1,198 @@
+"""The checkpoint: one batch of input records, when it is due, and the steps that commit it.
+
+Batch policy
+------------
+A *batch* is what one commit makes visible: up to ``batch_size`` input records
+(from one or more polls; it closes ``commit_interval_ms`` after its first
+record even in the middle of a poll's records, so the interval bounds the wait
+of every record. Behind a backlog of at least ``batch_size`` records the bound
+is ``catch_up_interval_ms`` instead, so batches fill up to ``batch_size``).
+:meth:`BatchPolicy.due` is the one place that says a batch is due.
+
+Commit steps
+------------
+Under **exactly-once** (the default) a batch is one Kafka transaction, begun
+at the batch's first record (:meth:`BatchPolicy.open`'s caller). While it is
+open, each input record is decoded, run through the core (consecutive valid
+events in one :meth:`Segmenter.process_batch` call, a *run*) and its outputs
+(keyed by customer id, header ``kind``, ``emitted_at`` stamped) or dead letter
+are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
+*inside the transaction*, in this order (the numbers are beside the code):
+
+1. the batch's queued outputs and dead letters, in order (one tight run of
+   sends costs kafka-python about half as much as sends spread between core
+   calls);
+2. the membership-table records of every customer whose segments changed
+   (:mod:`segmenter.membership`, built from the core's columns, keyed by
+   customer id, key-hash partitioned);
+3. the state-changelog records of every customer the core changed
+   (``take_changes``), each to the partition number of its input record
+   (which the core keeps per customer);
+4. the model's records (:class:`consumer.core.ModelKeeper`): in single mode
+   the model parts that changed (:class:`consumer.state.ModelTracker`: the
+   small ``core`` part with the clock and counters, and each lens that
+   observed events); in shared mode the partitions' clock records and the
+   sampled feature vectors for the trainer;
+5. ``send_offsets_to_transaction(next offsets, consumer.group_metadata())``
+   and ``commit_transaction`` (:meth:`Transport.commit`): outputs, dead
+   letters, state, model and input offsets become visible to
+   ``read_committed`` readers atomically.
+
+On a failure before 5 completes nothing of the batch is visible. Under
+**at-least-once** the transaction is replaced by: flush the producer, check
+every output was acknowledged, then commit the offsets; a crash replays the
+batch (the core ignores repeated event ids whose state was already saved).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic
+
+from consumer.core import C, ModelKeeper
+from consumer.metrics import Metrics
+from consumer.settings import Settings
+from consumer.sink import TP, OutRecord, Transport
+from consumer.state import changelog_records
+from consumer.watchdog import CommitWatchdog
+from segmenter.membership import membership_value
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checkpoint:
+    """One open batch: its input offsets and what its commit will send."""
+
+    started: float
+    """Monotonic seconds at the batch's first record."""
+    open_s: float
+    """How long the batch may stay open: the commit interval, or the catch-up interval behind a backlog."""
+    count: int = 0
+    offsets: dict[TP, int] = field(default_factory=dict)
+    """The next offset to read of each input partition the batch holds records of."""
+    records: list[OutRecord] = field(default_factory=list)
+    """Outputs and dead letters of the batch, in order, sent together at commit (step 1)."""
+    changed: dict[str, str] = field(default_factory=dict)
+    """Customers with a segment change in the batch -> its ``emitted_at`` (their membership records, step 2)."""
+
+    def store_offset(self, tp: TP, offset: int) -> None:
+        """Input record ``offset`` of ``tp`` is processed: the batch commits past it."""
+        self.offsets[tp] = offset + 1
+        self.count += 1
+
+    def queue(self, record: OutRecord) -> None:
+        """An output or dead letter of the batch (sent at commit)."""
+        self.records.append(record)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """When a batch opens, how long it stays open, and when it is due."""
+
+    batch_size: int
+    interval_s: float
+    catch_up_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> BatchPolicy:
+        """The policy of ``batch_size``, ``commit_interval_ms`` and ``catch_up_interval_ms``."""
+        return cls(settings.batch_size, settings.commit_interval_ms / 1000, settings.catch_up_interval_ms / 1000)
+
+    def open(self, behind: Callable[[], int]) -> Checkpoint:
+        """A new batch; ``behind`` tells the input lag at its start (asked only when catching up can apply).
+
+        The batch may stay open ``commit_interval_ms``, unless the input lag at
+        its start (the owned partitions' high watermarks, as of the last fetch,
+        minus the next offsets to process) is at least ``batch_size`` records:
+        then the service is working off a backlog, in which records wait for
+        their turn anyway, and the batch may stay open ``catch_up_interval_ms``
+        to fill up to ``batch_size`` (fewer, bigger transactions: a higher
+        rate, so the backlog and its wait shrink sooner).
+        """
+        catching_up = self.catch_up_s > self.interval_s and behind() >= self.batch_size
+        return Checkpoint(started=time.monotonic(), open_s=self.catch_up_s if catching_up else self.interval_s)
+
+    def due(self, checkpoint: Checkpoint | None) -> bool:
+        """Whether the open batch must be committed now: full, or open for its time."""
+        if checkpoint is None:
+            return False
+        return (checkpoint.count >= self.batch_size
+                or time.monotonic() - checkpoint.started >= checkpoint.open_s)  # fmt: skip
+
+    def poll_timeout(self, checkpoint: Checkpoint | None) -> float:
+        """How long the next poll may wait: until the open batch is due, at most 0.5 s without one."""
+        if checkpoint is None:
+            return min(self.interval_s, 0.5)
+        return max(0.0, checkpoint.open_s - (time.monotonic() - checkpoint.started))
+
+    def room(self, checkpoint: Checkpoint | None) -> int:
+        """How many records the next poll may return."""
+        return max(1, self.batch_size - (checkpoint.count if checkpoint is not None else 0))
+
+
+class CommitSteps(Generic[C]):
+    """Commits a :class:`Checkpoint` in the order of the module docstring's steps 1-5.
+
+    Parameters
+    ----------
+    settings
+        The topics (state, membership) and the brokers named in warnings.
+    keeper
+        The model's records of the mode (step 4).
+    metrics
+        Commit, batch and membership metrics.
+    watchdog
+        Warns when step 5 waits too long.
+    """
+
+    def __init__(self, settings: Settings, keeper: ModelKeeper[C], metrics: Metrics, watchdog: CommitWatchdog) -> None:
+        self._state_topic = settings.state_topic
+        self._membership_topic = settings.topics.membership
+        self._keeper = keeper
+        self._metrics = metrics
+        self._watchdog = watchdog
+
+    def commit(self, checkpoint: Checkpoint, transport: Transport, core: C) -> None:
+        """Send the batch's records and commit its offsets (a failure leaves nothing of it visible)."""
+        started = time.perf_counter()
+        for record in checkpoint.records:  # 1. outputs and dead letters, in order
+            transport.send(record)
+        checkpoint.records.clear()
+        for record in self._membership_records(checkpoint, core):  # 2. membership-table records
+            transport.send(record)
+        for record in changelog_records(core.take_changes(), self._state_topic):  # 3. state changelog
+            transport.send(record)
+        for record in self._keeper.records(core):  # 4. model parts, or clocks and vectors
+            transport.send(record)
+        self._watchdog.arm(checkpoint.count)
+        try:
+            transport.commit(checkpoint.offsets)  # 5. offsets and commit
+        except BaseException:
+            self._keeper.discard(core)
+            raise
+        finally:
+            self._watchdog.disarm()
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
+        self._metrics.batch_records.observe(checkpoint.count)
+        self._metrics.batches.inc()
+
+    def _membership_records(self, checkpoint: Checkpoint, core: C) -> list[OutRecord]:
+        """The membership-table records of the customers whose segments changed in the batch (from the core).
+
+        Keyed by customer id and sent with the key-hash partitioner: the topic
+        is compacted and keyed, and nothing reads it per input partition.
+        """
+        topic = self._membership_topic
+        changed, checkpoint.changed = checkpoint.changed, {}
+        entries = core.membership(sorted(changed))
+        records = [OutRecord(topic, cid.encode(), None if segs is None else membership_value(cid, segs, changed[cid]),
+                             (), None) for cid, segs in entries.items()]  # fmt: skip
+        tombstones = sum(1 for r in records if r.value is None)
+        self._metrics.membership.labels("record").inc(len(records) - tombstones)
+        self._metrics.membership.labels("tombstone").inc(tombstones)
+        return records

@@ -1,0 +1,123 @@
+"""The service's collaborators on their own: commit watchdog, backoff, assignment, batch policy, router."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+import consumer.checkpoint as checkpoint_module
+from consumer.__main__ import build_service
+from consumer.checkpoint import BatchPolicy
+from consumer.metrics import Health, Metrics
+from consumer.ownership import Assignment
+from consumer.reconnect import Backoff
+from consumer.routing import OutputRouter
+from consumer.settings import load_settings
+from consumer.sink import TP
+from consumer.snapshots import SnapshotKeeper
+from consumer.views import ViewFollower
+from consumer.watchdog import CommitWatchdog
+from tests.unit.consumer.conftest import _change
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_one_watchdog_thread_serves_every_commit_and_warns_about_a_slow_one(caplog: pytest.LogCaptureFixture) -> None:
+    before = set(threading.enumerate())  # services of other tests may have left theirs (daemon threads)
+    watchdog = CommitWatchdog(after_s=0.02, bootstrap="broker:9092")
+    try:
+        for _ in range(50):
+            watchdog.arm(3)
+            watchdog.disarm()
+        ours = [t for t in threading.enumerate() if t.name == "commit-watchdog" and t not in before]
+        assert len(ours) == 1
+        with caplog.at_level(logging.WARNING, logger="consumer.watchdog"):
+            watchdog.arm(7)
+            _wait_for(lambda: "batch of 7 records" in caplog.text, "the slow commit's warning")
+        watchdog.disarm()
+        assert "broker:9092" in caplog.text
+    finally:
+        watchdog.close()
+    assert not ours[0].is_alive()
+
+
+def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
+    backoff = Backoff(0.5, 3.0)
+    assert [backoff.take() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    backoff.reset()
+    assert backoff.take() == 0.5
+
+
+def test_a_revoked_partition_is_not_restored_after_the_poll() -> None:
+    assignment = Assignment()
+    assignment.assigned({TP("in", 0), TP("in", 1)})
+    assignment.revoked({TP("in", 1)})  # a second rebalance inside the same poll
+    assert assignment.take_pending() == {TP("in", 0)}
+    assert assignment.take_pending() is None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_batch_is_due_when_full_or_open_for_its_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(checkpoint_module, "time", clock)
+    policy = BatchPolicy(batch_size=3, interval_s=1.0, catch_up_s=10.0)
+    assert not policy.due(None)
+    quiet = policy.open(lambda: 0)
+    backlog = policy.open(lambda: 3)
+    assert (quiet.open_s, backlog.open_s) == (1.0, 10.0)
+    for offset in range(2):
+        quiet.store_offset(TP("in", 0), offset)
+    assert not policy.due(quiet) and policy.room(quiet) == 1
+    quiet.store_offset(TP("in", 0), 2)
+    assert policy.due(quiet) and quiet.offsets == {TP("in", 0): 3}
+    clock.now += 1.0
+    assert policy.due(backlog) is False and policy.due(policy.open(lambda: 0)) is False
+    clock.now += 9.0
+    assert policy.due(backlog)
+
+
+def test_the_router_keys_and_labels_each_kind_and_counts_it() -> None:
+    counted: list[str] = []
+
+    class Counter:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def inc(self, amount: float = 1) -> None:
+            counted.append(self.kind)
+
+    router = OutputRouter(lambda kind: f"out.{kind}", Counter)
+    records = [router.record(_change(c, None, 1, f"e{c}", "2026-01-01T00:00:00+00:00")) for c in ("a", "b")]
+    assert [(r.topic, r.key, dict(r.headers)["kind"]) for r in records] == [
+        ("out.segment_change", b"a", b"segment_change"),
+        ("out.segment_change", b"b", b"segment_change"),
+    ]
+    assert counted == ["segment_change", "segment_change"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "keeper", "trainer"), [("single", SnapshotKeeper, False), ("shared", ViewFollower, True)]
+)
+def test_the_mode_is_wired_once(mode: str, keeper: type, trainer: bool) -> None:
+    settings = load_settings(["--group-id", "g", "--metrics-port", "-1", "--mode", mode])
+    service = build_service(settings, Metrics(), Health())
+    assert isinstance(service._keeper, keeper)
+    assert (service._trainer_factory is not None) == trainer
