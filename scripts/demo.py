@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,22 @@ log = logging.getLogger(__name__)
 Record = tuple[bytes | None, bytes | None, dict[str, bytes]]
 
 
-def run_producer(bootstrap: str, topic: str, *, customers: int, days: float, seed: int, truth: Path) -> None:
-    cmd = [sys.executable, "-m", "producer", "synth", "--to", "kafka", "--bootstrap-servers", bootstrap,
-           "--topic", topic, "--partitions", "3", "--customers", str(customers), "--days", str(days),
-           "--seed", str(seed), "--truth", str(truth), "--malformed-rate", "0.001", "--duplicate-rate", "0.002"]
+@dataclass(frozen=True)
+class DemoRun:
+    """One demo run: its broker, its topics (its consumer group is its name), where it writes, where it prints."""
+
+    name: str
+    bootstrap: str
+    topics: dict[str, str]
+    out_dir: Path
+    console: Console
+
+
+def run_producer(run: DemoRun, *, customers: int, days: float, seed: int) -> None:
+    cmd = [sys.executable, "-m", "producer", "synth", "--to", "kafka", "--bootstrap-servers", run.bootstrap,
+           "--topic", run.topics["input"], "--partitions", "3", "--customers", str(customers), "--days", str(days),
+           "--seed", str(seed), "--truth", str(run.out_dir / "truth.jsonl"),
+           "--malformed-rate", "0.001", "--duplicate-rate", "0.002"]
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
@@ -78,9 +91,9 @@ def http_get(url: str) -> bytes | None:
         return None
 
 
-def run_consumer(bootstrap: str, topics: dict[str, str], group: str, *, timeout_s: float, out_dir: Path,
-                 console: Console) -> dict[str, Any]:
+def run_consumer(run: DemoRun, *, timeout_s: float) -> dict[str, Any]:
     """Run the consumer until it committed the whole input; returns its last /metrics and /segments."""
+    bootstrap, topics, group, out_dir, console = run.bootstrap, run.topics, run.name, run.out_dir, run.console
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "consumer", "--bootstrap-servers", bootstrap, "--group-id", group,
@@ -105,7 +118,8 @@ def run_consumer(bootstrap: str, topics: dict[str, str], group: str, *, timeout_
         else:
             raise SystemExit(f"segmenter-consumer did not commit the whole input within {timeout_s:.0f}s")
         time.sleep(2.5)  # the consumer refreshes its gauges and the explorer every 2 s
-        last = {"metrics": (http_get(f"{base}/metrics") or b"").decode(), "segments": http_get(f"{base}/segments")}
+        metrics = (http_get(f"{base}/metrics") or b"").decode()
+        last: dict[str, Any] = {"metrics": metrics, "segments": http_get(f"{base}/segments")}
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
@@ -238,12 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = ROOT / "out" / run
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(width=None if sys.stdout.isatty() else 132)
+    demo = DemoRun(run, args.bootstrap_servers, topics, out_dir, console)
     console.rule(f"[bold]{run}[/bold]: simulating {args.customers} customers over {args.days:g} days")
     started = time.monotonic()
-    run_producer(args.bootstrap_servers, topics["input"], customers=args.customers, days=args.days,
-                 seed=args.seed, truth=out_dir / "truth.jsonl")
+    run_producer(demo, customers=args.customers, days=args.days, seed=args.seed)
     console.rule("segmenter-consumer (exactly-once) until the whole input is committed")
-    last = run_consumer(args.bootstrap_servers, topics, run, timeout_s=args.timeout, out_dir=out_dir, console=console)
+    last = run_consumer(demo, timeout_s=args.timeout)
     records = read_topic(args.bootstrap_servers, topics["output"])
     messages = [orjson.loads(v) for _, v, _ in records if v is not None]
     (out_dir / "outputs.jsonl").write_bytes(b"".join(orjson.dumps(m) + b"\n" for m in messages))

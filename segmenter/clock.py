@@ -116,7 +116,7 @@ def watermark_of(clock: Any, idle: Any, lateness: int) -> tuple[bool, int]:  # p
 
 
 @njit(cache=True)
-def remember(  # noqa: PLR0917 - compiled; the kernel's loop passes one sample's three columns (and PLR0913)
+def remember(  # noqa: PLR0913, PLR0917 - compiled; the kernel's loop passes one sample's three columns
     ktime: Any, kkey: Any, kcount: Any, si: int, key: int, at: int
 ) -> None:  # pragma: no cover - compiled
     """Record customer ``key``'s event at ``at`` in source ``si``'s sample (the latest distinct customers)."""
