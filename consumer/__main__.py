@@ -10,6 +10,12 @@ SASL authentication failed.
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread, set before numpy loads OpenBLAS (a setting in the environment wins): the core's matrices are
+# small (refinement, quality gauges) and OpenBLAS's idle worker threads spin between calls (see segmenter/__main__.py).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import faulthandler
 import logging
 import signal
