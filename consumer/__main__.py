@@ -28,6 +28,7 @@ from consumer.settings import Settings, load_settings
 from consumer.sink import RebalanceHandler, Transport
 from consumer.topics import ensure_topics, plan
 from consumer.trainer import TrainerCore, TrainerRole
+from consumer.warmup import warm_up
 from segmenter.config import load_config
 from segmenter.errors import SegmenterError
 from segmenter.gc_tuning import tune_gc
@@ -57,6 +58,8 @@ def build_service(settings: Settings, metrics: Metrics, health: Health) -> Servi
         if settings.shared:
             return Segmenter(config, rules, shared=True, vector_every=settings.vector_every)
         return Segmenter(config, rules)
+
+    warm_up(lambda: make_core(None))
 
     def make_transport(handler: RebalanceHandler) -> Transport:
         admin = KafkaAdmin(settings)

@@ -693,26 +693,21 @@ class Service:
         transport = self._require_transport()
         core = self._require_core()
         started = time.perf_counter()
-        for record in batch.records:
-            transport.send(record)
+        transport.send_many(batch.records)
         batch.records.clear()
-        for record in self._membership_records():
-            transport.send(record)
-        for record in changelog_records(core.take_changes(), self.settings.state_topic):
-            transport.send(record)
+        transport.send_many(self._membership_records())
+        transport.send_many(changelog_records(core.take_changes(), self.settings.state_topic))
         if isinstance(core, ClockedCore):
             clocks = core.take_dirty_clocks()
             if self.settings.shared:  # single mode: the partitions' clocks are in the model's core part
-                for record in clock_records(clocks, self.settings.state_topic):
-                    transport.send(record)
+                transport.send_many(clock_records(clocks, self.settings.state_topic))
         if self.settings.shared and isinstance(core, SharedCore):
             vectors = core.take_vectors()
             if vectors is not None:
                 transport.send(OutRecord(self.settings.vectors_topic, self.settings.instance_id.encode(), vectors,
                                          (), 0))
         else:
-            for record in self._model.records(core.model_parts(), self.settings.model_topic):
-                transport.send(record)
+            transport.send_many(self._model.records(core.model_parts(), self.settings.model_topic))
         watchdog = threading.Timer(5.0, log.warning, ("commit of a batch of %d records is still waiting after 5s; "
                                                       "is the broker at %s down? (kafka-python keeps retrying)",
                                                       batch.count, self.settings.bootstrap_servers))
