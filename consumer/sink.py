@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypedDict, Unpack
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -137,6 +137,14 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release the clients (revokes the assignment)."""
+
+
+class RecordExtras(TypedDict, total=False):
+    """The optional parts of a record :meth:`MemoryTransport.append` writes."""
+
+    headers: Headers
+    timestamp_ms: int
+    """0: the record has no timestamp."""
 
 
 class PartitionLog(list[InRecord]):
@@ -268,12 +276,13 @@ class MemoryTransport:
         """
         self.append(self.input_topic, key, value, partition, headers=headers, timestamp_ms=timestamp_ms)
 
-    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0, *,
-               headers: Headers = (), timestamp_ms: int = 0) -> int:
+    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0,
+               **extras: Unpack[RecordExtras]) -> int:
         """Append a record to ``topic`` outside any transaction; returns its offset (test helper)."""
         log = self._logs(topic)[partition]
         offset = log.end
-        log.append(InRecord(topic, partition, offset, key, value, headers, timestamp_ms))
+        log.append(InRecord(topic, partition, offset, key, value, extras.get("headers", ()),
+                            extras.get("timestamp_ms", 0)))
         log.end += 1
         return offset
 

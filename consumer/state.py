@@ -248,6 +248,14 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord]) -> int:
     customer, and that customer starts afresh; a clock record that is not a
     number in range is reported and ignored. Nothing here stops the partition.
     """
+    latest, clocks = _newest_records(records)
+    if clocks and isinstance(core, ClockedCore):
+        _load_clocks(core, clocks)
+    return sum(_load_customer(core, customer_id, latest[customer_id]) for customer_id in sorted(latest))
+
+
+def _newest_records(records: Iterable[InRecord]) -> tuple[dict[str, InRecord], dict[int, tuple[float, InRecord]]]:
+    """The newest record of each customer, and the newest valid clock of each partition (with its record)."""
     latest: dict[str, InRecord] = {}
     clocks: dict[int, tuple[float, InRecord]] = {}
     for rec in records:
@@ -259,29 +267,33 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord]) -> int:
                 clocks[rec.partition] = (epoch, rec)
             continue
         latest[rec.key.decode("utf-8", errors="replace")] = rec
-    if clocks and isinstance(core, ClockedCore):
-        for partition, (epoch, rec) in sorted(clocks.items()):
-            try:
-                core.load_clock(partition, epoch)
-            except SegmenterError as exc:
-                log.error("clock record %s holds %r, which the core refuses; ignored: %s", where(rec), epoch, exc)
-    loaded = 0
-    for customer_id in sorted(latest):
-        rec = latest[customer_id]
-        if rec.value is None:
-            continue
+    return latest, clocks
+
+
+def _load_clocks(core: ClockedCore, clocks: Mapping[int, tuple[float, InRecord]]) -> None:
+    """Restore each partition's clock; one the core refuses is reported and ignored."""
+    for partition, (epoch, rec) in sorted(clocks.items()):
         try:
-            core.load_customer(customer_id, rec.value, rec.partition)
-        except StateError as exc:
-            log.error("state record %s of customer %r cannot be restored; the customer starts afresh: %s",
-                      where(rec), customer_id, exc)
-            continue
-        except Exception:
-            log.exception("state record %s of customer %r cannot be loaded; the customer starts afresh",
-                          where(rec), customer_id)
-            continue
-        loaded += 1
-    return loaded
+            core.load_clock(partition, epoch)
+        except SegmenterError as exc:
+            log.error("clock record %s holds %r, which the core refuses; ignored: %s", where(rec), epoch, exc)
+
+
+def _load_customer(core: StatefulCore, customer_id: str, rec: InRecord) -> int:
+    """Load one customer's newest record: 1 if loaded, 0 for a tombstone or a record the core refuses (reported)."""
+    if rec.value is None:
+        return 0
+    try:
+        core.load_customer(customer_id, rec.value, rec.partition)
+    except StateError as exc:
+        log.error("state record %s of customer %r cannot be restored; the customer starts afresh: %s",
+                  where(rec), customer_id, exc)
+        return 0
+    except Exception:
+        log.exception("state record %s of customer %r cannot be loaded; the customer starts afresh",
+                      where(rec), customer_id)
+        return 0
+    return 1
 
 
 def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: ModelTracker,
