@@ -232,10 +232,6 @@ _PRODUCER_HOOKS = (("_accumulator", "append"), ("_transaction_manager", "maybe_a
                    ("_metadata", "partitions_for_topic"), ("_sender", "wakeup"))
 """The private parts of ``KafkaProducer`` that :class:`Appender` calls, as (attribute, method)."""
 
-POLL_RECORDS = 5000
-"""The most records one poll returns: a batch of ``batch_size`` records may take several polls, so the records
-(and their decoded events) held at once stay bounded however large a batch is."""
-
 _RECORD_BOUND = 128
 """More than a record's framing (varints, attributes, a batch header) adds to its key, value and headers."""
 
@@ -433,8 +429,7 @@ class KafkaTransport:
             consumer_config: dict[str, Any] = {
                 **common, "client_id": f"{client_id}-consumer", "group_id": settings.group_id,
                 "enable_auto_commit": False, "isolation_level": "read_committed",
-                "auto_offset_reset": settings.auto_offset_reset,
-                "max_poll_records": min(settings.batch_size, POLL_RECORDS),
+                "auto_offset_reset": settings.auto_offset_reset, "max_poll_records": settings.batch_size,
                 "session_timeout_ms": settings.session_timeout_ms,
                 "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 4),
                 # kafka-python can learn a just-created topic without its partitions and join the group with
@@ -470,8 +465,7 @@ class KafkaTransport:
 
     def poll(self, timeout_s: float, max_records: int) -> list[InRecord]:
         with translate_errors("poll"):
-            batch = self.consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)),
-                                       max_records=min(max_records, POLL_RECORDS))
+            batch = self.consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
         return [_in_record(r) for records in batch.values() for r in records]
 
     def rewind(self, partitions: Iterable[TP]) -> dict[TP, int]:

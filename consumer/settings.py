@@ -101,12 +101,12 @@ class Settings(BaseSettings, ConnectionSettings):
                                          "restarted instance fences its zombie; also the static group member id.")
     guarantee: Guarantee = Field("exactly-once", description="exactly-once (one transaction per batch) or "
                                                              "at-least-once (commit offsets after the acks).")
-    batch_size: int = Field(20_000, ge=1, le=100_000, description="Most input records in one batch (transaction); "
+    batch_size: int = Field(5000, ge=1, le=100_000, description="Most input records in one batch (transaction); "
                                                                  "a batch also closes commit-interval-ms after its "
                                                                  "first record.")
     commit_interval_ms: int = Field(100, ge=1, le=600_000, description="Longest time a batch stays open before "
                                                                       "it is committed.")
-    catch_up_interval_ms: int = Field(2000, ge=1, le=600_000,
+    catch_up_interval_ms: int = Field(1000, ge=1, le=600_000,
                                       description="Longest time a batch stays open while the input lag at its "
                                                   "start is at least batch-size records (working off a backlog: "
                                                   "fewer, bigger transactions); commit-interval-ms applies "
