@@ -36,6 +36,7 @@ from consumer.snapshots import SnapshotKeeper
 from consumer.topics import ensure_topics, plan
 from consumer.trainer import TrainerCore, TrainerRole
 from consumer.views import ViewFollower
+from consumer.warmup import warm_up
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import SegmenterError
 from segmenter.gc_tuning import tune_gc
@@ -61,6 +62,7 @@ def build_service(settings: Settings, metrics: Metrics, health: Health) -> Servi
             Path(settings.rules_file), lambda p: load_rules(p, config), settings.rules_check_interval_s
         )
         watcher.load_initial()
+    warm_up(lambda: Segmenter(config, None))  # numba's one-time start here, not inside the first batch
     transport = _transport_factory(settings)
     if not settings.shared:
         single: Wiring[Segmenter] = Wiring(

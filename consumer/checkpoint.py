@@ -159,15 +159,11 @@ class CommitSteps(Generic[C]):
     def commit(self, checkpoint: Checkpoint, transport: Transport, core: C) -> None:
         """Send the batch's records and commit its offsets (a failure leaves nothing of it visible)."""
         started = time.perf_counter()
-        for record in checkpoint.records:  # 1. outputs and dead letters, in order
-            transport.send(record)
+        transport.send_many(checkpoint.records)  # 1. outputs and dead letters, in order
         checkpoint.records.clear()
-        for record in self._membership_records(checkpoint, core):  # 2. membership-table records
-            transport.send(record)
-        for record in changelog_records(core.take_changes(), self._state_topic):  # 3. state changelog
-            transport.send(record)
-        for record in self._keeper.records(core):  # 4. model parts, or clocks and vectors
-            transport.send(record)
+        transport.send_many(self._membership_records(checkpoint, core))  # 2. membership-table records
+        transport.send_many(changelog_records(core.take_changes(), self._state_topic))  # 3. state changelog
+        transport.send_many(self._keeper.records(core))  # 4. model parts, or clocks and vectors
         self._watchdog.arm(checkpoint.count)
         try:
             transport.commit(checkpoint.offsets)  # 5. offsets and commit

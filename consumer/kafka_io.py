@@ -104,12 +104,11 @@ def _translated(exc: ke.KafkaError, operation: str, *, transactional: bool) -> K
     return KafkaIOError(message)
 
 
-def _in_record(r: Any) -> InRecord:
+def _in_record(r: Any, make: Callable[[Iterable[Any]], InRecord] = InRecord._make) -> InRecord:
     """A kafka-python ``ConsumerRecord`` as an :class:`InRecord` (null header values become ``b""``)."""
     headers = r.headers
-    return InRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                    tuple((k, v if v is not None else b"") for k, v in headers) if headers else (),
-                    r.timestamp or 0)
+    return make((r.topic, r.partition, r.offset, r.key, r.value,
+                 tuple((k, v if v is not None else b"") for k, v in headers) if headers else (), r.timestamp or 0))
 
 
 class KeyPartitioner:
@@ -200,25 +199,116 @@ def _hold_rejoin(consumer: KafkaConsumer) -> None:
     consumer._coordinator.request_rejoin()  # present: require_private_hooks checked it at start-up
 
 
-def require_private_hooks(consumer: object) -> None:
+def require_private_hooks(consumer: object, producer: object | None = None) -> None:
     """Fail at start-up, loudly, when kafka-python lacks a private hook the service relies on.
 
-    :func:`_hold_rejoin` calls ``consumer._coordinator.request_rejoin()``, which is
-    not public API: a kafka-python release that renames it would otherwise break
-    rebalances at run time (or, with a silent fallback, bring back the stuck
-    consumer the workaround prevents).
+    :func:`_hold_rejoin` calls ``consumer._coordinator.request_rejoin()`` and
+    :class:`Appender` uses the producer's accumulator, transaction manager,
+    cluster metadata and sender; none of it is public API: a kafka-python
+    release that renames them would otherwise break rebalances or sends at run
+    time (or, with a silent fallback, bring back the stuck consumer the
+    workaround prevents).
 
     Raises
     ------
     UnsupportedClientError
-        The hook is missing: install the kafka-python version pyproject.toml pins.
+        A hook is missing: install the kafka-python version pyproject.toml pins.
     """
-    coordinator = getattr(consumer, "_coordinator", None)
-    if not callable(getattr(coordinator, "request_rejoin", None)):
+    missing = [] if callable(getattr(getattr(consumer, "_coordinator", None), "request_rejoin", None)) else [
+        "KafkaConsumer._coordinator.request_rejoin() (consumer.kafka_io._hold_rejoin)"]
+    if producer is not None:
+        missing += [f"KafkaProducer.{owner}.{name}() (consumer.kafka_io.Appender)"
+                    for owner, name in _PRODUCER_HOOKS if not callable(getattr(getattr(producer, owner, None), name,
+                                                                                None))]
+    if missing:
         raise UnsupportedClientError(
-            f"kafka-python {kafka.__version__} has no KafkaConsumer._coordinator.request_rejoin(), which the group "
-            f"consumer needs to complete rebalances (consumer.kafka_io._hold_rejoin); install the pinned version "
-            f"(pip install 'kafka-python=={PINNED_KAFKA_PYTHON}'), or port _hold_rejoin to the installed one")
+            f"kafka-python {kafka.__version__} has no {', no '.join(missing)}, which the service needs; install the "
+            f"pinned version (pip install 'kafka-python=={PINNED_KAFKA_PYTHON}'), or port consumer.kafka_io to the "
+            f"installed one")
+
+
+_PRODUCER_HOOKS = (("_accumulator", "append"), ("_transaction_manager", "maybe_add_partition_to_transaction"),
+                   ("_metadata", "partitions_for_topic"), ("_sender", "wakeup"))
+"""The private parts of ``KafkaProducer`` that :class:`Appender` calls, as (attribute, method)."""
+
+_RECORD_BOUND = 128
+"""More than a record's framing (varints, attributes, a batch header) adds to its key, value and headers."""
+
+
+class Appender:
+    """Appends a commit's records to a ``KafkaProducer``'s accumulator, at about half the cost of ``send``.
+
+    kafka-python's ``send`` re-checks per record what holds for a whole run of
+    sends: the headers' types, the topic's metadata, the partition's place in the
+    transaction, the exact record size; and it wakes the sender thread at each
+    new batch. This checks a partition once per transaction (:meth:`begin`),
+    bounds the size from the lengths, stamps one timestamp per run and wakes the
+    sender once at its end (a batch's sends happen at its commit, which flushes
+    anyway). A record it cannot vouch for (possibly too large, keyless without a
+    partition, a partition the metadata does not know) goes through ``send``,
+    with its checks and its errors. kafka-python 3.0.12 internals, checked at
+    start-up by :func:`require_private_hooks`.
+
+    Parameters
+    ----------
+    producer
+        The producer (transactional or not).
+    partitioner
+        Where keyed records without a partition go.
+    transactional
+        Whether each new partition must join the open transaction.
+    """
+
+    def __init__(self, producer: KafkaProducer, partitioner: KeyPartitioner, *, transactional: bool) -> None:
+        self._producer = producer
+        self._append = producer._accumulator.append
+        self._join = producer._transaction_manager.maybe_add_partition_to_transaction if transactional else None
+        self._partitions_for = producer._metadata.partitions_for_topic
+        self._partitioner = partitioner
+        self._limit = producer.config["max_request_size"] - _RECORD_BOUND
+        self._checked: dict[tuple[str, int], TopicPartition] = {}
+
+    def begin(self) -> None:
+        """A new transaction: every partition joins it again at its first record."""
+        self._checked.clear()
+
+    def append_all(self, records: Iterable[OutRecord]) -> list[Any]:
+        """Append ``records`` in order; returns their delivery futures."""
+        futures = []
+        wake = False
+        now, stamp = time.monotonic(), int(time.time() * 1000)
+        for record in records:
+            tp = self._target(record)
+            if tp is None:
+                futures.append(self._producer.send(record.topic, value=record.value, key=record.key,
+                                                   headers=list(record.headers), partition=record.partition))
+                continue
+            future, full, new, _ = self._append(tp, stamp, record.key, record.value, record.headers, now=now)
+            futures.append(future)
+            wake = wake or full or new
+        if wake:
+            self._producer._sender.wakeup()
+        return futures
+
+    def _target(self, record: OutRecord) -> TopicPartition | None:
+        """The record's checked partition, or ``None`` when ``send`` must take it."""
+        key, value, partition = record.key, record.value, record.partition
+        size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+        for name, data in record.headers:
+            size += 4 * len(name) + len(data) + 10
+        if size > self._limit or (key is None and (value is None or partition is None)):
+            return None
+        if partition is None:
+            partition = self._partitioner.partition(record.topic, key)  # type: ignore[arg-type]  # checked above
+        tp = self._checked.get((record.topic, partition))
+        if tp is None:
+            known = self._partitions_for(record.topic)
+            if known is None or partition not in known:
+                return None
+            tp = self._checked[(record.topic, partition)] = TopicPartition(record.topic, partition)
+            if self._join is not None:
+                self._join(tp)
+        return tp
 
 
 def subscribe(consumer: KafkaConsumer, topics: Sequence[str], handler: RebalanceHandler) -> None:
@@ -305,7 +395,10 @@ class KafkaTransport:
         client_id = settings.transactional_id
         producer_config: dict[str, Any] = {
             **common, "client_id": f"{client_id}-producer", "acks": "all", "enable_idempotence": True,
-            "linger_ms": 5, "batch_size": 256 * 1024, "max_request_size": MODEL_MAX_BYTES,
+            # a batch's records are all sent at its commit, which flushes (commit_transaction, flush): a long
+            # linger and big batches keep the sender thread from draining (and taking the GIL) in the middle
+            # of that run of sends; with 5 ms and 256 KiB it cost the run of sends about a third more
+            "linger_ms": 1000, "batch_size": 1024 * 1024, "max_request_size": MODEL_MAX_BYTES,
             "max_block_ms": 30_000, "request_timeout_ms": 15_000, "delivery_timeout_ms": 30_000,
             # kafka-python waits retry_backoff_ms before re-sending a transactional request that needs a
             # coordinator lookup (the group's, at the first send_offsets_to_transaction) or met
@@ -324,8 +417,8 @@ class KafkaTransport:
         try:
             self._producer = _client(settings, f"connect producer to {settings.bootstrap_servers}",
                                      lambda: KafkaProducer(**producer_config))
-            self._send = self._producer.send
-            self._partitioner = KeyPartitioner(self._producer.partitions_for)
+            self._appender = Appender(self._producer, KeyPartitioner(self._producer.partitions_for),
+                                      transactional=self._eos)
             if self._eos:
                 with translate_errors(f"init transactions for {settings.transactional_id}"):
                     self._producer.init_transactions()
@@ -347,7 +440,7 @@ class KafkaTransport:
                 consumer_config["group_instance_id"] = settings.transactional_id
             self._consumer = _client(settings, f"connect consumer to {settings.bootstrap_servers}",
                                      lambda: KafkaConsumer(**consumer_config))
-            require_private_hooks(self._consumer)
+            require_private_hooks(self._consumer, self._producer)
             with translate_errors(f"subscribe to {settings.topics.input}"):
                 subscribe(self._consumer, [settings.topics.input], handler)
                 # metadata now, between subscribe and the join in the first poll: joined without it, the leader
@@ -393,23 +486,24 @@ class KafkaTransport:
 
     def begin(self) -> None:
         self._futures = []
+        self._appender.begin()
         if self._eos:
             with translate_errors("begin transaction", transactional=True):
                 self.producer.begin_transaction()
 
     def send(self, record: OutRecord) -> None:
-        # The hot path (one call per output and per changelog record): no context manager, and the
-        # partition of a keyed record comes from the cache rather than kafka-python's pure-Python murmur2.
-        partition = record.partition
+        self.send_many((record,))
+
+    def send_many(self, records: Iterable[OutRecord]) -> None:
+        # The hot path (a commit's outputs, membership and changelog records): appended to the producer's
+        # accumulator by Appender, the partition of a keyed record from KeyPartitioner's cache rather than
+        # kafka-python's pure-Python murmur2.
         try:
-            if partition is None and record.key is not None:
-                partition = self._partitioner.partition(record.topic, record.key)
-            future = self._send(record.topic, value=record.value, key=record.key, headers=list(record.headers),
-                                partition=partition)
+            futures = self._appender.append_all(records)
         except ke.KafkaError as exc:
-            raise _translated(exc, f"send to {record.topic}", transactional=self._eos) from exc
+            raise _translated(exc, "send the batch's records", transactional=self._eos) from exc
         if not self._eos:
-            self._futures.append(future)
+            self._futures.extend(futures)
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         kafka_offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)

@@ -32,9 +32,12 @@ class TP(NamedTuple):
     partition: int
 
 
-@dataclass(frozen=True)
-class InRecord:
-    """One consumed record."""
+class InRecord(NamedTuple):
+    """One consumed record.
+
+    A named tuple, not a frozen dataclass: one is made per consumed record and
+    per restored one, and a tuple is built in about a third of the time.
+    """
 
     topic: str
     partition: int
@@ -50,9 +53,11 @@ class InRecord:
         return TP(self.topic, self.partition)
 
 
-@dataclass(frozen=True)
-class OutRecord:
-    """One record to produce; ``partition=None`` lets the default (key-hash) partitioner choose."""
+class OutRecord(NamedTuple):
+    """One record to produce; ``partition=None`` lets the default (key-hash) partitioner choose.
+
+    A named tuple, like :class:`InRecord`: one is made per output, dead letter and changelog record.
+    """
 
     topic: str
     key: bytes | None
@@ -88,6 +93,9 @@ class Transport(Protocol):
 
     def send(self, record: OutRecord) -> None:
         """Produce one record inside the open batch."""
+
+    def send_many(self, records: Iterable[OutRecord]) -> None:
+        """Produce records inside the open batch, in order: the same as :meth:`send` on each, for less."""
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         """Close the batch: its outputs and the next ``offsets`` to read become visible together."""
@@ -320,6 +328,10 @@ class MemoryTransport:
             log.open[self._batch] = sent.offset
             self._written.append(log)
         self._pending.append(sent)
+
+    def send_many(self, records: Iterable[OutRecord]) -> None:
+        for record in records:
+            self.send(record)
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         if self._batch is None:

@@ -391,6 +391,36 @@ def check_poll_returns_at_most_max_records_in_offset_order(backend: Backend) -> 
         assert [r.offset for r in mine] == sorted({r.offset for r in mine})
 
 
+def check_send_many_is_send_on_each_record_in_order(backend: Backend) -> None:
+    """``send_many`` puts each record where ``send`` would, headers and tombstones kept, each partition in order."""
+    topic = backend.topic(3)
+    writer = backend.transport(topic)
+    records = [
+        OutRecord(topic, f"c{i % 7}".encode(), f"v{i}".encode(), (("h", b"x"),) if i % 3 == 0 else ())
+        for i in range(40)
+    ]
+    records += [
+        OutRecord(topic, b"c1", None),
+        OutRecord(topic, None, b"pinned", partition=1),
+        OutRecord(topic, b"c2", b"p0", partition=0),
+    ]
+    writer.begin()
+    writer.send_many(records[:20])
+    writer.send(records[20])
+    writer.send_many(iter(records[21:]))
+    writer.send_many([OutRecord(topic, None, b"keyless")])
+    writer.commit({})
+    got = by_partition(writer.read_to_end(topic, [0, 1, 2], stable=True))
+    for partition in (0, 1, 2):
+        want = [
+            (r.key, r.value, r.headers)
+            for r in records
+            if (r.partition if r.partition is not None else default_partition(r.key or b"", 3)) == partition
+        ]
+        assert [(r.key, r.value, r.headers) for r in got.get(partition, []) if r.value != b"keyless"] == want
+    assert sum(r.value == b"keyless" for part in got.values() for r in part) == 1
+
+
 CHECKS: list[Callable[[Backend], None]] = [
     check_keyed_records_go_where_the_default_partitioner_sends_them,
     check_a_batch_is_visible_only_after_commit_and_an_aborted_one_never,
@@ -404,6 +434,7 @@ CHECKS: list[Callable[[Backend], None]] = [
     check_a_second_member_takes_a_share_after_everything_is_revoked,
     check_headers_round_trip,
     check_poll_returns_at_most_max_records_in_offset_order,
+    check_send_many_is_send_on_each_record_in_order,
 ]
 """Every check of the contract; each implementation's test runs them all."""
 
