@@ -345,6 +345,9 @@ class SegmentRegistry:
                     "misses": s.misses,
                     "merged_into": s.merged_into,
                     "born_version": s.born_version,
+                    "anchor": _copy(s.anchor),
+                    "summary_ref": _copy(s.summary_ref),
+                    "summary_pos": _copy(s.summary_pos),
                 }
                 for s in self.segments.values()
             ],
@@ -353,8 +356,7 @@ class SegmentRegistry:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         try:
-            segments = {int(s["number"]): Segment(**{**s, "center": [float(v) for v in s["center"]]})
-                        for s in state["segments"]}
+            segments = {int(s["number"]): Segment(**{**s, **_vectors(s)}) for s in state["segments"]}
             next_number = int(state["next_number"])
             version = int(state["version"])
             statuses = get_args(Status)
@@ -368,3 +370,23 @@ class SegmentRegistry:
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"segment registry state is invalid: {exc}") from None
         self.segments, self.next_number, self.version = segments, next_number, version
+
+
+_OPTIONAL_VECTORS = ("anchor", "summary_ref", "summary_pos")
+"""Segment fields that hold a vector or None (absent from states written before they were saved)."""
+
+
+def _copy(vector: list[float] | None) -> list[float] | None:
+    return None if vector is None else list(vector)
+
+
+def _vectors(record: dict[str, Any]) -> dict[str, list[float] | None]:
+    """A segment record's vectors as float lists (ValueError unless finite); optional ones None when absent."""
+    out: dict[str, list[float] | None] = {"center": [float(v) for v in record["center"]]}
+    for key in _OPTIONAL_VECTORS:
+        value = record.get(key)
+        vector = None if value is None else [float(v) for v in value]
+        if vector is not None and not all(math.isfinite(v) for v in vector):
+            raise ValueError(f"segment {record.get('number')!r}: non-finite {key}")
+        out[key] = vector
+    return out
