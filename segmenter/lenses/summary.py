@@ -91,10 +91,12 @@ class SummaryFollower:
         """The segments' new centers (scaled by ``snap``, one row per segment) from the micro-clusters ``mcs``.
 
         Updates each segment's :attr:`~segmenter.lenses.registry.Segment.summary_pos`.
-        A segment without a reference (none was placed at the last refinement)
-        takes the first position it holds as its reference, and its center then as
-        its :attr:`~segmenter.lenses.registry.Segment.anchor`. A segment holding no
-        micro-cluster keeps its center and its last position.
+        A segment no refinement placed yet (no
+        :attr:`~segmenter.lenses.registry.Segment.anchor`) goes to its position: before
+        the first refinement the summary is the only view of the population. A
+        refined segment without a reference (it held no micro-cluster at the
+        refinement) takes the first position it holds as its reference. A segment
+        holding no micro-cluster keeps its center and its last position.
         """
         current = snap.scale_matrix(_centers(segments))
         if not len(mcs) or not len(segments):
@@ -106,10 +108,12 @@ class SummaryFollower:
             if not held[j]:
                 continue
             seg.summary_pos = pos[j].tolist()
-            if seg.summary_ref is None or seg.anchor is None:
-                seg.summary_ref, seg.anchor = seg.summary_pos, list(seg.center)
-                continue
-            target[j] = snap.scale((np.asarray(seg.anchor) + pos[j] - np.asarray(seg.summary_ref)).tolist())
+            if seg.anchor is None:  # never refined: the summary is all there is to go by
+                target[j] = snap.scale(seg.summary_pos)
+            elif seg.summary_ref is None:
+                seg.summary_ref = seg.summary_pos
+            else:
+                target[j] = snap.scale((np.asarray(seg.anchor) + pos[j] - np.asarray(seg.summary_ref)).tolist())
         # follow, do not leap: a summary that re-forms its micro-clusters moves a segment at most a threshold
         step = np.linalg.norm(target - current, axis=1)
         far = step > self.threshold
