@@ -345,9 +345,7 @@ class SegmentRegistry:
                     "misses": s.misses,
                     "merged_into": s.merged_into,
                     "born_version": s.born_version,
-                    "anchor": _copy(s.anchor),
-                    "summary_ref": _copy(s.summary_ref),
-                    "summary_pos": _copy(s.summary_pos),
+                    **_set_vectors(s),
                 }
                 for s in self.segments.values()
             ],
@@ -376,8 +374,14 @@ _OPTIONAL_VECTORS = ("anchor", "summary_ref", "summary_pos")
 """Segment fields that hold a vector or None (absent from states written before they were saved)."""
 
 
-def _copy(vector: list[float] | None) -> list[float] | None:
-    return None if vector is None else list(vector)
+def _set_vectors(segment: Segment) -> dict[str, list[float]]:
+    """The segment's optional vectors that are set (a k-means lens has none: its state stays as it was)."""
+    out = {}
+    for key in _OPTIONAL_VECTORS:
+        vector = getattr(segment, key)
+        if vector is not None:
+            out[key] = list(vector)
+    return out
 
 
 def _vectors(record: dict[str, Any]) -> dict[str, list[float] | None]:
