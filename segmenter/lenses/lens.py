@@ -354,7 +354,8 @@ class Lens:
         self._follower().place(mcs, w, segs, self._scaler.snapshot())
 
     def _follower(self) -> SummaryFollower:
-        return SummaryFollower(self.config.match_threshold, self.config.refine_iterations)
+        cfg = self.config
+        return SummaryFollower(cfg.match_threshold, cfg.refine_iterations, cfg.retire_after, cfg.min_cluster_share)
 
     def _initial_centers(
         self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot

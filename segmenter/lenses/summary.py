@@ -14,9 +14,12 @@ it by as much as its position moved since, at most ``threshold`` per refresh.
 The summary weighs events (and fades them), not customers: a group of
 customers who rarely act may hold no micro-cluster at all while the
 population still holds them. So the summary's drift is followed, its bias is
-not, and a segment the summary does not reach stays where it is: it is never
-moved, retired or re-born from the summary. Births, retirements and merges
-come from the population, at the refinement (and at the first segments).
+not, and a refined segment the summary does not reach stays where it is: it
+is never moved, retired or re-born from the summary. Births, retirements and
+merges come from the population, at the refinement (and at the first
+segments). Only before any refinement, when the summary is the lens's only
+view, a segment it has left empty for ``retire_after`` refreshes moves to the
+heaviest group of micro-clusters no segment holds (a retirement and a birth).
 
 Examples
 --------
@@ -63,17 +66,23 @@ class SummaryFollower:
         Radius (scaled units) within which a micro-cluster belongs to a segment, and the largest step per refresh.
     iterations
         Weighted Lloyd steps per placement.
+    retire_after, min_share
+        Before any refinement: refreshes a segment may hold no micro-cluster before it moves to an unheld
+        group, and the least share of the summary's weight such a group must hold.
     """
 
     threshold: float
     iterations: int
+    retire_after: int = 2
+    min_share: float = 0.02
 
     def _positions(
         self, mcs: np.ndarray, w: np.ndarray, seeds: np.ndarray, snap: ScalerSnapshot
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions in the summary (transformed space) from scaled ``seeds``, and whether each holds weight."""
-        pos, mass, _ = trimmed_lloyd(mcs, seeds, self.threshold, self.iterations, w)
-        return snap.unscale_matrix(pos), mass > 0.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions in the summary (transformed space) from scaled ``seeds``, whether each holds weight, and
+        the mask of micro-clusters no segment holds."""
+        pos, mass, outside = trimmed_lloyd(mcs, seeds, self.threshold, self.iterations, w)
+        return snap.unscale_matrix(pos), mass > 0.0, outside
 
     def place(self, mcs: np.ndarray, w: np.ndarray, segments: Sequence[Segment], snap: ScalerSnapshot) -> None:
         """After a refinement: each segment's position in the micro-clusters ``mcs`` (scaled by ``snap``).
@@ -83,7 +92,7 @@ class SummaryFollower:
         """
         if not len(mcs) or not segments:
             return
-        pos, held = self._positions(mcs, w, snap.scale_matrix(_centers(segments)), snap)
+        pos, held, _ = self._positions(mcs, w, snap.scale_matrix(_centers(segments)), snap)
         for j, seg in enumerate(segments):
             seg.summary_ref = seg.summary_pos = pos[j].tolist() if held[j] else None
 
@@ -102,9 +111,10 @@ class SummaryFollower:
         if not len(mcs) or not len(segments):
             return current
         seeds = snap.scale_matrix(np.asarray([s.summary_pos or s.center for s in segments], np.float64))
-        pos, held = self._positions(mcs, w, seeds, snap)
+        pos, held, outside = self._positions(mcs, w, seeds, snap)
         target = current.copy()
         for j, seg in enumerate(segments):
+            seg.misses = 0 if held[j] or seg.anchor is not None else seg.misses + 1
             if not held[j]:
                 continue
             seg.summary_pos = pos[j].tolist()
@@ -118,7 +128,43 @@ class SummaryFollower:
         step = np.linalg.norm(target - current, axis=1)
         far = step > self.threshold
         target[far] = current[far] + (target[far] - current[far]) * (self.threshold / step[far])[:, None]
+        self._reseat(mcs[outside], w[outside], segments, target, float(w.sum()))
         return target
+
+    def _reseat(
+        self, free: np.ndarray, w: np.ndarray, segments: Sequence[Segment], target: np.ndarray, total: float
+    ) -> None:
+        """Before any refinement: a segment empty ``retire_after`` refreshes in a row moves to the heaviest group
+        of the ``free`` micro-clusters (no segment holds them) that weighs ``min_share`` of ``total``.
+
+        A jump: the registry retires the segment and a new one is born there. A refined segment never
+        moves so (its customers may be ones the summary does not see).
+        """
+        empty = [j for j, seg in enumerate(segments) if seg.anchor is None and seg.misses >= self.retire_after]
+        if not empty or not len(free):
+            return
+        for j, center in zip(empty, _groups(free, w, self.threshold, self.min_share * total), strict=False):
+            target[j] = center
+            segments[j].summary_pos = None
+
+
+def _groups(points: np.ndarray, weights: np.ndarray, radius: float, floor: float) -> list[np.ndarray]:
+    """Greedy groups of micro-clusters: the heaviest left seeds a group of everything within ``radius``.
+
+    Returns the weighted means of the groups that weigh at least ``floor`` (and more than 0), heaviest first.
+    """
+    out: list[tuple[float, np.ndarray]] = []
+    left = np.ones(len(points), bool)
+    for i in np.argsort(-weights, kind="stable").tolist():
+        if not left[i]:
+            continue
+        member = left & (((points - points[i]) ** 2).sum(axis=1) <= radius * radius)
+        left &= ~member
+        mass = float(weights[member].sum())
+        if mass >= floor and mass > 0.0:
+            out.append((mass, weights[member] @ points[member] / mass))
+    out.sort(key=lambda t: -t[0])
+    return [c for _, c in out]
 
 
 def _centers(segments: Sequence[Segment]) -> np.ndarray:
