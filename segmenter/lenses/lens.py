@@ -50,12 +50,13 @@ from segmenter.errors import StateError
 from segmenter.explanations import Explainer
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
-from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse, trimmed_lloyd
+from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
 from segmenter.lenses.quality import RESTART_GAIN, RESTART_RATIO, LensQuality, assess, matched
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
+from segmenter.lenses.summary import SummaryFollower
 from segmenter.lenses.surrogate import SegmentRule, fit_rules
 from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
 
@@ -318,69 +319,31 @@ class Lens:
     def _derive_from_summary(self) -> list[SegmentLifecycle]:
         """Segments from the model's micro-clusters: weighted Lloyd steps seeded from the live segments.
 
-        The same machinery for every summarising model (DenStream, DBSTREAM,
-        CluStream), so segment ids do not churn when the model renumbers or
-        re-clusters. Each live segment (as many as the first refresh found)
-        has a position in the summary: the weighted mean of its micro-clusters
-        within ``match_threshold`` (:func:`~segmenter.lenses.lloyd.trimmed_lloyd`,
-        seeded from the previous positions: a far micro-cluster drags nothing).
-        Before the first refinement that position is the segment's center;
-        after it, the segment moves by as much as its position moved since the
-        refinement (the summary weighs events, not customers: its drift is
-        followed, its bias is not), by at most ``match_threshold`` per refresh
-        (summaries re-form their micro-clusters). A segment left with no
-        micro-cluster for ``retire_after`` refreshes in a row moves
-        to the heaviest group of micro-clusters no segment holds, if that group
-        weighs ``min_cluster_share``: a jump, so the registry retires it and a
-        new segment is born there (:meth:`SegmentRegistry.set_centers`).
+        The same machinery for every summarising model (STREAMKMeans, DenStream, DBSTREAM,
+        CluStream; :class:`~segmenter.lenses.summary.SummaryFollower`), so segment ids do not
+        churn when the model renumbers or re-clusters: segments follow the
+        summary's drift from where the last refinement left them, and only the
+        population (a refinement) retires, merges or adds segments.
         """
         mcs, w = self._model.micro_clusters()
         live = self._registry.live()
         if not len(mcs) or not live:
             return []
         snap = self._scaler.snapshot()
-        thr = self.config.match_threshold
         segs = [self._registry.segments[n] for n in live]
-        seeds = snap.scale_matrix(np.asarray([s.summary_pos or s.center for s in segs], np.float64))
-        pos, mass, outside = trimmed_lloyd(mcs, seeds, thr, self.config.refine_iterations, w)
-        pos_t = snap.unscale_matrix(pos)
-        centers = pos_t.copy()
-        for j, seg in enumerate(segs):
-            seg.summary_pos = pos_t[j].tolist()
-            if seg.summary_ref is not None and seg.anchor is not None:
-                centers[j] = np.asarray(seg.anchor) + pos_t[j] - np.asarray(seg.summary_ref)
-        # follow, do not leap: a summary that re-forms its micro-clusters moves a segment at most a threshold
-        scaled = snap.scale_matrix(centers)
-        current = self._registry.scaled_centers(live, snap)
-        step = np.linalg.norm(scaled - current, axis=1)
-        far = step > thr
-        scaled[far] = current[far] + (scaled[far] - current[far]) * (thr / step[far])[:, None]
-        for j, seg in enumerate(segs):
-            seg.misses = seg.misses + 1 if mass[j] <= 0.0 else 0
-        # a segment empty for retire_after refreshes in a row (summaries replace micro-clusters all the time)
-        empty = [j for j, seg in enumerate(segs) if seg.misses >= self.config.retire_after]
-        if empty and outside.any():
-            groups = _groups(mcs[outside], w[outside], thr, self.config.min_cluster_share * float(w.sum()))
-            for j, center in zip(empty, groups, strict=False):
-                scaled[j] = center
-                segs[j].summary_pos = segs[j].summary_ref = None
-        events, _ = self._registry.set_centers(live, scaled, snap, merge_within=thr / 2.0)
+        scaled = self._follower().follow(mcs, w, segs, snap)
+        events, _ = self._registry.set_centers(live, scaled, snap, merge_within=0.0)
         return self._publish(list(events))
 
     def _place_in_summary(self) -> None:
         """After a refinement: each live segment's position in the micro-clusters, the reference it moves from."""
         mcs, w = self._model.micro_clusters()
-        live = self._registry.live()
-        if not len(mcs) or not live:
-            return
-        snap = self._scaler.snapshot()
-        segs = [self._registry.segments[n] for n in live]
-        seeds = snap.scale_matrix(np.asarray([s.center for s in segs], np.float64))
-        pos, mass, _ = trimmed_lloyd(mcs, seeds, self.config.match_threshold, self.config.refine_iterations, w)
-        pos_t = snap.unscale_matrix(pos)
-        for j, seg in enumerate(segs):
-            held = mass[j] > 0.0
-            seg.summary_ref = seg.summary_pos = pos_t[j].tolist() if held else None
+        segs = [self._registry.segments[n] for n in self._registry.live()]
+        self._follower().place(mcs, w, segs, self._scaler.snapshot())
+
+    def _follower(self) -> SummaryFollower:
+        cfg = self.config
+        return SummaryFollower(cfg.match_threshold, cfg.refine_iterations, cfg.retire_after, cfg.min_cluster_share)
 
     def _initial_centers(
         self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot
@@ -768,22 +731,3 @@ class Lens:
         self._ready = ready
         self._model_map = model_map
         self._rebuild_caches()
-
-
-def _groups(points: np.ndarray, weights: np.ndarray, radius: float, floor: float) -> list[np.ndarray]:
-    """Greedy groups of micro-clusters: the heaviest left seeds a group of everything within ``radius``.
-
-    Returns the weighted means of the groups that weigh at least ``floor`` (and more than 0), heaviest first.
-    """
-    out: list[tuple[float, np.ndarray]] = []
-    left = np.ones(len(points), bool)
-    for i in np.argsort(-weights, kind="stable").tolist():
-        if not left[i]:
-            continue
-        member = left & (((points - points[i]) ** 2).sum(axis=1) <= radius * radius)
-        left &= ~member
-        mass = float(weights[member].sum())
-        if mass >= floor and mass > 0.0:
-            out.append((mass, weights[member] @ points[member] / mass))
-    out.sort(key=lambda t: -t[0])
-    return [c for _, c in out]

@@ -12,7 +12,8 @@ them, weights). One adapter per river algorithm hides that algorithm's quirks
   are reported only once every center holds all ``d`` keys, read with ``.get``
   so that reading never draws from the model's random generator;
 * ``STREAMKMeans`` has no centers (and ``predict_one`` raises) before its first
-  learn, and random ones until its first chunk is complete;
+  learn, and random ones until its first chunk is complete; the adapter keeps
+  its own weighted summary of the chunks (:class:`STREAMKMeansModel`);
 * ``DenStream`` refreshes ``centers`` only inside ``predict_one``: the adapter
   calls it once per :meth:`ClusterModel.centers` and never on the hot path;
 * ``CluStream`` has no centers until its first ``time_gap``;
@@ -35,6 +36,7 @@ from __future__ import annotations
 import inspect
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, get_args
 
@@ -42,7 +44,7 @@ import numpy as np
 from numba import njit
 from river import cluster
 
-from segmenter.codec import expect_dict, expect_int
+from segmenter.codec import expect_dict, expect_int, expect_list
 from segmenter.errors import ConfigError, StateError
 from segmenter.lenses.lloyd import kmeans_plus_plus, lloyd
 from segmenter.lenses.river_state import export_model, import_model
@@ -106,7 +108,8 @@ class ClusterModel(ABC):
 
     summarises: ClassVar[bool] = False
     """True when the model's output is a weighted summary (:meth:`micro_clusters`) from which the lens derives
-    its segments by weighted Lloyd steps seeded from the live segments (density models, CluStream)."""
+    its segments by weighted Lloyd steps seeded from the live segments (STREAMKMeans, the density models,
+    CluStream: :mod:`segmenter.lenses.summary`)."""
 
     def micro_clusters(self) -> tuple[np.ndarray, np.ndarray]:
         """The online summary: micro-cluster centers in scaled space ``(m, d)`` and their current weights ``(m,)``.
@@ -205,8 +208,10 @@ class ClusterModel(ABC):
         fresh = self._build()
         for key in self.params:
             if getattr(model, key, None) != getattr(fresh, key, None):
-                raise StateError(f"{self.algorithm} model state has {key}={getattr(model, key, None)!r}, "
-                                 f"the config {getattr(fresh, key, None)!r}")
+                raise StateError(
+                    f"{self.algorithm} model state has {key}={getattr(model, key, None)!r}, "
+                    f"the config {getattr(fresh, key, None)!r}"
+                )
         self.model = model
         self.n_learned = n_learned
 
@@ -297,16 +302,59 @@ class KMeansModel(ClusterModel):
         return True
 
 
+SUMMARY_CHUNKS = 40
+"""Chunks whose weighted centers the STREAMKMeans summary keeps: a window of the last ``40 * chunk_size`` samples."""
+CHUNK_ITERATIONS = 10
+"""Lloyd iterations per STREAMKMeans chunk."""
+
+
 class STREAMKMeansModel(ClusterModel):
-    """``river.cluster.STREAMKMeans`` (k-means over chunk centers)."""
+    """``river.cluster.STREAMKMeans`` (k-means over chunk centers), summarised by its chunks' weighted centers.
+
+    River clusters each chunk with a fresh incremental ``KMeans`` that starts
+    from random centers; with a small ``halflife`` those chunk centers hardly
+    leave their random start, and the model's centers (a KMeans over them)
+    carry little of the data. The adapter lets river learn as it does and keeps
+    the STREAM summary proper beside it: each complete chunk clustered by
+    k-means++ and Lloyd (seeded from the adapter seed and the chunk's
+    timestamp), its non-empty centers weighted by the points they hold, over the
+    last :data:`SUMMARY_CHUNKS` chunks. The lens derives its segments from that
+    summary like from the density models' micro-clusters.
+    """
 
     algorithm = "streamkmeans"
     river_class = cluster.STREAMKMeans
     allowed_params = ("chunk_size", "n_clusters", *_KMEANS_KWARGS)
-    can_push = True
+    summarises = True
+
+    def __init__(self, params: Mapping[str, Any], dim: int, seed: int) -> None:
+        super().__init__(params, dim, seed)
+        self._chunks: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=SUMMARY_CHUNKS)
 
     def _build(self) -> Any:
         return cluster.STREAMKMeans(seed=self.seed, **self.params)  # type: ignore[no-untyped-call]
+
+    def learn_many(self, X: np.ndarray) -> None:  # noqa: N803
+        model = self.model
+        for row in X.tolist():
+            model.learn_one(dict(enumerate(row)))
+            if model.time_stamp % model.chunk_size == 0:
+                self._summarise_chunk()
+        self.n_learned += len(X)
+
+    def _summarise_chunk(self) -> None:
+        """Weighted k-means centers of river's just completed chunk, into the summary window."""
+        chunk = np.array([[p[j] for j in range(self.dim)] for p in self.model._temp_chunk.values()], np.float64)
+        rng = np.random.default_rng([self.seed, int(self.model.time_stamp)])
+        seeds = kmeans_plus_plus(chunk, int(self.model.n_clusters), rng)
+        centers, labels = lloyd(chunk, seeds, CHUNK_ITERATIONS, reseed_empty=False)
+        mass = np.bincount(labels, minlength=len(centers)).astype(np.float64)
+        held = mass > 0.0
+        self._chunks.append((centers[held], mass[held]))
+
+    def _raw_micro(self) -> tuple[list[list[float]], list[float]]:
+        rows = [row for centers, _ in self._chunks for row in centers.tolist()]
+        return rows, [w for _, mass in self._chunks for w in mass.tolist()]
 
     def _raw_centers(self) -> tuple[list[list[float]], list[float]]:
         # Before the first learn `centers` is {}; before the first full chunk the inner
@@ -317,17 +365,36 @@ class STREAMKMeansModel(ClusterModel):
         kept = [r for r in rows if r is not None]
         return kept, [1.0] * len(kept)
 
-    def push_centers(self, centers: Mapping[int, np.ndarray]) -> bool:
-        if self.model.time_stamp < self.model.chunk_size:
-            return False
-        inner = self.model._kmeans.centers
-        keys = list(inner)
-        for index, vec in centers.items():
-            target = inner[keys[index]]
-            for j, v in enumerate(vec.tolist()):
-                target[j] = v
-        self.model.centers = inner
-        return True
+    def state(self) -> dict[str, Any]:
+        chunks = [{"centers": c.tolist(), "weights": w.tolist()} for c, w in self._chunks]
+        return {**super().state(), "chunks": chunks}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state` output (a state without ``chunks`` restores an empty summary).
+
+        Raises
+        ------
+        StateError
+            As :meth:`ClusterModel.load_state`, or a chunk that is not ``centers`` (finite, ``dim`` wide)
+            with one positive weight each.
+        """
+        state = expect_dict(state, "streamkmeans model state")
+        chunks = [self._chunk(c) for c in expect_list(state.get("chunks", []), "streamkmeans model chunks")]
+        super().load_state(state)
+        self._chunks = deque(chunks[-SUMMARY_CHUNKS:], maxlen=SUMMARY_CHUNKS)
+
+    def _chunk(self, record: Any) -> tuple[np.ndarray, np.ndarray]:
+        record = expect_dict(record, "streamkmeans model chunk")
+        try:
+            centers = np.asarray(record.get("centers"), np.float64).reshape(-1, self.dim)
+            weights = np.asarray(record.get("weights"), np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"streamkmeans model chunk: expected numbers: {exc}") from None
+        if len(centers) != len(weights) or not np.isfinite(centers).all() or not (weights > 0.0).all():
+            raise StateError(
+                f"streamkmeans model chunk: expected {self.dim}-wide finite centers, one positive weight each"
+            )
+        return centers, weights
 
 
 class DenStreamModel(ClusterModel):
@@ -372,7 +439,11 @@ class DBSTREAMModel(ClusterModel):
     algorithm = "dbstream"
     river_class = cluster.DBSTREAM
     allowed_params = (
-        "clustering_threshold", "fading_factor", "cleanup_interval", "intersection_factor", "minimum_weight",
+        "clustering_threshold",
+        "fading_factor",
+        "cleanup_interval",
+        "intersection_factor",
+        "minimum_weight",
     )
 
     summarises = True
@@ -402,8 +473,14 @@ class CluStreamModel(ClusterModel):
 
     algorithm = "clustream"
     river_class = cluster.CluStream
-    allowed_params = ("n_macro_clusters", "max_micro_clusters", "micro_cluster_r_factor", "time_window", "time_gap",
-                      *_KMEANS_KWARGS)
+    allowed_params = (
+        "n_macro_clusters",
+        "max_micro_clusters",
+        "micro_cluster_r_factor",
+        "time_window",
+        "time_gap",
+        *_KMEANS_KWARGS,
+    )
 
     summarises = True
 
@@ -456,8 +533,16 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "micro_cluster_r_factor": (lambda v: v > 0.0, "a number > 0"),
 }
 _INTEGER_PARAMS = frozenset(
-    {"n_clusters", "n_macro_clusters", "chunk_size", "max_micro_clusters", "time_gap", "time_window",
-     "n_samples_init", "stream_speed"}
+    {
+        "n_clusters",
+        "n_macro_clusters",
+        "chunk_size",
+        "max_micro_clusters",
+        "time_gap",
+        "time_window",
+        "n_samples_init",
+        "stream_speed",
+    }
 )
 
 
@@ -483,28 +568,7 @@ def validate_params(algorithm: str, params: Mapping[str, Any]) -> dict[str, Any]
     """
     cls = model_class(algorithm)
     signature = inspect.signature(cls.river_class.__init__).parameters
-    clean: dict[str, Any] = {}
-    for key in sorted(params):
-        value = params[key]
-        field = f"params.{key}"
-        if key == "seed":
-            raise ConfigError(f"field '{field}': remove it; the lens seed derives from the top-level 'seed'")
-        if key not in cls.allowed_params:
-            raise ConfigError(
-                f"field '{field}': unknown parameter for {algorithm}; allowed: {', '.join(cls.allowed_params)}"
-            )
-        if key not in signature and key not in _KMEANS_KWARGS:  # pragma: no cover - guards river upgrades
-            raise ConfigError(f"field '{field}': not accepted by river {cls.river_class.__name__}")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"field '{field}': expected a number, got {value!r}")
-        if key in _INTEGER_PARAMS and not (isinstance(value, int) or float(value).is_integer()):
-            raise ConfigError(f"field '{field}': expected an integer, got {value!r}")
-        if not np.isfinite(value):
-            raise ConfigError(f"field '{field}': expected a finite number, got {value!r}")
-        rule = _RULES.get(key)
-        if rule is not None and not rule[0](value):
-            raise ConfigError(f"field '{field}': must be {rule[1]}, got {value!r}")
-        clean[key] = int(value) if key in _INTEGER_PARAMS else value
+    clean = {key: _checked(cls, key, params[key], key in signature) for key in sorted(params)}
     if algorithm == "denstream":
         beta = float(clean.get("beta", 0.75))
         mu = float(clean.get("mu", 2))
@@ -515,6 +579,30 @@ def validate_params(algorithm: str, params: Mapping[str, Any]) -> dict[str, Any]
     except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
         raise ConfigError(f"field 'params': river {cls.river_class.__name__} rejects {clean!r}: {exc}") from exc
     return clean
+
+
+def _checked(cls: type[ClusterModel], key: str, value: Any, in_signature: bool) -> int | float:
+    """One parameter of ``cls`` checked (ConfigError naming ``params.<key>``), as an int where it must be one."""
+    field = f"params.{key}"
+    if key == "seed":
+        raise ConfigError(f"field '{field}': remove it; the lens seed derives from the top-level 'seed'")
+    if key not in cls.allowed_params:
+        raise ConfigError(
+            f"field '{field}': unknown parameter for {cls.algorithm}; allowed: {', '.join(cls.allowed_params)}"
+        )
+    if not in_signature and key not in _KMEANS_KWARGS:  # pragma: no cover - guards river upgrades
+        raise ConfigError(f"field '{field}': not accepted by river {cls.river_class.__name__}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"field '{field}': expected a number, got {value!r}")
+    integer = key in _INTEGER_PARAMS
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise ConfigError(f"field '{field}': expected an integer, got {value!r}")
+    if not np.isfinite(value):
+        raise ConfigError(f"field '{field}': expected a finite number, got {value!r}")
+    rule = _RULES.get(key)
+    if rule is not None and not rule[0](value):
+        raise ConfigError(f"field '{field}': must be {rule[1]}, got {value!r}")
+    return int(value) if integer else value
 
 
 def make_model(algorithm: str, params: Mapping[str, Any], dim: int, seed: int) -> ClusterModel:

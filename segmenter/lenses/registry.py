@@ -383,6 +383,7 @@ class SegmentRegistry:
                     "misses": s.misses,
                     "merged_into": s.merged_into,
                     "born_version": s.born_version,
+                    **_set_vectors(s),
                 }
                 for s in self.segments.values()
             ],
@@ -391,8 +392,7 @@ class SegmentRegistry:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         try:
-            segments = {int(s["number"]): Segment(**{**s, "center": [float(v) for v in s["center"]]})
-                        for s in state["segments"]}
+            segments = {int(s["number"]): Segment(**{**s, **_vectors(s)}) for s in state["segments"]}
             next_number = int(state["next_number"])
             version = int(state["version"])
             statuses = get_args(Status)
@@ -406,3 +406,29 @@ class SegmentRegistry:
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"segment registry state is invalid: {exc}") from None
         self.segments, self.next_number, self.version = segments, next_number, version
+
+
+_OPTIONAL_VECTORS = ("anchor", "summary_ref", "summary_pos")
+"""Segment fields that hold a vector or None (absent from states written before they were saved)."""
+
+
+def _set_vectors(segment: Segment) -> dict[str, list[float]]:
+    """The segment's optional vectors that are set (a k-means lens has none: its state stays as it was)."""
+    out = {}
+    for key in _OPTIONAL_VECTORS:
+        vector = getattr(segment, key)
+        if vector is not None:
+            out[key] = list(vector)
+    return out
+
+
+def _vectors(record: dict[str, Any]) -> dict[str, list[float] | None]:
+    """A segment record's vectors as float lists (ValueError unless finite); optional ones None when absent."""
+    out: dict[str, list[float] | None] = {"center": [float(v) for v in record["center"]]}
+    for key in _OPTIONAL_VECTORS:
+        value = record.get(key)
+        vector = None if value is None else [float(v) for v in value]
+        if vector is not None and not all(math.isfinite(v) for v in vector):
+            raise ValueError(f"segment {record.get('number')!r}: non-finite {key}")
+        out[key] = vector
+    return out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from segmenter.errors import StateError
 from segmenter.lenses.registry import CONTINUITY_FACTOR, SegmentRegistry
 from segmenter.lenses.scaling import ScalerSnapshot
 
@@ -101,3 +103,20 @@ def test_continuity_keeps_a_drifting_center_and_refuses_a_jump() -> None:
     result = with_hint.update(jump, snap, {0: 1, 1: 2})
     assert result.mapping == {0: 3, 1: 2}
     assert [(e.action, e.segment) for e in result.events] == [("retired", 1), ("born", 3)]
+
+
+def test_summary_references_round_trip_and_old_states_load() -> None:
+    reg = _reg()
+    reg.update(np.array([[0.0, 0.0], [5.0, 0.0]]), SNAP)
+    seg = reg.segments[1]
+    seg.anchor, seg.summary_ref, seg.summary_pos = [0.5, 0.0], [0.25, 0.0], [0.75, 1.0]
+    other = _reg()
+    other.load_state(reg.state())
+    back = other.segments[1]
+    assert (back.anchor, back.summary_ref, back.summary_pos) == ([0.5, 0.0], [0.25, 0.0], [0.75, 1.0])
+    assert (other.segments[2].anchor, other.segments[2].summary_pos) == (None, None)
+    assert "anchor" not in reg.state()["segments"][1]  # unset vectors are not written: k-means states unchanged
+    state = reg.state()
+    state["segments"][0]["anchor"] = [float("nan"), 0.0]
+    with pytest.raises(StateError, match="non-finite anchor"):
+        other.load_state(state)
