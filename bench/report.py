@@ -108,11 +108,16 @@ def summary_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 def run_section(status: dict[str, Any]) -> list[str]:
     """How the run was made: its size, wall time, and each step's arguments, wall time and result."""
-    wall = status.get("wall_s", 0.0)
+    steps_s = sum(float(st.get("seconds", 0.0)) for st in status.get("steps", {}).values())
+    run = (
+        "the steps below come from more than one run (the last with `--only`)"
+        if status.get("partial")
+        else f"the run took {status.get('wall_s', 0.0):,.0f} s"
+    )
     lines = [
-        f"Size `{status.get('size', '?')}`; every step in {wall:,.0f} s ({wall / 60:.1f} min) of wall time"
-        + (", some steps from an earlier run (`--only`)" if status.get("partial") else "")
-        + f", finished {status.get('finished_at', '?')}. Each step is `python -m bench.<step> <arguments>`.",
+        f"Size `{status.get('size', '?')}`; the steps' wall times add up to {steps_s:,.0f} s ({steps_s / 60:.1f} min); "
+        f"{run}, the last finished {status.get('finished_at', '?')}. "
+        "Each step is `python -m bench.<step> <arguments>`.",
         "",
         "| step | what | arguments (sizes) | wall s | result |",
         "|---|---|---|---|---|",
