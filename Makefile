@@ -63,9 +63,11 @@ kafka-status:
 	$(KAFKA) status
 	$(KAFKA) status --port $(SECURE_KAFKA_PORT)
 
-## bench: the benchmarks and the quality report (bench/RESULTS.md and plots)
-bench: install kafka-start
-	$(PY) -m bench.run_all
+## bench: the benchmarks and the quality report (bench/RESULTS.md and plots); at most 45 minutes.
+## BENCH_ARGS=--quick runs every step at tiny sizes to check the pipeline (not a measurement)
+BENCH_ARGS ?=
+bench: install kafka-start-plain
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -82,6 +82,13 @@ def shared_blobs(
     return cpu, blobs
 
 
+def single_cpu(config: SegmenterConfig, events: list[CustomerEvent]) -> float:
+    """CPU seconds of a single-mode core (it learns and assigns) over ``events`` in the service's batches."""
+    seg = Segmenter(config)
+    cpu, _ = _cpu(lambda: [seg.process_batch(events[i : i + BATCH]) for i in range(0, len(events), BATCH)])
+    return cpu
+
+
 def train(config: SegmenterConfig, blobs: list[bytes]) -> tuple[float, ModelTrainer]:
     """``ModelTrainer.apply`` over every blob; returns (CPU seconds, the trainer)."""
     trainer = ModelTrainer(config)
@@ -119,6 +126,7 @@ def measure(config: SegmenterConfig, events: list[CustomerEvent], every: list[in
     commit_cpu, _ = _cpu(lambda: (full.view(), full.state()))
     return {
         "process_cpu_per_event": process,
+        "single_cpu_per_event": single_cpu(config, events) / len(events),
         "trainer_vectors_per_s": trainer,
         "trainer_commit_cpu_s": commit_cpu,
         "vectors": vectors,
@@ -210,29 +218,54 @@ slowest lens alone sets the limit, the "trainer per lens" figures); and the trai
 of its own (a core to itself: `trainer x k x process` processes without the host's share)."""
 
 
-def capacity_section(result: dict[str, Any]) -> list[str]:
-    """The Markdown section of a saved result: the two measurements, the table per ``vector_every``, the prose."""
+def edge_cpu_per_event(peer: dict[str, Any] | None, single_core: float | None) -> float | None:
+    """What the Kafka edge adds per event: the whole single-mode service of the peer run (1 partition, CPU of
+    every thread) minus a single-mode core alone; ``None`` without both measurements."""
+    if peer is None or single_core is None or "1" not in peer["data"]["measured"]:
+        return None
+    ours = peer["data"]["measured"]["1"]["ours"]
+    return max(0.0, float(ours["cpu_s"]) / float(ours["events"]) - single_core)
+
+
+def capacity_section(result: dict[str, Any], peer: dict[str, Any] | None = None) -> list[str]:
+    """The Markdown section of a saved result: the measurements, the table per ``vector_every``, the prose.
+
+    With the same run's peer result (bench/peer_quix.py), the table also shows
+    whole processes: a shared-mode core plus what the Kafka edge costs per event.
+    """
     m = result["data"]
     v = m["trainer_vectors_per_s"]
     per_lens = min(rate for name, rate in v.items() if name != "both lenses")
+    edge = edge_cpu_per_event(peer, m.get("single_cpu_per_event"))
     lines = [
         f"Trainer (`ModelTrainer.apply`, CPU): {v['both lenses']:,.0f} vectors/s for both lenses; alone: "
         + ", ".join(f"{name} {rate:,.0f}" for name, rate in v.items() if name != "both lenses")
         + f". `view()` + `state()` per trainer commit: {m['trainer_commit_cpu_s'] * 1e3:.1f} ms.",
-        "",
-        "| vector_every | process core, us/event | events/s per core | input one trainer keeps up with, events/s "
-        "| largest group (processes) | with a trainer per lens |",
-        "|---|---|---|---|---|---|",
     ]
+    if edge is not None:
+        lines.append(
+            f"The Kafka edge per event: {edge * 1e6:.1f} us of CPU (the peer run's whole single-mode service, "
+            f"{(edge + m['single_cpu_per_event']) * 1e6:.1f} us/event on 1 partition, minus a single-mode core "
+            f"alone here, {m['single_cpu_per_event'] * 1e6:.1f} us/event); a whole shared-mode process is its core "
+            "plus that."
+        )
+    head = "| vector_every | process core, us/event | events/s per core | input one trainer keeps up with, events/s "
+    head += "| largest group (processes) | with a trainer per lens |"
+    if edge is not None:
+        head += " whole process, us/event | largest group of whole processes |"
+    lines += ["", head, "|" + "---|" * (head.count("|") - 1)]
     for key, cpu in sorted(m["process_cpu_per_event"].items(), key=lambda kv: int(kv[0])):
         k = int(key)
-        lines.append(
+        row = (
             f"| {k} | {cpu * 1e6:.1f} | {1 / cpu:,.0f} | {v['both lenses'] * k:,.0f} | "
             f"{math.floor(largest_group(v['both lenses'], k, cpu))} | {math.floor(largest_group(per_lens, k, cpu))} |"
         )
-    edge = (
-        "A process's cost here is its core alone. The Kafka edge adds its own (the peer table's *ours* row is the "
-        "whole single-mode service), which slows each process and lets one trainer serve proportionally more "
-        "processes: with a whole process at X us/event, the largest group is 1 + trainer x k x X."
+        if edge is not None:
+            row += f" {(cpu + edge) * 1e6:.1f} | {math.floor(largest_group(v['both lenses'], k, cpu + edge))} |"
+        lines.append(row)
+    note = (
+        "A process's cost in the first columns is its core alone, the conservative bound. The Kafka edge adds its "
+        "own, which slows each process and lets one trainer serve proportionally more processes: with a whole "
+        "process at X us/event, the largest group is 1 + trainer x k x X."
     )
-    return [*lines, "", edge, "", PAST_THE_LIMIT]
+    return [*lines, "", note, "", PAST_THE_LIMIT]

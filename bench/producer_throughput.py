@@ -31,7 +31,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from producer.kafka_sink import KafkaSettings, KafkaSink
-from producer.runner import run
+from producer.runner import RunOptions, run
 from producer.simulator import SimConfig, Simulator, encoded
 from producer.sinks import JsonlSink, MemorySink, Sink
 from segmenter.connection import ConnectionSettings
@@ -52,19 +52,19 @@ class _NullSink(Sink):
 
 
 def bench_generate(args: argparse.Namespace) -> float:
-    return run(encoded(Simulator(_config(args))), _NullSink(), max_events=args.events).rate
+    return run(encoded(Simulator(_config(args))), _NullSink(), RunOptions(max_events=args.events)).rate
 
 
 def pre_encoded(args: argparse.Namespace) -> list[tuple[bytes, bytes]]:
     sink = MemorySink()
-    run(encoded(Simulator(_config(args))), sink, max_events=args.events)
+    run(encoded(Simulator(_config(args))), sink, RunOptions(max_events=args.events))
     return sink.messages
 
 
 def bench_file(args: argparse.Namespace) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         with JsonlSink(Path(tmp) / "events.jsonl") as sink:
-            stats = run(encoded(Simulator(_config(args))), sink, max_events=args.events)
+            stats = run(encoded(Simulator(_config(args))), sink, RunOptions(max_events=args.events))
         return stats.rate
 
 
@@ -76,7 +76,7 @@ def bench_kafka(args: argparse.Namespace, topic: str) -> float:
         linger_ms=args.linger_ms,
     )
     with KafkaSink(settings) as sink:
-        stats = run(encoded(Simulator(_config(args))), sink, max_events=args.events)
+        stats = run(encoded(Simulator(_config(args))), sink, RunOptions(max_events=args.events))
     return stats.rate
 
 

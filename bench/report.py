@@ -8,9 +8,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,20 @@ from bench.peer_quix import PEER_NOTE, peer_table
 
 log = logging.getLogger("bench.report")
 
-ORDER = ("consumer_throughput", "replay_throughput", "latency", "memory", "quality", "peer_quix", "capacity")
+ORDER = (
+    "consumer_throughput",
+    "replay_throughput",
+    "latency",
+    "memory",
+    "quality",
+    "backlog",
+    "peer_quix",
+    "model_traffic",
+    "capacity",
+)
+"""The results in the order of bench/run_all.py's steps (others follow, by name)."""
+STATUS_FILE = "run_all.status"
+"""bench/run_all.py's record of the run in the results directory: size, wall times, each step's arguments."""
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -47,17 +62,81 @@ def _fmt(value: Any, unit: str = "") -> str:
 
 
 def _pass(p: bool | None) -> str:
-    return "" if p is None else ("**pass**" if p else "**MISS**")
+    return "" if p is None else ("**PASS**" if p else "**FAIL**")
+
+
+def _names(results: dict[str, dict[str, Any]]) -> list[str]:
+    return [n for n in ORDER if n in results] + sorted(set(results) - set(ORDER))
+
+
+def _targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every row that has a target (``passed`` is not None), in step order."""
+    return [r for n in _names(results) for r in results[n]["rows"] if r["passed"] is not None]
+
+
+def _value(r: dict[str, Any]) -> str:
+    """A target row's figure: its same-run ratio where it has a reference, else the measured value."""
+    if r["ratio"] is not None:
+        return f"{_fmt(r['ratio'])} ({_fmt(r['measured'], r['unit'])} vs {_fmt(r['reference'])})"
+    return _fmt(r["measured"], r["unit"]) + (f" {r['unit']}" if r["unit"] not in ("", "share") else "")
+
+
+def summary_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Every target once: the figure (a ratio against a same-run reference where the target is one) and PASS/FAIL."""
+    rows = _targets(results)
+    met = sum(bool(r["passed"]) for r in rows)
+    lines = [
+        f"{met} of {len(rows)} targets met.",
+        "",
+        "| section | metric | target | ratio (measured vs same-run reference) or measured | result |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['section']} | {r['metric']} | {r['target']} | {_value(r)} | {_pass(r['passed'])} |" for r in rows]
+    return lines
+
+
+def summary_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The summary as plain text for the terminal: ``PASS``/``FAIL``, the target, the figure."""
+    rows = _targets(results)
+    out = [f"targets: {sum(bool(r['passed']) for r in rows)} of {len(rows)} met"]
+    for r in rows:
+        out.append(
+            f"{'PASS' if r['passed'] else 'FAIL'}  {r['section']}: {r['metric']}: {_value(r)}, target {r['target']}"
+        )
+    return out
+
+
+def run_section(status: dict[str, Any]) -> list[str]:
+    """How the run was made: its size, wall time, and each step's arguments, wall time and result."""
+    steps_s = sum(float(st.get("seconds", 0.0)) for st in status.get("steps", {}).values())
+    run = (
+        "the steps below come from more than one run (the last with `--only`)"
+        if status.get("partial")
+        else f"the run took {status.get('wall_s', 0.0):,.0f} s"
+    )
+    lines = [
+        f"Size `{status.get('size', '?')}`; the steps' wall times add up to {steps_s:,.0f} s ({steps_s / 60:.1f} min); "
+        f"{run}, the last finished {status.get('finished_at', '?')}. "
+        "Each step is `python -m bench.<step> <arguments>`.",
+        "",
+        "| step | what | arguments (sizes) | wall s | result |",
+        "|---|---|---|---|---|",
+    ]
+    for name, st in status.get("steps", {}).items():
+        error = str(st.get("error", "")).strip().splitlines()
+        result = "ok" if st.get("ok") else f"**failed**: {error[-1] if error else '?'}"
+        args = " ".join(st.get("args", []))
+        lines.append(f"| {name} | {st.get('what', '')} | `{args}` | {st.get('seconds', 0):,.0f} | {result} |")
+    return lines
 
 
 def targets_table(results: dict[str, dict[str, Any]]) -> list[str]:
     """The table of every row of every result: section, metric, target, measured, reference, ratio, pass."""
     lines = [
-        "| section | metric | target | measured | reference | ratio | pass | note |",
+        "| section | metric | target | measured | reference | ratio | result | note |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    names = [n for n in ORDER if n in results] + sorted(set(results) - set(ORDER))
-    for name in names:
+    for name in _names(results):
         for r in results[name]["rows"]:
             measured = _fmt(r["measured"], r["unit"]) + (f" {r['unit']}" if r["unit"] not in ("", "share") else "")
             lines.append(
@@ -145,21 +224,25 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- plots
 
 
-def make_plots(results: dict[str, dict[str, Any]], plot_dir: Path) -> list[Path]:
-    """Write the PNG plots; returns their paths."""
-    matplotlib.use("Agg")
+class _Plots:
+    """Writes PNG plots into one directory and remembers their paths."""
 
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    def __init__(self, plot_dir: Path) -> None:
+        matplotlib.use("Agg")
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        self.dir = plot_dir
+        self.written: list[Path] = []
 
-    def save(fig: Any, name: str) -> None:
-        path = plot_dir / name
+    def save(self, fig: Any, name: str) -> None:
+        path = self.dir / name
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
-        written.append(path)
+        self.written.append(path)
 
-    # throughput vs reference
+
+def _throughput_bars(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, str]]:
+    """(label, events/s, colour) of the consumer and the offline pipeline next to their references (gray)."""
     bars: list[tuple[str, float, str]] = []
     ct = results.get("consumer_throughput")
     if ct:
@@ -178,97 +261,117 @@ def make_plots(results: dict[str, dict[str, Any]], plot_dir: Path) -> list[Path]
             ("segmenter replay", r["replay"]["wall"], "tab:green"),
             ("Segmenter.process_batch\n(pre-parsed)", r["process"]["wall"], "tab:olive"),
         ]
-    if bars:
-        fig, ax = plt.subplots(figsize=(10, 4))
-        ax.bar(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
-        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
-        ax.set_ylabel("events/s")
-        ax.set_title("Throughput against same-run references (gray)")
-        for i, b in enumerate(bars):
-            ax.text(i, b[1], f"{b[1]:,.0f}", ha="center", va="bottom", fontsize=8)
-        save(fig, "throughput.png")
+    return bars
 
+
+def _plot_throughput(plots: _Plots, results: dict[str, dict[str, Any]]) -> None:
+    bars = _throughput_bars(results)
+    if not bars:
+        return
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.bar(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+    ax.set_ylabel("events/s")
+    ax.set_title("Throughput against same-run references (gray)")
+    for i, b in enumerate(bars):
+        ax.text(i, b[1], f"{b[1]:,.0f}", ha="center", va="bottom", fontsize=8)
+    plots.save(fig, "throughput.png")
+
+
+def _plot_latency(plots: _Plots, lat: dict[str, Any]) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for ph in lat["data"]["phases"]:
+        v = np.sort(np.asarray(ph["latencies_ms"]))
+        if len(v):
+            ax.plot(v, np.linspace(0, 1, len(v)), label=f"{ph['rate']:,.0f}/s (p99 {ph['p99_ms']:.0f} ms)")
+    ax.axvline(250, color="red", linestyle="--", linewidth=1, label="target p99 at 5k/s")
+    ax.set_xscale("log")
+    ax.set_xlabel("event -> committed output latency (ms)")
+    ax.set_ylabel("cumulative share")
+    ax.set_title("Latency distribution (exactly-once, real broker)")
+    ax.legend(fontsize=8)
+    plots.save(fig, "latency.png")
+
+
+def _plot_prequential(plots: _Plots, scenario: str, by_algo: dict[str, Any]) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for algorithm, r in by_algo.items():
+        pts = [(p["day"], p["joint"]) for p in r["prequential"] if p["joint"] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=algorithm)
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel("prequential ARI (joint label vs persona)")
+    ax.set_title(f"Prequential ARI over time, scenario {scenario}")
+    ax.set_ylim(-0.05, 1.0)
+    if ax.get_legend_handles_labels()[1]:  # a tiny run may have no point to plot
+        ax.legend(fontsize=8)
+    plots.save(fig, f"ari_over_time_{scenario}.png")
+
+
+def _plot_segment_sizes(plots: _Plots, base: dict[str, Any], scen: str) -> None:
+    lens_names = list(base["lenses"])
+    fig, axes = plt.subplots(1, len(lens_names), figsize=(6 * len(lens_names), 4), squeeze=False)
+    days = [s["day"] for s in base["sizes_over_time"]]
+    for ax, ln in zip(axes[0], lens_names, strict=True):
+        ids: dict[str, int] = {}
+        for s in base["sizes_over_time"]:
+            for sid, n in s["segments"].get(ln, {}).items():
+                ids[sid] = max(ids.get(sid, 0), n)
+        top = sorted(ids, key=lambda k: -ids[k])[:12]
+        for sid in top:
+            ax.plot(days, [s["segments"].get(ln, {}).get(sid, 0) for s in base["sizes_over_time"]], label=sid)
+        ax.set_title(f"{ln}: segment sizes (kmeans, {scen}; {len(ids)} ids seen)")
+        ax.set_xlabel("simulated day")
+        ax.set_ylabel("customers")
+        if top:
+            ax.legend(fontsize=6, ncol=2)
+    plots.save(fig, "segment_sizes.png")
+
+
+def _plot_segment_profiles(plots: _Plots, base: dict[str, Any], scen: str) -> None:
+    lens_names = list(base["lenses"])
+    fig, axes = plt.subplots(1, len(lens_names), figsize=(6 * len(lens_names), 4), squeeze=False)
+    for ax, ln in zip(axes[0], lens_names, strict=True):
+        profiles = base["lenses"][ln]["profiles"]
+        if not profiles:
+            continue
+        feats = list(profiles[0]["z"])
+        mat = [[p["z"][f] for f in feats] for p in profiles]
+        im = ax.imshow(mat, cmap="RdBu_r", vmin=-2.5, vmax=2.5, aspect="auto")
+        ax.set_xticks(range(len(feats)), feats, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(profiles)), [f"{p['id']} ({p['size']})\n{p['name']}" for p in profiles], fontsize=6)
+        ax.set_title(f"{ln}: segment profiles (z-scores, kmeans, {scen})")
+        fig.colorbar(im, ax=ax)
+    plots.save(fig, "segment_profiles.png")
+
+
+def make_plots(results: dict[str, dict[str, Any]], plot_dir: Path) -> list[Path]:
+    """Write the PNG plots; returns their paths."""
+    plots = _Plots(plot_dir)
+    _plot_throughput(plots, results)
     lat = results.get("latency")
     if lat and lat["data"]["phases"]:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        for ph in lat["data"]["phases"]:
-            v = np.sort(np.asarray(ph["latencies_ms"]))
-            if len(v):
-                ax.plot(v, np.linspace(0, 1, len(v)), label=f"{ph['rate']:,.0f}/s (p99 {ph['p99_ms']:.0f} ms)")
-        ax.axvline(250, color="red", linestyle="--", linewidth=1, label="target p99 at 5k/s")
-        ax.set_xscale("log")
-        ax.set_xlabel("event -> committed output latency (ms)")
-        ax.set_ylabel("cumulative share")
-        ax.set_title("Latency distribution (exactly-once, real broker)")
-        ax.legend(fontsize=8)
-        save(fig, "latency.png")
-
+        _plot_latency(plots, lat)
     q = results.get("quality")
     if q:
         runs = q["data"]["runs"]
         for scenario, by_algo in runs.items():
-            fig, ax = plt.subplots(figsize=(8, 4))
-            for algorithm, r in by_algo.items():
-                pts = [(p["day"], p["joint"]) for p in r["prequential"] if p["joint"] is not None]
-                if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=algorithm)
-            ax.set_xlabel("simulated day")
-            ax.set_ylabel("prequential ARI (joint label vs persona)")
-            ax.set_title(f"Prequential ARI over time, scenario {scenario}")
-            ax.set_ylim(-0.05, 1.0)
-            if ax.get_legend_handles_labels()[1]:  # a tiny run may have no point to plot
-                ax.legend(fontsize=8)
-            save(fig, f"ari_over_time_{scenario}.png")
-        base = runs.get("personas", next(iter(runs.values()), {})).get("kmeans")
+            _plot_prequential(plots, scenario, by_algo)
         scen = "personas" if "personas" in runs else next(iter(runs), "")
+        base = runs.get(scen, {}).get("kmeans")
         if base:
-            lens_names = list(base["lenses"])
-            fig, axes = plt.subplots(1, len(lens_names), figsize=(6 * len(lens_names), 4), squeeze=False)
-            for ax, ln in zip(axes[0], lens_names, strict=True):
-                ids: dict[str, int] = {}
-                for s in base["sizes_over_time"]:
-                    for sid, n in s["segments"].get(ln, {}).items():
-                        ids[sid] = max(ids.get(sid, 0), n)
-                top = sorted(ids, key=lambda k: -ids[k])[:12]
-                days = [s["day"] for s in base["sizes_over_time"]]
-                for sid in top:
-                    ax.plot(days, [s["segments"].get(ln, {}).get(sid, 0) for s in base["sizes_over_time"]], label=sid)
-                ax.set_title(f"{ln}: segment sizes (kmeans, {scen}; {len(ids)} ids seen)")
-                ax.set_xlabel("simulated day")
-                ax.set_ylabel("customers")
-                if top:
-                    ax.legend(fontsize=6, ncol=2)
-            save(fig, "segment_sizes.png")
-            fig, axes = plt.subplots(1, len(lens_names), figsize=(6 * len(lens_names), 4), squeeze=False)
-            for ax, ln in zip(axes[0], lens_names, strict=True):
-                profiles = base["lenses"][ln]["profiles"]
-                if not profiles:
-                    continue
-                feats = list(profiles[0]["z"])
-                mat = [[p["z"][f] for f in feats] for p in profiles]
-                im = ax.imshow(mat, cmap="RdBu_r", vmin=-2.5, vmax=2.5, aspect="auto")
-                ax.set_xticks(range(len(feats)), feats, rotation=30, ha="right", fontsize=8)
-                ax.set_yticks(
-                    range(len(profiles)), [f"{p['id']} ({p['size']})\n{p['name']}" for p in profiles], fontsize=6
-                )
-                ax.set_title(f"{ln}: segment profiles (z-scores, kmeans, {scen})")
-                fig.colorbar(im, ax=ax)
-            save(fig, "segment_profiles.png")
-    return written
+            _plot_segment_sizes(plots, base, scen)
+            _plot_segment_profiles(plots, base, scen)
+    return plots.written
 
 
 # ----------------------------------------------------------------------------- the report
 
 
-def write_report(out_dir: Path, results_path: Path, plots: bool = True, command: str = "make bench") -> Path:
-    """Write ``results_path`` from the JSON results in ``out_dir`` (and the plots into ``out_dir``)."""
-    results = load_results(out_dir)
-    if not results:
-        raise FileNotFoundError(f"no results in {out_dir}")
-    written = make_plots(results, out_dir) if plots else []
-    first = results[next(n for n in ORDER if n in results) if any(n in results for n in ORDER) else next(iter(results))]
-    m = first["machine"]
-    lines = [
+def _header(results: dict[str, dict[str, Any]], command: str) -> list[str]:
+    """Title, what the numbers are, and the machine of the first result."""
+    m = results[_names(results)[0]]["machine"]
+    return [
         "# Benchmark and quality results",
         "",
         f"Written by `{command}` (bench/run_all.py); every script can be run alone (see bench/*.py).",
@@ -282,36 +385,65 @@ def write_report(out_dir: Path, results_path: Path, plots: bool = True, command:
         f"- git {m['git']}; load average at start {m['load_avg']}",
         "",
     ]
-    lines += ["## Parameters", ""]
-    for name in ORDER:
+
+
+def _parameters(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Each result's parameters (its sizes) and when it was written."""
+    lines = []
+    for name in _names(results):
+        params = results[name]["data"].get("params", {})
+        lines.append(
+            f"- `{name}` ({results[name]['written_at']}): "
+            + ", ".join(f"{k}={v}" for k, v in params.items() if k != "scenarios")
+        )
+    return lines
+
+
+def _quality_section(q: dict[str, Any]) -> list[str]:
+    return [
+        "Final ARI after a full re-score at the end; *batch KMeans* is scikit-learn on the same final",
+        "features (log1p + standardised, k = segments the lens ended with); *batch KMeans ARI vs personas*",
+        "(k = number of personas) shows what the features allow. Flap: a move reversed within the",
+        f"customer's next {q['data']['params']['flap_window']} events. *Model moves*:",
+        "customers moved because their segment merged/retired. *Drift followed*: the customer's joint",
+        "segment maps (by majority) to its new persona before the run ends.",
+        *quality_tables(q),
+    ]
+
+
+SECTIONS: tuple[tuple[str, str, Callable[[dict[str, dict[str, Any]]], list[str]]], ...] = (
+    ("latency", "Latency phases", lambda rs: latency_table(rs["latency"])),
+    (
+        "peer_quix",
+        "Peer framework: Quix Streams (exactly-once, same events, same run)",
+        lambda rs: [PEER_NOTE, "", *peer_table(rs["peer_quix"])],
+    ),
+    (
+        "capacity",
+        "Capacity of shared mode: the largest group one trainer serves",
+        lambda rs: capacity_section(rs["capacity"], rs.get("peer_quix")),
+    ),
+    ("quality", "Quality per algorithm", lambda rs: _quality_section(rs["quality"])),
+)
+"""The sections after the tables of every target and measurement: (result needed, title, its lines)."""
+
+
+def write_report(out_dir: Path, results_path: Path, plots: bool = True, command: str = "make bench") -> Path:
+    """Write ``results_path`` from the JSON results in ``out_dir`` (and the plots into ``out_dir``)."""
+    results = load_results(out_dir)
+    if not results:
+        raise FileNotFoundError(f"no results in {out_dir}")
+    written = make_plots(results, out_dir) if plots else []
+    lines = _header(results, command)
+    status_path = out_dir / STATUS_FILE
+    if status_path.exists():
+        lines += ["## How this run was made", "", *run_section(json.loads(status_path.read_text())), ""]
+    lines += ["## Summary: every target", "", *summary_table(results), ""]
+    lines += ["## Parameters", "", *_parameters(results)]
+    lines += ["", "## Every measurement", "", *targets_table(results)]
+    for name, title, section in SECTIONS:
         if name in results:
-            params = results[name]["data"].get("params", {})
-            lines.append(
-                f"- `{name}` ({results[name]['written_at']}): "
-                + ", ".join(f"{k}={v}" for k, v in params.items() if k != "scenarios")
-            )
-    lines += ["", "## Targets", "", *targets_table(results)]
-    if "latency" in results:
-        lines += ["", "## Latency phases", "", *latency_table(results["latency"])]
-    if "peer_quix" in results:
-        lines += ["", "## Peer framework: Quix Streams (exactly-once, same events, same run)", ""]
-        lines += [PEER_NOTE, "", *peer_table(results["peer_quix"])]
-    if "capacity" in results:
-        lines += ["", "## Capacity of shared mode: the largest group one trainer serves", ""]
-        lines += capacity_section(results["capacity"])
-    if "quality" in results:
-        lines += [
-            "",
-            "## Quality per algorithm",
-            "",
-            "Final ARI after a full re-score at the end; *batch KMeans* is scikit-learn on the same final",
-            "features (log1p + standardised, k = segments the lens ended with); *batch KMeans ARI vs personas*",
-            "(k = number of personas) shows what the features allow. Flap: a move reversed within the",
-            f"customer's next {results['quality']['data']['params']['flap_window']} events. *Model moves*:",
-            "customers moved because their segment merged/retired. *Drift followed*: the customer's joint",
-            "segment maps (by majority) to its new persona before the run ends.",
-        ]
-        lines += quality_tables(results["quality"])
+            lines += ["", f"## {title}", "", *section(results)]
     if written:
         lines += ["", "## Plots", ""]
         for p in written:

@@ -29,8 +29,18 @@ from kafka.admin import NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 6
-TYPES = ["session_start", "page_view", "product_view", "add_to_cart", "purchase", "email_open", "email_click",
-         "product_view", "session_start", "purchase"]
+TYPES = [
+    "session_start",
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "purchase",
+    "email_open",
+    "email_click",
+    "product_view",
+    "session_start",
+    "purchase",
+]
 
 
 def events(n: int, customers: int, seed: int, start_minute: int = 0) -> list[tuple[bytes, bytes]]:
@@ -41,8 +51,12 @@ def events(n: int, customers: int, seed: int, start_minute: int = 0) -> list[tup
     for i in range(n):
         c = f"c{rnd.randrange(customers)}"
         etype = rnd.choice(TYPES)
-        body: dict[str, object] = {"event_id": f"{seed}-{i}", "customer_id": c, "type": etype,
-                                   "ts": (t0 + timedelta(seconds=30 * (i + start_minute * 2))).isoformat()}
+        body: dict[str, object] = {
+            "event_id": f"{seed}-{i}",
+            "customer_id": c,
+            "type": etype,
+            "ts": (t0 + timedelta(seconds=30 * (i + start_minute * 2))).isoformat(),
+        }
         if etype == "purchase":
             body["amount"] = round(rnd.uniform(5, 400), 2)
         out.append((c.encode(), json.dumps(body).encode()))
@@ -60,11 +74,37 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
 def start(bootstrap: str, group: str, inp: str, instance: str, mode: str, logdir: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")}
     log = open(logdir / f"{group}-{instance}.log", "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", "consumer", "--bootstrap-servers", bootstrap, "--group-id", group,
-                             "--topics.input", inp, "--topics.output", f"{inp}-out", "--topics.dlq", f"{inp}-dlq",
-                             "--metrics-port", "-1", "--mode", mode, "--instance-id", instance,
-                             "--session-timeout-ms", "6000", "--transaction-timeout-ms", "10000"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "consumer",
+            "--bootstrap-servers",
+            bootstrap,
+            "--group-id",
+            group,
+            "--topics.input",
+            inp,
+            "--topics.output",
+            f"{inp}-out",
+            "--topics.dlq",
+            f"{inp}-dlq",
+            "--metrics-port",
+            "-1",
+            "--mode",
+            mode,
+            "--instance-id",
+            instance,
+            "--session-timeout-ms",
+            "6000",
+            "--transaction-timeout-ms",
+            "10000",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def run_group(bootstrap: str, inp: str, total: int, n: int, mode: str, logdir: Path) -> float:
@@ -95,27 +135,48 @@ def run_group(bootstrap: str, inp: str, total: int, n: int, mode: str, logdir: P
             p.wait(60)
 
 
+def _trainer(logdir: Path, group: str, names: list[str]) -> str | None:
+    """The process whose log says last that it is the trainer (``None`` if none says so)."""
+    trainer = None
+    for name in names:
+        text = (logdir / f"{group}-{name}.log").read_text(errors="replace")
+        if text.rfind("is the trainer now") > text.rfind("no longer the trainer"):
+            trainer = name
+    return trainer
+
+
+def _successor_snapshot_s(model: KafkaConsumer, trainer: str, killed: float, timeout_s: float) -> float:
+    """Seconds from ``killed`` to the first trainer snapshot on ``model`` from an instance other than ``trainer``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for records in model.poll(timeout_ms=200).values():
+            for r in records:
+                instance = dict(r.headers or []).get("instance", b"").decode()
+                if r.key == b"trainer" and instance != trainer:
+                    return float(r.timestamp) / 1000 - killed
+    raise RuntimeError("no successor snapshot")
+
+
 def trainer_failover(bootstrap: str, inp: str, producer: KafkaProducer, customers: int, logdir: Path) -> float:
     """Seconds from SIGKILL of the trainer to its successor's first committed snapshot."""
     group = f"bench-failover-{uuid.uuid4().hex[:6]}"
     procs = {str(i): start(bootstrap, group, inp, str(i), "shared", logdir) for i in range(2)}
-    model = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed",
-                          enable_auto_commit=False, max_partition_fetch_bytes=16 * 1024 * 1024)
+    model = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
     try:
         trainer: str | None = None
         deadline = time.monotonic() + 120
         while trainer is None and time.monotonic() < deadline:
-            for name in procs:
-                text = (logdir / f"{group}-{name}.log").read_text(errors="replace")
-                if text.rfind("is the trainer now") > text.rfind("no longer the trainer"):
-                    trainer = name
+            trainer = _trainer(logdir, group, list(procs))
             time.sleep(0.5)
         assert trainer is not None, "no trainer"
         time.sleep(8)  # both processes joined; the trainer group settled
-        for name in procs:
-            text = (logdir / f"{group}-{name}.log").read_text(errors="replace")
-            if text.rfind("is the trainer now") > text.rfind("no longer the trainer"):
-                trainer = name
+        trainer = _trainer(logdir, group, list(procs)) or trainer
         tp = TopicPartition(f"{group}.model", 0)
         model.assign([tp])
         model.seek_to_end(tp)
@@ -125,14 +186,7 @@ def trainer_failover(bootstrap: str, inp: str, producer: KafkaProducer, customer
         for key, value in events(3000, customers, seed=99, start_minute=10**6):
             producer.send(inp, value, key=key)
         producer.flush()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            for records in model.poll(timeout_ms=200).values():
-                for r in records:
-                    instance = dict(r.headers or []).get("instance", b"").decode()
-                    if r.key == b"trainer" and instance != trainer:
-                        return float(r.timestamp) / 1000 - killed
-        raise RuntimeError("no successor snapshot")
+        return _successor_snapshot_s(model, trainer, killed, 120)
     finally:
         model.close()
         for p in procs.values():
@@ -156,8 +210,10 @@ def main() -> None:
         producer.send(inp, value, key=key)
     producer.flush()
     logdir = Path(tempfile.mkdtemp(prefix="scale-out-"))
-    print(f"{args.events} events, {args.customers} customers, {PARTITIONS} partitions, {os.cpu_count()} CPUs; "
-          f"logs in {logdir}")
+    print(
+        f"{args.events} events, {args.customers} customers, {PARTITIONS} partitions, {os.cpu_count()} CPUs; "
+        f"logs in {logdir}"
+    )
     rates = {"single x1": run_group(args.bootstrap, inp, args.events, 1, "single", logdir)}
     print(f"  single x1: {rates['single x1']:.0f} events/s", flush=True)
     for n in (1, 2, 3):

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import orjson
 from rich.console import Console
@@ -44,7 +44,7 @@ from producer.kafka_sink import KafkaSettings, KafkaSink
 from producer.personas import DEFAULT_ARRIVAL_MIX, DEFAULT_INITIAL_MIX, parse_mix
 from producer.replay import ColumnMapping, load
 from producer.retail import SparseConfig, SparseRetail
-from producer.runner import Outgoing, Pacing, ProgressCallback, RunStats, run
+from producer.runner import Outgoing, Pacing, ProgressCallback, RunOptions, RunStats, run
 from producer.settings import add_connection_flags, load_connection
 from producer.simulator import DAY, SimConfig, Simulator, encoded, iso
 from producer.sinks import JsonlSink, Sink
@@ -55,6 +55,8 @@ log = logging.getLogger("producer")
 DEFAULT_TOPIC = "customer-events"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 SCENARIOS = ("personas", "sparse")
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers()`` returns."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,replay}")
+    common = _common_parser()
+    _add_synth(sub, common)
+    _add_replay(sub, common)
+    return parser
 
+
+def _common_parser() -> argparse.ArgumentParser:
+    """The options of both commands: output, pacing and the Kafka connection."""
     common = argparse.ArgumentParser(add_help=False)
     out = common.add_argument_group("output")
     out.add_argument(
@@ -194,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_flags(common.add_argument_group("kafka connection (flags win over SEGMENTER_* variables)"))
     out.add_argument("--summary-json", type=Path, default=None, help="also write the final summary as JSON here")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary table")
+    return common
 
+
+def _add_synth(sub: _Commands, common: argparse.ArgumentParser) -> None:
+    """The ``synth`` command and its options."""
     synth = sub.add_parser(
         "synth",
         parents=[common],
@@ -279,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write each customer's persona timeline here (JSONL: customer_id, persona, from)",
     )
-    faults = synth.add_argument_group("faults (probabilities per event)")
+    _add_faults(synth.add_argument_group("faults (probabilities per event)"))
+
+
+def _add_faults(faults: argparse._ArgumentGroup) -> None:
+    """``synth``'s fault options."""
     faults.add_argument(
         "--malformed-rate",
         type=_rate_arg,
@@ -314,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one JSONL line per injected fault (kind, event_id, customer_id, ts)",
     )
 
+
+def _add_replay(sub: _Commands, common: argparse.ArgumentParser) -> None:
+    """The ``replay`` command and its options."""
     replay = sub.add_parser(
         "replay",
         parents=[common],
@@ -355,7 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--timezone", default="UTC", help="zone of timestamps without an offset (default UTC)")
     replay.add_argument("--dlq-file", type=Path, default=None, help="write unusable rows here (JSONL)")
-    return parser
 
 
 def _check_outputs(args: argparse.Namespace, inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
@@ -392,9 +411,13 @@ def _open_sink(args: argparse.Namespace) -> Sink:
     )
 
 
+Completed = Callable[[int, float], float]
+"""How far a run is, from (messages sent, event time of the latest event), in the progress bar's unit."""
+
+
 @contextlib.contextmanager
 def _progress(
-    enabled: bool, description: str, total: float | None, completed: Callable[[int, float], float]
+    enabled: bool, description: str, total: float | None, completed: Completed
 ) -> Iterator[ProgressCallback | None]:
     if not enabled:
         yield None
@@ -523,86 +546,92 @@ def _in_order(args: argparse.Namespace, sim: Simulator | SparseRetail) -> Iterat
     return iter([stream[i] for i in order])
 
 
+def _fault_config(args: argparse.Namespace) -> FaultConfig:
+    """The fault options of ``synth``; raises ``ValueError``."""
+    return FaultConfig(
+        malformed_rate=args.malformed_rate,
+        duplicate_rate=args.duplicate_rate,
+        late_rate=args.late_rate,
+        late_max_s=args.late_max_hours * 3600,
+        late_min_s=min(600.0, args.late_max_hours * 3600),
+        bad_clock_at=args.bad_clock_at,
+        bad_clock_ahead_s=args.bad_clock_days * DAY,
+        seed=args.seed,
+    )
+
+
+def _injector(stack: contextlib.ExitStack, config: FaultConfig, fault_log: Path | None) -> FaultInjector | None:
+    """The fault injector of ``config`` (``None`` if no fault is asked for), logging to ``fault_log`` if given.
+
+    Raises
+    ------
+    SinkError
+        ``fault_log`` cannot be written.
+    """
+    if fault_log is None:
+        return FaultInjector(config) if config.active else None
+    try:
+        fh: IO[bytes] = stack.enter_context(fault_log.open("wb"))
+    except OSError as exc:
+        raise SinkError(f"cannot write {fault_log}: {exc.strerror or exc}") from None
+
+    def listen(kind: str, details: dict[str, Any]) -> None:
+        fh.write(orjson.dumps({"fault": kind, **details}) + b"\n")
+
+    return FaultInjector(config, listen) if config.active else None
+
+
+def _synth_progress(args: argparse.Namespace, start: float, end: float) -> tuple[float | None, Completed]:
+    """The progress bar's total and measure: messages with a limit or a backlog order, else simulated time."""
+    if args.max_events or args.order != "time":
+        return args.max_events or None, lambda sent, ts: float(sent)
+    return end - start, lambda sent, ts: ts - start
+
+
+def _synth_extra(args: argparse.Namespace, sim: Simulator | SparseRetail, truth_lines: int) -> dict[str, Any]:
+    """The summary fields of ``synth`` besides the run's counts."""
+    personas_initial: dict[str, int] = {}
+    for entry in sim.truth:
+        if entry.cause != "drift":
+            personas_initial[entry.persona] = personas_initial.get(entry.persona, 0) + 1
+    return {
+        "customers": sim.customer_count,
+        "arrivals": sim.arrivals,
+        "drifts": sim.drifts,
+        "personas_at_start_or_arrival": dict(sorted(personas_initial.items())),
+        "personas_at_end": sim.persona_counts(),
+        "scenario": args.scenario,
+        "order": args.order,
+        "seed": args.seed,
+        "truth_file": str(args.truth) if args.truth else None,
+        "truth_lines": truth_lines,
+    }
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     """Run ``synth``."""
     try:
         sim, start, end = _scenario(args)
-        fault_config = FaultConfig(
-            malformed_rate=args.malformed_rate,
-            duplicate_rate=args.duplicate_rate,
-            late_rate=args.late_rate,
-            late_max_s=args.late_max_hours * 3600,
-            late_min_s=min(600.0, args.late_max_hours * 3600),
-            bad_clock_at=args.bad_clock_at,
-            bad_clock_ahead_s=args.bad_clock_days * DAY,
-            seed=args.seed,
-        )
+        fault_config = _fault_config(args)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     _check_outputs(args, {}, {"--truth": args.truth, "--fault-log": args.fault_log})
     with contextlib.ExitStack() as stack:
-        fault_fh: IO[bytes] | None = None
-        if args.fault_log is not None:
-            try:
-                fault_fh = stack.enter_context(args.fault_log.open("wb"))
-            except OSError as exc:
-                raise SinkError(f"cannot write {args.fault_log}: {exc.strerror or exc}") from None
-        fh = fault_fh
-
-        def listen(kind: str, details: dict[str, Any]) -> None:
-            if fh is not None:
-                fh.write(orjson.dumps({"fault": kind, **details}) + b"\n")
-
-        injector = FaultInjector(fault_config, listen if fh is not None else None) if fault_config.active else None
+        injector = _injector(stack, fault_config, args.fault_log)
         sink = stack.enter_context(_open_sink(args))
-        if args.max_events or args.order != "time":
-            total: float | None = args.max_events or None
-
-            def completed(sent: int, ts: float) -> float:
-                return float(sent)
-        else:
-            total = end - start
-
-            def completed(sent: int, ts: float) -> float:
-                return ts - start
-
+        total, completed = _synth_progress(args, start, end)
         show = not args.quiet and sys.stderr.isatty()
         with _progress(show, f"synth → {sink.description}", total, completed) as progress:
-            stats = run(
-                _in_order(args, sim),
-                sink,
-                faults=injector,
-                max_events=args.max_events,
-                pacing=Pacing(rate=args.rate, speed=args.speed),
-                on_progress=progress,
-            )
+            pacing = Pacing(rate=args.rate, speed=args.speed)
+            options = RunOptions(faults=injector, max_events=args.max_events, pacing=pacing, on_progress=progress)
+            stats = run(_in_order(args, sim), sink, options)
             if progress is not None and not stats.stopped_early:
                 progress(stats.messages, end)  # the whole span was simulated
     truth_lines = 0
     if args.truth is not None:
         truth_lines = _write_jsonl(args.truth, (t.to_json() for t in sim.truth))
-    personas_initial: dict[str, int] = {}
-    for entry in sim.truth:
-        if entry.cause != "drift":
-            personas_initial[entry.persona] = personas_initial.get(entry.persona, 0) + 1
-    summary = _summary(
-        args,
-        stats,
-        {
-            "customers": sim.customer_count,
-            "arrivals": sim.arrivals,
-            "drifts": sim.drifts,
-            "personas_at_start_or_arrival": dict(sorted(personas_initial.items())),
-            "personas_at_end": sim.persona_counts(),
-            "scenario": args.scenario,
-            "order": args.order,
-            "seed": args.seed,
-            "truth_file": str(args.truth) if args.truth else None,
-            "truth_lines": truth_lines,
-        },
-    )
-    _finish(args, summary)
+    _finish(args, _summary(args, stats, _synth_extra(args, sim, truth_lines)))
     return EXIT_INTERRUPTED if stats.interrupted else 0
 
 
@@ -646,12 +675,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         show = not args.quiet and sys.stderr.isatty()
         total = float(min(len(data.events), args.max_events or len(data.events)))
         with _progress(show, f"replay → {sink.description}", total, lambda sent, ts: float(sent)) as progress:
+            pacing = Pacing(rate=args.rate, speed=args.speed)
             stats = run(
-                data.outgoing(),
-                sink,
-                max_events=args.max_events,
-                pacing=Pacing(rate=args.rate, speed=args.speed),
-                on_progress=progress,
+                data.outgoing(), sink, RunOptions(max_events=args.max_events, pacing=pacing, on_progress=progress)
             )
     summary = _summary(
         args,

@@ -263,6 +263,27 @@ def _in_range(epoch: float, value: Any, column: str) -> float:
     return epoch
 
 
+def _as_number(value: Any) -> float | None:
+    """``value`` as a float if it is a number or a string that reads as one (not a bool), else ``None``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _epoch_unit(number: float) -> float:
+    """Units of an epoch number per second, by magnitude: 1e6 (µs) above 1e14, 1e3 (ms) above 1e11, else 1 (s)."""
+    if number > 1e14:
+        return 1e6
+    if number > 1e11:
+        return 1e3
+    return 1.0
+
+
 def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
     """Parse an epoch number (s, ms or µs, by magnitude) or an ISO-8601 string into epoch seconds.
 
@@ -273,22 +294,11 @@ def parse_time(value: Any, tz: tzinfo = UTC, column: str = "time") -> float:
     >>> parse_time("2026-01-01T00:00:00Z"), parse_time(1767225600000), parse_time("1767225600")
     (1767225600.0, 1767225600.0, 1767225600.0)
     """
-    number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
+    number = _as_number(value)
     if number is not None:
         if not math.isfinite(number) or number < 0:
             raise _RowError(f"{column}: {value!r} is not a valid epoch time")
-        if number > 1e14:
-            number /= 1e6
-        elif number > 1e11:
-            number /= 1e3
-        return _in_range(number, value, column)
+        return _in_range(number / _epoch_unit(number), value, column)
     if not isinstance(value, str):
         raise _RowError(f"{column}: expected a time, got {type(value).__name__}")
     try:

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from producer.simulator import DAY, SimEvent, Span, TruthEntry, iso
+from producer.simulator import DAY, SimEvent, Span, TruthEntry, check_span, iso
 
 MONTH = 30.4375 * DAY
 """An average month in seconds."""
@@ -126,12 +126,11 @@ class SparseConfig(Span):
     types: tuple[CustomerType, ...] = SPARSE_TYPES
 
     def __post_init__(self) -> None:
-        if self.customers < 0:
-            raise ValueError(f"customers must be >= 0, got {self.customers}")
-        if not (math.isfinite(self.days) and self.days > 0):
-            raise ValueError(f"days must be > 0, got {self.days}")
-        if self.start.tzinfo is None:
-            raise ValueError("start needs a timezone, e.g. 2024-07-01T00:00:00Z")
+        check_span(self.customers, self.days, self.start, "2024-07-01T00:00:00Z")
+        self._check_cohorts()
+        self._check_types()
+
+    def _check_cohorts(self) -> None:
         if not (math.isfinite(self.cohort_months) and self.cohort_months > 0):
             raise ValueError(f"cohort_months must be > 0, got {self.cohort_months}")
         if not (math.isfinite(self.cohort_growth) and self.cohort_growth > 0):
@@ -142,6 +141,8 @@ class SparseConfig(Span):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    def _check_types(self) -> None:
         if not self.types or sum(t.share for t in self.types) <= 0:
             raise ValueError("types need a positive share")
         for t in self.types:

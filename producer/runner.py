@@ -101,15 +101,29 @@ ProgressCallback = Callable[[int, float], None]
 """Called with ``(messages sent, event time of the latest event)`` every :data:`PROGRESS_EVERY` messages."""
 
 
-def run(
-    source: Iterable[Outgoing],
-    sink: Sink,
-    *,
-    faults: FaultInjector | None = None,
-    max_events: int | None = None,
-    pacing: Pacing | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> RunStats:
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run sends, besides where to.
+
+    Attributes
+    ----------
+    faults
+        Optional fault injector (its held-back messages are sent at the end).
+    max_events
+        Stop taking events from the source after this many messages were sent.
+    pacing
+        Rate limit or timing-faithful replay (default: full speed).
+    on_progress
+        Progress callback.
+    """
+
+    faults: FaultInjector | None = None
+    max_events: int | None = None
+    pacing: Pacing = field(default_factory=Pacing)
+    on_progress: ProgressCallback | None = None
+
+
+def run(source: Iterable[Outgoing], sink: Sink, options: RunOptions | None = None) -> RunStats:
     """Send every message of ``source`` to ``sink``, then flush it.
 
     Parameters
@@ -118,14 +132,8 @@ def run(
         Valid events in the order to send them.
     sink
         Destination; flushed (not closed) at the end.
-    faults
-        Optional fault injector (its held-back messages are sent at the end).
-    max_events
-        Stop taking events from ``source`` after this many messages were sent.
-    pacing
-        Rate limit or timing-faithful replay.
-    on_progress
-        Progress callback.
+    options
+        Faults, limit, pacing and progress (default: none of them, full speed).
 
     Returns
     -------
@@ -133,17 +141,36 @@ def run(
         Counts and timing. A ``KeyboardInterrupt`` stops the loop cleanly
         (held-back messages are still sent and the sink flushed).
     """
+    options = options or RunOptions()
     stats = RunStats()
-    pacing = pacing or Pacing()
-    send = sink.send
-    by_type = stats.by_type
     started = time.perf_counter()
+    try:
+        _send_all(source, sink, options, stats, started)
+    except KeyboardInterrupt:
+        log.warning("interrupted: sending what is held back and flushing")
+        stats.stopped_early = True
+        stats.interrupted = True
+    if options.faults is not None:
+        stats.messages += _drain(options.faults, sink)
+        stats.faults.update(options.faults.counts)
+    sink.flush()
+    stats.elapsed_s = time.perf_counter() - started
+    if options.on_progress is not None:
+        options.on_progress(stats.messages, stats.last_ts if stats.last_ts is not None else 0.0)
+    return stats
+
+
+def _send_all(source: Iterable[Outgoing], sink: Sink, options: RunOptions, stats: RunStats, started: float) -> None:
+    """The loop of :func:`run`: counts go to ``stats`` even when an interrupt ends it."""
+    send = sink.send
+    faults, pacing, on_progress = options.faults, options.pacing, options.on_progress
+    by_type = stats.by_type
     next_progress = PROGRESS_EVERY
     buffer: list[Message] = []
     sent = 0
     first_ts: float | None = None
-    ts = last_ts = 0.0
-    limit = max_events if max_events is not None else -1
+    last_ts = 0.0
+    limit = options.max_events if options.max_events is not None else -1
     paced = pacing.rate is not None or pacing.speed is not None
     try:
         for ts, key, value, etype in source:
@@ -168,25 +195,19 @@ def run(
             if on_progress is not None and sent >= next_progress:
                 on_progress(sent, ts)
                 next_progress = sent + PROGRESS_EVERY
-    except KeyboardInterrupt:
-        log.warning("interrupted: sending what is held back and flushing")
-        stats.stopped_early = True
-        stats.interrupted = True
-    if faults is not None:
-        faults.drain(buffer)
-        for k, v in buffer:
-            send(k, v)
-        sent += len(buffer)
-        buffer.clear()
-        stats.faults.update(faults.counts)
-    sink.flush()
-    stats.messages = sent
-    stats.first_ts = first_ts
-    stats.last_ts = last_ts if first_ts is not None else None
-    stats.elapsed_s = time.perf_counter() - started
-    if on_progress is not None:
-        on_progress(sent, last_ts)
-    return stats
+    finally:
+        stats.messages = sent
+        stats.first_ts = first_ts
+        stats.last_ts = last_ts if first_ts is not None else None
+
+
+def _drain(faults: FaultInjector, sink: Sink) -> int:
+    """Send the messages ``faults`` still holds back; returns how many."""
+    buffer: list[Message] = []
+    faults.drain(buffer)
+    for k, v in buffer:
+        sink.send(k, v)
+    return len(buffer)
 
 
 def _wait(pacing: Pacing, started: float, sent: int, event_offset: float) -> None:

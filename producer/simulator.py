@@ -68,6 +68,22 @@ class Span:
         return self.start.timestamp() + self.days * DAY
 
 
+def check_span(customers: int, days: float, start: datetime, example_start: str) -> None:
+    """The checks every run config starts with: ``customers >= 0``, ``days > 0``, a timezone-aware ``start``.
+
+    Raises
+    ------
+    ValueError
+        Naming the field and its value (``example_start`` shows a valid ``start``).
+    """
+    if customers < 0:
+        raise ValueError(f"customers must be >= 0, got {customers}")
+    if not (math.isfinite(days) and days > 0):
+        raise ValueError(f"days must be > 0, got {days}")
+    if start.tzinfo is None:
+        raise ValueError(f"start needs a timezone, e.g. {example_start}")
+
+
 @dataclass(frozen=True)
 class SimConfig(Span):
     """Settings of one simulation run.
@@ -114,12 +130,11 @@ class SimConfig(Span):
     currency: str = "EUR"
 
     def __post_init__(self) -> None:
-        if self.customers < 0:
-            raise ValueError(f"customers must be >= 0, got {self.customers}")
-        if not (math.isfinite(self.days) and self.days > 0):
-            raise ValueError(f"days must be > 0, got {self.days}")
-        if self.start.tzinfo is None:
-            raise ValueError("start needs a timezone, e.g. 2026-01-01T00:00:00Z")
+        check_span(self.customers, self.days, self.start, "2026-01-01T00:00:00Z")
+        self._check_rates()
+        self._check_personas()
+
+    def _check_rates(self) -> None:
         if not 0.0 <= self.drift_share <= 1.0:
             raise ValueError(f"drift_share must be in [0, 1], got {self.drift_share}")
         if self.arrivals_per_day is not None and not (
@@ -130,6 +145,8 @@ class SimConfig(Span):
             raise ValueError(f"emails_per_week must be >= 0, got {self.emails_per_week}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    def _check_personas(self) -> None:
         names = {p.name for p in self.personas}
         if len(names) != len(self.personas):
             raise ValueError("persona names must be unique")
@@ -223,6 +240,16 @@ class _Draws:
 
     def pick(self, cumulative: list[float]) -> int:
         return min(bisect_right(cumulative, self.uniform() * cumulative[-1]), len(cumulative) - 1)
+
+
+class _Visit(NamedTuple):
+    """One session under way: the customer's row, persona and persona index, and the tags of its events."""
+
+    idx: int
+    persona: Persona
+    tags: dict[str, str]
+    """``channel`` and ``session_id`` (the fields every in-session event carries)."""
+    pi: int
 
 
 def _cumulative(weights: list[float]) -> list[float]:
@@ -425,20 +452,33 @@ class Simulator:
         self._push(t + draw.exponential(self._email_mean_gap), _EMAIL, idx)
 
     def _session(self, idx: int, t: float) -> None:
+        """A web session: views, searches and cart moves, then a purchase, an abandoned checkout or nothing."""
         pi = self._persona[idx]
         p = self._personas[pi]
         draw = self._draw
-        uniform, step = draw.uniform, draw.exponential
-        emit = self._emit
-        cid, channel = self._cid[idx], self._channel[idx]
         n = self._sessions[idx]
         self._sessions[idx] = n + 1
-        sid = f"{cid}-{n}"
-        cats, cat_cum = self._cat_names[pi], self._cat_cum[pi]
-
-        emit(t, idx, "session_start", {"channel": channel, "session_id": sid})
+        visit = _Visit(idx, p, {"channel": self._channel[idx], "session_id": f"{self._cid[idx]}-{n}"}, pi)
+        self._emit(t, idx, "session_start", visit.tags)
         pages, products, searches = draw.poisson(p.page_views), draw.poisson(p.product_views), draw.poisson(p.searches)
-        buy = uniform() < p.purchase_prob
+        buy = draw.uniform() < p.purchase_prob
+        t, cart = self._browse(visit, t, pages, products, searches)
+        if buy and not cart:  # a buyer who put nothing in the cart picks one product
+            t, cat = self._view_product(visit, t + draw.exponential(40.0))
+            t = self._add_to_cart(visit, t + draw.exponential(20.0), cat, cart)
+        t, kept = self._trim_cart(visit, t, cart, buy)
+        if buy:
+            t = self._purchase(visit, t, kept)
+        elif kept and draw.uniform() < p.checkout_abandon_prob:
+            t += draw.exponential(60.0)
+            self._emit(t, idx, "checkout_start", visit.tags)
+        self._schedule_session(idx, t)
+
+    def _browse(self, visit: _Visit, t: float, pages: int, products: int, searches: int) -> tuple[float, list[str]]:
+        """The session's page views, searches and product views in random order; returns (time, cart)."""
+        draw = self._draw
+        uniform, step, emit = draw.uniform, draw.exponential, self._emit
+        idx, tags, add_prob = visit.idx, visit.tags, visit.persona.cart_add_prob
         cart: list[str] = []
         remaining = pages + products + searches
         while remaining:
@@ -446,65 +486,58 @@ class Simulator:
             r = uniform() * remaining
             if r < pages:
                 pages -= 1
-                emit(t, idx, "page_view", {"channel": channel, "session_id": sid})
+                emit(t, idx, "page_view", tags)
             elif r < pages + searches:
                 searches -= 1
-                emit(t, idx, "search", {"channel": channel, "session_id": sid})
+                emit(t, idx, "search", tags)
             else:
                 products -= 1
-                cat = cats[draw.pick(cat_cum)]
-                emit(t, idx, "product_view", {"channel": channel, "session_id": sid, "category": cat})
-                if uniform() < p.cart_add_prob:
-                    t += step(20.0)
-                    cart.append(cat)
-                    emit(t, idx, "add_to_cart", {"channel": channel, "session_id": sid, "category": cat, "quantity": 1})
+                t, cat = self._view_product(visit, t)
+                if uniform() < add_prob:
+                    t = self._add_to_cart(visit, t + step(20.0), cat, cart)
             remaining = pages + products + searches
-        if buy and not cart:
-            t += step(40.0)
-            cat = cats[draw.pick(cat_cum)]
-            emit(t, idx, "product_view", {"channel": channel, "session_id": sid, "category": cat})
-            t += step(20.0)
-            cart.append(cat)
-            emit(t, idx, "add_to_cart", {"channel": channel, "session_id": sid, "category": cat, "quantity": 1})
+        return t, cart
+
+    def _view_product(self, visit: _Visit, t: float) -> tuple[float, str]:
+        """A ``product_view`` of a category drawn from the persona's mix; returns (time, category)."""
+        cat = self._cat_names[visit.pi][self._draw.pick(self._cat_cum[visit.pi])]
+        self._emit(t, visit.idx, "product_view", {**visit.tags, "category": cat})
+        return t, cat
+
+    def _add_to_cart(self, visit: _Visit, t: float, cat: str, cart: list[str]) -> float:
+        """An ``add_to_cart`` of one item of ``cat`` at ``t`` (appended to ``cart``); returns ``t``."""
+        cart.append(cat)
+        self._emit(t, visit.idx, "add_to_cart", {**visit.tags, "category": cat, "quantity": 1})
+        return t
+
+    def _trim_cart(self, visit: _Visit, t: float, cart: list[str], buy: bool) -> tuple[float, list[str]]:
+        """Items taken out again (a buyer keeps at least the last one); returns (time, the items kept)."""
+        draw = self._draw
+        remove_prob = visit.persona.remove_prob
         kept: list[str] = []
         for i, cat in enumerate(cart):
             last_needed = buy and not kept and i == len(cart) - 1
-            if not last_needed and uniform() < p.remove_prob:
-                t += step(20.0)
-                emit(
-                    t, idx, "remove_from_cart", {"channel": channel, "session_id": sid, "category": cat, "quantity": 1}
-                )
+            if not last_needed and draw.uniform() < remove_prob:
+                t += draw.exponential(20.0)
+                self._emit(t, visit.idx, "remove_from_cart", {**visit.tags, "category": cat, "quantity": 1})
             else:
                 kept.append(cat)
-        if buy:
-            t += step(60.0)
-            emit(t, idx, "checkout_start", {"channel": channel, "session_id": sid})
-            t += step(90.0)
-            amount = round(math.exp(p.amount_mu + p.amount_sigma * draw.normal()), 2)
-            emit(
-                t,
-                idx,
-                "purchase",
-                {
-                    "channel": channel,
-                    "session_id": sid,
-                    "amount": amount,
-                    "currency": self.config.currency,
-                    "quantity": len(kept),
-                    "category": kept[0],
-                },
-            )
-            if uniform() < p.refund_prob:
-                emit(
-                    t + (2 + 18 * uniform()) * DAY,
-                    idx,
-                    "refund",
-                    {"channel": channel, "amount": amount, "currency": self.config.currency, "category": kept[0]},
-                )
-        elif kept and uniform() < p.checkout_abandon_prob:
-            t += step(60.0)
-            emit(t, idx, "checkout_start", {"channel": channel, "session_id": sid})
-        self._schedule_session(idx, t)
+        return t, kept
+
+    def _purchase(self, visit: _Visit, t: float, kept: list[str]) -> float:
+        """Checkout and ``purchase`` of the ``kept`` items, perhaps refunded days later; returns the time."""
+        draw, p, idx = self._draw, visit.persona, visit.idx
+        currency = self.config.currency
+        t += draw.exponential(60.0)
+        self._emit(t, idx, "checkout_start", visit.tags)
+        t += draw.exponential(90.0)
+        amount = round(math.exp(p.amount_mu + p.amount_sigma * draw.normal()), 2)
+        purchase = {**visit.tags, "amount": amount, "currency": currency, "quantity": len(kept), "category": kept[0]}
+        self._emit(t, idx, "purchase", purchase)
+        if draw.uniform() < p.refund_prob:
+            refund = {"channel": visit.tags["channel"], "amount": amount, "currency": currency, "category": kept[0]}
+            self._emit(t + (2 + 18 * draw.uniform()) * DAY, idx, "refund", refund)
+        return t
 
 
 class EventSource(Protocol):

@@ -85,10 +85,11 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
     path = report.write_report(out, tmp_path / "RESULTS.md")
     text = path.read_text()
     assert set(load_results(out)) == {"replay_throughput", "memory", "quality"}
-    assert "## Targets" in text and "## Quality per algorithm" in text
-    table = [line for line in text.splitlines() if line.startswith("| throughput: offline pipeline")]
+    assert "## Summary: every target" in text and "## Every measurement" in text and "## Quality per algorithm" in text
+    every = text.split("## Every measurement")[1].split("\n## ")[0]
+    table = [line for line in every.splitlines() if line.startswith("| throughput: offline pipeline")]
     assert len(table) == 3
-    assert re.search(r"\| [\d,.]+ events/s \| [\d,.]+ \| [\d.]+ \| \*\*(pass|MISS)\*\*", table[0]), table[0]
+    assert re.search(r"\| [\d,.]+ events/s \| [\d,.]+ \| [\d.]+ \| \*\*(PASS|FAIL)\*\*", table[0]), table[0]
     for name in ("throughput.png", "segment_sizes.png", "segment_profiles.png", "ari_over_time_personas.png"):
         assert (out / name).stat().st_size > 1000, name
 

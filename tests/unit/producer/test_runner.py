@@ -12,7 +12,7 @@ import pytest
 
 from producer.__main__ import main
 from producer.faults import FaultConfig, FaultInjector
-from producer.runner import Outgoing, Pacing, run
+from producer.runner import Outgoing, Pacing, RunOptions, run
 from producer.sinks import MemorySink
 
 
@@ -26,7 +26,7 @@ def _source(n: int, interrupt_at: int | None = None) -> Iterator[Outgoing]:
 
 def test_counts_and_max_events() -> None:
     sink = MemorySink()
-    stats = run(_source(50), sink, max_events=20)
+    stats = run(_source(50), sink, RunOptions(max_events=20))
     assert stats.messages == 20 == len(sink.messages)
     assert stats.by_type == {"search": 20}
     assert stats.stopped_early and not stats.interrupted
@@ -37,7 +37,7 @@ def test_counts_and_max_events() -> None:
 def test_interrupt_still_drains_held_messages_and_flushes() -> None:
     sink = MemorySink()
     injector = FaultInjector(FaultConfig(late_rate=0.5, late_min_s=1000, late_max_s=2000, seed=1))
-    stats = run(_source(100, interrupt_at=40), sink, faults=injector)
+    stats = run(_source(100, interrupt_at=40), sink, RunOptions(faults=injector))
     assert stats.interrupted and stats.stopped_early
     assert stats.events == 40
     assert len(sink.messages) == 40  # the late ones held back were sent at the end
