@@ -230,6 +230,7 @@ class Segmenter:
         self._lateness = round(config.features.lateness_hours * 3600)
         self._interval = max(1, round(config.inactivity.check_interval_hours * 3600))
         self._refine_every = config.refine.every_events
+        self._refine_every_s = 0 if shared else round(config.refine.every_days * 86400)
         # event-time clock (int seconds relative to BASE_EPOCH)
         self._clock = EventClock(self._lateness, config.features.clock_quorum,
                                  round(config.features.max_future_hours * 3600))
@@ -667,7 +668,12 @@ class Segmenter:
         if wm < self._clock.next_check:
             return
         n = (wm - self._clock.next_check) // self._interval + 1
+        crossed = self._clock.next_check
         self._clock.next_check += n * self._interval
+        every = self._refine_every_s
+        # a refinement tick in event time (refine.every_days): a multiple of it among the check times crossed
+        if every and (self._clock.next_check - self._interval) // every >= -(-crossed // every):
+            self._refine(out)  # before the sweep, which then scores against the refined segments
         # at the watermark itself (not the crossed boundary), everyone not scored within the interval
         self._rescorer.quiet(wm, out, before=wm - self._interval + 1)
 

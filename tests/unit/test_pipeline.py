@@ -200,8 +200,9 @@ def test_inactivity_moves_quiet_customers_on_advance() -> None:
     last = max(e.epoch for e in EVENTS)
     out = seg.advance_to(last + 200 * 86_400)
     assert out, "200 quiet days move somebody"
-    assert all(isinstance(m, SegmentChange) and m.cause in ("inactivity", "model") for m in out)
-    assert any(m.cause == "inactivity" for m in out)  # type: ignore[union-attr]
+    changes = [m for m in out if not isinstance(m, SegmentLifecycle)]  # weekly refinement ticks publish too
+    assert all(isinstance(m, SegmentChange) and m.cause in ("inactivity", "model") for m in changes)
+    assert any(m.cause == "inactivity" for m in changes)  # type: ignore[union-attr]
     assert len(out) <= 2 * len(seg.lenses) * 100 * 200 + 1000  # bounded work per crossed interval
     full = seg.advance_to(last + 201 * 86_400, full=True)
     assert seg.advance_to(last + 201 * 86_400, full=True) == []  # nothing left to re-score
@@ -209,7 +210,7 @@ def test_inactivity_moves_quiet_customers_on_advance() -> None:
 
 
 def test_refinement_runs_every_n_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    seg = Segmenter(CFG)
+    seg = Segmenter(small_config(refine__every_days=0.0))  # the count alone (event-time ticks: the next test)
     calls: list[tuple[str, int]] = []
     for lens in seg.lenses:
         original = lens.refine
@@ -224,6 +225,37 @@ def test_refinement_runs_every_n_events(monkeypatch: pytest.MonkeyPatch) -> None
     accepted = seg.stats().events
     assert len(calls) == 2 * (accepted // CFG.refine.every_events)
     assert all(n <= CFG.refine.sample_size for _, n in calls)
+
+
+def _spy_refine(seg: Segmenter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    for lens in seg.lenses:
+        original = lens.refine
+
+        def spy(sample: Any, lens: Any = lens, original: Any = original) -> list[SegmentLifecycle]:
+            calls.append(lens.name)
+            return original(sample)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(lens, "refine", spy)
+    return calls
+
+
+@pytest.mark.parametrize("every_days", [0.0, 1.0, 7.0])
+def test_refinement_runs_each_time_the_watermark_crosses_every_days(
+    monkeypatch: pytest.MonkeyPatch, every_days: float
+) -> None:
+    """A stream that never reaches ``every_events`` (a sparse one) is still refined, in event time."""
+    seg = Segmenter(small_config(refine__every_events=0, refine__every_days=every_days))
+    _warm(seg)
+    calls = _spy_refine(seg, monkeypatch)
+    start = seg.watermark
+    assert start is not None and all(lens.ready for lens in seg.lenses)
+    days = 28
+    for day in range(1, days + 1):  # one jump over several ticks refines once (at the jump's time)
+        seg.advance_to(start + day * 86_400)
+    ticks = 0 if not every_days else days // int(every_days)
+    assert len(calls) % len(seg.lenses) == 0
+    assert ticks <= len(calls) // len(seg.lenses) <= ticks + 1, (len(calls), ticks)
 
 
 def test_retired_segments_move_their_customers_with_cause_model(monkeypatch: pytest.MonkeyPatch) -> None:
