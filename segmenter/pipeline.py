@@ -581,7 +581,10 @@ class Segmenter:
         new = None if segment < 0 else segment
         if current is not None and not lens.is_live(current):
             cause = "model"
+        left = int(store.prev[row, li])
         store.enter(row, li, segment if segment >= 0 else -1, at, lens.model_version)
+        if cause == "model":  # its segment died under it: the move rule's "segment just left" stays its own choice
+            store.prev[row, li] = left
         lens.membership(current, new)
         store.dirty[row] = True
         raw = self._pick[li](vals)

@@ -299,9 +299,14 @@ def test_retired_segments_move_their_customers_with_cause_model(monkeypatch: pyt
 
     monkeypatch.setattr(lens, "take_samples", take_once)
     latest = max(e.ts for e in EVENTS[:1500]).isoformat()  # no watermark move: no inactivity step either
+    store = seg._store
+    left_before = {store.id_of(r): int(store.prev[r, 0]) for r in store.rows_in_segment(0, number)}
     out = seg.process(ev(event_id="trigger-model", customer_id="someone-new", ts=latest))
     moved = [m for m in out if isinstance(m, SegmentChange) and m.cause == "model"]
     assert retired in out
+    # the segment each customer left by its own move stays the one the return rule looks at
+    rows = {m.customer_id: store.row_of(m.customer_id) for m in moved}
+    assert moved and all(int(store.prev[rows[c], 0]) == left_before[c] for c in rows)
     assert len(moved) >= victim.size - 1
     assert all(m.from_segment is not None and m.from_segment.id == victim.id for m in moved)
     assert [m.customer_id for m in moved] == sorted(m.customer_id for m in moved)

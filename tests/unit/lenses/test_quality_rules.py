@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from segmenter.lenses.config import LensConfig
+from segmenter.lenses.lens import Lens
 from segmenter.lenses.lloyd import lloyd, sse, trimmed_lloyd
 from segmenter.lenses.naming import derive_name, still_fits, unique_names
 from segmenter.lenses.quality import RESTART_RATIO, assess, matched
@@ -117,3 +119,19 @@ def test_names_have_an_absolute_footing() -> None:
     zs = {1: {"recency_days": 1.6, "orders": 1.5, "aov": 1.4}}
     kept = unique_names(zs, {}, {1: "frequent · big baskets"}, {1: {"recency_days": 3.7, "orders": 5.0}})
     assert kept == {1: "frequent · big baskets"}
+
+
+def test_a_refinement_keeps_segments_whose_population_grew_apart_since_the_warm_up() -> None:
+    """The warm-up sees everyone's first purchase; weeks later orders spread from 1 to 11: same two segments."""
+    cfg = LensConfig(name="value", features=["orders", "net_spend"], algorithm="kmeans",
+                     params={"n_clusters": 2, "halflife": 0.1}, warmup=200, refresh_every=64)  # fmt: skip
+    lens = Lens(cfg, seed=3)
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        lens.observe(np.array([1.0, 20.0 if i % 2 else 200.0]) * rng.uniform(0.95, 1.05, 2))
+    orders = rng.integers(1, 12, 400).astype(np.float64)
+    basket = np.where(np.arange(400) % 2, 20.0, 200.0) * rng.uniform(0.8, 1.2, 400)
+    before = lens.registry.live()
+    messages = lens.refine(np.column_stack([orders, orders * basket]))
+    assert lens.registry.live() == before
+    assert not {m.action for m in messages} & {"retired", "born", "merged"}
