@@ -94,8 +94,12 @@ _CLOCK_BOUND = 2**33
 _RELEASE_EVERY_S = 60
 """Held (quiet-hours) triggers are released when the watermark moved at least this much."""
 _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
-_FLUSH_AT = frozenset({kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, kernel.Stop.NONFINITE})
-"""Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``)."""
+_FLUSH_AT = frozenset(
+    {kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, kernel.Stop.WATERMARK, kernel.Stop.NONFINITE}
+)
+"""Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``).
+
+WATERMARK too, since a watermark may tick a refinement (``refine.every_days``), which reads the live scaler."""
 
 
 
@@ -366,7 +370,7 @@ class Segmenter:
             #    arrays re-packed where a lens changed; the column groups are rebuilt, since a handler may
             #    have grown the store (new rows) or a lens's centers;
             # 2. after each call, ``state`` is pulled back first, and before anything reads or changes a lens,
-            #    its buffered samples are handed over (``flush``) at DONE, LEARN, REFINE and NONFINITE;
+            #    its buffered samples are handed over (``flush``) at DONE, LEARN, REFINE, WATERMARK and NONFINITE;
             # 3. the handler of the stop does that piece and names where to resume: the same (event, step) when
             #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE, LEARN, REFINE,
             #    SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, ERASE);
