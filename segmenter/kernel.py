@@ -505,7 +505,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                                                                  prev[row, li], rule[li])
             if moved:
                 at_last = t[row, _LAST]
-                if apply(cols, mv, (row, li, cur, target, i, at_last, at_last, version[li]), dd, vals):
+                if apply(cols, mv, (row, li, cur, target, i, at_last, at_last, version[li]), dd, vals, live[li, :nl]):
                     _stop(io, Stop.MOVE, i, step)
                     return
                 continue

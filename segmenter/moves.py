@@ -93,17 +93,29 @@ class MoveBuffer:
 
 
 @njit(cache=True, inline="always")
-def apply(cols: Any, buf: MoveColumns, move: Any, dist: float, vals: Any) -> bool:  # pragma: no cover - compiled
+def _holds(live: Any, segment: int) -> bool:  # pragma: no cover - compiled
+    """Whether ``segment`` is one of the lens's live segment ids ``live``."""
+    return bool(np.any(live == segment))
+
+
+@njit(cache=True, inline="always")
+def apply(  # noqa: PLR0913, PLR0917 - compiled: positional arguments only
+    cols: Any, buf: MoveColumns, move: Any, dist: float, vals: Any, live: Any
+) -> bool:  # pragma: no cover - compiled
     """Apply one move to the store's lens columns and append it to ``buf``; True when the buffer is now full.
 
     ``cols``: the store's ``(seg, dwell, since, prev, mver)`` columns; ``move``: ``(row, lens, old, new, event,
     at, last, version)`` (as :class:`Move`, plus the lens's model version); ``vals``: every feature of the row
-    at ``at``. The store's side is :meth:`FeatureStore.enter`'s: previous segment, entry time, model version,
-    segment, dwell 0.
+    at ``at``; ``live``: the lens's live segment ids. The store's side is :meth:`FeatureStore.enter`'s:
+    previous segment, entry time, model version, segment, dwell 0 - except that a customer whose segment died
+    under it (a ``model`` move) keeps its previous segment: the move rule's "segment just left" stays the
+    customer's own last choice.
     """
     seg, dwell, since, prev, mver = cols
     row, li, old, new, event, at, last, version = move
-    prev[row, li] = seg[row, li]
+    held = seg[row, li]
+    if held < 0 or _holds(live, held):
+        prev[row, li] = held
     since[row, li] = at
     mver[row, li] = version
     seg[row, li] = new

@@ -99,8 +99,12 @@ logger = logging.getLogger(__name__)
 _RELEASE_EVERY_S = 60
 """Held (quiet-hours) triggers are released when the watermark moved at least this much."""
 _DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
-_FLUSH_AT = frozenset({kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, kernel.Stop.NONFINITE})
-"""Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``)."""
+_FLUSH_AT = frozenset(
+    {kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, kernel.Stop.WATERMARK, kernel.Stop.NONFINITE}
+)
+"""Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``).
+
+WATERMARK too, since a watermark may tick a refinement (``refine.every_days``), which reads the live scaler."""
 
 
 
@@ -182,6 +186,7 @@ class Segmenter:
         self._lateness = round(config.features.lateness_hours * 3600)
         self._interval = max(1, round(config.inactivity.check_interval_hours * 3600))
         self._refine_every = config.refine.every_events
+        self._refine_every_s = 0 if shared else round(config.refine.every_days * 86400)
         # event-time clock (int seconds relative to BASE_EPOCH)
         self._clock = EventClock(self._lateness, config.features.clock_quorum,
                                  round(config.features.max_future_hours * 3600))
@@ -324,7 +329,7 @@ class Segmenter:
             #    have grown the store (new rows) or a lens's centers;
             # 2. after each call, ``state`` is pulled back first, and before anything reads or changes a lens,
             #    the moves it buffered (already applied to the store) become their messages, in order, and only then
-            #    are a lens's buffered samples handed over (``flush``), at DONE, LEARN, REFINE and NONFINITE;
+            #    are a lens's buffered samples handed over (``flush``), at DONE, LEARN, REFINE, WATERMARK and NONFINITE;
             # 3. the handler of the stop does that piece and names where to resume: the same (event, step) when
             #    the loop stopped before doing something (NEW_ROW) or after deciding it (MOVE: the buffer was full,
             #    LEARN, REFINE, SHARED_SAMPLE), the next event when this one is rejected or consumed (LATE, ERASE);
@@ -626,7 +631,12 @@ class Segmenter:
         if wm < self._clock.next_check:
             return
         n = (wm - self._clock.next_check) // self._interval + 1
+        crossed = self._clock.next_check
         self._clock.next_check += n * self._interval
+        every = self._refine_every_s
+        # a refinement tick in event time (refine.every_days): a multiple of it among the check times crossed
+        if every and (self._clock.next_check - self._interval) // every >= -(-crossed // every):
+            self._refine(out)  # before the sweep, which then scores against the refined segments
         # at the watermark itself (not the crossed boundary), everyone not scored within the interval
         self._rescorer.quiet(wm, out, before=wm - self._interval + 1)
 

@@ -88,7 +88,7 @@ def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColum
                 x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li], rule[li]
             )
             if moved:
-                apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals)
+                apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals, live[li, :nl])
             elif dw < 65535:
                 dwell[row, li] = dw + 1
         if mark:

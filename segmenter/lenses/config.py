@@ -85,7 +85,9 @@ class LensConfig(BaseModel):
         flap (a move reversed within 5 events) well under 1%, against 10-14%
         with (0.1, 2), at the same ARI (bench/quality.py).
     min_dwell_hours
-        Hysteresis in event time: also at least this long in the current segment before a move.
+        Hysteresis in event time: also at least this long in the current segment before a move back to the
+        segment just left (moves onwards need only ``min_dwell`` events). The packaged default config sets 168
+        (a move is not undone within a week; bench/quality.py's 7-day reversal rate).
     return_margin, return_window_days
         A move back to the segment just left, within ``return_window_days`` of leaving it, needs
         this (larger) margin instead of ``margin``. Defaults (144 h, 7 days, 0.85) from the share

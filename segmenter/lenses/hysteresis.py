@@ -6,8 +6,11 @@ Four rules, all configurable per lens:
   distance to the current segment (``margin=0.1``: at least 10 % closer);
 * **minimum dwell** - the customer must have spent at least ``min_dwell``
   events in the current segment,
-* **and** at least ``min_dwell_s`` seconds of event time in it (a customer with
-  50 events a day passes an event count in minutes);
+* **and**, to move back to the segment it just left, at least ``min_dwell_s``
+  seconds of event time in the current one (a customer with 50 events a day
+  passes an event count in minutes); a move onwards (to a third segment, or
+  from a first assignment, which is provisional) is not held by it: holding
+  every move kept customers for days in segments they had already left behind;
 * **return margin** - a move back to the segment the customer just left, within
   ``return_window_s`` seconds of leaving it, needs the larger ``return_margin``.
 
@@ -75,7 +78,7 @@ class Hysteresis:
     margin: float = 0.1
     min_dwell: int = 2
     min_dwell_s: int = 0
-    """Minimum event time in the current segment before a move (seconds)."""
+    """Minimum event time in the current segment before a move back to ``previous`` (seconds)."""
     return_window_s: int = 0
     """A move back to the segment just left within this long of leaving it needs ``return_margin``."""
     return_margin: float = 0.1
@@ -101,9 +104,10 @@ class Hysteresis:
             return True
         if nearest == current:
             return False
-        if dwell < self.min_dwell or age < self.min_dwell_s:
+        back = nearest == previous
+        if dwell < self.min_dwell or (back and age < self.min_dwell_s):
             return False
-        returning = nearest == previous and age < self.return_window_s
+        returning = back and age < self.return_window_s
         margin = max(self.margin, self.return_margin) if returning else self.margin
         return d_nearest < (1.0 - margin) * d_current
 
@@ -139,7 +143,8 @@ def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
         it holds afterwards, the nearest live segment, and the distance to ``segment``; ``-1`` and
         NaN where there is none. A customer without a live segment goes to the nearest one at once;
         otherwise it moves only when the nearest is a different segment, it has dwelt ``min_dwell``
-        events and ``min_dwell_s`` seconds, and the nearest is closer than ``keep`` times its own
+        events (and ``min_dwell_s`` seconds when the nearest is ``prev``), and the nearest is closer
+        than ``keep`` times its own
         (``return_keep`` when the nearest is ``prev`` and ``age`` is within the return window;
         :class:`Hysteresis` states the same rule for one decision).
         Ties go to the first center.
@@ -165,8 +170,9 @@ def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
     nearest = live[best]
     if pcur < 0:
         return nearest != cur, nearest, nearest, d_near
-    if nearest != cur and dw >= rule[_R_DWELL] and age >= rule[_R_DWELL_S]:
-        keep = rule[_R_RETURN_KEEP] if nearest == prev and age < rule[_R_RETURN_S] else rule[_R_KEEP]
+    back = nearest == prev
+    if nearest != cur and dw >= rule[_R_DWELL] and (age >= rule[_R_DWELL_S] or not back):
+        keep = rule[_R_RETURN_KEEP] if back and age < rule[_R_RETURN_S] else rule[_R_KEEP]
         if d_near < keep * d_cur:
             return True, nearest, nearest, d_near
     return False, cur, nearest, d_cur

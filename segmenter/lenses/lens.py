@@ -151,6 +151,7 @@ class Lens:
         self._model_map: dict[int, int] = {}
         self._cache_epoch = 0
         self._quality: LensQuality | None = None
+        self._refined = False
         self._rules: dict[int, SegmentRule] = {}
         self._with_rules = False
         self._rebuild_caches()
@@ -402,6 +403,7 @@ class Lens:
         space = ScalerSnapshot.of_population(self._scaler.heavy, transformed)
         xs = space.scale_matrix(transformed)
         events = self._lloyd(xs, space)
+        self._refined = True
         self._snapshot = space
         self._fit_rules(sample, xs)
         # rules travel in the refinement's own messages (a restored lens has none until its next refinement)
@@ -444,6 +446,8 @@ class Lens:
                 quality, _ = assess(xs, cs, rng)
                 quality = dataclasses.replace(quality, restarted=True)
         self._quality = quality
+        if not self._refined:
+            snap = _wider(snap, space)
         in_snap = snap.scale_matrix(space.unscale_matrix(cs))
         merge = self.config.match_threshold / 2.0
         # summarising models drag segments between refinements: judge their jumps from the last refinement
@@ -675,6 +679,7 @@ class Lens:
             "batch": [list(v) for v in self._batch],
             "learned_since_refresh": self._learned_since_refresh,
             "ready": self._ready,
+            "refined": self._refined,
             "snapshot": None if snap is None else {"mean": list(snap.mean), "std": list(snap.std)},
             "model_map": dict(self._model_map),
             "scaler": self._scaler.state(),
@@ -711,6 +716,7 @@ class Lens:
             batch = [[float(v) for v in row] for row in state["batch"]]
             learned = int(state["learned_since_refresh"])
             ready = bool(state["ready"])
+            refined = bool(state.get("refined", True))  # states from before the key: refined long ago
             model_map = {int(k): int(v) for k, v in state["model_map"].items()}
             if isinstance(state["ready"], bool) is False or min(model_version, n_obs, learned) < 0:
                 raise ValueError("ready must be a boolean, counters >= 0")
@@ -729,5 +735,19 @@ class Lens:
         self._batch = batch
         self._learned_since_refresh = learned
         self._ready = ready
+        self._refined = refined
         self._model_map = model_map
         self._rebuild_caches()
+
+
+def _wider(a: ScalerSnapshot, b: ScalerSnapshot) -> ScalerSnapshot:
+    """``a`` with, per feature, the larger standard deviation of the two: where the first refinement's jumps
+    and merges are judged.
+
+    The warm-up's snapshot holds everyone's first few events; the population grows apart from it, and in its
+    units every center's move at the first refinement looked like a jump (all value segments retired and
+    reborn on bench/quality.py's separated scenario). Later refinements judge in the last one's space, where
+    a vanished population replaced by a far one is still a jump.
+    """
+    return dataclasses.replace(a, std=tuple(max(x, y) for x, y in zip(a.std, b.std, strict=True)))
+

@@ -31,6 +31,9 @@ __all__ = ["batch_kmeans", "kmeans_plus_plus", "lloyd", "nearest", "sse", "trimm
 
 logger = logging.getLogger(__name__)
 
+BATCH_ITERATIONS = 100
+"""Lloyd iterations per start of :func:`batch_kmeans` (it stops earlier once the centers settle)."""
+
 
 @njit(cache=True)
 def _nearest(points: Any, centers: Any, labels: Any, d2: Any) -> None:  # pragma: no cover - compiled
@@ -115,10 +118,11 @@ def batch_kmeans(
     rng: np.random.Generator,
     *,
     n_init: int = 10,
-    iterations: int = 100,
     weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Batch k-means, the yardstick: best of ``n_init`` greedy k-means++ starts, each refined by Lloyd.
+
+    At most :data:`BATCH_ITERATIONS` Lloyd iterations per start.
 
     Returns
     -------
@@ -129,7 +133,7 @@ def batch_kmeans(
     trials = 2 + int(math.log(max(k, 1)))
     for _ in range(max(1, n_init)):
         seeds = kmeans_plus_plus(points, k, rng, weights, trials=trials)
-        centers, labels = lloyd(points, seeds, iterations, weights)
+        centers, labels = lloyd(points, seeds, BATCH_ITERATIONS, weights)
         inertia = sse(points, centers, weights)
         if best is None or inertia < best[2]:
             best = (centers, labels, inertia)

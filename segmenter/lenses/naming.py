@@ -15,8 +15,10 @@ Examples
 --------
 >>> derive_name({"recency_days": -1.2, "frequency": 0.9, "spend": 1.5})
 'high spend · recent · frequent'
->>> derive_name({"recency_days": 1.4, "net_spend": 0.2}, values={"recency_days": 0.8, "net_spend": 40.0})
+>>> derive_name({"recency_days": -1.4, "net_spend": 0.2}, values={"recency_days": 0.8, "net_spend": 40.0})
 'recent'
+>>> derive_name({"recency_days": 12.2, "orders": 1.3}, values={"recency_days": 11.9, "orders": 1.1})
+'repeat'
 >>> derive_name({"recency_days": 1.4}, values={"recency_days": 45.0})
 'cooling'
 >>> derive_name({"spend": 0.1})
@@ -61,10 +63,14 @@ marketer calls frequency and monetary value in RFM. A lens should hold one of ea
 #: Features whose word also depends on the segment's value in original units, so that a name stays true in
 #: absolute terms whatever the population: (upper bound of the low word, lower bound of the high word, the
 #: word in between). ``recency_days`` reads "recent" up to 30 days, "lapsed" beyond 60, "cooling" in between;
-#: ``tenure_days`` reads "new" up to 30 days, "long-standing" from 180, "established" in between.
+#: ``tenure_days`` reads "new" up to 30 days, "long-standing" from 180, "established" in between;
+#: ``orders`` (lifetime) reads "infrequent" up to 1 order, "frequent" beyond 3, "repeat" in between (a
+#: segment of one-order customers is not "frequent" because everyone else has none yet). A low or high word
+#: that contradicts the segment's z-score is not used at all (:func:`_word`).
 ABSOLUTE: dict[str, tuple[float, float, str]] = {
     "recency_days": (30.0, 60.0, "cooling"),
     "tenure_days": (30.0, 180.0, "established"),
+    "orders": (1.0, 3.0, "repeat"),
 }
 
 #: Smallest |z| that makes a feature part of a name.
@@ -124,13 +130,23 @@ class SegmentProfile:
         return out
 
 
-def _word(feature: str, z: float, value: float | None = None) -> str:
+def _word(feature: str, z: float, value: float | None = None) -> str | None:
+    """The feature's word for a segment at ``z`` (and ``value`` in original units), or None when none is true.
+
+    An :data:`ABSOLUTE` feature's word follows its value; where that word says the opposite of ``z`` (a
+    segment 12 standard deviations *less* recent than everyone, 11.9 days ago: "recent" is true in days and
+    false as what sets it apart), the feature gets no word: it stands out, but no word says how truthfully.
+    """
     low, high = FEATURE_WORDS.get(feature, (f"low {feature}", f"high {feature}"))
     bounds = ABSOLUTE.get(feature)
     if bounds is None or value is None:
         return high if z > 0 else low
     below, above, between = bounds
-    return low if value <= below else (high if value > above else between)
+    if value <= below:
+        return low if z <= 0 else None
+    if value > above:
+        return high if z >= 0 else None
+    return between
 
 
 def _all_words(feature: str) -> list[tuple[str, bool | None]]:
@@ -158,7 +174,8 @@ def derive_name(
     ``values`` (the center in original units) gives :data:`ABSOLUTE` features their absolute word.
     """
     vals = values or {}
-    words = [_word(f, v, vals.get(f)) for f, v in _ranked(z) if abs(v) >= min_z][:terms]
+    found = (_word(f, v, vals.get(f)) for f, v in _ranked(z) if abs(v) >= min_z)
+    words = [w for w in found if w is not None][:terms]
     return SEPARATOR.join(words) if words else TYPICAL
 
 

@@ -133,10 +133,14 @@ class ScalerSnapshot:
 
 
 @njit(cache=True)
-def _learn_rows(  # noqa: PLR0917 - compiled: positional only
-    raw: Any, heavy: Any, n: int, mean: Any, m2: Any, transformed: Any, scaled: Any
-) -> int:  # pragma: no cover - compiled
-    """Welford updates row by row (see :meth:`OnlineScaler.learn`); returns the new count."""
+def _learn_rows(raw: Any, heavy: Any, n: int, stats: Any, out: Any) -> int:  # pragma: no cover - compiled
+    """Welford updates row by row (see :meth:`OnlineScaler.learn`); returns the new count.
+
+    ``stats`` holds the running mean (row 0) and sum of squared deviations (row 1), updated in place;
+    ``out[0]`` receives the transformed rows and ``out[1]`` the scaled ones.
+    """
+    mean, m2 = stats[0], stats[1]
+    transformed, scaled = out[0], out[1]
     d = raw.shape[1]
     for r in range(raw.shape[0]):
         for j in range(d):
@@ -227,15 +231,13 @@ class OnlineScaler:
         at that point). The caller checks finiteness.
         """
         rows = np.ascontiguousarray(raw, dtype=np.float64)
-        transformed = np.empty_like(rows)
-        scaled = np.empty_like(rows)
-        mean = np.array(self._mean, np.float64)
-        m2 = np.array(self._m2, np.float64)
+        out = np.empty((2, *rows.shape), np.float64)
+        stats = np.array([self._mean, self._m2], np.float64).reshape(2, rows.shape[1])
         heavy = np.array(self.heavy, np.bool_)
-        self.n = int(_learn_rows(rows, heavy, self.n, mean, m2, transformed, scaled))
-        self._mean = mean.tolist()
-        self._m2 = m2.tolist()
-        return transformed, scaled
+        self.n = int(_learn_rows(rows, heavy, self.n, stats, out))
+        self._mean = stats[0].tolist()
+        self._m2 = stats[1].tolist()
+        return out[0], out[1]
 
     @property
     def mean(self) -> tuple[float, ...]:

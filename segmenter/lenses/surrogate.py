@@ -150,15 +150,9 @@ def _best_split(x: np.ndarray, y: np.ndarray, sw: np.ndarray) -> tuple[int, floa
 
 
 def _leaves(
-    x: np.ndarray,
-    y: np.ndarray,
-    sw: np.ndarray,
-    names: Sequence[str],
-    *,
-    path: tuple[tuple[str, str, float], ...],
-    depth: int,
-) -> list[tuple[tuple[str, str, float], ...]]:
-    """Paths to the leaves of the tree grown on ``x, y`` (row weights ``sw``; the caller picks a leaf)."""
+    x: np.ndarray, y: np.ndarray, sw: np.ndarray, *, path: tuple[tuple[int, str, float], ...], depth: int
+) -> list[tuple[tuple[int, str, float], ...]]:
+    """Paths (``(column, op, threshold)``) to the leaves of the tree grown on ``x, y`` (row weights ``sw``)."""
     if depth == 0 or len(y) < 2 * MIN_LEAF or y.all() or not y.any():
         return [path]
     split = _best_split(x, y, sw)
@@ -166,8 +160,8 @@ def _leaves(
         return [path]
     j, cut = split
     left = x[:, j] <= cut
-    low = _leaves(x[left], y[left], sw[left], names, path=(*path, (names[j], "<=", cut)), depth=depth - 1)
-    high = _leaves(x[~left], y[~left], sw[~left], names, path=(*path, (names[j], ">", cut)), depth=depth - 1)
+    low = _leaves(x[left], y[left], sw[left], path=(*path, (j, "<=", cut)), depth=depth - 1)
+    high = _leaves(x[~left], y[~left], sw[~left], path=(*path, (j, ">", cut)), depth=depth - 1)
     return low + high
 
 
@@ -230,8 +224,8 @@ def fit_rule(x: np.ndarray, members: np.ndarray, names: Sequence[str], depth: in
     n_in, n_out = int(y.sum()), int((~y).sum())
     sw = np.where(y, 0.5 / max(n_in, 1), 0.5 / max(n_out, 1))
     best: SegmentRule | None = None
-    for path in _leaves(x, y.astype(np.float64), sw, names, path=(), depth=depth):
-        rule = _measure(x, y, names, _simplify(path))
+    for path in _leaves(x, y.astype(np.float64), sw, path=(), depth=depth):
+        rule = _measure(x, y, names, _simplify([(names[j], op, cut) for j, op, cut in path]))
         if rule is None:
             continue
         if best is None or (rule.fidelity, rule.members_matched) > (best.fidelity, best.members_matched):

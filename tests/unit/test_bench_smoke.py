@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 REPLAY_SMOKE = ["--customers", "30", "--days", "2", "--max-events", "1500", "--reference-events", "500",
                 "--sparse-customers", "60", "--sparse-days", "200", "--repeat", "1"]  # fmt: skip
 QUALITY_SMOKE = ["--customers", "30", "--days", "3", "--sparse-customers", "80", "--sparse-days", "200",
-                 "--algorithms", "kmeans", "clustream"]  # fmt: skip
+                 "--btyd-days", "5", "--algorithms", "kmeans", "clustream"]  # fmt: skip
 
 
 def _rows(out: Path, name: str) -> list[dict[str, Any]]:
@@ -66,7 +66,7 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
     assert isinstance(traced, float) and 30 < traced < 5000  # an id string and a store row at the very least
 
     q = json.loads((out / "quality.json").read_text())
-    assert set(q["data"]["runs"]) == {"personas", "separated", "sparse", "sparse_bad_clock"}
+    assert set(q["data"]["runs"]) == {"personas", "separated", "sparse", "sparse_bad_clock", "btyd"}
     for scenario, runs in q["data"]["runs"].items():
         assert set(runs) == ({"kmeans"} if scenario == "sparse_bad_clock" else {"kmeans", "clustream"})
         for res in runs.values():

@@ -148,7 +148,7 @@ def test_one_event_a_year_ahead_isolates_its_customer_and_nobody_else() -> None:
     its sample leaves the isolated customer out where the reference still holds its earlier features (the test
     above covers refinement).
     """
-    cfg = CFG.model_copy(update={"refine": CFG.refine.model_copy(update={"every_events": 0})})
+    cfg = CFG.model_copy(update={"refine": CFG.refine.model_copy(update={"every_events": 0, "every_days": 0.0})})
     events = list(STREAM)
     mid = len(events) // 2
     victim = events[mid].customer_id
@@ -293,20 +293,23 @@ def test_cooldowns_hold_for_a_customer_behind_the_watermark() -> None:
 # ---------------------------------------------------------------------------------- stability in time
 
 
-def test_moves_between_live_segments_are_at_least_the_dwell_apart_in_event_time() -> None:
+def test_a_move_back_to_the_segment_just_left_comes_at_least_the_dwell_after_leaving_it() -> None:
     seg = Segmenter(CFG)  # the default min_dwell_hours
     lines = _lines(seg, STREAM, [None] * len(STREAM))
-    last: dict[tuple[str, str], tuple[float, str]] = {}
+    last: dict[tuple[str, str], tuple[float, str, str | None]] = {}  # time, cause, the segment it left
     gaps = []
     for line in lines:
         m = json.loads(line)
         if m["kind"] != "segment_change":
             continue
         key, ts = (m["customer_id"], m["lens"]), datetime.fromisoformat(m["event_ts"]).timestamp()
+        left = None if m["from_segment"] is None else m["from_segment"]["id"]
+        to = None if m["to_segment"] is None else m["to_segment"]["id"]
         prev = last.get(key)
-        if prev is not None and prev[1] != "model" and m["cause"] != "model" and m["from_segment"] is not None:
+        if prev is not None and m["cause"] != "model" and left is not None and to == prev[2] and prev[1] != "model":
             gaps.append(ts - prev[0])
-        last[key] = (ts, m["cause"])
+        if m["cause"] != "model":  # a model move (its segment died) does not change the segment it left
+            last[key] = (ts, m["cause"], left)
     assert gaps and min(gaps) >= CFG.lenses[0].min_dwell_hours * 3600 - 1
 
 
@@ -325,7 +328,8 @@ def test_a_quick_move_back_needs_the_return_margin() -> None:
             previous=previous,
         )
 
-    assert not move(0.5, 1800, None)  # within the dwell
+    assert move(0.5, 1800, None)  # onwards: the dwell in time holds only a move back
+    assert not move(0.5, 1800, 2)  # back, within the dwell
     assert move(0.5, 7200, None)
     assert not move(0.5, 7200, 2)  # back to where it came from
     assert move(0.1, 7200, 2)
@@ -339,7 +343,8 @@ def test_one_inactivity_step_rescores_everyone_as_the_per_customer_rule_does() -
     seg = Segmenter(CFG)
     _lines(seg, STREAM, [None] * len(STREAM))
     snap = seg.snapshot()
-    fast, ref = Segmenter.from_snapshot(CFG, snap), Segmenter.from_snapshot(CFG, snap)
+    cfg = CFG.model_copy(update={"refine": CFG.refine.model_copy(update={"every_days": 0.0})})  # no tick
+    fast, ref = Segmenter.from_snapshot(cfg, snap), Segmenter.from_snapshot(cfg, snap)
     until = max(ev.epoch for ev in STREAM) + 20 * 86_400
     t = ref.store.to_seconds(until)
     store = ref.store

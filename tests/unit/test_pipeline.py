@@ -200,8 +200,9 @@ def test_inactivity_moves_quiet_customers_on_advance() -> None:
     last = max(e.epoch for e in EVENTS)
     out = seg.advance_to(last + 200 * 86_400)
     assert out, "200 quiet days move somebody"
-    assert all(isinstance(m, SegmentChange) and m.cause in ("inactivity", "model") for m in out)
-    assert any(m.cause == "inactivity" for m in out)  # type: ignore[union-attr]
+    changes = [m for m in out if not isinstance(m, SegmentLifecycle)]  # weekly refinement ticks publish too
+    assert all(isinstance(m, SegmentChange) and m.cause in ("inactivity", "model") for m in changes)
+    assert any(m.cause == "inactivity" for m in changes)  # type: ignore[union-attr]
     assert len(out) <= 2 * len(seg.lenses) * 100 * 200 + 1000  # bounded work per crossed interval
     full = seg.advance_to(last + 201 * 86_400, full=True)
     assert seg.advance_to(last + 201 * 86_400, full=True) == []  # nothing left to re-score
@@ -209,7 +210,7 @@ def test_inactivity_moves_quiet_customers_on_advance() -> None:
 
 
 def test_refinement_runs_every_n_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    seg = Segmenter(CFG)
+    seg = Segmenter(small_config(refine__every_days=0.0))  # the count alone (event-time ticks: the next test)
     calls: list[tuple[str, int]] = []
     for lens in seg.lenses:
         original = lens.refine
@@ -224,6 +225,37 @@ def test_refinement_runs_every_n_events(monkeypatch: pytest.MonkeyPatch) -> None
     accepted = seg.stats().events
     assert len(calls) == 2 * (accepted // CFG.refine.every_events)
     assert all(n <= CFG.refine.sample_size for _, n in calls)
+
+
+def _spy_refine(seg: Segmenter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    for lens in seg.lenses:
+        original = lens.refine
+
+        def spy(sample: Any, lens: Any = lens, original: Any = original) -> list[SegmentLifecycle]:
+            calls.append(lens.name)
+            return original(sample)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(lens, "refine", spy)
+    return calls
+
+
+@pytest.mark.parametrize("every_days", [0.0, 1.0, 7.0])
+def test_refinement_runs_each_time_the_watermark_crosses_every_days(
+    monkeypatch: pytest.MonkeyPatch, every_days: float
+) -> None:
+    """A stream that never reaches ``every_events`` (a sparse one) is still refined, in event time."""
+    seg = Segmenter(small_config(refine__every_events=0, refine__every_days=every_days))
+    _warm(seg)
+    calls = _spy_refine(seg, monkeypatch)
+    start = seg.watermark
+    assert start is not None and all(lens.ready for lens in seg.lenses)
+    days = 28
+    for day in range(1, days + 1):  # one jump over several ticks refines once (at the jump's time)
+        seg.advance_to(start + day * 86_400)
+    ticks = 0 if not every_days else days // int(every_days)
+    assert len(calls) % len(seg.lenses) == 0
+    assert ticks <= len(calls) // len(seg.lenses) <= ticks + 1, (len(calls), ticks)
 
 
 def test_retired_segments_move_their_customers_with_cause_model(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,9 +299,14 @@ def test_retired_segments_move_their_customers_with_cause_model(monkeypatch: pyt
 
     monkeypatch.setattr(lens, "take_samples", take_once)
     latest = max(e.ts for e in EVENTS[:1500]).isoformat()  # no watermark move: no inactivity step either
+    store = seg._store
+    left_before = {store.id_of(r): int(store.prev[r, 0]) for r in store.rows_in_segment(0, number)}
     out = seg.process(ev(event_id="trigger-model", customer_id="someone-new", ts=latest))
     moved = [m for m in out if isinstance(m, SegmentChange) and m.cause == "model"]
     assert retired in out
+    # the segment each customer left by its own move stays the one the return rule looks at
+    rows = {m.customer_id: store.row_of(m.customer_id) for m in moved}
+    assert moved and all(int(store.prev[rows[c], 0]) == left_before[c] for c in rows)
     assert len(moved) >= victim.size - 1
     assert all(m.from_segment is not None and m.from_segment.id == victim.id for m in moved)
     assert [m.customer_id for m in moved] == sorted(m.customer_id for m in moved)

@@ -27,7 +27,8 @@ def test_sweep_moves_come_out_oldest_first_then_crc_then_id_then_lens() -> None:
 
     out = seg.advance_to(max(e.epoch for e in EVENTS) + 200 * 86_400)
 
-    moves = [m for m in out if isinstance(m, SegmentChange)]
+    # the sweep's moves (a refinement tick, refine.every_days, may move customers of dead segments first)
+    moves = [m for m in out if isinstance(m, SegmentChange) and m.cause == "inactivity"]
     assert len({m.customer_id for m in moves}) > 20
     got = [(m.customer_id, m.lens) for m in moves]
     want = sorted(got, key=lambda k: (scored[k[0]], zlib.crc32(k[0].encode()), k[0], lens_index[k[1]]))

@@ -74,7 +74,7 @@ def test_shared_core_never_learns_and_assigns_nothing_without_a_view() -> None:
 
 
 def test_trainer_learns_exactly_what_a_single_process_learns_from_the_same_vectors() -> None:
-    config = _config(every_events=0)  # refinement samples differ by design (customers vs vectors)
+    config = _config(every_events=0, every_days=0.0)  # refinement samples differ by design (customers vs vectors)
     events = _events()
     single = Segmenter(config)
     for ev in events:

@@ -115,6 +115,28 @@ def test_hysteresis_rule_and_flap_tracker() -> None:
     assert t.moves == 4 and t.rate == 0.5
 
 
+def test_time_dwell_holds_only_a_move_back_to_the_segment_just_left() -> None:
+    """Within ``min_dwell_s`` a customer may move on (its first segment is provisional); it may not go back."""
+    h = Hysteresis(margin=0.25, min_dwell=2, min_dwell_s=7 * 86_400, return_window_s=7 * 86_400, return_margin=0.85)
+    x = np.array([0.0, 0.0])
+    centers = np.array([[3.0, 0.0], [0.5, 0.0]])  # segment 1 far, segment 2 near
+    live = np.array([1, 2], np.int64)
+    day = 86_400
+
+    def move(prev: int, age: int) -> bool:
+        moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, 5, age, prev, h.params())[0]
+        readable = h.decide(current=1, current_live=True, d_current=3.0, nearest=2, d_nearest=0.5, dwell=5,
+                            age=age, previous=None if prev < 0 else prev)
+        assert moved == readable
+        return bool(moved)
+
+    assert move(prev=-1, age=day)  # from a first assignment: on at once
+    assert move(prev=7, age=day)  # onwards to a third segment
+    assert not move(prev=2, age=day)  # back to the segment just left: held for the week
+    assert not move(prev=2, age=7 * day - 1)
+    assert move(prev=2, age=7 * day)
+
+
 _coord = st.floats(-4.0, 4.0, allow_nan=False, width=32)
 
 

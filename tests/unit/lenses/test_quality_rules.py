@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from segmenter.lenses.config import LensConfig
+from segmenter.lenses.lens import Lens
 from segmenter.lenses.lloyd import lloyd, sse, trimmed_lloyd
 from segmenter.lenses.naming import derive_name, still_fits, unique_names
 from segmenter.lenses.quality import RESTART_RATIO, assess, matched
@@ -91,11 +93,19 @@ def test_trimmed_lloyd_ignores_far_points() -> None:
 def test_names_have_an_absolute_footing() -> None:
     z = {"recency_days": 1.5, "net_spend": -0.2}
     assert derive_name(z) == "lapsed"  # no values: the relative word
-    assert derive_name(z, values={"recency_days": 0.8}) == "recent"  # 0.8 days ago is not lapsed
+    assert derive_name(z, values={"recency_days": 0.8}) == "typical"  # not lapsed, and not what sets it apart
+    assert derive_name({"recency_days": -1.5}, values={"recency_days": 0.8}) == "recent"
     assert derive_name(z, values={"recency_days": 45.0}) == "cooling"
     assert derive_name(z, values={"recency_days": 120.0}) == "lapsed"
-    assert derive_name({"tenure_days": -1.0}, values={"tenure_days": 200.0}) == "long-standing"
+    assert derive_name({"tenure_days": 1.0}, values={"tenure_days": 200.0}) == "long-standing"
+    assert derive_name({"tenure_days": -1.0}, values={"tenure_days": 200.0}) == "typical"
     assert derive_name({"tenure_days": -1.0}, values={"tenure_days": 10.0}) == "new"
+    # the sparse stream's first value segment: 12 standard deviations less recent, 11.9 days, one order
+    z_sparse = {"recency_days": 12.2, "orders": 1.3, "net_spend": -0.6, "aov": 0.2}
+    sparse = {"recency_days": 11.9, "orders": 1.1, "net_spend": 20.0, "aov": 20.0}
+    assert derive_name(z_sparse, values=sparse) == "repeat · low spend"
+    assert derive_name({"orders": 1.3}, values={"orders": 1.0}) == "typical"  # one order is not "frequent"
+    assert derive_name({"orders": 1.3}, values={"orders": 5.0}) == "frequent"
     assert derive_name({"orders": 0.3, "aov": -0.4}) == "typical"  # nothing stands out
     assert still_fits("typical", {"orders": 0.3, "aov": -0.4})
     assert not still_fits("typical", {"orders": 0.3, "aov": 1.6})  # a kept "typical" must stay true
@@ -103,4 +113,25 @@ def test_names_have_an_absolute_footing() -> None:
     assert still_fits("lapsed", z, {"recency_days": 90.0})
     values = {1: {"recency_days": 5.0, "net_spend": 9.0}, 2: {"recency_days": 1.0, "net_spend": 9.0}}
     names = unique_names({1: z, 2: {"recency_days": -1.0, "net_spend": 0.1}}, {}, values=values)
-    assert names[1].startswith("recent") and names[2].startswith("recent") and names[1] != names[2]
+    assert "recent" not in names[1] and names[2].startswith("recent") and names[1] != names[2]
+    assert not still_fits("recent", z, {"recency_days": 5.0})  # a name kept from before must not contradict z
+    # a kept name whose words agree with z and the values survives a refresh (the contradiction renamed it each time)
+    zs = {1: {"recency_days": 1.6, "orders": 1.5, "aov": 1.4}}
+    kept = unique_names(zs, {}, {1: "frequent · big baskets"}, {1: {"recency_days": 3.7, "orders": 5.0}})
+    assert kept == {1: "frequent · big baskets"}
+
+
+def test_a_refinement_keeps_segments_whose_population_grew_apart_since_the_warm_up() -> None:
+    """The warm-up sees everyone's first purchase; weeks later orders spread from 1 to 11: same two segments."""
+    cfg = LensConfig(name="value", features=["orders", "net_spend"], algorithm="kmeans",
+                     params={"n_clusters": 2, "halflife": 0.1}, warmup=200, refresh_every=64)  # fmt: skip
+    lens = Lens(cfg, seed=3)
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        lens.observe(np.array([1.0, 20.0 if i % 2 else 200.0]) * rng.uniform(0.95, 1.05, 2))
+    orders = rng.integers(1, 12, 400).astype(np.float64)
+    basket = np.where(np.arange(400) % 2, 20.0, 200.0) * rng.uniform(0.8, 1.2, 400)
+    before = lens.registry.live()
+    messages = lens.refine(np.column_stack([orders, orders * basket]))
+    assert lens.registry.live() == before
+    assert not {m.action for m in messages} & {"retired", "born", "merged"}
