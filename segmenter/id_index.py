@@ -204,6 +204,22 @@ class IdIndex:
         o = int(self._off[row])
         return self._arena[o : o + int(self._len[row])].tobytes().decode()
 
+    def ids_of(self, rows: npt.NDArray[np.int64]) -> list[str]:
+        """The ids stored for many ``rows`` at once, in order (the caller knows every row is live)."""
+        if not len(rows):
+            return []
+        lengths = self._len[rows].astype(np.int64)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        # one gather of every id's bytes, back to back
+        picked = np.repeat(self._off[rows] - starts, lengths) + np.arange(int(ends[-1]), dtype=np.int64)
+        data = self._arena[picked].tobytes()
+        bounds = zip(starts.tolist(), ends.tolist(), strict=True)
+        if data.isascii():  # one decode, then str slices at the same offsets
+            text = data.decode("ascii")
+            return [text[a:b] for a, b in bounds]
+        return [data[a:b].decode() for a, b in bounds]
+
     def add(self, customer_id: str, row: int) -> None:
         """Map a new id to ``row`` (row arrays grow as needed; :meth:`reserve_rows` avoids repeated growth).
 

@@ -26,6 +26,13 @@ Cause = Literal["event", "inactivity", "model", "erasure"]
 LifecycleAction = Literal["born", "merged", "split", "retired", "renamed"]
 
 
+_SLOTS: dict[str, Any] = dict(vars(BaseModel))
+_SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
+    _SLOTS[name].__set__ for name in ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+)
+"""The setters of BaseModel's slots (an instance built by :meth:`_Message.trusted` gets them directly)."""
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -49,14 +56,13 @@ class _Message(BaseModel):
         (``float`` where a float is declared, nested messages as messages).
         Anything from outside the core goes through the validating constructor.
         """
-        message = cls.__new__(cls)
-        values = cls._template.copy()
+        message = object.__new__(cls)
+        values = message.__dict__  # a new object's own (empty) dict: filled in declaration order
+        values.update(cls._template)
         values.update(fields)
-        _set = object.__setattr__
-        _set(message, "__dict__", values)
-        _set(message, "__pydantic_fields_set__", set(fields))
-        _set(message, "__pydantic_extra__", None)
-        _set(message, "__pydantic_private__", None)
+        _SET_FIELDS_SET(message, set(fields))
+        _SET_EXTRA(message, None)
+        _SET_PRIVATE(message, None)
         return message
 
 
