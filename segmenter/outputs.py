@@ -22,15 +22,10 @@ from typing import Any, ClassVar, Literal, Self
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from segmenter.unvalidated import build
+
 Cause = Literal["event", "inactivity", "model", "erasure"]
 LifecycleAction = Literal["born", "merged", "split", "retired", "renamed"]
-
-
-_SLOTS: dict[str, Any] = dict(vars(BaseModel))
-_SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
-    _SLOTS[name].__set__ for name in ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
-)
-"""The setters of BaseModel's slots (an instance built by :meth:`_Message.trusted` gets them directly)."""
 
 
 class _Message(BaseModel):
@@ -56,14 +51,7 @@ class _Message(BaseModel):
         (``float`` where a float is declared, nested messages as messages).
         Anything from outside the core goes through the validating constructor.
         """
-        message = object.__new__(cls)
-        values = message.__dict__  # a new object's own (empty) dict: filled in declaration order
-        values.update(cls._template)
-        values.update(fields)
-        _SET_FIELDS_SET(message, set(fields))
-        _SET_EXTRA(message, None)
-        _SET_PRIVATE(message, None)
-        return message
+        return build(cls, fields, cls._template, fields)
 
 
 class SegmentRef(_Message):
