@@ -40,6 +40,8 @@ _EMPTY = -1
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _MIN_TABLE = 1024
+_FEW = 16
+"""Fewer rows than this: :meth:`IdIndex.ids_of` reads them one by one."""
 
 
 @njit(cache=True)
@@ -206,8 +208,8 @@ class IdIndex:
 
     def ids_of(self, rows: npt.NDArray[np.int64]) -> list[str]:
         """The ids stored for many ``rows`` at once, in order (the caller knows every row is live)."""
-        if not len(rows):
-            return []
+        if len(rows) < _FEW:  # the gather's fixed cost is worth it for many rows only
+            return [self.id_of(row) for row in rows.tolist()]
         lengths = self._len[rows].astype(np.int64)
         ends = np.cumsum(lengths)
         starts = ends - lengths

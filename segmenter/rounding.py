@@ -26,6 +26,8 @@ __all__ = ["round_half_even"]
 
 _BAND = 2.0**-48
 """Scaled products this close (relative: 16 units in the last place) to a half-integer are rounded by Python."""
+_SMALL = 32
+"""Fewer values than this are rounded by Python directly (numpy's per-call overhead would dominate)."""
 _LARGEST = 2.0**50
 """Scaled products beyond this (in magnitude) are rounded by Python."""
 
@@ -41,6 +43,8 @@ def round_half_even(x: np.ndarray[Any, np.dtype[np.float64]], ndigits: int) -> n
         Decimal places, ``0 <= ndigits <= 15``.
     """
     x = np.asarray(x, np.float64)
+    if x.size < _SMALL:
+        return np.array([round(v, ndigits) for v in x.reshape(-1).tolist()], np.float64).reshape(x.shape)
     scale = 10.0**ndigits
     with np.errstate(invalid="ignore", over="ignore"):
         p = x * scale
