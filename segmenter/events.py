@@ -179,7 +179,8 @@ def parse_event(raw: bytes | str) -> CustomerEvent:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
     try:
-        raw.decode("utf-8")
+        if not raw.isascii():  # ASCII is UTF-8: only other bytes need the decoder's check
+            raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EventError("not_utf8", f"event is not valid UTF-8 at byte {exc.start}") from None
     try:

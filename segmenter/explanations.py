@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from segmenter.outputs import Explanation
+from segmenter.unvalidated import build
 
 if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
@@ -36,6 +37,8 @@ NO_EXPLANATION = Explanation(
     top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None, distance_to_runner_up=None
 )
 """Before the lens's first scaler snapshot (frozen, shared by every message that has it)."""
+_GIVEN = tuple(Explanation.model_fields)
+"""Every field of an explanation is given (its fields set, as the validating constructor has it)."""
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a double into two 26-bit halves
 
 
@@ -261,16 +264,15 @@ def _messages(lens: Lens, raw: list[list[float]], num: _Numbers) -> list[Explana
     """The :class:`Explanation` messages of :func:`explain_rows`'s numbers (``NaN``: none)."""
     names = lens.feature_names
     ref = lens.ref
-    trusted = Explanation.trusted
     isnan = math.isnan
     out = []
     for values, x, c, chosen, (d_old, d_new, d_run), run in zip(raw, *num, strict=True):
-        out.append(trusted(  # floats, a list of plain dicts and a SegmentRef: typed already
-            top_features=[{"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]}
-                          for j in chosen if j >= 0],
-            distance_to_old=None if isnan(d_old) else d_old,
-            distance_to_new=None if isnan(d_new) else d_new,
-            runner_up=None if run < 0 else ref(run),
-            distance_to_runner_up=None if run < 0 else d_run,
-        ))  # fmt: skip
+        out.append(build(Explanation, _GIVEN, {  # floats, a list of plain dicts and a SegmentRef: typed already
+            "top_features": [{"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]}
+                             for j in chosen if j >= 0],
+            "distance_to_old": None if isnan(d_old) else d_old,
+            "distance_to_new": None if isnan(d_new) else d_new,
+            "runner_up": None if run < 0 else ref(run),
+            "distance_to_runner_up": None if run < 0 else d_run,
+        }))  # fmt: skip
     return out

@@ -290,6 +290,14 @@ class FeatureStore:
             raise KeyError(row)
         return self._index.id_of(row)
 
+    def ids_of(self, rows: npt.NDArray[np.int64]) -> list[str]:
+        """The customer ids held in many ``rows``, in order (as :meth:`id_of` each)."""
+        live = self.live
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(live) or not live[rows].all()):
+            bad = [int(r) for r in rows.tolist() if not 0 <= r < len(live) or not live[r]]
+            raise KeyError(bad[0])
+        return self._index.ids_of(rows)
+
     def customer_ids(self) -> Iterator[str]:
         """Known customer ids, in row order."""
         id_of = self._index.id_of

@@ -42,6 +42,8 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 _MIN_TABLE = 1024
 _Arrays = tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.uint16]]
 """The arrays the compiled helpers take as one argument ``ix``: ``(table, arena, offsets, lengths)``."""
+_FEW = 16
+"""Fewer rows than this: :meth:`IdIndex.ids_of` reads them one by one."""
 
 
 @njit(cache=True)
@@ -212,6 +214,22 @@ class IdIndex:
         """The id stored for ``row`` (the caller knows the row is live)."""
         o = int(self._off[row])
         return self._arena[o : o + int(self._len[row])].tobytes().decode()
+
+    def ids_of(self, rows: npt.NDArray[np.int64]) -> list[str]:
+        """The ids stored for many ``rows`` at once, in order (the caller knows every row is live)."""
+        if len(rows) < _FEW:  # the gather's fixed cost is worth it for many rows only
+            return [self.id_of(row) for row in rows.tolist()]
+        lengths = self._len[rows].astype(np.int64)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        # one gather of every id's bytes, back to back
+        picked = np.repeat(self._off[rows] - starts, lengths) + np.arange(int(ends[-1]), dtype=np.int64)
+        data = self._arena[picked].tobytes()
+        bounds = zip(starts.tolist(), ends.tolist(), strict=True)
+        if data.isascii():  # one decode, then str slices at the same offsets
+            text = data.decode("ascii")
+            return [text[a:b] for a, b in bounds]
+        return [data[a:b].decode() for a, b in bounds]
 
     def add(self, customer_id: str, row: int) -> None:
         """Map a new id to ``row`` (row arrays grow as needed; :meth:`reserve_rows` avoids repeated growth).

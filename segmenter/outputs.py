@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal, Self
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from segmenter.unvalidated import build
+
 Cause = Literal["event", "inactivity", "model", "erasure"]
 LifecycleAction = Literal["born", "merged", "split", "retired", "renamed"]
 
@@ -49,15 +51,7 @@ class _Message(BaseModel):
         (``float`` where a float is declared, nested messages as messages).
         Anything from outside the core goes through the validating constructor.
         """
-        message = cls.__new__(cls)
-        values = cls._template.copy()
-        values.update(fields)
-        _set = object.__setattr__
-        _set(message, "__dict__", values)
-        _set(message, "__pydantic_fields_set__", set(fields))
-        _set(message, "__pydantic_extra__", None)
-        _set(message, "__pydantic_private__", None)
-        return message
+        return build(cls, fields, cls._template, fields)
 
 
 class SegmentRef(_Message):

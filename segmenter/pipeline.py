@@ -81,9 +81,10 @@ from segmenter.model_state import (
     encode_model_state,
     encode_snapshot,
 )
-from segmenter.moves import Move, MoveBuffer
+from segmenter.moves import M_ROW, Move, MoveBuffer
 from segmenter.outputs import CampaignTrigger, Explanation, OutputMessage, SegmentChange, SegmentLifecycle
 from segmenter.rescoring import Rescorer
+from segmenter.rounding import round_half_even
 from segmenter.shared import decode_view, load_lens_view
 from segmenter.triggers.engine import TriggerEngine
 from segmenter.vectors import VectorSample
@@ -518,18 +519,25 @@ class Segmenter:
             return
         vals = buf.values()
         features, explanations = self._explain(moves, vals)
-        store, lenses, engine = self._store, self._lenses, self._engine
+        rows = buf.ints[: len(moves), M_ROW]
+        ids = self._store.ids_of(rows)
+        distances = round_half_even(buf.dist[: len(moves)], 6).tolist()
+        lenses, engine = self._lenses, self._engine
         stamps: dict[int, str] = {}  # most moves of a sweep share their time
+        dead: dict[tuple[int, int], bool] = {}  # (lens, old segment) -> not live; no move changes liveness
         trusted = SegmentChange.trusted
-        for m, mv in enumerate(moves):
+        isnan = math.isnan
+        for m, (mv, cid, dist) in enumerate(zip(moves, ids, distances, strict=True)):
             lens = lenses[mv.lens]
             old = None if mv.old < 0 else mv.old
             new = None if mv.new < 0 else mv.new
-            why = "model" if old is not None and not lens.is_live(old) else cause
+            if old is not None and (key := (mv.lens, old)) not in dead:
+                dead[key] = not lens.is_live(old)
+            why = "model" if old is not None and dead[mv.lens, old] else cause
             event = events[mv.event] if events is not None and mv.event >= 0 else None
             lens.membership(old, new)
             change = trusted(  # every value already has its field's type: no per-move validation
-                customer_id=store.id_of(mv.row),
+                customer_id=cid,
                 lens=lens.name,
                 from_segment=None if old is None else lens.ref(old),
                 to_segment=None if new is None else lens.ref(new),
@@ -537,7 +545,7 @@ class Segmenter:
                 cause_event_id=event.event_id if why == "event" and event is not None else None,
                 event_ts=_event_ts(stamps, mv.at if stamp is None else stamp, event if stamp is None else None),
                 model_version=lens.model_version,
-                distance=None if math.isnan(mv.distance) else round(mv.distance, 6),
+                distance=None if isnan(dist) else dist,
                 features=features[m],
                 explanation=explanations[m],
             )
@@ -549,7 +557,7 @@ class Segmenter:
                 trig = engine.evaluate(change, dict(zip(FEATURE_NAMES, vals[m].tolist(), strict=True)), event, floor)
                 self._count_triggers(trig)
                 out.extend(trig)
-        store.dirty[buf.ints[: len(moves), 0]] = True
+        self._store.dirty[rows] = True
         buf.clear()
 
     def _explain(self, moves: list[Move], vals: np.ndarray[Any, np.dtype[np.float64]]) -> tuple[
@@ -566,8 +574,8 @@ class Segmenter:
             picked = sel.tolist()
             raw = vals[np.ix_(sel, np.asarray(self._idx[li], np.int64))]
             whys = self._explainers[li].explain(raw, [moves[m].old for m in picked], [moves[m].new for m in picked])
-            for m, values, why in zip(picked, raw.tolist(), whys, strict=True):
-                features[m] = {k: round(v, 4) for k, v in zip(names, values, strict=True)}
+            for m, values, why in zip(picked, round_half_even(raw, 4).tolist(), whys, strict=True):
+                features[m] = dict(zip(names, values, strict=True))
                 explanations[m] = why
         return features, explanations
 

@@ -83,7 +83,7 @@ class Hysteresis:
     """A move back to the segment just left within this long of leaving it needs ``return_margin``."""
     return_margin: float = 0.1
 
-    def decide(
+    def decide(  # noqa: PLR0913 - the readable twin of nearest_with_hysteresis: one named argument per input
         self,
         *,
         current: int | None,
@@ -118,7 +118,7 @@ class Hysteresis:
 
 
 @njit(cache=True, inline="always")
-def nearest_with_hysteresis(  # noqa: PLR0917 - compiled: positional only
+def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional only, one per column the loops hold
     x: Any, centers: Any, live: Any, nl: int, d: int, cur: int, dw: int, age: int, prev: int, rule: Any
 ) -> tuple[bool, int, int, float]:  # pragma: no cover - compiled
     """Nearest live segment with hysteresis: the move rule of every lens, in one place.

@@ -285,3 +285,17 @@ def test_compiled_vector_equals_the_reference_bit_for_bit() -> None:
         at = s.last_time(row) + rng.randrange(400 * DAY)
         _vector(s.f, s.t, row, at, rates, out)
         assert out.tolist() == s.vector(row, at), cid
+
+
+def test_ids_of_many_rows_matches_id_of_and_refuses_a_free_row() -> None:
+    s = FeatureStore(CFG, n_lenses=1)
+    for i, cid in enumerate(["a", "bé", "c" * 30]):
+        s.ingest(cid, f"e{i}", EventKind.PURCHASE, T0 + i, 10.0)
+    rows = np.array([2, 0, 1, 0], np.int64)
+    assert s.ids_of(rows) == [s.id_of(r) for r in rows.tolist()] == ["c" * 30, "a", "bé", "a"]
+    freed = s.remove("a")
+    assert freed is not None
+    with pytest.raises(KeyError):
+        s.ids_of(np.array([1, freed], np.int64))
+    with pytest.raises(KeyError):
+        s.ids_of(np.array([99], np.int64))

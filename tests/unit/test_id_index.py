@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,8 @@ def test_behaves_like_a_dict(ops: list[tuple[bool, int]], prefix: str) -> None:
     assert index.get_many(probe).tolist() == [model.get(c, -1) for c in probe]
     assert all(index.get(c) == model.get(c) for c in probe)
     assert all(index.id_of(row) == cid for cid, row in model.items())
+    rows = list(model.values())[::-1] * 2  # any order, repeats
+    assert index.ids_of(np.array(rows, np.int64)) == [index.id_of(r) for r in rows]
 
 
 def test_many_removals_compact_the_arena_and_keep_every_survivor() -> None:
@@ -48,6 +51,9 @@ def test_many_removals_compact_the_arena_and_keep_every_survivor() -> None:
     assert len(index) == 1000
     assert index.get_many(ids).tolist() == [-1 if r in gone else r for r in range(6000)]
     assert all(index.id_of(r) == ids[r] for r in range(6000) if r not in gone)
+    kept = np.array([r for r in range(6000) if r not in gone], np.int64)
+    assert index.ids_of(kept) == [ids[r] for r in kept.tolist()]
+    assert index.ids_of(kept[:0]) == []
 
 
 def test_duplicate_add_is_refused() -> None:
