@@ -42,8 +42,12 @@ MAX_DEPTH = 3
 QUANTILES = 32
 """Candidate thresholds per feature and node (its quantiles)."""
 MIN_LEAF = 5
-FIT_SAMPLE = 20_000
-"""Rows a rule is fitted and measured on (a deterministic sample of larger populations)."""
+FIT_SAMPLE = 4_000
+"""Rows a rule is fitted and measured on (a deterministic sample of larger populations).
+
+Rules are refitted at every refinement (weekly in event time by default): on a 20,000-customer sparse replay,
+fitting on up to 20,000 rows took 9 of its 13 s of CPU. A depth-3 rule's fidelity measured on 4,000 rows has
+a standard error of about half a percentage point."""
 
 
 @dataclass(frozen=True)
@@ -206,16 +210,44 @@ def _tune(
     for _ in range(2):
         for i, (f, op, _v) in enumerate(best.conditions):
             col = x[:, list(names).index(f)]
-            options = [best.conditions[:i] + best.conditions[i + 1 :]]
-            for q in np.unique(np.quantile(col, np.linspace(0.0, 1.0, 2 * QUANTILES + 1))).tolist():
-                options.append((*best.conditions[:i], (f, op, _round2(q)), *best.conditions[i + 1 :]))
-            for cand in options:
-                rule = _measure(x, y, names, cand)
-                if rule is not None and (rule.fidelity, -len(cand)) > (best.fidelity, -len(best.conditions)):
+            base = best.conditions[:i] + best.conditions[i + 1 :]
+            cuts = [_round2(q) for q in np.unique(np.quantile(col, np.linspace(0.0, 1.0, 2 * QUANTILES + 1))).tolist()]
+            options = [base] + [(*best.conditions[:i], (f, op, c), *best.conditions[i + 1 :]) for c in cuts]
+            for cand, shares in zip(options, _shares(x, y, names, base, (col, op, cuts)), strict=True):
+                if shares is None:
+                    continue
+                rule = SegmentRule(cand, *shares)
+                if (rule.fidelity, -len(cand)) > (best.fidelity, -len(best.conditions)):
                     best = rule
             if i >= len(best.conditions) - 1:
                 break
     return best
+
+
+def _shares(
+    x: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    base: tuple[tuple[str, str, float], ...],
+    cut: tuple[np.ndarray, str, list[float]],
+) -> list[tuple[float, float] | None]:
+    """:func:`_measure`'s two shares for ``base`` alone, then for ``base`` and ``col op c`` for each ``c`` of ``cut``.
+
+    ``None`` where the conditions match no member. One boolean matrix for every threshold at once, the same
+    counts and divisions as :func:`_measure` (its results, bit for bit, for a fraction of the calls).
+    """
+    col, op, cuts = cut
+    rest = _matches(x, names, base)
+    values = np.asarray(cuts, np.float64)
+    side = col[:, None] > values[None, :] if op == ">" else col[:, None] <= values[None, :]
+    hits = np.concatenate([rest[:, None], rest[:, None] & side], axis=1)
+    inside = (hits & y[:, None]).sum(axis=0).tolist()
+    outside = (hits & ~y[:, None]).sum(axis=0).tolist()
+    n_in, n_out = int(y.sum()), int((~y).sum())
+    return [
+        (n_hit / n_in if n_in else 1.0, 1.0 - n_miss / n_out if n_out else 1.0) if n_hit else None
+        for n_hit, n_miss in zip(inside, outside, strict=True)
+    ]
 
 
 def fit_rule(x: np.ndarray, members: np.ndarray, names: Sequence[str], depth: int = MAX_DEPTH) -> SegmentRule:

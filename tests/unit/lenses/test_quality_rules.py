@@ -135,3 +135,23 @@ def test_a_refinement_keeps_segments_whose_population_grew_apart_since_the_warm_
     messages = lens.refine(np.column_stack([orders, orders * basket]))
     assert lens.registry.live() == before
     assert not {m.action for m in messages} & {"retired", "born", "merged"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_threshold_shares_in_one_matrix_equal_measuring_each_rule(seed: int) -> None:
+    from segmenter.lenses.surrogate import _measure, _shares  # noqa: PLC0415 - the private pair under test
+
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.gamma(2.0, 30.0, size=(400, 3)), 1)  # ties on purpose
+    y = x[:, 0] + rng.normal(0.0, 20.0, 400) > 60.0
+    names = ["recency_days", "orders", "net_spend"]
+    base = (("orders", "<=", 70.0),)
+    cuts = [0.0, 12.0, 55.0, 60.0, 61.0, 140.0, 1e9]
+    for op in (">", "<="):
+        got = _shares(x, y, names, base, (x[:, 0], op, cuts))
+        want = [_measure(x, y, names, base)] + [_measure(x, y, names, (*base, ("recency_days", op, c))) for c in cuts]
+        assert len(got) == len(want)
+        for shares, rule in zip(got, want, strict=True):
+            assert (shares is None) == (rule is None)
+            if rule is not None:
+                assert shares == (rule.members_matched, rule.non_members_excluded)
