@@ -57,7 +57,7 @@ from segmenter.lenses.quality import RESTART_GAIN, RESTART_RATIO, LensQuality, a
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
 from segmenter.lenses.summary import SummaryFollower
-from segmenter.lenses.surrogate import SegmentRule, fit_rules
+from segmenter.lenses.surrogate import SegmentRule, fit_each, fit_sample
 from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
 
 __all__ = ["Assignment", "Lens"]
@@ -153,6 +153,7 @@ class Lens:
         self._quality: LensQuality | None = None
         self._refined = False
         self._rules: dict[int, SegmentRule] = {}
+        self._rule_rows: tuple[np.ndarray, np.ndarray] | None = None  # fitted on first use (_fitted_rules)
         self._with_rules = False
         self._rebuild_caches()
 
@@ -186,7 +187,7 @@ class Lens:
     @property
     def rules(self) -> dict[int, SegmentRule]:
         """Segment number -> its rule, fitted at the last refinement (live segments; empty before one)."""
-        return {n: r for n, r in self._rules.items() if self._registry.is_live(n)}
+        return {n: r for n, r in self._fitted_rules().items() if self._registry.is_live(n)}
 
     @property
     def snapshot(self) -> ScalerSnapshot | None:
@@ -416,13 +417,23 @@ class Lens:
     def _fit_rules(self, raw: np.ndarray, xs: np.ndarray) -> None:
         """Segment rules (:mod:`~segmenter.lenses.surrogate`) for the customers nearest each live segment."""
         live = self._registry.live()
+        self._rules, self._rule_rows = {}, None
         if not live or self._snapshot is None:
-            self._rules = {}
             return
         labels, _ = nearest(xs, self._registry.scaled_centers(live, self._snapshot))
         numbers = np.asarray(live, np.int64)[labels]
         rng = np.random.default_rng([self.seed, self.model_version, 1])
-        self._rules = fit_rules(raw, numbers, self.feature_names, rng)
+        # the rows are chosen now (the segments and the sample are this refinement's); the fitting itself
+        # waits until a rule is read: most refinement ticks publish no lifecycle message that carries one
+        rows, labelled = fit_sample(raw, numbers, rng)
+        self._rule_rows = (np.array(rows), np.array(labelled))  # copies: the caller's arrays may be reused
+
+    def _fitted_rules(self) -> dict[int, SegmentRule]:
+        """The last refinement's rules, fitted on the rows it chose the first time they are read."""
+        if self._rule_rows is not None:
+            self._rules = fit_each(*self._rule_rows, self.feature_names)
+            self._rule_rows = None
+        return self._rules
 
     def _lloyd(self, xs: np.ndarray, space: ScalerSnapshot) -> list[LifecycleEvent]:
         """Lloyd iterations on rows ``xs`` scaled by ``space``; updates the registry and the model; returns events.
@@ -488,7 +499,7 @@ class Lens:
         return messages
 
     def _message(self, action: Any, number: int, related: list[int], extra: dict[str, Any]) -> SegmentLifecycle:
-        profile = self._profile(number).as_dict()
+        profile = self._profile(number, with_rule=self._with_rules).as_dict()
         if not self._with_rules:
             profile.pop("rule", None)
         profile.update(extra)
@@ -645,7 +656,7 @@ class Lens:
         """False for an unknown, merged or retired segment."""
         return self._registry.is_live(segment)
 
-    def _profile(self, number: int) -> SegmentProfile:
+    def _profile(self, number: int, *, with_rule: bool = True) -> SegmentProfile:
         seg = self._registry.segments[number]
         snap = self._snapshot
         centroid: dict[str, float] = {}
@@ -654,7 +665,7 @@ class Lens:
             scaled = snap.scale(seg.center)
             z = dict(zip(self.feature_names, scaled, strict=True))
             centroid = dict(zip(self.feature_names, snap.inverse(scaled), strict=True))
-        rule = self._rules.get(number) if seg.status == "live" else None
+        rule = self._fitted_rules().get(number) if with_rule and seg.status == "live" else None
         return SegmentProfile(segment=number, id=self._id(number), name=seg.name or self._id(number),
                               size=seg.size, centroid=centroid, z=z, status=seg.status,
                               rule=None if rule is None else rule.as_dict())  # fmt: skip

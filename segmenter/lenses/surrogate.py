@@ -267,11 +267,23 @@ def fit_rule(x: np.ndarray, members: np.ndarray, names: Sequence[str], depth: in
     return _tune(x, y, names, best.conditions) or best
 
 
+def fit_sample(
+    x: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows rules are fitted on: all of ``x`` and ``labels``, or a sample of :data:`FIT_SAMPLE` of them."""
+    if len(x) > FIT_SAMPLE:
+        idx = np.sort(rng.choice(len(x), FIT_SAMPLE, replace=False))
+        return x[idx], labels[idx]
+    return x, labels
+
+
+def fit_each(x: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[int, SegmentRule]:
+    """A rule per label (segment number) present in ``labels``, fitted on every row given."""
+    return {int(n): fit_rule(x, labels == n, names) for n in np.unique(labels).tolist()}
+
+
 def fit_rules(
     x: np.ndarray, labels: np.ndarray, names: Sequence[str], rng: np.random.Generator
 ) -> dict[int, SegmentRule]:
     """A rule per label (segment number) present in ``labels``, on a sample of at most :data:`FIT_SAMPLE` rows."""
-    if len(x) > FIT_SAMPLE:
-        idx = np.sort(rng.choice(len(x), FIT_SAMPLE, replace=False))
-        x, labels = x[idx], labels[idx]
-    return {int(n): fit_rule(x, labels == n, names) for n in np.unique(labels).tolist()}
+    return fit_each(*fit_sample(x, labels, rng), names)

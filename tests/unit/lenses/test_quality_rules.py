@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,33 @@ def test_threshold_shares_in_one_matrix_equal_measuring_each_rule(seed: int) -> 
             assert (shares is None) == (rule is None)
             if rule is not None:
                 assert shares == (rule.members_matched, rule.non_members_excluded)
+
+
+
+def test_rules_are_fitted_once_and_only_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import segmenter.lenses.lens as lens_module  # noqa: PLC0415 - its fit_each is counted
+    from segmenter.lenses.surrogate import fit_each  # noqa: PLC0415 - the real one, under the counter
+
+    calls: list[int] = []
+    real = fit_each
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    def carries_rules(messages: list[Any]) -> int:
+        return int(any("rule" in m.profile for m in messages))
+
+    monkeypatch.setattr(lens_module, "fit_each", counted)
+    lens = make_lens("kmeans")
+    X, _ = blobs(2000, seed=2)
+    feed(lens, X)
+    first = lens.refine(X)
+    assert len(calls) == carries_rules(first)  # fitted only for a message that carries the rules
+    second = lens.refine(X)
+    assert len(calls) == carries_rules(first) + carries_rules(second)
+    rules = lens.rules
+    assert len(calls) == carries_rules(first) + 1  # the second refinement's rules, fitted now or for its messages
+    assert lens.rules == rules and lens.profiles()  # read again: not refitted
+    assert len(calls) == carries_rules(first) + 1
+    assert sorted(rules) == lens.registry.live()
