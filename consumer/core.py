@@ -10,10 +10,11 @@ that mode's model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from consumer.sink import InRecord, OutRecord, Transport
+from consumer.state import ClockedCore, StatefulCore
 from segmenter.events import CustomerEvent
 from segmenter.membership import Entries
 from segmenter.outputs import OutputMessage
@@ -21,8 +22,12 @@ from segmenter.pipeline import BatchResult, SegmenterStats
 from segmenter.triggers.rules import RuleSet
 
 
-class Core(Protocol):
-    """The part of :class:`segmenter.pipeline.Segmenter` the service drives."""
+class Core(StatefulCore, ClockedCore, Protocol):
+    """The part of :class:`segmenter.pipeline.Segmenter` the service drives.
+
+    Restoring customers and models (:class:`~consumer.state.StatefulCore`) and the partitions' clocks
+    (:class:`~consumer.state.ClockedCore`) are declared once, beside the restore code that needs only them.
+    """
 
     def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
         """Process events in order (``sources``: their input partitions); rejections come back by index."""
@@ -39,20 +44,11 @@ class Core(Protocol):
     def membership(self, customer_ids: Iterable[str]) -> Mapping[str, Entries | None]:
         """The customers' current segments per lens (``None``: not held)."""
 
-    def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
-        """Restore one customer of input partition ``source``."""
-
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget every customer of those input partitions; returns how many."""
 
     def model_parts(self) -> Mapping[str, bytes]:
         """The model in separately written parts by name (``core``: clock and counters; one per lens)."""
-
-    def load_model_parts(self, parts: Mapping[str, bytes]) -> None:
-        """Restore the model from its parts."""
-
-    def load_model_state(self, data: bytes) -> None:
-        """Restore a whole-model record (the format written before the parts)."""
 
     def stats(self) -> SegmenterStats:
         """Counters and segment sizes per lens."""
@@ -63,14 +59,6 @@ class Core(Protocol):
     def set_idle(self, source: int, idle: bool) -> None:
         """A partition read to its end offset (idle: it does not hold the watermark) or with records again."""
 
-    def take_dirty_clocks(self) -> dict[int, float]:
-        """Partitions whose latest event time moved: ``{partition: epoch}``."""
-
-    def load_clock(self, source: int, epoch: float) -> None:
-        """Restore a partition's latest event time."""
-
-    def drop_sources(self, keep: Callable[[int | None], bool]) -> None:
-        """Forget the clocks of partitions for which ``keep`` is false."""
 
 
 class SharedCore(Core, Protocol):
