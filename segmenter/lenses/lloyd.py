@@ -1,7 +1,7 @@
-"""Batch k-means pieces (numpy only): k-means++ seeding and Lloyd iterations.
+"""Batch k-means pieces: k-means++ seeding (numpy) and Lloyd iterations (compiled, numba).
 
-Used by :meth:`~segmenter.lenses.lens.Lens.refine` (centroid refinement on a
-sample of current customers, seeded from the segment centers), by the lens's
+Used by :meth:`~segmenter.lenses.lens.Lens.refine` (centroid refinement on all
+current customers, seeded from the segment centers), by the lens's
 first refresh (on the warm-up buffer) and by the CluStream adapter (its offline
 macro-clustering over micro-clusters). Deterministic: randomness only comes
 from the ``numpy.random.Generator`` passed in.
@@ -150,44 +150,116 @@ def lloyd(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd iterations from centers ``centers``; returns the new centers and the final labels.
 
-    An empty center is moved to the point farthest from its nearest center
-    (first such point; deterministic) when ``reseed_empty``; otherwise it stays.
+    At most ``iterations`` steps; it stops earlier once the centers settle
+    (they move less than ``1e-9``) or no assignment changes (the next step
+    would leave the centers where they are). An empty center is moved to the
+    point farthest from its nearest center (first such point; deterministic)
+    when ``reseed_empty``; otherwise it stays. Compiled (:func:`_lloyd_steps`):
+    the same sums in the same order as numpy's ``bincount``, so the same
+    centers bit for bit.
     """
     centers = np.array(centers, dtype=np.float64, copy=True)
     if not len(points) or not len(centers):
         return centers, np.zeros(len(points), dtype=np.int64)
-    w = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=np.float64)
-    labels, d2 = nearest(points, centers)
-    for _ in range(iterations):
-        mass = np.bincount(labels, weights=w, minlength=len(centers))
-        if reseed_empty:
-            taken: set[int] = set()
-            for c in np.flatnonzero(mass <= 0.0).tolist():
-                order = np.argsort(-d2, kind="stable")
-                idx = next((int(i) for i in order.tolist() if int(i) not in taken and d2[i] > 0.0), None)
-                if idx is None:
-                    break
-                taken.add(idx)
-                centers[c] = points[idx]
-                labels, d2 = nearest(points, centers)
-            mass = np.bincount(labels, weights=w, minlength=len(centers))
-        new = _means(points, labels, w, centers, mass)
-        done = bool(np.allclose(new, centers, rtol=0.0, atol=1e-9))
-        centers = new
-        labels, d2 = nearest(points, centers)
-        if done:
-            break
+    pts = np.ascontiguousarray(points, dtype=np.float64)
+    w = np.ones(len(pts)) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    labels = np.zeros(len(pts), np.int64)
+    _lloyd_steps(pts, w, centers, int(iterations), bool(reseed_empty), labels, np.zeros(len(pts), np.float64))
     return centers, labels
+
+
+@njit(cache=True)
+def _lloyd_steps(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover - compiled
+    points: Any, w: Any, centers: Any, iterations: int, reseed_empty: bool, labels: Any, d2: Any
+) -> int:
+    """:func:`lloyd`'s loop, in place on ``centers``, ``labels`` and ``d2``; returns the steps taken."""
+    k = centers.shape[0]
+    _nearest(points, centers, labels, d2)
+    previous = labels.copy()
+    mass = np.zeros(k, np.float64)
+    new = np.empty_like(centers)
+    for step in range(iterations):
+        _mass(labels, w, mass)
+        if reseed_empty and _reseed(points, centers, labels, d2, mass):
+            _mass(labels, w, mass)
+        _weighted_means(points, labels, w, centers, mass, new)
+        done = True
+        for c in range(k):
+            for j in range(centers.shape[1]):
+                if not abs(new[c, j] - centers[c, j]) <= 1e-9:
+                    done = False
+        centers[:] = new
+        previous[:] = labels
+        _nearest(points, centers, labels, d2)
+        if done:
+            return step + 1
+        # the same labels again: the next step's means equal these centers exactly (it would stop there)
+        if _same(previous, labels) and (not reseed_empty or (mass > 0.0).all()):
+            return step + 2
+    return iterations
+
+
+@njit(cache=True)
+def _same(a: Any, b: Any) -> bool:  # pragma: no cover - compiled
+    return bool((a == b).all())
+
+
+@njit(cache=True)
+def _mass(labels: Any, w: Any, mass: Any) -> None:  # pragma: no cover - compiled
+    mass[:] = 0.0
+    for i in range(len(labels)):
+        mass[labels[i]] += w[i]
+
+
+@njit(cache=True)
+def _reseed(points: Any, centers: Any, labels: Any, d2: Any, mass: Any) -> bool:  # pragma: no cover - compiled
+    """Each empty center (in order) to the point farthest from its nearest center, not taken, at a distance."""
+    taken = np.zeros(len(points), np.bool_)
+    moved = False
+    for c in range(centers.shape[0]):
+        if mass[c] > 0.0:
+            continue
+        idx = -1
+        far = 0.0
+        for i in range(len(points)):
+            if d2[i] > far and not taken[i]:
+                far = d2[i]
+                idx = i
+        if idx < 0:
+            break
+        taken[idx] = True
+        centers[c, :] = points[idx, :]
+        _nearest(points, centers, labels, d2)
+        moved = True
+    return moved
+
+
+@njit(cache=True)
+def _weighted_means(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover - compiled
+    points: Any, labels: Any, w: Any, centers: Any, mass: Any, out: Any
+) -> None:
+    """The Lloyd update into ``out``: each center with mass at the weighted mean of its points; the others stay.
+
+    Sums accumulate row by row, as numpy's ``bincount(labels, weights=points[:, j] * w)`` does.
+    """
+    k, d = centers.shape
+    sums = np.zeros((k, d), np.float64)
+    for i in range(len(labels)):
+        c = labels[i]
+        for j in range(d):
+            sums[c, j] += points[i, j] * w[i]
+    for c in range(k):
+        for j in range(d):
+            out[c, j] = sums[c, j] / mass[c] if mass[c] > 0.0 else centers[c, j]
 
 
 def _means(points: np.ndarray, labels: np.ndarray, w: np.ndarray, centers: np.ndarray, mass: np.ndarray) -> np.ndarray:
     """The Lloyd update: each center with mass moves to the weighted mean of its points; the others stay."""
-    sums = np.stack([np.bincount(labels, weights=points[:, j] * w, minlength=len(centers))
-                     for j in range(points.shape[1])], axis=1)  # fmt: skip
-    new = centers.copy()
-    filled = mass > 0.0
-    new[filled] = sums[filled] / mass[filled][:, None]
-    return new
+    out = np.empty((len(centers), points.shape[1]), np.float64)
+    _weighted_means(np.ascontiguousarray(points, dtype=np.float64), np.ascontiguousarray(labels, dtype=np.int64),
+                    np.ascontiguousarray(w, dtype=np.float64), np.ascontiguousarray(centers, dtype=np.float64),
+                    np.ascontiguousarray(mass, dtype=np.float64), out)  # fmt: skip
+    return out
 
 
 def trimmed_lloyd(

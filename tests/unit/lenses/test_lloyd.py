@@ -1,0 +1,76 @@
+"""The compiled Lloyd iterations: numpy's results bit for bit, and an early stop that changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segmenter.lenses.lloyd import _lloyd_steps, lloyd, nearest
+
+from .helpers import BLOBS, blobs
+
+
+def _numpy_lloyd(
+    points: np.ndarray, centers: np.ndarray, iterations: int, weights: np.ndarray | None, reseed_empty: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Lloyd loop in plain numpy (bincount sums), the readable twin of the compiled one."""
+    centers = np.array(centers, dtype=np.float64, copy=True)
+    w = np.ones(len(points)) if weights is None else weights
+    k, d = centers.shape
+    labels, d2 = nearest(points, centers)
+    for _ in range(iterations):
+        mass = np.bincount(labels, weights=w, minlength=k)
+        if reseed_empty:
+            taken: set[int] = set()
+            for c in np.flatnonzero(mass <= 0.0).tolist():
+                order = np.argsort(-d2, kind="stable")
+                idx = next((int(i) for i in order.tolist() if int(i) not in taken and d2[i] > 0.0), None)
+                if idx is None:
+                    break
+                taken.add(idx)
+                centers[c] = points[idx]
+                labels, d2 = nearest(points, centers)
+            mass = np.bincount(labels, weights=w, minlength=k)
+        sums = np.stack([np.bincount(labels, weights=points[:, j] * w, minlength=k) for j in range(d)], axis=1)
+        new = centers.copy()
+        new[mass > 0.0] = sums[mass > 0.0] / mass[mass > 0.0][:, None]
+        done = bool(np.allclose(new, centers, rtol=0.0, atol=1e-9))
+        centers = new
+        labels, d2 = nearest(points, centers)
+        if done:
+            break
+    return centers, labels
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compiled_lloyd_equals_numpy_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, d, k = int(rng.integers(1, 400)), int(rng.integers(1, 5)), int(rng.integers(1, 8))
+    points = rng.normal(size=(n, d)) * 3.0
+    if seed % 3 == 0:
+        points = np.round(points)  # duplicate rows: ties, and centers that empty
+    centers = points[rng.integers(0, n, k)].copy()
+    if seed % 4 == 0:
+        centers[:] = centers[0]  # every center on one point: all but one empty at the first step
+    weights = None if seed % 2 else rng.uniform(0.1, 3.0, n)
+    iterations = int(rng.integers(1, 30))
+    for reseed in (True, False):
+        got = lloyd(points, centers, iterations, weights, reseed)
+        want = _numpy_lloyd(points, centers, iterations, weights, reseed)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_lloyd_stops_once_no_assignment_changes() -> None:
+    points, _ = blobs(3000, seed=11, centers=BLOBS, spread=0.6)
+    seeds = BLOBS + 1.5
+    w = np.ones(len(points))
+    labels, d2 = np.zeros(len(points), np.int64), np.zeros(len(points))
+    centers = seeds.copy()
+    steps = _lloyd_steps(points, w, centers, 100, True, labels, d2)
+    assert 1 < steps < 20  # separated blobs settle in a few steps, far below the limit
+    # the steps it skipped would not have moved anything
+    longer, longer_labels = _numpy_lloyd(points, seeds, 100, None, True)
+    assert np.array_equal(centers, longer) and np.array_equal(labels, longer_labels)
+    again = centers.copy()
+    assert _lloyd_steps(points, w, again, 100, True, labels, d2) == 1  # a settled start: one step
+    assert np.array_equal(again, centers)
