@@ -1,7 +1,8 @@
 """Segment rules: a shallow decision-tree surrogate per segment, read as one rule in original units.
 
-For each segment a depth-limited CART tree (numpy, Gini impurity, thresholds
-at feature quantiles) separates its members from everyone else; the leaf
+For each segment a depth-limited CART tree (Gini impurity, thresholds at
+feature quantiles; the split search compiled with numba, on the rows sorted
+once for all segments) separates its members from everyone else; the leaf
 that best describes the members (members and non-members weigh alike in the
 splits; the leaf with the highest fidelity, the smaller of its two shares)
 gives the rule, the conjunction of the conditions on its path, e.g.
@@ -30,9 +31,10 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
 
 __all__ = ["MAX_DEPTH", "SegmentRule", "fit_rule", "fit_rules"]
 
@@ -104,68 +106,190 @@ def _round2(value: float) -> float:
     return round(value, digits)
 
 
-def _gini(pos: np.ndarray, total: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(total > 0, pos / total, 0.0)
-    out: np.ndarray = 2.0 * p * (1.0 - p) * total
-    return out
+class _Columns(NamedTuple):
+    """What every tree of one :func:`fit_each` shares: the rows' stable sort order per column, and the cuts.
 
-
-def _gains(sorted_col: np.ndarray, cum_pos: np.ndarray, cum_all: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-    """Weighted Gini decrease of each threshold in ``cuts`` (rows ``<= cut`` go left); -inf where a side is small."""
-    n = len(sorted_col)
-    left_n = np.searchsorted(sorted_col, cuts, side="right")
-    ok = (left_n >= MIN_LEAF) & (n - left_n >= MIN_LEAF)
-    lp, lw = cum_pos[left_n], cum_all[left_n]
-    rp, rw = cum_pos[-1] - lp, cum_all[-1] - lw
-    gain = _gini(np.asarray(cum_pos[-1]), np.asarray(cum_all[-1])) - _gini(lp, lw) - _gini(rp, rw)
-    return np.where(ok, gain, -np.inf)
-
-
-def _best_split(x: np.ndarray, y: np.ndarray, sw: np.ndarray) -> tuple[int, float] | None:
-    """The (feature, threshold) split of the rows with the largest weighted Gini decrease, or None.
-
-    Weights ``sw`` balance members against non-members (so a split serves both shares of the fidelity).
-    Coarse thresholds at :data:`QUANTILES` quantiles, then every midpoint between distinct values within the
-    best one's neighbouring quantiles.
+    A node's rows in value order are the root's order filtered by the node's mask (the order a stable sort of
+    the node's rows would give), so no node sorts again.
     """
-    best: tuple[float, int, float] | None = None
-    for j in range(x.shape[1]):
-        order = np.argsort(x[:, j], kind="stable")
-        col = x[order, j]
-        cum_pos = np.concatenate([[0.0], np.cumsum(sw[order] * y[order])])
-        cum_all = np.concatenate([[0.0], np.cumsum(sw[order])])
-        cuts = np.unique(np.quantile(col, np.linspace(0.0, 1.0, QUANTILES + 2)))
-        if len(cuts) < 2:
+
+    x: np.ndarray
+    order: np.ndarray
+    """``(d, n)`` int64: row indices of ``x`` sorted by each column (stable)."""
+    tune_cuts: list[list[float]]
+    """Per column, the rounded candidate thresholds of :func:`_tune` (its quantiles over all rows)."""
+
+
+_SPLIT_QUANTILES = np.linspace(0.0, 1.0, QUANTILES + 2)
+_TUNE_QUANTILES = np.linspace(0.0, 1.0, 2 * QUANTILES + 1)
+
+
+def _columns(x: np.ndarray) -> _Columns:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    order = np.ascontiguousarray(np.argsort(x, axis=0, kind="stable").T, dtype=np.int64)
+    tune_cuts = [[_round2(q) for q in np.unique(np.quantile(x[:, j], _TUNE_QUANTILES)).tolist()]
+                 for j in range(x.shape[1])]  # fmt: skip
+    return _Columns(x, order, tune_cuts)
+
+
+@njit(cache=True)
+def _gini(pos: float, total: float) -> float:  # pragma: no cover - compiled
+    p = pos / total if total > 0 else 0.0
+    return 2.0 * p * (1.0 - p) * total
+
+
+@njit(cache=True)
+def _gains(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover - compiled
+    col: Any, cum_pos: Any, cum_all: Any, cuts: Any, n_cuts: int, min_leaf: int, out: Any
+) -> int:
+    """Weighted Gini decrease of each of the first ``n_cuts`` thresholds (rows ``<= cut`` go left) into ``out``;
+    -inf where a side holds fewer than ``min_leaf`` rows. Returns the first best index."""
+    n = len(col)
+    root = _gini(cum_pos[n], cum_all[n])
+    best = 0
+    left_n = 0
+    for c in range(n_cuts):
+        cut = cuts[c]
+        if c == 0 or cut < cuts[c - 1]:
+            left_n = np.searchsorted(col, cut, side="right")
+        else:
+            while left_n < n and col[left_n] <= cut:
+                left_n += 1
+        if left_n >= min_leaf and n - left_n >= min_leaf:
+            lp, lw = cum_pos[left_n], cum_all[left_n]
+            out[c] = root - _gini(lp, lw) - _gini(cum_pos[n] - lp, cum_all[n] - lw)
+        else:
+            out[c] = -np.inf
+        if out[c] > out[best]:
+            best = c
+    return best
+
+
+@njit(cache=True)
+def _quantile_cuts(col: Any, qs: Any, out: Any) -> int:  # pragma: no cover - compiled
+    """numpy's ``np.unique(np.quantile(col, qs))`` (method ``linear``, the same arithmetic) of a sorted ``col``.
+
+    Writes the distinct values in increasing order into ``out``; returns how many.
+    """
+    n = len(col)
+    vals = np.empty(len(qs), np.float64)
+    for i in range(len(qs)):
+        virtual = (n - 1) * qs[i]
+        prev = np.floor(virtual)
+        if virtual >= n - 1:
+            lo = hi = n - 1
+            prev = -1.0
+        else:
+            lo = int(prev)
+            hi = lo + 1
+        t = virtual - prev
+        a, b = col[lo], col[hi]
+        diff = b - a
+        vals[i] = b - diff * (1 - t) if t >= 0.5 else a + diff * t
+    vals.sort()
+    m = 0
+    for i in range(len(vals)):
+        if m == 0 or vals[i] != out[m - 1]:
+            out[m] = vals[i]
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def _column_split(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover - compiled
+    col: Any, cum_pos: Any, cum_all: Any, qs: Any, min_leaf: int, scratch: Any
+) -> tuple[float, float]:
+    """The best ``(gain, threshold)`` on one column of a node (its values ``col`` in order, cumulative weights).
+
+    Coarse thresholds at the quantiles ``qs``, then the midpoints between the distinct values within the
+    best one's neighbours. Gain -inf when the column has fewer than two distinct quantiles.
+    """
+    cuts, gain, mids, fine = scratch[0], scratch[1], scratch[2], scratch[3]
+    n_cuts = _quantile_cuts(col, qs, cuts)
+    if n_cuts < 2:
+        return -np.inf, 0.0
+    i = _gains(col, cum_pos, cum_all, cuts, n_cuts, min_leaf, gain)
+    g, cut = gain[i], cuts[i]
+    lo, hi = cuts[max(i - 1, 0)], cuts[min(i + 1, n_cuts - 1)]
+    n_mids = 0
+    previous = 0.0
+    seen = False
+    for v in col:  # midpoints between the distinct values within [lo, hi]
+        if v < lo or v > hi or (seen and v == previous):
             continue
-        gain = _gains(col, cum_pos, cum_all, cuts)
-        i = int(np.argmax(gain))
-        lo, hi = cuts[max(i - 1, 0)], cuts[min(i + 1, len(cuts) - 1)]
-        window = np.unique(col[(col >= lo) & (col <= hi)])
-        if len(window) > 1:
-            mids = (window[:-1] + window[1:]) / 2.0
-            fine = _gains(col, cum_pos, cum_all, mids)
-            f = int(np.argmax(fine))
-            if fine[f] >= gain[i]:
-                gain, cuts, i = fine, mids, f
-        if gain[i] > 1e-12 and (best is None or gain[i] > best[0]):
-            best = (float(gain[i]), j, float(cuts[i]))
-    return None if best is None else (best[1], best[2])
+        if seen:
+            mids[n_mids] = (previous + v) / 2.0
+            n_mids += 1
+        previous, seen = v, True
+    if n_mids:
+        f = _gains(col, cum_pos, cum_all, mids, n_mids, min_leaf, fine)
+        if fine[f] >= g:
+            g, cut = fine[f], mids[f]
+    return g, cut
+
+
+@njit(cache=True)
+def _node_split(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover - compiled
+    x: Any, order: Any, mask: Any, y: Any, sw: Any, qs: Any, min_leaf: int
+) -> tuple[int, float]:
+    """:func:`_best_split` of the rows in ``mask``: ``(feature, threshold)``, feature -1 when no split helps."""
+    m = 0
+    for i in range(len(mask)):
+        m += mask[i]
+    col = np.empty(m, np.float64)
+    cum_pos = np.zeros(m + 1, np.float64)
+    cum_all = np.zeros(m + 1, np.float64)
+    scratch = np.empty((4, max(m, len(qs))), np.float64)
+    best_j, best_cut, best_gain = -1, 0.0, 0.0
+    for j in range(x.shape[1]):
+        k = 0
+        for r in order[j]:  # the node's rows in value order, with the cumulative (member) weights
+            if mask[r]:
+                col[k] = x[r, j]
+                cum_pos[k + 1] = cum_pos[k] + sw[r] * y[r]
+                cum_all[k + 1] = cum_all[k] + sw[r]
+                k += 1
+        g, cut = _column_split(col, cum_pos, cum_all, qs, min_leaf, scratch)
+        if g > 1e-12 and (best_j < 0 or g > best_gain):
+            best_j, best_cut, best_gain = j, cut, g
+    return best_j, best_cut
+
+
+def _best_split(cols: _Columns, mask: np.ndarray, target: tuple[np.ndarray, np.ndarray]) -> tuple[int, float] | None:
+    """The (feature, threshold) split of the rows in ``mask`` with the largest weighted Gini decrease, or None.
+
+    ``target`` holds the rows' membership (1.0 or 0.0) and weights; the weights balance members against
+    non-members (so a split serves both shares of the fidelity).
+    Coarse thresholds at :data:`QUANTILES` quantiles, then every midpoint between distinct values within the
+    best one's neighbouring quantiles. Compiled (:func:`_node_split`), numpy's arithmetic step for step.
+    """
+    j, cut = _node_split(cols.x, cols.order, mask, *target, _SPLIT_QUANTILES, MIN_LEAF)
+    return None if j < 0 else (int(j), float(cut))
 
 
 def _leaves(
-    x: np.ndarray, y: np.ndarray, sw: np.ndarray, *, path: tuple[tuple[int, str, float], ...], depth: int
+    cols: _Columns,
+    mask: np.ndarray,
+    target: tuple[np.ndarray, np.ndarray],
+    *,
+    path: tuple[tuple[int, str, float], ...],
+    depth: int,
 ) -> list[tuple[tuple[int, str, float], ...]]:
-    """Paths (``(column, op, threshold)``) to the leaves of the tree grown on ``x, y`` (row weights ``sw``)."""
-    if depth == 0 or len(y) < 2 * MIN_LEAF or y.all() or not y.any():
+    """Paths (``(column, op, threshold)``) to the leaves of the tree grown on the rows in ``mask``.
+
+    ``target`` is the rows' membership (1.0 or 0.0) and weights, as :func:`_best_split` takes them.
+    """
+    members = int(np.count_nonzero(target[0][mask]))
+    size = int(np.count_nonzero(mask))
+    if depth == 0 or size < 2 * MIN_LEAF or members in {0, size}:
         return [path]
-    split = _best_split(x, y, sw)
+    split = _best_split(cols, mask, target)
     if split is None:
         return [path]
     j, cut = split
-    left = x[:, j] <= cut
-    low = _leaves(x[left], y[left], sw[left], path=(*path, (j, "<=", cut)), depth=depth - 1)
-    high = _leaves(x[~left], y[~left], sw[~left], path=(*path, (j, ">", cut)), depth=depth - 1)
+    left = cols.x[:, j] <= cut
+    low = _leaves(cols, mask & left, target, path=(*path, (j, "<=", cut)), depth=depth - 1)
+    high = _leaves(cols, mask & ~left, target, path=(*path, (j, ">", cut)), depth=depth - 1)
     return low + high
 
 
@@ -201,19 +325,20 @@ def _measure(
 
 
 def _tune(
-    x: np.ndarray, y: np.ndarray, names: Sequence[str], conditions: tuple[tuple[str, str, float], ...]
+    cols: _Columns, y: np.ndarray, names: Sequence[str], conditions: tuple[tuple[str, str, float], ...]
 ) -> SegmentRule | None:
     """Coordinate search: each threshold over its feature's quantiles (or dropped), kept where fidelity rises."""
+    x = cols.x
     best = _measure(x, y, names, conditions)
     if best is None:
         return None
     for _ in range(2):
         for i, (f, op, _v) in enumerate(best.conditions):
-            col = x[:, list(names).index(f)]
+            j = list(names).index(f)
             base = best.conditions[:i] + best.conditions[i + 1 :]
-            cuts = [_round2(q) for q in np.unique(np.quantile(col, np.linspace(0.0, 1.0, 2 * QUANTILES + 1))).tolist()]
+            cuts = cols.tune_cuts[j]
             options = [base] + [(*best.conditions[:i], (f, op, c), *best.conditions[i + 1 :]) for c in cuts]
-            for cand, shares in zip(options, _shares(x, y, names, base, (col, op, cuts)), strict=True):
+            for cand, shares in zip(options, _shares(x, y, names, base, (x[:, j], op, cuts)), strict=True):
                 if shares is None:
                     continue
                 rule = SegmentRule(cand, *shares)
@@ -233,43 +358,50 @@ def _shares(
 ) -> list[tuple[float, float] | None]:
     """:func:`_measure`'s two shares for ``base`` alone, then for ``base`` and ``col op c`` for each ``c`` of ``cut``.
 
-    ``None`` where the conditions match no member. One boolean matrix for every threshold at once, the same
-    counts and divisions as :func:`_measure` (its results, bit for bit, for a fraction of the calls).
+    ``None`` where the conditions match no member. The counts of every threshold at once, from the matched
+    members' and non-members' values in order (``searchsorted``): the same counts and divisions as
+    :func:`_measure` (its results, bit for bit, for a fraction of the calls).
     """
     col, op, cuts = cut
     rest = _matches(x, names, base)
     values = np.asarray(cuts, np.float64)
-    side = col[:, None] > values[None, :] if op == ">" else col[:, None] <= values[None, :]
-    hits = np.concatenate([rest[:, None], rest[:, None] & side], axis=1)
-    inside = (hits & y[:, None]).sum(axis=0).tolist()
-    outside = (hits & ~y[:, None]).sum(axis=0).tolist()
+    counts = []
+    for side in (rest & y, rest & ~y):
+        ordered = np.sort(col[side])
+        below = np.searchsorted(ordered, values, side="right")  # values <= each threshold
+        counts.append([len(ordered), *(below if op == "<=" else len(ordered) - below).tolist()])
     n_in, n_out = int(y.sum()), int((~y).sum())
     return [
         (n_hit / n_in if n_in else 1.0, 1.0 - n_miss / n_out if n_out else 1.0) if n_hit else None
-        for n_hit, n_miss in zip(inside, outside, strict=True)
+        for n_hit, n_miss in zip(*counts, strict=True)
     ]
 
 
-def fit_rule(x: np.ndarray, members: np.ndarray, names: Sequence[str], depth: int = MAX_DEPTH) -> SegmentRule:
-    """The rule of one segment: ``members`` marks its rows of ``x`` (original units, columns ``names``)."""
+def fit_rule(
+    x: np.ndarray, members: np.ndarray, names: Sequence[str], depth: int = MAX_DEPTH, *, cols: _Columns | None = None
+) -> SegmentRule:
+    """The rule of one segment: ``members`` marks its rows of ``x`` (original units, columns ``names``).
+
+    ``cols`` is what :func:`fit_each` prepares once for all segments of the same rows (computed here without).
+    """
+    cols = _columns(x) if cols is None else cols
     y = np.asarray(members, bool)
     n_in, n_out = int(y.sum()), int((~y).sum())
     sw = np.where(y, 0.5 / max(n_in, 1), 0.5 / max(n_out, 1))
     best: SegmentRule | None = None
-    for path in _leaves(x, y.astype(np.float64), sw, path=(), depth=depth):
-        rule = _measure(x, y, names, _simplify([(names[j], op, cut) for j, op, cut in path]))
+    everyone = np.ones(len(y), np.bool_)
+    for path in _leaves(cols, everyone, (y.astype(np.float64), sw), path=(), depth=depth):
+        rule = _measure(cols.x, y, names, _simplify([(names[j], op, cut) for j, op, cut in path]))
         if rule is None:
             continue
         if best is None or (rule.fidelity, rule.members_matched) > (best.fidelity, best.members_matched):
             best = rule
     if best is None:
         return SegmentRule((), 1.0, 0.0 if n_out else 1.0)
-    return _tune(x, y, names, best.conditions) or best
+    return _tune(cols, y, names, best.conditions) or best
 
 
-def fit_sample(
-    x: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def fit_sample(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The rows rules are fitted on: all of ``x`` and ``labels``, or a sample of :data:`FIT_SAMPLE` of them."""
     if len(x) > FIT_SAMPLE:
         idx = np.sort(rng.choice(len(x), FIT_SAMPLE, replace=False))
@@ -279,7 +411,8 @@ def fit_sample(
 
 def fit_each(x: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[int, SegmentRule]:
     """A rule per label (segment number) present in ``labels``, fitted on every row given."""
-    return {int(n): fit_rule(x, labels == n, names) for n in np.unique(labels).tolist()}
+    cols = _columns(x)
+    return {int(n): fit_rule(cols.x, labels == n, names, cols=cols) for n in np.unique(labels).tolist()}
 
 
 def fit_rules(
