@@ -53,7 +53,14 @@ from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
 from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
-from segmenter.lenses.quality import RESTART_GAIN, RESTART_RATIO, LensQuality, assess, matched
+from segmenter.lenses.quality import (
+    RESTART_CHECK_EVERY,
+    RESTART_GAIN,
+    RESTART_RATIO,
+    Assessment,
+    LensQuality,
+    matched,
+)
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
 from segmenter.lenses.summary import SummaryFollower
@@ -150,7 +157,8 @@ class Lens:
         self._snapshot: ScalerSnapshot | None = None
         self._model_map: dict[int, int] = {}
         self._cache_epoch = 0
-        self._quality: LensQuality | None = None
+        self._assessment: Assessment | None = None  # the last refinement's, computed when read (quality)
+        self._refinements = 0
         self._refined = False
         self._rules: dict[int, SegmentRule] = {}
         self._rule_rows: tuple[np.ndarray, np.ndarray] | None = None  # fitted on first use (_fitted_rules)
@@ -181,8 +189,12 @@ class Lens:
 
     @property
     def quality(self) -> LensQuality | None:
-        """SSE ratio against batch k-means and silhouette at the last refinement (None before one)."""
-        return self._quality
+        """SSE ratio against batch k-means and silhouette at the last refinement (None before one).
+
+        Measured on the rows that refinement kept, the first time it is read (a refinement itself computes
+        only its restart check, :data:`~segmenter.lenses.quality.RESTART_CHECK_EVERY`).
+        """
+        return None if self._assessment is None else self._assessment.quality()
 
     @property
     def rules(self) -> dict[int, SegmentRule]:
@@ -448,15 +460,16 @@ class Lens:
         # k stays: an emptied segment restarts at the worst-served customer (a retirement and a birth)
         cs, _ = lloyd(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
         rng = np.random.default_rng([self.seed, self.model_version])
-        quality, batch = assess(xs, cs, rng)
-        if quality.sse_ratio > RESTART_RATIO:
+        check = Assessment(xs, cs, rng)
+        if self._refinements % RESTART_CHECK_EVERY == 0 and check.sse_ratio() > RESTART_RATIO:
             # a bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment
-            fresh, _ = lloyd(xs, matched(cs, batch), self.config.refine_iterations)
+            check.quality()  # its silhouette draws from rng before the next assessment's sample
+            fresh, _ = lloyd(xs, matched(cs, check.batch()), self.config.refine_iterations)
             if sse(xs, fresh) < RESTART_GAIN * sse(xs, cs):
                 cs = fresh
-                quality, _ = assess(xs, cs, rng)
-                quality = dataclasses.replace(quality, restarted=True)
-        self._quality = quality
+                check = Assessment(xs, cs, rng, restarted=True)
+        self._assessment = check
+        self._refinements += 1
         if not self._refined:
             snap = _wider(snap, space)
         in_snap = snap.scale_matrix(space.unscale_matrix(cs))
@@ -691,6 +704,7 @@ class Lens:
             "learned_since_refresh": self._learned_since_refresh,
             "ready": self._ready,
             "refined": self._refined,
+            "refinements": self._refinements,
             "snapshot": None if snap is None else {"mean": list(snap.mean), "std": list(snap.std)},
             "model_map": dict(self._model_map),
             "scaler": self._scaler.state(),
@@ -728,8 +742,9 @@ class Lens:
             learned = int(state["learned_since_refresh"])
             ready = bool(state["ready"])
             refined = bool(state.get("refined", True))  # states from before the key: refined long ago
+            refinements = int(state.get("refinements", 0))  # states from before the key: check at the next one
             model_map = {int(k): int(v) for k, v in state["model_map"].items()}
-            if isinstance(state["ready"], bool) is False or min(model_version, n_obs, learned) < 0:
+            if isinstance(state["ready"], bool) is False or min(model_version, n_obs, learned, refinements) < 0:
                 raise ValueError("ready must be a boolean, counters >= 0")
             rows = [*warm, *batch] + ([] if snapshot is None else [list(snapshot.mean), list(snapshot.std)])
             if any(len(r) != len(self.feature_names) or not all_finite(r) for r in rows):
@@ -747,6 +762,7 @@ class Lens:
         self._learned_since_refresh = learned
         self._ready = ready
         self._refined = refined
+        self._refinements = refinements
         self._model_map = model_map
         self._rebuild_caches()
 

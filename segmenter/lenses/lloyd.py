@@ -172,7 +172,11 @@ def lloyd(
 def _lloyd_steps(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover - compiled
     points: Any, w: Any, centers: Any, iterations: int, reseed_empty: bool, labels: Any, d2: Any
 ) -> int:
-    """:func:`lloyd`'s loop, in place on ``centers``, ``labels`` and ``d2``; returns the steps taken."""
+    """:func:`lloyd`'s loop, in place on ``centers``, ``labels`` and ``d2``.
+
+    Returns the steps a loop without the early stop would have taken (one more than computed when the
+    assignments stopped changing).
+    """
     k = centers.shape[0]
     _nearest(points, centers, labels, d2)
     previous = labels.copy()
@@ -195,7 +199,7 @@ def _lloyd_steps(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragm
             return step + 1
         # the same labels again: the next step's means equal these centers exactly (it would stop there)
         if _same(previous, labels) and (not reseed_empty or (mass > 0.0).all()):
-            return step + 2
+            return min(step + 2, iterations)
     return iterations
 
 

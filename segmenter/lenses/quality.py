@@ -1,13 +1,15 @@
 """A lens's segment quality at refinement, against batch k-means on a sample, and the way out of a bad optimum.
 
 Lloyd steps warm-started from the live segments keep segment ids, but never
-leave the local optimum they start in. At each refinement :func:`assess`
-compares the refined centers with batch k-means (best of :data:`N_INIT`
-starts, same k) on a deterministic sample of the customers: the SSE ratio and
-the silhouette are the lens's quality gauges (:attr:`~segmenter.lenses.lens.Lens.quality`),
-and when the ratio exceeds :data:`RESTART_RATIO` the lens restarts from the
-batch centers (:func:`matched`), each taking the id of the live segment
-nearest to it.
+leave the local optimum they start in. Each refinement keeps an
+:class:`Assessment` of its centers: a comparison with batch k-means (best of
+:data:`N_INIT` starts, same k) on a deterministic sample of the customers,
+whose SSE ratio and silhouette are the lens's quality gauges
+(:attr:`~segmenter.lenses.lens.Lens.quality`), computed when read. At the
+first refinement and every :data:`RESTART_CHECK_EVERY`-th one the ratio is
+computed at once: when it exceeds :data:`RESTART_RATIO` the lens restarts from
+the batch centers (:func:`matched`), each taking the id of the live segment
+nearest to it. :func:`assess` computes everything at once.
 
 Examples
 --------
@@ -30,7 +32,17 @@ import numpy as np
 from segmenter.lenses.lloyd import batch_kmeans, nearest, sse
 from segmenter.lenses.metrics import silhouette
 
-__all__ = ["N_INIT", "QUALITY_SAMPLE", "RESTART_GAIN", "RESTART_RATIO", "LensQuality", "assess", "matched"]
+__all__ = [
+    "N_INIT",
+    "QUALITY_SAMPLE",
+    "RESTART_CHECK_EVERY",
+    "RESTART_GAIN",
+    "RESTART_RATIO",
+    "Assessment",
+    "LensQuality",
+    "assess",
+    "matched",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +52,10 @@ SILHOUETTE_SAMPLE = 1000
 N_INIT = 3
 RESTART_RATIO = 1.10
 """A refinement whose SSE exceeds batch k-means's by more than this restarts from the batch centers."""
+RESTART_CHECK_EVERY = 4
+"""The restart check (batch k-means now, at the refinement) runs at a lens's first refinement and then at every
+this-many-th one: a bad optimum is left within as many refinements (four weeks of event time by default), and
+a refinement without the check computes its quality only when it is read (:class:`Assessment`)."""
 RESTART_GAIN = 0.95
 """... provided the restarted centers lower the SSE on every customer below this share of the refined ones'
 (a restart renumbers segments and moves customers: it must pay for itself)."""
@@ -73,6 +89,57 @@ def _sample(xs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return xs[np.sort(rng.choice(len(xs), QUALITY_SAMPLE, replace=False))]
 
 
+class Assessment:
+    """One refinement's comparison with batch k-means, each part computed the first time it is needed.
+
+    The sample is drawn at once (it is all a later read needs of the rows); batch k-means runs for the restart
+    check or when :meth:`quality` is read, the silhouette only when :meth:`quality` is read. Each part draws
+    from ``rng`` in the order :func:`assess` does (sample, batch k-means, silhouette), so the values are
+    :func:`assess`'s whenever they are computed, provided nothing else draws from ``rng`` in between.
+
+    Raises
+    ------
+    ValueError
+        On an empty ``xs`` or ``centers``.
+    """
+
+    def __init__(self, xs: np.ndarray, centers: np.ndarray, rng: np.random.Generator, restarted: bool = False) -> None:
+        if not len(xs) or not len(centers):
+            raise ValueError("assess needs rows and centers")
+        self._part = _sample(xs, rng)
+        self._centers = np.array(centers, dtype=np.float64, copy=True)
+        self._customers = len(xs)
+        self._rng = rng
+        self._restarted = restarted
+        self._batch: tuple[np.ndarray, float] | None = None
+        self._quality: LensQuality | None = None
+
+    def batch(self) -> np.ndarray:
+        """The batch k-means centers on the sample (computed once)."""
+        return self._batch_run()[0]
+
+    def sse_ratio(self) -> float:
+        """SSE of the assessed centers over batch k-means's, on the sample."""
+        batch_sse = self._batch_run()[1]
+        own = sse(self._part, self._centers)
+        return own / batch_sse if batch_sse > 0.0 else 1.0
+
+    def quality(self) -> LensQuality:
+        """The SSE ratio and the silhouette (computed once)."""
+        if self._quality is None:
+            ratio = self.sse_ratio()
+            labels, _ = nearest(self._part, self._centers)
+            sil = silhouette(self._part, labels, SILHOUETTE_SAMPLE, self._rng)
+            self._quality = LensQuality(ratio, sil, self._customers, self._restarted)
+        return self._quality
+
+    def _batch_run(self) -> tuple[np.ndarray, float]:
+        if self._batch is None:
+            batch, _, batch_sse = batch_kmeans(self._part, len(self._centers), self._rng, n_init=N_INIT)
+            self._batch = (batch, batch_sse)
+        return self._batch
+
+
 def assess(xs: np.ndarray, centers: np.ndarray, rng: np.random.Generator) -> tuple[LensQuality, np.ndarray]:
     """Quality of ``centers`` on (a sample of) the scaled rows ``xs``, and the batch k-means centers.
 
@@ -81,15 +148,8 @@ def assess(xs: np.ndarray, centers: np.ndarray, rng: np.random.Generator) -> tup
     ValueError
         On an empty ``xs`` or ``centers``.
     """
-    if not len(xs) or not len(centers):
-        raise ValueError("assess needs rows and centers")
-    part = _sample(xs, rng)
-    batch, _, batch_sse = batch_kmeans(part, len(centers), rng, n_init=N_INIT)
-    own = sse(part, centers)
-    ratio = own / batch_sse if batch_sse > 0.0 else 1.0
-    labels, _ = nearest(part, centers)
-    sil = silhouette(part, labels, SILHOUETTE_SAMPLE, rng)
-    return LensQuality(sse_ratio=ratio, silhouette=sil, customers=len(xs)), batch
+    check = Assessment(xs, centers, rng)
+    return check.quality(), check.batch()
 
 
 def matched(current: np.ndarray, batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""A refinement's quality is computed when read, equal to assessing at once; the restart check has a cadence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import segmenter.lenses.quality as quality_module
+from consumer.metrics import Metrics
+from segmenter.lenses.lloyd import batch_kmeans, nearest, sse
+from segmenter.lenses.metrics import silhouette
+from segmenter.lenses.quality import (
+    N_INIT,
+    QUALITY_SAMPLE,
+    RESTART_CHECK_EVERY,
+    SILHOUETTE_SAMPLE,
+    Assessment,
+    assess,
+)
+
+from .helpers import blobs, feed, make_lens
+
+
+def _count_batch_kmeans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = batch_kmeans
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quality_module, "batch_kmeans", counted)
+    return calls
+
+
+def _assess_in_steps(xs: np.ndarray, centers: np.ndarray, seed: int) -> tuple[float, float, np.ndarray]:
+    """The comparison spelled out in its order of draws: sample, batch k-means, silhouette."""
+    rng = np.random.default_rng(seed)
+    part = xs[np.sort(rng.choice(len(xs), QUALITY_SAMPLE, replace=False))]
+    batch, _, batch_sse = batch_kmeans(part, len(centers), rng, n_init=N_INIT)
+    labels, _ = nearest(part, centers)
+    return sse(part, centers) / batch_sse, silhouette(part, labels, SILHOUETTE_SAMPLE, rng), batch
+
+
+def test_an_assessment_read_late_equals_assessing_at_once() -> None:
+    xs, _ = blobs(6000, seed=3)  # more rows than the sample: every part draws from the generator
+    centers = xs[:4].copy()
+    ratio, sil, batch = _assess_in_steps(xs, centers, 9)
+    later = Assessment(xs, centers, np.random.default_rng(9))
+    centers[:] = 0.0  # the assessment keeps its own copy of the centers
+    q = later.quality()
+    assert (q.sse_ratio, q.silhouette, q.customers) == (ratio, sil, len(xs)) and np.array_equal(later.batch(), batch)
+    assert later.quality() is q  # computed once
+    at_once, at_once_batch = assess(xs, xs[:4], np.random.default_rng(9))
+    assert at_once == q and np.array_equal(at_once_batch, batch)
+
+
+def test_refinements_without_a_check_or_a_read_run_no_batch_kmeans(monkeypatch: pytest.MonkeyPatch) -> None:
+    lens = make_lens("kmeans")
+    X, _ = blobs(1500, seed=8)
+    feed(lens, X)
+    calls = _count_batch_kmeans(monkeypatch)
+    for _ in range(RESTART_CHECK_EVERY):
+        lens.refine(X)
+    assert len(calls) == 1  # the first refinement's restart check only
+    q = lens.quality
+    assert q is not None and len(calls) == 2  # the last refinement's quality, computed when read
+    assert lens.quality is q and len(calls) == 2
+
+
+def test_gauges_show_the_latest_refinement_not_an_earlier_one() -> None:
+    metrics = Metrics()
+    lens = make_lens("kmeans")
+    X, _ = blobs(1500, seed=8)
+    feed(lens, X)
+    lens.refine(X)
+    first = lens.quality
+    moved, _ = blobs(1500, seed=9, spread=1.5)  # another population: another quality
+    lens.refine(moved)
+    metrics.set_lens_quality([lens])
+    q = lens.quality
+    assert q is not None and first is not None and q != first
+    body = metrics.exposition().decode()
+    assert f'segmenter_lens_sse_ratio{{lens="t"}} {q.sse_ratio}' in body
+    assert f'segmenter_lens_silhouette{{lens="t"}} {q.silhouette}' in body
+
+
+def test_a_bad_optimum_is_left_at_the_next_restart_check() -> None:
+    lens = make_lens("kmeans", refine_iterations=1, match_threshold=0.2)  # the two halves of a blob do not merge
+    X, _ = blobs(2000, seed=5)
+    feed(lens, X)
+    lens.refine(X)  # the first refinement checks
+    bad = np.array([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 0.0, 6.0]])
+    for n in range(1, RESTART_CHECK_EVERY + 1):
+        snap = lens.snapshot
+        assert snap is not None
+        assert len(lens.registry.live()) == len(bad)
+        lens.registry.set_centers(lens.registry.live(), snap.scale_matrix(bad), snap, merge_within=0.0)
+        lens.refine(X)
+        q = lens.quality
+        assert q is not None and q.restarted == (n == RESTART_CHECK_EVERY), n
+    assert q is not None and q.sse_ratio < 1.02
+
+
+def test_the_check_cadence_survives_a_restore() -> None:
+    lens = make_lens("kmeans")
+    X, _ = blobs(1500, seed=8)
+    feed(lens, X)
+    lens.refine(X)
+    copy = make_lens("kmeans")
+    copy.load_state(lens.state())
+    assert copy.state()["refinements"] == lens.state()["refinements"] == 1
+    for _ in range(RESTART_CHECK_EVERY):
+        lens.refine(X)
+        copy.refine(X)
+        assert copy.quality == lens.quality
