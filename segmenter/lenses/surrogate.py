@@ -116,8 +116,9 @@ class _Columns(NamedTuple):
     x: np.ndarray
     order: np.ndarray
     """``(d, n)`` int64: row indices of ``x`` sorted by each column (stable)."""
-    tune_cuts: list[list[float]]
-    """Per column, the rounded candidate thresholds of :func:`_tune` (its quantiles over all rows)."""
+    tune_cuts: dict[int, list[float]]
+    """Per column, the rounded candidate thresholds of :func:`_tune` (its quantiles over all rows), filled when
+    first needed (:func:`_tune_cuts`)."""
 
 
 _SPLIT_QUANTILES = np.linspace(0.0, 1.0, QUANTILES + 2)
@@ -127,9 +128,14 @@ _TUNE_QUANTILES = np.linspace(0.0, 1.0, 2 * QUANTILES + 1)
 def _columns(x: np.ndarray) -> _Columns:
     x = np.ascontiguousarray(x, dtype=np.float64)
     order = np.ascontiguousarray(np.argsort(x, axis=0, kind="stable").T, dtype=np.int64)
-    tune_cuts = [[_round2(q) for q in np.unique(np.quantile(x[:, j], _TUNE_QUANTILES)).tolist()]
-                 for j in range(x.shape[1])]  # fmt: skip
-    return _Columns(x, order, tune_cuts)
+    return _Columns(x, order, {})
+
+
+def _tune_cuts(cols: _Columns, j: int) -> list[float]:
+    cuts = cols.tune_cuts.get(j)
+    if cuts is None:
+        cuts = cols.tune_cuts[j] = [_round2(q) for q in np.unique(np.quantile(cols.x[:, j], _TUNE_QUANTILES)).tolist()]
+    return cuts
 
 
 @njit(cache=True)
@@ -335,15 +341,17 @@ def _tune(
     for _ in range(2):
         for i, (f, op, _v) in enumerate(best.conditions):
             j = list(names).index(f)
-            base = best.conditions[:i] + best.conditions[i + 1 :]
-            cuts = cols.tune_cuts[j]
-            options = [base] + [(*best.conditions[:i], (f, op, c), *best.conditions[i + 1 :]) for c in cuts]
-            for cand, shares in zip(options, _shares(x, y, names, base, (x[:, j], op, cuts)), strict=True):
-                if shares is None:
-                    continue
-                rule = SegmentRule(cand, *shares)
-                if (rule.fidelity, -len(cand)) > (best.fidelity, -len(best.conditions)):
-                    best = rule
+            head, tail = best.conditions[:i], best.conditions[i + 1 :]
+            cuts = _tune_cuts(cols, j)
+            top, pick = (best.fidelity, -len(best.conditions)), None
+            # option 0 drops the condition, option c + 1 sets its threshold to cuts[c]
+            for option, shares in enumerate(_shares(x, y, names, head + tail, (x[:, j], op, cuts))):
+                if shares is not None and (min(shares), -len(head) - len(tail) - (option > 0)) > top:
+                    top, pick = (min(shares), -len(head) - len(tail) - (option > 0)), (option, shares)
+            if pick is not None:
+                option, shares = pick
+                middle = ((f, op, cuts[option - 1]),) if option else ()
+                best = SegmentRule((*head, *middle, *tail), *shares)
             if i >= len(best.conditions) - 1:
                 break
     return best

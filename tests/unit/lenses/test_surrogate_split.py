@@ -9,9 +9,13 @@ from segmenter.lenses.surrogate import (
     _SPLIT_QUANTILES,
     MIN_LEAF,
     QUANTILES,
+    SegmentRule,
     _best_split,
     _columns,
+    _measure,
     _quantile_cuts,
+    _round2,
+    _tune,
     fit_rule,
 )
 
@@ -98,3 +102,34 @@ def test_rules_fitted_alone_or_together_agree() -> None:
     names = ("recency_days", "orders", "net_spend")
     for m in (members, ~members, x[:, 1] >= 3):
         assert fit_rule(x, m, names) == fit_rule(x, m, names, cols=cols)
+
+
+def _tune_by_measuring(
+    x: np.ndarray, y: np.ndarray, names: tuple[str, ...], conditions: tuple[tuple[str, str, float], ...]
+) -> SegmentRule | None:
+    """The threshold tuning measuring every candidate rule on its own, the readable twin of :func:`_tune`."""
+    best = _measure(x, y, names, conditions)
+    if best is None:
+        return None
+    for _ in range(2):
+        for i, (f, op, _v) in enumerate(best.conditions):
+            col = x[:, names.index(f)]
+            head, tail = best.conditions[:i], best.conditions[i + 1 :]
+            qs = np.unique(np.quantile(col, np.linspace(0.0, 1.0, 2 * QUANTILES + 1))).tolist()
+            for cand in [head + tail] + [(*head, (f, op, _round2(q)), *tail) for q in qs]:
+                rule = _measure(x, y, names, cand)
+                if rule is not None and (rule.fidelity, -len(cand)) > (best.fidelity, -len(best.conditions)):
+                    best = rule
+            if i >= len(best.conditions) - 1:
+                break
+    return best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_threshold_tuning_equals_measuring_each_candidate(seed: int) -> None:
+    x, members = _data(seed)
+    names = ("recency_days", "orders", "net_spend")
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(3, size=int(rng.integers(1, 4)), replace=False).tolist()
+    conditions = tuple((names[j], str(rng.choice([">", "<="])), float(np.median(x[:, j]))) for j in picks)
+    assert _tune(_columns(x), members, names, conditions) == _tune_by_measuring(x, members, names, conditions)
