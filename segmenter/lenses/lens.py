@@ -57,9 +57,11 @@ from segmenter.lenses.quality import (
     RESTART_CHECK_EVERY,
     RESTART_GAIN,
     RESTART_RATIO,
+    SCREEN_RATIO,
     Assessment,
     LensQuality,
     matched,
+    screen,
 )
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
@@ -192,7 +194,7 @@ class Lens:
         """SSE ratio against batch k-means and silhouette at the last refinement (None before one).
 
         Measured on the rows that refinement kept, the first time it is read (a refinement itself computes
-        only its restart check, :data:`~segmenter.lenses.quality.RESTART_CHECK_EVERY`).
+        only its restart check when one is due, :data:`~segmenter.lenses.quality.RESTART_CHECK_EVERY`).
         """
         return None if self._assessment is None else self._assessment.quality()
 
@@ -461,7 +463,10 @@ class Lens:
         cs, _ = lloyd(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
         rng = np.random.default_rng([self.seed, self.model_version])
         check = Assessment(xs, cs, rng)
-        if self._refinements % RESTART_CHECK_EVERY == 0 and check.sse_ratio() > RESTART_RATIO:
+        due = self._refinements % RESTART_CHECK_EVERY == 0
+        if (due or screen(xs, cs, np.random.default_rng([self.seed, self.model_version, 2])) > SCREEN_RATIO) and (
+            check.sse_ratio() > RESTART_RATIO
+        ):
             # a bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment
             check.quality()  # its silhouette draws from rng before the next assessment's sample
             fresh, _ = lloyd(xs, matched(cs, check.batch()), self.config.refine_iterations)

@@ -6,10 +6,12 @@ leave the local optimum they start in. Each refinement keeps an
 :data:`N_INIT` starts, same k) on a deterministic sample of the customers,
 whose SSE ratio and silhouette are the lens's quality gauges
 (:attr:`~segmenter.lenses.lens.Lens.quality`), computed when read. At the
-first refinement and every :data:`RESTART_CHECK_EVERY`-th one the ratio is
-computed at once: when it exceeds :data:`RESTART_RATIO` the lens restarts from
-the batch centers (:func:`matched`), each taking the id of the live segment
-nearest to it. :func:`assess` computes everything at once.
+first refinement and every :data:`RESTART_CHECK_EVERY`-th one, and at any
+other whose :func:`screen` (one start on a small sample) exceeds
+:data:`SCREEN_RATIO`, the ratio is computed at once: when it exceeds
+:data:`RESTART_RATIO` the lens restarts from the batch centers
+(:func:`matched`), each taking the id of the live segment nearest to it.
+:func:`assess` computes everything at once.
 
 Examples
 --------
@@ -38,10 +40,13 @@ __all__ = [
     "RESTART_CHECK_EVERY",
     "RESTART_GAIN",
     "RESTART_RATIO",
+    "SCREEN_RATIO",
+    "SCREEN_SAMPLE",
     "Assessment",
     "LensQuality",
     "assess",
     "matched",
+    "screen",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,8 +59,12 @@ RESTART_RATIO = 1.10
 """A refinement whose SSE exceeds batch k-means's by more than this restarts from the batch centers."""
 RESTART_CHECK_EVERY = 4
 """The restart check (batch k-means now, at the refinement) runs at a lens's first refinement and then at every
-this-many-th one: a bad optimum is left within as many refinements (four weeks of event time by default), and
-a refinement without the check computes its quality only when it is read (:class:`Assessment`)."""
+this-many-th one, and between them where :func:`screen` calls for it; a refinement without the check computes
+its quality only when it is read (:class:`Assessment`)."""
+SCREEN_SAMPLE = 500
+"""Customers in the screen of the refinements between restart checks (:func:`screen`)."""
+SCREEN_RATIO = 1.05
+"""A screened refinement whose SSE ratio on the screen's sample exceeds this runs the restart check."""
 RESTART_GAIN = 0.95
 """... provided the restarted centers lower the SSE on every customer below this share of the refined ones'
 (a restart renumbers segments and moves customers: it must pay for itself)."""
@@ -138,6 +147,18 @@ class Assessment:
             batch, _, batch_sse = batch_kmeans(self._part, len(self._centers), self._rng, n_init=N_INIT)
             self._batch = (batch, batch_sse)
         return self._batch
+
+
+def screen(xs: np.ndarray, centers: np.ndarray, rng: np.random.Generator) -> float:
+    """A cheap, pessimistic SSE ratio: batch k-means from one start on a sample of :data:`SCREEN_SAMPLE` rows.
+
+    Batch k-means fits a small sample more closely than a large one, so this ratio tends to exceed the one
+    :class:`Assessment` measures: below :data:`SCREEN_RATIO`, the restart check is not needed. Its own
+    ``rng``, so the assessment's draws stay the same.
+    """
+    part = xs if len(xs) <= SCREEN_SAMPLE else xs[rng.choice(len(xs), SCREEN_SAMPLE, replace=False)]
+    _, _, batch_sse = batch_kmeans(part, len(centers), rng, n_init=1)
+    return sse(part, centers) / batch_sse if batch_sse > 0.0 else 1.0
 
 
 def assess(xs: np.ndarray, centers: np.ndarray, rng: np.random.Generator) -> tuple[LensQuality, np.ndarray]:

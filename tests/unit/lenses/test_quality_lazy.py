@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import segmenter.lenses.lens as lens_module
 import segmenter.lenses.quality as quality_module
 from consumer.metrics import Metrics
 from segmenter.lenses.lloyd import batch_kmeans, nearest, sse
@@ -24,11 +25,13 @@ from .helpers import blobs, feed, make_lens
 
 
 def _count_batch_kmeans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the assessments' batch k-means runs (``N_INIT`` starts; the screen's single start is not counted)."""
     calls: list[int] = []
     real = batch_kmeans
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
+        if kwargs.get("n_init") == N_INIT:
+            calls.append(1)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(quality_module, "batch_kmeans", counted)
@@ -87,21 +90,37 @@ def test_gauges_show_the_latest_refinement_not_an_earlier_one() -> None:
     assert f'segmenter_lens_silhouette{{lens="t"}} {q.silhouette}' in body
 
 
-def test_a_bad_optimum_is_left_at_the_next_restart_check() -> None:
-    lens = make_lens("kmeans", refine_iterations=1, match_threshold=0.2)  # the two halves of a blob do not merge
-    X, _ = blobs(2000, seed=5)
-    feed(lens, X)
-    lens.refine(X)  # the first refinement checks
+def _bad_optimum_runs(lens: Any, X: np.ndarray, refinements: int) -> list[bool]:
+    """After one refinement, ``refinements`` more, each from a bad optimum: whether each one restarted."""
+    lens.refine(X)
     bad = np.array([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 0.0, 6.0]])
-    for n in range(1, RESTART_CHECK_EVERY + 1):
+    restarted = []
+    for _ in range(refinements):
         snap = lens.snapshot
-        assert snap is not None
-        assert len(lens.registry.live()) == len(bad)
+        assert snap is not None and len(lens.registry.live()) == len(bad)
         lens.registry.set_centers(lens.registry.live(), snap.scale_matrix(bad), snap, merge_within=0.0)
         lens.refine(X)
         q = lens.quality
-        assert q is not None and q.restarted == (n == RESTART_CHECK_EVERY), n
-    assert q is not None and q.sse_ratio < 1.02
+        assert q is not None
+        restarted.append(q.restarted)
+        if q.restarted:
+            assert q.sse_ratio < 1.02
+    return restarted
+
+
+def test_the_screen_sends_a_bad_optimum_to_the_restart_check() -> None:
+    lens = make_lens("kmeans", refine_iterations=1, match_threshold=0.2)  # the two halves of a blob do not merge
+    X, _ = blobs(2000, seed=5)
+    feed(lens, X)
+    assert _bad_optimum_runs(lens, X, 1) == [True]  # the second refinement: no check due, the screen sees it
+
+
+def test_without_the_screen_a_bad_optimum_is_left_at_the_next_due_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lens_module, "screen", lambda *args: 1.0)
+    lens = make_lens("kmeans", refine_iterations=1, match_threshold=0.2)
+    X, _ = blobs(2000, seed=5)
+    feed(lens, X)
+    assert _bad_optimum_runs(lens, X, RESTART_CHECK_EVERY) == [False] * (RESTART_CHECK_EVERY - 1) + [True]
 
 
 def test_the_check_cadence_survives_a_restore() -> None:
