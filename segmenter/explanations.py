@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from segmenter.outputs import Explanation
-from segmenter.unvalidated import build
+from segmenter.outputs import Explanation, SegmentRef
 
 if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
@@ -37,8 +36,6 @@ NO_EXPLANATION = Explanation(
     top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None, distance_to_runner_up=None
 )
 """Before the lens's first scaler snapshot (frozen, shared by every message that has it)."""
-_GIVEN = tuple(Explanation.model_fields)
-"""Every field of an explanation is given (its fields set, as the validating constructor has it)."""
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a double into two 26-bit halves
 
 
@@ -264,15 +261,22 @@ def _messages(lens: Lens, raw: list[list[float]], num: _Numbers) -> list[Explana
     """The :class:`Explanation` messages of :func:`explain_rows`'s numbers (``NaN``: none)."""
     names = lens.feature_names
     ref = lens.ref
+    refs: dict[int, SegmentRef] = {}
     isnan = math.isnan
-    out = []
-    for values, x, c, chosen, (d_old, d_new, d_run), run in zip(raw, *num, strict=True):
-        out.append(build(Explanation, _GIVEN, {  # floats, a list of plain dicts and a SegmentRef: typed already
-            "top_features": [{"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]}
-                             for j in chosen if j >= 0],
-            "distance_to_old": None if isnan(d_old) else d_old,
-            "distance_to_new": None if isnan(d_new) else d_new,
-            "runner_up": None if run < 0 else ref(run),
-            "distance_to_runner_up": None if run < 0 else d_run,
-        }))  # fmt: skip
-    return out
+    whys = []
+    for values, x, c, chosen, (d_old, d_new, d_runner), run in zip(raw, *num, strict=True):
+        top = []
+        for j in chosen:
+            if j < 0:  # -1 after the last
+                break
+            top.append({"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]})
+        d_run: float | None = d_runner
+        if run < 0:
+            runner, d_run = None, None
+        elif (runner := refs.get(run)) is None:
+            runner = refs[run] = ref(run)
+        # every field in declaration order: floats (NaN: none), plain dicts and a SegmentRef
+        whys.append({"top_features": top, "distance_to_old": None if isnan(d_old) else d_old,
+                     "distance_to_new": None if isnan(d_new) else d_new, "runner_up": runner,
+                     "distance_to_runner_up": d_run})  # fmt: skip
+    return Explanation.trusted_many(whys)
