@@ -86,11 +86,11 @@ from segmenter.outputs import CampaignTrigger, Explanation, OutputMessage, Segme
 from segmenter.rescoring import Rescorer
 from segmenter.rounding import round_half_even
 from segmenter.shared import decode_view, load_lens_view
-from segmenter.triggers.engine import TriggerEngine
 from segmenter.vectors import VectorSample
 from segmenter.views import CustomerView, CustomerViews, SegmenterStats, SegmentSize, segment_sizes
 
 if TYPE_CHECKING:
+    from segmenter.triggers.engine import TriggerEngine
     from segmenter.triggers.rules import RuleSet
 
 __all__ = ["BatchResult", "CustomerView", "SegmentSize", "Segmenter", "SegmenterStats"]
@@ -228,6 +228,8 @@ class Segmenter:
         if rules is None:
             self._engine = None
             return
+        from segmenter.triggers.engine import TriggerEngine  # noqa: PLC0415 - only with rules (start-up time)
+
         old = self._engine
         engine = TriggerEngine(rules)
         if old is not None:
