@@ -211,19 +211,26 @@ class Explainer:
     def __init__(self, lens: Lens) -> None:
         self._lens = lens
         self._epoch = -1
+        self._snap: object = None
         self._rows: dict[int, int] = {}
-        self._table = np.zeros((0, 0), np.float64)
+        self._space: Space | None = None
 
     def _refresh(self) -> None:
-        """The scaled center of every segment the registry holds, as rows of one table."""
+        """The lens's scaled space: its scaler snapshot, live centers, and the scaled center of every segment the
+        registry holds, as rows of one table (kept until the lens's caches or snapshot change)."""
         lens = self._lens
         snap = lens.snapshot
         assert snap is not None
         segments = lens.registry.segments
         self._rows = {n: i for i, n in enumerate(segments)}
         d = len(lens.feature_names)
-        self._table = np.array([snap.scale(s.center) for s in segments.values()], np.float64).reshape(-1, d)
+        table = np.array([snap.scale(s.center) for s in segments.values()], np.float64).reshape(-1, d)
+        live, centers, *_ = lens.kernel_view()
+        self._space = Space(np.asarray(snap.heavy, np.bool_), np.asarray(snap.mean, np.float64),
+                            np.asarray(snap.std, np.float64), table, np.asarray(live, np.int64),
+                            np.asarray(centers, np.float64).reshape(-1, d))  # fmt: skip
         self._epoch = lens.cache_epoch
+        self._snap = snap
 
     def explain(self, raw: np.ndarray[Any, np.dtype[np.float64]], old: list[int], new: list[int]) -> list[Explanation]:
         """One explanation per row of ``raw`` (the lens's raw features), moving ``old[m]`` -> ``new[m]`` (-1: none)."""
@@ -232,15 +239,16 @@ class Explainer:
         n = len(old)
         if snap is None:
             return [NO_EXPLANATION] * n
-        if self._epoch != lens.cache_epoch or any(s not in self._rows for s in (*old, *new) if s >= 0):
-            self._refresh()
         rows = self._rows
+        if (self._epoch != lens.cache_epoch or snap is not self._snap
+                or any(s not in rows for s in (*old, *new) if s >= 0)):  # fmt: skip
+            self._refresh()
+            rows = self._rows
+        space = self._space
+        assert space is not None
         d = len(lens.feature_names)
-        live, centers, *_ = lens.kernel_view()
         num = Numbers(np.empty((n, d), np.float64), np.full((n, d), np.nan), np.empty((n, TOP_FEATURES), np.int64),
                       np.empty((n, 3), np.float64), np.empty(n, np.int64))  # fmt: skip
-        space = Space(np.asarray(snap.heavy, np.bool_), np.asarray(snap.mean), np.asarray(snap.std), self._table,
-                      np.asarray(live, np.int64), np.asarray(centers, np.float64).reshape(-1, d))  # fmt: skip
         moves = Moves(np.ascontiguousarray(raw, np.float64), np.array([rows.get(s, -1) for s in old], np.int64),
                       np.array([rows.get(s, -1) for s in new], np.int64), np.asarray(new, np.int64))  # fmt: skip
         explain_rows(moves, space, num, 2.0)
