@@ -47,7 +47,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -55,22 +55,18 @@ import orjson
 from segmenter.codec import is_record
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
-from segmenter.evaluation import (
-    EvaluationInputError,
-    LensEvaluation,
-    evaluate_lenses,
-    parse_k_range,
-    parse_snapshot,
-    parse_truth,
-    segment_rules,
-)
-from segmenter.explorer import SizeHistory, lens_sizes, live_document, render_page, snapshot_document
 from segmenter.gc_tuning import tune_gc
 from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayIO, ReplayReport, replay
 from segmenter.schema import NAMES, render, schemas, write_files
-from segmenter.triggers.rules import RuleSet, describe_rules, load_rules
+
+if TYPE_CHECKING:
+    from segmenter.evaluation import LensEvaluation
+    from segmenter.triggers.rules import RuleSet
+
+# Imported where used (not by ``replay`` without ``--rules``; tests/unit/test_startup.py): segmenter.evaluation,
+# segmenter.explorer and segmenter.triggers.rules, tens of ms of every start-up otherwise.
 
 logger = logging.getLogger("segmenter")
 
@@ -171,7 +167,11 @@ def _cannot(action: str, path: Path, exc: OSError) -> UsageError:
 
 def _load(config: Path | None, rules: Path | None) -> tuple[SegmenterConfig, RuleSet | None]:
     cfg = load_config(config)
-    return cfg, (load_rules(rules, cfg) if rules is not None else None)
+    if rules is None:
+        return cfg, None
+    from segmenter.triggers.rules import load_rules  # noqa: PLC0415 - only with --rules
+
+    return cfg, load_rules(rules, cfg)
 
 
 @dataclass(frozen=True)
@@ -314,6 +314,14 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _profile_html(args: argparse.Namespace, data: bytes) -> int:
     """``profile --html``: the explorer page of a checkpoint or a replay snapshot."""
+    from segmenter.explorer import (  # noqa: PLC0415 - only for this command
+        SizeHistory,
+        lens_sizes,
+        live_document,
+        render_page,
+        snapshot_document,
+    )
+
     source = f"{args.source.name}"
     if is_record(data):  # a Segmenter.snapshot() checkpoint (segmenter.codec)
         seg = Segmenter.from_snapshot(load_config(args.config), data)
@@ -378,6 +386,8 @@ def _snapshot_lines(seg: Segmenter) -> bytes:
 
 def _checkpoint_rules(seg: Segmenter, source: str) -> dict[str, dict[str, dict[str, Any]]]:
     """Per lens, segment id -> rule, fitted on the restored customers' features and segments."""
+    from segmenter.evaluation import parse_snapshot, segment_rules  # noqa: PLC0415 - only for this command
+
     lines = _snapshot_lines(seg)
     if not lines:
         return {}
@@ -445,6 +455,14 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """``segmenter evaluate``: one-line errors naming the file (and line) on bad input."""
+    from segmenter.evaluation import (  # noqa: PLC0415 - only for this command
+        EvaluationInputError,
+        evaluate_lenses,
+        parse_k_range,
+        parse_snapshot,
+        parse_truth,
+    )
+
     try:
         k_range = parse_k_range(args.k_range)
     except ValueError as exc:
@@ -508,6 +526,8 @@ def _fmt(value: float | None) -> str:
 
 
 def _check_rules(args: argparse.Namespace) -> int:
+    from segmenter.triggers.rules import describe_rules, load_rules  # noqa: PLC0415 - only for this command
+
     cfg = load_config(args.config)
     rules = load_rules(args.rules, cfg)
     for line in describe_rules(rules):

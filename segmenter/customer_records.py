@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -19,7 +19,9 @@ import orjson
 from segmenter.errors import StateError
 from segmenter.features import FeatureStore
 from segmenter.lenses.lens import Lens
-from segmenter.triggers.engine import TriggerEngine
+
+if TYPE_CHECKING:
+    from segmenter.triggers.engine import TriggerEngine
 
 __all__ = ["CustomerRecords", "known_segments"]
 

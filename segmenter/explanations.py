@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from segmenter.outputs import Explanation
-from segmenter.unvalidated import build
+from segmenter.outputs import Explanation, SegmentRef
 
 if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
@@ -37,8 +36,6 @@ NO_EXPLANATION = Explanation(
     top_features=[], distance_to_old=None, distance_to_new=None, runner_up=None, distance_to_runner_up=None
 )
 """Before the lens's first scaler snapshot (frozen, shared by every message that has it)."""
-_GIVEN = tuple(Explanation.model_fields)
-"""Every field of an explanation is given (its fields set, as the validating constructor has it)."""
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a double into two 26-bit halves
 
 
@@ -214,19 +211,26 @@ class Explainer:
     def __init__(self, lens: Lens) -> None:
         self._lens = lens
         self._epoch = -1
+        self._snap: object = None
         self._rows: dict[int, int] = {}
-        self._table = np.zeros((0, 0), np.float64)
+        self._space: Space | None = None
 
     def _refresh(self) -> None:
-        """The scaled center of every segment the registry holds, as rows of one table."""
+        """The lens's scaled space: its scaler snapshot, live centers, and the scaled center of every segment the
+        registry holds, as rows of one table (kept until the lens's caches or snapshot change)."""
         lens = self._lens
         snap = lens.snapshot
         assert snap is not None
         segments = lens.registry.segments
         self._rows = {n: i for i, n in enumerate(segments)}
         d = len(lens.feature_names)
-        self._table = np.array([snap.scale(s.center) for s in segments.values()], np.float64).reshape(-1, d)
+        table = np.array([snap.scale(s.center) for s in segments.values()], np.float64).reshape(-1, d)
+        live, centers, *_ = lens.kernel_view()
+        self._space = Space(np.asarray(snap.heavy, np.bool_), np.asarray(snap.mean, np.float64),
+                            np.asarray(snap.std, np.float64), table, np.asarray(live, np.int64),
+                            np.asarray(centers, np.float64).reshape(-1, d))  # fmt: skip
         self._epoch = lens.cache_epoch
+        self._snap = snap
 
     def explain(self, raw: np.ndarray[Any, np.dtype[np.float64]], old: list[int], new: list[int]) -> list[Explanation]:
         """One explanation per row of ``raw`` (the lens's raw features), moving ``old[m]`` -> ``new[m]`` (-1: none)."""
@@ -235,15 +239,16 @@ class Explainer:
         n = len(old)
         if snap is None:
             return [NO_EXPLANATION] * n
-        if self._epoch != lens.cache_epoch or any(s not in self._rows for s in (*old, *new) if s >= 0):
-            self._refresh()
         rows = self._rows
+        if (self._epoch != lens.cache_epoch or snap is not self._snap
+                or any(s not in rows for s in (*old, *new) if s >= 0)):  # fmt: skip
+            self._refresh()
+            rows = self._rows
+        space = self._space
+        assert space is not None
         d = len(lens.feature_names)
-        live, centers, *_ = lens.kernel_view()
         num = Numbers(np.empty((n, d), np.float64), np.full((n, d), np.nan), np.empty((n, TOP_FEATURES), np.int64),
                       np.empty((n, 3), np.float64), np.empty(n, np.int64))  # fmt: skip
-        space = Space(np.asarray(snap.heavy, np.bool_), np.asarray(snap.mean), np.asarray(snap.std), self._table,
-                      np.asarray(live, np.int64), np.asarray(centers, np.float64).reshape(-1, d))  # fmt: skip
         moves = Moves(np.ascontiguousarray(raw, np.float64), np.array([rows.get(s, -1) for s in old], np.int64),
                       np.array([rows.get(s, -1) for s in new], np.int64), np.asarray(new, np.int64))  # fmt: skip
         explain_rows(moves, space, num, 2.0)
@@ -264,15 +269,22 @@ def _messages(lens: Lens, raw: list[list[float]], num: _Numbers) -> list[Explana
     """The :class:`Explanation` messages of :func:`explain_rows`'s numbers (``NaN``: none)."""
     names = lens.feature_names
     ref = lens.ref
+    refs: dict[int, SegmentRef] = {}
     isnan = math.isnan
-    out = []
-    for values, x, c, chosen, (d_old, d_new, d_run), run in zip(raw, *num, strict=True):
-        out.append(build(Explanation, _GIVEN, {  # floats, a list of plain dicts and a SegmentRef: typed already
-            "top_features": [{"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]}
-                             for j in chosen if j >= 0],
-            "distance_to_old": None if isnan(d_old) else d_old,
-            "distance_to_new": None if isnan(d_new) else d_new,
-            "runner_up": None if run < 0 else ref(run),
-            "distance_to_runner_up": None if run < 0 else d_run,
-        }))  # fmt: skip
-    return out
+    whys = []
+    for values, x, c, chosen, (d_old, d_new, d_runner), run in zip(raw, *num, strict=True):
+        top = []
+        for j in chosen:
+            if j < 0:  # -1 after the last
+                break
+            top.append({"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]})
+        d_run: float | None = d_runner
+        if run < 0:
+            runner, d_run = None, None
+        elif (runner := refs.get(run)) is None:
+            runner = refs[run] = ref(run)
+        # every field in declaration order: floats (NaN: none), plain dicts and a SegmentRef
+        whys.append({"top_features": top, "distance_to_old": None if isnan(d_old) else d_old,
+                     "distance_to_new": None if isnan(d_new) else d_new, "runner_up": runner,
+                     "distance_to_runner_up": d_run})  # fmt: skip
+    return Explanation.trusted_many(whys)

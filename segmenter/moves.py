@@ -5,9 +5,9 @@ apply a move to the store's lens columns themselves (segment, dwell, entry
 time, previous segment, model version) and record it here (:func:`apply`):
 the row, lens, old and new segment, the event that caused it (``-1``: none),
 its event time, the customer's latest event time then, the distance and every
-feature of the row at that time. Python reads the buffer in order
-(:meth:`MoveBuffer.moves`) to build the messages, lens membership counts and
-campaign triggers, then clears it (:meth:`MoveBuffer.clear`).
+feature of the row at that time (one :class:`Move` per row of its columns).
+Python reads the buffer's columns in order to build the messages, lens
+membership counts and campaign triggers, then clears it (:meth:`MoveBuffer.clear`).
 """
 
 from __future__ import annotations
@@ -68,13 +68,6 @@ class MoveBuffer:
 
     def __len__(self) -> int:
         return int(self.count[0])
-
-    def moves(self) -> list[Move]:
-        """The buffered moves, in the order they were decided."""
-        n = len(self)
-        return [Move(row, li, old, new, ev, at, last, d)
-                for (row, li, old, new, ev, at, last), d in zip(self.ints[:n].tolist(), self.dist[:n].tolist(),
-                                                                strict=True)]  # fmt: skip
 
     def permute(self, order: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Reorder the buffered moves: the ``m``-th becomes the one that was ``order[m]``."""

@@ -81,16 +81,16 @@ from segmenter.model_state import (
     encode_model_state,
     encode_snapshot,
 )
-from segmenter.moves import M_ROW, Move, MoveBuffer
-from segmenter.outputs import CampaignTrigger, Explanation, OutputMessage, SegmentChange, SegmentLifecycle
+from segmenter.moves import M_EVENT, M_LAST, M_LENS, M_ROW, MoveBuffer
+from segmenter.outputs import CampaignTrigger, Explanation, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
 from segmenter.rescoring import Rescorer
 from segmenter.rounding import round_half_even
 from segmenter.shared import decode_view, load_lens_view
-from segmenter.triggers.engine import TriggerEngine
 from segmenter.vectors import VectorSample
 from segmenter.views import CustomerView, CustomerViews, SegmenterStats, SegmentSize, segment_sizes
 
 if TYPE_CHECKING:
+    from segmenter.triggers.engine import TriggerEngine
     from segmenter.triggers.rules import RuleSet
 
 __all__ = ["BatchResult", "CustomerView", "SegmentSize", "Segmenter", "SegmenterStats"]
@@ -180,6 +180,7 @@ class Segmenter:
         self._lenses = [Lens(lc, config.seed) for lc in config.lenses]
         self._names = [lc.name for lc in config.lenses]
         self._idx = [[FEATURE_NAMES.index(f) for f in lc.features] for lc in config.lenses]
+        self._idx_arrays = [np.asarray(ix, np.int64) for ix in self._idx]
         # itemgetter of >= 2 indices returns a tuple; of one index, a bare value (wrapped below)
         self._pick: list[Callable[[list[float]], Any]] = [_picker(ix) for ix in self._idx]
         self._fnames = [tuple(lc.features) for lc in config.lenses]
@@ -227,6 +228,8 @@ class Segmenter:
         if rules is None:
             self._engine = None
             return
+        from segmenter.triggers.engine import TriggerEngine  # noqa: PLC0415 - only with rules (start-up time)
+
         old = self._engine
         engine = TriggerEngine(rules)
         if old is not None:
@@ -514,70 +517,94 @@ class Segmenter:
         live); ``events`` are the batch the moves' event indices point into; ``stamp`` (relative seconds) is
         every move's ``event_ts`` (``None``: its own time, the event's ``ts`` for an event's move).
         """
-        moves = buf.moves()
-        if not moves:
+        n = len(buf)
+        if not n:
             return
-        vals = buf.values()
-        features, explanations = self._explain(moves, vals)
-        rows = buf.ints[: len(moves), M_ROW]
-        ids = self._store.ids_of(rows)
-        distances = round_half_even(buf.dist[: len(moves)], 6).tolist()
-        lenses, engine = self._lenses, self._engine
-        stamps: dict[int, str] = {}  # most moves of a sweep share their time
-        dead: dict[tuple[int, int], bool] = {}  # (lens, old segment) -> not live; no move changes liveness
-        trusted = SegmentChange.trusted
-        isnan = math.isnan
-        for m, (mv, cid, dist) in enumerate(zip(moves, ids, distances, strict=True)):
-            lens = lenses[mv.lens]
-            old = None if mv.old < 0 else mv.old
-            new = None if mv.new < 0 else mv.new
-            if old is not None and (key := (mv.lens, old)) not in dead:
-                dead[key] = not lens.is_live(old)
-            why = "model" if old is not None and dead[mv.lens, old] else cause
-            event = events[mv.event] if events is not None and mv.event >= 0 else None
-            lens.membership(old, new)
-            change = trusted(  # every value already has its field's type: no per-move validation
-                customer_id=cid,
-                lens=lens.name,
-                from_segment=None if old is None else lens.ref(old),
-                to_segment=None if new is None else lens.ref(new),
-                cause=why,
-                cause_event_id=event.event_id if why == "event" and event is not None else None,
-                event_ts=_event_ts(stamps, mv.at if stamp is None else stamp, event if stamp is None else None),
-                model_version=lens.model_version,
-                distance=None if isnan(dist) else dist,
-                features=features[m],
-                explanation=explanations[m],
-            )
-            self._changes[why] += 1
-            out.append(change)
-            if engine is not None:
-                # no later change of this customer is older than its latest time minus the lateness
-                floor = float(mv.last - self._lateness + BASE_EPOCH)
-                trig = engine.evaluate(change, dict(zip(FEATURE_NAMES, vals[m].tolist(), strict=True)), event, floor)
-                self._count_triggers(trig)
-                out.extend(trig)
-        self._store.dirty[rows] = True
+        ints = buf.ints[:n]
+        changes = self._changes_of(buf, cause, events, stamp)
+        self._changes.update(change.cause for change in changes)
+        engine = self._engine
+        if engine is None:
+            out.extend(changes)
+        else:
+            self._with_triggers(engine, changes, buf, events, out)
+        self._store.dirty[ints[:, M_ROW]] = True
         buf.clear()
 
-    def _explain(self, moves: list[Move], vals: np.ndarray[Any, np.dtype[np.float64]]) -> tuple[
-            list[dict[str, float]], list[Explanation]]:  # fmt: skip
+    def _changes_of(self, buf: MoveBuffer, cause: str, events: Sequence[CustomerEvent] | None,
+                    stamp: int | None) -> list[SegmentChange]:  # fmt: skip
+        """The buffered moves' ``segment_change`` messages, in order (lens membership counted on the way)."""
+        n = len(buf)
+        ints = buf.ints[:n]
+        _, lens_of, olds, news, evs, ats, _ = ints.T.tolist()
+        if events is None:
+            evs = [-1] * n
+        features, explanations = self._explain(ints[:, M_LENS], olds, news, buf.values())
+        ids = self._store.ids_of(ints[:, M_ROW])
+        distances = round_half_even(buf.dist[:n], 6).tolist()
+        stamps = _event_stamps(events, evs, ats if stamp is None else [stamp] * n, stamp is None)
+        lenses, names, isnan = self._lenses, self._names, math.isnan
+        versions = [lens.model_version for lens in lenses]
+        refs = _Refs(lenses, cause)
+        wires = []
+        for li, old, new, ev, ts, cid, dist, feats, why in zip(
+            lens_of, olds, news, evs, stamps, ids, distances, features, explanations, strict=True
+        ):
+            from_ref, move_cause = refs.leaving(li, old)
+            lenses[li].membership(None if old < 0 else old, None if new < 0 else new)
+            event_id = events[ev].event_id if ev >= 0 and move_cause == "event" and events is not None else None
+            # every field in declaration order, each value typed already: no per-move validation
+            wires.append({
+                "kind": "segment_change", "customer_id": cid, "lens": names[li], "from_segment": from_ref,
+                "to_segment": refs.entering(li, new), "cause": move_cause, "cause_event_id": event_id, "event_ts": ts,
+                "emitted_at": None, "model_version": versions[li], "distance": None if isnan(dist) else dist,
+                "features": feats, "explanation": why,
+            })  # fmt: skip
+        return SegmentChange.trusted_many(wires)
+
+    def _with_triggers(self, engine: TriggerEngine, changes: list[SegmentChange], buf: MoveBuffer,
+                       events: Sequence[CustomerEvent] | None, out: list[OutputMessage]) -> None:  # fmt: skip
+        """Each change followed by the campaign triggers it fires, in order."""
+        n = len(changes)
+        ints = buf.ints[:n]
+        floors = (ints[:, M_LAST] - self._lateness + BASE_EPOCH).astype(np.float64).tolist()
+        evs = ints[:, M_EVENT].tolist()
+        for change, values, ev, floor in zip(changes, buf.values().tolist(), evs, floors, strict=True):
+            out.append(change)
+            event = events[ev] if events is not None and ev >= 0 else None
+            # no later change of this customer is older than its latest time minus the lateness
+            trig = engine.evaluate(change, dict(zip(FEATURE_NAMES, values, strict=True)), event, floor)
+            self._count_triggers(trig)
+            out.extend(trig)
+
+    def _explain(self, lens_of: np.ndarray[Any, np.dtype[np.int64]], olds: list[int], news: list[int],
+                 vals: np.ndarray[Any, np.dtype[np.float64]]
+                 ) -> tuple[list[dict[str, float]], list[Explanation]]:  # fmt: skip
         """Per move, the lens's features (rounded to 4 places) and the explanation, one pass per lens."""
-        n = len(moves)
+        n = len(olds)
+        if n and (lens_of == lens_of[0]).all():  # one lens: no selection
+            li = int(lens_of[0])
+            return self._explain_lens(li, vals[:, self._idx[li]], olds, news)
         features: list[dict[str, float]] = [{}] * n
         explanations: list[Explanation] = [NO_EXPLANATION] * n  # each replaced below
-        lens_of = np.fromiter((mv.lens for mv in moves), np.int64, n)
-        for li, names in enumerate(self._fnames):
+        for li in range(len(self._lenses)):
             sel = np.flatnonzero(lens_of == li)
             if not len(sel):
                 continue
             picked = sel.tolist()
-            raw = vals[np.ix_(sel, np.asarray(self._idx[li], np.int64))]
-            whys = self._explainers[li].explain(raw, [moves[m].old for m in picked], [moves[m].new for m in picked])
-            for m, values, why in zip(picked, round_half_even(raw, 4).tolist(), whys, strict=True):
-                features[m] = dict(zip(names, values, strict=True))
+            feats, whys = self._explain_lens(li, vals[np.ix_(sel, self._idx_arrays[li])],
+                                             [olds[m] for m in picked], [news[m] for m in picked])  # fmt: skip
+            for m, f, why in zip(picked, feats, whys, strict=True):
+                features[m] = f
                 explanations[m] = why
         return features, explanations
+
+    def _explain_lens(self, li: int, raw: np.ndarray[Any, np.dtype[np.float64]], olds: list[int],
+                      news: list[int]) -> tuple[list[dict[str, float]], list[Explanation]]:  # fmt: skip
+        """One lens's moves: their features (rounded to 4 places) and explanations."""
+        names = self._fnames[li]
+        whys = self._explainers[li].explain(raw, olds, news)
+        return [dict(zip(names, values, strict=True)) for values in round_half_even(raw, 4).tolist()], whys
 
     def _count_triggers(self, triggers: Iterable[CampaignTrigger]) -> None:
         for tr in triggers:
@@ -969,14 +996,55 @@ class Segmenter:
         return self._store
 
 
-def _event_ts(cache: dict[int, str], at: int, event: CustomerEvent | None) -> str:
-    """A move's ``event_ts``: its event's ``ts``, else the ISO time of ``at`` (memoised in ``cache``)."""
-    if event is not None:
-        return event.ts.isoformat()
-    ts = cache.get(at)
-    if ts is None:
-        ts = cache[at] = iso(at)
-    return ts
+class _Refs:
+    """The segment refs and causes of one buffer's moves, looked up once per (lens, segment)."""
+
+    def __init__(self, lenses: Sequence[Lens], cause: str) -> None:
+        self._lenses = lenses
+        self._cause = cause
+        self._refs: dict[tuple[int, int], SegmentRef] = {}
+        self._left: dict[tuple[int, int], tuple[SegmentRef, str]] = {}  # no move changes liveness
+
+    def entering(self, li: int, segment: int) -> SegmentRef | None:
+        """Lens ``li``'s ``segment`` as a ref (``None`` for -1: none)."""
+        if segment < 0:
+            return None
+        ref = self._refs.get((li, segment))
+        if ref is None:
+            ref = self._refs[li, segment] = self._lenses[li].ref(segment)
+        return ref
+
+    def leaving(self, li: int, segment: int) -> tuple[SegmentRef | None, str]:
+        """The ref of the segment a move leaves, and the move's cause: ``model`` where that segment is dead."""
+        if segment < 0:
+            return None, self._cause
+        left = self._left.get((li, segment))
+        if left is None:
+            ref = self.entering(li, segment)
+            assert ref is not None
+            left = self._left[li, segment] = (ref, self._cause if self._lenses[li].is_live(segment) else "model")
+        return left
+
+
+def _event_stamps(events: Sequence[CustomerEvent] | None, evs: list[int], ats: list[int], own: bool) -> list[str]:
+    """Each move's ``event_ts``: with ``own``, its event's ``ts`` where it has one; else the ISO time of ``ats``.
+
+    Memoised: the lenses' moves of one event share its time, and most moves of a sweep share theirs.
+    """
+    by_event: dict[int, str] = {}
+    by_time: dict[int, str] = {}
+    out = []
+    for ev, at in zip(evs, ats, strict=True):
+        if own and ev >= 0 and events is not None:
+            ts = by_event.get(ev)
+            if ts is None:
+                ts = by_event[ev] = events[ev].ts.isoformat()
+        else:
+            ts = by_time.get(at)
+            if ts is None:
+                ts = by_time[at] = iso(at)
+        out.append(ts)
+    return out
 
 
 def _picker(index: list[int]) -> Callable[[list[float]], Any]:

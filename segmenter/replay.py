@@ -16,17 +16,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import orjson
 
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
-from segmenter.outputs import OutputMessage, encode
+from segmenter.outputs import OutputMessage, encode_lines
 from segmenter.pipeline import Segmenter, SegmenterStats
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["MAX_REPORTED", "REPLAY_CHUNK", "ReplayIO", "ReplayReport", "replay", "write_snapshot"]
 
@@ -171,12 +168,9 @@ class _Replay:
         if not messages:
             return
         clock, output = self.io.clock, self.io.output
-        now = clock() if clock is not None else None
-        kinds = self.report.outputs
-        for m in messages:
-            kinds[m.kind] += 1
+        self.report.outputs.update(m.kind for m in messages)
         if output is not None:
-            output.write(b"".join([encode(m, now) + b"\n" for m in messages]))
+            output.write(encode_lines(messages, clock() if clock is not None else None))
 
 
 def _reject(report: ReplayReport, lineno: int, exc: EventError) -> None:

@@ -42,7 +42,7 @@ def round_half_even(x: np.ndarray[Any, np.dtype[np.float64]], ndigits: int) -> n
     ndigits
         Decimal places, ``0 <= ndigits <= 15``.
     """
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x, np.float64, order="C")  # in C order: the fixes below write through ``out.reshape(-1)``
     if x.size < _SMALL:
         return np.array([round(v, ndigits) for v in x.reshape(-1).tolist()], np.float64).reshape(x.shape)
     scale = 10.0**ndigits

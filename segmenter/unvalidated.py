@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["build"]
+__all__ = ["adopt", "build"]
 
 M = TypeVar("M", bound=BaseModel)
 
 _SLOTS: dict[str, Any] = dict(vars(BaseModel))
-_SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
-    _SLOTS[name].__set__ for name in ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+_SET_DICT, _SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
+    _SLOTS[name].__set__
+    for name in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
 )
 
 
@@ -37,3 +38,23 @@ def build(cls: type[M], given: Iterable[str], *values: Mapping[str, Any]) -> M:
     _SET_EXTRA(model, None)
     _SET_PRIVATE(model, None)
     return model
+
+
+def adopt(cls: type[M], given: frozenset[str], complete: Iterable[dict[str, Any]]) -> list[M]:
+    """One instance of ``cls`` per dict of ``complete``, each dict becoming that instance's ``__dict__`` (not copied).
+
+    As :func:`build` with each dict already holding every field in declaration order (the caller's
+    hot path writes the literal); ``given`` is every instance's fields set. Only for models without
+    extra fields or private attributes.
+    """
+    new = object.__new__
+    set_dict, set_fields, set_extra, set_private = _SET_DICT, _SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE
+    out = []
+    for fields in complete:
+        model = new(cls)
+        set_dict(model, fields)
+        set_fields(model, set(given))
+        set_extra(model, None)
+        set_private(model, None)
+        out.append(model)
+    return out

@@ -13,6 +13,7 @@ from segmenter.outputs import (
     SegmentLifecycle,
     SegmentRef,
     encode,
+    encode_lines,
     stamp,
 )
 
@@ -88,3 +89,28 @@ def test_trusted_fills_defaults() -> None:
     assert built.kind == "segment_change"
     assert built.emitted_at is None
     assert built == change
+
+
+@pytest.mark.parametrize("emitted_at", [None, NOW])
+def test_encode_lines_is_each_message_encoded_on_its_own_line(emitted_at: str | None) -> None:
+    assert encode_lines(MESSAGES, emitted_at) == b"".join(encode(m, emitted_at) + b"\n" for m in MESSAGES)
+    assert encode_lines([], emitted_at) == b""
+
+
+@pytest.mark.parametrize("message", [m for m in MESSAGES if isinstance(m, SegmentChange)] + [FULL, EMPTY],
+                         ids=lambda m: type(m).__name__)  # fmt: skip
+def test_trusted_many_builds_what_validation_builds(message: SegmentChange | Explanation) -> None:
+    complete = [dict(message.__dict__), dict(message.__dict__)]
+    built = type(message).trusted_many(complete)
+    assert built == [message, message]
+    assert built[0] is not built[1]
+    assert built[0].__dict__ is complete[0]
+    for b in built:
+        assert b.model_fields_set == message.model_fields_set
+        assert list(b.__dict__) == list(message.__dict__)
+        assert b.model_dump(mode="json") == message.model_dump(mode="json")
+    assert built[0].model_fields_set is not built[1].model_fields_set  # a copy each: model_copy may add to it
+    first = built[0]
+    if isinstance(first, SegmentChange):
+        assert first.emitted_at is None
+        assert stamp(first, NOW) == first.model_copy(update={"emitted_at": NOW})

@@ -50,3 +50,12 @@ def test_known_cases_and_shape() -> None:
         _same_as_python(many, 6)
     grid = np.array(values[:6], np.float64).reshape(2, 3)
     assert round_half_even(grid, 4).shape == (2, 3)
+
+
+def test_fortran_ordered_input_is_rounded_like_python() -> None:
+    """A column selection (``vals[:, [0, 1]]``) comes back in Fortran order: the values rounded by Python count too."""
+    halfway = 6.80375  # just below 6.80375: round() gives 6.8037, numpy's rint(x * 1e4) 6.8038
+    columns = np.full((40, 6), halfway)[:, [0, 2, 3]]
+    assert columns.flags.f_contiguous and not columns.flags.c_contiguous
+    got = round_half_even(columns, 4)
+    assert got.tolist() == [[round(halfway, 4)] * 3] * 40
