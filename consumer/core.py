@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 from consumer.sink import InRecord, OutRecord, Transport
 from consumer.state import ClockedCore, StatefulCore
 from segmenter.events import CustomerEvent
+from segmenter.lenses.quality import LensQuality
 from segmenter.membership import Entries
 from segmenter.outputs import OutputMessage
 from segmenter.pipeline import BatchResult, SegmenterStats
@@ -49,6 +50,9 @@ class Core(StatefulCore, ClockedCore, Protocol):
 
     def model_parts(self) -> Mapping[str, bytes]:
         """The model in separately written parts by name (``core``: clock and counters; one per lens)."""
+
+    def lens_quality(self) -> Mapping[str, LensQuality]:
+        """Per refined lens, its quality at the latest refinement (the gauges' values)."""
 
     def stats(self) -> SegmenterStats:
         """Counters and segment sizes per lens."""

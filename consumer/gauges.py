@@ -1,4 +1,5 @@
-"""The gauges refreshed from the loop every few seconds: input lag, segment sizes, suppressed triggers."""
+"""The gauges refreshed from the loop every few seconds: input lag, segment sizes, suppressed triggers, lens
+quality."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 class Gauges:
-    """Sets the lag, segment-size and suppression gauges and refreshes the explorer, at most every ``every_s``.
+    """Sets the lag, segment-size, suppression and lens-quality gauges and refreshes the explorer.
+
+    At most every ``every_s``.
 
     Parameters
     ----------
@@ -46,6 +49,7 @@ class Gauges:
             return
         try:
             stats = core.stats()
+            quality = core.lens_quality()
         except Exception:  # stats are best effort
             log.debug("stats() failed", exc_info=True)
             return
@@ -55,4 +59,5 @@ class Gauges:
         for campaign, controls in stats.suppressed.items():
             for control, count in controls.items():
                 self._metrics.suppressed.labels(campaign, control).set(count)
+        self._metrics.set_lens_quality(quality)
         self._explorer.refresh(core)

@@ -27,7 +27,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
+
+from segmenter.lenses.quality import LensQuality
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +91,11 @@ class Metrics:
         self.lens_silhouette = Gauge("segmenter_lens_silhouette", "Mean silhouette of the segments at the last "
                                      "refinement (sampled).", ["lens"], registry=r)
 
-    def set_lens_quality(self, lenses: Iterable[Any]) -> None:
-        """Copy each lens's quality (``Lens.quality``, measured at refinement) into the two gauges.
-
-        Cheap (two gauge sets per lens); call it after each batch. Lenses not refined yet are skipped.
-        """
-        for lens in lenses:
-            quality = lens.quality
-            if quality is None:
-                continue
-            self.lens_sse_ratio.labels(lens.name).set(quality.sse_ratio)
-            self.lens_silhouette.labels(lens.name).set(quality.silhouette)
+    def set_lens_quality(self, quality: Mapping[str, LensQuality]) -> None:
+        """Copy each refined lens's quality (:meth:`Segmenter.lens_quality`, by lens name) into the two gauges."""
+        for lens, q in quality.items():
+            self.lens_sse_ratio.labels(lens).set(q.sse_ratio)
+            self.lens_silhouette.labels(lens).set(q.silhouette)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -70,6 +70,7 @@ from segmenter.events import CustomerEvent
 from segmenter.explanations import NO_EXPLANATION, Explainer
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
 from segmenter.lenses.lens import Lens
+from segmenter.lenses.quality import LensQuality
 from segmenter.model_state import (
     CoreState,
     Counters,
@@ -981,6 +982,14 @@ class Segmenter:
             isolated=self._isolated,
             after_erasure=self._after_erasure,
         )
+
+    def lens_quality(self) -> dict[str, LensQuality]:
+        """Each refined lens's quality at its latest refinement (SSE ratio against batch k-means, silhouette).
+
+        Read by the consumer's gauges; measured when first read after a refinement, so a replay that never
+        asks never pays for it. Lenses not refined yet are left out.
+        """
+        return {lens.name: q for lens in self._lenses if (q := lens.quality) is not None}
 
     def customer_view(self, customer_id: str) -> CustomerView | None:
         """The customer's segment per lens and the features each lens last clustered (at its last scoring)."""

@@ -119,6 +119,9 @@ class FakeCore:
     def stats(self) -> Any:
         return SimpleNamespace(segments={"x": [SimpleNamespace(id="x-1", size=len(self.counts))]}, suppressed={})
 
+    def lens_quality(self) -> dict[str, Any]:
+        return {}
+
     # one clock for all partitions: the fake has no watermark to hold
     def open_source(self, source: int) -> None:
         pass
