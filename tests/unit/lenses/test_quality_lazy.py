@@ -82,9 +82,9 @@ def test_gauges_show_the_latest_refinement_not_an_earlier_one() -> None:
     first = lens.quality
     moved, _ = blobs(1500, seed=9, spread=1.5)  # another population: another quality
     lens.refine(moved)
-    metrics.set_lens_quality([lens])
     q = lens.quality
     assert q is not None and first is not None and q != first
+    metrics.set_lens_quality({"t": q})
     body = metrics.exposition().decode()
     assert f'segmenter_lens_sse_ratio{{lens="t"}} {q.sse_ratio}' in body
     assert f'segmenter_lens_silhouette{{lens="t"}} {q.silhouette}' in body
