@@ -28,7 +28,8 @@ its final checkpoint commit, timed by a wrapper around the processing
 context's ``commit_checkpoint``, the only instrumentation inside it; bare EOS:
 its last ``commit_transaction``; bare read: its last decoded record); CPU
 seconds per event (``time.process_time``, every thread of the process, over the
-same window; the bare references over the whole call, whose connect and join
+same window; every contender with one BLAS thread, as ``segmenter-consumer`` sets
+for itself; the bare references over the whole call, whose connect and join
 cost little CPU); and the process's peak RSS. The targets are ratios within the
 run: ours >= 3x Quix's events/s, <= 0.3x its CPU per event, >= 1x the bare
 exactly-once pass-through.
@@ -131,8 +132,9 @@ class PeerFeatures:
         """Apply one event to ``acc`` (decay to its time, add its contribution); returns its time (epoch s)."""
         t = datetime.fromisoformat(event["ts"]).timestamp()
         if not acc:
-            acc.update(dict.fromkeys(("freq", "spend", "sess", "views", "cart", "email", "pact", "npur", "amt", "ramt"),
-                                     0.0))
+            acc.update(
+                dict.fromkeys(("freq", "spend", "sess", "views", "cart", "email", "pact", "npur", "amt", "ramt"), 0.0)
+            )
             acc.update(first=t, last=t, last_purchase=-1.0)
         dt = max(0.0, t - acc["last"])
         fa = math.exp(-dt * self.rate["activity"])
@@ -387,7 +389,14 @@ def measure(
             timeout=timeout_s + 120,
             check=False,
             cwd=Path(__file__).resolve().parents[1],
-            env={**os.environ, "PYTHONHASHSEED": "0"},
+            # one BLAS thread for every contender, as segmenter-consumer sets for itself before numpy loads
+            # (consumer/__main__.py); in process, this module loads numpy first, and OpenBLAS's second thread
+            # spun between the core's small matrix calls (about 6 us of CPU per event)
+            env={
+                **os.environ,
+                "PYTHONHASHSEED": "0",
+                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+            },
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{role} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
