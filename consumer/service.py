@@ -256,6 +256,7 @@ class Service(Generic[C]):
         if self._trainer is not None and self._trainer.error is not None:
             raise self._trainer.error
         self._gauges.update(transport, self._ownership.positions, self._core)
+        self.explorer.answer(self._core)
         self._summary.tick(self._core)
 
     def _reset(self) -> None:
