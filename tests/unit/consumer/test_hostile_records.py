@@ -98,13 +98,13 @@ def test_a_core_raising_on_one_event_dead_letters_it_processing_failed(harness: 
 
 def fail_in(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, when: Callable[[Any], bool],
             exc: Exception) -> None:
-    """Make the one-argument function ``name`` of a service ``module`` raise ``exc`` on the arguments ``when`` picks."""
+    """Make the function ``name`` of a service ``module`` raise ``exc`` on the first arguments ``when`` picks."""
     real = getattr(module, name)
 
-    def wrapper(arg: Any) -> Any:
+    def wrapper(arg: Any, *rest: Any) -> Any:
         if when(arg):
             raise exc
-        return real(arg)
+        return real(arg, *rest)
 
     monkeypatch.setattr(module, name, wrapper)
 
