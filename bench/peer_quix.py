@@ -68,6 +68,8 @@ from segmenter.config import SegmenterConfig, default_config
 log = logging.getLogger("bench.peer_quix")
 
 ROLES = ("bare_read", "bare_eos", "ours", "quix")
+REFERENCE = "ours_reference"
+"""The contender ``--reference DIR`` adds: segmenter-consumer of another source tree (e.g. a ``git archive main``)."""
 TARGET_RATE = 3.0
 TARGET_CPU = 0.3
 TARGET_BARE_EOS = 1.0
@@ -347,9 +349,19 @@ def run_role(role: str, bootstrap: str, topic: str, events: int, tag: str, timeo
 
 
 def measure(
-    bootstrap: str, events: int, customers: int, partitions: int, run: str, timeout_s: float
+    bootstrap: str,
+    events: int,
+    customers: int,
+    partitions: int,
+    run: str,
+    timeout_s: float,
+    reference: Path | None = None,
 ) -> dict[str, Measured]:
-    """Produce the events to a fresh topic with ``partitions`` partitions; run every contender on it."""
+    """Produce the events to a fresh topic with ``partitions`` partitions; run every contender on it.
+
+    ``reference``: a source tree whose ``bench.peer_quix --role ours`` runs as one more contender
+    (:data:`REFERENCE`), on the same topic in the same run, after ``ours``.
+    """
     topic = f"bench-peer-in-{run}-p{partitions}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -362,46 +374,42 @@ def measure(
     finally:
         admin.close()
     produce_events(bootstrap, topic, events, customers)
+    here = Path(__file__).resolve().parents[1]
+    contenders = [(role, role, here) for role in ROLES]
+    if reference is not None:
+        contenders.insert(ROLES.index("ours") + 1, (REFERENCE, "ours", reference))
     out: dict[str, Measured] = {}
-    for role in ROLES:
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.peer_quix",
-            "--role",
-            role,
-            "--bootstrap",
-            bootstrap,
-            "--topic",
-            topic,
-            "--events",
-            str(events),
-            "--tag",
-            f"{run}-p{partitions}",
-            "--timeout",
-            str(timeout_s),
-        ]
-        log.info("%d partition(s): %s", partitions, role)
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s + 120,
-            check=False,
-            cwd=Path(__file__).resolve().parents[1],
-            # one BLAS thread for every contender, as segmenter-consumer sets for itself before numpy loads
-            # (consumer/__main__.py); in process, this module loads numpy first, and OpenBLAS's second thread
-            # spun between the core's small matrix calls (about 6 us of CPU per event)
-            env={
-                **os.environ,
-                "PYTHONHASHSEED": "0",
-                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
-            },
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{role} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        out[role] = Measured(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    for name, role, tree in contenders:
+        log.info("%d partition(s): %s", partitions, name)
+        tag = f"{run}-p{partitions}" + ("-reference" if name == REFERENCE else "")  # its own group and topics
+        out[name] = _contender(tree, role, bootstrap, topic, events, tag, timeout_s)
     return out
+
+
+def _contender(tree: Path, role: str, bootstrap: str, topic: str, events: int, tag: str, timeout_s: float) -> Measured:
+    """One contender in its own process, from the source tree ``tree``."""
+    cmd = [sys.executable, "-m", "bench.peer_quix", "--role", role, "--bootstrap", bootstrap, "--topic", topic]
+    cmd += ["--events", str(events), "--tag", tag, "--timeout", str(timeout_s)]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 120,
+        check=False,
+        cwd=tree,
+        # one BLAS thread for every contender, as segmenter-consumer sets for itself before numpy loads
+        # (consumer/__main__.py); in process, this module loads numpy first, and OpenBLAS's second thread
+        # spun between the core's small matrix calls (about 6 us of CPU per event)
+        env={
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "PYTHONHASHSEED": "0",
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+        },
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{role} ({tree}) failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return Measured(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def delete_run_topics(bootstrap: str, run: str) -> None:
@@ -480,7 +488,7 @@ def peer_table(result: dict[str, Any]) -> list[str]:
     ]
     for partitions, by_role in result["data"]["measured"].items():
         ours = Measured(**by_role["ours"])
-        for role in ROLES:
+        for role in (r for r in (*ROLES[:3], REFERENCE, *ROLES[3:]) if r in by_role):
             m = Measured(**by_role[role])
             ratios = (
                 "- | -" if role == "ours" else f"{ours.rate / m.rate:.2f} | {ours.cpu_per_event / m.cpu_per_event:.2f}"
@@ -499,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, nargs="+", default=[1, 3], help="input partitions (default 1 3)")
     parser.add_argument("--bootstrap", default=os.environ.get("SEGMENTER_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per contender")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="also run segmenter-consumer from this source tree (e.g. `git archive main | tar -x -C DIR`), "
+        "as contender ours_reference, in the same run",
+    )
     parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--tag", help=argparse.SUPPRESS)
@@ -512,12 +526,19 @@ def main(argv: list[str] | None = None) -> int:
     measured: dict[int, dict[str, Measured]] = {}
     try:
         for partitions in args.partitions:
-            measured[partitions] = measure(args.bootstrap, args.events, args.customers, partitions, run, args.timeout)
+            measured[partitions] = measure(
+                args.bootstrap, args.events, args.customers, partitions, run, args.timeout, args.reference
+            )
     finally:
         delete_run_topics(args.bootstrap, run)
     rows = [row for partitions, m in measured.items() for row in rows_for(partitions, m)]
     data = {
-        "params": {"events": args.events, "customers": args.customers, "partitions": args.partitions},
+        "params": {
+            "events": args.events,
+            "customers": args.customers,
+            "partitions": args.partitions,
+            **({"reference": str(args.reference)} if args.reference is not None else {}),
+        },
         "measured": {str(p): {role: asdict(x) for role, x in m.items()} for p, m in measured.items()},
     }
     path = save_result("peer_quix", data, rows, args.out)
