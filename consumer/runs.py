@@ -54,7 +54,7 @@ class RunProcessor:
         self._metrics = metrics
 
     def plain_event(self, rec: InRecord, tp: TP) -> CustomerEvent | None:
-        """The record's event when it can join a run; ``None`` when :meth:`handle` must take it alone (``tp``: its)."""
+        """The event of ``rec`` (of partition ``tp``) when it joins a run; ``None``: :meth:`handle` takes it alone."""
         if rec.value is None or self._poison.isolated(tp, rec.offset):
             return None
         try:
