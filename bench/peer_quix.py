@@ -289,6 +289,8 @@ def run_ours(bootstrap: str, topic: str, events: int, tag: str, timeout_s: float
             f"bench-peer-out-{tag}",
             "--topics.dlq",
             f"bench-peer-dlq-{tag}",
+            "--topics.membership",  # the run's own (deleted with it), not the shared default segment-membership
+            f"bench-peer-membership-{tag}",
             "--guarantee",
             "exactly-once",
             "--metrics-port",
