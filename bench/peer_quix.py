@@ -23,12 +23,14 @@ its own peak RSS):
     ``processing_guarantee="exactly-once"``, every other setting Quix's default.
 
 Measured per contender: events/s from its first record to the end of the commit
-that covers the last one (ours: the commit seen in its metrics; Quix: the end of
+that covers the last one (ours: from its first poll with records to the commit, seen
+by hooks on the service's record processing and its batch-size histogram; Quix: the end of
 its final checkpoint commit, timed by a wrapper around the processing
 context's ``commit_checkpoint``, the only instrumentation inside it; bare EOS:
 its last ``commit_transaction``; bare read: its last decoded record); CPU
 seconds per event (``time.process_time``, every thread of the process, over the
-same window; the bare references over the whole call, whose connect and join
+same window; every contender with one BLAS thread, as ``segmenter-consumer`` sets
+for itself; the bare references over the whole call, whose connect and join
 cost little CPU); and the process's peak RSS. The targets are ratios within the
 run: ours >= 3x Quix's events/s, <= 0.3x its CPU per event, >= 1x the bare
 exactly-once pass-through.
@@ -67,6 +69,8 @@ from segmenter.config import SegmenterConfig, default_config
 log = logging.getLogger("bench.peer_quix")
 
 ROLES = ("bare_read", "bare_eos", "ours", "quix")
+REFERENCE = "ours_reference"
+"""The contender ``--reference DIR`` adds: segmenter-consumer of another source tree (e.g. a ``git archive main``)."""
 TARGET_RATE = 3.0
 TARGET_CPU = 0.3
 TARGET_BARE_EOS = 1.0
@@ -131,8 +135,9 @@ class PeerFeatures:
         """Apply one event to ``acc`` (decay to its time, add its contribution); returns its time (epoch s)."""
         t = datetime.fromisoformat(event["ts"]).timestamp()
         if not acc:
-            acc.update(dict.fromkeys(("freq", "spend", "sess", "views", "cart", "email", "pact", "npur", "amt", "ramt"),
-                                     0.0))
+            acc.update(
+                dict.fromkeys(("freq", "spend", "sess", "views", "cart", "email", "pact", "npur", "amt", "ramt"), 0.0)
+            )
             acc.update(first=t, last=t, last_purchase=-1.0)
         dt = max(0.0, t - acc["last"])
         fa = math.exp(-dt * self.rate["activity"])
@@ -284,6 +289,8 @@ def run_ours(bootstrap: str, topic: str, events: int, tag: str, timeout_s: float
             f"bench-peer-out-{tag}",
             "--topics.dlq",
             f"bench-peer-dlq-{tag}",
+            "--topics.membership",  # the run's own (deleted with it), not the shared default segment-membership
+            f"bench-peer-membership-{tag}",
             "--guarantee",
             "exactly-once",
             "--metrics-port",
@@ -294,26 +301,38 @@ def run_ours(bootstrap: str, topic: str, events: int, tag: str, timeout_s: float
     )
     metrics = Metrics()
     service = build_service(settings, metrics, Health())
+    meter = Meter()
+    done: list[Measured] = []
+    committed = threading.Event()
+    process = service._process_records
+    observe = metrics.batch_records.observe
+    total = 0
+
+    def first_records(records: Any) -> None:  # the clock starts at the first records polled
+        if records:
+            meter.start()
+        process(records)
+
+    def observed(amount: float) -> None:  # ... and stops at the commit that covers the last one
+        nonlocal total
+        observe(amount)
+        total += int(amount)
+        if total >= events and not done:
+            done.append(meter.stop(events))
+            committed.set()
+
+    # hooks, as run_quix's around Quix's commit: no thread polling the metrics (it cost ~1.5 us per event)
+    setattr(service, "_process_records", first_records)  # noqa: B010 - an instance attribute over the method
+    setattr(metrics.batch_records, "observe", observed)  # noqa: B010
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
-    meter = Meter()
-    deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline:
-            if _sample(metrics.events_in, "_total") > 0:
-                meter.start()
-            if _sample(metrics.batch_records, "_sum") >= events:
-                return meter.stop(events)
-            time.sleep(0.01)
-        raise TimeoutError(f"ours: {events} events not committed within {timeout_s}s")
+        if not committed.wait(timeout_s):
+            raise TimeoutError(f"ours: {events} events not committed within {timeout_s}s")
+        return done[0]
     finally:
         service.stop()
         thread.join(30)
-
-
-def _sample(metric: Any, suffix: str) -> float:
-    """One sample of one metric (a fifth of the cost of asking the whole registry, 100 times a second)."""
-    return next((s.value for f in metric.collect() for s in f.samples if s.name.endswith(suffix)), 0.0)
 
 
 def run_bare(role: str, bootstrap: str, topic: str, events: int, tag: str, timeout_s: float) -> Measured:
@@ -345,9 +364,19 @@ def run_role(role: str, bootstrap: str, topic: str, events: int, tag: str, timeo
 
 
 def measure(
-    bootstrap: str, events: int, customers: int, partitions: int, run: str, timeout_s: float
+    bootstrap: str,
+    events: int,
+    customers: int,
+    partitions: int,
+    run: str,
+    timeout_s: float,
+    reference: Path | None = None,
 ) -> dict[str, Measured]:
-    """Produce the events to a fresh topic with ``partitions`` partitions; run every contender on it."""
+    """Produce the events to a fresh topic with ``partitions`` partitions; run every contender on it.
+
+    ``reference``: a source tree whose segmenter-consumer runs as one more contender
+    (:data:`REFERENCE`), timed by this module, on the same topic in the same run, after ``ours``.
+    """
     topic = f"bench-peer-in-{run}-p{partitions}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -360,39 +389,48 @@ def measure(
     finally:
         admin.close()
     produce_events(bootstrap, topic, events, customers)
+    here = Path(__file__).resolve().parents[1]
     out: dict[str, Measured] = {}
-    for role in ROLES:
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.peer_quix",
-            "--role",
-            role,
-            "--bootstrap",
-            bootstrap,
-            "--topic",
-            topic,
-            "--events",
-            str(events),
-            "--tag",
-            f"{run}-p{partitions}",
-            "--timeout",
-            str(timeout_s),
-        ]
-        log.info("%d partition(s): %s", partitions, role)
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s + 120,
-            check=False,
-            cwd=Path(__file__).resolve().parents[1],
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{role} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        out[role] = Measured(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory(prefix="bench-peer-harness-") as harness:
+        # the reference's product code under this harness (its own bench may time it differently): a directory
+        # holding only this tree's bench package comes first on the path, the reference tree next
+        (Path(harness) / "bench").symlink_to(here / "bench", target_is_directory=True)
+        contenders = [(role, role, here, here) for role in ROLES]
+        if reference is not None:
+            contenders.insert(ROLES.index("ours") + 1, (REFERENCE, "ours", Path(harness), reference.resolve()))
+        for name, role, cwd, tree in contenders:
+            log.info("%d partition(s): %s", partitions, name)
+            tag = f"{run}-p{partitions}" + ("-reference" if name == REFERENCE else "")  # its own group and topics
+            out[name] = _contender(cwd, tree, role, bootstrap, topic, events, tag, timeout_s)
     return out
+
+
+def _contender(
+    cwd: Path, tree: Path, role: str, bootstrap: str, topic: str, events: int, tag: str, timeout_s: float
+) -> Measured:
+    """One contender in its own process: this bench module run in ``cwd``, the product code from ``tree``."""
+    cmd = [sys.executable, "-m", "bench.peer_quix", "--role", role, "--bootstrap", bootstrap, "--topic", topic]
+    cmd += ["--events", str(events), "--tag", tag, "--timeout", str(timeout_s)]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 120,
+        check=False,
+        cwd=cwd,
+        # one BLAS thread for every contender, as segmenter-consumer sets for itself before numpy loads
+        # (consumer/__main__.py); in process, this module loads numpy first, and OpenBLAS's second thread
+        # spun between the core's small matrix calls (about 6 us of CPU per event)
+        env={
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "PYTHONHASHSEED": "0",
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+        },
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{role} ({tree}) failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return Measured(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def delete_run_topics(bootstrap: str, run: str) -> None:
@@ -471,7 +509,7 @@ def peer_table(result: dict[str, Any]) -> list[str]:
     ]
     for partitions, by_role in result["data"]["measured"].items():
         ours = Measured(**by_role["ours"])
-        for role in ROLES:
+        for role in (r for r in (*ROLES[:3], REFERENCE, *ROLES[3:]) if r in by_role):
             m = Measured(**by_role[role])
             ratios = (
                 "- | -" if role == "ours" else f"{ours.rate / m.rate:.2f} | {ours.cpu_per_event / m.cpu_per_event:.2f}"
@@ -490,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, nargs="+", default=[1, 3], help="input partitions (default 1 3)")
     parser.add_argument("--bootstrap", default=os.environ.get("SEGMENTER_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per contender")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="also run segmenter-consumer from this source tree (e.g. `git archive main | tar -x -C DIR`), "
+        "as contender ours_reference, in the same run",
+    )
     parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--tag", help=argparse.SUPPRESS)
@@ -503,12 +547,19 @@ def main(argv: list[str] | None = None) -> int:
     measured: dict[int, dict[str, Measured]] = {}
     try:
         for partitions in args.partitions:
-            measured[partitions] = measure(args.bootstrap, args.events, args.customers, partitions, run, args.timeout)
+            measured[partitions] = measure(
+                args.bootstrap, args.events, args.customers, partitions, run, args.timeout, args.reference
+            )
     finally:
         delete_run_topics(args.bootstrap, run)
     rows = [row for partitions, m in measured.items() for row in rows_for(partitions, m)]
     data = {
-        "params": {"events": args.events, "customers": args.customers, "partitions": args.partitions},
+        "params": {
+            "events": args.events,
+            "customers": args.customers,
+            "partitions": args.partitions,
+            **({"reference": str(args.reference)} if args.reference is not None else {}),
+        },
         "measured": {str(p): {role: asdict(x) for role, x in m.items()} for p, m in measured.items()},
     }
     path = save_result("peer_quix", data, rows, args.out)

@@ -11,7 +11,7 @@ from consumer.dlq import dead_letter
 from consumer.metrics import Metrics
 from consumer.routing import OutputRouter
 from consumer.sink import InRecord
-from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, stamp
+from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +38,44 @@ class Emitter:
         self._clock = clock
 
     def emit(self, outputs: Sequence[OutputMessage], checkpoint: Checkpoint) -> None:
-        """Queue ``outputs`` in the open batch; a segment change also queues its customer's membership record."""
+        """Queue ``outputs`` in the open batch; a segment change also queues its customer's membership record.
+
+        Each message is encoded with ``emitted_at`` set (:meth:`OutputRouter.record`, the bytes of the stamped
+        copy, which is not made); the change and trigger counters are added to once per label set and call.
+        """
         if not outputs:
             return
         now = self._clock()
         emitted_at = now.isoformat()
-        metrics = self._metrics
+        record, queue, changed = self._router.record, checkpoint.queue, checkpoint.changed
+        changes: dict[tuple[str, str], int] = {}
+        triggers: dict[str, int] = {}
+        lags = []
         for message in outputs:
-            stamped = stamp(message, emitted_at)
-            checkpoint.queue(self._router.record(stamped))
-            if isinstance(stamped, SegmentChange):
-                checkpoint.changed[stamped.customer_id] = stamped.emitted_at or stamped.event_ts
-                metrics.changes.labels(stamped.lens, stamped.cause).inc()
-            elif isinstance(stamped, CampaignTrigger):
-                metrics.triggers.labels(stamped.campaign).inc()
-            event_ts = getattr(stamped, "event_ts", None)
+            queue(record(message, emitted_at))
+            if isinstance(message, SegmentChange):
+                changed[message.customer_id] = emitted_at
+                key = (message.lens, message.cause)
+                changes[key] = changes.get(key, 0) + 1
+            elif isinstance(message, CampaignTrigger):
+                triggers[message.campaign] = triggers.get(message.campaign, 0) + 1
+            event_ts = getattr(message, "event_ts", None)
             if isinstance(event_ts, str):
                 try:
-                    lag = (now - datetime.fromisoformat(event_ts)).total_seconds()
+                    lags.append((now - datetime.fromisoformat(event_ts)).total_seconds())
                 except ValueError:
                     continue
-                metrics.end_to_end_lag.observe(max(0.0, lag))
+        self._count(changes, triggers, lags)
+
+    def _count(self, changes: dict[tuple[str, str], int], triggers: dict[str, int], lags: list[float]) -> None:
+        metrics = self._metrics
+        for (lens, cause), n in changes.items():
+            metrics.changes.labels(lens, cause).inc(n)
+        for campaign, n in triggers.items():
+            metrics.triggers.labels(campaign).inc(n)
+        observe = metrics.end_to_end_lag.observe
+        for lag in lags:
+            observe(max(0.0, lag))
 
     def dead_letter(self, rec: InRecord, error: str, reason: str, checkpoint: Checkpoint) -> None:
         """Queue the dead letter of ``rec`` (original bytes, error code and reason) in the open batch."""

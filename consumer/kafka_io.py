@@ -29,6 +29,10 @@ import kafka.errors as ke
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.partitioner.default import murmur2
+from kafka.producer.future import FutureRecordMetadata
+from kafka.producer.producer_batch import ProducerBatch
+from kafka.record.default_records import DefaultRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecordsBuilder
 
 from consumer.errors import (
     AuthenticationError,
@@ -39,6 +43,7 @@ from consumer.errors import (
     TransactionError,
     UnsupportedClientError,
 )
+from consumer.record_encoding import EncodedRun, RecordEncoder
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler
 from consumer.topics import MODEL_MAX_BYTES, TopicSpec
@@ -220,6 +225,10 @@ def require_private_hooks(consumer: object, producer: object | None = None) -> N
         missing += [f"KafkaProducer.{owner}.{name}() (consumer.kafka_io.Appender)"
                     for owner, name in _PRODUCER_HOOKS if not callable(getattr(getattr(producer, owner, None), name,
                                                                                 None))]
+        accumulator = getattr(producer, "_accumulator", None)
+        missing += [f"KafkaProducer._accumulator.{name} (consumer.kafka_io.Appender)"
+                    for name in _ACCUMULATOR_FIELDS if not hasattr(accumulator, name)]
+        missing += _builder_gaps()
     if missing:
         raise UnsupportedClientError(
             f"kafka-python {kafka.__version__} has no {', no '.join(missing)}, which the service needs; install the "
@@ -227,27 +236,61 @@ def require_private_hooks(consumer: object, producer: object | None = None) -> N
             f"installed one")
 
 
-_PRODUCER_HOOKS = (("_accumulator", "append"), ("_transaction_manager", "maybe_add_partition_to_transaction"),
+_PRODUCER_HOOKS = (("_accumulator", "_tp_lock"), ("_transaction_manager", "maybe_add_partition_to_transaction"),
                    ("_metadata", "partitions_for_topic"), ("_sender", "wakeup"))
 """The private parts of ``KafkaProducer`` that :class:`Appender` calls, as (attribute, method)."""
+
+_ACCUMULATOR_FIELDS = ("_batches", "_incomplete", "_appends_in_progress", "_closed", "config")
+"""The accumulator's queues, in-flight set, append counter, closed flag and config, which :class:`Appender` uses."""
+_BUILDER_SLOTS = ("_buffer", "_first_timestamp", "_max_timestamp", "_last_offset", "_num_records")
+"""The fields of kafka-python's ``DefaultRecordBatchBuilder`` that :meth:`Appender._batch` fills."""
+
+
+def _builder_gaps() -> list[str]:
+    """What :meth:`Appender._batch` needs of kafka-python's record builders and lacks; checks the encoding too.
+
+    Two records encoded by :class:`consumer.record_encoding.RecordEncoder` must be the bytes kafka-python's
+    builder writes for them (a release that changed the record format would otherwise be sent corrupt batches).
+    """
+    gaps = [f"DefaultRecordBatchBuilder.{name}" for name in _BUILDER_SLOTS
+            if name not in getattr(DefaultRecordBatchBuilder, "__slots__", ())]
+    if not {"_builder", "_next_offset"} <= set(getattr(MemoryRecordsBuilder, "__slots__", ())):
+        gaps.append("MemoryRecordsBuilder._builder, ._next_offset")
+    if gaps:
+        return [f"{gap} (consumer.kafka_io.Appender)" for gap in gaps]
+    probe = [OutRecord("t", b"k", b"v", (("h", b"x"),)), OutRecord("t", None, None)]
+    reference = DefaultRecordBatchBuilder(2, 0, False, -1, -1, -1, 1 << 20)
+    for offset, record in enumerate(probe):
+        reference.append(offset, 0, record.key, record.value, list(record.headers))
+    ours = RecordEncoder(DefaultRecordBatchBuilder.HEADER_STRUCT.size, 1 << 20).runs(probe)
+    if len(ours) != 1 or bytes(ours[0].buffer) != bytes(reference._buffer):
+        return ["the record encoding of kafka-python 3.0.12 (consumer.record_encoding)"]
+    return []
+
 
 _RECORD_BOUND = 128
 """More than a record's framing (varints, attributes, a batch header) adds to its key, value and headers."""
 
 
 class Appender:
-    """Appends a commit's records to a ``KafkaProducer``'s accumulator, at about half the cost of ``send``.
+    """Appends a commit's records to a ``KafkaProducer``'s accumulator as whole record batches, in bulk.
 
     kafka-python's ``send`` re-checks per record what holds for a whole run of
-    sends: the headers' types, the topic's metadata, the partition's place in the
-    transaction, the exact record size; and it wakes the sender thread at each
-    new batch. This checks a partition once per transaction (:meth:`begin`),
-    bounds the size from the lengths, stamps one timestamp per run and wakes the
-    sender once at its end (a batch's sends happen at its commit, which flushes
-    anyway). A record it cannot vouch for (possibly too large, keyless without a
-    partition, a partition the metadata does not know) goes through ``send``,
-    with its checks and its errors. kafka-python 3.0.12 internals, checked at
-    start-up by :func:`require_private_hooks`.
+    sends (the headers' types, the topic's metadata, the partition's place in
+    the transaction, the exact record size), encodes the record in pure Python
+    and makes a future for it. This checks a partition once per transaction
+    (:meth:`begin`), bounds the size from the lengths, groups the run's records
+    by partition (their order within a partition kept), encodes each
+    partition's records in one loop (:class:`consumer.record_encoding.RecordEncoder`,
+    the bytes kafka-python's builder writes), and puts the batches on the
+    accumulator's queues as kafka-python's ``append`` would, one future per
+    batch; the sender thread is woken once, at the end (a batch's sends happen
+    at its commit, which flushes anyway). kafka-python still writes each batch's
+    header, producer id, sequence and CRC when it drains it. A record it cannot
+    vouch for (possibly too large, keyless without a partition, a partition the
+    metadata does not know) goes through ``send``, with its checks and its
+    errors, after the records before it. kafka-python 3.0.12 internals, checked
+    at start-up by :func:`require_private_hooks`.
 
     Parameters
     ----------
@@ -261,11 +304,18 @@ class Appender:
 
     def __init__(self, producer: KafkaProducer, partitioner: KeyPartitioner, *, transactional: bool) -> None:
         self._producer = producer
-        self._append = producer._accumulator.append
+        self._accumulator = producer._accumulator
         self._join = producer._transaction_manager.maybe_add_partition_to_transaction if transactional else None
         self._partitions_for = producer._metadata.partitions_for_topic
         self._partitioner = partitioner
         self._limit = producer.config["max_request_size"] - _RECORD_BOUND
+        acc_config = self._accumulator.config
+        if acc_config["message_version"] != 2:
+            raise UnsupportedClientError(f"the brokers at {producer.config['bootstrap_servers']} take record "
+                                         f"format v{acc_config['message_version']}; the service needs v2 (Kafka 0.11+)")
+        self._batch_size = acc_config["batch_size"]
+        self._compression = acc_config["compression_attrs"]
+        self._encoder = RecordEncoder(DefaultRecordBatchBuilder.HEADER_STRUCT.size, self._batch_size)
         self._checked: dict[tuple[str, int], TopicPartition] = {}
 
     def begin(self) -> None:
@@ -273,22 +323,61 @@ class Appender:
         self._checked.clear()
 
     def append_all(self, records: Iterable[OutRecord]) -> list[Any]:
-        """Append ``records`` in order; returns their delivery futures."""
-        futures = []
-        wake = False
-        now, stamp = time.monotonic(), int(time.time() * 1000)
+        """Append ``records`` (each partition's in order); returns their delivery futures (one per batch or send)."""
+        futures: list[Any] = []
+        runs: dict[TopicPartition, list[OutRecord]] = {}
         for record in records:
             tp = self._target(record)
-            if tp is None:
-                futures.append(self._producer.send(record.topic, value=record.value, key=record.key,
-                                                   headers=list(record.headers), partition=record.partition))
+            if tp is not None:
+                run = runs.get(tp)
+                if run is None:
+                    runs[tp] = [record]
+                else:
+                    run.append(record)
                 continue
-            future, full, new, _ = self._append(tp, stamp, record.key, record.value, record.headers, now=now)
-            futures.append(future)
-            wake = wake or full or new
-        if wake:
+            self._enqueue(runs, futures)  # what came before it goes first
+            runs = {}
+            futures.append(self._producer.send(record.topic, value=record.value, key=record.key,
+                                               headers=list(record.headers), partition=record.partition))
+        if runs:
+            self._enqueue(runs, futures)
             self._producer._sender.wakeup()
         return futures
+
+    def _enqueue(self, runs: Mapping[TopicPartition, list[OutRecord]], futures: list[Any]) -> None:
+        """Encode each partition's run into batches and put them on its queue, as the accumulator's ``append`` would."""
+        now, stamp = time.monotonic(), int(time.time() * 1000)
+        accumulator = self._accumulator
+        for tp, run in runs.items():
+            batches = [self._batch(tp, encoded, stamp, now) for encoded in self._encoder.runs(run)]
+            accumulator._appends_in_progress.increment()
+            try:
+                with accumulator._tp_lock(tp):
+                    if accumulator._closed:
+                        raise ke.IllegalStateError("RecordAccumulator is closed")
+                    queue = accumulator._batches[tp]
+                    for batch in batches:
+                        queue.append(batch)
+                        accumulator._incomplete.add(batch)
+            finally:
+                accumulator._appends_in_progress.decrement()
+            futures += (batch._record_futures[0] for batch in batches)
+
+    def _batch(self, tp: TopicPartition, encoded: EncodedRun, stamp: int, now: float) -> ProducerBatch:
+        """A ``ProducerBatch`` holding ``encoded``, as if its records had been appended one by one at ``stamp``."""
+        records = MemoryRecordsBuilder(2, self._compression, self._batch_size)
+        builder = records._builder
+        builder._buffer = encoded.buffer
+        builder._first_timestamp = builder._max_timestamp = stamp
+        builder._last_offset = encoded.count - 1
+        builder._num_records = encoded.count
+        records._next_offset = encoded.count
+        batch = ProducerBatch(tp, records, now=now)
+        batch.max_record_size = encoded.max_record_size
+        # one future for the batch: it fails with the batch (kafka-python fails a batch's records together)
+        batch._record_futures.append(FutureRecordMetadata(batch.produce_future, encoded.count - 1, stamp, None,
+                                                          -1, -1, -1))
+        return batch
 
     def _target(self, record: OutRecord) -> TopicPartition | None:
         """The record's checked partition, or ``None`` when ``send`` must take it."""

@@ -157,7 +157,8 @@ class Ownership(Generic[C]):
 
     def wake(self, core: Core, records: Sequence[InRecord]) -> None:
         """Idle partitions with records in this poll are active again, before their records are processed."""
-        self._tell_idle(core, {rec.tp for rec in records if self._idle.get(rec.tp)}, idle=False)
+        if any(self._idle.values()):  # most polls: none is idle, and the records need not be looked at
+            self._tell_idle(core, {rec.tp for rec in records if self._idle.get(rec.tp)}, idle=False)
 
     def mark_idle(self, core: Core, transport: Transport) -> None:
         """Owned input partitions read to their end offset are idle (they no longer hold the watermark)."""

@@ -44,8 +44,12 @@ class OutputRouter:
         self._counter_of = counter_of
         self._routes: dict[str, _Route] = {}
 
-    def record(self, message: OutputMessage) -> OutRecord:
-        """The record of one (already stamped) message: keyed by :func:`message_key`, header ``kind``."""
+    def record(self, message: OutputMessage, emitted_at: str | None = None) -> OutRecord:
+        """The record of one message: keyed by :func:`message_key`, header ``kind``.
+
+        ``emitted_at`` stamps it on the way (the bytes of ``record(stamp(message, emitted_at))``, without the
+        copy); ``None`` keeps the message's own.
+        """
         kind = message.kind
         route = self._routes.get(kind)
         if route is None:
@@ -53,4 +57,4 @@ class OutputRouter:
             route = self._routes[kind] = _Route(self._topic_of(kind), (("kind", kind.encode()),), counter)
         if route.counter is not None:
             route.counter.inc()
-        return OutRecord(route.topic, message_key(message), encode(message), route.headers)
+        return OutRecord(route.topic, message_key(message), encode(message, emitted_at), route.headers)

@@ -22,7 +22,7 @@ from consumer.emitter import Emitter
 from consumer.errors import CoreBatchError, PoisonRecordError
 from consumer.metrics import Metrics
 from consumer.poison import PoisonIsolation
-from consumer.sink import InRecord
+from consumer.sink import TP, InRecord
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.triggers.controls import format_duration
@@ -53,9 +53,9 @@ class RunProcessor:
         self._max_future = max_future
         self._metrics = metrics
 
-    def plain_event(self, rec: InRecord) -> CustomerEvent | None:
-        """The record's event when it can join a run; ``None`` when :meth:`handle` must take it alone."""
-        if rec.value is None or self._poison.isolated(rec.tp, rec.offset):
+    def plain_event(self, rec: InRecord, tp: TP) -> CustomerEvent | None:
+        """The event of ``rec`` (of partition ``tp``) when it joins a run; ``None``: :meth:`handle` takes it alone."""
+        if rec.value is None or self._poison.isolated(tp, rec.offset):
             return None
         try:
             event = parse_event(rec.value)

@@ -256,6 +256,7 @@ class Service(Generic[C]):
         if self._trainer is not None and self._trainer.error is not None:
             raise self._trainer.error
         self._gauges.update(transport, self._ownership.positions, self._core)
+        self.explorer.answer(self._core)
         self._summary.tick(self._core)
 
     def _reset(self) -> None:
@@ -290,15 +291,16 @@ class Service(Generic[C]):
         """Process a poll's records in order into the open batch (see :mod:`consumer.runs`), committing when due."""
         core = self._require_core()
         run: Run = []
+        events_in = self.metrics.events_in
         for rec in records:
             tp = rec.tp
             if not self._ownership.owns(tp):
                 log.debug("skipping %s[%d]@%d: partition not owned (revoked)", rec.topic, rec.partition, rec.offset)
                 continue
             checkpoint = self._checkpoint if self._checkpoint is not None else self._open(rec)
-            self.metrics.events_in.inc()
+            events_in.inc()  # before the record is processed: in-process benches start their clocks on it
             until = self._poison.one_by_one_until(tp)
-            event = self._runs.plain_event(rec) if until is None else None
+            event = self._runs.plain_event(rec, tp) if until is None else None
             if event is not None:
                 run.append((rec, event))
             else:

@@ -101,9 +101,12 @@ class Settings(BaseSettings, ConnectionSettings):
                                          "restarted instance fences its zombie; also the static group member id.")
     guarantee: Guarantee = Field("exactly-once", description="exactly-once (one transaction per batch) or "
                                                              "at-least-once (commit offsets after the acks).")
-    batch_size: int = Field(5000, ge=1, le=100_000, description="Most input records in one batch (transaction); "
-                                                                 "a batch also closes commit-interval-ms after its "
-                                                                 "first record.")
+    # 20,000: a batch behind a backlog closes at catch-up-interval-ms (about 1 s of records) rather than at its
+    # size, so each customer's changelog and membership record is written about once a second, not every 5,000
+    # records (5,000 -> 20,000: 52 -> 42 us of CPU per event, 100k events of 10k customers)
+    batch_size: int = Field(20_000, ge=1, le=100_000, description="Most input records in one batch (transaction); "
+                                                                   "a batch also closes commit-interval-ms after "
+                                                                   "its first record.")
     commit_interval_ms: int = Field(100, ge=1, le=600_000, description="Longest time a batch stays open before "
                                                                       "it is committed.")
     catch_up_interval_ms: int = Field(1000, ge=1, le=600_000,

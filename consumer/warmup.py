@@ -1,11 +1,15 @@
-"""Loading the core's compiled code before the first record, not inside the first batch.
+"""Loading and compiling the core's compiled code before the first record, not inside the first batches.
 
-The core's loops are numba functions cached on disk; the first call of the
-first of them in a process initialises numba's compiler context and loads the
-cached machine code (about 0.25 s of CPU on the reference machine). Paid inside
-the first batch, that is a quarter of a second more latency for its records and
-a commit that much later. :func:`warm_up` pays it at start-up, on a throwaway
-core that never sees a real record.
+The core's loops are numba functions cached on disk; the first call of each
+in a process loads its cached machine code (or, with no cache yet: a fresh
+image, another numba version, compiles it, seconds each). Paid inside the
+first batches, that is latency for their records and commits that much later.
+:func:`warm_up` pays it at start-up, on a throwaway core that never sees a
+real record: two events of one customer (a new row, then a known customer's
+event), then a synthetic stream (:func:`warm_up_stream`) long enough for the
+lenses of the default config to finish their warm-up, move customers (with
+explanations), re-score quiet customers and refine, which each call compiled
+code of their own.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+import orjson
 
 from segmenter.events import CustomerEvent, parse_event
 
@@ -25,6 +32,28 @@ WARM_UP_EVENTS = (
 )
 """Two events of one new customer: a new row, then a known customer's event."""
 
+_TYPES = ("session_start", "product_view", "add_to_cart", "purchase", "email_open", "page_view", "email_click")
+_STREAM_CUSTOMERS = 1000
+"""More than half the id index's first table (1,024 slots): the index grows once, as a real stream's does."""
+_STREAM_EVENTS = 3000
+_STREAM_STEP = timedelta(minutes=5)
+"""3,000 events five minutes apart: ten days of event time (daily re-scoring, a weekly refinement)."""
+_BATCH = 500
+
+
+def warm_up_stream(customers: int = _STREAM_CUSTOMERS, events: int = _STREAM_EVENTS) -> list[CustomerEvent]:
+    """A deterministic synthetic stream: ``events`` events of ``customers`` customers, five minutes apart."""
+    start = datetime(2026, 1, 2, tzinfo=UTC)
+    out = []
+    for i in range(events):
+        kind = _TYPES[(i * 7 + i // customers) % len(_TYPES)]
+        event: dict[str, object] = {"event_id": f"warm-up-s{i}", "customer_id": f"warm-up-{(i * 37) % customers}",
+                                    "type": kind, "ts": (start + i * _STREAM_STEP).isoformat()}  # fmt: skip
+        if kind == "purchase":
+            event["amount"] = float(5 + (i * 53) % 300)
+        out.append(parse_event(orjson.dumps(event)))
+    return out
+
 
 class BatchCore(Protocol):
     """The part of the core a warm-up drives."""
@@ -33,11 +62,19 @@ class BatchCore(Protocol):
         """Process events in order."""
 
 
-def warm_up(make_core: Callable[[], BatchCore]) -> float:
-    """Run :data:`WARM_UP_EVENTS` through a fresh core from ``make_core`` and drop it; returns the seconds taken."""
+def warm_up(make_core: Callable[[], BatchCore], stream: Sequence[CustomerEvent] | None = None) -> float:
+    """Run :data:`WARM_UP_EVENTS`, then ``stream`` (default :func:`warm_up_stream`), through one fresh core.
+
+    The stream goes in batches of 500, as a consumer's runs do; the core is dropped. Returns the seconds taken.
+    """
     started = time.perf_counter()
-    events = [parse_event(raw) for raw in WARM_UP_EVENTS]
-    make_core().process_batch(events, [0] * len(events))
+    core = make_core()
+    first = [parse_event(raw) for raw in WARM_UP_EVENTS]
+    core.process_batch(first, [0] * len(first))
+    events = warm_up_stream() if stream is None else stream
+    for at in range(0, len(events), _BATCH):
+        batch = events[at : at + _BATCH]
+        core.process_batch(batch, [0] * len(batch))
     seconds = time.perf_counter() - started
     log.debug("loaded the core's compiled code in %.2fs", seconds)
     return seconds

@@ -121,3 +121,28 @@ def test_the_mode_is_wired_once(mode: str, keeper: type, trainer: bool) -> None:
     service = build_service(settings, Metrics(), Health())
     assert isinstance(service._keeper, keeper)
     assert (service._trainer_factory is not None) == trainer
+
+
+def test_the_emitter_writes_the_stamped_bytes_and_counts_each_label_set() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from consumer.checkpoint import Checkpoint  # noqa: PLC0415
+    from consumer.emitter import Emitter  # noqa: PLC0415
+    from segmenter.outputs import stamp  # noqa: PLC0415
+    from tests.unit.test_outputs_encode import MESSAGES  # noqa: PLC0415
+
+    metrics = Metrics()
+    now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    emitter = Emitter(OutputRouter(lambda kind: f"out.{kind}"), "dlq", metrics, lambda: now)
+    checkpoint = Checkpoint(started=0.0, open_s=1.0)
+    emitter.emit(MESSAGES, checkpoint)
+    reference = OutputRouter(lambda kind: f"out.{kind}")
+    assert checkpoint.records == [reference.record(stamp(m, now.isoformat())) for m in MESSAGES]
+    changes = [m for m in MESSAGES if m.kind == "segment_change"]
+    assert checkpoint.changed == dict.fromkeys((m.customer_id for m in changes), now.isoformat())
+    registry = metrics.registry
+    for lens, cause in {(m.lens, m.cause) for m in changes}:
+        want = sum(1 for m in changes if (m.lens, m.cause) == (lens, cause))
+        got = registry.get_sample_value("segmenter_segment_changes_total", {"lens": lens, "cause": cause})
+        assert got == want
+    assert registry.get_sample_value("segmenter_campaign_triggers_total", {"campaign": "win"}) == 1

@@ -98,13 +98,13 @@ def test_a_core_raising_on_one_event_dead_letters_it_processing_failed(harness: 
 
 def fail_in(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, when: Callable[[Any], bool],
             exc: Exception) -> None:
-    """Make the one-argument function ``name`` of a service ``module`` raise ``exc`` on the arguments ``when`` picks."""
+    """Make the function ``name`` of a service ``module`` raise ``exc`` on the first arguments ``when`` picks."""
     real = getattr(module, name)
 
-    def wrapper(arg: Any) -> Any:
+    def wrapper(arg: Any, *rest: Any) -> Any:
         if when(arg):
             raise exc
-        return real(arg)
+        return real(arg, *rest)
 
     monkeypatch.setattr(module, name, wrapper)
 
@@ -198,3 +198,11 @@ def test_fuzz_every_record_becomes_outputs_or_one_dead_letter(batch: list[tuple[
     assert set(errors(h)) <= {"not_utf8", "not_json", "schema", "too_large", "tombstone_key", "late"}
     assert [c for c in caused(h) if c and c.startswith("ok")] == [f"ok{i}" for i in range(len(batch))]
     assert h.transport.committed[TP("in", 0)] == 2 * len(batch)
+
+
+def test_every_record_taken_into_a_batch_is_counted_once(harness: Harness) -> None:
+    produce_events(harness, 7)
+    harness.transport.produce_input(b"c1", b"not json")  # dead-lettered: still taken, and counted
+    svc = harness.run()
+    assert svc.metrics.registry.get_sample_value("segmenter_events_in_total") == 8
+    assert harness.transport.committed[TP("in", 0)] == 8

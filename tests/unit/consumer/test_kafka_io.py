@@ -12,6 +12,8 @@ import pytest
 from kafka import TopicPartition
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.partitioner.default import DefaultPartitioner
+from kafka.producer.record_accumulator import RecordAccumulator
+from kafka.record.memory_records import MemoryRecords
 
 from consumer.errors import KafkaIOError, UnsupportedClientError
 from consumer.kafka_io import (
@@ -103,19 +105,18 @@ def test_the_installed_kafka_python_is_the_pinned_one_and_has_the_hook() -> None
     assert callable(ConsumerCoordinator.request_rejoin)  # what KafkaConsumer builds as its _coordinator
 
 
-class _Accumulator:
-    """The part of kafka-python's RecordAccumulator that Appender calls: records what was appended where."""
+def _appended(accumulator: RecordAccumulator) -> list[tuple[int, bytes | None, bytes | None, tuple[Any, ...]]]:
+    """What the accumulator's queues hold, partition by partition: (partition, key, value, headers) per record."""
+    out = []
+    for tp, queue in sorted(accumulator._batches.items()):
+        for batch in queue:
+            batch.records.close()
+            for records in MemoryRecords(batch.records.buffer()):
+                out += [(tp.partition, r.key, r.value, tuple(r.headers)) for r in records]
+    return out
 
-    def __init__(self) -> None:
-        self.appended: list[tuple[Any, bytes | None, bytes | None, Any]] = []
 
-    def append(self, tp: Any, timestamp_ms: int, key: bytes | None, value: bytes | None, headers: Any,
-               now: float | None = None) -> tuple[str, bool, bool, bool]:
-        self.appended.append((tp, key, value, tuple(headers)))
-        return f"future-{len(self.appended)}", False, len(self.appended) == 1, False
-
-
-def _stub_producer(partitions: int = 3) -> Any:
+def _stub_producer(partitions: int = 3, batch_size: int = 1 << 20) -> Any:
     calls: list[Any] = []
 
     def send(topic: str, **kw: Any) -> str:
@@ -123,11 +124,11 @@ def _stub_producer(partitions: int = 3) -> Any:
         return "sent"
 
     producer = SimpleNamespace(
-        _accumulator=_Accumulator(),
+        _accumulator=RecordAccumulator(batch_size=batch_size, linger_ms=1000),
         _transaction_manager=SimpleNamespace(maybe_add_partition_to_transaction=lambda tp: calls.append(("join", tp))),
         _metadata=SimpleNamespace(partitions_for_topic=lambda t: set(range(partitions)) if t == "out" else None),
         _sender=SimpleNamespace(wakeup=lambda: calls.append("wakeup")),
-        config={"max_request_size": 1000},
+        config={"max_request_size": 1000, "bootstrap_servers": "nowhere:9092"},
         send=send,
         calls=calls,
     )
@@ -139,29 +140,50 @@ def test_appender_appends_where_send_would_and_leaves_the_rest_to_send() -> None
     appender = Appender(producer, KeyPartitioner(lambda topic: range(3)), transactional=True)
     keyed = [OutRecord("out", f"c{i}".encode(), b"v", (("format", b"x"),)) for i in range(6)]
     others = [
+        OutRecord("out", None, b"pinned", partition=2),
+        OutRecord("out", b"c1", None),  # a tombstone
         OutRecord("out", b"c0", b"x" * 2000),  # may be too large: send checks it exactly
         OutRecord("out", None, b"keyless"),  # the sticky partitioner's: send
         OutRecord("out", b"c1", b"p", partition=7),  # a partition the metadata does not know: send
         OutRecord("unknown", b"c1", b"v"),  # a topic without metadata yet: send
-        OutRecord("out", None, b"pinned", partition=2),
-        OutRecord("out", b"c1", None),  # a tombstone
     ]
     futures = appender.append_all([*keyed, *others])
     cluster = _Cluster({"out": 3})
     expected = [DefaultPartitioner().partition("out", None, r.key, None, None, cluster) for r in keyed]
-    appended = producer._accumulator.appended
-    assert [(tp.partition, key, value, headers) for tp, key, value, headers in appended] == [
-        *((p, r.key, r.value, r.headers) for p, r in zip(expected, keyed, strict=True)),
-        (2, None, b"pinned", ()),
-        (expected[1], b"c1", None, ()),
-    ]
+    want = [*((p, r.key, r.value, r.headers) for p, r in zip(expected, keyed, strict=True)),
+            (2, None, b"pinned", ()), (expected[1], b"c1", None, ())]
+    assert _appended(producer._accumulator) == sorted(want, key=lambda w: w[0])  # stable: in order per partition
     sent = [c for c in producer.calls if c[0] == "send"]
     assert sent == [("send", "out", b"c0", b"x" * 2000, None), ("send", "out", None, b"keyless", None),
                     ("send", "out", b"c1", b"p", 7), ("send", "unknown", b"c1", b"v", None)]
-    assert len(futures) == len(keyed) + len(others)
+    assert len(futures) == len({*expected, 2}) + len(sent)  # one per batch, one per send
     joined = [c[1] for c in producer.calls if c[0] == "join"]
     assert sorted(tp.partition for tp in joined) == sorted({*expected, 2})  # each partition joins once
-    assert producer.calls.count("wakeup") == 1  # once, at the end of the run
+    assert producer.calls.count("wakeup") == 0  # the last records went through send, which wakes the sender itself
+
+
+def test_appender_sends_what_precedes_a_send_first_and_wakes_the_sender_once_after_a_run() -> None:
+    producer = _stub_producer()
+    order: list[str] = []
+    producer.send = lambda topic, **kw: order.append(f"send:{len(_appended(producer._accumulator))}")
+    appender = Appender(producer, KeyPartitioner(lambda topic: range(3)), transactional=False)
+    appender.append_all([OutRecord("out", b"a", b"1", partition=0), OutRecord("out", None, b"keyless"),
+                         OutRecord("out", b"b", b"2", partition=0)])
+    assert order == ["send:1"]  # the record before the send was on the queue when it was sent
+    assert [r[1] for r in _appended(producer._accumulator)] == [b"a", b"b"]
+    assert producer.calls.count("wakeup") == 1
+
+
+def test_appender_splits_a_partitions_run_into_batches_and_gives_each_batch_a_future() -> None:
+    producer = _stub_producer(batch_size=2000)
+    appender = Appender(producer, KeyPartitioner(lambda topic: range(3)), transactional=False)
+    run = [OutRecord("out", f"k{i}".encode(), bytes(300), partition=1) for i in range(20)]
+    futures = appender.append_all(run)
+    queue = producer._accumulator._batches[TopicPartition("out", 1)]
+    assert len(queue) == len(futures) > 1
+    assert all(batch.records.size_in_bytes() <= 2000 for batch in queue)
+    assert [r[1] for r in _appended(producer._accumulator)] == [r.key for r in run]
+    assert all(len(batch._record_futures) == 1 for batch in queue)
 
 
 def test_appender_joins_each_partition_to_every_new_transaction() -> None:
@@ -180,7 +202,14 @@ def test_appender_of_a_plain_producer_joins_no_transaction() -> None:
         [OutRecord("out", b"c1", b"v")]
     )
     assert not [c for c in producer.calls if c[0] == "join"]
-    assert len(producer._accumulator.appended) == 1
+    assert len(_appended(producer._accumulator)) == 1
+
+
+def test_appender_refuses_brokers_without_record_format_v2() -> None:
+    producer = _stub_producer()
+    producer._accumulator.config["message_version"] = 1
+    with pytest.raises(UnsupportedClientError, match="v2"):
+        Appender(producer, KeyPartitioner(lambda topic: range(3)), transactional=True)
 
 
 def test_private_hook_check_names_each_missing_producer_hook() -> None:
@@ -191,18 +220,36 @@ def test_private_hook_check_names_each_missing_producer_hook() -> None:
     producer._accumulator = SimpleNamespace(add=lambda: None)
     with pytest.raises(UnsupportedClientError) as caught:
         require_private_hooks(consumer, producer)
-    assert "KafkaProducer._accumulator.append()" in str(caught.value)
+    assert "KafkaProducer._accumulator._tp_lock()" in str(caught.value)
+    assert "KafkaProducer._accumulator._batches" in str(caught.value)
     assert "KafkaProducer._sender.wakeup()" in str(caught.value)
     assert "_transaction_manager" not in str(caught.value)
 
 
 def test_the_installed_producer_has_the_hooks_appender_uses() -> None:
     from kafka.producer.kafka import KafkaProducer  # noqa: PLC0415
-    from kafka.producer.record_accumulator import RecordAccumulator  # noqa: PLC0415
     from kafka.producer.sender import Sender  # noqa: PLC0415
     from kafka.producer.transaction_manager import TransactionManager  # noqa: PLC0415
 
-    assert callable(RecordAccumulator.append) and "now" in RecordAccumulator.append.__code__.co_varnames
+    assert callable(RecordAccumulator._tp_lock)
     assert callable(TransactionManager.maybe_add_partition_to_transaction)
     assert callable(Sender.wakeup)
     assert "_accumulator" in KafkaProducer.__init__.__code__.co_names
+
+
+def test_private_hook_check_refuses_an_encoding_unlike_kafka_pythons(monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.kafka_io as kafka_io  # noqa: PLC0415
+    from consumer.record_encoding import EncodedRun  # noqa: PLC0415
+
+    class Skewed:
+        def __init__(self, prefix: int, limit: int) -> None:
+            self.prefix = prefix
+
+        def runs(self, records: list[OutRecord]) -> list[EncodedRun]:
+            return [EncodedRun(bytearray(self.prefix) + b"\x00", len(records), 1)]
+
+    consumer: Any = SimpleNamespace(_coordinator=SimpleNamespace(request_rejoin=lambda: None))
+    require_private_hooks(consumer, _stub_producer())
+    monkeypatch.setattr(kafka_io, "RecordEncoder", Skewed)
+    with pytest.raises(UnsupportedClientError, match="record encoding"):
+        require_private_hooks(consumer, _stub_producer())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumer.warmup import WARM_UP_EVENTS, warm_up
+from consumer.warmup import WARM_UP_EVENTS, warm_up, warm_up_stream
 from segmenter.config import default_config
 from segmenter.events import CustomerEvent
 from segmenter.pipeline import Segmenter
@@ -19,21 +19,51 @@ class _Recording:
         return None
 
 
-def test_warm_up_runs_its_events_through_one_fresh_core_in_one_batch() -> None:
+def test_warm_up_runs_its_events_then_the_stream_through_one_fresh_core() -> None:
     cores: list[_Recording] = []
 
     def make() -> _Recording:
         cores.append(_Recording())
         return cores[-1]
 
-    assert warm_up(make) >= 0
-    assert len(cores) == 1 and len(cores[0].batches) == 1
-    events, sources = cores[0].batches[0]
+    stream = warm_up_stream(customers=10, events=1200)
+    assert warm_up(make, stream) >= 0
+    assert len(cores) == 1
+    (events, sources), *rest = cores[0].batches
     assert [e.event_id for e in events] == ["warm-up-1", "warm-up-2"]
     assert len({e.customer_id for e in events}) == 1 and sources == [0] * len(WARM_UP_EVENTS)
+    assert [len(batch) for batch, _ in rest] == [500, 500, 200]
+    assert [e for batch, _ in rest for e in batch] == stream
 
 
-def test_the_warm_up_events_are_valid_and_the_real_core_takes_them() -> None:
+def test_the_warm_up_stream_is_valid_spans_days_and_the_real_core_takes_it() -> None:
+    stream = warm_up_stream()
+    assert stream == warm_up_stream()  # deterministic
+    assert len({e.customer_id for e in stream}) == 1000 and len({e.event_id for e in stream}) == len(stream)
+    assert stream[-1].epoch - stream[0].epoch > 7 * 86_400  # a weekly refinement, daily re-scoring
     core = Segmenter(default_config())
     warm_up(lambda: core)
-    assert core.stats().events == len(WARM_UP_EVENTS)
+    stats = core.stats()
+    assert stats.events == len(WARM_UP_EVENTS) + len(stream) and stats.late == stats.duplicates == 0
+    assert stats.customers == 1001 and sum(stats.changes.values()) > 0  # the lenses warmed up and moved customers
+
+
+def test_after_the_warm_up_a_real_stream_loads_no_more_compiled_code() -> None:
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.unit.consumer.warmup_coverage"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "OPENBLAS_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # each would cost its first batch a load or compile
