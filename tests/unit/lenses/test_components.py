@@ -101,6 +101,13 @@ def test_names_that_say_the_same_in_another_order_are_not_both_used() -> None:
     assert terms[0] != terms[1], names
 
 
+@pytest.mark.parametrize("hours", [-1.0, float("inf"), float("nan"), 24 * 365 + 1.0])
+def test_pending_move_hours_is_validated(hours: float) -> None:
+    data = {"name": "value", "features": ["spend", "frequency"], "pending_move_hours": hours}
+    with pytest.raises(ConfigError, match="'pending_move_hours'"):
+        parse_lens_config(data)
+
+
 def test_hysteresis_rule_and_flap_tracker() -> None:
     h = Hysteresis(margin=0.25, min_dwell=3)
     def decide(current: int | None, live: bool, d_cur: float | None, d_near: float, dwell: int) -> bool:
