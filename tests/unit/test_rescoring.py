@@ -82,3 +82,27 @@ def test_a_customer_held_by_the_margin_moves_once_its_nearest_was_elsewhere_for_
     assert ((held == NO_PENDING) | (wm - held < hold + 86_400)).all()
     off, _ = _sweep_days(0.0, 6)  # the margin alone: nobody who holds a live segment moves
     assert not [m for m, _ in off if m.from_segment is not None and m.to_segment is not None]
+
+
+def _event_moves(pending_hours: float) -> list[tuple[SegmentChange, int]]:
+    """EVENTS one by one: each move an event caused out of a segment, with its pending start before it."""
+    seg = Segmenter(_held_config(pending_hours))
+    lens_index = {lens.name: i for i, lens in enumerate(seg.lenses)}
+    moves: list[tuple[SegmentChange, int]] = []
+    for e in EVENTS:
+        row = seg.store.row_of(e.customer_id)
+        pend = None if row is None else seg.store.pend[row].copy()
+        with contextlib.suppress(EventError):
+            for m in seg.process(e):
+                if isinstance(m, SegmentChange) and m.cause == "event" and m.from_segment and pend is not None:
+                    moves.append((m, int(pend[lens_index[m.lens]])))
+    return moves
+
+
+def test_the_event_loop_moves_a_held_customer_after_the_hold_too() -> None:
+    moves = _event_moves(1.0)
+    assert len(moves) > 10
+    for m, start in moves:
+        assert start != NO_PENDING, m
+        assert datetime.fromisoformat(m.event_ts).timestamp() - (start + BASE_EPOCH) >= 3600, m
+    assert len(_event_moves(0.0)) < len(moves) / 4  # the margin alone: only the rare decisive moves
