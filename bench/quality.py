@@ -51,6 +51,8 @@ Usage::
     python -m bench.quality --customers 300 --days 20
     python -m bench.quality --algorithms kmeans dbstream --scenarios separated
     python -m bench.quality --scenarios sparse sparse_bad_clock --sparse-customers 2000
+    python -m bench.quality --pending-move-hours 96 --scenarios personas btyd
+    python -m bench.quality_metrics bench/out/quality.json BEFORE.json   # the issue-13 table, before > after
 """
 
 from __future__ import annotations
@@ -208,11 +210,14 @@ def simulate_scenario(scenario: str, customers: int, days: float, seed: int) -> 
     raise ValueError(f"unknown scenario {scenario!r}")
 
 
-def scenario_config(scenario: str, algorithm: str) -> SegmenterConfig:
-    """The default config with ``algorithm`` in every lens (``k = 4`` per lens for ``separated``)."""
+def scenario_config(scenario: str, algorithm: str, **lens_overrides: Any) -> SegmenterConfig:
+    """The default config with ``algorithm`` in every lens (``k = 4`` per lens for ``separated``).
+
+    ``lens_overrides``: lens settings applied to every lens (e.g. ``pending_move_hours``).
+    """
     if scenario == "separated":
-        return config_for(algorithm, k={"value": 4, "engagement": 4})
-    return config_for(algorithm)
+        return config_for(algorithm, k={"value": 4, "engagement": 4}, **lens_overrides)
+    return config_for(algorithm, **lens_overrides)
 
 
 @dataclass
@@ -554,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--flap-window", type=int, default=5, help="customer events within which a reversal is a flap")
     parser.add_argument("--max-events", type=int, default=None, help="cut each simulated stream at this many events")
+    parser.add_argument("--pending-move-hours", type=float, default=None,
+                        help="every lens's pending_move_hours (default: the config's)")  # fmt: skip
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -570,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {},
     }
     rows: list[Row] = []
+    overrides = {} if args.pending_move_hours is None else {"pending_move_hours": args.pending_move_hours}
+    data["params"]["lens_overrides"] = overrides
     for scenario in args.scenarios:
         customers, days = sizes[scenario]
         sim = simulate_scenario(scenario, customers, days, args.seed)
@@ -588,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         algorithms = args.algorithms[:1] if scenario == "sparse_bad_clock" else args.algorithms
         for algorithm in algorithms:
             started = time.perf_counter()
-            res = run_one(sim, scenario_config(scenario, algorithm), args.flap_window)
+            res = run_one(sim, scenario_config(scenario, algorithm, **overrides), args.flap_window)
             data["runs"][scenario][algorithm] = res
             log.info(
                 "%s/%s: joint ARI %.3f, %s, %.0f events/s, %.1f s",

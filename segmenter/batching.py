@@ -178,7 +178,9 @@ def _source_indices(sources: Sequence[int | None], valid: np.ndarray[Any, np.dty
 def store_columns(store: FeatureStore) -> kernel.StoreColumns:
     """The store's columns as the compiled code takes them (rebuild after the store grew)."""
     s = store
-    return kernel.StoreColumns(s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev, s.mver, s.part, s.live)
+    return kernel.StoreColumns(
+        s.f, s.t, s.h, s.hpos, s.dirty, s.seg, s.dwell, s.since, s.prev, s.mver, s.part, s.live, s.pend
+    )
 
 
 def _warn_moved(store: FeatureStore, rows: np.ndarray[Any, np.dtype[np.int64]],

@@ -58,6 +58,7 @@ __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
     "HEAVY_TAILED",
+    "NO_PENDING",
     "EventKind",
     "FeatureDef",
     "FeatureStore",
@@ -70,6 +71,8 @@ BASE_EPOCH = 1_577_836_800
 _T_MIN = -(2**31) + 1
 _T_MAX = 2**31 - 1
 _NO_TIME = -(2**31)
+NO_PENDING = _NO_TIME
+"""A ``pend`` value: the customer's nearest segment in that lens is its own (no pending move)."""
 """Stored in ``last_purchase`` while the customer has no purchase."""
 MAX_AMOUNT = 1e12
 """Amounts above this are clipped (keeps float32 accumulators finite)."""
@@ -184,8 +187,8 @@ class FeatureStore:
     Notes
     -----
     ``44 + 16 + 4 * dedup_size + 7 + 4 * n_lenses`` bytes of numpy state per
-    row (108 with the defaults and two lenses), plus ``since``, ``prev`` and
-    ``mver`` (10 bytes per lens) and ``part`` (2 bytes), about 12 % growth slack,
+    row (108 with the defaults and two lenses), plus ``since``, ``prev``,
+    ``mver`` and ``pend`` (14 bytes per lens) and ``part`` (2 bytes), about 12 % growth slack,
     and the :class:`~segmenter.id_index.IdIndex` (the id's UTF-8 bytes with
     arena slack, a 10-byte offset and length, 4 to 8 bytes of hash table): about
     175 bytes per customer with ids like ``c0001234``, and no Python object per
@@ -211,6 +214,8 @@ class FeatureStore:
     """Per lens: the segment the customer left to enter its current one (``-1``: none)."""
     mver: npt.NDArray[np.int32]
     """Per lens: the lens's model version when the customer entered its current segment."""
+    pend: npt.NDArray[np.int32]
+    """Per lens: since when the customer's nearest segment has been another one (:data:`NO_PENDING`: none)."""
     part: npt.NDArray[np.int16]
     """The input partition (event source) of the customer's latest event (``-1``: none, offline)."""
     _fv: Any
@@ -249,6 +254,7 @@ class FeatureStore:
             "since": np.zeros((capacity, max(1, self.n_lenses)), np.int32),
             "prev": np.full((capacity, max(1, self.n_lenses)), -1, np.int16),
             "mver": np.zeros((capacity, max(1, self.n_lenses)), np.int32),
+            "pend": np.full((capacity, max(1, self.n_lenses)), NO_PENDING, np.int32),
             "part": np.full(capacity, -1, np.int16),
         }
         # drop the memoryviews before replacing their arrays
@@ -305,7 +311,7 @@ class FeatureStore:
 
     def nbytes(self) -> int:
         """Bytes held by the numpy columns and the id index (allocated capacity)."""
-        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell", "since", "prev", "mver", "part")
+        cols = ("f", "t", "h", "hpos", "crc", "live", "dirty", "seg", "dwell", "since", "prev", "mver", "pend", "part")
         columns: int = sum(getattr(self, n).nbytes for n in cols)
         return columns + self._index.nbytes()
 
@@ -337,6 +343,7 @@ class FeatureStore:
         self.crc[rows] = [customer_hash(c) for c in customer_ids]
         self.seg[rows] = -1
         self.prev[rows] = -1
+        self.pend[rows] = NO_PENDING
         return rows
 
     def release_unused(self, rows: npt.NDArray[np.int64]) -> None:
@@ -376,6 +383,7 @@ class FeatureStore:
         self.since[rows] = 0
         self.prev[rows] = -1
         self.mver[rows] = 0
+        self.pend[rows] = NO_PENDING
         self.part[rows] = -1
         self._free.extend(rows.tolist())
 
@@ -606,6 +614,7 @@ class FeatureStore:
         self.prev[row, lens] = self.segment(row, lens)
         self.since[row, lens] = at
         self.mver[row, lens] = version
+        self.pend[row, lens] = NO_PENDING
         self.set_segment(row, lens, segment, 0)
 
     def set_segment(self, row: int, lens: int, segment: int, dwell: int) -> None:
@@ -718,6 +727,7 @@ class FeatureStore:
                     int(self.since[row, i]) + BASE_EPOCH,
                     int(self.prev[row, i]),
                     int(self.mver[row, i]),
+                    None if self.pend[row, i] == NO_PENDING else int(self.pend[row, i]) + BASE_EPOCH,
                 ]
                 for i, name in enumerate(lens_names)
             },
@@ -778,13 +788,14 @@ class FeatureStore:
         if ring:
             self.h[row, : len(ring)] = ring
         self.hpos[row] = len(ring) % d if d else 0
-        for i, (seg, dwell, since, prev, version) in enumerate(placed):
+        for i, (seg, dwell, since, prev, version, pend) in enumerate(placed):
             self.seg[row, i] = seg
             self.dwell[row, i] = dwell
             # records written before the event-time dwell: entered at the latest event, from nowhere
             self.since[row, i] = times[1] if since is None else since
             self.prev[row, i] = prev
             self.mver[row, i] = version
+            self.pend[row, i] = pend
         self.dirty[row] = False
         return row
 
@@ -798,21 +809,28 @@ class FeatureStore:
 
     def _record_segment(
         self, value: Any, what: str, lens: str, known: Container[int] | None
-    ) -> tuple[int, int, int | None, int, int]:
-        """``(segment, dwell, since, previous segment, model version)`` of one lens (older records: fewer)."""
+    ) -> tuple[int, int, int | None, int, int, int]:
+        """``(segment, dwell, since, previous segment, model version, pending since)`` of one lens.
+
+        Older records hold fewer: no entry time (entered at the latest event), no previous segment, model
+        version 0, no pending move.
+        """
         entry = expect_list(value, f"{what} lens {lens!r}")
-        if len(entry) not in (2, 4, 5):
-            raise StateError(f"{what} lens {lens!r}: expected [segment, dwell, since, previous, model version]")
+        if len(entry) not in (2, 4, 5, 6):
+            raise StateError(
+                f"{what} lens {lens!r}: expected [segment, dwell, since, previous, model version, pending since]"
+            )
         seg = expect_int(entry[0], f"{what} lens {lens!r} segment", -1, 2**15 - 1)
         dwell = expect_int(entry[1], f"{what} lens {lens!r} dwell", 0, 2**16 - 1)
         if seg >= 0 and known is not None and seg not in known:
             raise StateError(f"{what} lens {lens!r}: unknown segment {seg}")
         if len(entry) == 2:
-            return seg, dwell, None, -1, 0
+            return seg, dwell, None, -1, 0, NO_PENDING
         since = self._record_time(entry[2], what)
         prev = expect_int(entry[3], f"{what} lens {lens!r} previous segment", -1, 2**15 - 1)
-        version = expect_int(entry[4], f"{what} lens {lens!r} model version", 0, 2**31 - 1) if len(entry) == 5 else 0
-        return seg, dwell, since, prev, version
+        version = expect_int(entry[4], f"{what} lens {lens!r} model version", 0, 2**31 - 1) if len(entry) >= 5 else 0
+        pend = NO_PENDING if len(entry) < 6 or entry[5] is None else self._record_time(entry[5], what)
+        return seg, dwell, since, prev, version, pend
 
     def columns(self, lens_names: Sequence[str]) -> dict[str, Any]:
         """All live customers as compact arrays, ordered by customer id (for snapshots)."""
@@ -830,6 +848,7 @@ class FeatureStore:
             "since": self.since[rows].astype(np.int64) + BASE_EPOCH,
             "prev": self.prev[rows],
             "mver": self.mver[rows],
+            "pend": self.pend[rows].astype(np.int64) + BASE_EPOCH,  # NO_PENDING: NO_PENDING + BASE_EPOCH
             "part": self.part[rows],
             "lenses": list(lens_names),
             "dedup_size": self.dedup_size,
@@ -865,6 +884,8 @@ class FeatureStore:
             # absent from older snapshots: model version 0, no partition
             "mver": _optional_array(cols, "mver", np.int32, (n, lenses), 0),
             "part": _optional_array(cols, "part", np.int16, (n,), -1),
+            # absent from older snapshots: no pending move
+            "pend": _snapshot_pending(_optional_array(cols, "pend", np.int64, (n, lenses), NO_PENDING + BASE_EPOCH)),
         }
         if n and not ((arrays["since"] >= _T_MIN) & (arrays["since"] <= _T_MAX)).all():
             raise StateError("snapshot since: times outside the years 1952 to 2088")
@@ -905,6 +926,14 @@ def _snapshot_times(epochs: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     if not valid.all():
         raise StateError("snapshot t: times outside the years 1952 to 2088")
     return t
+
+
+def _snapshot_pending(epochs: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """A snapshot's ``pend`` column (epoch seconds) as relative seconds, checked."""
+    rel = epochs - BASE_EPOCH
+    if not ((rel == NO_PENDING) | ((rel >= _T_MIN) & (rel <= _T_MAX))).all():
+        raise StateError("snapshot pend: times outside the years 1952 to 2088")
+    return rel
 
 
 def _optional_array(

@@ -94,7 +94,7 @@ from segmenter.features import (  # the store's layout (private to the store and
     MAX_AMOUNT,
     EventKind,
 )
-from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
 from segmenter.moves import MoveColumns, apply
 
 __all__ = [
@@ -168,6 +168,7 @@ class StoreColumns(NamedTuple):
     mver: Any
     part: Any
     live: Any
+    pend: Any
 
 
 class ClockColumns(NamedTuple):
@@ -386,11 +387,11 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
 ) -> None:  # pragma: no cover - compiled
     """Run events from position ``pos = [event, step]`` until a stop; ``io[IO_REASON]`` says which (see the module)."""
     rows, newrows, newfirst, kinds, times, amounts, ehash, chash, srcs, parts = ev
-    f, t, h, hpos, dirty, seg, dwell, since, prev, mver, part, live_row = st
+    f, t, h, hpos, dirty, seg, dwell, since, prev, mver, part, live_row, pend = st
     sclock, smax, sidle, sdirty, ktime, kkey, kcount, atime, akey, acount = clk
     (idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, nobs, warmup, learn_every, batch_size, version,
      bfill, sbuf, sn, scount) = ln  # fmt: skip
-    cols = (seg, dwell, since, prev, mver)
+    cols = (seg, dwell, since, prev, mver, pend)
     n_events = len(kinds)
     n_lenses = len(dims)
     tail = 1 + 2 * n_lenses
@@ -500,15 +501,16 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             nl = nlive[li]
             if nl > 0:
                 scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
-            age = t[row, _LAST] - since[row, li]
-            moved, target, _nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw, age,
-                                                                 prev[row, li], rule[li])
+            now = t[row, _LAST]
+            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw,
+                                                                 now - since[row, li], prev[row, li],
+                                                                 waited(pend[row, li], now), rule[li])
             if moved:
-                at_last = t[row, _LAST]
-                if apply(cols, mv, (row, li, cur, target, i, at_last, at_last, version[li]), dd, vals, live[li, :nl]):
+                if apply(cols, mv, (row, li, cur, target, i, now, now, version[li]), dd, vals, live[li, :nl]):
                     _stop(io, Stop.MOVE, i, step)
                     return
                 continue
+            pend[row, li] = pending_since(pend[row, li], now, cur, nearest)
             if dw < 65535:
                 dwell[row, li] = dw + 1
         if step == tail:

@@ -2,7 +2,7 @@
 
 The event loop (:mod:`segmenter.kernel`) and the re-scorer (:mod:`segmenter.rescoring`)
 apply a move to the store's lens columns themselves (segment, dwell, entry
-time, previous segment, model version) and record it here (:func:`apply`):
+time, previous segment, model version, no pending move) and record it here (:func:`apply`):
 the row, lens, old and new segment, the event that caused it (``-1``: none),
 its event time, the customer's latest event time then, the distance and every
 feature of the row at that time (one :class:`Move` per row of its columns).
@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from segmenter.features import FEATURE_NAMES
+from segmenter.features import FEATURE_NAMES, NO_PENDING
 
 __all__ = ["MOVE_CAPACITY", "M_LENS", "M_ROW", "Move", "MoveBuffer", "MoveColumns", "apply"]
 
@@ -97,14 +97,14 @@ def apply(  # noqa: PLR0913, PLR0917 - compiled: positional arguments only
 ) -> bool:  # pragma: no cover - compiled
     """Apply one move to the store's lens columns and append it to ``buf``; True when the buffer is now full.
 
-    ``cols``: the store's ``(seg, dwell, since, prev, mver)`` columns; ``move``: ``(row, lens, old, new, event,
+    ``cols``: the store's ``(seg, dwell, since, prev, mver, pend)`` columns; ``move``: ``(row, lens, old, new, event,
     at, last, version)`` (as :class:`Move`, plus the lens's model version); ``vals``: every feature of the row
     at ``at``; ``live``: the lens's live segment ids. The store's side is :meth:`FeatureStore.enter`'s:
-    previous segment, entry time, model version, segment, dwell 0 - except that a customer whose segment died
-    under it (a ``model`` move) keeps its previous segment: the move rule's "segment just left" stays the
-    customer's own last choice.
+    previous segment, entry time, model version, segment, dwell 0, no pending move - except that a customer
+    whose segment died under it (a ``model`` move) keeps its previous segment: the move rule's "segment just
+    left" stays the customer's own last choice.
     """
-    seg, dwell, since, prev, mver = cols
+    seg, dwell, since, prev, mver, pend = cols
     row, li, old, new, event, at, last, version = move
     held = seg[row, li]
     if held < 0 or _holds(live, held):
@@ -113,6 +113,7 @@ def apply(  # noqa: PLR0913, PLR0917 - compiled: positional arguments only
     mver[row, li] = version
     seg[row, li] = new
     dwell[row, li] = 0
+    pend[row, li] = NO_PENDING
     ints, dd, vv, count = buf
     n = count[0]
     ints[n, M_ROW] = row

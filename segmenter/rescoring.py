@@ -33,7 +33,7 @@ from segmenter.batching import store_columns
 from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, LensColumns, StoreColumns, feature_vector, scale
-from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
 from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
 
 if TYPE_CHECKING:
@@ -62,10 +62,10 @@ def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColum
     feature (the pass stops there, nothing after it done), else ``-1``.
     """
     rows, at, lens_on, mark = job
-    f, t, seg, dwell, since, prev, mver = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver
+    f, t, seg, dwell, since, prev, mver, pend = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver, st.pend
     idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
         ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
-    cols = (seg, dwell, since, prev, mver)
+    cols = (seg, dwell, since, prev, mver, pend)
     vals = np.empty(_N_VALUES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
     for r in range(len(rows)):
@@ -84,12 +84,15 @@ def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColum
                 scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
             cur = seg[row, li]
             dw = dwell[row, li]
-            moved, target, _nearest, dd = nearest_with_hysteresis(
-                x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li], rule[li]
+            moved, target, nearest, dd = nearest_with_hysteresis(
+                x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li],
+                waited(pend[row, li], tr), rule[li]
             )
             if moved:
                 apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals, live[li, :nl])
-            elif dw < 65535:
+                continue
+            pend[row, li] = pending_since(pend[row, li], tr, cur, nearest)
+            if dw < 65535:
                 dwell[row, li] = dw + 1
         if mark:
             t[row, SCORED] = tr

@@ -149,6 +149,7 @@ class Lens:
         self.rule = Hysteresis(
             margin=config.margin, min_dwell=config.min_dwell, min_dwell_s=round(config.min_dwell_hours * 3600),
             return_window_s=round(config.return_window_days * 86_400), return_margin=config.return_margin,
+            hold_s=round(config.pending_move_hours * 3600) if config.pending_move_hours else math.inf,
         ).params()
         self._heavy = self._scaler.heavy_index
         self._n_obs = 0
@@ -623,7 +624,7 @@ class Lens:
         x = np.array(self._scaled(raw), np.float64)
         moved, segment, nearest, distance = nearest_with_hysteresis(
             x, self._center_array, self._live_array, n, self._dim, -1 if current is None else current, dwell,
-            age, -1 if previous is None else previous, self.rule)
+            age, -1 if previous is None else previous, -1, self.rule)
         return Assignment(int(segment), int(nearest), float(distance), bool(moved))
 
     def explain(self, raw: Sequence[float] | np.ndarray, old: int | None, new: int | None) -> Explanation:

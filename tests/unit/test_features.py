@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from segmenter.config import FeatureConfig
 from segmenter.errors import EventError, StateError
-from segmenter.features import BASE_EPOCH, DAY, FEATURE_NAMES, HEAVY_TAILED, EventKind, FeatureStore
+from segmenter.features import BASE_EPOCH, DAY, FEATURE_NAMES, HEAVY_TAILED, NO_PENDING, EventKind, FeatureStore
 from segmenter.kernel import N_FEATURES, _vector
 from segmenter.lenses.scaling import HEAVY_TAILED as LENS_HEAVY_TAILED
 
@@ -90,6 +90,47 @@ def test_columns_without_the_refund_amount_still_load() -> None:
     fresh = FeatureStore(CFG, n_lenses=1)
     fresh.load_columns(cols, ["l"])
     assert feats(fresh, "c", T0)["net_spend"] == pytest.approx(80.0)
+
+
+def _pending_store() -> FeatureStore:
+    """Two customers in lens 1 of 2: ``p`` with a pending move since ``T0 + 60``, ``q`` without."""
+    s = FeatureStore(CFG, n_lenses=2)
+    for cid in ("p", "q"):
+        s.ingest(cid, "e1", EventKind.PURCHASE, T0, 10.0)
+    s.pend[s.row_of("p") or 0, 1] = T0 + 60
+    return s
+
+
+def test_pending_move_start_survives_records_and_columns() -> None:
+    a = _pending_store()
+    rp, rq = a.row_of("p") or 0, a.row_of("q") or 0
+    rec = a.record(rp, ["l", "m"])
+    assert rec["s"]["m"][5] == T0 + 60 + BASE_EPOCH and a.record(rq, ["l", "m"])["s"]["m"][5] is None
+    b = FeatureStore(CFG, n_lenses=2)
+    b.load_record("p", rec, ["l", "m"])
+    assert b.pend[b.row_of("p") or 0].tolist() == [NO_PENDING, T0 + 60]
+    c = FeatureStore(CFG, n_lenses=2)
+    c.load_columns(a.columns(["l", "m"]), ["l", "m"])
+    assert c.pend[c.row_of("p") or 0].tolist() == [NO_PENDING, T0 + 60]
+    assert c.pend[c.row_of("q") or 0].tolist() == [NO_PENDING, NO_PENDING]
+
+
+def test_state_written_before_the_pending_move_loads_without_one() -> None:
+    a = _pending_store()
+    rec = a.record(a.row_of("p") or 0, ["l", "m"])
+    rec["s"] = {name: entry[:5] for name, entry in rec["s"].items()}  # [segment, dwell, since, previous, version]
+    b = FeatureStore(CFG, n_lenses=2)
+    b.load_record("p", rec, ["l", "m"])
+    assert b.pend[b.row_of("p") or 0].tolist() == [NO_PENDING, NO_PENDING]
+    cols = a.columns(["l", "m"])
+    del cols["pend"]
+    c = FeatureStore(CFG, n_lenses=2)
+    c.load_columns(cols, ["l", "m"])
+    assert (c.pend[: len(c)] == NO_PENDING).all()
+    cols = a.columns(["l", "m"])
+    cols["pend"][0, 0] = 2**40  # outside int32 seconds
+    with pytest.raises(StateError, match="pend"):
+        FeatureStore(CFG, n_lenses=2).load_columns(cols, ["l", "m"])
 
 
 def test_recency_is_capped_and_spend_floored() -> None:

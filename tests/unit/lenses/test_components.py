@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from river import cluster
 
 from segmenter.errors import ConfigError, StateError
+from segmenter.features import NO_PENDING
 from segmenter.lenses import FlapTracker, Hysteresis, LensConfig, OnlineScaler, parse_lens_config
-from segmenter.lenses.hysteresis import nearest_with_hysteresis
+from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
 from segmenter.lenses.models import DEFAULT_KMEANS_HALFLIFE, KMeansModel, make_model, validate_params
 from segmenter.lenses.naming import derive_name, still_fits, unique_names
 
@@ -100,6 +101,13 @@ def test_names_that_say_the_same_in_another_order_are_not_both_used() -> None:
     assert terms[0] != terms[1], names
 
 
+@pytest.mark.parametrize("hours", [-1.0, float("inf"), float("nan"), 24 * 365 + 1.0])
+def test_pending_move_hours_is_validated(hours: float) -> None:
+    data = {"name": "value", "features": ["spend", "frequency"], "pending_move_hours": hours}
+    with pytest.raises(ConfigError, match="'pending_move_hours'"):
+        parse_lens_config(data)
+
+
 def test_hysteresis_rule_and_flap_tracker() -> None:
     h = Hysteresis(margin=0.25, min_dwell=3)
     def decide(current: int | None, live: bool, d_cur: float | None, d_near: float, dwell: int) -> bool:
@@ -124,7 +132,7 @@ def test_time_dwell_holds_only_a_move_back_to_the_segment_just_left() -> None:
     day = 86_400
 
     def move(prev: int, age: int) -> bool:
-        moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, 5, age, prev, h.params())[0]
+        moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, 5, age, prev, -1, h.params())[0]
         readable = h.decide(current=1, current_live=True, d_current=3.0, nearest=2, d_nearest=0.5, dwell=5,
                             age=age, previous=None if prev < 0 else prev)
         assert moved == readable
@@ -137,11 +145,49 @@ def test_time_dwell_holds_only_a_move_back_to_the_segment_just_left() -> None:
     assert move(prev=2, age=7 * day)
 
 
+def test_pending_move_goes_without_the_margin_after_the_hold() -> None:
+    """Nearest elsewhere for ``hold_s``: the customer moves though the margin holds it; a move back still waits."""
+    h = Hysteresis(margin=0.25, min_dwell=2, min_dwell_s=7 * 86_400, hold_s=2 * 86_400)
+    x = np.array([0.0, 0.0])
+    centers = np.array([[1.0, 0.0], [0.9, 0.0]])  # segment 2 nearer than the own segment 1, within the margin
+    live = np.array([1, 2], np.int64)
+    day = 86_400
+
+    def move(wait: int, prev: int = -1, age: int = day, dwell: int = 5) -> bool:
+        moved, segment, nearest, distance = nearest_with_hysteresis(x, centers, live, 2, 2, 1, dwell, age, prev, wait,
+                                                                    h.params())
+        readable = h.decide(current=1, current_live=True, d_current=1.0, nearest=2, d_nearest=0.9, dwell=dwell,
+                            age=age, previous=None if prev < 0 else prev, pending=wait)
+        assert moved == readable and nearest == 2
+        assert (segment, distance) == ((2, 0.9) if moved else (1, 1.0))
+        return bool(moved)
+
+    assert not move(wait=-1)  # no stretch yet
+    assert not move(wait=2 * day - 1)
+    assert move(wait=2 * day)
+    assert not move(wait=2 * day, dwell=1)  # the event dwell still holds
+    assert not move(wait=2 * day, prev=2)  # back to the segment just left within the week: still held
+    assert move(wait=2 * day, prev=2, age=7 * day)
+    assert not Hysteresis(margin=0.25).decide(current=1, current_live=True, d_current=1.0, nearest=2, d_nearest=0.9,
+                                              dwell=5, pending=10**9)  # no hold set: the margin alone
+
+
+def test_pending_stretch_starts_once_and_ends_at_the_own_segment() -> None:
+    start = pending_since(NO_PENDING, 100, 1, 2)
+    assert start == 100 and waited(start, 100) == 0
+    assert pending_since(start, 500, 1, 3) == 100 and waited(100, 500) == 400  # nearest elsewhere, still: kept
+    assert pending_since(start, 600, 1, 1) == NO_PENDING  # nearest is the own segment again: ended
+    assert pending_since(NO_PENDING, 600, 1, -1) == NO_PENDING  # no live segment
+    assert waited(NO_PENDING, 600) == -1
+
+
 _coord = st.floats(-4.0, 4.0, allow_nan=False, width=32)
 
 
 @st.composite
-def _decisions(draw: st.DrawFn) -> tuple[list[float], list[list[float]], list[int], int, int, int, int, Hysteresis]:
+def _decisions(
+    draw: st.DrawFn,
+) -> tuple[list[float], list[list[float]], list[int], int, int, int, int, int, Hysteresis]:
     d = draw(st.integers(1, 4))
     n = draw(st.integers(0, 6))
     live = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n, unique=True))
@@ -152,20 +198,22 @@ def _decisions(draw: st.DrawFn) -> tuple[list[float], list[list[float]], list[in
     cur = draw(st.sampled_from([-1, 41, *live]))
     h = Hysteresis(margin=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])), min_dwell=draw(st.integers(0, 4)),
                    min_dwell_s=draw(st.sampled_from([0, 100])), return_window_s=draw(st.sampled_from([0, 500])),
-                   return_margin=draw(st.sampled_from([0.0, 0.3, 0.95])))
+                   return_margin=draw(st.sampled_from([0.0, 0.3, 0.95])),
+                   hold_s=draw(st.sampled_from([math.inf, 0, 300])))
     age = draw(st.sampled_from([0, 99, 100, 499, 500, 10_000]))
     prev = draw(st.sampled_from([-1, 41, *live]))
-    return x, centers, live, cur, draw(st.integers(0, 6)), age, prev, h
+    wait = draw(st.sampled_from([-1, 0, 299, 300, 10_000]))
+    return x, centers, live, cur, draw(st.integers(0, 6)), age, prev, wait, h
 
 
 @given(_decisions())
 def test_compiled_move_rule_is_the_hysteresis_rule(case: tuple[list[float], list[list[float]], list[int], int, int,
-                                                              int, int, Hysteresis]) -> None:
+                                                              int, int, int, Hysteresis]) -> None:
     """``nearest_with_hysteresis`` (event loop and ``Lens.assign``) decides as ``Hysteresis.decide`` states."""
-    x, centers, live, cur, dwell, age, prev, h = case
+    x, centers, live, cur, dwell, age, prev, wait, h = case
     d = len(x)
     got = nearest_with_hysteresis(np.array(x), np.array(centers, np.float64).reshape(len(live), d),
-                                  np.array(live, np.int64), len(live), d, cur, dwell, age, prev, h.params())
+                                  np.array(live, np.int64), len(live), d, cur, dwell, age, prev, wait, h.params())
     moved, segment, nearest, distance = got
     if not live:
         assert (moved, segment, nearest) == (cur >= 0, -1, -1) and math.isnan(distance)
@@ -181,7 +229,7 @@ def test_compiled_move_rule_is_the_hysteresis_rule(case: tuple[list[float], list
     expect_moved = h.decide(current=None if cur < 0 else cur, current_live=current_live,
                             d_current=dists[live.index(cur)] if current_live else None,
                             nearest=live[best], d_nearest=dists[best], dwell=dwell, age=age,
-                            previous=None if prev < 0 else prev)
+                            previous=None if prev < 0 else prev, pending=wait)
     expect_segment = live[best] if expect_moved else cur
     assert (moved, segment, nearest) == (expect_moved, expect_segment, live[best])
     assert distance == pytest.approx(dists[live.index(expect_segment)], rel=1e-12, abs=1e-12)
