@@ -9,14 +9,14 @@ real record: two events of one customer (a new row, then a known customer's
 event), then a synthetic stream (:func:`warm_up_stream`) long enough for the
 lenses of the default config to finish their warm-up, move customers (with
 explanations), re-score quiet customers and refine, which each call compiled
-code of their own.
+code of their own; last, the lenses' quality and segment rules, which are computed when first read.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -36,13 +36,14 @@ _TYPES = ("session_start", "product_view", "add_to_cart", "purchase", "email_ope
 _STREAM_CUSTOMERS = 1000
 """More than half the id index's first table (1,024 slots): the index grows once, as a real stream's does."""
 _STREAM_EVENTS = 3000
-_STREAM_STEP = timedelta(minutes=5)
-"""3,000 events five minutes apart: ten days of event time (daily re-scoring, a weekly refinement)."""
+_STREAM_STEP = timedelta(minutes=10)
+"""3,000 events ten minutes apart: three weeks of event time (daily re-scoring; the lenses are ready after about
+two thirds of it, and a weekly refinement tick follows)."""
 _BATCH = 500
 
 
 def warm_up_stream(customers: int = _STREAM_CUSTOMERS, events: int = _STREAM_EVENTS) -> list[CustomerEvent]:
-    """A deterministic synthetic stream: ``events`` events of ``customers`` customers, five minutes apart."""
+    """A deterministic synthetic stream: ``events`` events of ``customers`` customers, ten minutes apart."""
     start = datetime(2026, 1, 2, tzinfo=UTC)
     out = []
     for i in range(events):
@@ -55,8 +56,22 @@ def warm_up_stream(customers: int = _STREAM_CUSTOMERS, events: int = _STREAM_EVE
     return out
 
 
+class ProfiledLens(Protocol):
+    """A lens whose profiles (with their segment rules, fitted when first read) a warm-up reads."""
+
+    def profiles(self) -> Sequence[object]:
+        """The live segments' profiles."""
+
+
 class BatchCore(Protocol):
     """The part of the core a warm-up drives."""
+
+    @property
+    def lenses(self) -> Sequence[ProfiledLens]:
+        """The core's lenses."""
+
+    def lens_quality(self) -> Mapping[str, object]:
+        """Each refined lens's quality (measured when first read)."""
 
     def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> object:
         """Process events in order."""
@@ -75,6 +90,9 @@ def warm_up(make_core: Callable[[], BatchCore], stream: Sequence[CustomerEvent] 
     for at in range(0, len(events), _BATCH):
         batch = events[at : at + _BATCH]
         core.process_batch(batch, [0] * len(batch))
+    core.lens_quality()  # read by the gauges after each refinement: batch k-means and the silhouette
+    for lens in core.lenses:
+        lens.profiles()  # read by lifecycle messages and the explorer: the segment rules' compiled split search
     seconds = time.perf_counter() - started
     log.debug("loaded the core's compiled code in %.2fs", seconds)
     return seconds

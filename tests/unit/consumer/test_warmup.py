@@ -10,9 +10,24 @@ from segmenter.events import CustomerEvent
 from segmenter.pipeline import Segmenter
 
 
+class _Lens:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def profiles(self) -> Sequence[object]:
+        self.reads += 1
+        return []
+
+
 class _Recording:
     def __init__(self) -> None:
         self.batches: list[tuple[list[CustomerEvent], list[int | None]]] = []
+        self.lenses = [_Lens(), _Lens()]
+        self.quality_reads = 0
+
+    def lens_quality(self) -> dict[str, object]:
+        self.quality_reads += 1
+        return {}
 
     def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> object:
         self.batches.append((list(events), list(sources)))
@@ -34,6 +49,7 @@ def test_warm_up_runs_its_events_then_the_stream_through_one_fresh_core() -> Non
     assert len({e.customer_id for e in events}) == 1 and sources == [0] * len(WARM_UP_EVENTS)
     assert [len(batch) for batch, _ in rest] == [500, 500, 200]
     assert [e for batch, _ in rest for e in batch] == stream
+    assert cores[0].quality_reads == 1 and [lens.reads for lens in cores[0].lenses] == [1, 1]  # then what is lazy
 
 
 def test_the_warm_up_stream_is_valid_spans_days_and_the_real_core_takes_it() -> None:
