@@ -66,6 +66,7 @@ from segmenter.evaluation import (
 )
 from segmenter.explorer import SizeHistory, lens_sizes, live_document, render_page, snapshot_document
 from segmenter.gc_tuning import tune_gc
+from segmenter.malloc_tuning import tune_malloc
 from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayIO, ReplayReport, replay
@@ -141,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     tune_gc()
+    tune_malloc()
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "replay": _replay,
         "profile": _profile,
