@@ -58,9 +58,15 @@ from consumer.settings import Settings
 from consumer.sink import TP, OutRecord, Transport
 from consumer.state import changelog_records
 from consumer.watchdog import CommitWatchdog
+from segmenter.malloc_tuning import release_free_memory
 from segmenter.membership import membership_value
 
 log = logging.getLogger(__name__)
+
+TRIM_AFTER_RECORDS = 50_000
+"""A commit that sent this many outputs and changelog records returns the heap's free pages (a sweep's, a
+refinement's mass moves: see :mod:`segmenter.malloc_tuning`); ordinary batches (at most ``batch_size`` events)
+stay below it."""
 
 
 @dataclass
@@ -159,10 +165,12 @@ class CommitSteps(Generic[C]):
     def commit(self, checkpoint: Checkpoint, transport: Transport, core: C) -> None:
         """Send the batch's records and commit its offsets (a failure leaves nothing of it visible)."""
         started = time.perf_counter()
+        sent = len(checkpoint.records)
         transport.send_many(checkpoint.records)  # 1. outputs and dead letters, in order
         checkpoint.records.clear()
         transport.send_many(self._membership_records(checkpoint, core))  # 2. membership-table records
-        transport.send_many(changelog_records(core.take_changes(), self._state_topic))  # 3. state changelog
+        changelog = changelog_records(core.take_changes(), self._state_topic)
+        transport.send_many(changelog)  # 3. state changelog
         transport.send_many(self._keeper.records(core))  # 4. model parts, or clocks and vectors
         self._watchdog.arm(checkpoint.count)
         try:
@@ -176,6 +184,8 @@ class CommitSteps(Generic[C]):
         self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self._metrics.batch_records.observe(checkpoint.count)
         self._metrics.batches.inc()
+        if sent + len(changelog) >= TRIM_AFTER_RECORDS:  # a mass move: its freed records leave the process
+            release_free_memory()
 
     def _membership_records(self, checkpoint: Checkpoint, core: C) -> list[OutRecord]:
         """The membership-table records of the customers whose segments changed in the batch (from the core).

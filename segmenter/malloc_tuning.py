@@ -19,6 +19,14 @@ Elsewhere than glibc (no ``mallopt``) it does nothing.
 
 Process-wide state: call it once, from ``__main__``, before the core allocates
 (like :func:`segmenter.gc_tuning.tune_gc`).
+
+Smaller blocks (a batch's encoded outputs, about a kilobyte each) still come
+from the heap. A batch that moves a large share of the customers at once (an
+inactivity sweep, the rescoring after a refinement: hundreds of thousands of
+moves at a million customers) leaves its freed blocks as holes between live
+ones, which glibc keeps. :func:`release_free_memory` (``malloc_trim``) hands
+the free pages inside the heap back; it walks the heap (tens of milliseconds
+at a few GB), so the Kafka edge calls it after such a batch only.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import ctypes
 import logging
 
-__all__ = ["MMAP_THRESHOLD", "tune_malloc"]
+__all__ = ["MMAP_THRESHOLD", "release_free_memory", "tune_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,3 +57,15 @@ def tune_malloc() -> bool:
     if not done:
         logger.debug("mallopt(M_MMAP_THRESHOLD, %d) was refused", MMAP_THRESHOLD)
     return done
+
+
+def release_free_memory() -> bool:
+    """Return the heap's free pages to the system (glibc ``malloc_trim(0)``); False where there is none."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from consumer.ownership import Assignment
 from consumer.reconnect import Backoff
 from consumer.routing import OutputRouter
 from consumer.settings import load_settings
-from consumer.sink import TP
+from consumer.sink import TP, OutRecord
 from consumer.snapshots import SnapshotKeeper
 from consumer.views import ViewFollower
 from consumer.watchdog import CommitWatchdog
@@ -121,3 +122,70 @@ def test_the_mode_is_wired_once(mode: str, keeper: type, trainer: bool) -> None:
     service = build_service(settings, Metrics(), Health())
     assert isinstance(service._keeper, keeper)
     assert (service._trainer_factory is not None) == trainer
+
+
+class _Core:
+    """What the commit steps read of a core: ``changes`` changelog entries, no membership, no model parts."""
+
+    def __init__(self, changes: int) -> None:
+        self.changes = changes
+
+    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+        return [(f"c{i}", b"{}", 0) for i in range(self.changes)]
+
+    def membership(self, customer_ids: list[str]) -> dict[str, None]:
+        return {}
+
+
+class _Keeper:
+    def records(self, core: object) -> list[object]:
+        return []
+
+    def discard(self, core: object) -> None:
+        """Nothing to discard."""
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.commits = 0
+
+    def send_many(self, records: list[object]) -> None:
+        self.sent += len(records)
+
+    def commit(self, offsets: dict[TP, int]) -> None:
+        self.commits += 1
+
+
+@pytest.mark.parametrize(
+    ("outputs", "changes", "trims"),
+    [
+        (10, 10, 0),
+        (checkpoint_module.TRIM_AFTER_RECORDS - 1, 0, 0),
+        (checkpoint_module.TRIM_AFTER_RECORDS // 2, checkpoint_module.TRIM_AFTER_RECORDS // 2, 1),
+    ],
+)
+def test_a_commit_of_a_mass_move_returns_the_free_heap_and_an_ordinary_one_does_not(
+    monkeypatch: pytest.MonkeyPatch, outputs: int, changes: int, trims: int
+) -> None:
+    calls: list[int] = []
+
+    def trim() -> bool:
+        calls.append(1)
+        return True
+
+    monkeypatch.setattr(checkpoint_module, "release_free_memory", trim)
+    settings = load_settings(["--group-id", "g", "--topics.input", "in"])
+    watchdog = CommitWatchdog(after_s=60.0, bootstrap="broker:9092")
+    try:
+        keeper: Any = _Keeper()
+        steps: checkpoint_module.CommitSteps[Any] = checkpoint_module.CommitSteps(settings, keeper, Metrics(), watchdog)
+        batch = BatchPolicy.of(settings).open(lambda: 0)
+        for _ in range(outputs):
+            batch.queue(OutRecord("out", None, b"x", (), None))
+        transport = _Transport()
+        steps.commit(batch, transport, _Core(changes))  # type: ignore[arg-type]
+    finally:
+        watchdog.close()
+    assert transport.commits == 1 and transport.sent == outputs + changes
+    assert len(calls) == trims
