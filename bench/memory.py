@@ -154,8 +154,9 @@ class ConsumerProcess:
     ``root``: the source tree it runs from (this one, or an export of another commit for a before/after).
     """
 
-    def __init__(self, bootstrap: str, tag: str, root: Path = ROOT) -> None:
+    def __init__(self, bootstrap: str, tag: str, root: Path = ROOT, max_rss: int = 2**62) -> None:
         self.bootstrap = bootstrap
+        self.max_rss = max_rss
         self.prefix = f"bench-mem-{tag}"
         self.input = f"{self.prefix}-in"
         self.output = f"{self.input}.out"
@@ -225,6 +226,9 @@ class ConsumerProcess:
         if self.proc.poll() is not None:
             err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
             raise RuntimeError(f"the consumer exited with {self.proc.returncode}: {err[-2000:]}")
+        if (rss := self.rss()) > self.max_rss:
+            self.proc.kill()  # a shared machine: stop it before it takes everyone's memory
+            raise RuntimeError(f"the consumer's RSS reached {rss / 1e9:.1f} GB (--max-rss-gb); it was stopped")
 
     def rss(self) -> int:
         pages = int(open(f"/proc/{self.proc.pid}/statm").read().split()[1])  # noqa: SIM115
@@ -328,11 +332,10 @@ def _cost_blocks(proc: ConsumerProcess, t: int, done: int, cost_events: int, tim
     return out
 
 
-def measure_consumer(
-    bootstrap: str, sizes: list[int], warmup: int, cost_events: int, timeout_s: float, root: Path = ROOT
-) -> dict[str, Any]:
+def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
     """RSS of a running consumer (from ``root``) after each size, and the CPU per event of known and new customers."""
-    proc = ConsumerProcess(bootstrap, uuid.uuid4().hex[:8], root)
+    sizes, warmup, timeout_s = args.sizes, args.warmup, args.timeout
+    proc = ConsumerProcess(args.bootstrap, uuid.uuid4().hex[:8], root, int(args.max_rss_gb * 1e9))
     try:
         t = 0
         _customers(proc, 0, warmup, "w", t)
@@ -351,7 +354,7 @@ def measure_consumer(
             cpu_us, cpu = (now - cpu) / step * 1e6, now
             rss.append({"customers": n, "rss": proc.rss(), "rss_delta": proc.rss() - base, "cpu_us_per_new": cpu_us})
             log.info("%s: %d customers: RSS %.1f MB", root, n, rss[-1]["rss"] / 1e6)
-        blocks = _cost_blocks(proc, t, done, cost_events, timeout_s)
+        blocks = _cost_blocks(proc, t, done, args.cost_events, timeout_s)
         cost = new_customer_cost(blocks)
         log.info(
             "%s: new customer %.1f us on top of an event (median of %d blocks)",
@@ -395,9 +398,8 @@ def consumer_main(args: argparse.Namespace) -> int:
     """Measure the consumer process (see the module); with ``--before``, that tree's first, in the same run."""
     before = None
     if args.before is not None:
-        before = measure_consumer(args.bootstrap, args.sizes, args.warmup, args.cost_events, args.timeout,
-                                  args.before.resolve())  # fmt: skip
-    result = measure_consumer(args.bootstrap, args.sizes, args.warmup, args.cost_events, args.timeout)
+        before = measure_consumer(args, args.before.resolve())
+    result = measure_consumer(args)
     rows = consumer_rows(result, before)
     params = {"sizes": args.sizes, "warmup": args.warmup, "cost_events": args.cost_events, "mode": "consumer",
               "before": None if args.before is None else str(args.before)}  # fmt: skip
@@ -476,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="also measure the consumer of this source tree (an export of main), first, same run",
+    )
+    parser.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=8.0,
+        help="stop a consumer whose RSS exceeds this (a shared machine; default %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a phase's commit")
     add_common_args(parser)
