@@ -148,6 +148,10 @@ def _traced() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
+class RunawayError(RuntimeError):
+    """The consumer's RSS passed ``--max-rss-gb`` and it was stopped."""
+
+
 class ConsumerProcess:
     """A ``python -m consumer`` subprocess (exactly-once) on unique topics, with its RSS and CPU time.
 
@@ -157,6 +161,8 @@ class ConsumerProcess:
     def __init__(self, bootstrap: str, tag: str, root: Path = ROOT, max_rss: int = 2**62) -> None:
         self.bootstrap = bootstrap
         self.max_rss = max_rss
+        self.peak = 0
+        """The largest RSS seen (sampled every 0.2 s while waiting)."""
         self.prefix = f"bench-mem-{tag}"
         self.input = f"{self.prefix}-in"
         self.output = f"{self.input}.out"
@@ -226,9 +232,11 @@ class ConsumerProcess:
         if self.proc.poll() is not None:
             err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
             raise RuntimeError(f"the consumer exited with {self.proc.returncode}: {err[-2000:]}")
-        if (rss := self.rss()) > self.max_rss:
+        rss = self.rss()
+        self.peak = max(self.peak, rss)
+        if rss > self.max_rss:
             self.proc.kill()  # a shared machine: stop it before it takes everyone's memory
-            raise RuntimeError(f"the consumer's RSS reached {rss / 1e9:.1f} GB (--max-rss-gb); it was stopped")
+            raise RunawayError(f"the consumer's RSS reached {rss / 1e9:.1f} GB (--max-rss-gb); it was stopped")
 
     def rss(self) -> int:
         pages = int(open(f"/proc/{self.proc.pid}/statm").read().split()[1])  # noqa: SIM115
@@ -300,7 +308,9 @@ def new_customer_cost(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _cost_blocks(proc: ConsumerProcess, t: int, done: int, cost_events: int, timeout_s: float) -> list[dict[str, Any]]:
+def _cost_blocks(
+    proc: ConsumerProcess, t: int, done: int, cost_events: int, timeout_s: float, out: list[dict[str, Any]]
+) -> None:
     """CPU of alternating blocks of events of new and of known customers (see :func:`block_plan`).
 
     The two phases differ in newness only: the same event types and amounts
@@ -311,7 +321,6 @@ def _cost_blocks(proc: ConsumerProcess, t: int, done: int, cost_events: int, tim
     block = block_size(cost_events, default_config().refine.every_events)
     pairs = max(2, cost_events // (2 * block))
     known = [f"c{i:07d}" for i in range(max(0, done - KNOWN_CUSTOMERS), done)]
-    out: list[dict[str, Any]] = []
     fresh = 0
     cpu = proc.settle()
     for k, phase in enumerate(["new", "known", *block_plan(pairs)]):
@@ -329,13 +338,16 @@ def _cost_blocks(proc: ConsumerProcess, t: int, done: int, cost_events: int, tim
             out.append({"phase": phase, "events": block, "cpu_s": now - cpu,
                         "output_offsets": proc.output_offsets() - outputs})  # fmt: skip
         cpu = now
-    return out
 
 
 def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
     """RSS of a running consumer (from ``root``) after each size, and the CPU per event of known and new customers."""
     sizes, warmup, timeout_s = args.sizes, args.warmup, args.timeout
     proc = ConsumerProcess(args.bootstrap, uuid.uuid4().hex[:8], root, int(args.max_rss_gb * 1e9))
+    rss: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
+    stopped = None
+    base = 0
     try:
         t = 0
         _customers(proc, 0, warmup, "w", t)
@@ -343,7 +355,6 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
         proc.wait(timeout_s)
         cpu = proc.settle()
         base = proc.rss()
-        rss: list[dict[str, Any]] = []
         done = 0
         for n in sorted(sizes):
             _customers(proc, done, n, "c", t)
@@ -354,17 +365,19 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
             cpu_us, cpu = (now - cpu) / step * 1e6, now
             rss.append({"customers": n, "rss": proc.rss(), "rss_delta": proc.rss() - base, "cpu_us_per_new": cpu_us})
             log.info("%s: %d customers: RSS %.1f MB", root, n, rss[-1]["rss"] / 1e6)
-        blocks = _cost_blocks(proc, t, done, args.cost_events, timeout_s)
-        cost = new_customer_cost(blocks)
-        log.info(
-            "%s: new customer %.1f us on top of an event (median of %d blocks)",
-            root,
-            cost["extra_us"],
-            cost["new"]["blocks"],
-        )
-        return {"root": str(root), "base_rss": base, "rss": rss, "blocks": blocks, "cost": cost}
+        _cost_blocks(proc, t, done, args.cost_events, timeout_s, blocks)
+    except RunawayError as exc:
+        log.error("%s: %s", root, exc)
+        stopped = str(exc)
     finally:
         proc.close()
+    phases = {b["phase"] for b in blocks}
+    cost = new_customer_cost(blocks) if phases == {"new", "known"} else None
+    if cost is not None:
+        log.info("%s: new customer %.1f us on top of an event (median of %d blocks)", root, cost["extra_us"],
+                 cost["new"]["blocks"])  # fmt: skip
+    return {"root": str(root), "base_rss": base, "rss": rss, "blocks": blocks, "cost": cost, "peak_rss": proc.peak,
+            "stopped": stopped}  # fmt: skip
 
 
 def _slopes(rss: list[dict[str, Any]]) -> list[tuple[int, int, float, dict[str, Any], dict[str, Any]]]:
@@ -383,9 +396,17 @@ def consumer_rows(result: dict[str, Any], before: dict[str, Any] | None = None) 
                         reference=was, ratio=None if not was else slope / was, passed=slope <= TARGET_BYTES,
                         note=f"RSS {lo['rss'] / 1e6:.0f} MB to {hi['rss'] / 1e6:.0f} MB"
                         + ("" if was is None else " (reference: the before tree, same run)")))  # fmt: skip
+    was_peak = before["peak_rss"] / 1e6 if before is not None else None
+    rows.append(Row(sect, "peak RSS (sampled every 0.2 s)", result["peak_rss"] / 1e6, "MB", reference=was_peak,
+                    note=result["stopped"] or ""))  # fmt: skip
     cost = result["cost"]
+    if cost is None:
+        rows.append(Row(sect, "new customer: CPU on top of an event of a known customer", None, "us",
+                        f"<= {TARGET_NEW_US:.0f}", passed=False,
+                        note=f"not measured: {result['stopped']}"))  # fmt: skip
+        return rows
     extra = cost["extra_us"]
-    was_cost = before["cost"]["extra_us"] if before is not None else None
+    was_cost = before["cost"]["extra_us"] if before is not None and before["cost"] is not None else None
     rows.append(Row(sect, "new customer: CPU on top of an event of a known customer", extra, "us",
                     f"<= {TARGET_NEW_US:.0f}", reference=was_cost, passed=extra <= TARGET_NEW_US,
                     note=f"median of {cost['new']['blocks']} blocks per phase: {cost['new']['median_us']:.1f} vs "
@@ -406,7 +427,8 @@ def consumer_main(args: argparse.Namespace) -> int:
     save_result("memory", {"params": params, **result, "before": before}, rows, args.out)
     for r in rows:
         was = "" if r.reference is None else f" (before {r.reference:.1f})"
-        print(f"{r.metric:<60} {r.measured:10.1f} {r.unit}{was}  {r.note}")
+        shown = "-" if r.measured is None else f"{r.measured:.1f}"
+        print(f"{r.metric:<60} {shown:>10} {r.unit}{was}  {r.note}")
     return 0
 
 
