@@ -64,9 +64,9 @@ from segmenter.membership import membership_value
 log = logging.getLogger(__name__)
 
 TRIM_AFTER_RECORDS = 50_000
-"""A commit that sent this many outputs and changelog records returns the heap's free pages (a sweep's, a
-refinement's mass moves: see :mod:`segmenter.malloc_tuning`); ordinary batches (at most ``batch_size`` events)
-stay below it."""
+"""Once the commits since the last time sent this many outputs and changelog records, the heap's free pages go
+back to the system (a batch holds about 10 KB per output until its commit, and a sweep's or a refinement's mass
+moves hundreds of thousands: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
 
 
 @dataclass
@@ -161,6 +161,7 @@ class CommitSteps(Generic[C]):
         self._keeper = keeper
         self._metrics = metrics
         self._watchdog = watchdog
+        self._since_trim = 0
 
     def commit(self, checkpoint: Checkpoint, transport: Transport, core: C) -> None:
         """Send the batch's records and commit its offsets (a failure leaves nothing of it visible)."""
@@ -184,7 +185,9 @@ class CommitSteps(Generic[C]):
         self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self._metrics.batch_records.observe(checkpoint.count)
         self._metrics.batches.inc()
-        if sent + len(changelog) >= TRIM_AFTER_RECORDS:  # a mass move: its freed records leave the process
+        self._since_trim += sent + len(changelog)
+        if self._since_trim >= TRIM_AFTER_RECORDS:  # the freed records of the batches leave the process
+            self._since_trim = 0
             release_free_memory()
 
     def _membership_records(self, checkpoint: Checkpoint, core: C) -> list[OutRecord]:

@@ -26,7 +26,8 @@ inactivity sweep, the rescoring after a refinement: hundreds of thousands of
 moves at a million customers) leaves its freed blocks as holes between live
 ones, which glibc keeps. :func:`release_free_memory` (``malloc_trim``) hands
 the free pages inside the heap back; it walks the heap (tens of milliseconds
-at a few GB), so the Kafka edge calls it after such a batch only.
+at a few GB), so the Kafka edge calls it once its commits sent 50,000 records
+since the last time (:data:`consumer.checkpoint.TRIM_AFTER_RECORDS`).
 """
 
 from __future__ import annotations
