@@ -27,11 +27,15 @@ def _blocks(new_us: list[float], known_us: list[float], events: int = 1000) -> l
             for p, values in (("new", new_us), ("known", known_us)) for us in values]  # fmt: skip
 
 
-def test_the_cost_is_the_difference_of_the_medians_whatever_lands_in_a_few_blocks() -> None:
-    # a refinement (2000 us per event) in one known block and a growth in one new block
-    cost = new_customer_cost(_blocks([60, 61, 59, 900, 60], [20, 2000, 21, 19, 20]))
-    assert cost["new"]["median_us"] == pytest.approx(60)
-    assert cost["known"]["median_us"] == pytest.approx(20)
+def test_the_cost_is_the_difference_of_the_cheapest_blocks_whatever_lands_in_the_others() -> None:
+    # mass moves in two known blocks and one new block, as the consumer at 500k customers showed
+    cost = new_customer_cost(_blocks([60, 61, 59, 900, 60, 2400], [20, 2000, 21, 19, 700, 20]))
+    assert cost["new"]["min_us"] == pytest.approx(59)
+    assert cost["known"]["min_us"] == pytest.approx(19)
     assert cost["extra_us"] == pytest.approx(40)
-    assert cost["extra_mean_us"] == pytest.approx(228 - 416)  # the means: what the old measurement got wrong
-    assert cost["new"]["blocks"] == cost["known"]["blocks"] == 5
+    assert cost["extra_median_us"] == pytest.approx(60.5 - 20.5)
+    assert cost["extra_mean_us"] == pytest.approx(590 - 463.3333, abs=1e-3)
+    assert cost["new"]["blocks"] == cost["known"]["blocks"] == 6
+    uneven = new_customer_cost(_blocks([60, 61, 59, 900, 60, 2400], [20, 2000, 21, 700, 800, 20]))
+    assert uneven["extra_us"] == pytest.approx(39)  # three dear known blocks of six: the medians go wrong
+    assert uneven["extra_median_us"] < 0
