@@ -51,7 +51,9 @@ leaves on partly used pages, and its peak, stay.
 
 Measured (same run, 50k / 250k / 500k customers, RSS after each): main
 (6ce7acc) 335 / 453 / 1,549 MB, slopes 585 and 4,386 B per customer; this
-tree 439 / 516 / 740 MB, slopes 385 and 898 B per customer.
+tree 439 / 516 / 740 MB, slopes 385 and 898 B per customer (its first 100 MB:
+numba compiling in a tree without caches). Peak RSS 3.7 GB in both: the
+mass-move batches, which the slope's remainder is.
 
 **The core alone** (``--core``): a Segmenter in this process, the same events
 through ``parse_event`` + ``process_batch`` in replay's chunks, RSS delta over

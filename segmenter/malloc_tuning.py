@@ -8,9 +8,9 @@ from the heap instead. The feature store's columns grow by copying (old and
 new column alive together) and refinement works on temporaries as large as a
 column, so the heap fills with freed holes as large as the columns; glibc
 returns only the heap's top, and the process's resident memory keeps every
-hole. ``bench/memory.py`` measured the core alone at 518 bytes of RSS per
-customer at 300,000 customers against 177 bytes of live columns, and 223 with
-a fixed threshold.
+hole. ``bench/memory.py --core`` measured the core alone at 504 bytes of RSS
+per customer at 300,000 customers (529 per customer added from 100,000)
+against 172 bytes of live columns, and 216 (177) with a fixed threshold.
 
 :func:`tune_malloc` fixes the threshold (``mallopt(M_MMAP_THRESHOLD, ...)``
 turns the adjustment off), so every block of :data:`MMAP_THRESHOLD` bytes or
