@@ -12,12 +12,48 @@ bytes of RSS per added customer of the running consumer (core columns, id
 index, whatever the edge keeps per customer, allocator slack, spare capacity).
 Target: <= 256 bytes per customer at 1M.
 
-Then, in the same run, ``--cost-events`` events of known customers (cycling
-over the latest 1,000 added, so mostly steady customers) and ``--cost-events``
-events of as many new customers: the
-subprocess's CPU seconds (``/proc/<pid>/stat``) per phase give events per CPU
-second for each, and their difference the cost of a new customer on top of an
-event (target: <= 50 us).
+Then, in the same run, the cost of a new customer on top of an event:
+``--cost-events`` events in blocks of new customers (ids ``n0000123``, one event
+each) and of known ones (the latest added, each once: their second event),
+alternated in ABBA order, every block with the same event types and amounts
+(the same indices), ids of the same length and event time one second apart
+throughout. Each block's CPU seconds (``/proc/<pid>/stat``) are read once its
+events are committed *and* the consumer is idle again (what follows a commit
+counts with its block). The cost is the difference of the two phases' median
+CPU per event in their cheapest blocks (target: <= 50 us): a block holding a
+mass move (an inactivity sweep, a refinement's rescoring, a lens's lifecycle:
+140,000 to 430,000 output records at 500k customers, 5 blocks in 12) costs
+10 to 60 times the others, and such blocks fall on the two phases unevenly
+(their medians gave -570 us on main). A block is a fifth of the refinement
+period (``refine.every_events``). The measurement before this one read the CPU
+of one long phase of each kind, and made a new customer cost -1,684 us.
+
+``--before DIR`` measures the consumer of another source tree first (an
+export of main: ``git archive main | tar -x -C DIR``), in the same run, as the
+reference of each row.
+
+**Where the bytes go** (defaults: two lenses, 8 event-id hashes, ids like
+``c0001234``; the full table is in :class:`segmenter.features.FeatureStore`'s
+notes): 129 bytes of columns per allocated row and 6 of id index, 1.125x
+growth slack, 9 bytes of id in the arena and 8 of hash table: 168 bytes per
+customer at 1M, and nothing else per customer (no Python object: tracemalloc
+finds the arrays within 4 bytes; ownership and restore keep per partition;
+the trigger engine keeps nothing without rules, with rules about 82 bytes of
+packed history besides the id and its dict slot per customer with a
+delivery). The quality hold's per-lens start time will add 4 per lens (9 at
+1M with the slack). The rest of the RSS slope is the allocator: a batch holds
+about 10 KB per output until its commit, an inactivity sweep or a
+refinement's rescoring moves a large share of the customers in one batch
+(hundreds of thousands at 500k), and glibc keeps the freed holes.
+:mod:`segmenter.malloc_tuning` maps large blocks on their own and the edge
+returns the free heap every 50,000 records sent; what a mass-move batch
+leaves on partly used pages, and its peak, stay.
+
+Measured (same run, 50k / 250k / 500k customers, RSS after each): main
+(6ce7acc) 335 / 453 / 1,549 MB, slopes 585 and 4,386 B per customer; this
+tree 439 / 516 / 740 MB, slopes 385 and 898 B per customer (its first 100 MB:
+numba compiling in a tree without caches). Peak RSS 3.7 GB in both: the
+mass-move batches, which the slope's remainder is.
 
 **The core alone** (``--core``): a Segmenter in this process, the same events
 through ``parse_event`` + ``process_batch`` in replay's chunks, RSS delta over
@@ -44,16 +80,19 @@ import tracemalloc
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
 from bench.common import BENCH_DIR, Row, add_common_args, rss_bytes, save_result, setup_logging
 from segmenter.config import default_config
 from segmenter.events import parse_event
+from segmenter.malloc_tuning import tune_malloc
 from segmenter.pipeline import Segmenter
 from segmenter.replay import REPLAY_CHUNK
 
@@ -61,8 +100,11 @@ log = logging.getLogger("bench.memory")
 
 TARGET_BYTES = 256
 TARGET_NEW_US = 50.0
-KNOWN_CUSTOMERS = 1000
-"""The known-customer phase cycles over the latest this many customers (steady customers, few moves)."""
+DEFAULT_BLOCK = 4000
+"""Events per cost block when the config refines on no event count."""
+IDLE_WINDOW_S = 0.5
+IDLE_SHARE = 0.1
+"""The consumer is idle when it uses less than this share of a core over :data:`IDLE_WINDOW_S`."""
 ROOT = BENCH_DIR.parent
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 _TYPES = ("session_start", "product_view", "add_to_cart", "email_open", "purchase", "page_view")
@@ -127,23 +169,35 @@ def _traced() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
-class ConsumerProcess:
-    """A ``python -m consumer`` subprocess (exactly-once) on unique topics, with its RSS and CPU time."""
+class RunawayError(RuntimeError):
+    """The consumer's RSS passed ``--max-rss-gb`` and it was stopped."""
 
-    def __init__(self, bootstrap: str, tag: str) -> None:
+
+class ConsumerProcess:
+    """A ``python -m consumer`` subprocess (exactly-once) on unique topics, with its RSS and CPU time.
+
+    ``root``: the source tree it runs from (this one, or an export of another commit for a before/after).
+    """
+
+    def __init__(self, bootstrap: str, tag: str, root: Path = ROOT, max_rss: int = 2**62) -> None:
         self.bootstrap = bootstrap
+        self.max_rss = max_rss
+        self.peak = 0
+        """The largest RSS seen (sampled every 0.2 s while waiting)."""
         self.prefix = f"bench-mem-{tag}"
         self.input = f"{self.prefix}-in"
+        self.output = f"{self.input}.out"
         self.group = self.prefix
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         self.admin.create_topics([NewTopic(self.input, 1, 1)])
         cmd = [sys.executable, "-m", "consumer", "--bootstrap-servers", bootstrap, "--group-id", self.group,
-               "--instance-id", f"mem-{tag}", "--topics.input", self.input, "--topics.output", f"{self.input}.out",
+               "--instance-id", f"mem-{tag}", "--topics.input", self.input, "--topics.output", self.output,
                "--topics.dlq", f"{self.input}.dlq", "--topics.membership", f"{self.input}.membership",
                "--guarantee", "exactly-once", "--metrics-port", "-1", "--log-level", "WARNING"]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
+        self.offsets = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
         self.sent = 0
 
     def send(self, values: list[bytes], keys: list[bytes]) -> None:
@@ -159,16 +213,51 @@ class ConsumerProcess:
             return -1
         return sum(m.offset for tp, m in offsets.items() if tp.topic == self.input and m.offset >= 0)
 
+    def output_offsets(self) -> int:
+        """The sum of the output topic's end offsets (outputs plus transaction markers; ``-1``: unknown)."""
+        try:
+            parts = self.offsets.partitions_for_topic(self.output) or set()
+            ends = self.offsets.end_offsets([TopicPartition(self.output, p) for p in parts])
+        except KafkaError:
+            return -1
+        return int(sum(ends.values()))
+
     def wait(self, timeout_s: float) -> None:
         """Until everything sent is committed (raises ``TimeoutError``, ``RuntimeError`` if the consumer died)."""
         deadline = time.monotonic() + timeout_s
         while self.committed() < self.sent:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"the consumer exited with {self.proc.returncode}: {err[-2000:]}")
+            self._alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.committed()} of {self.sent} events committed after {timeout_s}s")
             time.sleep(0.2)
+
+    def settle(self, timeout_s: float = 60.0) -> float:
+        """The consumer's CPU seconds once it is idle again (what follows a commit counts with the work before it).
+
+        Idle: less than :data:`IDLE_SHARE` of a core over :data:`IDLE_WINDOW_S`
+        (its poll loop); after ``timeout_s`` the current reading is returned.
+        """
+        deadline = time.monotonic() + timeout_s
+        cpu = self.cpu_s()
+        while time.monotonic() < deadline:
+            time.sleep(IDLE_WINDOW_S)
+            self._alive()
+            now = self.cpu_s()
+            if now - cpu <= IDLE_SHARE * IDLE_WINDOW_S:
+                return now
+            cpu = now
+        log.warning("the consumer did not fall idle within %.0f s", timeout_s)
+        return cpu
+
+    def _alive(self) -> None:
+        if self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise RuntimeError(f"the consumer exited with {self.proc.returncode}: {err[-2000:]}")
+        rss = self.rss()
+        self.peak = max(self.peak, rss)
+        if rss > self.max_rss:
+            self.proc.kill()  # a shared machine: stop it before it takes everyone's memory
+            raise RunawayError(f"the consumer's RSS reached {rss / 1e9:.1f} GB (--max-rss-gb); it was stopped")
 
     def rss(self) -> int:
         pages = int(open(f"/proc/{self.proc.pid}/statm").read().split()[1])  # noqa: SIM115
@@ -180,6 +269,7 @@ class ConsumerProcess:
 
     def close(self) -> None:
         self.producer.close()
+        self.offsets.close()
         self.proc.terminate()
         try:
             self.proc.wait(30)
@@ -203,82 +293,181 @@ def _customers(proc: ConsumerProcess, start: int, stop: int, prefix: str, t0: in
                   [c.encode() for c in ids])  # fmt: skip
 
 
-def measure_consumer(
-    bootstrap: str, sizes: list[int], warmup: int, cost_events: int, timeout_s: float
-) -> dict[str, Any]:
-    """RSS of a running consumer after each size, and the CPU per event of known and new customers."""
-    proc = ConsumerProcess(bootstrap, uuid.uuid4().hex[:8])
+def block_size(cost_events: int, refine_every: int) -> int:
+    """Events per cost block: a fifth of the refinement period (capped by ``cost_events``; see :func:`block_plan`).
+
+    With a refinement every five blocks, the blocks that hold one fall on
+    both phases in turn, whatever the offset of the period.
+    """
+    block = refine_every // 5 if refine_every >= 5 else DEFAULT_BLOCK
+    return max(1, min(block, cost_events // 8))
+
+
+def block_plan(pairs: int) -> list[str]:
+    """The phases of the cost blocks, ``new`` and ``known`` in ABBA order (a drift over the run cancels out)."""
+    out: list[str] = []
+    for j in range(pairs):
+        out += ["new", "known"] if j % 2 == 0 else ["known", "new"]
+    return out
+
+
+def new_customer_cost(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CPU per event of each phase (its cheapest block) and their difference, the new-customer cost.
+
+    A block that holds a mass move (an inactivity sweep, a refinement and its
+    rescoring, a lens's lifecycle: 140,000 to 430,000 output records at 500k
+    customers, in 5 of 12 blocks) or the store's growth costs 10 to 60 times
+    the others, and such blocks fall on the two phases unevenly; they only
+    ever add CPU, so each phase's cheapest block is its event cost without
+    them (not what a new customer costs on top of an event). The medians and
+    means keep them and are reported beside it.
+    """
+    out: dict[str, Any] = {}
+    for name in ("new", "known"):
+        per = [b["cpu_s"] / b["events"] * 1e6 for b in blocks if b["phase"] == name]
+        out[name] = {"blocks": len(per), "median_us": float(np.median(per)), "mean_us": float(np.mean(per)),
+                     "min_us": min(per), "max_us": max(per)}  # fmt: skip
+    out["extra_us"] = out["new"]["min_us"] - out["known"]["min_us"]
+    out["extra_median_us"] = out["new"]["median_us"] - out["known"]["median_us"]
+    out["extra_mean_us"] = out["new"]["mean_us"] - out["known"]["mean_us"]
+    return out
+
+
+def _cost_blocks(
+    proc: ConsumerProcess, t: int, done: int, cost_events: int, timeout_s: float, out: list[dict[str, Any]]
+) -> None:
+    """CPU of alternating blocks of events of new and of known customers (see :func:`block_plan`).
+
+    The two phases differ in newness only: the same event types and amounts
+    (the same indices), ids of the same length, event time one second apart
+    throughout, and the CPU is read once the consumer is idle after each
+    block's commit. A new customer's event is its first, a known customer's
+    its second: the latest customers added, each once, in the order they
+    were added (all about as long after their first event), so both phases
+    show the lenses points alike (a few customers with many events each
+    would pull the centres away and set off mass moves). One pair before
+    them is a warm-up and is not counted.
+    """
+    block = block_size(cost_events, default_config().refine.every_events)
+    pairs = max(2, cost_events // (2 * block))
+    first = max(0, done - (pairs + 1) * block)
+    known = [f"c{i:07d}" for i in range(first, done)]
+    fresh = used = 0
+    cpu = proc.settle()
+    for k, phase in enumerate(["new", "known", *block_plan(pairs)]):
+        outputs = proc.output_offsets()
+        idx = range(k * block, (k + 1) * block)
+        if phase == "new":
+            ids = [f"n{fresh + i:07d}" for i in range(block)]
+            fresh += block
+        else:
+            ids = [known[(used + i) % len(known)] for i in range(block)]
+            used += block
+        proc.send([_event(i, c, t + i, phase[0]) for i, c in zip(idx, ids, strict=True)], [c.encode() for c in ids])
+        proc.wait(timeout_s)
+        now = proc.settle()
+        if k >= 2:
+            out.append({"phase": phase, "events": block, "cpu_s": now - cpu,
+                        "output_offsets": proc.output_offsets() - outputs})  # fmt: skip
+        cpu = now
+
+
+def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
+    """RSS of a running consumer (from ``root``) after each size, and the CPU per event of known and new customers."""
+    sizes, warmup, timeout_s = args.sizes, args.warmup, args.timeout
+    proc = ConsumerProcess(args.bootstrap, uuid.uuid4().hex[:8], root, int(args.max_rss_gb * 1e9))
+    rss: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
+    stopped = None
+    base = 0
     try:
         t = 0
         _customers(proc, 0, warmup, "w", t)
         t += warmup
         proc.wait(timeout_s)
+        cpu = proc.settle()
         base = proc.rss()
-        rss: list[dict[str, Any]] = []
         done = 0
         for n in sorted(sizes):
-            cpu = proc.cpu_s()
             _customers(proc, done, n, "c", t)
             t += n - done
             step, done = n - done, n
             proc.wait(timeout_s)
-            cpu_us = (proc.cpu_s() - cpu) / step * 1e6
+            now = proc.settle()
+            cpu_us, cpu = (now - cpu) / step * 1e6, now
             rss.append({"customers": n, "rss": proc.rss(), "rss_delta": proc.rss() - base, "cpu_us_per_new": cpu_us})
-            log.info("%d customers: RSS %.1f MB", n, rss[-1]["rss"] / 1e6)
-        phases: dict[str, dict[str, float]] = {}
-        for name in ("new", "known"):  # new first: the known phase makes later commits dearer
-            before, wall = proc.cpu_s(), time.monotonic()
-            if name == "known":  # steady customers: cycling over the latest ones added
-                ids = [f"c{i:07d}" for i in range(max(0, done - KNOWN_CUSTOMERS), done)]
-                for lo in range(0, cost_events, 50_000):
-                    idx = range(lo, min(cost_events, lo + 50_000))
-                    proc.send([_event(i, ids[i % len(ids)], t + i, "k") for i in idx],
-                              [ids[i % len(ids)].encode() for i in idx])  # fmt: skip
-            else:
-                _customers(proc, 0, cost_events, "n", t)
-            t += cost_events
-            proc.wait(timeout_s)
-            cpu = proc.cpu_s() - before
-            phases[name] = {"events": cost_events, "cpu_s": cpu, "events_per_cpu_s": cost_events / cpu,
-                            "wall_s": time.monotonic() - wall}  # fmt: skip
-            log.info("%s customers: %.0f events per CPU second", name, cost_events / cpu)
-        return {"base_rss": base, "rss": rss, "cost": phases}
+            log.info("%s: %d customers: RSS %.1f MB", root, n, rss[-1]["rss"] / 1e6)
+        _cost_blocks(proc, t, done, args.cost_events, timeout_s, blocks)
+    except RunawayError as exc:
+        log.error("%s: %s", root, exc)
+        stopped = str(exc)
     finally:
         proc.close()
+    phases = {b["phase"] for b in blocks}
+    cost = new_customer_cost(blocks) if phases == {"new", "known"} else None
+    if cost is not None:
+        log.info("%s: new customer %.1f us on top of an event (cheapest of %d blocks)", root, cost["extra_us"],
+                 cost["new"]["blocks"])  # fmt: skip
+    return {"root": str(root), "base_rss": base, "rss": rss, "blocks": blocks, "cost": cost, "peak_rss": proc.peak,
+            "stopped": stopped}  # fmt: skip
 
 
-def consumer_rows(result: dict[str, Any]) -> list[Row]:
-    """The result table of :func:`measure_consumer`."""
+def _slopes(rss: list[dict[str, Any]]) -> list[tuple[int, int, float, dict[str, Any], dict[str, Any]]]:
+    return [(lo["customers"], hi["customers"], (hi["rss"] - lo["rss"]) / (hi["customers"] - lo["customers"]), lo, hi)
+            for lo, hi in itertools.pairwise(rss)]  # fmt: skip
+
+
+def consumer_rows(result: dict[str, Any], before: dict[str, Any] | None = None) -> list[Row]:
+    """The result table of :func:`measure_consumer` (``before``: the same measured from another tree)."""
     sect = "memory: the running consumer per customer"
     rows: list[Row] = []
-    rss = result["rss"]
-    for lo, hi in itertools.pairwise(rss):
-        slope = (hi["rss"] - lo["rss"]) / (hi["customers"] - lo["customers"])
-        rows.append(Row(sect, f"RSS slope {lo['customers']:,} to {hi['customers']:,} customers", slope, "bytes",
-                        f"<= {TARGET_BYTES}", passed=slope <= TARGET_BYTES,
-                        note=f"RSS {lo['rss'] / 1e6:.0f} MB to {hi['rss'] / 1e6:.0f} MB"))  # fmt: skip
-    known, new = result["cost"]["known"], result["cost"]["new"]
-    extra_us = (new["cpu_s"] / new["events"] - known["cpu_s"] / known["events"]) * 1e6
-    rows.append(Row(sect, "new customer: CPU on top of an event of a known customer", extra_us, "us",
-                    f"<= {TARGET_NEW_US:.0f}", passed=extra_us <= TARGET_NEW_US,
-                    note=f"{new['events_per_cpu_s']:.0f} vs {known['events_per_cpu_s']:.0f} events per CPU second "
-                    f"(new / known: {new['events_per_cpu_s'] / known['events_per_cpu_s']:.2f})"))  # fmt: skip
+    ref = {(a, b): s for a, b, s, _, _ in _slopes(before["rss"])} if before is not None else {}
+    for a, b, slope, lo, hi in _slopes(result["rss"]):
+        was = ref.get((a, b))
+        rows.append(Row(sect, f"RSS slope {a:,} to {b:,} customers", slope, "bytes", f"<= {TARGET_BYTES}",
+                        reference=was, ratio=None if not was else slope / was, passed=slope <= TARGET_BYTES,
+                        note=f"RSS {lo['rss'] / 1e6:.0f} MB to {hi['rss'] / 1e6:.0f} MB"
+                        + ("" if was is None else " (reference: the before tree, same run)")))  # fmt: skip
+    was_peak = before["peak_rss"] / 1e6 if before is not None else None
+    rows.append(Row(sect, "peak RSS (sampled every 0.2 s)", result["peak_rss"] / 1e6, "MB", reference=was_peak,
+                    note=result["stopped"] or ""))  # fmt: skip
+    cost = result["cost"]
+    if cost is None:
+        rows.append(Row(sect, "new customer: CPU on top of an event of a known customer", None, "us",
+                        f"<= {TARGET_NEW_US:.0f}", passed=False,
+                        note=f"not measured: {result['stopped']}"))  # fmt: skip
+        return rows
+    extra = cost["extra_us"]
+    was_cost = before["cost"]["extra_us"] if before is not None and before["cost"] is not None else None
+    rows.append(Row(sect, "new customer: CPU on top of an event of a known customer", extra, "us",
+                    f"<= {TARGET_NEW_US:.0f}", reference=was_cost, passed=extra <= TARGET_NEW_US,
+                    note=f"cheapest of {cost['new']['blocks']} blocks per phase: {cost['new']['min_us']:.1f} vs "
+                    f"{cost['known']['min_us']:.1f} us per event (medians {cost['new']['median_us']:.1f} vs "
+                    f"{cost['known']['median_us']:.1f}, means {cost['new']['mean_us']:.1f} vs "
+                    f"{cost['known']['mean_us']:.1f})"))  # fmt: skip
     return rows
 
 
 def consumer_main(args: argparse.Namespace) -> int:
-    """Measure the consumer process (see the module)."""
-    result = measure_consumer(args.bootstrap, args.sizes, args.warmup, args.cost_events, args.timeout)
-    rows = consumer_rows(result)
-    params = {"sizes": args.sizes, "warmup": args.warmup, "cost_events": args.cost_events, "mode": "consumer"}
-    save_result("memory", {"params": params, **result}, rows, args.out)
+    """Measure the consumer process (see the module); with ``--before``, that tree's first, in the same run."""
+    before = None
+    if args.before is not None:
+        before = measure_consumer(args, args.before.resolve())
+    result = measure_consumer(args)
+    rows = consumer_rows(result, before)
+    params = {"sizes": args.sizes, "warmup": args.warmup, "cost_events": args.cost_events, "mode": "consumer",
+              "before": None if args.before is None else str(args.before)}  # fmt: skip
+    save_result("memory", {"params": params, **result, "before": before}, rows, args.out)
     for r in rows:
-        print(f"{r.metric:<60} {r.measured:10.1f} {r.unit}  {r.note}")
+        was = "" if r.reference is None else f" (before {r.reference:.1f})"
+        shown = "-" if r.measured is None else f"{r.measured:.1f}"
+        print(f"{r.metric:<60} {shown:>10} {r.unit}{was}  {r.note}")
     return 0
 
 
 def core_main(args: argparse.Namespace) -> int:
-    """Measure the core alone, in this process (see the module)."""
+    """Measure the core alone, in this process (see the module), with the allocator settings of the commands."""
+    tune_malloc()
     rss, seg = build(args.sizes, args.warmup, rss_bytes)
     del seg
     gc.collect()
@@ -339,6 +528,18 @@ def main(argv: list[str] | None = None) -> int:
         help="events of known and of new customers for the new-customer cost (default %(default)s)",
     )
     parser.add_argument("--bootstrap", default=os.environ.get("SEGMENTER_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="also measure the consumer of this source tree (an export of main), first, same run",
+    )
+    parser.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=8.0,
+        help="stop a consumer whose RSS exceeds this (a shared machine; default %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a phase's commit")
     add_common_args(parser)
     args = parser.parse_args(argv)

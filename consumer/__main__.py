@@ -40,6 +40,7 @@ from consumer.warmup import warm_up
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import SegmenterError
 from segmenter.gc_tuning import tune_gc
+from segmenter.malloc_tuning import tune_malloc
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer
 from segmenter.triggers.rules import RuleSet, load_rules
@@ -119,6 +120,7 @@ def _trainer_role(settings: Settings, config: SegmenterConfig) -> Callable[[], T
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``segmenter-consumer``; returns the exit code."""
+    tune_malloc()  # before the core allocates its columns
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except SettingsError as exc:

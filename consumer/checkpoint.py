@@ -58,9 +58,15 @@ from consumer.settings import Settings
 from consumer.sink import TP, OutRecord, Transport
 from consumer.state import changelog_records
 from consumer.watchdog import CommitWatchdog
+from segmenter.malloc_tuning import release_free_memory
 from segmenter.membership import membership_value
 
 log = logging.getLogger(__name__)
+
+TRIM_AFTER_RECORDS = 50_000
+"""Once the commits since the last time sent this many outputs and changelog records, the heap's free pages go
+back to the system (a batch holds about 10 KB per output until its commit, and a sweep's or a refinement's mass
+moves hundreds of thousands: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
 
 
 @dataclass
@@ -155,14 +161,17 @@ class CommitSteps(Generic[C]):
         self._keeper = keeper
         self._metrics = metrics
         self._watchdog = watchdog
+        self._since_trim = 0
 
     def commit(self, checkpoint: Checkpoint, transport: Transport, core: C) -> None:
         """Send the batch's records and commit its offsets (a failure leaves nothing of it visible)."""
         started = time.perf_counter()
+        sent = len(checkpoint.records)
         transport.send_many(checkpoint.records)  # 1. outputs and dead letters, in order
         checkpoint.records.clear()
         transport.send_many(self._membership_records(checkpoint, core))  # 2. membership-table records
-        transport.send_many(changelog_records(core.take_changes(), self._state_topic))  # 3. state changelog
+        changelog = changelog_records(core.take_changes(), self._state_topic)
+        transport.send_many(changelog)  # 3. state changelog
         transport.send_many(self._keeper.records(core))  # 4. model parts, or clocks and vectors
         self._watchdog.arm(checkpoint.count)
         try:
@@ -176,6 +185,10 @@ class CommitSteps(Generic[C]):
         self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self._metrics.batch_records.observe(checkpoint.count)
         self._metrics.batches.inc()
+        self._since_trim += sent + len(changelog)
+        if self._since_trim >= TRIM_AFTER_RECORDS:  # the freed records of the batches leave the process
+            self._since_trim = 0
+            release_free_memory()
 
     def _membership_records(self, checkpoint: Checkpoint, core: C) -> list[OutRecord]:
         """The membership-table records of the customers whose segments changed in the batch (from the core).

@@ -56,6 +56,7 @@ from segmenter.codec import is_record
 from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
 from segmenter.gc_tuning import tune_gc
+from segmenter.malloc_tuning import tune_malloc
 from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayIO, ReplayReport, replay
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     tune_gc()
+    tune_malloc()
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "replay": _replay,
         "profile": _profile,

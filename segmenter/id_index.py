@@ -3,9 +3,11 @@
 A Python ``dict[str, int]`` costs about 140 bytes per customer at a million
 customers (the id string, the dict entry, the row's int object, a reverse
 list). Here the ids' UTF-8 bytes sit end to end in one ``uint8`` arena (each
-row keeps its offset and length), and an open-addressing table of ``int32``
-rows (linear probing, FNV-1a hashes of the bytes, load at most one half) finds
-a row: about 30 bytes per customer. Lookups run compiled (numba), one call for
+row keeps its ``uint32`` offset and ``uint16`` length: 6 bytes), and an
+open-addressing table of ``int32`` rows (linear probing, FNV-1a hashes of the
+bytes, load at most one half: 8 to 16 bytes) finds a row: about 25 bytes per
+customer with ids like ``c0001234`` (the arena grows by half when full). The
+arena holds at most 4 GiB of ids (hundreds of millions of customers). Lookups run compiled (numba), one call for
 a whole batch (:meth:`IdIndex.get_many`).
 
 Removing an id shifts the following entries of its probe run back (no
@@ -40,8 +42,10 @@ _EMPTY = -1
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _MIN_TABLE = 1024
-_Arrays = tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.uint16]]
+_Arrays = tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.uint32], npt.NDArray[np.uint16]]
 """The arrays the compiled helpers take as one argument ``ix``: ``(table, arena, offsets, lengths)``."""
+_MAX_ARENA = 2**32
+"""Arena bytes addressable by the ``uint32`` offsets."""
 _FEW = 16
 """Fewer rows than this: :meth:`IdIndex.ids_of` reads them one by one."""
 
@@ -169,7 +173,7 @@ class IdIndex:
         self._arena: npt.NDArray[np.uint8] = np.zeros(4096, np.uint8)
         self._used = 0
         self._garbage = 0
-        self._off: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+        self._off: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
         self._len: npt.NDArray[np.uint16] = np.zeros(0, np.uint16)
         self._count = 0
 
@@ -184,7 +188,7 @@ class IdIndex:
         """Make room for row numbers below ``capacity``."""
         n = len(self._off)
         if capacity > n:
-            self._off = np.concatenate([self._off, np.zeros(capacity - n, np.int64)])
+            self._off = np.concatenate([self._off, np.zeros(capacity - n, np.uint32)])
             self._len = np.concatenate([self._len, np.zeros(capacity - n, np.uint16)])
 
     def _arrays(self) -> _Arrays:
@@ -223,7 +227,8 @@ class IdIndex:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         # one gather of every id's bytes, back to back
-        picked = np.repeat(self._off[rows] - starts, lengths) + np.arange(int(ends[-1]), dtype=np.int64)
+        first = self._off[rows].astype(np.int64) - starts
+        picked = np.repeat(first, lengths) + np.arange(int(ends[-1]), dtype=np.int64)
         data = self._arena[picked].tobytes()
         bounds = zip(starts.tolist(), ends.tolist(), strict=True)
         if data.isascii():  # one decode, then str slices at the same offsets
@@ -248,10 +253,7 @@ class IdIndex:
         slot = _find(self._arrays(), key, 0, n)
         if slot >= 0:
             raise KeyError(f"customer {customer_id!r} is already indexed")
-        if self._used + n > len(self._arena):
-            grown = np.zeros(max(len(self._arena) * 3 // 2, self._used + n), np.uint8)
-            grown[: self._used] = self._arena[: self._used]
-            self._arena = grown
+        self._make_room(n)
         self._arena[self._used : self._used + n] = key
         self._off[row] = self._used
         self._len[row] = n
@@ -280,10 +282,7 @@ class IdIndex:
             size *= 2
         if size != len(self._table):
             self._rehash(size)
-        if self._used + len(buf) > len(self._arena):
-            grown = np.zeros(max(len(self._arena) * 3 // 2, self._used + len(buf)), np.uint8)
-            grown[: self._used] = self._arena[: self._used]
-            self._arena = grown
+        self._make_room(len(buf))
         used = _insert_many(self._arrays(), buf, ends, rows, self._used)
         if used < 0:
             done = -used - 1
@@ -292,6 +291,23 @@ class IdIndex:
             raise KeyError(f"customer {ids[done]!r} is already indexed")
         self._used = used
         self._count += len(ids)
+
+    def _make_room(self, n: int) -> None:
+        """Grow the arena (by half) so that ``n`` more bytes fit.
+
+        Raises
+        ------
+        MemoryError
+            The ids would take more than the 4 GiB the offsets address.
+        """
+        need = self._used + n
+        if need <= len(self._arena):
+            return
+        if need > _MAX_ARENA:
+            raise MemoryError(f"customer ids beyond {_MAX_ARENA} bytes: run more instances (partitions) instead")
+        grown = np.zeros(min(_MAX_ARENA, max(len(self._arena) * 3 // 2, need)), np.uint8)
+        grown[: self._used] = self._arena[: self._used]
+        self._arena = grown
 
     def remove_rows(self, rows: npt.NDArray[np.int64]) -> None:
         """Forget the ids of many held rows in one compiled call."""

@@ -33,6 +33,7 @@ import hashlib
 import heapq
 import logging
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,10 @@ __all__ = ["CONTROLS", "TriggerEngine", "make_trigger_id"]
 STATE_VERSION = 1
 CONTROLS: tuple[str, ...] = ("reentry", "cooldown", "cap", "quiet_hours", "superseded", "missing_feature")
 """Names of the controls counted by :meth:`TriggerEngine.suppressed`."""
+_COUNTS = struct.Struct("<II")
+"""A packed history's head: how many deliveries, how many re-entry records."""
+_ENTRY = struct.Struct("<dH")
+"""One packed delivery or re-entry record: the time (epoch seconds) and the code of the campaign or rule."""
 
 
 def make_trigger_id(customer_id: str, campaign: str, cause: str | tuple[float, str, str | None]) -> str:
@@ -140,9 +145,9 @@ class _Held:
         return {"at": self.at, "ts": self.ts, "rule": self.rule, "prev": self.prev, "msg": self.message}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Customer:
-    """One customer's trigger state."""
+    """One customer's trigger state, while it is evaluated (held apart: :class:`_History`, :attr:`_History.held`)."""
 
     fired: list[tuple[float, str]] = field(default_factory=list)
     """(delivered at, campaign), for cooldowns and the cap, pruned past the longest of them."""
@@ -191,6 +196,70 @@ class _Customer:
         if not all(math.isfinite(t) for t in times):
             raise StateError(f"trigger state of {customer_id!r} has non-finite times")
         return cls(fired=fired, last=last, held=held)
+
+
+class _History:
+    """Every customer's delivery history and re-entry records, packed: one ``bytes`` per customer.
+
+    A Python :class:`_Customer` (a list of tuples, a dict, a list) costs about
+    500 bytes per customer; the packed record (:data:`_COUNTS`, then
+    :data:`_ENTRY` per delivery and per re-entry record, in their order) about
+    60, with the dict entry and the id about 160. Campaign and rule names are
+    coded by a table that only grows (rules are few). Held triggers (quiet
+    hours: until the next morning) stay objects, in :attr:`held`.
+    """
+
+    def __init__(self) -> None:
+        self.packed: dict[str, bytes] = {}
+        self.held: dict[str, list[_Held]] = {}
+        self._names: list[str] = []
+        self._codes: dict[str, int] = {}
+
+    def ids(self) -> list[str]:
+        """Customers with any state, sorted."""
+        return sorted(self.packed.keys() | self.held.keys())
+
+    def get(self, customer_id: str) -> _Customer | None:
+        """The customer's state (``None``: none)."""
+        data = self.packed.get(customer_id)
+        held = self.held.get(customer_id)
+        if data is None and held is None:
+            return None
+        cust = _Customer(held=[] if held is None else held)
+        if data is not None:
+            n_fired, n_last = _COUNTS.unpack_from(data)
+            entries = [(t, self._names[code]) for t, code in _ENTRY.iter_unpack(data[_COUNTS.size :])]
+            cust.fired = entries[:n_fired]
+            cust.last = {name: t for t, name in entries[n_fired : n_fired + n_last]}
+        return cust
+
+    def put(self, customer_id: str, cust: _Customer) -> None:
+        """Store the customer's state (an empty one: forget the customer)."""
+        if cust.fired or cust.last:
+            entries = [(t, self._code(c)) for t, c in cust.fired] + [(t, self._code(r)) for r, t in cust.last.items()]
+            self.packed[customer_id] = _COUNTS.pack(len(cust.fired), len(cust.last)) + b"".join(
+                _ENTRY.pack(t, code) for t, code in entries
+            )
+        else:
+            self.packed.pop(customer_id, None)
+        if cust.held:
+            self.held[customer_id] = cust.held
+        else:
+            self.held.pop(customer_id, None)
+
+    def pop(self, customer_id: str) -> None:
+        """Forget the customer."""
+        self.packed.pop(customer_id, None)
+        self.held.pop(customer_id, None)
+
+    def _code(self, name: str) -> int:
+        code = self._codes.get(name)
+        if code is None:
+            if len(self._names) > 0xFFFF:
+                raise StateError(f"more than {0xFFFF + 1} campaign and rule names in the trigger state")
+            code = self._codes[name] = len(self._names)
+            self._names.append(name)
+        return code
 
 
 class TriggerEngine:
@@ -244,7 +313,7 @@ class TriggerEngine:
         cap = rules.cap
         self._cap: tuple[int, float] | None = (cap.max, cap.period) if cap is not None and cap.period else None
         self._horizon = max([c.rule.cooldown for c in compiled] + [self._cap[1] if self._cap else 0.0])
-        self._customers: dict[str, _Customer] = {}
+        self._customers = _History()
         self._heap: list[tuple[float, str, str]] = []
         self._suppressed: dict[str, dict[str, int]] = {}
         self._watermark = -math.inf
@@ -447,10 +516,7 @@ class TriggerEngine:
                 del cust.last[name]
 
     def _store(self, customer_id: str, cust: _Customer) -> None:
-        if cust.empty():
-            self._customers.pop(customer_id, None)
-        else:
-            self._customers[customer_id] = cust
+        self._customers.put(customer_id, cust)
 
     def _count(self, campaign: str, control: str, rule: str, customer_id: str, why: str) -> None:
         per = self._suppressed.setdefault(campaign, {})
@@ -480,12 +546,13 @@ class TriggerEngine:
                     del cust.held[i]
                     cust.fired.append((h.at, h.campaign))
                     out.append(CampaignTrigger.model_validate(h.message))
+                    self._store(cid, cust)
                     break
         return out
 
     def pending(self) -> int:
         """How many triggers are held for quiet hours."""
-        return sum(len(c.held) for c in self._customers.values())
+        return sum(len(held) for held in self._customers.held.values())
 
     # ------------------------------------------------------------------ state
 
@@ -513,7 +580,7 @@ class TriggerEngine:
 
     def erase(self, customer_id: str) -> None:
         """Forget everything about the customer (held triggers and their heap entries included)."""
-        self._customers.pop(customer_id, None)
+        self._customers.pop(customer_id)
         if any(entry[1] == customer_id for entry in self._heap):
             self._heap = [entry for entry in self._heap if entry[1] != customer_id]
             heapq.heapify(self._heap)
@@ -526,7 +593,7 @@ class TriggerEngine:
         """The whole engine state (every customer, suppression counters), JSON-ready and deterministic."""
         return {
             **self.global_state(),
-            "customers": {cid: self._customers[cid].to_json() for cid in sorted(self._customers)},
+            "customers": {cid: st for cid in self._customers.ids() if (st := self.customer_state(cid)) is not None},
         }
 
     def global_state(self) -> dict[str, Any]:
@@ -553,7 +620,7 @@ class TriggerEngine:
         if not isinstance(customers, Mapping):
             raise StateError("trigger engine state: 'customers' must be an object")
         self.load_global_state(state)
-        self._customers = {}
+        self._customers = _History()
         self._heap = []
         for cid in sorted(customers):
             self.load_customer_state(str(cid), customers[cid])

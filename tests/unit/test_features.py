@@ -340,3 +340,10 @@ def test_ids_of_many_rows_matches_id_of_and_refuses_a_free_row() -> None:
         s.ids_of(np.array([1, freed], np.int64))
     with pytest.raises(KeyError):
         s.ids_of(np.array([99], np.int64))
+
+
+def test_a_row_costs_the_bytes_of_the_stores_table() -> None:
+    """143 bytes per allocated row with two lenses and 8 event-id hashes (the table in FeatureStore's notes)."""
+    assert CFG.dedup_size == 8
+    small, large = FeatureStore(CFG, n_lenses=2, capacity=10_000), FeatureStore(CFG, n_lenses=2, capacity=20_000)
+    assert (large.nbytes() - small.nbytes()) / 10_000 == 143

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segmenter import id_index
 from segmenter.id_index import IdIndex
 
 
@@ -62,3 +63,24 @@ def test_duplicate_add_is_refused() -> None:
     with pytest.raises(KeyError, match="already indexed"):
         index.add("a", 1)
     assert index.get_many([]).tolist() == []
+
+
+def test_a_row_costs_six_bytes_besides_its_id_and_its_table_slots() -> None:
+    """A ``uint32`` offset and a ``uint16`` length per reserved row (the layout the memory budget counts)."""
+    index = IdIndex()
+    empty = index.nbytes()
+    index.reserve_rows(10_000)
+    assert index.nbytes() - empty == 6 * 10_000
+
+
+def test_ids_beyond_what_the_offsets_address_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(id_index, "_MAX_ARENA", 6000)
+    index = IdIndex()
+    ids = [f"c{i:07d}" for i in range(700)]  # 5,600 bytes fit
+    index.add_many(ids, np.arange(700, dtype=np.int64))
+    with pytest.raises(MemoryError, match="more instances"):
+        index.add_many([f"d{i:07d}" for i in range(100)], np.arange(700, 800, dtype=np.int64))
+    with pytest.raises(MemoryError, match="more instances"):
+        for i in range(100):
+            index.add(f"e{i:07d}", 800 + i)
+    assert index.get_many(ids).tolist() == list(range(700))

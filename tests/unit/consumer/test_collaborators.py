@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from consumer.ownership import Assignment
 from consumer.reconnect import Backoff
 from consumer.routing import OutputRouter
 from consumer.settings import load_settings
-from consumer.sink import TP
+from consumer.sink import TP, OutRecord
 from consumer.snapshots import SnapshotKeeper
 from consumer.views import ViewFollower
 from consumer.watchdog import CommitWatchdog
@@ -146,3 +147,64 @@ def test_the_emitter_writes_the_stamped_bytes_and_counts_each_label_set() -> Non
         got = registry.get_sample_value("segmenter_segment_changes_total", {"lens": lens, "cause": cause})
         assert got == want
     assert registry.get_sample_value("segmenter_campaign_triggers_total", {"campaign": "win"}) == 1
+
+
+class _Core:
+    """What the commit steps read of a core: ``changes`` changelog entries, no membership, no model parts."""
+
+    def __init__(self, changes: int) -> None:
+        self.changes = changes
+
+    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+        return [(f"c{i}", b"{}", 0) for i in range(self.changes)]
+
+    def membership(self, customer_ids: list[str]) -> dict[str, None]:
+        return {}
+
+
+class _Keeper:
+    def records(self, core: object) -> list[object]:
+        return []
+
+    def discard(self, core: object) -> None:
+        """Nothing to discard."""
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.commits = 0
+
+    def send_many(self, records: list[object]) -> None:
+        self.sent += len(records)
+
+    def commit(self, offsets: dict[TP, int]) -> None:
+        self.commits += 1
+
+
+def test_the_free_heap_is_returned_once_the_commits_sent_enough_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def trim() -> bool:
+        calls.append(1)
+        return True
+
+    monkeypatch.setattr(checkpoint_module, "release_free_memory", trim)
+    settings = load_settings(["--group-id", "g", "--topics.input", "in"])
+    watchdog = CommitWatchdog(after_s=60.0, bootstrap="broker:9092")
+    half = checkpoint_module.TRIM_AFTER_RECORDS // 2
+    trims = []
+    try:
+        keeper: Any = _Keeper()
+        steps: checkpoint_module.CommitSteps[Any] = checkpoint_module.CommitSteps(settings, keeper, Metrics(), watchdog)
+        transport = _Transport()
+        for outputs, changes in [(10, 10), (half, half - 21), (1, 0), (half, half), (half, 0)]:
+            batch = BatchPolicy.of(settings).open(lambda: 0)
+            for _ in range(outputs):
+                batch.queue(OutRecord("out", None, b"x", (), None))
+            steps.commit(batch, transport, _Core(changes))  # type: ignore[arg-type]
+            trims.append(len(calls))
+    finally:
+        watchdog.close()
+    assert transport.commits == 5
+    assert trims == [0, 0, 1, 2, 2]  # once 50,000 records went out since the last time, counted over commits

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import doctest
+import gc
 import json
+import tracemalloc
 from datetime import datetime
 
 import orjson
@@ -250,3 +252,20 @@ def test_malformed_engine_state_is_a_state_error() -> None:
     for bad in ({"v": 2}, {"v": 1, "customers": []}, {"v": 1, "suppressed": {"a": 3}}, {"v": 1, "watermark": "x"}):
         with pytest.raises(StateError):
             engine.load_state(bad)
+
+
+def test_delivery_history_costs_under_a_hundred_bytes_per_customer() -> None:
+    """Packed per customer (one bytes object), not a dataclass with a list of tuples and a dict (about 500 B)."""
+    engine = TriggerEngine(ruleset(rule(reentry={"mode": "once"}, cooldown="30d"), cap={"max": 2, "period": "7d"}))
+    n = 20_000
+    changes = [change(T0 + i, HIGH, LOW, customer=f"c{i:07d}") for i in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    fired = sum(len(engine.evaluate(ch, FEATURES, None)) for ch in changes)
+    gc.collect()
+    used = (tracemalloc.get_traced_memory()[0] - base) / n  # the ids are the changes' (held by the test)
+    tracemalloc.stop()
+    assert fired == n
+    assert used < 100, used
+    assert engine.customer_state("c0000007") == {"v": 1, "f": [[T0 + 7, "vip-invite"]], "r": {"vip": T0 + 7}}

@@ -1,0 +1,41 @@
+"""bench/memory.py's new-customer cost: blocks of both phases alike, outlier blocks left out of both."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.memory import block_plan, block_size, new_customer_cost
+
+
+def test_a_refinement_every_five_blocks_falls_on_both_phases_in_turn() -> None:
+    block = block_size(100_000, refine_every=20_000)
+    assert block == 4000
+    plan = block_plan(12)
+    assert plan.count("new") == plan.count("known") == 12
+    for offset in range(5):  # wherever the refinement period starts
+        hit = [plan[i] for i in range(offset, len(plan), 20_000 // block)]
+        assert abs(hit.count("new") - hit.count("known")) <= 1, (offset, hit)
+
+
+def test_small_runs_still_get_blocks() -> None:
+    assert block_size(2000, refine_every=20_000) == 250
+    assert block_size(100_000, refine_every=0) == 4000
+
+
+def _blocks(new_us: list[float], known_us: list[float], events: int = 1000) -> list[dict[str, object]]:
+    return [{"phase": p, "events": events, "cpu_s": us * events / 1e6}
+            for p, values in (("new", new_us), ("known", known_us)) for us in values]  # fmt: skip
+
+
+def test_the_cost_is_the_difference_of_the_cheapest_blocks_whatever_lands_in_the_others() -> None:
+    # mass moves in two known blocks and one new block, as the consumer at 500k customers showed
+    cost = new_customer_cost(_blocks([60, 61, 59, 900, 60, 2400], [20, 2000, 21, 19, 700, 20]))
+    assert cost["new"]["min_us"] == pytest.approx(59)
+    assert cost["known"]["min_us"] == pytest.approx(19)
+    assert cost["extra_us"] == pytest.approx(40)
+    assert cost["extra_median_us"] == pytest.approx(60.5 - 20.5)
+    assert cost["extra_mean_us"] == pytest.approx(590 - 463.3333, abs=1e-3)
+    assert cost["new"]["blocks"] == cost["known"]["blocks"] == 6
+    uneven = new_customer_cost(_blocks([60, 61, 59, 900, 60, 2400], [20, 2000, 21, 700, 800, 20]))
+    assert uneven["extra_us"] == pytest.approx(39)  # three dear known blocks of six: the medians go wrong
+    assert uneven["extra_median_us"] < 0
