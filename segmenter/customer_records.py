@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from segmenter.errors import StateError
-from segmenter.features import FeatureStore
+from segmenter.features import _LPUR, _NO_TIME, BASE_EPOCH, FeatureStore
 from segmenter.lenses.lens import Lens
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ __all__ = ["CustomerRecords", "known_segments"]
 logger = logging.getLogger(__name__)
 
 _RECORD_VERSION = 1
+_TIMES = 4
+"""A record's times: first, last, last purchase (``None``: none yet), scored (:meth:`FeatureStore.record`)."""
 
 
 def known_segments(lenses: Sequence[Lens], started: bool) -> list[dict[int, Any]] | None:
@@ -76,17 +79,40 @@ class CustomerRecords:
         store = self._store
         out: dict[str, tuple[bytes | None, int]] = {cid: (None, p) for cid, p in self._erased.items()}
         self._erased.clear()
-        for row in store.take_dirty_rows():
-            cid = store.id_of(row)
-            out[cid] = (self._record(cid, row), int(store.part[row]))
+        rows = np.asarray(store.take_dirty_rows(), dtype=np.int64)
+        ids = store.ids_of(rows)
+        for cid, record, p in zip(ids, self._records(ids, rows), store.part[rows].tolist(), strict=True):
+            out[cid] = (record, p)
         return [(cid, record, None if p < 0 else p) for cid, (record, p) in sorted(out.items())]
 
-    def _record(self, customer_id: str, row: int) -> bytes:
-        rec = self._store.record(row, self._names)
-        rec["v"] = _RECORD_VERSION
+    def _records(self, ids: list[str], rows: npt.NDArray[np.int64]) -> list[bytes]:
+        """The records of the customers ``ids`` held in ``rows``, in order.
+
+        Each is :meth:`~segmenter.features.FeatureStore.record` plus ``"v"`` and ``"e"``, built from the
+        store's columns read once for all the rows (a column's ``tolist`` per row cost more than the JSON).
+        """
+        store = self._store
         engine = self._engine()
-        rec["e"] = None if engine is None else engine.customer_state(customer_id)
-        return orjson.dumps(rec)
+        state = None if engine is None else engine.customer_state
+        f = store.f[rows].tolist()
+        t = (store.t[rows, :_TIMES].astype(np.int64) + BASE_EPOCH).tolist()
+        lpur = (store.t[rows, _LPUR] == _NO_TIME).tolist()
+        rings = _rings(store, rows)
+        lenses = len(self._names)
+        segs = np.stack(
+            [store.seg[rows, :lenses], store.dwell[rows, :lenses], store.since[rows, :lenses].astype(np.int64)
+             + BASE_EPOCH, store.prev[rows, :lenses], store.mver[rows, :lenses]], axis=-1,
+        ).tolist()  # fmt: skip
+        names = self._names
+        dumps = orjson.dumps
+        records = []
+        for cid, fr, tr, no_purchase, ring, sr in zip(ids, f, t, lpur, rings, segs, strict=True):
+            if no_purchase:
+                tr[_LPUR] = None
+            rec = {"f": fr, "t": tr, "h": ring, "s": dict(zip(names, sr, strict=True)), "v": _RECORD_VERSION,
+                   "e": None if state is None else state(cid)}  # fmt: skip
+            records.append(dumps(rec))
+        return records
 
     def load(self, customer_id: str, record: bytes, source: int | None, known: list[dict[int, Any]] | None) -> None:
         """Restore one customer from its record (see :meth:`~segmenter.pipeline.Segmenter.load_customer`).
@@ -146,6 +172,17 @@ class CustomerRecords:
                 engine.erase(store.id_of(row))
         store.drop_rows(rows)
         return len(rows)
+
+
+def _rings(store: FeatureStore, rows: npt.NDArray[np.int64]) -> list[list[int]]:
+    """Per row, its remembered event ids, oldest first, empty slots left out."""
+    d = store.dedup_size
+    if not d:
+        return [[] for _ in range(len(rows))]
+    rings = []
+    for ring, pos in zip(store.h[rows, :d].tolist(), store.hpos[rows].tolist(), strict=True):
+        rings.append([x for x in ring[pos:] + ring[:pos] if x])
+    return rings
 
 
 def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
