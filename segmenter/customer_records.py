@@ -77,13 +77,19 @@ class CustomerRecords:
     def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
         """Changed customers since the last call, sorted by id: ``(id, record or None if erased, source)``."""
         store = self._store
-        out: dict[str, tuple[bytes | None, int]] = {cid: (None, p) for cid, p in self._erased.items()}
-        self._erased.clear()
         rows = np.asarray(store.take_dirty_rows(), dtype=np.int64)
         ids = store.ids_of(rows)
-        for cid, record, p in zip(ids, self._records(ids, rows), store.part[rows].tolist(), strict=True):
-            out[cid] = (record, p)
-        return [(cid, record, None if p < 0 else p) for cid, (record, p) in sorted(out.items())]
+        parts = store.part[rows].tolist()
+        sources = [None if p < 0 else p for p in parts]
+        changes: list[tuple[str, bytes | None, int | None]] = list(
+            zip(ids, self._records(ids, rows), sources, strict=True)
+        )
+        if self._erased:  # erased since (a customer erased and seen again is held: its record wins)
+            held = set(ids)
+            changes += [(cid, None, None if p < 0 else p) for cid, p in self._erased.items() if cid not in held]
+            self._erased.clear()
+        changes.sort(key=_first)
+        return changes
 
     def _records(self, ids: list[str], rows: npt.NDArray[np.int64]) -> list[bytes]:
         """The records of the customers ``ids`` held in ``rows``, in order.
@@ -172,6 +178,10 @@ class CustomerRecords:
                 engine.erase(store.id_of(row))
         store.drop_rows(rows)
         return len(rows)
+
+
+def _first(change: tuple[str, bytes | None, int | None]) -> str:
+    return change[0]
 
 
 def _rings(store: FeatureStore, rows: npt.NDArray[np.int64]) -> list[list[int]]:

@@ -30,16 +30,23 @@ def _expected(seg: Segmenter) -> dict[str, bytes]:
 def test_take_changes_writes_each_customer_as_its_row_record(rules: RuleSet | None) -> None:
     seg = Segmenter(CFG, rules=rules)
     half = len(EVENTS) // 2
+    tombstones = 0
     for part in (EVENTS[:half], EVENTS[half:]):  # two commits: the second's dirty rows are a subset
         seg.process_batch(part, [3] * len(part))
         expected = _expected(seg)
+        erased = dict(seg._erased)
         changes = seg.take_changes()
+        assert [(cid, p) for cid, record, p in changes if record is None] == sorted(
+            (cid, p) for cid, p in erased.items() if cid not in expected
+        ), "a tombstone per customer erased and not seen again, with its source"
+        tombstones += sum(1 for _, record, _ in changes if record is None)
         got = {cid: record for cid, record, _ in changes if record is not None}
         assert len(expected) > 50 and got == expected, "the bulk records are the per-row records, byte for byte"
         assert [cid for cid, _, _ in changes] == sorted(cid for cid, _, _ in changes)
         assert {p for _, record, p in changes if record is not None} == {3}
         assert any(orjson.loads(r)["t"][2] is None for r in got.values()), "a customer without purchase"
         assert any(orjson.loads(r)["h"] for r in got.values()), "remembered event ids"
+    assert tombstones > 0
 
 
 def test_a_restored_customer_writes_the_record_it_was_restored_from() -> None:
