@@ -293,8 +293,10 @@ class Service(Generic[C]):
         run: Run = []
         owned = self._owned(records)
         self.metrics.events_in.inc(len(owned))  # before they are processed: in-process benches start clocks on it
+        tp = TP("", -1)
         for rec in owned:
-            tp = rec.tp
+            if rec.partition != tp.partition or rec.topic != tp.topic:  # a poll's records come in partition runs
+                tp = rec.tp
             checkpoint = self._checkpoint if self._checkpoint is not None else self._open(rec)
             until = self._poison.one_by_one_until(tp)
             event = self._runs.plain_event(rec, tp) if until is None else None
@@ -320,7 +322,7 @@ class Service(Generic[C]):
     def _owned(self, records: Sequence[InRecord]) -> Sequence[InRecord]:
         """The records of partitions this instance owns (a poll's records all are, but after a revocation)."""
         owns = self._ownership.owns
-        if all(owns(tp) for tp in {rec.tp for rec in records}):
+        if all(owns(TP(*tp)) for tp in {(rec.topic, rec.partition) for rec in records}):
             return records
         for rec in records:
             if not owns(rec.tp):
