@@ -189,10 +189,9 @@ def _rings(store: FeatureStore, rows: npt.NDArray[np.int64]) -> list[list[int]]:
     d = store.dedup_size
     if not d:
         return [[] for _ in range(len(rows))]
-    rings = []
-    for ring, pos in zip(store.h[rows, :d].tolist(), store.hpos[rows].tolist(), strict=True):
-        rings.append([x for x in ring[pos:] + ring[:pos] if x])
-    return rings
+    roll = (np.arange(d) + store.hpos[rows].astype(np.intp)[:, None]) % d  # oldest first
+    rings = np.take_along_axis(store.h[rows, :d], roll, axis=1).tolist()
+    return [list(filter(None, ring)) for ring in rings]
 
 
 def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
