@@ -16,6 +16,14 @@ from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange
 log = logging.getLogger(__name__)
 
 
+def _epoch(ts: str) -> float | None:
+    """Epoch seconds of an ISO-8601 time with offset; ``None``: not one (no lag to measure)."""
+    try:
+        return datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return None
+
+
 class Emitter:
     """Stamps output messages (``emitted_at`` from the edge's wall clock), routes and counts them.
 
@@ -40,32 +48,32 @@ class Emitter:
     def emit(self, outputs: Sequence[OutputMessage], checkpoint: Checkpoint) -> None:
         """Queue ``outputs`` in the open batch; a segment change also queues its customer's membership record.
 
-        Each message is encoded with ``emitted_at`` set (:meth:`OutputRouter.record`, the bytes of the stamped
+        Each message is encoded with ``emitted_at`` set (:meth:`OutputRouter.records`, the bytes of the stamped
         copy, which is not made); the change and trigger counters are added to once per label set and call.
         """
         if not outputs:
             return
         now = self._clock()
         emitted_at = now.isoformat()
-        record, queue, changed = self._router.record, checkpoint.queue, checkpoint.changed
+        checkpoint.records.extend(self._router.records(outputs, emitted_at))
+        changed = checkpoint.changed
         changes: dict[tuple[str, str], int] = {}
         triggers: dict[str, int] = {}
+        times: dict[str, float | None] = {}  # event_ts -> epoch seconds (the messages of one event share it)
         lags = []
         for message in outputs:
-            queue(record(message, emitted_at))
-            if isinstance(message, SegmentChange):
+            if type(message) is SegmentChange:
                 changed[message.customer_id] = emitted_at
                 key = (message.lens, message.cause)
                 changes[key] = changes.get(key, 0) + 1
-            elif isinstance(message, CampaignTrigger):
+            elif type(message) is CampaignTrigger:
                 triggers[message.campaign] = triggers.get(message.campaign, 0) + 1
             event_ts = getattr(message, "event_ts", None)
             if isinstance(event_ts, str):
-                try:
-                    lags.append((now - datetime.fromisoformat(event_ts)).total_seconds())
-                except ValueError:
-                    continue
-        self._count(changes, triggers, lags)
+                epoch = times[event_ts] if event_ts in times else times.setdefault(event_ts, _epoch(event_ts))
+                if epoch is not None:
+                    lags.append(epoch)
+        self._count(changes, triggers, [now.timestamp() - epoch for epoch in lags])
 
     def _count(self, changes: dict[tuple[str, str], int], triggers: dict[str, int], lags: list[float]) -> None:
         metrics = self._metrics

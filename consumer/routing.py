@@ -6,7 +6,7 @@ produced the same way whoever emits it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,11 +50,25 @@ class OutputRouter:
         ``emitted_at`` stamps it on the way (the bytes of ``record(stamp(message, emitted_at))``, without the
         copy); ``None`` keeps the message's own.
         """
-        kind = message.kind
-        route = self._routes.get(kind)
-        if route is None:
-            counter = self._counter_of(kind) if self._counter_of is not None else None
-            route = self._routes[kind] = _Route(self._topic_of(kind), (("kind", kind.encode()),), counter)
-        if route.counter is not None:
-            route.counter.inc()
-        return OutRecord(route.topic, message_key(message), encode(message, emitted_at), route.headers)
+        return self.records([message], emitted_at)[0]
+
+    def records(self, messages: Sequence[OutputMessage], emitted_at: str | None = None) -> list[OutRecord]:
+        """The records of many messages, in order, as :meth:`record` each; each kind's counter is added to once."""
+        routes = self._routes
+        counts: dict[str, int] = {}
+        out = []
+        for message in messages:
+            kind = message.kind
+            route = routes.get(kind) or self._route(kind)
+            counts[kind] = counts.get(kind, 0) + 1
+            out.append(OutRecord(route.topic, message_key(message), encode(message, emitted_at), route.headers))
+        for name, n in counts.items():
+            counter = routes[name].counter
+            if counter is not None:
+                counter.inc(n)
+        return out
+
+    def _route(self, kind: str) -> _Route:
+        counter = self._counter_of(kind) if self._counter_of is not None else None
+        route = self._routes[kind] = _Route(self._topic_of(kind), (("kind", kind.encode()),), counter)
+        return route

@@ -291,14 +291,13 @@ class Service(Generic[C]):
         """Process a poll's records in order into the open batch (see :mod:`consumer.runs`), committing when due."""
         core = self._require_core()
         run: Run = []
-        events_in = self.metrics.events_in
-        for rec in records:
-            tp = rec.tp
-            if not self._ownership.owns(tp):
-                log.debug("skipping %s[%d]@%d: partition not owned (revoked)", rec.topic, rec.partition, rec.offset)
-                continue
+        owned = self._owned(records)
+        self.metrics.events_in.inc(len(owned))  # before they are processed: in-process benches start clocks on it
+        tp = TP("", -1)
+        for rec in owned:
+            if rec.partition != tp.partition or rec.topic != tp.topic:  # a poll's records come in partition runs
+                tp = rec.tp
             checkpoint = self._checkpoint if self._checkpoint is not None else self._open(rec)
-            events_in.inc()  # before the record is processed: in-process benches start their clocks on it
             until = self._poison.one_by_one_until(tp)
             event = self._runs.plain_event(rec, tp) if until is None else None
             if event is not None:
@@ -319,6 +318,16 @@ class Service(Generic[C]):
                 self._runs.process_run(core, run, checkpoint)
                 self._commit()
         self._runs.process_run(core, run, self._checkpoint)
+
+    def _owned(self, records: Sequence[InRecord]) -> Sequence[InRecord]:
+        """The records of partitions this instance owns (a poll's records all are, but after a revocation)."""
+        owns = self._ownership.owns
+        if all(owns(TP(*tp)) for tp in {(rec.topic, rec.partition) for rec in records}):
+            return records
+        for rec in records:
+            if not owns(rec.tp):
+                log.debug("skipping %s[%d]@%d: partition not owned (revoked)", rec.topic, rec.partition, rec.offset)
+        return [rec for rec in records if owns(rec.tp)]
 
     def _open(self, first: InRecord) -> Checkpoint:
         """Begin a batch at its first record; a newer model view is switched to inside it."""

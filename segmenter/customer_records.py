@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from segmenter.errors import StateError
-from segmenter.features import FeatureStore
+from segmenter.features import _LPUR, _NO_TIME, BASE_EPOCH, FeatureStore
 from segmenter.lenses.lens import Lens
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ __all__ = ["CustomerRecords", "known_segments"]
 logger = logging.getLogger(__name__)
 
 _RECORD_VERSION = 1
+_TIMES = 4
+"""A record's times: first, last, last purchase (``None``: none yet), scored (:meth:`FeatureStore.record`)."""
 
 
 def known_segments(lenses: Sequence[Lens], started: bool) -> list[dict[int, Any]] | None:
@@ -74,19 +77,48 @@ class CustomerRecords:
     def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
         """Changed customers since the last call, sorted by id: ``(id, record or None if erased, source)``."""
         store = self._store
-        out: dict[str, tuple[bytes | None, int]] = {cid: (None, p) for cid, p in self._erased.items()}
-        self._erased.clear()
-        for row in store.take_dirty_rows():
-            cid = store.id_of(row)
-            out[cid] = (self._record(cid, row), int(store.part[row]))
-        return [(cid, record, None if p < 0 else p) for cid, (record, p) in sorted(out.items())]
+        rows = np.asarray(store.take_dirty_rows(), dtype=np.int64)
+        ids = store.ids_of(rows)
+        parts = store.part[rows].tolist()
+        sources = [None if p < 0 else p for p in parts]
+        changes: list[tuple[str, bytes | None, int | None]] = list(
+            zip(ids, self._records(ids, rows), sources, strict=True)
+        )
+        if self._erased:  # erased since (a customer erased and seen again is held: its record wins)
+            held = set(ids)
+            changes += [(cid, None, None if p < 0 else p) for cid, p in self._erased.items() if cid not in held]
+            self._erased.clear()
+        changes.sort(key=_first)
+        return changes
 
-    def _record(self, customer_id: str, row: int) -> bytes:
-        rec = self._store.record(row, self._names)
-        rec["v"] = _RECORD_VERSION
+    def _records(self, ids: list[str], rows: npt.NDArray[np.int64]) -> list[bytes]:
+        """The records of the customers ``ids`` held in ``rows``, in order.
+
+        Each is :meth:`~segmenter.features.FeatureStore.record` plus ``"v"`` and ``"e"``, built from the
+        store's columns read once for all the rows (a column's ``tolist`` per row cost more than the JSON).
+        """
+        store = self._store
         engine = self._engine()
-        rec["e"] = None if engine is None else engine.customer_state(customer_id)
-        return orjson.dumps(rec)
+        state = None if engine is None else engine.customer_state
+        f = store.f[rows].tolist()
+        t = (store.t[rows, :_TIMES].astype(np.int64) + BASE_EPOCH).tolist()
+        lpur = (store.t[rows, _LPUR] == _NO_TIME).tolist()
+        rings = _rings(store, rows)
+        lenses = len(self._names)
+        segs = np.stack(
+            [store.seg[rows, :lenses], store.dwell[rows, :lenses], store.since[rows, :lenses].astype(np.int64)
+             + BASE_EPOCH, store.prev[rows, :lenses], store.mver[rows, :lenses]], axis=-1,
+        ).tolist()  # fmt: skip
+        names = self._names
+        dumps = orjson.dumps
+        records = []
+        for cid, fr, tr, no_purchase, ring, sr in zip(ids, f, t, lpur, rings, segs, strict=True):
+            if no_purchase:
+                tr[_LPUR] = None
+            rec = {"f": fr, "t": tr, "h": ring, "s": dict(zip(names, sr, strict=True)), "v": _RECORD_VERSION,
+                   "e": None if state is None else state(cid)}  # fmt: skip
+            records.append(dumps(rec))
+        return records
 
     def load(self, customer_id: str, record: bytes, source: int | None, known: list[dict[int, Any]] | None) -> None:
         """Restore one customer from its record (see :meth:`~segmenter.pipeline.Segmenter.load_customer`).
@@ -146,6 +178,20 @@ class CustomerRecords:
                 engine.erase(store.id_of(row))
         store.drop_rows(rows)
         return len(rows)
+
+
+def _first(change: tuple[str, bytes | None, int | None]) -> str:
+    return change[0]
+
+
+def _rings(store: FeatureStore, rows: npt.NDArray[np.int64]) -> list[list[int]]:
+    """Per row, its remembered event ids, oldest first, empty slots left out."""
+    d = store.dedup_size
+    if not d:
+        return [[] for _ in range(len(rows))]
+    roll = (np.arange(d) + store.hpos[rows].astype(np.intp)[:, None]) % d  # oldest first
+    rings = np.take_along_axis(store.h[rows, :d], roll, axis=1).tolist()
+    return [list(filter(None, ring)) for ring in rings]
 
 
 def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -79,7 +79,7 @@ def membership_value(customer_id: str, entries: Entries, updated_at: str) -> byt
                 lens: {
                     "id": sid,
                     "name": name,
-                    "since": datetime.fromtimestamp(since, UTC).isoformat(),
+                    "since": datetime.fromtimestamp(since, UTC),  # orjson writes isoformat()'s text, faster
                     "model_version": version,
                 }
                 for lens, (sid, name, since, version) in sorted(entries.items())

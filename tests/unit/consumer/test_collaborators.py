@@ -96,14 +96,14 @@ def test_a_batch_is_due_when_full_or_open_for_its_interval(monkeypatch: pytest.M
 
 
 def test_the_router_keys_and_labels_each_kind_and_counts_it() -> None:
-    counted: list[str] = []
+    counted: dict[str, float] = {}
 
     class Counter:
         def __init__(self, kind: str) -> None:
             self.kind = kind
 
         def inc(self, amount: float = 1) -> None:
-            counted.append(self.kind)
+            counted[self.kind] = counted.get(self.kind, 0) + amount
 
     router = OutputRouter(lambda kind: f"out.{kind}", Counter)
     records = [router.record(_change(c, None, 1, f"e{c}", "2026-01-01T00:00:00+00:00")) for c in ("a", "b")]
@@ -111,7 +111,9 @@ def test_the_router_keys_and_labels_each_kind_and_counts_it() -> None:
         ("out.segment_change", b"a", b"segment_change"),
         ("out.segment_change", b"b", b"segment_change"),
     ]
-    assert counted == ["segment_change", "segment_change"]
+    assert counted == {"segment_change": 2}
+    many = router.records([_change(c, None, 1, f"e{c}", "2026-01-01T00:00:00+00:00") for c in ("c", "d", "e")])
+    assert [r.key for r in many] == [b"c", b"d", b"e"] and counted == {"segment_change": 5}, "once per kind, by 3"
 
 
 @pytest.mark.parametrize(
@@ -147,6 +149,11 @@ def test_the_emitter_writes_the_stamped_bytes_and_counts_each_label_set() -> Non
         got = registry.get_sample_value("segmenter_segment_changes_total", {"lens": lens, "cause": cause})
         assert got == want
     assert registry.get_sample_value("segmenter_campaign_triggers_total", {"campaign": "win"}) == 1
+    dated = [datetime.fromisoformat(ts) for m in MESSAGES if isinstance(ts := getattr(m, "event_ts", None), str)]
+    assert len(dated) > 1
+    lag = "segmenter_end_to_end_lag_seconds"
+    assert registry.get_sample_value(f"{lag}_count") == len(dated), "one lag per message with an event time"
+    assert registry.get_sample_value(f"{lag}_sum") == pytest.approx(sum((now - t).total_seconds() for t in dated))
 
 
 class _Core:
