@@ -214,6 +214,7 @@ class Explainer:
         self._snap: object = None
         self._rows: dict[int, int] = {}
         self._space: Space | None = None
+        self._lut = np.full(1, -1, np.int64)
 
     def _refresh(self) -> None:
         """The lens's scaled space: its scaler snapshot, live centers, and the scaled center of every segment the
@@ -223,6 +224,9 @@ class Explainer:
         assert snap is not None
         segments = lens.registry.segments
         self._rows = {n: i for i, n in enumerate(segments)}
+        # segment number -> table row; its last entry (index -1, as "none" reads) stays -1
+        self._lut = np.full(max(segments, default=-1) + 2, -1, np.int64)
+        self._lut[list(self._rows)] = list(self._rows.values())
         d = len(lens.feature_names)
         table = np.array([snap.scale(s.center) for s in segments.values()], np.float64).reshape(-1, d)
         live, centers, *_ = lens.kernel_view()
@@ -239,18 +243,17 @@ class Explainer:
         n = len(old)
         if snap is None:
             return [NO_EXPLANATION] * n
-        rows = self._rows
-        if (self._epoch != lens.cache_epoch or snap is not self._snap
-                or any(s not in rows for s in (*old, *new) if s >= 0)):  # fmt: skip
+        used = {*old, *new}
+        used.discard(-1)
+        if self._epoch != lens.cache_epoch or snap is not self._snap or not used <= self._rows.keys():
             self._refresh()
-            rows = self._rows
-        space = self._space
+        space, lut = self._space, self._lut
         assert space is not None
         d = len(lens.feature_names)
         num = Numbers(np.empty((n, d), np.float64), np.full((n, d), np.nan), np.empty((n, TOP_FEATURES), np.int64),
                       np.empty((n, 3), np.float64), np.empty(n, np.int64))  # fmt: skip
-        moves = Moves(np.ascontiguousarray(raw, np.float64), np.array([rows.get(s, -1) for s in old], np.int64),
-                      np.array([rows.get(s, -1) for s in new], np.int64), np.asarray(new, np.int64))  # fmt: skip
+        olds, news = np.asarray(old, np.int64), np.asarray(new, np.int64)
+        moves = Moves(np.ascontiguousarray(raw, np.float64), lut[olds], lut[news], news)
         explain_rows(moves, space, num, 2.0)
         return _messages(lens, raw.tolist(), _Numbers(*(a.tolist() for a in num)))
 
@@ -273,11 +276,8 @@ def _messages(lens: Lens, raw: list[list[float]], num: _Numbers) -> list[Explana
     isnan = math.isnan
     whys = []
     for values, x, c, chosen, (d_old, d_new, d_runner), run in zip(raw, *num, strict=True):
-        top = []
-        for j in chosen:
-            if j < 0:  # -1 after the last
-                break
-            top.append({"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]})
+        # -1 only after the last chosen feature
+        top = [{"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]} for j in chosen if j >= 0]
         d_run: float | None = d_runner
         if run < 0:
             runner, d_run = None, None

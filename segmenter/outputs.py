@@ -159,8 +159,11 @@ def encode(message: OutputMessage, emitted_at: str | None = None) -> bytes:
 
 def encode_lines(messages: Iterable[OutputMessage], emitted_at: str | None = None) -> bytes:
     """Every message as :func:`encode` writes it, each followed by a newline (JSON lines), as one ``bytes``."""
-    newline = orjson.OPT_APPEND_NEWLINE
-    return b"".join([_encode(m, emitted_at, newline) for m in messages])
+    newline, dumps, change, wire_of = orjson.OPT_APPEND_NEWLINE, orjson.dumps, SegmentChange, _change_wire
+    if emitted_at is not None:
+        return b"".join([_encode(m, emitted_at, newline) for m in messages])
+    return b"".join([dumps(wire_of(m) if type(m) is change else m.model_dump(mode="json"), None, newline)
+                     for m in messages])  # fmt: skip
 
 
 def _encode(message: OutputMessage, emitted_at: str | None, option: int) -> bytes:
