@@ -18,7 +18,7 @@ import numpy.typing as npt
 import orjson
 
 from segmenter.errors import StateError
-from segmenter.features import _LPUR, _NO_TIME, BASE_EPOCH, FeatureStore
+from segmenter.features import _LPUR, _NO_TIME, BASE_EPOCH, NO_PENDING, FeatureStore
 from segmenter.lenses.lens import Lens
 
 if TYPE_CHECKING:
@@ -109,6 +109,12 @@ class CustomerRecords:
             [store.seg[rows, :lenses], store.dwell[rows, :lenses], store.since[rows, :lenses].astype(np.int64)
              + BASE_EPOCH, store.prev[rows, :lenses], store.mver[rows, :lenses]], axis=-1,
         ).tolist()  # fmt: skip
+        pend = store.pend[rows, :lenses]
+        pend_at = (pend.astype(np.int64) + BASE_EPOCH).tolist()
+        none_pending = (pend == NO_PENDING).tolist()
+        for sr, pr, nr in zip(segs, pend_at, none_pending, strict=True):
+            for entry, at, none in zip(sr, pr, nr, strict=True):
+                entry.append(None if none else at)
         names = self._names
         dumps = orjson.dumps
         records = []
