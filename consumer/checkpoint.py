@@ -31,7 +31,8 @@ are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
    customer id, key-hash partitioned);
 3. the state-changelog records of every customer the core changed
    (``take_changes``), each to the partition number of its input record
-   (which the core keeps per customer);
+   (which the core keeps per customer); steps 2 and 3 build and send their
+   records :data:`SPILL_RECORDS` at a time;
 4. the model's records (:class:`consumer.core.ModelKeeper`): in single mode
    the model parts that changed (:class:`consumer.state.ModelTracker`: the
    small ``core`` part with the clock and counters, and each lens that
@@ -52,9 +53,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Generic
+from typing import Generic, TypeVar
 
 from consumer.core import C, ModelKeeper
 from consumer.metrics import Metrics
@@ -66,6 +67,8 @@ from segmenter.malloc_tuning import release_free_memory
 from segmenter.membership import membership_value
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SPILL_RECORDS = 10_000
 """Queued outputs and dead letters past which an open batch sends them into its transaction (step 1, early):
@@ -187,9 +190,12 @@ class CommitSteps(Generic[C]):
         sent = len(checkpoint.records)
         transport.send_many(checkpoint.records)  # 1. outputs and dead letters, in order
         checkpoint.records.clear()
-        transport.send_many(self._membership_records(checkpoint, core))  # 2. membership-table records
-        changelog = changelog_records(core.take_changes(), self._state_topic)
-        transport.send_many(changelog)  # 3. state changelog
+        changed, checkpoint.changed = checkpoint.changed, {}
+        for ids in _chunks(sorted(changed)):  # 2. membership-table records, a chunk of customers at a time
+            transport.send_many(self._membership_records(ids, changed, core))
+        changes = core.take_changes()
+        for chunk in _chunks(changes):  # 3. state changelog, as many records at a time
+            transport.send_many(changelog_records(chunk, self._state_topic))
         transport.send_many(self._keeper.records(core))  # 4. model parts, or clocks and vectors
         self._watchdog.arm(checkpoint.count)
         try:
@@ -203,23 +209,30 @@ class CommitSteps(Generic[C]):
         self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self._metrics.batch_records.observe(checkpoint.count)
         self._metrics.batches.inc()
-        self._since_trim += sent + len(changelog)
+        self._since_trim += sent + len(changes)
         if self._since_trim >= TRIM_AFTER_RECORDS:  # the freed records of the batches leave the process
             self._since_trim = 0
             release_free_memory()
 
-    def _membership_records(self, checkpoint: Checkpoint, core: C) -> list[OutRecord]:
-        """The membership-table records of the customers whose segments changed in the batch (from the core).
+    def _membership_records(self, ids: Sequence[str], changed: dict[str, str], core: C) -> list[OutRecord]:
+        """The membership-table records of the customers ``ids``, whose segments changed in the batch (from the core).
+
+        ``changed`` holds each one's ``emitted_at``.
 
         Keyed by customer id and sent with the key-hash partitioner: the topic
         is compacted and keyed, and nothing reads it per input partition.
         """
         topic = self._membership_topic
-        changed, checkpoint.changed = checkpoint.changed, {}
-        entries = core.membership(sorted(changed))
+        entries = core.membership(ids)
         records = [OutRecord(topic, cid.encode(), None if segs is None else membership_value(cid, segs, changed[cid]),
                              (), None) for cid, segs in entries.items()]  # fmt: skip
         tombstones = sum(1 for r in records if r.value is None)
         self._metrics.membership.labels("record").inc(len(records) - tombstones)
         self._metrics.membership.labels("tombstone").inc(tombstones)
         return records
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in slices of :data:`SPILL_RECORDS`: a mass move's commit builds one slice of records at a time."""
+    for start in range(0, len(items), SPILL_RECORDS):
+        yield items[start : start + SPILL_RECORDS]

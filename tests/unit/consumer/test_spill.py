@@ -11,18 +11,19 @@ from consumer.sink import TP, OutRecord
 from tests.unit.consumer.conftest import Harness, event, make_harness
 
 
-def _one_batch_of_seven(spill_at: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, list[tuple[int, int]]]:
-    """Seven events in one batch; returns the harness and (records sent, transactions committed) per send."""
+def _one_batch_of_seven(spill_at: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, list[tuple[int, int, int]]]:
+    """Seven customers' events in one batch; returns the harness and (outputs, changelog records, commits) per send."""
     monkeypatch.setattr(checkpoint_module, "SPILL_RECORDS", spill_at)
     h = make_harness(1, "--batch-size", "100", "--commit-interval-ms", "60000")
     for i in range(7):
-        h.transport.produce_input(b"c1" if i % 2 else b"c2", event(i, "c1" if i % 2 else "c2"))
-    sends: list[tuple[int, int]] = []
+        h.transport.produce_input(f"c{i}".encode(), event(i, f"c{i}"))
+    sends: list[tuple[int, int, int]] = []
     send_many = h.transport.send_many
 
     def spy(records: Iterable[OutRecord]) -> None:
         records = list(records)
-        sends.append((sum(1 for r in records if r.topic == "out"), h.transport.commits))
+        count = sum(1 for r in records if r.topic == "out"), sum(1 for r in records if r.topic == "g.state")
+        sends.append((*count, h.transport.commits))
         send_many(records)
 
     h.transport.send_many = spy  # type: ignore[method-assign]  # the checkpoint's spill is bound at batch open
@@ -33,9 +34,11 @@ def _one_batch_of_seven(spill_at: int, monkeypatch: pytest.MonkeyPatch) -> tuple
 def test_a_big_batch_sends_its_outputs_in_chunks_inside_its_one_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
     whole, whole_sends = _one_batch_of_seven(1_000_000, monkeypatch)
     chunked, chunked_sends = _one_batch_of_seven(3, monkeypatch)
-    assert [n for n, _ in whole_sends if n] == [7]  # all at commit
-    assert [n for n, _ in chunked_sends if n] == [3, 3, 1]  # two full chunks while the batch ran, the rest at commit
-    assert all(commits == 0 for _, commits in chunked_sends)  # every chunk before the one commit
+    assert [n for n, _, _ in whole_sends if n] == [7]  # all at commit
+    assert [n for n, _, _ in chunked_sends if n] == [3, 3, 1]  # two full chunks while the batch ran, the rest at commit
+    assert [n for _, n, _ in whole_sends if n] == [7]
+    assert [n for _, n, _ in chunked_sends if n] == [3, 3, 1]  # the commit's changelog, a chunk at a time
+    assert all(commits == 0 for _, _, commits in chunked_sends)  # every chunk before the one commit
     assert chunked.transport.commits == whole.transport.commits == 1
     for topic in ("out", "g.state", "g.membership"):  # the same records, in the same order
         assert [(r.partition, r.key, r.value, r.headers) for r in chunked.transport.records(topic)] == [
