@@ -34,6 +34,7 @@ from kafka.producer.producer_batch import ProducerBatch
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecordsBuilder
 
+from consumer.delivery import DeliveryTracker
 from consumer.errors import (
     AuthenticationError,
     BrokerUnavailableError,
@@ -237,7 +238,9 @@ def require_private_hooks(consumer: object, producer: object | None = None) -> N
 
 
 _PRODUCER_HOOKS = (("_accumulator", "_tp_lock"), ("_transaction_manager", "maybe_add_partition_to_transaction"),
-                   ("_metadata", "partitions_for_topic"), ("_sender", "wakeup"))
+                   ("_transaction_manager", "send_offsets_to_transaction"), ("_transaction_manager", "begin_commit"),
+                   ("_transaction_manager", "begin_abort"), ("_metadata", "partitions_for_topic"),
+                   ("_sender", "wakeup"), ("_sender", "is_alive"))
 """The private parts of ``KafkaProducer`` that :class:`Appender` calls, as (attribute, method)."""
 
 _ACCUMULATOR_FIELDS = ("_batches", "_incomplete", "_appends_in_progress", "_closed", "config")
@@ -267,6 +270,9 @@ def _builder_gaps() -> list[str]:
         return ["the record encoding of kafka-python 3.0.12 (consumer.record_encoding)"]
     return []
 
+
+TRANSACTION_WAIT_S = 60.0
+"""How long a transactional result may take (twice the producer's 30 s delivery timeout) before the commit fails."""
 
 _RECORD_BOUND = 128
 """More than a record's framing (varints, attributes, a batch header) adds to its key, value and headers."""
@@ -502,10 +508,12 @@ class KafkaTransport:
         self._restorer: KafkaConsumer | None = None
         self._uncommitted: KafkaConsumer | None = None
         self._followers: dict[tuple[str, int], KafkaConsumer] = {}
-        self._futures: list[Any] = []
         try:
             self._producer = _client(settings, f"connect producer to {settings.bootstrap_servers}",
                                      lambda: KafkaProducer(**producer_config))
+            sender = self._producer._sender
+            # a result may wait for every expiring batch (delivery timeout) and then for its own request
+            self._delivery = DeliveryTracker(sender.is_alive, TRANSACTION_WAIT_S)
             self._appender = Appender(self._producer, KeyPartitioner(self._producer.partitions_for),
                                       transactional=self._eos)
             if self._eos:
@@ -574,7 +582,7 @@ class KafkaTransport:
         return positions
 
     def begin(self) -> None:
-        self._futures = []
+        self._delivery.begin()
         self._appender.begin()
         if self._eos:
             with translate_errors("begin transaction", transactional=True):
@@ -591,32 +599,51 @@ class KafkaTransport:
             futures = self._appender.append_all(records)
         except ke.KafkaError as exc:
             raise _translated(exc, "send the batch's records", transactional=self._eos) from exc
-        if not self._eos:
-            self._futures.extend(futures)
+        self._delivery.track(futures)
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         kafka_offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
                          for tp, off in offsets.items()}
         if self._eos:
-            with translate_errors("commit transaction", transactional=True):
-                if kafka_offsets:
-                    self.producer.send_offsets_to_transaction(kafka_offsets, self.consumer.group_metadata())
-                self.producer.commit_transaction()
+            self._commit_transaction(kafka_offsets)
             return
         with translate_errors("flush outputs", transactional=True):
             self.producer.flush(timeout=30)
-            for future in self._futures:
-                future.get(timeout=0)  # raises the delivery error, if any
-        self._futures = []
+        self._delivery.check("flush outputs", complete=True)  # raises the delivery error, if any
         if kafka_offsets:
             with translate_errors("commit offsets", transactional=True):
                 self.consumer.commit(kafka_offsets)
 
+    def _commit_transaction(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """``send_offsets_to_transaction`` and ``commit_transaction``, each checked by the :class:`DeliveryTracker`.
+
+        kafka-python's own calls wait for their result without a bound; these
+        wait at most :data:`TRANSACTION_WAIT_S` and look at the sender thread
+        meanwhile, and the commit counts only when every delivery of the batch
+        succeeded (a record batch that expired fails its future, and kafka-python
+        3.0.12 can then end the transaction without an error; see
+        :mod:`consumer.delivery`).
+        """
+        producer, delivery = self.producer, self._delivery
+        manager = producer._transaction_manager
+        delivery.check("send the batch's records")
+        with translate_errors("commit transaction", transactional=True):
+            if offsets:
+                result = manager.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+                producer._sender.wakeup()
+                delivery.wait(result, "send the input offsets to the transaction")
+            result = manager.begin_commit()
+            producer._sender.wakeup()
+            delivery.wait(result, "commit transaction")
+        delivery.check("commit transaction", complete=True)
+
     def abort(self) -> None:
-        self._futures = []
+        self._delivery.begin()
         if self._eos:
             with translate_errors("abort transaction", transactional=True):
-                self.producer.abort_transaction()
+                result = self.producer._transaction_manager.begin_abort()
+                self.producer._sender.wakeup()
+                self._delivery.wait(result, "abort transaction")
 
     def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
         if not partitions:

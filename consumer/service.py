@@ -333,7 +333,9 @@ class Service(Generic[C]):
         """Begin a batch at its first record; a newer model view is switched to inside it."""
         transport = self._require_transport()
         transport.begin()
-        checkpoint = self._checkpoint = self._policy.open(lambda: self._ownership.behind(transport, first))
+        checkpoint = self._checkpoint = self._policy.open(
+            lambda: self._ownership.behind(transport, first), transport.send_many
+        )
         self._emitter.emit(self._keeper.switch(self._require_core()), checkpoint)
         return checkpoint
 

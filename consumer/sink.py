@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from consumer.delivery import Delivered, DeliveryTracker
+
 Headers = tuple[tuple[str, bytes], ...]
 
 
@@ -228,6 +230,11 @@ class MemoryTransport:
     ``exactly_once=False`` is the at-least-once transport: a send is in the
     log at once (no transaction, no marker) and :meth:`abort` takes nothing
     back. ``fail_commits`` makes that many next commits raise ``commit_error``.
+    ``lose_sends`` makes that many next sends be lost as an expired record
+    batch is (never in the log, their delivery failed with ``KafkaTimeoutError``'s
+    message) and ``sender_alive = False`` stops the producer's sender: as on the
+    Kafka transport, the :class:`consumer.delivery.DeliveryTracker` fails the
+    commit of such a batch.
 
     Where it cannot behave like Kafka it refuses: :meth:`read_to_end` with
     ``stable=True`` raises while a transaction is open on the partitions,
@@ -240,6 +247,8 @@ class MemoryTransport:
     committed: dict[TP, int] = field(default_factory=dict)
     fail_commits: int = 0
     commit_error: Exception | None = None
+    lose_sends: int = 0
+    sender_alive: bool = True
     handler: RebalanceHandler | None = None
     group: MemoryGroup | None = None
     member: str = "0"
@@ -254,8 +263,10 @@ class MemoryTransport:
     _generation: int = -1
     _followed: dict[TP, int] = field(default_factory=dict)
     _keyless: dict[str, int] = field(default_factory=dict)
+    _delivery: DeliveryTracker = field(init=False)
 
     def __post_init__(self) -> None:
+        self._delivery = DeliveryTracker(lambda: self.sender_alive, timeout_s=0.0)
         self._logs(self.input_topic)
         if self.group is not None:
             self.committed = self.group.committed
@@ -310,10 +321,15 @@ class MemoryTransport:
         if self._batch is not None:
             raise RuntimeError("batch already open")
         self._batch = object()
+        self._delivery.begin()
 
     def send(self, record: OutRecord) -> None:
         if self._batch is None:
             raise RuntimeError("send outside a batch")
+        if self.lose_sends > 0:
+            self.lose_sends -= 1
+            self._delivery.track([Delivered(RuntimeError("KafkaTimeoutError: Expiring 1 record(s): injected"))])
+            return
         logs = self._logs(record.topic)
         p = record.partition
         if p is None:
@@ -339,6 +355,7 @@ class MemoryTransport:
         if self.fail_commits > 0:
             self.fail_commits -= 1
             raise self.commit_error or RuntimeError("injected commit failure")
+        self._delivery.check("commit transaction", complete=True)
         for rec in self._pending:
             bisect.insort(self._logs(rec.topic)[rec.partition], rec, key=_offset)
         self._end_batch()
@@ -380,6 +397,7 @@ class MemoryTransport:
         if self.group is not None:
             self.group.leave(self.member)
         self._end_batch()  # like a new producer's init_transactions: whatever is still open is aborted
+        self.sender_alive = True  # the next session's producer is a fresh one
 
     def _follow_group(self) -> None:
         """Take part in the group's rebalance, as kafka-python does inside ``poll``."""

@@ -125,9 +125,11 @@ def _stub_producer(partitions: int = 3, batch_size: int = 1 << 20) -> Any:
 
     producer = SimpleNamespace(
         _accumulator=RecordAccumulator(batch_size=batch_size, linger_ms=1000),
-        _transaction_manager=SimpleNamespace(maybe_add_partition_to_transaction=lambda tp: calls.append(("join", tp))),
+        _transaction_manager=SimpleNamespace(maybe_add_partition_to_transaction=lambda tp: calls.append(("join", tp)),
+                                             send_offsets_to_transaction=lambda offsets, group: None,
+                                             begin_commit=lambda: None, begin_abort=lambda: None),
         _metadata=SimpleNamespace(partitions_for_topic=lambda t: set(range(partitions)) if t == "out" else None),
-        _sender=SimpleNamespace(wakeup=lambda: calls.append("wakeup")),
+        _sender=SimpleNamespace(wakeup=lambda: calls.append("wakeup"), is_alive=lambda: True),
         config={"max_request_size": 1000, "bootstrap_servers": "nowhere:9092"},
         send=send,
         calls=calls,
@@ -233,7 +235,9 @@ def test_the_installed_producer_has_the_hooks_appender_uses() -> None:
 
     assert callable(RecordAccumulator._tp_lock)
     assert callable(TransactionManager.maybe_add_partition_to_transaction)
-    assert callable(Sender.wakeup)
+    assert callable(TransactionManager.send_offsets_to_transaction)
+    assert callable(TransactionManager.begin_commit) and callable(TransactionManager.begin_abort)
+    assert callable(Sender.wakeup) and callable(Sender.is_alive)
     assert "_accumulator" in KafkaProducer.__init__.__code__.co_names
 
 
