@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
+import pytest
+
 from consumer.warmup import WARM_UP_EVENTS, warm_up, warm_up_stream
-from segmenter.config import default_config
-from segmenter.events import CustomerEvent
+from segmenter.config import SegmenterConfig, default_config
+from segmenter.events import CustomerEvent, parse_event
+from segmenter.lenses.scaling import signed_expm1, signed_log1p
+from segmenter.outputs import SegmentLifecycle
 from segmenter.pipeline import Segmenter
 
 
@@ -83,3 +89,33 @@ def test_after_the_warm_up_a_real_stream_loads_no_more_compiled_code() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # each would cost its first batch a load or compile
+
+
+def test_the_warm_up_runs_with_a_short_lens_warm_up_too() -> None:
+    """Lenses ready after 200 vectors refine on a population whose first engagement feature barely varies.
+
+    Scaled by that std (about 1e-6), a center 0.1 away went to 10^5 and overflowed expm1 when named: the
+    consumer stopped at start-up (the integration tests' config; any user's short warm-up).
+    """
+    data = default_config().model_dump()
+    for lens in data["lenses"]:
+        lens["warmup"] = 200
+    core = Segmenter(SegmenterConfig.model_validate(data))
+    first = [parse_event(raw) for raw in WARM_UP_EVENTS]
+    core.process_batch(first, [0] * len(first))
+    stream = warm_up_stream()
+    centroids = []
+    for at in range(0, len(stream), 500):
+        result = core.process_batch(stream[at : at + 500], [0] * len(stream[at : at + 500]))
+        centroids += [m.profile["centroid"] for m in result.outputs if isinstance(m, SegmentLifecycle) and m.profile]
+        for lens in core.lenses:
+            if lens.snapshot is not None and lens.registry.live():
+                scaled = np.asarray(lens.registry.scaled_centers(lens.registry.live(), lens.snapshot))
+                assert np.abs(scaled).max() < 1e3, (lens.name, lens.snapshot)  # centers near the customers
+    assert centroids  # segments were born, renamed or refined
+    assert all(math.isfinite(v) and abs(v) < 1e6 for c in centroids for v in c.values())
+
+
+def test_signed_expm1_saturates_instead_of_overflowing() -> None:
+    assert math.isfinite(signed_expm1(1e4)) and math.isfinite(signed_expm1(-1e4))
+    assert signed_expm1(signed_log1p(12.5)) == pytest.approx(12.5)
