@@ -112,6 +112,16 @@ class Checkpoint:
             self.spill(records)
             records.clear()
 
+    def queue_many(self, records: Sequence[OutRecord]) -> None:
+        """Outputs of the batch, in order, as :meth:`queue` one by one: every full chunk goes out at once."""
+        queued = self.records
+        queued.extend(records)
+        if self.spill is None:
+            return
+        while len(queued) >= SPILL_RECORDS:
+            self.spill(queued[:SPILL_RECORDS])
+            del queued[:SPILL_RECORDS]
+
 
 @dataclass(frozen=True)
 class BatchPolicy:

@@ -55,7 +55,7 @@ class Emitter:
             return
         now = self._clock()
         emitted_at = now.isoformat()
-        checkpoint.records.extend(self._router.records(outputs, emitted_at))
+        checkpoint.queue_many(self._router.records(outputs, emitted_at))
         changed = checkpoint.changed
         changes: dict[tuple[str, str], int] = {}
         triggers: dict[str, int] = {}
