@@ -18,7 +18,7 @@ import numpy.typing as npt
 import orjson
 
 from segmenter.errors import StateError
-from segmenter.features import _LPUR, _NO_TIME, BASE_EPOCH, NO_PENDING, FeatureStore
+from segmenter.features import FeatureStore
 from segmenter.lenses.lens import Lens
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ __all__ = ["CustomerRecords", "known_segments"]
 logger = logging.getLogger(__name__)
 
 _RECORD_VERSION = 1
-_TIMES = 4
-"""A record's times: first, last, last purchase (``None``: none yet), scored (:meth:`FeatureStore.record`)."""
 
 
 def known_segments(lenses: Sequence[Lens], started: bool) -> list[dict[int, Any]] | None:
@@ -92,37 +90,18 @@ class CustomerRecords:
         return changes
 
     def _records(self, ids: list[str], rows: npt.NDArray[np.int64]) -> list[bytes]:
-        """The records of the customers ``ids`` held in ``rows``, in order.
+        """The changelog records of the customers ``ids`` held in ``rows``, in order.
 
-        Each is :meth:`~segmenter.features.FeatureStore.record` plus ``"v"`` and ``"e"``, built from the
-        store's columns read once for all the rows (a column's ``tolist`` per row cost more than the JSON).
+        Each is :meth:`~segmenter.features.FeatureStore.records` plus ``"v"`` and ``"e"`` (the trigger
+        engine's state of the customer).
         """
-        store = self._store
         engine = self._engine()
         state = None if engine is None else engine.customer_state
-        f = store.f[rows].tolist()
-        t = (store.t[rows, :_TIMES].astype(np.int64) + BASE_EPOCH).tolist()
-        lpur = (store.t[rows, _LPUR] == _NO_TIME).tolist()
-        rings = _rings(store, rows)
-        lenses = len(self._names)
-        segs = np.stack(
-            [store.seg[rows, :lenses], store.dwell[rows, :lenses], store.since[rows, :lenses].astype(np.int64)
-             + BASE_EPOCH, store.prev[rows, :lenses], store.mver[rows, :lenses]], axis=-1,
-        ).tolist()  # fmt: skip
-        pend = store.pend[rows, :lenses]
-        pend_at = (pend.astype(np.int64) + BASE_EPOCH).tolist()
-        none_pending = (pend == NO_PENDING).tolist()
-        for sr, pr, nr in zip(segs, pend_at, none_pending, strict=True):
-            for entry, at, none in zip(sr, pr, nr, strict=True):
-                entry.append(None if none else at)
-        names = self._names
         dumps = orjson.dumps
         records = []
-        for cid, fr, tr, no_purchase, ring, sr in zip(ids, f, t, lpur, rings, segs, strict=True):
-            if no_purchase:
-                tr[_LPUR] = None
-            rec = {"f": fr, "t": tr, "h": ring, "s": dict(zip(names, sr, strict=True)), "v": _RECORD_VERSION,
-                   "e": None if state is None else state(cid)}  # fmt: skip
+        for cid, rec in zip(ids, self._store.records(rows, self._names), strict=True):
+            rec["v"] = _RECORD_VERSION
+            rec["e"] = None if state is None else state(cid)
             records.append(dumps(rec))
         return records
 
@@ -188,16 +167,6 @@ class CustomerRecords:
 
 def _first(change: tuple[str, bytes | None, int | None]) -> str:
     return change[0]
-
-
-def _rings(store: FeatureStore, rows: npt.NDArray[np.int64]) -> list[list[int]]:
-    """Per row, its remembered event ids, oldest first, empty slots left out."""
-    d = store.dedup_size
-    if not d:
-        return [[] for _ in range(len(rows))]
-    roll = (np.arange(d) + store.hpos[rows].astype(np.intp)[:, None]) % d  # oldest first
-    rings = np.take_along_axis(store.h[rows, :d], roll, axis=1).tolist()
-    return [list(filter(None, ring)) for ring in rings]
 
 
 def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -144,6 +144,8 @@ _NF_V1 = 10
 """Accumulators in records written before the lifetime refund amount (``_RAMT``) existed."""
 # int32 time columns
 _FIRST, _LAST, _LPUR, _SCORED = range(4)
+_TIMES = 4
+"""Times a record carries (the columns of ``t`` up to ``_SCORED``)."""
 _NT = 4
 
 _ACTIVITY = {
@@ -720,33 +722,47 @@ class FeatureStore:
         return [int(r) for r in rows]
 
     def record(self, row: int, lens_names: Sequence[str]) -> dict[str, Any]:
-        """A JSON-able record of one customer (absolute epoch seconds; exact float32 values)."""
-        t = self.t[row].tolist()
+        """A JSON-able record of one customer (absolute epoch seconds; exact float32 values): :meth:`records`."""
+        return self.records(np.array([row], dtype=np.int64), lens_names)[0]
+
+    def records(self, rows: npt.NDArray[np.int64], lens_names: Sequence[str]) -> list[dict[str, Any]]:
+        """The records of ``rows``, in order, from the columns read once for all of them.
+
+        ``f``: the accumulators; ``t``: first, last, last purchase (``None`` before one) and scored times;
+        ``h``: the remembered event ids, oldest first; ``s``: per lens, segment, dwell, since, previous
+        segment, model version and the pending move's start (``None`` when nothing is pending). A column's
+        ``tolist`` per row would cost more than the JSON the changelog writes of them.
+        """
+        f = self.f[rows].tolist()
+        t = (self.t[rows, :_TIMES].astype(np.int64) + BASE_EPOCH).tolist()
+        no_purchase = (self.t[rows, _LPUR] == _NO_TIME).tolist()
+        rings = self._rings(rows)
+        lenses = len(lens_names)
+        segs = np.stack(
+            [self.seg[rows, :lenses], self.dwell[rows, :lenses], self.since[rows, :lenses].astype(np.int64)
+             + BASE_EPOCH, self.prev[rows, :lenses], self.mver[rows, :lenses]], axis=-1,
+        ).tolist()  # fmt: skip
+        pend = self.pend[rows, :lenses]
+        pend_at = (pend.astype(np.int64) + BASE_EPOCH).tolist()
+        none_pending = (pend == NO_PENDING).tolist()
+        out = []
+        for fr, tr, none_bought, ring, sr, pr, nr in zip(f, t, no_purchase, rings, segs, pend_at, none_pending,
+                                                         strict=True):  # fmt: skip
+            if none_bought:
+                tr[_LPUR] = None
+            for entry, at, none in zip(sr, pr, nr, strict=True):
+                entry.append(None if none else at)
+            out.append({"f": fr, "t": tr, "h": ring, "s": dict(zip(lens_names, sr, strict=True))})
+        return out
+
+    def _rings(self, rows: npt.NDArray[np.int64]) -> list[list[int]]:
+        """Per row, its remembered event ids, oldest first, empty slots left out."""
         d = self.dedup_size
-        pos = int(self.hpos[row])
-        ring = self.h[row, :d].tolist() if d else []
-        ring = ring[pos:] + ring[:pos]  # oldest first
-        return {
-            "f": self.f[row].tolist(),
-            "t": [
-                t[_FIRST] + BASE_EPOCH,
-                t[_LAST] + BASE_EPOCH,
-                None if t[_LPUR] == _NO_TIME else t[_LPUR] + BASE_EPOCH,
-                t[_SCORED] + BASE_EPOCH,
-            ],
-            "h": [x for x in ring if x],
-            "s": {
-                name: [
-                    int(self.seg[row, i]),
-                    int(self.dwell[row, i]),
-                    int(self.since[row, i]) + BASE_EPOCH,
-                    int(self.prev[row, i]),
-                    int(self.mver[row, i]),
-                    None if self.pend[row, i] == NO_PENDING else int(self.pend[row, i]) + BASE_EPOCH,
-                ]
-                for i, name in enumerate(lens_names)
-            },
-        }
+        if not d:
+            return [[] for _ in range(len(rows))]
+        roll = (np.arange(d) + self.hpos[rows].astype(np.intp)[:, None]) % d  # oldest first
+        rings = np.take_along_axis(self.h[rows, :d], roll, axis=1).tolist()
+        return [list(filter(None, ring)) for ring in rings]
 
     def load_record(
         self,

@@ -2,24 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import orjson
 import pytest
 
+from segmenter.features import _FIRST, _LAST, _LPUR, _NO_TIME, _SCORED, BASE_EPOCH, NO_PENDING, FeatureStore
 from segmenter.pipeline import Segmenter
 from segmenter.triggers.rules import RuleSet
 from tests.unit.test_pipeline import CFG, EVENTS, RULES
 
 
+def _row_record(store: FeatureStore, row: int, names: list[str]) -> dict[str, Any]:
+    """The reference: one customer's record read column by column, as the bulk :meth:`FeatureStore.records` must."""
+    t = store.t[row].tolist()
+    d = store.dedup_size
+    pos = int(store.hpos[row])
+    ring = store.h[row, :d].tolist() if d else []
+    ring = ring[pos:] + ring[:pos]  # oldest first
+    return {
+        "f": store.f[row].tolist(),
+        "t": [
+            t[_FIRST] + BASE_EPOCH,
+            t[_LAST] + BASE_EPOCH,
+            None if t[_LPUR] == _NO_TIME else t[_LPUR] + BASE_EPOCH,
+            t[_SCORED] + BASE_EPOCH,
+        ],
+        "h": [x for x in ring if x],
+        "s": {
+            name: [
+                int(store.seg[row, i]),
+                int(store.dwell[row, i]),
+                int(store.since[row, i]) + BASE_EPOCH,
+                int(store.prev[row, i]),
+                int(store.mver[row, i]),
+                None if store.pend[row, i] == NO_PENDING else int(store.pend[row, i]) + BASE_EPOCH,
+            ]
+            for i, name in enumerate(names)
+        },
+    }
+
+
 def _expected(seg: Segmenter) -> dict[str, bytes]:
-    """Each dirty customer's record as one :meth:`FeatureStore.record` per row gives it, plus ``v`` and ``e``."""
+    """Each dirty customer's record as :func:`_row_record` gives it, plus ``v`` and ``e``."""
     store = seg.store
     names = [lens.name for lens in seg._lenses]
     engine = seg._engine
     out = {}
     for row in np.flatnonzero(store.dirty).tolist():
         cid = store.id_of(row)
-        rec = store.record(row, names)
+        rec = _row_record(store, row, names)
         rec["v"] = 1
         rec["e"] = None if engine is None else engine.customer_state(cid)
         out[cid] = orjson.dumps(rec)
