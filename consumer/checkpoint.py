@@ -106,14 +106,10 @@ class Checkpoint:
 
     def queue(self, record: OutRecord) -> None:
         """An output or dead letter of the batch: sent at commit, or with its chunk once :data:`SPILL_RECORDS` wait."""
-        records = self.records
-        records.append(record)
-        if len(records) >= SPILL_RECORDS and self.spill is not None:
-            self.spill(records)
-            records.clear()
+        self.queue_many((record,))
 
     def queue_many(self, records: Sequence[OutRecord]) -> None:
-        """Outputs of the batch, in order, as :meth:`queue` one by one: every full chunk goes out at once."""
+        """Outputs of the batch, in order: each full chunk of :data:`SPILL_RECORDS` goes out at once."""
         queued = self.records
         queued.extend(records)
         if self.spill is None:
