@@ -1,0 +1,150 @@
+"""consumer.record_decoding and FastPartitionRecords read what kafka-python's fetcher reads."""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any
+
+import pytest
+from kafka.consumer.fetcher import ConsumerRecord, Fetcher
+from kafka.protocol.consumer import IsolationLevel
+from kafka.record.default_records import DefaultRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
+from kafka.record.util import calc_crc32c
+from kafka.structs import TopicPartition
+
+from consumer.kafka_io import FastPartitionRecords, _in_record
+from consumer.record_decoding import BatchOf, CorruptRecordError, decode_records
+from consumer.sink import InRecord
+
+TP = TopicPartition("events", 2)
+
+
+def _records(n: int, seed: int) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], int]]:
+    rnd = random.Random(seed)
+    headers: list[list[tuple[str, bytes | None]]] = [
+        [],
+        [("kind", b"segment_change")],
+        [("format", b"segmenter-customer-1"), ("\u00e9t\u00e9", None)],
+    ]
+    out = []
+    for i in range(n):
+        key = None if i % 7 == 3 else f"c{rnd.randrange(10**6)}".encode()
+        value = None if i % 11 == 5 else bytes(rnd.randrange(256) for _ in range(rnd.choice([0, 1, 60, 300, 9000])))
+        # timestamps: mostly one per batch (delta 0), some far apart (multi-byte deltas)
+        out.append((key, value, rnd.choice(headers), rnd.choice([0, 0, 0, 1, 63, 64, 10**6])))
+    return out
+
+
+def _fetched(batches: list[list[tuple[Any, ...]]], *, base: int = 0, log_append: bool = False,
+             compression: int = 0) -> bytes:  # fmt: skip
+    """The bytes of a fetch response's records: the batches one after the other, offsets from ``base``."""
+    out = b""
+    offset = base
+    for records in batches:
+        builder = MemoryRecordsBuilder(2, compression, 1 << 24, offset=offset)
+        for key, value, headers, stamp in records:
+            assert builder.append(1_700_000_000_000 + stamp, key, value, headers) is not None
+        builder.close()
+        batch = bytearray(builder.buffer())
+        if log_append:  # the broker's stamp: the batch's attributes say so, its CRC covers them
+            at = DefaultRecordBatchBuilder.ATTRIBUTES_OFFSET
+            attributes = struct.unpack_from(">h", batch, at)[0] | DefaultRecordBatchBuilder.TIMESTAMP_TYPE_MASK
+            struct.pack_into(">h", batch, at, attributes)
+            struct.pack_into(">I", batch, DefaultRecordBatchBuilder.CRC_OFFSET, calc_crc32c(memoryview(batch)[at:]))
+        out += bytes(batch)
+        offset += len(records) + 3  # a gap: offsets need not be consecutive across batches (compaction)
+    return out
+
+
+def _kafka_pythons(data: bytes, fetch_offset: int = 0) -> list[InRecord]:
+    part = Fetcher.PartitionRecords(
+        fetch_offset, TP, MemoryRecords(data), isolation_level=IsolationLevel.READ_COMMITTED
+    )
+    records: list[ConsumerRecord] = part.take()
+    return [_in_record(r) for r in records]
+
+
+def _ours(data: bytes, fetch_offset: int = 0) -> tuple[list[InRecord], Any]:
+    part = FastPartitionRecords(fetch_offset, TP, MemoryRecords(data), isolation_level=IsolationLevel.READ_COMMITTED)
+    return part.take(), part
+
+
+@pytest.mark.parametrize(("sizes", "seed"), [([1], 1), ([50], 2), ([300, 1, 40], 3), ([2000], 4)])
+@pytest.mark.parametrize("log_append", [False, True])
+def test_fast_records_are_the_records_kafka_python_reads(sizes: list[int], seed: int, log_append: bool) -> None:
+    batches = [_records(n, seed + i) for i, n in enumerate(sizes)]
+    data = _fetched(batches, base=1000, log_append=log_append)
+    ours, part = _ours(data)
+    theirs = _kafka_pythons(data)
+    assert ours == theirs
+    assert all(type(r) is InRecord for r in ours)
+    assert len(ours) == sum(sizes)
+    assert part.next_fetch_offset == theirs[-1].offset + 1
+    assert part.records_read == len(ours)
+
+
+def test_fast_records_start_at_the_fetch_offset_inside_a_batch() -> None:
+    data = _fetched([_records(20, 5)], base=100)
+    ours, _ = _ours(data, fetch_offset=110)
+    assert ours == _kafka_pythons(data, fetch_offset=110)
+    assert [r.offset for r in ours] == list(range(110, 120))
+
+
+def test_a_compressed_batch_is_read_by_kafka_pythons_loop() -> None:
+    data = _fetched([_records(30, 6)], compression=1)  # gzip
+    ours, _ = _ours(data)
+    assert ours == _kafka_pythons(data)
+    assert all(type(r) is InRecord for r in ours) and len(ours) == 30
+
+
+@pytest.mark.parametrize("cut", [1, 5, 17])
+def test_a_truncated_record_is_corrupt(cut: int) -> None:
+    data = _fetched([_records(3, 7)])
+    body = data[DefaultRecordBatchBuilder.HEADER_STRUCT.size :]
+    with pytest.raises(CorruptRecordError):
+        decode_records(body[:-cut], 0, BatchOf("t", 0, 0, 3, 0))
+
+
+def test_bytes_after_the_last_record_are_corrupt() -> None:
+    data = _fetched([_records(3, 8)])
+    body = data[DefaultRecordBatchBuilder.HEADER_STRUCT.size :]
+    with pytest.raises(CorruptRecordError, match="bytes left after the last record"):
+        decode_records(body + b"\x00", 0, BatchOf("t", 0, 0, 3, 0))
+    assert len(decode_records(body, 0, BatchOf("t", 0, 0, 3, 0))) == 3
+
+
+def test_damaged_bodies_read_as_kafka_python_reads_them_or_are_corrupt() -> None:
+    """Bytes flipped or cut: the records kafka-python reads, or CorruptRecord where its reading fails."""
+    from kafka.errors import CorruptRecordError as KafkaCorruptRecordError  # noqa: PLC0415
+    from kafka.record.default_records import DefaultRecordBatch  # noqa: PLC0415
+
+    rnd = random.Random(9)
+    records = _records(12, 10)
+    data = _fetched([records])
+    head = DefaultRecordBatchBuilder.HEADER_STRUCT.size
+    agreed = corrupt = 0
+    for _ in range(400):
+        body = bytearray(data[head:])
+        for _ in range(rnd.choice([1, 2, 3])):
+            body[rnd.randrange(len(body))] = rnd.randrange(256)
+        if rnd.random() < 0.3:
+            del body[rnd.randrange(len(body)) :]
+        batch = DefaultRecordBatch(bytearray(data[:head]) + body)
+        try:
+            theirs = [_in_record(ConsumerRecord("t", 0, -1, r.offset, r.timestamp, 0, r.key, r.value, r.headers,
+                                                None, 0, 0, 0)) for r in batch]  # fmt: skip
+        except (KafkaCorruptRecordError, UnicodeDecodeError):
+            theirs = None
+        try:
+            ours = decode_records(bytes(data[:head]) + bytes(body), head, BatchOf("t", 0, 0, 12, batch.first_timestamp))
+        except CorruptRecordError:
+            ours = None
+        if theirs is None:
+            corrupt += 1
+            assert ours is None
+        else:
+            agreed += 1
+            assert ours == theirs
+    assert agreed > 10 and corrupt > 100  # both outcomes were exercised
