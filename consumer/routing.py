@@ -57,11 +57,14 @@ class OutputRouter:
         routes = self._routes
         counts: dict[str, int] = {}
         out = []
+        append, new = out.append, tuple.__new__  # OutRecord's own __new__ is a Python function; the tuple is the same
         for message in messages:
             kind = message.kind
             route = routes.get(kind) or self._route(kind)
             counts[kind] = counts.get(kind, 0) + 1
-            out.append(OutRecord(route.topic, message_key(message), encode(message, emitted_at), route.headers))
+            append(
+                new(OutRecord, (route.topic, message_key(message), encode(message, emitted_at), route.headers, None))
+            )
         for name, n in counts.items():
             counter = routes[name].counter
             if counter is not None:

@@ -62,6 +62,7 @@ VIEW_KEY = b"view"
 VERSIONS_HEADER = "versions"
 """Header of a view record: the lenses' model versions as JSON (compared without decoding the view)."""
 TRAINER_KEY = b"trainer"
+_CUSTOMER_HEADERS = ((FORMAT_HEADER, CUSTOMER_FORMAT),)
 
 
 class StatefulCore(Protocol):
@@ -100,11 +101,12 @@ def changelog_records(changes: Iterable[tuple[str, bytes | None, int | None]], t
     id. Erased customers (``None``) get a tombstone.
     """
     out = []
+    append, new = out.append, tuple.__new__  # OutRecord's own __new__ is a Python function; the tuple is the same
     for customer_id, record, partition in changes:
         if partition is None:
             log.warning("no input partition known for customer %r; using the key-hash partitioner", customer_id)
-        headers = () if record is None else ((FORMAT_HEADER, CUSTOMER_FORMAT),)
-        out.append(OutRecord(topic, customer_id.encode(), record, headers, partition))
+        headers = () if record is None else _CUSTOMER_HEADERS
+        append(new(OutRecord, (topic, customer_id.encode(), record, headers, partition)))
     return out
 
 
