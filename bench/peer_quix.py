@@ -55,12 +55,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from bench.common import Row, add_common_args, save_result, setup_logging
 from bench.consumer_throughput import DEFAULT_BATCH_SIZE, bare_eos_passthrough, produce_events
@@ -79,12 +79,14 @@ DAY = 86_400.0
 
 @dataclass(frozen=True)
 class Measured:
-    """One contender's run: events, wall seconds, CPU seconds, peak RSS bytes."""
+    """One contender's run: events, wall seconds, CPU seconds, peak RSS bytes (ours: what it wrote, by topic role)."""
 
     events: int
     seconds: float
     cpu_s: float
     peak_rss: int
+    written: dict[str, int] = field(default_factory=dict)
+    """Ours: offsets its run advanced on each topic it writes (records and transaction markers), and its commits."""
 
     @property
     def rate(self) -> float:
@@ -306,7 +308,7 @@ def run_ours(bootstrap: str, topic: str, events: int, tag: str, timeout_s: float
     committed = threading.Event()
     process = service._process_records
     observe = metrics.batch_records.observe
-    total = 0
+    total = commits = 0
 
     def first_records(records: Any) -> None:  # the clock starts at the first records polled
         if records:
@@ -314,9 +316,10 @@ def run_ours(bootstrap: str, topic: str, events: int, tag: str, timeout_s: float
         process(records)
 
     def observed(amount: float) -> None:  # ... and stops at the commit that covers the last one
-        nonlocal total
+        nonlocal total, commits
         observe(amount)
         total += int(amount)
+        commits += 1
         if total >= events and not done:
             done.append(meter.stop(events))
             committed.set()
@@ -329,10 +332,30 @@ def run_ours(bootstrap: str, topic: str, events: int, tag: str, timeout_s: float
     try:
         if not committed.wait(timeout_s):
             raise TimeoutError(f"ours: {events} events not committed within {timeout_s}s")
-        return done[0]
     finally:
         service.stop()
         thread.join(30)
+    topics = {
+        "outputs": settings.output_topic("segment_change"),
+        "membership": settings.topics.membership,
+        "state": settings.state_topic,
+        "model": settings.model_topic,
+        "dead letters": settings.topics.dlq,
+    }
+    return replace(done[0], written={**offsets_written(bootstrap, topics), "commits": commits})
+
+
+def offsets_written(bootstrap: str, topics: dict[str, str]) -> dict[str, int]:
+    """Per role, how far the run moved its topic's offsets (all partitions): records plus transaction markers."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        out = {}
+        for role, topic in topics.items():
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            out[role] = sum(consumer.end_offsets(tps).values()) - sum(consumer.beginning_offsets(tps).values())
+        return out
+    finally:
+        consumer.close()
 
 
 def run_bare(role: str, bootstrap: str, topic: str, events: int, tag: str, timeout_s: float) -> Measured:
@@ -564,6 +587,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = save_result("peer_quix", data, rows, args.out)
     print("\n".join(peer_table(json.loads(path.read_text()))))
+    for partitions, m in measured.items():
+        for role in ("ours", REFERENCE):
+            if role in m and m[role].written:
+                per = ", ".join(f"{k} {v * 1000 / m[role].events:.1f}" for k, v in m[role].written.items())
+                print(f"{partitions} partition(s), {role}, per 1000 events: {per} (offsets: records and markers)")
     for r in rows:
         if r.passed is not None:
             print(f"{r.metric}: ratio {r.ratio:.2f}, target {r.target}: {'met' if r.passed else 'NOT met'}")
