@@ -56,7 +56,7 @@ class OutputRouter:
         """The records of many messages, in order, as :meth:`record` each; each kind's counter is added to once."""
         routes = self._routes
         counts: dict[str, int] = {}
-        out = []
+        out: list[OutRecord] = []
         append, new = out.append, tuple.__new__  # OutRecord's own __new__ is a Python function; the tuple is the same
         for message in messages:
             kind = message.kind

@@ -100,7 +100,7 @@ def changelog_records(changes: Iterable[tuple[str, bytes | None, int | None]], t
     key-hash partitioner, the input's own when the input is keyed by customer
     id. Erased customers (``None``) get a tombstone.
     """
-    out = []
+    out: list[OutRecord] = []
     append, new = out.append, tuple.__new__  # OutRecord's own __new__ is a Python function; the tuple is the same
     for customer_id, record, partition in changes:
         if partition is None:
