@@ -148,3 +148,66 @@ def test_damaged_bodies_read_as_kafka_python_reads_them_or_are_corrupt() -> None
             agreed += 1
             assert ours == theirs
     assert agreed > 10 and corrupt > 100  # both outcomes were exercised
+
+
+def test_use_fast_records_replaces_the_fetchers_record_maker_and_refuses_a_fetcher_without_one() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from consumer.errors import UnsupportedClientError  # noqa: PLC0415
+    from consumer.kafka_io import use_fast_records  # noqa: PLC0415
+
+    consumer: Any = SimpleNamespace(_fetcher=SimpleNamespace(PartitionRecords=Fetcher.PartitionRecords))
+    use_fast_records(consumer)
+    assert consumer._fetcher.PartitionRecords is FastPartitionRecords
+    for renamed in (SimpleNamespace(), SimpleNamespace(_fetcher=SimpleNamespace(Records=Fetcher.PartitionRecords))):
+        with pytest.raises(UnsupportedClientError, match=r"kafka-python==3\.0\.12"):
+            use_fast_records(renamed)
+
+
+def test_private_hook_check_names_a_missing_fetch_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from consumer.errors import UnsupportedClientError  # noqa: PLC0415
+    from consumer.kafka_io import require_private_hooks  # noqa: PLC0415
+
+    consumer: Any = SimpleNamespace(_coordinator=SimpleNamespace(request_rejoin=lambda: None))
+    require_private_hooks(consumer)
+    monkeypatch.delattr(Fetcher.PartitionRecords, "_contains_abort_marker")
+    with pytest.raises(UnsupportedClientError, match=r"Fetcher\.PartitionRecords\._contains_abort_marker"):
+        require_private_hooks(consumer)
+
+
+def _txn_batch(base: int, producer_id: int, records: list[tuple[Any, ...]], *, control: bool = False) -> bytes:
+    """A transactional batch of ``producer_id`` at offset ``base`` (``control``: a marker batch)."""
+    builder = DefaultRecordBatchBuilder(2, 0, 1, producer_id, 0, 0 if not control else -1, 1 << 20)
+    for i, (key, value, headers, stamp) in enumerate(records):
+        assert builder.append(i, 1_700_000_000_000 + stamp, key, value, headers) is not None
+    batch = bytearray(builder.build())
+    struct.pack_into(">q", batch, 0, base)
+    if control:
+        at = DefaultRecordBatchBuilder.ATTRIBUTES_OFFSET
+        attributes = struct.unpack_from(">h", batch, at)[0] | DefaultRecordBatchBuilder.CONTROL_MASK
+        struct.pack_into(">h", batch, at, attributes)
+        struct.pack_into(">I", batch, DefaultRecordBatchBuilder.CRC_OFFSET, calc_crc32c(memoryview(batch)[at:]))
+    return bytes(batch)
+
+
+def test_an_aborted_transaction_and_the_markers_are_skipped_as_kafka_python_skips_them() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    abort, commit = (struct.pack(">hh", 0, kind) for kind in (0, 1))  # control record keys: version, type
+    data = (
+        _txn_batch(0, 7, _records(5, 11))  # aborted below
+        + _txn_batch(5, 7, [(abort, b"", [], 0)], control=True)
+        + _txn_batch(6, 8, _records(4, 12))  # committed
+        + _txn_batch(10, 8, [(commit, b"", [], 0)], control=True)
+    )
+    aborted = [SimpleNamespace(producer_id=7, first_offset=0)]
+    parts = [
+        cls(0, TP, MemoryRecords(data), isolation_level=IsolationLevel.READ_COMMITTED, aborted_transactions=aborted)
+        for cls in (Fetcher.PartitionRecords, FastPartitionRecords)
+    ]
+    theirs, ours = ([_in_record(r) for r in parts[0].take()], parts[1].take())
+    assert ours == theirs
+    assert [r.offset for r in ours] == [6, 7, 8, 9]
+    assert parts[1].next_fetch_offset == parts[0].next_fetch_offset == 11
