@@ -142,21 +142,15 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
                 if self.check_crcs and not batch.validate_crc():
                     raise ke.CorruptRecordError(f"Record batch for partition {self.topic_partition} at offset "
                                                 f"{batch.base_offset} failed crc check")  # fmt: skip
-                if batch.magic == 2:
-                    self.leader_epoch = batch.leader_epoch
-                    if self.isolation_level == _READ_COMMITTED and batch.has_producer_id():
-                        self._consume_aborted_transactions_up_to(batch.last_offset)
-                        if self._contains_abort_marker(batch):
-                            self.aborted_producer_ids.discard(batch.producer_id)
-                        elif self._is_batch_aborted(batch):
-                            self.next_fetch_offset = batch.next_offset
-                            batch = records.next_batch()
-                            continue
-                    if batch.is_control_batch:
-                        self.next_fetch_offset = batch.next_offset
-                        batch = records.next_batch()
-                        continue
-                yield from self._records_of(tp, batch)
+                if batch.magic == 2 and self._skipped(batch):
+                    self.next_fetch_offset = batch.next_offset
+                    batch = records.next_batch()
+                    continue
+                for record in self._records_of(tp, batch):
+                    # as kafka-python's: past each record as it is taken (a poll may take part of a batch; the
+                    # fetcher moves the consumer's position to this offset)
+                    self.next_fetch_offset = record.offset + 1
+                    yield record
                 batch = records.next_batch()
             if last_batch is not None and last_batch.magic == 2:
                 self.next_fetch_offset = last_batch.next_offset
@@ -165,8 +159,19 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
             log.exception("StopIteration raised unpacking messageset")
             raise RuntimeError("StopIteration raised unpacking messageset") from None
 
+    def _skipped(self, batch: Any) -> bool:
+        """Whether a v2 batch yields nothing: a control batch, or one of an aborted transaction (``read_committed``)."""
+        self.leader_epoch = batch.leader_epoch
+        if self.isolation_level == _READ_COMMITTED and batch.has_producer_id():
+            self._consume_aborted_transactions_up_to(batch.last_offset)
+            if self._contains_abort_marker(batch):
+                self.aborted_producer_ids.discard(batch.producer_id)
+            elif self._is_batch_aborted(batch):
+                return True
+        return bool(batch.is_control_batch)
+
     def _records_of(self, tp: TopicPartition, batch: Any) -> list[InRecord]:
-        """The records of one batch (the counters and next fetch offset moved past them)."""
+        """The records of one batch (the counters moved past them)."""
         if type(batch) is DefaultRecordBatch and batch.compression_type == batch.CODEC_NONE:
             buf = bytes(batch._buffer)
             stamp = batch.max_timestamp if batch.timestamp_type == batch.LOG_APPEND_TIME else None
@@ -181,9 +186,7 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
             for record in batch:
                 out.append(_in_record(_Consumed(tp.topic, tp.partition, record)))
                 self.bytes_read += record.size_in_bytes
-        if out:
-            self.records_read += len(out)
-            self.next_fetch_offset = out[-1].offset + 1
+        self.records_read += len(out)
         return out
 
 

@@ -211,3 +211,19 @@ def test_an_aborted_transaction_and_the_markers_are_skipped_as_kafka_python_skip
     assert ours == theirs
     assert [r.offset for r in ours] == [6, 7, 8, 9]
     assert parts[1].next_fetch_offset == parts[0].next_fetch_offset == 11
+
+
+@pytest.mark.parametrize("first", [1, 7, 13])
+def test_a_partial_take_moves_the_next_fetch_offset_only_past_the_records_taken(first: int) -> None:
+    """A poll may take part of a batch: the fetcher moves the consumer's position to the next fetch offset."""
+    data = _fetched([_records(10, 13), _records(10, 14)])
+    parts = [
+        cls(0, TP, MemoryRecords(data), isolation_level=IsolationLevel.READ_COMMITTED)
+        for cls in (Fetcher.PartitionRecords, FastPartitionRecords)
+    ]
+    theirs, ours = [_in_record(r) for r in parts[0].take(first)], parts[1].take(first)
+    assert ours == theirs and len(ours) == first
+    assert parts[1].next_fetch_offset == parts[0].next_fetch_offset == ours[-1].offset + 1
+    rest_theirs, rest_ours = [_in_record(r) for r in parts[0].take()], parts[1].take()
+    assert rest_ours == rest_theirs and len(ours) + len(rest_ours) == 20
+    assert parts[1].next_fetch_offset == parts[0].next_fetch_offset
