@@ -29,6 +29,7 @@ import kafka.errors as ke
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.base import MemberState
 from kafka.partitioner.default import murmur2
 from kafka.producer.future import FutureRecordMetadata
 from kafka.producer.producer_batch import ProducerBatch
@@ -312,7 +313,9 @@ def _hold_rejoin(consumer: KafkaConsumer) -> None:
 def require_private_hooks(consumer: object, producer: object | None = None) -> None:
     """Fail at start-up, loudly, when kafka-python lacks a private hook the service relies on.
 
-    :func:`_hold_rejoin` calls ``consumer._coordinator.request_rejoin()`` and
+    :func:`_hold_rejoin` calls ``consumer._coordinator.request_rejoin()``,
+    :func:`_apply_finished_joins` wraps the coordinator's join loop,
+    :class:`FastPartitionRecords` replaces the fetcher's per-record loop and
     :class:`Appender` uses the producer's accumulator, transaction manager,
     cluster metadata and sender; none of it is public API: a kafka-python
     release that renames them would otherwise break rebalances or sends at run
@@ -324,8 +327,10 @@ def require_private_hooks(consumer: object, producer: object | None = None) -> N
     UnsupportedClientError
         A hook is missing: install the kafka-python version pyproject.toml pins.
     """
-    missing = [] if callable(getattr(getattr(consumer, "_coordinator", None), "request_rejoin", None)) else [
-        "KafkaConsumer._coordinator.request_rejoin() (consumer.kafka_io._hold_rejoin)"]
+    coordinator = getattr(consumer, "_coordinator", None)
+    missing = [f"KafkaConsumer._coordinator.{name}{'()' if call else ''} (consumer.kafka_io.{user})"
+               for name, call, user in _COORDINATOR_HOOKS
+               if not (callable(getattr(coordinator, name, None)) if call else hasattr(coordinator, name))]
     missing += [f"Fetcher.PartitionRecords.{name} (consumer.kafka_io.FastPartitionRecords)"
                 for name in _FETCH_HOOKS if not hasattr(Fetcher.PartitionRecords, name)]
     if producer is not None:
@@ -342,6 +347,14 @@ def require_private_hooks(consumer: object, producer: object | None = None) -> N
             f"pinned version (pip install 'kafka-python=={PINNED_KAFKA_PYTHON}'), or port consumer.kafka_io to the "
             f"installed one")
 
+
+_COORDINATOR_HOOKS = (
+    ("request_rejoin", True, "_hold_rejoin"), ("join_group_async", True, "_apply_finished_joins"),
+    ("_on_join_complete_async", True, "_apply_finished_joins"), ("_enable_heartbeat", True, "_apply_finished_joins"),
+    ("_join_task", False, "_apply_finished_joins"), ("_lock", False, "_apply_finished_joins"),
+    ("_generation", False, "_apply_finished_joins"), ("rejoining", False, "_apply_finished_joins"),
+)
+"""The private parts of the consumer's coordinator the rebalance workarounds use, as (name, callable, user)."""
 
 _PRODUCER_HOOKS = (("_accumulator", "_tp_lock"), ("_transaction_manager", "maybe_add_partition_to_transaction"),
                    ("_transaction_manager", "send_offsets_to_transaction"), ("_transaction_manager", "begin_commit"),
@@ -518,7 +531,42 @@ class Appender:
 
 def subscribe(consumer: KafkaConsumer, topics: Sequence[str], handler: RebalanceHandler) -> None:
     """Subscribe ``consumer`` to ``topics``, telling ``handler`` about assignments and revocations."""
+    _apply_finished_joins(consumer)
     consumer.subscribe(list(topics), listener=_Listener(handler, consumer))
+
+
+def _apply_finished_joins(consumer: KafkaConsumer) -> None:
+    """Make the coordinator apply a JoinGroup/SyncGroup that finished between two polls, not start another.
+
+    kafka-python 3.0.12 runs the join as a task on its IO thread. A ``poll`` whose timeout ends first
+    leaves the task running; if it finishes before the next ``poll``, that poll finds the task done and
+    sends a new JoinGroup instead of applying the assignment the task got. A follower is given the same
+    generation again, but a leader's JoinGroup starts a new rebalance, whose join can again finish
+    between two polls: the group rebalances over and over and the leader never owns anything (seen in
+    CI with two members polling in turn; ``test_a_join_that_finishes_between_polls_is_applied``
+    reproduces it every time). Before the coordinator's join loop runs, this applies a join task that
+    succeeded, exactly as the loop applies one it awaited (and as the Java client does with its pending
+    join future); anything else goes to the loop unchanged.
+    """
+    coordinator = consumer._coordinator  # present: require_private_hooks checked it at start-up
+    join_group = coordinator.join_group_async
+
+    async def join_group_async(timeout_ms: float | None = None) -> bool:
+        task = coordinator._join_task
+        if task is None or not task.succeeded():
+            return bool(await join_group(timeout_ms))
+        coordinator._join_task = None
+        with coordinator._lock:
+            coordinator.rejoining = False
+            coordinator.rejoin_needed = False
+            coordinator.state = MemberState.STABLE
+            coordinator._enable_heartbeat()
+        generation = coordinator._generation
+        await coordinator._on_join_complete_async(
+            generation.generation_id, generation.member_id, generation.protocol, task.value)
+        return True
+
+    coordinator.join_group_async = join_group_async
 
 
 def _common(settings: Settings) -> dict[str, Any]:

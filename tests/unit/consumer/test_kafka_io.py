@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import kafka.errors as ke
 import pytest
 from kafka import TopicPartition
+from kafka.coordinator.base import MemberState
 from kafka.coordinator.consumer import ConsumerCoordinator
+from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.producer.record_accumulator import RecordAccumulator
 from kafka.record.memory_records import MemoryRecords
@@ -20,6 +24,7 @@ from consumer.kafka_io import (
     PINNED_KAFKA_PYTHON,
     Appender,
     KeyPartitioner,
+    _apply_finished_joins,
     _hold_rejoin,
     require_private_hooks,
     translate_errors,
@@ -90,12 +95,77 @@ def test_private_hook_check_refuses_a_consumer_without_the_rejoin_hook() -> None
             require_private_hooks(consumer)
 
 
+def _stub_coordinator(**hooks: Any) -> SimpleNamespace:
+    """A stand-in for kafka-python's ConsumerCoordinator with every hook the rebalance workarounds use."""
+    parts: dict[str, Any] = {"request_rejoin": lambda: None, "join_group_async": lambda: None,
+                             "_on_join_complete_async": lambda: None, "_enable_heartbeat": lambda: None,
+                             "_join_task": None, "_lock": None, "_generation": None, "rejoining": False}
+    return SimpleNamespace(**{**parts, **hooks})
+
+
 def test_private_hook_check_accepts_the_hook_and_hold_rejoin_uses_it() -> None:
     calls: list[str] = []
-    consumer: Any = SimpleNamespace(_coordinator=SimpleNamespace(request_rejoin=lambda: calls.append("rejoin")))
+    consumer: Any = SimpleNamespace(_coordinator=_stub_coordinator(request_rejoin=lambda: calls.append("rejoin")))
     require_private_hooks(consumer)
     _hold_rejoin(consumer)
     assert calls == ["rejoin"]
+
+
+def test_private_hook_check_names_each_missing_coordinator_hook() -> None:
+    coordinator = _stub_coordinator()
+    del coordinator._join_task
+    coordinator.join_group_async = None
+    with pytest.raises(UnsupportedClientError) as caught:
+        require_private_hooks(SimpleNamespace(_coordinator=coordinator))
+    assert "KafkaConsumer._coordinator._join_task (consumer.kafka_io._apply_finished_joins)" in str(caught.value)
+    assert "KafkaConsumer._coordinator.join_group_async()" in str(caught.value)
+    assert "request_rejoin" not in str(caught.value)
+
+
+def _run(coroutine: Any) -> Any:
+    """Drive a coroutine that awaits nothing that suspends (the stubs below) to its result."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the coroutine suspended")
+
+
+def _joining_coordinator(task: Future | None, calls: list[Any]) -> SimpleNamespace:
+    async def join_group_async(timeout_ms: float | None = None) -> bool:
+        calls.append(("loop", timeout_ms))
+        return False
+
+    async def on_join_complete(generation: int, member: str, protocol: str, assignment: bytes) -> None:
+        calls.append(("complete", generation, member, protocol, assignment))
+
+    return _stub_coordinator(
+        join_group_async=join_group_async, _on_join_complete_async=on_join_complete, _join_task=task,
+        _enable_heartbeat=lambda: calls.append("heartbeat"), _lock=threading.Lock(), rejoining=True,
+        rejoin_needed=True, state=MemberState.REBALANCING, _generation=SimpleNamespace(
+            generation_id=7, member_id="m-1", protocol="range"))
+
+
+def test_a_join_task_that_succeeded_between_polls_is_applied_not_sent_again() -> None:
+    calls: list[Any] = []
+    task = Future().success(b"assignment")
+    consumer = SimpleNamespace(_coordinator=_joining_coordinator(task, calls))
+    _apply_finished_joins(consumer)
+    coordinator = consumer._coordinator
+    assert _run(coordinator.join_group_async(100)) is True
+    assert calls == ["heartbeat", ("complete", 7, "m-1", "range", b"assignment")]
+    assert (coordinator._join_task, coordinator.rejoining, coordinator.rejoin_needed) == (None, False, False)
+    assert coordinator.state is MemberState.STABLE
+
+
+def test_a_join_task_in_flight_or_failed_is_left_to_kafka_pythons_loop() -> None:
+    for task in (None, Future(), Future().failure(ke.RebalanceInProgressError())):
+        calls: list[Any] = []
+        consumer = SimpleNamespace(_coordinator=_joining_coordinator(task, calls))
+        _apply_finished_joins(consumer)
+        assert _run(consumer._coordinator.join_group_async(100)) is False
+        assert calls == [("loop", 100)]
+        assert consumer._coordinator._join_task is task and consumer._coordinator.rejoin_needed
 
 
 def test_the_installed_kafka_python_is_the_pinned_one_and_has_the_hook() -> None:
@@ -103,6 +173,11 @@ def test_the_installed_kafka_python_is_the_pinned_one_and_has_the_hook() -> None
     assert f"kafka-python=={PINNED_KAFKA_PYTHON}" in pyproject["project"]["dependencies"]
     assert metadata.version("kafka-python") == PINNED_KAFKA_PYTHON
     assert callable(ConsumerCoordinator.request_rejoin)  # what KafkaConsumer builds as its _coordinator
+    assert callable(ConsumerCoordinator.join_group_async) and callable(ConsumerCoordinator._on_join_complete_async)
+    assert callable(ConsumerCoordinator._enable_heartbeat)
+    from kafka.coordinator.base import BaseCoordinator  # noqa: PLC0415
+
+    assert {"_join_task", "_lock", "_generation", "rejoining"} <= set(BaseCoordinator.__init__.__code__.co_names)
 
 
 def _appended(accumulator: RecordAccumulator) -> list[tuple[int, bytes | None, bytes | None, tuple[Any, ...]]]:
@@ -215,7 +290,7 @@ def test_appender_refuses_brokers_without_record_format_v2() -> None:
 
 
 def test_private_hook_check_names_each_missing_producer_hook() -> None:
-    consumer: Any = SimpleNamespace(_coordinator=SimpleNamespace(request_rejoin=lambda: None))
+    consumer: Any = SimpleNamespace(_coordinator=_stub_coordinator())
     producer = _stub_producer()
     require_private_hooks(consumer, producer)
     del producer._sender
@@ -252,7 +327,7 @@ def test_private_hook_check_refuses_an_encoding_unlike_kafka_pythons(monkeypatch
         def runs(self, records: list[OutRecord]) -> list[EncodedRun]:
             return [EncodedRun(bytearray(self.prefix) + b"\x00", len(records), 1)]
 
-    consumer: Any = SimpleNamespace(_coordinator=SimpleNamespace(request_rejoin=lambda: None))
+    consumer: Any = SimpleNamespace(_coordinator=_stub_coordinator())
     require_private_hooks(consumer, _stub_producer())
     monkeypatch.setattr(kafka_io, "RecordEncoder", Skewed)
     with pytest.raises(UnsupportedClientError, match="record encoding"):

@@ -169,8 +169,9 @@ def test_private_hook_check_names_a_missing_fetch_hook(monkeypatch: pytest.Monke
 
     from consumer.errors import UnsupportedClientError  # noqa: PLC0415
     from consumer.kafka_io import require_private_hooks  # noqa: PLC0415
+    from tests.unit.consumer.test_kafka_io import _stub_coordinator  # noqa: PLC0415
 
-    consumer: Any = SimpleNamespace(_coordinator=SimpleNamespace(request_rejoin=lambda: None))
+    consumer: Any = SimpleNamespace(_coordinator=_stub_coordinator())
     require_private_hooks(consumer)
     monkeypatch.delattr(Fetcher.PartitionRecords, "_contains_abort_marker")
     with pytest.raises(UnsupportedClientError, match=r"Fetcher\.PartitionRecords\._contains_abort_marker"):
