@@ -60,7 +60,9 @@ from segmenter.lenses.quality import (
     SCREEN_RATIO,
     Assessment,
     LensQuality,
+    fewer_segments,
     matched,
+    merged_into,
     screen,
 )
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
@@ -474,6 +476,12 @@ class Lens:
             if sse(xs, fresh) < RESTART_GAIN * sse(xs, cs):
                 cs = fresh
                 check = Assessment(xs, cs, rng, restarted=True)
+        if due and n_clusters_of(self.config.algorithm, self.config.params) is None:
+            fewer = fewer_segments(xs, cs, np.random.default_rng([self.seed, self.model_version, 3]))
+            if fewer is not None:  # the segments that lose their place merge into the nearest survivor
+                fewer, _ = lloyd(xs, fewer, self.config.refine_iterations)
+                cs = merged_into(cs, fewer)
+                check = Assessment(xs, fewer, np.random.default_rng([self.seed, self.model_version, 4]), True)
         self._assessment = check
         self._refinements += 1
         if not self._refined:
