@@ -600,8 +600,14 @@ class Lens:
             values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
         return values
 
-    def assign(
-        self, raw: np.ndarray, current: int | None, dwell: int, age: int = 2**62, previous: int | None = None
+    def assign(  # noqa: PLR0913, PLR0917 - the move rule's inputs, as the event loop passes them
+        self,
+        raw: np.ndarray,
+        current: int | None,
+        dwell: int,
+        age: int = 2**62,
+        previous: int | None = None,
+        wait: int = -1,
     ) -> Assignment:
         """Nearest live segment, with hysteresis against ``current``.
 
@@ -620,6 +626,9 @@ class Lens:
             Events the customer has spent in ``current``.
         age, previous
             Event time (seconds) the customer has spent in ``current``, and the segment it left for it.
+        wait
+            Event time (seconds) since its nearest segment has been another one
+            (:func:`~segmenter.lenses.hysteresis.waited`; ``-1``: no pending move).
 
         Raises
         ------
@@ -632,7 +641,7 @@ class Lens:
         x = np.array(self._scaled(raw), np.float64)
         moved, segment, nearest, distance = nearest_with_hysteresis(
             x, self._center_array, self._live_array, n, self._dim, -1 if current is None else current, dwell,
-            age, -1 if previous is None else previous, -1, self.rule)
+            age, -1 if previous is None else previous, wait, self.rule)
         return Assignment(int(segment), int(nearest), float(distance), bool(moved))
 
     def explain(self, raw: Sequence[float] | np.ndarray, old: int | None, new: int | None) -> Explanation:
