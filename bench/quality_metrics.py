@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from segmenter.evaluation import EvaluationOptions, evaluate_lens
+from segmenter.evaluation import N_INIT, EvaluationOptions, evaluate_lens
+from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest
+from segmenter.lenses.metrics import adjusted_rand, partition_sse
 
 SSE_TARGET = 1.10
 ARI_TARGET = 0.8
@@ -31,7 +33,8 @@ FIDELITY_TARGET = 0.9
 
 def lens_metrics(features: list[str], raw: np.ndarray, labels: list[str | None], lens: Any) -> dict[str, Any]:
     """SSE ratio, ARI vs batch, silhouette and the churn bound of one lens at the end of a run."""
-    ev = evaluate_lens(lens.name, features, raw, labels, EvaluationOptions(k_range=(2, 1), seed=0))
+    heavy = lens.config.heavy_features  # the lens's own space (its config's log_features)
+    ev = evaluate_lens(lens.name, features, raw, labels, EvaluationOptions(heavy=heavy, k_range=(2, 1), seed=0))
     live = len(lens.registry.live())
     ever = len(lens.registry.segments)
     out: dict[str, Any] = {
@@ -40,10 +43,44 @@ def lens_metrics(features: list[str], raw: np.ndarray, labels: list[str | None],
         "silhouette": ev.silhouette,
         "born_bound_ok": ever <= 2 * live + 2,
     }
+    out.update(center_metrics(features, raw, labels, lens))
     rules = lens.rules
     if rules:
         out["rule_fidelity"] = min(r.fidelity for r in rules.values())
         out["rules"] = {f"{lens.name}-{n}": r.as_dict() for n, r in rules.items()}
+    return out
+
+
+def center_metrics(features: list[str], raw: np.ndarray, labels: list[str | None], lens: Any) -> dict[str, Any]:
+    """The decomposition of the SSE ratio: the lens's centers themselves, without the move rule.
+
+    ``nearest_*``: every customer labelled by its nearest live segment center (the segments'
+    centers in the lens's space; no dwell, margin or pending move); ``converged_*``: the same
+    after Lloyd from those centers to convergence on the final features (the local optimum the
+    centers sit in). Against the same batch k-means as the held labels (same k, same seed). When
+    ``nearest`` is near 1.0 and the held labels are not, the move rule keeps customers away from
+    their nearest center; when ``nearest`` is near ``converged``, the centers are only stale; when
+    ``converged`` is far above 1.0, they sit in a poor local optimum.
+    """
+    live = lens.registry.live()
+    if not live or not len(raw):
+        return {}
+    heavy = [j for j, f in enumerate(features) if f in lens.config.heavy_features]
+    x = np.array(raw, dtype=np.float64, copy=True)
+    x[:, heavy] = np.sign(x[:, heavy]) * np.log1p(np.abs(x[:, heavy]))
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    xs = (x - mean) / std
+    centers = (np.asarray([lens.registry.segments[n].center for n in live], np.float64) - mean) / std
+    k = max(1, len({v for v in labels if v is not None}))
+    if len(xs) <= k:
+        return {}
+    _, batch, batch_sse = batch_kmeans(xs, k, np.random.default_rng(0), n_init=N_INIT)
+    out: dict[str, Any] = {}
+    for kind, cs in (("nearest", centers), ("converged", lloyd(xs, centers, 300, reseed_empty=False)[0])):
+        own, _ = nearest(xs, cs)
+        out[f"{kind}_sse_ratio"] = partition_sse(xs, own) / batch_sse if batch_sse > 0 else 1.0
+        out[f"{kind}_ari_vs_batch"] = adjusted_rand(own, batch)
     return out
 
 
@@ -58,7 +95,12 @@ def _cells(run: dict[str, Any], lens: str) -> list[str]:
         f"{v['segments_ever']}/{v['live_segments']}",
         "-" if fid is None else f"{fid:.2f}",
         f"{v['moves_per_1k_events']:.1f}",
+        *(f"{v[key]:.2f}" if key in v else "-" for key in _DECOMPOSITION),
     ]
+
+
+_DECOMPOSITION = ("nearest_sse_ratio", "nearest_ari_vs_batch", "converged_sse_ratio", "converged_ari_vs_batch")
+"""The :func:`center_metrics` columns of the table (``-`` for results measured before they existed)."""
 
 
 def _drift_cells(run: dict[str, Any]) -> list[str]:
@@ -74,11 +116,13 @@ def targets_table(after: dict[str, Any], before: dict[str, Any] | None = None) -
 
     ``after`` and ``before`` are the ``data`` of two ``quality.json`` files; cells show ``before > after``
     where both have the run. Columns: SSE / batch SSE, ARI vs batch, 7-day reversal rate, segments born /
-    live, the lowest rule fidelity, moves per 1,000 events, and per run the share of drifts followed
-    and their median delay in days.
+    live, the lowest rule fidelity, moves per 1,000 events, the same SSE ratio and ARI of the
+    nearest-center labels and of the converged centers (:func:`center_metrics`), and per run the share
+    of drifts followed and their median delay in days.
     """
     head = ["scenario", "algorithm", "lens", "SSE/batch", "ARI/batch", "rev 7d", "born/live", "fidelity",
-            "moves/1k", "drift followed", "median d"]  # fmt: skip
+            "moves/1k", "nearest SSE", "nearest ARI", "converged SSE", "converged ARI", "drift followed",
+            "median d"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario, runs in after["runs"].items():
         for algorithm, run in runs.items():

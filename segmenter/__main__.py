@@ -120,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--truth", type=Path, help="the simulator's --truth JSONL (purity and ARI against personas)")
     ep.add_argument("--k-range", default="2..10", help="k sweep of batch k-means, LOW..HIGH (default 2..10)")
     ep.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ep.add_argument("--config", type=Path, help="config the checkpoint was made with (default: packaged)")
+    ep.add_argument(
+        "--config",
+        type=Path,
+        help="config the file was made with: each lens is measured in its space "
+        "(log_features) and a checkpoint restored with it (default: packaged)",
+    )
 
     cp = sub.add_parser("check-rules", help="validate a rules file and describe its rules")
     cp.add_argument("rules", type=Path)
@@ -474,15 +479,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         truth_data = args.truth.read_bytes() if args.truth is not None else None
     except OSError as exc:
         raise _cannot("read", Path(exc.filename or args.source), exc) from None
+    config = load_config(args.config)
     try:
         if is_record(data):  # a Segmenter.snapshot() checkpoint: the same lines, from the restored core
-            seg = Segmenter.from_snapshot(load_config(args.config), data)
+            seg = Segmenter.from_snapshot(config, data)
             ids, lenses = parse_snapshot(_snapshot_lines(seg), str(args.source))
         else:
             ids, lenses = parse_snapshot(data, str(args.source))
         truth = parse_truth(truth_data, str(args.truth)) if truth_data is not None else None
     except EvaluationInputError as exc:
         raise UsageError(str(exc)) from None
+    for lc in config.lenses:  # each lens in its own space
+        if lc.name in lenses:
+            lenses[lc.name].heavy = lc.heavy_features
     results = evaluate_lenses(ids, lenses, truth, k_range)
     if args.json:
         print(orjson.dumps({"source": str(args.source), "lenses": [r.as_json() for r in results]}).decode())

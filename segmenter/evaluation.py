@@ -282,6 +282,8 @@ class LensData:
     rows: list[list[float]] = field(default_factory=list)
     labels: list[str | None] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)
+    heavy: frozenset[str] | None = None
+    """The features that get ``log1p`` (the lens config's ``heavy_features``); ``None``: :data:`HEAVY_TAILED`."""
 
 
 def _snapshot_line(rec: Any, lenses: dict[str, LensData]) -> None:
@@ -376,12 +378,12 @@ def evaluate_lenses(
     k_range: tuple[int, int] = (2, 10),
     seed: int = 0,
 ) -> list[LensEvaluation]:
-    """:func:`evaluate_lens` for every lens (by name) of parsed snapshot data."""
+    """:func:`evaluate_lens` for every lens (by name) of parsed snapshot data, each in its own space (its ``heavy``)."""
     per_row = None if truth is None else [truth.get(c) for c in ids]
     out = []
     for name in sorted(lenses):
         data = lenses[name]
         rows = np.asarray(data.rows, np.float64).reshape(len(data.rows), len(data.features))
-        options = EvaluationOptions(truth=per_row, k_range=k_range, seed=seed)
+        options = EvaluationOptions(heavy=data.heavy, truth=per_row, k_range=k_range, seed=seed)
         out.append(evaluate_lens(name, data.features, rows, data.labels, options))
     return out

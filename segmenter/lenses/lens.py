@@ -60,7 +60,9 @@ from segmenter.lenses.quality import (
     SCREEN_RATIO,
     Assessment,
     LensQuality,
+    fewer_segments,
     matched,
+    merged_into,
     screen,
 )
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
@@ -474,6 +476,12 @@ class Lens:
             if sse(xs, fresh) < RESTART_GAIN * sse(xs, cs):
                 cs = fresh
                 check = Assessment(xs, cs, rng, restarted=True)
+        if due and n_clusters_of(self.config.algorithm, self.config.params) is None:
+            fewer = fewer_segments(xs, cs, np.random.default_rng([self.seed, self.model_version, 3]))
+            if fewer is not None:  # the segments that lose their place merge into the nearest survivor
+                fewer, _ = lloyd(xs, fewer, self.config.refine_iterations)
+                cs = merged_into(cs, fewer)
+                check = Assessment(xs, fewer, np.random.default_rng([self.seed, self.model_version, 4]), True)
         self._assessment = check
         self._refinements += 1
         if not self._refined:
@@ -592,8 +600,14 @@ class Lens:
             values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
         return values
 
-    def assign(
-        self, raw: np.ndarray, current: int | None, dwell: int, age: int = 2**62, previous: int | None = None
+    def assign(  # noqa: PLR0913, PLR0917 - the move rule's inputs, as the event loop passes them
+        self,
+        raw: np.ndarray,
+        current: int | None,
+        dwell: int,
+        age: int = 2**62,
+        previous: int | None = None,
+        wait: int = -1,
     ) -> Assignment:
         """Nearest live segment, with hysteresis against ``current``.
 
@@ -612,6 +626,9 @@ class Lens:
             Events the customer has spent in ``current``.
         age, previous
             Event time (seconds) the customer has spent in ``current``, and the segment it left for it.
+        wait
+            Event time (seconds) since its nearest segment has been another one
+            (:func:`~segmenter.lenses.hysteresis.waited`; ``-1``: no pending move).
 
         Raises
         ------
@@ -624,7 +641,7 @@ class Lens:
         x = np.array(self._scaled(raw), np.float64)
         moved, segment, nearest, distance = nearest_with_hysteresis(
             x, self._center_array, self._live_array, n, self._dim, -1 if current is None else current, dwell,
-            age, -1 if previous is None else previous, -1, self.rule)
+            age, -1 if previous is None else previous, wait, self.rule)
         return Assignment(int(segment), int(nearest), float(distance), bool(moved))
 
     def explain(self, raw: Sequence[float] | np.ndarray, old: int | None, new: int | None) -> Explanation:

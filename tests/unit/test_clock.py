@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
-from segmenter.features import FEATURE_NAMES
+from segmenter.features import FEATURE_NAMES, NO_PENDING
 from segmenter.lenses.hysteresis import Hysteresis
 from segmenter.outputs import SegmentChange, SegmentRef, encode
 from segmenter.pipeline import Segmenter
@@ -358,7 +358,9 @@ def test_one_inactivity_step_rescores_everyone_as_the_per_customer_rule_does() -
             raw = np.array([vals[FEATURE_NAMES.index(f)] for f in lens.feature_names])
             cur, dwell = store.segment(row, li), store.dwell_of(row, li)
             since, prev = store.entered(row, li)
-            a = lens.assign(raw, cur if cur >= 0 else None, dwell, at - since, prev if prev >= 0 else None)
+            pend = int(store.pend[row, li])  # a pending move matures in the step as in the event loop
+            a = lens.assign(raw, cur if cur >= 0 else None, dwell, at - since, prev if prev >= 0 else None,
+                            -1 if pend == NO_PENDING else at - pend)  # fmt: skip
             stays = a.segment == (cur if cur >= 0 else None)
             expected[store.id_of(row), lens.name] = (a.segment, min(dwell + 1, 65535) if stays else 0)
     assert expected

@@ -170,3 +170,26 @@ def test_checkpoint_profile_and_evaluation(tmp_path: Path, capsys: pytest.Captur
     out = json.loads(capsys.readouterr().out)
     assert {lens["lens"] for lens in out["lenses"]} == {"value", "engagement"}
     assert all(lens["customers"] == 120 and lens["rules"] for lens in out["lenses"])
+
+
+def test_each_lens_is_evaluated_in_its_configured_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the default value lens keeps recency_days linear (log_features): the evaluation must measure it so
+    rng = np.random.default_rng(4)
+    lines = []
+    for i in range(300):
+        vals = {"recency_days": float(rng.choice([1.0, 5.0, 120.0])) + rng.random(), "orders": 1.0 + i % 3,
+                "net_spend": 20.0 * (1 + i % 3), "aov": 20.0}  # fmt: skip
+        lines.append(orjson.dumps({"customer_id": f"c{i}", "segments": {"value": {"id": f"value-{i % 2}", "name": "x"}},
+                                   "features": {"value": vals}}))  # fmt: skip
+    snap = tmp_path / "snap.jsonl"
+    snap.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["evaluate", str(snap), "--k-range", "2..2", "--json"]) == 0
+    (got,) = json.loads(capsys.readouterr().out)["lenses"]
+    raw = np.asarray([list(orjson.loads(x)["features"]["value"].values()) for x in lines])
+    labels = [orjson.loads(x)["segments"]["value"]["id"] for x in lines]
+    features = ("recency_days", "orders", "net_spend", "aov")
+    heavy = default_config().lenses[0].heavy_features
+    assert "recency_days" not in heavy
+    linear = evaluate_lens("value", features, raw, labels, EvaluationOptions(heavy=heavy, k_range=(2, 2)))
+    logged = evaluate_lens("value", features, raw, labels, EvaluationOptions(k_range=(2, 2)))
+    assert got["sse_ratio"] == pytest.approx(linear.sse_ratio) and got["sse_ratio"] != pytest.approx(logged.sse_ratio)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.quality_metrics import targets_table
+import numpy as np
+
+from bench.quality_metrics import center_metrics, targets_table
+from tests.unit.lenses.helpers import BLOBS, FEATURES, blobs, feed, make_lens
 
 
 def _run(sse: float, drifted: int) -> dict[str, Any]:
@@ -16,9 +19,31 @@ def _run(sse: float, drifted: int) -> dict[str, Any]:
 
 def test_table_shows_each_lens_with_before_and_after() -> None:
     after = {"runs": {"personas": {"kmeans": _run(1.05, 10)}, "separated": {"kmeans": _run(1.0, 0)}}}
-    before = {"runs": {"personas": {"kmeans": _run(1.27, 10)}}}
+    after["runs"]["personas"]["kmeans"]["lenses"]["value"].update(
+        nearest_sse_ratio=1.004, nearest_ari_vs_batch=0.9, converged_sse_ratio=1.0, converged_ari_vs_batch=0.98
+    )
+    before = {"runs": {"personas": {"kmeans": _run(1.27, 10)}}}  # measured before the decomposition existed
     lines = targets_table(after, before)
     assert len(lines) == 2 + 4
     assert lines[2] == ("| personas | kmeans | value | 1.27 > 1.05 | 0.80 > 0.80 | 0.50% > 0.50% | 6/4 > 6/4 | "
-                        "0.93 > 0.93 | 12.0 > 12.0 | 75% > 75% | 2.5 > 2.5 |")  # fmt: skip
-    assert "| 1.00 | 0.80 | 0.50% | 6/4 | - | 12.0 | - | - |" in lines[5]  # no before, no rules, no drift
+                        "0.93 > 0.93 | 12.0 > 12.0 | - > 1.00 | - > 0.90 | - > 1.00 | - > 0.98 | 75% > 75% | "
+                        "2.5 > 2.5 |")  # fmt: skip
+    assert "| 1.00 | 0.80 | 0.50% | 6/4 | - | 12.0 | - | - | - | - | - | - |" in lines[5]  # no before, rules, drift
+
+
+def test_center_metrics_measure_the_centers_without_the_move_rule() -> None:
+    lens = make_lens("kmeans")
+    X, _ = blobs(2000, seed=2)
+    feed(lens, X)
+    lens.refine(X)
+    held: list[str | None] = ["held"] * len(X)  # one held label for everyone: only k comes from the labels
+    held[:3] = ["a", "b", "c"]
+    good = center_metrics(list(FEATURES), X, held, lens)
+    assert good["nearest_sse_ratio"] < 1.01 and good["nearest_ari_vs_batch"] > 0.99
+    live, snap = lens.registry.live(), lens.snapshot
+    assert snap is not None
+    two_on_one = np.array([BLOBS[0], BLOBS[0] + 0.3, BLOBS[1], (BLOBS[2] + BLOBS[3]) / 2])
+    lens.registry.set_centers(live, snap.scale_matrix(two_on_one), snap, merge_within=0.0)
+    bad = center_metrics(list(FEATURES), X, held, lens)
+    assert bad["nearest_sse_ratio"] > 1.3 and bad["nearest_ari_vs_batch"] < 0.9
+    assert bad["converged_sse_ratio"] < bad["nearest_sse_ratio"]  # Lloyd from them improves, to a local optimum
