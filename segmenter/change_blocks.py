@@ -10,7 +10,7 @@ at once, from the same columns:
   messages (for the Kafka edge, the trigger engine, tests);
 - :meth:`SegmentChanges.encode_lines`: their JSON lines, the bytes
   :func:`~segmenter.outputs.encode_lines` writes for those messages, assembled
-  in one compiled pass (:mod:`segmenter.line_writer`) without a Python object
+  in one compiled pass (:mod:`segmenter.change_lines`) without a Python object
   per message (the replay edge, which only writes them).
 
 :func:`messages_of` and :func:`encode_parts` take a list of outputs in which
@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
+from segmenter.change_lines import change_lines
 from segmenter.clock import iso
 from segmenter.explanations import NO_EXPLANATION, TOP_FEATURES
-from segmenter.line_writer import NOTHING, Numbers, Pieces, assemble, number_op
 from segmenter.moves import M_AT, M_EVENT, M_FROM, M_LENS, M_ROW, M_TO
 from segmenter.outputs import Explanation, OutputMessage, SegmentChange, SegmentRef, encode_lines
 from segmenter.rounding import round_half_even
@@ -175,113 +174,7 @@ class SegmentChanges:
         """The messages as :func:`~segmenter.outputs.encode_lines` writes them, without building them."""
         if not len(self):
             return b""
-        return assemble(*_LineOps(self, emitted_at).build())
-
-
-class _LineOps:
-    """The ops of one block's lines for :func:`~segmenter.line_writer.assemble`, built column by column."""
-
-    def __init__(self, block: SegmentChanges, emitted_at: str | None) -> None:
-        self.b = block
-        self.text = Pieces()
-        self.stamp = orjson.dumps(emitted_at)
-        n, d = block.features.shape
-        # the numbers, in this order: distance, features (n x d), top value, z, contribution (n x TOP each), dists
-        picked = np.maximum(block.top, 0)
-        rows = np.arange(n)[:, None]
-        cols = [block.distance[:, None], block.features, block.raw[rows, picked], block.z[rows, picked],
-                block.contrib[rows, picked], block.dists]  # fmt: skip
-        self.base = np.cumsum([0] + [c.shape[1] * n for c in cols]).tolist()
-        self.numbers = Numbers(np.concatenate([c.reshape(-1) for c in cols]))
-        self.n, self.d = n, d
-
-    def num(self, part: int, width: int, k: int) -> np.ndarray[Any, np.dtype[np.int64]]:
-        """The ops writing number ``k`` of every move's row of part ``part`` (``width`` numbers per move)."""
-        return number_op(self.base[part] + np.arange(self.n, dtype=np.int64) * width + k)  # type: ignore[no-any-return]
-
-    def const(self, piece: bytes) -> np.ndarray[Any, np.dtype[np.int64]]:
-        return np.full(self.n, self.text.add(piece), np.int64)
-
-    def per_lens(self, pieces: Sequence[bytes]) -> np.ndarray[Any, np.dtype[np.int64]]:
-        """One piece per lens, each move's lens's."""
-        table = np.array([self.text.add(p) for p in pieces] or [0], np.int64)
-        return table[self.b.lens]  # type: ignore[no-any-return]
-
-    def refs(self, index: np.ndarray[Any, np.dtype[np.int64]]) -> np.ndarray[Any, np.dtype[np.int64]]:
-        """The ref pieces (``null`` for -1)."""
-        table = np.array([self.text.add(orjson.dumps(r.__dict__)) for r in self.b.refs] + [self.text.add(b"null")])
-        return table[index]  # type: ignore[no-any-return]
-
-    def versions(self) -> np.ndarray[Any, np.dtype[np.int64]]:
-        """From ``emitted_at`` to the distance's key: the stamp and each move's model version."""
-        values, at = np.unique(self.b.version, return_inverse=True)
-        head = b',"emitted_at":' + self.stamp + b',"model_version":'
-        table = [self.text.add(head + orjson.dumps(v) + b',"distance":') for v in values.tolist()]
-        return np.asarray(table, np.int64)[at.reshape(-1)]  # type: ignore[no-any-return]
-
-    def strings(self, values: Sequence[str | None]) -> np.ndarray[Any, np.dtype[np.int64]]:
-        """One JSON string (or ``null``) per move."""
-        distinct = [v for v in dict.fromkeys(values) if v is not None]
-        first = self.text.strings(distinct)
-        table: dict[str | None, int] = {v: first + i for i, v in enumerate(distinct)}
-        table[None] = self.text.add(b"null")
-        return np.fromiter(map(table.__getitem__, values), np.int64, len(values))
-
-    def build(self) -> tuple[np.ndarray[Any, np.dtype[np.int64]], Pieces, Numbers]:
-        b, dumps = self.b, orjson.dumps
-        ids = self.text.strings(b.ids) + np.arange(self.n, dtype=np.int64)
-        head = [
-            self.const(b'{"kind":"segment_change","customer_id":'), ids,
-            self.per_lens([b',"lens":' + dumps(nm) + b',"from_segment":' for nm in b.lens_names]),
-            self.refs(b.from_ref), self.const(b',"to_segment":'), self.refs(b.to_ref),
-            np.array([self.text.add(b',"cause":' + dumps(c) + b',"cause_event_id":') for c in b.causes])[b.cause],
-            self.strings(b.event_ids), self.const(b',"event_ts":'), self.strings(b.event_ts),
-            self.versions(),
-            self.num(0, 1, 0),
-        ]  # fmt: skip
-        return np.column_stack(head + self._features() + self._explanation()), self.text, self.numbers
-
-    def _features(self) -> list[np.ndarray[Any, np.dtype[np.int64]]]:
-        b = self.b
-        widths = np.array([len(names) for names in b.feature_names], np.int64)[b.lens]
-        cols = []
-        for k in range(self.d):
-            keys = [(b',"features":{' if k == 0 else b",") + orjson.dumps(names[k]) + b":" if k < len(names) else b""
-                    for names in b.feature_names]  # fmt: skip
-            present = widths > k
-            cols += [
-                np.where(present, self.per_lens(keys), NOTHING),
-                np.where(present, self.num(1, self.d, k), NOTHING),
-            ]
-        return [*cols, self.const(b'},"explanation":')]
-
-    def _explanation(self) -> list[np.ndarray[Any, np.dtype[np.int64]]]:
-        b, dumps = self.b, orjson.dumps
-        top = b.top
-        cols = [self.const(b'{"top_features":[')]
-        for k in range(TOP_FEATURES):
-            # per lens and feature: this entry's start
-            table = np.array(
-                [
-                    [self.text.add((b"}," if k else b"") + b'{"feature":' + dumps(nm) + b',"value":') for nm in names]
-                    + [0] * (self.d - len(names))
-                    for names in b.feature_names
-                ],
-                np.int64,
-            )
-            chosen = top[:, k] >= 0
-            at = self.num(2, TOP_FEATURES, k), self.num(3, TOP_FEATURES, k), self.num(4, TOP_FEATURES, k)
-            entry = [table[b.lens, np.maximum(top[:, k], 0)], at[0], self.const(b',"z":'), at[1],
-                     self.const(b',"contribution":'), at[2]]  # fmt: skip
-            cols += [np.where(chosen, op, NOTHING) for op in entry]
-        cols += [
-            np.where(top[:, 0] >= 0, self.text.add(b'}],"distance_to_old":'), self.text.add(b'],"distance_to_old":')),
-            self.num(5, 3, 0), self.const(b',"distance_to_new":'), self.num(5, 3, 1), self.const(b',"runner_up":'),
-            self.refs(b.runner), self.const(b',"distance_to_runner_up":'), self.num(5, 3, 2), self.const(b"}}\n"),
-        ]  # fmt: skip
-        # a lens without a scaler snapshot yet: the empty explanation instead, in the first slot
-        empty = self.text.add(orjson.dumps(NO_EXPLANATION.model_dump(mode="json")) + b"}\n")
-        return [np.where(b.explained, col, empty if i == 0 else NOTHING) for i, col in enumerate(cols)]
+        return change_lines(self, emitted_at)
 
 
 Output = OutputMessage | SegmentChanges

@@ -1,19 +1,22 @@
-"""JSON lines assembled from pieces in one compiled pass: the byte writer of :mod:`segmenter.change_blocks`.
+"""Text pieces and numbers for JSON written in compiled code (:mod:`segmenter.change_lines`).
 
-A line is a row of *ops*, each naming a piece of text or a number: ``op >= 0``
-is text piece ``op`` of a :class:`Pieces` table, ``op <= -2`` is number
-``-2 - op`` of a :class:`Numbers` list, ``-1`` writes nothing. Every piece is
-already JSON (orjson wrote it), and the numbers are written by one
-:func:`orjson.dumps` of all of them, so the bytes are exactly those orjson
-writes for the same values one message at a time (``NaN`` becomes ``null``,
-as orjson writes it). :func:`assemble` only copies bytes.
+:class:`Pieces` is a table of byte strings, each valid JSON text or a part of
+it, held as one byte array and offsets; :class:`Numbers` is floats written by
+one :func:`orjson.dumps` of all of them (``NaN`` as ``null``, as orjson writes
+it), with :func:`number_spans` to find each. Compiled code then only copies
+bytes, and what it writes is what orjson writes for the same values.
 
 Examples
 --------
 >>> text = Pieces()
->>> ops = np.array([[text.add(b'{"x":'), -2, text.add(b"}\\n")], [text.add(b'{"x":'), -3, text.add(b"}\\n")]])
->>> assemble(ops, text, Numbers(np.array([1.5, np.nan])))
-b'{"x":1.5}\\n{"x":null}\\n'
+>>> first = text.strings(['a"b', "c"])
+>>> blob, offsets = text.arrays()
+>>> [blob[offsets[i] : offsets[i + 1]].tobytes() for i in (first, first + 1)]
+[b'"a\\"b"', b'"c"']
+>>> numbers = Numbers(np.array([1.5, np.nan])).array()
+>>> starts = number_spans(numbers)
+>>> [numbers[starts[j] : starts[j + 1] - 1].tobytes() for j in range(2)]
+[b'1.5', b'null']
 """
 
 from __future__ import annotations
@@ -25,18 +28,11 @@ import numpy as np
 import orjson
 from numba import njit
 
-__all__ = ["NOTHING", "Numbers", "Pieces", "assemble", "number_op"]
+__all__ = ["Numbers", "Pieces", "number_spans"]
 
-NOTHING = -1
-"""The op that writes nothing (a slot a shorter line leaves empty)."""
 _COMMA = ord(",")
 _ESCAPED = re.compile(r'["\\\x00-\x1f]')
 """Characters JSON strings escape (orjson: the quote, the backslash and the control characters)."""
-
-
-def number_op(index: Any) -> Any:
-    """The op that writes number ``index`` (an int or an int array) of a :class:`Numbers` list."""
-    return -2 - index
 
 
 class Pieces:
@@ -86,7 +82,7 @@ class Pieces:
 class Numbers:
     """Floats written as JSON numbers (``NaN`` as ``null``) by one :func:`orjson.dumps` of all of them.
 
-    orjson writes a float64 array's numbers as it writes the same Python floats (``tests/unit/test_line_writer.py``).
+    orjson writes a float64 array's numbers as it writes the same Python floats (``tests/unit/test_change_blocks.py``).
     """
 
     def __init__(self, values: np.ndarray[Any, np.dtype[np.float64]]) -> None:
@@ -97,14 +93,8 @@ class Numbers:
         return np.frombuffer(self._text, np.uint8)
 
 
-def assemble(ops: np.ndarray[Any, np.dtype[np.int64]], text: Pieces, numbers: Numbers) -> bytes:
-    """Every row of ``ops`` written out (see the module), rows one after another."""
-    blob, offsets = text.arrays()
-    return _assemble(np.ascontiguousarray(ops, np.int64), blob, offsets, numbers.array()).tobytes()  # type: ignore[no-any-return]
-
-
 @njit(cache=True)
-def _number_spans(numbers: Any) -> Any:  # pragma: no cover - compiled
+def number_spans(numbers: Any) -> Any:  # pragma: no cover - compiled
     """Start of each number of a JSON array of numbers (no number holds a comma), and one more: number ``j`` is
     ``numbers[starts[j]:starts[j + 1] - 1]``."""
     count = 0
@@ -119,34 +109,3 @@ def _number_spans(numbers: Any) -> Any:  # pragma: no cover - compiled
             k += 1
     starts[k] = len(numbers)  # as if a comma stood after the closing "]": the last number ends before it
     return starts
-
-
-@njit(cache=True, inline="always")
-def _span(op: int, offsets: Any, starts: Any) -> tuple[int, int]:  # pragma: no cover - compiled
-    """Where op ``op`` (>= 0: text, <= -2: a number) reads its bytes; ``(0, 0)`` for -1."""
-    if op >= 0:
-        return offsets[op], offsets[op + 1]
-    if op <= -2:
-        return starts[-2 - op], starts[-1 - op] - 1
-    return 0, 0
-
-
-@njit(cache=True)
-def _assemble(ops: Any, text: Any, offsets: Any, numbers: Any) -> Any:  # pragma: no cover - compiled
-    starts = _number_spans(numbers)
-    total = 0
-    for m in range(ops.shape[0]):
-        for k in range(ops.shape[1]):
-            a, b = _span(ops[m, k], offsets, starts)
-            total += b - a
-    out = np.empty(total, np.uint8)
-    w = 0
-    for m in range(ops.shape[0]):
-        for k in range(ops.shape[1]):
-            op = ops[m, k]
-            a, b = _span(op, offsets, starts)
-            src = text if op >= 0 else numbers
-            for i in range(a, b):  # short pieces: a loop beats a slice copy
-                out[w] = src[i]
-                w += 1
-    return out

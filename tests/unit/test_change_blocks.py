@@ -14,7 +14,7 @@ from producer.retail import SparseConfig, SparseRetail
 from segmenter.change_blocks import Output, SegmentChanges, encode_parts, messages_of
 from segmenter.config import load_config
 from segmenter.events import parse_event
-from segmenter.line_writer import NOTHING, Numbers, Pieces, assemble, number_op
+from segmenter.line_writer import Numbers, Pieces, number_spans
 from segmenter.outputs import encode_lines
 from segmenter.pipeline import Segmenter
 from tests.unit.eventgen import make_events
@@ -132,14 +132,16 @@ def test_strings_are_written_as_orjson_writes_them(values: list[str]) -> None:
     before = text.add(b"[")
     first = text.strings(values)
     after = text.add(b"]")
-    ops = np.array([[before, *(first + np.arange(len(values))), after]], np.int64)
-    assert assemble(ops, text, Numbers(np.zeros(0))) == b"[" + b"".join(orjson.dumps(v) for v in values) + b"]"
+    blob, offsets = text.arrays()
+    pieces = [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+    assert pieces == [b"[", *(orjson.dumps(v) for v in values), b"]"]
+    assert (before, first, after) == (0, 1, 1 + len(values))
+    assert text.add(b"[") == before
 
 
-def test_assemble_writes_pieces_and_numbers_in_order_and_skips_nothing() -> None:
-    text = Pieces()
-    a, b = text.add(b'{"a":'), text.add(b',"b":')
-    assert text.add(b'{"a":') == a
-    ops = np.array([[a, number_op(0), b, number_op(2), NOTHING], [a, number_op(1), NOTHING, NOTHING, b]], np.int64)
-    got = assemble(ops, text, Numbers(np.array([1.5, math.nan, -2e-9])))
-    assert got == b'{"a":1.5,"b":-2e-9{"a":null,"b":'
+def test_number_spans_find_every_number() -> None:
+    values = np.array([1.5, math.nan, -2e-9, 0.0])
+    numbers = Numbers(values).array()
+    starts = number_spans(numbers)
+    assert [numbers[starts[j] : starts[j + 1] - 1].tobytes() for j in range(4)] == [b"1.5", b"null", b"-2e-9", b"0.0"]
+    assert len(number_spans(Numbers(np.zeros(0)).array())) == 2
