@@ -100,80 +100,85 @@ def _keys(feature_names: list[tuple[str, ...]], d: int, text: Pieces) -> tuple[
 
 
 @njit(cache=True, inline="always")
-def _put(out: Any, w: int, src: Any, a: int, b: int, write: bool) -> int:  # noqa: PLR0913, PLR0917  # pragma: no cover
-    """Copy ``src[a:b]`` to ``out[w:]`` when ``write``; the position after it."""
-    if write:
-        for i in range(a, b):  # short pieces: a loop beats a slice copy
-            out[w + i - a] = src[i]
+def _put(out: Any, w: int, src: Any, a: int, b: int) -> int:  # pragma: no cover
+    """Copy ``src[a:b]`` to ``out[w:]``; the position after it."""
+    for i in range(a, b):  # short pieces: a loop beats a slice copy
+        out[w + i - a] = src[i]
     return w + b - a
 
 
 @njit(cache=True, inline="always")
-def _piece(out: Any, w: int, i: int, text: Any, offsets: Any, write: bool) -> int:  # noqa: PLR0913, PLR0917  # pragma: no cover
-    return _put(out, w, text, offsets[i], offsets[i + 1], write)
+def _piece(out: Any, w: int, i: int, text: Any, offsets: Any) -> int:  # pragma: no cover
+    return _put(out, w, text, offsets[i], offsets[i + 1])
 
 
 @njit(cache=True, inline="always")
-def _number(out: Any, w: int, j: int, numbers: Any, starts: Any, write: bool) -> int:  # noqa: PLR0913, PLR0917  # pragma: no cover
-    return _put(out, w, numbers, starts[j], starts[j + 1] - 1, write)
+def _number(out: Any, w: int, j: int, numbers: Any, starts: Any) -> int:  # pragma: no cover
+    return _put(out, w, numbers, starts[j], starts[j + 1] - 1)
 
 
-@njit(cache=True)
-def _lines(g: Any, out: Any, write: bool) -> int:  # pragma: no cover - compiled
-    """Every move's line into ``out`` when ``write``; the number of bytes."""
+@njit(cache=True, inline="always")
+def _line(g: Any, m: int, out: Any, w: int) -> int:
+    """Move ``m``'s line into ``out`` from ``w`` on; the position after it."""
     slots, lens, top, explained, widths, keys, entries, consts, text, offsets, numbers, starts, d = g
     n = slots.shape[0]
     feats, tops = n, n + n * d  # where the features and the top features' numbers start
     dists = tops + 3 * TOP_FEATURES * n
-    w = 0
-    for m in range(n):
-        li = lens[m]
-        s = slots[m]
-        w = _piece(out, w, consts[_KIND], text, offsets, write)
-        for slot in (_ID, _LENS, _FROM):
-            w = _piece(out, w, s[slot], text, offsets, write)
-        w = _piece(out, w, consts[_TO_KEY], text, offsets, write)
-        for slot in (_TO, _CAUSE, _EVENT):
-            w = _piece(out, w, s[slot], text, offsets, write)
-        w = _piece(out, w, consts[_TS_KEY], text, offsets, write)
-        w = _piece(out, w, s[_TS], text, offsets, write)
-        w = _piece(out, w, s[_VERSION], text, offsets, write)
-        w = _number(out, w, m, numbers, starts, write)
-        for k in range(widths[li]):
-            w = _piece(out, w, keys[li, k], text, offsets, write)
-            w = _number(out, w, feats + m * d + k, numbers, starts, write)
-        w = _piece(out, w, consts[_EXPLANATION], text, offsets, write)
-        if not explained[m]:
-            w = _piece(out, w, consts[_UNEXPLAINED], text, offsets, write)
-            continue
-        w = _piece(out, w, consts[_TOPS], text, offsets, write)
-        for k in range(TOP_FEATURES):
-            j = top[m, k]
-            if j < 0:
-                break
-            at = tops + m * TOP_FEATURES + k
-            w = _piece(out, w, entries[min(k, 1), li, j], text, offsets, write)
-            w = _number(out, w, at, numbers, starts, write)
-            w = _piece(out, w, consts[_Z], text, offsets, write)
-            w = _number(out, w, at + TOP_FEATURES * n, numbers, starts, write)
-            w = _piece(out, w, consts[_CONTRIB], text, offsets, write)
-            w = _number(out, w, at + 2 * TOP_FEATURES * n, numbers, starts, write)
-        w = _piece(out, w, consts[_CLOSE_TOP if top[m, 0] >= 0 else _CLOSE_NONE], text, offsets, write)
-        w = _number(out, w, dists + 3 * m, numbers, starts, write)
-        w = _piece(out, w, consts[_NEW], text, offsets, write)
-        w = _number(out, w, dists + 3 * m + 1, numbers, starts, write)
-        w = _piece(out, w, consts[_RUNNER_KEY], text, offsets, write)
-        w = _piece(out, w, s[_RUNNER], text, offsets, write)
-        w = _piece(out, w, consts[_RUN_DIST], text, offsets, write)
-        w = _number(out, w, dists + 3 * m + 2, numbers, starts, write)
-        w = _piece(out, w, consts[_END], text, offsets, write)
+    li = lens[m]
+    s = slots[m]
+    w = _piece(out, w, consts[_KIND], text, offsets)
+    for slot in (_ID, _LENS, _FROM):
+        w = _piece(out, w, s[slot], text, offsets)
+    w = _piece(out, w, consts[_TO_KEY], text, offsets)
+    for slot in (_TO, _CAUSE, _EVENT):
+        w = _piece(out, w, s[slot], text, offsets)
+    w = _piece(out, w, consts[_TS_KEY], text, offsets)
+    w = _piece(out, w, s[_TS], text, offsets)
+    w = _piece(out, w, s[_VERSION], text, offsets)
+    w = _number(out, w, m, numbers, starts)
+    for k in range(widths[li]):
+        w = _piece(out, w, keys[li, k], text, offsets)
+        w = _number(out, w, feats + m * d + k, numbers, starts)
+    w = _piece(out, w, consts[_EXPLANATION], text, offsets)
+    if not explained[m]:
+        return _piece(out, w, consts[_UNEXPLAINED], text, offsets)
+    w = _piece(out, w, consts[_TOPS], text, offsets)
+    for k in range(TOP_FEATURES):
+        j = top[m, k]
+        if j < 0:
+            break
+        at = tops + m * TOP_FEATURES + k
+        w = _piece(out, w, entries[min(k, 1), li, j], text, offsets)
+        w = _number(out, w, at, numbers, starts)
+        w = _piece(out, w, consts[_Z], text, offsets)
+        w = _number(out, w, at + TOP_FEATURES * n, numbers, starts)
+        w = _piece(out, w, consts[_CONTRIB], text, offsets)
+        w = _number(out, w, at + 2 * TOP_FEATURES * n, numbers, starts)
+    w = _piece(out, w, consts[_CLOSE_TOP if top[m, 0] >= 0 else _CLOSE_NONE], text, offsets)
+    w = _number(out, w, dists + 3 * m, numbers, starts)
+    w = _piece(out, w, consts[_NEW], text, offsets)
+    w = _number(out, w, dists + 3 * m + 1, numbers, starts)
+    w = _piece(out, w, consts[_RUNNER_KEY], text, offsets)
+    w = _piece(out, w, s[_RUNNER], text, offsets)
+    w = _piece(out, w, consts[_RUN_DIST], text, offsets)
+    w = _number(out, w, dists + 3 * m + 2, numbers, starts)
+    w = _piece(out, w, consts[_END], text, offsets)
     return w
 
 
 @njit(cache=True)
 def _write(slots: Any, lens: Any, top: Any, explained: Any, widths: Any, keys: Any, entries: Any, consts: Any,  # noqa: PLR0913, PLR0917
            text: Any, offsets: Any, numbers: Any, d: int) -> Any:  # fmt: skip  # pragma: no cover - compiled
-    g = (slots, lens, top, explained, widths, keys, entries, consts, text, offsets, numbers, number_spans(numbers), d)
-    out = np.empty(_lines(g, np.empty(0, np.uint8), False), np.uint8)
-    _lines(g, out, True)
-    return out
+    starts = number_spans(numbers)
+    g = (slots, lens, top, explained, widths, keys, entries, consts, text, offsets, numbers, starts, d)
+    # at most this many pieces and numbers in a line, each at most as long as the longest
+    longest = (20 + d + 4 * TOP_FEATURES) * (np.max(offsets[1:] - offsets[:-1]) + np.max(starts[1:] - starts[:-1]))
+    out = np.empty(max(4096, 1024 * slots.shape[0]), np.uint8)
+    w = 0
+    for m in range(slots.shape[0]):
+        if w + longest > len(out):
+            grown = np.empty(2 * len(out) + longest, np.uint8)
+            grown[:w] = out[:w]
+            out = grown
+        w = _line(g, m, out, w)
+    return out[:w]
