@@ -245,15 +245,12 @@ class ChangeBuilder:
         olds, news = ints[:, M_FROM], ints[:, M_TO]
         refs = _RefTable(self._lenses, cause)
         from_ref, to_ref, causes = refs.moves(lens_of, olds, news)
-        evs = ints[:, M_EVENT] if events is not None else np.full(n, -1, np.int64)
-        stamps = _event_stamps(
-            events, evs, ints[:, M_AT] if stamp is None else np.full(n, stamp, np.int64), stamp is None
-        )
-        event_ids: list[str | None] = [None] * n
-        if events is not None and cause == "event":
-            sel = np.flatnonzero((evs >= 0) & (causes == 0))
-            for m, ev in zip(sel.tolist(), evs[sel].tolist(), strict=True):
-                event_ids[m] = events[ev].event_id
+        evs = ints[:, M_EVENT].tolist() if events is not None else [-1] * n
+        stamps = _event_stamps(events, evs, ints[:, M_AT].tolist() if stamp is None else [stamp] * n, stamp is None)
+        event_ids: list[str | None] = [
+            events[ev].event_id if ev >= 0 and c == 0 and cause == "event" and events is not None else None
+            for ev, c in zip(evs, causes, strict=True)
+        ]
         z = np.full((n, self._d), np.nan)
         contrib, raw, top = z.copy(), z.copy(), np.full((n, TOP_FEATURES), -1, np.int64)
         dists, runner = np.full((n, 3), np.nan), np.full(n, _NONE, np.int64)
@@ -276,7 +273,8 @@ class ChangeBuilder:
             self._store.ids_of(ints[:, M_ROW]), lens_of, [lens.name for lens in lenses],
             np.asarray([lens.model_version for lens in lenses], np.int64)[lens_of],
             [tuple(lens.feature_names) for lens in lenses], refs.refs,
-            from_ref, to_ref, refs.causes, causes, event_ids, stamps,
+            np.asarray(from_ref, np.int64), np.asarray(to_ref, np.int64), refs.causes, np.asarray(causes, np.int64),
+            event_ids, stamps,
             round_half_even(buf.dist[:n], 6), round_half_even(raw, 4), explained, raw, z, contrib, top, dists, runner,
         )  # fmt: skip
 
@@ -300,45 +298,50 @@ class _RefTable:
             self.refs.append(self._lenses[li].ref(segment))
         return i
 
-    def lookup(self, li: int, segments: np.ndarray[Any, np.dtype[np.int64]]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    def lookup(self, li: int, segments: _Ints) -> list[int]:
         """:meth:`index` of many segments of one lens."""
-        distinct, at = np.unique(segments, return_inverse=True)
-        return np.asarray([self.index(li, s) for s in distinct.tolist()], np.int64)[at.reshape(-1)]  # type: ignore[no-any-return]
+        index = self.index
+        return [index(li, seg) for seg in segments.tolist()]
 
-    def moves(self, lens_of: _Ints, olds: _Ints, news: _Ints) -> tuple[_Ints, _Ints, _Ints]:
+    def moves(self, lens_of: _Ints, olds: _Ints, news: _Ints) -> tuple[list[int], list[int], list[int]]:
         """Per move: the left and entered refs' indices, and its cause (index into :attr:`causes`): the
-        block's, or ``model`` where the segment left is dead. Counts each move in its lens's membership."""
-        n = len(lens_of)
-        members = [lens.membership for lens in self._lenses]
+        block's, or ``model`` where the segment left is dead. Counts each move in its lens's membership.
+
+        (Python, per move: numpy's per-call cost would dominate the many small buffers of a dense stream.)
+        """
+        lenses, index, model = self._lenses, self.index, len(self.causes) - 1
+        left: dict[tuple[int, int], tuple[int, int]] = {}  # no move changes liveness
+        froms, tos, causes = [], [], []
         for li, old, new in zip(lens_of.tolist(), olds.tolist(), news.tolist(), strict=True):
-            members[li](None if old < 0 else old, None if new < 0 else new)
-        # each distinct (lens, segment) once: its ref's index, and whether it is live (or none)
-        segments = np.concatenate([olds, news])
-        width = int(segments.max()) + 2
-        keys, at = np.unique(np.concatenate([lens_of, lens_of]) * width + segments + 1, return_inverse=True)
-        index, live = [], []
-        for li, seg in zip((keys // width).tolist(), (keys % width - 1).tolist(), strict=True):
-            index.append(self.index(li, seg))
-            live.append(seg < 0 or self._lenses[li].is_live(seg))
-        at = at.reshape(-1)
-        table = np.asarray(index, np.int64)
-        cause = np.where(np.asarray(live, np.bool_)[at[:n]], 0, len(self.causes) - 1)
-        return table[at[:n]], table[at[n:]], cause.astype(np.int64)
+            lenses[li].membership(None if old < 0 else old, None if new < 0 else new)
+            if old < 0:
+                fr, c = _NONE, 0
+            elif (got := left.get((li, old))) is None:
+                fr, c = left[li, old] = (index(li, old), 0 if lenses[li].is_live(old) else model)
+            else:
+                fr, c = got
+            froms.append(fr)
+            tos.append(index(li, new))
+            causes.append(c)
+        return froms, tos, causes
 
 
-def _event_stamps(events: Sequence[CustomerEvent] | None, evs: _Ints, ats: _Ints, own: bool) -> list[str]:
+def _event_stamps(events: Sequence[CustomerEvent] | None, evs: list[int], ats: list[int], own: bool) -> list[str]:
     """Each move's ``event_ts``: with ``own``, its event's ``ts`` where it has one; else the ISO time of ``ats``.
 
-    Each distinct event and time is written once: the lenses' moves of one event share its time, and most
-    moves of a sweep share theirs.
+    Memoised: the lenses' moves of one event share its time, and most moves of a sweep share theirs.
     """
-    out = np.empty(len(evs), object)
-    by_event = (evs >= 0) if own and events is not None else np.zeros(len(evs), np.bool_)
-    if by_event.any():
-        assert events is not None
-        distinct, at = np.unique(evs[by_event], return_inverse=True)
-        out[by_event] = np.array([events[ev].ts.isoformat() for ev in distinct.tolist()], object)[at.reshape(-1)]
-    if not by_event.all():
-        distinct, at = np.unique(ats[~by_event], return_inverse=True)
-        out[~by_event] = np.array([iso(t) for t in distinct.tolist()], object)[at.reshape(-1)]
-    return out.tolist()
+    by_event: dict[int, str] = {}
+    by_time: dict[int, str] = {}
+    out = []
+    for ev, at in zip(evs, ats, strict=True):
+        if own and ev >= 0 and events is not None:
+            ts = by_event.get(ev)
+            if ts is None:
+                ts = by_event[ev] = events[ev].ts.isoformat()
+        else:
+            ts = by_time.get(at)
+            if ts is None:
+                ts = by_time[at] = iso(at)
+        out.append(ts)
+    return out
