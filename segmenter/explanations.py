@@ -238,11 +238,19 @@ class Explainer:
 
     def explain(self, raw: np.ndarray[Any, np.dtype[np.float64]], old: list[int], new: list[int]) -> list[Explanation]:
         """One explanation per row of ``raw`` (the lens's raw features), moving ``old[m]`` -> ``new[m]`` (-1: none)."""
+        num = self.numbers(raw, old, new)
+        if num is None:
+            return [NO_EXPLANATION] * len(old)
+        return _messages(self._lens, raw.tolist(), _Numbers(*(a.tolist() for a in num)))
+
+    def numbers(self, raw: np.ndarray[Any, np.dtype[np.float64]], old: list[int], new: list[int]) -> Numbers | None:
+        """:meth:`explain`'s numbers (:class:`Numbers`, one row per move); ``None`` before the lens's first
+        scaler snapshot (every explanation is then :data:`NO_EXPLANATION`)."""
         lens = self._lens
         snap = lens.snapshot
         n = len(old)
         if snap is None:
-            return [NO_EXPLANATION] * n
+            return None
         used = {*old, *new}
         used.discard(-1)
         if self._epoch != lens.cache_epoch or snap is not self._snap or not used <= self._rows.keys():
@@ -255,7 +263,7 @@ class Explainer:
         olds, news = np.asarray(old, np.int64), np.asarray(new, np.int64)
         moves = Moves(np.ascontiguousarray(raw, np.float64), lut[olds], lut[news], news)
         explain_rows(moves, space, num, 2.0)
-        return _messages(lens, raw.tolist(), _Numbers(*(a.tolist() for a in num)))
+        return num
 
 
 class _Numbers(NamedTuple):

@@ -49,25 +49,26 @@ in :mod:`segmenter.views`.
 from __future__ import annotations
 
 import logging
-import math
 import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segmenter import kernel
 from segmenter.batching import EventColumns, LensArrays, store_columns
+from segmenter.change_blocks import ChangeBuilder, Output, messages_of
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
 from segmenter.customer_records import CustomerRecords, known_segments
 from segmenter.erasures import ErasureMarkers, id_hash
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent
-from segmenter.explanations import NO_EXPLANATION, Explainer
+from segmenter.explanations import Explainer
 from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
 from segmenter.lenses.lens import Lens
 from segmenter.lenses.quality import LensQuality
@@ -82,10 +83,9 @@ from segmenter.model_state import (
     encode_model_state,
     encode_snapshot,
 )
-from segmenter.moves import M_EVENT, M_LAST, M_LENS, M_ROW, MoveBuffer
-from segmenter.outputs import CampaignTrigger, Explanation, OutputMessage, SegmentChange, SegmentLifecycle, SegmentRef
+from segmenter.moves import M_EVENT, M_LAST, M_ROW, MoveBuffer
+from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle
 from segmenter.rescoring import Rescorer
-from segmenter.rounding import round_half_even
 from segmenter.shared import decode_view, load_lens_view
 from segmenter.vectors import VectorSample
 from segmenter.views import CustomerView, CustomerViews, SegmenterStats, SegmentSize, segment_sizes
@@ -115,12 +115,19 @@ WATERMARK too, since a watermark may tick a refinement (``refine.every_days``), 
 class BatchResult:
     """What :meth:`Segmenter.process_batch` returns."""
 
-    outputs: list[OutputMessage]
-    """Output messages in order (``emitted_at`` unset)."""
+    parts: list[Output]
+    """Output messages in order (``emitted_at`` unset), a move buffer's segment changes as one
+    :class:`SegmentChanges` block where no campaign rule read them (an edge that only writes them writes the
+    block's bytes, :func:`~segmenter.change_blocks.encode_parts`)."""
     errors: list[tuple[int, EventError]]
     """Rejected events by index into the batch (``late``, or ``schema`` for a time out of range)."""
     dropped: list[int] = field(default_factory=list)
     """Events dropped without output by index: of an erased customer, at or before its erasure (not errors)."""
+
+    @cached_property
+    def outputs(self) -> list[OutputMessage]:
+        """The output messages in order: :attr:`parts` with every block replaced by its messages."""
+        return messages_of(self.parts)
 
 
 @dataclass
@@ -131,7 +138,7 @@ class _Run:
     sources: Sequence[int | None]
     cols: EventColumns
     errors: dict[int, EventError]
-    out: list[OutputMessage]
+    out: list[Output]
     params: tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]
     pos: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(2, np.int64))
     io: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(kernel.IO_SIZE, np.int64))
@@ -220,6 +227,7 @@ class Segmenter:
         ) = None
         self._moves = MoveBuffer()
         self._explainers = [Explainer(lens) for lens in self._lenses]
+        self._builder = ChangeBuilder(self._store, self._lenses, self._explainers, self._idx_arrays)
         self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._emit_moves)
         self.set_rules(rules)
 
@@ -320,7 +328,7 @@ class Segmenter:
         if self._clock.needs_repair:
             self._repair_clock()
         cols = EventColumns(events, srcs, self._store, self._clock.index)
-        run = _Run(events, srcs, cols, dict(cols.errors), result.outputs, self._params())
+        run = _Run(events, srcs, cols, dict(cols.errors), result.parts, self._params())
         if len(self._markers):
             self._drop_erased(run, range(n))
         arrays = self._arrays
@@ -501,70 +509,40 @@ class Segmenter:
         at ``epoch`` (unbounded work; for ``replay --until``).
         """
         t = self._store.to_seconds(epoch)
-        out: list[OutputMessage] = []
+        out: list[Output] = []
         if self._clock.advance(t):
             self._on_watermark(out)
         if full and self._clock.watermark is not None:
             self._rescorer.quiet(self._clock.watermark, out, before=self._clock.watermark)
-        return out
+        return messages_of(out)
 
     # ---------------------------------------------------------------- scoring
-    def _emit_moves(self, buf: MoveBuffer, out: list[OutputMessage], *, cause: str,
+    def _emit_moves(self, buf: MoveBuffer, out: list[Output], *, cause: str,
                     events: Sequence[CustomerEvent] | None = None, stamp: int | None = None) -> None:  # fmt: skip
-        """The ``segment_change`` messages and campaign triggers of the buffered moves, in order; clears ``buf``.
+        """The buffered moves' ``segment_change`` messages and campaign triggers, in order; clears ``buf``.
 
         The moves are already applied to the store's lens columns (:mod:`segmenter.moves`); here the lenses'
         membership counts follow. ``cause`` is every move's (``model`` where the old segment is no longer
         live); ``events`` are the batch the moves' event indices point into; ``stamp`` (relative seconds) is
-        every move's ``event_ts`` (``None``: its own time, the event's ``ts`` for an event's move).
+        every move's ``event_ts`` (``None``: its own time, the event's ``ts`` for an event's move). Without
+        campaign rules the messages go to ``out`` as one :class:`SegmentChanges` block (built into messages
+        only where the caller wants messages, see :func:`messages_of`).
         """
         n = len(buf)
         if not n:
             return
-        ints = buf.ints[:n]
-        changes = self._changes_of(buf, cause, events, stamp)
-        self._changes.update(change.cause for change in changes)
+        block = self._builder.block(buf, cause, events, stamp)
+        self._changes.update(block.cause_counts())
         engine = self._engine
         if engine is None:
-            out.extend(changes)
+            out.append(block)
         else:
-            self._with_triggers(engine, changes, buf, events, out)
-        self._store.dirty[ints[:, M_ROW]] = True
+            self._with_triggers(engine, block.messages(), buf, events, out)
+        self._store.dirty[buf.ints[:n, M_ROW]] = True
         buf.clear()
 
-    def _changes_of(self, buf: MoveBuffer, cause: str, events: Sequence[CustomerEvent] | None,
-                    stamp: int | None) -> list[SegmentChange]:  # fmt: skip
-        """The buffered moves' ``segment_change`` messages, in order (lens membership counted on the way)."""
-        n = len(buf)
-        ints = buf.ints[:n]
-        _, lens_of, olds, news, evs, ats, _ = ints.T.tolist()
-        if events is None:
-            evs = [-1] * n
-        features, explanations = self._explain(ints[:, M_LENS], olds, news, buf.values())
-        ids = self._store.ids_of(ints[:, M_ROW])
-        distances = round_half_even(buf.dist[:n], 6).tolist()
-        stamps = _event_stamps(events, evs, ats if stamp is None else [stamp] * n, stamp is None)
-        lenses, names, isnan = self._lenses, self._names, math.isnan
-        versions = [lens.model_version for lens in lenses]
-        refs = _Refs(lenses, cause)
-        wires = []
-        for li, old, new, ev, ts, cid, dist, feats, why in zip(
-            lens_of, olds, news, evs, stamps, ids, distances, features, explanations, strict=True
-        ):
-            from_ref, move_cause = refs.leaving(li, old)
-            lenses[li].membership(None if old < 0 else old, None if new < 0 else new)
-            event_id = events[ev].event_id if ev >= 0 and move_cause == "event" and events is not None else None
-            # every field in declaration order, each value typed already: no per-move validation
-            wires.append({
-                "kind": "segment_change", "customer_id": cid, "lens": names[li], "from_segment": from_ref,
-                "to_segment": refs.entering(li, new), "cause": move_cause, "cause_event_id": event_id, "event_ts": ts,
-                "emitted_at": None, "model_version": versions[li], "distance": None if isnan(dist) else dist,
-                "features": feats, "explanation": why,
-            })  # fmt: skip
-        return SegmentChange.trusted_many(wires)
-
     def _with_triggers(self, engine: TriggerEngine, changes: list[SegmentChange], buf: MoveBuffer,
-                       events: Sequence[CustomerEvent] | None, out: list[OutputMessage]) -> None:  # fmt: skip
+                       events: Sequence[CustomerEvent] | None, out: list[Output]) -> None:  # fmt: skip
         """Each change followed by the campaign triggers it fires, in order."""
         n = len(changes)
         ints = buf.ints[:n]
@@ -578,35 +556,6 @@ class Segmenter:
             self._count_triggers(trig)
             out.extend(trig)
 
-    def _explain(self, lens_of: np.ndarray[Any, np.dtype[np.int64]], olds: list[int], news: list[int],
-                 vals: np.ndarray[Any, np.dtype[np.float64]]
-                 ) -> tuple[list[dict[str, float]], list[Explanation]]:  # fmt: skip
-        """Per move, the lens's features (rounded to 4 places) and the explanation, one pass per lens."""
-        n = len(olds)
-        if n and (lens_of == lens_of[0]).all():  # one lens: no selection
-            li = int(lens_of[0])
-            return self._explain_lens(li, vals[:, self._idx[li]], olds, news)
-        features: list[dict[str, float]] = [{}] * n
-        explanations: list[Explanation] = [NO_EXPLANATION] * n  # each replaced below
-        for li in range(len(self._lenses)):
-            sel = np.flatnonzero(lens_of == li)
-            if not len(sel):
-                continue
-            picked = sel.tolist()
-            feats, whys = self._explain_lens(li, vals[np.ix_(sel, self._idx_arrays[li])],
-                                             [olds[m] for m in picked], [news[m] for m in picked])  # fmt: skip
-            for m, f, why in zip(picked, feats, whys, strict=True):
-                features[m] = f
-                explanations[m] = why
-        return features, explanations
-
-    def _explain_lens(self, li: int, raw: np.ndarray[Any, np.dtype[np.float64]], olds: list[int],
-                      news: list[int]) -> tuple[list[dict[str, float]], list[Explanation]]:  # fmt: skip
-        """One lens's moves: their features (rounded to 4 places) and explanations."""
-        names = self._fnames[li]
-        whys = self._explainers[li].explain(raw, olds, news)
-        return [dict(zip(names, values, strict=True)) for values in round_half_even(raw, 4).tolist()], whys
-
     def _count_triggers(self, triggers: Iterable[CampaignTrigger]) -> None:
         for tr in triggers:
             self._triggers[tr.campaign] += 1
@@ -615,7 +564,7 @@ class Segmenter:
                 self._store.dirty[row] = True
 
     def _after_lifecycle(
-        self, li: int, msgs: Iterable[SegmentLifecycle], out: list[OutputMessage], skip: int | None
+        self, li: int, msgs: Iterable[SegmentLifecycle], out: list[Output], skip: int | None
     ) -> None:
         """Move the customers out of segments that the lens merged, split or retired (cause ``model``)."""
         lens = self._lenses[li]
@@ -626,7 +575,7 @@ class Segmenter:
         if dead:
             self._rescorer.dead_segments(li, dead, out, skip=skip, stamp=self._clock.max_t or 0)
 
-    def _refine(self, out: list[OutputMessage]) -> None:
+    def _refine(self, out: list[Output]) -> None:
         """Refine every ready lens against all current customers' features at the watermark (one vectorised pass)."""
         self._refine_round += 1
         store = self._store
@@ -651,7 +600,7 @@ class Segmenter:
                 self._after_lifecycle(li, msgs, out, skip=None)
         logger.debug("refinement %d on %d customers", self._refine_round, n)
 
-    def _on_watermark(self, out: list[OutputMessage]) -> None:
+    def _on_watermark(self, out: list[Output]) -> None:
         wm = self._clock.watermark
         assert wm is not None
         self._markers.expire(wm)
@@ -853,12 +802,12 @@ class Segmenter:
         """
         lenses = decode_view(view, self._names, self._fnames)
         check_lens_states(self.config, lenses)  # a bad view changes nothing
-        out: list[OutputMessage] = []
+        out: list[Output] = []
         for li, lens in enumerate(self._lenses):
             dead = load_lens_view(lens, lenses[lens.name])
             if dead:
                 self._rescorer.dead_segments(li, dead, out, skip=None, stamp=self._clock.max_t or 0)
-        return out
+        return messages_of(out)
 
     # ------------------------------------------------------------ model state
     def model_state(self) -> bytes:
@@ -1003,57 +952,6 @@ class Segmenter:
     def store(self) -> FeatureStore:
         """The feature store (read-only use: memory measurements, tests)."""
         return self._store
-
-
-class _Refs:
-    """The segment refs and causes of one buffer's moves, looked up once per (lens, segment)."""
-
-    def __init__(self, lenses: Sequence[Lens], cause: str) -> None:
-        self._lenses = lenses
-        self._cause = cause
-        self._refs: dict[tuple[int, int], SegmentRef] = {}
-        self._left: dict[tuple[int, int], tuple[SegmentRef, str]] = {}  # no move changes liveness
-
-    def entering(self, li: int, segment: int) -> SegmentRef | None:
-        """Lens ``li``'s ``segment`` as a ref (``None`` for -1: none)."""
-        if segment < 0:
-            return None
-        ref = self._refs.get((li, segment))
-        if ref is None:
-            ref = self._refs[li, segment] = self._lenses[li].ref(segment)
-        return ref
-
-    def leaving(self, li: int, segment: int) -> tuple[SegmentRef | None, str]:
-        """The ref of the segment a move leaves, and the move's cause: ``model`` where that segment is dead."""
-        if segment < 0:
-            return None, self._cause
-        left = self._left.get((li, segment))
-        if left is None:
-            ref = self.entering(li, segment)
-            assert ref is not None
-            left = self._left[li, segment] = (ref, self._cause if self._lenses[li].is_live(segment) else "model")
-        return left
-
-
-def _event_stamps(events: Sequence[CustomerEvent] | None, evs: list[int], ats: list[int], own: bool) -> list[str]:
-    """Each move's ``event_ts``: with ``own``, its event's ``ts`` where it has one; else the ISO time of ``ats``.
-
-    Memoised: the lenses' moves of one event share its time, and most moves of a sweep share theirs.
-    """
-    by_event: dict[int, str] = {}
-    by_time: dict[int, str] = {}
-    out = []
-    for ev, at in zip(evs, ats, strict=True):
-        if own and ev >= 0 and events is not None:
-            ts = by_event.get(ev)
-            if ts is None:
-                ts = by_event[ev] = events[ev].ts.isoformat()
-        else:
-            ts = by_time.get(at)
-            if ts is None:
-                ts = by_time[at] = iso(at)
-        out.append(ts)
-    return out
 
 
 def _picker(index: list[int]) -> Callable[[list[float]], Any]:

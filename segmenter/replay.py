@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import orjson
 
+from segmenter.change_blocks import Output, SegmentChanges, encode_parts
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
-from segmenter.outputs import OutputMessage, encode_lines
 from segmenter.pipeline import Segmenter, SegmenterStats
 
 __all__ = ["MAX_REPORTED", "REPLAY_CHUNK", "ReplayIO", "ReplayReport", "replay", "write_snapshot"]
@@ -153,7 +153,7 @@ class _Replay:
     def flush(self) -> None:
         """Apply the chunk read so far; write its outputs, count its late events, report its rejected ones."""
         result = self.core.process_batch(self._chunk)
-        self.emit(result.outputs)
+        self.emit(result.parts)
         for i, exc in result.errors:
             if exc.reason == "late":
                 self.report.late += 1
@@ -163,14 +163,17 @@ class _Replay:
         self._chunk.clear()
         self._linenos.clear()
 
-    def emit(self, messages: list[OutputMessage]) -> None:
-        """Count and write output messages (stamped with the clock, if any)."""
+    def emit(self, messages: Sequence[Output]) -> None:
+        """Count and write output messages (stamped with the clock, if any); a block of changes is written
+        from its columns, without building its messages (:class:`~segmenter.change_blocks.SegmentChanges`)."""
         if not messages:
             return
         clock, output = self.io.clock, self.io.output
-        self.report.outputs.update(m.kind for m in messages)
+        counts = self.report.outputs
+        for m in messages:
+            counts[m.kind] += len(m) if isinstance(m, SegmentChanges) else 1
         if output is not None:
-            output.write(encode_lines(messages, clock() if clock is not None else None))
+            output.write(encode_parts(messages, clock() if clock is not None else None))
 
 
 def _reject(report: ReplayReport, lineno: int, exc: EventError) -> None:

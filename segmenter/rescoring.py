@@ -38,9 +38,9 @@ from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
 
 if TYPE_CHECKING:
     from segmenter.batching import LensArrays
+    from segmenter.change_blocks import Output
     from segmenter.features import FeatureStore
     from segmenter.lenses.lens import Lens
-    from segmenter.outputs import OutputMessage
 
 __all__ = ["EmitFn", "Rescorer", "rescore"]
 
@@ -139,7 +139,7 @@ class Rescorer:
         self._lenses = list(lenses)
         self._emit = emit
 
-    def quiet(self, t_sweep: int, out: list[OutputMessage], before: int) -> None:
+    def quiet(self, t_sweep: int, out: list[Output], before: int) -> None:
         """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
 
         A customer whose latest event is after ``t_sweep`` is scored at that event's time. The pass runs
@@ -173,14 +173,14 @@ class Rescorer:
             order = np.array(sorted(range(n), key=lambda m: (old[m], crc[m], ids[m], lens[m])), np.int64)
         buf.permute(order)
 
-    def dead_segments(self, li: int, dead: list[int], out: list[OutputMessage], *, skip: int | None,
+    def dead_segments(self, li: int, dead: list[int], out: list[Output], *, skip: int | None,
                       stamp: int) -> None:  # fmt: skip
         """Re-assign the customers of lens ``li``'s dead segments at their scored time (cause ``model``)."""
         store = self._store
         rows = np.array([row for n in dead for row in store.rows_in_segment(li, n) if row != skip], np.int64)
         self._rescore(_Pass(rows, store.t[rows, SCORED].astype(np.int64), li, "model", stamp, False, None), out)
 
-    def _rescore(self, job: _Pass, out: list[OutputMessage]) -> None:
+    def _rescore(self, job: _Pass, out: list[Output]) -> None:
         """Re-score ``rows[i]`` at ``at[i]`` in lens ``lens`` (``None``: every lens) in one compiled pass.
 
         Customers who stay only get their dwell counted; each move becomes a

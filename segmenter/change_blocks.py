@@ -1,0 +1,347 @@
+"""A move buffer's ``segment_change`` messages as columns: :class:`SegmentChanges`, built by :class:`ChangeBuilder`.
+
+The core hands over the moves of one :class:`~segmenter.moves.MoveBuffer` as
+one block: the customer ids, lenses, segment refs, causes, times, distances,
+features and explanation numbers of its moves, captured when the moves were
+made (refs, names and model versions as they were then). A block is two things
+at once, from the same columns:
+
+- :meth:`SegmentChanges.messages`: the :class:`~segmenter.outputs.SegmentChange`
+  messages (for the Kafka edge, the trigger engine, tests);
+- :meth:`SegmentChanges.encode_lines`: their JSON lines, the bytes
+  :func:`~segmenter.outputs.encode_lines` writes for those messages, assembled
+  in one compiled pass (:mod:`segmenter.change_lines`) without a Python object
+  per message (the replay edge, which only writes them).
+
+:func:`messages_of` and :func:`encode_parts` take a list of outputs in which
+blocks stand for their messages (:data:`Output`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segmenter.change_lines import change_lines
+from segmenter.clock import iso
+from segmenter.explanations import NO_EXPLANATION, TOP_FEATURES
+from segmenter.moves import M_AT, M_EVENT, M_FROM, M_LENS, M_ROW, M_TO
+from segmenter.outputs import Explanation, OutputMessage, SegmentChange, SegmentRef, encode_lines
+from segmenter.rounding import round_half_even
+
+if TYPE_CHECKING:
+    from segmenter.events import CustomerEvent
+    from segmenter.explanations import Explainer
+    from segmenter.features import FeatureStore
+    from segmenter.lenses.lens import Lens
+    from segmenter.moves import MoveBuffer
+
+__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "messages_of"]
+
+_KIND = "segment_change"
+_Ints = np.ndarray[Any, np.dtype[np.int64]]
+_NONE = -1
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentChanges:
+    """The ``segment_change`` messages of one move buffer, in order, as columns (see the module).
+
+    Per move ``m``: ``lens[m]`` indexes ``lens_names``, ``versions`` and ``feature_names`` (as they were
+    when the moves were made); ``from_ref``, ``to_ref`` and ``runner`` index ``refs`` (``-1``: none);
+    ``cause[m]`` indexes ``causes``; ``version[m]`` is its lens's model version then; ``features[m, :d]``
+    are its lens's ``d`` features rounded to 4 places,
+    ``raw``, ``z`` and ``contrib`` the explanation's numbers per feature, ``top`` the chosen features (``-1``
+    after the last), ``dists`` the distances to the old, new and runner-up segment (``NaN``: none), and
+    ``explained[m]`` False where the lens had no scaler snapshot yet (:data:`~segmenter.explanations.NO_EXPLANATION`).
+    """
+
+    ids: list[str]
+    lens: np.ndarray[Any, np.dtype[np.int64]]
+    lens_names: list[str]
+    version: np.ndarray[Any, np.dtype[np.int64]]
+    feature_names: list[tuple[str, ...]]
+    refs: list[SegmentRef]
+    from_ref: np.ndarray[Any, np.dtype[np.int64]]
+    to_ref: np.ndarray[Any, np.dtype[np.int64]]
+    causes: list[str]
+    cause: np.ndarray[Any, np.dtype[np.int64]]
+    event_ids: list[str | None]
+    event_ts: list[str]
+    distance: np.ndarray[Any, np.dtype[np.float64]]
+    features: np.ndarray[Any, np.dtype[np.float64]]
+    explained: np.ndarray[Any, np.dtype[np.bool_]]
+    raw: np.ndarray[Any, np.dtype[np.float64]]
+    z: np.ndarray[Any, np.dtype[np.float64]]
+    contrib: np.ndarray[Any, np.dtype[np.float64]]
+    top: np.ndarray[Any, np.dtype[np.int64]]
+    dists: np.ndarray[Any, np.dtype[np.float64]]
+    runner: np.ndarray[Any, np.dtype[np.int64]]
+
+    kind = _KIND
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def concat(cls, blocks: Sequence[SegmentChanges]) -> SegmentChanges:
+        """One block holding the moves of ``blocks`` in order (of one core: the same lenses)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        first = blocks[0]
+        ref_base = np.cumsum([0] + [len(b.refs) for b in blocks[:-1]]).tolist()
+        cause_base = np.cumsum([0] + [len(b.causes) for b in blocks[:-1]]).tolist()
+
+        def refs(name: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+            parts = [getattr(b, name) for b in blocks]
+            return np.concatenate([np.where(p >= 0, p + base, _NONE) for p, base in zip(parts, ref_base, strict=True)])
+
+        def cat(name: str) -> Any:
+            return np.concatenate([getattr(b, name) for b in blocks])
+
+        return cls(
+            [c for b in blocks for c in b.ids], cat("lens"), first.lens_names, cat("version"), first.feature_names,
+            [r for b in blocks for r in b.refs], refs("from_ref"), refs("to_ref"),
+            [c for b in blocks for c in b.causes],
+            np.concatenate([b.cause + base for b, base in zip(blocks, cause_base, strict=True)]),
+            [e for b in blocks for e in b.event_ids], [t for b in blocks for t in b.event_ts], cat("distance"),
+            cat("features"), cat("explained"), cat("raw"), cat("z"), cat("contrib"), cat("top"), cat("dists"),
+            refs("runner"),
+        )  # fmt: skip
+
+    def cause_counts(self) -> dict[str, int]:
+        """Moves per cause."""
+        counts: dict[str, int] = {}
+        for c, k in zip(self.causes, np.bincount(self.cause, minlength=len(self.causes)).tolist(), strict=True):
+            if k:
+                counts[c] = counts.get(c, 0) + k
+        return counts
+
+    # ------------------------------------------------------------------ messages
+    def messages(self) -> list[SegmentChange]:
+        """The messages, in order (each field typed as the validating constructor keeps it)."""
+        refs: list[SegmentRef | None] = [*self.refs, None]  # index -1: none
+        names, causes = self.lens_names, self.causes
+        isnan = math.isnan
+        features = self._feature_dicts()
+        whys = self._explanations(refs)
+        wires = []
+        for li, fr, to, cause, eid, ts, version, dist, feats, why, cid in zip(
+            self.lens.tolist(), self.from_ref.tolist(), self.to_ref.tolist(), self.cause.tolist(), self.event_ids,
+            self.event_ts, self.version.tolist(), self.distance.tolist(), features, whys, self.ids, strict=True,
+        ):  # fmt: skip
+            # every field in declaration order, each value typed already: no per-move validation
+            wires.append({
+                "kind": _KIND, "customer_id": cid, "lens": names[li], "from_segment": refs[fr],
+                "to_segment": refs[to], "cause": causes[cause], "cause_event_id": eid, "event_ts": ts,
+                "emitted_at": None, "model_version": version, "distance": None if isnan(dist) else dist,
+                "features": feats, "explanation": why,
+            })  # fmt: skip
+        return SegmentChange.trusted_many(wires)
+
+    def _feature_dicts(self) -> list[dict[str, float]]:
+        out: list[dict[str, float]] = [{}] * len(self)
+        for li, names in enumerate(self.feature_names):
+            sel = np.flatnonzero(self.lens == li)
+            for m, values in zip(sel.tolist(), self.features[sel, : len(names)].tolist(), strict=True):
+                out[m] = dict(zip(names, values, strict=True))
+        return out
+
+    def _explanations(self, refs: list[SegmentRef | None]) -> list[Explanation]:
+        """The explanations (see :func:`segmenter.explanations.explain_rows` for the numbers)."""
+        isnan = math.isnan
+        whys: list[Any] = [NO_EXPLANATION] * len(self)
+        fnames, lens_of = self.feature_names, self.lens.tolist()
+        sel = np.flatnonzero(self.explained)
+        picked = [a[sel].tolist() for a in (self.raw, self.z, self.contrib, self.top, self.dists, self.runner)]
+        rows = zip(sel.tolist(), *picked, strict=True)
+        for m, values, x, c, chosen, (d_old, d_new, d_runner), run in rows:
+            names = fnames[lens_of[m]]
+            # -1 only after the last chosen feature
+            top = [{"feature": names[j], "value": values[j], "z": x[j], "contribution": c[j]} for j in chosen if j >= 0]
+            # every field in declaration order: floats (NaN: none), plain dicts and a SegmentRef
+            whys[m] = {"top_features": top, "distance_to_old": None if isnan(d_old) else d_old,
+                       "distance_to_new": None if isnan(d_new) else d_new, "runner_up": refs[run],
+                       "distance_to_runner_up": None if run < 0 else d_runner}  # fmt: skip
+        made = iter(Explanation.trusted_many(whys[m] for m in sel.tolist()))
+        return [next(made) if isinstance(w, dict) else w for w in whys]
+
+    # ------------------------------------------------------------------ bytes
+    def encode_lines(self, emitted_at: str | None = None) -> bytes:
+        """The messages as :func:`~segmenter.outputs.encode_lines` writes them, without building them."""
+        if not len(self):
+            return b""
+        return change_lines(self, emitted_at)
+
+
+Output = OutputMessage | SegmentChanges
+"""One item of the core's outputs: a message, or a block standing for its ``segment_change`` messages."""
+
+
+def messages_of(parts: Iterable[Output]) -> list[OutputMessage]:
+    """The messages of ``parts`` in order, every block replaced by its messages."""
+    out: list[OutputMessage] = []
+    for part in parts:
+        if isinstance(part, SegmentChanges):
+            out.extend(part.messages())
+        else:
+            out.append(part)
+    return out
+
+
+def encode_parts(parts: Iterable[Output], emitted_at: str | None = None) -> bytes:
+    """The JSON lines of ``parts`` (:func:`~segmenter.outputs.encode_lines` of :func:`messages_of` them)."""
+    chunks: list[bytes] = []
+    held: list[OutputMessage] = []
+    blocks: list[SegmentChanges] = []
+    for part in parts:
+        if isinstance(part, SegmentChanges):
+            if held:
+                chunks.append(encode_lines(held, emitted_at))
+                held = []
+            blocks.append(part)
+        else:
+            if blocks:  # consecutive blocks are written as one: one compiled pass
+                chunks.append(SegmentChanges.concat(blocks).encode_lines(emitted_at))
+                blocks = []
+            held.append(part)
+    if held:
+        chunks.append(encode_lines(held, emitted_at))
+    if blocks:
+        chunks.append(SegmentChanges.concat(blocks).encode_lines(emitted_at))
+    return b"".join(chunks)
+
+
+class ChangeBuilder:
+    """Turns a move buffer into its :class:`SegmentChanges` block (lens membership counted on the way).
+
+    Parameters
+    ----------
+    store, lenses, explainers
+        The core's feature store, lenses and their explainers (read; the lenses' membership counts follow the
+        moves).
+    index
+        Per lens, the columns of its features in the store's raw vectors.
+    """
+
+    def __init__(self, store: FeatureStore, lenses: Sequence[Lens], explainers: Sequence[Explainer],
+                 index: Sequence[np.ndarray[Any, np.dtype[np.int64]]]) -> None:  # fmt: skip
+        self._store = store
+        self._lenses = lenses
+        self._explainers = explainers
+        self._index = index
+        self._d = max((len(ix) for ix in index), default=0)
+
+    def block(self, buf: MoveBuffer, cause: str, events: Sequence[CustomerEvent] | None,
+              stamp: int | None) -> SegmentChanges:  # fmt: skip
+        """The buffered moves' block; ``cause``, ``events`` and ``stamp`` as for ``Segmenter._emit_moves``."""
+        n = len(buf)
+        ints = buf.ints[:n]
+        lens_of = ints[:, M_LENS].copy()
+        olds, news = ints[:, M_FROM], ints[:, M_TO]
+        refs = _RefTable(self._lenses, cause)
+        from_ref, to_ref, causes = refs.moves(lens_of, olds, news)
+        evs = ints[:, M_EVENT].tolist() if events is not None else [-1] * n
+        stamps = _event_stamps(events, evs, ints[:, M_AT].tolist() if stamp is None else [stamp] * n, stamp is None)
+        event_ids: list[str | None] = [
+            events[ev].event_id if ev >= 0 and c == 0 and cause == "event" and events is not None else None
+            for ev, c in zip(evs, causes, strict=True)
+        ]
+        z = np.full((n, self._d), np.nan)
+        contrib, raw, top = z.copy(), z.copy(), np.full((n, TOP_FEATURES), -1, np.int64)
+        dists, runner = np.full((n, 3), np.nan), np.full(n, _NONE, np.int64)
+        explained = np.zeros(n, np.bool_)
+        vals = buf.values()
+        for li, explainer in enumerate(self._explainers):
+            sel = np.flatnonzero(lens_of == li)
+            if not len(sel):
+                continue
+            d = len(self._index[li])
+            raw[sel, :d] = lens_raw = vals[np.ix_(sel, self._index[li])]
+            numbers = explainer.numbers(lens_raw, olds[sel].tolist(), news[sel].tolist())
+            if numbers is None:
+                continue
+            explained[sel] = True
+            z[sel, :d], contrib[sel, :d], top[sel], dists[sel] = numbers.z, numbers.contrib, numbers.top, numbers.dist
+            runner[sel] = refs.lookup(li, numbers.runner)
+        lenses = self._lenses
+        return SegmentChanges(
+            self._store.ids_of(ints[:, M_ROW]), lens_of, [lens.name for lens in lenses],
+            np.asarray([lens.model_version for lens in lenses], np.int64)[lens_of],
+            [tuple(lens.feature_names) for lens in lenses], refs.refs,
+            np.asarray(from_ref, np.int64), np.asarray(to_ref, np.int64), refs.causes, np.asarray(causes, np.int64),
+            event_ids, stamps,
+            round_half_even(buf.dist[:n], 6), round_half_even(raw, 4), explained, raw, z, contrib, top, dists, runner,
+        )  # fmt: skip
+
+
+class _RefTable:
+    """The refs of one block's moves, each (lens, segment) looked up once; counts the lenses' membership."""
+
+    def __init__(self, lenses: Sequence[Lens], cause: str) -> None:
+        self._lenses = lenses
+        self.refs: list[SegmentRef] = []
+        self._at: dict[tuple[int, int], int] = {}
+        self.causes = [cause] if cause == "model" else [cause, "model"]
+
+    def index(self, li: int, segment: int) -> int:
+        """The table index of lens ``li``'s ``segment`` (``-1`` for -1: none)."""
+        if segment < 0:
+            return _NONE
+        i = self._at.get((li, segment))
+        if i is None:
+            i = self._at[li, segment] = len(self.refs)
+            self.refs.append(self._lenses[li].ref(segment))
+        return i
+
+    def lookup(self, li: int, segments: _Ints) -> list[int]:
+        """:meth:`index` of many segments of one lens."""
+        index = self.index
+        return [index(li, seg) for seg in segments.tolist()]
+
+    def moves(self, lens_of: _Ints, olds: _Ints, news: _Ints) -> tuple[list[int], list[int], list[int]]:
+        """Per move: the left and entered refs' indices, and its cause (index into :attr:`causes`): the
+        block's, or ``model`` where the segment left is dead. Counts each move in its lens's membership.
+
+        (Python, per move: numpy's per-call cost would dominate the many small buffers of a dense stream.)
+        """
+        lenses, index, model = self._lenses, self.index, len(self.causes) - 1
+        left: dict[tuple[int, int], tuple[int, int]] = {}  # no move changes liveness
+        froms, tos, causes = [], [], []
+        for li, old, new in zip(lens_of.tolist(), olds.tolist(), news.tolist(), strict=True):
+            lenses[li].membership(None if old < 0 else old, None if new < 0 else new)
+            if old < 0:
+                fr, c = _NONE, 0
+            elif (got := left.get((li, old))) is None:
+                fr, c = left[li, old] = (index(li, old), 0 if lenses[li].is_live(old) else model)
+            else:
+                fr, c = got
+            froms.append(fr)
+            tos.append(index(li, new))
+            causes.append(c)
+        return froms, tos, causes
+
+
+def _event_stamps(events: Sequence[CustomerEvent] | None, evs: list[int], ats: list[int], own: bool) -> list[str]:
+    """Each move's ``event_ts``: with ``own``, its event's ``ts`` where it has one; else the ISO time of ``ats``.
+
+    Memoised: the lenses' moves of one event share its time, and most moves of a sweep share theirs.
+    """
+    by_event: dict[int, str] = {}
+    by_time: dict[int, str] = {}
+    out = []
+    for ev, at in zip(evs, ats, strict=True):
+        if own and ev >= 0 and events is not None:
+            ts = by_event.get(ev)
+            if ts is None:
+                ts = by_event[ev] = events[ev].ts.isoformat()
+        else:
+            ts = by_time.get(at)
+            if ts is None:
+                ts = by_time[at] = iso(at)
+        out.append(ts)
+    return out
