@@ -25,7 +25,12 @@ are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
    refinement's mass move) sends each such chunk into its open transaction as
    soon as it is full (:meth:`Checkpoint.queue`), still in order and still in
    the one transaction, so what the batch holds is bounded by the chunk and the
-   producer's buffer, not by the number of moves;
+   producer's buffer, not by the number of moves. The core hands a run's
+   outputs over a move buffer's worth at a time while it runs (its ``sink``,
+   :class:`consumer.emitter.OutputFeed`), so the run never holds them whole
+   either; a run that then fails is aborted with its transaction, its spilled
+   records with it. Under at-least-once a send cannot be taken back, so a
+   run's records are spilled only once it has succeeded (:meth:`Checkpoint.settle`);
 2. the membership-table records of every customer whose segments changed
    (:mod:`segmenter.membership`, built from the core's columns, keyed by
    customer id, key-hash partitioned);
@@ -98,6 +103,10 @@ class Checkpoint:
     """Customers with a segment change in the batch -> its ``emitted_at`` (their membership records, step 2)."""
     spill: Callable[[list[OutRecord]], None] | None = None
     """Sends queued records into the batch's open transaction (``Transport.send_many``); ``None``: all at commit."""
+    spill_provisional: bool = True
+    """Whether records of a core call still under way (``provisional``) may be spilled: under exactly-once they go
+    into the open transaction, which the abort of a failed call takes back; under at-least-once a send is final,
+    so they wait for :meth:`settle` (the call succeeded) and a call that fails has sent nothing."""
 
     def store_offset(self, tp: TP, offset: int) -> None:
         """Input record ``offset`` of ``tp`` is processed: the batch commits past it."""
@@ -108,15 +117,23 @@ class Checkpoint:
         """An output or dead letter of the batch: sent at commit, or with its chunk once :data:`SPILL_RECORDS` wait."""
         self.queue_many((record,))
 
-    def queue_many(self, records: Sequence[OutRecord]) -> None:
-        """Outputs of the batch, in order: each full chunk of :data:`SPILL_RECORDS` goes out at once."""
+    def queue_many(self, records: Sequence[OutRecord], *, provisional: bool = False) -> None:
+        """Outputs of the batch, in order: each full chunk of :data:`SPILL_RECORDS` goes out at once.
+
+        ``provisional``: they come from a core call still under way (a part handed to its sink), which may yet
+        fail and be re-run; they are spilled only where an abort takes them back (:attr:`spill_provisional`).
+        """
         queued = self.records
         queued.extend(records)
-        if self.spill is None:
+        if self.spill is None or (provisional and not self.spill_provisional):
             return
         while len(queued) >= SPILL_RECORDS:
             self.spill(queued[:SPILL_RECORDS])
             del queued[:SPILL_RECORDS]
+
+    def settle(self) -> None:
+        """The core call whose records were provisional succeeded: spill the full chunks they left waiting."""
+        self.queue_many(())
 
 
 @dataclass(frozen=True)
@@ -132,10 +149,13 @@ class BatchPolicy:
         """The policy of ``batch_size``, ``commit_interval_ms`` and ``catch_up_interval_ms``."""
         return cls(settings.batch_size, settings.commit_interval_ms / 1000, settings.catch_up_interval_ms / 1000)
 
-    def open(self, behind: Callable[[], int], spill: Callable[[list[OutRecord]], None] | None = None) -> Checkpoint:
+    def open(self, behind: Callable[[], int], spill: Callable[[list[OutRecord]], None] | None = None,
+             *, transactional: bool = True) -> Checkpoint:  # fmt: skip
         """A new batch; ``behind`` tells the input lag at its start (asked only when catching up can apply).
 
-        ``spill`` sends a chunk of queued outputs into the open batch early (see :meth:`Checkpoint.queue`).
+        ``spill`` sends a chunk of queued outputs into the open batch early (see :meth:`Checkpoint.queue`);
+        ``transactional``: an abort takes back what was sent (exactly-once), so a core call's outputs may be
+        spilled while it runs (:attr:`Checkpoint.spill_provisional`).
 
         The batch may stay open ``commit_interval_ms``, unless the input lag at
         its start (the owned partitions' high watermarks, as of the last fetch,
@@ -147,7 +167,7 @@ class BatchPolicy:
         """
         catching_up = self.catch_up_s > self.interval_s and behind() >= self.batch_size
         open_s = self.catch_up_s if catching_up else self.interval_s
-        return Checkpoint(started=time.monotonic(), open_s=open_s, spill=spill)
+        return Checkpoint(started=time.monotonic(), open_s=open_s, spill=spill, spill_provisional=transactional)
 
     def due(self, checkpoint: Checkpoint | None) -> bool:
         """Whether the open batch must be committed now: full, or open for its time."""

@@ -19,7 +19,7 @@ from segmenter.events import CustomerEvent
 from segmenter.lenses.quality import LensQuality
 from segmenter.membership import Entries
 from segmenter.outputs import OutputMessage
-from segmenter.pipeline import BatchResult, SegmenterStats
+from segmenter.pipeline import BatchResult, OutputSink, SegmenterStats
 from segmenter.triggers.rules import RuleSet
 
 
@@ -30,8 +30,12 @@ class Core(StatefulCore, ClockedCore, Protocol):
     (:class:`~consumer.state.ClockedCore`) are declared once, beside the restore code that needs only them.
     """
 
-    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
-        """Process events in order (``sources``: their input partitions); rejections come back by index."""
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], *,
+                      sink: OutputSink | None = None) -> BatchResult:  # fmt: skip
+        """Process events in order (``sources``: their input partitions); rejections come back by index.
+
+        With a ``sink``, the outputs go to it in order, in parts, while the call runs (not in the result).
+        """
 
     def erase(self, customer_id: str, at: float | None = None) -> Sequence[OutputMessage]:
         """Forget a customer (Kafka tombstone)."""

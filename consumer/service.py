@@ -334,7 +334,9 @@ class Service(Generic[C]):
         transport = self._require_transport()
         transport.begin()
         checkpoint = self._checkpoint = self._policy.open(
-            lambda: self._ownership.behind(transport, first), transport.send_many
+            lambda: self._ownership.behind(transport, first),
+            transport.send_many,
+            transactional=self.settings.exactly_once,
         )
         self._emitter.emit(self._keeper.switch(self._require_core()), checkpoint)
         return checkpoint

@@ -23,7 +23,7 @@ from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
 from segmenter.outputs import OutputMessage, SegmentChange, SegmentRef
-from segmenter.pipeline import BatchResult, Segmenter
+from segmenter.pipeline import BatchResult, OutputSink, Segmenter
 
 FIXED_NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
@@ -62,12 +62,21 @@ class FakeCore:
         self.since[event.customer_id] = int(event.epoch)
         return [_change(event.customer_id, n - 1 or None, n, event.event_id, event.ts.isoformat())]
 
-    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
-        """One :meth:`process` per event: rejections by index, any other exception propagates (half applied)."""
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], *,
+                      sink: OutputSink | None = None) -> BatchResult:  # fmt: skip
+        """One :meth:`process` per event: rejections by index, any other exception propagates (half applied).
+
+        With a ``sink``, each event's outputs are handed to it at once (a part per event), as the real core's
+        parts are while it runs.
+        """
         result = BatchResult([], [])
         for i, event in enumerate(events):
             try:
-                result.outputs.extend(self.process(event))
+                outputs = self.process(event)
+                if sink is None:
+                    result.outputs.extend(outputs)
+                elif outputs:
+                    sink(outputs)
             except EventError as exc:
                 result.errors.append((i, exc))
                 continue
