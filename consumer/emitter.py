@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Tally:
-    """What queued outputs add to the metrics: changes per (lens, cause), triggers per campaign, lags in seconds."""
+    """What queued outputs add to the metrics: outputs per kind, changes per (lens, cause), triggers per campaign,
+    end-to-end lags in seconds."""
 
+    kinds: dict[str, int] = field(default_factory=dict)
     changes: dict[tuple[str, str], int] = field(default_factory=dict)
     triggers: dict[str, int] = field(default_factory=dict)
     lags: list[float] = field(default_factory=list)
@@ -63,7 +65,8 @@ class Emitter:
     Parameters
     ----------
     router
-        Topic, key and headers per kind (shared with the trainer role).
+        Topic, key and headers per kind (shared with the trainer role); built without counters, since the
+        emitter counts outputs per kind itself, once their core call succeeded (:class:`OutputFeed`).
     dlq_topic
         Where dead letters go.
     metrics
@@ -96,7 +99,7 @@ class Emitter:
         """Queue ``outputs`` in the open batch; a segment change also queues its customer's membership record.
 
         Each message is encoded with ``emitted_at`` set (:meth:`OutputRouter.records`, the bytes of the stamped
-        copy, which is not made); the change and trigger counts and the lags are added to ``tally``.
+        copy, which is not made); the counts per kind, change and trigger and the lags are added to ``tally``.
         """
         if not outputs:
             return
@@ -104,11 +107,13 @@ class Emitter:
         emitted_at = now.isoformat()
         checkpoint.queue_many(self._router.records(outputs, emitted_at), provisional=provisional)
         changed = checkpoint.changed
-        changes, triggers = tally.changes, tally.triggers
+        kinds, changes, triggers = tally.kinds, tally.changes, tally.triggers
         times: dict[str, float | None] = {}  # event_ts -> epoch seconds (the messages of one event share it)
         lags = tally.lags
         stamp = now.timestamp()
         for message in outputs:
+            kind = message.kind
+            kinds[kind] = kinds.get(kind, 0) + 1
             if type(message) is SegmentChange:
                 changed[message.customer_id] = emitted_at
                 key = (message.lens, message.cause)
@@ -122,8 +127,10 @@ class Emitter:
                     lags.append(stamp - epoch)
 
     def count(self, tally: Tally) -> None:
-        """Add ``tally`` to the change, trigger and lag metrics."""
+        """Add ``tally`` to the output, change, trigger and lag metrics."""
         metrics = self._metrics
+        for kind, n in tally.kinds.items():
+            metrics.outputs.labels(kind).inc(n)
         for (lens, cause), n in tally.changes.items():
             metrics.changes.labels(lens, cause).inc(n)
         for campaign, n in tally.triggers.items():

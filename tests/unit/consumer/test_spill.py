@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,50 @@ def test_a_big_batch_sends_its_outputs_in_chunks_inside_its_one_transaction(monk
         ]
     assert [o["cause_event_id"] for o in chunked.outputs()] == [f"e{i}" for i in range(7)]
     assert chunked.transport.committed[TP("in", 0)] == 7
+
+
+def _a_run_failing_after_its_spills(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Harness, Any, list[int]]:
+    """Seven customers' events in one run; the core fails once on the sixth, after the sink spilled chunks of 2.
+
+    Returns the harness, the service and the transactions' states (open: 1) at each spill of outputs.
+    """
+    monkeypatch.setattr(checkpoint_module, "SPILL_RECORDS", 2)
+    h = make_harness(1, "--batch-size", "100", "--commit-interval-ms", "60000", *args)
+    h.transport.exactly_once = h.settings.exactly_once
+    shared = {"e5": 1}
+    h.core_setup = lambda core: setattr(core, "fail_on", shared)
+    for i in range(7):
+        h.transport.produce_input(f"c{i}".encode(), event(i, f"c{i}"))
+    spilled: list[int] = []
+    send_many = h.transport.send_many
+
+    def spy(records: Iterable[OutRecord]) -> None:
+        records = list(records)
+        spilled.extend(h.transport.aborts for r in records if r.topic == "out")
+        send_many(records)
+
+    h.transport.send_many = spy  # type: ignore[method-assign]
+    return h, h.run(), spilled
+
+
+def _counted(svc: Any, name: str, labels: dict[str, str]) -> float | None:
+    return svc.metrics.registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
+
+
+def test_a_failed_runs_spilled_outputs_are_aborted_with_it_and_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    h, svc, spilled = _a_run_failing_after_its_spills(monkeypatch)
+    assert spilled[:4] == [0, 0, 0, 0]  # e0-e3 went into the transaction while the run still ran, before its abort
+    assert h.transport.aborts == 1
+    # read_committed: the aborted transaction's records are not there, the replay's are, once each, in order
+    assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(7)]
+    assert _counted(svc, "segmenter_segment_changes_total", {"lens": "x", "cause": "event"}) == 7
+    assert _counted(svc, "segmenter_outputs_total", {"kind": "segment_change"}) == 7
+    assert _counted(svc, "segmenter_end_to_end_lag_seconds_count", {}) == 7
+
+
+def test_at_least_once_sends_nothing_of_a_run_that_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    h, svc, spilled = _a_run_failing_after_its_spills(monkeypatch, "--guarantee", "at-least-once")
+    assert not h.settings.exactly_once and h.transport.aborts == 1
+    assert spilled and all(aborts == 1 for aborts in spilled)  # every output sent after the failed run's abort
+    assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(7)]  # no duplicate
+    assert _counted(svc, "segmenter_outputs_total", {"kind": "segment_change"}) == 7
