@@ -102,6 +102,8 @@ TARGET_BYTES = 256
 TARGET_NEW_US = 50.0
 DEFAULT_BLOCK = 4000
 """Events per cost block when the config refines on no event count."""
+MASS_MOVE_OUTPUTS = 50_000
+"""Output records of a step past which it holds a mass move (a sweep's, a refinement's, a lifecycle's)."""
 IDLE_WINDOW_S = 0.5
 IDLE_SHARE = 0.1
 """The consumer is idle when it uses less than this share of a core over :data:`IDLE_WINDOW_S`."""
@@ -184,6 +186,8 @@ class ConsumerProcess:
         self.max_rss = max_rss
         self.peak = 0
         """The largest RSS seen (sampled every 0.2 s while waiting)."""
+        self.step_peak = 0
+        """The largest RSS seen since :meth:`new_step` (a size step's or a cost block's)."""
         self.prefix = f"bench-mem-{tag}"
         self.input = f"{self.prefix}-in"
         self.output = f"{self.input}.out"
@@ -255,9 +259,19 @@ class ConsumerProcess:
             raise RuntimeError(f"the consumer exited with {self.proc.returncode}: {err[-2000:]}")
         rss = self.rss()
         self.peak = max(self.peak, rss)
+        self.step_peak = max(self.step_peak, rss)
         if rss > self.max_rss:
             self.proc.kill()  # a shared machine: stop it before it takes everyone's memory
             raise RunawayError(f"the consumer's RSS reached {rss / 1e9:.1f} GB (--max-rss-gb); it was stopped")
+
+    def new_step(self) -> int:
+        """Start a step's peak (from the RSS now); returns the output topic's end offsets now (see :meth:`step`)."""
+        self.step_peak = self.rss()
+        return self.output_offsets()
+
+    def step(self, name: str, outputs_before: int) -> dict[str, Any]:
+        """The step since :meth:`new_step`: its name, peak RSS and output records (plus transaction markers)."""
+        return {"step": name, "peak_rss": self.step_peak, "outputs": self.output_offsets() - outputs_before}
 
     def rss(self) -> int:
         pages = int(open(f"/proc/{self.proc.pid}/statm").read().split()[1])  # noqa: SIM115
@@ -334,9 +348,17 @@ def new_customer_cost(blocks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _cost_blocks(
-    proc: ConsumerProcess, t: int, done: int, cost_events: int, timeout_s: float, out: list[dict[str, Any]]
+    proc: ConsumerProcess,
+    t: int,
+    done: int,
+    cost_events: int,
+    timeout_s: float,
+    out: list[dict[str, Any]],
+    steps: list[dict[str, Any]],
 ) -> None:
     """CPU of alternating blocks of events of new and of known customers (see :func:`block_plan`).
+
+    Each block's peak RSS and output records are appended to ``steps`` (see :meth:`ConsumerProcess.step`).
 
     The two phases differ in newness only: the same event types and amounts
     (the same indices), ids of the same length, event time one second apart
@@ -355,7 +377,7 @@ def _cost_blocks(
     fresh = used = 0
     cpu = proc.settle()
     for k, phase in enumerate(["new", "known", *block_plan(pairs)]):
-        outputs = proc.output_offsets()
+        outputs = proc.new_step()
         idx = range(k * block, (k + 1) * block)
         if phase == "new":
             ids = [f"n{fresh + i:07d}" for i in range(block)]
@@ -366,9 +388,11 @@ def _cost_blocks(
         proc.send([_event(i, c, t + i, phase[0]) for i, c in zip(idx, ids, strict=True)], [c.encode() for c in ids])
         proc.wait(timeout_s)
         now = proc.settle()
+        step = proc.step(f"cost block {k} ({phase})", outputs)
+        steps.append(step)
         if k >= 2:
             out.append({"phase": phase, "events": block, "cpu_s": now - cpu,
-                        "output_offsets": proc.output_offsets() - outputs})  # fmt: skip
+                        "output_offsets": step["outputs"]})  # fmt: skip
         cpu = now
 
 
@@ -378,6 +402,7 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
     proc = ConsumerProcess(args.bootstrap, uuid.uuid4().hex[:8], root, int(args.max_rss_gb * 1e9))
     rss: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
     stopped = None
     base = 0
     try:
@@ -389,6 +414,7 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
         base = proc.rss()
         done = 0
         for n in sorted(sizes):
+            outputs = proc.new_step()
             _customers(proc, done, n, "c", t)
             t += n - done
             step, done = n - done, n
@@ -396,8 +422,9 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
             now = proc.settle()
             cpu_us, cpu = (now - cpu) / step * 1e6, now
             rss.append({"customers": n, "rss": proc.rss(), "rss_delta": proc.rss() - base, "cpu_us_per_new": cpu_us})
+            steps.append(proc.step(f"{done - step:,} to {n:,} customers", outputs))
             log.info("%s: %d customers: RSS %.1f MB", root, n, rss[-1]["rss"] / 1e6)
-        _cost_blocks(proc, t, done, args.cost_events, timeout_s, blocks)
+        _cost_blocks(proc, t, done, args.cost_events, timeout_s, blocks, steps)
     except RunawayError as exc:
         log.error("%s: %s", root, exc)
         stopped = str(exc)
@@ -409,7 +436,7 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
         log.info("%s: new customer %.1f us on top of an event (cheapest of %d blocks)", root, cost["extra_us"],
                  cost["new"]["blocks"])  # fmt: skip
     return {"root": str(root), "base_rss": base, "rss": rss, "blocks": blocks, "cost": cost, "peak_rss": proc.peak,
-            "stopped": stopped}  # fmt: skip
+            "steps": steps, "stopped": stopped}  # fmt: skip
 
 
 def _slopes(rss: list[dict[str, Any]]) -> list[tuple[int, int, float, dict[str, Any], dict[str, Any]]]:
@@ -431,6 +458,7 @@ def consumer_rows(result: dict[str, Any], before: dict[str, Any] | None = None) 
     was_peak = before["peak_rss"] / 1e6 if before is not None else None
     rows.append(Row(sect, "peak RSS (sampled every 0.2 s)", result["peak_rss"] / 1e6, "MB", reference=was_peak,
                     note=result["stopped"] or ""))  # fmt: skip
+    rows += mass_move_rows(sect, result, before)
     cost = result["cost"]
     if cost is None:
         rows.append(Row(sect, "new customer: CPU on top of an event of a known customer", None, "us",
@@ -446,6 +474,34 @@ def consumer_rows(result: dict[str, Any], before: dict[str, Any] | None = None) 
                     f"{cost['known']['median_us']:.1f}, means {cost['new']['mean_us']:.1f} vs "
                     f"{cost['known']['mean_us']:.1f})"))  # fmt: skip
     return rows
+
+
+def mass_move(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The step with the most output records, if it holds a mass move (:data:`MASS_MOVE_OUTPUTS` of them or more)."""
+    biggest = max(steps, key=lambda st: st["outputs"], default=None)
+    return biggest if biggest is not None and biggest["outputs"] >= MASS_MOVE_OUTPUTS else None
+
+
+def mass_move_rows(sect: str, result: dict[str, Any], before: dict[str, Any] | None) -> list[Row]:
+    """The peak RSS of the step holding the biggest mass move, and the largest peak of any step holding one."""
+    rows = []
+    for metric, pick in (("peak RSS of the step with the most outputs", mass_move),
+                         ("largest peak RSS of a step with a mass move", _dearest)):  # fmt: skip
+        got = pick(result.get("steps", []))
+        was = pick(before.get("steps", [])) if before is not None else None
+        note = "no step with a mass move" if got is None else f"{got['step']}: {got['outputs']:,} output records"
+        if was is not None:
+            note += f" (before: {was['step']}: {was['outputs']:,})"
+        rows.append(Row(sect, metric, None if got is None else got["peak_rss"] / 1e6, "MB",
+                        reference=None if was is None else was["peak_rss"] / 1e6,
+                        ratio=None if got is None or was is None else got["peak_rss"] / was["peak_rss"],
+                        note=note))  # fmt: skip
+    return rows
+
+
+def _dearest(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    mass = [st for st in steps if st["outputs"] >= MASS_MOVE_OUTPUTS]
+    return max(mass, key=lambda st: st["peak_rss"], default=None)
 
 
 def consumer_main(args: argparse.Namespace) -> int:

@@ -37,7 +37,8 @@ are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
 3. the state-changelog records of every customer the core changed
    (``take_changes``), each to the partition number of its input record
    (which the core keeps per customer); steps 2 and 3 build and send their
-   records :data:`SPILL_RECORDS` at a time;
+   records :data:`SPILL_RECORDS` at a time (the core builds a part of the
+   changelog only when it is reached: ``take_change_parts``);
 4. the model's records (:class:`consumer.core.ModelKeeper`): in single mode
    the model parts that changed (:class:`consumer.state.ModelTracker`: the
    small ``core`` part with the clock and counters, and each lens that
@@ -219,9 +220,10 @@ class CommitSteps(Generic[C]):
         changed, checkpoint.changed = checkpoint.changed, {}
         for ids in _chunks(sorted(changed)):  # 2. membership-table records, a chunk of customers at a time
             transport.send_many(self._membership_records(ids, changed, core))
-        changes = core.take_changes()
-        for chunk in _chunks(changes):  # 3. state changelog, as many records at a time
-            transport.send_many(changelog_records(chunk, self._state_topic))
+        changes = 0
+        for part in core.take_change_parts(SPILL_RECORDS):  # 3. state changelog, each part built when sent
+            transport.send_many(changelog_records(part, self._state_topic))
+            changes += len(part)
         transport.send_many(self._keeper.records(core))  # 4. model parts, or clocks and vectors
         self._watchdog.arm(checkpoint.count)
         try:
@@ -235,7 +237,7 @@ class CommitSteps(Generic[C]):
         self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self._metrics.batch_records.observe(checkpoint.count)
         self._metrics.batches.inc()
-        self._since_trim += sent + len(changes)
+        self._since_trim += sent + changes
         if self._since_trim >= TRIM_AFTER_RECORDS:  # the freed records of the batches leave the process
             self._since_trim = 0
             release_free_memory()

@@ -43,8 +43,9 @@ class Core(StatefulCore, ClockedCore, Protocol):
     def set_rules(self, rules: RuleSet | None) -> None:
         """Swap the campaign rules."""
 
-    def take_changes(self) -> Sequence[tuple[str, bytes | None, int | None]]:
-        """Customer records changed since the last call (``None`` = erased), each with its input partition."""
+    def take_change_parts(self, size: int) -> Iterable[Sequence[tuple[str, bytes | None, int | None]]]:
+        """Customer records changed since the last call (``None`` = erased), each with its input partition, in
+        parts of ``size`` built as they are reached (consumed before the core changes again)."""
 
     def membership(self, customer_ids: Iterable[str]) -> Mapping[str, Entries | None]:
         """The customers' current segments per lens (``None``: not held)."""

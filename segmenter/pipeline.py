@@ -52,7 +52,7 @@ import logging
 import math
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -792,6 +792,11 @@ class Segmenter:
         its restored record); an erased customer's is the one it had then.
         """
         return self._records.take_changes()
+
+    def take_change_parts(self, size: int) -> Iterator[list[tuple[str, bytes | None, int | None]]]:
+        """:meth:`take_changes` in parts of ``size``, each built when reached: a mass move's changelog is never
+        held whole. Consume it before the core changes again."""
+        return self._records.take_change_parts(size)
 
     def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
         """Each customer's current segment per lens: ``{lens: (id, name, since epoch, model version)}``.

@@ -97,9 +97,10 @@ class FakeCore:
     def set_rules(self, rules: Any) -> None:
         self.rules = rules
 
-    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+    def take_change_parts(self, size: int) -> list[list[tuple[str, bytes | None, int | None]]]:
         out, self.dirty = sorted(self.dirty.items()), {}
-        return [(c, r, self.partition.get(c)) for c, r in out]
+        changes = [(c, r, self.partition.get(c)) for c, r in out]
+        return [changes[i : i + size] for i in range(0, len(changes), size)]
 
     def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
         return {c: None if c not in self.counts else {"x": (f"x-{self.counts[c]}", "n", self.since.get(c, 0), 1)}

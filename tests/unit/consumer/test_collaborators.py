@@ -162,8 +162,9 @@ class _Core:
     def __init__(self, changes: int) -> None:
         self.changes = changes
 
-    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
-        return [(f"c{i}", b"{}", 0) for i in range(self.changes)]
+    def take_change_parts(self, size: int) -> list[list[tuple[str, bytes | None, int | None]]]:
+        changes: list[tuple[str, bytes | None, int | None]] = [(f"c{i}", b"{}", 0) for i in range(self.changes)]
+        return [changes[i : i + size] for i in range(0, len(changes), size)]
 
     def membership(self, customer_ids: list[str]) -> dict[str, None]:
         return {}
