@@ -73,8 +73,8 @@ class Core(StatefulCore, ClockedCore, Protocol):
 class SharedCore(Core, Protocol):
     """A core that assigns with a trainer's model view (:class:`Segmenter` with ``shared=True``)."""
 
-    def load_shared_model(self, view: bytes) -> Sequence[OutputMessage]:
-        """Assign with ``view`` from now on; returns the moves of customers whose segment died."""
+    def load_shared_model(self, view: bytes, *, sink: OutputSink | None = None) -> Sequence[OutputMessage]:
+        """Assign with ``view`` from now on; the moves of customers whose segment died go to ``sink`` in parts."""
 
     def model_versions(self) -> dict[str, int]:
         """Model version of each lens."""
@@ -105,8 +105,8 @@ class ModelKeeper(Protocol[C_contra]):
     def follow(self, core: C_contra, transport: Transport) -> None:
         """Between polls: look for a newer model (applied by :meth:`switch`)."""
 
-    def switch(self, core: C_contra) -> Sequence[OutputMessage]:
-        """At the start of a batch: switch to the newer model found; returns the moves it causes."""
+    def switch(self, core: C_contra, sink: OutputSink) -> None:
+        """At the start of a batch: switch to the newer model found; the moves it causes go to ``sink`` in parts."""
 
     def records(self, core: C_contra) -> list[OutRecord]:
         """Commit step: the model's records of this batch."""

@@ -336,7 +336,10 @@ class Service(Generic[C]):
             transport.send_many,
             transactional=self.settings.exactly_once,
         )
-        self._emitter.emit(self._keeper.switch(self._require_core()), checkpoint)
+        feed = self._emitter.feed(checkpoint, provisional=True)  # a new view's moves, queued as they are made
+        self._keeper.switch(self._require_core(), feed)
+        checkpoint.settle()
+        feed.count()
         return checkpoint
 
     def _commit(self) -> None:
