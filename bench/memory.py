@@ -93,6 +93,7 @@ from bench.common import BENCH_DIR, Row, add_common_args, rss_bytes, save_result
 from segmenter.config import default_config
 from segmenter.events import parse_event
 from segmenter.malloc_tuning import tune_malloc
+from segmenter.outputs import OutputMessage
 from segmenter.pipeline import Segmenter
 from segmenter.replay import REPLAY_CHUNK
 
@@ -126,13 +127,18 @@ def _event(i: int, customer: str, t: int, tag: str = "m") -> bytes:
 
 
 def _feed(seg: Segmenter, start: int, stop: int, prefix: str, offset: int) -> None:
+    """Events of customers ``[start, stop)`` in replay's chunks; their outputs go to a sink that drops them."""
     batch = []
     for i in range(start, stop):
         batch.append(parse_event(_event(i, f"{prefix}{i:07d}", offset + i)))
         if len(batch) == REPLAY_CHUNK:
-            seg.process_batch(batch)
+            seg.process_batch(batch, sink=_drop)
             batch = []
-    seg.process_batch(batch)
+    seg.process_batch(batch, sink=_drop)
+
+
+def _drop(part: list[OutputMessage]) -> None:
+    """A sink that keeps nothing (the consumer encodes and spills each part, then lets it go)."""
 
 
 def build(sizes: list[int], warmup: int, measure: Callable[[], int]) -> tuple[list[dict[str, Any]], Segmenter]:

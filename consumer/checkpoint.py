@@ -27,10 +27,11 @@ are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
    the one transaction, so what the batch holds is bounded by the chunk and the
    producer's buffer, not by the number of moves. The core hands a run's
    outputs over a move buffer's worth at a time while it runs (its ``sink``,
-   :class:`consumer.emitter.OutputFeed`), so the run never holds them whole
-   either; a run that then fails is aborted with its transaction, its spilled
-   records with it. Under at-least-once a send cannot be taken back, so a
-   run's records are spilled only once it has succeeded (:meth:`Checkpoint.settle`);
+   :class:`consumer.emitter.OutputFeed`), encoded and queued at once, so the run
+   never holds its message objects whole, only their records; those are spilled
+   once the run has succeeded (:meth:`Checkpoint.settle`), not while the core
+   runs (see :meth:`Checkpoint.queue_many`). A run that fails has sent nothing;
+   records spilled by the batch's earlier runs are aborted with its transaction;
 2. the membership-table records of every customer whose segments changed
    (:mod:`segmenter.membership`, built from the core's columns, keyed by
    customer id, key-hash partitioned);
@@ -83,8 +84,8 @@ reached 3.7 GB RSS at 500k customers); 10,000 sends in a run keep the tight-run 
 
 TRIM_AFTER_RECORDS = 50_000
 """Once the commits since the last time sent this many outputs and changelog records, the heap's free pages go
-back to the system (a batch holds about 10 KB per output until its commit, and a sweep's or a refinement's mass
-moves hundreds of thousands: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
+back to the system (a sweep's or a refinement's mass move sends hundreds of thousands of them through the heap,
+a part at a time: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
 
 
 @dataclass
@@ -104,10 +105,6 @@ class Checkpoint:
     """Customers with a segment change in the batch -> its ``emitted_at`` (their membership records, step 2)."""
     spill: Callable[[list[OutRecord]], None] | None = None
     """Sends queued records into the batch's open transaction (``Transport.send_many``); ``None``: all at commit."""
-    spill_provisional: bool = True
-    """Whether records of a core call still under way (``provisional``) may be spilled: under exactly-once they go
-    into the open transaction, which the abort of a failed call takes back; under at-least-once a send is final,
-    so they wait for :meth:`settle` (the call succeeded) and a call that fails has sent nothing."""
 
     def store_offset(self, tp: TP, offset: int) -> None:
         """Input record ``offset`` of ``tp`` is processed: the batch commits past it."""
@@ -122,11 +119,14 @@ class Checkpoint:
         """Outputs of the batch, in order: each full chunk of :data:`SPILL_RECORDS` goes out at once.
 
         ``provisional``: they come from a core call still under way (a part handed to its sink), which may yet
-        fail and be re-run; they are spilled only where an abort takes them back (:attr:`spill_provisional`).
+        fail and be re-run: they wait for :meth:`settle`. Spilled while the call runs, they would stretch the
+        open transaction over the core's time: a mass move at a million customers takes the core minutes,
+        and a transaction open longer than ``transaction_timeout_ms`` (60 s) is aborted by the broker, so
+        the batch would fail and be replayed for ever; under at-least-once a send cannot be taken back.
         """
         queued = self.records
         queued.extend(records)
-        if self.spill is None or (provisional and not self.spill_provisional):
+        if self.spill is None or provisional:
             return
         while len(queued) >= SPILL_RECORDS:
             self.spill(queued[:SPILL_RECORDS])
@@ -150,13 +150,10 @@ class BatchPolicy:
         """The policy of ``batch_size``, ``commit_interval_ms`` and ``catch_up_interval_ms``."""
         return cls(settings.batch_size, settings.commit_interval_ms / 1000, settings.catch_up_interval_ms / 1000)
 
-    def open(self, behind: Callable[[], int], spill: Callable[[list[OutRecord]], None] | None = None,
-             *, transactional: bool = True) -> Checkpoint:  # fmt: skip
+    def open(self, behind: Callable[[], int], spill: Callable[[list[OutRecord]], None] | None = None) -> Checkpoint:
         """A new batch; ``behind`` tells the input lag at its start (asked only when catching up can apply).
 
-        ``spill`` sends a chunk of queued outputs into the open batch early (see :meth:`Checkpoint.queue`);
-        ``transactional``: an abort takes back what was sent (exactly-once), so a core call's outputs may be
-        spilled while it runs (:attr:`Checkpoint.spill_provisional`).
+        ``spill`` sends a chunk of queued outputs into the open batch early (see :meth:`Checkpoint.queue`).
 
         The batch may stay open ``commit_interval_ms``, unless the input lag at
         its start (the owned partitions' high watermarks, as of the last fetch,
@@ -168,7 +165,7 @@ class BatchPolicy:
         """
         catching_up = self.catch_up_s > self.interval_s and behind() >= self.batch_size
         open_s = self.catch_up_s if catching_up else self.interval_s
-        return Checkpoint(started=time.monotonic(), open_s=open_s, spill=spill, spill_provisional=transactional)
+        return Checkpoint(started=time.monotonic(), open_s=open_s, spill=spill)
 
     def due(self, checkpoint: Checkpoint | None) -> bool:
         """Whether the open batch must be committed now: full, or open for its time."""

@@ -332,9 +332,7 @@ class Service(Generic[C]):
         transport = self._require_transport()
         transport.begin()
         checkpoint = self._checkpoint = self._policy.open(
-            lambda: self._ownership.behind(transport, first),
-            transport.send_many,
-            transactional=self.settings.exactly_once,
+            lambda: self._ownership.behind(transport, first), transport.send_many
         )
         feed = self._emitter.feed(checkpoint, provisional=True)  # a new view's moves, queued as they are made
         self._keeper.switch(self._require_core(), feed)
