@@ -75,6 +75,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -205,7 +206,9 @@ class ConsumerProcess:
                "--topics.dlq", f"{self.input}.dlq", "--topics.membership", f"{self.input}.membership",
                "--guarantee", "exactly-once", "--metrics-port", "-1", "--log-level", "WARNING"]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # a file, not a pipe: a pipe nobody reads fills up with the consumer's warnings and blocks its logging
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
         self.offsets = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
         self.sent = 0
@@ -261,7 +264,8 @@ class ConsumerProcess:
 
     def _alive(self) -> None:
         if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace")
             raise RuntimeError(f"the consumer exited with {self.proc.returncode}: {err[-2000:]}")
         rss = self.rss()
         self.peak = max(self.peak, rss)
@@ -295,6 +299,7 @@ class ConsumerProcess:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self._stderr.close()
         names = [t for t in self.admin.list_topics() if t.startswith(self.prefix)]
         try:
             self.admin.delete_topics(names)
