@@ -105,6 +105,9 @@ class Checkpoint:
     """Customers with a segment change in the batch -> its ``emitted_at`` (their membership records, step 2)."""
     spill: Callable[[list[OutRecord]], None] | None = None
     """Sends queued records into the batch's open transaction (``Transport.send_many``); ``None``: all at commit."""
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    """What the batch adds to the metrics, done once it is committed: an aborted batch is replayed and counts
+    then, so nothing is counted twice (:class:`consumer.emitter.OutputFeed`)."""
 
     def store_offset(self, tp: TP, offset: int) -> None:
         """Input record ``offset`` of ``tp`` is processed: the batch commits past it."""
@@ -230,6 +233,9 @@ class CommitSteps(Generic[C]):
             raise
         finally:
             self._watchdog.disarm()
+        for count in checkpoint.on_commit:
+            count()
+        checkpoint.on_commit.clear()
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self._metrics.batch_records.observe(checkpoint.count)

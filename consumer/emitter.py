@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ class Tally:
 class OutputFeed:
     """The core's sink for one call: each part of its outputs is encoded and queued at once, counted at the end.
 
-    The counts wait for :meth:`count`, called once the call succeeded: a core call that fails half-way is
-    aborted and re-run, and what it queued is dropped with its batch, so nothing is counted twice.
+    The counts wait for :meth:`count`, called once the call succeeded, and then for the batch's commit: a
+    batch that fails is aborted and replayed, and what it queued is dropped with it, so nothing is counted twice.
     """
 
     def __init__(self, emitter: Emitter, checkpoint: Checkpoint, provisional: bool) -> None:
@@ -46,9 +47,9 @@ class OutputFeed:
         self._emitter.encode(outputs, self._checkpoint, self._tally, provisional=self._provisional)
 
     def count(self) -> None:
-        """The call succeeded: its outputs count in the metrics (once; the tally is emptied)."""
+        """The call succeeded: its outputs count in the metrics once the batch is committed (the tally is emptied)."""
         tally, self._tally = self._tally, Tally()
-        self._emitter.count(tally)
+        self._checkpoint.on_commit.append(functools.partial(self._emitter.count, tally))
 
 
 def _epoch(ts: str) -> float | None:
@@ -142,5 +143,5 @@ class Emitter:
     def dead_letter(self, rec: InRecord, error: str, reason: str, checkpoint: Checkpoint) -> None:
         """Queue the dead letter of ``rec`` (original bytes, error code and reason) in the open batch."""
         checkpoint.queue(dead_letter(rec, self._dlq, error, reason))
-        self._metrics.rejected.labels(error).inc()
+        checkpoint.on_commit.append(self._metrics.rejected.labels(error).inc)
         log.debug("dead-lettered %s[%d]@%d: %s: %s", rec.topic, rec.partition, rec.offset, error, reason)
