@@ -24,8 +24,8 @@ are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
    calls). A batch that queues :data:`SPILL_RECORDS` of them (a sweep's or a
    refinement's mass move) sends each such chunk into its open transaction as
    soon as it is full (:meth:`Checkpoint.queue`), still in order and still in
-   the one transaction, so what the batch holds is bounded by the chunk and the
-   producer's buffer, not by the number of moves. The core hands a run's
+   the one transaction, so what the batch holds is bounded by the chunk, the
+   producer's buffer and the records of the run under way. The core hands a run's
    outputs over a move buffer's worth at a time while it runs (its ``sink``,
    :class:`consumer.emitter.OutputFeed`), encoded and queued at once, so the run
    never holds its message objects whole, only their records; those are spilled
@@ -36,7 +36,7 @@ are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
    (:mod:`segmenter.membership`, built from the core's columns, keyed by
    customer id, key-hash partitioned);
 3. the state-changelog records of every customer the core changed
-   (``take_changes``), each to the partition number of its input record
+   (``take_change_parts``), each to the partition number of its input record
    (which the core keeps per customer); steps 2 and 3 build and send their
    records :data:`SPILL_RECORDS` at a time (the core builds a part of the
    changelog only when it is reached: ``take_change_parts``);
