@@ -41,19 +41,32 @@ finds the arrays within 4 bytes; ownership and restore keep per partition;
 the trigger engine keeps nothing without rules, with rules about 82 bytes of
 packed history besides the id and its dict slot per customer with a
 delivery). The quality hold's per-lens start time will add 4 per lens (9 at
-1M with the slack). The rest of the RSS slope is the allocator: a batch holds
-about 10 KB per output until its commit, an inactivity sweep or a
-refinement's rescoring moves a large share of the customers in one batch
-(hundreds of thousands at 500k), and glibc keeps the freed holes.
-:mod:`segmenter.malloc_tuning` maps large blocks on their own and the edge
-returns the free heap every 50,000 records sent; what a mass-move batch
-leaves on partly used pages, and its peak, stay.
+1M with the slack). The rest of the RSS slope is what the mass moves leave:
+an inactivity sweep or a refinement's rescoring moves a large share of the
+customers in one batch (1.76M output records from 250k to 1M customers), and
+glibc keeps freed holes. The core hands such a batch's outputs over a move
+buffer at a time (``process_batch(sink=)``) and builds its changelog a part
+at a time (``take_change_parts``), so a run holds only its encoded records
+(about 0.9 KB per output) until it ends, not its message objects (about 3.5
+KB each) nor the changelog's intermediates (about 5.7 KB per changed
+customer); :mod:`segmenter.malloc_tuning` maps large blocks on their own and
+the edge returns the free heap every 50,000 records sent.
 
-Measured (same run, 50k / 250k / 500k customers, RSS after each): main
-(6ce7acc) 335 / 453 / 1,549 MB, slopes 585 and 4,386 B per customer; this
-tree 439 / 516 / 740 MB, slopes 385 and 898 B per customer (its first 100 MB:
-numba compiling in a tree without caches). Peak RSS 3.7 GB in both: the
-mass-move batches, which the slope's remainder is.
+Each size step and cost block also reports its peak RSS (sampled every 0.2 s
+from the RSS at its start) and its output records: the rows "peak RSS of the
+step with the most outputs" and "largest peak RSS of a step with a mass move"
+(:data:`MASS_MOVE_OUTPUTS` output records or more).
+
+Measured (same run, ``--sizes 50000 250000 1000000 --cost-events 8000
+--before`` an export of main aa74665, RSS after each size): main 390 / 461 /
+654 MB, this tree 406 / 466 / 1,025 MB. The slope at 1M moves with the moment
+of the reading: this tree's 1,025 MB fell to 652 MB at the next idle reading
+(cost block 3) and another run of the same tree read 656 MB (257 B per
+customer from 250k), and main read 882 MB (588 B) in an earlier run. Peak RSS
+of the 250k-to-1M step (1.76M outputs): main 5,335 MB, this tree 1,154 MB;
+of the cost block with 385k outputs at 1M: 3,590 and 2,339 MB; RSS at the
+start of the block after it (what the mass move left): main 2,153 MB, this
+tree 652 MB.
 
 **The core alone** (``--core``): a Segmenter in this process, the same events
 through ``parse_event`` + ``process_batch`` in replay's chunks, RSS delta over
