@@ -41,19 +41,32 @@ finds the arrays within 4 bytes; ownership and restore keep per partition;
 the trigger engine keeps nothing without rules, with rules about 82 bytes of
 packed history besides the id and its dict slot per customer with a
 delivery). The quality hold's per-lens start time will add 4 per lens (9 at
-1M with the slack). The rest of the RSS slope is the allocator: a batch holds
-about 10 KB per output until its commit, an inactivity sweep or a
-refinement's rescoring moves a large share of the customers in one batch
-(hundreds of thousands at 500k), and glibc keeps the freed holes.
-:mod:`segmenter.malloc_tuning` maps large blocks on their own and the edge
-returns the free heap every 50,000 records sent; what a mass-move batch
-leaves on partly used pages, and its peak, stay.
+1M with the slack). The rest of the RSS slope is what the mass moves leave:
+an inactivity sweep or a refinement's rescoring moves a large share of the
+customers in one batch (1.76M output records from 250k to 1M customers), and
+glibc keeps freed holes. The core hands such a batch's outputs over a move
+buffer at a time (``process_batch(sink=)``) and builds its changelog a part
+at a time (``take_change_parts``), so a run holds only its encoded records
+(about 0.9 KB per output) until it ends, not its message objects (about 3.5
+KB each) nor the changelog's intermediates (about 5.7 KB per changed
+customer); :mod:`segmenter.malloc_tuning` maps large blocks on their own and
+the edge returns the free heap every 50,000 records sent.
 
-Measured (same run, 50k / 250k / 500k customers, RSS after each): main
-(6ce7acc) 335 / 453 / 1,549 MB, slopes 585 and 4,386 B per customer; this
-tree 439 / 516 / 740 MB, slopes 385 and 898 B per customer (its first 100 MB:
-numba compiling in a tree without caches). Peak RSS 3.7 GB in both: the
-mass-move batches, which the slope's remainder is.
+Each size step and cost block also reports its peak RSS (sampled every 0.2 s
+from the RSS at its start) and its output records: the rows "peak RSS of the
+step with the most outputs" and "largest peak RSS of a step with a mass move"
+(:data:`MASS_MOVE_OUTPUTS` output records or more).
+
+Measured (same run, ``--sizes 50000 250000 1000000 --cost-events 8000
+--before`` an export of main aa74665, RSS after each size): main 390 / 461 /
+654 MB, this tree 406 / 466 / 1,025 MB. The slope at 1M moves with the moment
+of the reading: this tree's 1,025 MB fell to 652 MB at the next idle reading
+(cost block 3) and another run of the same tree read 656 MB (257 B per
+customer from 250k), and main read 882 MB (588 B) in an earlier run. Peak RSS
+of the 250k-to-1M step (1.76M outputs): main 5,335 MB, this tree 1,154 MB;
+of the cost block with 385k outputs at 1M: 3,590 and 2,339 MB; RSS at the
+start of the block after it (what the mass move left): main 2,153 MB, this
+tree 652 MB.
 
 **The core alone** (``--core``): a Segmenter in this process, the same events
 through ``parse_event`` + ``process_batch`` in replay's chunks, RSS delta over
@@ -75,6 +88,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -90,6 +104,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
 from bench.common import BENCH_DIR, Row, add_common_args, rss_bytes, save_result, setup_logging
+from segmenter.change_blocks import Output
 from segmenter.config import default_config
 from segmenter.events import parse_event
 from segmenter.malloc_tuning import tune_malloc
@@ -102,6 +117,8 @@ TARGET_BYTES = 256
 TARGET_NEW_US = 50.0
 DEFAULT_BLOCK = 4000
 """Events per cost block when the config refines on no event count."""
+MASS_MOVE_OUTPUTS = 50_000
+"""Output records of a step past which it holds a mass move (a sweep's, a refinement's, a lifecycle's)."""
 IDLE_WINDOW_S = 0.5
 IDLE_SHARE = 0.1
 """The consumer is idle when it uses less than this share of a core over :data:`IDLE_WINDOW_S`."""
@@ -124,13 +141,18 @@ def _event(i: int, customer: str, t: int, tag: str = "m") -> bytes:
 
 
 def _feed(seg: Segmenter, start: int, stop: int, prefix: str, offset: int) -> None:
+    """Events of customers ``[start, stop)`` in replay's chunks; their outputs go to a sink that drops them."""
     batch = []
     for i in range(start, stop):
         batch.append(parse_event(_event(i, f"{prefix}{i:07d}", offset + i)))
         if len(batch) == REPLAY_CHUNK:
-            seg.process_batch(batch)
+            seg.process_batch(batch, sink=_drop)
             batch = []
-    seg.process_batch(batch)
+    seg.process_batch(batch, sink=_drop)
+
+
+def _drop(part: list[Output]) -> None:
+    """A sink that keeps nothing (the consumer encodes and spills each part, then lets it go)."""
 
 
 def build(sizes: list[int], warmup: int, measure: Callable[[], int]) -> tuple[list[dict[str, Any]], Segmenter]:
@@ -184,6 +206,8 @@ class ConsumerProcess:
         self.max_rss = max_rss
         self.peak = 0
         """The largest RSS seen (sampled every 0.2 s while waiting)."""
+        self.step_peak = 0
+        """The largest RSS seen since :meth:`new_step` (a size step's or a cost block's)."""
         self.prefix = f"bench-mem-{tag}"
         self.input = f"{self.prefix}-in"
         self.output = f"{self.input}.out"
@@ -195,7 +219,9 @@ class ConsumerProcess:
                "--topics.dlq", f"{self.input}.dlq", "--topics.membership", f"{self.input}.membership",
                "--guarantee", "exactly-once", "--metrics-port", "-1", "--log-level", "WARNING"]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # a file, not a pipe: a pipe nobody reads fills up with the consumer's warnings and blocks its logging
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
         self.offsets = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
         self.sent = 0
@@ -251,13 +277,24 @@ class ConsumerProcess:
 
     def _alive(self) -> None:
         if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace")
             raise RuntimeError(f"the consumer exited with {self.proc.returncode}: {err[-2000:]}")
         rss = self.rss()
         self.peak = max(self.peak, rss)
+        self.step_peak = max(self.step_peak, rss)
         if rss > self.max_rss:
             self.proc.kill()  # a shared machine: stop it before it takes everyone's memory
             raise RunawayError(f"the consumer's RSS reached {rss / 1e9:.1f} GB (--max-rss-gb); it was stopped")
+
+    def new_step(self) -> int:
+        """Start a step's peak (from the RSS now); returns the output topic's end offsets now (see :meth:`step`)."""
+        self.step_peak = self.rss()
+        return self.output_offsets()
+
+    def step(self, name: str, outputs_before: int) -> dict[str, Any]:
+        """The step since :meth:`new_step`: its name, peak RSS and output records (plus transaction markers)."""
+        return {"step": name, "peak_rss": self.step_peak, "outputs": self.output_offsets() - outputs_before}
 
     def rss(self) -> int:
         pages = int(open(f"/proc/{self.proc.pid}/statm").read().split()[1])  # noqa: SIM115
@@ -275,6 +312,7 @@ class ConsumerProcess:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self._stderr.close()
         names = [t for t in self.admin.list_topics() if t.startswith(self.prefix)]
         try:
             self.admin.delete_topics(names)
@@ -334,9 +372,17 @@ def new_customer_cost(blocks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _cost_blocks(
-    proc: ConsumerProcess, t: int, done: int, cost_events: int, timeout_s: float, out: list[dict[str, Any]]
+    proc: ConsumerProcess,
+    t: int,
+    done: int,
+    cost_events: int,
+    timeout_s: float,
+    out: list[dict[str, Any]],
+    steps: list[dict[str, Any]],
 ) -> None:
     """CPU of alternating blocks of events of new and of known customers (see :func:`block_plan`).
+
+    Each block's peak RSS and output records are appended to ``steps`` (see :meth:`ConsumerProcess.step`).
 
     The two phases differ in newness only: the same event types and amounts
     (the same indices), ids of the same length, event time one second apart
@@ -355,7 +401,7 @@ def _cost_blocks(
     fresh = used = 0
     cpu = proc.settle()
     for k, phase in enumerate(["new", "known", *block_plan(pairs)]):
-        outputs = proc.output_offsets()
+        outputs = proc.new_step()
         idx = range(k * block, (k + 1) * block)
         if phase == "new":
             ids = [f"n{fresh + i:07d}" for i in range(block)]
@@ -366,9 +412,11 @@ def _cost_blocks(
         proc.send([_event(i, c, t + i, phase[0]) for i, c in zip(idx, ids, strict=True)], [c.encode() for c in ids])
         proc.wait(timeout_s)
         now = proc.settle()
+        step = proc.step(f"cost block {k} ({phase})", outputs)
+        steps.append(step)
         if k >= 2:
             out.append({"phase": phase, "events": block, "cpu_s": now - cpu,
-                        "output_offsets": proc.output_offsets() - outputs})  # fmt: skip
+                        "output_offsets": step["outputs"]})  # fmt: skip
         cpu = now
 
 
@@ -378,6 +426,7 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
     proc = ConsumerProcess(args.bootstrap, uuid.uuid4().hex[:8], root, int(args.max_rss_gb * 1e9))
     rss: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
     stopped = None
     base = 0
     try:
@@ -389,6 +438,7 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
         base = proc.rss()
         done = 0
         for n in sorted(sizes):
+            outputs = proc.new_step()
             _customers(proc, done, n, "c", t)
             t += n - done
             step, done = n - done, n
@@ -396,8 +446,9 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
             now = proc.settle()
             cpu_us, cpu = (now - cpu) / step * 1e6, now
             rss.append({"customers": n, "rss": proc.rss(), "rss_delta": proc.rss() - base, "cpu_us_per_new": cpu_us})
+            steps.append(proc.step(f"{done - step:,} to {n:,} customers", outputs))
             log.info("%s: %d customers: RSS %.1f MB", root, n, rss[-1]["rss"] / 1e6)
-        _cost_blocks(proc, t, done, args.cost_events, timeout_s, blocks)
+        _cost_blocks(proc, t, done, args.cost_events, timeout_s, blocks, steps)
     except RunawayError as exc:
         log.error("%s: %s", root, exc)
         stopped = str(exc)
@@ -409,7 +460,7 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
         log.info("%s: new customer %.1f us on top of an event (cheapest of %d blocks)", root, cost["extra_us"],
                  cost["new"]["blocks"])  # fmt: skip
     return {"root": str(root), "base_rss": base, "rss": rss, "blocks": blocks, "cost": cost, "peak_rss": proc.peak,
-            "stopped": stopped}  # fmt: skip
+            "steps": steps, "stopped": stopped}  # fmt: skip
 
 
 def _slopes(rss: list[dict[str, Any]]) -> list[tuple[int, int, float, dict[str, Any], dict[str, Any]]]:
@@ -431,6 +482,7 @@ def consumer_rows(result: dict[str, Any], before: dict[str, Any] | None = None) 
     was_peak = before["peak_rss"] / 1e6 if before is not None else None
     rows.append(Row(sect, "peak RSS (sampled every 0.2 s)", result["peak_rss"] / 1e6, "MB", reference=was_peak,
                     note=result["stopped"] or ""))  # fmt: skip
+    rows += mass_move_rows(sect, result, before)
     cost = result["cost"]
     if cost is None:
         rows.append(Row(sect, "new customer: CPU on top of an event of a known customer", None, "us",
@@ -446,6 +498,34 @@ def consumer_rows(result: dict[str, Any], before: dict[str, Any] | None = None) 
                     f"{cost['known']['median_us']:.1f}, means {cost['new']['mean_us']:.1f} vs "
                     f"{cost['known']['mean_us']:.1f})"))  # fmt: skip
     return rows
+
+
+def mass_move(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The step with the most output records, if it holds a mass move (:data:`MASS_MOVE_OUTPUTS` of them or more)."""
+    biggest = max(steps, key=lambda st: st["outputs"], default=None)
+    return biggest if biggest is not None and biggest["outputs"] >= MASS_MOVE_OUTPUTS else None
+
+
+def mass_move_rows(sect: str, result: dict[str, Any], before: dict[str, Any] | None) -> list[Row]:
+    """The peak RSS of the step holding the biggest mass move, and the largest peak of any step holding one."""
+    rows = []
+    for metric, pick in (("peak RSS of the step with the most outputs", mass_move),
+                         ("largest peak RSS of a step with a mass move", _dearest)):  # fmt: skip
+        got = pick(result.get("steps", []))
+        was = pick(before.get("steps", [])) if before is not None else None
+        note = "no step with a mass move" if got is None else f"{got['step']}: {got['outputs']:,} output records"
+        if was is not None:
+            note += f" (before: {was['step']}: {was['outputs']:,})"
+        rows.append(Row(sect, metric, None if got is None else got["peak_rss"] / 1e6, "MB",
+                        reference=None if was is None else was["peak_rss"] / 1e6,
+                        ratio=None if got is None or was is None else got["peak_rss"] / was["peak_rss"],
+                        note=note))  # fmt: skip
+    return rows
+
+
+def _dearest(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    mass = [st for st in steps if st["outputs"] >= MASS_MOVE_OUTPUTS]
+    return max(mass, key=lambda st: st["peak_rss"], default=None)
 
 
 def consumer_main(args: argparse.Namespace) -> int:

@@ -24,15 +24,22 @@ are queued in the :class:`Checkpoint`. :meth:`CommitSteps.commit` then sends,
    calls). A batch that queues :data:`SPILL_RECORDS` of them (a sweep's or a
    refinement's mass move) sends each such chunk into its open transaction as
    soon as it is full (:meth:`Checkpoint.queue`), still in order and still in
-   the one transaction, so what the batch holds is bounded by the chunk and the
-   producer's buffer, not by the number of moves;
+   the one transaction, so what the batch holds is bounded by the chunk, the
+   producer's buffer and the records of the run under way. The core hands a run's
+   outputs over a move buffer's worth at a time while it runs (its ``sink``,
+   :class:`consumer.emitter.OutputFeed`), encoded and queued at once, so the run
+   never holds its message objects whole, only their records; those are spilled
+   once the run has succeeded (:meth:`Checkpoint.settle`), not while the core
+   runs (see :meth:`Checkpoint.queue_many`). A run that fails has sent nothing;
+   records spilled by the batch's earlier runs are aborted with its transaction;
 2. the membership-table records of every customer whose segments changed
    (:mod:`segmenter.membership`, built from the core's columns, keyed by
    customer id, key-hash partitioned);
 3. the state-changelog records of every customer the core changed
-   (``take_changes``), each to the partition number of its input record
+   (``take_change_parts``), each to the partition number of its input record
    (which the core keeps per customer); steps 2 and 3 build and send their
-   records :data:`SPILL_RECORDS` at a time;
+   records :data:`SPILL_RECORDS` at a time (the core builds a part of the
+   changelog only when it is reached: ``take_change_parts``);
 4. the model's records (:class:`consumer.core.ModelKeeper`): in single mode
    the model parts that changed (:class:`consumer.state.ModelTracker`: the
    small ``core`` part with the clock and counters, and each lens that
@@ -77,8 +84,8 @@ reached 3.7 GB RSS at 500k customers); 10,000 sends in a run keep the tight-run 
 
 TRIM_AFTER_RECORDS = 50_000
 """Once the commits since the last time sent this many outputs and changelog records, the heap's free pages go
-back to the system (a batch holds about 10 KB per output until its commit, and a sweep's or a refinement's mass
-moves hundreds of thousands: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
+back to the system (a sweep's or a refinement's mass move sends hundreds of thousands of them through the heap,
+a part at a time: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
 
 
 @dataclass
@@ -98,6 +105,9 @@ class Checkpoint:
     """Customers with a segment change in the batch -> its ``emitted_at`` (their membership records, step 2)."""
     spill: Callable[[list[OutRecord]], None] | None = None
     """Sends queued records into the batch's open transaction (``Transport.send_many``); ``None``: all at commit."""
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    """What the batch adds to the metrics, done once it is committed: an aborted batch is replayed and counts
+    then, so nothing is counted twice (:class:`consumer.emitter.OutputFeed`)."""
 
     def store_offset(self, tp: TP, offset: int) -> None:
         """Input record ``offset`` of ``tp`` is processed: the batch commits past it."""
@@ -108,15 +118,26 @@ class Checkpoint:
         """An output or dead letter of the batch: sent at commit, or with its chunk once :data:`SPILL_RECORDS` wait."""
         self.queue_many((record,))
 
-    def queue_many(self, records: Sequence[OutRecord]) -> None:
-        """Outputs of the batch, in order: each full chunk of :data:`SPILL_RECORDS` goes out at once."""
+    def queue_many(self, records: Sequence[OutRecord], *, provisional: bool = False) -> None:
+        """Outputs of the batch, in order: each full chunk of :data:`SPILL_RECORDS` goes out at once.
+
+        ``provisional``: they come from a core call still under way (a part handed to its sink), which may yet
+        fail and be re-run: they wait for :meth:`settle`. Spilled while the call runs, they would stretch the
+        open transaction over the core's time: a mass move at a million customers takes the core minutes,
+        and a transaction open longer than ``transaction_timeout_ms`` (60 s) is aborted by the broker, so
+        the batch would fail and be replayed for ever; under at-least-once a send cannot be taken back.
+        """
         queued = self.records
         queued.extend(records)
-        if self.spill is None:
+        if self.spill is None or provisional:
             return
         while len(queued) >= SPILL_RECORDS:
             self.spill(queued[:SPILL_RECORDS])
             del queued[:SPILL_RECORDS]
+
+    def settle(self) -> None:
+        """The core call whose records were provisional succeeded: spill the full chunks they left waiting."""
+        self.queue_many(())
 
 
 @dataclass(frozen=True)
@@ -199,9 +220,10 @@ class CommitSteps(Generic[C]):
         changed, checkpoint.changed = checkpoint.changed, {}
         for ids in _chunks(sorted(changed)):  # 2. membership-table records, a chunk of customers at a time
             transport.send_many(self._membership_records(ids, changed, core))
-        changes = core.take_changes()
-        for chunk in _chunks(changes):  # 3. state changelog, as many records at a time
-            transport.send_many(changelog_records(chunk, self._state_topic))
+        changes = 0
+        for part in core.take_change_parts(SPILL_RECORDS):  # 3. state changelog, each part built when sent
+            transport.send_many(changelog_records(part, self._state_topic))
+            changes += len(part)
         transport.send_many(self._keeper.records(core))  # 4. model parts, or clocks and vectors
         self._watchdog.arm(checkpoint.count)
         try:
@@ -211,11 +233,14 @@ class CommitSteps(Generic[C]):
             raise
         finally:
             self._watchdog.disarm()
+        for count in checkpoint.on_commit:
+            count()
+        checkpoint.on_commit.clear()
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self._metrics.batch_records.observe(checkpoint.count)
         self._metrics.batches.inc()
-        self._since_trim += sent + len(changes)
+        self._since_trim += sent + changes
         if self._since_trim >= TRIM_AFTER_RECORDS:  # the freed records of the batches leave the process
             self._since_trim = 0
             release_free_memory()

@@ -19,7 +19,7 @@ from segmenter.events import CustomerEvent
 from segmenter.lenses.quality import LensQuality
 from segmenter.membership import Entries
 from segmenter.outputs import OutputMessage
-from segmenter.pipeline import BatchResult, SegmenterStats
+from segmenter.pipeline import BatchResult, OutputSink, SegmenterStats
 from segmenter.triggers.rules import RuleSet
 
 
@@ -30,8 +30,12 @@ class Core(StatefulCore, ClockedCore, Protocol):
     (:class:`~consumer.state.ClockedCore`) are declared once, beside the restore code that needs only them.
     """
 
-    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
-        """Process events in order (``sources``: their input partitions); rejections come back by index."""
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], *,
+                      sink: OutputSink | None = None) -> BatchResult:  # fmt: skip
+        """Process events in order (``sources``: their input partitions); rejections come back by index.
+
+        With a ``sink``, the outputs go to it in order, in parts, while the call runs (not in the result).
+        """
 
     def erase(self, customer_id: str, at: float | None = None) -> Sequence[OutputMessage]:
         """Forget a customer (Kafka tombstone)."""
@@ -39,8 +43,9 @@ class Core(StatefulCore, ClockedCore, Protocol):
     def set_rules(self, rules: RuleSet | None) -> None:
         """Swap the campaign rules."""
 
-    def take_changes(self) -> Sequence[tuple[str, bytes | None, int | None]]:
-        """Customer records changed since the last call (``None`` = erased), each with its input partition."""
+    def take_change_parts(self, size: int) -> Iterable[Sequence[tuple[str, bytes | None, int | None]]]:
+        """Customer records changed since the last call (``None`` = erased), each with its input partition, in
+        parts of ``size`` built as they are reached (consumed before the core changes again)."""
 
     def membership(self, customer_ids: Iterable[str]) -> Mapping[str, Entries | None]:
         """The customers' current segments per lens (``None``: not held)."""
@@ -68,8 +73,8 @@ class Core(StatefulCore, ClockedCore, Protocol):
 class SharedCore(Core, Protocol):
     """A core that assigns with a trainer's model view (:class:`Segmenter` with ``shared=True``)."""
 
-    def load_shared_model(self, view: bytes) -> Sequence[OutputMessage]:
-        """Assign with ``view`` from now on; returns the moves of customers whose segment died."""
+    def load_shared_model(self, view: bytes, *, sink: OutputSink | None = None) -> Sequence[OutputMessage]:
+        """Assign with ``view`` from now on; the moves of customers whose segment died go to ``sink`` in parts."""
 
     def model_versions(self) -> dict[str, int]:
         """Model version of each lens."""
@@ -100,8 +105,8 @@ class ModelKeeper(Protocol[C_contra]):
     def follow(self, core: C_contra, transport: Transport) -> None:
         """Between polls: look for a newer model (applied by :meth:`switch`)."""
 
-    def switch(self, core: C_contra) -> Sequence[OutputMessage]:
-        """At the start of a batch: switch to the newer model found; returns the moves it causes."""
+    def switch(self, core: C_contra, sink: OutputSink) -> None:
+        """At the start of a batch: switch to the newer model found; the moves it causes go to ``sink`` in parts."""
 
     def records(self, core: C_contra) -> list[OutRecord]:
         """Commit step: the model's records of this batch."""

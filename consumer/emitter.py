@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from consumer.checkpoint import Checkpoint
@@ -11,9 +13,44 @@ from consumer.dlq import dead_letter
 from consumer.metrics import Metrics
 from consumer.routing import OutputRouter
 from consumer.sink import InRecord
+from segmenter.change_blocks import Output, messages_of
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tally:
+    """What queued outputs add to the metrics: outputs per kind, changes per (lens, cause), triggers per campaign,
+    end-to-end lags in seconds."""
+
+    kinds: dict[str, int] = field(default_factory=dict)
+    changes: dict[tuple[str, str], int] = field(default_factory=dict)
+    triggers: dict[str, int] = field(default_factory=dict)
+    lags: list[float] = field(default_factory=list)
+
+
+class OutputFeed:
+    """The core's sink for one call: each part of its outputs is encoded and queued at once, counted at the end.
+
+    The counts wait for :meth:`count`, called once the call succeeded, and then for the batch's commit: a
+    batch that fails is aborted and replayed, and what it queued is dropped with it, so nothing is counted twice.
+    """
+
+    def __init__(self, emitter: Emitter, checkpoint: Checkpoint, provisional: bool) -> None:
+        self._emitter = emitter
+        self._checkpoint = checkpoint
+        self._provisional = provisional
+        self._tally = Tally()
+
+    def __call__(self, outputs: Sequence[Output]) -> None:
+        """One part of the outputs, in order: encoded and queued in the batch (spilled when a chunk is full)."""
+        self._emitter.encode(messages_of(outputs), self._checkpoint, self._tally, provisional=self._provisional)
+
+    def count(self) -> None:
+        """The call succeeded: its outputs count in the metrics once the batch is committed (the tally is emptied)."""
+        tally, self._tally = self._tally, Tally()
+        self._checkpoint.on_commit.append(functools.partial(self._emitter.count, tally))
 
 
 def _epoch(ts: str) -> float | None:
@@ -30,7 +67,8 @@ class Emitter:
     Parameters
     ----------
     router
-        Topic, key and headers per kind (shared with the trainer role).
+        Topic, key and headers per kind (shared with the trainer role); built without counters, since the
+        emitter counts outputs per kind itself, once their core call succeeded (:class:`OutputFeed`).
     dlq_topic
         Where dead letters go.
     metrics
@@ -46,22 +84,38 @@ class Emitter:
         self._clock = clock
 
     def emit(self, outputs: Sequence[OutputMessage], checkpoint: Checkpoint) -> None:
+        """Queue ``outputs`` in the open batch and count them (a feed of one part, counted at once)."""
+        feed = self.feed(checkpoint)
+        feed(outputs)
+        feed.count()
+
+    def feed(self, checkpoint: Checkpoint, *, provisional: bool = False) -> OutputFeed:
+        """A sink for the core's outputs (``sink=`` of :meth:`Segmenter.process_batch`) queueing them in ``checkpoint``.
+
+        ``provisional``: the parts belong to a core call that may still fail (see :meth:`Checkpoint.queue_many`).
+        """
+        return OutputFeed(self, checkpoint, provisional)
+
+    def encode(self, outputs: Sequence[OutputMessage], checkpoint: Checkpoint, tally: Tally,
+               *, provisional: bool) -> None:  # fmt: skip
         """Queue ``outputs`` in the open batch; a segment change also queues its customer's membership record.
 
         Each message is encoded with ``emitted_at`` set (:meth:`OutputRouter.records`, the bytes of the stamped
-        copy, which is not made); the change and trigger counters are added to once per label set and call.
+        copy, which is not made); the counts per kind, change and trigger and the lags are added to ``tally``.
         """
         if not outputs:
             return
         now = self._clock()
         emitted_at = now.isoformat()
-        checkpoint.queue_many(self._router.records(outputs, emitted_at))
+        checkpoint.queue_many(self._router.records(outputs, emitted_at), provisional=provisional)
         changed = checkpoint.changed
-        changes: dict[tuple[str, str], int] = {}
-        triggers: dict[str, int] = {}
+        kinds, changes, triggers = tally.kinds, tally.changes, tally.triggers
         times: dict[str, float | None] = {}  # event_ts -> epoch seconds (the messages of one event share it)
-        lags = []
+        lags = tally.lags
+        stamp = now.timestamp()
         for message in outputs:
+            kind = message.kind
+            kinds[kind] = kinds.get(kind, 0) + 1
             if type(message) is SegmentChange:
                 changed[message.customer_id] = emitted_at
                 key = (message.lens, message.cause)
@@ -72,21 +126,23 @@ class Emitter:
             if isinstance(event_ts, str):
                 epoch = times[event_ts] if event_ts in times else times.setdefault(event_ts, _epoch(event_ts))
                 if epoch is not None:
-                    lags.append(epoch)
-        self._count(changes, triggers, [now.timestamp() - epoch for epoch in lags])
+                    lags.append(stamp - epoch)
 
-    def _count(self, changes: dict[tuple[str, str], int], triggers: dict[str, int], lags: list[float]) -> None:
+    def count(self, tally: Tally) -> None:
+        """Add ``tally`` to the output, change, trigger and lag metrics."""
         metrics = self._metrics
-        for (lens, cause), n in changes.items():
+        for kind, n in tally.kinds.items():
+            metrics.outputs.labels(kind).inc(n)
+        for (lens, cause), n in tally.changes.items():
             metrics.changes.labels(lens, cause).inc(n)
-        for campaign, n in triggers.items():
+        for campaign, n in tally.triggers.items():
             metrics.triggers.labels(campaign).inc(n)
         observe = metrics.end_to_end_lag.observe
-        for lag in lags:
+        for lag in tally.lags:
             observe(max(0.0, lag))
 
     def dead_letter(self, rec: InRecord, error: str, reason: str, checkpoint: Checkpoint) -> None:
         """Queue the dead letter of ``rec`` (original bytes, error code and reason) in the open batch."""
         checkpoint.queue(dead_letter(rec, self._dlq, error, reason))
-        self._metrics.rejected.labels(error).inc()
+        checkpoint.on_commit.append(self._metrics.rejected.labels(error).inc)
         log.debug("dead-lettered %s[%d]@%d: %s: %s", rec.topic, rec.partition, rec.offset, error, reason)

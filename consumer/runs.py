@@ -77,10 +77,12 @@ class RunProcessor:
             return
         assert checkpoint is not None, "a run's records belong to the open batch"
         try:  # the core, and turning its result into records: a failure anywhere here is the run's
-            result = core.process_batch([ev for _, ev in run], [rec.partition for rec, _ in run])
-            self._emitter.emit(result.outputs, checkpoint)
+            feed = self._emitter.feed(checkpoint, provisional=True)  # the outputs are queued as the core makes them
+            result = core.process_batch([ev for _, ev in run], [rec.partition for rec, _ in run], sink=feed)
+            checkpoint.settle()
             for i, error in result.errors:
                 self._emitter.dead_letter(run[i][0], error.reason, error.detail, checkpoint)
+            feed.count()
         except Exception as exc:
             if len(run) == 1:
                 rec = run[0][0]

@@ -158,9 +158,7 @@ class Service(Generic[C]):
         self._steps = CommitSteps(settings, keeper, metrics, self._watchdog)
         self._ownership = Ownership(settings.topics.input, settings.state_topic, settings.model_topic, keeper, metrics)
         self._poison = PoisonIsolation(settings.max_batch_retries)
-        self._emitter = Emitter(
-            OutputRouter(settings.output_topic, metrics.outputs.labels), settings.topics.dlq, metrics, wiring.clock
-        )
+        self._emitter = Emitter(OutputRouter(settings.output_topic), settings.topics.dlq, metrics, wiring.clock)
         self._runs = RunProcessor(self._emitter, self._poison, settings.max_future, metrics)
         self.backoff = Backoff(0.5, settings.retry_backoff_max_s)
         """The wait before reconnecting after a Kafka failure (reset by every commit)."""
@@ -336,7 +334,10 @@ class Service(Generic[C]):
         checkpoint = self._checkpoint = self._policy.open(
             lambda: self._ownership.behind(transport, first), transport.send_many
         )
-        self._emitter.emit(self._keeper.switch(self._require_core()), checkpoint)
+        feed = self._emitter.feed(checkpoint, provisional=True)  # a new view's moves, queued as they are made
+        self._keeper.switch(self._require_core(), feed)
+        checkpoint.settle()
+        feed.count()
         return checkpoint
 
     def _commit(self) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from consumer.core import Core
 from consumer.sink import InRecord, OutRecord, Transport
 from consumer.state import BadRecords, ModelTracker, restore_model
-from segmenter.outputs import OutputMessage
+from segmenter.pipeline import OutputSink
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,8 @@ class SnapshotKeeper:
     def follow(self, core: Core, transport: Transport) -> None:
         """Single mode learns itself: there is nothing to follow."""
 
-    def switch(self, core: Core) -> Sequence[OutputMessage]:
+    def switch(self, core: Core, sink: OutputSink) -> None:
         """Single mode learns itself: there is nothing to switch to."""
-        return ()
 
     def records(self, core: Core) -> list[OutRecord]:
         """The model parts that changed; the partitions' clocks travel in the ``core`` part."""

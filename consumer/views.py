@@ -19,8 +19,9 @@ import orjson
 from consumer.core import SharedCore
 from consumer.sink import InRecord, OutRecord, Transport
 from consumer.state import FORMAT_HEADER, VERSIONS_HEADER, VIEW_FORMAT, VIEW_KEY, BadRecords, clock_records, where
+from segmenter.change_blocks import Output, messages_of
 from segmenter.errors import SegmenterError
-from segmenter.outputs import OutputMessage
+from segmenter.pipeline import OutputSink
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +85,28 @@ class ViewFollower:
             assert rec.value is not None
             self._offer(core, versions, rec.value)
 
-    def switch(self, core: SharedCore) -> Sequence[OutputMessage]:
-        """Switch to the newest view offered, inside the open batch; returns the moves it causes."""
+    def switch(self, core: SharedCore, sink: OutputSink) -> None:
+        """Switch to the newest view offered, inside the open batch; the moves it causes go to ``sink`` in parts."""
         pending, self._next = self._next, None
         if pending is None:
-            return ()
+            return
         versions, view = pending
         if sum(versions.values()) <= sum(core.model_versions().values()):
-            return ()
+            return
+        moved = 0
+
+        def counted(part: list[Output]) -> None:
+            nonlocal moved
+            messages: list[Output] = list(messages_of(part))
+            moved += len(messages)
+            sink(messages)
+
         try:
-            outputs = core.load_shared_model(view)
-        except SegmenterError:
+            core.load_shared_model(view, sink=counted)
+        except SegmenterError:  # a bad view is refused before anything moves
             log.exception("model view %s cannot be loaded; keeping %s", versions, core.model_versions())
-            return ()
-        log.info("assigning with model versions %s (%d customers moved)", versions, len(outputs))
-        return outputs
+            return
+        log.info("assigning with model versions %s (%d customers moved)", versions, moved)
 
     def records(self, core: SharedCore) -> list[OutRecord]:
         """The clocks of partitions whose latest event time moved, then the batch's sampled vectors."""

@@ -10,7 +10,7 @@ partition), its changelog route.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +29,11 @@ __all__ = ["CustomerRecords", "known_segments"]
 logger = logging.getLogger(__name__)
 
 _RECORD_VERSION = 1
+
+Change = tuple[str, bytes | None, int | None]
+"""A changed customer: its id, its changelog record (``None``: erased) and its source (input partition)."""
+_ALL = 2**62
+"""A part size that takes every change in one part."""
 
 
 def known_segments(lenses: Sequence[Lens], started: bool) -> list[dict[int, Any]] | None:
@@ -72,22 +77,36 @@ class CustomerRecords:
         self._engine = engine
         self._erased = erased
 
-    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+    def take_changes(self) -> list[Change]:
         """Changed customers since the last call, sorted by id: ``(id, record or None if erased, source)``."""
+        return [change for part in self.take_change_parts(_ALL) for change in part]
+
+    def take_change_parts(self, size: int) -> Iterator[list[Change]]:
+        """:meth:`take_changes` in parts of ``size``, each part's records built when it is reached.
+
+        Which customers changed is taken at the call (a mass move makes most of them dirty); the records
+        of a part are built from the columns when the iteration reaches it, so at most ``size`` records and
+        their intermediates are held at once. Consume it before the core changes again.
+        """
         store = self._store
         rows = np.asarray(store.take_dirty_rows(), dtype=np.int64)
         ids = store.ids_of(rows)
         parts = store.part[rows].tolist()
-        sources = [None if p < 0 else p for p in parts]
-        changes: list[tuple[str, bytes | None, int | None]] = list(
-            zip(ids, self._records(ids, rows), sources, strict=True)
-        )
+        entries = [(cid, row, None if p < 0 else p) for cid, row, p in zip(ids, rows.tolist(), parts, strict=True)]
         if self._erased:  # erased since (a customer erased and seen again is held: its record wins)
             held = set(ids)
-            changes += [(cid, None, None if p < 0 else p) for cid, p in self._erased.items() if cid not in held]
+            entries += [(cid, -1, None if p < 0 else p) for cid, p in self._erased.items() if cid not in held]
             self._erased.clear()
-        changes.sort(key=_first)
-        return changes
+        entries.sort(key=_first)
+        return self._parts(entries, size)
+
+    def _parts(self, entries: list[tuple[str, int, int | None]], size: int) -> Iterator[list[Change]]:
+        """The changes of ``entries`` (id, row or -1 when erased, source), ``size`` at a time."""
+        for start in range(0, len(entries), size):
+            chunk = entries[start : start + size]
+            held = [(cid, row) for cid, row, _ in chunk if row >= 0]
+            records = iter(self._records([cid for cid, _ in held], np.array([row for _, row in held], np.int64)))
+            yield [(cid, next(records) if row >= 0 else None, source) for cid, row, source in chunk]
 
     def _records(self, ids: list[str], rows: npt.NDArray[np.int64]) -> list[bytes]:
         """The changelog records of the customers ``ids`` held in ``rows``, in order.
@@ -165,8 +184,8 @@ class CustomerRecords:
         return len(rows)
 
 
-def _first(change: tuple[str, bytes | None, int | None]) -> str:
-    return change[0]
+def _first(entry: tuple[str, int, int | None]) -> str:
+    return entry[0]
 
 
 def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -12,6 +12,7 @@ membership counts and campaign triggers, then clears it (:meth:`MoveBuffer.clear
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -83,6 +84,21 @@ class MoveBuffer:
     def clear(self) -> None:
         """Forget the buffered moves (they were handed over)."""
         self.count[0] = 0
+
+    def parts(self, size: int) -> Iterator[MoveBuffer]:
+        """The buffered moves in order as buffers of at most ``size`` moves (views into this one), then clears it.
+
+        A mass move (a sweep's or a dead segment's re-scoring) is turned into its messages one part at a time.
+        """
+        n = len(self)
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            part = MoveBuffer(0)
+            part.ints, part.dist, part.vals = self.ints[start:stop], self.dist[start:stop], self.vals[start:stop]
+            part.count[0] = stop - start
+            part.columns = MoveColumns(part.ints, part.dist, part.vals, part.count)
+            yield part
+        self.clear()
 
 
 @njit(cache=True, inline="always")

@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -83,7 +83,7 @@ from segmenter.model_state import (
     encode_model_state,
     encode_snapshot,
 )
-from segmenter.moves import M_EVENT, M_LAST, M_ROW, MoveBuffer
+from segmenter.moves import M_EVENT, M_LAST, M_ROW, MOVE_CAPACITY, MoveBuffer
 from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle
 from segmenter.rescoring import Rescorer
 from segmenter.shared import decode_view, load_lens_view
@@ -94,7 +94,7 @@ if TYPE_CHECKING:
     from segmenter.triggers.engine import TriggerEngine
     from segmenter.triggers.rules import RuleSet
 
-__all__ = ["BatchResult", "CustomerView", "SegmentSize", "Segmenter", "SegmenterStats"]
+__all__ = ["BatchResult", "CustomerView", "OutputSink", "SegmentSize", "Segmenter", "SegmenterStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,30 @@ WATERMARK too, since a watermark may tick a refinement (``refine.every_days``), 
 
 
 
+OutputSink = Callable[[list[Output]], None]
+"""Receives a call's output messages in order, a part at a time, as soon as they exist (``sink=`` of
+:meth:`Segmenter.process_batch`, :meth:`~Segmenter.advance_to` and :meth:`~Segmenter.load_shared_model`).
+
+A part holds at most one move buffer's messages (:data:`~segmenter.moves.MOVE_CAPACITY` moves, with their
+campaign triggers) besides the lifecycle and trigger messages before them, so what a mass move holds at once
+is bounded by that, not by the number of moves."""
+
+
+class _Spool(list[Output]):
+    """One call's output messages in order; with a sink, each :meth:`hand_over` gives it what is held."""
+
+    def __init__(self, sink: OutputSink | None) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def hand_over(self) -> None:
+        """Give the held messages to the sink and forget them (without a sink, keep them: the call returns them)."""
+        if self.sink is not None and self:
+            part = self[:]
+            self.clear()
+            self.sink(part)
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """What :meth:`Segmenter.process_batch` returns."""
@@ -118,7 +142,7 @@ class BatchResult:
     parts: list[Output]
     """Output messages in order (``emitted_at`` unset), a move buffer's segment changes as one
     :class:`SegmentChanges` block where no campaign rule read them (an edge that only writes them writes the
-    block's bytes, :func:`~segmenter.change_blocks.encode_parts`)."""
+    block's bytes, :func:`~segmenter.change_blocks.encode_parts`); empty when a sink received them."""
     errors: list[tuple[int, EventError]]
     """Rejected events by index into the batch (``late``, or ``schema`` for a time out of range)."""
     dropped: list[int] = field(default_factory=list)
@@ -138,7 +162,7 @@ class _Run:
     sources: Sequence[int | None]
     cols: EventColumns
     errors: dict[int, EventError]
-    out: list[Output]
+    out: _Spool
     params: tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]
     pos: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(2, np.int64))
     io: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(kernel.IO_SIZE, np.int64))
@@ -228,7 +252,7 @@ class Segmenter:
         self._moves = MoveBuffer()
         self._explainers = [Explainer(lens) for lens in self._lenses]
         self._builder = ChangeBuilder(self._store, self._lenses, self._explainers, self._idx_arrays)
-        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._emit_moves)
+        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._emit_parts)
         self.set_rules(rules)
 
     # ------------------------------------------------------------------ rules
@@ -287,7 +311,11 @@ class Segmenter:
         return result.outputs
 
     def process_batch(
-        self, events: Sequence[CustomerEvent], sources: Sequence[int | None] | None = None
+        self,
+        events: Sequence[CustomerEvent],
+        sources: Sequence[int | None] | None = None,
+        *,
+        sink: OutputSink | None = None,
     ) -> BatchResult:
         """Apply events in order; same outputs as :meth:`process` on each, in one compiled pass.
 
@@ -304,31 +332,38 @@ class Segmenter:
             Validated events.
         sources
             Per event, its source (see :meth:`process`); default ``None`` for all.
+        sink
+            Receives the output messages in order, a part at a time, as soon as
+            they exist (see :data:`OutputSink`): a mass move (an inactivity sweep,
+            a refinement's re-scoring) is never held whole. ``None``: they are
+            returned in :attr:`BatchResult.outputs`. The parts, joined, are that list.
 
         Returns
         -------
         BatchResult
-            The output messages in order, and the rejected events (late, or a
-            time out of range) by index; rejected events change nothing.
+            The output messages in order (none with a ``sink``), and the rejected
+            events (late, or a time out of range) by index; rejected events change nothing.
 
         Raises
         ------
         ValueError
             A feature vector is not finite (cannot happen with the store's
-            clipping; a bug). Any exception leaves the batch half applied:
-            discard the core and restore it (the consumer does).
+            clipping; a bug). Any exception (the sink's too) leaves the batch half
+            applied, with some of its outputs handed over: discard the core and
+            what the sink received, and restore it (the consumer aborts its transaction).
         """
         n = len(events)
         srcs: Sequence[int | None] = sources if sources is not None else [None] * n
         if len(srcs) != n:
             raise ValueError(f"{n} events but {len(srcs)} sources")
-        result = BatchResult([], [])
+        out = _Spool(sink)
+        result = BatchResult(out, [])
         if not n:
             return result
         if self._clock.needs_repair:
             self._repair_clock()
         cols = EventColumns(events, srcs, self._store, self._clock.index)
-        run = _Run(events, srcs, cols, dict(cols.errors), result.parts, self._params())
+        run = _Run(events, srcs, cols, dict(cols.errors), out, self._params())
         if len(self._markers):
             self._drop_erased(run, range(n))
         arrays = self._arrays
@@ -359,6 +394,7 @@ class Segmenter:
                     run.out.extend(msgs)
                     self._after_lifecycle(li, msgs, run.out, skip=cols.row(i) if i < n else None)
             resume = stops[kernel.Stop(reason)](run, i, step)
+            run.out.hand_over()
         self._push_clock(run.state)
         cols.release_unused(self._store)
         result.errors.extend(sorted(run.errors.items()))
@@ -502,21 +538,35 @@ class Segmenter:
         """
         return self._erase(customer_id, at)
 
-    def advance_to(self, epoch: float, full: bool = False) -> list[OutputMessage]:
+    def advance_to(self, epoch: float, full: bool = False, *, sink: OutputSink | None = None) -> list[OutputMessage]:
         """Move the watermark to ``epoch`` (never backwards) and run the inactivity re-scoring it causes.
 
         With ``full=True`` every customer not yet scored at ``epoch`` is re-scored
-        at ``epoch`` (unbounded work; for ``replay --until``).
+        at ``epoch`` (unbounded work; for ``replay --until``). Returns the output
+        messages; with a ``sink``, it received them instead (see :meth:`process_batch`).
         """
         t = self._store.to_seconds(epoch)
-        out: list[Output] = []
+        out = _Spool(sink)
         if self._clock.advance(t):
             self._on_watermark(out)
         if full and self._clock.watermark is not None:
             self._rescorer.quiet(self._clock.watermark, out, before=self._clock.watermark)
+        out.hand_over()
         return messages_of(out)
 
     # ---------------------------------------------------------------- scoring
+    def _emit_parts(self, buf: MoveBuffer, out: _Spool, *, cause: str, stamp: int | None) -> None:
+        """A re-scoring pass's moves (the :class:`Rescorer`'s hand-over), a move buffer's worth at a time.
+
+        Each part's block goes to ``out``'s sink before the next part's is built, so a mass move holds at
+        most :data:`~segmenter.moves.MOVE_CAPACITY` moves' outputs at once; the outputs and their order are
+        those of one :meth:`_emit_moves` of the whole buffer (a move's message depends on the moves before it
+        only through the lens counts and trigger state, which are updated in the same order).
+        """
+        for part in buf.parts(MOVE_CAPACITY):
+            self._emit_moves(part, out, cause=cause, stamp=stamp)
+            out.hand_over()
+
     def _emit_moves(self, buf: MoveBuffer, out: list[Output], *, cause: str,
                     events: Sequence[CustomerEvent] | None = None, stamp: int | None = None) -> None:  # fmt: skip
         """The buffered moves' ``segment_change`` messages and campaign triggers, in order; clears ``buf``.
@@ -563,9 +613,7 @@ class Segmenter:
             if row is not None:
                 self._store.dirty[row] = True
 
-    def _after_lifecycle(
-        self, li: int, msgs: Iterable[SegmentLifecycle], out: list[Output], skip: int | None
-    ) -> None:
+    def _after_lifecycle(self, li: int, msgs: Iterable[SegmentLifecycle], out: _Spool, skip: int | None) -> None:
         """Move the customers out of segments that the lens merged, split or retired (cause ``model``)."""
         lens = self._lenses[li]
         if not lens.ready or not any(msg.action in _DEAD_ACTIONS for msg in msgs):
@@ -575,7 +623,7 @@ class Segmenter:
         if dead:
             self._rescorer.dead_segments(li, dead, out, skip=skip, stamp=self._clock.max_t or 0)
 
-    def _refine(self, out: list[Output]) -> None:
+    def _refine(self, out: _Spool) -> None:
         """Refine every ready lens against all current customers' features at the watermark (one vectorised pass)."""
         self._refine_round += 1
         store = self._store
@@ -600,7 +648,7 @@ class Segmenter:
                 self._after_lifecycle(li, msgs, out, skip=None)
         logger.debug("refinement %d on %d customers", self._refine_round, n)
 
-    def _on_watermark(self, out: list[Output]) -> None:
+    def _on_watermark(self, out: _Spool) -> None:
         wm = self._clock.watermark
         assert wm is not None
         self._markers.expire(wm)
@@ -693,6 +741,11 @@ class Segmenter:
         its restored record); an erased customer's is the one it had then.
         """
         return self._records.take_changes()
+
+    def take_change_parts(self, size: int) -> Iterator[list[tuple[str, bytes | None, int | None]]]:
+        """:meth:`take_changes` in parts of ``size``, each built when reached: a mass move's changelog is never
+        held whole. Consume it before the core changes again."""
+        return self._records.take_change_parts(size)
 
     def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
         """Each customer's current segment per lens: ``{lens: (id, name, since epoch, model version)}``.
@@ -788,12 +841,13 @@ class Segmenter:
         """Drop sampled vectors not yet taken (their batch was aborted)."""
         self._vectors.discard()
 
-    def load_shared_model(self, view: bytes) -> list[OutputMessage]:
+    def load_shared_model(self, view: bytes, *, sink: OutputSink | None = None) -> list[OutputMessage]:
         """Shared mode: assign with a trainer's model view (:meth:`~segmenter.shared.ModelTrainer.view`) from now on.
 
         Customers in segments the new view no longer has live (merged, split,
         retired) are re-assigned at once (cause ``model``), as the learning core
-        does after a lifecycle event. Returns those changes.
+        does after a lifecycle event. Returns those changes; with a ``sink``, it
+        received them instead, a part at a time (see :meth:`process_batch`).
 
         Raises
         ------
@@ -802,7 +856,7 @@ class Segmenter:
         """
         lenses = decode_view(view, self._names, self._fnames)
         check_lens_states(self.config, lenses)  # a bad view changes nothing
-        out: list[Output] = []
+        out = _Spool(sink)
         for li, lens in enumerate(self._lenses):
             dead = load_lens_view(lens, lenses[lens.name])
             if dead:

@@ -103,7 +103,7 @@ def replay(
     if run.io.progress is not None:
         run.io.progress(nbytes)
     if until is not None:
-        run.emit(core.advance_to(until, full=True))
+        core.advance_to(until, full=True, sink=run.emit)
     if run.io.snapshot is not None:
         report.customers = write_snapshot(core, run.io.snapshot)
     report.stats = core.stats()
@@ -151,9 +151,8 @@ class _Replay:
         return nbytes
 
     def flush(self) -> None:
-        """Apply the chunk read so far; write its outputs, count its late events, report its rejected ones."""
-        result = self.core.process_batch(self._chunk)
-        self.emit(result.parts)
+        """Apply the chunk read so far; write its outputs as they come, count late events, report rejected ones."""
+        result = self.core.process_batch(self._chunk, sink=self.emit)
         for i, exc in result.errors:
             if exc.reason == "late":
                 self.report.late += 1

@@ -39,3 +39,19 @@ def test_the_cost_is_the_difference_of_the_cheapest_blocks_whatever_lands_in_the
     uneven = new_customer_cost(_blocks([60, 61, 59, 900, 60, 2400], [20, 2000, 21, 700, 800, 20]))
     assert uneven["extra_us"] == pytest.approx(39)  # three dear known blocks of six: the medians go wrong
     assert uneven["extra_median_us"] < 0
+
+
+def test_the_mass_move_rows_pick_the_steps_with_a_mass_move() -> None:
+    from bench.memory import MASS_MOVE_OUTPUTS, mass_move_rows  # noqa: PLC0415
+
+    def steps(*peaks_outputs: tuple[int, int]) -> dict[str, object]:
+        return {"steps": [{"step": f"s{i}", "peak_rss": p, "outputs": o} for i, (p, o) in enumerate(peaks_outputs)]}
+
+    big = MASS_MOVE_OUTPUTS
+    after = steps((900_000_000, 10), (400_000_000, 3 * big), (600_000_000, big))
+    before = steps((500_000_000, 10), (2_000_000_000, 3 * big), (700_000_000, big))
+    most, dearest = mass_move_rows("m", after, before)
+    assert (most.measured, most.reference, most.ratio) == (400, 2000, 0.2)  # the step with the most outputs
+    assert (dearest.measured, dearest.reference) == (600, 2000)  # the dearest step with a mass move, not s0
+    none, _ = mass_move_rows("m", steps((900_000_000, big - 1)), None)
+    assert none.measured is None and none.note == "no step with a mass move"

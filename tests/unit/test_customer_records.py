@@ -92,3 +92,28 @@ def test_a_restored_customer_writes_the_record_it_was_restored_from() -> None:
         other.load_customer(cid, record, 1)
     other.store.dirty[:] = other.store.live
     assert {cid: r for cid, r, _ in other.take_changes()} == dict(records)
+
+
+def test_the_changelog_in_parts_is_the_whole_one_each_part_built_when_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, parted = Segmenter(CFG, rules=RULES), Segmenter(CFG, rules=RULES)
+    for seg in (whole, parted):
+        seg.process_batch(EVENTS, [3] * len(EVENTS))
+    want = whole.take_changes()
+    built: list[int] = []
+    records = FeatureStore.records
+
+    def counted(store: FeatureStore, rows: Any, names: Any) -> Any:
+        built.append(len(rows))
+        return records(store, rows, names)
+
+    monkeypatch.setattr(FeatureStore, "records", counted)
+    parts = parted.take_change_parts(7)
+    assert built == [], "nothing is built before its part is reached"
+    got = []
+    for part in parts:
+        assert 0 < len(part) <= 7 and max(built) <= 7
+        got.append(part)
+    assert [change for part in got for change in part] == want
+    assert len(got) == -(-len(want) // 7) > 10
+    assert any(record is None for _, record, _ in want), "tombstones among the parts, in id order"
+    assert parted.take_changes() == []

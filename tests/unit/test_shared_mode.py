@@ -17,10 +17,11 @@ from consumer.settings import load_settings
 from consumer.sink import InRecord, MemoryTransport, RebalanceHandler
 from consumer.state import CLOCK_KEY, TRAINER_KEY, VIEW_KEY, clock_records, restore_customers
 from consumer.trainer import TrainerRole
+from segmenter.change_blocks import Output, messages_of
 from segmenter.config import SegmenterConfig, default_config
 from segmenter.errors import EventError, StateError
 from segmenter.events import CustomerEvent, parse_event
-from segmenter.outputs import SegmentChange
+from segmenter.outputs import SegmentChange, encode
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer, decode_vectors
 from tests.unit.consumer.conftest import DrainTransport, make_service
@@ -290,3 +291,24 @@ def test_a_state_partition_restores_its_clock_and_its_customers() -> None:
     with pytest.raises(EventError):
         target.process(_ev(2, "a", 30 - 25), source=2)  # late for a's restored latest time
     assert target.drop_partitions([0, 1]) == 0 and target.drop_partitions([2]) == 1, "a belongs to partition 2"
+
+
+def test_a_new_views_moves_reach_a_sink_in_parts_in_the_list_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    import segmenter.pipeline as pipeline  # noqa: PLC0415
+
+    monkeypatch.setattr(pipeline, "MOVE_CAPACITY", 4)
+    config = default_config()
+    trainer, _ = _train(config, _events())
+    cores = [Segmenter(config, shared=True), Segmenter(config, shared=True)]
+    for core in cores:
+        core.load_shared_model(trainer.view())
+        for ev in _events()[:400]:
+            core.process(ev)
+    victim = max(cores[0].stats().segments["value"], key=lambda s: s.size)
+    trainer.lenses[0].registry.segments[int(victim.id.rpartition("-")[2])].status = "retired"
+    trainer.lenses[0].model_version += 1
+    whole = cores[0].load_shared_model(trainer.view())
+    parts: list[list[Output]] = []
+    assert cores[1].load_shared_model(trainer.view(), sink=parts.append) == []
+    assert [encode(m) for part in parts for m in messages_of(part)] == [encode(m) for m in whole]
+    assert len(whole) > 8 and max(len(messages_of(part)) for part in parts) <= 4

@@ -23,7 +23,7 @@ from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
 from segmenter.outputs import OutputMessage, SegmentChange, SegmentRef
-from segmenter.pipeline import BatchResult, Segmenter
+from segmenter.pipeline import BatchResult, OutputSink, Segmenter
 
 FIXED_NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
@@ -62,12 +62,21 @@ class FakeCore:
         self.since[event.customer_id] = int(event.epoch)
         return [_change(event.customer_id, n - 1 or None, n, event.event_id, event.ts.isoformat())]
 
-    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
-        """One :meth:`process` per event: rejections by index, any other exception propagates (half applied)."""
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], *,
+                      sink: OutputSink | None = None) -> BatchResult:  # fmt: skip
+        """One :meth:`process` per event: rejections by index, any other exception propagates (half applied).
+
+        With a ``sink``, each event's outputs are handed to it at once (a part per event), as the real core's
+        parts are while it runs.
+        """
         result = BatchResult([], [])
         for i, event in enumerate(events):
             try:
-                result.outputs.extend(self.process(event))
+                outputs = self.process(event)
+                if sink is None:
+                    result.outputs.extend(outputs)
+                elif outputs:
+                    sink([*outputs])
             except EventError as exc:
                 result.errors.append((i, exc))
                 continue
@@ -88,9 +97,10 @@ class FakeCore:
     def set_rules(self, rules: Any) -> None:
         self.rules = rules
 
-    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
+    def take_change_parts(self, size: int) -> list[list[tuple[str, bytes | None, int | None]]]:
         out, self.dirty = sorted(self.dirty.items()), {}
-        return [(c, r, self.partition.get(c)) for c, r in out]
+        changes = [(c, r, self.partition.get(c)) for c, r in out]
+        return [changes[i : i + size] for i in range(0, len(changes), size)]
 
     def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
         return {c: None if c not in self.counts else {"x": (f"x-{self.counts[c]}", "n", self.since.get(c, 0), 1)}

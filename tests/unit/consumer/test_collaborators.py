@@ -139,6 +139,9 @@ def test_the_emitter_writes_the_stamped_bytes_and_counts_each_label_set() -> Non
     emitter = Emitter(OutputRouter(lambda kind: f"out.{kind}"), "dlq", metrics, lambda: now)
     checkpoint = Checkpoint(started=0.0, open_s=1.0)
     emitter.emit(MESSAGES, checkpoint)
+    assert metrics.registry.get_sample_value("segmenter_campaign_triggers_total", {"campaign": "win"}) is None
+    for count in checkpoint.on_commit:  # counted when the batch is committed
+        count()
     reference = OutputRouter(lambda kind: f"out.{kind}")
     assert checkpoint.records == [reference.record(stamp(m, now.isoformat())) for m in MESSAGES]
     changes = [m for m in MESSAGES if m.kind == "segment_change"]
@@ -162,8 +165,9 @@ class _Core:
     def __init__(self, changes: int) -> None:
         self.changes = changes
 
-    def take_changes(self) -> list[tuple[str, bytes | None, int | None]]:
-        return [(f"c{i}", b"{}", 0) for i in range(self.changes)]
+    def take_change_parts(self, size: int) -> list[list[tuple[str, bytes | None, int | None]]]:
+        changes: list[tuple[str, bytes | None, int | None]] = [(f"c{i}", b"{}", 0) for i in range(self.changes)]
+        return [changes[i : i + size] for i in range(0, len(changes), size)]
 
     def membership(self, customer_ids: list[str]) -> dict[str, None]:
         return {}

@@ -15,7 +15,7 @@ from consumer.service import Service
 from consumer.settings import load_settings
 from consumer.sink import TP, InRecord, RebalanceHandler
 from segmenter.events import CustomerEvent
-from segmenter.pipeline import BatchResult
+from segmenter.pipeline import BatchResult, OutputSink
 from tests.unit.consumer.conftest import DrainTransport, FakeCore, Harness, event, make_harness, make_service
 
 Call = tuple[Any, ...]
@@ -46,9 +46,10 @@ class ClockCore(FakeCore):
         self.calls.append(("load_model",))
         super().load_model_state(data)
 
-    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], *,
+                      sink: OutputSink | None = None) -> BatchResult:  # fmt: skip
         self.calls.append(("batch", tuple(sources)))
-        return super().process_batch(events, sources)
+        return super().process_batch(events, sources, sink=sink)
 
 
 def run(h: Harness, calls: list[Call]) -> Service[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,58 @@ def test_a_big_batch_sends_its_outputs_in_chunks_inside_its_one_transaction(monk
         ]
     assert [o["cause_event_id"] for o in chunked.outputs()] == [f"e{i}" for i in range(7)]
     assert chunked.transport.committed[TP("in", 0)] == 7
+
+
+def _a_run_failing(
+    monkeypatch: pytest.MonkeyPatch, *args: str, tombstone_at: int | None = None
+) -> tuple[Harness, Any, list[int]]:
+    """Seven records of seven customers in one batch (spilled in chunks of 2); the core fails once on ``e5``.
+
+    ``tombstone_at``: that record is a tombstone instead, which ends the run before it. Returns the harness,
+    the service, and the aborts so far at each output record spilled.
+    """
+    monkeypatch.setattr(checkpoint_module, "SPILL_RECORDS", 2)
+    h = make_harness(1, "--batch-size", "100", "--commit-interval-ms", "60000", *args)
+    h.transport.exactly_once = h.settings.exactly_once
+    shared = {"e5": 1}
+    h.core_setup = lambda core: setattr(core, "fail_on", shared)
+    for i in range(7):
+        h.transport.produce_input(f"c{i}".encode(), None if i == tombstone_at else event(i, f"c{i}"))
+    spilled: list[int] = []
+    send_many = h.transport.send_many
+
+    def spy(records: Iterable[OutRecord]) -> None:
+        records = list(records)
+        spilled.extend(h.transport.aborts for r in records if r.topic == "out")
+        send_many(records)
+
+    h.transport.send_many = spy  # type: ignore[method-assign]
+    return h, h.run(), spilled
+
+
+def _counted(svc: Any, name: str, labels: dict[str, str]) -> float | None:
+    return svc.metrics.registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
+
+
+def test_an_aborted_batchs_spilled_outputs_never_appear_and_count_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h, svc, spilled = _a_run_failing(monkeypatch, tombstone_at=3)  # runs e0-e2 and e4-e6
+    assert spilled.count(0) == 2  # e0, e1 went into the transaction before it was aborted; nothing of e4-e6
+    assert h.transport.aborts == 1
+    # read_committed: the aborted transaction's records are not there, the replay's are, once each, in order
+    want = ["e0", "e1", "e2", "e4", "e5", "e6"]
+    assert [o["cause_event_id"] for o in h.outputs()] == want
+    # counted at the commits: e0-e2, queued twice (the aborted batch, the replay), count once
+    assert _counted(svc, "segmenter_segment_changes_total", {"lens": "x", "cause": "event"}) == len(want)
+    assert _counted(svc, "segmenter_outputs_total", {"kind": "segment_change"}) == len(want)
+    assert _counted(svc, "segmenter_end_to_end_lag_seconds_count", {}) == len(want)
+
+
+def test_a_run_that_fails_sends_nothing_in_either_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    for args in ((), ("--guarantee", "at-least-once")):
+        h, svc, spilled = _a_run_failing(monkeypatch, *args)
+        assert h.transport.aborts == 1
+        assert spilled and all(aborts == 1 for aborts in spilled), args  # every output sent after the abort
+        assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(7)]  # no duplicate
+        assert _counted(svc, "segmenter_outputs_total", {"kind": "segment_change"}) == 7  # the failed run: none
