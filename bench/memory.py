@@ -50,7 +50,8 @@ at a time (``take_change_parts``), so a run holds only its encoded records
 (about 0.9 KB per output) until it ends, not its message objects (about 3.5
 KB each) nor the changelog's intermediates (about 5.7 KB per changed
 customer); :mod:`segmenter.malloc_tuning` maps large blocks on their own and
-the edge returns the free heap every 50,000 records sent.
+the edge returns the free heap every 50,000 records sent (before the poll
+after the commit, once the batch is gone).
 
 Each size step and cost block also reports its peak RSS (sampled every 0.2 s
 from the RSS at its start) and its output records: the rows "peak RSS of the

@@ -241,7 +241,15 @@ class CommitSteps(Generic[C]):
         self._metrics.batch_records.observe(checkpoint.count)
         self._metrics.batches.inc()
         self._since_trim += sent + changes
-        if self._since_trim >= TRIM_AFTER_RECORDS:  # the freed records of the batches leave the process
+
+    def release_memory_if_due(self) -> None:
+        """Return the heap's free pages to the system once the commits since the last time sent enough records.
+
+        Called by the loop before a poll, not at the end of :meth:`commit`: by then the batch is gone, with what
+        the commit and the batch's run still held when it ended (the changed customers of a mass move, the run's
+        events and parts), so their pages go back too.
+        """
+        if self._since_trim >= TRIM_AFTER_RECORDS:
             self._since_trim = 0
             release_free_memory()
 

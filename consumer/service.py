@@ -235,6 +235,7 @@ class Service(Generic[C]):
 
     def _step(self, transport: Transport) -> None:
         """One poll: restore what was assigned, process the records, commit when the batch is due."""
+        self._steps.release_memory_if_due()
         self._check_rules()
         try:
             records = transport.poll(self._policy.poll_timeout(self._checkpoint), self._policy.room(self._checkpoint))

@@ -27,7 +27,8 @@ moves at a million customers) leaves its freed blocks as holes between live
 ones, which glibc keeps. :func:`release_free_memory` (``malloc_trim``) hands
 the free pages inside the heap back; it walks the heap (tens of milliseconds
 at a few GB), so the Kafka edge calls it once its commits sent 50,000 records
-since the last time (:data:`consumer.checkpoint.TRIM_AFTER_RECORDS`).
+since the last time (:data:`consumer.checkpoint.TRIM_AFTER_RECORDS`), before
+its next poll (when the committed batch and its run are gone too).
 """
 
 from __future__ import annotations
