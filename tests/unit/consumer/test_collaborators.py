@@ -193,7 +193,9 @@ class _Transport:
         self.commits += 1
 
 
-def test_the_free_heap_is_returned_before_the_poll_after_commits_sent_enough_records(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_free_heap_is_returned_before_the_poll_after_commits_sent_enough_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: list[int] = []
 
     def trim() -> bool:
