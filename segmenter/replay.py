@@ -36,6 +36,9 @@ _PROGRESS_EVERY = 4096
 REPLAY_CHUNK = 1024
 """Events handed to :meth:`Segmenter.process_batch` at a time (outputs do not depend on it)."""
 
+WRITE_EVERY = 10_000
+"""Held outputs past which replay writes them (and at the end): one compiled pass per many move buffers."""
+
 
 @dataclass
 class ReplayReport:
@@ -104,6 +107,7 @@ def replay(
         run.io.progress(nbytes)
     if until is not None:
         core.advance_to(until, full=True, sink=run.emit)
+        run.write_held()
     if run.io.snapshot is not None:
         report.customers = write_snapshot(core, run.io.snapshot)
     report.stats = core.stats()
@@ -120,6 +124,8 @@ class _Replay:
         self.report = ReplayReport()
         self._chunk: list[CustomerEvent] = []
         self._linenos: list[int] = []
+        self._held: list[Output] = []
+        self._held_outputs = 0
 
     def read(self, fh: IO[bytes]) -> int:
         """Parse and apply every line of ``fh``, in chunks of :data:`REPLAY_CHUNK` events; returns the bytes read."""
@@ -148,10 +154,11 @@ class _Replay:
             if len(chunk) >= REPLAY_CHUNK:
                 self.flush()
         self.flush()
+        self.write_held()
         return nbytes
 
     def flush(self) -> None:
-        """Apply the chunk read so far; write its outputs as they come, count late events, report rejected ones."""
+        """Apply the chunk read so far; hold its outputs as they come, count late events, report rejected ones."""
         result = self.core.process_batch(self._chunk, sink=self.emit)
         for i, exc in result.errors:
             if exc.reason == "late":
@@ -163,16 +170,28 @@ class _Replay:
         self._linenos.clear()
 
     def emit(self, messages: Sequence[Output]) -> None:
-        """Count and write output messages (stamped with the clock, if any); a block of changes is written
-        from its columns, without building its messages (:class:`~segmenter.change_blocks.SegmentChanges`)."""
-        if not messages:
-            return
-        clock, output = self.io.clock, self.io.output
+        """Count output messages and hold them for writing (the core's sink).
+
+        They are written once :data:`WRITE_EVERY` outputs are held and at the end: the core hands
+        them over a move buffer at a time, and one write of many parts makes one compiled pass over their
+        blocks of changes (:func:`~segmenter.change_blocks.encode_parts`) where one per part would pay its
+        fixed cost per move buffer, while a mass move is still never held whole.
+        """
         counts = self.report.outputs
         for m in messages:
-            counts[m.kind] += len(m) if isinstance(m, SegmentChanges) else 1
-        if output is not None:
-            output.write(encode_parts(messages, clock() if clock is not None else None))
+            n = len(m) if isinstance(m, SegmentChanges) else 1
+            counts[m.kind] += n
+            self._held_outputs += n
+        self._held.extend(messages)
+        if self._held_outputs >= WRITE_EVERY:
+            self.write_held()
+
+    def write_held(self) -> None:
+        """Write the held outputs (stamped with the clock, if any), a block of changes from its columns."""
+        held, self._held, self._held_outputs = self._held, [], 0
+        clock, output = self.io.clock, self.io.output
+        if held and output is not None:
+            output.write(encode_parts(held, clock() if clock is not None else None))
 
 
 def _reject(report: ReplayReport, lineno: int, exc: EventError) -> None:

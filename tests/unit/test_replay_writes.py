@@ -1,0 +1,45 @@
+"""``segmenter.replay`` holds the core's outputs and writes many move buffers' parts at once, bounded."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+
+import segmenter.replay as replay_module
+from segmenter.config import default_config
+from segmenter.pipeline import Segmenter
+from segmenter.replay import ReplayIO, replay
+from tests.unit.eventgen import make_events
+
+
+class _Writes(io.BytesIO):
+    """An output stream that records the number of lines of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.lines.append(data.count(b"\n"))
+        return super().write(data)
+
+
+def _replay(path: Path) -> _Writes:
+    out = _Writes()
+    replay(path, Segmenter(default_config()), ReplayIO(output=out))
+    return out
+
+
+def test_replay_writes_outputs_in_bounded_writes_of_many_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in make_events(300, 8)))
+    whole = _replay(path)
+    assert whole.lines == [sum(whole.lines)], "below WRITE_EVERY, one write at the end"
+    monkeypatch.setattr(replay_module, "WRITE_EVERY", 50)
+    parts = _replay(path)
+    assert parts.getvalue() == whole.getvalue()
+    assert len(parts.lines) > 3, "written as the held outputs pass WRITE_EVERY, not once at the end"
+    assert min(parts.lines[:-1]) >= 50
