@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import consumer.emitter as emitter_module
 from consumer.checkpoint import Checkpoint
 from consumer.emitter import Emitter
 from consumer.metrics import Metrics
@@ -59,7 +60,11 @@ def _emit(calls: list[list[Output]], blocks: bool) -> tuple[list[OutRecord], dic
     return checkpoint.records, checkpoint.changed, samples
 
 
-def test_a_blocks_records_are_its_messages_records(calls: list[list[Output]]) -> None:
+@pytest.mark.parametrize("lines_from", [1, emitter_module.LINES_FROM])
+def test_a_blocks_records_are_its_messages_records(calls: list[list[Output]], lines_from: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Every block written from its lines (1), or the small ones from their messages (the default)."""
+    monkeypatch.setattr(emitter_module, "LINES_FROM", lines_from)
     records, changed, samples = _emit(calls, blocks=True)
     want_records, want_changed, want_samples = _emit(calls, blocks=False)
     assert len(records) == len(want_records) > 100
@@ -75,5 +80,7 @@ def test_the_calls_hold_blocks_between_messages_and_without_rules_only(calls: li
     if has_rules:
         assert not any(SegmentChanges in k for k in kinds)
     else:
-        assert sum(SegmentChanges in k for k in kinds) > 2
+        sizes = [len(p) for parts in calls for p in parts if isinstance(p, SegmentChanges)]
+        assert min(sizes) < emitter_module.LINES_FROM <= max(sizes), "blocks written both ways"
+        assert len(sizes) > 2
         assert any(len(k) > 1 for k in kinds), "a call with a block and messages"
