@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from consumer.sink import Headers, OutRecord
+from segmenter.change_blocks import SegmentChanges
 from segmenter.outputs import OutputMessage, encode, message_key
 
 
@@ -66,10 +67,26 @@ class OutputRouter:
                 new(OutRecord, (route.topic, message_key(message), encode(message, emitted_at), route.headers, None))
             )
         for name, n in counts.items():
-            counter = routes[name].counter
-            if counter is not None:
-                counter.inc(n)
+            self._count(name, n)
         return out
+
+    def change_records(self, block: SegmentChanges, emitted_at: str | None = None) -> list[OutRecord]:
+        """The records of a block's messages, in order: the records :meth:`records` makes of
+        ``block.messages()``, without making the messages (each value is the block's line for its move)."""
+        kind = block.kind
+        route = self._routes.get(kind) or self._route(kind)
+        topic, headers, new = route.topic, route.headers, tuple.__new__
+        out = [
+            new(OutRecord, (topic, cid.encode(), line, headers, None))
+            for cid, line in zip(block.ids, block.lines(emitted_at), strict=True)
+        ]
+        self._count(kind, len(out))
+        return out
+
+    def _count(self, kind: str, n: int) -> None:
+        counter = self._routes[kind].counter
+        if counter is not None and n:
+            counter.inc(n)
 
     def _route(self, kind: str) -> _Route:
         counter = self._counter_of(kind) if self._counter_of is not None else None

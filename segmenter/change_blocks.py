@@ -7,20 +7,21 @@ made (refs, names and model versions as they were then). A block is two things
 at once, from the same columns:
 
 - :meth:`SegmentChanges.messages`: the :class:`~segmenter.outputs.SegmentChange`
-  messages (for the Kafka edge, the trigger engine, tests);
+  messages (for the trigger engine, the model-view follower, tests);
 - :meth:`SegmentChanges.encode_lines`: their JSON lines, the bytes
   :func:`~segmenter.outputs.encode_lines` writes for those messages, assembled
   in one compiled pass (:mod:`segmenter.change_lines`) without a Python object
-  per message (the replay edge, which only writes them).
+  per message (the replay edge, which only writes them, and the Kafka edge,
+  whose records carry them one line each: :meth:`SegmentChanges.lines`).
 
-:func:`messages_of` and :func:`encode_parts` take a list of outputs in which
-blocks stand for their messages (:data:`Output`).
+:func:`messages_of`, :func:`encode_parts` and :func:`runs` take a list of
+outputs in which blocks stand for their messages (:data:`Output`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.moves import MoveBuffer
 
-__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "messages_of"]
+__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "messages_of", "runs"]
 
 _KIND = "segment_change"
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
@@ -121,6 +122,18 @@ class SegmentChanges:
                 counts[c] = counts.get(c, 0) + k
         return counts
 
+    def lens_cause_counts(self) -> dict[tuple[str, str], int]:
+        """Moves per (lens, cause), in the order each pair first occurs."""
+        causes = len(self.causes)
+        pairs = self.lens * causes + self.cause
+        present, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+        out: dict[tuple[str, str], int] = {}
+        for i in np.argsort(first, kind="stable").tolist():
+            lens, cause = divmod(int(present[i]), causes)
+            key = (self.lens_names[lens], self.causes[cause])
+            out[key] = out.get(key, 0) + int(counts[i])
+        return out
+
     # ------------------------------------------------------------------ messages
     def messages(self) -> list[SegmentChange]:
         """The messages, in order (each field typed as the validating constructor keeps it)."""
@@ -177,6 +190,15 @@ class SegmentChanges:
             return b""
         return change_lines(self, emitted_at)
 
+    def lines(self, emitted_at: str | None = None) -> list[bytes]:
+        """Each message as :func:`~segmenter.outputs.encode` writes it, in order (:meth:`encode_lines`, split).
+
+        A line's only raw newline is its last byte: JSON writes a newline in a string as ``\\n``.
+        """
+        lines = self.encode_lines(emitted_at).split(b"\n")
+        lines.pop()  # after the last newline: empty
+        return lines
+
 
 Output = OutputMessage | SegmentChanges
 """One item of the core's outputs: a message, or a block standing for its ``segment_change`` messages."""
@@ -193,27 +215,34 @@ def messages_of(parts: Iterable[Output]) -> list[OutputMessage]:
     return out
 
 
-def encode_parts(parts: Iterable[Output], emitted_at: str | None = None) -> bytes:
-    """The JSON lines of ``parts`` (:func:`~segmenter.outputs.encode_lines` of :func:`messages_of` them)."""
-    chunks: list[bytes] = []
+def runs(parts: Iterable[Output]) -> Iterator[list[OutputMessage] | SegmentChanges]:
+    """``parts`` in order as runs: each run of messages as a list, each run of blocks as one block (concatenated:
+    one compiled pass writes it)."""
     held: list[OutputMessage] = []
     blocks: list[SegmentChanges] = []
     for part in parts:
         if isinstance(part, SegmentChanges):
             if held:
-                chunks.append(encode_lines(held, emitted_at))
+                yield held
                 held = []
             blocks.append(part)
         else:
-            if blocks:  # consecutive blocks are written as one: one compiled pass
-                chunks.append(SegmentChanges.concat(blocks).encode_lines(emitted_at))
+            if blocks:
+                yield SegmentChanges.concat(blocks)
                 blocks = []
             held.append(part)
     if held:
-        chunks.append(encode_lines(held, emitted_at))
+        yield held
     if blocks:
-        chunks.append(SegmentChanges.concat(blocks).encode_lines(emitted_at))
-    return b"".join(chunks)
+        yield SegmentChanges.concat(blocks)
+
+
+def encode_parts(parts: Iterable[Output], emitted_at: str | None = None) -> bytes:
+    """The JSON lines of ``parts`` (:func:`~segmenter.outputs.encode_lines` of :func:`messages_of` them)."""
+    return b"".join([
+        run.encode_lines(emitted_at) if isinstance(run, SegmentChanges) else encode_lines(run, emitted_at)
+        for run in runs(parts)
+    ])  # fmt: skip
 
 
 class ChangeBuilder:
