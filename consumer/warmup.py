@@ -9,7 +9,8 @@ real record: two events of one customer (a new row, then a known customer's
 event), then a synthetic stream (:func:`warm_up_stream`) long enough for the
 lenses of the default config to finish their warm-up, move customers (with
 explanations), re-score quiet customers and refine, which each call compiled
-code of their own; last, the lenses' quality and segment rules, which are computed when first read.
+code of their own (the change blocks' lines too); last, the lenses' quality
+and segment rules, which are computed when first read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Protocol
 
 import orjson
 
+from segmenter.change_blocks import Output, encode_parts
 from segmenter.events import CustomerEvent, parse_event
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,14 @@ class ProfiledLens(Protocol):
         """The live segments' profiles."""
 
 
+class BatchOutputs(Protocol):
+    """What a warm-up reads of a batch's result: its outputs, change blocks among them."""
+
+    @property
+    def parts(self) -> Sequence[Output]:
+        """The outputs in order."""
+
+
 class BatchCore(Protocol):
     """The part of the core a warm-up drives."""
 
@@ -73,7 +83,7 @@ class BatchCore(Protocol):
     def lens_quality(self) -> Mapping[str, object]:
         """Each refined lens's quality (measured when first read)."""
 
-    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> object:
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchOutputs:
         """Process events in order."""
 
 
@@ -89,7 +99,8 @@ def warm_up(make_core: Callable[[], BatchCore], stream: Sequence[CustomerEvent] 
     events = warm_up_stream() if stream is None else stream
     for at in range(0, len(events), _BATCH):
         batch = events[at : at + _BATCH]
-        core.process_batch(batch, [0] * len(batch))
+        # the edge writes a large change block from its lines: their compiled writer too
+        encode_parts(core.process_batch(batch, [0] * len(batch)).parts)
     core.lens_quality()  # read by the gauges after each refinement: batch k-means and the silhouette
     for lens in core.lenses:
         lens.profiles()  # read by lifecycle messages and the explorer: the segment rules' compiled split search

@@ -1,4 +1,4 @@
-"""Text pieces and numbers for JSON written in compiled code (:mod:`segmenter.change_lines`).
+r"""Text pieces and numbers for JSON written in compiled code (:mod:`segmenter.change_lines`).
 
 :class:`Pieces` is a table of byte strings, each valid JSON text or a part of
 it, held as one byte array and offsets; :class:`Numbers` is floats written by

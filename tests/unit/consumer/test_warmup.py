@@ -13,7 +13,7 @@ from segmenter.config import SegmenterConfig, default_config
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.lenses.scaling import signed_expm1, signed_log1p
 from segmenter.outputs import SegmentLifecycle
-from segmenter.pipeline import Segmenter
+from segmenter.pipeline import BatchResult, Segmenter
 
 
 class _Lens:
@@ -35,9 +35,9 @@ class _Recording:
         self.quality_reads += 1
         return {}
 
-    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> object:
+    def process_batch(self, events: Sequence[CustomerEvent], sources: Sequence[int | None]) -> BatchResult:
         self.batches.append((list(events), list(sources)))
-        return None
+        return BatchResult([], [])
 
 
 def test_warm_up_runs_its_events_then_the_stream_through_one_fresh_core() -> None:
