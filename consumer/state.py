@@ -93,7 +93,7 @@ class ClockedCore(Protocol):
 
 
 def changelog_records(changes: Iterable[tuple[str, bytes | None, int | None]], topic: str) -> list[OutRecord]:
-    """Changelog records for the customers the core changed in this batch (:meth:`Segmenter.take_changes`).
+    """Changelog records for customers the core changed in this batch (a part of :meth:`Segmenter.take_change_parts`).
 
     Each goes to its customer's input partition, which the core keeps per
     customer; one without (should not happen at the edge) falls back to the
