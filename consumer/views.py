@@ -19,7 +19,7 @@ import orjson
 from consumer.core import SharedCore
 from consumer.sink import InRecord, OutRecord, Transport
 from consumer.state import FORMAT_HEADER, VERSIONS_HEADER, VIEW_FORMAT, VIEW_KEY, BadRecords, clock_records, where
-from segmenter.change_blocks import Output, messages_of
+from segmenter.change_blocks import Output, size_of
 from segmenter.errors import SegmenterError
 from segmenter.pipeline import OutputSink
 
@@ -97,9 +97,8 @@ class ViewFollower:
 
         def counted(part: list[Output]) -> None:
             nonlocal moved
-            messages: list[Output] = list(messages_of(part))
-            moved += len(messages)
-            sink(messages)
+            moved += sum(map(size_of, part))
+            sink(part)
 
         try:
             core.load_shared_model(view, sink=counted)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.moves import MoveBuffer
 
-__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "messages_of", "runs"]
+__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "messages_of", "runs", "size_of"]
 
 _KIND = "segment_change"
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
@@ -202,6 +202,11 @@ class SegmentChanges:
 
 Output = OutputMessage | SegmentChanges
 """One item of the core's outputs: a message, or a block standing for its ``segment_change`` messages."""
+
+
+def size_of(part: Output) -> int:
+    """The number of messages ``part`` stands for (a block's moves; a message is one)."""
+    return len(part) if isinstance(part, SegmentChanges) else 1
 
 
 def messages_of(parts: Iterable[Output]) -> list[OutputMessage]:

@@ -20,7 +20,7 @@ from typing import IO
 
 import orjson
 
-from segmenter.change_blocks import Output, SegmentChanges, encode_parts
+from segmenter.change_blocks import Output, encode_parts, size_of
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.pipeline import Segmenter, SegmenterStats
@@ -179,7 +179,7 @@ class _Replay:
         """
         counts = self.report.outputs
         for m in messages:
-            n = len(m) if isinstance(m, SegmentChanges) else 1
+            n = size_of(m)
             counts[m.kind] += n
             self._held_outputs += n
         self._held.extend(messages)
