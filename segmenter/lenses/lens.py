@@ -340,9 +340,9 @@ class Lens:
 
         The same machinery for every summarising model (STREAMKMeans, DenStream, DBSTREAM,
         CluStream; :class:`~segmenter.lenses.summary.SummaryFollower`), so segment ids do not
-        churn when the model renumbers or re-clusters: segments follow the
-        summary's drift from where the last refinement left them, and only the
-        population (a refinement) retires, merges or adds segments.
+        churn when the model renumbers or re-clusters: before the first refinement segments
+        follow the summary; after it they stay where the last refinement left them (nothing
+        to publish), and only the population (a refinement) moves, retires, merges or adds them.
         """
         mcs, w = self._model.micro_clusters()
         live = self._registry.live()
@@ -351,14 +351,10 @@ class Lens:
         snap = self._scaler.snapshot()
         segs = [self._registry.segments[n] for n in live]
         scaled = self._follower().follow(mcs, w, segs, snap)
+        if scaled is None:  # refined segments stay where the refinement left them
+            return []
         events, _ = self._registry.set_centers(live, scaled, snap, merge_within=0.0)
         return self._publish(list(events))
-
-    def _place_in_summary(self) -> None:
-        """After a refinement: each live segment's position in the micro-clusters, the reference it moves from."""
-        mcs, w = self._model.micro_clusters()
-        segs = [self._registry.segments[n] for n in self._registry.live()]
-        self._follower().place(mcs, w, segs, self._scaler.snapshot())
 
     def _follower(self) -> SummaryFollower:
         cfg = self.config
@@ -494,8 +490,6 @@ class Lens:
         if replaced:
             self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
         self._push_to_model()
-        if self._model.summarises:
-            self._place_in_summary()
         return events
 
     def _push_to_model(self) -> None:

@@ -76,11 +76,9 @@ class Segment:
     anchor: list[float] | None = None
     """Center (transformed space) at the last refinement: a refinement judges a jump from here, so a segment
     dragged step by step between refinements (a summary's micro-cluster migrating) is still a new segment."""
-    summary_ref: list[float] | None = None
-    """Summarising models: the segment's position in the model's micro-clusters at the last refinement
-    (transformed space); between refinements the segment follows the summary's movement from here."""
     summary_pos: list[float] | None = None
-    """Summarising models: the segment's latest position in the micro-clusters (transformed space)."""
+    """Summarising models, before the first refinement: the segment's latest position in the micro-clusters
+    (transformed space)."""
 
 
 @dataclass(frozen=True)
@@ -392,7 +390,7 @@ class SegmentRegistry:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         try:
-            segments = {int(s["number"]): Segment(**{**s, **_vectors(s)}) for s in state["segments"]}
+            segments = {int(s["number"]): Segment(**{**_known(s), **_vectors(s)}) for s in state["segments"]}
             next_number = int(state["next_number"])
             version = int(state["version"])
             statuses = get_args(Status)
@@ -408,8 +406,15 @@ class SegmentRegistry:
         self.segments, self.next_number, self.version = segments, next_number, version
 
 
-_OPTIONAL_VECTORS = ("anchor", "summary_ref", "summary_pos")
+_OPTIONAL_VECTORS = ("anchor", "summary_pos")
 """Segment fields that hold a vector or None (absent from states written before they were saved)."""
+_DROPPED = ("summary_ref",)
+"""Keys of older states that no field holds any more (segments followed the summary between refinements)."""
+
+
+def _known(record: dict[str, Any]) -> dict[str, Any]:
+    """A segment record without the keys of :data:`_DROPPED`."""
+    return {k: v for k, v in record.items() if k not in _DROPPED}
 
 
 def _set_vectors(segment: Segment) -> dict[str, list[float]]:

@@ -2,24 +2,23 @@
 
 A summarising model (:attr:`~segmenter.lenses.models.ClusterModel.summarises`)
 reports weighted micro-clusters, never segments: the lens's segments are the
-centers of the last population-wide refinement, and between refinements they
-follow the summary. Each live segment has a *position* in the summary: the
-weighted mean of the micro-clusters within ``threshold`` of it, found by
-weighted Lloyd steps seeded from its previous position
-(:func:`~segmenter.lenses.lloyd.trimmed_lloyd`: a far micro-cluster drags
-nothing). :meth:`SummaryFollower.place` records that position at a refinement (the
-reference); :meth:`~SummaryFollower.follow` moves each segment from where the refinement left
-it by as much as its position moved since, at most ``threshold`` per refresh.
+centers of the last population-wide refinement, and they stay there until the
+next one. The summary keeps learning (the model's micro-clusters), but a
+segment does not follow it between refinements: the summary weighs events (and
+fades them), not customers, so following it dragged the segments away from the
+population's optimum (nearest-center SSE 1.03-1.18 x batch k-means on
+bench/quality.py, 1.00-1.01 when they stay; docs/internals.md, "Summarising
+models"). Births, retirements and merges come from the population, at the
+refinement (and at the first segments).
 
-The summary weighs events (and fades them), not customers: a group of
-customers who rarely act may hold no micro-cluster at all while the
-population still holds them. So the summary's drift is followed, its bias is
-not, and a refined segment the summary does not reach stays where it is: it
-is never moved, retired or re-born from the summary. Births, retirements and
-merges come from the population, at the refinement (and at the first
-segments). Only before any refinement, when the summary is the lens's only
-view, a segment it has left empty for ``retire_after`` refreshes moves to the
-heaviest group of micro-clusters no segment holds (a retirement and a birth).
+Only before the first refinement, when the summary is the lens's only view of
+the population, the segments follow it: each one moves to its *position* in the
+summary, the weighted mean of the micro-clusters within ``threshold`` of it,
+found by weighted Lloyd steps seeded from its previous position
+(:func:`~segmenter.lenses.lloyd.trimmed_lloyd`: a far micro-cluster drags
+nothing), at most ``threshold`` per refresh; and a segment the summary has left
+empty for ``retire_after`` refreshes moves to the heaviest group of
+micro-clusters no segment holds (a retirement and a birth).
 
 Examples
 --------
@@ -29,14 +28,13 @@ Examples
 >>> snap = ScalerSnapshot(heavy=(False,), mean=(0.0,), std=(1.0,))
 >>> segs = [Segment(0, [0.0], anchor=[0.0]), Segment(1, [5.0], anchor=[5.0])]
 >>> follower = SummaryFollower(threshold=1.0, iterations=5)
->>> follower.place(np.array([[0.2], [5.0]]), np.array([1.0, 1.0]), segs, snap)
->>> [s.summary_ref for s in segs]
-[[0.2], [5.0]]
->>> follower.follow(np.array([[0.7], [9.0]]), np.array([1.0, 1.0]), segs, snap).ravel().round(6).tolist()
-[0.5, 5.0]
+>>> follower.follow(np.array([[0.7], [9.0]]), np.array([1.0, 1.0]), segs, snap)
+>>> segs[1].anchor = None  # never refined
+>>> follower.follow(np.array([[0.7], [5.5]]), np.array([1.0, 1.0]), segs, snap).ravel().round(6).tolist()
+[0.0, 5.5]
 
-The first segment moved as far as its micro-cluster (0.2 -> 0.7); no micro-cluster is
-within the threshold of the second, which stays.
+Refined, both segments stay where the refinement left them (``None``: nothing to follow); once the
+second is one no refinement placed, it goes to its micro-cluster and the first still stays.
 """
 
 from __future__ import annotations
@@ -58,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SummaryFollower:
-    """Places segments in a summary at a refinement and moves them with it between refinements.
+    """Moves the segments with the summary until the first refinement places them.
 
     Parameters
     ----------
@@ -84,29 +82,19 @@ class SummaryFollower:
         pos, mass, outside = trimmed_lloyd(mcs, seeds, self.threshold, self.iterations, w)
         return snap.unscale_matrix(pos), mass > 0.0, outside
 
-    def place(self, mcs: np.ndarray, w: np.ndarray, segments: Sequence[Segment], snap: ScalerSnapshot) -> None:
-        """After a refinement: each segment's position in the micro-clusters ``mcs`` (scaled by ``snap``).
-
-        That position is its reference. A segment no micro-cluster is within ``threshold`` of gets none
-        (it stays put until a position appears).
-        """
-        if not len(mcs) or not segments:
-            return
-        pos, held, _ = self._positions(mcs, w, snap.scale_matrix(_centers(segments)), snap)
-        for j, seg in enumerate(segments):
-            seg.summary_ref = seg.summary_pos = pos[j].tolist() if held[j] else None
-
-    def follow(self, mcs: np.ndarray, w: np.ndarray, segments: Sequence[Segment], snap: ScalerSnapshot) -> np.ndarray:
+    def follow(
+        self, mcs: np.ndarray, w: np.ndarray, segments: Sequence[Segment], snap: ScalerSnapshot
+    ) -> np.ndarray | None:
         """The segments' new centers (scaled by ``snap``, one row per segment) from the micro-clusters ``mcs``.
 
-        Updates each segment's :attr:`~segmenter.lenses.registry.Segment.summary_pos`.
-        A segment no refinement placed yet (no
-        :attr:`~segmenter.lenses.registry.Segment.anchor`) goes to its position: before
-        the first refinement the summary is the only view of the population. A
-        refined segment without a reference (it held no micro-cluster at the
-        refinement) takes the first position it holds as its reference. A segment
-        holding no micro-cluster keeps its center and its last position.
+        ``None`` when every segment was placed by a refinement (an
+        :attr:`~segmenter.lenses.registry.Segment.anchor`): they stay there. Otherwise a
+        segment no refinement placed goes to its position in the summary (and
+        :attr:`~segmenter.lenses.registry.Segment.summary_pos` is updated), a refined
+        one keeps its center, and so does one holding no micro-cluster.
         """
+        if all(seg.anchor is not None for seg in segments):
+            return None
         current = snap.scale_matrix(_centers(segments))
         if not len(mcs) or not len(segments):
             return current
@@ -115,15 +103,9 @@ class SummaryFollower:
         target = current.copy()
         for j, seg in enumerate(segments):
             seg.misses = 0 if held[j] or seg.anchor is not None else seg.misses + 1
-            if not held[j]:
-                continue
-            seg.summary_pos = pos[j].tolist()
-            if seg.anchor is None:  # never refined: the summary is all there is to go by
+            if held[j] and seg.anchor is None:  # never refined: the summary is all there is to go by
+                seg.summary_pos = pos[j].tolist()
                 target[j] = snap.scale(seg.summary_pos)
-            elif seg.summary_ref is None:
-                seg.summary_ref = seg.summary_pos
-            else:
-                target[j] = snap.scale((np.asarray(seg.anchor) + pos[j] - np.asarray(seg.summary_ref)).tolist())
         # follow, do not leap: a summary that re-forms its micro-clusters moves a segment at most a threshold
         step = np.linalg.norm(target - current, axis=1)
         far = step > self.threshold
