@@ -71,7 +71,6 @@ from consumer.sink import TP, OutRecord, Transport
 from consumer.state import changelog_records
 from consumer.watchdog import CommitWatchdog
 from segmenter.malloc_tuning import release_free_memory
-from segmenter.membership import membership_value
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +261,8 @@ class CommitSteps(Generic[C]):
         is compacted and keyed, and nothing reads it per input partition.
         """
         topic = self._membership_topic
-        entries = core.membership(ids)
-        records = [OutRecord(topic, cid.encode(), None if segs is None else membership_value(cid, segs, changed[cid]),
-                             (), None) for cid, segs in entries.items()]  # fmt: skip
+        values = core.membership_values(ids, [changed[cid] for cid in ids])
+        records = [OutRecord(topic, cid.encode(), value, (), None) for cid, value in zip(ids, values, strict=True)]
         tombstones = sum(1 for r in records if r.value is None)
         self._metrics.membership.labels("record").inc(len(records) - tombstones)
         self._metrics.membership.labels("tombstone").inc(tombstones)

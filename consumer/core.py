@@ -17,7 +17,6 @@ from consumer.sink import InRecord, OutRecord, Transport
 from consumer.state import ClockedCore, StatefulCore
 from segmenter.events import CustomerEvent
 from segmenter.lenses.quality import LensQuality
-from segmenter.membership import Entries
 from segmenter.outputs import OutputMessage
 from segmenter.pipeline import BatchResult, OutputSink, SegmenterStats
 from segmenter.triggers.rules import RuleSet
@@ -47,8 +46,8 @@ class Core(StatefulCore, ClockedCore, Protocol):
         """Customer records changed since the last call (``None`` = erased), each with its input partition, in
         parts of ``size`` built as they are reached (consumed before the core changes again)."""
 
-    def membership(self, customer_ids: Iterable[str]) -> Mapping[str, Entries | None]:
-        """The customers' current segments per lens (``None``: not held)."""
+    def membership_values(self, customer_ids: Sequence[str], updated_at: Sequence[str]) -> Sequence[bytes | None]:
+        """The customers' membership-table record values, each ``updated_at`` its own (``None``: not held)."""
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget every customer of those input partitions; returns how many."""

@@ -4,7 +4,8 @@ Two compacted topics hold everything needed to rebuild an instance:
 
 ``<group>.state``
     One record per customer, key = customer id (UTF-8), value = the core's
-    customer record (:meth:`Segmenter.take_dirty`), ``None`` (a tombstone) once
+    customer record (:meth:`Segmenter.take_dirty`; binary, version 2 of
+    :mod:`segmenter.customer_codec`), ``None`` (a tombstone) once
     the customer is erased. It has as many partitions as the input topic, and a
     customer's record goes to the **same partition number** as the input record
     that changed it (co-partitioning), so whoever owns input partition *p*
@@ -44,7 +45,9 @@ from segmenter.errors import SegmenterError, StateError
 log = logging.getLogger(__name__)
 
 FORMAT_HEADER = "format"
-CUSTOMER_FORMAT = b"segmenter-customer-1"
+CUSTOMER_FORMAT = b"segmenter-customer-2"
+"""A customer record's header: version 2 (:mod:`segmenter.customer_codec`); a restore reads the version from the
+value itself, so the JSON records of version 1 (header ``segmenter-customer-1``) still restore."""
 MODEL_FORMAT = b"segmenter-model-1"
 """A whole-model record (:meth:`Segmenter.model_state`), as written before the model was split in parts; still read."""
 MODEL_PART_FORMAT = b"segmenter-model-part-1"

@@ -1,10 +1,13 @@
-"""The per-customer changelog: one JSON record per changed customer, and its restore.
+"""The per-customer changelog: one record per changed customer, and its restore.
 
-Each record (:meth:`CustomerRecords.take_changes`) is the customer's
-:meth:`~segmenter.features.FeatureStore.record` plus ``"v"`` (the record
-version) and ``"e"`` (its trigger state); an erased customer's is ``None``
-(a Kafka tombstone). Each travels with the customer's source (input
-partition), its changelog route.
+Each record (:meth:`CustomerRecords.take_changes`) holds the customer's
+columns and its trigger state, in the binary version 2 of
+:mod:`segmenter.customer_codec` (built for a part of customers at once); an
+erased customer's is ``None`` (a Kafka tombstone). Each travels with the
+customer's source (input partition), its changelog route. A restore reads
+version 2 and the JSON version 1 written before it (the
+:meth:`~segmenter.features.FeatureStore.record` object plus ``"v"`` and
+``"e"``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from segmenter.customer_codec import VERSION, decode, encode_rows
 from segmenter.errors import StateError
 from segmenter.features import FeatureStore
 from segmenter.lenses.lens import Lens
@@ -28,7 +32,9 @@ __all__ = ["CustomerRecords", "known_segments"]
 
 logger = logging.getLogger(__name__)
 
-_RECORD_VERSION = 1
+_JSON_VERSION = 1
+"""The version of a JSON record (as written before version 2); still restored."""
+_BINARY = bytes((VERSION,))
 
 Change = tuple[str, bytes | None, int | None]
 """A changed customer: its id, its changelog record (``None``: erased) and its source (input partition)."""
@@ -109,20 +115,13 @@ class CustomerRecords:
             yield [(cid, next(records) if row >= 0 else None, source) for cid, row, source in chunk]
 
     def _records(self, ids: list[str], rows: npt.NDArray[np.int64]) -> list[bytes]:
-        """The changelog records of the customers ``ids`` held in ``rows``, in order.
-
-        Each is :meth:`~segmenter.features.FeatureStore.records` plus ``"v"`` and ``"e"`` (the trigger
-        engine's state of the customer).
-        """
+        """The changelog records (version 2, :mod:`segmenter.customer_codec`) of the customers ``ids`` held in
+        ``rows``, in order, with each one's trigger state."""
         engine = self._engine()
-        state = None if engine is None else engine.customer_state
-        dumps = orjson.dumps
-        records = []
-        for cid, rec in zip(ids, self._store.records(rows, self._names), strict=True):
-            rec["v"] = _RECORD_VERSION
-            rec["e"] = None if state is None else state(cid)
-            records.append(dumps(rec))
-        return records
+        if engine is None:
+            return encode_rows(self._store, rows, self._names)
+        state = engine.customer_state
+        return encode_rows(self._store, rows, self._names, lambda i: state(ids[i]))
 
     def load(self, customer_id: str, record: bytes, source: int | None, known: list[dict[int, Any]] | None) -> None:
         """Restore one customer from its record (see :meth:`~segmenter.pipeline.Segmenter.load_customer`).
@@ -189,14 +188,18 @@ def _first(entry: tuple[str, int, int | None]) -> str:
 
 
 def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A record's JSON object and its trigger state, with the version and types checked."""
-    try:
-        rec = orjson.loads(record)
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"customer {customer_id!r}: record is not JSON: {exc}") from None
-    if not isinstance(rec, dict) or rec.get("v") != _RECORD_VERSION:
-        version = rec.get("v") if isinstance(rec, dict) else None
-        raise StateError(f"customer {customer_id!r}: unsupported record version {version!r}")
+    """A record's object (version 1: its JSON; version 2: :func:`segmenter.customer_codec.decode`) and its trigger
+    state, with the version and types checked."""
+    if record[:1] == _BINARY:
+        rec = decode(customer_id, record)
+    else:
+        try:
+            rec = orjson.loads(record)
+        except orjson.JSONDecodeError as exc:
+            raise StateError(f"customer {customer_id!r}: record is not JSON: {exc}") from None
+        if not isinstance(rec, dict) or rec.get("v") != _JSON_VERSION:
+            version = rec.get("v") if isinstance(rec, dict) else None
+            raise StateError(f"customer {customer_id!r}: unsupported record version {version!r}")
     triggers = rec.get("e")
     if triggers is not None and not isinstance(triggers, dict):
         raise StateError(f"customer {customer_id!r}: trigger state must be an object")

@@ -747,14 +747,11 @@ class Segmenter:
         held whole. Consume it before the core changes again."""
         return self._records.take_change_parts(size)
 
-    def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
-        """Each customer's current segment per lens: ``{lens: (id, name, since epoch, model version)}``.
-
-        ``None`` for a customer not held (erased); a lens in which the
-        customer has no segment is absent. ``since`` is when it entered the
-        segment (event time, whole seconds), the model version the lens's at that move.
-        """
-        return self._views.membership(customer_ids)
+    def membership_values(self, customer_ids: Sequence[str], updated_at: Sequence[str]) -> list[bytes | None]:
+        """The membership-table record value of each customer (:func:`segmenter.membership.membership_value`:
+        its current segment per lens, ``since`` when it entered it, the lens's model version at that move,
+        ``updated_at`` its own of ``updated_at``), from the columns; ``None`` for one not held (erased)."""
+        return self._views.membership_values(customer_ids, updated_at)
 
     def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
         """Restore one customer from a :meth:`take_dirty` record (replacing what is held); ``source``: its partition.

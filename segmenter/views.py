@@ -9,18 +9,18 @@ these values from :meth:`~segmenter.pipeline.Segmenter.stats`,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from segmenter.features import BASE_EPOCH, FeatureStore
 from segmenter.lenses.lens import Lens
+from segmenter.membership import membership_values
 from segmenter.outputs import SegmentRef
 
 __all__ = ["CustomerView", "CustomerViews", "SegmentSize", "SegmenterStats", "segment_sizes"]
-
-MembershipEntry = tuple[str, str, int, int]
-"""A customer's segment in one lens: ``(id, name, since epoch, model version)``."""
 
 
 @dataclass(frozen=True)
@@ -131,22 +131,13 @@ class CustomerViews:
             }
         return CustomerView(customer_id, segments, features)
 
-    def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, MembershipEntry] | None]:
-        """Each customer's current segment per lens (see :meth:`~segmenter.pipeline.Segmenter.membership`)."""
+    def membership_values(self, customer_ids: Sequence[str], updated_at: Sequence[str]) -> list[bytes | None]:
+        """The customers' membership records (see :meth:`~segmenter.pipeline.Segmenter.membership_values`)."""
         store = self._store
-        ids = list(customer_ids)
-        rows = store.rows_of(ids).tolist()
-        out: dict[str, dict[str, MembershipEntry] | None] = {}
-        for cid, row in zip(ids, rows, strict=True):
-            if row < 0 or not store.live[row]:
-                out[cid] = None
-                continue
-            entries = {}
-            for li, lens in enumerate(self._lenses):
-                seg = int(store.seg[row, li])
-                if seg >= 0:
-                    ref = lens.ref(seg)
-                    entries[lens.name] = (ref.id, ref.name, int(store.since[row, li]) + BASE_EPOCH,
-                                          int(store.mver[row, li]))  # fmt: skip
-            out[cid] = entries
-        return out
+        rows = store.rows_of(customer_ids)
+        held = rows >= 0
+        held[held] = store.live[rows[held]]
+        rows, n = rows[held], len(self._lenses)
+        columns = (store.seg[rows, :n], store.since[rows, :n].astype(np.int64) + BASE_EPOCH, store.mver[rows, :n])
+        lenses = [(lens.name, lens.ref) for lens in self._lenses]
+        return membership_values(customer_ids, held.tolist(), columns, lenses, updated_at)

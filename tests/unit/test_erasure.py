@@ -27,6 +27,7 @@ from segmenter.outputs import SegmentChange
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer, decode_vectors
 from segmenter.triggers.engine import TriggerEngine
+from tests.unit.test_membership_value import membership_entries
 from tests.unit.test_pipeline import CFG, EVENTS, RULES
 from tests.unit.triggers.helpers import FEATURES, HIGH, LOW, change, rule, ruleset
 
@@ -224,11 +225,11 @@ def test_membership_forgets_an_erased_customer() -> None:
     for e in EVENTS[:1500]:
         with contextlib.suppress(EventError):
             seg.process(e)
-    before = seg.membership([VICTIM, "never-seen"])
+    before = membership_entries(seg, [VICTIM, "never-seen"])
     assert before[VICTIM], "the victim holds a segment before its erasure"
     assert before["never-seen"] is None
     seg.process(ev("erase-1", EVENTS[1499].epoch, "erasure_request", VICTIM))
-    assert seg.membership([VICTIM]) == {VICTIM: None}, "an erased customer's membership record is a tombstone"
+    assert membership_entries(seg, [VICTIM]) == {VICTIM: None}, "an erased customer's membership record is a tombstone"
 
 
 # ------------------------------------------------------------------------------------------- shared mode

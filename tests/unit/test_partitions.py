@@ -14,6 +14,7 @@ from segmenter.id_index import IdIndex
 from segmenter.outputs import SegmentChange
 from segmenter.pipeline import Segmenter
 from tests.unit.eventgen import make_events, to_events
+from tests.unit.test_membership_value import membership_entries
 from tests.unit.test_pipeline import CFG
 
 
@@ -130,7 +131,7 @@ def test_membership_equals_the_last_segment_change_per_customer_and_lens() -> No
             table[m.customer_id] = segs
     versions = {v for segs in table.values() if segs for _, _, v in segs.values()}
     assert len(table) > 40 and len(versions) > 10, "the stream must move many customers across model versions"
-    got = seg.membership(sorted(table))
+    got = membership_entries(seg, sorted(table))
     names = {(lens.name, ref.id): ref.name for lens in seg.lenses for ref in map(lens.ref, lens.registry.segments)}
     assert all(names[(lens, e[0])] == e[1] for segs in got.values() if segs for lens, e in segs.items())
     assert {

@@ -16,7 +16,6 @@ import pytest
 from segmenter.__main__ import main as segmenter_main
 from segmenter.config import default_config
 from segmenter.events import parse_event
-from segmenter.membership import membership_value
 from segmenter.pipeline import Segmenter
 from segmenter.schema import DRAFT, NAMES, render, schemas
 
@@ -125,8 +124,8 @@ def test_membership_records_of_the_run_validate(replay_run: tuple[list[bytes], l
     changed = set()
     for line in lines:
         changed |= {m.customer_id for m in core.process(parse_event(line)) if m.kind == "segment_change"}
-    entries = core.membership(sorted(changed))
-    records = [membership_value(cid, segs, "2026-02-01T00:00:00+00:00") for cid, segs in entries.items() if segs]
+    ids = sorted(changed)
+    records = [v for v in core.membership_values(ids, ["2026-02-01T00:00:00+00:00"] * len(ids)) if v is not None]
     assert len(records) > 100
     membership = validator("membership_record")
     for value in records:

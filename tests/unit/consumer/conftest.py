@@ -22,6 +22,7 @@ from consumer.views import ViewFollower
 from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
+from segmenter.membership import membership_value
 from segmenter.outputs import OutputMessage, SegmentChange, SegmentRef
 from segmenter.pipeline import BatchResult, OutputSink, Segmenter
 
@@ -102,9 +103,10 @@ class FakeCore:
         changes = [(c, r, self.partition.get(c)) for c, r in out]
         return [changes[i : i + size] for i in range(0, len(changes), size)]
 
-    def membership(self, customer_ids: Iterable[str]) -> dict[str, dict[str, tuple[str, str, int, int]] | None]:
-        return {c: None if c not in self.counts else {"x": (f"x-{self.counts[c]}", "n", self.since.get(c, 0), 1)}
-                for c in customer_ids}
+    def membership_values(self, customer_ids: Sequence[str], updated_at: Sequence[str]) -> list[bytes | None]:
+        return [None if c not in self.counts else
+                membership_value(c, {"x": (f"x-{self.counts[c]}", "n", self.since.get(c, 0), 1)}, at)
+                for c, at in zip(customer_ids, updated_at, strict=True)]  # fmt: skip
 
     def load_customer(self, customer_id: str, record: bytes, source: int | None = None) -> None:
         self.counts[customer_id] = int(record)

@@ -121,9 +121,9 @@ def test_dead_letter_keeps_bytes_and_appends_headers() -> None:
 def test_changelog_records_follow_the_cores_input_partition() -> None:
     records = changelog_records([("a", b"1", 2), ("b", None, 0), ("z", b"9", None)], "st")
     assert [(r.key, r.value, r.partition, r.headers) for r in records] == [
-        (b"a", b"1", 2, (("format", b"segmenter-customer-1"),)),
+        (b"a", b"1", 2, (("format", b"segmenter-customer-2"),)),
         (b"b", None, 0, ()),
-        (b"z", b"9", None, (("format", b"segmenter-customer-1"),)),
+        (b"z", b"9", None, (("format", b"segmenter-customer-2"),)),
     ]
 
 

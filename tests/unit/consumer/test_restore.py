@@ -28,6 +28,7 @@ from consumer.state import (
 )
 from consumer.trainer import TrainerRole
 from segmenter.config import SegmenterConfig, default_config
+from segmenter.customer_codec import decode
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer
 from tests.unit.consumer.conftest import (
@@ -50,8 +51,6 @@ class Exploit:
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return os.system, (f"touch {self.path}",)
-
-
 
 
 def _append(h: Harness, topic: str, key: bytes | None, value: bytes | None, headers: Any = (), p: int = 0) -> int:
@@ -112,13 +111,15 @@ def test_corrupt_customer_and_clock_records_are_reported_and_skipped(caplog: pyt
     h = make_harness()
     cores: list[Segmenter] = []
     _first_run(h, cores)
-    good = orjson.loads(next(r.value or b"" for r in reversed(h.transport.records("g.state")) if r.key == b"c1"))
+    written_c1 = next(r.value or b"" for r in reversed(h.transport.records("g.state")) if r.key == b"c1")
+    good = {**decode("c1", written_c1), "v": 1}  # as a JSON record of version 1, still restored
     headers = [(FORMAT_HEADER, CUSTOMER_FORMAT)]
     bad = {
         b"c0": _customer(good, f=[1e39, *good["f"][1:]]),  # overflows float32
         b"c1": _customer(good, s={"value": [30000, 0], "engagement": [0, 0]}),  # unknown segment
         b"c2": _customer(good, v=7),
         b"c3": b"{not json",
+        b"c4": written_c1[:-3],  # a binary record cut short
     }
     offsets = {key: _append(h, "g.state", key, value, headers) for key, value in bad.items()}
     clock_big = _append(h, "g.state", CLOCK_KEY, orjson.dumps({"max_epoch": 1e20}), [(FORMAT_HEADER, CLOCK_FORMAT)])
@@ -130,7 +131,7 @@ def test_corrupt_customer_and_clock_records_are_reported_and_skipped(caplog: pyt
     for key, offset in offsets.items():
         assert any(f"g.state[0]@{offset}" in m and repr(key.decode()) in m for m in errors), (key, errors)
     assert any(f"g.state[0]@{clock_big}" in m for m in errors), errors
-    written = orjson.loads(next(r.value or b"" for r in reversed(h.transport.records("g.state")) if r.key == b"c1"))
+    written = decode("c1", next(r.value or b"" for r in reversed(h.transport.records("g.state")) if r.key == b"c1"))
     assert written["t"][0] == datetime(2026, 1, 1, 3, 20, tzinfo=UTC).timestamp()  # c1 started afresh at e200
     assert good["t"][0] < written["t"][0]
     assert any("restored 1 customers" in r.getMessage() for r in caplog.records)  # c5, after the bad ones
