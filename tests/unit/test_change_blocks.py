@@ -84,8 +84,8 @@ def test_a_blocks_lines_are_its_messages_lines_for_what_the_streams_lack(parts: 
     some = rng.random(len(block)) < 0.3
     top = block.top.copy()
     top[rng.random(len(block)) < 0.2] = -1
-    odd = replace(block, explained=block.explained & ~some, distance=np.where(rng.random(len(block)) < 0.3, np.nan,
-                  block.distance), to_ref=np.where(some, -1, block.to_ref), top=top)  # fmt: skip
+    odd = replace(block, explained=block.explained & ~some, dist=np.where(rng.random(len(block)) < 0.3, np.nan,
+                  block.dist), to_ref=np.where(some, -1, block.to_ref), top=top)  # fmt: skip
     assert odd.encode_lines(STAMP) == encode_lines(odd.messages(), STAMP)
     lines = [orjson.loads(line) for line in odd.encode_lines(None).splitlines()]
     assert {line["explanation"]["top_features"] == [] for line in lines} == {True, False}
