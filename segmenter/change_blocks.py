@@ -105,21 +105,23 @@ class SegmentChanges:
         if len(blocks) == 1:
             return blocks[0]
         first = blocks[0]
-        ref_base = np.cumsum([0] + [len(b.refs) for b in blocks[:-1]]).tolist()
-        cause_base = np.cumsum([0] + [len(b.causes) for b in blocks[:-1]]).tolist()
+        ref_table, ref_base = _joined([b.refs for b in blocks])
+        cause_table, cause_base = _joined([b.causes for b in blocks])
 
         def refs(name: str) -> np.ndarray[Any, np.dtype[np.int64]]:
             parts = [getattr(b, name) for b in blocks]
+            if not any(ref_base):
+                return np.concatenate(parts)
             return np.concatenate([np.where(p >= 0, p + base, _NONE) for p, base in zip(parts, ref_base, strict=True)])
 
         def cat(name: str) -> Any:
             return np.concatenate([getattr(b, name) for b in blocks])
 
+        causes = cat("cause") if not any(cause_base) else np.concatenate(
+            [b.cause + base for b, base in zip(blocks, cause_base, strict=True)])  # fmt: skip
         return cls(
             [c for b in blocks for c in b.ids], cat("lens"), first.lens_names, cat("version"), first.feature_names,
-            [r for b in blocks for r in b.refs], refs("from_ref"), refs("to_ref"),
-            [c for b in blocks for c in b.causes],
-            np.concatenate([b.cause + base for b, base in zip(blocks, cause_base, strict=True)]),
+            ref_table, refs("from_ref"), refs("to_ref"), cause_table, causes,
             [e for b in blocks for e in b.event_ids], [t for b in blocks for t in b.event_ts], cat("dist"),
             cat("explained"), cat("raw"), cat("z"), cat("contrib"), cat("top"), cat("dists"),
             refs("runner"),
@@ -211,6 +213,19 @@ class SegmentChanges:
         return lines
 
 
+def _joined(tables: list[list[Any]]) -> tuple[list[Any], list[int]]:
+    """The distinct ``tables`` (by identity: blocks share them) one after another, and each one's start in it."""
+    if all(t is tables[0] for t in tables):
+        return tables[0], [0] * len(tables)
+    starts: dict[int, int] = {}
+    joined: list[Any] = []
+    for t in tables:
+        if id(t) not in starts:
+            starts[id(t)] = len(joined)
+            joined.extend(t)
+    return joined, [starts[id(t)] for t in tables]
+
+
 Output = OutputMessage | SegmentChanges
 """One item of the core's outputs: a message, or a block standing for its ``segment_change`` messages."""
 
@@ -285,6 +300,9 @@ class ChangeBuilder:
         self._explainers = explainers
         self._d = d = max((len(ix) for ix in index), default=0)
         self._names = [lens.name for lens in lenses]
+        self._causes: dict[str, list[str]] = {}
+        self._table: _RefTable | None = None
+        self._epochs: list[int] = []
         self._feature_names = [tuple(lens.feature_names) for lens in lenses]
         # per lens, the store columns of its features, padded with column 0 (read, then blanked to NaN)
         self._take = np.zeros((len(index), d), np.int64)
@@ -300,8 +318,9 @@ class ChangeBuilder:
         ints = buf.ints[:n]
         cols = ints.T.tolist()
         lens_of = ints[:, M_LENS].copy()
-        refs = _RefTable(self._lenses, cause)
-        from_ref, to_ref, causes = refs.moves(cols[M_LENS], cols[M_FROM], cols[M_TO])
+        refs = self._ref_table()
+        cause_table = self._causes.get(cause) or self._causes.setdefault(cause, _cause_table(cause))
+        from_ref, to_ref, causes = refs.moves(cols[M_LENS], cols[M_FROM], cols[M_TO], len(cause_table) - 1)
         event_ids = _event_ids(events, cause, cols[M_EVENT], causes)
         stamps = _event_stamps(events, cols[M_EVENT], cols[M_AT], stamp)
         # each move's lens features (padding: NaN), and the explanation's numbers (NaN, -1: none)
@@ -322,20 +341,33 @@ class ChangeBuilder:
         versions = np.array([lens.model_version for lens in self._lenses], np.int64)
         return SegmentChanges(
             self._store.ids_of(ints[:, M_ROW]), lens_of, self._names, versions[lens_of], self._feature_names,
-            refs.refs, np.array(from_ref, np.int64), np.array(to_ref, np.int64), refs.causes,
+            refs.refs, np.array(from_ref, np.int64), np.array(to_ref, np.int64), cause_table,
             np.array(causes, np.int64), event_ids, stamps, buf.dist[:n].copy(), explained, raw, num.z, num.contrib,
             num.top, num.dist, runner,
         )  # fmt: skip
 
+    def _ref_table(self) -> _RefTable:
+        """The ref table of the blocks made while no lens's caches changed (its refs and names stay: see
+        :meth:`~segmenter.lenses.lens.Lens.ref`); a new one after a change."""
+        epochs = [lens.cache_epoch for lens in self._lenses]
+        if self._table is None or epochs != self._epochs:
+            self._table, self._epochs = _RefTable(self._lenses), epochs
+        return self._table
+
+
+def _cause_table(cause: str) -> list[str]:
+    """A block's cause table: its cause, and ``model`` (a move out of a dead segment)."""
+    return [cause] if cause == "model" else [cause, "model"]
+
 
 class _RefTable:
-    """The refs of one block's moves, each (lens, segment) looked up once; counts the lenses' membership."""
+    """The segment refs of the blocks of one period in which no lens's caches changed, each (lens, segment) looked
+    up once (shared by those blocks, which index it; it only grows); counts the lenses' membership."""
 
-    def __init__(self, lenses: Sequence[Lens], cause: str) -> None:
+    def __init__(self, lenses: Sequence[Lens]) -> None:
         self._lenses = lenses
         self.refs: list[SegmentRef] = []
         self._at: dict[tuple[int, int], int] = {}
-        self.causes = [cause] if cause == "model" else [cause, "model"]
 
     def index(self, li: int, segment: int) -> int:
         """The table index of lens ``li``'s ``segment`` (``-1`` for -1: none)."""
@@ -352,13 +384,15 @@ class _RefTable:
         index = self.index
         return [index(li, seg) for seg in segments.tolist()]
 
-    def moves(self, lens_of: list[int], olds: list[int], news: list[int]) -> tuple[list[int], list[int], list[int]]:
-        """Per move: the left and entered refs' indices, and its cause (index into :attr:`causes`): the
-        block's, or ``model`` where the segment left is dead. Counts each move in its lens's membership.
+    def moves(self, lens_of: list[int], olds: list[int], news: list[int],
+              model: int) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+        """Per move: the left and entered refs' indices, and its cause (index into the block's causes, see
+        :func:`_cause_table`): the block's (0), or ``model`` (the index of ``model``) where the segment left is
+        dead. Counts each move in its lens's membership.
 
         (Python, per move: numpy's per-call cost would dominate the many small buffers of a dense stream.)
         """
-        lenses, index, model = self._lenses, self.index, len(self.causes) - 1
+        lenses, index = self._lenses, self.index
         left: dict[tuple[int, int], tuple[int, int]] = {}  # no move changes liveness
         froms, tos, causes = [], [], []
         for li, old, new in zip(lens_of, olds, news, strict=True):
