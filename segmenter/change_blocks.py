@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.moves import MoveBuffer
 
-__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "messages_of", "runs", "size_of"]
+__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "encode_runs", "messages_of", "runs", "size_of"]
 
 _KIND = "segment_change"
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
@@ -270,10 +270,13 @@ def runs(parts: Iterable[Output]) -> Iterator[list[OutputMessage] | SegmentChang
 
 def encode_parts(parts: Iterable[Output], emitted_at: str | None = None) -> bytes:
     """The JSON lines of ``parts`` (:func:`~segmenter.outputs.encode_lines` of :func:`messages_of` them)."""
-    return b"".join([
-        run.encode_lines(emitted_at) if isinstance(run, SegmentChanges) else encode_lines(run, emitted_at)
-        for run in runs(parts)
-    ])  # fmt: skip
+    return b"".join(encode_runs(parts, emitted_at))
+
+
+def encode_runs(parts: Iterable[Output], emitted_at: str | None = None) -> Iterator[bytes]:
+    """:func:`encode_parts` a run at a time (see :func:`runs`): for a writer, which need not join them."""
+    for run in runs(parts):
+        yield run.encode_lines(emitted_at) if isinstance(run, SegmentChanges) else encode_lines(run, emitted_at)
 
 
 class ChangeBuilder:

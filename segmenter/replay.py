@@ -20,7 +20,7 @@ from typing import IO
 
 import orjson
 
-from segmenter.change_blocks import Output, encode_parts, size_of
+from segmenter.change_blocks import Output, encode_runs, size_of
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, parse_event
 from segmenter.pipeline import Segmenter, SegmenterStats
@@ -174,7 +174,7 @@ class _Replay:
 
         They are written once :data:`WRITE_EVERY` outputs are held and at the end: the core hands
         them over a move buffer at a time, and one write of many parts makes one compiled pass over their
-        blocks of changes (:func:`~segmenter.change_blocks.encode_parts`) where one per part would pay its
+        blocks of changes (:func:`~segmenter.change_blocks.encode_runs`) where one per part would pay its
         fixed cost per move buffer, while a mass move is still never held whole.
         """
         counts = self.report.outputs
@@ -191,7 +191,7 @@ class _Replay:
         held, self._held, self._held_outputs = self._held, [], 0
         clock, output = self.io.clock, self.io.output
         if held and output is not None:
-            output.write(encode_parts(held, clock() if clock is not None else None))
+            output.writelines(encode_runs(held, clock() if clock is not None else None))
 
 
 def _reject(report: ReplayReport, lineno: int, exc: EventError) -> None:
