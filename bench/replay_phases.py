@@ -50,7 +50,7 @@ PARTS: list[tuple[Any, str, str]] = [
     (rescoring, "rescore", "re-scoring (compiled)"),
     (rescoring.Rescorer, "_rescore", "re-scoring: Python"),
     (change_blocks.ChangeBuilder, "block", "change blocks: columns"),
-    (explanations.Explainer, "numbers", "change blocks: explanations"),
+    (explanations.Explainer, "fill", "change blocks: explanations"),
     (change_blocks, "change_lines", "encoding: change lines"),
     (change_blocks, "encode_lines", "encoding: other messages"),
     (change_blocks.SegmentChanges, "concat", "encoding: joining blocks"),

@@ -18,10 +18,10 @@ from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange
 
 log = logging.getLogger(__name__)
 
-LINES_FROM = 32
+LINES_FROM = 24
 """A change block of at least this many moves becomes its records from its lines; a smaller one from its
-messages: the compiled pass costs about 90 us a block and 3 us a move, a message about 5 us (measured on the
-peer benchmark's stream, blocks of 17-32 moves: 6.5 against 5.5 us a move, 33-64: 4.9 against 5.1)."""
+messages: per move, from the lines against from the messages (best of 5, CPU, the dense replay stream's
+blocks cut to each size): 7.5 against 6.8 us at 16 moves, 5.8 against 6.0 at 24, 5.3 against 5.8 at 32."""
 
 
 @dataclass

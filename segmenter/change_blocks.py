@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segmenter.change_lines import change_lines
 from segmenter.clock import iso
-from segmenter.explanations import NO_EXPLANATION, TOP_FEATURES
+from segmenter.explanations import NO_EXPLANATION, TOP_FEATURES, Numbers
 from segmenter.moves import M_AT, M_EVENT, M_FROM, M_LENS, M_ROW, M_TO
 from segmenter.outputs import Explanation, OutputMessage, SegmentChange, SegmentRef, encode_lines
 from segmenter.rounding import round_half_even
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.moves import MoveBuffer
 
-__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "messages_of", "runs", "size_of"]
+__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "encode_runs", "messages_of", "runs", "size_of"]
 
 _KIND = "segment_change"
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
@@ -54,9 +55,10 @@ class SegmentChanges:
 
     Per move ``m``: ``lens[m]`` indexes ``lens_names``, ``versions`` and ``feature_names`` (as they were
     when the moves were made); ``from_ref``, ``to_ref`` and ``runner`` index ``refs`` (``-1``: none);
-    ``cause[m]`` indexes ``causes``; ``version[m]`` is its lens's model version then; ``features[m, :d]``
-    are its lens's ``d`` features rounded to 4 places,
-    ``raw``, ``z`` and ``contrib`` the explanation's numbers per feature, ``top`` the chosen features (``-1``
+    ``cause[m]`` indexes ``causes``; ``version[m]`` is its lens's model version then; ``dist[m]`` its distance
+    (``NaN``: none; :attr:`distance` rounds it to 6 places), ``raw[m, :d]`` its lens's ``d`` features
+    (:attr:`features` rounds them to 4 places: the rounding waits until a block is written, one pass for many);
+    ``raw``, ``z`` and ``contrib`` are the explanation's numbers per feature, ``top`` the chosen features (``-1``
     after the last), ``dists`` the distances to the old, new and runner-up segment (``NaN``: none), and
     ``explained[m]`` False where the lens had no scaler snapshot yet (:data:`~segmenter.explanations.NO_EXPLANATION`).
     """
@@ -73,8 +75,7 @@ class SegmentChanges:
     cause: np.ndarray[Any, np.dtype[np.int64]]
     event_ids: list[str | None]
     event_ts: list[str]
-    distance: np.ndarray[Any, np.dtype[np.float64]]
-    features: np.ndarray[Any, np.dtype[np.float64]]
+    dist: np.ndarray[Any, np.dtype[np.float64]]
     explained: np.ndarray[Any, np.dtype[np.bool_]]
     raw: np.ndarray[Any, np.dtype[np.float64]]
     z: np.ndarray[Any, np.dtype[np.float64]]
@@ -88,29 +89,41 @@ class SegmentChanges:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @cached_property
+    def distance(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Each move's distance rounded to 6 places (``NaN``: none)."""
+        return round_half_even(self.dist, 6)
+
+    @cached_property
+    def features(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Each move's features (``[m, :d]``, its lens's ``d``) rounded to 4 places."""
+        return round_half_even(self.raw, 4)
+
     @classmethod
     def concat(cls, blocks: Sequence[SegmentChanges]) -> SegmentChanges:
         """One block holding the moves of ``blocks`` in order (of one core: the same lenses)."""
         if len(blocks) == 1:
             return blocks[0]
         first = blocks[0]
-        ref_base = np.cumsum([0] + [len(b.refs) for b in blocks[:-1]]).tolist()
-        cause_base = np.cumsum([0] + [len(b.causes) for b in blocks[:-1]]).tolist()
+        ref_table, ref_base = _joined([b.refs for b in blocks])
+        cause_table, cause_base = _joined([b.causes for b in blocks])
 
         def refs(name: str) -> np.ndarray[Any, np.dtype[np.int64]]:
             parts = [getattr(b, name) for b in blocks]
+            if not any(ref_base):
+                return np.concatenate(parts)
             return np.concatenate([np.where(p >= 0, p + base, _NONE) for p, base in zip(parts, ref_base, strict=True)])
 
         def cat(name: str) -> Any:
             return np.concatenate([getattr(b, name) for b in blocks])
 
+        causes = cat("cause") if not any(cause_base) else np.concatenate(
+            [b.cause + base for b, base in zip(blocks, cause_base, strict=True)])  # fmt: skip
         return cls(
             [c for b in blocks for c in b.ids], cat("lens"), first.lens_names, cat("version"), first.feature_names,
-            [r for b in blocks for r in b.refs], refs("from_ref"), refs("to_ref"),
-            [c for b in blocks for c in b.causes],
-            np.concatenate([b.cause + base for b, base in zip(blocks, cause_base, strict=True)]),
-            [e for b in blocks for e in b.event_ids], [t for b in blocks for t in b.event_ts], cat("distance"),
-            cat("features"), cat("explained"), cat("raw"), cat("z"), cat("contrib"), cat("top"), cat("dists"),
+            ref_table, refs("from_ref"), refs("to_ref"), cause_table, causes,
+            [e for b in blocks for e in b.event_ids], [t for b in blocks for t in b.event_ts], cat("dist"),
+            cat("explained"), cat("raw"), cat("z"), cat("contrib"), cat("top"), cat("dists"),
             refs("runner"),
         )  # fmt: skip
 
@@ -200,6 +213,19 @@ class SegmentChanges:
         return lines
 
 
+def _joined(tables: list[list[Any]]) -> tuple[list[Any], list[int]]:
+    """The distinct ``tables`` (by identity: blocks share them) one after another, and each one's start in it."""
+    if all(t is tables[0] for t in tables):
+        return tables[0], [0] * len(tables)
+    starts: dict[int, int] = {}
+    joined: list[Any] = []
+    for t in tables:
+        if id(t) not in starts:
+            starts[id(t)] = len(joined)
+            joined.extend(t)
+    return joined, [starts[id(t)] for t in tables]
+
+
 Output = OutputMessage | SegmentChanges
 """One item of the core's outputs: a message, or a block standing for its ``segment_change`` messages."""
 
@@ -244,14 +270,22 @@ def runs(parts: Iterable[Output]) -> Iterator[list[OutputMessage] | SegmentChang
 
 def encode_parts(parts: Iterable[Output], emitted_at: str | None = None) -> bytes:
     """The JSON lines of ``parts`` (:func:`~segmenter.outputs.encode_lines` of :func:`messages_of` them)."""
-    return b"".join([
-        run.encode_lines(emitted_at) if isinstance(run, SegmentChanges) else encode_lines(run, emitted_at)
-        for run in runs(parts)
-    ])  # fmt: skip
+    return b"".join(encode_runs(parts, emitted_at))
+
+
+def encode_runs(parts: Iterable[Output], emitted_at: str | None = None) -> Iterator[bytes]:
+    """:func:`encode_parts` a run at a time (see :func:`runs`): for a writer, which need not join them."""
+    for run in runs(parts):
+        yield run.encode_lines(emitted_at) if isinstance(run, SegmentChanges) else encode_lines(run, emitted_at)
 
 
 class ChangeBuilder:
     """Turns a move buffer into its :class:`SegmentChanges` block (lens membership counted on the way).
+
+    What every block shares (the lenses' names and feature names, the columns of their features) is taken once;
+    a block of a few moves (the dense event path hands over a handful at a time) costs a few numpy calls per
+    lens, its per-move work is one Python pass over lists, and its numbers are rounded when it is written
+    (:attr:`SegmentChanges.features`), for many blocks at once.
 
     Parameters
     ----------
@@ -267,60 +301,76 @@ class ChangeBuilder:
         self._store = store
         self._lenses = lenses
         self._explainers = explainers
-        self._index = index
-        self._d = max((len(ix) for ix in index), default=0)
+        self._d = d = max((len(ix) for ix in index), default=0)
+        self._names = [lens.name for lens in lenses]
+        self._causes: dict[str, list[str]] = {}
+        self._table: _RefTable | None = None
+        self._epochs: list[int] = []
+        self._feature_names = [tuple(lens.feature_names) for lens in lenses]
+        # per lens, the store columns of its features, padded with column 0 (read, then blanked to NaN)
+        self._take = np.zeros((len(index), d), np.int64)
+        self._pad = np.ones((len(index), d), np.bool_)
+        for li, ix in enumerate(index):
+            self._take[li, : len(ix)] = ix
+            self._pad[li, : len(ix)] = False
 
     def block(self, buf: MoveBuffer, cause: str, events: Sequence[CustomerEvent] | None,
               stamp: int | None) -> SegmentChanges:  # fmt: skip
         """The buffered moves' block; ``cause``, ``events`` and ``stamp`` as for ``Segmenter._emit_moves``."""
         n = len(buf)
         ints = buf.ints[:n]
+        cols = ints.T.tolist()
         lens_of = ints[:, M_LENS].copy()
-        olds, news = ints[:, M_FROM], ints[:, M_TO]
-        refs = _RefTable(self._lenses, cause)
-        from_ref, to_ref, causes = refs.moves(lens_of, olds, news)
-        evs = ints[:, M_EVENT].tolist() if events is not None else [-1] * n
-        stamps = _event_stamps(events, evs, ints[:, M_AT].tolist() if stamp is None else [stamp] * n, stamp is None)
-        event_ids: list[str | None] = [
-            events[ev].event_id if ev >= 0 and c == 0 and cause == "event" and events is not None else None
-            for ev, c in zip(evs, causes, strict=True)
-        ]
-        z = np.full((n, self._d), np.nan)
-        contrib, raw, top = z.copy(), z.copy(), np.full((n, TOP_FEATURES), -1, np.int64)
-        dists, runner = np.full((n, 3), np.nan), np.full(n, _NONE, np.int64)
+        refs = self._ref_table()
+        cause_table = self._causes.get(cause) or self._causes.setdefault(cause, _cause_table(cause))
+        from_ref, to_ref, causes = refs.moves(cols[M_LENS], cols[M_FROM], cols[M_TO], len(cause_table) - 1)
+        event_ids = _event_ids(events, cause, cols[M_EVENT], causes)
+        stamps = _event_stamps(events, cols[M_EVENT], cols[M_AT], stamp)
+        # each move's lens features (padding: NaN), and the explanation's numbers (NaN, -1: none)
+        raw = buf.values()[np.arange(n)[:, None], self._take[lens_of]]
+        raw[self._pad[lens_of]] = np.nan
+        d = self._d
+        num = Numbers(np.full((n, d), np.nan), np.full((n, d), np.nan), np.full((n, TOP_FEATURES), -1, np.int64),
+                      np.full((n, 3), np.nan), np.full(n, _NONE, np.int64))  # fmt: skip
+        runner = num.runner.copy()
         explained = np.zeros(n, np.bool_)
-        vals = buf.values()
+        olds, news = ints[:, M_FROM], ints[:, M_TO]
+        single = len(self._explainers) == 1
         for li, explainer in enumerate(self._explainers):
-            sel = np.flatnonzero(lens_of == li)
-            if not len(sel):
-                continue
-            d = len(self._index[li])
-            raw[sel, :d] = lens_raw = vals[np.ix_(sel, self._index[li])]
-            numbers = explainer.numbers(lens_raw, olds[sel].tolist(), news[sel].tolist())
-            if numbers is None:
-                continue
-            explained[sel] = True
-            z[sel, :d], contrib[sel, :d], top[sel], dists[sel] = numbers.z, numbers.contrib, numbers.top, numbers.dist
-            runner[sel] = refs.lookup(li, numbers.runner)
-        lenses = self._lenses
+            sel = np.arange(n) if single else np.flatnonzero(lens_of == li)
+            if len(sel) and explainer.fill(raw, sel, olds[sel], news[sel], num):
+                explained[sel] = True
+                runner[sel] = refs.lookup(li, num.runner[sel])
+        versions = np.array([lens.model_version for lens in self._lenses], np.int64)
         return SegmentChanges(
-            self._store.ids_of(ints[:, M_ROW]), lens_of, [lens.name for lens in lenses],
-            np.asarray([lens.model_version for lens in lenses], np.int64)[lens_of],
-            [tuple(lens.feature_names) for lens in lenses], refs.refs,
-            np.asarray(from_ref, np.int64), np.asarray(to_ref, np.int64), refs.causes, np.asarray(causes, np.int64),
-            event_ids, stamps,
-            round_half_even(buf.dist[:n], 6), round_half_even(raw, 4), explained, raw, z, contrib, top, dists, runner,
+            self._store.ids_of(ints[:, M_ROW]), lens_of, self._names, versions[lens_of], self._feature_names,
+            refs.refs, np.array(from_ref, np.int64), np.array(to_ref, np.int64), cause_table,
+            np.array(causes, np.int64), event_ids, stamps, buf.dist[:n].copy(), explained, raw, num.z, num.contrib,
+            num.top, num.dist, runner,
         )  # fmt: skip
+
+    def _ref_table(self) -> _RefTable:
+        """The ref table of the blocks made while no lens's caches changed (its refs and names stay: see
+        :meth:`~segmenter.lenses.lens.Lens.ref`); a new one after a change."""
+        epochs = [lens.cache_epoch for lens in self._lenses]
+        if self._table is None or epochs != self._epochs:
+            self._table, self._epochs = _RefTable(self._lenses), epochs
+        return self._table
+
+
+def _cause_table(cause: str) -> list[str]:
+    """A block's cause table: its cause, and ``model`` (a move out of a dead segment)."""
+    return [cause] if cause == "model" else [cause, "model"]
 
 
 class _RefTable:
-    """The refs of one block's moves, each (lens, segment) looked up once; counts the lenses' membership."""
+    """The segment refs of the blocks of one period in which no lens's caches changed, each (lens, segment) looked
+    up once (shared by those blocks, which index it; it only grows); counts the lenses' membership."""
 
-    def __init__(self, lenses: Sequence[Lens], cause: str) -> None:
+    def __init__(self, lenses: Sequence[Lens]) -> None:
         self._lenses = lenses
         self.refs: list[SegmentRef] = []
         self._at: dict[tuple[int, int], int] = {}
-        self.causes = [cause] if cause == "model" else [cause, "model"]
 
     def index(self, li: int, segment: int) -> int:
         """The table index of lens ``li``'s ``segment`` (``-1`` for -1: none)."""
@@ -337,21 +387,24 @@ class _RefTable:
         index = self.index
         return [index(li, seg) for seg in segments.tolist()]
 
-    def moves(self, lens_of: _Ints, olds: _Ints, news: _Ints) -> tuple[list[int], list[int], list[int]]:
-        """Per move: the left and entered refs' indices, and its cause (index into :attr:`causes`): the
-        block's, or ``model`` where the segment left is dead. Counts each move in its lens's membership.
+    def moves(self, lens_of: list[int], olds: list[int], news: list[int],
+              model: int) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+        """Per move: the left and entered refs' indices, and its cause (index into the block's causes, see
+        :func:`_cause_table`): the block's (0), or ``model`` (the index of ``model``) where the segment left is
+        dead. Counts each move in its lens's membership.
 
         (Python, per move: numpy's per-call cost would dominate the many small buffers of a dense stream.)
         """
-        lenses, index, model = self._lenses, self.index, len(self.causes) - 1
+        lenses, index = self._lenses, self.index
         left: dict[tuple[int, int], tuple[int, int]] = {}  # no move changes liveness
         froms, tos, causes = [], [], []
-        for li, old, new in zip(lens_of.tolist(), olds.tolist(), news.tolist(), strict=True):
-            lenses[li].membership(None if old < 0 else old, None if new < 0 else new)
+        for li, old, new in zip(lens_of, olds, news, strict=True):
+            lens = lenses[li]
+            lens.membership(None if old < 0 else old, None if new < 0 else new)
             if old < 0:
                 fr, c = _NONE, 0
             elif (got := left.get((li, old))) is None:
-                fr, c = left[li, old] = (index(li, old), 0 if lenses[li].is_live(old) else model)
+                fr, c = left[li, old] = (index(li, old), 0 if lens.is_live(old) else model)
             else:
                 fr, c = got
             froms.append(fr)
@@ -360,16 +413,29 @@ class _RefTable:
         return froms, tos, causes
 
 
-def _event_stamps(events: Sequence[CustomerEvent] | None, evs: list[int], ats: list[int], own: bool) -> list[str]:
-    """Each move's ``event_ts``: with ``own``, its event's ``ts`` where it has one; else the ISO time of ``ats``.
+def _event_ids(events: Sequence[CustomerEvent] | None, cause: str, evs: list[int],
+               causes: list[int]) -> list[str | None]:  # fmt: skip
+    """Each move's ``cause_event_id``: its event's id for a move of cause ``event`` (``causes[m] == 0``) made by an
+    event, else ``None``."""
+    if events is None or cause != "event":
+        return [None] * len(evs)
+    return [events[ev].event_id if ev >= 0 and c == 0 else None for ev, c in zip(evs, causes, strict=True)]
+
+
+def _event_stamps(events: Sequence[CustomerEvent] | None, evs: list[int], ats: list[int],
+                  stamp: int | None) -> list[str]:  # fmt: skip
+    """Each move's ``event_ts``: the ISO time of ``stamp``; without one, its event's ``ts`` where it has one, else
+    the ISO time of ``ats``.
 
     Memoised: the lenses' moves of one event share its time, and most moves of a sweep share theirs.
     """
+    if stamp is not None:
+        return [iso(stamp)] * len(evs)
     by_event: dict[int, str] = {}
     by_time: dict[int, str] = {}
     out = []
     for ev, at in zip(evs, ats, strict=True):
-        if own and ev >= 0 and events is not None:
+        if ev >= 0 and events is not None:
             ts = by_event.get(ev)
             if ts is None:
                 ts = by_event[ev] = events[ev].ts.isoformat()

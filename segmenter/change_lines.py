@@ -11,7 +11,8 @@ pieces and numbers of a ``segment_change`` line in the order of its fields
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["change_lines"]
 
+_Ints = np.ndarray[Any, np.dtype[np.int64]]
+
 # per move, the piece of each of these (columns of ``slots``)
 _ID, _LENS, _FROM, _TO, _CAUSE, _EVENT, _TS, _VERSION, _RUNNER = range(9)
 # the constant pieces (indices into ``consts``)
@@ -40,31 +43,58 @@ _KIND, _TO_KEY, _TS_KEY, _EXPLANATION, _TOPS, _Z, _CONTRIB, _CLOSE_TOP, _CLOSE_N
 _RUN_DIST, _END, _UNEXPLAINED = 11, 12, 13
 
 
+class _Fixed(NamedTuple):
+    """The pieces every block of one set of lenses writes (the first pieces of its table) and their indices."""
+
+    blob: bytes
+    lengths: list[int]
+    consts: _Ints
+    lens: _Ints
+    """Per lens: ``,"lens":NAME,"from_segment":``."""
+    keys: _Ints
+    """Per lens and feature (see :func:`_keys`)."""
+    entries: _Ints
+    widths: _Ints
+    """Per lens: its number of features."""
+
+
+@lru_cache(maxsize=16)
+def _fixed(lens_names: tuple[str, ...], feature_names: tuple[tuple[str, ...], ...], d: int) -> _Fixed:
+    """The constant pieces, the lens pieces and the feature keys of blocks of these lenses (made once: a core's
+    lenses keep their names and features)."""
+    text = Pieces()
+    consts = np.array([text.add(c) for c in _CONSTANTS], np.int64)
+    lens = np.array([text.add(b',"lens":' + orjson.dumps(nm) + b',"from_segment":') for nm in lens_names], np.int64)
+    keys, entries = _keys(feature_names, d, text)
+    widths = np.array([len(names) for names in feature_names], np.int64)
+    blob, offsets = text.arrays()
+    return _Fixed(blob.tobytes(), np.diff(offsets).tolist(), consts, lens, keys, entries, widths)
+
+
 def change_lines(block: SegmentChanges, emitted_at: str | None) -> bytes:
     """``block``'s messages as JSON lines (see the module), ``emitted_at`` in each."""
-    text = Pieces()
     n, d = block.features.shape
+    fixed = _fixed(tuple(block.lens_names), tuple(block.feature_names), d)
+    text = Pieces()
+    text.extend(fixed.blob, fixed.lengths)  # the table's first pieces: at the indices ``fixed`` holds
     picked = np.maximum(block.top, 0)
     rows = np.arange(n)[:, None]
     # the numbers, in this order: distance, features (n x d), top value, z, contribution (n x TOP each), dists (n x 3)
     numbers = Numbers(np.concatenate([block.distance, block.features.reshape(-1), block.raw[rows, picked].reshape(-1),
                                       block.z[rows, picked].reshape(-1), block.contrib[rows, picked].reshape(-1),
                                       block.dists.reshape(-1)]))  # fmt: skip
-    consts = np.array([text.add(c) for c in _CONSTANTS], np.int64)
-    slots = np.column_stack(_slots(block, text, orjson.dumps(emitted_at)))
-    keys, entries = _keys(block.feature_names, d, text)
-    widths = np.array([len(names) for names in block.feature_names], np.int64)
+    slots = np.column_stack(_slots(block, text, fixed.lens, orjson.dumps(emitted_at)))
     blob, offsets = text.arrays()
-    out = _write(slots, block.lens, block.top, block.explained, widths, keys, entries, consts, blob, offsets,
-                 numbers.array(), d)  # fmt: skip
+    out = _write(slots, block.lens, block.top, block.explained, fixed.widths, fixed.keys, fixed.entries,
+                 fixed.consts, blob, offsets, numbers.array(), d)  # fmt: skip
     return out.tobytes()  # type: ignore[no-any-return]
 
 
-def _slots(block: SegmentChanges, text: Pieces, stamp: bytes) -> list[np.ndarray[Any, np.dtype[np.int64]]]:
-    """Per move, the piece of each slot (``_ID`` ... ``_RUNNER``)."""
+def _slots(block: SegmentChanges, text: Pieces, lens: np.ndarray[Any, np.dtype[np.int64]],
+           stamp: bytes) -> list[np.ndarray[Any, np.dtype[np.int64]]]:  # fmt: skip
+    """Per move, the piece of each slot (``_ID`` ... ``_RUNNER``); ``lens``: each lens's piece."""
     dumps = orjson.dumps
     refs = np.array([text.add(dumps(r.__dict__)) for r in block.refs] + [text.add(b"null")], np.int64)
-    lens = np.array([text.add(b',"lens":' + dumps(nm) + b',"from_segment":') for nm in block.lens_names], np.int64)
     causes = np.array([text.add(b',"cause":' + dumps(c) + b',"cause_event_id":') for c in block.causes], np.int64)
     versions, at = np.unique(block.version, return_inverse=True)
     head = b',"emitted_at":' + stamp + b',"model_version":'
@@ -84,7 +114,7 @@ def _strings(values: Sequence[str | None], text: Pieces) -> np.ndarray[Any, np.d
     return np.fromiter(map(table.__getitem__, values), np.int64, len(values))
 
 
-def _keys(feature_names: list[tuple[str, ...]], d: int, text: Pieces) -> tuple[
+def _keys(feature_names: Sequence[tuple[str, ...]], d: int, text: Pieces) -> tuple[
         np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:  # fmt: skip
     """Per lens and feature: the piece before its value in ``features``, and before a top feature's value
     (``[0]``: the first entry, ``[1]``: a later one)."""

@@ -107,16 +107,19 @@ class Space(NamedTuple):
 
 
 class Moves(NamedTuple):
-    """The moves to explain: raw vectors, the ``table`` rows of the old and new centers (``-1``: none), new numbers."""
+    """The moves to explain: the rows of ``raw`` (and of the outputs) that hold them, the ``table`` rows of their old
+    and new centers (``-1``: none) and their new segment numbers (one per move)."""
 
     raw: Any
+    """Raw vectors, the lens's features first (a row may hold more columns: only the lens's are read)."""
+    rows: Any
     old: Any
     new: Any
     new_number: Any
 
 
 class Numbers(NamedTuple):
-    """What :func:`explain_rows` fills, per move."""
+    """What :func:`explain_rows` fills, per move (in the move's row; the vectors' first ``d`` columns)."""
 
     z: Any
     """The scaled vector."""
@@ -175,28 +178,29 @@ def _runner_up(x: Any, sp: Space, new_number: int, dist: Any) -> int:  # pragma:
 
 @njit(cache=True)
 def explain_rows(mv: Moves, sp: Space, out: Numbers, two: float) -> None:  # pragma: no cover - compiled
-    """The explanation's numbers for every move (see the module and :class:`Numbers`).
+    """The explanation's numbers for every move, each in its row of ``out`` (see the module and :class:`Numbers`).
 
     ``two`` is 2.0, passed at run time: Python's ``v ** 2`` is libm's ``pow(v, 2.0)``, which differs
     from ``v * v`` in the last bit now and then, and the compiler turns a constant exponent into ``v * v``.
     """
-    d = mv.raw.shape[1]
+    d = len(sp.mean)
     zero = np.zeros(d, np.float64)
-    for m in range(mv.raw.shape[0]):
-        x = out.z[m]
-        _scaled(mv.raw[m], sp, x)
+    for k in range(len(mv.rows)):
+        m = mv.rows[k]
+        x = out.z[m, :d]
+        _scaled(mv.raw[m, :d], sp, x)
         out.top[m, :] = -1
-        has_old, has_new = mv.old[m] >= 0, mv.new[m] >= 0
-        a = sp.table[mv.old[m]] if has_old else zero
-        b = sp.table[mv.new[m]] if has_new else zero
+        has_old, has_new = mv.old[k] >= 0, mv.new[k] >= 0
+        a = sp.table[mv.old[k]] if has_old else zero
+        b = sp.table[mv.new[k]] if has_new else zero
         if has_old or has_new:
-            c = out.contrib[m]
+            c = out.contrib[m, :d]
             for j in range(d):
                 c[j] = (x[j] - a[j]) ** two - (x[j] - b[j]) ** two
             _top(c, out.top[m])
         out.dist[m, 0] = py_dist(x, a, d) if has_old else math.nan
         out.dist[m, 1] = py_dist(x, b, d) if has_new else math.nan
-        out.runner[m] = _runner_up(x, sp, mv.new_number[m], out.dist[m])
+        out.runner[m] = _runner_up(x, sp, mv.new_number[k], out.dist[m])
 
 
 class Explainer:
@@ -246,24 +250,32 @@ class Explainer:
     def numbers(self, raw: np.ndarray[Any, np.dtype[np.float64]], old: list[int], new: list[int]) -> Numbers | None:
         """:meth:`explain`'s numbers (:class:`Numbers`, one row per move); ``None`` before the lens's first
         scaler snapshot (every explanation is then :data:`NO_EXPLANATION`)."""
+        n, d = len(old), len(self._lens.feature_names)
+        num = Numbers(np.empty((n, d), np.float64), np.full((n, d), np.nan), np.empty((n, TOP_FEATURES), np.int64),
+                      np.empty((n, 3), np.float64), np.empty(n, np.int64))  # fmt: skip
+        rows = np.arange(n, dtype=np.int64)
+        olds, news = np.asarray(old, np.int64), np.asarray(new, np.int64)
+        return num if self.fill(np.ascontiguousarray(raw, np.float64), rows, olds, news, num) else None
+
+    def fill(self, raw: np.ndarray[Any, np.dtype[np.float64]], rows: np.ndarray[Any, np.dtype[np.int64]],
+             old: np.ndarray[Any, np.dtype[np.int64]], new: np.ndarray[Any, np.dtype[np.int64]],
+             out: Numbers) -> bool:  # fmt: skip
+        """Write the numbers of the moves in ``rows`` of ``raw`` (the lens's features in its first columns), moving
+        ``old[k]`` -> ``new[k]`` (``-1``: none), into the same rows of ``out`` (its arrays' first columns);
+        False before the lens's first scaler snapshot (nothing written: every explanation is then
+        :data:`NO_EXPLANATION`)."""
         lens = self._lens
         snap = lens.snapshot
-        n = len(old)
         if snap is None:
-            return None
-        used = {*old, *new}
+            return False
+        used = {*old.tolist(), *new.tolist()}
         used.discard(-1)
         if self._epoch != lens.cache_epoch or snap is not self._snap or not used <= self._rows.keys():
             self._refresh()
         space, lut = self._space, self._lut
         assert space is not None
-        d = len(lens.feature_names)
-        num = Numbers(np.empty((n, d), np.float64), np.full((n, d), np.nan), np.empty((n, TOP_FEATURES), np.int64),
-                      np.empty((n, 3), np.float64), np.empty(n, np.int64))  # fmt: skip
-        olds, news = np.asarray(old, np.int64), np.asarray(new, np.int64)
-        moves = Moves(np.ascontiguousarray(raw, np.float64), lut[olds], lut[news], news)
-        explain_rows(moves, space, num, 2.0)
-        return num
+        explain_rows(Moves(raw, rows, lut[old], lut[new], new), space, out, 2.0)
+        return True
 
 
 class _Numbers(NamedTuple):

@@ -40,42 +40,41 @@ class Pieces:
 
     def __init__(self) -> None:
         self._blobs: list[bytes] = []
-        self._lengths: list[Any] = []
-        self._count = 0
+        self._lengths: list[int] = []
         self._index: dict[bytes, int] = {}
 
     def add(self, piece: bytes) -> int:
         """The index of ``piece`` (added once)."""
         i = self._index.get(piece)
         if i is None:
-            i = self._index[piece] = self.extend(piece, [len(piece)])
+            i = self._index[piece] = len(self._lengths)
+            self._blobs.append(piece)
+            self._lengths.append(len(piece))
         return i
 
-    def extend(self, blob: bytes, lengths: Any) -> int:
+    def extend(self, blob: bytes, lengths: list[int]) -> int:
         """Add the pieces ``blob`` holds one after another, of ``lengths`` bytes (no look-up: many distinct
         ones); returns the index of the first."""
-        start = self._count
+        start = len(self._lengths)
         self._blobs.append(blob)
-        self._lengths.append(np.asarray(lengths, np.int64))
-        self._count += len(self._lengths[-1])
+        self._lengths.extend(lengths)
         return start
 
     def strings(self, values: list[str]) -> int:
         """Add each of ``values`` as a JSON string, as :func:`orjson.dumps` writes it; the index of the first."""
         if not values:
-            return self._count
+            return len(self._lengths)
         joined = "".join(values)
         if joined.isascii() and _ESCAPED.search(joined) is None:  # each one quoted as it is: one blob
-            return self.extend(('"' + '""'.join(values) + '"').encode(), np.fromiter(map(len, values), np.int64,
-                                                                                     len(values)) + 2)  # fmt: skip
+            return self.extend(('"' + '""'.join(values) + '"').encode(), [len(v) + 2 for v in values])
         pieces = [orjson.dumps(v) for v in values]
         return self.extend(b"".join(pieces), [len(p) for p in pieces])
 
     def arrays(self) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.int64]]]:
         """All pieces as one byte array and the offsets of their starts (one more: the end)."""
-        offsets = np.zeros(self._count + 1, np.int64)
-        if self._count:
-            np.cumsum(np.concatenate(self._lengths), out=offsets[1:])
+        offsets = np.zeros(len(self._lengths) + 1, np.int64)
+        if self._lengths:
+            np.cumsum(np.array(self._lengths, np.int64), out=offsets[1:])
         return np.frombuffer(b"".join(self._blobs), np.uint8), offsets
 
 

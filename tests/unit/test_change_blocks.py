@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
 from producer.retail import SparseConfig, SparseRetail
-from segmenter.change_blocks import Output, SegmentChanges, encode_parts, messages_of
+from segmenter.change_blocks import ChangeBuilder, Output, SegmentChanges, encode_parts, messages_of
 from segmenter.config import load_config
 from segmenter.events import parse_event
+from segmenter.features import FEATURE_NAMES
 from segmenter.line_writer import Numbers, Pieces, number_spans
+from segmenter.moves import M_FROM, M_LENS, M_TO, MoveBuffer
 from segmenter.outputs import encode_lines
 from segmenter.pipeline import Segmenter
 from tests.unit.eventgen import make_events
@@ -84,8 +88,8 @@ def test_a_blocks_lines_are_its_messages_lines_for_what_the_streams_lack(parts: 
     some = rng.random(len(block)) < 0.3
     top = block.top.copy()
     top[rng.random(len(block)) < 0.2] = -1
-    odd = replace(block, explained=block.explained & ~some, distance=np.where(rng.random(len(block)) < 0.3, np.nan,
-                  block.distance), to_ref=np.where(some, -1, block.to_ref), top=top)  # fmt: skip
+    odd = replace(block, explained=block.explained & ~some, dist=np.where(rng.random(len(block)) < 0.3, np.nan,
+                  block.dist), to_ref=np.where(some, -1, block.to_ref), top=top)  # fmt: skip
     assert odd.encode_lines(STAMP) == encode_lines(odd.messages(), STAMP)
     lines = [orjson.loads(line) for line in odd.encode_lines(None).splitlines()]
     assert {line["explanation"]["top_features"] == [] for line in lines} == {True, False}
@@ -145,3 +149,37 @@ def test_number_spans_find_every_number() -> None:
     starts = number_spans(numbers)
     assert [numbers[starts[j] : starts[j + 1] - 1].tobytes() for j in range(4)] == [b"1.5", b"null", b"-2e-9", b"0.0"]
     assert len(number_spans(Numbers(np.zeros(0)).array())) == 2
+
+
+# ---------------------------------------------------------------------- the block's columns
+def test_a_blocks_messages_are_each_moves_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each move of a block, as its message says, is what the moved customer's buffered row and its lens say,
+    read as the block is made: the lens features (rounded to 4 places), the distance (to 6) and the explanation
+    that :meth:`Lens.explain` gives for that one move (blocks mixing both lenses: a move's numbers in its row)."""
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL_CONFIG)
+    seg = Segmenter(load_config(path))
+    made = ChangeBuilder.block
+    checked = {"moves": 0, "mixed": 0}
+
+    def block(self: ChangeBuilder, buf: MoveBuffer, cause: str, events: Any, stamp: int | None) -> SegmentChanges:
+        changes = made(self, buf, cause, events, stamp)
+        n = len(buf)
+        vals, ints = buf.values().tolist(), buf.ints[:n].tolist()
+        checked["mixed"] += len(set(changes.lens.tolist())) > 1
+        for m, message in enumerate(changes.messages()):
+            lens = seg.lenses[ints[m][M_LENS]]
+            raw = [vals[m][FEATURE_NAMES.index(name)] for name in lens.feature_names]
+            old, new = (None if s < 0 else s for s in (ints[m][M_FROM], ints[m][M_TO]))
+            assert message.features == {k: round(v, 4) for k, v in zip(lens.feature_names, raw, strict=True)}
+            assert message.distance == (None if math.isnan(buf.dist[m]) else round(float(buf.dist[m]), 6))
+            if lens.snapshot is not None:
+                assert message.explanation == lens.explain(raw, old, new)
+            checked["moves"] += 1
+        return changes
+
+    monkeypatch.setattr(ChangeBuilder, "block", block)
+    events = [parse_event(line) for line in _events("dense")]
+    for i in range(0, len(events), 200):
+        seg.process_batch(events[i : i + 200])
+    assert checked["moves"] > 100 and checked["mixed"] > 3

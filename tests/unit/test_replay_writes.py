@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -16,7 +17,7 @@ from tests.unit.eventgen import make_events
 
 
 class _Writes(io.BytesIO):
-    """An output stream that records the number of lines of each write."""
+    """An output stream that records the number of lines of each write (a ``writelines`` call is one)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -25,6 +26,11 @@ class _Writes(io.BytesIO):
     def write(self, data: bytes) -> int:  # type: ignore[override]
         self.lines.append(data.count(b"\n"))
         return super().write(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:  # type: ignore[override]
+        held = list(chunks)
+        self.lines.append(sum(chunk.count(b"\n") for chunk in held))
+        super().writelines(held)
 
 
 def _replay(path: Path) -> _Writes:
