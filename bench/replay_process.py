@@ -38,6 +38,8 @@ from typing import Any
 import orjson
 from river import cluster
 
+from bench.processes import process_env
+
 TARGET_RATIO = 2.0
 _CLUSTERS = {"value": 5, "engagement": 4}
 
@@ -85,7 +87,7 @@ def timed(cmd: list[str], pythonpath: Path | None = None) -> tuple[float, float]
     ``pythonpath``: run it in that directory with ``PYTHONPATH`` set to it (``-m`` looks in the working
     directory first).
     """
-    env = None if pythonpath is None else {**os.environ, "PYTHONPATH": str(pythonpath)}
+    env = process_env() if pythonpath is None else process_env(pythonpath)
     c0, w0 = _child_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=pythonpath)
     return time.perf_counter() - w0, _child_cpu() - c0

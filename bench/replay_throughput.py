@@ -69,7 +69,17 @@ from typing import Any
 
 from river import cluster
 
-from bench.common import BENCH_DIR, Row, SimRun, add_common_args, save_result, setup_logging, simulate, simulate_sparse
+from bench.common import (
+    BENCH_DIR,
+    Row,
+    SimRun,
+    add_common_args,
+    save_result,
+    setup_logging,
+    simulate,
+    simulate_sparse,
+)
+from bench.processes import process_env
 from segmenter.config import SegmenterConfig, default_config
 from segmenter.events import parse_event
 from segmenter.features import FEATURE_NAMES, FeatureStore, event_kind
@@ -163,7 +173,7 @@ def whole_process(cmd: list[str], tree: Path, repeat: int) -> Timing:
     RuntimeError
         The command failed (its stderr's tail is in the message).
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH")) if p)}
+    env = process_env(tree)
     best: Timing | None = None
     for i in range(repeat + 1):
         cpu0, wall0 = _children_cpu(), time.perf_counter()
