@@ -68,7 +68,7 @@ from segmenter.lenses.quality import (
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
 from segmenter.lenses.summary import SummaryFollower
-from segmenter.lenses.surrogate import SegmentRule, fit_each, fit_sample
+from segmenter.lenses.surrogate import LazyRules, SegmentRule, fit_sample
 from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
 
 __all__ = ["Assignment", "Lens"]
@@ -165,8 +165,7 @@ class Lens:
         self._assessment: Assessment | None = None  # the last refinement's, computed when read (quality)
         self._refinements = 0
         self._refined = False
-        self._rules: dict[int, SegmentRule] = {}
-        self._rule_rows: tuple[np.ndarray, np.ndarray] | None = None  # fitted on first use (_fitted_rules)
+        self._rules: LazyRules | None = None  # each fitted on first use
         self._with_rules = False
         self._rebuild_caches()
 
@@ -204,7 +203,8 @@ class Lens:
     @property
     def rules(self) -> dict[int, SegmentRule]:
         """Segment number -> its rule, fitted at the last refinement (live segments; empty before one)."""
-        return {n: r for n, r in self._fitted_rules().items() if self._registry.is_live(n)}
+        rules = {} if self._rules is None else self._rules.all()
+        return {n: r for n, r in rules.items() if self._registry.is_live(n)}
 
     @property
     def snapshot(self) -> ScalerSnapshot | None:
@@ -434,23 +434,15 @@ class Lens:
     def _fit_rules(self, raw: np.ndarray, xs: np.ndarray) -> None:
         """Segment rules (:mod:`~segmenter.lenses.surrogate`) for the customers nearest each live segment."""
         live = self._registry.live()
-        self._rules, self._rule_rows = {}, None
+        self._rules = None
         if not live or self._snapshot is None:
             return
         labels, _ = nearest(xs, self._registry.scaled_centers(live, self._snapshot))
         numbers = np.asarray(live, np.int64)[labels]
         rng = np.random.default_rng([self.seed, self.model_version, 1])
-        # the rows are chosen now (the segments and the sample are this refinement's); the fitting itself
-        # waits until a rule is read: most refinement ticks publish no lifecycle message that carries one
-        rows, labelled = fit_sample(raw, numbers, rng)
-        self._rule_rows = (np.array(rows), np.array(labelled))  # copies: the caller's arrays may be reused
-
-    def _fitted_rules(self) -> dict[int, SegmentRule]:
-        """The last refinement's rules, fitted on the rows it chose the first time they are read."""
-        if self._rule_rows is not None:
-            self._rules = fit_each(*self._rule_rows, self.feature_names)
-            self._rule_rows = None
-        return self._rules
+        # the rows are chosen now (the segments and the sample are this refinement's); each rule's fitting
+        # waits until it is read: most refinement ticks publish no lifecycle message, the others a few
+        self._rules = LazyRules(*fit_sample(raw, numbers, rng), self.feature_names)  # copies the rows
 
     def _lloyd(self, xs: np.ndarray, space: ScalerSnapshot) -> list[LifecycleEvent]:
         """Lloyd iterations on rows ``xs`` scaled by ``space``; updates the registry and the model; returns events.
@@ -701,7 +693,8 @@ class Lens:
             scaled = snap.scale(seg.center)
             z = dict(zip(self.feature_names, scaled, strict=True))
             centroid = dict(zip(self.feature_names, snap.inverse(scaled), strict=True))
-        rule = self._fitted_rules().get(number) if with_rule and seg.status == "live" else None
+        rules = self._rules if with_rule and seg.status == "live" else None
+        rule = None if rules is None else rules.get(number)
         return SegmentProfile(segment=number, id=self._id(number), name=seg.name or self._id(number),
                               size=seg.size, centroid=centroid, z=z, status=seg.status,
                               rule=None if rule is None else rule.as_dict())  # fmt: skip
