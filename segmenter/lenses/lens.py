@@ -55,7 +55,6 @@ from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
 from segmenter.lenses.quality import (
     RESTART_CHECK_EVERY,
-    RESTART_GAIN,
     RESTART_RATIO,
     SCREEN_RATIO,
     Assessment,
@@ -63,7 +62,9 @@ from segmenter.lenses.quality import (
     fewer_segments,
     matched,
     merged_into,
+    restart_pays,
     screen,
+    sse_rose,
 )
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
@@ -164,6 +165,7 @@ class Lens:
         self._cache_epoch = 0
         self._assessment: Assessment | None = None  # the last refinement's, computed when read (quality)
         self._refinements = 0
+        self._checked_sse: float | None = None  # SSE per customer after the last restart check (sse_rose)
         self._refined = False
         self._rules: LazyRules | None = None  # each fitted on first use
         self._with_rules = False
@@ -455,26 +457,23 @@ class Lens:
         if snap is None or not live or not len(xs):
             return []
         # k stays: an emptied segment restarts at the worst-served customer (a retirement and a birth)
-        cs, _ = lloyd(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
+        cs, labels = lloyd(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
+        own = sse(xs, cs)
         rng = np.random.default_rng([self.seed, self.model_version])
         check = Assessment(xs, cs, rng)
         due = self._refinements % RESTART_CHECK_EVERY == 0
-        if (due or screen(xs, cs, np.random.default_rng([self.seed, self.model_version, 2])) > SCREEN_RATIO) and (
-            check.sse_ratio() > RESTART_RATIO
-        ):
-            # a bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment
-            check.quality()  # its silhouette draws from rng before the next assessment's sample
-            fresh, _ = lloyd(xs, matched(cs, check.batch()), self.config.refine_iterations)
-            if sse(xs, fresh) < RESTART_GAIN * sse(xs, cs):
-                cs = fresh
-                check = Assessment(xs, cs, rng, restarted=True)
+        checked = due or self._check_called_for(xs, cs, own)
+        if checked and check.sse_ratio() > RESTART_RATIO:
+            cs, own, check = self._restart(xs, cs, labels, own, check, rng)
         if due and n_clusters_of(self.config.algorithm, self.config.params) is None:
             fewer = fewer_segments(xs, cs, np.random.default_rng([self.seed, self.model_version, 3]))
             if fewer is not None:  # the segments that lose their place merge into the nearest survivor
                 fewer, _ = lloyd(xs, fewer, self.config.refine_iterations)
-                cs = merged_into(cs, fewer)
+                cs, own = merged_into(cs, fewer), sse(xs, fewer)
                 check = Assessment(xs, fewer, np.random.default_rng([self.seed, self.model_version, 4]), True)
         self._assessment = check
+        if checked:
+            self._checked_sse = own / len(xs)
         self._refinements += 1
         if not self._refined:
             snap = _wider(snap, space)
@@ -489,6 +488,36 @@ class Lens:
         if self._model.summarises:
             self._place_in_summary()
         return events
+
+    def _check_called_for(self, xs: np.ndarray, cs: np.ndarray, own: float) -> bool:
+        """Between scheduled restart checks: the SSE per customer rose (:func:`~segmenter.lenses.quality.sse_rose`),
+        or a summarising model's screen calls for the check."""
+        if sse_rose(own / len(xs), self._checked_sse):
+            return True
+        if not self._model.summarises:
+            return False
+        return screen(xs, cs, np.random.default_rng([self.seed, self.model_version, 2])) > SCREEN_RATIO
+
+    def _restart(  # noqa: PLR0913, PLR0917 - the refinement's state, handed over as it stands
+        self, xs: np.ndarray, cs: np.ndarray, labels: np.ndarray, own: float, check: Assessment,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, float, Assessment]:
+        """A bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment.
+
+        Returns the centers, their SSE and assessment: the restarted ones when the restart pays for the customers
+        it moves (:func:`~segmenter.lenses.quality.restart_pays`), else the ones given.
+        """
+        check.quality()  # its silhouette draws from rng before the next assessment's sample
+        fresh, fresh_labels = lloyd(xs, matched(cs, check.batch()), self.config.refine_iterations)
+        fresh_sse = sse(xs, fresh)
+        moved = float(np.mean(fresh_labels != labels))
+        pays = restart_pays(own, fresh_sse, moved)
+        logger.debug("lens %s, refinement %d: a restart gains %.4f of the SSE and moves %.3f of the customers: %s",
+                     self.name, self._refinements, 1.0 - fresh_sse / own if own > 0.0 else 0.0, moved,
+                     "restarted" if pays else "kept")  # fmt: skip
+        if not pays:
+            return cs, own, check
+        return fresh, fresh_sse, Assessment(xs, fresh, rng, restarted=True)
 
     def _push_to_model(self) -> None:
         """Write the segment centers back into a k-means model (its own scaled space = live scaler)."""
@@ -721,6 +750,7 @@ class Lens:
             "ready": self._ready,
             "refined": self._refined,
             "refinements": self._refinements,
+            "checked_sse": self._checked_sse,
             "snapshot": None if snap is None else {"mean": list(snap.mean), "std": list(snap.std)},
             "model_map": dict(self._model_map),
             "scaler": self._scaler.state(),
@@ -759,9 +789,13 @@ class Lens:
             ready = bool(state["ready"])
             refined = bool(state.get("refined", True))  # states from before the key: refined long ago
             refinements = int(state.get("refinements", 0))  # states from before the key: check at the next one
+            checked = state.get("checked_sse")  # states from before the key: the next scheduled check sets it
+            checked_sse = None if checked is None else float(checked)
             model_map = {int(k): int(v) for k, v in state["model_map"].items()}
             if isinstance(state["ready"], bool) is False or min(model_version, n_obs, learned, refinements) < 0:
                 raise ValueError("ready must be a boolean, counters >= 0")
+            if checked_sse is not None and not 0.0 <= checked_sse < _INF:
+                raise ValueError(f"checked_sse must be finite and >= 0, not {checked_sse!r}")
             rows = [*warm, *batch] + ([] if snapshot is None else [list(snapshot.mean), list(snapshot.std)])
             if any(len(r) != len(self.feature_names) or not all_finite(r) for r in rows):
                 raise ValueError(f"vectors must hold {len(self.feature_names)} finite values")
@@ -779,6 +813,7 @@ class Lens:
         self._ready = ready
         self._refined = refined
         self._refinements = refinements
+        self._checked_sse = checked_sse
         self._model_map = model_map
         self._rebuild_caches()
 
