@@ -158,3 +158,16 @@ def test_the_check_cadence_survives_a_restore() -> None:
         lens.refine(X)
         copy.refine(X)
         assert copy.quality == lens.quality
+
+
+def test_a_summarising_model_still_screens_between_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lens_module, "sse_rose", lambda *args: False)
+    runs = []
+    for screened in (True, False):
+        if not screened:
+            monkeypatch.setattr(lens_module, "screen", lambda *args: 1.0)
+        lens = make_lens("streamkmeans", refine_iterations=1, match_threshold=0.2)
+        X, _ = blobs(2000, seed=5)
+        feed(lens, X)
+        runs.append(_bad_optimum_runs(lens, X, 1))
+    assert runs == [[True], [False]]  # the screen, not the rise (patched out), sent it to the check
