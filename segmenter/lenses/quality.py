@@ -12,7 +12,8 @@ for a summarising model, whose :func:`screen` (one start on a small sample)
 exceeds :data:`SCREEN_RATIO`, the ratio is computed at once: when it exceeds :data:`RESTART_RATIO` the lens
 restarts from the batch centers (:func:`matched`), each taking the id of the
 live segment nearest to it, provided the restart pays for the customers it
-moves (:func:`restart_pays`).
+moves (:func:`restart_pays`; k-means models only: a summarising model's
+segments are dragged between refinements, and a restart is their way back).
 :func:`assess` computes everything at once.
 
 Examples
@@ -78,9 +79,10 @@ RESTART_CHECK_EVERY = 4
 this-many-th one, and between them where :func:`sse_rose` calls for it; a refinement without the check computes
 its quality only when it is read (:class:`Assessment`)."""
 SSE_RISE = 0.02
-"""Between scheduled checks, the restart check runs at a refinement whose SSE per customer (in the population's
-own z-scores, where every refinement's total variance is the number of features) exceeds the last check's by more
-than this share: the segments fit the population worse than when batch k-means last vouched for them.
+"""Between scheduled checks, the restart check runs at a k-means lens's refinement whose SSE per customer (in the
+population's own z-scores, where every refinement's total variance is the number of features) exceeds the last
+check's by more than this share: the segments fit the population worse than when batch k-means last vouched for
+them.
 
 For k-means models it replaced :func:`screen` at every refinement, so pessimistic that it sent about half of all
 refinements to the check: on the 20,000-customer sparse replay 71 of 152 ran batch k-means, 33 of them between

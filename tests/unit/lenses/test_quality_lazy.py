@@ -171,3 +171,11 @@ def test_a_summarising_model_still_screens_between_checks(monkeypatch: pytest.Mo
         feed(lens, X)
         runs.append(_bad_optimum_runs(lens, X, 1))
     assert runs == [[True], [False]]  # the screen, not the rise (patched out), sent it to the check
+
+
+def test_a_summarising_models_restart_pays_no_move_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quality_module, "RESTART_MOVE_COST", 10.0)  # refuses every k-means restart (above)
+    lens = make_lens("streamkmeans", refine_iterations=1, match_threshold=0.2)
+    X, _ = blobs(2000, seed=5)
+    feed(lens, X)
+    assert _bad_optimum_runs(lens, X, 1) == [True]  # dragged segments: a restart is their way back
