@@ -11,11 +11,19 @@ amounts, spread over ``--days``):
 ``vectors_at``
     :meth:`FeatureStore.vectors_at`: every customer's features at the tick (the
     value lens's columns);
+``refine with the restart check``
+    the lens's first :meth:`Lens.refine` of the default value lens on all of
+    them (one run: the check runs at the first refinement, every 4th and where
+    the SSE rose): population standardisation, Lloyd iterations warm-started
+    from the live centers, batch k-means on a sample (the restart check) and
+    the rows of the segment rules;
 ``refine``
-    :meth:`Lens.refine` of the default value lens on all of them: population
-    standardisation, Lloyd iterations warm-started from the live centers, the
-    batch k-means comparison on a sample (quality gauges, restart check) and
-    the segment rules;
+    a refinement without the check (the same rows again: the SSE did not rise),
+    the usual tick;
+``quality and rules read``
+    after a refinement, reading :attr:`Lens.quality` (batch k-means on the
+    sample and the silhouette, the consumer's gauges) and :attr:`Lens.rules`
+    (every segment's rule): what a refinement costs when everything is read;
 ``sample refine (before)``
     the refinement on a 2,000-customer sample, as the core did before.
 
@@ -68,6 +76,14 @@ def _best(fn: Any, repeat: int) -> float:
     return best
 
 
+def _read_after(lens: Lens, rows: np.ndarray) -> float:
+    """Seconds to read a fresh refinement's quality and every rule (the refinement itself not timed)."""
+    lens.refine(rows)
+    t0 = time.perf_counter()
+    _ = lens.quality, lens.rules
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=1_000_000, help="customers (default %(default)s)")
@@ -111,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     lens = Lens(lens_cfg, seed=config.seed)
     for x in mat[rng.choice(n, lens_cfg.warmup + 4 * lens_cfg.refresh_every, replace=False)]:
         lens.observe(x)
+    t0 = time.perf_counter()
+    lens.refine(mat)  # the first refinement: the restart check is due
+    t_checked = time.perf_counter() - t0
     t_refine = _best(lambda: lens.refine(mat), args.repeat)
+    t_read = min(_read_after(lens, mat) for _ in range(args.repeat))
     sample = mat[np.sort(rng.choice(n, 2000, replace=False))]
     t_sample = _best(lambda: lens.refine(sample), args.repeat)
     quality = lens.quality
@@ -123,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
             "lens": lens_cfg.name,
             "features": list(lens_cfg.features),
         },
-        "seconds": {"event_pass": t_event, "vectors_at": t_vectors, "refine": t_refine, "sample_refine": t_sample},
+        "seconds": {
+            "event_pass": t_event,
+            "vectors_at": t_vectors,
+            "refine_checked": t_checked,
+            "refine": t_refine,
+            "quality_and_rules": t_read,
+            "sample_refine": t_sample,
+        },
         "quality": None if quality is None else {"sse_ratio": quality.sse_ratio, "silhouette": quality.silhouette},
     }
     sect = f"refinement cost at {n:,} customers ({lens_cfg.name} lens)"
@@ -137,7 +164,23 @@ def main(argv: list[str] | None = None) -> int:
             reference=t_event * 1e3,
             ratio=t_vectors / t_event,
         ),
+        Row(
+            sect,
+            "refine on all customers, with the restart check",
+            t_checked * 1e3,
+            "ms",
+            reference=t_event * 1e3,
+            ratio=t_checked / t_event,
+        ),
         Row(sect, "refine on all customers", t_refine * 1e3, "ms", reference=t_event * 1e3, ratio=t_refine / t_event),
+        Row(
+            sect,
+            "quality and every rule read after a refine",
+            t_read * 1e3,
+            "ms",
+            reference=t_event * 1e3,
+            ratio=t_read / t_event,
+        ),
         Row(
             sect,
             "refine on a 2,000 sample (before)",

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-__all__ = ["MAX_DEPTH", "SegmentRule", "fit_rule", "fit_rules"]
+__all__ = ["MAX_DEPTH", "LazyRules", "SegmentRule", "fit_rule", "fit_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -421,6 +421,54 @@ def fit_each(x: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[in
     """A rule per label (segment number) present in ``labels``, fitted on every row given."""
     cols = _columns(x)
     return {int(n): fit_rule(cols.x, labels == n, names, cols=cols) for n in np.unique(labels).tolist()}
+
+
+class LazyRules:
+    """One refinement's segment rules, each fitted the first time it is read, on rows chosen at once.
+
+    A refinement tick publishes messages for a few segments (a rename, a birth), usually none: fitting only the
+    rules those messages carry, and the others when :meth:`all` is read, costs a fraction of fitting every
+    segment's at each tick. The same rules as :func:`fit_each` on the same rows, whichever are read first.
+
+    Parameters
+    ----------
+    x, labels
+        The rows (original units; copied) and their segment numbers.
+    names
+        The feature names of ``x``'s columns.
+    """
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> None:
+        self._x = np.array(x, dtype=np.float64)
+        self._labels = np.array(labels)
+        self._names = tuple(names)
+        self._numbers: list[int] = [int(n) for n in np.unique(self._labels).tolist()]
+        self._cols: _Columns | None = None
+        self._fitted: dict[int, SegmentRule] = {}
+
+    @property
+    def pending(self) -> int:
+        """Rules not fitted yet."""
+        return len(self._numbers) - len(self._fitted)
+
+    def get(self, number: int) -> SegmentRule | None:
+        """The rule of segment ``number`` (None when no row is labelled with it)."""
+        rule = self._fitted.get(number)
+        if rule is None and number in self._numbers:
+            if self._cols is None:
+                self._cols = _columns(self._x)
+            rule = fit_rule(self._cols.x, self._labels == number, self._names, cols=self._cols)
+            self._fitted[number] = rule
+        return rule
+
+    def all(self) -> dict[int, SegmentRule]:
+        """Every labelled segment's rule, by segment number."""
+        out: dict[int, SegmentRule] = {}
+        for n in self._numbers:
+            rule = self.get(n)
+            assert rule is not None
+            out[n] = rule
+        return out
 
 
 def fit_rules(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-import segmenter.lenses.lens as lens_module
+import segmenter.lenses.surrogate as surrogate_module
 from consumer.explorer import Explorer, lens_sizes
 from segmenter import explorer as segmenter_explorer
 from segmenter.explorer import SizeHistory
@@ -17,13 +17,13 @@ from tests.unit.test_pipeline import small_config
 
 def test_sample_reads_the_sizes_profiles_give_without_fitting_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     fits: list[Any] = []
-    fit_each = lens_module.fit_each  # type: ignore[attr-defined]  # patched where the lens calls it
+    fit_rule = surrogate_module.fit_rule  # patched where the lens's rules call it
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         fits.append(args)
-        return fit_each(*args, **kwargs)
+        return fit_rule(*args, **kwargs)
 
-    monkeypatch.setattr(lens_module, "fit_each", counted)
+    monkeypatch.setattr(surrogate_module, "fit_rule", counted)
     seg = Segmenter(small_config())
     history = SizeHistory(max_points=60, step_s=6 * 3600)
     explorer = Explorer(history=history)
@@ -31,12 +31,12 @@ def test_sample_reads_the_sizes_profiles_give_without_fitting_rules(monkeypatch:
     pending_seen = 0
     for start in range(0, len(events), 100):
         seg.process_batch(events[start : start + 100], [0] * len(events[start : start + 100]))
-        pending = [lens for lens in seg.lenses if lens._rule_rows is not None]
+        pending = [lens for lens in seg.lenses if lens._rules is not None and lens._rules.pending]
         before = len(fits)
         explorer.sample(seg)
         assert len(fits) == before  # the sample fitted nothing
         pending_seen += len(pending)
-        assert [lens._rule_rows is not None for lens in pending] == [True] * len(pending)
+        assert [bool(lens._rules and lens._rules.pending) for lens in pending] == [True] * len(pending)
     assert pending_seen > 0  # the stream refined with rules left to fit
     sizes = lens_sizes(seg.lenses)
     assert history.points()[-1]["sizes"] == sizes

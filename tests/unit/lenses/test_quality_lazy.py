@@ -108,19 +108,41 @@ def _bad_optimum_runs(lens: Any, X: np.ndarray, refinements: int) -> list[bool]:
     return restarted
 
 
-def test_the_screen_sends_a_bad_optimum_to_the_restart_check() -> None:
+def test_a_rise_in_sse_sends_a_bad_optimum_to_the_restart_check() -> None:
     lens = make_lens("kmeans", refine_iterations=1, match_threshold=0.2)  # the two halves of a blob do not merge
     X, _ = blobs(2000, seed=5)
     feed(lens, X)
-    assert _bad_optimum_runs(lens, X, 1) == [True]  # the second refinement: no check due, the screen sees it
+    assert _bad_optimum_runs(lens, X, 1) == [True]  # the second refinement: no check due, its SSE rose
 
 
-def test_without_the_screen_a_bad_optimum_is_left_at_the_next_due_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lens_module, "screen", lambda *args: 1.0)
+def test_without_the_rise_a_bad_optimum_is_left_at_the_next_due_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lens_module, "sse_rose", lambda *args: False)
     lens = make_lens("kmeans", refine_iterations=1, match_threshold=0.2)
     X, _ = blobs(2000, seed=5)
     feed(lens, X)
     assert _bad_optimum_runs(lens, X, RESTART_CHECK_EVERY) == [False] * (RESTART_CHECK_EVERY - 1) + [True]
+
+
+def test_a_restart_that_moves_many_customers_needs_a_larger_gain(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = []
+    for cost in (quality_module.RESTART_MOVE_COST, 10.0):  # 10: no gain pays for moving a tenth of everyone
+        monkeypatch.setattr(quality_module, "RESTART_MOVE_COST", cost)
+        lens = make_lens("kmeans", refine_iterations=1, match_threshold=0.2)
+        X, _ = blobs(2000, seed=5)
+        feed(lens, X)
+        runs.append(_bad_optimum_runs(lens, X, 1))
+    assert runs == [[True], [False]]
+
+
+def test_sse_rose_and_restart_pays_at_their_bounds() -> None:
+    rise = 1.0 + quality_module.SSE_RISE
+    assert not quality_module.sse_rose(5.0, None)
+    assert not quality_module.sse_rose(rise * 2.0 - 1e-9, 2.0) and quality_module.sse_rose(rise * 2.0 + 1e-9, 2.0)
+    gain, cost = quality_module.RESTART_GAIN, quality_module.RESTART_MOVE_COST
+    for moved in (0.0, 0.2, 0.5):
+        bound = 100.0 * (gain - cost * moved)
+        assert quality_module.restart_pays(100.0, bound - 1e-6, moved)
+        assert not quality_module.restart_pays(100.0, bound + 1e-6, moved)
 
 
 def test_the_check_cadence_survives_a_restore() -> None:
@@ -131,7 +153,29 @@ def test_the_check_cadence_survives_a_restore() -> None:
     copy = make_lens("kmeans")
     copy.load_state(lens.state())
     assert copy.state()["refinements"] == lens.state()["refinements"] == 1
+    assert copy.state()["checked_sse"] == lens.state()["checked_sse"] is not None  # the rise is judged from it
     for _ in range(RESTART_CHECK_EVERY):
         lens.refine(X)
         copy.refine(X)
         assert copy.quality == lens.quality
+
+
+def test_a_summarising_model_still_screens_between_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lens_module, "sse_rose", lambda *args: False)
+    runs = []
+    for screened in (True, False):
+        if not screened:
+            monkeypatch.setattr(lens_module, "screen", lambda *args: 1.0)
+        lens = make_lens("streamkmeans", refine_iterations=1, match_threshold=0.2)
+        X, _ = blobs(2000, seed=5)
+        feed(lens, X)
+        runs.append(_bad_optimum_runs(lens, X, 1))
+    assert runs == [[True], [False]]  # the screen, not the rise (patched out), sent it to the check
+
+
+def test_a_summarising_models_restart_pays_no_move_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quality_module, "RESTART_MOVE_COST", 10.0)  # refuses every k-means restart (above)
+    lens = make_lens("streamkmeans", refine_iterations=1, match_threshold=0.2)
+    X, _ = blobs(2000, seed=5)
+    feed(lens, X)
+    assert _bad_optimum_runs(lens, X, 1) == [True]  # dragged segments: a restart is their way back

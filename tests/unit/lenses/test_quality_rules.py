@@ -210,31 +210,43 @@ def test_threshold_shares_in_one_matrix_equal_measuring_each_rule(seed: int) -> 
                 assert shares == (rule.members_matched, rule.non_members_excluded)
 
 
-
 def test_rules_are_fitted_once_and_only_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    import segmenter.lenses.lens as lens_module  # noqa: PLC0415 - its fit_each is counted
-    from segmenter.lenses.surrogate import fit_each  # noqa: PLC0415 - the real one, under the counter
+    import segmenter.lenses.surrogate as surrogate_module  # noqa: PLC0415 - its fit_rule is counted
 
-    calls: list[int] = []
-    real = fit_each
+    calls: list[str] = []
+    real = surrogate_module.fit_rule
 
-    def counted(*args: Any) -> Any:
-        calls.append(1)
-        return real(*args)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("fit")
+        return real(*args, **kwargs)
 
-    def carries_rules(messages: list[Any]) -> int:
-        return int(any("rule" in m.profile for m in messages))
+    def carried(messages: list[Any]) -> int:
+        """Segments whose rule a message carries (each fitted once)."""
+        return len({m.segment.id for m in messages if "rule" in m.profile})
 
-    monkeypatch.setattr(lens_module, "fit_each", counted)
+    monkeypatch.setattr(surrogate_module, "fit_rule", counted)
     lens = make_lens("kmeans")
     X, _ = blobs(2000, seed=2)
     feed(lens, X)
     first = lens.refine(X)
-    assert len(calls) == carries_rules(first)  # fitted only for a message that carries the rules
+    assert len(calls) == carried(first)  # fitted only for the segments whose messages carry a rule
     second = lens.refine(X)
-    assert len(calls) == carries_rules(first) + carries_rules(second)
+    assert len(calls) == carried(first) + carried(second)
     rules = lens.rules
-    assert len(calls) == carries_rules(first) + 1  # the second refinement's rules, fitted now or for its messages
+    assert len(calls) == carried(first) + len(rules)  # every live rule of the second refinement, each once
     assert lens.rules == rules and lens.profiles()  # read again: not refitted
-    assert len(calls) == carries_rules(first) + 1
+    assert len(calls) == carried(first) + len(rules)
     assert sorted(rules) == lens.registry.live()
+
+
+def test_lazy_rules_are_fit_each_rules_in_any_order() -> None:
+    from segmenter.lenses.surrogate import LazyRules, fit_each  # noqa: PLC0415
+
+    X, labels = blobs(1500, seed=4)
+    names = tuple(f"f{j}" for j in range(X.shape[1]))
+    want = fit_each(X, labels, names)
+    lazy = LazyRules(X, labels, names)
+    last = max(want)
+    assert lazy.get(last) == want[last] and lazy.pending == len(want) - 1  # one read, one fit
+    assert lazy.get(10_000) is None
+    assert lazy.all() == want and list(lazy.all()) == list(want) and lazy.pending == 0
