@@ -87,6 +87,12 @@ TRIM_AFTER_RECORDS = 50_000
 back to the system (a sweep's or a refinement's mass move sends hundreds of thousands of them through the heap,
 a part at a time: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
 
+TRIM_IDLE_RECORDS = 1_000
+"""An idle consumer (its poll brought nothing) returns the free heap once the commits since the last time sent
+this many records: the batches after the last :data:`TRIM_AFTER_RECORDS` trim leave their freed blocks too
+(about 0.5 KB per record sent), and an idle process would keep them until the next burst; at most 30 us per
+record, and only while there is nothing else to do."""
+
 
 @dataclass
 class Checkpoint:
@@ -242,14 +248,15 @@ class CommitSteps(Generic[C]):
         self._metrics.batches.inc()
         self._since_trim += sent + changes
 
-    def release_memory_if_due(self) -> None:
+    def release_memory_if_due(self, *, idle: bool = False) -> None:
         """Return the heap's free pages to the system once the commits since the last time sent enough records.
 
-        Called by the loop before a poll, not at the end of :meth:`commit`: by then the batch is gone, with what
-        the commit and the batch's run still held when it ended (the changed customers of a mass move, the run's
-        events and parts), so their pages go back too.
+        Enough: :data:`TRIM_AFTER_RECORDS`, or :data:`TRIM_IDLE_RECORDS` when ``idle`` (the loop's poll brought
+        nothing, and a batch it made due is committed). Called by the loop before a poll or once idle, not at the
+        end of :meth:`commit`: by then the batch is gone, with what the commit and the batch's run still held when
+        it ended (the changed customers of a mass move, the run's events and parts), so their pages go back too.
         """
-        if self._since_trim >= TRIM_AFTER_RECORDS:
+        if self._since_trim >= (TRIM_IDLE_RECORDS if idle else TRIM_AFTER_RECORDS):
             self._since_trim = 0
             release_free_memory()
 
