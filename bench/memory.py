@@ -9,8 +9,11 @@ purchase events, event time one second apart) is produced up to each size in
 ``--sizes``, and once all of it is committed the subprocess's RSS
 (``/proc/<pid>/statm``) is read. The figure is the **slope** between sizes:
 bytes of RSS per added customer of the running consumer (core columns, id
-index, whatever the edge keeps per customer, allocator slack, spare capacity).
-Target: <= 256 bytes per customer at 1M.
+index, whatever the edge keeps per customer, allocator slack, spare capacity),
+over each span between consecutive sizes and over the first size of at least
+:data:`LONG_SPAN_FROM` (250k) to the largest (``--sizes 50000 250000 500000
+1000000``: 50k->250k, 250k->500k, 500k->1M and 250k->1M, the figure per
+customer at 1M). Target: <= 256 bytes per customer over every span.
 
 Then, in the same run, the cost of a new customer on top of an event:
 ``--cost-events`` events in blocks of new customers (ids ``n0000123``, one event
@@ -116,6 +119,8 @@ log = logging.getLogger("bench.memory")
 
 TARGET_BYTES = 256
 TARGET_NEW_US = 50.0
+LONG_SPAN_FROM = 250_000
+"""The slope is also reported from the first size of at least this many customers to the largest (1M)."""
 DEFAULT_BLOCK = 4000
 """Events per cost block when the config refines on no event count."""
 MASS_MOVE_OUTPUTS = 50_000
@@ -465,8 +470,17 @@ def measure_consumer(args: argparse.Namespace, root: Path = ROOT) -> dict[str, A
 
 
 def _slopes(rss: list[dict[str, Any]]) -> list[tuple[int, int, float, dict[str, Any], dict[str, Any]]]:
+    """The RSS slope over each span between consecutive sizes, then over :data:`LONG_SPAN_FROM` to the largest.
+
+    The long span starts at the first size of at least :data:`LONG_SPAN_FROM` customers and is left out when it
+    is one of the consecutive spans already.
+    """
+    spans = list(itertools.pairwise(rss))
+    start = next((m for m in rss if m["customers"] >= LONG_SPAN_FROM), None)
+    if start is not None and rss.index(start) < len(rss) - 2:
+        spans.append((start, rss[-1]))
     return [(lo["customers"], hi["customers"], (hi["rss"] - lo["rss"]) / (hi["customers"] - lo["customers"]), lo, hi)
-            for lo, hi in itertools.pairwise(rss)]  # fmt: skip
+            for lo, hi in spans]  # fmt: skip
 
 
 def consumer_rows(result: dict[str, Any], before: dict[str, Any] | None = None) -> list[Row]:
