@@ -60,10 +60,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic
 
+from consumer.changed_customers import ChangedCustomers
 from consumer.core import C, ModelKeeper
 from consumer.metrics import Metrics
 from consumer.settings import Settings
@@ -74,8 +75,6 @@ from segmenter.malloc_tuning import release_free_memory
 from segmenter.membership import membership_value
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 SPILL_RECORDS = 10_000
 """Queued outputs and dead letters past which an open batch sends them into its transaction (step 1, early):
@@ -107,7 +106,7 @@ class Checkpoint:
     """The next offset to read of each input partition the batch holds records of."""
     records: list[OutRecord] = field(default_factory=list)
     """Outputs and dead letters of the batch, in order, sent together at commit (step 1)."""
-    changed: dict[str, str] = field(default_factory=dict)
+    changed: ChangedCustomers = field(default_factory=ChangedCustomers)
     """Customers with a segment change in the batch -> its ``emitted_at`` (their membership records, step 2)."""
     spill: Callable[[list[OutRecord]], None] | None = None
     """Sends queued records into the batch's open transaction (``Transport.send_many``); ``None``: all at commit."""
@@ -223,9 +222,9 @@ class CommitSteps(Generic[C]):
         sent = len(checkpoint.records)
         transport.send_many(checkpoint.records)  # 1. outputs and dead letters, in order
         checkpoint.records.clear()
-        changed, checkpoint.changed = checkpoint.changed, {}
-        for ids in _chunks(sorted(changed)):  # 2. membership-table records, a chunk of customers at a time
-            transport.send_many(self._membership_records(ids, changed, core))
+        changed, checkpoint.changed = checkpoint.changed, ChangedCustomers()
+        for ids, stamps in changed.chunks(SPILL_RECORDS):  # 2. membership-table records, a chunk at a time
+            transport.send_many(self._membership_records(ids, dict(zip(ids, stamps, strict=True)), core))
         changes = 0
         for part in core.take_change_parts(SPILL_RECORDS):  # 3. state changelog, each part built when sent
             transport.send_many(changelog_records(part, self._state_topic))
@@ -276,9 +275,3 @@ class CommitSteps(Generic[C]):
         self._metrics.membership.labels("record").inc(len(records) - tombstones)
         self._metrics.membership.labels("tombstone").inc(tombstones)
         return records
-
-
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``items`` in slices of :data:`SPILL_RECORDS`: a mass move's commit builds one slice of records at a time."""
-    for start in range(0, len(items), SPILL_RECORDS):
-        yield items[start : start + SPILL_RECORDS]

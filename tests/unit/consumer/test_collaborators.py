@@ -145,7 +145,7 @@ def test_the_emitter_writes_the_stamped_bytes_and_counts_each_label_set() -> Non
     reference = OutputRouter(lambda kind: f"out.{kind}")
     assert checkpoint.records == [reference.record(stamp(m, now.isoformat())) for m in MESSAGES]
     changes = [m for m in MESSAGES if m.kind == "segment_change"]
-    assert checkpoint.changed == dict.fromkeys((m.customer_id for m in changes), now.isoformat())
+    assert checkpoint.changed.as_dict() == dict.fromkeys((m.customer_id for m in changes), now.isoformat())
     registry = metrics.registry
     for lens, cause in {(m.lens, m.cause) for m in changes}:
         want = sum(1 for m in changes if (m.lens, m.cause) == (lens, cause))
