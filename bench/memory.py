@@ -61,16 +61,27 @@ from the RSS at its start) and its output records: the rows "peak RSS of the
 step with the most outputs" and "largest peak RSS of a step with a mass move"
 (:data:`MASS_MOVE_OUTPUTS` output records or more).
 
-Measured (same run, ``--sizes 50000 250000 1000000 --cost-events 8000
---before`` an export of main aa74665, RSS after each size): main 390 / 461 /
-654 MB, this tree 406 / 466 / 1,025 MB. The slope at 1M moves with the moment
-of the reading: this tree's 1,025 MB fell to 652 MB at the next idle reading
-(cost block 3) and another run of the same tree read 656 MB (257 B per
-customer from 250k), and main read 882 MB (588 B) in an earlier run. Peak RSS
-of the 250k-to-1M step (1.76M outputs): main 5,335 MB, this tree 1,154 MB;
-of the cost block with 385k outputs at 1M: 3,590 and 2,339 MB; RSS at the
-start of the block after it (what the mass move left): main 2,153 MB, this
-tree 652 MB.
+What kept bytes per customer beyond the columns was the small-object
+allocator: a mass move's commit held several Python objects per changed
+customer at once (the changelog's sorted ``(id, row, source)`` tuples, the
+batch's changed-customer dict, a float lag per output), CPython's arenas
+grew to hold them, and the core's long-lived objects allocated among them
+kept those arenas (an arena is returned only when all of it is free): 28
+more 1 MiB arenas, 46 MB of them unused, between 250k and 500k customers.
+The changelog now sorts the ids' bytes in one array
+(:meth:`segmenter.id_index.IdIndex.order_of`), the changed customers wait
+packed (:class:`consumer.changed_customers.ChangedCustomers`), the lags as
+an ``array('d')``, and an idle consumer returns the free heap after 1,000
+records (before, the batches since the last 50,000-record trim left 26 to
+39 MB resident at the reading).
+
+Measured (same run, ``--sizes 50000 250000 500000 1000000 --cost-events
+50000 --before`` an export of main d62f772, RSS after each size): main 427 /
+415 / 550 / 691 MB, this tree 267 / 310 / 350 / 442 MB; slopes main -61 /
+541 / 281 B per customer, this tree 217 / 159 / 184 (50k->250k,
+250k->500k, 500k->1M), and 250k->1M: main 368, this tree 176 B per
+customer. Peak RSS in the cost block with 1.68M outputs at 1M: main 1,960
+MB, this tree 1,943 MB.
 
 **The core alone** (``--core``): a Segmenter in this process, the same events
 through ``parse_event`` + ``process_batch`` in replay's chunks, RSS delta over
