@@ -78,10 +78,10 @@ STEPS: tuple[Step, ...] = (
          ("--rates", "1000", "5000", "20000", "--seconds", "15", "15", "5", "--customers", "5000"),
          ("--rates", "200", "--seconds", "2", "--customers", "300", "--warmup-events", "2500",
           "--drain-timeout", "60"), 240, kafka=True),
-    Step("memory", "RSS per customer of the running consumer (the slope up to 500k customers; 1M did not fit "
-         "the budget on a loaded machine) and the cost of a new customer",
-         ("--sizes", "50000", "250000", "500000", "--cost-events", "50000"),
-         ("--sizes", "2000", "6000", "--warmup", "400", "--cost-events", "2000"), 660, kafka=True),
+    Step("memory", "RSS per customer of the running consumer (the slope over each span up to 1M customers and "
+         "over 250k to 1M) and the cost of a new customer",
+         ("--sizes", "50000", "250000", "500000", "1000000", "--cost-events", "50000"),
+         ("--sizes", "2000", "6000", "--warmup", "400", "--cost-events", "2000"), 900, kafka=True),
     Step("quality", "every algorithm on every scenario, the sparse long-horizon one and one event a year ahead "
          "among them",
          ("--customers", "600", "--days", "30", "--separated-customers", "500", "--sparse-customers", "5000"),

@@ -60,10 +60,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic
 
+from consumer.changed_customers import ChangedCustomers
 from consumer.core import C, ModelKeeper
 from consumer.metrics import Metrics
 from consumer.settings import Settings
@@ -74,8 +75,6 @@ from segmenter.malloc_tuning import release_free_memory
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 SPILL_RECORDS = 10_000
 """Queued outputs and dead letters past which an open batch sends them into its transaction (step 1, early):
 a mass move's hundreds of thousands of outputs would otherwise all be held until the commit (a sweep batch
@@ -85,6 +84,12 @@ TRIM_AFTER_RECORDS = 50_000
 """Once the commits since the last time sent this many outputs and changelog records, the heap's free pages go
 back to the system (a sweep's or a refinement's mass move sends hundreds of thousands of them through the heap,
 a part at a time: see :mod:`segmenter.malloc_tuning`); about 30 ms per time, a microsecond per record."""
+
+TRIM_IDLE_RECORDS = 1_000
+"""An idle consumer (its poll brought nothing) returns the free heap once the commits since the last time sent
+this many records: the batches after the last :data:`TRIM_AFTER_RECORDS` trim leave their freed blocks too
+(about 0.5 KB per record sent), and an idle process would keep them until the next burst; at most 30 us per
+record, and only while there is nothing else to do."""
 
 
 @dataclass
@@ -100,7 +105,7 @@ class Checkpoint:
     """The next offset to read of each input partition the batch holds records of."""
     records: list[OutRecord] = field(default_factory=list)
     """Outputs and dead letters of the batch, in order, sent together at commit (step 1)."""
-    changed: dict[str, str] = field(default_factory=dict)
+    changed: ChangedCustomers = field(default_factory=ChangedCustomers)
     """Customers with a segment change in the batch -> its ``emitted_at`` (their membership records, step 2)."""
     spill: Callable[[list[OutRecord]], None] | None = None
     """Sends queued records into the batch's open transaction (``Transport.send_many``); ``None``: all at commit."""
@@ -216,9 +221,9 @@ class CommitSteps(Generic[C]):
         sent = len(checkpoint.records)
         transport.send_many(checkpoint.records)  # 1. outputs and dead letters, in order
         checkpoint.records.clear()
-        changed, checkpoint.changed = checkpoint.changed, {}
-        for ids in _chunks(sorted(changed)):  # 2. membership-table records, a chunk of customers at a time
-            transport.send_many(self._membership_records(ids, changed, core))
+        changed, checkpoint.changed = checkpoint.changed, ChangedCustomers()
+        for ids, stamps in changed.chunks(SPILL_RECORDS):  # 2. membership-table records, a chunk at a time
+            transport.send_many(self._membership_records(ids, dict(zip(ids, stamps, strict=True)), core))
         changes = 0
         for part in core.take_change_parts(SPILL_RECORDS):  # 3. state changelog, each part built when sent
             transport.send_many(changelog_records(part, self._state_topic))
@@ -241,14 +246,15 @@ class CommitSteps(Generic[C]):
         self._metrics.batches.inc()
         self._since_trim += sent + changes
 
-    def release_memory_if_due(self) -> None:
+    def release_memory_if_due(self, *, idle: bool = False) -> None:
         """Return the heap's free pages to the system once the commits since the last time sent enough records.
 
-        Called by the loop before a poll, not at the end of :meth:`commit`: by then the batch is gone, with what
-        the commit and the batch's run still held when it ended (the changed customers of a mass move, the run's
-        events and parts), so their pages go back too.
+        Enough: :data:`TRIM_AFTER_RECORDS`, or :data:`TRIM_IDLE_RECORDS` when ``idle`` (the loop's poll brought
+        nothing, and a batch it made due is committed). Called by the loop before a poll or once idle, not at the
+        end of :meth:`commit`: by then the batch is gone, with what the commit and the batch's run still held when
+        it ended (the changed customers of a mass move, the run's events and parts), so their pages go back too.
         """
-        if self._since_trim >= TRIM_AFTER_RECORDS:
+        if self._since_trim >= (TRIM_IDLE_RECORDS if idle else TRIM_AFTER_RECORDS):
             self._since_trim = 0
             release_free_memory()
 
@@ -267,9 +273,3 @@ class CommitSteps(Generic[C]):
         self._metrics.membership.labels("record").inc(len(records) - tombstones)
         self._metrics.membership.labels("tombstone").inc(tombstones)
         return records
-
-
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``items`` in slices of :data:`SPILL_RECORDS`: a mass move's commit builds one slice of records at a time."""
-    for start in range(0, len(items), SPILL_RECORDS):
-        yield items[start : start + SPILL_RECORDS]

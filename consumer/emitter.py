@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from consumer.changed_customers import ChangedCustomers
 from consumer.checkpoint import Checkpoint
 from consumer.dlq import dead_letter
 from consumer.metrics import Metrics
@@ -32,7 +34,9 @@ class Tally:
     kinds: dict[str, int] = field(default_factory=dict)
     changes: dict[tuple[str, str], int] = field(default_factory=dict)
     triggers: dict[str, int] = field(default_factory=dict)
-    lags: list[float] = field(default_factory=list)
+    lags: array[float] = field(default_factory=lambda: array("d"))
+    """One float per output with an event time, held until the commit: packed doubles, not float objects (a mass
+    move's hundreds of thousands of them would fill the small-object arenas, see :mod:`consumer.changed_customers`)."""
 
 
 class OutputFeed:
@@ -61,7 +65,7 @@ class OutputFeed:
 class _Lags:
     """Appends end-to-end lags to a tally's list: ``stamp`` (the emission time) minus each event time."""
 
-    def __init__(self, lags: list[float], stamp: float) -> None:
+    def __init__(self, lags: array[float], stamp: float) -> None:
         self._lags = lags
         self._stamp = stamp
         self._epochs: dict[str, float | None] = {}  # event_ts -> epoch seconds (the outputs of one event share it)
@@ -82,7 +86,7 @@ def _epoch(ts: str) -> float | None:
         return None
 
 
-def _count_messages(messages: Sequence[OutputMessage], emitted_at: str, changed: dict[str, str], tally: Tally,
+def _count_messages(messages: Sequence[OutputMessage], emitted_at: str, changed: ChangedCustomers, tally: Tally,
                     lags: _Lags) -> None:  # fmt: skip
     """Count ``messages`` in ``tally`` and mark the customers of their segment changes in ``changed``."""
     kinds, changes, triggers = tally.kinds, tally.changes, tally.triggers
@@ -90,7 +94,7 @@ def _count_messages(messages: Sequence[OutputMessage], emitted_at: str, changed:
         kind = message.kind
         kinds[kind] = kinds.get(kind, 0) + 1
         if type(message) is SegmentChange:
-            changed[message.customer_id] = emitted_at
+            changed.add(message.customer_id, emitted_at)
             key = (message.lens, message.cause)
             changes[key] = changes.get(key, 0) + 1
         elif type(message) is CampaignTrigger:
@@ -100,11 +104,12 @@ def _count_messages(messages: Sequence[OutputMessage], emitted_at: str, changed:
             lags.add(event_ts)
 
 
-def _count_block(block: SegmentChanges, emitted_at: str, changed: dict[str, str], tally: Tally, lags: _Lags) -> None:
+def _count_block(block: SegmentChanges, emitted_at: str, changed: ChangedCustomers, tally: Tally,
+                 lags: _Lags) -> None:  # fmt: skip
     """Count ``block``'s messages as :func:`_count_messages` counts them, from its columns."""
     kinds, changes = tally.kinds, tally.changes
     kinds[block.kind] = kinds.get(block.kind, 0) + len(block)
-    changed.update(dict.fromkeys(block.ids, emitted_at))
+    changed.add_many(block.ids, emitted_at)
     for key, n in block.lens_cause_counts().items():
         changes[key] = changes.get(key, 0) + n
     for event_ts in block.event_ts:

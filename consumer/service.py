@@ -248,6 +248,8 @@ class Service(Generic[C]):
             self._ownership.mark_idle(core, transport)
             if self._policy.due(self._checkpoint):
                 self._commit()
+            if not records:
+                self._steps.release_memory_if_due(idle=True)
         except PoisonRecordError as exc:
             self._recover(exc)
         except CoreBatchError as exc:

@@ -95,24 +95,33 @@ class CustomerRecords:
         their intermediates are held at once. Consume it before the core changes again.
         """
         store = self._store
-        rows = np.asarray(store.take_dirty_rows(), dtype=np.int64)
-        ids = store.ids_of(rows)
-        parts = store.part[rows].tolist()
-        entries = [(cid, row, None if p < 0 else p) for cid, row, p in zip(ids, rows.tolist(), parts, strict=True)]
-        if self._erased:  # erased since (a customer erased and seen again is held: its record wins)
-            held = set(ids)
-            entries += [(cid, -1, None if p < 0 else p) for cid, p in self._erased.items() if cid not in held]
-            self._erased.clear()
-        entries.sort(key=_first)
-        return self._parts(entries, size)
+        rows = store.take_dirty_rows()
+        # erased since (a customer erased and seen again is changed: its record wins)
+        gone = list(self._erased)
+        again = np.isin(store.rows_of(gone), rows) if gone else np.zeros(0, np.bool_)
+        erased = [(cid, self._erased[cid]) for cid, seen in zip(gone, again.tolist(), strict=True) if not seen]
+        self._erased.clear()
+        # the order by id, without a string per changed customer (a mass move changes most of them)
+        return self._parts(rows, erased, store.order_by_id(rows, [cid for cid, _ in erased]), size)
 
-    def _parts(self, entries: list[tuple[str, int, int | None]], size: int) -> Iterator[list[Change]]:
-        """The changes of ``entries`` (id, row or -1 when erased, source), ``size`` at a time."""
-        for start in range(0, len(entries), size):
-            chunk = entries[start : start + size]
-            held = [(cid, row) for cid, row, _ in chunk if row >= 0]
-            records = iter(self._records([cid for cid, _ in held], np.array([row for _, row in held], np.int64)))
-            yield [(cid, next(records) if row >= 0 else None, source) for cid, row, source in chunk]
+    def _parts(self, rows: npt.NDArray[np.int64], erased: list[tuple[str, int]], order: npt.NDArray[np.int64],
+               size: int) -> Iterator[list[Change]]:  # fmt: skip
+        """The changes in ``order`` (indexes into ``rows``, then into ``erased``: (id, source)), ``size`` at a time."""
+        n = len(rows)
+        parts = self._store.part[rows]
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            held = chunk[chunk < n]
+            held_ids = self._store.ids_of(rows[held])
+            ids, records, srcs = iter(held_ids), iter(self._records(held_ids, rows[held])), iter(parts[held].tolist())
+            out: list[Change] = []
+            for i in chunk.tolist():
+                if i < n:
+                    cid, record, p = next(ids), next(records), next(srcs)
+                else:
+                    (cid, p), record = erased[i - n], None
+                out.append((cid, record, None if p < 0 else p))
+            yield out
 
     def _records(self, ids: list[str], rows: npt.NDArray[np.int64]) -> list[bytes]:
         """The changelog records (version 2, :mod:`segmenter.customer_codec`) of the customers ``ids`` held in
@@ -181,10 +190,6 @@ class CustomerRecords:
                 engine.erase(store.id_of(row))
         store.drop_rows(rows)
         return len(rows)
-
-
-def _first(entry: tuple[str, int, int | None]) -> str:
-    return entry[0]
 
 
 def _decode(customer_id: str, record: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -716,11 +716,16 @@ class FeatureStore:
         return {int(s): int(c) for s, c in enumerate(counts.tolist()) if c}
 
     # ------------------------------------------------------------ state / I/O
-    def take_dirty_rows(self) -> list[int]:
-        """Rows changed since the last call (and clear their flags)."""
-        rows = np.flatnonzero(self.dirty)
+    def take_dirty_rows(self) -> npt.NDArray[np.int64]:
+        """Rows changed since the last call, ascending (and clear their flags)."""
+        rows = np.flatnonzero(self.dirty).astype(np.int64)
         self.dirty[rows] = False
-        return [int(r) for r in rows]
+        return rows
+
+    def order_by_id(self, rows: npt.NDArray[np.int64], extra: Sequence[str] = ()) -> npt.NDArray[np.int64]:
+        """The order that sorts the ids of held ``rows`` then of ``extra`` (indexes ``len(rows) + i``) as ``sorted``
+        would, without a string per row (:meth:`segmenter.id_index.IdIndex.order_of`)."""
+        return self._index.order_of(rows, extra)
 
     def record(self, row: int, lens_names: Sequence[str]) -> dict[str, Any]:
         """A JSON-able record of one customer (absolute epoch seconds; exact float32 values): :meth:`records`."""

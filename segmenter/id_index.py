@@ -165,6 +165,14 @@ def _fill(ix: Any, rows: Any) -> None:  # pragma: no cover - compiled
         table[slot] = r
 
 
+@njit(cache=True)
+def _gather_keys(arena: Any, off: Any, ln: Any, rows: Any, out: Any) -> None:  # pragma: no cover - compiled
+    for i in range(len(rows)):
+        o = off[rows[i]]
+        for k in range(ln[rows[i]]):
+            out[i, k] = arena[o + k]
+
+
 class IdIndex:
     """Customer id -> row number for the rows of a :class:`~segmenter.features.FeatureStore` (see the module)."""
 
@@ -235,6 +243,24 @@ class IdIndex:
             text = data.decode("ascii")
             return [text[a:b] for a, b in bounds]
         return [data[a:b].decode() for a, b in bounds]
+
+    def order_of(self, rows: npt.NDArray[np.int64], extra: Sequence[str] = ()) -> npt.NDArray[np.int64]:
+        """The order that sorts the ids of ``rows`` followed by ``extra`` as ``sorted`` sorts the strings.
+
+        Indexes into ``rows`` then ``extra`` (``len(rows) + i`` for ``extra[i]``). No string is made per row: the
+        ids' UTF-8 bytes (whose order is the code points' order) are gathered into one fixed-width bytes array
+        (NUL-padded, so that an id and itself followed by NULs tie; the shorter goes first, as in ``sorted``).
+        """
+        encoded = [c.encode() for c in extra]
+        lengths = np.concatenate([self._len[rows].astype(np.int64), np.fromiter(map(len, encoded), np.int64)])
+        width = max(1, int(lengths.max(initial=0)))
+        keys = np.zeros((len(lengths), width), np.uint8)
+        if len(rows):
+            _gather_keys(self._arena, self._off, self._len, rows, keys)
+        for i, e in enumerate(encoded, len(rows)):
+            keys[i, : len(e)] = np.frombuffer(e, np.uint8)
+        order: npt.NDArray[np.int64] = np.lexsort((lengths, keys.view(f"S{width}").ravel()))
+        return order
 
     def add(self, customer_id: str, row: int) -> None:
         """Map a new id to ``row`` (row arrays grow as needed; :meth:`reserve_rows` avoids repeated growth).

@@ -55,3 +55,29 @@ def test_the_mass_move_rows_pick_the_steps_with_a_mass_move() -> None:
     assert (dearest.measured, dearest.reference) == (600, 2000)  # the dearest step with a mass move, not s0
     none, _ = mass_move_rows("m", steps((900_000_000, big - 1)), None)
     assert none.measured is None and none.note == "no step with a mass move"
+
+
+def _result(rss_mb: dict[int, float]) -> dict[str, object]:
+    rss = [{"customers": n, "rss": int(mb * 1e6)} for n, mb in rss_mb.items()]
+    return {"rss": rss, "peak_rss": 0, "stopped": None, "cost": None, "steps": []}
+
+
+def test_the_slope_is_reported_over_each_span_and_from_250k_to_the_largest_size() -> None:
+    from bench.memory import TARGET_BYTES, consumer_rows  # noqa: PLC0415
+
+    after = _result({50_000: 300, 250_000: 340, 500_000: 440, 1_000_000: 540})
+    before = _result({50_000: 300, 250_000: 330, 500_000: 450, 1_000_000: 780})
+    slopes = {r.metric: r for r in consumer_rows(after, before) if r.metric.startswith("RSS slope")}
+    assert list(slopes) == [f"RSS slope {a} to {b} customers" for a, b in
+                            [("50,000", "250,000"), ("250,000", "500,000"), ("500,000", "1,000,000"),
+                             ("250,000", "1,000,000")]]  # fmt: skip
+    long = slopes["RSS slope 250,000 to 1,000,000 customers"]
+    assert long.measured == pytest.approx(200e6 / 750_000)
+    assert long.reference == pytest.approx(450e6 / 750_000)
+    assert long.measured is not None
+    assert long.passed is (long.measured <= TARGET_BYTES)
+    assert not slopes["RSS slope 250,000 to 500,000 customers"].passed  # 400 B per customer
+    # three sizes: 250k to the largest is a consecutive span already
+    three = consumer_rows(_result({50_000: 300, 250_000: 340, 500_000: 440}))
+    assert [r.metric for r in three if r.metric.startswith("RSS slope")] == [
+        "RSS slope 50,000 to 250,000 customers", "RSS slope 250,000 to 500,000 customers"]  # fmt: skip

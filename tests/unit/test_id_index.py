@@ -84,3 +84,19 @@ def test_ids_beyond_what_the_offsets_address_are_refused(monkeypatch: pytest.Mon
         for i in range(100):
             index.add(f"e{i:07d}", 800 + i)
     assert index.get_many(ids).tolist() == list(range(700))
+
+
+def test_order_of_sorts_the_ids_of_rows_and_extra_ids_as_sorted_sorts_the_strings() -> None:
+    rng = random.Random(3)
+    alphabet = ["a", "b", "z", "\x00", "\x01", "é", "日", "0"]
+    names = sorted({"".join(rng.choices(alphabet, k=rng.randint(1, 6))) for _ in range(300)})
+    rng.shuffle(names)
+    index = IdIndex()
+    held, extra = names[:200], names[200:]
+    for row, cid in enumerate(held):
+        index.add(cid, row)
+    rows = np.array(rng.sample(range(200), 150), np.int64)
+    order = index.order_of(rows, extra)
+    both = [held[r] for r in rows.tolist()] + extra
+    assert [both[i] for i in order.tolist()] == sorted(both)
+    assert index.order_of(np.zeros(0, np.int64)).tolist() == []

@@ -57,7 +57,7 @@ def _emit(calls: list[list[Output]], blocks: bool) -> tuple[list[OutRecord], dic
         count()
     samples = [(s.name, s.labels, s.value) for m in metrics.registry.collect() for s in m.samples
                if not s.name.endswith("_created")]  # fmt: skip
-    return checkpoint.records, checkpoint.changed, samples
+    return checkpoint.records, checkpoint.changed.as_dict(), samples
 
 
 @pytest.mark.parametrize("lines_from", [1, emitter_module.LINES_FROM])

@@ -145,7 +145,7 @@ def test_the_emitter_writes_the_stamped_bytes_and_counts_each_label_set() -> Non
     reference = OutputRouter(lambda kind: f"out.{kind}")
     assert checkpoint.records == [reference.record(stamp(m, now.isoformat())) for m in MESSAGES]
     changes = [m for m in MESSAGES if m.kind == "segment_change"]
-    assert checkpoint.changed == dict.fromkeys((m.customer_id for m in changes), now.isoformat())
+    assert checkpoint.changed.as_dict() == dict.fromkeys((m.customer_id for m in changes), now.isoformat())
     registry = metrics.registry
     for lens, cause in {(m.lens, m.cause) for m in changes}:
         want = sum(1 for m in changes if (m.lens, m.cause) == (lens, cause))
@@ -193,9 +193,11 @@ class _Transport:
         self.commits += 1
 
 
-def test_the_free_heap_is_returned_before_the_poll_after_commits_sent_enough_records(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _trims(monkeypatch: pytest.MonkeyPatch, commits: list[tuple[int, int]], *, idle: bool) -> list[tuple[int, int]]:
+    """Commit batches of ``(outputs, changelog records)``, each followed by the loop's trim call.
+
+    Returns the number of trims (``release_free_memory`` calls) after each commit and after the call that follows it.
+    """
     calls: list[int] = []
 
     def trim() -> bool:
@@ -205,23 +207,37 @@ def test_the_free_heap_is_returned_before_the_poll_after_commits_sent_enough_rec
     monkeypatch.setattr(checkpoint_module, "release_free_memory", trim)
     settings = load_settings(["--group-id", "g", "--topics.input", "in"])
     watchdog = CommitWatchdog(after_s=60.0, bootstrap="broker:9092")
-    half = checkpoint_module.TRIM_AFTER_RECORDS // 2
     trims = []
     try:
         keeper: Any = _Keeper()
         steps: checkpoint_module.CommitSteps[Any] = checkpoint_module.CommitSteps(settings, keeper, Metrics(), watchdog)
         transport = _Transport()
-        for outputs, changes in [(10, 10), (half, half - 21), (1, 0), (half, half), (half, 0)]:
+        for outputs, changes in commits:
             batch = BatchPolicy.of(settings).open(lambda: 0)
             for _ in range(outputs):
                 batch.queue(OutRecord("out", None, b"x", (), None))
             steps.commit(batch, transport, _Core(changes))  # type: ignore[arg-type]
             committed = len(calls)
-            steps.release_memory_if_due()  # the loop, before its next poll
+            steps.release_memory_if_due(idle=idle)  # the loop, before its next poll or once a poll brought nothing
             trims.append((committed, len(calls)))
     finally:
         watchdog.close()
-    assert transport.commits == 5
-    # once 50,000 records went out since the last time, counted over commits; never inside the commit itself,
-    # which still holds the batch
+    assert transport.commits == len(commits)
+    return trims
+
+
+def test_the_free_heap_is_returned_before_the_poll_after_commits_sent_enough_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    half = checkpoint_module.TRIM_AFTER_RECORDS // 2
+    trims = _trims(monkeypatch, [(10, 10), (half, half - 21), (1, 0), (half, half), (half, 0)], idle=False)
     assert trims == [(0, 0), (0, 0), (0, 1), (1, 2), (2, 2)]
+
+
+def test_an_idle_consumer_returns_the_free_heap_after_fewer_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # what the batches after the last large trim freed would stay until the next burst otherwise
+    few = checkpoint_module.TRIM_IDLE_RECORDS // 2
+    assert few * 4 < checkpoint_module.TRIM_AFTER_RECORDS
+    commits = [(few, 0), (0, few - 1), (1, 0), (few, few), (0, 0)]
+    assert _trims(monkeypatch, commits, idle=True) == [(0, 0), (0, 0), (0, 1), (1, 2), (2, 2)]
+    assert _trims(monkeypatch, commits, idle=False) == [(0, 0)] * 5
