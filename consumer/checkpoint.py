@@ -223,7 +223,7 @@ class CommitSteps(Generic[C]):
         checkpoint.records.clear()
         changed, checkpoint.changed = checkpoint.changed, ChangedCustomers()
         for ids, stamps in changed.chunks(SPILL_RECORDS):  # 2. membership-table records, a chunk at a time
-            transport.send_many(self._membership_records(ids, dict(zip(ids, stamps, strict=True)), core))
+            transport.send_many(self._membership_records(ids, stamps, core))
         changes = 0
         for part in core.take_change_parts(SPILL_RECORDS):  # 3. state changelog, each part built when sent
             transport.send_many(changelog_records(part, self._state_topic))
@@ -258,16 +258,16 @@ class CommitSteps(Generic[C]):
             self._since_trim = 0
             release_free_memory()
 
-    def _membership_records(self, ids: Sequence[str], changed: dict[str, str], core: C) -> list[OutRecord]:
+    def _membership_records(self, ids: Sequence[str], stamps: Sequence[str], core: C) -> list[OutRecord]:
         """The membership-table records of the customers ``ids``, whose segments changed in the batch (from the core).
 
-        ``changed`` holds each one's ``emitted_at``.
+        ``stamps`` holds each one's ``emitted_at``, in the order of ``ids``.
 
         Keyed by customer id and sent with the key-hash partitioner: the topic
         is compacted and keyed, and nothing reads it per input partition.
         """
         topic = self._membership_topic
-        values = core.membership_values(ids, [changed[cid] for cid in ids])
+        values = core.membership_values(ids, stamps)
         records = [OutRecord(topic, cid.encode(), value, (), None) for cid, value in zip(ids, values, strict=True)]
         tombstones = sum(1 for r in records if r.value is None)
         self._metrics.membership.labels("record").inc(len(records) - tombstones)
