@@ -1,7 +1,8 @@
 """The binary changelog record of a customer (version 2), built for many customers at once from the columns.
 
-A version-1 record is the JSON object of :meth:`~segmenter.features.FeatureStore.records` plus ``"v"`` and
-``"e"``; building one costs about 8 us of Python per customer, the largest part of a commit. A version-2
+A version-1 record (written before this one; restore still reads it) is a JSON object: ``"f"`` (the
+accumulators), ``"t"`` (times), ``"h"`` (event ids), ``"s"`` (per lens), ``"v"`` and ``"e"``; building one cost
+about 8 us of Python per customer, the largest part of a commit. A version-2
 record holds the same values as the columns hold them, little-endian, so a commit's records are one
 structured-array copy of the dirty rows and a slice per customer. Layout::
 

@@ -727,49 +727,6 @@ class FeatureStore:
         would, without a string per row (:meth:`segmenter.id_index.IdIndex.order_of`)."""
         return self._index.order_of(rows, extra)
 
-    def record(self, row: int, lens_names: Sequence[str]) -> dict[str, Any]:
-        """A JSON-able record of one customer (absolute epoch seconds; exact float32 values): :meth:`records`."""
-        return self.records(np.array([row], dtype=np.int64), lens_names)[0]
-
-    def records(self, rows: npt.NDArray[np.int64], lens_names: Sequence[str]) -> list[dict[str, Any]]:
-        """The records of ``rows``, in order, from the columns read once for all of them.
-
-        ``f``: the accumulators; ``t``: first, last, last purchase (``None`` before one) and scored times;
-        ``h``: the remembered event ids, oldest first; ``s``: per lens, segment, dwell, since, previous
-        segment, model version and the pending move's start (``None`` when nothing is pending). A column's
-        ``tolist`` per row would cost more than the JSON the changelog writes of them.
-        """
-        f = self.f[rows].tolist()
-        t = (self.t[rows, :_TIMES].astype(np.int64) + BASE_EPOCH).tolist()
-        no_purchase = (self.t[rows, _LPUR] == _NO_TIME).tolist()
-        rings = self._rings(rows)
-        lenses = len(lens_names)
-        segs = np.stack(
-            [self.seg[rows, :lenses], self.dwell[rows, :lenses], self.since[rows, :lenses].astype(np.int64)
-             + BASE_EPOCH, self.prev[rows, :lenses], self.mver[rows, :lenses]], axis=-1,
-        ).tolist()  # fmt: skip
-        pend = self.pend[rows, :lenses]
-        pend_at = (pend.astype(np.int64) + BASE_EPOCH).tolist()
-        none_pending = (pend == NO_PENDING).tolist()
-        out = []
-        for fr, tr, none_bought, ring, sr, pr, nr in zip(f, t, no_purchase, rings, segs, pend_at, none_pending,
-                                                         strict=True):  # fmt: skip
-            if none_bought:
-                tr[_LPUR] = None
-            for entry, at, none in zip(sr, pr, nr, strict=True):
-                entry.append(None if none else at)
-            out.append({"f": fr, "t": tr, "h": ring, "s": dict(zip(lens_names, sr, strict=True))})
-        return out
-
-    def _rings(self, rows: npt.NDArray[np.int64]) -> list[list[int]]:
-        """Per row, its remembered event ids, oldest first, empty slots left out."""
-        d = self.dedup_size
-        if not d:
-            return [[] for _ in range(len(rows))]
-        roll = (np.arange(d) + self.hpos[rows].astype(np.intp)[:, None]) % d  # oldest first
-        rings = np.take_along_axis(self.h[rows, :d], roll, axis=1).tolist()
-        return [list(filter(None, ring)) for ring in rings]
-
     def load_record(
         self,
         customer_id: str,
@@ -777,7 +734,7 @@ class FeatureStore:
         lens_names: Sequence[str],
         known: Sequence[Container[int] | None] | None = None,
     ) -> int:
-        """Create or overwrite a customer from :meth:`record` output; returns its row.
+        """Create or overwrite a customer from its changelog record (the version-1 object); returns its row.
 
         ``known`` holds, per lens, the segment numbers the lens knows; a record
         naming another segment is refused. Nothing is changed when the record

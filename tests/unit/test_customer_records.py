@@ -11,51 +11,22 @@ import pytest
 from segmenter import customer_codec, customer_records
 from segmenter.customer_codec import decode
 from segmenter.errors import StateError
-from segmenter.features import _FIRST, _LAST, _LPUR, _NO_TIME, _SCORED, BASE_EPOCH, NO_PENDING, FeatureStore
+from segmenter.features import FeatureStore
 from segmenter.pipeline import Segmenter
 from segmenter.triggers.rules import RuleSet
+from tests.reference.v1_records import v1_record
 from tests.unit.test_pipeline import CFG, EVENTS, RULES
 
 
-def _row_record(store: FeatureStore, row: int, names: list[str]) -> dict[str, Any]:
-    """The reference: one customer's record read column by column, as the bulk :meth:`FeatureStore.records` must."""
-    t = store.t[row].tolist()
-    d = store.dedup_size
-    pos = int(store.hpos[row])
-    ring = store.h[row, :d].tolist() if d else []
-    ring = ring[pos:] + ring[:pos]  # oldest first
-    return {
-        "f": store.f[row].tolist(),
-        "t": [
-            t[_FIRST] + BASE_EPOCH,
-            t[_LAST] + BASE_EPOCH,
-            None if t[_LPUR] == _NO_TIME else t[_LPUR] + BASE_EPOCH,
-            t[_SCORED] + BASE_EPOCH,
-        ],
-        "h": [x for x in ring if x],
-        "s": {
-            name: [
-                int(store.seg[row, i]),
-                int(store.dwell[row, i]),
-                int(store.since[row, i]) + BASE_EPOCH,
-                int(store.prev[row, i]),
-                int(store.mver[row, i]),
-                None if store.pend[row, i] == NO_PENDING else int(store.pend[row, i]) + BASE_EPOCH,
-            ]
-            for i, name in enumerate(names)
-        },
-    }
-
-
 def _expected(seg: Segmenter) -> dict[str, dict[str, Any]]:
-    """Each dirty customer's record as :func:`_row_record` gives it, plus ``v`` and ``e``."""
+    """Each dirty customer's record as :func:`tests.reference.v1_records.v1_record` gives it, plus ``v`` and ``e``."""
     store = seg.store
     names = [lens.name for lens in seg._lenses]
     engine = seg._engine
     out = {}
     for row in np.flatnonzero(store.dirty).tolist():
         cid = store.id_of(row)
-        rec = _row_record(store, row, names)
+        rec = v1_record(store, row, names)
         rec["v"] = 2
         rec["e"] = None if engine is None else engine.customer_state(cid)
         out[cid] = rec
@@ -63,7 +34,7 @@ def _expected(seg: Segmenter) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("rules", [None, RULES], ids=["no-rules", "rules"])
-def test_take_changes_writes_each_customer_as_its_row_record(rules: RuleSet | None) -> None:
+def test_take_changes_writes_each_customer_as_itsv1_record(rules: RuleSet | None) -> None:
     seg = Segmenter(CFG, rules=rules)
     half = len(EVENTS) // 2
     tombstones = 0
@@ -111,7 +82,7 @@ def test_a_customer_restored_from_a_json_record_of_version_1_is_the_customer_it_
     for row in np.flatnonzero(seg.store.live).tolist():
         cid = seg.store.id_of(row)
         rec = {
-            **_row_record(seg.store, row, names),
+            **v1_record(seg.store, row, names),
             "v": 1,
             "e": None if engine is None else engine.customer_state(cid),
         }

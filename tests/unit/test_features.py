@@ -16,6 +16,7 @@ from segmenter.errors import EventError, StateError
 from segmenter.features import BASE_EPOCH, DAY, FEATURE_NAMES, HEAVY_TAILED, NO_PENDING, EventKind, FeatureStore
 from segmenter.kernel import N_FEATURES, _vector
 from segmenter.lenses.scaling import HEAVY_TAILED as LENS_HEAVY_TAILED
+from tests.reference.v1_records import v1_record
 
 T0 = FeatureStore.to_seconds(BASE_EPOCH + 2000 * DAY)
 CFG = FeatureConfig()
@@ -75,7 +76,7 @@ def test_records_without_the_refund_amount_still_load() -> None:
     s = FeatureStore(CFG, n_lenses=1)
     s.ingest("c", "e1", EventKind.PURCHASE, T0, 80.0)
     s.ingest("c", "e2", EventKind.REFUND, T0, 30.0)
-    rec = s.record(s.row_of("c") or 0, ["l"])
+    rec = v1_record(s, s.row_of("c") or 0, ["l"])
     rec["f"] = rec["f"][:10]  # a record written before net_spend existed
     fresh = FeatureStore(CFG, n_lenses=1)
     fresh.load_record("c", rec, ["l"])
@@ -104,8 +105,8 @@ def _pending_store() -> FeatureStore:
 def test_pending_move_start_survives_records_and_columns() -> None:
     a = _pending_store()
     rp, rq = a.row_of("p") or 0, a.row_of("q") or 0
-    rec = a.record(rp, ["l", "m"])
-    assert rec["s"]["m"][5] == T0 + 60 + BASE_EPOCH and a.record(rq, ["l", "m"])["s"]["m"][5] is None
+    rec = v1_record(a, rp, ["l", "m"])
+    assert rec["s"]["m"][5] == T0 + 60 + BASE_EPOCH and v1_record(a, rq, ["l", "m"])["s"]["m"][5] is None
     b = FeatureStore(CFG, n_lenses=2)
     b.load_record("p", rec, ["l", "m"])
     assert b.pend[b.row_of("p") or 0].tolist() == [NO_PENDING, T0 + 60]
@@ -117,7 +118,7 @@ def test_pending_move_start_survives_records_and_columns() -> None:
 
 def test_state_written_before_the_pending_move_loads_without_one() -> None:
     a = _pending_store()
-    rec = a.record(a.row_of("p") or 0, ["l", "m"])
+    rec = v1_record(a, a.row_of("p") or 0, ["l", "m"])
     rec["s"] = {name: entry[:5] for name, entry in rec["s"].items()}  # [segment, dwell, since, previous, version]
     b = FeatureStore(CFG, n_lenses=2)
     b.load_record("p", rec, ["l", "m"])
@@ -234,7 +235,7 @@ def test_records_round_trip_exactly() -> None:
     for cid in reversed(list(a.customer_ids())):
         row = a.row_of(cid)
         assert row is not None
-        b.load_record(cid, a.record(row, ["value"]), ["value"])
+        b.load_record(cid, v1_record(a, row, ["value"]), ["value"])
     for cid in a.customer_ids():
         ra, rb = a.row_of(cid), b.row_of(cid)
         assert ra is not None and rb is not None
@@ -256,7 +257,7 @@ def test_columns_round_trip() -> None:
     for cid in a.customer_ids():
         ra, rb = a.row_of(cid), b.row_of(cid)
         assert ra is not None and rb is not None
-        assert a.record(ra, ["value"]) == b.record(rb, ["value"])
+        assert v1_record(a, ra, ["value"]) == v1_record(b, rb, ["value"])
     with pytest.raises(StateError):
         b.load_columns(a.columns(["value"]), ["other"])
 
@@ -270,7 +271,7 @@ def test_selection_order_does_not_depend_on_rows() -> None:
     for cid in shuffled:  # same state, other rows
         row = a.row_of(cid)
         assert row is not None
-        b.load_record(cid, a.record(row, ["v"]), ["v"])
+        b.load_record(cid, v1_record(a, row, ["v"]), ["v"])
     for limit in (1, 17, 100, 1000):
         assert [a.id_of(r) for r in a.stalest(T0 + 5 * 3600, limit)] == [
             b.id_of(r) for r in b.stalest(T0 + 5 * 3600, limit)

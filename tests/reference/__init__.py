@@ -1,0 +1,1 @@
+"""Reference implementations that tests compare the product against (not product code)."""
