@@ -197,7 +197,11 @@ class SegmentRegistry:
         return number
 
     def update(
-        self, scaled: np.ndarray, snapshot: ScalerSnapshot, continuity: dict[int, int] | None = None
+        self,
+        scaled: np.ndarray,
+        snapshot: ScalerSnapshot,
+        continuity: dict[int, int] | None = None,
+        stay_room: int | None = None,
     ) -> MatchResult:
         """Match new centers (scaled space of ``snapshot``) to the live segments and apply the lifecycle.
 
@@ -214,6 +218,11 @@ class SegmentRegistry:
             ``CONTINUITY_FACTOR * match_threshold`` of its segment: an online
             center that drifts slowly keeps its identity, instead of flickering
             between "retired" and "born" each time it crosses the threshold.
+        stay_room
+            Segments placed by a refinement (k-means lenses between refinements): a
+            matched segment moves to its center, an unmatched one neither merges nor
+            counts a miss (only a refinement retires it), and at most ``stay_room``
+            unmatched centers are born; None: the full lifecycle above.
         """
         self.version += 1
         live = self.live()
@@ -234,8 +243,10 @@ class SegmentRegistry:
             seg.center = transformed[j]
             seg.misses = 0
             mapping[j] = seg.number
-        events = self._unmatched_segments(match)
-        events.extend(self._unmatched_centers(match, scaled, transformed, mapping))
+        events = self._unmatched_segments(match) if stay_room is None else []
+        room = self.max_segments - len(self.live())
+        room = room if stay_room is None else min(room, stay_room)
+        events.extend(self._unmatched_centers(match, scaled, transformed, mapping, room))
         return MatchResult(events=events, mapping=dict(sorted(mapping.items())))
 
     def _unmatched_segments(self, match: _Match) -> list[LifecycleEvent]:
@@ -260,12 +271,12 @@ class SegmentRegistry:
         return events
 
     def _unmatched_centers(
-        self, match: _Match, scaled: np.ndarray, transformed: list[list[float]], mapping: dict[int, int]
+        self, match: _Match, scaled: np.ndarray, transformed: list[list[float]], mapping: dict[int, int], room: int
     ) -> list[LifecycleEvent]:
-        """Centers without a segment: a split of a continuing segment, or a birth (numbered into ``mapping``)."""
+        """Centers without a segment: a split of a continuing segment, or a birth (numbered into ``mapping``),
+        at most ``room`` of them."""
         events: list[LifecycleEvent] = []
         thr = self.match_threshold
-        room = self.max_segments - len(self.live())
         children: dict[int, list[int]] = {}
         kept = sorted(match.new)
         for j in range(match.m):

@@ -311,3 +311,37 @@ def test_river_model_round_trip_predicts_and_learns_identically(algorithm: str, 
         assert restored.model.predict_one(dict(row)) == original.model.predict_one(dict(row))
     assert np.array_equal(restored.centers(), original.centers())
     assert codec.encode("model", 1, restored.state()) == codec.encode("model", 1, original.state())
+
+
+def test_refined_kmeans_segments_are_retired_and_born_only_by_refinements() -> None:
+    """A blob vanishes and a far one appears: the model's centers follow at once, the lifecycle waits for
+    the next refinement (between refinements a k-means lens with its k segments only moves them)."""
+    lens = make_lens("kmeans", refresh_every=100, retire_after=1)
+    X, _ = blobs(1000, seed=3)
+    feed(lens, X)
+    lens.refine(X)
+    old_seg = lens.assign(BLOBS[3], None, 0).segment
+    assert old_seg is not None
+    moved = BLOBS.copy()
+    moved[3] = [-12.0, -12.0, 12.0]
+    Y, _ = blobs(2000, seed=10, centers=moved)
+    assert {m.action for m in feed(lens, Y)} <= {"renamed"}
+    assert lens.is_live(old_seg) and len(lens.registry.live()) == 4
+    actions = [m.action for m in lens.refine(Y)]
+    assert "born" in actions and not lens.is_live(old_seg)
+
+
+def test_refined_kmeans_lens_with_fewer_segments_than_k_gains_them_between_refinements() -> None:
+    """A warm-up that found 2 of k = 4 groups: segments are born from the model's other centers, up to k."""
+    lens = make_lens("kmeans", refresh_every=100)
+    four = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 6.0], [6.0, 0.0, 0.0], [0.0, 6.0, 0.0]])
+    X, _ = blobs(200, seed=4, centers=four[:2], spread=0.05)  # the warm-up, then no refresh before the refinement
+    feed(lens, X)
+    lens.refine(X)
+    assert len(lens.registry.live()) == 2
+    Y, _ = blobs(1600, seed=5, centers=four, spread=0.05)
+    actions = [m.action for m in feed(lens, Y)]
+    assert actions.count("born") == 2 and not {"retired", "merged"} & set(actions)  # a birth may be a split
+    assert len(lens.registry.live()) == 4
+    lens.refine(Y)
+    assert len({lens.assign(b, None, 0).segment for b in four}) == 4

@@ -123,3 +123,15 @@ def test_summary_references_round_trip_and_old_states_load() -> None:
     state["segments"][0]["anchor"] = [float("nan"), 0.0]
     with pytest.raises(StateError, match="non-finite anchor"):
         other.load_state(state)
+
+
+def test_stay_room_moves_matched_segments_keeps_unmatched_ones_and_bounds_births() -> None:
+    reg = _reg(retire_after=1)
+    reg.update(np.array([[0.0, 0.0], [5.0, 0.0]]), SNAP)
+    # segment 2 lost its center, two far centers appear: no merge, no miss, one birth (the room)
+    res = reg.update(np.array([[0.1, 0.0], [0.0, 9.0], [9.0, 9.0]]), SNAP, stay_room=1)
+    assert _acts(res) == [("born", 3, [])] and res.mapping == {0: 1, 1: 3}
+    assert reg.live() == [1, 2, 3] and reg.segments[2].misses == 0
+    assert reg.segments[1].center == [0.1, 0.0]
+    assert _acts(reg.update(np.array([[0.1, 0.0]]), SNAP, stay_room=0)) == []
+    assert _acts(reg.update(np.array([[0.1, 0.0]]), SNAP)) == [("retired", 2, []), ("retired", 3, [])]
