@@ -28,6 +28,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmenter.errors import EventError
+from segmenter.unvalidated import take
 
 MAX_EVENT_BYTES = 64 * 1024
 """Largest accepted encoded event; larger messages are rejected as ``too_large``."""
@@ -75,15 +76,12 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 ShortText = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class CustomerEvent(BaseModel):
-    """One customer behaviour event, validated strictly.
+class _EventShape(BaseModel):
+    """The fields of :class:`CustomerEvent` and the rules pydantic checks in Rust, without its Python validators.
 
-    ``ts`` is always converted to UTC and must fall in the years 1970 to 2079.
-    ``amount`` is required (and finite, 0 to :data:`MAX_AMOUNT`) for
-    ``purchase`` and ``refund``. Unknown top-level fields are rejected:
-    free-form data belongs in ``properties`` (at most :data:`MAX_PROPERTIES`
-    keys, :data:`MAX_PROPERTIES_DEPTH` levels, finite numbers, integers
-    within 64 bits).
+    :func:`parse_event` validates with it first and checks the Python rules
+    itself (:func:`_breaks_a_rule`); only an event that fails either goes
+    through :class:`CustomerEvent`, which words the error.
     """
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
@@ -100,14 +98,23 @@ class CustomerEvent(BaseModel):
     session_id: Id | None = None
     properties: dict[str, Any] | None = None
 
+
+class CustomerEvent(_EventShape):
+    """One customer behaviour event, validated strictly.
+
+    ``ts`` is always converted to UTC and must fall in the years 1970 to 2079.
+    ``amount`` is required (and finite, 0 to :data:`MAX_AMOUNT`) for
+    ``purchase`` and ``refund``. Unknown top-level fields are rejected:
+    free-form data belongs in ``properties`` (at most :data:`MAX_PROPERTIES`
+    keys, :data:`MAX_PROPERTIES_DEPTH` levels, finite numbers, integers
+    within 64 bits).
+    """
+
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        try:
-            utc = value.astimezone(UTC)
-        except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC
-            utc = None
-        if utc is None or not EARLIEST_TS <= utc < LATEST_TS:
+        utc = _utc_in_range(value)
+        if utc is None:
             raise ValueError(
                 f"{value.isoformat()} is outside the accepted range: from 1970-01-01T00:00:00Z "
                 "up to the end of 2079 (UTC)"
@@ -117,18 +124,14 @@ class CustomerEvent(BaseModel):
     @field_validator("properties")
     @classmethod
     def _bounded_properties(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        if len(value) > MAX_PROPERTIES:
-            raise ValueError(f"at most {MAX_PROPERTIES} keys allowed, got {len(value)}")
-        problem = _free_form_problem(value)
+        problem = None if value is None else _properties_problem(value)
         if problem is not None:
             raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
     def _amount_for_money(self) -> CustomerEvent:
-        if self.type in MONETARY_TYPES and self.amount is None:
+        if _lacks_amount(self.type, self.amount):
             raise ValueError("amount: required for purchase and refund events")
         return self
 
@@ -136,6 +139,26 @@ class CustomerEvent(BaseModel):
     def epoch(self) -> float:
         """Event time in seconds since the Unix epoch (UTC)."""
         return self.ts.timestamp()
+
+
+def _utc_in_range(value: datetime) -> datetime | None:
+    """``value`` in UTC if it falls in ``EARLIEST_TS <= ts < LATEST_TS``, else ``None``."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC
+        return None
+    return utc if EARLIEST_TS <= utc < LATEST_TS else None
+
+
+def _lacks_amount(event_type: EventType, amount: float | None) -> bool:
+    return amount is None and event_type in MONETARY_TYPES
+
+
+def _properties_problem(properties: dict[str, Any]) -> str | None:
+    """What breaks the bounds of ``properties`` (too many keys, see :func:`_free_form_problem`), or ``None``."""
+    if len(properties) > MAX_PROPERTIES:
+        return f"at most {MAX_PROPERTIES} keys allowed, got {len(properties)}"
+    return _free_form_problem(properties)
 
 
 def _free_form_problem(properties: dict[str, Any]) -> str | None:
@@ -183,6 +206,34 @@ def parse_event(raw: bytes | str) -> CustomerEvent:
             raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EventError("not_utf8", f"event is not valid UTF-8 at byte {exc.start}") from None
+    return _from_json(raw)
+
+
+def _from_json(raw: bytes) -> CustomerEvent:
+    """Validate JSON bytes: the Rust-checked shape first, then the Python rules on its values.
+
+    Only an event that fails either goes through the full model (the same rules, run by its
+    validators), which gives the exact error; a valid event never does.
+    """
+    try:
+        shape = _EventShape.model_validate_json(raw)
+    except ValidationError:
+        return _validated(raw)  # raises, worded by the full model
+    fields = shape.__dict__
+    utc = _utc_in_range(fields["ts"])
+    props = fields["properties"]
+    if (
+        utc is None
+        or (props is not None and _properties_problem(props) is not None)
+        or _lacks_amount(fields["type"], fields["amount"])
+    ):
+        return _validated(raw)  # raises, worded by the full model
+    fields["ts"] = utc
+    return take(CustomerEvent, fields, shape.__pydantic_fields_set__)
+
+
+def _validated(raw: bytes) -> CustomerEvent:
+    """``raw`` through the full model (its Python validators included): the exact error, or the event."""
     try:
         return CustomerEvent.model_validate_json(raw)
     except ValidationError as exc:
@@ -191,10 +242,7 @@ def parse_event(raw: bytes | str) -> CustomerEvent:
 
 def validate_event(data: dict[str, Any]) -> CustomerEvent:
     """Validate an already decoded JSON object (same rules as :func:`parse_event`)."""
-    try:
-        return CustomerEvent.model_validate_json(_dumps(data))
-    except ValidationError as exc:
-        raise _event_error(exc) from None
+    return _from_json(_dumps(data))
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
