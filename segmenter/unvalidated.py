@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["adopt", "build", "take"]
+__all__ = ["adopt", "build"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,20 +35,6 @@ def build(cls: type[M], given: Iterable[str], *values: Mapping[str, Any]) -> M:
     for part in values:
         fields.update(part)
     _SET_FIELDS_SET(model, set(given))
-    _SET_EXTRA(model, None)
-    _SET_PRIVATE(model, None)
-    return model
-
-
-def take(cls: type[M], fields: dict[str, Any], given: set[str]) -> M:
-    """An instance of ``cls`` whose ``__dict__`` is ``fields`` and whose fields set is ``given`` (neither copied).
-
-    For values another model instance has just validated: ``fields`` holds every field in
-    declaration order. Only for models without extra fields or private attributes.
-    """
-    model = object.__new__(cls)
-    _SET_DICT(model, fields)
-    _SET_FIELDS_SET(model, given)
     _SET_EXTRA(model, None)
     _SET_PRIVATE(model, None)
     return model

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
 from segmenter.errors import EventError
 from segmenter.events import (
@@ -27,6 +27,7 @@ from segmenter.events import (
     CustomerEvent,
     EventType,
     _event_error,
+    _validator_without_python_rules,
     parse_event,
     validate_event,
 )
@@ -172,3 +173,18 @@ def test_fast_path_matches_the_full_model_on_the_hostile_corpus() -> None:
         raw = path.read_bytes()
         if path.suffix == ".json":  # not the .bin files: parse_event's UTF-8 check answers them first
             assert fast(raw) == reference(raw), path.name
+
+
+class WithANewRule(CustomerEvent):
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, value: str | None) -> str | None:
+        if value not in (None, "web", "app"):
+            raise ValueError("unknown channel")
+        return value
+
+
+def test_a_validator_the_fast_path_does_not_replicate_stops_it_from_being_built() -> None:
+    assert _validator_without_python_rules(CustomerEvent) is not None
+    with pytest.raises(RuntimeError, match="_known_channel"):
+        _validator_without_python_rules(WithANewRule)
