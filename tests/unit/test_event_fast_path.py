@@ -155,6 +155,32 @@ def test_fast_path_matches_the_full_model_at_the_range_edges(kind: str, ts: date
     assert fast(raw) == reference(raw)
 
 
+TS_PARTS = (
+    ["0000", "0001", "1969", "1970", "2024", "2079", "2080", "9999"],
+    ["00", "01", "02", "12", "13"],
+    ["00", "01", "28", "29", "30", "31", "32"],
+    ["T", "t", " "],
+    ["00", "23", "24"],
+    [":00", ":59", ":60", ""],
+    [":00", ":59", ":60", ""],
+    ["", ".0", ".5", ".123456", ".9999999", ","],
+    ["Z", "z", "+00:00", "-00:00", "+23:59", "-23:59", "+24:00", "+00:60", "+01:30", "+0130", "+01", "-20:45", ""],
+)
+"""Parts of a timestamp, each with values on and past the edges of the fast path's form and of the calendar."""
+
+
+def test_fast_path_matches_the_full_model_on_timestamps_at_the_edges_of_its_form() -> None:
+    rng = random.Random(17)
+    accepted = 0
+    for _ in range(20_000):
+        ts = "{}-{}-{}{}{}{}{}{}{}".format(*(rng.choice(part) for part in TS_PARTS))
+        raw = orjson.dumps({"event_id": "e", "customer_id": "c", "type": "page_view", "ts": ts})
+        expected = reference(raw)
+        assert fast(raw) == expected, ts
+        accepted += expected[0] == "event"
+    assert accepted > 200
+
+
 def test_validate_event_takes_the_same_path() -> None:
     rng = random.Random(16)
     for _ in range(2000):
