@@ -233,7 +233,8 @@ PLAIN_TS = (
 
 Any other ``ts`` (another ISO-8601 form, a 7th digit, an offset of ``+00:60``, which Python
 reads and pydantic refuses) goes through the full model. On this form they agree on every
-value and refuse the same dates (checked over every combination of edge values of each part)."""
+value and refuse the same dates: checked once over all 510,300 combinations of edge values
+of each part, and on 20,000 of them by tests/unit/test_event_fast_path.py."""
 
 
 def _plain_utc(ts: str) -> datetime | None:
