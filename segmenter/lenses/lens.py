@@ -328,9 +328,7 @@ class Lens:
         if self._model.stable_indices and self._ready:
             position = {int(index): j for j, index in enumerate(src)}
             continuity = {position[i]: n for i, n in self._model_map.items() if i in position}
-        if self._refined:
-            return self._stay(cs, src, snap, continuity)
-        result = self._registry.update(cs, snap, continuity)
+        result = self._registry.update(cs, snap, continuity, stay_room=self._stay_room())
         if self._snapshot is None:
             self._snapshot = snap
         self._model_map = {int(src[j]): number for j, number in result.mapping.items()}
@@ -339,23 +337,21 @@ class Lens:
             self._warm = []
         return self._publish(list(result.events))
 
-    def _stay(
-        self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot, continuity: dict[int, int] | None
-    ) -> list[SegmentLifecycle]:
-        """A refined k-means lens between refinements: its segments follow the model, the lifecycle waits.
+    def _stay_room(self) -> int | None:
+        """Between refinements, a refined k-means lens's segments follow the model, the lifecycle waits.
 
         Matched segments move with the model's centers as before, but none merges, misses or retires until
         the next refinement judges it against the population: re-matching to an online model that weighs
         events, not customers, retired and re-bore segments a few versions apart (on a sparse 18-month replay
         21 of 25 value retirements, and 67,895 of 215,666 segment changes; docs/internals.md, "Lens refresh").
         A model center that continues no segment is born only while the lens holds fewer segments than its
-        ``k`` (a warm-up that found fewer groups).
+        ``k`` (a warm-up that found fewer groups): the births it has room for (``stay_room`` of
+        :meth:`SegmentRegistry.update`); ``None`` before the first refinement (the full lifecycle).
         """
+        if not self._refined:
+            return None
         k = n_clusters_of(self.config.algorithm, self.config.params) or 0
-        room = max(k - len(self._registry.live()), 0)
-        result = self._registry.update(cs, snap, continuity, stay_room=room)
-        self._model_map = {int(src[j]): n for j, n in result.mapping.items()}
-        return self._publish(list(result.events))
+        return max(k - len(self._registry.live()), 0)
 
     def _derive_from_summary(self) -> list[SegmentLifecycle]:
         """Segments from the model's micro-clusters: weighted Lloyd steps seeded from the live segments.
