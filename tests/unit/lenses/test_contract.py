@@ -110,6 +110,19 @@ def test_summarised_segments_stay_at_the_refinement_until_the_next(algorithm: st
     assert np.abs(np.sort(after[:, 0]) - (np.sort(BLOBS[:, 0]) + 0.6)).max() < 0.3
 
 
+def _refined_with_a_blob_to_move(algorithm: str, retire_after: int) -> tuple[Lens, int, np.ndarray]:
+    """A lens refined on the four blobs, the segment of blob 3, and the blobs with blob 3 moved far away."""
+    lens = make_lens(algorithm, refresh_every=100, retire_after=retire_after)
+    X, _ = blobs(1000, seed=3)
+    feed(lens, X)
+    lens.refine(X)
+    old_seg = lens.assign(BLOBS[3], None, 0).segment
+    assert old_seg is not None
+    moved = BLOBS.copy()
+    moved[3] = [-12.0, -12.0, 12.0]
+    return lens, old_seg, moved
+
+
 @pytest.mark.parametrize("algorithm", ALGOS)
 def test_ids_never_reused_and_lifecycle_on_moving_population(algorithm: str) -> None:
     """One blob vanishes and a far new one appears: a new segment is born, the old one goes.
@@ -118,14 +131,7 @@ def test_ids_never_reused_and_lifecycle_on_moving_population(algorithm: str) -> 
     (``CONTINUITY_FACTOR`` match thresholds, in scaled units): the new blob is
     about 4.8 scaled units from the old one.
     """
-    lens = make_lens(algorithm, refresh_every=100, retire_after=2)
-    X, _ = blobs(1000, seed=3)
-    feed(lens, X)
-    lens.refine(X)
-    old_seg = lens.assign(BLOBS[3], None, 0).segment
-    assert old_seg is not None
-    moved = BLOBS.copy()
-    moved[3] = [-12.0, -12.0, 12.0]
+    lens, old_seg, moved = _refined_with_a_blob_to_move(algorithm, retire_after=2)
     messages = []
     for round_ in range(8):
         Y, _ = blobs(500, seed=10 + round_, centers=moved)
@@ -316,14 +322,7 @@ def test_river_model_round_trip_predicts_and_learns_identically(algorithm: str, 
 def test_refined_kmeans_segments_are_retired_and_born_only_by_refinements() -> None:
     """A blob vanishes and a far one appears: the model's centers follow at once, the lifecycle waits for
     the next refinement (between refinements a k-means lens with its k segments only moves them)."""
-    lens = make_lens("kmeans", refresh_every=100, retire_after=1)
-    X, _ = blobs(1000, seed=3)
-    feed(lens, X)
-    lens.refine(X)
-    old_seg = lens.assign(BLOBS[3], None, 0).segment
-    assert old_seg is not None
-    moved = BLOBS.copy()
-    moved[3] = [-12.0, -12.0, 12.0]
+    lens, old_seg, moved = _refined_with_a_blob_to_move("kmeans", retire_after=1)
     Y, _ = blobs(2000, seed=10, centers=moved)
     assert {m.action for m in feed(lens, Y)} <= {"renamed"}
     assert lens.is_live(old_seg) and len(lens.registry.live()) == 4
