@@ -5,9 +5,9 @@ columns and its trigger state, in the binary version 2 of
 :mod:`segmenter.customer_codec` (built for a part of customers at once); an
 erased customer's is ``None`` (a Kafka tombstone). Each travels with the
 customer's source (input partition), its changelog route. A restore reads
-version 2 and the JSON version 1 written before it (the
-:meth:`~segmenter.features.FeatureStore.record` object plus ``"v"`` and
-``"e"``).
+version 2 and the JSON version 1 written before it (the object
+:func:`segmenter.customer_codec.decode` also returns; its writer is now the
+tests' reference, ``tests/reference/v1_records.py``).
 """
 
 from __future__ import annotations

@@ -9,16 +9,22 @@ last change in the batch. An erasure writes a tombstone (no value). Reading the
 topic from the beginning and keeping the last value per key rebuilds the
 table, which then equals the last ``segment_change`` per customer and lens.
 
-The entries come from the core (:meth:`segmenter.pipeline.Segmenter.membership`,
+The values come from the core (:meth:`segmenter.pipeline.Segmenter.membership_values`,
 which holds segment, ``since`` and model version per customer and lens in its
 columns), for the customers that had a ``segment_change`` in the batch: the
-edge keeps nothing per customer.
+edge keeps nothing per customer. (The same record written from one customer's
+entries, the reference the tests compare against, is
+``tests/reference/membership_record.py``.)
 
 Examples
 --------
->>> value = membership_value("c1", {"value": ("value-1", "high spend", 1767225600, 3)}, "2026-01-05T00:00:00+00:00")
->>> orjson.loads(value)["segments"]["value"]["id"], orjson.loads(value)["updated_at"]
-('value-1', '2026-01-05T00:00:00+00:00')
+>>> from segmenter.outputs import SegmentRef
+>>> ref = SegmentRef(id="value-1", name="high spend")
+>>> columns = (np.array([[1]]), np.array([[1767225600]]), np.array([[3]]))
+>>> value, gone = membership_values(["c1", "c2"], [True, False], columns, [("value", lambda n: ref)],
+...                                 ["2026-01-05T00:00:00+00:00"] * 2)
+>>> orjson.loads(value)["segments"]["value"]["id"], orjson.loads(value)["updated_at"], gone
+('value-1', '2026-01-05T00:00:00+00:00', None)
 >>> MembershipRecord.model_validate_json(value).segments["value"].since
 '2026-01-01T00:00:00+00:00'
 """
@@ -26,7 +32,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,19 +41,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
-    "Entries",
     "MembershipEntry",
     "MembershipRecord",
     "Table",
     "comparable",
-    "membership_value",
     "membership_values",
     "table_from_changes",
 ]
-
-Entries = Mapping[str, tuple[str, str, int, int]]
-"""A customer's segments per lens: ``{lens: (segment id, name, since epoch seconds, model version)}``."""
-
 
 class Named(Protocol):
     """A segment as a membership record names it (:class:`segmenter.outputs.SegmentRef`)."""
@@ -83,25 +83,6 @@ class MembershipRecord(BaseModel):
     """``emitted_at`` of the customer's last segment change written with this record."""
 
 
-def membership_value(customer_id: str, entries: Entries, updated_at: str) -> bytes:
-    """The record value of a customer with ``entries`` (lenses sorted by name)."""
-    return orjson.dumps(
-        {
-            "customer_id": customer_id,
-            "segments": {
-                lens: {
-                    "id": sid,
-                    "name": name,
-                    "since": datetime.fromtimestamp(since, UTC),  # orjson writes isoformat()'s text, faster
-                    "model_version": version,
-                }
-                for lens, (sid, name, since, version) in sorted(entries.items())
-            },
-            "updated_at": updated_at,
-        }
-    )
-
-
 def membership_values(
     customer_ids: Sequence[str],
     held: Sequence[bool],
@@ -109,7 +90,7 @@ def membership_values(
     lenses: Sequence[tuple[str, Callable[[int], Named]]],
     updated_at: Sequence[str],
 ) -> list[bytes | None]:
-    """:func:`membership_value` of many customers at once, from the core's columns: the same bytes.
+    """The record values of many customers at once, from the core's columns.
 
     ``held``: whether each customer is held (``None``, a tombstone, if not); ``columns``: the held customers'
     segment, ``since`` (epoch seconds) and model version per lens (one row per held customer, in order, one

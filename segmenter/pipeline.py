@@ -748,7 +748,7 @@ class Segmenter:
         return self._records.take_change_parts(size)
 
     def membership_values(self, customer_ids: Sequence[str], updated_at: Sequence[str]) -> list[bytes | None]:
-        """The membership-table record value of each customer (:func:`segmenter.membership.membership_value`:
+        """The membership-table record value of each customer (:func:`segmenter.membership.membership_values`:
         its current segment per lens, ``since`` when it entered it, the lens's model version at that move,
         ``updated_at`` its own of ``updated_at``), from the columns; ``None`` for one not held (erased)."""
         return self._views.membership_values(customer_ids, updated_at)

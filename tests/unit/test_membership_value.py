@@ -1,4 +1,5 @@
-"""The membership record's bytes (:func:`segmenter.membership.membership_value`)."""
+"""The membership record's bytes: the reference (:mod:`tests.reference.membership_record`) and the many-customer
+writer :func:`segmenter.membership.membership_values` that must match it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import orjson
 
 from segmenter.features import BASE_EPOCH
-from segmenter.membership import MembershipRecord, membership_value, membership_values
+from segmenter.membership import MembershipRecord, membership_values
 from segmenter.pipeline import Segmenter
+from tests.reference.membership_record import membership_value
 from tests.unit.test_pipeline import CFG, EVENTS
 
 

@@ -22,9 +22,9 @@ from consumer.views import ViewFollower
 from segmenter.config import default_config
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent, EventType
-from segmenter.membership import membership_value
 from segmenter.outputs import OutputMessage, SegmentChange, SegmentRef
 from segmenter.pipeline import BatchResult, OutputSink, Segmenter
+from tests.reference.membership_record import membership_value
 
 FIXED_NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
