@@ -50,7 +50,7 @@ from segmenter.errors import StateError
 from segmenter.explanations import Explainer
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
-from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest, sse
+from segmenter.lenses.lloyd import batch_kmeans, lloyd, lloyd_sse, nearest
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
 from segmenter.lenses.quality import (
@@ -69,7 +69,7 @@ from segmenter.lenses.quality import (
 from segmenter.lenses.registry import LifecycleEvent, SegmentRegistry
 from segmenter.lenses.scaling import OnlineScaler, ScalerSnapshot, all_finite
 from segmenter.lenses.summary import SummaryFollower
-from segmenter.lenses.surrogate import LazyRules, SegmentRule, fit_sample
+from segmenter.lenses.surrogate import LazyRules, SegmentRule, fit_rows
 from segmenter.outputs import Explanation, SegmentLifecycle, SegmentRef
 
 __all__ = ["Assignment", "Lens"]
@@ -451,12 +451,14 @@ class Lens:
         self._rules = None
         if not live or self._snapshot is None:
             return
-        labels, _ = nearest(xs, self._registry.scaled_centers(live, self._snapshot))
-        numbers = np.asarray(live, np.int64)[labels]
         rng = np.random.default_rng([self.seed, self.model_version, 1])
-        # the rows are chosen now (the segments and the sample are this refinement's); each rule's fitting
-        # waits until it is read: most refinement ticks publish no lifecycle message, the others a few
-        self._rules = LazyRules(*fit_sample(raw, numbers, rng), self.feature_names)  # copies the rows
+        # the rows are chosen now (the segments and the sample are this refinement's), and only they are labelled;
+        # each rule's fitting waits until it is read: most refinement ticks publish no lifecycle message
+        idx = fit_rows(len(raw), rng)
+        if idx is not None:
+            raw, xs = raw[idx], xs[idx]
+        labels, _ = nearest(xs, self._registry.scaled_centers(live, self._snapshot))
+        self._rules = LazyRules(raw, np.asarray(live, np.int64)[labels], self.feature_names)  # copies the rows
 
     def _lloyd(self, xs: np.ndarray, space: ScalerSnapshot) -> list[LifecycleEvent]:
         """Lloyd iterations on rows ``xs`` scaled by ``space``; updates the registry and the model; returns events.
@@ -469,8 +471,7 @@ class Lens:
         if snap is None or not live or not len(xs):
             return []
         # k stays: an emptied segment restarts at the worst-served customer (a retirement and a birth)
-        cs, labels = lloyd(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
-        own = sse(xs, cs)
+        cs, labels, own = lloyd_sse(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
         rng = np.random.default_rng([self.seed, self.model_version])
         check = Assessment(xs, cs, rng)
         due = self._refinements % RESTART_CHECK_EVERY == 0
@@ -480,8 +481,8 @@ class Lens:
         if due and n_clusters_of(self.config.algorithm, self.config.params) is None:
             fewer = fewer_segments(xs, cs, np.random.default_rng([self.seed, self.model_version, 3]))
             if fewer is not None:  # the segments that lose their place merge into the nearest survivor
-                fewer, _ = lloyd(xs, fewer, self.config.refine_iterations)
-                cs, own = merged_into(cs, fewer), sse(xs, fewer)
+                fewer, _, own = lloyd_sse(xs, fewer, self.config.refine_iterations)
+                cs = merged_into(cs, fewer)
                 check = Assessment(xs, fewer, np.random.default_rng([self.seed, self.model_version, 4]), True)
         self._assessment = check
         if checked:
@@ -519,8 +520,7 @@ class Lens:
         at 1.45x (STREAMKMeans) and 1.93x (CluStream) batch k-means instead of 1.08x and 1.10x).
         """
         check.quality()  # its silhouette draws from rng before the next assessment's sample
-        fresh, fresh_labels = lloyd(xs, matched(cs, check.batch()), self.config.refine_iterations)
-        fresh_sse = sse(xs, fresh)
+        fresh, fresh_labels, fresh_sse = lloyd_sse(xs, matched(cs, check.batch()), self.config.refine_iterations)
         moved = float(np.mean(fresh_labels != labels))
         pays = restart_pays(own, fresh_sse, 0.0 if self._model.summarises else moved)
         logger.debug("lens %s, refinement %d: a restart gains %.4f of the SSE and moves %.3f of the customers: %s",

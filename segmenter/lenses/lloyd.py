@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["batch_kmeans", "kmeans_plus_plus", "lloyd", "nearest", "sse", "trimmed_lloyd"]
+__all__ = ["batch_kmeans", "kmeans_plus_plus", "lloyd", "lloyd_sse", "nearest", "sse", "trimmed_lloyd"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def batch_kmeans(
     trials = 2 + int(math.log(max(k, 1)))
     for _ in range(max(1, n_init)):
         seeds = kmeans_plus_plus(points, k, rng, weights, trials=trials)
-        centers, labels = lloyd(points, seeds, BATCH_ITERATIONS, weights)
-        inertia = sse(points, centers, weights)
+        centers, labels, inertia = lloyd_sse(points, seeds, BATCH_ITERATIONS, weights)
         if best is None or inertia < best[2]:
             best = (centers, labels, inertia)
     assert best is not None
@@ -158,14 +157,31 @@ def lloyd(
     the same sums in the same order as numpy's ``bincount``, so the same
     centers bit for bit.
     """
+    centers, labels, _ = lloyd_sse(points, centers, iterations, weights, reseed_empty)
+    return centers, labels
+
+
+def lloyd_sse(
+    points: np.ndarray,
+    centers: np.ndarray,
+    iterations: int,
+    weights: np.ndarray | None = None,
+    reseed_empty: bool = True,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`lloyd`, and the (weighted) SSE of ``points`` at the centers it returns.
+
+    The SSE comes from the last assignment pass of the iterations, which is at the returned centers:
+    the same number as :func:`sse` on them, bit for bit, without another pass over the points.
+    """
     centers = np.array(centers, dtype=np.float64, copy=True)
     if not len(points) or not len(centers):
-        return centers, np.zeros(len(points), dtype=np.int64)
+        return centers, np.zeros(len(points), dtype=np.int64), 0.0
     pts = np.ascontiguousarray(points, dtype=np.float64)
     w = np.ones(len(pts)) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     labels = np.zeros(len(pts), np.int64)
-    _lloyd_steps(pts, w, centers, int(iterations), bool(reseed_empty), labels, np.zeros(len(pts), np.float64))
-    return centers, labels
+    d2 = np.zeros(len(pts), np.float64)
+    _lloyd_steps(pts, w, centers, int(iterations), bool(reseed_empty), labels, d2)
+    return centers, labels, float(d2.sum() if weights is None else (d2 * weights).sum())
 
 
 @njit(cache=True)

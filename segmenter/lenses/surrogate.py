@@ -409,12 +409,18 @@ def fit_rule(
     return _tune(cols, y, names, best.conditions) or best
 
 
+def fit_rows(n: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Which of ``n`` rows rules are fitted on: None for all of them, else a sorted sample of :data:`FIT_SAMPLE`.
+
+    Drawn before the rows are labelled, so that only the sample needs labels.
+    """
+    return np.sort(rng.choice(n, FIT_SAMPLE, replace=False)) if n > FIT_SAMPLE else None
+
+
 def fit_sample(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The rows rules are fitted on: all of ``x`` and ``labels``, or a sample of :data:`FIT_SAMPLE` of them."""
-    if len(x) > FIT_SAMPLE:
-        idx = np.sort(rng.choice(len(x), FIT_SAMPLE, replace=False))
-        return x[idx], labels[idx]
-    return x, labels
+    idx = fit_rows(len(x), rng)
+    return (x, labels) if idx is None else (x[idx], labels[idx])
 
 
 def fit_each(x: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[int, SegmentRule]:
