@@ -50,7 +50,7 @@ from segmenter.errors import StateError
 from segmenter.explanations import Explainer
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
-from segmenter.lenses.lloyd import batch_kmeans, lloyd, lloyd_sse, nearest
+from segmenter.lenses.lloyd import REFINE_TOL, batch_kmeans, lloyd, lloyd_sse, nearest
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
 from segmenter.lenses.quality import (
@@ -471,7 +471,8 @@ class Lens:
         if snap is None or not live or not len(xs):
             return []
         # k stays: an emptied segment restarts at the worst-served customer (a retirement and a birth)
-        cs, labels, own = lloyd_sse(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations)
+        cs, labels, own = lloyd_sse(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations,
+                                    tol=REFINE_TOL)
         rng = np.random.default_rng([self.seed, self.model_version])
         check = Assessment(xs, cs, rng)
         due = self._refinements % RESTART_CHECK_EVERY == 0

@@ -27,12 +27,15 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["batch_kmeans", "kmeans_plus_plus", "lloyd", "lloyd_sse", "nearest", "sse", "trimmed_lloyd"]
+__all__ = ["REFINE_TOL", "batch_kmeans", "kmeans_plus_plus", "lloyd", "lloyd_sse", "nearest", "sse", "trimmed_lloyd"]
 
 logger = logging.getLogger(__name__)
 
 BATCH_ITERATIONS = 100
 """Lloyd iterations per start of :func:`batch_kmeans` (it stops earlier once the centers settle)."""
+REFINE_TOL = 1e-4
+"""A refinement's Lloyd steps (warm-started from the live segments, on z-scored rows) stop once one step moves
+the centers by at most this much in all (sum of squared moves; scikit-learn's ``tol`` on unit variance)."""
 
 
 @njit(cache=True)
@@ -140,33 +143,38 @@ def batch_kmeans(
     return best
 
 
-def lloyd(
+def lloyd(  # noqa: PLR0913 - the points, the start and four settings with defaults (tol by keyword)
     points: np.ndarray,
     centers: np.ndarray,
     iterations: int,
     weights: np.ndarray | None = None,
     reseed_empty: bool = True,
+    *,
+    tol: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd iterations from centers ``centers``; returns the new centers and the final labels.
 
     At most ``iterations`` steps; it stops earlier once the centers settle
-    (they move less than ``1e-9``) or no assignment changes (the next step
+    (they move less than ``1e-9``, or the sum of their squared moves in one
+    step is at most ``tol``) or no assignment changes (the next step
     would leave the centers where they are). An empty center is moved to the
     point farthest from its nearest center (first such point; deterministic)
     when ``reseed_empty``; otherwise it stays. Compiled (:func:`_lloyd_steps`):
     the same sums in the same order as numpy's ``bincount``, so the same
     centers bit for bit.
     """
-    centers, labels, _ = lloyd_sse(points, centers, iterations, weights, reseed_empty)
+    centers, labels, _ = lloyd_sse(points, centers, iterations, weights, reseed_empty, tol=tol)
     return centers, labels
 
 
-def lloyd_sse(
+def lloyd_sse(  # noqa: PLR0913 - the arguments of lloyd
     points: np.ndarray,
     centers: np.ndarray,
     iterations: int,
     weights: np.ndarray | None = None,
     reseed_empty: bool = True,
+    *,
+    tol: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """:func:`lloyd`, and the (weighted) SSE of ``points`` at the centers it returns.
 
@@ -180,13 +188,13 @@ def lloyd_sse(
     w = np.ones(len(pts)) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     labels = np.zeros(len(pts), np.int64)
     d2 = np.zeros(len(pts), np.float64)
-    _lloyd_steps(pts, w, centers, int(iterations), bool(reseed_empty), labels, d2)
+    _lloyd_steps(pts, w, centers, int(iterations), bool(reseed_empty), float(tol), labels, d2)
     return centers, labels, float(d2.sum() if weights is None else (d2 * weights).sum())
 
 
 @njit(cache=True)
 def _lloyd_steps(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover - compiled
-    points: Any, w: Any, centers: Any, iterations: int, reseed_empty: bool, labels: Any, d2: Any
+    points: Any, w: Any, centers: Any, iterations: int, reseed_empty: bool, tol: float, labels: Any, d2: Any
 ) -> int:
     """:func:`lloyd`'s loop, in place on ``centers``, ``labels`` and ``d2``.
 
@@ -204,10 +212,14 @@ def _lloyd_steps(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragm
             _mass(labels, w, mass)
         _weighted_means(points, labels, w, centers, mass, new)
         done = True
+        shift2 = 0.0
         for c in range(k):
             for j in range(centers.shape[1]):
-                if not abs(new[c, j] - centers[c, j]) <= 1e-9:
+                diff = new[c, j] - centers[c, j]
+                shift2 += diff * diff
+                if not abs(diff) <= 1e-9:
                     done = False
+        done = done or shift2 <= tol
         centers[:] = new
         previous[:] = labels
         _nearest(points, centers, labels, d2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segmenter.lenses.lloyd import _lloyd_steps, lloyd, nearest
+from segmenter.lenses.lloyd import REFINE_TOL, _lloyd_steps, lloyd, lloyd_sse, nearest, sse
 
 from .helpers import BLOBS, blobs
 
@@ -66,11 +66,40 @@ def test_lloyd_stops_once_no_assignment_changes() -> None:
     w = np.ones(len(points))
     labels, d2 = np.zeros(len(points), np.int64), np.zeros(len(points))
     centers = seeds.copy()
-    steps = _lloyd_steps(points, w, centers, 100, True, labels, d2)
+    steps = _lloyd_steps(points, w, centers, 100, True, 0.0, labels, d2)
     assert 1 < steps < 20  # separated blobs settle in a few steps, far below the limit
     # the steps it skipped would not have moved anything
     longer, longer_labels = _numpy_lloyd(points, seeds, 100, None, True)
     assert np.array_equal(centers, longer) and np.array_equal(labels, longer_labels)
     again = centers.copy()
-    assert _lloyd_steps(points, w, again, 100, True, labels, d2) == 1  # a settled start: one step
+    assert _lloyd_steps(points, w, again, 100, True, 0.0, labels, d2) == 1  # a settled start: one step
     assert np.array_equal(again, centers)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lloyd_sse_is_sse_at_the_centers_it_returns_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    n, d, k = int(rng.integers(1, 500)), int(rng.integers(1, 6)), int(rng.integers(1, 7))
+    points = rng.lognormal(size=(n, d))
+    weights = None if seed % 2 else rng.uniform(0.1, 3.0, n)
+    seeds = points[rng.integers(0, n, k)]
+    centers, labels, total = lloyd_sse(points, seeds, int(rng.integers(1, 25)), weights, seed % 3 != 0)
+    assert total == sse(points, centers, weights)
+    assert np.array_equal(labels, nearest(points, centers)[0])
+
+
+def test_lloyd_tolerance_stops_a_creeping_run_early_and_zero_keeps_the_exact_stop() -> None:
+    # overlapping blobs from a poor start: Lloyd creeps towards its optimum for many steps
+    points, _ = blobs(3000, seed=5, centers=BLOBS, spread=1.5)
+    seeds = BLOBS[:, ::-1] * 0.3
+    w = np.ones(len(points))
+    labels, d2 = np.zeros(len(points), np.int64), np.zeros(len(points))
+    exact = seeds.copy()
+    steps_exact = _lloyd_steps(points, w, exact, 100, True, 0.0, labels, d2)
+    early = seeds.copy()
+    steps_early = _lloyd_steps(points, w, early, 100, True, REFINE_TOL, labels, d2)
+    assert steps_early < steps_exact
+    assert np.array_equal(exact, _numpy_lloyd(points, seeds, 100, None, True)[0])  # tol 0: the exact stop
+    # stopped where a further step would move the centers by at most the tolerance: the SSE hardly differs
+    assert sse(points, early) <= sse(points, exact) * (1.0 + 1e-3)
+    assert sse(points, early) >= sse(points, exact)

@@ -250,3 +250,20 @@ def test_lazy_rules_are_fit_each_rules_in_any_order() -> None:
     assert lazy.get(last) == want[last] and lazy.pending == len(want) - 1  # one read, one fit
     assert lazy.get(10_000) is None
     assert lazy.all() == want and list(lazy.all()) == list(want) and lazy.pending == 0
+
+
+def test_refinement_rules_label_only_their_sample_yet_match_labelling_everyone() -> None:
+    from segmenter.lenses.lloyd import nearest  # noqa: PLC0415
+    from segmenter.lenses.surrogate import FIT_SAMPLE  # noqa: PLC0415
+
+    X, _ = blobs(FIT_SAMPLE + 2500, seed=8, spread=1.2)
+    lens = make_lens("kmeans", seed=3)
+    feed(lens, X[:1200])
+    lens.refine(X)
+    snap, live = lens.snapshot, lens.registry.live()
+    assert snap is not None and len(live) >= 2
+    # the reference: every row labelled by its nearest segment, then the sample drawn (fit_rules)
+    labels, _ = nearest(snap.scale_matrix(X), lens.registry.scaled_centers(live, snap))
+    rng = np.random.default_rng([lens.seed, lens.model_version - 1, 1])  # drawn before the version bump
+    want = fit_rules(X, np.asarray(live)[labels], lens.feature_names, rng)
+    assert lens.rules == {n: r for n, r in want.items() if n in live}
