@@ -91,7 +91,8 @@ def kmeans_plus_plus(
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     first = int(rng.choice(n, p=w / w.sum()))
     chosen = [first]
-    d2 = ((points - points[first]) ** 2).sum(axis=1)
+    closer = _Closer(points)
+    d2 = closer(first, None)
     for _ in range(1, k):
         p = d2 * w
         total = float(p.sum())
@@ -100,12 +101,12 @@ def kmeans_plus_plus(
         if trials <= 1:
             idx = int(rng.choice(n, p=p / total))
             chosen.append(idx)
-            d2 = np.minimum(d2, ((points - points[idx]) ** 2).sum(axis=1))
+            d2 = closer(idx, d2)
             continue
         cand = rng.choice(n, size=trials, p=p / total)
         best: tuple[float, int, np.ndarray] | None = None
         for idx in cand.tolist():
-            nd2 = np.minimum(d2, ((points - points[idx]) ** 2).sum(axis=1))
+            nd2 = closer(int(idx), d2)
             pot = float((nd2 * w).sum())
             if best is None or pot < best[0]:
                 best = (pot, int(idx), nd2)
@@ -113,6 +114,38 @@ def kmeans_plus_plus(
         chosen.append(best[1])
         d2 = best[2]
     return points[chosen].copy()
+
+
+class _Closer:
+    """k-means++'s distance update: each point's squared distance to row ``idx``, or to its nearest so far if nearer.
+
+    Compiled (:func:`_closer`) for float64 rows of fewer than 8 columns, where numpy's row sum adds the squares one
+    after another as the loop does (same numbers bit for bit); numpy otherwise (it sums 8 or more pairwise).
+    """
+
+    def __init__(self, points: np.ndarray) -> None:
+        self._compiled = points.dtype == np.float64 and points.shape[1] < 8
+        self._points = np.ascontiguousarray(points) if self._compiled else points
+
+    def __call__(self, idx: int, d2: np.ndarray | None) -> np.ndarray:
+        pts = self._points
+        if not self._compiled:
+            new: np.ndarray = ((pts - pts[idx]) ** 2).sum(axis=1)
+            return new if d2 is None else np.minimum(d2, new)
+        out = np.empty(len(pts), np.float64)
+        _closer(pts, idx, np.full(len(pts), np.inf) if d2 is None else d2, out)
+        return out
+
+
+@njit(cache=True)
+def _closer(points: Any, idx: int, d2: Any, out: Any) -> None:  # pragma: no cover - compiled
+    n, d = points.shape
+    for i in range(n):
+        s = 0.0
+        for j in range(d):
+            diff = points[i, j] - points[idx, j]
+            s += diff * diff
+        out[i] = s if s < d2[i] else d2[i]
 
 
 def batch_kmeans(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segmenter.lenses.lloyd import REFINE_TOL, _lloyd_steps, lloyd, lloyd_sse, nearest, sse
+from segmenter.lenses.lloyd import REFINE_TOL, _Closer, _lloyd_steps, kmeans_plus_plus, lloyd, lloyd_sse, nearest, sse
 
 from .helpers import BLOBS, blobs
 
@@ -103,3 +103,45 @@ def test_lloyd_tolerance_stops_a_creeping_run_early_and_zero_keeps_the_exact_sto
     # stopped where a further step would move the centers by at most the tolerance: the SSE hardly differs
     assert sse(points, early) <= sse(points, exact) * (1.0 + 1e-3)
     assert sse(points, early) >= sse(points, exact)
+
+
+def _numpy_kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator, trials: int) -> np.ndarray:
+    """The greedy k-means++ seeding with numpy's distance updates, the readable twin of the compiled one."""
+    n = len(points)
+    w = np.ones(n)
+    chosen = [int(rng.choice(n, p=w / w.sum()))]
+    d2 = ((points - points[chosen[0]]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        p = d2 * w
+        if float(p.sum()) <= 0.0:
+            break
+        best: tuple[float, int, np.ndarray] | None = None
+        for idx in rng.choice(n, size=trials, p=p / float(p.sum())).tolist():
+            nd2 = np.minimum(d2, ((points - points[idx]) ** 2).sum(axis=1))
+            if best is None or float((nd2 * w).sum()) < best[0]:
+                best = (float((nd2 * w).sum()), int(idx), nd2)
+        assert best is not None
+        chosen.append(best[1])
+        d2 = best[2]
+    return points[chosen].copy()
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 7, 8, 11])
+def test_kmeans_plus_plus_seeds_as_numpy_does_bit_for_bit(d: int) -> None:
+    rng = np.random.default_rng(d)
+    points = rng.lognormal(size=(700, d)) * rng.uniform(0.1, 50.0, d)
+    for trials in (1, 3):
+        got = kmeans_plus_plus(points, 6, np.random.default_rng(7), trials=trials)
+        if trials == 3:
+            assert np.array_equal(got, _numpy_kmeans_plus_plus(points, 6, np.random.default_rng(7), 3))
+        assert len(np.unique(got, axis=0)) == 6
+
+
+@pytest.mark.parametrize("d", [1, 3, 5, 7, 8, 9, 13])
+def test_kmeans_plus_plus_distance_update_is_numpy_s_bit_for_bit(d: int) -> None:
+    rng = np.random.default_rng(50 + d)
+    points = rng.lognormal(size=(2000, d)) * rng.uniform(0.1, 50.0, d)
+    closer = _Closer(points)
+    first = ((points - points[3]) ** 2).sum(axis=1)
+    assert np.array_equal(closer(3, None), first)
+    assert np.array_equal(closer(1999, first), np.minimum(first, ((points - points[1999]) ** 2).sum(axis=1)))
