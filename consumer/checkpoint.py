@@ -268,8 +268,10 @@ class CommitSteps(Generic[C]):
         """
         topic = self._membership_topic
         values = core.membership_values(ids, stamps)
-        records = [OutRecord(topic, cid.encode(), value, (), None) for cid, value in zip(ids, values, strict=True)]
-        tombstones = sum(1 for r in records if r.value is None)
+        new = tuple.__new__  # OutRecord's own __new__ is a Python function; the tuple is the same
+        pairs = zip(ids, values, strict=True)
+        records = [new(OutRecord, (topic, cid.encode(), value, (), None)) for cid, value in pairs]
+        tombstones = values.count(None)
         self._metrics.membership.labels("record").inc(len(records) - tombstones)
         self._metrics.membership.labels("tombstone").inc(tombstones)
         return records

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 
+from consumer.bulk_histogram import BulkHistogram
 from segmenter.lenses.quality import LensQuality
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,8 @@ class Metrics:
                                         "+ offsets).", buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_records = Histogram("segmenter_batch_records", "Input records per batch.",
                                        buckets=_BATCH_BUCKETS, registry=r)
-        self.end_to_end_lag = Histogram("segmenter_end_to_end_lag_seconds", "Output emitted_at minus the event ts.",
-                                        buckets=_LAG_BUCKETS, registry=r)
+        self.end_to_end_lag = BulkHistogram("segmenter_end_to_end_lag_seconds",
+                                            "Output emitted_at minus the event ts.", _LAG_BUCKETS, r)
         self.consumer_lag = Gauge("segmenter_consumer_lag", "Records behind the end of each input partition.",
                                   ["partition"], registry=r)
         self.segment_size = Gauge("segmenter_segment_size", "Customers per segment (this instance's partitions).",
