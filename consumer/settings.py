@@ -112,8 +112,9 @@ class Settings(BaseSettings, ConnectionSettings):
                                                                       "it is committed.")
     catch_up_interval_ms: int = Field(2000, ge=1, le=600_000,
                                       description="Longest time a batch stays open while the input lag at its "
-                                                  "start is at least batch-size records (working off a backlog: "
-                                                  "fewer, bigger transactions); commit-interval-ms applies "
+                                                  "start is at least batch-size records, or 10,000 if fewer "
+                                                  "(working off a backlog: fewer, bigger transactions); "
+                                                  "commit-interval-ms applies "
                                                   "otherwise. At most commit-interval-ms: always that.")
     max_batch_retries: int = Field(3, ge=1, le=100, description="Failures of a batch on one record before that "
                                                                 "record is isolated and dead-lettered.")
