@@ -5,8 +5,9 @@ Batch policy
 A *batch* is what one commit makes visible: up to ``batch_size`` input records
 (from one or more polls; it closes ``commit_interval_ms`` after its first
 record even in the middle of a poll's records, so the interval bounds the wait
-of every record. Behind a backlog of at least ``batch_size`` records the bound
-is ``catch_up_interval_ms`` instead, so batches fill up to ``batch_size``).
+of every record. Behind a backlog of at least ``batch_size`` records, or
+:data:`CATCH_UP_LAG` if fewer, the bound is ``catch_up_interval_ms`` instead,
+so batches fill up to ``batch_size``).
 :meth:`BatchPolicy.due` is the one place that says a batch is due.
 
 Commit steps
@@ -79,6 +80,13 @@ SPILL_RECORDS = 10_000
 """Queued outputs and dead letters past which an open batch sends them into its transaction (step 1, early):
 a mass move's hundreds of thousands of outputs would otherwise all be held until the commit (a sweep batch
 reached 3.7 GB RSS at 500k customers); 10,000 sends in a run keep the tight-run saving of step 1."""
+
+CATCH_UP_LAG = 10_000
+"""Input records behind at a batch's start that make it a catch-up batch even when ``batch_size`` is larger: a
+live stream is a commit interval's records behind (about 500 at 5k events/s), and with the threshold at
+``batch_size`` (50,000) the last 50,000 records of any backlog were read in batches of a commit interval
+(100k events of 10k customers behind, at 16k events/s: 10 commits and 403 state records per 1000 events
+instead of 2 and 200)."""
 
 TRIM_AFTER_RECORDS = 50_000
 """Once the commits since the last time sent this many outputs and changelog records, the heap's free pages go
@@ -164,13 +172,13 @@ class BatchPolicy:
 
         The batch may stay open ``commit_interval_ms``, unless the input lag at
         its start (the owned partitions' high watermarks, as of the last fetch,
-        minus the next offsets to process) is at least ``batch_size`` records:
+        minus the next offsets to process) is at least ``batch_size`` records, or :data:`CATCH_UP_LAG` if fewer:
         then the service is working off a backlog, in which records wait for
         their turn anyway, and the batch may stay open ``catch_up_interval_ms``
         to fill up to ``batch_size`` (fewer, bigger transactions: a higher
         rate, so the backlog and its wait shrink sooner).
         """
-        catching_up = self.catch_up_s > self.interval_s and behind() >= self.batch_size
+        catching_up = self.catch_up_s > self.interval_s and behind() >= min(self.batch_size, CATCH_UP_LAG)
         open_s = self.catch_up_s if catching_up else self.interval_s
         return Checkpoint(started=time.monotonic(), open_s=open_s, spill=spill)
 
@@ -268,8 +276,10 @@ class CommitSteps(Generic[C]):
         """
         topic = self._membership_topic
         values = core.membership_values(ids, stamps)
-        records = [OutRecord(topic, cid.encode(), value, (), None) for cid, value in zip(ids, values, strict=True)]
-        tombstones = sum(1 for r in records if r.value is None)
+        new = tuple.__new__  # OutRecord's own __new__ is a Python function; the tuple is the same
+        pairs = zip(ids, values, strict=True)
+        records = [new(OutRecord, (topic, cid.encode(), value, (), None)) for cid, value in pairs]
+        tombstones = values.count(None)
         self._metrics.membership.labels("record").inc(len(records) - tombstones)
         self._metrics.membership.labels("tombstone").inc(tombstones)
         return records

@@ -184,9 +184,7 @@ class Emitter:
             metrics.changes.labels(lens, cause).inc(n)
         for campaign, n in tally.triggers.items():
             metrics.triggers.labels(campaign).inc(n)
-        observe = metrics.end_to_end_lag.observe
-        for lag in tally.lags:
-            observe(max(0.0, lag))
+        metrics.end_to_end_lag.observe_many(tally.lags, floor=0.0)
 
     def dead_letter(self, rec: InRecord, error: str, reason: str, checkpoint: Checkpoint) -> None:
         """Queue the dead letter of ``rec`` (original bytes, error code and reason) in the open batch."""

@@ -38,12 +38,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 
+from consumer.bulk_histogram import BulkHistogram
 from segmenter.lenses.quality import LensQuality
 
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0, 7 * 86400.0)
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 20_000, 50_000, 100_000)
+"""Input records per batch, up to the largest `batch_size`."""
 
 
 class Metrics:
@@ -74,9 +77,9 @@ class Metrics:
         self.commit_seconds = Histogram("segmenter_commit_seconds", "Time to commit a batch (transaction or acks "
                                         "+ offsets).", buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_records = Histogram("segmenter_batch_records", "Input records per batch.",
-                                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000), registry=r)
-        self.end_to_end_lag = Histogram("segmenter_end_to_end_lag_seconds", "Output emitted_at minus the event ts.",
-                                        buckets=_LAG_BUCKETS, registry=r)
+                                       buckets=_BATCH_BUCKETS, registry=r)
+        self.end_to_end_lag = BulkHistogram("segmenter_end_to_end_lag_seconds",
+                                            "Output emitted_at minus the event ts.", _LAG_BUCKETS, r)
         self.consumer_lag = Gauge("segmenter_consumer_lag", "Records behind the end of each input partition.",
                                   ["partition"], registry=r)
         self.segment_size = Gauge("segmenter_segment_size", "Customers per segment (this instance's partitions).",

@@ -71,6 +71,7 @@ from typing import Generic
 
 from consumer.checkpoint import BatchPolicy, Checkpoint, CommitSteps
 from consumer.core import C, ModelKeeper
+from consumer.cycles import CycleCollector
 from consumer.emitter import Emitter
 from consumer.errors import (
     AuthenticationError,
@@ -166,6 +167,7 @@ class Service(Generic[C]):
         """The segment explorer's document, for the HTTP server's ``/segments`` and ``/``."""
         self._gauges = Gauges(metrics, self.explorer)
         self._summary = Summary(metrics)
+        self._cycles = CycleCollector()
 
     # ------------------------------------------------------------------ control
 
@@ -235,6 +237,7 @@ class Service(Generic[C]):
 
     def _step(self, transport: Transport) -> None:
         """One poll: restore what was assigned, process the records, commit when the batch is due."""
+        self._cycles.collect_if_due()  # kafka-python's garbage of the polls before (consumer.cycles)
         self._steps.release_memory_if_due()
         self._check_rules()
         try:

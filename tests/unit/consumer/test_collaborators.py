@@ -95,6 +95,16 @@ def test_a_batch_is_due_when_full_or_open_for_its_interval(monkeypatch: pytest.M
     assert policy.due(backlog)
 
 
+def test_a_batch_behind_a_backlog_smaller_than_a_large_batch_size_catches_up() -> None:
+    policy = BatchPolicy(batch_size=50_000, interval_s=0.1, catch_up_s=2.0)
+    lag = checkpoint_module.CATCH_UP_LAG
+    assert lag < policy.batch_size
+    assert policy.open(lambda: lag).open_s == 2.0
+    assert policy.open(lambda: lag - 1).open_s == 0.1  # a live stream's lag: its batches close at the interval
+    small = BatchPolicy(batch_size=3, interval_s=0.1, catch_up_s=2.0)
+    assert (small.open(lambda: 3).open_s, small.open(lambda: 2).open_s) == (2.0, 0.1)
+
+
 def test_the_router_keys_and_labels_each_kind_and_counts_it() -> None:
     counted: dict[str, float] = {}
 
