@@ -9,7 +9,7 @@ KAFKA := $(PYTHON) scripts/kafka-local
 SECURE_KAFKA_PORT ?= 9192
 export SEGMENTER_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 
-.PHONY: demo test unit integration lint typecheck check install chromium kafka-start kafka-start-plain kafka-stop kafka-status bench clean
+.PHONY: demo test unit integration lint typecheck check install warm chromium kafka-start kafka-start-plain kafka-stop kafka-status bench clean
 
 ## demo: set up, start Kafka, stream 30 simulated days of customers through producer and consumer, print a summary
 demo: install kafka-start-plain
@@ -40,7 +40,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(WARM)
 	touch $@
+
+# Warm-up of a fresh clone (pip install -e . compiles nothing): the packages' bytecode, which an environment with
+# PYTHONDONTWRITEBYTECODE=1 (the Dockerfile's, CI sandboxes) would otherwise recompile in every process (~70 ms of
+# each start-up), and the core's numba functions, cached in segmenter/**/__pycache__ beside the sources. Without it
+# the first replay or consumer start compiles them all (measured on two cores: a 3,000-event replay took 45 s the
+# first time, 1.5 s after; consumer.warmup's stream compiles the same set in about 35 s).
+WARM_UP_CORE := from consumer.warmup import warm_up; from segmenter.config import default_config; \
+  from segmenter.pipeline import Segmenter; print('numba cache warm (s):', round(warm_up(lambda: Segmenter(default_config()))))
+WARM = $(PY) -m compileall -q segmenter consumer producer && $(PY) -c "$(WARM_UP_CORE)"
+
+## warm: compile the bytecode and the numba cache again (after editing a compiled module; the first install does it)
+warm: install
+	$(WARM)
 
 # the segment explorer's tests render the page in headless Chromium (Debian's package `chromium`)
 chromium:
