@@ -210,6 +210,14 @@ def simulate_scenario(scenario: str, customers: int, days: float, seed: int) -> 
     raise ValueError(f"unknown scenario {scenario!r}")
 
 
+def _lens_setting(text: str) -> tuple[str, float]:
+    """``NAME=NUMBER`` from ``--lens-setting`` as a (name, value) pair."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--lens-setting {text!r}: write NAME=NUMBER, e.g. min_dwell_hours=48")
+    return name.strip(), float(value)
+
+
 def scenario_config(scenario: str, algorithm: str, **lens_overrides: Any) -> SegmenterConfig:
     """The default config with ``algorithm`` in every lens (``k = 4`` per lens for ``separated``).
 
@@ -458,8 +466,11 @@ def _drift(sim: SimRun, tr: _Trace) -> dict[str, Any]:
     delays: list[float] = []
     drifts = [e for e in sim.truth if e.cause == "drift"]
     for e in drifts:
-        for t, lab in tr.timeline.get(e.customer_id, []):
-            if t >= e.start and to_persona.get(lab) == e.persona:
+        timeline = tr.timeline.get(e.customer_id, [])
+        # the label held when the drift starts counts from its start (already the new persona's: delay 0)
+        held = [lab for t, lab in timeline if t < e.start][-1:]
+        for t, lab in [(e.start, lab) for lab in held] + [(t, lab) for t, lab in timeline if t >= e.start]:
+            if to_persona.get(lab) == e.persona:
                 delays.append((t - e.start) / DAY)
                 break
     return {
@@ -561,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-events", type=int, default=None, help="cut each simulated stream at this many events")
     parser.add_argument("--pending-move-hours", type=float, default=None,
                         help="every lens's pending_move_hours (default: the config's)")  # fmt: skip
+    parser.add_argument("--lens-setting", action="append", default=[], metavar="NAME=NUMBER",
+                        help="another lens setting for every lens, e.g. min_dwell_hours=48 (repeatable)")  # fmt: skip
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -577,7 +590,10 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {},
     }
     rows: list[Row] = []
-    overrides = {} if args.pending_move_hours is None else {"pending_move_hours": args.pending_move_hours}
+    overrides: dict[str, float] = {}
+    if args.pending_move_hours is not None:
+        overrides["pending_move_hours"] = args.pending_move_hours
+    overrides.update(_lens_setting(text) for text in args.lens_setting)
     data["params"]["lens_overrides"] = overrides
     for scenario in args.scenarios:
         customers, days = sizes[scenario]

@@ -105,6 +105,13 @@ class LensConfig(BaseModel):
         on btyd +0.01 to +0.07; SSE ratios within +-0.03 (personas kmeans value 1.27 -> 1.30);
         7-day reversals 0 %; moves +1-9 % on dense streams, +17-24 % on sparse. 12-48 h did worse
         on the personas value lens (docs/internals.md, "Pending move").
+    margin_shrinks
+        During a pending move the margin (or ``return_margin``) shrinks linearly from its full value
+        to 0 at ``pending_move_hours``, so a customer whose nearest segment is clearly another one
+        moves before the hold ends, and one on a boundary still waits (docs/internals.md, "Shrinking
+        margin"). No effect with ``pending_move_hours = 0``. Off unless set; the packaged default
+        config sets it (bench/quality.py, every algorithm: SSE misses 9 -> 7, no new one, 7-day
+        reversals 0 %).
     refine_iterations
         Lloyd iterations per :meth:`~segmenter.lenses.lens.Lens.refine`.
     names
@@ -132,6 +139,7 @@ class LensConfig(BaseModel):
     return_margin: float = Field(default=0.85, ge=0.0, lt=1.0)
     return_window_days: float = Field(default=7.0, ge=0.0, le=365, allow_inf_nan=False)
     pending_move_hours: float = Field(default=96.0, ge=0.0, le=24 * 365, allow_inf_nan=False)
+    margin_shrinks: bool = False
     refine_iterations: int = Field(default=20, ge=1, le=100)
     names: dict[int, str] = Field(default_factory=dict)
 

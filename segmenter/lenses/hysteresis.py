@@ -65,9 +65,9 @@ from segmenter.features import NO_PENDING
 
 __all__ = ["RULE_FIELDS", "FlapTracker", "Hysteresis", "nearest_with_hysteresis", "pending_since", "waited"]
 
-RULE_FIELDS = ("min_dwell", "keep", "min_dwell_s", "return_window_s", "return_keep", "hold_s")
+RULE_FIELDS = ("min_dwell", "keep", "min_dwell_s", "return_window_s", "return_keep", "hold_s", "shrink")
 """Layout of a lens's move-rule parameters (float64), as :func:`nearest_with_hysteresis` reads them."""
-_R_DWELL, _R_KEEP, _R_DWELL_S, _R_RETURN_S, _R_RETURN_KEEP, _R_HOLD_S = range(len(RULE_FIELDS))
+_R_DWELL, _R_KEEP, _R_DWELL_S, _R_RETURN_S, _R_RETURN_KEEP, _R_HOLD_S, _R_SHRINK = range(len(RULE_FIELDS))
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class Hysteresis:
     return_margin: float = 0.1
     hold_s: float = math.inf
     """A customer whose nearest segment has been another one for this long moves without the margin."""
+    shrink: bool = False
+    """The margin shrinks linearly to 0 over the ``hold_s`` of a pending move (instead of all or nothing)."""
 
     def decide(  # noqa: PLR0913 - the readable twin of nearest_with_hysteresis: one named argument per input
         self,
@@ -121,15 +123,20 @@ class Hysteresis:
         if dwell < self.min_dwell or (back and age < self.min_dwell_s):
             return False
         returning = back and age < self.return_window_s
-        margin = max(self.margin, self.return_margin) if returning else self.margin
-        return d_nearest < (1.0 - margin) * d_current or pending >= self.hold_s
+        keep = 1.0 - (max(self.margin, self.return_margin) if returning else self.margin)
+        if self.shrink and 0 < pending < self.hold_s:
+            keep = 1.0 - (1.0 - keep) * (1.0 - pending / self.hold_s)
+        return d_nearest < keep * d_current or pending >= self.hold_s
 
     def params(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The rule as :func:`nearest_with_hysteresis` takes it (``RULE_FIELDS`` order)."""
         keep_back = 1.0 - max(self.margin, self.return_margin)
         return np.array(
-            [self.min_dwell, 1.0 - self.margin, self.min_dwell_s, self.return_window_s, keep_back, self.hold_s]
-        )
+            [
+                self.min_dwell, 1.0 - self.margin, self.min_dwell_s, self.return_window_s, keep_back, self.hold_s,
+                float(self.shrink),
+            ]
+        )  # fmt: skip
 
 
 @njit(cache=True, inline="always")
@@ -210,6 +217,8 @@ def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional on
     back = nearest == prev
     if nearest != cur and dw >= rule[_R_DWELL] and (age >= rule[_R_DWELL_S] or not back):
         keep = rule[_R_RETURN_KEEP] if back and age < rule[_R_RETURN_S] else rule[_R_KEEP]
+        if rule[_R_SHRINK] > 0.0 and 0 < wait < rule[_R_HOLD_S]:
+            keep = 1.0 - (1.0 - keep) * (1.0 - wait / rule[_R_HOLD_S])
         if d_near < keep * d_cur or wait >= rule[_R_HOLD_S]:
             return True, nearest, nearest, d_near
     return False, cur, nearest, d_cur

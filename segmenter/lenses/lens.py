@@ -153,6 +153,7 @@ class Lens:
             margin=config.margin, min_dwell=config.min_dwell, min_dwell_s=round(config.min_dwell_hours * 3600),
             return_window_s=round(config.return_window_days * 86_400), return_margin=config.return_margin,
             hold_s=round(config.pending_move_hours * 3600) if config.pending_move_hours else math.inf,
+            shrink=config.margin_shrinks,
         ).params()
         self._heavy = self._scaler.heavy_index
         self._n_obs = 0

@@ -42,10 +42,13 @@ def test_sweep_moves_come_out_oldest_first_then_crc_then_id_then_lens() -> None:
 
 
 def _held_config(pending_hours: float) -> SegmenterConfig:
-    """A margin no move can meet (only first assignments, dead segments and pending moves move), no weekly ticks."""
+    """A margin no move can meet (only first assignments, dead segments and pending moves move), no weekly ticks.
+
+    The margin does not shrink (``margin_shrinks``): these tests hold the pending move's end itself.
+    """
     data = small_config(refine__every_days=0.0).model_dump()
     for lens in data["lenses"]:
-        lens.update(margin=0.99, pending_move_hours=pending_hours)
+        lens.update(margin=0.99, pending_move_hours=pending_hours, margin_shrinks=False)  # the hold, all or nothing
     return SegmenterConfig.model_validate(data)
 
 

@@ -172,6 +172,33 @@ def test_pending_move_goes_without_the_margin_after_the_hold() -> None:
                                               dwell=5, pending=10**9)  # no hold set: the margin alone
 
 
+def test_shrinking_margin_lets_a_clear_pending_move_go_before_the_hold() -> None:
+    """With ``shrink`` the margin falls linearly over the hold: half-way, half the margin is asked."""
+    day = 86_400
+    x = np.array([0.0, 0.0])
+    live = np.array([1, 2], np.int64)
+
+    def move(h: Hysteresis, d_near: float, wait: int, prev: int = -1, age: int = day) -> bool:
+        centers = np.array([[1.0, 0.0], [d_near, 0.0]])  # own segment 1 at 1.0, segment 2 at d_near
+        moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, 5, age, prev, wait, h.params())[0]
+        readable = h.decide(current=1, current_live=True, d_current=1.0, nearest=2, d_nearest=d_near, dwell=5,
+                            age=age, previous=None if prev < 0 else prev, pending=wait)
+        assert moved == readable
+        return bool(moved)
+
+    shrinking = Hysteresis(margin=0.4, min_dwell=2, min_dwell_s=7 * day, hold_s=4 * day, shrink=True)
+    fixed = Hysteresis(margin=0.4, min_dwell=2, min_dwell_s=7 * day, hold_s=4 * day)
+    assert not move(shrinking, 0.7, wait=-1)  # no pending stretch: the whole margin (0.7 > 0.6)
+    assert not move(shrinking, 0.7, wait=0)
+    assert not move(shrinking, 0.85, wait=2 * day)  # half-way: keep 0.8
+    assert move(shrinking, 0.75, wait=2 * day)
+    assert not move(fixed, 0.75, wait=2 * day)  # without shrink: the margin until the hold ends
+    assert move(shrinking, 0.94, wait=3 * day + 43_200)  # 7/8 of the hold: keep 0.95
+    assert not move(shrinking, 0.99, wait=3 * day)  # keep 0.9
+    assert move(shrinking, 0.99, wait=4 * day)  # the hold: no margin at all
+    assert not move(shrinking, 0.5, wait=2 * day, prev=2)  # a move back within the week stays held
+
+
 def test_pending_stretch_starts_once_and_ends_at_the_own_segment() -> None:
     start = pending_since(NO_PENDING, 100, 1, 2)
     assert start == 100 and waited(start, 100) == 0
@@ -199,7 +226,7 @@ def _decisions(
     h = Hysteresis(margin=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])), min_dwell=draw(st.integers(0, 4)),
                    min_dwell_s=draw(st.sampled_from([0, 100])), return_window_s=draw(st.sampled_from([0, 500])),
                    return_margin=draw(st.sampled_from([0.0, 0.3, 0.95])),
-                   hold_s=draw(st.sampled_from([math.inf, 0, 300])))
+                   hold_s=draw(st.sampled_from([math.inf, 0, 300])), shrink=draw(st.booleans()))
     age = draw(st.sampled_from([0, 99, 100, 499, 500, 10_000]))
     prev = draw(st.sampled_from([-1, 41, *live]))
     wait = draw(st.sampled_from([-1, 0, 299, 300, 10_000]))
