@@ -395,7 +395,7 @@ class _RefTable:
 
         (Python, per move: numpy's per-call cost would dominate the many small buffers of a dense stream.)
         """
-        lenses, index = self._lenses, self.index
+        lenses, index, at = self._lenses, self.index, self._at.get
         left: dict[tuple[int, int], tuple[int, int]] = {}  # no move changes liveness
         froms, tos, causes = [], [], []
         for li, old, new in zip(lens_of, olds, news, strict=True):
@@ -408,7 +408,8 @@ class _RefTable:
             else:
                 fr, c = got
             froms.append(fr)
-            tos.append(index(li, new))
+            # the table's look-up inlined where the ref is in it already (most moves): no call per move
+            tos.append(_NONE if new < 0 else (to if (to := at((li, new))) is not None else index(li, new)))
             causes.append(c)
         return froms, tos, causes
 
