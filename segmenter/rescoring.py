@@ -34,6 +34,7 @@ from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, LensColumns, StoreColumns, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
+from segmenter.margins import NO_BUDGET, MarginColumns, Margins, note, unchanged, within
 from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
 
 if TYPE_CHECKING:
@@ -52,7 +53,9 @@ _LAST = 1
 
 
 @njit(cache=True)
-def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColumns) -> int:  # pragma: no cover
+def rescore(  # noqa: PLR0913, PLR0917 - compiled: positional only
+    job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColumns, mg: MarginColumns
+) -> int:  # pragma: no cover - compiled
     """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``bad``.
 
     ``job`` is ``(rows, at, lens_on, mark)``; ``mark``: also record ``at[i]``
@@ -60,43 +63,76 @@ def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColum
     recorded in ``buf`` (room for every row and lens); a customer who stays
     has its dwell counted. ``bad`` is the index of a row with a non-finite
     feature (the pass stops there, nothing after it done), else ``-1``.
+    A row and lens within its budget (``mg``, :mod:`segmenter.margins`) is
+    not evaluated: it stays, as evaluating it would decide.
     """
     rows, at, lens_on, mark = job
-    f, t, seg, dwell, since, prev, mver, pend = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver, st.pend
-    idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
-        ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
-    cols = (seg, dwell, since, prev, mver, pend)
+    f, t, dwell = st.f, st.t, st.dwell
     vals = np.empty(_N_VALUES, np.float64)
-    x = np.empty(idx.shape[1], np.float64)
+    x = np.empty(ln.idx.shape[1], np.float64)
     for r in range(len(rows)):
         row = rows[r]
         tr = at[r]
-        feature_vector(f, t, row, tr, fp, vals)
-        for li in range(len(dims)):
-            if not lens_on[li] or not ready[li]:
+        if not unchanged(mg.seen, row, tr, t[row, SCORED], t[row, _LAST]):
+            mg.budget[row, :] = NO_BUDGET
+        valued = False
+        for li in range(len(ln.dims)):
+            if not lens_on[li] or not ln.ready[li]:
                 continue
-            d = dims[li]
-            for j in range(d):
-                if not math.isfinite(vals[idx[li, j]]):
-                    return r
-            nl = nlive[li]
-            if nl > 0:
-                scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
-            cur = seg[row, li]
-            dw = dwell[row, li]
-            moved, target, nearest, dd = nearest_with_hysteresis(
-                x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li],
-                waited(pend[row, li], tr), rule[li]
-            )
-            if moved:
-                apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals, live[li, :nl])
+            if within(mg, ln, li, f, t, row, tr, fp):
+                stays(dwell, row, li)  # its nearest segment is still its own (pend is NO_PENDING already)
                 continue
-            pend[row, li] = pending_since(pend[row, li], tr, cur, nearest)
-            if dw < 65535:
-                dwell[row, li] = dw + 1
+            if not valued:
+                feature_vector(f, t, row, tr, fp, vals)
+                valued = True
+            if not _score(st, ln, li, (row, tr), vals, x, buf, mg, fp):
+                return r
         if mark:
             t[row, SCORED] = tr
+        mg.seen[row] = t[row, SCORED]
     return -1
+
+
+@njit(cache=True, inline="always")
+def stays(dwell: Any, row: int, li: int) -> None:  # pragma: no cover - compiled
+    """A customer who stays in its segment of lens ``li``: one more assignment there (saturates at 65535)."""
+    dw = dwell[row, li]
+    if dw < 65535:
+        dwell[row, li] = dw + 1
+
+
+@njit(cache=True, inline="always")
+def _score(  # noqa: PLR0913, PLR0917 - compiled: positional only
+    st: StoreColumns, ln: LensColumns, li: int, when: Any, vals: Any, x: Any, buf: MoveColumns, mg: MarginColumns,
+    fp: Any,
+) -> bool:  # pragma: no cover - compiled
+    """Evaluate row ``when[0]`` at ``when[1]`` in lens ``li`` (``vals``: its features then); False: not finite.
+
+    The move rule decides; a move is applied and buffered, a stay counted; a customer left in its
+    nearest segment gets a budget (:func:`segmenter.margins.note`).
+    """
+    row, tr = when
+    d = ln.dims[li]
+    idx = ln.idx[li]
+    for j in range(d):
+        if not math.isfinite(vals[idx[j]]):
+            return False
+    nl = ln.nlive[li]
+    if nl > 0:
+        scale(vals, idx, ln.heavy[li], ln.inv[li], ln.off[li], d, x)
+    cur = st.seg[row, li]
+    moved, target, nearest, dd = nearest_with_hysteresis(
+        x, ln.centers[li], ln.live[li], nl, d, cur, st.dwell[row, li], tr - st.since[row, li], st.prev[row, li],
+        waited(st.pend[row, li], tr), ln.rule[li]
+    )  # fmt: skip
+    if moved:
+        cols = (st.seg, st.dwell, st.since, st.prev, st.mver, st.pend)
+        apply(cols, buf, (row, li, cur, target, -1, tr, st.t[row, _LAST], ln.version[li]), dd, vals, ln.live[li, :nl])
+    else:
+        st.pend[row, li] = pending_since(st.pend[row, li], tr, cur, nearest)
+        stays(st.dwell, row, li)
+    note(mg, ln, li, (st.f, st.t, row, tr, fp), x, nearest if target == nearest else -1)
+    return True
 
 
 EmitFn = Callable[..., None]
@@ -138,6 +174,11 @@ class Rescorer:
         self._arrays = arrays
         self._lenses = list(lenses)
         self._emit = emit
+        self._margins = Margins(len(self._lenses))
+
+    def forget(self) -> None:
+        """Customers were loaded into the store: score everyone in full once (:meth:`Margins.forget`)."""
+        self._margins.forget()
 
     def quiet(self, t_sweep: int, out: list[Output], before: int) -> None:
         """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
@@ -204,7 +245,8 @@ class Rescorer:
             lens_on[lens] = True
         buf = MoveBuffer(len(rows) * n_lenses)
         st, ln = store_columns(store), arrays.columns()
-        bad = rescore((rows, at, lens_on, mark), st, ln, store.kernel_rates(), buf.columns)
+        mg = self._margins.columns(len(store.live), ln)
+        bad = rescore((rows, at, lens_on, mark), st, ln, store.kernel_rates(), buf.columns, mg)
         if mark:
             store.dirty[rows] = True
         if bad >= 0:
