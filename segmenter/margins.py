@@ -27,7 +27,7 @@ since (the row's scored time is still the one the pass left, and later than
 its latest event: an event sets the scored time to the event's latest time),
 the lens's live segments, scaler and readiness as at that pass (else every
 budget of the lens is dropped), and no customer loaded since
-(:meth:`Margins.forget`). Budgets are kept in memory only (12 bytes per
+(:meth:`Margins.forget`). Budgets are kept in memory only (8 bytes per
 customer and lens, 4 per customer), never in the state: a restored core starts
 without them and scores everyone once.
 """
