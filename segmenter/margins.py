@@ -57,7 +57,7 @@ from segmenter.features import (  # the store's layout (private to the store and
 if TYPE_CHECKING:
     from segmenter.kernel import LensColumns
 
-__all__ = ["MOTION", "NO_BUDGET", "MarginColumns", "Margins", "half_gap", "note", "travel", "unchanged", "within"]
+__all__ = ["MOTION", "NO_BUDGET", "MarginColumns", "Margins", "budget_of", "half_gap", "travel", "unchanged"]
 
 _STILL, _RECENCY, _DAYS, _DECAY = range(4)
 _FP_KA, _FP_KF, _FP_KS, _FP_CAP = range(4)  # segmenter.kernel's float parameters (store.kernel_rates())
@@ -149,38 +149,13 @@ def half_gap(x: Any, centers: Any, nl: int, d: int) -> tuple[int, float]:  # pra
 
 
 @njit(cache=True, inline="always")
-def within(mg: MarginColumns, ln: LensColumns, li: int, f: Any, t: Any, row: int, at: int, fp: Any) -> bool:  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover
-    """Whether the row, re-scored at ``at``, is still within its budget in lens ``li`` (its nearest is its own)."""
-    room = mg.budget[row, li]
-    return bool(
-        room > NO_BUDGET and travel(f, t, row, at, fp, ln.idx[li], ln.inv[li], ln.dims[li]) + mg.drift[li] < room
-    )
-
-
-@njit(cache=True, inline="always")
-def note(mg: MarginColumns, ln: LensColumns, li: int, where: Any, x: Any, nearest: int) -> None:  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragma: no cover
-    """Note the row's budget in lens ``li`` after an evaluation at ``at`` (``where``: ``(f, t, row, at, fp)``).
-
-    ``x``: its scaled vector then; ``nearest``: its nearest segment, which it holds now (``-1``: it
-    does not hold its nearest, or there is none: no budget).
-    """
-    f, t, row, at, fp = where
-    mg.budget[row, li] = NO_BUDGET
-    nl = ln.nlive[li]
-    if nearest < 0 or nl == 0:
-        return
-    d = ln.dims[li]
-    c, gap = half_gap(x, ln.centers[li], nl, d)
-    if ln.live[li, c] != nearest:
-        return
+def budget_of(gap: float, drift: float, moved: float) -> float:  # pragma: no cover - compiled
+    """The budget a pass notes: half the gap ``gap`` (:func:`half_gap`) plus the lens's ``drift`` and the row's
+    ``travel`` then, less room for rounding (:data:`NO_BUDGET`: none)."""
     if math.isinf(gap):
-        mg.budget[row, li] = np.inf
-        return
-    drift = mg.drift[li]
-    moved = travel(f, t, row, at, fp, ln.idx[li], ln.inv[li], d)
+        return np.inf
     room = gap - _SLACK * (abs(drift) + abs(moved))
-    if room > 0.0:
-        mg.budget[row, li] = room + drift + moved
+    return room + drift + moved if room > 0.0 else NO_BUDGET
 
 
 @njit(cache=True, inline="always")

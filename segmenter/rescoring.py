@@ -34,7 +34,7 @@ from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, LensColumns, StoreColumns, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
-from segmenter.margins import NO_BUDGET, MarginColumns, Margins, note, unchanged, within
+from segmenter.margins import NO_BUDGET, MarginColumns, Margins, budget_of, half_gap, travel, unchanged
 from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ _LAST = 1
 
 
 @njit(cache=True)
-def rescore(  # noqa: PLR0913, PLR0917 - compiled: positional only
+def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional only; one loop, kept in one piece for speed
     job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColumns, mg: MarginColumns
 ) -> int:  # pragma: no cover - compiled
     """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``bad``.
@@ -64,75 +64,62 @@ def rescore(  # noqa: PLR0913, PLR0917 - compiled: positional only
     has its dwell counted. ``bad`` is the index of a row with a non-finite
     feature (the pass stops there, nothing after it done), else ``-1``.
     A row and lens within its budget (``mg``, :mod:`segmenter.margins`) is
-    not evaluated: it stays, as evaluating it would decide.
+    not evaluated: it stays, as evaluating it would decide; each evaluation
+    that leaves the customer in its nearest segment notes a new budget.
     """
     rows, at, lens_on, mark = job
-    f, t, dwell = st.f, st.t, st.dwell
+    f, t, seg, dwell, since, prev, mver, pend = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver, st.pend
+    idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
+        ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
+    seen, budget, drift = mg
+    cols = (seg, dwell, since, prev, mver, pend)
     vals = np.empty(_N_VALUES, np.float64)
-    x = np.empty(ln.idx.shape[1], np.float64)
+    x = np.empty(idx.shape[1], np.float64)
     for r in range(len(rows)):
         row = rows[r]
         tr = at[r]
-        if not unchanged(mg.seen, row, tr, t[row, SCORED], t[row, _LAST]):
-            mg.budget[row, :] = NO_BUDGET
+        if not unchanged(seen, row, tr, t[row, SCORED], t[row, _LAST]):
+            budget[row, :] = NO_BUDGET
         valued = False
-        for li in range(len(ln.dims)):
-            if not lens_on[li] or not ln.ready[li]:
+        for li in range(len(dims)):
+            if not lens_on[li] or not ready[li]:
                 continue
-            if within(mg, ln, li, f, t, row, tr, fp):
-                stays(dwell, row, li)  # its nearest segment is still its own (pend is NO_PENDING already)
+            d = dims[li]
+            dw = dwell[row, li]
+            room = budget[row, li]
+            if room > NO_BUDGET and travel(f, t, row, tr, fp, idx[li], inv[li], d) + drift[li] < room:
+                if dw < 65535:  # its nearest segment is still its own: it stays (pend is NO_PENDING already)
+                    dwell[row, li] = dw + 1
                 continue
             if not valued:
                 feature_vector(f, t, row, tr, fp, vals)
                 valued = True
-            if not _score(st, ln, li, (row, tr), vals, x, buf, mg, fp):
-                return r
+            for j in range(d):
+                if not math.isfinite(vals[idx[li, j]]):
+                    return r
+            nl = nlive[li]
+            if nl > 0:
+                scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
+            cur = seg[row, li]
+            moved, target, nearest, dd = nearest_with_hysteresis(
+                x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li],
+                waited(pend[row, li], tr), rule[li]
+            )  # fmt: skip
+            if moved:
+                apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals, live[li, :nl])
+            else:
+                pend[row, li] = pending_since(pend[row, li], tr, cur, nearest)
+                if dw < 65535:
+                    dwell[row, li] = dw + 1
+            budget[row, li] = NO_BUDGET
+            if nl > 0 and target == nearest:
+                c, gap = half_gap(x, centers[li], nl, d)
+                if live[li, c] == nearest:
+                    budget[row, li] = budget_of(gap, drift[li], travel(f, t, row, tr, fp, idx[li], inv[li], d))
         if mark:
             t[row, SCORED] = tr
-        mg.seen[row] = t[row, SCORED]
+        seen[row] = t[row, SCORED]
     return -1
-
-
-@njit(cache=True, inline="always")
-def stays(dwell: Any, row: int, li: int) -> None:  # pragma: no cover - compiled
-    """A customer who stays in its segment of lens ``li``: one more assignment there (saturates at 65535)."""
-    dw = dwell[row, li]
-    if dw < 65535:
-        dwell[row, li] = dw + 1
-
-
-@njit(cache=True, inline="always")
-def _score(  # noqa: PLR0913, PLR0917 - compiled: positional only
-    st: StoreColumns, ln: LensColumns, li: int, when: Any, vals: Any, x: Any, buf: MoveColumns, mg: MarginColumns,
-    fp: Any,
-) -> bool:  # pragma: no cover - compiled
-    """Evaluate row ``when[0]`` at ``when[1]`` in lens ``li`` (``vals``: its features then); False: not finite.
-
-    The move rule decides; a move is applied and buffered, a stay counted; a customer left in its
-    nearest segment gets a budget (:func:`segmenter.margins.note`).
-    """
-    row, tr = when
-    d = ln.dims[li]
-    idx = ln.idx[li]
-    for j in range(d):
-        if not math.isfinite(vals[idx[j]]):
-            return False
-    nl = ln.nlive[li]
-    if nl > 0:
-        scale(vals, idx, ln.heavy[li], ln.inv[li], ln.off[li], d, x)
-    cur = st.seg[row, li]
-    moved, target, nearest, dd = nearest_with_hysteresis(
-        x, ln.centers[li], ln.live[li], nl, d, cur, st.dwell[row, li], tr - st.since[row, li], st.prev[row, li],
-        waited(st.pend[row, li], tr), ln.rule[li]
-    )  # fmt: skip
-    if moved:
-        cols = (st.seg, st.dwell, st.since, st.prev, st.mver, st.pend)
-        apply(cols, buf, (row, li, cur, target, -1, tr, st.t[row, _LAST], ln.version[li]), dd, vals, ln.live[li, :nl])
-    else:
-        st.pend[row, li] = pending_since(st.pend[row, li], tr, cur, nearest)
-        stays(st.dwell, row, li)
-    note(mg, ln, li, (st.f, st.t, row, tr, fp), x, nearest if target == nearest else -1)
-    return True
 
 
 EmitFn = Callable[..., None]
