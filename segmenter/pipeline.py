@@ -764,6 +764,7 @@ class Segmenter:
             the customer is then not held (it starts afresh).
         """
         self._records.load(customer_id, record, source, self._known_segments())
+        self._rescorer.forget()
 
     def forget_customer(self, customer_id: str) -> None:
         """Drop one customer without output (a record that cannot be restored: it starts afresh)."""
@@ -958,6 +959,7 @@ class Segmenter:
         seg = cls(config, rules)
         seg.load_model_state(model)
         seg._store.load_columns(customers, seg._names, seg._known_segments())
+        seg._rescorer.forget()
         if seg._engine is not None and triggers is not None:
             seg._engine.load_state(triggers)
         return seg

@@ -34,6 +34,7 @@ from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
 from segmenter.kernel import SCORED, LensColumns, StoreColumns, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
+from segmenter.margins import NO_BUDGET, MarginColumns, Margins, budget_of, half_gap, travel, unchanged
 from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
 
 if TYPE_CHECKING:
@@ -52,7 +53,9 @@ _LAST = 1
 
 
 @njit(cache=True)
-def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColumns) -> int:  # pragma: no cover
+def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional only; one loop, kept in one piece for speed
+    job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColumns, mg: MarginColumns
+) -> int:  # pragma: no cover - compiled
     """Re-score ``rows[i]`` at ``at[i]`` in every lens with ``lens_on`` and ready; returns ``bad``.
 
     ``job`` is ``(rows, at, lens_on, mark)``; ``mark``: also record ``at[i]``
@@ -60,22 +63,37 @@ def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColum
     recorded in ``buf`` (room for every row and lens); a customer who stays
     has its dwell counted. ``bad`` is the index of a row with a non-finite
     feature (the pass stops there, nothing after it done), else ``-1``.
+    A row and lens within its budget (``mg``, :mod:`segmenter.margins`) is
+    not evaluated: it stays, as evaluating it would decide; each evaluation
+    that leaves the customer in its nearest segment notes a new budget.
     """
     rows, at, lens_on, mark = job
     f, t, seg, dwell, since, prev, mver, pend = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver, st.pend
     idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
         ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
+    seen, budget, drift = mg
     cols = (seg, dwell, since, prev, mver, pend)
     vals = np.empty(_N_VALUES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
     for r in range(len(rows)):
         row = rows[r]
         tr = at[r]
-        feature_vector(f, t, row, tr, fp, vals)
+        if not unchanged(seen, row, tr, t[row, SCORED], t[row, _LAST]):
+            budget[row, :] = NO_BUDGET
+        valued = False
         for li in range(len(dims)):
             if not lens_on[li] or not ready[li]:
                 continue
             d = dims[li]
+            dw = dwell[row, li]
+            room = budget[row, li]
+            if room > NO_BUDGET and travel(f, t, row, tr, fp, idx[li], inv[li], d) + drift[li] < room:
+                if dw < 65535:  # its nearest segment is still its own: it stays (pend is NO_PENDING already)
+                    dwell[row, li] = dw + 1
+                continue
+            if not valued:
+                feature_vector(f, t, row, tr, fp, vals)
+                valued = True
             for j in range(d):
                 if not math.isfinite(vals[idx[li, j]]):
                     return r
@@ -83,19 +101,24 @@ def rescore(job: Any, st: StoreColumns, ln: LensColumns, fp: Any, buf: MoveColum
             if nl > 0:
                 scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
             cur = seg[row, li]
-            dw = dwell[row, li]
             moved, target, nearest, dd = nearest_with_hysteresis(
                 x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li],
                 waited(pend[row, li], tr), rule[li]
-            )
+            )  # fmt: skip
             if moved:
                 apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals, live[li, :nl])
-                continue
-            pend[row, li] = pending_since(pend[row, li], tr, cur, nearest)
-            if dw < 65535:
-                dwell[row, li] = dw + 1
+            else:
+                pend[row, li] = pending_since(pend[row, li], tr, cur, nearest)
+                if dw < 65535:
+                    dwell[row, li] = dw + 1
+            budget[row, li] = NO_BUDGET
+            if nl > 0 and target == nearest:
+                c, gap = half_gap(x, centers[li], nl, d)
+                if live[li, c] == nearest:
+                    budget[row, li] = budget_of(gap, drift[li], travel(f, t, row, tr, fp, idx[li], inv[li], d))
         if mark:
             t[row, SCORED] = tr
+        seen[row] = t[row, SCORED]
     return -1
 
 
@@ -138,6 +161,11 @@ class Rescorer:
         self._arrays = arrays
         self._lenses = list(lenses)
         self._emit = emit
+        self._margins = Margins(len(self._lenses))
+
+    def forget(self) -> None:
+        """Customers were loaded into the store: score everyone in full once (:meth:`Margins.forget`)."""
+        self._margins.forget()
 
     def quiet(self, t_sweep: int, out: list[Output], before: int) -> None:
         """Re-score every customer last scored before ``before``, at ``t_sweep`` (cause ``inactivity``).
@@ -204,7 +232,8 @@ class Rescorer:
             lens_on[lens] = True
         buf = MoveBuffer(len(rows) * n_lenses)
         st, ln = store_columns(store), arrays.columns()
-        bad = rescore((rows, at, lens_on, mark), st, ln, store.kernel_rates(), buf.columns)
+        mg = self._margins.columns(len(store.live), ln)
+        bad = rescore((rows, at, lens_on, mark), st, ln, store.kernel_rates(), buf.columns, mg)
         if mark:
             store.dirty[rows] = True
         if bad >= 0:
