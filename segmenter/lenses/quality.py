@@ -106,8 +106,15 @@ A restart renumbers segments and moves customers: on the 20,000-customer sparse 
 0.05 a restart that moves a third of the customers must gain 2.7%; on that replay 4 restarts are left (6 without
 the cost), and the value lens's moves with cause ``model`` fall from 71.5k to 67.9k (74.0k with the screen and
 no cost); 0.1 left as many restarts."""
-FEWER_GAIN = 0.05
-"""Silhouette a smaller k must gain over a k-less lens's segments before they merge (:func:`fewer_segments`)."""
+FEWER_GAIN = 0.0
+"""Silhouette a smaller k must gain over a k-less lens's segments before they merge (:func:`fewer_segments`).
+
+Any gain: at 0.05, DBSTREAM kept the separated scenario's occasional pattern cut in two along its decaying
+activity (5 engagement segments for 4 patterns; customers crossed between the halves 8-10 days apart: flap rate
+1.88%, SSE 1.13 x batch). Measured by bench/quality.py on every scenario for DenStream and DBSTREAM, 0.05 -> 0:
+engagement SSE x batch separated dbstream 1.13 -> 1.01, btyd dbstream 1.11 -> 1.06, btyd denstream 1.12 -> 1.06,
+personas denstream 1.10 -> 1.07; ARI vs batch btyd denstream 0.58 -> 0.77, btyd dbstream 0.80 -> 0.76 (the
+trade); value lenses unchanged."""
 FEWER_FLOOR = 3
 """... and the fewest segments they merge to: silhouette favours 2 on most of bench/quality.py's streams (0.59-0.73
 against 0.50-0.67 at 3-4 in the value lens), which would halve the separated patterns' segments."""
