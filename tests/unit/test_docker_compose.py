@@ -103,6 +103,17 @@ def test_dockerfile_installs_the_package_and_copies_what_it_needs() -> None:
     assert "pip install ." in dockerfile
 
 
+def test_dockerfile_warms_the_numba_cache_as_the_user_who_runs_the_image() -> None:
+    """numba ignores a cache its user cannot write: warmed as root into site-packages, it would compile again."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    user = next(i for i, line in enumerate(lines) if line.startswith("USER "))
+    name = lines[user].split()[1]
+    warm = next(i for i, line in enumerate(lines) if "warm_up(" in line)
+    cache = next(line for line in lines if line.startswith("ENV NUMBA_CACHE_DIR="))
+    assert warm > user, "the warm-up runs as the image's user"
+    assert cache.split("=", 1)[1].startswith(f"/home/{name}/"), "a cache directory that user owns"
+
+
 def test_producer_command_is_accepted_by_the_real_cli(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
