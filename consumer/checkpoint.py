@@ -7,7 +7,8 @@ A *batch* is what one commit makes visible: up to ``batch_size`` input records
 record even in the middle of a poll's records, so the interval bounds the wait
 of every record. Behind a backlog of at least ``batch_size`` records, or
 :data:`CATCH_UP_LAG` if fewer, the bound is ``catch_up_interval_ms`` instead,
-so batches fill up to ``batch_size``).
+so batches fill up to ``batch_size``, or to the backlog they opened behind if
+that is smaller: the tail of a backlog does not wait out the catch-up interval).
 :meth:`BatchPolicy.due` is the one place that says a batch is due.
 
 Commit steps
@@ -108,6 +109,9 @@ class Checkpoint:
     """Monotonic seconds at the batch's first record."""
     open_s: float
     """How long the batch may stay open: the commit interval, or the catch-up interval behind a backlog."""
+    backlog: int | None = None
+    """Behind a backlog: the lag it was opened behind. Once it holds as many records it is full, even under
+    ``batch_size``: what arrives later is live, and the rest of the catch-up interval would be its wait."""
     count: int = 0
     offsets: dict[TP, int] = field(default_factory=dict)
     """The next offset to read of each input partition the batch holds records of."""
@@ -178,16 +182,22 @@ class BatchPolicy:
         to fill up to ``batch_size`` (fewer, bigger transactions: a higher
         rate, so the backlog and its wait shrink sooner).
         """
-        catching_up = self.catch_up_s > self.interval_s and behind() >= min(self.batch_size, CATCH_UP_LAG)
-        open_s = self.catch_up_s if catching_up else self.interval_s
-        return Checkpoint(started=time.monotonic(), open_s=open_s, spill=spill)
+        lag = behind() if self.catch_up_s > self.interval_s else 0
+        if lag >= min(self.batch_size, CATCH_UP_LAG):
+            return Checkpoint(started=time.monotonic(), open_s=self.catch_up_s, backlog=lag, spill=spill)
+        return Checkpoint(started=time.monotonic(), open_s=self.interval_s, spill=spill)
 
     def due(self, checkpoint: Checkpoint | None) -> bool:
-        """Whether the open batch must be committed now: full, or open for its time."""
+        """Whether the open batch must be committed now: full (or through its backlog), or open for its time."""
         if checkpoint is None:
             return False
-        return (checkpoint.count >= self.batch_size
+        return (checkpoint.count >= self._full_at(checkpoint)
                 or time.monotonic() - checkpoint.started >= checkpoint.open_s)  # fmt: skip
+
+    def _full_at(self, checkpoint: Checkpoint) -> int:
+        """The records at which ``checkpoint`` is full: ``batch_size``, or the backlog it opened behind if fewer."""
+        backlog = checkpoint.backlog
+        return self.batch_size if backlog is None else min(self.batch_size, backlog)
 
     def poll_timeout(self, checkpoint: Checkpoint | None) -> float:
         """How long the next poll may wait: until the open batch is due, at most 0.5 s without one."""
@@ -197,7 +207,9 @@ class BatchPolicy:
 
     def room(self, checkpoint: Checkpoint | None) -> int:
         """How many records the next poll may return."""
-        return max(1, self.batch_size - (checkpoint.count if checkpoint is not None else 0))
+        if checkpoint is None:
+            return self.batch_size
+        return max(1, self._full_at(checkpoint) - checkpoint.count)
 
 
 class CommitSteps(Generic[C]):

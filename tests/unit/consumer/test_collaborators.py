@@ -105,6 +105,22 @@ def test_a_batch_behind_a_backlog_smaller_than_a_large_batch_size_catches_up() -
     assert (small.open(lambda: 3).open_s, small.open(lambda: 2).open_s) == (2.0, 0.1)
 
 
+def test_a_batch_behind_a_backlog_is_full_once_it_holds_that_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tail of a backlog smaller than ``batch_size`` commits at once, not after the catch-up interval."""
+    monkeypatch.setattr(checkpoint_module, "time", _Clock())
+    policy = BatchPolicy(batch_size=50_000, interval_s=0.1, catch_up_s=2.0)
+    lag = checkpoint_module.CATCH_UP_LAG + 5
+    batch = policy.open(lambda: lag)
+    assert batch.open_s == 2.0 and policy.room(batch) == lag
+    for offset in range(lag - 1):
+        batch.store_offset(TP("in", 0), offset)
+    assert not policy.due(batch) and policy.room(batch) == 1
+    batch.store_offset(TP("in", 0), lag - 1)
+    assert policy.due(batch)
+    behind_a_big_one = policy.open(lambda: 10 * policy.batch_size)
+    assert policy.room(behind_a_big_one) == policy.batch_size
+
+
 def test_the_router_keys_and_labels_each_kind_and_counts_it() -> None:
     counted: dict[str, float] = {}
 
