@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from consumer.logs import demote_kafka_noise
 from segmenter.explorer import render_page
 from segmenter.membership import comparable, table_from_changes
 from segmenter.triggers.engine import CONTROLS
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    demote_kafka_noise()  # this process's probe and read-back consumers wait on the consumer's CPU: short slow steps
 
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     topics = {"input": f"{run}.events", "output": f"{run}.segments", "dlq": f"{run}.dlq",
