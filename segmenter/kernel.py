@@ -506,7 +506,11 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                                                                  now - since[row, li], prev[row, li],
                                                                  waited(pend[row, li], now), rule[li])
             if moved:
-                if apply(cols, mv, (row, li, cur, target, i, now, now, version[li]), dd, vals, live[li, :nl]):
+                full = apply(cols, mv, (row, li, cur, target, i, now, now, version[li]), dd, vals, live[li, :nl])
+                # the move dates from its cause event (its segment_change's event_ts), which is older than `now`
+                # when the event came late or was redelivered beyond the dedup window
+                since[row, li] = at
+                if full:
                     _stop(io, Stop.MOVE, i, step)
                     return
                 continue

@@ -109,10 +109,33 @@ def test_drop_partitions_forgets_exactly_the_customers_of_those_partitions() -> 
     assert seg.drop_partitions([0, 2]) == len(kept) and len(seg.store) == 5
 
 
-def test_membership_equals_the_last_segment_change_per_customer_and_lens() -> None:
-    """Segment id and model version of the last change; ``since`` its event time (model moves: the customer's)."""
+def _late(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same events with every 4th of each customer delivered after that customer's next one (late)."""
+    held: dict[str, dict[str, Any]] = {}
+    seen: dict[str, int] = {}
+    out = []
+    for event in events:
+        cid = event["customer_id"]
+        seen[cid] = seen.get(cid, 0) + 1
+        if seen[cid] % 4 == 0:
+            held[cid] = event
+            continue
+        out.append(event)
+        if cid in held:
+            out.append(held.pop(cid))
+    return out + list(held.values())
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "late-within-lateness"])
+def test_membership_equals_the_last_segment_change_per_customer_and_lens(late: bool) -> None:
+    """Segment id and model version of the last change; ``since`` its event time (model moves: the customer's).
+
+    A late event (within the allowed lateness) that moves a customer dates the move from its own time, the
+    change's ``event_ts``, not from the customer's latest event.
+    """
     seg = Segmenter(CFG)
-    events = to_events(make_events(1500, 80, seed=9))
+    raw = make_events(1500, 80, seed=9)
+    events = to_events(_late(raw) if late else raw)
     table: dict[str, dict[str, tuple[str, int | None, int]] | None] = {}
     for lo in range(0, len(events), 97):
         for m in seg.process_batch(events[lo : lo + 97]).outputs:
