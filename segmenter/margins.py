@@ -53,6 +53,7 @@ from segmenter.features import (  # the store's layout (private to the store and
     DAY,
     FEATURE_NAMES,
 )
+from segmenter.lenses.hysteresis import distance
 
 if TYPE_CHECKING:
     from segmenter.kernel import LensColumns
@@ -132,11 +133,7 @@ def half_gap(x: Any, centers: Any, nl: int, d: int) -> tuple[int, float]:  # pra
     d1 = np.inf
     d2 = np.inf
     for c in range(nl):
-        s = 0.0
-        for j in range(d):
-            e = x[j] - centers[c, j]
-            s += e * e
-        dc = math.sqrt(s)
+        dc = distance(x, centers, c, d)
         if dc < d1:
             d2 = d1
             d1 = dc

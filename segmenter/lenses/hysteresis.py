@@ -63,7 +63,7 @@ from numba import njit
 
 from segmenter.features import NO_PENDING
 
-__all__ = ["RULE_FIELDS", "FlapTracker", "Hysteresis", "nearest_with_hysteresis", "pending_since", "waited"]
+__all__ = ["RULE_FIELDS", "FlapTracker", "Hysteresis", "distance", "nearest_with_hysteresis", "pending_since", "waited"]
 
 RULE_FIELDS = ("min_dwell", "keep", "min_dwell_s", "return_window_s", "return_keep", "hold_s", "shrink")
 """Layout of a lens's move-rule parameters (float64), as :func:`nearest_with_hysteresis` reads them."""
@@ -158,6 +158,16 @@ def pending_since(pend: int, now: int, segment: int, nearest: int) -> int:  # pr
 
 
 @njit(cache=True, inline="always")
+def distance(x: Any, centers: Any, c: int, d: int) -> float:  # pragma: no cover - compiled
+    """The Euclidean distance from ``x[:d]`` to ``centers[c]`` (the move rule's and the re-scorer's skips')."""
+    s = 0.0
+    for j in range(d):
+        e = x[j] - centers[c, j]
+        s += e * e
+    return math.sqrt(s)
+
+
+@njit(cache=True, inline="always")
 def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional only, one per column the loops hold
     x: Any, centers: Any, live: Any, nl: int, d: int, cur: int, dw: int, age: int, prev: int, wait: int, rule: Any
 ) -> tuple[bool, int, int, float]:  # pragma: no cover - compiled
@@ -200,11 +210,7 @@ def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional on
     d_cur = np.inf
     pcur = -1
     for c in range(nl):
-        s = 0.0
-        for j in range(d):
-            e = x[j] - centers[c, j]
-            s += e * e
-        dc = math.sqrt(s)
+        dc = distance(x, centers, c, d)
         if dc < d_near:
             d_near = dc
             best = c
