@@ -132,8 +132,10 @@ def _keys(feature_names: Sequence[tuple[str, ...]], d: int, text: Pieces) -> tup
 @njit(cache=True, inline="always")
 def _put(out: Any, w: int, src: Any, a: int, b: int) -> int:  # pragma: no cover
     """Copy ``src[a:b]`` to ``out[w:]``; the position after it."""
-    for i in range(a, b):  # short pieces: a loop beats a slice copy
-        out[w + i - a] = src[i]
+    # short pieces: a loop beats a slice copy; unsigned indices (all are >= 0) skip the check for a negative
+    # index on every byte, a third of the time of the whole write
+    for i in range(b - a):
+        out[np.uint64(w + i)] = src[np.uint64(a + i)]
     return w + b - a
 
 
