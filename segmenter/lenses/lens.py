@@ -49,6 +49,7 @@ import numpy as np
 from segmenter.errors import StateError
 from segmenter.explanations import Explainer
 from segmenter.lenses.config import LensConfig
+from segmenter.lenses.growth import grown
 from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
 from segmenter.lenses.lloyd import REFINE_TOL, batch_kmeans, lloyd, lloyd_sse, nearest
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
@@ -486,6 +487,9 @@ class Lens:
                 fewer, _, own = lloyd_sse(xs, fewer, self.config.refine_iterations)
                 cs = merged_into(cs, fewer)
                 check = Assessment(xs, fewer, np.random.default_rng([self.seed, self.model_version, 4]), True)
+            elif len(live) < self.config.max_segments:
+                cs, own, check = grown(xs, cs, own, check, self.config.refine_iterations,
+                                       np.random.default_rng([self.seed, self.model_version, 5]))  # fmt: skip
         self._assessment = check
         if checked:
             self._checked_sse = own / len(xs)
@@ -496,7 +500,9 @@ class Lens:
         merge = self.config.match_threshold / 2.0
         # summarising models drag segments between refinements: judge their jumps from the last refinement
         anchored = self._model.summarises
-        events, replaced = self._registry.set_centers(live, in_snap, snap, merge_within=merge, anchored=anchored)
+        events, replaced = self._registry.set_centers(live, in_snap[: len(live)], snap, merge_within=merge,
+                                                      anchored=anchored)  # fmt: skip
+        events.extend(self._registry.born(in_snap[len(live) :], snap, anchored=anchored))
         if replaced:
             self._model_map = {i: replaced.get(n, n) for i, n in self._model_map.items()}
         self._push_to_model()

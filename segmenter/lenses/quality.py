@@ -40,6 +40,8 @@ from segmenter.lenses.metrics import silhouette
 __all__ = [
     "FEWER_FLOOR",
     "FEWER_GAIN",
+    "MORE_GAIN",
+    "MORE_RATIO",
     "N_INIT",
     "QUALITY_SAMPLE",
     "RESTART_CHECK_EVERY",
@@ -55,6 +57,7 @@ __all__ = [
     "fewer_segments",
     "matched",
     "merged_into",
+    "more_segments",
     "restart_pays",
     "screen",
     "sse_rose",
@@ -120,6 +123,21 @@ FEWER_FLOOR = 3
 against 0.50-0.67 at 3-4 in the value lens), which would halve the separated patterns' segments."""
 
 
+MORE_RATIO = 0.65
+"""A k-less lens (DenStream, DBSTREAM) gains a segment when batch k-means at one more segment cuts the SSE of
+batch k-means at its k below this share (:func:`more_segments`) ...
+
+Measured at every restart check of bench/quality.py's scenarios (DenStream and DBSTREAM, the bench sizes): the
+separated patterns DenStream's value lens holds in 3 segments for 4, 0.77 at the first refinement (half the
+customers seen), 0.56 at the fifth, 0.37 at the ninth; every other lens, where no pattern is missing, 0.71
+(separated DBSTREAM value, 4 segments) to 0.94, and the few lower ones lose silhouette (personas value, 2 -> 3
+segments, 0.57-0.69: 0.69 -> 0.61). Sparse value (3 segments, a continuum): 0.77-0.85."""
+MORE_GAIN = 0.0
+"""... and its silhouette exceeds the segments' own by more than this: :data:`FEWER_GAIN`, so that
+:func:`fewer_segments` does not merge the new segment back at the next check (separated DenStream value: 0.59 ->
+0.65 at the fifth refinement; personas engagement, 5 -> 6 segments at 0.75-0.82 of the SSE, gains 0.02-0.04)."""
+
+
 @dataclass(frozen=True)
 class LensQuality:
     """The segments' quality measured at the last refinement.
@@ -173,9 +191,23 @@ class Assessment:
         self._batch: tuple[np.ndarray, float] | None = None
         self._quality: LensQuality | None = None
 
+    @property
+    def sample(self) -> np.ndarray:
+        """The customers (scaled rows) the comparison is made on."""
+        return self._part
+
+    @property
+    def centers(self) -> np.ndarray:
+        """The assessed centers."""
+        return self._centers
+
     def batch(self) -> np.ndarray:
         """The batch k-means centers on the sample (computed once)."""
         return self._batch_run()[0]
+
+    def batch_sse(self) -> float:
+        """Batch k-means's SSE on the sample (computed once)."""
+        return self._batch_run()[1]
 
     def sse_ratio(self) -> float:
         """SSE of the assessed centers over batch k-means's, on the sample."""
@@ -271,6 +303,35 @@ def fewer_segments(xs: np.ndarray, centers: np.ndarray, rng: np.random.Generator
         return None
     logger.debug("%d segments (silhouette %.3f) -> %d (%.3f)", k, own, len(best[1]), best[0])
     return best[1]
+
+
+def more_segments(check: Assessment, rng: np.random.Generator) -> np.ndarray | None:
+    """For a lens whose model has no k (DenStream, DBSTREAM): the seed of one more segment, or None.
+
+    A density model's warm-up clusters become the lens's segments, and nothing adds one later
+    (:func:`fewer_segments` only removes): on bench/quality.py's separated scenario DenStream's value lens
+    ended its warm-up with 3 segments for 4 patterns, two of them in one. On the assessment's sample, batch
+    k-means at one more segment must cut batch k-means's SSE at the segments' k below :data:`MORE_RATIO` of
+    it, and its silhouette must exceed the segments' own by more than :data:`MORE_GAIN` (so that
+    :func:`fewer_segments` does not merge it back); then the batch center farthest from every segment is
+    returned. Never from one segment (a silhouette needs two).
+    """
+    part, centers = check.sample, check.centers
+    k = len(centers)
+    if len(part) <= k + 1:
+        return None
+    at_k = check.batch_sse()
+    more, labels, at_more = batch_kmeans(part, k + 1, rng, n_init=N_INIT)
+    if not at_more < MORE_RATIO * at_k:
+        return None
+    own = silhouette(part, nearest(part, centers)[0], SILHOUETTE_SAMPLE, rng)
+    grown = silhouette(part, labels, SILHOUETTE_SAMPLE, rng)
+    logger.debug("%d -> %d segments cut the SSE to %.3f of it, silhouette %.3f -> %.3f", k, k + 1,
+                 at_more / at_k, own, grown)  # fmt: skip
+    if not grown > own + MORE_GAIN:
+        return None
+    out: np.ndarray = more[_distances(more, centers).min(axis=1).argmax()].copy()
+    return out
 
 
 def merged_into(current: np.ndarray, fewer: np.ndarray) -> np.ndarray:

@@ -349,6 +349,23 @@ class SegmentRegistry:
         events.extend(self._merge_collapsed(current, scaled, merge_within))
         return events, replaced
 
+    def born(self, scaled: np.ndarray, snapshot: ScalerSnapshot, anchored: bool = False) -> list[LifecycleEvent]:
+        """New segments at the centers ``scaled`` (rows in the space of ``snapshot``), numbered in order.
+
+        With ``anchored`` (a refinement of a summarising model) each center is also the new segment's
+        :attr:`Segment.anchor`. Nothing beyond ``max_segments`` live segments is born.
+        """
+        events: list[LifecycleEvent] = []
+        for center in snapshot.unscale_matrix(scaled).tolist() if len(scaled) else []:
+            if len(self.live()) >= self.max_segments:
+                logger.debug("registry full (%d live segments): a new center ignored", self.max_segments)
+                break
+            number = self._new(center)
+            if anchored:
+                self.segments[number].anchor = list(center)
+            events.append(LifecycleEvent("born", number, []))
+        return events
+
     def _merge_collapsed(self, current: list[int], scaled: np.ndarray, merge_within: float) -> list[LifecycleEvent]:
         """Merge each segment into the first earlier one whose center is within ``merge_within`` (scaled space)."""
         events: list[LifecycleEvent] = []
