@@ -183,7 +183,10 @@ class BatchPolicy:
 
         ``spill`` sends a chunk of queued outputs into the open batch early (see :meth:`Checkpoint.queue`).
         ``since``: the monotonic time since which its first record may have waited (:meth:`WaitClock.since`;
-        later than now, or ``None``: now); the batch's time counts from then.
+        later than now, or ``None``: now); the batch's commit interval counts from then. A catch-up batch's
+        interval counts from its opening: behind a backlog records wait for their turn anyway, and counted from
+        the commit before (a catch-up commit takes a few hundred ms), catch-up batches would close sooner,
+        smaller (more changelog and membership records per event).
 
         The batch may stay open ``commit_interval_ms``, unless the input lag at
         its start (the owned partitions' high watermarks, as of the last fetch,
@@ -194,10 +197,10 @@ class BatchPolicy:
         rate, so the backlog and its wait shrink sooner).
         """
         now = time.monotonic()
-        started = now if since is None else min(now, since)
         lag = behind() if self.catch_up_s > self.interval_s else 0
-        if lag >= min(self.batch_size, CATCH_UP_LAG):
-            return Checkpoint(started=started, opened=now, open_s=self.catch_up_s, backlog=lag, spill=spill)
+        if lag >= min(self.batch_size, CATCH_UP_LAG):  # its records wait their turn anyway: from its opening
+            return Checkpoint(started=now, opened=now, open_s=self.catch_up_s, backlog=lag, spill=spill)
+        started = now if since is None else min(now, since)
         return Checkpoint(started=started, opened=now, open_s=self.interval_s, spill=spill)
 
     def due(self, checkpoint: Checkpoint | None, *, within_poll: bool = False) -> bool:

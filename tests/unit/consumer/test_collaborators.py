@@ -118,6 +118,7 @@ def test_the_wait_clock_counts_from_the_poll_or_commit_before_records_of_a_flowi
     batch = policy.open(lambda: 0, since=102.5)
     assert (batch.started, batch.opened) == (102.5, 103.0)
     assert policy.open(lambda: 0, since=104.0).started == 103.0  # never later than its opening
+    assert policy.open(lambda: 10, since=102.5).started == 103.0  # catching up: from its opening
     clock.now = 103.5
     assert policy.due(batch) and not policy.due(batch, within_poll=True)
     assert policy.poll_timeout(batch) == 0.0
