@@ -240,9 +240,14 @@ def real_core_service(h: Harness, cores: list[Segmenter]) -> Service[Any]:
 
 
 def make_harness(partitions: int = 1, *args: str) -> Harness:
+    """A service over an in-memory transport whose batches close at 3 records (or at the drain's stop).
+
+    The commit and catch-up intervals are ten minutes, so no batch closes on the wall clock: a test's batches
+    are the same on a slow machine. Tests of the intervals pass their own and step the checkpoint's clock.
+    """
     settings = load_settings(["--topics.input", "in", "--topics.output", "out", "--topics.dlq", "dlq",
-                              "--group-id", "g", "--metrics-port", "-1", "--commit-interval-ms", "1",
-                              "--batch-size", "3", *args])
+                              "--group-id", "g", "--metrics-port", "-1", "--commit-interval-ms", "600000",
+                              "--catch-up-interval-ms", "600000", "--batch-size", "3", *args])
     return Harness(settings, DrainTransport("in", partitions=partitions), [])
 
 

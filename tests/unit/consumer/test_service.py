@@ -22,9 +22,7 @@ from segmenter.triggers.rules import RuleSet
 from tests.unit.consumer.conftest import FIXED_NOW, FakeCore, Harness, event, make_harness
 
 
-def test_outputs_keyed_with_kind_header_and_stamped() -> None:
-    # batches close on size alone here: the harness's 1 ms commit interval could close one mid-poll on a slow machine
-    harness = make_harness(1, "--commit-interval-ms", "600000", "--catch-up-interval-ms", "600000")
+def test_outputs_keyed_with_kind_header_and_stamped(harness: Harness) -> None:
     for i in range(5):
         harness.transport.produce_input(b"c1" if i % 2 else b"c2", event(i, "c1" if i % 2 else "c2"))
     harness.run()
