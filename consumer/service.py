@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic
 
-from consumer.checkpoint import BatchPolicy, Checkpoint, CommitSteps
+from consumer.checkpoint import BatchPolicy, Checkpoint, CommitSteps, WaitClock
 from consumer.core import C, ModelKeeper
 from consumer.cycles import CycleCollector
 from consumer.emitter import Emitter
@@ -155,6 +155,7 @@ class Service(Generic[C]):
         self._core: C | None = None
         self._checkpoint: Checkpoint | None = None
         self._policy = BatchPolicy.of(settings)
+        self._waiting = WaitClock()
         self._watchdog = CommitWatchdog(5.0, settings.bootstrap_servers)
         self._steps = CommitSteps(settings, keeper, metrics, self._watchdog)
         self._ownership = Ownership(settings.topics.input, settings.state_topic, settings.model_topic, keeper, metrics)
@@ -242,6 +243,7 @@ class Service(Generic[C]):
         self._check_rules()
         try:
             records = transport.poll(self._policy.poll_timeout(self._checkpoint), self._policy.room(self._checkpoint))
+            self._waiting.polled(len(records))
             self._restore_pending()
             self.health.tick(True)
             core = self._require_core()
@@ -267,6 +269,7 @@ class Service(Generic[C]):
         self._core = None
         self._keeper.reset()
         self._checkpoint = None
+        self._waiting = WaitClock()
         self._ownership.clear()
 
     def _new_core(self) -> C:
@@ -316,7 +319,7 @@ class Service(Generic[C]):
                     log.info(
                         "%s[%d]: past the isolated record at offset %d; batching again", tp.topic, tp.partition, until
                     )
-            elif self._policy.due(checkpoint):
+            elif self._policy.due(checkpoint, within_poll=True):
                 # a poll can hand over more records than fit in the batch's time: the commit interval
                 # bounds how long a batch stays open, even in the middle of a poll's records
                 self._runs.process_run(core, run, checkpoint)
@@ -338,7 +341,7 @@ class Service(Generic[C]):
         transport = self._require_transport()
         transport.begin()
         checkpoint = self._checkpoint = self._policy.open(
-            lambda: self._ownership.behind(transport, first), transport.send_many
+            lambda: self._ownership.behind(transport, first), transport.send_many, self._waiting.since()
         )
         feed = self._emitter.feed(checkpoint, provisional=True)  # a new view's moves, queued as they are made
         self._keeper.switch(self._require_core(), feed)
@@ -351,6 +354,7 @@ class Service(Generic[C]):
         if checkpoint is None:
             return
         core = self._require_core()
+        self._waiting.committing()
         self._steps.commit(checkpoint, self._require_transport(), core)
         self._checkpoint = None
         self._ownership.committed(checkpoint.offsets)

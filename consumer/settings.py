@@ -107,9 +107,11 @@ class Settings(BaseSettings, ConnectionSettings):
     # is not behind by a batch: its batches close at commit-interval-ms, so its latency does not move.
     batch_size: int = Field(50_000, ge=1, le=100_000, description="Most input records in one batch (transaction); "
                                                                    "a batch also closes commit-interval-ms after "
-                                                                   "its first record.")
+                                                                   "its first records began to wait.")
     commit_interval_ms: int = Field(100, ge=1, le=600_000, description="Longest time a batch stays open before "
-                                                                      "it is committed.")
+                                                                      "it is committed, counted from when its "
+                                                                      "first records began to wait in the "
+                                                                      "consumer (during the commit before).")
     catch_up_interval_ms: int = Field(2000, ge=1, le=600_000,
                                       description="Longest time a batch stays open while the input lag at its "
                                                   "start is at least batch-size records, or 10,000 if fewer "

@@ -48,7 +48,7 @@ def _emit(calls: list[list[Output]], blocks: bool) -> tuple[list[OutRecord], dic
     """Feed ``calls`` to an emitter, as they are (``blocks``) or as their messages; what it queued and counted."""
     metrics = Metrics()
     emitter = Emitter(OutputRouter(lambda kind: f"out.{kind}"), "dlq", metrics, lambda: NOW)
-    checkpoint = Checkpoint(started=0.0, open_s=1.0)
+    checkpoint = Checkpoint(started=0.0, opened=0.0, open_s=1.0)
     feed = emitter.feed(checkpoint, provisional=True)
     for parts in calls:
         feed(parts if blocks else messages_of(parts))

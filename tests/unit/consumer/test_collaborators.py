@@ -12,7 +12,7 @@ import pytest
 
 import consumer.checkpoint as checkpoint_module
 from consumer.__main__ import build_service
-from consumer.checkpoint import BatchPolicy
+from consumer.checkpoint import BatchPolicy, WaitClock
 from consumer.metrics import Health, Metrics
 from consumer.ownership import Assignment
 from consumer.reconnect import Backoff
@@ -95,6 +95,35 @@ def test_a_batch_is_due_when_full_or_open_for_its_interval(monkeypatch: pytest.M
     assert policy.due(backlog)
 
 
+def test_the_wait_clock_counts_from_the_poll_or_commit_before_records_of_a_flowing_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(checkpoint_module, "time", clock)
+    waiting = WaitClock()
+    waiting.polled(3)
+    assert waiting.since() is None  # the first poll: its records just came
+    clock.now = 101.0
+    waiting.polled(2)
+    assert waiting.since() == 100.0  # they came since the poll before, which held records too
+    clock.now = 101.5
+    waiting.committing()
+    assert waiting.since() == 101.5  # ... or since the commit that came later (a batch opened mid-poll)
+    clock.now = 102.0
+    waiting.polled(0)
+    clock.now = 103.0
+    waiting.polled(4)
+    assert waiting.since() is None  # after a poll that brought nothing they came in the poll under way
+    policy = BatchPolicy(batch_size=10, interval_s=1.0, catch_up_s=10.0)
+    batch = policy.open(lambda: 0, since=102.5)
+    assert (batch.started, batch.opened) == (102.5, 103.0)
+    assert policy.open(lambda: 0, since=104.0).started == 103.0  # never later than its opening
+    assert policy.open(lambda: 10, since=102.5).started == 103.0  # catching up: from its opening
+    clock.now = 103.5
+    assert policy.due(batch) and not policy.due(batch, within_poll=True)
+    assert policy.poll_timeout(batch) == 0.0
+
+
 def test_a_batch_behind_a_backlog_smaller_than_a_large_batch_size_catches_up() -> None:
     policy = BatchPolicy(batch_size=50_000, interval_s=0.1, catch_up_s=2.0)
     lag = checkpoint_module.CATCH_UP_LAG
@@ -163,7 +192,7 @@ def test_the_emitter_writes_the_stamped_bytes_and_counts_each_label_set() -> Non
     metrics = Metrics()
     now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     emitter = Emitter(OutputRouter(lambda kind: f"out.{kind}"), "dlq", metrics, lambda: now)
-    checkpoint = Checkpoint(started=0.0, open_s=1.0)
+    checkpoint = Checkpoint(started=0.0, opened=0.0, open_s=1.0)
     emitter.emit(MESSAGES, checkpoint)
     assert metrics.registry.get_sample_value("segmenter_campaign_triggers_total", {"campaign": "win"}) is None
     for count in checkpoint.on_commit:  # counted when the batch is committed

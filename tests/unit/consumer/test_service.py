@@ -278,3 +278,70 @@ def test_a_backlog_of_a_full_batch_keeps_batches_open_until_full(
     assert h.transport.commits == commits
     assert h.transport.committed[TP("in", 0)] == 20
     assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(20)]
+
+
+class _FakeClock:
+    """Stands in for the ``time`` module of consumer.checkpoint: moves only when the test's transport moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _paced_run(
+    monkeypatch: pytest.MonkeyPatch, events: int, *, per_poll: int, poll_s: float, commit_s: float
+) -> list[int]:
+    """Run a service over ``events`` events handed over ``per_poll`` a poll; each poll and commit takes fake time.
+
+    Batches close at the 100 ms commit interval (of :class:`_FakeClock`); returns the records of each commit,
+    having checked that every event was processed once, in order.
+    """
+    clock = _FakeClock()
+    monkeypatch.setattr(checkpoint_module, "time", clock)
+    h = make_harness(1, "--batch-size", "1000", "--commit-interval-ms", "100")
+    for i in range(events):
+        h.transport.produce_input(b"c1", event(i))
+    transport = h.transport
+    sizes: list[int] = []
+    poll, commit = transport.poll, transport.commit
+
+    def paced_poll(timeout_s: float, max_records: int) -> list[InRecord]:
+        clock.now += poll_s
+        return poll(timeout_s, min(max_records, per_poll))
+
+    def slow_commit(offsets: Any) -> None:
+        sizes.append(offsets[TP("in", 0)] - sum(sizes))
+        clock.now += commit_s
+        commit(offsets)
+
+    transport.poll, transport.commit = paced_poll, slow_commit  # type: ignore[method-assign]
+    h.run()
+    assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(events)]
+    return sizes
+
+
+def test_a_batch_counts_its_time_from_the_commit_its_first_records_waited_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records that came while the batch before was committed waited already: the interval counts from that commit."""
+    sizes = _paced_run(monkeypatch, 12, per_poll=1, poll_s=0.03, commit_s=0.05)
+    # the first batch opens at its first record (nothing came before it) and closes after 100 ms, 5 polls; each
+    # next one counts from the commit before it (50 ms long): it closes at its 2nd poll (a batch from its first
+    # record would close at its 5th again: [5, 5, 2])
+    assert sizes == [5, 2, 2, 2, 1]
+
+
+def test_a_batch_whose_records_waited_out_its_interval_takes_the_rest_of_its_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Due at its opening, a batch still holds the poll that opened it rather than closing after each record."""
+    sizes = _paced_run(monkeypatch, 16, per_poll=4, poll_s=0.04, commit_s=0.2)
+    # the first batch opens at 40 ms and closes at the first record of the 4th poll (160 ms: the interval closes
+    # a batch in the middle of a poll); the rest of that poll waited through the 200 ms commit, so its batch is
+    # due as it opens, and commits once that poll's records are in, not after each of them ([13, 1, 1, 1])
+    assert sizes == [13, 3]
