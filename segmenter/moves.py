@@ -104,7 +104,10 @@ class MoveBuffer:
 @njit(cache=True, inline="always")
 def _holds(live: Any, segment: int) -> bool:  # pragma: no cover - compiled
     """Whether ``segment`` is one of the lens's live segment ids ``live``."""
-    return bool(np.any(live == segment))
+    for s in live:  # noqa: SIM110 - compiled: a loop, not np.any(live == segment) (no temporary array)
+        if s == segment:
+            return True
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -140,6 +143,7 @@ def apply(  # noqa: PLR0913, PLR0917 - compiled: positional arguments only
     ints[n, M_AT] = at
     ints[n, M_LAST] = last
     dd[n] = dist
-    vv[n, :] = vals
+    for j in range(len(vals)):  # a loop, not vv[n, :] = vals: a slice copy brings its shape-error formatting code
+        vv[n, j] = vals[j]
     count[0] = n + 1
     return bool(n + 1 >= len(dd))

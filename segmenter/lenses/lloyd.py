@@ -253,8 +253,9 @@ def _lloyd_steps(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragm
                 if not abs(diff) <= 1e-9:
                     done = False
         done = done or shift2 <= tol
-        centers[:] = new
-        previous[:] = labels
+        _copy_rows(new, centers)  # loops, not slice copies: those bring numba's shape-error formatting code
+        for i in range(len(labels)):
+            previous[i] = labels[i]
         _nearest(points, centers, labels, d2)
         if done:
             return step + 1
@@ -262,6 +263,14 @@ def _lloyd_steps(  # noqa: PLR0913, PLR0917 - compiled: positional only  # pragm
         if _same(previous, labels) and (not reseed_empty or (mass > 0.0).all()):
             return min(step + 2, iterations)
     return iterations
+
+
+@njit(cache=True)
+def _copy_rows(src: Any, dst: Any) -> None:  # pragma: no cover - compiled
+    """``dst[:] = src`` for two matrices of one shape."""
+    for c in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[c, j] = src[c, j]
 
 
 @njit(cache=True)
@@ -293,7 +302,8 @@ def _reseed(points: Any, centers: Any, labels: Any, d2: Any, mass: Any) -> bool:
         if idx < 0:
             break
         taken[idx] = True
-        centers[c, :] = points[idx, :]
+        for j in range(centers.shape[1]):
+            centers[c, j] = points[idx, j]
         _nearest(points, centers, labels, d2)
         moved = True
     return moved
