@@ -191,29 +191,42 @@ def unchanged(seen: Any, row: int, at: int, scored: int, last: int) -> bool:  # 
 
 @njit(cache=True)
 def rebase(  # noqa: PLR0913, PLR0917 - compiled: positional only
-    f: Any, t: Any, mg: MarginColumns, li: int, fp: Any, idx: Any, inv: Any, change: Any
+    f: Any, t: Any, seg: Any, mg: MarginColumns, li: int, fp: Any, idx: Any, inv: Any, change: Any, centers: Any
 ) -> None:  # pragma: no cover - compiled
     """Re-base lens ``li``'s budgets into a new scaled space (see the module); drops those it cannot keep.
 
     ``inv`` holds the old and the new ``1/std`` (rows 0 and 1), ``change`` the ratios' least and largest
-    (``r_min``, ``r_max``) and ``delta``; ``mg.drift[li]`` is still the old space's. A budget is kept only for a
-    row unchanged since its last pass (:func:`unchanged` at its scored time), anchored there.
+    (``r_min``, ``r_max``), ``centers`` the live segments and each one's ``delta`` (how far its new center is
+    from its old one mapped); ``mg.drift[li]`` is still the old space's. A budget is kept only for a row
+    unchanged since its last pass (:func:`unchanged` at its scored time), anchored there; the customer's own
+    center counts with its own ``delta``, every other with the largest of theirs.
     """
     seen, budget, mid, drift = mg
-    r_min, r_max, delta = change[0], change[1], change[2]
+    r_min, r_max = change[0], change[1]
+    live, delta = centers
+    first, second = -1, -1  # the centers of the largest and second largest delta
+    for c in range(len(delta)):
+        if first < 0 or delta[c] > delta[first]:
+            first, second = c, first
+        elif second < 0 or delta[c] > delta[second]:
+            second = c
     d = len(idx)
     for row in range(min(len(seen), len(t))):
         b = budget[row, li]
         if b == NO_BUDGET or math.isinf(b):  # none, or one live center (still its own)
             continue
         s = seen[row]
-        if not unchanged(seen, row, s, t[row, _SCORED], t[row, _LAST]):
+        own = -1
+        for c in range(len(live)):
+            if live[c] == seg[row, li]:
+                own = c
+        if own < 0 or not unchanged(seen, row, s, t[row, _SCORED], t[row, _LAST]):
             budget[row, li] = NO_BUDGET
             continue
         m = b - travel(f, t, row, s, fp, idx, inv[0], d) - drift[li]
         e = mid[row, li]
-        far = r_min * (e + m) - delta
-        near = r_max * (e - m) + delta
+        far = r_min * (e + m) - delta[second if own == first else first]
+        near = r_max * (e - m) + delta[own]
         g = 0.5 * (far - near) - _SLACK * (1.0 + abs(far) + abs(near))
         if m <= 0.0 or g <= 0.0:
             budget[row, li] = NO_BUDGET
@@ -281,6 +294,8 @@ class Margins:
         self._last[li] = now
         if last is None or not nl or last[0] != now[0] or not (_equal(last[1], now[1]) and _equal(last[2], now[2])):
             self._drop(li)
+            if last is not None and nl:  # a new space all the same: load the compiled re-basing (over no rows)
+                self._rebase(li, st._replace(t=st.t[:0]), fp, np.ascontiguousarray(ln.idx[li, :d]), (now, now))
         elif _equal(last[3], now[3]) and _equal(last[4], now[4]):
             self._drift[li] += float(np.sqrt(((now[5] - last[5]) ** 2).sum(axis=1)).max())
         else:
@@ -296,9 +311,9 @@ class Margins:
             self._drop(li)
             return
         # the old centers in the new space, and how far each one's new self is from there
-        delta = float(np.sqrt(((last[5] * r + (last[4] * r - now[4]) - now[5]) ** 2).sum(axis=1)).max())
-        change = np.array([r.min(), r.max(), delta], np.float64)
-        rebase(st.f, st.t, self._columns(), li, fp, idx, inv, change)
+        delta = np.sqrt(((last[5] * r + (last[4] * r - now[4]) - now[5]) ** 2).sum(axis=1))
+        change = np.array([r.min(), r.max()], np.float64)
+        rebase(st.f, st.t, st.seg, self._columns(), li, fp, idx, inv, change, (last[1].astype(np.int64), delta))
         self._drift[li] = 0.0
 
     def _drop(self, li: int) -> None:

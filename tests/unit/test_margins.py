@@ -257,13 +257,14 @@ def _after_change(
 
 
 def test_a_re_based_budget_never_skips_a_customer_a_full_evaluation_moves() -> None:
-    """Budgets re-based into a new scaled space are never too generous: a center that jumps to the customer and
-    a change of scales that brings another center nearer both move it, as evaluating it does; a change that
-    moves little keeps its budget."""
+    """Budgets re-based into a new scaled space are never too generous: another center that jumps to the customer,
+    its own that jumps away, and a change of scales that brings another center nearer all move it, as evaluating
+    it does; a change that moves little keeps its budget."""
     jump = ([[0.5, 0.0], [-1.5, 0.0]], [1.0, 1.01], [[0.0, 0.0], [1.2, 0.0]])  # the other center: 1.5 -> 0.3 away
+    away = ([[0.5, 0.0], [-1.5, 0.0]], [1.0, 1.01], [[1.3, 0.0], [0.0, 0.0]])  # its own center: 0.5 -> 1.8 away
     stretch = ([[0.9, 0.0], [0.0, 1.0]], [1.2, 0.9], [[0.0, 0.0], [0.0, 0.0]])  # own 0.9 -> 1.08, other 1.0 -> 0.9
     slight = ([[0.5, 0.0], [-1.5, 0.0]], [1.01, 0.99], [[0.01, 0.0], [0.0, 0.01]])
-    for centers, ratio, moved in (jump, stretch):
+    for centers, ratio, moved in (jump, away, stretch):
         assert _after_change(centers, ratio, moved, budgets=False) == (2, False)  # a full evaluation moves it
         assert _after_change(centers, ratio, moved, budgets=True) == (2, False)
     assert _after_change(*slight, budgets=False) == (1, False)
