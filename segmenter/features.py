@@ -564,54 +564,42 @@ class FeatureStore:
 
         ``t`` holds one evaluation time per row (relative seconds, ``>= last_time``).
         """
-        f = self.f[rows].astype(np.float64)
-        tt = self.t[rows].astype(np.int64)
-        dt = np.maximum(t - tt[:, _LAST], 0).astype(np.float64)
-        fa = np.exp(-dt * self._ka)
-        out = np.empty((len(rows), len(FEATURE_NAMES)), np.float64)
-        ref = np.where(tt[:, _LPUR] == _NO_TIME, tt[:, _FIRST], tt[:, _LPUR])
-        out[:, 0] = np.minimum((t - ref) / DAY, self.config.recency_cap_days)
-        out[:, 1] = (t - tt[:, _FIRST]) / DAY
-        out[:, 2] = f[:, _FREQ] * np.exp(-dt * self._kf)
-        out[:, 3] = np.maximum(f[:, _SPEND] * np.exp(-dt * self._ks), 0.0)
-        npur = f[:, _NPUR]
-        nref = f[:, _NREF]
-        cart = f[:, _CART]
-        pview = f[:, _PVIEW]
-        pact = f[:, _PACT]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[:, 4] = np.where(npur > 0, f[:, _AMT] / npur, 0.0)
-            out[:, 8] = np.where(cart > 0, 1.0 - np.minimum(1.0, pact / cart), 0.0)
-            out[:, 9] = np.where(pview > 0, np.minimum(1.0, pact / pview), 0.0)
-            out[:, 11] = np.where(npur > 0, np.minimum(1.0, nref / npur), np.where(nref > 0, 1.0, 0.0))
-        out[:, 5] = f[:, _SESS] * fa
-        out[:, 6] = pview * fa
-        out[:, 7] = cart * fa
-        out[:, 10] = f[:, _EMAIL] * fa
-        out[:, 12] = npur
-        out[:, 13] = np.maximum(f[:, _AMT] - f[:, _RAMT], 0.0)
-        return out
+        return self._features(np.asarray(rows, np.int64), np.asarray(t, np.int64), range(len(FEATURE_NAMES)))
 
     def vectors_at(
-        self, t: int, columns: Sequence[int] | None = None, chunk: int = 1 << 16
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        self, t: int, columns: Sequence[int] | None = None, *, latest_by: int | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Every live customer's features at time ``t`` (or at its latest event, if later): rows and matrix.
 
         Rows come ordered by the crc32 of the customer id (then row), so the
         result does not depend on which row holds whom. ``columns`` picks
-        feature indices (default: all of :data:`FEATURE_NAMES`); the work goes in
-        chunks of ``chunk`` rows, so the float64 temporaries stay small at a
-        million customers.
+        feature indices (default: all of :data:`FEATURE_NAMES`), and only they
+        are computed (one compiled pass, :mod:`segmenter.feature_matrix`);
+        ``latest_by`` (relative seconds) leaves out the customers whose latest
+        event is after it.
         """
         live = np.flatnonzero(self.live)
-        rows = live[np.argsort(self.crc[live], kind="stable")]
-        cols = list(range(len(FEATURE_NAMES))) if columns is None else list(columns)
+        if latest_by is not None:
+            live = live[self.t[live, _LAST] <= latest_by]
+        # crc32 then row in one unique 64-bit key: a plain sort instead of a stable argsort
+        key = self.crc[live].astype(np.uint64) << np.uint64(32) | live.astype(np.uint64)
+        rows = (np.sort(key) & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        times = np.maximum(self.t[:, _LAST].take(rows).astype(np.int64), t)
+        cols = range(len(FEATURE_NAMES)) if columns is None else columns
+        return rows, self._features(rows, times, cols)
+
+    def _features(
+        self, rows: npt.NDArray[np.int64], times: npt.NDArray[np.int64], columns: Sequence[int]
+    ) -> npt.NDArray[np.float64]:
+        """Features ``columns`` of ``rows`` at ``times`` (each ``>=`` the row's latest event), compiled."""
+        from segmenter.feature_matrix import decays, fill  # noqa: PLC0415 - compiled: loaded at the first tick
+
+        cols = np.asarray(columns, np.int64)
+        elapsed = np.maximum(times - self.t[:, _LAST].take(rows), 0).astype(np.float64)
         out = np.empty((len(rows), len(cols)), np.float64)
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            times = np.maximum(self.t[part, _LAST].astype(np.int64), t)
-            out[start : start + len(part)] = self.matrix(part, times)[:, cols]
-        return rows, out
+        rates = np.array([self._ka, self._kf, self._ks], np.float64)
+        fill(self.f, self.t, rows, times, decays(elapsed, rates, cols), cols, self.config.recency_cap_days, out)
+        return out
 
     # ------------------------------------------------------------ lens columns
     def segment(self, row: int, lens: int) -> int:

@@ -25,11 +25,29 @@ of scoring it.
 A budget holds only while nothing but time changed: no event of the customer
 since (the row's scored time is still the one the pass left, and later than
 its latest event: an event sets the scored time to the event's latest time),
-the lens's live segments, scaler and readiness as at that pass (else every
-budget of the lens is dropped), and no customer loaded since
-(:meth:`Margins.forget`). Budgets are kept in memory only (8 bytes per
-customer and lens, 4 per customer), never in the state: a restored core starts
-without them and scores everyone once.
+the lens's live segments, heavy-tail flags and readiness as at that pass (else
+every budget of the lens is dropped), and no customer loaded since
+(:meth:`Margins.forget`).
+
+A refinement changes the lens's scaler: the scaled space becomes another one,
+``z' = z * r + o`` per column (``r``: the ratio of the new ``1/std`` to the old
+one, positive). Budgets are then *re-based* (:func:`rebase`), not dropped. A
+pass notes beside each budget a *middle* ``e`` (the distance to the nearest
+center plus the half gap): at a later time within the budget, with room ``m``
+left, the customer is within ``e - m`` of its own center and beyond ``e + m``
+of every other. Mapped into the new space, a distance ``D`` becomes one
+between ``r_min D`` and ``r_max D``; each center is then within ``delta`` (the
+largest distance between an old center mapped and its new self) of where it
+lands. So the customer is within ``r_max (e - m) + delta`` of its own new
+center and beyond ``r_min (e + m) - delta`` of every other: half the
+difference, when positive, is its budget in the new space, from the row's last
+scored time on. That keeps every skip exact (a skip happens only where a full
+evaluation keeps the customer) while a refinement that barely moves anything
+leaves most customers skippable.
+
+Budgets are kept in memory only (16 bytes per customer and lens: budget and
+middle; 4 per customer), never in the state: a restored core starts without
+them and scores everyone once.
 """
 
 from __future__ import annotations
@@ -45,9 +63,11 @@ from segmenter.features import (  # the store's layout (private to the store and
     _EMAIL,
     _FIRST,
     _FREQ,
+    _LAST,
     _LPUR,
     _NO_TIME,
     _PVIEW,
+    _SCORED,
     _SESS,
     _SPEND,
     DAY,
@@ -56,9 +76,9 @@ from segmenter.features import (  # the store's layout (private to the store and
 from segmenter.lenses.hysteresis import distance
 
 if TYPE_CHECKING:
-    from segmenter.kernel import LensColumns
+    from segmenter.kernel import LensColumns, StoreColumns
 
-__all__ = ["MOTION", "NO_BUDGET", "MarginColumns", "Margins", "budget_of", "half_gap", "travel", "unchanged"]
+__all__ = ["MOTION", "NO_BUDGET", "MarginColumns", "Margins", "budget_of", "half_gap", "rebase", "travel", "unchanged"]
 
 _STILL, _RECENCY, _DAYS, _DECAY = range(4)
 _FP_KA, _FP_KF, _FP_KS, _FP_CAP = range(4)  # segmenter.kernel's float parameters (store.kernel_rates())
@@ -92,11 +112,13 @@ class MarginColumns(NamedTuple):
 
     ``seen[row]``: the row's scored time as the last pass left it; ``budget[row, lens]``: the
     lens's budget (:data:`NO_BUDGET`: none), as ``half gap + drift + travel`` at that pass;
-    ``drift[lens]``: the lens's centers' summed displacement over passes.
+    ``mid[row, lens]``: its middle (distance to the nearest center plus the half gap, see the
+    module); ``drift[lens]``: the lens's centers' summed displacement over passes.
     """
 
     seen: Any
     budget: Any
+    mid: Any
     drift: Any
 
 
@@ -124,8 +146,9 @@ def travel(f: Any, t: Any, row: int, at: int, fp: Any, idx: Any, inv: Any, d: in
 
 
 @njit(cache=True, inline="always")
-def half_gap(x: Any, centers: Any, nl: int, d: int) -> tuple[int, float]:  # pragma: no cover - compiled
-    """``(c, g)``: the nearest of the ``nl`` centers to ``x[:d]`` (ties: the first) and half the gap to the next.
+def half_gap(x: Any, centers: Any, nl: int, d: int) -> tuple[int, float, float]:  # pragma: no cover - compiled
+    """``(c, g, e)``: the nearest of the ``nl`` centers to ``x[:d]`` (ties: the first), half the gap to the next
+    and the middle ``e`` (the distance to the nearest plus ``g``).
 
     ``g`` is infinite with one center.
     """
@@ -141,8 +164,9 @@ def half_gap(x: Any, centers: Any, nl: int, d: int) -> tuple[int, float]:  # pra
         elif dc < d2:
             d2 = dc
     if nl < 2:
-        return best, np.inf
-    return best, 0.5 * (d2 - d1) - _SLACK * (1.0 + d2)
+        return best, np.inf, np.inf
+    g = 0.5 * (d2 - d1) - _SLACK * (1.0 + d2)
+    return best, g, d1 + g
 
 
 @njit(cache=True, inline="always")
@@ -165,6 +189,52 @@ def unchanged(seen: Any, row: int, at: int, scored: int, last: int) -> bool:  # 
     return bool(s == scored and s > last and at >= s)
 
 
+@njit(cache=True)
+def rebase(  # noqa: PLR0913, PLR0917 - compiled: positional only
+    f: Any, t: Any, seg: Any, mg: MarginColumns, li: int, fp: Any, idx: Any, inv: Any, change: Any, centers: Any
+) -> None:  # pragma: no cover - compiled
+    """Re-base lens ``li``'s budgets into a new scaled space (see the module); drops those it cannot keep.
+
+    ``inv`` holds the old and the new ``1/std`` (rows 0 and 1), ``change`` the ratios' least and largest
+    (``r_min``, ``r_max``), ``centers`` the live segments and each one's ``delta`` (how far its new center is
+    from its old one mapped); ``mg.drift[li]`` is still the old space's. A budget is kept only for a row
+    unchanged since its last pass (:func:`unchanged` at its scored time), anchored there; the customer's own
+    center counts with its own ``delta``, every other with the largest of theirs.
+    """
+    seen, budget, mid, drift = mg
+    r_min, r_max = change[0], change[1]
+    live, delta = centers
+    first, second = -1, -1  # the centers of the largest and second largest delta
+    for c in range(len(delta)):
+        if first < 0 or delta[c] > delta[first]:
+            first, second = c, first
+        elif second < 0 or delta[c] > delta[second]:
+            second = c
+    d = len(idx)
+    for row in range(min(len(seen), len(t))):
+        b = budget[row, li]
+        if b == NO_BUDGET or math.isinf(b):  # none, or one live center (still its own)
+            continue
+        s = seen[row]
+        own = -1
+        for c in range(len(live)):
+            if live[c] == seg[row, li]:
+                own = c
+        if own < 0 or not unchanged(seen, row, s, t[row, _SCORED], t[row, _LAST]):
+            budget[row, li] = NO_BUDGET
+            continue
+        m = b - travel(f, t, row, s, fp, idx, inv[0], d) - drift[li]
+        e = mid[row, li]
+        far = r_min * (e + m) - delta[second if own == first else first]
+        near = r_max * (e - m) + delta[own]
+        g = 0.5 * (far - near) - _SLACK * (1.0 + abs(far) + abs(near))
+        if m <= 0.0 or g <= 0.0:
+            budget[row, li] = NO_BUDGET
+            continue
+        mid[row, li] = near + g
+        budget[row, li] = g + travel(f, t, row, s, fp, idx, inv[1], d)
+
+
 class Margins:
     """The budgets of one store's customers and its lenses' drift (see the module).
 
@@ -178,6 +248,7 @@ class Margins:
         self._n = n_lenses
         self._seen = np.full(0, _NO_SEEN, np.int32)
         self._budget = np.full((0, max(1, n_lenses)), NO_BUDGET, np.float64)
+        self._mid = np.zeros((0, max(1, n_lenses)), np.float64)
         self._drift = np.zeros(max(1, n_lenses), np.float64)
         self._last: list[tuple[Any, ...] | None] = [None] * n_lenses
         self._stale = False
@@ -186,43 +257,69 @@ class Margins:
         """Drop every budget before the next pass (customers were loaded: their rows changed under them)."""
         self._stale = True
 
-    def columns(self, rows: int, ln: LensColumns) -> MarginColumns:
-        """The budgets for a pass over a store of ``rows`` rows with the lenses ``ln`` as they are now.
+    def columns(self, st: StoreColumns, ln: LensColumns, fp: Any) -> MarginColumns:
+        """The budgets for a pass over the store ``st`` (decay rates ``fp``) with the lenses ``ln`` as they are now.
 
-        Adds each lens's center displacement since the last pass to its drift, or drops its budgets
-        where its live segments, scaler or readiness changed.
+        Adds each lens's center displacement since the last pass to its drift, re-bases its budgets where its
+        scaler changed (:func:`rebase`), or drops them where its live segments, heavy-tail flags or readiness
+        changed.
         """
+        rows = len(st.f)
         if self._stale or len(self._seen) < rows:
             self._grow(rows)
         for li in range(self._n):
-            self._follow(li, ln)
-        return MarginColumns(self._seen, self._budget, self._drift)
+            self._follow(li, st, ln, fp)
+        return self._columns()
+
+    def _columns(self) -> MarginColumns:
+        return MarginColumns(self._seen, self._budget, self._mid, self._drift)
 
     def _grow(self, rows: int) -> None:
         n = max(rows, len(self._seen))
         seen = np.full(n, _NO_SEEN, np.int32)
         budget = np.full((n, self._budget.shape[1]), NO_BUDGET, np.float64)
+        mid = np.zeros((n, self._budget.shape[1]), np.float64)
         if not self._stale:
             seen[: len(self._seen)] = self._seen
             budget[: len(self._budget)] = self._budget
-        self._seen, self._budget, self._stale = seen, budget, False
+            mid[: len(self._mid)] = self._mid
+        self._seen, self._budget, self._mid, self._stale = seen, budget, mid, False
 
-    def _follow(self, li: int, ln: LensColumns) -> None:
-        """Lens ``li``'s drift since the last pass, or a fresh start of its budgets."""
+    def _follow(self, li: int, st: StoreColumns, ln: LensColumns, fp: Any) -> None:
+        """Lens ``li``'s drift since the last pass, its budgets re-based into a new space, or a fresh start."""
         nl, d = int(ln.nlive[li]), int(ln.dims[li])
-        now = (bool(ln.ready[li]), ln.live[li, :nl].copy(), ln.inv[li, :d].copy(), ln.off[li, :d].copy(),
-               ln.heavy[li, :d].copy(), ln.centers[li, :nl, :d].copy())  # fmt: skip
+        now = (bool(ln.ready[li]), ln.live[li, :nl].copy(), ln.heavy[li, :d].copy(), ln.inv[li, :d].copy(),
+               ln.off[li, :d].copy(), ln.centers[li, :nl, :d].copy())  # fmt: skip
         last = self._last[li]
         self._last[li] = now
-        same = (
-            last is not None
-            and last[0] == now[0]
-            and all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(last[1:5], now[1:5], strict=True))
-        )
-        if not same:
-            self._budget[:, li] = NO_BUDGET
-            self._drift[li] = 0.0
-            return
-        assert last is not None
-        if nl:
+        if last is None or not nl or last[0] != now[0] or not (_equal(last[1], now[1]) and _equal(last[2], now[2])):
+            self._drop(li)
+            if last is not None and nl:  # a new space all the same: load the compiled re-basing (over no rows)
+                self._rebase(li, st._replace(t=st.t[:0]), fp, np.ascontiguousarray(ln.idx[li, :d]), (now, now))
+        elif _equal(last[3], now[3]) and _equal(last[4], now[4]):
             self._drift[li] += float(np.sqrt(((now[5] - last[5]) ** 2).sum(axis=1)).max())
+        else:
+            self._rebase(li, st, fp, np.ascontiguousarray(ln.idx[li, :d]), (last, now))
+
+    def _rebase(self, li: int, st: StoreColumns, fp: Any, idx: Any, spaces: tuple[tuple[Any, ...], ...]) -> None:
+        """Lens ``li`` (features ``idx``)'s budgets into its new scaled space (:func:`rebase`), from the last pass's
+        (``spaces``: then and now, as :meth:`_follow` keeps them); its drift starts again there."""
+        last, now = spaces
+        inv = np.stack([last[3], now[3]])
+        r = inv[1] / inv[0]
+        if not (np.isfinite(r).all() and (r > 0.0).all()):
+            self._drop(li)
+            return
+        # the old centers in the new space, and how far each one's new self is from there
+        delta = np.sqrt(((last[5] * r + (last[4] * r - now[4]) - now[5]) ** 2).sum(axis=1))
+        change = np.array([r.min(), r.max()], np.float64)
+        rebase(st.f, st.t, st.seg, self._columns(), li, fp, idx, inv, change, (last[1].astype(np.int64), delta))
+        self._drift[li] = 0.0
+
+    def _drop(self, li: int) -> None:
+        self._budget[:, li] = NO_BUDGET
+        self._drift[li] = 0.0
+
+
+def _equal(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b))

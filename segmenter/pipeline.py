@@ -632,11 +632,8 @@ class Segmenter:
         if not ready:
             return
         cols = sorted({i for li in ready for i in self._idx[li]})
-        rows, mat = store.vectors_at(at, cols)
-        horizon = self._clock.horizon()  # isolated customers (far ahead of every source's clock) take no part
-        if horizon is not None:
-            keep = store.t[rows, 1] <= horizon
-            rows, mat = rows[keep], mat[keep]
+        # isolated customers (far ahead of every source's clock) take no part
+        rows, mat = store.vectors_at(at, cols, latest_by=self._clock.horizon())
         n = len(rows)
         if not n:
             return

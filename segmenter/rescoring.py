@@ -71,7 +71,7 @@ def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional onl
     f, t, seg, dwell, since, prev, mver, pend = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver, st.pend
     idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
         ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
-    seen, budget, drift = mg
+    seen, budget, mid, drift = mg
     cols = (seg, dwell, since, prev, mver, pend)
     vals = np.empty(_N_VALUES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
@@ -113,9 +113,10 @@ def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional onl
                     dwell[row, li] = dw + 1
             budget[row, li] = NO_BUDGET
             if nl > 0 and target == nearest:
-                c, gap = half_gap(x, centers[li], nl, d)
+                c, gap, middle = half_gap(x, centers[li], nl, d)
                 if live[li, c] == nearest:
                     budget[row, li] = budget_of(gap, drift[li], travel(f, t, row, tr, fp, idx[li], inv[li], d))
+                    mid[row, li] = middle
         if mark:
             t[row, SCORED] = tr
         seen[row] = t[row, SCORED]
@@ -231,9 +232,9 @@ class Rescorer:
         if lens is not None:
             lens_on[lens] = True
         buf = MoveBuffer(len(rows) * n_lenses)
-        st, ln = store_columns(store), arrays.columns()
-        mg = self._margins.columns(len(store.live), ln)
-        bad = rescore((rows, at, lens_on, mark), st, ln, store.kernel_rates(), buf.columns, mg)
+        st, ln, fp = store_columns(store), arrays.columns(), store.kernel_rates()
+        mg = self._margins.columns(st, ln, fp)
+        bad = rescore((rows, at, lens_on, mark), st, ln, fp, buf.columns, mg)
         if mark:
             store.dirty[rows] = True
         if bad >= 0:

@@ -310,14 +310,20 @@ def test_memory_per_customer_at_100k() -> None:
     assert per_customer - s.nbytes() / n < 4, (per_customer, s.nbytes() / n)  # all of it in the arrays
 
 
+def _random_store(rng: random.Random, *, events: int, customers: int, days: int, sigma: float) -> FeatureStore:
+    """A store fed ``events`` events of every kind, at random times over ``days`` days, log-normal amounts."""
+    s = FeatureStore(CFG, n_lenses=1)
+    kinds = list(EventKind)
+    for i in range(events):
+        s.ingest(f"c{rng.randrange(customers)}", f"e{i}", rng.choice(kinds), T0 + rng.randrange(days * DAY),
+                 rng.lognormvariate(3.0, sigma))  # fmt: skip
+    return s
+
+
 def test_compiled_vector_equals_the_reference_bit_for_bit() -> None:
     """``kernel._vector`` (the event loop's features) and :meth:`FeatureStore.vector` agree exactly."""
     rng = random.Random(5)
-    s = FeatureStore(CFG, n_lenses=1)
-    kinds = list(EventKind)
-    for i in range(400):
-        s.ingest(f"c{rng.randrange(30)}", f"e{i}", rng.choice(kinds), T0 + rng.randrange(90 * DAY),
-                 rng.lognormvariate(3.0, 1.0))  # fmt: skip
+    s = _random_store(rng, events=400, customers=30, days=90, sigma=1.0)
     assert len(FEATURE_NAMES) == N_FEATURES
     out = np.empty(N_FEATURES, np.float64)
     rates = s.kernel_rates()
@@ -348,3 +354,42 @@ def test_a_row_costs_the_bytes_of_the_stores_table() -> None:
     assert CFG.dedup_size == 8
     small, large = FeatureStore(CFG, n_lenses=2, capacity=10_000), FeatureStore(CFG, n_lenses=2, capacity=20_000)
     assert (large.nbytes() - small.nbytes()) / 10_000 == 143
+
+
+def _numpy_matrix(s: FeatureStore, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The refinement's features as its numpy pass computed them (numpy's ``exp``), the reference of ``fill``."""
+    f = s.f[rows].astype(np.float64)
+    tt = s.t[rows].astype(np.int64)
+    dt = np.maximum(t - tt[:, 1], 0).astype(np.float64)
+    ka, kf, ks, cap = s.kernel_rates().tolist()
+    fa = np.exp(-dt * ka)
+    npur, nref, cart, pview, pact = f[:, 7], f[:, 9], f[:, 4], f[:, 3], f[:, 6]
+    ref = np.where(tt[:, 2] == -(2**31), tt[:, 0], tt[:, 2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cols = [np.minimum((t - ref) / DAY, cap), (t - tt[:, 0]) / DAY, f[:, 0] * np.exp(-dt * kf),
+                np.maximum(f[:, 1] * np.exp(-dt * ks), 0.0), np.where(npur > 0, f[:, 8] / npur, 0.0),
+                f[:, 2] * fa, pview * fa, cart * fa, np.where(cart > 0, 1.0 - np.minimum(1.0, pact / cart), 0.0),
+                np.where(pview > 0, np.minimum(1.0, pact / pview), 0.0), f[:, 5] * fa,
+                np.where(npur > 0, np.minimum(1.0, nref / npur), np.where(nref > 0, 1.0, 0.0)), npur,
+                np.maximum(f[:, 8] - f[:, 10], 0.0)]  # fmt: skip
+    return np.stack(cols, axis=1)
+
+
+def test_vectors_at_equal_the_numpy_pass_bit_for_bit() -> None:
+    """Only the columns asked for, in their order, each exactly as numpy computes it; ``latest_by`` leaves out
+    the customers whose latest event is after it; rows ordered by crc32 of the id."""
+    s = _random_store(random.Random(8), events=3000, customers=400, days=300, sigma=1.5)
+    at = T0 + 200 * DAY
+    live = np.flatnonzero(s.live)
+    order = live[np.argsort(s.crc[live], kind="stable")]
+    full = _numpy_matrix(s, order, np.maximum(s.t[order, 1].astype(np.int64), at))
+    for cols in (None, [0, 4, 12, 13], [13, 5, 6, 8, 9, 10], [2, 3, 11, 1, 7]):
+        rows, mat = s.vectors_at(at, cols)
+        assert rows.tolist() == order.tolist()
+        want = full if cols is None else full[:, cols]
+        assert mat.tobytes() == want.tobytes(), cols
+    rows, mat = s.vectors_at(at, [0, 6], latest_by=at)
+    kept = s.t[order, 1] <= at
+    assert 0 < kept.sum() < len(order)
+    assert rows.tolist() == order[kept].tolist()
+    assert mat.tobytes() == full[kept][:, [0, 6]].tobytes()

@@ -73,11 +73,11 @@ def _run(skips: bool) -> tuple[list[bytes], bytes, int]:
     used = 0
     follow = margins.columns
 
-    def columns(rows: int, ln: Any) -> Any:
+    def columns(st: Any, ln: Any, fp: Any) -> Any:
         nonlocal used
         if not skips:
             margins.forget()
-        mg = follow(rows, ln)
+        mg = follow(st, ln, fp)
         used += int((mg.budget > NO_BUDGET).sum())
         return mg
 
@@ -117,12 +117,18 @@ _OFF = np.array([2.0, 1.5, 2.0, 2.5])
 def _lens(rng: np.random.Generator, k: int) -> LensColumns:
     """One ready lens over _LENS_FEATURES with ``k`` random centers; its rule follows the nearest segment."""
     d = len(_LENS_FEATURES)
+    return _lens_of(_LENS_FEATURES, [False, True, True, False], _INV * rng.uniform(0.8, 1.2, (1, d)),
+                    _OFF * rng.uniform(0.8, 1.2, (1, d)), rng.uniform(-1.5, 1.5, (1, k, d)))  # fmt: skip
+
+
+def _lens_of(features: list[int], heavy: list[bool], inv: Any, off: Any, centers: Any) -> LensColumns:
+    """One ready lens over ``features`` (``inv``, ``off``: ``(1, d)``; ``centers``: ``(1, k, d)``), nearest rule."""
+    k, d = centers.shape[1], len(features)
     none = np.zeros(1, np.int64)
     return LensColumns(
-        idx=np.array([_LENS_FEATURES]), dims=np.array([d]), heavy=np.array([[False, True, True, False]]),
-        inv=_INV * rng.uniform(0.8, 1.2, (1, d)), off=_OFF * rng.uniform(0.8, 1.2, (1, d)),
-        centers=rng.uniform(-1.5, 1.5, (1, k, d)),
-        nlive=np.array([k]), live=np.arange(1, k + 1).reshape(1, k), rule=np.array([[0.0, 1.0, 0.0, 0.0, 1.0, np.inf]]),
+        idx=np.array([features]), dims=np.array([d]), heavy=np.array([heavy]), inv=np.array(inv, np.float64),
+        off=np.array(off, np.float64), centers=np.array(centers, np.float64), nlive=np.array([k]),
+        live=np.arange(1, k + 1).reshape(1, k), rule=np.array([[0.0, 1.0, 0.0, 0.0, 1.0, np.inf]]),
         ready=np.array([True]), nobs=none, warmup=none, learn_every=none, batch_size=none, version=none.copy(),
         bfill=none, sbuf=np.zeros((1, 1, d)), sn=np.zeros((1, 1), np.int64), scount=none,
     )  # fmt: skip
@@ -146,11 +152,20 @@ def _event(store: FeatureStore, rng: np.random.Generator, row: int, now: int) ->
     store.t[row, 3] = store.t[row, 1]
 
 
-def _passes(seed: int, skips: bool) -> list[tuple[np.ndarray[Any, Any], ...]]:
+def _rescale(ln: LensColumns, rng: np.random.Generator, spread: float) -> None:
+    """A refinement's new scaled space: each column's ``1/std`` and offset change, the centers move in it."""
+    d = ln.inv.shape[1]
+    ln.inv[0] *= rng.uniform(1.0 - spread, 1.0 + spread, d)
+    ln.off[0] += rng.normal(0.0, spread, d)
+    ln.centers[0] += rng.normal(0.0, spread, ln.centers[0].shape)
+
+
+def _passes(seed: int, skips: bool, rescale: float = 0.0) -> tuple[list[tuple[np.ndarray[Any, Any], ...]], int]:
     """Random customers and centers re-scored daily for 60 days, centers drifting, a few events between passes.
 
-    Each pass's state (segments, dwell, pending starts, entry times, times) and moves; without ``skips`` every
-    pass starts without budgets.
+    Each pass's state (segments, dwell, pending starts, entry times, times) and moves, and the budgets held at
+    passes after a change of scaled space (``rescale``: its spread, every 7 days; 0: none); without ``skips``
+    every pass starts without budgets.
     """
     rng = np.random.default_rng(seed)
     n = 1000
@@ -159,30 +174,98 @@ def _passes(seed: int, skips: bool) -> list[tuple[np.ndarray[Any, Any], ...]]:
     fp = store.kernel_rates()
     rows = np.arange(n, dtype=np.int64)
     got: list[tuple[np.ndarray[Any, Any], ...]] = []
+    rebased = 0
     for day in range(60):
         now = 61 * 86_400 + day * 86_400
         if rng.random() < 0.5:
             ln.centers[0] += rng.normal(0.0, 0.05, ln.centers[0].shape)
+        if rescale and day % 7 == 6:
+            _rescale(ln, rng, rescale)
         for row in rng.choice(n, 2, replace=False):
             _event(store, rng, int(row), now)
         if not skips:
             margins.forget()
         buf = MoveBuffer(n)
         at = np.maximum(store.t[:n, 1].astype(np.int64), now)
-        bad = rescore((rows, at, np.array([True]), True), store_columns(store), ln, fp, buf.columns,
-                      margins.columns(n, ln))  # fmt: skip
+        st = store_columns(store)
+        mg = margins.columns(st, ln, fp)
+        if rescale and day % 7 == 6:
+            rebased += int((mg.budget[:n, 0] > NO_BUDGET).sum())
+        bad = rescore((rows, at, np.array([True]), True), st, ln, fp, buf.columns, mg)
         assert bad == -1
         state = (store.seg[:n].copy(), store.dwell[:n].copy(), store.pend[:n].copy(), store.since[:n].copy(),
                  store.t[:n].copy(), buf.ints[: len(buf)].copy(), buf.dist[: len(buf)].copy())  # fmt: skip
         got.append(state)
-    return got
+    return got, rebased
 
 
 def test_a_pass_with_budgets_decides_as_one_that_evaluates_everyone() -> None:
     """Nearest-segment rule, drifting centers, events between passes: the same state and moves after every pass."""
     for seed in range(4):
-        got, want = _passes(seed, skips=True), _passes(seed, skips=False)
+        (got, _), (want, _) = _passes(seed, skips=True), _passes(seed, skips=False)
         assert sum(len(w[5]) for w in want) > 100  # customers do change nearest segment
         for g, w in zip(got, want, strict=True):
             for a, b in zip(g, w, strict=True):
                 assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_budgets_re_based_across_a_new_scaled_space_decide_as_a_full_evaluation() -> None:
+    """A refinement's change of scaled space every 7 days (scales, offsets, centers): budgets are re-based, not
+    dropped, and every pass still decides as one that evaluates everyone."""
+    for seed, spread in ((0, 0.02), (1, 0.05), (2, 0.1), (3, 0.01)):
+        (got, rebased), (want, _) = (
+            _passes(seed, skips=True, rescale=spread),
+            _passes(seed, skips=False, rescale=spread),
+        )
+        assert rebased > 500  # budgets survived the changes of space
+        assert sum(len(w[5]) for w in want) > 100
+        for g, w in zip(got, want, strict=True):
+            for a, b in zip(g, w, strict=True):
+                assert np.array_equal(a, b, equal_nan=True)
+
+
+_STILL = [FEATURE_NAMES.index("orders"), FEATURE_NAMES.index("net_spend")]
+"""Features time does not move (no travel): the customer sits at the origin of the scaled space."""
+
+
+def _after_change(
+    centers: list[list[float]], ratio: list[float], moved: list[list[float]], budgets: bool
+) -> tuple[int, bool]:
+    """One customer at the origin, scored in the space of ``centers``; the space's scales then change by
+    ``ratio`` per column and the centers (mapped) by ``moved``; scored again a day later.
+
+    Returns the customer's segment after the second pass and whether a budget was held for it.
+    """
+    store = FeatureStore(CFG.features, n_lenses=1, capacity=1)
+    store.live[0] = True  # every accumulator and time 0: orders and net spend 0, latest event at 0
+    c = np.array([centers], np.float64)
+    ln = _lens_of(_STILL, [False, False], [[1.0, 1.0]], [[0.0, 0.0]], c)
+    margins, fp, rows = Margins(1), store.kernel_rates(), np.zeros(1, np.int64)
+    for day in (1, 2):
+        if day == 2:
+            ln.inv[0] *= ratio  # the origin stays the origin: its offsets are 0
+            ln.centers[0] = ln.centers[0] * np.array(ratio) + np.array(moved)
+        if not budgets:
+            margins.forget()
+        st = store_columns(store)
+        mg = margins.columns(st, ln, fp)
+        held = bool(mg.budget[0, 0] > NO_BUDGET)
+        bad = rescore((rows, np.array([day * 86_400]), np.array([True]), True), st, ln, fp,
+                      MoveBuffer(1).columns, mg)  # fmt: skip
+        assert bad == -1
+    return int(store.seg[0, 0]), held
+
+
+def test_a_re_based_budget_never_skips_a_customer_a_full_evaluation_moves() -> None:
+    """Budgets re-based into a new scaled space are never too generous: another center that jumps to the customer,
+    its own that jumps away, and a change of scales that brings another center nearer all move it, as evaluating
+    it does; a change that moves little keeps its budget."""
+    jump = ([[0.5, 0.0], [-1.5, 0.0]], [1.0, 1.01], [[0.0, 0.0], [1.2, 0.0]])  # the other center: 1.5 -> 0.3 away
+    away = ([[0.5, 0.0], [-1.5, 0.0]], [1.0, 1.01], [[1.3, 0.0], [0.0, 0.0]])  # its own center: 0.5 -> 1.8 away
+    stretch = ([[0.9, 0.0], [0.0, 1.0]], [1.2, 0.9], [[0.0, 0.0], [0.0, 0.0]])  # own 0.9 -> 1.08, other 1.0 -> 0.9
+    slight = ([[0.5, 0.0], [-1.5, 0.0]], [1.01, 0.99], [[0.01, 0.0], [0.0, 0.01]])
+    for centers, ratio, moved in (jump, away, stretch):
+        assert _after_change(centers, ratio, moved, budgets=False) == (2, False)  # a full evaluation moves it
+        assert _after_change(centers, ratio, moved, budgets=True) == (2, False)
+    assert _after_change(*slight, budgets=False) == (1, False)
+    assert _after_change(*slight, budgets=True) == (1, True)
