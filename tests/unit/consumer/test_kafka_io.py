@@ -389,3 +389,15 @@ def test_a_batch_is_committed_once_every_record_is_acknowledged() -> None:
     producer = _TransactionalProducer([_Pending(), _Pending()], expire=False)
     _eos_transport(producer).commit({TP("in", 0): 450})
     assert producer.calls == ["offsets", "flush", "commit"]
+
+
+def test_records_without_an_answer_in_time_fail_the_commit_before_it_is_asked_for() -> None:
+    producer = _TransactionalProducer([_Pending()], expire=False)
+
+    def flush(timeout: float | None = None) -> None:
+        raise ke.KafkaTimeoutError("Timeout waiting for future")  # the broker is down: nothing answers
+
+    producer.flush = flush  # type: ignore[method-assign]
+    with pytest.raises(TransactionError, match="1 of the batch's 1 deliveries have no answer"):
+        _eos_transport(producer).commit({TP("in", 0): 450})
+    assert "commit" not in producer.calls
