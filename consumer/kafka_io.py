@@ -395,8 +395,11 @@ def _builder_gaps() -> list[str]:
     return []
 
 
+DELIVERY_TIMEOUT_MS = 30_000
+"""The producer's ``delivery_timeout_ms``: a record not acknowledged by then fails (expires), and so does its batch."""
+
 TRANSACTION_WAIT_S = 60.0
-"""How long a transactional result may take (twice the producer's 30 s delivery timeout) before the commit fails."""
+"""How long a transactional result may take (twice the producer's delivery timeout) before the commit fails."""
 
 _RECORD_BOUND = 128
 """More than a record's framing (varints, attributes, a batch header) adds to its key, value and headers."""
@@ -653,7 +656,7 @@ class KafkaTransport:
             # linger and big batches keep the sender thread from draining (and taking the GIL) in the middle
             # of that run of sends; with 5 ms and 256 KiB it cost the run of sends about a third more
             "linger_ms": 1000, "batch_size": 1024 * 1024, "max_request_size": MODEL_MAX_BYTES,
-            "max_block_ms": 30_000, "request_timeout_ms": 15_000, "delivery_timeout_ms": 30_000,
+            "max_block_ms": 30_000, "request_timeout_ms": 15_000, "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
             # kafka-python waits retry_backoff_ms before re-sending a transactional request that needs a
             # coordinator lookup (the group's, at the first send_offsets_to_transaction) or met
             # CONCURRENT_TRANSACTIONS; its default of 100 ms made the first commit take ~200 ms longer
@@ -796,9 +799,9 @@ class KafkaTransport:
                 producer._sender.wakeup()
             with contextlib.suppress(ke.KafkaTimeoutError):  # the check below names the deliveries without an answer
                 producer.flush(timeout=TRANSACTION_WAIT_S)  # every record acknowledged or failed (expired)
+            delivery.check("send the batch's records", complete=True)
             if offsets:
                 delivery.wait(result, "send the input offsets to the transaction")
-            delivery.check("send the batch's records", complete=True)
             result = manager.begin_commit()
             producer._sender.wakeup()
             delivery.wait(result, "commit transaction")

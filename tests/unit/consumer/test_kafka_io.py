@@ -388,7 +388,7 @@ def test_a_batch_whose_records_expire_before_the_commit_is_never_committed() -> 
 def test_a_batch_is_committed_once_every_record_is_acknowledged() -> None:
     producer = _TransactionalProducer([_Pending(), _Pending()], expire=False)
     _eos_transport(producer).commit({TP("in", 0): 450})
-    assert producer.calls == ["offsets", "flush", "commit"]
+    assert producer.calls == ["offsets", "flush", "commit"]  # the offsets' request flies while records are flushed
 
 
 def test_records_without_an_answer_in_time_fail_the_commit_before_it_is_asked_for() -> None:
