@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays", "store_columns"]
 
 log = logging.getLogger(__name__)
+
+_Ints = np.ndarray[Any, np.dtype[np.int64]]
+_Parts = np.ndarray[Any, np.dtype[np.int16]]
 
 SAMPLE_CAPACITY = 256
 """Sampled vectors buffered per lens between two hand-overs to the lens."""
@@ -81,8 +86,7 @@ class EventColumns:
         self.amounts = np.where(valid, [0.0 if ev.amount is None else ev.amount for ev in events], 0.0)
         self.hashes = np.array([crc(ev.event_id.encode()) or 1 for ev in events], np.uint32) * valid
         self.chashes = np.array([crc(cid.encode()) for cid in ids], np.int64) * valid
-        self.srcs = _source_indices(sources, valid, source_index)
-        self.parts = np.array([-1 if s is None else s for s in sources], np.int16)
+        self.srcs, self.parts = _source_columns(sources, valid, source_index)
         self.newrows = np.full(max(1, len(self._ids)), -1, np.int64)
         self.newfirst = np.ones(max(1, len(self._ids)), np.uint8)
         if self._ids:
@@ -131,6 +135,7 @@ class EventColumns:
                 self.rows[j] = placeholder
 
 
+_TS = attrgetter("ts")
 _KINDS = {t: kernel.K_ERASE if t is EventType.ERASURE_REQUEST else int(event_kind(t)) for t in EventType}
 """The loop's event kind of each event type."""
 
@@ -138,7 +143,8 @@ _KINDS = {t: kernel.K_ERASE if t is EventType.ERASURE_REQUEST else int(event_kin
 def _times(events: Sequence[CustomerEvent], timed: np.ndarray[Any, np.dtype[np.bool_]], store: FeatureStore
            ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], list[tuple[int, EventError]]]:  # fmt: skip
     """The ``timed`` events' times (:meth:`FeatureStore.to_seconds`, 0 for the others) and the out-of-range ones."""
-    epochs = np.array([ev.epoch for ev in events], np.float64)
+    # CustomerEvent.epoch of each, without a Python call per event
+    epochs = np.fromiter(map(datetime.timestamp, map(_TS, events)), np.float64, len(events))
     times = np.where(timed, np.floor(epochs) - BASE_EPOCH, 0.0).astype(np.int64)
     errors: list[tuple[int, EventError]] = []
     if not timed.any():
@@ -158,21 +164,28 @@ def _times(events: Sequence[CustomerEvent], timed: np.ndarray[Any, np.dtype[np.b
     return times, errors
 
 
-def _source_indices(sources: Sequence[int | None], valid: np.ndarray[Any, np.dtype[np.bool_]],
-                    source_index: Callable[[int | None], int]) -> np.ndarray[Any, np.dtype[np.int64]]:  # fmt: skip
-    """Each ``valid`` event's source index in the clock's arrays (0 for the others).
+def _source_columns(sources: Sequence[int | None], valid: np.ndarray[Any, np.dtype[np.bool_]],
+                    source_index: Callable[[int | None], int]) -> tuple[_Ints, _Parts]:  # fmt: skip
+    """Each ``valid`` event's source index in the clock's arrays (0 for the others), and each event's input
+    partition (``-1``: none).
 
-    ``source_index`` (which adds a source it has not seen) is called once per distinct source of a valid event.
+    ``source_index`` (which adds a source it has not seen) is called once per distinct source of a valid event;
+    a batch of one source (an offline run, a poll of one partition) makes one call, not a look-up per event.
     """
+    n = len(sources)
+    if n and sources.count(sources[0]) == n:
+        s = sources[0]
+        srcs = np.where(valid, source_index(s), 0) if valid.any() else np.zeros(n, np.int64)
+        return srcs, np.repeat(np.array([-1 if s is None else s], np.int16), n)
     index: dict[int | None, int] = {}
-    out = [0] * len(sources)
+    out = [0] * n
     for i in np.flatnonzero(valid).tolist():
         s = sources[i]
         si = index.get(s)
         if si is None:
             si = index[s] = source_index(s)
         out[i] = si
-    return np.array(out, np.int64)
+    return np.array(out, np.int64), np.array([-1 if s is None else s for s in sources], np.int16)
 
 
 def store_columns(store: FeatureStore) -> kernel.StoreColumns:

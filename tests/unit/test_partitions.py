@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from segmenter.batching import EventColumns
 from segmenter.id_index import IdIndex
 from segmenter.outputs import SegmentChange
 from segmenter.pipeline import Segmenter
@@ -182,3 +183,24 @@ def test_events_of_a_customer_on_another_partition_warn(caplog: pytest.LogCaptur
         seg.process_batch(to_events([_ev("e", "c1", "2026-03-01T00:02:00Z")]), [1])
     assert len(caplog.records) == 1 and "'c1' from 0 to 1" in caplog.text
     assert {c: p for c, _, p in seg.take_changes()} == {"c1": 1, "c2": 1}, "the changelog follows the latest event"
+
+
+@pytest.mark.parametrize("source", [None, 3])
+def test_a_batch_of_one_source_gets_the_columns_of_a_batch_of_many(source: int | None) -> None:
+    erasure = _ev("b", "c2", "2026-03-01T00:01:00Z", "erasure_request")
+    events = to_events([_ev("a", "c1", "2026-03-01T00:00:00Z"), erasure, _ev("c", "c3", "2026-03-01T00:02:00Z")])
+    store = Segmenter(CFG)._store
+    calls: list[int | None] = []
+
+    def index(s: int | None) -> int:
+        calls.append(s)
+        return 7 if s == source else 9
+
+    one = EventColumns(events, [source] * 3, store, index)
+    assert calls == [source], "one look-up for the batch"
+    many = EventColumns([*events, events[0]], [source] * 3 + [4], store, index)  # another source: per event
+    assert one.srcs.tolist() == many.srcs[:3].tolist() == [7, 0, 7], "an erasure has no source index"
+    assert one.parts.tolist() == many.parts[:3].tolist() == [-1 if source is None else source] * 3
+    assert one.parts.dtype == many.parts.dtype == np.int16 and one.srcs.dtype == many.srcs.dtype == np.int64
+    assert EventColumns(events[1:2], [source], store, index).srcs.tolist() == [0]
+    assert len(calls) == 3, "no look-up for a batch without a valid event"
