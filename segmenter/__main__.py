@@ -61,6 +61,7 @@ from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayIO, ReplayReport, replay
 from segmenter.schema import NAMES, render, schemas, write_files
+from segmenter.scipy_guard import load_numba_without_scipy
 
 if TYPE_CHECKING:
     from segmenter.evaluation import LensEvaluation
@@ -144,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     tune_gc()
     tune_malloc()
+    load_numba_without_scipy()  # before the first compiled call: ~0.1 s of scipy.linalg otherwise
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "replay": _replay,
         "profile": _profile,
