@@ -41,6 +41,7 @@ from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import SegmenterError
 from segmenter.gc_tuning import tune_gc
 from segmenter.malloc_tuning import tune_malloc
+from segmenter.numba_probes import load_numba_probes
 from segmenter.pipeline import Segmenter
 from segmenter.shared import ModelTrainer
 from segmenter.triggers.rules import RuleSet, load_rules
@@ -121,6 +122,7 @@ def _trainer_role(settings: Settings, config: SegmenterConfig) -> Callable[[], T
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``segmenter-consumer``; returns the exit code."""
     tune_malloc()  # before the core allocates its columns
+    load_numba_probes()  # before the warm-up's first compiled call: ~0.15 s of scipy.linalg and cffi otherwise
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except SettingsError as exc:

@@ -57,6 +57,7 @@ from segmenter.config import SegmenterConfig, load_config
 from segmenter.errors import ConfigError, StateError
 from segmenter.gc_tuning import tune_gc
 from segmenter.malloc_tuning import tune_malloc
+from segmenter.numba_probes import load_numba_probes
 from segmenter.output_paths import overwritten_input
 from segmenter.pipeline import Segmenter
 from segmenter.replay import ReplayIO, ReplayReport, replay
@@ -144,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     tune_gc()
     tune_malloc()
+    load_numba_probes()  # before the first compiled call: ~0.15 s of scipy.linalg and cffi otherwise
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "replay": _replay,
         "profile": _profile,
