@@ -66,7 +66,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic
+from typing import Generic, NamedTuple
 
 from consumer.changed_customers import ChangedCustomers
 from consumer.core import C, ModelKeeper
@@ -129,10 +129,10 @@ class Checkpoint:
     """What the batch adds to the metrics, done once it is committed: an aborted batch is replayed and counts
     then, so nothing is counted twice (:class:`consumer.emitter.OutputFeed`)."""
 
-    def store_offset(self, tp: TP, offset: int) -> None:
-        """Input record ``offset`` of ``tp`` is processed: the batch commits past it."""
-        self.offsets[tp] = offset + 1
-        self.count += 1
+    def store_offsets(self, tp: TP, last: int, count: int) -> None:
+        """``count`` input records of ``tp``, up to offset ``last``, are processed: the batch commits past them."""
+        self.offsets[tp] = last + 1
+        self.count += count
 
     def queue(self, record: OutRecord) -> None:
         """An output or dead letter of the batch: sent at commit, or with its chunk once :data:`SPILL_RECORDS` wait."""
@@ -158,6 +158,14 @@ class Checkpoint:
     def settle(self) -> None:
         """The core call whose records were provisional succeeded: spill the full chunks they left waiting."""
         self.queue_many(())
+
+
+class Closing(NamedTuple):
+    """When an open batch is due within a poll: full at ``full_at`` records, or at ``clock() >= closes_at``."""
+
+    full_at: int
+    closes_at: float
+    clock: Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -203,17 +211,24 @@ class BatchPolicy:
         started = now if since is None else min(now, since)
         return Checkpoint(started=started, opened=now, open_s=self.interval_s, spill=spill)
 
-    def due(self, checkpoint: Checkpoint | None, *, within_poll: bool = False) -> bool:
-        """Whether the open batch must be committed now: full (or through its backlog), or open for its time.
+    def due(self, checkpoint: Checkpoint | None) -> bool:
+        """Whether the open batch must be committed now, once a poll's records are processed.
 
-        Its time counts from ``started`` (when its first record may have begun to wait) once a poll's records are
-        processed, and from its opening ``within_poll``, between two of them: a batch whose records waited out
-        its time before it opened still takes the rest of the poll, rather than closing after each record.
+        It is due full (or through its backlog), or open for its time, counted from ``started`` (when its first
+        record may have begun to wait). Between two records of one poll, :meth:`closing` tells.
         """
         if checkpoint is None:
             return False
-        since = checkpoint.opened if within_poll else checkpoint.started
-        return checkpoint.count >= self._full_at(checkpoint) or time.monotonic() - since >= checkpoint.open_s
+        waited = time.monotonic() - checkpoint.started
+        return checkpoint.count >= self._full_at(checkpoint) or waited >= checkpoint.open_s
+
+    def closing(self, checkpoint: Checkpoint) -> Closing:
+        """When ``checkpoint`` is due between two records of one poll, for a caller that checks after each one.
+
+        Full as in :meth:`due`; its time counts from its opening: a batch whose records waited out its time
+        before it opened still takes the rest of the poll, rather than closing after each record.
+        """
+        return Closing(self._full_at(checkpoint), checkpoint.opened + checkpoint.open_s, time.monotonic)
 
     def _full_at(self, checkpoint: Checkpoint) -> int:
         """The records at which ``checkpoint`` is full: ``batch_size``, or the backlog it opened behind if fewer."""

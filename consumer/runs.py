@@ -55,13 +55,15 @@ class RunProcessor:
 
     def plain_event(self, rec: InRecord, tp: TP) -> CustomerEvent | None:
         """The event of ``rec`` (of partition ``tp``) when it joins a run; ``None``: :meth:`handle` takes it alone."""
-        if rec.value is None or self._poison.isolated(tp, rec.offset):
+        value = rec.value
+        if value is None or self._poison.isolated(tp, rec.offset):
             return None
         try:
-            event = parse_event(rec.value)
+            event = parse_event(value)
         except Exception:  # an EventError, or a decoder bug: handle() dead-letters it
             return None
-        return None if self._ahead(rec, event) else event
+        stamp = rec.timestamp_ms  # _ahead, inline: once per event
+        return None if stamp > 0 and event.epoch - stamp / 1000 > self._max_future else event
 
     def process_run(self, core: Core, run: Run, checkpoint: Checkpoint | None) -> None:
         """Run events through the core in one call; queue outputs and dead letters; empty ``run``.

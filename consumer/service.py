@@ -295,36 +295,72 @@ class Service(Generic[C]):
     # ------------------------------------------------------------------ processing
 
     def _process_records(self, records: Sequence[InRecord]) -> None:
-        """Process a poll's records in order into the open batch (see :mod:`consumer.runs`), committing when due."""
+        """Process a poll's records in order into the open batch (see :mod:`consumer.runs`), committing when due.
+
+        A poll's records come in partition runs: each run is taken by :meth:`_batched` (its events join the
+        core's run) or, for a partition :mod:`consumer.poison` isolates, one record at a time
+        (:meth:`_one_by_one`).
+        """
         core = self._require_core()
         run: Run = []
         owned = self._owned(records)
         self.metrics.events_in.inc(len(owned))  # before they are processed: in-process benches start clocks on it
-        tp = TP("", -1)
-        for rec in owned:
-            if rec.partition != tp.partition or rec.topic != tp.topic:  # a poll's records come in partition runs
-                tp = rec.tp
-            checkpoint = self._checkpoint if self._checkpoint is not None else self._open(rec)
-            until = self._poison.one_by_one_until(tp)
-            event = self._runs.plain_event(rec, tp) if until is None else None
+        start, end = 0, len(owned)
+        while start < end:
+            rec = owned[start]
+            if self._poison.one_by_one_until(rec.tp) is None:
+                start = self._batched(core, owned, start, run)
+            else:
+                self._one_by_one(core, rec, run)
+                start += 1
+        self._runs.process_run(core, run, self._checkpoint)
+
+    def _batched(self, core: C, records: Sequence[InRecord], start: int, run: Run) -> int:
+        """Take the records from ``start`` on while they are of its partition and the batch is not due.
+
+        Each record's event joins ``run`` (or, after the run so far, :meth:`RunProcessor.handle` takes it
+        alone); once the batch is due, the run goes to the core and the batch is committed: a poll can hand
+        over more records than fit in the batch's time, and the commit interval bounds how long a batch stays
+        open, even in the middle of a poll's records. Returns the index of the first record not taken.
+        """
+        first = records[start]
+        tp = first.tp
+        topic, partition = tp
+        checkpoint = self._checkpoint if self._checkpoint is not None else self._open(first)
+        full, closes, clock = self._policy.closing(checkpoint)
+        plain = self._runs.plain_event
+        taken, end = checkpoint.count - start, len(records)
+        i = start
+        while i < end:
+            rec = records[i]
+            if rec.partition != partition or rec.topic != topic:
+                break
+            i += 1
+            event = plain(rec, tp)
             if event is not None:
                 run.append((rec, event))
             else:
                 self._runs.process_run(core, run, checkpoint)
                 self._runs.handle(core, rec, checkpoint)
-            checkpoint.store_offset(tp, rec.offset)
-            if until is not None:
-                self._commit()
-                if self._poison.passed(tp, rec.offset):
-                    log.info(
-                        "%s[%d]: past the isolated record at offset %d; batching again", tp.topic, tp.partition, until
-                    )
-            elif self._policy.due(checkpoint, within_poll=True):
-                # a poll can hand over more records than fit in the batch's time: the commit interval
-                # bounds how long a batch stays open, even in the middle of a poll's records
+            if taken + i >= full or clock() >= closes:
+                checkpoint.store_offsets(tp, rec.offset, i - start)
                 self._runs.process_run(core, run, checkpoint)
                 self._commit()
-        self._runs.process_run(core, run, self._checkpoint)
+                return i
+        checkpoint.store_offsets(tp, records[i - 1].offset, i - start)
+        return i
+
+    def _one_by_one(self, core: C, rec: InRecord, run: Run) -> None:
+        """A record of a partition isolated up to a poison record: after the run so far, alone in its commit."""
+        tp = rec.tp
+        checkpoint = self._checkpoint if self._checkpoint is not None else self._open(rec)
+        until = self._poison.one_by_one_until(tp)
+        self._runs.process_run(core, run, checkpoint)
+        self._runs.handle(core, rec, checkpoint)
+        checkpoint.store_offsets(tp, rec.offset, 1)
+        self._commit()
+        if self._poison.passed(tp, rec.offset):
+            log.info("%s[%d]: past the isolated record at offset %d; batching again", tp.topic, tp.partition, until)
 
     def _owned(self, records: Sequence[InRecord]) -> Sequence[InRecord]:
         """The records of partitions this instance owns (a poll's records all are, but after a revocation)."""

@@ -84,10 +84,9 @@ def test_a_batch_is_due_when_full_or_open_for_its_interval(monkeypatch: pytest.M
     quiet = policy.open(lambda: 0)
     backlog = policy.open(lambda: 3)
     assert (quiet.open_s, backlog.open_s) == (1.0, 10.0)
-    for offset in range(2):
-        quiet.store_offset(TP("in", 0), offset)
+    quiet.store_offsets(TP("in", 0), 1, 2)
     assert not policy.due(quiet) and policy.room(quiet) == 1
-    quiet.store_offset(TP("in", 0), 2)
+    quiet.store_offsets(TP("in", 0), 2, 1)
     assert policy.due(quiet) and quiet.offsets == {TP("in", 0): 3}
     clock.now += 1.0
     assert policy.due(backlog) is False and policy.due(policy.open(lambda: 0)) is False
@@ -120,7 +119,8 @@ def test_the_wait_clock_counts_from_the_poll_or_commit_before_records_of_a_flowi
     assert policy.open(lambda: 0, since=104.0).started == 103.0  # never later than its opening
     assert policy.open(lambda: 10, since=102.5).started == 103.0  # catching up: from its opening
     clock.now = 103.5
-    assert policy.due(batch) and not policy.due(batch, within_poll=True)
+    full_at, closes_at, clock_of = policy.closing(batch)
+    assert policy.due(batch) and (full_at, closes_at, clock_of) == (10, 104.0, clock.monotonic)
     assert policy.poll_timeout(batch) == 0.0
 
 
@@ -141,10 +141,9 @@ def test_a_batch_behind_a_backlog_is_full_once_it_holds_that_backlog(monkeypatch
     lag = checkpoint_module.CATCH_UP_LAG + 5
     batch = policy.open(lambda: lag)
     assert batch.open_s == 2.0 and policy.room(batch) == lag
-    for offset in range(lag - 1):
-        batch.store_offset(TP("in", 0), offset)
+    batch.store_offsets(TP("in", 0), lag - 2, lag - 1)
     assert not policy.due(batch) and policy.room(batch) == 1
-    batch.store_offset(TP("in", 0), lag - 1)
+    batch.store_offsets(TP("in", 0), lag - 1, 1)
     assert policy.due(batch)
     behind_a_big_one = policy.open(lambda: 10 * policy.batch_size)
     assert policy.room(behind_a_big_one) == policy.batch_size
