@@ -5,7 +5,9 @@ Five rules, all configurable per lens:
 * **margin** - the nearest segment must be closer than ``(1 - margin)`` times the
   distance to the current segment (``margin=0.1``: at least 10 % closer);
 * **minimum dwell** - the customer must have spent at least ``min_dwell``
-  events in the current segment,
+  events in the current segment, or ``dwell_time_s`` seconds of event time in it,
+  whichever comes first (a quiet customer, re-scored at the inactivity sweeps or
+  buying rarely, would otherwise be held for weeks where the centers no longer put it),
 * **and**, to move back to the segment it just left, at least ``min_dwell_s``
   seconds of event time in the current one (a customer with 50 events a day
   passes an event count in minutes); a move onwards (to a third segment, or
@@ -65,9 +67,11 @@ from segmenter.features import NO_PENDING
 
 __all__ = ["RULE_FIELDS", "FlapTracker", "Hysteresis", "distance", "nearest_with_hysteresis", "pending_since", "waited"]
 
-RULE_FIELDS = ("min_dwell", "keep", "min_dwell_s", "return_window_s", "return_keep", "hold_s", "shrink")
+RULE_FIELDS = (
+    "min_dwell", "keep", "min_dwell_s", "return_window_s", "return_keep", "hold_s", "shrink", "dwell_time_s",
+)  # fmt: skip
 """Layout of a lens's move-rule parameters (float64), as :func:`nearest_with_hysteresis` reads them."""
-_R_DWELL, _R_KEEP, _R_DWELL_S, _R_RETURN_S, _R_RETURN_KEEP, _R_HOLD_S, _R_SHRINK = range(len(RULE_FIELDS))
+_R_DWELL, _R_KEEP, _R_DWELL_S, _R_RETURN_S, _R_RETURN_KEEP, _R_HOLD_S, _R_SHRINK, _R_DWELL_T = range(len(RULE_FIELDS))
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +90,8 @@ class Hysteresis:
 
     margin: float = 0.1
     min_dwell: int = 2
+    dwell_time_s: float = math.inf
+    """Event time in the current segment (seconds) after which ``min_dwell`` is met with fewer events."""
     min_dwell_s: int = 0
     """Minimum event time in the current segment before a move back to ``previous`` (seconds)."""
     return_window_s: int = 0
@@ -120,7 +126,7 @@ class Hysteresis:
         if nearest == current:
             return False
         back = nearest == previous
-        if dwell < self.min_dwell or (back and age < self.min_dwell_s):
+        if (dwell < self.min_dwell and age < self.dwell_time_s) or (back and age < self.min_dwell_s):
             return False
         returning = back and age < self.return_window_s
         keep = 1.0 - (max(self.margin, self.return_margin) if returning else self.margin)
@@ -134,7 +140,7 @@ class Hysteresis:
         return np.array(
             [
                 self.min_dwell, 1.0 - self.margin, self.min_dwell_s, self.return_window_s, keep_back, self.hold_s,
-                float(self.shrink),
+                float(self.shrink), self.dwell_time_s,
             ]
         )  # fmt: skip
 
@@ -187,8 +193,8 @@ def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional on
         it is its own).
     rule
         The lens's rule parameters (:data:`RULE_FIELDS`: minimum dwell in events, ``1 - margin``,
-        minimum dwell in seconds, the return window in seconds, ``1 - return_margin`` and the
-        pending move's hold in seconds).
+        minimum dwell in seconds, the return window in seconds, ``1 - return_margin``, the
+        pending move's hold in seconds, the shrinking margin's flag and the dwell time in seconds).
 
     Returns
     -------
@@ -197,7 +203,8 @@ def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional on
         it holds afterwards, the nearest live segment, and the distance to ``segment``; ``-1`` and
         NaN where there is none. A customer without a live segment goes to the nearest one at once;
         otherwise it moves only when the nearest is a different segment, it has dwelt ``min_dwell``
-        events (and ``min_dwell_s`` seconds when the nearest is ``prev``), and the nearest is closer
+        events or ``dwell_time_s`` seconds (and ``min_dwell_s`` seconds when the nearest is ``prev``), and
+        the nearest is closer
         than ``keep`` times its own
         (``return_keep`` when the nearest is ``prev`` and ``age`` is within the return window)
         or ``wait`` has reached the hold (:class:`Hysteresis` states the same rule for one decision).
@@ -221,7 +228,8 @@ def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional on
     if pcur < 0:
         return nearest != cur, nearest, nearest, d_near
     back = nearest == prev
-    if nearest != cur and dw >= rule[_R_DWELL] and (age >= rule[_R_DWELL_S] or not back):
+    dwelt = dw >= rule[_R_DWELL] or age >= rule[_R_DWELL_T]
+    if nearest != cur and dwelt and (age >= rule[_R_DWELL_S] or not back):
         keep = rule[_R_RETURN_KEEP] if back and age < rule[_R_RETURN_S] else rule[_R_KEEP]
         if rule[_R_SHRINK] > 0.0 and 0 < wait < rule[_R_HOLD_S]:
             keep = 1.0 - (1.0 - keep) * (1.0 - wait / rule[_R_HOLD_S])

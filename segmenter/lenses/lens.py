@@ -152,6 +152,7 @@ class Lens:
         # the move rule's parameters (nearest_with_hysteresis)
         self.rule = Hysteresis(
             margin=config.margin, min_dwell=config.min_dwell, min_dwell_s=round(config.min_dwell_hours * 3600),
+            dwell_time_s=round(config.min_dwell_days * 86_400) if config.min_dwell_days else math.inf,
             return_window_s=round(config.return_window_days * 86_400), return_margin=config.return_margin,
             hold_s=round(config.pending_move_hours * 3600) if config.pending_move_hours else math.inf,
             shrink=config.margin_shrinks,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from segmenter.batching import store_columns
 from segmenter.features import FEATURE_NAMES, FeatureStore
 from segmenter.kernel import LensColumns, feature_vector
+from segmenter.lenses.hysteresis import Hysteresis
 from segmenter.margins import NO_BUDGET, Margins, travel
 from segmenter.moves import MoveBuffer
 from segmenter.outputs import encode
@@ -113,22 +114,31 @@ _INV = np.array([1 / 20, 1.0, 1.0, 1 / 30])
 _OFF = np.array([2.0, 1.5, 2.0, 2.5])
 """Standardisation of _LENS_FEATURES that spreads _customers over a few units."""
 
+_NEAREST = Hysteresis(margin=0.0, min_dwell=0).params()
+"""A move rule that follows the nearest segment."""
+_DAY = 86_400
+_HELD = Hysteresis(margin=0.25, min_dwell=6, dwell_time_s=2 * _DAY, min_dwell_s=7 * _DAY, return_window_s=7 * _DAY,
+                   return_margin=0.85, hold_s=4 * _DAY, shrink=True).params()  # fmt: skip
+"""The packaged rule's shape: event and time dwells, a week before a move back, a shrinking pending margin."""
 
-def _lens(rng: np.random.Generator, k: int) -> LensColumns:
-    """One ready lens over _LENS_FEATURES with ``k`` random centers; its rule follows the nearest segment."""
+
+def _lens(rng: np.random.Generator, k: int, rule: Any = _NEAREST) -> LensColumns:
+    """One ready lens over _LENS_FEATURES with ``k`` random centers and the move rule ``rule``."""
     d = len(_LENS_FEATURES)
     return _lens_of(_LENS_FEATURES, [False, True, True, False], _INV * rng.uniform(0.8, 1.2, (1, d)),
-                    _OFF * rng.uniform(0.8, 1.2, (1, d)), rng.uniform(-1.5, 1.5, (1, k, d)))  # fmt: skip
+                    _OFF * rng.uniform(0.8, 1.2, (1, d)), rng.uniform(-1.5, 1.5, (1, k, d)), rule)  # fmt: skip
 
 
-def _lens_of(features: list[int], heavy: list[bool], inv: Any, off: Any, centers: Any) -> LensColumns:
-    """One ready lens over ``features`` (``inv``, ``off``: ``(1, d)``; ``centers``: ``(1, k, d)``), nearest rule."""
+def _lens_of(
+    features: list[int], heavy: list[bool], inv: Any, off: Any, centers: Any, rule: Any = _NEAREST
+) -> LensColumns:
+    """One ready lens over ``features`` (``inv``, ``off``: ``(1, d)``; ``centers``: ``(1, k, d)``), rule ``rule``."""
     k, d = centers.shape[1], len(features)
     none = np.zeros(1, np.int64)
     return LensColumns(
         idx=np.array([features]), dims=np.array([d]), heavy=np.array([heavy]), inv=np.array(inv, np.float64),
         off=np.array(off, np.float64), centers=np.array(centers, np.float64), nlive=np.array([k]),
-        live=np.arange(1, k + 1).reshape(1, k), rule=np.array([[0.0, 1.0, 0.0, 0.0, 1.0, np.inf]]),
+        live=np.arange(1, k + 1).reshape(1, k), rule=np.array([rule]),
         ready=np.array([True]), nobs=none, warmup=none, learn_every=none, batch_size=none, version=none.copy(),
         bfill=none, sbuf=np.zeros((1, 1, d)), sn=np.zeros((1, 1), np.int64), scount=none,
     )  # fmt: skip
@@ -160,16 +170,18 @@ def _rescale(ln: LensColumns, rng: np.random.Generator, spread: float) -> None:
     ln.centers[0] += rng.normal(0.0, spread, ln.centers[0].shape)
 
 
-def _passes(seed: int, skips: bool, rescale: float = 0.0) -> tuple[list[tuple[np.ndarray[Any, Any], ...]], int]:
+def _passes(
+    seed: int, skips: bool, rescale: float = 0.0, rule: Any = _NEAREST
+) -> tuple[list[tuple[np.ndarray[Any, Any], ...]], int]:
     """Random customers and centers re-scored daily for 60 days, centers drifting, a few events between passes.
 
     Each pass's state (segments, dwell, pending starts, entry times, times) and moves, and the budgets held at
     passes after a change of scaled space (``rescale``: its spread, every 7 days; 0: none); without ``skips``
-    every pass starts without budgets.
+    every pass starts without budgets. ``rule``: the lens's move rule.
     """
     rng = np.random.default_rng(seed)
     n = 1000
-    store, ln = _customers(rng, n), _lens(rng, 4)
+    store, ln = _customers(rng, n), _lens(rng, 4, rule)
     margins = Margins(1)
     fp = store.kernel_rates()
     rows = np.arange(n, dtype=np.int64)
@@ -204,6 +216,17 @@ def test_a_pass_with_budgets_decides_as_one_that_evaluates_everyone() -> None:
     for seed in range(4):
         (got, _), (want, _) = _passes(seed, skips=True), _passes(seed, skips=False)
         assert sum(len(w[5]) for w in want) > 100  # customers do change nearest segment
+        for g, w in zip(got, want, strict=True):
+            for a, b in zip(g, w, strict=True):
+                assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_a_pass_with_budgets_decides_as_a_full_evaluation_under_the_dwell_rules() -> None:
+    """The skips assume the rule keeps a customer whose nearest segment is its own, whatever its dwell, age or
+    pending start: with the packaged rule's shape (quiet customers moving on after the dwell time) too."""
+    for seed in range(3):
+        (got, _), (want, _) = _passes(seed, skips=True, rule=_HELD), _passes(seed, skips=False, rule=_HELD)
+        assert sum(len(w[5]) for w in want) > 100
         for g, w in zip(got, want, strict=True):
             for a, b in zip(g, w, strict=True):
                 assert np.array_equal(a, b, equal_nan=True)

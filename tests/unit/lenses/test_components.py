@@ -108,6 +108,13 @@ def test_pending_move_hours_is_validated(hours: float) -> None:
         parse_lens_config(data)
 
 
+@pytest.mark.parametrize("days", [-1.0, float("inf"), float("nan"), 366.0, "soon"])
+def test_min_dwell_days_is_validated(days: object) -> None:
+    data = {"name": "value", "features": ["spend", "frequency"], "min_dwell_days": days}
+    with pytest.raises(ConfigError, match="'min_dwell_days'"):
+        parse_lens_config(data)
+
+
 def test_hysteresis_rule_and_flap_tracker() -> None:
     h = Hysteresis(margin=0.25, min_dwell=3)
     def decide(current: int | None, live: bool, d_cur: float | None, d_near: float, dwell: int) -> bool:
@@ -143,6 +150,31 @@ def test_time_dwell_holds_only_a_move_back_to_the_segment_just_left() -> None:
     assert not move(prev=2, age=day)  # back to the segment just left: held for the week
     assert not move(prev=2, age=7 * day - 1)
     assert move(prev=2, age=7 * day)
+
+
+def test_dwell_time_lets_a_quiet_customer_move_on_but_not_back() -> None:
+    """Fewer than ``min_dwell`` events: an onward move waits for ``dwell_time_s``; a move back for ``min_dwell_s``."""
+    day = 86_400
+    h = Hysteresis(margin=0.25, min_dwell=6, dwell_time_s=2 * day, min_dwell_s=7 * day)
+    x = np.array([0.0, 0.0])
+    centers = np.array([[3.0, 0.0], [0.5, 0.0]])  # own segment 1 far, segment 2 clearly nearer
+    live = np.array([1, 2], np.int64)
+
+    def move(dwell: int, age: int, prev: int = -1, rule: Hysteresis = h) -> bool:
+        moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, dwell, age, prev, -1, rule.params())[0]
+        readable = rule.decide(current=1, current_live=True, d_current=3.0, nearest=2, d_nearest=0.5, dwell=dwell,
+                               age=age, previous=None if prev < 0 else prev)
+        assert moved == readable
+        return bool(moved)
+
+    assert not move(dwell=1, age=2 * day - 1)  # neither dwell met yet
+    assert move(dwell=1, age=2 * day)  # the dwell time, with one event
+    assert move(dwell=0, age=3 * day, prev=7)  # onwards to a third segment, no event since (an inactivity sweep)
+    assert move(dwell=6, age=0)  # the event count, whichever comes first
+    assert not move(dwell=1, age=2 * day, prev=2)  # back to the segment just left: still the week
+    assert not move(dwell=1, age=7 * day - 1, prev=2)
+    assert move(dwell=1, age=7 * day, prev=2)
+    assert not move(dwell=1, age=10**9, rule=Hysteresis(margin=0.25, min_dwell=6))  # no dwell time: the count alone
 
 
 def test_pending_move_goes_without_the_margin_after_the_hold() -> None:
@@ -226,7 +258,8 @@ def _decisions(
     h = Hysteresis(margin=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])), min_dwell=draw(st.integers(0, 4)),
                    min_dwell_s=draw(st.sampled_from([0, 100])), return_window_s=draw(st.sampled_from([0, 500])),
                    return_margin=draw(st.sampled_from([0.0, 0.3, 0.95])),
-                   hold_s=draw(st.sampled_from([math.inf, 0, 300])), shrink=draw(st.booleans()))
+                   hold_s=draw(st.sampled_from([math.inf, 0, 300])), shrink=draw(st.booleans()),
+                   dwell_time_s=draw(st.sampled_from([math.inf, 0, 100, 500])))
     age = draw(st.sampled_from([0, 99, 100, 499, 500, 10_000]))
     prev = draw(st.sampled_from([-1, 41, *live]))
     wait = draw(st.sampled_from([-1, 0, 299, 300, 10_000]))
