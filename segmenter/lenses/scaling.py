@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit
 
 from segmenter.errors import StateError
+from segmenter.lenses.population import standardise
 
 __all__ = ["HEAVY_TAILED", "OnlineScaler", "ScalerSnapshot", "all_finite", "signed_expm1", "signed_log1p"]
 
@@ -113,10 +114,17 @@ class ScalerSnapshot:
 
         A degenerate std (below the scaler's minimum) becomes 1.0, as in :attr:`OnlineScaler.std`.
         """
-        mean = transformed.mean(axis=0)
-        std = transformed.std(axis=0)
-        std = np.where(std > _MIN_STD, std, 1.0)
-        return cls(heavy=heavy, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
+        return cls.population_scaled(heavy, transformed)[0]
+
+    @classmethod
+    def population_scaled(cls, heavy: tuple[bool, ...], transformed: np.ndarray) -> tuple[ScalerSnapshot, np.ndarray]:
+        """:meth:`of_population` and the rows scaled by it (:meth:`scale_matrix`), in one compiled pass.
+
+        The same numbers as numpy's ``mean``/``std`` along the rows and ``scale_matrix``, bit for bit, and the
+        scaled rows in the layout of ``transformed`` (:func:`~segmenter.lenses.population.standardise`).
+        """
+        mean, std, scaled = standardise(transformed, _MIN_STD)
+        return cls(heavy=heavy, mean=tuple(mean.tolist()), std=tuple(std.tolist())), scaled
 
     def scale(self, transformed: Sequence[float]) -> list[float]:
         """Standardise one transformed vector."""
@@ -229,7 +237,9 @@ class OnlineScaler:
         if self.heavy_index:
             cols = list(self.heavy_index)
             sub = arr[:, cols]
-            arr[:, cols] = np.sign(sub) * np.log1p(np.abs(sub))
+            logs = np.abs(sub)  # sign(v) * log1p(|v|), bit for bit, in one temporary
+            np.log1p(logs, out=logs)
+            arr[:, cols] = np.copysign(logs, sub, out=logs)
         return arr
 
     def learn(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
