@@ -178,6 +178,22 @@ def _learn_rows(raw: Any, heavy: Any, n: int, stats: Any, out: Any) -> int:  # p
     return n
 
 
+@njit(cache=True)
+def _signed(raw: Any, cols: Any, logs: Any, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out``: ``raw`` with column ``cols[k]`` replaced by ``logs[:, k]`` carrying its sign; False on a
+    non-finite value of ``raw`` (``out`` then incomplete)."""
+    n, d = raw.shape
+    for i in range(n):
+        for j in range(d):
+            v = raw[i, j]
+            if not math.isfinite(v):
+                return False
+            out[i, j] = v
+        for k in range(len(cols)):
+            out[i, cols[k]] = math.copysign(logs[i, k], raw[i, cols[k]])
+    return True
+
+
 class OnlineScaler:
     """Signed ``log1p`` on heavy-tailed features, then Welford running mean/variance.
 
@@ -228,19 +244,22 @@ class OnlineScaler:
         return values
 
     def transform_matrix(self, raw: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`transform` over the rows of an ``(n, d)`` array."""
-        arr = np.array(raw, dtype=np.float64, copy=True)
+        """Vectorised :meth:`transform` over the rows of an ``(n, d)`` array (a new one, in the layout of ``raw``).
+
+        numpy's ``log1p`` (vectorised: it differs from the C library's in the last bit for some inputs, and the
+        refinement has always used it) on the heavy columns, then one compiled pass that copies, signs and
+        checks (:func:`_signed`): no copy of the whole matrix, no mask, no scatter back.
+        """
+        arr = np.asarray(raw, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != len(self.heavy):
             raise ValueError(f"expected an (n, {len(self.heavy)}) array, got shape {arr.shape}")
-        if not np.isfinite(arr).all():
+        cols = np.array(self.heavy_index, np.int64)
+        logs = np.abs(arr[:, cols])  # log1p(|v|), signed below: sign(v) * log1p(|v|) bit for bit
+        np.log1p(logs, out=logs)
+        out = np.empty_like(arr)  # numpy's order="K", as a copy of raw had
+        if not _signed(arr, cols, logs, out):
             raise ValueError("non-finite feature value in matrix")
-        if self.heavy_index:
-            cols = list(self.heavy_index)
-            sub = arr[:, cols]
-            logs = np.abs(sub)  # sign(v) * log1p(|v|), bit for bit, in one temporary
-            np.log1p(logs, out=logs)
-            arr[:, cols] = np.copysign(logs, sub, out=logs)
-        return arr
+        return out
 
     def learn(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Transform the rows of an ``(n, d)`` raw array and add them to the statistics, one after another.

@@ -61,3 +61,21 @@ def test_transform_matrix_is_signed_log1p_bit_for_bit() -> None:
     want = raw.copy()
     want[:, [0, 2]] = np.sign(raw[:, [0, 2]]) * np.log1p(np.abs(raw[:, [0, 2]]))
     assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("order", ["C", "F", "strided"])
+def test_transform_matrix_layouts_and_checks(order: str) -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.lognormal(0.0, 4.0, (3_000, 4)) * rng.choice([-1.0, 0.0, 1.0], (3_000, 4))
+    raw = {"C": raw, "F": np.asfortranarray(raw), "strided": raw[::2]}[order]
+    sc = OnlineScaler(["orders", "conversion", "net_spend", "aov"])
+    got = sc.transform_matrix(raw)
+    want = np.array(raw, copy=True)
+    want[:, [0, 2, 3]] = np.sign(want[:, [0, 2, 3]]) * np.log1p(np.abs(want[:, [0, 2, 3]]))
+    assert np.array_equal(got, want) and got.flags.f_contiguous == want.flags.f_contiguous
+    assert np.array_equal(got[:, 1], raw[:, 1])  # a column without log1p is copied as it is
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = np.array(raw, copy=True)
+        broken[-1, 1] = bad  # a column without log1p
+        with pytest.raises(ValueError, match="non-finite"):
+            sc.transform_matrix(broken)
