@@ -183,14 +183,16 @@ def _signed(raw: Any, cols: Any, logs: Any, out: Any) -> bool:  # pragma: no cov
     """``out``: ``raw`` with column ``cols[k]`` replaced by ``logs[:, k]`` carrying its sign; False on a
     non-finite value of ``raw`` (``out`` then incomplete)."""
     n, d = raw.shape
-    for i in range(n):
-        for j in range(d):
+    for j in range(d):  # column by column: the pipeline's column selection is Fortran-ordered
+        for i in range(n):
             v = raw[i, j]
             if not math.isfinite(v):
                 return False
             out[i, j] = v
-        for k in range(len(cols)):
-            out[i, cols[k]] = math.copysign(logs[i, k], raw[i, cols[k]])
+    for k in range(len(cols)):
+        c = cols[k]
+        for i in range(n):
+            out[i, c] = math.copysign(logs[i, k], raw[i, c])
     return True
 
 
