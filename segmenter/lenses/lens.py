@@ -435,8 +435,7 @@ class Lens:
         transformed = self._scaler.transform_matrix(sample)
         if not self._ready or self._snapshot is None or not len(sample):
             return []
-        space = ScalerSnapshot.of_population(self._scaler.heavy, transformed)
-        xs = space.scale_matrix(transformed)
+        space, xs = ScalerSnapshot.population_scaled(self._scaler.heavy, transformed)
         events = self._lloyd(xs, space)
         self._refined = True
         self._snapshot = space

@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit
 
 from segmenter.errors import StateError
+from segmenter.lenses.population import standardise
 
 __all__ = ["HEAVY_TAILED", "OnlineScaler", "ScalerSnapshot", "all_finite", "signed_expm1", "signed_log1p"]
 
@@ -113,10 +114,17 @@ class ScalerSnapshot:
 
         A degenerate std (below the scaler's minimum) becomes 1.0, as in :attr:`OnlineScaler.std`.
         """
-        mean = transformed.mean(axis=0)
-        std = transformed.std(axis=0)
-        std = np.where(std > _MIN_STD, std, 1.0)
-        return cls(heavy=heavy, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
+        return cls.population_scaled(heavy, transformed)[0]
+
+    @classmethod
+    def population_scaled(cls, heavy: tuple[bool, ...], transformed: np.ndarray) -> tuple[ScalerSnapshot, np.ndarray]:
+        """:meth:`of_population` and the rows scaled by it (:meth:`scale_matrix`), in one compiled pass.
+
+        The same numbers as numpy's ``mean``/``std`` along the rows and ``scale_matrix``, bit for bit, and the
+        scaled rows in the layout of ``transformed`` (:func:`~segmenter.lenses.population.standardise`).
+        """
+        mean, std, scaled = standardise(transformed, _MIN_STD)
+        return cls(heavy=heavy, mean=tuple(mean.tolist()), std=tuple(std.tolist())), scaled
 
     def scale(self, transformed: Sequence[float]) -> list[float]:
         """Standardise one transformed vector."""
@@ -170,6 +178,24 @@ def _learn_rows(raw: Any, heavy: Any, n: int, stats: Any, out: Any) -> int:  # p
     return n
 
 
+@njit(cache=True)
+def _signed(raw: Any, cols: Any, logs: Any, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out``: ``raw`` with column ``cols[k]`` replaced by ``logs[:, k]`` carrying its sign; False on a
+    non-finite value of ``raw`` (``out`` then incomplete)."""
+    n, d = raw.shape
+    for j in range(d):  # column by column: the pipeline's column selection is Fortran-ordered
+        for i in range(n):
+            v = raw[i, j]
+            if not math.isfinite(v):
+                return False
+            out[i, j] = v
+    for k in range(len(cols)):
+        c = cols[k]
+        for i in range(n):
+            out[i, c] = math.copysign(logs[i, k], raw[i, c])
+    return True
+
+
 class OnlineScaler:
     """Signed ``log1p`` on heavy-tailed features, then Welford running mean/variance.
 
@@ -220,17 +246,22 @@ class OnlineScaler:
         return values
 
     def transform_matrix(self, raw: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`transform` over the rows of an ``(n, d)`` array."""
-        arr = np.array(raw, dtype=np.float64, copy=True)
+        """Vectorised :meth:`transform` over the rows of an ``(n, d)`` array (a new one, in the layout of ``raw``).
+
+        numpy's ``log1p`` (vectorised: it differs from the C library's in the last bit for some inputs, and the
+        refinement has always used it) on the heavy columns, then one compiled pass that copies, signs and
+        checks (:func:`_signed`): no copy of the whole matrix, no mask, no scatter back.
+        """
+        arr = np.asarray(raw, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != len(self.heavy):
             raise ValueError(f"expected an (n, {len(self.heavy)}) array, got shape {arr.shape}")
-        if not np.isfinite(arr).all():
+        cols = np.array(self.heavy_index, np.int64)
+        logs = np.abs(arr[:, cols])  # log1p(|v|), signed below: sign(v) * log1p(|v|) bit for bit
+        np.log1p(logs, out=logs)
+        out = np.empty_like(arr)  # numpy's order="K", as a copy of raw had
+        if not _signed(arr, cols, logs, out):
             raise ValueError("non-finite feature value in matrix")
-        if self.heavy_index:
-            cols = list(self.heavy_index)
-            sub = arr[:, cols]
-            arr[:, cols] = np.sign(sub) * np.log1p(np.abs(sub))
-        return arr
+        return out
 
     def learn(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Transform the rows of an ``(n, d)`` raw array and add them to the statistics, one after another.
