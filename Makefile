@@ -15,9 +15,10 @@ export SEGMENTER_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 demo: install kafka-start-plain
 	$(PY) -m scripts.demo
 
-## test: set up, start Kafka, run lint, type checks and the whole test suite (unit + integration)
+## test: set up, start Kafka, run lint (ruff check and format --check), type checks and the whole test suite (unit + integration)
 test: install chromium kafka-start
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 

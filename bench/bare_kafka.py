@@ -13,8 +13,14 @@ def bare_consume(bootstrap: str, topic: str, expect: int, timeout_s: float = 120
 
     Measured from the first record received, like the service's throughput.
     """
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=500,
+    )
     count = 0
     started: float | None = None
     deadline = time.monotonic() + timeout_s

@@ -54,8 +54,12 @@ def produce_events(bootstrap: str, topic: str, n: int, customers: int, seed: int
     for i in range(n):
         customer = f"c{rnd.randrange(customers)}"
         etype = rnd.choice(TYPES)
-        event: dict[str, object] = {"event_id": f"e{i}", "customer_id": customer, "type": etype,
-                                    "ts": (t0 + timedelta(seconds=30 * i)).isoformat()}
+        event: dict[str, object] = {
+            "event_id": f"e{i}",
+            "customer_id": customer,
+            "type": etype,
+            "ts": (t0 + timedelta(seconds=30 * i)).isoformat(),
+        }
         if etype == "purchase":
             event["amount"] = round(rnd.uniform(5, 300), 2)
         producer.send(topic, json.dumps(event).encode(), key=customer.encode())
@@ -67,8 +71,15 @@ DEFAULT_BATCH_SIZE: int = Settings.model_fields["batch_size"].default
 """The service's default batch size (the most records in one transaction)."""
 
 
-def bare_eos_passthrough(bootstrap: str, topic: str, out_topic: str, expect: int, max_poll_records: int,
-                         timeout_s: float = 120.0, run: str = "") -> tuple[int, float]:
+def bare_eos_passthrough(
+    bootstrap: str,
+    topic: str,
+    out_topic: str,
+    expect: int,
+    max_poll_records: int,
+    timeout_s: float = 120.0,
+    run: str = "",
+) -> tuple[int, float]:
     """Reference: exactly-once pass-through with bare kafka-python; returns (records committed, seconds).
 
     Reads ``topic`` (``read_committed``), JSON-decodes each record and, in one
@@ -82,11 +93,21 @@ def bare_eos_passthrough(bootstrap: str, topic: str, out_topic: str, expect: int
     last commit.
     """
     tag = run or uuid.uuid4().hex[:8]
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=f"bench-bare-eos-{tag}",
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             isolation_level="read_committed", max_poll_records=max_poll_records)
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), transactional_id=f"bench-bare-eos-{tag}",
-                             acks="all", enable_idempotence=True)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap.split(","),
+        group_id=f"bench-bare-eos-{tag}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_poll_records=max_poll_records,
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap.split(","),
+        transactional_id=f"bench-bare-eos-{tag}",
+        acks="all",
+        enable_idempotence=True,
+    )
     count = 0
     started: float | None = None
     deadline = time.monotonic() + timeout_s
@@ -114,18 +135,35 @@ def bare_eos_passthrough(bootstrap: str, topic: str, out_topic: str, expect: int
     return count, (time.perf_counter() - started) if started is not None else 0.0
 
 
-def run_service(bootstrap: str, topic: str, n: int, guarantee: str, batch_size: int | None, timeout_s: float,
-                run: str = "") -> float:
+def run_service(
+    bootstrap: str, topic: str, n: int, guarantee: str, batch_size: int | None, timeout_s: float, run: str = ""
+) -> float:
     """Run the service in a thread until ``n`` records are committed; returns events/s.
 
     ``batch_size`` None keeps the service's default.
     """
     tag = f"{run}-{guarantee}" if run else uuid.uuid4().hex[:8]
-    settings = load_settings([
-        "--bootstrap-servers", bootstrap, "--group-id", f"bench-{guarantee}-{tag}", "--topics.input", topic,
-        "--topics.output", f"bench-out-{tag}", "--topics.dlq", f"bench-dlq-{tag}", "--guarantee", guarantee,
-        *(["--batch-size", str(batch_size)] if batch_size is not None else []),
-        "--metrics-port", "-1", "--instance-id", "bench"])
+    settings = load_settings(
+        [
+            "--bootstrap-servers",
+            bootstrap,
+            "--group-id",
+            f"bench-{guarantee}-{tag}",
+            "--topics.input",
+            topic,
+            "--topics.output",
+            f"bench-out-{tag}",
+            "--topics.dlq",
+            f"bench-dlq-{tag}",
+            "--guarantee",
+            guarantee,
+            *(["--batch-size", str(batch_size)] if batch_size is not None else []),
+            "--metrics-port",
+            "-1",
+            "--instance-id",
+            "bench",
+        ]
+    )
     metrics = Metrics()
     service = build_service(settings, metrics, Health())
     thread = threading.Thread(target=service.run, daemon=True)
@@ -158,8 +196,16 @@ class Rates:
     at_least_once: float
 
 
-def measure_rates(bootstrap: str, events: int, customers: int, batch_size: int | None, timeout_s: float,
-                  *, bare_eos: bool = True, bare_eos_batch: int | None = None) -> Rates:
+def measure_rates(
+    bootstrap: str,
+    events: int,
+    customers: int,
+    batch_size: int | None,
+    timeout_s: float,
+    *,
+    bare_eos: bool = True,
+    bare_eos_batch: int | None = None,
+) -> Rates:
     """Bare read+decode, bare exactly-once pass-through, service exactly-once and at-least-once rates.
 
     All on one fresh input topic. ``bare_eos_batch`` is the pass-through's
@@ -182,8 +228,9 @@ def measure_rates(bootstrap: str, events: int, customers: int, batch_size: int |
         if bare_eos:
             out = f"bench-bare-out-{run}"
             admin.create_topics({out: {"num_partitions": 1, "replication_factor": 1}})
-            count, seconds = bare_eos_passthrough(bootstrap, topic, out, events,
-                                                  bare_eos_batch or batch_size or DEFAULT_BATCH_SIZE, timeout_s, run)
+            count, seconds = bare_eos_passthrough(
+                bootstrap, topic, out, events, bare_eos_batch or batch_size or DEFAULT_BATCH_SIZE, timeout_s, run
+            )
             if count < events:
                 raise TimeoutError(f"bare exactly-once pass-through committed {count} of {events}")
             eos_ref = count / seconds if seconds > 0 else float("inf")
@@ -200,26 +247,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20000, help="events in the input topic (default 20000)")
     parser.add_argument("--customers", type=int, default=2000, help="distinct customers (default 2000)")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help=f"service batch size (default: the service's, {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--bare-eos-batch", type=int, default=None,
-                        help="records per transaction of the bare exactly-once pass-through (its max_poll_records; "
-                             "default: the service's batch size)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"service batch size (default: the service's, {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--bare-eos-batch",
+        type=int,
+        default=None,
+        help="records per transaction of the bare exactly-once pass-through (its max_poll_records; "
+        "default: the service's batch size)",
+    )
     parser.add_argument("--no-bare-eos", action="store_true", help="skip the bare exactly-once pass-through")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per run")
     parser.add_argument("--min-ratio", type=float, default=0.0, help="exit 1 if exactly-once/bare is below this")
     args = parser.parse_args(argv)
     tune_gc()  # as segmenter-consumer does (process-wide: the references run with it too)
 
-    r = measure_rates(args.bootstrap, args.events, args.customers, args.batch_size, args.timeout,
-                      bare_eos=not args.no_bare_eos, bare_eos_batch=args.bare_eos_batch)
+    r = measure_rates(
+        args.bootstrap,
+        args.events,
+        args.customers,
+        args.batch_size,
+        args.timeout,
+        bare_eos=not args.no_bare_eos,
+        bare_eos_batch=args.bare_eos_batch,
+    )
     batch = args.batch_size or DEFAULT_BATCH_SIZE
     print(f"events: {args.events}, customers: {args.customers}, service batch size: {batch}")
     print(f"bare kafka-python read + JSON decode        : {r.bare:10.0f} events/s")
     if r.bare_eos is not None:
-        print(f"bare kafka-python exactly-once pass-through : {r.bare_eos:10.0f} events/s   "
-              f"ratio to bare read {r.bare_eos / r.bare:.2f}   "
-              f"(1 record/event, {args.bare_eos_batch or batch} records/transaction)")
+        print(
+            f"bare kafka-python exactly-once pass-through : {r.bare_eos:10.0f} events/s   "
+            f"ratio to bare read {r.bare_eos / r.bare:.2f}   "
+            f"(1 record/event, {args.bare_eos_batch or batch} records/transaction)"
+        )
     for name, rate in (("exactly-once ", r.exactly_once), ("at-least-once", r.at_least_once)):
         extra = f"   ratio to bare EOS {rate / r.bare_eos:.2f}" if r.bare_eos is not None else ""
         print(f"segmenter-consumer {name}            : {rate:10.0f} events/s   ratio {rate / r.bare:.2f}{extra}")

@@ -345,8 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds needs one value per rate")
     lens_warmup = max(lens.warmup for lens in default_config().lenses)
     if args.warmup_events <= lens_warmup and not any("--config-file" in a for a in args.consumer_arg):
-        parser.error(f"--warmup-events must exceed the default lenses' warm-up ({lens_warmup} observations): "
-                     "before it no event causes a segment change, so none gives a latency sample")
+        parser.error(
+            f"--warmup-events must exceed the default lenses' warm-up ({lens_warmup} observations): "
+            "before it no event causes a segment change, so none gives a latency sample"
+        )
     data = measure(
         args.bootstrap,
         args.rates,

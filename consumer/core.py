@@ -68,7 +68,6 @@ class Core(StatefulCore, ClockedCore, Protocol):
         """A partition read to its end offset (idle: it does not hold the watermark) or with records again."""
 
 
-
 class SharedCore(Core, Protocol):
     """A core that assigns with a trainer's model view (:class:`Segmenter` with ``shared=True``)."""
 

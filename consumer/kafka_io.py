@@ -60,16 +60,46 @@ log = logging.getLogger(__name__)
 PINNED_KAFKA_PYTHON = "3.0.12"
 """The kafka-python version pyproject.toml pins; this module uses its private hooks (:func:`require_private_hooks`)."""
 
-_FENCED = (ke.ProducerFencedError, ke.InvalidProducerEpochError, ke.TransactionalIdAuthorizationFailedError,
-           ke.TransactionCoordinatorFencedError, ke.FencedInstanceIdError)
-_UNAVAILABLE = (ke.KafkaConnectionError, ke.KafkaTimeoutError, ke.NodeNotReadyError, ke.RequestTimedOutError,
-                ke.BrokerNotAvailableError, ke.CoordinatorNotAvailableError, ke.NotCoordinatorError,
-                ke.LeaderNotAvailableError, ke.NotLeaderForPartitionError, ke.NetworkExceptionError)
-_SETUP = (ke.TopicAuthorizationFailedError, ke.ClusterAuthorizationFailedError, ke.PolicyViolationError,
-          ke.InvalidReplicationFactorError, ke.InvalidPartitionsError, ke.InvalidConfigurationError)
-_TXN = (ke.CommitFailedError, ke.IllegalGenerationError, ke.UnknownMemberIdError, ke.RebalanceInProgressError,
-        ke.TransactionAbortedError, ke.InvalidTxnStateError, ke.IllegalStateError, ke.OutOfOrderSequenceNumberError,
-        ke.UnknownProducerIdError, ke.MessageSizeTooLargeError, ke.RecordListTooLargeError)
+_FENCED = (
+    ke.ProducerFencedError,
+    ke.InvalidProducerEpochError,
+    ke.TransactionalIdAuthorizationFailedError,
+    ke.TransactionCoordinatorFencedError,
+    ke.FencedInstanceIdError,
+)
+_UNAVAILABLE = (
+    ke.KafkaConnectionError,
+    ke.KafkaTimeoutError,
+    ke.NodeNotReadyError,
+    ke.RequestTimedOutError,
+    ke.BrokerNotAvailableError,
+    ke.CoordinatorNotAvailableError,
+    ke.NotCoordinatorError,
+    ke.LeaderNotAvailableError,
+    ke.NotLeaderForPartitionError,
+    ke.NetworkExceptionError,
+)
+_SETUP = (
+    ke.TopicAuthorizationFailedError,
+    ke.ClusterAuthorizationFailedError,
+    ke.PolicyViolationError,
+    ke.InvalidReplicationFactorError,
+    ke.InvalidPartitionsError,
+    ke.InvalidConfigurationError,
+)
+_TXN = (
+    ke.CommitFailedError,
+    ke.IllegalGenerationError,
+    ke.UnknownMemberIdError,
+    ke.RebalanceInProgressError,
+    ke.TransactionAbortedError,
+    ke.InvalidTxnStateError,
+    ke.IllegalStateError,
+    ke.OutOfOrderSequenceNumberError,
+    ke.UnknownProducerIdError,
+    ke.MessageSizeTooLargeError,
+    ke.RecordListTooLargeError,
+)
 
 
 def _is_fenced(exc: BaseException) -> bool:
@@ -118,8 +148,17 @@ def _translated(exc: ke.KafkaError, operation: str, *, transactional: bool) -> K
 def _in_record(r: Any, make: Callable[[Iterable[Any]], InRecord] = InRecord._make) -> InRecord:
     """A kafka-python ``ConsumerRecord`` as an :class:`InRecord` (null header values become ``b""``)."""
     headers = r.headers
-    return make((r.topic, r.partition, r.offset, r.key, r.value,
-                 tuple((k, v if v is not None else b"") for k, v in headers) if headers else (), r.timestamp or 0))
+    return make(
+        (
+            r.topic,
+            r.partition,
+            r.offset,
+            r.key,
+            r.value,
+            tuple((k, v if v is not None else b"") for k, v in headers) if headers else (),
+            r.timestamp or 0,
+        )
+    )
 
 
 class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
@@ -218,7 +257,8 @@ def use_fast_records(consumer: KafkaConsumer) -> None:
         raise UnsupportedClientError(
             f"kafka-python {kafka.__version__} has no KafkaConsumer._fetcher.PartitionRecords, which "
             f"consumer.kafka_io.use_fast_records replaces; install the pinned version (pip install "
-            f"'kafka-python=={PINNED_KAFKA_PYTHON}'), or port consumer.kafka_io to the installed one")
+            f"'kafka-python=={PINNED_KAFKA_PYTHON}'), or port consumer.kafka_io to the installed one"
+        )
     warm_up()
     fetcher.PartitionRecords = FastPartitionRecords
 
@@ -243,8 +283,9 @@ class KeyPartitioner:
         Cached keys per topic; the cache is cleared when it grows past this.
     """
 
-    def __init__(self, partitions_for: Callable[[str], Iterable[int] | None], refresh_s: float = 30.0,
-                 max_keys: int = 200_000) -> None:
+    def __init__(
+        self, partitions_for: Callable[[str], Iterable[int] | None], refresh_s: float = 30.0, max_keys: int = 200_000
+    ) -> None:
         self._partitions_for = partitions_for
         self._refresh_s = refresh_s
         self._max_keys = max_keys
@@ -329,42 +370,68 @@ def require_private_hooks(consumer: object, producer: object | None = None) -> N
         A hook is missing: install the kafka-python version pyproject.toml pins.
     """
     coordinator = getattr(consumer, "_coordinator", None)
-    missing = [f"KafkaConsumer._coordinator.{name}{'()' if call else ''} (consumer.kafka_io.{user})"
-               for name, call, user in _COORDINATOR_HOOKS
-               if not (callable(getattr(coordinator, name, None)) if call else hasattr(coordinator, name))]
-    missing += [f"Fetcher.PartitionRecords.{name} (consumer.kafka_io.FastPartitionRecords)"
-                for name in _FETCH_HOOKS if not hasattr(Fetcher.PartitionRecords, name)]
+    missing = [
+        f"KafkaConsumer._coordinator.{name}{'()' if call else ''} (consumer.kafka_io.{user})"
+        for name, call, user in _COORDINATOR_HOOKS
+        if not (callable(getattr(coordinator, name, None)) if call else hasattr(coordinator, name))
+    ]
+    missing += [
+        f"Fetcher.PartitionRecords.{name} (consumer.kafka_io.FastPartitionRecords)"
+        for name in _FETCH_HOOKS
+        if not hasattr(Fetcher.PartitionRecords, name)
+    ]
     if producer is not None:
-        missing += [f"KafkaProducer.{owner}.{name}() (consumer.kafka_io.Appender)"
-                    for owner, name in _PRODUCER_HOOKS if not callable(getattr(getattr(producer, owner, None), name,
-                                                                                None))]
+        missing += [
+            f"KafkaProducer.{owner}.{name}() (consumer.kafka_io.Appender)"
+            for owner, name in _PRODUCER_HOOKS
+            if not callable(getattr(getattr(producer, owner, None), name, None))
+        ]
         accumulator = getattr(producer, "_accumulator", None)
-        missing += [f"KafkaProducer._accumulator.{name} (consumer.kafka_io.Appender)"
-                    for name in _ACCUMULATOR_FIELDS if not hasattr(accumulator, name)]
+        missing += [
+            f"KafkaProducer._accumulator.{name} (consumer.kafka_io.Appender)"
+            for name in _ACCUMULATOR_FIELDS
+            if not hasattr(accumulator, name)
+        ]
         missing += _builder_gaps()
     if missing:
         raise UnsupportedClientError(
             f"kafka-python {kafka.__version__} has no {', no '.join(missing)}, which the service needs; install the "
             f"pinned version (pip install 'kafka-python=={PINNED_KAFKA_PYTHON}'), or port consumer.kafka_io to the "
-            f"installed one")
+            f"installed one"
+        )
 
 
 _COORDINATOR_HOOKS = (
-    ("request_rejoin", True, "_hold_rejoin"), ("join_group_async", True, "_apply_finished_joins"),
-    ("_on_join_complete_async", True, "_apply_finished_joins"), ("_enable_heartbeat", True, "_apply_finished_joins"),
-    ("_join_task", False, "_apply_finished_joins"), ("_lock", False, "_apply_finished_joins"),
-    ("_generation", False, "_apply_finished_joins"), ("rejoining", False, "_apply_finished_joins"),
+    ("request_rejoin", True, "_hold_rejoin"),
+    ("join_group_async", True, "_apply_finished_joins"),
+    ("_on_join_complete_async", True, "_apply_finished_joins"),
+    ("_enable_heartbeat", True, "_apply_finished_joins"),
+    ("_join_task", False, "_apply_finished_joins"),
+    ("_lock", False, "_apply_finished_joins"),
+    ("_generation", False, "_apply_finished_joins"),
+    ("rejoining", False, "_apply_finished_joins"),
 )
 """The private parts of the consumer's coordinator the rebalance workarounds use, as (name, callable, user)."""
 
-_PRODUCER_HOOKS = (("_accumulator", "_tp_lock"), ("_transaction_manager", "maybe_add_partition_to_transaction"),
-                   ("_transaction_manager", "send_offsets_to_transaction"), ("_transaction_manager", "begin_commit"),
-                   ("_transaction_manager", "begin_abort"), ("_metadata", "partitions_for_topic"),
-                   ("_sender", "wakeup"), ("_sender", "is_alive"))
+_PRODUCER_HOOKS = (
+    ("_accumulator", "_tp_lock"),
+    ("_transaction_manager", "maybe_add_partition_to_transaction"),
+    ("_transaction_manager", "send_offsets_to_transaction"),
+    ("_transaction_manager", "begin_commit"),
+    ("_transaction_manager", "begin_abort"),
+    ("_metadata", "partitions_for_topic"),
+    ("_sender", "wakeup"),
+    ("_sender", "is_alive"),
+)
 """The private parts of ``KafkaProducer`` that :class:`Appender` calls, as (attribute, method)."""
 
-_FETCH_HOOKS = ("_unpack_records", "_consume_aborted_transactions_up_to", "_contains_abort_marker",
-                "_is_batch_aborted", "drain")
+_FETCH_HOOKS = (
+    "_unpack_records",
+    "_consume_aborted_transactions_up_to",
+    "_contains_abort_marker",
+    "_is_batch_aborted",
+    "drain",
+)
 """The methods of kafka-python's ``Fetcher.PartitionRecords`` that :class:`FastPartitionRecords` overrides or calls."""
 
 _ACCUMULATOR_FIELDS = ("_batches", "_incomplete", "_appends_in_progress", "_closed", "config")
@@ -379,8 +446,11 @@ def _builder_gaps() -> list[str]:
     Two records encoded by :class:`consumer.record_encoding.RecordEncoder` must be the bytes kafka-python's
     builder writes for them (a release that changed the record format would otherwise be sent corrupt batches).
     """
-    gaps = [f"DefaultRecordBatchBuilder.{name}" for name in _BUILDER_SLOTS
-            if name not in getattr(DefaultRecordBatchBuilder, "__slots__", ())]
+    gaps = [
+        f"DefaultRecordBatchBuilder.{name}"
+        for name in _BUILDER_SLOTS
+        if name not in getattr(DefaultRecordBatchBuilder, "__slots__", ())
+    ]
     if not {"_builder", "_next_offset"} <= set(getattr(MemoryRecordsBuilder, "__slots__", ())):
         gaps.append("MemoryRecordsBuilder._builder, ._next_offset")
     if gaps:
@@ -444,8 +514,10 @@ class Appender:
         self._limit = producer.config["max_request_size"] - _RECORD_BOUND
         acc_config = self._accumulator.config
         if acc_config["message_version"] != 2:
-            raise UnsupportedClientError(f"the brokers at {producer.config['bootstrap_servers']} take record "
-                                         f"format v{acc_config['message_version']}; the service needs v2 (Kafka 0.11+)")
+            raise UnsupportedClientError(
+                f"the brokers at {producer.config['bootstrap_servers']} take record "
+                f"format v{acc_config['message_version']}; the service needs v2 (Kafka 0.11+)"
+            )
         self._batch_size = acc_config["batch_size"]
         self._compression = acc_config["compression_attrs"]
         self._encoder = RecordEncoder(DefaultRecordBatchBuilder.HEADER_STRUCT.size, self._batch_size)
@@ -470,8 +542,15 @@ class Appender:
                 continue
             self._enqueue(runs, futures)  # what came before it goes first
             runs = {}
-            futures.append(self._producer.send(record.topic, value=record.value, key=record.key,
-                                               headers=list(record.headers), partition=record.partition))
+            futures.append(
+                self._producer.send(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
+                    partition=record.partition,
+                )
+            )
         if runs:
             self._enqueue(runs, futures)
             self._producer._sender.wakeup()
@@ -508,8 +587,9 @@ class Appender:
         batch = ProducerBatch(tp, records, now=now)
         batch.max_record_size = encoded.max_record_size
         # one future for the batch: it fails with the batch (kafka-python fails a batch's records together)
-        batch._record_futures.append(FutureRecordMetadata(batch.produce_future, encoded.count - 1, stamp, None,
-                                                          -1, -1, -1))
+        batch._record_futures.append(
+            FutureRecordMetadata(batch.produce_future, encoded.count - 1, stamp, None, -1, -1, -1)
+        )
         return batch
 
     def _target(self, record: OutRecord) -> TopicPartition | None:
@@ -567,7 +647,8 @@ def _apply_finished_joins(consumer: KafkaConsumer) -> None:
             coordinator._enable_heartbeat()
         generation = coordinator._generation
         await coordinator._on_join_complete_async(
-            generation.generation_id, generation.member_id, generation.protocol, task.value)
+            generation.generation_id, generation.member_id, generation.protocol, task.value
+        )
         return True
 
     coordinator.join_group_async = join_group_async
@@ -603,9 +684,11 @@ class KafkaAdmin:
     """:class:`~consumer.topics.Admin` over ``KafkaAdminClient``."""
 
     def __init__(self, settings: Settings) -> None:
-        self._client = _client(settings, f"connect admin client to {settings.bootstrap_servers}",
-                               lambda: KafkaAdminClient(**_common(settings),
-                                                        client_id=f"{settings.transactional_id}-admin"))
+        self._client = _client(
+            settings,
+            f"connect admin client to {settings.bootstrap_servers}",
+            lambda: KafkaAdminClient(**_common(settings), client_id=f"{settings.transactional_id}-admin"),
+        )
 
     def partition_counts(self, names: Sequence[str]) -> dict[str, int | None]:
         with translate_errors("describe topics"):
@@ -617,16 +700,23 @@ class KafkaAdmin:
         return out
 
     def create(self, specs: Sequence[TopicSpec], replication_factor: int) -> None:
-        request = {s.name: {"num_partitions": s.partitions, "replication_factor": replication_factor,
-                            "configs": dict(s.config)} for s in specs}
+        request = {
+            s.name: {
+                "num_partitions": s.partitions,
+                "replication_factor": replication_factor,
+                "configs": dict(s.config),
+            }
+            for s in specs
+        }
         try:
             with translate_errors("create topics " + ", ".join(request)):
                 self._client.create_topics(request, wait_for_metadata=True)
         except (TopicSetupError, KafkaIOError) as exc:
             if isinstance(exc.__cause__, ke.TopicAlreadyExistsError):
                 return
-            raise TopicSetupError(f"{exc}. Create the topics yourself (compacted: state, model) or grant "
-                                  f"CREATE on the cluster.") from exc
+            raise TopicSetupError(
+                f"{exc}. Create the topics yourself (compacted: state, model) or grant CREATE on the cluster."
+            ) from exc
 
     def close(self) -> None:
         """Close the admin client."""
@@ -651,12 +741,19 @@ class KafkaTransport:
         common = _common(settings)
         client_id = settings.transactional_id
         producer_config: dict[str, Any] = {
-            **common, "client_id": f"{client_id}-producer", "acks": "all", "enable_idempotence": True,
+            **common,
+            "client_id": f"{client_id}-producer",
+            "acks": "all",
+            "enable_idempotence": True,
             # a batch's records are all sent at its commit, which flushes (commit_transaction, flush): a long
             # linger and big batches keep the sender thread from draining (and taking the GIL) in the middle
             # of that run of sends; with 5 ms and 256 KiB it cost the run of sends about a third more
-            "linger_ms": 1000, "batch_size": 1024 * 1024, "max_request_size": MODEL_MAX_BYTES,
-            "max_block_ms": 30_000, "request_timeout_ms": 15_000, "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+            "linger_ms": 1000,
+            "batch_size": 1024 * 1024,
+            "max_request_size": MODEL_MAX_BYTES,
+            "max_block_ms": 30_000,
+            "request_timeout_ms": 15_000,
+            "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
             # kafka-python waits retry_backoff_ms before re-sending a transactional request that needs a
             # coordinator lookup (the group's, at the first send_offsets_to_transaction) or met
             # CONCURRENT_TRANSACTIONS; its default of 100 ms made the first commit take ~200 ms longer
@@ -671,13 +768,15 @@ class KafkaTransport:
         self._uncommitted: KafkaConsumer | None = None
         self._followers: dict[tuple[str, int], KafkaConsumer] = {}
         try:
-            self._producer = _client(settings, f"connect producer to {settings.bootstrap_servers}",
-                                     lambda: KafkaProducer(**producer_config))
+            self._producer = _client(
+                settings, f"connect producer to {settings.bootstrap_servers}", lambda: KafkaProducer(**producer_config)
+            )
             sender = self._producer._sender
             # a result may wait for every expiring batch (delivery timeout) and then for its own request
             self._delivery = DeliveryTracker(sender.is_alive, TRANSACTION_WAIT_S)
-            self._appender = Appender(self._producer, KeyPartitioner(self._producer.partitions_for),
-                                      transactional=self._eos)
+            self._appender = Appender(
+                self._producer, KeyPartitioner(self._producer.partitions_for), transactional=self._eos
+            )
             if self._eos:
                 with translate_errors(f"init transactions for {settings.transactional_id}"):
                     self._producer.init_transactions()
@@ -685,9 +784,13 @@ class KafkaTransport:
                 with translate_errors(f"metadata of {topic}"):
                     self._producer.partitions_for(topic)
             consumer_config: dict[str, Any] = {
-                **common, "client_id": f"{client_id}-consumer", "group_id": settings.group_id,
-                "enable_auto_commit": False, "isolation_level": "read_committed",
-                "auto_offset_reset": settings.auto_offset_reset, "max_poll_records": settings.batch_size,
+                **common,
+                "client_id": f"{client_id}-consumer",
+                "group_id": settings.group_id,
+                "enable_auto_commit": False,
+                "isolation_level": "read_committed",
+                "auto_offset_reset": settings.auto_offset_reset,
+                "max_poll_records": settings.batch_size,
                 "session_timeout_ms": settings.session_timeout_ms,
                 "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 4),
                 # kafka-python can learn a just-created topic without its partitions and join the group with
@@ -697,8 +800,9 @@ class KafkaTransport:
             }
             if settings.static_membership:
                 consumer_config["group_instance_id"] = settings.transactional_id
-            self._consumer = _client(settings, f"connect consumer to {settings.bootstrap_servers}",
-                                     lambda: KafkaConsumer(**consumer_config))
+            self._consumer = _client(
+                settings, f"connect consumer to {settings.bootstrap_servers}", lambda: KafkaConsumer(**consumer_config)
+            )
             require_private_hooks(self._consumer, self._producer)
             use_fast_records(self._consumer)
             with translate_errors(f"subscribe to {settings.topics.input}"):
@@ -765,8 +869,9 @@ class KafkaTransport:
         self._delivery.track(futures)
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
-        kafka_offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
-                         for tp, off in offsets.items()}
+        kafka_offsets = {
+            TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()
+        }
         if self._eos:
             self._commit_transaction(kafka_offsets)
             return
@@ -820,9 +925,13 @@ class KafkaTransport:
             return []
         with translate_errors(f"restore {topic}{list(partitions)}"):
             if self._restorer is None:
-                self._restorer = KafkaConsumer(**_common(self._settings), group_id=None, enable_auto_commit=False,
-                                               isolation_level="read_committed",
-                                               client_id=f"{self._settings.transactional_id}-restore")
+                self._restorer = KafkaConsumer(
+                    **_common(self._settings),
+                    group_id=None,
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",
+                    client_id=f"{self._settings.transactional_id}-restore",
+                )
                 use_fast_records(self._restorer)
             restorer = self._restorer
             tps = [TopicPartition(topic, p) for p in partitions]
@@ -842,8 +951,11 @@ class KafkaTransport:
                     raise ke.KafkaTimeoutError(f"could not read {sorted(map(str, remaining))} to their end")
                 if stable and not warned and now - started > 5:
                     warned = True
-                    log.warning("restoring %s: waiting for a transaction left open (by a killed instance?) to be "
-                                "aborted by the broker (transaction timeout)", sorted(map(str, remaining)))
+                    log.warning(
+                        "restoring %s: waiting for a transaction left open (by a killed instance?) to be "
+                        "aborted by the broker (transaction timeout)",
+                        sorted(map(str, remaining)),
+                    )
                 for records in restorer.poll(timeout_ms=500).values():
                     out.extend(records)
                 remaining = {tp for tp in remaining if restorer.position(tp) < ends[tp]}
@@ -853,9 +965,13 @@ class KafkaTransport:
     def _high_watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """End offsets including open transactions (what a stable read must get past)."""
         if self._uncommitted is None:
-            self._uncommitted = KafkaConsumer(**_common(self._settings), group_id=None, enable_auto_commit=False,
-                                              isolation_level="read_uncommitted",
-                                              client_id=f"{self._settings.transactional_id}-hw")
+            self._uncommitted = KafkaConsumer(
+                **_common(self._settings),
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_uncommitted",
+                client_id=f"{self._settings.transactional_id}-hw",
+            )
         ends: dict[TopicPartition, int] = self._uncommitted.end_offsets(tps)
         return ends
 
@@ -864,10 +980,16 @@ class KafkaTransport:
         with translate_errors(f"follow {topic}[{partition}]"):
             follower = self._followers.get(key)
             if follower is None:
-                follower = KafkaConsumer(**_common(self._settings), group_id=None, enable_auto_commit=False,
-                                         isolation_level="read_committed", auto_offset_reset="earliest",
-                                         max_partition_fetch_bytes=MODEL_MAX_BYTES, fetch_max_bytes=MODEL_MAX_BYTES,
-                                         client_id=f"{self._settings.transactional_id}-follow")
+                follower = KafkaConsumer(
+                    **_common(self._settings),
+                    group_id=None,
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",
+                    auto_offset_reset="earliest",
+                    max_partition_fetch_bytes=MODEL_MAX_BYTES,
+                    fetch_max_bytes=MODEL_MAX_BYTES,
+                    client_id=f"{self._settings.transactional_id}-follow",
+                )
                 use_fast_records(follower)
                 tp = TopicPartition(topic, partition)
                 follower.assign([tp])
@@ -924,4 +1046,3 @@ class KafkaTransport:
                 log.warning("closing the %s failed: %r", name, exc)
         self._consumer = self._restorer = self._uncommitted = self._producer = None
         self._followers = {}
-

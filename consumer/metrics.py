@@ -56,43 +56,83 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events_in = Counter("segmenter_events_in", "Input records consumed.", registry=r)
-        self.rejected = Counter("segmenter_events_rejected", "Input records dead-lettered, by error code.",
-                                ["reason"], registry=r)
+        self.rejected = Counter(
+            "segmenter_events_rejected", "Input records dead-lettered, by error code.", ["reason"], registry=r
+        )
         self.outputs = Counter("segmenter_outputs", "Output messages produced, by kind.", ["kind"], registry=r)
-        self.changes = Counter("segmenter_segment_changes", "segment_change messages produced, by lens and cause.",
-                               ["lens", "cause"], registry=r)
-        self.triggers = Counter("segmenter_campaign_triggers", "campaign_trigger messages produced, by campaign.",
-                                ["campaign"], registry=r)
-        self.suppressed = Gauge("segmenter_triggers_suppressed", "Campaign triggers a delivery control suppressed, "
-                                "by campaign and control (the core's count, restored with its state).",
-                                ["campaign", "control"], registry=r)
-        self.membership = Counter("segmenter_membership_records", "Membership-table records written, by type "
-                                  "(record or tombstone).", ["type"], registry=r)
+        self.changes = Counter(
+            "segmenter_segment_changes",
+            "segment_change messages produced, by lens and cause.",
+            ["lens", "cause"],
+            registry=r,
+        )
+        self.triggers = Counter(
+            "segmenter_campaign_triggers", "campaign_trigger messages produced, by campaign.", ["campaign"], registry=r
+        )
+        self.suppressed = Gauge(
+            "segmenter_triggers_suppressed",
+            "Campaign triggers a delivery control suppressed, "
+            "by campaign and control (the core's count, restored with its state).",
+            ["campaign", "control"],
+            registry=r,
+        )
+        self.membership = Counter(
+            "segmenter_membership_records",
+            "Membership-table records written, by type (record or tombstone).",
+            ["type"],
+            registry=r,
+        )
         self.erasures = Counter("segmenter_erasures", "Customers erased by a Kafka tombstone.", registry=r)
         self.batches = Counter("segmenter_batches", "Batches committed.", registry=r)
-        self.batch_failures = Counter("segmenter_batch_failures", "Batches aborted and replayed, by cause.",
-                                      ["cause"], registry=r)
-        self.batch_seconds = Histogram("segmenter_batch_seconds", "Time from a batch's first record to its commit.",
-                                       buckets=_LATENCY_BUCKETS, registry=r)
-        self.commit_seconds = Histogram("segmenter_commit_seconds", "Time to commit a batch (transaction or acks "
-                                        "+ offsets).", buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_records = Histogram("segmenter_batch_records", "Input records per batch.",
-                                       buckets=_BATCH_BUCKETS, registry=r)
-        self.end_to_end_lag = BulkHistogram("segmenter_end_to_end_lag_seconds",
-                                            "Output emitted_at minus the event ts.", _LAG_BUCKETS, r)
-        self.consumer_lag = Gauge("segmenter_consumer_lag", "Records behind the end of each input partition.",
-                                  ["partition"], registry=r)
-        self.segment_size = Gauge("segmenter_segment_size", "Customers per segment (this instance's partitions).",
-                                  ["lens", "segment"], registry=r)
-        self.restored_customers = Counter("segmenter_restored_customers", "Customers restored from the changelog.",
-                                          registry=r)
-        self.rules_reloads = Counter("segmenter_rules_reloads", "Rules file reloads, by result.", ["result"],
-                                     registry=r)
+        self.batch_failures = Counter(
+            "segmenter_batch_failures", "Batches aborted and replayed, by cause.", ["cause"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "segmenter_batch_seconds",
+            "Time from a batch's first record to its commit.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "segmenter_commit_seconds",
+            "Time to commit a batch (transaction or acks + offsets).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_records = Histogram(
+            "segmenter_batch_records", "Input records per batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.end_to_end_lag = BulkHistogram(
+            "segmenter_end_to_end_lag_seconds", "Output emitted_at minus the event ts.", _LAG_BUCKETS, r
+        )
+        self.consumer_lag = Gauge(
+            "segmenter_consumer_lag", "Records behind the end of each input partition.", ["partition"], registry=r
+        )
+        self.segment_size = Gauge(
+            "segmenter_segment_size",
+            "Customers per segment (this instance's partitions).",
+            ["lens", "segment"],
+            registry=r,
+        )
+        self.restored_customers = Counter(
+            "segmenter_restored_customers", "Customers restored from the changelog.", registry=r
+        )
+        self.rules_reloads = Counter(
+            "segmenter_rules_reloads", "Rules file reloads, by result.", ["result"], registry=r
+        )
         self.assigned_partitions = Gauge("segmenter_assigned_partitions", "Input partitions assigned.", registry=r)
-        self.lens_sse_ratio = Gauge("segmenter_lens_sse_ratio", "Segment SSE over batch k-means SSE at the same k, "
-                                    "at the last refinement (1.0: as good as batch).", ["lens"], registry=r)
-        self.lens_silhouette = Gauge("segmenter_lens_silhouette", "Mean silhouette of the segments at the last "
-                                     "refinement (sampled).", ["lens"], registry=r)
+        self.lens_sse_ratio = Gauge(
+            "segmenter_lens_sse_ratio",
+            "Segment SSE over batch k-means SSE at the same k, at the last refinement (1.0: as good as batch).",
+            ["lens"],
+            registry=r,
+        )
+        self.lens_silhouette = Gauge(
+            "segmenter_lens_silhouette",
+            "Mean silhouette of the segments at the last refinement (sampled).",
+            ["lens"],
+            registry=r,
+        )
 
     def set_lens_quality(self, quality: Mapping[str, LensQuality]) -> None:
         """Copy each refined lens's quality (:meth:`Segmenter.lens_quality`, by lens name) into the two gauges."""
@@ -200,8 +240,15 @@ class MetricsServer:
         Workers, timeouts and connections (:class:`ServerLimits`).
     """
 
-    def __init__(self, routes: Mapping[str, Route], host: str, port: int, *, token: SecretStr | None = None,
-                 limits: ServerLimits | None = None) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        host: str,
+        port: int,
+        *,
+        token: SecretStr | None = None,
+        limits: ServerLimits | None = None,
+    ) -> None:
         limits = limits or ServerLimits()
         threads = limits.threads
         self.routes = dict(routes)
@@ -234,8 +281,12 @@ class MetricsServer:
     def start(self) -> None:
         """Serve in a background thread."""
         self._thread.start()
-        log.info("HTTP server on http://%s:%d (%s)%s", *self.address, ", ".join(sorted(self.routes)),
-                 "; a bearer token is required but for /healthz" if self._token else "")
+        log.info(
+            "HTTP server on http://%s:%d (%s)%s",
+            *self.address,
+            ", ".join(sorted(self.routes)),
+            "; a bearer token is required but for /healthz" if self._token else "",
+        )
 
     def stop(self) -> None:
         """Stop serving, close the socket and every idle connection."""
@@ -323,8 +374,10 @@ def _make_handler(server: MetricsServer) -> Callable[[socket.socket, Any, Metric
             if route is None:
                 self._reply(Response(404, "text/plain", b"not found\n"))
             elif not route.public and not server.authorized(self.headers.get("Authorization")):
-                self._reply(Response(401, "text/plain", b"a bearer token is required\n"),
-                            {"WWW-Authenticate": 'Bearer realm="segmenter"'})
+                self._reply(
+                    Response(401, "text/plain", b"a bearer token is required\n"),
+                    {"WWW-Authenticate": 'Bearer realm="segmenter"'},
+                )
             else:
                 self._reply(route.handler())
 

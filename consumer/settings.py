@@ -60,10 +60,15 @@ class TopicSettings(BaseModel):
     dlq: str = Field("customer-events.dlq", description="Dead-letter topic: original bytes plus error headers.")
     state: str | None = Field(None, description="State changelog topic (compacted); default '<group-id>.state'.")
     model: str | None = Field(None, description="Model snapshot topic (compacted); default '<group-id>.model'.")
-    vectors: str | None = Field(None, description="Shared mode: sampled feature vectors for the trainer (one "
-                                                  "partition); default '<group-id>.vectors'.")
-    membership: str = Field("segment-membership", description="Membership table (compacted, keyed by customer "
-                                                              "id): each customer's current segment per lens.")
+    vectors: str | None = Field(
+        None,
+        description="Shared mode: sampled feature vectors for the trainer (one "
+        "partition); default '<group-id>.vectors'.",
+    )
+    membership: str = Field(
+        "segment-membership",
+        description="Membership table (compacted, keyed by customer id): each customer's current segment per lens.",
+    )
     segment_change: str | None = Field(None, description="Route segment_change messages to this topic.")
     campaign_trigger: str | None = Field(None, description="Route campaign_trigger messages to this topic.")
     segment_lifecycle: str | None = Field(None, description="Route segment_lifecycle messages to this topic.")
@@ -71,9 +76,18 @@ class TopicSettings(BaseModel):
     partitions: int = Field(1, ge=1, le=10_000, description="Partitions of a created input topic (state follows).")
     replication_factor: int = Field(1, ge=1, le=32, description="Replication factor of created topics.")
 
-    _names = field_validator("input", "output", "dlq", "state", "model", "vectors", "membership", "segment_change",
-                             "campaign_trigger",
-                             "segment_lifecycle")(_check_topic)
+    _names = field_validator(
+        "input",
+        "output",
+        "dlq",
+        "state",
+        "model",
+        "vectors",
+        "membership",
+        "segment_change",
+        "campaign_trigger",
+        "segment_lifecycle",
+    )(_check_topic)
 
 
 class Settings(BaseSettings, ConnectionSettings):
@@ -94,72 +108,122 @@ class Settings(BaseSettings, ConnectionSettings):
         cli_implicit_flags=False,
     )
 
-    group_id: str = Field("segmenter", min_length=1, max_length=200,
-                          description="Consumer group; also names the state and model topics.")
-    instance_id: str = Field("0", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
-                             description="Stable id of this instance: transactional.id is '<group>.<instance>' so a "
-                                         "restarted instance fences its zombie; also the static group member id.")
-    guarantee: Guarantee = Field("exactly-once", description="exactly-once (one transaction per batch) or "
-                                                             "at-least-once (commit offsets after the acks).")
+    group_id: str = Field(
+        "segmenter", min_length=1, max_length=200, description="Consumer group; also names the state and model topics."
+    )
+    instance_id: str = Field(
+        "0",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Stable id of this instance: transactional.id is '<group>.<instance>' so a "
+        "restarted instance fences its zombie; also the static group member id.",
+    )
+    guarantee: Guarantee = Field(
+        "exactly-once",
+        description="exactly-once (one transaction per batch) or at-least-once (commit offsets after the acks).",
+    )
     # 50,000 and 2 s: behind a backlog each customer's changelog and membership record is written about once
     # every 2 s, not every second (100k events of 10k customers: 48k -> 20k state records, 34k -> 19k membership
     # records, CPU per event 28% less, bench/peer_quix.py --role ours). A live stream at a few thousand events/s
     # is not behind by a batch: its batches close at commit-interval-ms, so its latency does not move.
-    batch_size: int = Field(50_000, ge=1, le=100_000, description="Most input records in one batch (transaction); "
-                                                                   "a batch also closes commit-interval-ms after "
-                                                                   "its first records began to wait.")
-    commit_interval_ms: int = Field(100, ge=1, le=600_000, description="Longest time a batch stays open before "
-                                                                      "it is committed, counted from when its "
-                                                                      "first records began to wait in the "
-                                                                      "consumer (during the commit before).")
-    catch_up_interval_ms: int = Field(2000, ge=1, le=600_000,
-                                      description="Longest time a batch stays open while the input lag at its "
-                                                  "start is at least batch-size records, or 10,000 if fewer "
-                                                  "(working off a backlog: fewer, bigger transactions); "
-                                                  "commit-interval-ms applies "
-                                                  "otherwise. At most commit-interval-ms: always that.")
-    max_batch_retries: int = Field(3, ge=1, le=100, description="Failures of a batch on one record before that "
-                                                                "record is isolated and dead-lettered.")
-    transaction_timeout_ms: int = Field(60_000, ge=1000, le=900_000,
-                                        description="Broker aborts a transaction left open this long (a crash).")
+    batch_size: int = Field(
+        50_000,
+        ge=1,
+        le=100_000,
+        description="Most input records in one batch (transaction); "
+        "a batch also closes commit-interval-ms after "
+        "its first records began to wait.",
+    )
+    commit_interval_ms: int = Field(
+        100,
+        ge=1,
+        le=600_000,
+        description="Longest time a batch stays open before "
+        "it is committed, counted from when its "
+        "first records began to wait in the "
+        "consumer (during the commit before).",
+    )
+    catch_up_interval_ms: int = Field(
+        2000,
+        ge=1,
+        le=600_000,
+        description="Longest time a batch stays open while the input lag at its "
+        "start is at least batch-size records, or 10,000 if fewer "
+        "(working off a backlog: fewer, bigger transactions); "
+        "commit-interval-ms applies "
+        "otherwise. At most commit-interval-ms: always that.",
+    )
+    max_batch_retries: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Failures of a batch on one record before that record is isolated and dead-lettered.",
+    )
+    transaction_timeout_ms: int = Field(
+        60_000, ge=1000, le=900_000, description="Broker aborts a transaction left open this long (a crash)."
+    )
     session_timeout_ms: int = Field(10_000, ge=6000, le=300_000, description="Consumer group session timeout.")
-    static_membership: bool = Field(True, description="Join as static member '<instance-id>' (a restart does "
-                                                      "not rebalance the group).")
-    auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Where to start without a "
-                                                                                     "committed offset.")
-    mode: Mode = Field("single", description="single: this process learns the model and assigns (one process per "
-                                             "group). shared: many processes in one group assign with the model one "
-                                             "elected trainer learns from their sampled vectors (scale-out).")
-    vector_every: int = Field(1, ge=1, le=1_000_000, description="Shared mode: publish every Nth scored feature "
-                                                                 "vector to the trainer.")
-    trainer_commit_interval_ms: int = Field(5000, ge=10, le=600_000,
-                                            description="Shared mode: how often the trainer commits its snapshot "
-                                                        "and its vectors offsets (at once when the model changed).")
+    static_membership: bool = Field(
+        True, description="Join as static member '<instance-id>' (a restart does not rebalance the group)."
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where to start without a committed offset."
+    )
+    mode: Mode = Field(
+        "single",
+        description="single: this process learns the model and assigns (one process per "
+        "group). shared: many processes in one group assign with the model one "
+        "elected trainer learns from their sampled vectors (scale-out).",
+    )
+    vector_every: int = Field(
+        1, ge=1, le=1_000_000, description="Shared mode: publish every Nth scored feature vector to the trainer."
+    )
+    trainer_commit_interval_ms: int = Field(
+        5000,
+        ge=10,
+        le=600_000,
+        description="Shared mode: how often the trainer commits its snapshot "
+        "and its vectors offsets (at once when the model changed).",
+    )
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names and creation.")
     config_file: Path | None = Field(None, description="Segmenter config (TOML/YAML); built-in defaults if unset.")
     rules_file: Path | None = Field(None, description="Campaign rules file; reloaded when its mtime changes.")
-    rules_check_interval_s: float = Field(1.0, gt=0, le=3600, description="How often the rules file's mtime is "
-                                                                          "checked.")
+    rules_check_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="How often the rules file's mtime is checked."
+    )
     # --- HTTP server (/metrics, /healthz): bind address, port, access token, bounds
-    metrics_port: int = Field(9108, ge=-1, le=65535, description="Port of /metrics and /healthz (0: any free "
-                                                                 "port, -1: disabled).")
-    metrics_host: str = Field("127.0.0.1", min_length=1, description="Address the HTTP server binds to "
-                                                                     "(0.0.0.0: every interface).")
-    metrics_token: SecretStr | None = Field(None, description="Bearer token every HTTP endpoint but /healthz "
-                                                              "requires (Authorization: Bearer TOKEN); none if "
-                                                              "unset.")
-    metrics_threads: int = Field(4, ge=1, le=64, description="Most HTTP requests served at once; more wait "
-                                                             "for a free thread.")
-    metrics_timeout_s: float = Field(5.0, gt=0, le=300, description="An HTTP connection idle this long (no "
-                                                                    "complete request) is closed.")
+    metrics_port: int = Field(
+        9108, ge=-1, le=65535, description="Port of /metrics and /healthz (0: any free port, -1: disabled)."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", min_length=1, description="Address the HTTP server binds to (0.0.0.0: every interface)."
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token every HTTP endpoint but /healthz "
+        "requires (Authorization: Bearer TOKEN); none if "
+        "unset.",
+    )
+    metrics_threads: int = Field(
+        4, ge=1, le=64, description="Most HTTP requests served at once; more wait for a free thread."
+    )
+    metrics_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="An HTTP connection idle this long (no complete request) is closed."
+    )
     log_level: LogLevel = Field("INFO", description="Log level.")
     log_format: LogFormat = Field("text", description="Log format: text or json (one object per line).")
-    retry_backoff_max_s: float = Field(30.0, gt=0, le=600, description="Longest wait between reconnect attempts "
-                                                                       "while the broker is down.")
-    max_future: float = Field(3600.0, gt=0, description="Event time: how far an event's ts may run ahead of its "
-                                                        "Kafka record timestamp before it is dead-lettered as "
-                                                        "'future' (a wrong clock); a duration such as 1h, 30m, "
-                                                        "1d, or seconds.")
+    retry_backoff_max_s: float = Field(
+        30.0, gt=0, le=600, description="Longest wait between reconnect attempts while the broker is down."
+    )
+    max_future: float = Field(
+        3600.0,
+        gt=0,
+        description="Event time: how far an event's ts may run ahead of its "
+        "Kafka record timestamp before it is dead-lettered as "
+        "'future' (a wrong clock); a duration such as 1h, 30m, "
+        "1d, or seconds.",
+    )
 
     @field_validator("max_future", mode="before")
     @classmethod

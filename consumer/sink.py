@@ -164,7 +164,7 @@ class PartitionLog(list[InRecord]):
         """The committed records from offset ``start`` up to the last stable offset."""
         first = bisect.bisect_left(self, start, key=_offset)
         last = bisect.bisect_left(self, self.stable_end(), key=_offset)
-        return self[first:max(first, last)]
+        return self[first : max(first, last)]
 
 
 @dataclass(eq=False)
@@ -208,7 +208,7 @@ class MemoryGroup:
         each, extra = divmod(len(partitions), len(names))
         rank = names.index(member)
         start = rank * each + min(rank, extra)
-        return set(sorted(partitions)[start:start + each + (rank < extra)])
+        return set(sorted(partitions)[start : start + each + (rank < extra)])
 
 
 @dataclass
@@ -271,8 +271,9 @@ class MemoryTransport:
         if self.group is not None:
             self.committed = self.group.committed
 
-    def produce_input(self, key: bytes | None, value: bytes | None, partition: int = 0,
-                      headers: Headers = (), timestamp_ms: int = 0) -> None:
+    def produce_input(
+        self, key: bytes | None, value: bytes | None, partition: int = 0, headers: Headers = (), timestamp_ms: int = 0
+    ) -> None:
         """Append an input record, as a producer outside any transaction would (test helper).
 
         ``timestamp_ms`` 0: the record has no timestamp.
@@ -306,7 +307,7 @@ class MemoryTransport:
         self._follow_group()
         out: list[InRecord] = []
         for tp in sorted(self._assigned):
-            take = self._logs(tp.topic)[tp.partition].visible(self._positions.get(tp, 0))[:max_records - len(out)]
+            take = self._logs(tp.topic)[tp.partition].visible(self._positions.get(tp, 0))[: max_records - len(out)]
             if take:
                 out.extend(take)
                 self._positions[tp] = take[-1].offset + 1
@@ -369,9 +370,11 @@ class MemoryTransport:
     def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
         logs = [self._logs(topic)[p] for p in partitions if p < len(self.topics.get(topic, []))]
         if stable and any(log.open for log in logs):
-            raise RuntimeError(f"read_to_end({topic!r}, {list(partitions)}, stable=True): a transaction is open "
-                               f"there and Kafka would wait until it ends; commit, abort or close its transport "
-                               f"first")
+            raise RuntimeError(
+                f"read_to_end({topic!r}, {list(partitions)}, stable=True): a transaction is open "
+                f"there and Kafka would wait until it ends; commit, abort or close its transport "
+                f"first"
+            )
         return [r for log in logs for r in log.visible()]
 
     def follow(self, topic: str, partition: int) -> list[InRecord]:
@@ -387,8 +390,11 @@ class MemoryTransport:
         return {tp: max(0, self._logs(tp.topic)[tp.partition].end - pos) for tp, pos in positions.items()}
 
     def caught_up(self, partitions: Iterable[TP]) -> set[TP]:
-        return {tp for tp in partitions
-                if tp in self._assigned and self._positions.get(tp, 0) >= len(self.topics[tp.topic][tp.partition])}
+        return {
+            tp
+            for tp in partitions
+            if tp in self._assigned and self._positions.get(tp, 0) >= len(self.topics[tp.topic][tp.partition])
+        }
 
     def close(self) -> None:
         if self.handler is not None and self._assigned:
@@ -461,10 +467,10 @@ def murmur2(data: bytes) -> int:
     length = len(data)
     h = (0x9747B28C ^ length) & mask
     for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(data[i:i + 4], "little") * m & mask
+        k = int.from_bytes(data[i : i + 4], "little") * m & mask
         k = (k ^ (k >> 24)) * m & mask
         h = (h * m & mask) ^ k
-    tail = data[length - length % 4:]
+    tail = data[length - length % 4 :]
     if tail:
         h ^= int.from_bytes(tail, "little")
         h = h * m & mask

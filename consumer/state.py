@@ -221,8 +221,10 @@ def newest_valid(
 
 def clock_records(clocks: Mapping[int, float], topic: str) -> list[OutRecord]:
     """One clock record per input partition whose latest event time moved, to the same state partition."""
-    return [OutRecord(topic, CLOCK_KEY, orjson.dumps({"max_epoch": epoch}), ((FORMAT_HEADER, CLOCK_FORMAT),), p)
-            for p, epoch in sorted(clocks.items())]
+    return [
+        OutRecord(topic, CLOCK_KEY, orjson.dumps({"max_epoch": epoch}), ((FORMAT_HEADER, CLOCK_FORMAT),), p)
+        for p, epoch in sorted(clocks.items())
+    ]
 
 
 def _is_clock(rec: InRecord) -> bool:
@@ -238,8 +240,7 @@ def _clock_epoch(rec: InRecord) -> float | None:
     except (orjson.JSONDecodeError, KeyError):
         epoch = None
     if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not math.isfinite(epoch):
-        log.error("clock record %s is not a number; ignored (the partition's clock starts from its events)",
-                  where(rec))
+        log.error("clock record %s is not a number; ignored (the partition's clock starts from its events)", where(rec))
         return None
     return float(epoch)
 
@@ -274,12 +275,17 @@ def restore_customers(core: StatefulCore, records: Iterable[InRecord]) -> int:
         try:
             core.load_customer(customer_id, rec.value, rec.partition)
         except StateError as exc:
-            log.error("state record %s of customer %r cannot be restored; the customer starts afresh: %s",
-                      where(rec), customer_id, exc)
+            log.error(
+                "state record %s of customer %r cannot be restored; the customer starts afresh: %s",
+                where(rec),
+                customer_id,
+                exc,
+            )
             continue
         except Exception:
-            log.exception("state record %s of customer %r cannot be loaded; the customer starts afresh",
-                          where(rec), customer_id)
+            log.exception(
+                "state record %s of customer %r cannot be loaded; the customer starts afresh", where(rec), customer_id
+            )
             continue
         loaded += 1
     return loaded
@@ -294,8 +300,9 @@ def _load_clocks(core: ClockedCore, clocks: Mapping[int, tuple[float, InRecord]]
             log.error("clock record %s holds %r, which the core refuses; ignored: %s", where(rec), epoch, exc)
 
 
-def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: ModelTracker,
-                  bad: BadRecords) -> InRecord | None:
+def restore_model(
+    core: StatefulCore, records: Sequence[InRecord], tracker: ModelTracker, bad: BadRecords
+) -> InRecord | None:
     """Single mode: load the newest valid model of the model topic; returns its (newest) record, ``None``: none.
 
     A writer's model is the newest record of each of its parts (a tombstone
@@ -336,8 +343,9 @@ def restore_model(core: StatefulCore, records: Sequence[InRecord], tracker: Mode
     return None
 
 
-def _load_parts(core: StatefulCore, parts: Mapping[str, InRecord], tracker: ModelTracker,
-                bad: BadRecords) -> InRecord | None:
+def _load_parts(
+    core: StatefulCore, parts: Mapping[str, InRecord], tracker: ModelTracker, bad: BadRecords
+) -> InRecord | None:
     """Load one writer's model from the newest record of each part; a refused set is reported on its newest record."""
     newest = max(parts.values(), key=lambda r: r.offset)
     values = {}

@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"}
 MODEL_MAX_BYTES = 16 * 1024 * 1024
-VECTORS = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000),
-           "max.message.bytes": str(MODEL_MAX_BYTES)}
+VECTORS = {
+    "cleanup.policy": "delete",
+    "retention.ms": str(7 * 24 * 3600 * 1000),
+    "max.message.bytes": str(MODEL_MAX_BYTES),
+}
 """The vectors topic: the trainer's input; kept a week (a trainer restarts from its last committed offset)."""
 
 
@@ -79,8 +82,7 @@ def ensure_topics(admin: Admin, settings: Settings) -> int:
     specs = plan(settings, input_partitions)
     missing = [s for s in specs if counts.get(s.name) is None]
     if missing:
-        listing = ", ".join(f"{s.name} ({s.partitions} partitions{', compacted' if s.config else ''})"
-                            for s in missing)
+        listing = ", ".join(f"{s.name} ({s.partitions} partitions{', compacted' if s.config else ''})" for s in missing)
         if not t.create:
             raise TopicSetupError(f"missing topics: {listing}; create them or run with --topics.create true")
         log.info("creating topics: %s", listing)
@@ -90,5 +92,6 @@ def ensure_topics(admin: Admin, settings: Settings) -> int:
         raise TopicSetupError(
             f"state topic {settings.state_topic} has {state_count} partitions but input topic {t.input} has "
             f"{input_partitions}; they must match (co-partitioned). Recreate the state topic with "
-            f"{input_partitions} partitions or use another --group-id.")
+            f"{input_partitions} partitions or use another --group-id."
+        )
     return input_partitions

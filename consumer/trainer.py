@@ -99,8 +99,13 @@ class TrainerRole:
         Wall clock for ``emitted_at``.
     """
 
-    def __init__(self, settings: Settings, transport_factory: Callable[[RebalanceHandler], Transport],
-                 trainer_factory: TrainerFactory, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transport_factory: Callable[[RebalanceHandler], Transport],
+        trainer_factory: TrainerFactory,
+        clock: Callable[[], datetime],
+    ) -> None:
         self.settings = settings
         self._transport_factory = transport_factory
         self._trainer_factory = trainer_factory
@@ -230,10 +235,12 @@ class TrainerRole:
         self._offsets.clear()
         self._lifecycle.clear()
         self._last_commit = 0.0  # announce the takeover with a snapshot as soon as vectors arrive
-        log.info("trainer: this instance is the trainer now (%s, model versions %s) after %.2fs",
-                 f"from snapshot {where(chosen)}" if chosen is not None else "no valid snapshot: fresh",
-                 trainer.model_versions(),
-                 time.perf_counter() - started)
+        log.info(
+            "trainer: this instance is the trainer now (%s, model versions %s) after %.2fs",
+            f"from snapshot {where(chosen)}" if chosen is not None else "no valid snapshot: fresh",
+            trainer.model_versions(),
+            time.perf_counter() - started,
+        )
 
     def _commit(self) -> None:
         transport = self._require()
@@ -247,11 +254,24 @@ class TrainerRole:
             for message in self._lifecycle:
                 transport.send(self._router.record(stamp(message, emitted_at)))
             if versions != self._published:
-                transport.send(OutRecord(topic, VIEW_KEY, trainer.view(),
-                                         ((FORMAT_HEADER, VIEW_FORMAT), (VERSIONS_HEADER, orjson.dumps(versions))), 0))
-            transport.send(OutRecord(topic, TRAINER_KEY, trainer.state(),
-                                     ((FORMAT_HEADER, TRAINER_FORMAT),
-                                      ("instance", self.settings.instance_id.encode())), 0))
+                transport.send(
+                    OutRecord(
+                        topic,
+                        VIEW_KEY,
+                        trainer.view(),
+                        ((FORMAT_HEADER, VIEW_FORMAT), (VERSIONS_HEADER, orjson.dumps(versions))),
+                        0,
+                    )
+                )
+            transport.send(
+                OutRecord(
+                    topic,
+                    TRAINER_KEY,
+                    trainer.state(),
+                    ((FORMAT_HEADER, TRAINER_FORMAT), ("instance", self.settings.instance_id.encode())),
+                    0,
+                )
+            )
             transport.commit(dict(self._offsets))
         except TransactionError as exc:
             log.warning("trainer: commit failed (%s); dropping the uncommitted work and restoring", exc)

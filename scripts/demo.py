@@ -62,10 +62,32 @@ class DemoRun:
 
 
 def run_producer(run: DemoRun, *, customers: int, days: float, seed: int) -> None:
-    cmd = [sys.executable, "-m", "producer", "synth", "--to", "kafka", "--bootstrap-servers", run.bootstrap,
-           "--topic", run.topics["input"], "--partitions", "3", "--customers", str(customers), "--days", str(days),
-           "--seed", str(seed), "--truth", str(run.out_dir / "truth.jsonl"),
-           "--malformed-rate", "0.001", "--duplicate-rate", "0.002"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "producer",
+        "synth",
+        "--to",
+        "kafka",
+        "--bootstrap-servers",
+        run.bootstrap,
+        "--topic",
+        run.topics["input"],
+        "--partitions",
+        "3",
+        "--customers",
+        str(customers),
+        "--days",
+        str(days),
+        "--seed",
+        str(seed),
+        "--truth",
+        str(run.out_dir / "truth.jsonl"),
+        "--malformed-rate",
+        "0.001",
+        "--duplicate-rate",
+        "0.002",
+    ]
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
@@ -97,10 +119,29 @@ def run_consumer(run: DemoRun, *, timeout_s: float) -> dict[str, Any]:
     bootstrap, topics, group, out_dir, console = run.bootstrap, run.topics, run.name, run.out_dir, run.console
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "consumer", "--bootstrap-servers", bootstrap, "--group-id", group,
-           "--topics.input", topics["input"], "--topics.output", topics["output"], "--topics.dlq", topics["dlq"],
-           "--topics.membership", topics["membership"], "--rules-file", str(RULES),
-           "--metrics-host", "127.0.0.1", "--metrics-port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "consumer",
+        "--bootstrap-servers",
+        bootstrap,
+        "--group-id",
+        group,
+        "--topics.input",
+        topics["input"],
+        "--topics.output",
+        topics["output"],
+        "--topics.dlq",
+        topics["dlq"],
+        "--topics.membership",
+        topics["membership"],
+        "--rules-file",
+        str(RULES),
+        "--metrics-host",
+        "127.0.0.1",
+        "--metrics-port",
+        str(port),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     deadline = time.monotonic() + timeout_s
@@ -110,8 +151,10 @@ def run_consumer(run: DemoRun, *, timeout_s: float) -> dict[str, Any]:
             if proc.poll() is not None:
                 raise SystemExit(f"segmenter-consumer exited early with code {proc.returncode}")
             if not announced and http_get(f"{base}/healthz") is not None:
-                console.print(f"[bold green]Segment explorer[/bold green] (live while the consumer runs): {base}/ "
-                              f"· JSON {base}/segments · metrics {base}/metrics")
+                console.print(
+                    f"[bold green]Segment explorer[/bold green] (live while the consumer runs): {base}/ "
+                    f"· JSON {base}/segments · metrics {base}/metrics"
+                )
                 announced = True
             if committed_everything(probe, topics["input"]):
                 break
@@ -168,8 +211,11 @@ def print_segments(messages: list[dict[str, Any]], console: Console) -> None:
         if m["kind"] == "segment_change":
             current[(m["lens"], m["customer_id"])] = m["to_segment"]
     sizes = collections.Counter((lens, seg["id"]) for (lens, _), seg in current.items() if seg is not None)
-    latest_name = {(m["lens"], m["to_segment"]["id"]): m["to_segment"]["name"] for m in messages
-                   if m["kind"] == "segment_change" and m["to_segment"]}
+    latest_name = {
+        (m["lens"], m["to_segment"]["id"]): m["to_segment"]["name"]
+        for m in messages
+        if m["kind"] == "segment_change" and m["to_segment"]
+    }
     table = Table(title="Segments (customers per segment at the end of the stream)")
     for column in ("lens", "segment", "name", "customers"):
         table.add_column(column, justify="right" if column == "customers" else "left")
@@ -178,8 +224,10 @@ def print_segments(messages: list[dict[str, Any]], console: Console) -> None:
     console.print(table)
     lifecycle = collections.Counter((m["lens"], m["action"]) for m in messages if m["kind"] == "segment_lifecycle")
     if lifecycle:
-        console.print("[bold]Segment lifecycle[/bold]: " + ", ".join(f"{lens} {action} x{n}"
-                                                               for (lens, action), n in sorted(lifecycle.items())))
+        console.print(
+            "[bold]Segment lifecycle[/bold]: "
+            + ", ".join(f"{lens} {action} x{n}" for (lens, action), n in sorted(lifecycle.items()))
+        )
     causes = collections.Counter(m["cause"] for m in messages if m["kind"] == "segment_change")
     console.print(f"[bold]Segment changes by cause[/bold]: {dict(causes)}")
 
@@ -194,8 +242,12 @@ def print_campaigns(messages: list[dict[str, Any]], suppressed: dict[str, dict[s
     for campaign, channel in sorted(campaigns.items()):
         n = fired.get((campaign, channel), 0)
         sup = suppressed.get(campaign, {})
-        table.add_row(campaign, channel, f"[bold]{n:,}[/bold]" if n else "[red]0[/red]",
-                      *(f"{sup[c]:,}" if sup.get(c) else "-" for c in CONTROLS))
+        table.add_row(
+            campaign,
+            channel,
+            f"[bold]{n:,}[/bold]" if n else "[red]0[/red]",
+            *(f"{sup[c]:,}" if sup.get(c) else "-" for c in CONTROLS),
+        )
     console.print(table)
     missing = [c for c, ch in campaigns.items() if not fired.get((c, ch))]
     if missing:
@@ -228,9 +280,11 @@ def print_membership(records: list[Record], messages: list[dict[str, Any]], cons
     live = sum(1 for v in table.values() if v is not None)
     tombstones = sum(1 for _, v, _ in records if v is None)
     verdict = "[green]equals[/green]" if comparable(table, expected) == expected else "[red]DIFFERS FROM[/red]"
-    console.print(f"[bold]Membership table[/bold]: {len(records):,} records ({tombstones:,} tombstones) for "
-                  f"{len(table):,} customers, {live:,} with segments now; rebuilt from the topic it {verdict} "
-                  "the last segment_change per customer and lens (ids, model versions, since of event moves)")
+    console.print(
+        f"[bold]Membership table[/bold]: {len(records):,} records ({tombstones:,} tombstones) for "
+        f"{len(table):,} customers, {live:,} with segments now; rebuilt from the topic it {verdict} "
+        "the last segment_change per customer and lens (ids, model versions, since of event moves)"
+    )
     sample = next((k for k, v in sorted(table.items()) if v and len(v) > 1), None)
     if sample:
         console.print(f"  e.g. {sample}: " + orjson.dumps(table[sample]).decode(), markup=False)
@@ -249,8 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     demote_kafka_noise()  # this process's probe and read-back consumers wait on the consumer's CPU: short slow steps
 
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    topics = {"input": f"{run}.events", "output": f"{run}.segments", "dlq": f"{run}.dlq",
-              "membership": f"{run}.membership"}
+    topics = {
+        "input": f"{run}.events",
+        "output": f"{run}.segments",
+        "dlq": f"{run}.dlq",
+        "membership": f"{run}.membership",
+    }
     out_dir = ROOT / "out" / run
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(width=None if sys.stdout.isatty() else 132)
@@ -271,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     print_membership(read_topic(args.bootstrap_servers, topics["membership"]), messages, console)
     if "page" in last:
         console.print(f"[bold]Segment explorer page[/bold] as the consumer served it last: {last['page']}")
-    console.print(f"\nTopics: {topics}; outputs and persona truth in {out_dir}; "
-                  f"took {time.monotonic() - started:.0f}s")
+    console.print(f"\nTopics: {topics}; outputs and persona truth in {out_dir}; took {time.monotonic() - started:.0f}s")
     return 0 if messages and every_campaign else 1
 
 

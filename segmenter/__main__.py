@@ -315,8 +315,10 @@ def _profile(args: argparse.Namespace) -> int:
                 if p.id in rules:
                     rule = rules[p.id]
                     fid = rule["fidelity"]
-                    print(f"  {'':<16} rule: {rule['text']}  (matches {fid['members_matched']:.0%} of members, "
-                          f"excludes {fid['non_members_excluded']:.0%} of the others)")
+                    print(
+                        f"  {'':<16} rule: {rule['text']}  (matches {fid['members_matched']:.0%} of members, "
+                        f"excludes {fid['non_members_excluded']:.0%} of the others)"
+                    )
         return EXIT_OK
     return _profile_jsonl(args.source, data)
 

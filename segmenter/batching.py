@@ -196,9 +196,13 @@ def store_columns(store: FeatureStore) -> kernel.StoreColumns:
     )
 
 
-def _warn_moved(store: FeatureStore, rows: np.ndarray[Any, np.dtype[np.int64]],
-                kinds: np.ndarray[Any, np.dtype[np.int64]], parts: np.ndarray[Any, np.dtype[np.int16]],
-                events: Sequence[CustomerEvent]) -> None:
+def _warn_moved(
+    store: FeatureStore,
+    rows: np.ndarray[Any, np.dtype[np.int64]],
+    kinds: np.ndarray[Any, np.dtype[np.int64]],
+    parts: np.ndarray[Any, np.dtype[np.int16]],
+    events: Sequence[CustomerEvent],
+) -> None:
     """Warn (once per batch) when known customers' events arrive on another input partition than before."""
     held = np.flatnonzero((rows >= 0) & (kinds >= 0))
     if not len(held):
@@ -207,9 +211,14 @@ def _warn_moved(store: FeatureStore, rows: np.ndarray[Any, np.dtype[np.int64]],
     moved = held[(before >= 0) & (parts[held] >= 0) & (before != parts[held])]
     if len(moved):
         first = int(moved[0])
-        log.warning("%d events of known customers came from another input partition than before (first: customer "
-                    "%r from %d to %d); is the input keyed by customer id?", len(moved), events[first].customer_id,
-                    int(store.part[rows[first]]), int(parts[first]))
+        log.warning(
+            "%d events of known customers came from another input partition than before (first: customer "
+            "%r from %d to %d); is the input keyed by customer id?",
+            len(moved),
+            events[first].customer_id,
+            int(store.part[rows[first]]),
+            int(parts[first]),
+        )
 
 
 class LensArrays:

@@ -117,7 +117,6 @@ __all__ = [
 ]
 
 
-
 class Stop(IntEnum):
     """Why :func:`run` returned (``io[IO_REASON]``; see the module)."""
 
@@ -244,10 +243,12 @@ P_LATENESS, P_REFINE, P_SHARED, P_VECTOR_EVERY, P_ENGINE, P_RELEASE, P_DEDUP, P_
 FP_KA, FP_KF, FP_KS, FP_CAP = range(4)
 
 # the FeatureStore's column layout and event kinds, declared once in segmenter.features
-_OTHER, _SESSION, _PVIEW_K, _CART_K = (int(k) for k in (EventKind.OTHER, EventKind.SESSION, EventKind.PRODUCT_VIEW,
-                                                        EventKind.CART_ADD))
-_PURCHASE, _REFUND, _EOPEN, _ECLICK = (int(k) for k in (EventKind.PURCHASE, EventKind.REFUND, EventKind.EMAIL_OPEN,
-                                                        EventKind.EMAIL_CLICK))
+_OTHER, _SESSION, _PVIEW_K, _CART_K = (
+    int(k) for k in (EventKind.OTHER, EventKind.SESSION, EventKind.PRODUCT_VIEW, EventKind.CART_ADD)
+)
+_PURCHASE, _REFUND, _EOPEN, _ECLICK = (
+    int(k) for k in (EventKind.PURCHASE, EventKind.REFUND, EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK)
+)
 _MAX_AMOUNT = MAX_AMOUNT
 _DAY = DAY
 N_FEATURES = len(FEATURE_NAMES)
@@ -304,6 +305,7 @@ def scale(vals: Any, idx: Any, heavy: Any, inv: Any, off: Any, d: int, x: Any) -
             v = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
         x[j] = v * inv[j] - off[j]
 
+
 """Every feature of ``row`` at time ``at`` into ``out`` (:meth:`FeatureStore.vector`, compiled)."""
 SCORED = _SCORED
 """The time column holding when a row was last scored."""
@@ -311,8 +313,19 @@ SCORED = _SCORED
 
 @njit(cache=True)
 def _ingest(  # noqa: PLR0917 - compiled: positional only
-    f: Any, t: Any, h: Any, hpos: Any, dirty: Any, row: int, new: bool, kind: int, at: int, amount: float, eh: int,
-    dedup: int, fp: Any,
+    f: Any,
+    t: Any,
+    h: Any,
+    hpos: Any,
+    dirty: Any,
+    row: int,
+    new: bool,
+    kind: int,
+    at: int,
+    amount: float,
+    eh: int,
+    dedup: int,
+    fp: Any,
 ) -> bool:  # pragma: no cover - compiled
     """:meth:`FeatureStore.ingest` for a known row; False on a duplicate event id."""
     if dedup:
@@ -382,8 +395,16 @@ def _ingest(  # noqa: PLR0917 - compiled: positional only
 
 @njit(cache=True)
 def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one piece for speed
-    pos: Any, io: Any, ev: Events, st: StoreColumns, clk: ClockColumns, ln: LensColumns, mv: MoveColumns,
-    state: Any, prm: Any, fp: Any,
+    pos: Any,
+    io: Any,
+    ev: Events,
+    st: StoreColumns,
+    clk: ClockColumns,
+    ln: LensColumns,
+    mv: MoveColumns,
+    state: Any,
+    prm: Any,
+    fp: Any,
 ) -> None:  # pragma: no cover - compiled
     """Run events from position ``pos = [event, step]`` until a stop; ``io[IO_REASON]`` says which (see the module)."""
     rows, newrows, newfirst, kinds, times, amounts, ehash, chash, srcs, parts = ev
@@ -502,9 +523,19 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
             if nl > 0:
                 scale(vals, idx[li], heavy[li], inv[li], off[li], d, x)
             now = t[row, _LAST]
-            moved, target, nearest, dd = nearest_with_hysteresis(x, centers[li], live[li], nl, d, cur, dw,
-                                                                 now - since[row, li], prev[row, li],
-                                                                 waited(pend[row, li], now), rule[li])
+            moved, target, nearest, dd = nearest_with_hysteresis(
+                x,
+                centers[li],
+                live[li],
+                nl,
+                d,
+                cur,
+                dw,
+                now - since[row, li],
+                prev[row, li],
+                waited(pend[row, li], now),
+                rule[li],
+            )
             if moved:
                 full = apply(cols, mv, (row, li, cur, target, i, now, now, version[li]), dd, vals, live[li, :nl])
                 # the move dates from its cause event (its segment_change's event_ts), which is older than `now`

@@ -49,6 +49,7 @@ __all__ = [
     "table_from_changes",
 ]
 
+
 class Named(Protocol):
     """A segment as a membership record names it (:class:`segmenter.outputs.SegmentRef`)."""
 

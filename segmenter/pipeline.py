@@ -109,8 +109,6 @@ _FLUSH_AT = frozenset(
 WATERMARK too, since a watermark may tick a refinement (``refine.every_days``), which reads the live scaler."""
 
 
-
-
 OutputSink = Callable[[list[Output]], None]
 """Receives a call's output messages in order, a part at a time, as soon as they exist (``sink=`` of
 :meth:`Segmenter.process_batch`, :meth:`~Segmenter.advance_to` and :meth:`~Segmenter.load_shared_model`).
@@ -167,7 +165,8 @@ class _Run:
     pos: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(2, np.int64))
     io: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(kernel.IO_SIZE, np.int64))
     state: np.ndarray[Any, np.dtype[np.int64]] = field(
-        default_factory=lambda: np.zeros(len(kernel.STATE_FIELDS), np.int64))
+        default_factory=lambda: np.zeros(len(kernel.STATE_FIELDS), np.int64)
+    )
     dropped: list[int] = field(default_factory=list)
 
     @property
@@ -204,8 +203,9 @@ class Segmenter:
     1
     """
 
-    def __init__(self, config: SegmenterConfig, rules: RuleSet | None = None, *, shared: bool = False,
-                 vector_every: int = 1) -> None:
+    def __init__(
+        self, config: SegmenterConfig, rules: RuleSet | None = None, *, shared: bool = False, vector_every: int = 1
+    ) -> None:
         self.config = config
         self._shared = shared
         self._vector_every = max(1, vector_every)
@@ -222,8 +222,9 @@ class Segmenter:
         self._refine_every = config.refine.every_events
         self._refine_every_s = 0 if shared else round(config.refine.every_days * 86400)
         # event-time clock (int seconds relative to BASE_EPOCH)
-        self._clock = EventClock(self._lateness, config.features.clock_quorum,
-                                 round(config.features.max_future_hours * 3600))
+        self._clock = EventClock(
+            self._lateness, config.features.clock_quorum, round(config.features.max_future_hours * 3600)
+        )
         # shared mode: sampled raw vectors for the trainer (customer hash, one raw vector per lens)
         self._vectors = VectorSample(self._names, self._pick)
         self._vec_seen = 0
@@ -246,9 +247,9 @@ class Segmenter:
         self._engine: TriggerEngine | None = None
         self._arrays = LensArrays(self._lenses, self._idx)
         self._group_key: tuple[int, ...] = ()
-        self._group_cache: (
-            tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None
-        ) = None
+        self._group_cache: tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None = (
+            None
+        )
         self._moves = MoveBuffer()
         self._explainers = [Explainer(lens) for lens in self._lenses]
         self._builder = ChangeBuilder(self._store, self._lenses, self._explainers, self._idx_arrays)
@@ -420,8 +421,9 @@ class Segmenter:
                _RELEASE_EVERY_S, self._store.dedup_size, c.max_future, c.quorum]  # fmt: skip
         return np.array(prm, np.int64), self._store.kernel_rates()
 
-    def _groups(self, cols: EventColumns) -> tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns,
-                                                   kernel.LensColumns]:
+    def _groups(
+        self, cols: EventColumns
+    ) -> tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns]:
         """The column groups of one :func:`kernel.run` call, rebuilt when a handler replaced arrays.
 
         New rows may grow the store (all its columns at once), new sources the clock's arrays, an erasure
@@ -499,8 +501,20 @@ class Segmenter:
     def _push_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         c = self._clock
         max_t, wm, nxt, rel = c.max_t, c.watermark, c.next_check, c.released_at
-        state[:] = (self._events, self._duplicates, self._vec_seen, max_t is not None, max_t or 0, wm is not None,
-                    wm or 0, nxt is not None, nxt or 0, rel is not None, rel or 0, self._isolated)
+        state[:] = (
+            self._events,
+            self._duplicates,
+            self._vec_seen,
+            max_t is not None,
+            max_t or 0,
+            wm is not None,
+            wm or 0,
+            nxt is not None,
+            nxt or 0,
+            rel is not None,
+            rel or 0,
+            self._isolated,
+        )
 
     def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         c = self._clock

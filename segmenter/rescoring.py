@@ -70,7 +70,18 @@ def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional onl
     rows, at, lens_on, mark = job
     f, t, seg, dwell, since, prev, mver, pend = st.f, st.t, st.seg, st.dwell, st.since, st.prev, st.mver, st.pend
     idx, dims, heavy, inv, off, centers, nlive, live, rule, ready, version = (
-        ln.idx, ln.dims, ln.heavy, ln.inv, ln.off, ln.centers, ln.nlive, ln.live, ln.rule, ln.ready, ln.version)
+        ln.idx,
+        ln.dims,
+        ln.heavy,
+        ln.inv,
+        ln.off,
+        ln.centers,
+        ln.nlive,
+        ln.live,
+        ln.rule,
+        ln.ready,
+        ln.version,
+    )
     seen, budget, mid, drift = mg
     cols = (seg, dwell, since, prev, mver, pend)
     vals = np.empty(_N_VALUES, np.float64)

@@ -81,6 +81,8 @@ STATE_VERSION = 1
 WARMUP_N_INIT = 10
 """k-means++ starts of the first segments' batch k-means (on the warm-up buffer)."""
 _INF = math.inf
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """Result of :meth:`Lens.assign`.
@@ -151,9 +153,12 @@ class Lens:
         self._registry = SegmentRegistry(config.match_threshold, config.retire_after, config.max_segments)
         # the move rule's parameters (nearest_with_hysteresis)
         self.rule = Hysteresis(
-            margin=config.margin, min_dwell=config.min_dwell, min_dwell_s=round(config.min_dwell_hours * 3600),
+            margin=config.margin,
+            min_dwell=config.min_dwell,
+            min_dwell_s=round(config.min_dwell_hours * 3600),
             dwell_time_s=round(config.min_dwell_days * 86_400) if config.min_dwell_days else math.inf,
-            return_window_s=round(config.return_window_days * 86_400), return_margin=config.return_margin,
+            return_window_s=round(config.return_window_days * 86_400),
+            return_margin=config.return_margin,
             hold_s=round(config.pending_move_hours * 3600) if config.pending_move_hours else math.inf,
             shrink=config.margin_shrinks,
         ).params()
@@ -381,9 +386,7 @@ class Lens:
         cfg = self.config
         return SummaryFollower(cfg.match_threshold, cfg.refine_iterations, cfg.retire_after, cfg.min_cluster_share)
 
-    def _initial_centers(
-        self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _initial_centers(self, cs: np.ndarray, src: np.ndarray, snap: ScalerSnapshot) -> tuple[np.ndarray, np.ndarray]:
         """First segments: batch k-means on the warm-up buffer, so that births are not mere noise.
 
         Models with a ``k`` get batch k-means (best of :data:`WARMUP_N_INIT`
@@ -473,8 +476,9 @@ class Lens:
         if snap is None or not live or not len(xs):
             return []
         # k stays: an emptied segment restarts at the worst-served customer (a retirement and a birth)
-        cs, labels, own = lloyd_sse(xs, self._registry.scaled_centers(live, space), self.config.refine_iterations,
-                                    tol=REFINE_TOL)
+        cs, labels, own = lloyd_sse(
+            xs, self._registry.scaled_centers(live, space), self.config.refine_iterations, tol=REFINE_TOL
+        )
         rng = np.random.default_rng([self.seed, self.model_version])
         check = Assessment(xs, cs, rng)
         due = self._refinements % RESTART_CHECK_EVERY == 0
@@ -516,7 +520,12 @@ class Lens:
         return screen(xs, cs, np.random.default_rng([self.seed, self.model_version, 2])) > SCREEN_RATIO
 
     def _restart(  # noqa: PLR0913, PLR0917 - the refinement's state, handed over as it stands
-        self, xs: np.ndarray, cs: np.ndarray, labels: np.ndarray, own: float, check: Assessment,
+        self,
+        xs: np.ndarray,
+        cs: np.ndarray,
+        labels: np.ndarray,
+        own: float,
+        check: Assessment,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, float, Assessment]:
         """A bad local optimum: restart from batch k-means, polished on everyone, ids by nearest segment.
@@ -680,8 +689,18 @@ class Lens:
             return Assignment(None, None, None, current is not None)
         x = np.array(self._scaled(raw), np.float64)
         moved, segment, nearest, distance = nearest_with_hysteresis(
-            x, self._center_array, self._live_array, n, self._dim, -1 if current is None else current, dwell,
-            age, -1 if previous is None else previous, wait, self.rule)
+            x,
+            self._center_array,
+            self._live_array,
+            n,
+            self._dim,
+            -1 if current is None else current,
+            dwell,
+            age,
+            -1 if previous is None else previous,
+            wait,
+            self.rule,
+        )
         return Assignment(int(segment), int(nearest), float(distance), bool(moved))
 
     def explain(self, raw: Sequence[float] | np.ndarray, old: int | None, new: int | None) -> Explanation:
@@ -789,16 +808,23 @@ class Lens:
             raise StateError(f"lens {self.name!r}: state must be an object")
         if state.get("version") != STATE_VERSION:
             raise StateError(f"lens {self.name!r}: state version {state.get('version')!r}, expected {STATE_VERSION}")
-        for key, mine in (("name", self.name), ("algorithm", self.config.algorithm),
-                          ("features", list(self.feature_names))):
+        for key, mine in (
+            ("name", self.name),
+            ("algorithm", self.config.algorithm),
+            ("features", list(self.feature_names)),
+        ):
             if state.get(key) != mine:
                 raise StateError(f"lens {self.name!r}: state is for {key} {state.get(key)!r}, not {mine!r}")
         try:
             snap_data = state["snapshot"]
-            snapshot = None if snap_data is None else ScalerSnapshot(
-                heavy=self._scaler.heavy,
-                mean=tuple(float(v) for v in snap_data["mean"]),
-                std=tuple(float(v) for v in snap_data["std"]),
+            snapshot = (
+                None
+                if snap_data is None
+                else ScalerSnapshot(
+                    heavy=self._scaler.heavy,
+                    mean=tuple(float(v) for v in snap_data["mean"]),
+                    std=tuple(float(v) for v in snap_data["std"]),
+                )
             )
             model_version = int(state["model_version"])
             n_obs = int(state["n_obs"])
@@ -847,4 +873,3 @@ def _wider(a: ScalerSnapshot, b: ScalerSnapshot) -> ScalerSnapshot:
     a vanished population replaced by a far one is still a jump.
     """
     return dataclasses.replace(a, std=tuple(max(x, y) for x, y in zip(a.std, b.std, strict=True)))
-

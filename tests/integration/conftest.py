@@ -88,14 +88,21 @@ def plain_producer(bootstrap: str) -> Iterator[KafkaProducer]:
     producer.close()
 
 
-def read_all(bootstrap: str, topic: str, *, expect: int | None = None, timeout_s: float = 20.0,
-             isolation: str = "read_committed") -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+def read_all(
+    bootstrap: str, topic: str, *, expect: int | None = None, timeout_s: float = 20.0, isolation: str = "read_committed"
+) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
     """Read every record of ``topic`` from the beginning as (key, value, headers).
 
     Stops after ``expect`` records, or when nothing arrives for a while, or at ``timeout_s``.
     """
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, isolation_level=isolation, group_id=None)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        group_id=None,
+    )
     out: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
     deadline = time.monotonic() + timeout_s
     idle_polls = 0

@@ -62,12 +62,24 @@ def with_it_config(args: list[str]) -> list[str]:
     """``args`` plus ``--config-file`` of :func:`it_config_file`, unless they name a config."""
     return args if "--config-file" in args else [*args, "--config-file", str(it_config_file())]
 
-TYPES = ["session_start", "page_view", "product_view", "add_to_cart", "purchase", "email_open", "email_click",
-         "product_view", "session_start", "purchase"]
+
+TYPES = [
+    "session_start",
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "purchase",
+    "email_open",
+    "email_click",
+    "product_view",
+    "session_start",
+    "purchase",
+]
 
 
-def make_events(n: int, customers: int = 30, seed: int = 7, start: datetime | None = None,
-                step_minutes: float = 5.0) -> list[tuple[bytes, bytes]]:
+def make_events(
+    n: int, customers: int = 30, seed: int = 7, start: datetime | None = None, step_minutes: float = 5.0
+) -> list[tuple[bytes, bytes]]:
     """``n`` valid events as (key, value), event time strictly increasing."""
     rnd = random.Random(seed)
     t0 = start or datetime(2026, 1, 1, tzinfo=UTC)
@@ -75,16 +87,25 @@ def make_events(n: int, customers: int = 30, seed: int = 7, start: datetime | No
     for i in range(n):
         customer = f"c{rnd.randrange(customers)}"
         etype = rnd.choice(TYPES)
-        event: dict[str, Any] = {"event_id": f"{seed}-e{i}", "customer_id": customer, "type": etype,
-                                 "ts": (t0 + timedelta(minutes=step_minutes * i)).isoformat()}
+        event: dict[str, Any] = {
+            "event_id": f"{seed}-e{i}",
+            "customer_id": customer,
+            "type": etype,
+            "ts": (t0 + timedelta(minutes=step_minutes * i)).isoformat(),
+        }
         if etype == "purchase":
             event["amount"] = round(rnd.uniform(5, 400) * (1 + int(customer[1:]) % 3), 2)
         out.append((customer.encode(), json.dumps(event).encode()))
     return out
 
 
-def produce(producer: KafkaProducer, topic: str, records: list[tuple[bytes | None, bytes | None]],
-            partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
+def produce(
+    producer: KafkaProducer,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     for key, value in records:
         producer.send(topic, value, key=key, partition=partition, headers=headers or [])
     producer.flush()
@@ -114,16 +135,39 @@ def strip(records: list[tuple[bytes | None, bytes | None, dict[str, bytes]]]) ->
 
 
 def settings_for(bootstrap: str, group: str, inp: str, out: str, dlq: str, *extra: str) -> Settings:
-    return load_settings(["--bootstrap-servers", bootstrap, "--group-id", group, "--topics.input", inp,
-                          "--topics.output", out, "--topics.dlq", dlq, "--topics.membership", f"{out}.membership",
-                          "--metrics-port", "-1",
-                          "--commit-interval-ms", "100", "--transaction-timeout-ms", "10000",
-                          "--session-timeout-ms", "6000", "--config-file", str(it_config_file()), *extra])
+    return load_settings(
+        [
+            "--bootstrap-servers",
+            bootstrap,
+            "--group-id",
+            group,
+            "--topics.input",
+            inp,
+            "--topics.output",
+            out,
+            "--topics.dlq",
+            dlq,
+            "--topics.membership",
+            f"{out}.membership",
+            "--metrics-port",
+            "-1",
+            "--commit-interval-ms",
+            "100",
+            "--transaction-timeout-ms",
+            "10000",
+            "--session-timeout-ms",
+            "6000",
+            "--config-file",
+            str(it_config_file()),
+            *extra,
+        ]
+    )
 
 
 def committed_offset(bootstrap: str, group: str, topic: str, partition: int = 0) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                             isolation_level="read_committed")
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, isolation_level="read_committed"
+    )
     try:
         return consumer.committed(TopicPartition(topic, partition)) or 0
     finally:
@@ -177,8 +221,13 @@ class ConsumerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env = {k: v for k, v in env.items() if not k.startswith("SEGMENTER_")}
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
-        self.proc = subprocess.Popen([sys.executable, "-m", "consumer", *with_it_config(args)], cwd=ROOT, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", *with_it_config(args)],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

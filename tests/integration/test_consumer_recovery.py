@@ -31,9 +31,30 @@ KILL_EVENTS = 10000  # long enough that three kills, 150+ offsets apart, land be
 
 
 def _args(bootstrap: str, group: str, inp: str, out: str, dlq: str) -> list[str]:
-    return ["--bootstrap-servers", bootstrap, "--group-id", group, "--topics.input", inp, "--topics.output", out,
-            "--topics.dlq", dlq, "--metrics-port", "-1", "--commit-interval-ms", "50", "--batch-size", "25",
-            "--transaction-timeout-ms", "10000", "--session-timeout-ms", "6000", "--instance-id", "k"]
+    return [
+        "--bootstrap-servers",
+        bootstrap,
+        "--group-id",
+        group,
+        "--topics.input",
+        inp,
+        "--topics.output",
+        out,
+        "--topics.dlq",
+        dlq,
+        "--metrics-port",
+        "-1",
+        "--commit-interval-ms",
+        "50",
+        "--batch-size",
+        "25",
+        "--transaction-timeout-ms",
+        "10000",
+        "--session-timeout-ms",
+        "6000",
+        "--instance-id",
+        "k",
+    ]
 
 
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(
@@ -50,8 +71,11 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
         proc = ConsumerProcess(args, tmp_path / f"run{kills}.log")
         try:
             target = last + 150
-            wait_for(lambda t=target: committed_offset(bootstrap, group_id, inp) >= t, 60,  # type: ignore[misc]
-                     f"progress past offset {target}")
+            wait_for(
+                lambda t=target: committed_offset(bootstrap, group_id, inp) >= t,  # type: ignore[misc]
+                60,
+                f"progress past offset {target}",
+            )
             last = committed_offset(bootstrap, group_id, inp)
             if last >= KILL_EVENTS:
                 break

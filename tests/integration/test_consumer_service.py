@@ -56,7 +56,8 @@ def test_end_to_end_outputs_equal_the_offline_core(
         assert key == (data["lens"] if data["kind"] == "segment_lifecycle" else data["customer_id"]).encode()
     assert metric_value(metrics, "segmenter_events_in_total") == len(events)
     assert metric_value(metrics, "segmenter_outputs_total", {"kind": "segment_change"}) == sum(
-        1 for e in expected if e["kind"] == "segment_change")
+        1 for e in expected if e["kind"] == "segment_change"
+    )
     assert metric_value(metrics, "segmenter_batch_seconds_count") >= 6
     assert "segmenter_segment_size" in body and "segmenter_end_to_end_lag_seconds_bucket" in body
     assert health["status"] == "ok"
@@ -71,16 +72,26 @@ def test_end_to_end_outputs_equal_the_offline_core(
 def test_dead_letters_and_routing_by_kind(
     bootstrap: str, new_topic: Callable[..., str], group_id: str, plain_producer: KafkaProducer
 ) -> None:
-    inp, out, dlq, life = (new_topic(suffix="in"), new_topic(suffix="out"), new_topic(suffix="dlq"),
-                           new_topic(suffix="life"))
+    inp, out, dlq, life = (
+        new_topic(suffix="in"),
+        new_topic(suffix="out"),
+        new_topic(suffix="dlq"),
+        new_topic(suffix="life"),
+    )
     good = make_events(400)
-    late = json.dumps({"event_id": "late-1", "customer_id": "c1", "type": "page_view",
-                       "ts": "2025-06-01T00:00:00Z"}).encode()
+    late = json.dumps(
+        {"event_id": "late-1", "customer_id": "c1", "type": "page_view", "ts": "2025-06-01T00:00:00Z"}
+    ).encode()
     bad: list[tuple[bytes | None, bytes | None, str]] = [
         (b"c1", b"\xff\xfe not utf8", "not_utf8"),
         (b"c2", b"{not json", "not_json"),
-        (b"c3", json.dumps({"event_id": "x", "customer_id": "c3", "type": "purchase",
-                            "ts": "2026-01-01T00:00:00Z"}).encode(), "schema"),
+        (
+            b"c3",
+            json.dumps(
+                {"event_id": "x", "customer_id": "c3", "type": "purchase", "ts": "2026-01-01T00:00:00Z"}
+            ).encode(),
+            "schema",
+        ),
         (b"c4", b'{"pad": "' + b"x" * 70_000 + b'"}', "too_large"),
         (b"", None, "tombstone_key"),
         (b"c1", late, "late"),
@@ -94,7 +105,8 @@ def test_dead_letters_and_routing_by_kind(
     letters = read_all(bootstrap, dlq, expect=len(bad))
     assert [h["error"].decode() for _, _, h in letters] == [code for _, _, code in bad]
     for (key, value, headers), (orig_key, orig_value, _), offset in zip(
-            letters, bad, range(len(good), total), strict=True):
+        letters, bad, range(len(good), total), strict=True
+    ):
         assert key == orig_key and value == orig_value
         assert headers["source_topic"] == inp.encode()
         assert headers["source_partition"] == b"0" and headers["source_offset"] == str(offset).encode()
@@ -113,8 +125,9 @@ def test_tombstone_and_erasure_request_erase_customers(
 ) -> None:
     inp, out, dlq = new_topic(suffix="in"), new_topic(suffix="out"), new_topic(suffix="dlq")
     events = make_events(500, customers=10)
-    erase_c2 = json.dumps({"event_id": "erase-c2", "customer_id": "c2", "type": "erasure_request",
-                           "ts": "2026-01-03T00:00:00Z"}).encode()
+    erase_c2 = json.dumps(
+        {"event_id": "erase-c2", "customer_id": "c2", "type": "erasure_request", "ts": "2026-01-03T00:00:00Z"}
+    ).encode()
     produce(plain_producer, inp, [*events, (b"c1", None), (b"c2", erase_c2)])
     settings = settings_for(bootstrap, group_id, inp, out, dlq)
     with service_thread(settings) as (_, metrics):
@@ -138,17 +151,42 @@ def o_is_last(outputs: list[dict[str, object]], customer: str) -> bool:
 
 
 def test_two_instances_share_a_group_as_partitions_move(
-    bootstrap: str, new_topic: Callable[..., str], group_id: str, plain_producer: KafkaProducer,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    plain_producer: KafkaProducer,
     tmp_path: Path,
 ) -> None:
     inp, out, dlq = new_topic(partitions=4, suffix="in"), new_topic(suffix="out"), new_topic(suffix="dlq")
     # one minute apart, each third after the previous: a skew between partitions stays within the lateness
-    first, second, third = (make_events(300, seed=i, step_minutes=1.0,
-                                        start=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=5 * i))
-                            for i in range(3))
-    args = ["--bootstrap-servers", bootstrap, "--group-id", group_id, "--topics.input", inp, "--topics.output", out,
-            "--topics.dlq", dlq, "--metrics-port", "-1", "--commit-interval-ms", "100", "--static-membership",
-            "false", "--session-timeout-ms", "6000", "--transaction-timeout-ms", "10000", "--batch-size", "50"]
+    first, second, third = (
+        make_events(300, seed=i, step_minutes=1.0, start=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=5 * i))
+        for i in range(3)
+    )
+    args = [
+        "--bootstrap-servers",
+        bootstrap,
+        "--group-id",
+        group_id,
+        "--topics.input",
+        inp,
+        "--topics.output",
+        out,
+        "--topics.dlq",
+        dlq,
+        "--metrics-port",
+        "-1",
+        "--commit-interval-ms",
+        "100",
+        "--static-membership",
+        "false",
+        "--session-timeout-ms",
+        "6000",
+        "--transaction-timeout-ms",
+        "10000",
+        "--batch-size",
+        "50",
+    ]
 
     def all_committed(n: int) -> bool:
         return sum(committed_offset(bootstrap, group_id, inp, p) for p in range(4)) == n
@@ -173,8 +211,11 @@ def test_two_instances_share_a_group_as_partitions_move(
     log_a, log_b = a.log_text(), b.log_text() if b else ""
     assert "released partitions" in log_a and "restored" in log_b
     outputs = strip(read_all(bootstrap, out))
-    caused = Counter((o["customer_id"], o["lens"], o["cause_event_id"]) for o in outputs
-                     if o["kind"] == "segment_change" and o["cause"] == "event")
+    caused = Counter(
+        (o["customer_id"], o["lens"], o["cause_event_id"])
+        for o in outputs
+        if o["kind"] == "segment_change" and o["cause"] == "event"
+    )
     assert caused and max(caused.values()) == 1, "an event caused two segment changes in one lens"
     # every customer's state lives in the partition of its input records
     input_partition = {k: p for k, p in _partitions_of(bootstrap, inp).items()}
@@ -185,8 +226,13 @@ def test_two_instances_share_a_group_as_partitions_move(
 
 
 def _partitions_of(bootstrap: str, topic: str) -> dict[bytes, int]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, isolation_level="read_committed")
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     out: dict[bytes, int] = {}
     idle = 0
     try:

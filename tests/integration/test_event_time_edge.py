@@ -46,8 +46,15 @@ def test_a_fresh_group_on_a_three_partition_backlog_refuses_nothing(
 ) -> None:
     inp, out, dlq = new_topic(partitions=3, suffix="in"), new_topic(suffix="out"), new_topic(suffix="dlq")
     events = _sparse_stream(900, seed=11)
-    sent = [events[i] for i in backlog_order([k for k, _ in events], order, partitions=3,  # type: ignore[arg-type]
-                                             block_customers=150)]
+    sent = [
+        events[i]
+        for i in backlog_order(
+            [k for k, _ in events],
+            order,  # type: ignore[arg-type]
+            partitions=3,
+            block_customers=150,
+        )
+    ]
     for key, value in sent:  # the default partitioner: partition kafka_partition(key, 3), in send order
         plain_producer.send(inp, value, key=key)
     plain_producer.flush()
@@ -56,14 +63,21 @@ def test_a_fresh_group_on_a_three_partition_backlog_refuses_nothing(
     expected, accepted = _offline_run(events)
     settings = settings_for(bootstrap, group_id, inp, out, dlq, "--batch-size", "200")
     with service_thread(settings) as (_, metrics):
-        wait_for(lambda: all(committed_offset(bootstrap, group_id, inp, p) == sizes[p] for p in range(3)), 120,
-                 "every partition's offsets committed")
-        refused = {reason: metric_value(metrics, "segmenter_events_rejected_total", {"reason": reason})
-                   for reason in ("late", "future", "schema")}
+        wait_for(
+            lambda: all(committed_offset(bootstrap, group_id, inp, p) == sizes[p] for p in range(3)),
+            120,
+            "every partition's offsets committed",
+        )
+        refused = {
+            reason: metric_value(metrics, "segmenter_events_rejected_total", {"reason": reason})
+            for reason in ("late", "future", "schema")
+        }
     letters = read_all(bootstrap, dlq, timeout_s=3)
     reasons = Counter(h["error"].decode() for _, _, h in letters)
-    print(f"backlog ({order}): {len(events)} events, partitions {dict(sorted(sizes.items()))}, "
-          f"dead letters {dict(reasons)}, offline refusals {dict(expected)}")
+    print(
+        f"backlog ({order}): {len(events)} events, partitions {dict(sorted(sizes.items()))}, "
+        f"dead letters {dict(reasons)}, offline refusals {dict(expected)}"
+    )
     # sparse customers come back after gaps of days: isolated until a quorum follows, never refused
     assert (sum(expected.values()), accepted) == (0, len(events))  # one partition, in time order: everything
     assert (dict(reasons), refused) == ({}, {"late": 0, "future": 0, "schema": 0})  # the backlog: the same

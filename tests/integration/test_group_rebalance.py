@@ -42,8 +42,13 @@ def test_subscribe_survives_a_rebalance_cut_by_poll_timeouts(
     """
     topic = f"t-late-topic-{uuid.uuid4().hex[:8]}"
     handler = RecordingHandler()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
-                             allow_auto_create_topics=False, metadata_max_age_ms=1000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        metadata_max_age_ms=1000,
+    )
     try:
         subscribe(consumer, [topic], handler)
         for _ in range(10):
@@ -84,8 +89,9 @@ def test_a_join_that_finishes_between_polls_is_applied(
     first_seen, second_seen = RecordingHandler(), RecordingHandler()
 
     def member(name: str) -> KafkaConsumer:
-        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
-                             client_id=f"{group_id}-{name}")
+        return KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, client_id=f"{group_id}-{name}"
+        )
 
     first, second = member("first"), member("second")
     try:
@@ -95,8 +101,11 @@ def test_a_join_that_finishes_between_polls_is_applied(
         coordinator = first._coordinator
         _poll_until(second, lambda: coordinator.rejoin_needed, "the first member's heartbeat to learn of the rebalance")
         _poll_until(first, lambda: coordinator._join_task is not None, "the first member to start its join")
-        _poll_until(second, lambda: coordinator._join_task.is_done and bool(second.assignment()),
-                    "the join to finish in the background and the second member to own its share")
+        _poll_until(
+            second,
+            lambda: coordinator._join_task.is_done and bool(second.assignment()),
+            "the join to finish in the background and the second member to own its share",
+        )
         assert coordinator._is_leader, "the case needs the first member to lead the group"
         first.poll(timeout_ms=1000)
         owned = {(tp.topic, tp.partition) for tp in first.assignment()}

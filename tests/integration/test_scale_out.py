@@ -42,10 +42,34 @@ TXN_MS = 10000
 
 
 def _args(bootstrap: str, group: str, inp: str, out: str, dlq: str, instance: str) -> list[str]:
-    return ["--bootstrap-servers", bootstrap, "--group-id", group, "--topics.input", inp, "--topics.output", out,
-            "--topics.dlq", dlq, "--metrics-port", "-1", "--mode", "shared", "--instance-id", instance,
-            "--batch-size", "50", "--commit-interval-ms", "200", "--trainer-commit-interval-ms", "500",
-            "--transaction-timeout-ms", str(TXN_MS), "--session-timeout-ms", str(SESSION_MS)]
+    return [
+        "--bootstrap-servers",
+        bootstrap,
+        "--group-id",
+        group,
+        "--topics.input",
+        inp,
+        "--topics.output",
+        out,
+        "--topics.dlq",
+        dlq,
+        "--metrics-port",
+        "-1",
+        "--mode",
+        "shared",
+        "--instance-id",
+        instance,
+        "--batch-size",
+        "50",
+        "--commit-interval-ms",
+        "200",
+        "--trainer-commit-interval-ms",
+        "500",
+        "--transaction-timeout-ms",
+        str(TXN_MS),
+        "--session-timeout-ms",
+        str(SESSION_MS),
+    ]
 
 
 def _committed_total(bootstrap: str, group: str, topic: str) -> int:
@@ -82,8 +106,13 @@ def _stable_trainer(procs: dict[str, ConsumerProcess]) -> str:
 
 
 def _model_records(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, dict[str, bytes], int]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             isolation_level="read_committed", max_partition_fetch_bytes=16 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
@@ -105,7 +134,7 @@ def test_three_processes_added_and_killed_make_one_segmentation(
     inp = new_topic(partitions=PARTITIONS, suffix="in")
     out, dlq = new_topic(suffix="out"), new_topic(suffix="dlq")
     events = make_events(CHUNK * CHUNKS, customers=150, seed=23, step_minutes=0.5)
-    chunks = [events[i * CHUNK:(i + 1) * CHUNK] for i in range(CHUNKS)]
+    chunks = [events[i * CHUNK : (i + 1) * CHUNK] for i in range(CHUNKS)]
     procs: dict[str, ConsumerProcess] = {}
     produced = 0
 
@@ -121,8 +150,9 @@ def test_three_processes_added_and_killed_make_one_segmentation(
             produced += CHUNK
 
     def caught_up(timeout_s: float = 60) -> None:
-        wait_for(lambda: _committed_total(bootstrap, group_id, inp) >= produced, timeout_s,
-                 f"{produced} committed offsets")
+        wait_for(
+            lambda: _committed_total(bootstrap, group_id, inp) >= produced, timeout_s, f"{produced} committed offsets"
+        )
 
     kill_at: float | None = None
     killed_trainer: str | None = None
@@ -248,6 +278,8 @@ def test_three_processes_added_and_killed_make_one_segmentation(
     successor = [(inst, ts) for inst, _, ts in trainer_records if ts / 1000 > kill_at and inst != killed_trainer]
     assert successor, "no snapshot from a successor trainer"
     failover_s = successor[0][1] / 1000 - kill_at
-    print(f"\ntrainer failover: {failover_s:.1f}s from SIGKILL of {killed_trainer} to the first snapshot of "
-          f"{successor[0][0]}")
+    print(
+        f"\ntrainer failover: {failover_s:.1f}s from SIGKILL of {killed_trainer} to the first snapshot of "
+        f"{successor[0][0]}"
+    )
     assert failover_s < SESSION_MS / 1000 + 2 * TXN_MS / 1000 + 15

@@ -56,8 +56,12 @@ def test_broker_is_kraft_single_node_with_consistent_listeners(compose: dict[str
     controller_port = voters.split(":")[-1]
     assert f"CONTROLLER://:{controller_port}" in env["KAFKA_LISTENERS"]
     # single node: every internal topic must be replicated once, as in scripts/kafka-local
-    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"):
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+    ):
         assert env[key] == 1, key
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == 0
 
@@ -84,8 +88,14 @@ def test_dependants_wait_for_a_healthy_broker_and_created_topics(compose: dict[s
 def test_topic_service_creates_every_contract_topic_with_compaction_for_state(compose: dict[str, Any]) -> None:
     script = compose["services"]["topics"]["command"][0]
     created = dict(re.findall(r"--topic (\S+) --partitions \d+ --replication-factor 1(.*)", script))
-    assert set(created) == {"customer-events", "segment-events", "customer-events.dlq",
-                            "segmenter.state", "segmenter.model", "segment-membership"}
+    assert set(created) == {
+        "customer-events",
+        "segment-events",
+        "customer-events.dlq",
+        "segmenter.state",
+        "segmenter.model",
+        "segment-membership",
+    }
     assert "cleanup.policy=compact" in created["segmenter.state"]
     assert "cleanup.policy=compact" in created["segmenter.model"]
     assert "cleanup.policy=compact" in created["segment-membership"]
@@ -114,9 +124,7 @@ def test_dockerfile_warms_the_numba_cache_as_the_user_who_runs_the_image() -> No
     assert cache.split("=", 1)[1].startswith(f"/home/{name}/"), "a cache directory that user owns"
 
 
-def test_producer_command_is_accepted_by_the_real_cli(
-    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_producer_command_is_accepted_by_the_real_cli(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     service = compose["services"]["producer"]
     for key, value in service["environment"].items():
         monkeypatch.setenv(key, str(value))
@@ -197,9 +205,16 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(compose:
 def test_dashboard_covers_what_operators_need() -> None:
     expressions = queries(dashboard())
     used = metric_names(expressions)
-    for name in ("segmenter_events_in_total", "segmenter_consumer_lag", "segmenter_events_rejected_total",
-                 "segmenter_segment_changes_total", "segmenter_segment_size", "segmenter_batch_seconds_bucket",
-                 "segmenter_commit_seconds_bucket", "segmenter_campaign_triggers_total"):
+    for name in (
+        "segmenter_events_in_total",
+        "segmenter_consumer_lag",
+        "segmenter_events_rejected_total",
+        "segmenter_segment_changes_total",
+        "segmenter_segment_size",
+        "segmenter_batch_seconds_bucket",
+        "segmenter_commit_seconds_bucket",
+        "segmenter_campaign_triggers_total",
+    ):
         assert name in used, name
     assert any("by (reason)" in e for e in expressions) and any("by (cause)" in e for e in expressions)
     assert any("by (campaign)" in e for e in expressions)

@@ -77,8 +77,10 @@ def test_a_broker_that_dies_at_start_up_is_reported_with_its_log(
     (java_home / "bin").mkdir(parents=True)
     java = java_home / "bin" / "java"
     # formatting storage succeeds, the server itself dies with a message
-    java.write_text('#!/bin/sh\ncase "$*" in *StorageTool*) mkdir -p "$(dirname $0)/ok"; exit 0;; esac\n'
-                    'echo "FATAL boom: port in use" ; exit 3\n')
+    java.write_text(
+        '#!/bin/sh\ncase "$*" in *StorageTool*) mkdir -p "$(dirname $0)/ok"; exit 0;; esac\n'
+        'echo "FATAL boom: port in use" ; exit 3\n'
+    )
     java.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(java_home))
     port = free_port()
@@ -114,9 +116,11 @@ def fake_storage_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (java_home / "bin").mkdir(parents=True)
     record = tmp_path / "storage-args"
     java = java_home / "bin" / "java"
-    java.write_text('#!/bin/sh\ncase "$*" in *StorageTool*) echo "$@" > ' + str(record) + ';;\nesac\n'
-                    'for a in "$@"; do case "$a" in *server.properties) props="$a";; esac; done\n'
-                    'data=$(sed -n "s/^log.dirs=//p" "$props"); mkdir -p "$data"; touch "$data/meta.properties"\n')
+    java.write_text(
+        '#!/bin/sh\ncase "$*" in *StorageTool*) echo "$@" > ' + str(record) + ";;\nesac\n"
+        'for a in "$@"; do case "$a" in *server.properties) props="$a";; esac; done\n'
+        'data=$(sed -n "s/^log.dirs=//p" "$props"); mkdir -p "$data"; touch "$data/meta.properties"\n'
+    )
     java.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(java_home))
     return record
@@ -146,9 +150,12 @@ def test_a_secure_broker_gets_a_sasl_ssl_listener_a_scram_user_and_a_ca(
     assert len(password) >= 24 and p["password"].stat().st_mode & 0o077 == 0
     assert f"--add-scram SCRAM-SHA-512=[name=segmenter,password={password}]" in fake_storage_tool.read_text()
     assert launcher.client_env(port, secure=True) == [
-        f"SEGMENTER_BOOTSTRAP_SERVERS=127.0.0.1:{port}", "SEGMENTER_SECURITY_PROTOCOL=SASL_SSL",
-        "SEGMENTER_SASL_MECHANISM=SCRAM-SHA-512", "SEGMENTER_SASL_USERNAME=segmenter",
-        f"SEGMENTER_SASL_PASSWORD={password}", f"SEGMENTER_SSL_CAFILE={p['cafile']}",
+        f"SEGMENTER_BOOTSTRAP_SERVERS=127.0.0.1:{port}",
+        "SEGMENTER_SECURITY_PROTOCOL=SASL_SSL",
+        "SEGMENTER_SASL_MECHANISM=SCRAM-SHA-512",
+        "SEGMENTER_SASL_USERNAME=segmenter",
+        f"SEGMENTER_SASL_PASSWORD={password}",
+        f"SEGMENTER_SSL_CAFILE={p['cafile']}",
     ]
     assert launcher.main(["client-env", "--secure", "--port", str(port)]) == 0
     assert capsys.readouterr().out.splitlines() == launcher.client_env(port, secure=True)

@@ -43,7 +43,8 @@ def test_packages_do_not_import_what_they_must_not(package: str, forbidden: tupl
 )
 def test_only_one_module_per_edge_package_imports_the_kafka_client(package: str, edge: str) -> None:
     importers = [
-        str(path) for path, modules in imported_modules(package).items()
+        str(path)
+        for path, modules in imported_modules(package).items()
         if any(m.split(".")[0] == "kafka" for m in modules)
     ]
     assert importers == [edge]

@@ -48,8 +48,10 @@ def test_id_index_batch_insert_and_removal_agree_with_a_dict() -> None:
 def test_new_customers_of_a_batch_get_rows_before_the_loop_and_refused_ones_none() -> None:
     seg = Segmenter(CFG)
     known = [_ev(f"k{i}", f"k{i}", "2026-03-01T00:00:00Z") for i in range(8)]
-    known += [{"event_id": f"x{c}", "customer_id": c, "type": "erasure_request", "ts": "2026-03-01T00:05:00Z"}
-              for c in ("gone", "far2")]  # customers never held: erasure markers only
+    known += [
+        {"event_id": f"x{c}", "customer_id": c, "type": "erasure_request", "ts": "2026-03-01T00:05:00Z"}
+        for c in ("gone", "far2")
+    ]  # customers never held: erasure markers only
     seg.process_batch(to_events(known), [0] * len(known))
     seg.take_changes()
     held = len(seg.store)

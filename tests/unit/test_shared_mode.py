@@ -145,8 +145,14 @@ def test_a_new_view_moves_the_customers_of_dead_segments_at_once() -> None:
     lens.model_version += 1
     moved = core.load_shared_model(trainer.view())
     assert len(moved) == victim.size
-    assert all(isinstance(m, SegmentChange) and m.cause == "model" and m.from_segment is not None
-               and m.from_segment.id == victim.id and m.to_segment is not None for m in moved)
+    assert all(
+        isinstance(m, SegmentChange)
+        and m.cause == "model"
+        and m.from_segment is not None
+        and m.from_segment.id == victim.id
+        and m.to_segment is not None
+        for m in moved
+    )
     assert victim.id not in {s.id for s in core.stats().segments["value"]}
 
 
@@ -163,8 +169,9 @@ def test_view_of_other_lenses_is_refused() -> None:
 
 def _ev(i: int, customer: str, hour: float) -> CustomerEvent:
     ts = datetime.fromtimestamp(datetime(2026, 1, 1, tzinfo=UTC).timestamp() + hour * 3600, UTC)
-    return parse_event(json.dumps({"event_id": f"e{i}", "customer_id": customer, "type": "page_view",
-                                   "ts": ts.isoformat()}).encode())
+    return parse_event(
+        json.dumps({"event_id": f"e{i}", "customer_id": customer, "type": "page_view", "ts": ts.isoformat()}).encode()
+    )
 
 
 def test_a_partition_running_ahead_does_not_make_another_late() -> None:
@@ -208,8 +215,24 @@ def test_partition_clocks_move_with_the_partition() -> None:
 def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_instance_follows() -> None:
     base = default_config()  # a short stream: the trainer must get past warm-up within it
     config = base.model_copy(update={"lenses": [lens.model_copy(update={"warmup": 200}) for lens in base.lenses]})
-    args = ["--topics.input", "in", "--topics.output", "out", "--topics.dlq", "dlq", "--group-id", "g",
-            "--metrics-port", "-1", "--commit-interval-ms", "1", "--batch-size", "40", "--mode", "shared"]
+    args = [
+        "--topics.input",
+        "in",
+        "--topics.output",
+        "out",
+        "--topics.dlq",
+        "dlq",
+        "--group-id",
+        "g",
+        "--metrics-port",
+        "-1",
+        "--commit-interval-ms",
+        "1",
+        "--batch-size",
+        "40",
+        "--mode",
+        "shared",
+    ]
     settings = load_settings(args)
     topics: dict[str, Any] = {}
     main = DrainTransport("in", partitions=2, topics=topics)
@@ -225,8 +248,9 @@ def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_inst
             main.handler = handler
             return main
 
-        svc = make_service(settings, make_transport, lambda rules: Segmenter(config, rules, shared=True),
-                           clock=lambda: NOW)
+        svc = make_service(
+            settings, make_transport, lambda rules: Segmenter(config, rules, shared=True), clock=lambda: NOW
+        )
         main.service = svc
         svc.run()
         return svc
@@ -246,9 +270,12 @@ def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_inst
         trainer_transport.handler = handler
         return trainer_transport
 
-    role = TrainerRole(settings, make_trainer_transport,
-                       lambda snap: ModelTrainer(config) if snap is None else ModelTrainer.from_state(config, snap),
-                       lambda: NOW)
+    role = TrainerRole(
+        settings,
+        make_trainer_transport,
+        lambda snap: ModelTrainer(config) if snap is None else ModelTrainer.from_state(config, snap),
+        lambda: NOW,
+    )
     role.start()
     role.step()
     assert role.active and role.snapshots == 1
@@ -268,8 +295,9 @@ def test_service_publishes_vectors_and_a_trainer_publishes_views_that_every_inst
 
     # a successor trainer continues from the snapshot: same versions, no id born twice
     role.close()
-    successor = TrainerRole(settings, make_trainer_transport,
-                            lambda snap: ModelTrainer.from_state(config, snap or b""), lambda: NOW)
+    successor = TrainerRole(
+        settings, make_trainer_transport, lambda snap: ModelTrainer.from_state(config, snap or b""), lambda: NOW
+    )
     successor.start()
     successor.step()
     born = [json.loads(r.value or b"") for r in main.records("out")]

@@ -90,10 +90,21 @@ class FakeCore:
         self.dirty[customer_id] = None
         if n is None:
             return []
-        return [SegmentChange(customer_id=customer_id, lens="x", from_segment=SegmentRef(id=f"x-{n}", name="n"),
-                              to_segment=None, cause="erasure", cause_event_id=None,
-                              event_ts="2026-01-01T00:00:00+00:00", model_version=1, distance=None, features={},
-                              explanation=None)]
+        return [
+            SegmentChange(
+                customer_id=customer_id,
+                lens="x",
+                from_segment=SegmentRef(id=f"x-{n}", name="n"),
+                to_segment=None,
+                cause="erasure",
+                cause_event_id=None,
+                event_ts="2026-01-01T00:00:00+00:00",
+                model_version=1,
+                distance=None,
+                features={},
+                explanation=None,
+            )
+        ]
 
     def set_rules(self, rules: Any) -> None:
         self.rules = rules
@@ -152,23 +163,42 @@ class FakeCore:
 
 
 def _change(customer: str, old: int | None, new: int, event_id: str, ts: str) -> SegmentChange:
-    return SegmentChange(customer_id=customer, lens="x",
-                         from_segment=None if old is None else SegmentRef(id=f"x-{old}", name="n"),
-                         to_segment=SegmentRef(id=f"x-{new}", name="n"), cause="event", cause_event_id=event_id,
-                         event_ts=ts, model_version=1, distance=None, features={"n": float(new)}, explanation=None)
+    return SegmentChange(
+        customer_id=customer,
+        lens="x",
+        from_segment=None if old is None else SegmentRef(id=f"x-{old}", name="n"),
+        to_segment=SegmentRef(id=f"x-{new}", name="n"),
+        cause="event",
+        cause_event_id=event_id,
+        event_ts=ts,
+        model_version=1,
+        distance=None,
+        features={"n": float(new)},
+        explanation=None,
+    )
 
 
-def event(i: int, customer: str = "c1", etype: str = "page_view", minutes: int | None = None,
-          **extra: Any) -> bytes:
+def event(i: int, customer: str = "c1", etype: str = "page_view", minutes: int | None = None, **extra: Any) -> bytes:
     minute = i if minutes is None else minutes
-    body = {"event_id": f"e{i}", "customer_id": customer, "type": etype,
-            "ts": f"2026-01-01T{minute // 60:02d}:{minute % 60:02d}:00Z", **extra}
+    body = {
+        "event_id": f"e{i}",
+        "customer_id": customer,
+        "type": etype,
+        "ts": f"2026-01-01T{minute // 60:02d}:{minute % 60:02d}:00Z",
+        **extra,
+    }
     return json.dumps(body).encode()
 
 
-def make_service(settings: Settings, make_transport: TransportFactory, make_core: Callable[[Any], Core], *,
-                 rules: RulesWatcher | None = None, trainer: Callable[[], TrainerRole] | None = None,
-                 clock: Callable[[], datetime] = lambda: FIXED_NOW) -> Service[Any]:
+def make_service(
+    settings: Settings,
+    make_transport: TransportFactory,
+    make_core: Callable[[Any], Core],
+    *,
+    rules: RulesWatcher | None = None,
+    trainer: Callable[[], TrainerRole] | None = None,
+    clock: Callable[[], datetime] = lambda: FIXED_NOW,
+) -> Service[Any]:
     """A service wired for the mode of ``settings`` (as :func:`consumer.__main__.build_service` does)."""
     keeper: SnapshotKeeper | ViewFollower = SnapshotKeeper(settings.instance_id, settings.model_topic)
     if settings.shared:
@@ -245,9 +275,27 @@ def make_harness(partitions: int = 1, *args: str) -> Harness:
     The commit and catch-up intervals are ten minutes, so no batch closes on the wall clock: a test's batches
     are the same on a slow machine. Tests of the intervals pass their own and step the checkpoint's clock.
     """
-    settings = load_settings(["--topics.input", "in", "--topics.output", "out", "--topics.dlq", "dlq",
-                              "--group-id", "g", "--metrics-port", "-1", "--commit-interval-ms", "600000",
-                              "--catch-up-interval-ms", "600000", "--batch-size", "3", *args])
+    settings = load_settings(
+        [
+            "--topics.input",
+            "in",
+            "--topics.output",
+            "out",
+            "--topics.dlq",
+            "dlq",
+            "--group-id",
+            "g",
+            "--metrics-port",
+            "-1",
+            "--commit-interval-ms",
+            "600000",
+            "--catch-up-interval-ms",
+            "600000",
+            "--batch-size",
+            "3",
+            *args,
+        ]
+    )
     return Harness(settings, DrainTransport("in", partitions=partitions), [])
 
 

@@ -144,7 +144,10 @@ def test_model_tracker_writes_only_the_parts_that_changed_keyed_by_part() -> Non
     tracker = ModelTracker("i1")
     first = tracker.records({"core": b"c1", "lens:a": b"a1", "lens:b": b"b1"}, "mt")
     assert [(r.key, inflate_part(r.value or b""), r.partition) for r in first] == [
-        (b"i1/core", b"c1", 0), (b"i1/lens:a", b"a1", 0), (b"i1/lens:b", b"b1", 0)]
+        (b"i1/core", b"c1", 0),
+        (b"i1/lens:a", b"a1", 0),
+        (b"i1/lens:b", b"b1", 0),
+    ]
     assert all(dict(r.headers)[FORMAT_HEADER] == MODEL_PART_FORMAT for r in first)
     assert [r.key for r in tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt")] == [b"i1/core"]
     assert tracker.records({"core": b"c2", "lens:a": b"a1", "lens:b": b"b1"}, "mt") == []
@@ -155,8 +158,11 @@ def test_model_tracker_writes_only_the_parts_that_changed_keyed_by_part() -> Non
 
 
 def test_newest_valid_model_wins() -> None:
-    recs = [InRecord("mt", 0, 5, b"i2", b"new"), InRecord("mt", 0, 3, b"i1", b"old"),
-            InRecord("mt", 0, 7, b"x", b"bad")]
+    recs = [
+        InRecord("mt", 0, 5, b"i2", b"new"),
+        InRecord("mt", 0, 3, b"i1", b"old"),
+        InRecord("mt", 0, 7, b"x", b"bad"),
+    ]
     loaded: list[bytes] = []
 
     def load(rec: InRecord) -> None:

@@ -15,8 +15,6 @@ from tests.unit.consumer.conftest import DrainTransport, event, make_harness, re
 VICTIM = "customer-to-erase"
 
 
-
-
 def _watch_index(t: DrainTransport, svc: Service[Any]) -> list[set[str]]:
     """The customers the service's core holds (with their partition) as seen at every poll."""
     seen: list[set[str]] = []

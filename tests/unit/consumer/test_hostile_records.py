@@ -96,8 +96,9 @@ def test_a_core_raising_on_one_event_dead_letters_it_processing_failed(harness: 
     assert harness.transport.committed[TP("in", 0)] == 5
 
 
-def fail_in(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, when: Callable[[Any], bool],
-            exc: Exception) -> None:
+def fail_in(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, when: Callable[[Any], bool], exc: Exception
+) -> None:
     """Make the function ``name`` of a service ``module`` raise ``exc`` on the first arguments ``when`` picks."""
     real = getattr(module, name)
 
@@ -118,8 +119,9 @@ def test_a_failure_turning_one_event_into_records_is_isolated_too(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exc = TypeError("Type is not JSON serializable: Decimal")
-    fail_in(monkeypatch, routing_module, "encode", lambda message: getattr(message, "cause_event_id", None) == "e2",
-            exc)
+    fail_in(
+        monkeypatch, routing_module, "encode", lambda message: getattr(message, "cause_event_id", None) == "e2", exc
+    )
     produce_events(harness, 5)
     harness.run()
     assert errors(harness) == ["processing_failed"]

@@ -48,8 +48,9 @@ def serve(health: Health) -> Iterator[Serve]:
     """Start a server on a free port with ``MetricsServer``'s keyword arguments; stopped after the test."""
     servers: list[MetricsServer] = []
 
-    def start(*, routes: Mapping[str, Route] | None = None, token: SecretStr | None = None,
-              **limits: Any) -> MetricsServer:
+    def start(
+        *, routes: Mapping[str, Route] | None = None, token: SecretStr | None = None, **limits: Any
+    ) -> MetricsServer:
         table = routes if routes is not None else default_routes(Metrics(), health)
         server = MetricsServer(table, "127.0.0.1", 0, token=token, limits=ServerLimits(**limits))
         server.start()

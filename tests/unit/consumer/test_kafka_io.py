@@ -74,8 +74,9 @@ def test_key_partitioner_follows_a_changed_partition_count_and_bounds_its_cache(
     cluster = _Cluster(counts)
     after = [ours.partition("out", f"c{i}".encode()) for i in range(50)]
     assert set(before) == {0, 1}
-    assert after == [DefaultPartitioner().partition("out", None, f"c{i}".encode(), None, None, cluster)
-                     for i in range(50)]
+    assert after == [
+        DefaultPartitioner().partition("out", None, f"c{i}".encode(), None, None, cluster) for i in range(50)
+    ]
     assert len(calls) == 100  # refresh_s=0: the count is re-read on every call
 
 
@@ -99,9 +100,16 @@ def test_private_hook_check_refuses_a_consumer_without_the_rejoin_hook() -> None
 
 def _stub_coordinator(**hooks: Any) -> SimpleNamespace:
     """A stand-in for kafka-python's ConsumerCoordinator with every hook the rebalance workarounds use."""
-    parts: dict[str, Any] = {"request_rejoin": lambda: None, "join_group_async": lambda: None,
-                             "_on_join_complete_async": lambda: None, "_enable_heartbeat": lambda: None,
-                             "_join_task": None, "_lock": None, "_generation": None, "rejoining": False}
+    parts: dict[str, Any] = {
+        "request_rejoin": lambda: None,
+        "join_group_async": lambda: None,
+        "_on_join_complete_async": lambda: None,
+        "_enable_heartbeat": lambda: None,
+        "_join_task": None,
+        "_lock": None,
+        "_generation": None,
+        "rejoining": False,
+    }
     return SimpleNamespace(**{**parts, **hooks})
 
 
@@ -142,10 +150,16 @@ def _joining_coordinator(task: Future | None, calls: list[Any]) -> SimpleNamespa
         calls.append(("complete", generation, member, protocol, assignment))
 
     return _stub_coordinator(
-        join_group_async=join_group_async, _on_join_complete_async=on_join_complete, _join_task=task,
-        _enable_heartbeat=lambda: calls.append("heartbeat"), _lock=threading.Lock(), rejoining=True,
-        rejoin_needed=True, state=MemberState.REBALANCING, _generation=SimpleNamespace(
-            generation_id=7, member_id="m-1", protocol="range"))
+        join_group_async=join_group_async,
+        _on_join_complete_async=on_join_complete,
+        _join_task=task,
+        _enable_heartbeat=lambda: calls.append("heartbeat"),
+        _lock=threading.Lock(),
+        rejoining=True,
+        rejoin_needed=True,
+        state=MemberState.REBALANCING,
+        _generation=SimpleNamespace(generation_id=7, member_id="m-1", protocol="range"),
+    )
 
 
 def test_a_join_task_that_succeeded_between_polls_is_applied_not_sent_again() -> None:
@@ -202,9 +216,12 @@ def _stub_producer(partitions: int = 3, batch_size: int = 1 << 20) -> Any:
 
     producer = SimpleNamespace(
         _accumulator=RecordAccumulator(batch_size=batch_size, linger_ms=1000),
-        _transaction_manager=SimpleNamespace(maybe_add_partition_to_transaction=lambda tp: calls.append(("join", tp)),
-                                             send_offsets_to_transaction=lambda offsets, group: None,
-                                             begin_commit=lambda: None, begin_abort=lambda: None),
+        _transaction_manager=SimpleNamespace(
+            maybe_add_partition_to_transaction=lambda tp: calls.append(("join", tp)),
+            send_offsets_to_transaction=lambda offsets, group: None,
+            begin_commit=lambda: None,
+            begin_abort=lambda: None,
+        ),
         _metadata=SimpleNamespace(partitions_for_topic=lambda t: set(range(partitions)) if t == "out" else None),
         _sender=SimpleNamespace(wakeup=lambda: calls.append("wakeup"), is_alive=lambda: True),
         config={"max_request_size": 1000, "bootstrap_servers": "nowhere:9092"},
@@ -229,12 +246,19 @@ def test_appender_appends_where_send_would_and_leaves_the_rest_to_send() -> None
     futures = appender.append_all([*keyed, *others])
     cluster = _Cluster({"out": 3})
     expected = [DefaultPartitioner().partition("out", None, r.key, None, None, cluster) for r in keyed]
-    want = [*((p, r.key, r.value, r.headers) for p, r in zip(expected, keyed, strict=True)),
-            (2, None, b"pinned", ()), (expected[1], b"c1", None, ())]
+    want = [
+        *((p, r.key, r.value, r.headers) for p, r in zip(expected, keyed, strict=True)),
+        (2, None, b"pinned", ()),
+        (expected[1], b"c1", None, ()),
+    ]
     assert _appended(producer._accumulator) == sorted(want, key=lambda w: w[0])  # stable: in order per partition
     sent = [c for c in producer.calls if c[0] == "send"]
-    assert sent == [("send", "out", b"c0", b"x" * 2000, None), ("send", "out", None, b"keyless", None),
-                    ("send", "out", b"c1", b"p", 7), ("send", "unknown", b"c1", b"v", None)]
+    assert sent == [
+        ("send", "out", b"c0", b"x" * 2000, None),
+        ("send", "out", None, b"keyless", None),
+        ("send", "out", b"c1", b"p", 7),
+        ("send", "unknown", b"c1", b"v", None),
+    ]
     assert len(futures) == len({*expected, 2}) + len(sent)  # one per batch, one per send
     joined = [c[1] for c in producer.calls if c[0] == "join"]
     assert sorted(tp.partition for tp in joined) == sorted({*expected, 2})  # each partition joins once
@@ -246,8 +270,13 @@ def test_appender_sends_what_precedes_a_send_first_and_wakes_the_sender_once_aft
     order: list[str] = []
     producer.send = lambda topic, **kw: order.append(f"send:{len(_appended(producer._accumulator))}")
     appender = Appender(producer, KeyPartitioner(lambda topic: range(3)), transactional=False)
-    appender.append_all([OutRecord("out", b"a", b"1", partition=0), OutRecord("out", None, b"keyless"),
-                         OutRecord("out", b"b", b"2", partition=0)])
+    appender.append_all(
+        [
+            OutRecord("out", b"a", b"1", partition=0),
+            OutRecord("out", None, b"keyless"),
+            OutRecord("out", b"b", b"2", partition=0),
+        ]
+    )
     assert order == ["send:1"]  # the record before the send was on the queue when it was sent
     assert [r[1] for r in _appended(producer._accumulator)] == [b"a", b"b"]
     assert producer.calls.count("wakeup") == 1

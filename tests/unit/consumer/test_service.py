@@ -54,15 +54,23 @@ def test_bad_records_are_dead_lettered_with_headers(harness: Harness) -> None:
     t.produce_input(b"c1", event(100, minutes=600), headers=(("trace", b"x"),))
     t.produce_input(b"c1", b"\xff\xfe")
     t.produce_input(b"c1", b"[1, 2]")
-    t.produce_input(b"c1", json.dumps({"event_id": "p", "customer_id": "c1", "type": "purchase",
-                                       "ts": "2026-01-01T00:00:00Z"}).encode())
+    t.produce_input(
+        b"c1",
+        json.dumps({"event_id": "p", "customer_id": "c1", "type": "purchase", "ts": "2026-01-01T00:00:00Z"}).encode(),
+    )
     t.produce_input(b"c1", b"{" + b" " * 70_000 + b"}")
     t.produce_input(None, None)
     t.produce_input(b"c1", event(7, minutes=1))  # 10 hours before the first: late
     svc = harness.run()
     letters = t.records("dlq")
-    assert [dict(r.headers)["error"] for r in letters] == [b"not_utf8", b"not_json", b"schema", b"too_large",
-                                                           b"tombstone_key", b"late"]
+    assert [dict(r.headers)["error"] for r in letters] == [
+        b"not_utf8",
+        b"not_json",
+        b"schema",
+        b"too_large",
+        b"tombstone_key",
+        b"late",
+    ]
     first = dict(letters[0].headers)
     assert letters[0].value == b"\xff\xfe" and letters[0].key == b"c1"
     assert first["source_topic"] == b"in" and first["source_partition"] == b"0" and first["source_offset"] == b"1"
@@ -265,10 +273,10 @@ def test_commit_interval_closes_a_batch_in_the_middle_of_a_poll(monkeypatch: pyt
     assert [o["cause_event_id"] for o in h.outputs()] == [f"e{i}" for i in range(20)]
 
 
-
 @pytest.mark.parametrize(("catch_up_ms", "commits"), [(600_000, 4), (1, 20)])
 def test_a_backlog_of_a_full_batch_keeps_batches_open_until_full(
-        monkeypatch: pytest.MonkeyPatch, catch_up_ms: int, commits: int) -> None:
+    monkeypatch: pytest.MonkeyPatch, catch_up_ms: int, commits: int
+) -> None:
     monkeypatch.setattr(checkpoint_module, "time", _SteppingClock())
     h = make_harness(1, "--batch-size", "5", "--commit-interval-ms", "1", "--catch-up-interval-ms", str(catch_up_ms))
     for i in range(20):

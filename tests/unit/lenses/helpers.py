@@ -14,10 +14,21 @@ FEATURES = ["a", "b", "c"]
 PARAMS: dict[str, dict[str, Any]] = {
     "kmeans": {"n_clusters": 4, "halflife": 0.1},
     "streamkmeans": {"n_clusters": 4, "chunk_size": 20, "halflife": 0.1},
-    "denstream": {"decaying_factor": 0.01, "beta": 0.5, "mu": 3, "epsilon": 0.5, "n_samples_init": 100,
-                  "stream_speed": 50},
-    "dbstream": {"clustering_threshold": 0.6, "fading_factor": 0.001, "cleanup_interval": 50,
-                 "intersection_factor": 0.1, "minimum_weight": 2},
+    "denstream": {
+        "decaying_factor": 0.01,
+        "beta": 0.5,
+        "mu": 3,
+        "epsilon": 0.5,
+        "n_samples_init": 100,
+        "stream_speed": 50,
+    },
+    "dbstream": {
+        "clustering_threshold": 0.6,
+        "fading_factor": 0.001,
+        "cleanup_interval": 50,
+        "intersection_factor": 0.1,
+        "minimum_weight": 2,
+    },
     "clustream": {"n_macro_clusters": 4, "max_micro_clusters": 20, "time_gap": 100, "halflife": 0.1},
 }
 ALGOS = sorted(PARAMS)

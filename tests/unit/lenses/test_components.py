@@ -94,8 +94,10 @@ def test_names_unique_overridable_and_sticky() -> None:
 
 def test_names_that_say_the_same_in_another_order_are_not_both_used() -> None:
     # both segments rank the same three features, in a different order
-    zs = {1: {"spend": 2.0, "aov": 1.9, "frequency": 1.0, "recency_days": -0.4},
-          2: {"aov": 2.0, "spend": 1.9, "frequency": 1.0, "recency_days": 0.5}}
+    zs = {
+        1: {"spend": 2.0, "aov": 1.9, "frequency": 1.0, "recency_days": -0.4},
+        2: {"aov": 2.0, "spend": 1.9, "frequency": 1.0, "recency_days": 0.5},
+    }
     names = unique_names(zs, {})
     terms = [frozenset(name.split(" · ")) for name in names.values()]
     assert terms[0] != terms[1], names
@@ -117,6 +119,7 @@ def test_min_dwell_days_is_validated(days: object) -> None:
 
 def test_hysteresis_rule_and_flap_tracker() -> None:
     h = Hysteresis(margin=0.25, min_dwell=3)
+
     def decide(current: int | None, live: bool, d_cur: float | None, d_near: float, dwell: int) -> bool:
         return h.decide(current=current, current_live=live, d_current=d_cur, nearest=2, d_nearest=d_near, dwell=dwell)
 
@@ -140,8 +143,16 @@ def test_time_dwell_holds_only_a_move_back_to_the_segment_just_left() -> None:
 
     def move(prev: int, age: int) -> bool:
         moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, 5, age, prev, -1, h.params())[0]
-        readable = h.decide(current=1, current_live=True, d_current=3.0, nearest=2, d_nearest=0.5, dwell=5,
-                            age=age, previous=None if prev < 0 else prev)
+        readable = h.decide(
+            current=1,
+            current_live=True,
+            d_current=3.0,
+            nearest=2,
+            d_nearest=0.5,
+            dwell=5,
+            age=age,
+            previous=None if prev < 0 else prev,
+        )
         assert moved == readable
         return bool(moved)
 
@@ -162,8 +173,16 @@ def test_dwell_time_lets_a_quiet_customer_move_on_but_not_back() -> None:
 
     def move(dwell: int, age: int, prev: int = -1, rule: Hysteresis = h) -> bool:
         moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, dwell, age, prev, -1, rule.params())[0]
-        readable = rule.decide(current=1, current_live=True, d_current=3.0, nearest=2, d_nearest=0.5, dwell=dwell,
-                               age=age, previous=None if prev < 0 else prev)
+        readable = rule.decide(
+            current=1,
+            current_live=True,
+            d_current=3.0,
+            nearest=2,
+            d_nearest=0.5,
+            dwell=dwell,
+            age=age,
+            previous=None if prev < 0 else prev,
+        )
         assert moved == readable
         return bool(moved)
 
@@ -186,10 +205,20 @@ def test_pending_move_goes_without_the_margin_after_the_hold() -> None:
     day = 86_400
 
     def move(wait: int, prev: int = -1, age: int = day, dwell: int = 5) -> bool:
-        moved, segment, nearest, distance = nearest_with_hysteresis(x, centers, live, 2, 2, 1, dwell, age, prev, wait,
-                                                                    h.params())
-        readable = h.decide(current=1, current_live=True, d_current=1.0, nearest=2, d_nearest=0.9, dwell=dwell,
-                            age=age, previous=None if prev < 0 else prev, pending=wait)
+        moved, segment, nearest, distance = nearest_with_hysteresis(
+            x, centers, live, 2, 2, 1, dwell, age, prev, wait, h.params()
+        )
+        readable = h.decide(
+            current=1,
+            current_live=True,
+            d_current=1.0,
+            nearest=2,
+            d_nearest=0.9,
+            dwell=dwell,
+            age=age,
+            previous=None if prev < 0 else prev,
+            pending=wait,
+        )
         assert moved == readable and nearest == 2
         assert (segment, distance) == ((2, 0.9) if moved else (1, 1.0))
         return bool(moved)
@@ -200,8 +229,9 @@ def test_pending_move_goes_without_the_margin_after_the_hold() -> None:
     assert not move(wait=2 * day, dwell=1)  # the event dwell still holds
     assert not move(wait=2 * day, prev=2)  # back to the segment just left within the week: still held
     assert move(wait=2 * day, prev=2, age=7 * day)
-    assert not Hysteresis(margin=0.25).decide(current=1, current_live=True, d_current=1.0, nearest=2, d_nearest=0.9,
-                                              dwell=5, pending=10**9)  # no hold set: the margin alone
+    assert not Hysteresis(margin=0.25).decide(
+        current=1, current_live=True, d_current=1.0, nearest=2, d_nearest=0.9, dwell=5, pending=10**9
+    )  # no hold set: the margin alone
 
 
 def test_shrinking_margin_lets_a_clear_pending_move_go_before_the_hold() -> None:
@@ -213,8 +243,17 @@ def test_shrinking_margin_lets_a_clear_pending_move_go_before_the_hold() -> None
     def move(h: Hysteresis, d_near: float, wait: int, prev: int = -1, age: int = day) -> bool:
         centers = np.array([[1.0, 0.0], [d_near, 0.0]])  # own segment 1 at 1.0, segment 2 at d_near
         moved = nearest_with_hysteresis(x, centers, live, 2, 2, 1, 5, age, prev, wait, h.params())[0]
-        readable = h.decide(current=1, current_live=True, d_current=1.0, nearest=2, d_nearest=d_near, dwell=5,
-                            age=age, previous=None if prev < 0 else prev, pending=wait)
+        readable = h.decide(
+            current=1,
+            current_live=True,
+            d_current=1.0,
+            nearest=2,
+            d_nearest=d_near,
+            dwell=5,
+            age=age,
+            previous=None if prev < 0 else prev,
+            pending=wait,
+        )
         assert moved == readable
         return bool(moved)
 
@@ -255,11 +294,16 @@ def _decisions(
         centers[-1] = list(centers[0])
     x = draw(st.lists(_coord, min_size=d, max_size=d))
     cur = draw(st.sampled_from([-1, 41, *live]))
-    h = Hysteresis(margin=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])), min_dwell=draw(st.integers(0, 4)),
-                   min_dwell_s=draw(st.sampled_from([0, 100])), return_window_s=draw(st.sampled_from([0, 500])),
-                   return_margin=draw(st.sampled_from([0.0, 0.3, 0.95])),
-                   hold_s=draw(st.sampled_from([math.inf, 0, 300])), shrink=draw(st.booleans()),
-                   dwell_time_s=draw(st.sampled_from([math.inf, 0, 100, 500])))
+    h = Hysteresis(
+        margin=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])),
+        min_dwell=draw(st.integers(0, 4)),
+        min_dwell_s=draw(st.sampled_from([0, 100])),
+        return_window_s=draw(st.sampled_from([0, 500])),
+        return_margin=draw(st.sampled_from([0.0, 0.3, 0.95])),
+        hold_s=draw(st.sampled_from([math.inf, 0, 300])),
+        shrink=draw(st.booleans()),
+        dwell_time_s=draw(st.sampled_from([math.inf, 0, 100, 500])),
+    )
     age = draw(st.sampled_from([0, 99, 100, 499, 500, 10_000]))
     prev = draw(st.sampled_from([-1, 41, *live]))
     wait = draw(st.sampled_from([-1, 0, 299, 300, 10_000]))
@@ -267,13 +311,25 @@ def _decisions(
 
 
 @given(_decisions())
-def test_compiled_move_rule_is_the_hysteresis_rule(case: tuple[list[float], list[list[float]], list[int], int, int,
-                                                              int, int, int, Hysteresis]) -> None:
+def test_compiled_move_rule_is_the_hysteresis_rule(
+    case: tuple[list[float], list[list[float]], list[int], int, int, int, int, int, Hysteresis],
+) -> None:
     """``nearest_with_hysteresis`` (event loop and ``Lens.assign``) decides as ``Hysteresis.decide`` states."""
     x, centers, live, cur, dwell, age, prev, wait, h = case
     d = len(x)
-    got = nearest_with_hysteresis(np.array(x), np.array(centers, np.float64).reshape(len(live), d),
-                                  np.array(live, np.int64), len(live), d, cur, dwell, age, prev, wait, h.params())
+    got = nearest_with_hysteresis(
+        np.array(x),
+        np.array(centers, np.float64).reshape(len(live), d),
+        np.array(live, np.int64),
+        len(live),
+        d,
+        cur,
+        dwell,
+        age,
+        prev,
+        wait,
+        h.params(),
+    )
     moved, segment, nearest, distance = got
     if not live:
         assert (moved, segment, nearest) == (cur >= 0, -1, -1) and math.isnan(distance)
@@ -286,10 +342,17 @@ def test_compiled_move_rule_is_the_hysteresis_rule(case: tuple[list[float], list
         dists.append(math.sqrt(s))
     best = dists.index(min(dists))
     current_live = cur in live
-    expect_moved = h.decide(current=None if cur < 0 else cur, current_live=current_live,
-                            d_current=dists[live.index(cur)] if current_live else None,
-                            nearest=live[best], d_nearest=dists[best], dwell=dwell, age=age,
-                            previous=None if prev < 0 else prev, pending=wait)
+    expect_moved = h.decide(
+        current=None if cur < 0 else cur,
+        current_live=current_live,
+        d_current=dists[live.index(cur)] if current_live else None,
+        nearest=live[best],
+        d_nearest=dists[best],
+        dwell=dwell,
+        age=age,
+        previous=None if prev < 0 else prev,
+        pending=wait,
+    )
     expect_segment = live[best] if expect_moved else cur
     assert (moved, segment, nearest) == (expect_moved, expect_segment, live[best])
     assert distance == pytest.approx(dists[live.index(expect_segment)], rel=1e-12, abs=1e-12)

@@ -261,7 +261,7 @@ def _run(lens: Lens, ops: list[tuple[str, int]], X: np.ndarray) -> list[object]:
             current = a.segment
             out.append((a.segment, a.nearest, a.distance, a.moved))
         else:
-            out += [m.model_dump() for m in lens.refine(X[i % 50: i % 50 + 60])]
+            out += [m.model_dump() for m in lens.refine(X[i % 50 : i % 50 + 60])]
     out.append([p.as_dict() for p in lens.profiles()])
     out.append(lens.model_version)
     return out

@@ -13,8 +13,9 @@ SNAP = ScalerSnapshot(heavy=(False, False), mean=(0.0, 0.0), std=(1.0, 1.0))
 
 
 def _reg(**kw: int) -> SegmentRegistry:
-    return SegmentRegistry(match_threshold=1.0, retire_after=kw.get("retire_after", 1),
-                           max_segments=kw.get("max_segments", 10))
+    return SegmentRegistry(
+        match_threshold=1.0, retire_after=kw.get("retire_after", 1), max_segments=kw.get("max_segments", 10)
+    )
 
 
 def _acts(result) -> list[tuple[str, int, list[int]]]:
@@ -24,7 +25,10 @@ def _acts(result) -> list[tuple[str, int, list[int]]]:
 def test_born_then_renumbered_centers_keep_ids() -> None:
     reg = _reg()
     assert _acts(reg.update(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), SNAP)) == [
-        ("born", 1, []), ("born", 2, []), ("born", 3, [])]
+        ("born", 1, []),
+        ("born", 2, []),
+        ("born", 3, []),
+    ]
     # DBSTREAM-style renumbering plus a little movement: same ids, no events.
     res = reg.update(np.array([[0.1, 5.0], [0.2, 0.1], [5.1, -0.1]]), SNAP)
     assert res.events == [] and res.mapping == {0: 3, 1: 1, 2: 2}
