@@ -62,8 +62,7 @@ class RunProcessor:
             event = parse_event(value)
         except Exception:  # an EventError, or a decoder bug: handle() dead-letters it
             return None
-        stamp = rec.timestamp_ms  # _ahead, inline: once per event
-        return None if stamp > 0 and event.epoch - stamp / 1000 > self._max_future else event
+        return None if self._ahead(rec, event) else event
 
     def process_run(self, core: Core, run: Run, checkpoint: Checkpoint | None) -> None:
         """Run events through the core in one call; queue outputs and dead letters; empty ``run``.

@@ -26,15 +26,12 @@ True
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 from numba import njit
 
 __all__ = ["standardise"]
-
-logger = logging.getLogger(__name__)
 
 _BLOCK = 128
 """numpy's ``PW_BLOCKSIZE``: a pairwise sum of at most this many values is 8 running sums, then the rest."""
