@@ -629,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.perf_counter() - started,
             )
             rows += scenario_rows(scenario, algorithm, res, first=algorithm == args.algorithms[0])
+    rows += quality_metrics.target_rows(data["runs"])
     save_result("quality", data, rows, args.out)
     for r in rows:
         print(

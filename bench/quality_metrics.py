@@ -16,12 +16,14 @@ table (:func:`targets_table`), before and after side by side when given two resu
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.common import Row
 from segmenter.evaluation import N_INIT, EvaluationOptions, evaluate_lens
 from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest
 from segmenter.lenses.metrics import adjusted_rand, partition_sse
@@ -29,6 +31,8 @@ from segmenter.lenses.metrics import adjusted_rand, partition_sse
 SSE_TARGET = 1.10
 ARI_TARGET = 0.8
 FIDELITY_TARGET = 0.9
+FOLLOWED_TARGET = 0.8
+DRIFT_DAYS_TARGET = 3.0
 
 
 def lens_metrics(features: list[str], raw: np.ndarray, labels: list[str | None], lens: Any) -> dict[str, Any]:
@@ -137,6 +141,59 @@ def targets_table(after: dict[str, Any], before: dict[str, Any] | None = None) -
                     cells = [f"{a} > {b}" for a, b in zip(_cells(old, lens), cells, strict=True)]
                 lines.append("| " + " | ".join([scenario, algorithm, lens, *cells, *drift]) + " |")
     return lines
+
+
+def target_rows(runs: dict[str, dict[str, Any]]) -> list[Row]:
+    """The issue-13 targets as results-table rows, one per scenario and measure: the worst run decides.
+
+    ``runs`` is ``quality.json``'s ``data["runs"]`` (scenario -> algorithm -> result). Per scenario, the
+    highest SSE ratio and the lowest ARI vs batch over every algorithm and lens, whether every lens kept
+    its segments born within ``2 x live + 2``; the lowest rule fidelity on the separated scenario; and on
+    a scenario with drift, the lowest share of drifts followed and the slowest median delay. Each row's
+    note names the worst run, so a miss says where to look.
+    """
+    rows: list[Row] = []
+    for scenario, by_algorithm in runs.items():
+        sect = f"quality: against batch k-means, every algorithm and lens ({scenario})"
+        lenses = [(f"{a}/{n}", v) for a, run in by_algorithm.items() for n, v in run["lenses"].items()]
+        if not lenses:
+            continue
+        where, worst = max(lenses, key=lambda item: item[1]["sse_ratio"])
+        rows.append(Row(sect, "SSE / batch SSE, worst", worst["sse_ratio"], "", f"<= {SSE_TARGET}",
+                        passed=worst["sse_ratio"] <= SSE_TARGET, note=where))  # fmt: skip
+        where, worst = min(lenses, key=lambda item: item[1]["np_ari_vs_batch"])
+        rows.append(Row(sect, "ARI vs batch, worst", worst["np_ari_vs_batch"], "", f">= {ARI_TARGET}",
+                        passed=worst["np_ari_vs_batch"] >= ARI_TARGET, note=where))  # fmt: skip
+        over = [w for w, v in lenses if not v["born_bound_ok"]]
+        rows.append(Row(sect, "lenses with segments born > 2 x live + 2", float(len(over)), "lenses", "== 0",
+                        passed=not over, note=", ".join(over) or f"all {len(lenses)} within"))  # fmt: skip
+        fidelity = [(w, v["rule_fidelity"]) for w, v in lenses if "rule_fidelity" in v]
+        if scenario == "separated" and fidelity:
+            where, low = min(fidelity, key=lambda item: item[1])
+            rows.append(Row(sect, "rule fidelity, lowest", low, "", f">= {FIDELITY_TARGET}",
+                            passed=low >= FIDELITY_TARGET, note=where))  # fmt: skip
+        rows += _drift_rows(sect, by_algorithm)
+    return rows
+
+
+def _drift_rows(sect: str, by_algorithm: dict[str, Any]) -> list[Row]:
+    """Drift following of a scenario with drift: the lowest share followed and the slowest median."""
+    drifts = [(a, run["drift"]) for a, run in by_algorithm.items() if run["drift"]["drifted"]]
+    if not drifts:
+        return []
+    where, low = min(drifts, key=lambda item: item[1]["followed_share"])
+    slow_where, slow = max(drifts, key=lambda item: _nan_last(item[1]["median_days"]))
+    return [
+        Row(sect, "drift followed, lowest", low["followed_share"], "share", f">= {FOLLOWED_TARGET}",
+            passed=low["followed_share"] >= FOLLOWED_TARGET, note=f"{where}, of {low['drifted']} drifts"),
+        Row(sect, "drift followed: median delay, slowest", slow["median_days"], "days", f"<= {DRIFT_DAYS_TARGET}",
+            passed=slow["median_days"] <= DRIFT_DAYS_TARGET, note=slow_where),
+    ]  # fmt: skip
+
+
+def _nan_last(days: float) -> float:
+    """A median delay for ``max``: none measured (NaN, no drift followed) is the slowest."""
+    return math.inf if math.isnan(days) else days
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality_metrics import center_metrics, targets_table
+from bench.quality_metrics import center_metrics, target_rows, targets_table
 from tests.unit.lenses.helpers import BLOBS, FEATURES, blobs, feed, make_lens
 
 
@@ -47,3 +47,29 @@ def test_center_metrics_measure_the_centers_without_the_move_rule() -> None:
     bad = center_metrics(list(FEATURES), X, held, lens)
     assert bad["nearest_sse_ratio"] > 1.3 and bad["nearest_ari_vs_batch"] < 0.9
     assert bad["converged_sse_ratio"] < bad["nearest_sse_ratio"]  # Lloyd from them improves, to a local optimum
+
+
+def test_target_rows_report_the_worst_run_of_each_scenario() -> None:
+    personas = {"clustream": _run(1.12, 10), "kmeans": _run(1.05, 10)}
+    personas["clustream"]["lenses"]["engagement"]["np_ari_vs_batch"] = 0.7
+    personas["clustream"]["lenses"]["value"]["born_bound_ok"] = False
+    personas["kmeans"]["drift"] = {"drifted": 10, "followed_share": 0.9, "median_days": float("nan")}
+    separated = {"kmeans": _run(1.0, 0)}
+    for run in (*personas.values(), *separated.values()):
+        for v in run["lenses"].values():
+            v.setdefault("born_bound_ok", True)
+    rows = {(r.section.split("(")[-1].rstrip(")"), r.metric): r for r in target_rows(
+        {"personas": personas, "separated": separated})}  # fmt: skip
+    sse = rows[("personas", "SSE / batch SSE, worst")]
+    assert (sse.measured, sse.passed, sse.note) == (1.12, False, "clustream/value")
+    ari = rows[("personas", "ARI vs batch, worst")]
+    assert (ari.measured, ari.passed, ari.note) == (0.7, False, "clustream/engagement")
+    born = rows[("personas", "lenses with segments born > 2 x live + 2")]
+    assert (born.measured, born.passed, born.note) == (1.0, False, "clustream/value")
+    followed = rows[("personas", "drift followed, lowest")]
+    assert (followed.measured, followed.passed, followed.note) == (0.75, False, "clustream, of 10 drifts")
+    slow = rows[("personas", "drift followed: median delay, slowest")]
+    assert slow.note == "kmeans" and slow.passed is False  # no median measured is the slowest, and a miss
+    assert rows[("separated", "rule fidelity, lowest")].passed is True
+    assert rows[("separated", "SSE / batch SSE, worst")].passed is True
+    assert ("separated", "drift followed, lowest") not in rows and ("personas", "rule fidelity, lowest") not in rows
