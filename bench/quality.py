@@ -41,7 +41,9 @@ Per algorithm and scenario:
 * **flap rate**: share of moves (cause ``event``/``inactivity``) that the
   customer reverses (back to the segment it left) within its next
   ``--flap-window`` events; moves caused by the model (merges, retirements)
-  are counted separately;
+  are counted separately; ``flap_gaps`` gives each flap's event time and events
+  since the move it reverses, and the customer's events up to that move (the
+  report's flap rows name their ranges);
 * **drift following**: for customers who switched persona, the event time
   until their joint segment maps to the new persona (segment -> persona by
   majority over the prequential labels), and the share that got there.
@@ -65,7 +67,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.cluster import KMeans as SkKMeans
@@ -228,6 +230,30 @@ def scenario_config(scenario: str, algorithm: str, **lens_overrides: Any) -> Seg
     return config_for(algorithm, **lens_overrides)
 
 
+class FlapGap(NamedTuple):
+    """How far apart a flap and the move it reverses are, and how old the customer was at that move."""
+
+    days: float
+    """Event time between the two moves."""
+    events: int
+    """The customer's events between them."""
+    age_events: int
+    """The customer's events up to the move it reverses."""
+
+
+class Reversal(NamedTuple):
+    """What :meth:`Reversals.note` finds about a move (``gap_s`` None: it reverses nothing)."""
+
+    flap: bool
+    gap_s: float | None
+    before: str | None
+    """The cause of the move it reverses."""
+    events: int = 0
+    """The customer's events since the move it reverses."""
+    age_events: int = 0
+    """The customer's events up to the move it reverses."""
+
+
 @dataclass
 class _Trace:
     """What the evaluation loop records while the core runs."""
@@ -240,6 +266,7 @@ class _Trace:
     reversals: dict[str, int] = field(default_factory=Counter)
     reversals_30d: dict[str, int] = field(default_factory=Counter)
     model_moves: dict[str, int] = field(default_factory=Counter)
+    flap_gaps: dict[str, list[FlapGap]] = field(default_factory=lambda: defaultdict(list))
     by_cause: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (lens, moves|flaps, cause)
     lifecycle: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lens, action)
     sizes: list[dict[str, Any]] = field(default_factory=list)
@@ -260,20 +287,20 @@ class Reversals:
 
     def note(
         self, lens: int, customer: str, left: str | None, to: str | None, cause: str, events: int, t: float
-    ) -> tuple[bool, float | None, str | None]:
+    ) -> Reversal:
         """Record a move ``left -> to`` at the customer's ``events``-th event and event time ``t``.
 
         Returns
         -------
-        tuple
-            (a flap, the event time since the move it reverses, that move's cause), or
-            ``(False, None, None)`` when it reverses nothing.
+        Reversal
+            (a flap, the event time since the move it reverses, that move's cause, the customer's events
+            since it and up to it), or ``(False, None, None, 0, 0)`` when it reverses nothing.
         """
         prev = self._last.get((lens, customer))
         self._last[(lens, customer)] = (left, events, cause, t)
         if prev is None or prev[0] != to:
-            return False, None, None
-        return events - prev[1] <= self.flap_window, t - prev[3], prev[2]
+            return Reversal(False, None, None)
+        return Reversal(events - prev[1] <= self.flap_window, t - prev[3], prev[2], events - prev[1], prev[1])
 
 
 def _ari(a: list[Any], b: list[Any]) -> float:
@@ -329,8 +356,10 @@ class _Recorder:
         tr.by_cause[(m.lens, "late", "moves")] += late
         tr.by_cause[(m.lens, "moves", m.cause)] += 1
         at = self._at(m.event_ts)
-        flap, gap, before = self.reversals.note(li, m.customer_id, old, new, m.cause, self.n_events[m.customer_id], at)
-        if flap:
+        rev = self.reversals.note(li, m.customer_id, old, new, m.cause, self.n_events[m.customer_id], at)
+        gap, before = rev.gap_s, rev.before
+        if rev.flap and gap is not None:
+            tr.flap_gaps[m.lens].append(FlapGap(gap / DAY, rev.events, rev.age_events))
             tr.flaps[m.lens] += 1
             tr.by_cause[(m.lens, "late", "flaps")] += late
             tr.by_cause[(m.lens, "flaps", f"{before}->{m.cause}")] += 1
@@ -392,6 +421,19 @@ def _batch_labels(xs: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(SkKMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(xs))
 
 
+def flap_gap_summary(gaps: list[FlapGap]) -> dict[str, Any]:
+    """Each flap's gap (event-time days, events between) and the customer's age in events at the move it reverses.
+
+    ``days``, ``events`` and ``age_events`` are ``[min, median, max]`` (empty without flaps); ``each`` lists
+    every flap as ``[days, events, age_events]``.
+    """
+    out: dict[str, Any] = {"each": [[round(g.days, 3), g.events, g.age_events] for g in gaps]}
+    for name in FlapGap._fields:
+        xs = [float(getattr(g, name)) for g in gaps]
+        out[name] = [min(xs), float(np.median(xs)), max(xs)] if xs else []
+    return out
+
+
 def _lens_result(
     lc: Any, lens: Any, views: list[Any], labels: list[str | None], truth: list[str], tr: _Trace, events: int
 ) -> dict[str, Any]:
@@ -425,6 +467,7 @@ def _lens_result(
         "model_moves": tr.model_moves[name],
         "moves_by_cause": _by(tr, name, "moves"),
         "flaps_by_cause": _by(tr, name, "flaps"),
+        "flap_gaps": flap_gap_summary(tr.flap_gaps[name]),
         "lifecycle": {a: n for (ln, a), n in sorted(tr.lifecycle.items()) if ln == name},
         "moves_per_1k_events": 1000.0 * moves / max(1, events),
         "model_moves_per_customer": tr.model_moves[name] / max(1, len(views)),
@@ -522,6 +565,14 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     return result
 
 
+def _gaps_note(gaps: dict[str, Any]) -> str:
+    """``; reversed after D0-D1 days, E0-E1 events, moves at events A0-A1`` from :func:`flap_gap_summary`."""
+    if not gaps["days"]:
+        return ""
+    (d0, _, d1), (e0, _, e1), (a0, _, a1) = gaps["days"], gaps["events"], gaps["age_events"]
+    return f"; reversed after {d0:.1f}-{d1:.1f} days and {e0:.0f}-{e1:.0f} events, of moves at events {a0:.0f}-{a1:.0f}"
+
+
 def scenario_rows(scenario: str, algorithm: str, res: dict[str, Any], *, first: bool) -> list[Row]:
     """The report rows of one run: targets of the scenario; the 7-day reversal rate for the first algorithm."""
     rows: list[Row] = []
@@ -536,7 +587,7 @@ def scenario_rows(scenario: str, algorithm: str, res: dict[str, Any], *, first: 
                 Row(sect, f"{name}: flap rate", v["flap_rate"], "share", f"< {FLAP_TARGET}",
                     passed=v["flap_rate"] < FLAP_TARGET,
                     note=f"{v['flaps']} of {v['moves']} moves; 2nd half of the run "
-                    f"{100 * v['flap_rate_2nd_half']:.2f}% of {v['moves_2nd_half']}"),
+                    f"{100 * v['flap_rate_2nd_half']:.2f}% of {v['moves_2nd_half']}{_gaps_note(v['flap_gaps'])}"),
             ]  # fmt: skip
     elif scenario == "personas":
         rows.append(Row(f"quality: personas with drift ({algorithm})", "joint ARI vs personas",

@@ -75,6 +75,7 @@ def test_offline_benchmarks_write_rows_and_a_report(tmp_path: Path) -> None:
                 assert 0.0 <= lens["flap_rate"] <= 1.0 and -1.0 <= lens["ari_vs_batch"] <= 1.0
                 assert 0.0 <= lens["reversal_rate_7d"] <= lens["reversal_rate_30d"] <= 1.0
                 assert lens["reversals_7d"] <= lens["reversals_30d"] <= lens["moves"]
+                assert len(lens["flap_gaps"]["each"]) == lens["flaps"]
     sep = [r for r in q["rows"] if "well-separated" in r["section"]]
     assert len(sep) == 2 * 2 * 3  # algorithms x lenses x (ARI vs patterns, ARI vs batch, flap rate)
     reversal = [r["metric"] for r in q["rows"] if "7-day reversal" in r["section"]]
@@ -104,13 +105,23 @@ def test_report_formats_missing_and_nan_values() -> None:
 def test_a_move_back_is_a_reversal_timed_in_event_time_whatever_the_event_count() -> None:
     day = 86400.0
     r = quality.Reversals(flap_window=5)
-    assert r.note(0, "c1", "a", "b", "event", 10, 0.0) == (False, None, None)
+    assert r.note(0, "c1", "a", "b", "event", 10, 0.0) == (False, None, None, 0, 0)
     # back to "a" 100 events but only 2 days later: not a flap, reversed after 2 days
-    assert r.note(0, "c1", "b", "a", "inactivity", 110, 2 * day) == (False, 2 * day, "event")
-    # back to "b" 2 events but 8 days later: a flap, reversed after 8 days
-    assert r.note(0, "c1", "a", "b", "event", 112, 10 * day) == (True, 8 * day, "inactivity")
+    assert r.note(0, "c1", "b", "a", "inactivity", 110, 2 * day) == (False, 2 * day, "event", 100, 10)
+    # back to "b" 2 events but 8 days later: a flap, reversed after 8 days, of a move at the 110th event
+    assert r.note(0, "c1", "a", "b", "event", 112, 10 * day) == (True, 8 * day, "inactivity", 2, 110)
     # a move on to a third segment reverses nothing; lenses and customers are apart
-    assert r.note(0, "c1", "b", "c", "event", 113, 10 * day) == (False, None, None)
-    assert r.note(1, "c1", "c", "b", "event", 114, 10 * day) == (False, None, None)
-    assert r.note(0, "c2", "c", "b", "event", 1, 10 * day) == (False, None, None)
-    assert r.note(0, "c1", "c", "b", "event", 114, 17 * day) == (True, 7 * day, "event")
+    assert r.note(0, "c1", "b", "c", "event", 113, 10 * day) == (False, None, None, 0, 0)
+    assert r.note(1, "c1", "c", "b", "event", 114, 10 * day) == (False, None, None, 0, 0)
+    assert r.note(0, "c2", "c", "b", "event", 1, 10 * day) == (False, None, None, 0, 0)
+    assert r.note(0, "c1", "c", "b", "event", 114, 17 * day) == (True, 7 * day, "event", 1, 113)
+
+
+def test_flap_gaps_summarise_each_flap_and_name_their_range_in_the_row() -> None:
+    gaps = [quality.FlapGap(7.5, 0, 16), quality.FlapGap(9.0, 5, 24), quality.FlapGap(7.1, 2, 20)]
+    s = quality.flap_gap_summary(gaps)
+    assert s["each"] == [[7.5, 0, 16], [9.0, 5, 24], [7.1, 2, 20]]
+    assert s["days"] == [7.1, 7.5, 9.0] and s["events"] == [0.0, 2.0, 5.0] and s["age_events"] == [16.0, 20.0, 24.0]
+    assert quality.flap_gap_summary([]) == {"each": [], "days": [], "events": [], "age_events": []}
+    assert quality._gaps_note(s) == "; reversed after 7.1-9.0 days and 0-5 events, of moves at events 16-24"
+    assert quality._gaps_note(quality.flap_gap_summary([])) == ""
