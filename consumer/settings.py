@@ -125,7 +125,7 @@ class Settings(BaseSettings, ConnectionSettings):
     )
     # 100,000 and 5 s: behind a backlog the changelog and membership records scale with commits times the
     # customers each commit touched, so fewer, bigger catch-up batches write fewer (bench/peer_quix.py, 100k
-    # events of 10k customers, 1 partition, loaded machine: 57k -> 35k state, 38k -> 21k membership records;
+    # events of 10k customers, 1 partition, loaded machine: 57-65k -> 35-48k state, 38-40k -> 21-28k membership;
     # at the 37k events/s of an unloaded run, 100k events fit one batch, not two). A crash replays at most
     # one batch (<= 100,000 records, <= 5 s of work), far inside transaction-timeout-ms (60 s). A live stream
     # is not CATCH_UP_LAG (10,000) records behind: its batches close at commit-interval-ms, so its latency
