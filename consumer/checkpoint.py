@@ -87,7 +87,7 @@ reached 3.7 GB RSS at 500k customers); 10,000 sends in a run keep the tight-run 
 CATCH_UP_LAG = 10_000
 """Input records behind at a batch's start that make it a catch-up batch even when ``batch_size`` is larger: a
 live stream is a commit interval's records behind (about 500 at 5k events/s), and with the threshold at
-``batch_size`` (50,000) the last 50,000 records of any backlog were read in batches of a commit interval
+``batch_size`` (then 50,000) the last 50,000 records of any backlog were read in batches of a commit interval
 (100k events of 10k customers behind, at 16k events/s: 10 commits and 403 state records per 1000 events
 instead of 2 and 200)."""
 

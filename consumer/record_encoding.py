@@ -119,25 +119,33 @@ def _encode(
     runs: list[EncodedRun] = []
     buffer = bytearray(prefix)
     count = largest = 0
-    join, table = b"".join, _VARINTS
+    join, table, start = b"".join, _VARINTS, _RECORD_START
+    last_headers: tuple[tuple[str, bytes], ...] | None = None
+    section = b""
     for record in records:
-        key, value = record.key, record.value
+        key, value, these = record.key, record.value, record.headers
+        if these is not last_headers:  # a route's records share one headers tuple: encoded once per run of them
+            section, last_headers = headers(these), these
         tail = join((
             _NULL if key is None else _v(len(key)), key or b"",
             _NULL if value is None else _v(len(value)), value or b"",
-            headers(record.headers),
+            section,
         ))  # fmt: skip
-        body = join((_RECORD_START, table[count] if count < _TABLE_SIZE else varint(count), tail))
-        length = _v(len(body))
-        size = len(length) + len(body)
+        delta = table[count] if count < _TABLE_SIZE else varint(count)
+        size = len(start) + len(delta) + len(tail)  # the body: attributes and timestamp delta, offset delta, tail
+        length = _v(size)
+        size += len(length)
         if count and len(buffer) + size > limit:
             runs.append(EncodedRun(buffer, count, largest))
             buffer, count, largest = bytearray(prefix), 0, 0
-            body = join((_RECORD_START, table[0], tail))
-            length = _v(len(body))
-            size = len(length) + len(body)
+            delta = table[0]
+            size = len(start) + len(delta) + len(tail)
+            length = _v(size)
+            size += len(length)
         buffer += length
-        buffer += body
+        buffer += start
+        buffer += delta
+        buffer += tail
         count += 1
         largest = max(largest, size)
     if count:

@@ -123,12 +123,16 @@ class Settings(BaseSettings, ConnectionSettings):
         "exactly-once",
         description="exactly-once (one transaction per batch) or at-least-once (commit offsets after the acks).",
     )
-    # 50,000 and 2 s: behind a backlog each customer's changelog and membership record is written about once
-    # every 2 s, not every second (100k events of 10k customers: 48k -> 20k state records, 34k -> 19k membership
-    # records, CPU per event 28% less, bench/peer_quix.py --role ours). A live stream at a few thousand events/s
-    # is not behind by a batch: its batches close at commit-interval-ms, so its latency does not move.
+    # 100,000 and 5 s: behind a backlog the changelog and membership records scale with commits times the
+    # customers each commit touched, so fewer, bigger catch-up batches write fewer (bench/peer_quix.py, 100k
+    # events of 10k customers, 1 partition, loaded machine: 57-65k -> 35-48k state, 38-40k -> 21-28k membership;
+    # at the 37k events/s of an unloaded run, 100k events fit one batch, not two). A crash replays at most
+    # one batch (<= 100,000 records, <= 5 s of work), far inside transaction-timeout-ms (60 s). A live stream
+    # is not CATCH_UP_LAG (10,000) records behind: its batches close at commit-interval-ms, so its latency
+    # does not move while the process keeps up; one that falls behind waits up to the catch-up interval
+    # (docs/internals.md, "Cadence and start-up").
     batch_size: int = Field(
-        50_000,
+        100_000,
         ge=1,
         le=100_000,
         description="Most input records in one batch (transaction); "
@@ -145,7 +149,7 @@ class Settings(BaseSettings, ConnectionSettings):
         "consumer (during the commit before).",
     )
     catch_up_interval_ms: int = Field(
-        2000,
+        5000,
         ge=1,
         le=600_000,
         description="Longest time a batch stays open while the input lag at its "
