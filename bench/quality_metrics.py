@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,8 @@ def held_metrics(
     features: list[str],
     raw: np.ndarray,
     labels: list[str | None],
-    nearest_ids: list[str | None],
-    reasons: list[str | None],
+    nearest_ids: Sequence[str | None],
+    reasons: Sequence[str | None],
     lens: Any,
 ) -> dict[str, Any]:
     """The held labels' SSE ratio taken apart by the part of the move rule that holds each customer.
