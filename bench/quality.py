@@ -46,7 +46,11 @@ Per algorithm and scenario:
   report's flap rows name their ranges);
 * **drift following**: for customers who switched persona, the event time
   until their joint segment maps to the new persona (segment -> persona by
-  majority over the prequential labels), and the share that got there.
+  majority over the prequential labels), and the share that got there;
+* **held labels taken apart**: the customers the move rule keeps away from
+  their nearest segment at the end, by the part of the rule that holds them,
+  and the SSE ratio with each part's customers at their nearest
+  (:func:`bench.quality_metrics.held_metrics`).
 
 Usage::
 
@@ -434,11 +438,41 @@ def flap_gap_summary(gaps: list[FlapGap]) -> dict[str, Any]:
     return out
 
 
+def _holds(seg: Segmenter, li: int, views: list[Any], raw: np.ndarray) -> tuple[list[str | None], list[str | None]]:
+    """Each customer's nearest live segment (id) in lens ``li`` and why the move rule keeps it in another one
+    (:func:`bench.quality_metrics.hold_reason`; ``None``: it holds its nearest, or no live segment)."""
+    lens, store = seg.lenses[li], seg.store
+    wm = seg.watermark
+    now = store.to_seconds(wm) if wm is not None else 0
+    nearest_ids: list[str | None] = []
+    reasons: list[str | None] = []
+    for view, x in zip(views, raw, strict=True):
+        near = lens.assign(x, current=None, dwell=0).nearest
+        row = store.row_of(view.customer_id)
+        cur = -1 if row is None else store.segment(row, li)
+        nearest_ids.append(None if near is None else lens.ref(near).id)
+        if row is None or near is None or cur < 0 or cur == near or not lens.is_live(cur):
+            reasons.append(None)
+            continue
+        since, prev = store.entered(row, li)
+        dwell = store.dwell_of(row, li)
+        reasons.append(quality_metrics.hold_reason(lens.rule, dwell=dwell, age=now - since, back=near == prev))
+    return nearest_ids, reasons
+
+
 def _lens_result(
-    lc: Any, lens: Any, views: list[Any], labels: list[str | None], truth: list[str], tr: _Trace, events: int
+    lc: Any,
+    seg: Segmenter,
+    li: int,
+    views: list[Any],
+    labels: list[str | None],
+    truth: list[str],
+    tr: _Trace,
+    events: int,
 ) -> dict[str, Any]:
-    """Every final measure of one lens."""
+    """Every final measure of one lens (the ``li``-th of ``seg``)."""
     name = lc.name
+    lens = seg.lenses[li]
     X = np.array([[v.features[name][f] for f in lc.features] for v in views], dtype=np.float64)
     heavy = [j for j, f in enumerate(lc.features) if f in lc.heavy_features]
     Xt = X.copy()
@@ -477,6 +511,7 @@ def _lens_result(
         "profiles": [{"id": p.id, "name": p.name, "size": p.size, "z": p.z} for p in lens.profiles()],
     }
     out.update(quality_metrics.lens_metrics(list(lc.features), X, labels, lens))
+    out.update(quality_metrics.held_metrics(list(lc.features), X, labels, *_holds(seg, li, views, X), lens))
     return out
 
 
@@ -553,7 +588,7 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     result["customers"] = len(views)
     result["final_ari_joint"] = _ari(joint, truth) if views else math.nan
     result["lenses"] = {
-        lc.name: _lens_result(lc, seg.lenses[li], views, [j[li] for j in joint], truth, tr, len(sim))
+        lc.name: _lens_result(lc, seg, li, views, [j[li] for j in joint], truth, tr, len(sim))
         for li, lc in enumerate(config.lenses)
     }
     preq = _prequential(tr, lenses)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from bench.common import Row
 from segmenter.evaluation import N_INIT, EvaluationOptions, evaluate_lens
+from segmenter.lenses.hysteresis import RULE_FIELDS
 from segmenter.lenses.lloyd import batch_kmeans, lloyd, nearest
 from segmenter.lenses.metrics import adjusted_rand, partition_sse
 
@@ -85,6 +87,62 @@ def center_metrics(features: list[str], raw: np.ndarray, labels: list[str | None
         own, _ = nearest(xs, cs)
         out[f"{kind}_sse_ratio"] = partition_sse(xs, own) / batch_sse if batch_sse > 0 else 1.0
         out[f"{kind}_ari_vs_batch"] = adjusted_rand(own, batch)
+    return out
+
+
+HOLD_REASONS = ("dwell", "return", "margin")
+"""Why the move rule keeps a customer away from its nearest segment (:func:`hold_reason`)."""
+
+
+def hold_reason(rule: np.ndarray, *, dwell: int, age: float, back: bool) -> str:
+    """Which part of the move rule keeps a customer in its live segment while another one is nearest.
+
+    ``rule`` is the lens's :attr:`~segmenter.lenses.lens.Lens.rule` (:data:`RULE_FIELDS` order), ``dwell``
+    and ``age`` the events and event time (seconds) spent in the segment, ``back`` whether the nearest
+    one is the segment the customer left for it. ``dwell``: fewer than ``min_dwell`` events and less than
+    ``min_dwell_days`` in it; ``return``: a move back within ``min_dwell_hours``; ``margin``: the nearest
+    is not closer by the margin (or the return margin) yet and no pending move is due.
+
+    >>> rule = np.array([6, 0.75, 7 * 86400, 7 * 86400, 0.15, 4 * 86400, 1.0, 2 * 86400])
+    >>> [hold_reason(rule, dwell=d, age=a, back=b) for d, a, b in ((2, 3600, True), (9, 3600, True), (9, 3600, False))]
+    ['dwell', 'return', 'margin']
+    """
+    if dwell < rule[RULE_FIELDS.index("min_dwell")] and age < rule[RULE_FIELDS.index("dwell_time_s")]:
+        return "dwell"
+    if back and age < rule[RULE_FIELDS.index("min_dwell_s")]:
+        return "return"
+    return "margin"
+
+
+def held_metrics(
+    features: list[str],
+    raw: np.ndarray,
+    labels: list[str | None],
+    nearest_ids: Sequence[str | None],
+    reasons: Sequence[str | None],
+    lens: Any,
+) -> dict[str, Any]:
+    """The held labels' SSE ratio taken apart by the part of the move rule that holds each customer.
+
+    ``nearest_ids`` is each customer's nearest live segment (id) in the lens's own scaled space, the one the
+    move rule judges in (the last refinement's: :meth:`~segmenter.lenses.lens.Lens.assign`), ``reasons`` why the
+    rule keeps it in ``labels`` instead (:func:`hold_reason`; ``None``: it holds its nearest, or no segment).
+    ``sse_ratio_without_holds`` is close to :func:`center_metrics`'s ``nearest_sse_ratio`` (final z-scores)
+    when the last refinement is recent, and may exceed it when it is not. Per reason:
+    the share of the customers it holds away from their nearest segment (``held_away_<reason>``) and the
+    SSE ratio of the held labels with just those customers at their nearest (``sse_ratio_without_<reason>``;
+    ``sse_ratio_without_holds``: all of them). When one reason's ratio falls to the nearest-center one, that
+    part of the rule is the whole gap.
+    """
+    heavy = lens.config.heavy_features
+    out: dict[str, Any] = {"held_away": sum(r is not None for r in reasons) / max(1, len(reasons))}
+    for reason in (*HOLD_REASONS, None):
+        moved = [near if r is not None and (reason is None or r == reason) else held
+                 for held, near, r in zip(labels, nearest_ids, reasons, strict=True)]  # fmt: skip
+        ev = evaluate_lens(lens.name, features, raw, moved, EvaluationOptions(heavy=heavy, k_range=(2, 1), seed=0))
+        out[f"sse_ratio_without_{reason or 'holds'}"] = ev.sse_ratio
+        if reason is not None:
+            out[f"held_away_{reason}"] = sum(r == reason for r in reasons) / max(1, len(reasons))
     return out
 
 

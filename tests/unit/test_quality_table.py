@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality_metrics import center_metrics, target_rows, targets_table
+from bench.quality_metrics import center_metrics, held_metrics, hold_reason, lens_metrics, target_rows, targets_table
 from tests.unit.lenses.helpers import BLOBS, FEATURES, blobs, feed, make_lens
 
 
@@ -73,3 +73,33 @@ def test_target_rows_report_the_worst_run_of_each_scenario() -> None:
     assert rows[("separated", "rule fidelity, lowest")].passed is True
     assert rows[("separated", "SSE / batch SSE, worst")].passed is True
     assert ("separated", "drift followed, lowest") not in rows and ("personas", "rule fidelity, lowest") not in rows
+
+
+def test_hold_reason_names_the_part_of_the_move_rule_that_holds() -> None:
+    lens = make_lens("kmeans", min_dwell=6, min_dwell_days=2.0, min_dwell_hours=168.0)
+    rule, day = lens.rule, 86_400
+    assert hold_reason(rule, dwell=2, age=day, back=True) == "dwell"  # few events, not 2 days in it yet
+    assert hold_reason(rule, dwell=2, age=3 * day, back=True) == "return"  # 2 days count as the events
+    assert hold_reason(rule, dwell=9, age=6 * day, back=True) == "return"  # a move back within a week
+    assert hold_reason(rule, dwell=9, age=8 * day, back=True) == "margin"
+    assert hold_reason(rule, dwell=9, age=day, back=False) == "margin"  # onwards: no return rule
+
+
+def test_held_metrics_take_the_held_labels_gap_apart_by_reason() -> None:
+    lens = make_lens("kmeans")
+    X, _ = blobs(2000, seed=2)
+    feed(lens, X)
+    lens.refine(X)
+    nearest_ids = [lens.ref(lens.assign(x, current=None, dwell=0).nearest or 0).id for x in X]
+    ids = sorted(set(nearest_ids))
+    held: list[str | None] = list(nearest_ids)
+    reasons: list[str | None] = [None] * len(X)
+    for i in range(0, 200, 2):  # 100 customers held in the next segment: 60 by the return rule, 40 by the margin
+        held[i] = ids[(ids.index(nearest_ids[i]) + 1) % len(ids)]
+        reasons[i] = "return" if i < 120 else "margin"
+    out = held_metrics(list(FEATURES), X, held, nearest_ids, reasons, lens)
+    with_holds = lens_metrics(list(FEATURES), X, held, lens)["sse_ratio"]
+    assert out["held_away"] == 100 / 2000 and out["held_away_return"] == 60 / 2000 and out["held_away_dwell"] == 0.0
+    assert out["sse_ratio_without_holds"] < 1.01 < out["sse_ratio_without_margin"]
+    assert out["sse_ratio_without_holds"] < out["sse_ratio_without_return"] < out["sse_ratio_without_margin"]
+    assert out["sse_ratio_without_dwell"] == with_holds > out["sse_ratio_without_margin"]
