@@ -51,10 +51,10 @@ def test_decay_recency_ratios_by_hand() -> None:
     assert f["frequency"] == pytest.approx(0.5, rel=1e-6)  # 30 days = one half-life
     assert f["spend"] == pytest.approx(30.0, rel=1e-6)  # (100 - 40) / 2
     assert f["aov"] == pytest.approx(100.0)
-    assert f["product_views"] == pytest.approx(2 * 2 ** (-30 / 14), rel=1e-6)
+    assert f["product_views"] == pytest.approx(2 * 2 ** (-30 / CFG.activity_half_life_days), rel=1e-6)
     assert f["cart_abandonment"] == pytest.approx(0.0)  # one purchase per cart add
     assert f["conversion"] == pytest.approx(0.5, rel=1e-6)  # both decay alike: ratio kept
-    assert f["email_engagement"] == pytest.approx(2 * 2 ** (-30 / 14), rel=1e-6)
+    assert f["email_engagement"] == pytest.approx(2 * 2 ** (-30 / CFG.activity_half_life_days), rel=1e-6)
     assert f["refund_rate"] == pytest.approx(1.0)
     assert f["sessions"] == 0.0
 
