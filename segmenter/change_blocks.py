@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segmenter.change_lines import change_lines
+from segmenter.change_lines import LINE_ROOM, change_lines
 from segmenter.clock import iso
 from segmenter.explanations import NO_EXPLANATION, TOP_FEATURES, Numbers
+from segmenter.malloc_tuning import MMAP_THRESHOLD
 from segmenter.moves import M_AT, M_EVENT, M_FROM, M_LENS, M_ROW, M_TO
 from segmenter.outputs import Explanation, OutputMessage, SegmentChange, SegmentRef, encode_lines
 from segmenter.rounding import round_half_even
@@ -42,7 +43,17 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.moves import MoveBuffer
 
-__all__ = ["ChangeBuilder", "Output", "SegmentChanges", "encode_parts", "encode_runs", "messages_of", "runs", "size_of"]
+__all__ = [
+    "ENCODE_MOVES",
+    "ChangeBuilder",
+    "Output",
+    "SegmentChanges",
+    "encode_parts",
+    "encode_runs",
+    "messages_of",
+    "runs",
+    "size_of",
+]
 
 _KIND = "segment_change"
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
@@ -126,6 +137,21 @@ class SegmentChanges:
             cat("explained"), cat("raw"), cat("z"), cat("contrib"), cat("top"), cat("dists"),
             refs("runner"),
         )  # fmt: skip
+
+    def parts(self, size: int) -> Iterator[SegmentChanges]:
+        """The moves in order as blocks of at most ``size`` moves (views of this one's columns; the tables shared)."""
+        n = len(self)
+        if n <= size:
+            yield self
+            return
+        for a in range(0, n, size):
+            b = min(n, a + size)
+            yield SegmentChanges(
+                self.ids[a:b], self.lens[a:b], self.lens_names, self.version[a:b], self.feature_names, self.refs,
+                self.from_ref[a:b], self.to_ref[a:b], self.causes, self.cause[a:b], self.event_ids[a:b],
+                self.event_ts[a:b], self.dist[a:b], self.explained[a:b], self.raw[a:b], self.z[a:b],
+                self.contrib[a:b], self.top[a:b], self.dists[a:b], self.runner[a:b],
+            )  # fmt: skip
 
     def cause_counts(self) -> dict[str, int]:
         """Moves per cause."""
@@ -273,10 +299,26 @@ def encode_parts(parts: Iterable[Output], emitted_at: str | None = None) -> byte
     return b"".join(encode_runs(parts, emitted_at))
 
 
+ENCODE_MOVES = MMAP_THRESHOLD // LINE_ROOM - 16
+"""Most moves of a block :func:`encode_runs` writes in one compiled pass (a longer run is written in parts).
+
+So that the pass's buffers (:data:`~segmenter.change_lines.LINE_ROOM` bytes per line reserved, the lines' bytes
+copied out, their numbers' text) stay below the allocator's :data:`~segmenter.malloc_tuning.MMAP_THRESHOLD`:
+each larger block is a fresh mapping of the system's, and every page of it faults when first written. On the
+sparse replay (80,900 lines, written 2,000 outputs at a time) a pass per whole run made 166,000 page faults,
+0.53 s of system time on a loaded machine; one per part of at most this many moves 118,000 and 0.35 s (the
+parts' bytes are the whole run's, cut between lines)."""
+
+
 def encode_runs(parts: Iterable[Output], emitted_at: str | None = None) -> Iterator[bytes]:
-    """:func:`encode_parts` a run at a time (see :func:`runs`): for a writer, which need not join them."""
+    """:func:`encode_parts` a run at a time (see :func:`runs`), a long run of blocks in parts of at most
+    :data:`ENCODE_MOVES` moves: for a writer, which need not join them."""
     for run in runs(parts):
-        yield run.encode_lines(emitted_at) if isinstance(run, SegmentChanges) else encode_lines(run, emitted_at)
+        if isinstance(run, SegmentChanges):
+            for part in run.parts(ENCODE_MOVES):
+                yield part.encode_lines(emitted_at)
+        else:
+            yield encode_lines(run, emitted_at)
 
 
 class ChangeBuilder:

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
     from segmenter.change_blocks import SegmentChanges
 
-__all__ = ["change_lines"]
+__all__ = ["LINE_ROOM", "change_lines"]
+
+LINE_ROOM = 1024
+"""Bytes of output buffer :func:`_write` reserves per line at first (it grows the buffer for longer lines)."""
 
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -209,7 +212,7 @@ def _write(slots: Any, lens: Any, top: Any, explained: Any, widths: Any, keys: A
     g = (slots, lens, top, explained, widths, keys, entries, consts, text, offsets, numbers, starts, d)
     # at most this many pieces and numbers in a line, each at most as long as the longest
     longest = (20 + d + 4 * TOP_FEATURES) * (np.max(offsets[1:] - offsets[:-1]) + np.max(starts[1:] - starts[:-1]))
-    out = np.empty(max(4096, 1024 * slots.shape[0]), np.uint8)
+    out = np.empty(max(4096, LINE_ROOM * slots.shape[0]), np.uint8)
     w = 0
     for m in range(slots.shape[0]):
         if w + longest > len(out):

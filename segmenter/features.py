@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -578,25 +578,46 @@ class FeatureStore:
         ``latest_by`` (relative seconds) leaves out the customers whose latest
         event is after it.
         """
+        rows, times = self._rows_at(t, latest_by)
+        cols = range(len(FEATURE_NAMES)) if columns is None else columns
+        return rows, self._features(rows, times, cols)
+
+    def vectors_by(
+        self, t: int, groups: Sequence[Sequence[int]], *, latest_by: int | None = None
+    ) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.float64]]]:
+        """:meth:`vectors_at` for several column groups (one per ready lens): the rows, and one matrix per group.
+
+        Each matrix is ``vectors_at(t, union)[1][:, [union.index(c) for c in group]]`` bit for bit, in that
+        column selection's layout (Fortran order), without the matrix of the union or the selections' copies:
+        each a fresh mapping of the allocator's at a refinement of thousands of customers, every page faulting.
+        """
+        rows, times = self._rows_at(t, latest_by)
+        return rows, [self._features(rows, times, cols, order="F") for cols in groups]
+
+    def _rows_at(self, t: int, latest_by: int | None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The live rows of :meth:`vectors_at` in its order, and the time each one is evaluated at."""
         live = np.flatnonzero(self.live)
         if latest_by is not None:
             live = live[self.t[live, _LAST] <= latest_by]
         # crc32 then row in one unique 64-bit key: a plain sort instead of a stable argsort
         key = self.crc[live].astype(np.uint64) << np.uint64(32) | live.astype(np.uint64)
         rows = (np.sort(key) & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        times = np.maximum(self.t[:, _LAST].take(rows).astype(np.int64), t)
-        cols = range(len(FEATURE_NAMES)) if columns is None else columns
-        return rows, self._features(rows, times, cols)
+        return rows, np.maximum(self.t[:, _LAST].take(rows).astype(np.int64), t)
 
     def _features(
-        self, rows: npt.NDArray[np.int64], times: npt.NDArray[np.int64], columns: Sequence[int]
+        self,
+        rows: npt.NDArray[np.int64],
+        times: npt.NDArray[np.int64],
+        columns: Sequence[int],
+        order: Literal["C", "F"] = "C",
     ) -> npt.NDArray[np.float64]:
-        """Features ``columns`` of ``rows`` at ``times`` (each ``>=`` the row's latest event), compiled."""
+        """Features ``columns`` of ``rows`` at ``times`` (each ``>=`` the row's latest event), compiled; a matrix
+        in ``order``."""
         from segmenter.feature_matrix import decays, fill  # noqa: PLC0415 - compiled: loaded at the first tick
 
         cols = np.asarray(columns, np.int64)
         elapsed = np.maximum(times - self.t[:, _LAST].take(rows), 0).astype(np.float64)
-        out = np.empty((len(rows), len(cols)), np.float64)
+        out = np.empty((len(rows), len(cols)), np.float64, order=order)
         rates = np.array([self._ka, self._kf, self._ks], np.float64)
         fill(self.f, self.t, rows, times, decays(elapsed, rates, cols), cols, self.config.recency_cap_days, out)
         return out

@@ -645,15 +645,14 @@ class Segmenter:
         ready = [li for li, lens in enumerate(self._lenses) if lens.ready]
         if not ready:
             return
-        cols = sorted({i for li in ready for i in self._idx[li]})
         # isolated customers (far ahead of every source's clock) take no part
-        rows, mat = store.vectors_at(at, cols, latest_by=self._clock.horizon())
+        rows, mats = store.vectors_by(at, [self._idx[li] for li in ready], latest_by=self._clock.horizon())
         n = len(rows)
         if not n:
             return
-        for li in ready:
+        for li, mat in zip(ready, mats, strict=True):
             lens = self._lenses[li]
-            msgs = lens.refine(mat[:, [cols.index(i) for i in self._idx[li]]])
+            msgs = lens.refine(mat)
             if msgs:
                 out.extend(msgs)
                 self._after_lifecycle(li, msgs, out, skip=None)

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from producer.retail import SparseConfig, SparseRetail
-from segmenter.change_blocks import ChangeBuilder, Output, SegmentChanges, encode_parts, messages_of
+from segmenter import change_blocks
+from segmenter.change_blocks import ChangeBuilder, Output, SegmentChanges, encode_parts, encode_runs, messages_of
 from segmenter.config import load_config
 from segmenter.events import parse_event
 from segmenter.features import FEATURE_NAMES
@@ -102,6 +103,30 @@ def test_blocks_written_as_one_are_the_blocks_one_after_another(parts: list[list
     joined = b"".join(b.encode_lines(STAMP) for b in blocks)
     assert SegmentChanges.concat(blocks).encode_lines(STAMP) == joined
     assert SegmentChanges.concat(blocks).messages() == [m for b in blocks for m in b.messages()]
+
+
+@pytest.mark.parametrize("size", [1, 7])
+def test_a_block_in_parts_is_the_block(parts: list[list[Output]], size: int) -> None:
+    every = SegmentChanges.concat(_blocks(parts))
+    pieces = list(every.parts(size))
+    assert len(every) % size != 0 or size == 1  # a last, shorter part is checked too
+    assert [len(p) for p in pieces] == [min(size, len(every) - a) for a in range(0, len(every), size)]
+    assert b"".join(p.encode_lines(STAMP) for p in pieces) == every.encode_lines(STAMP)
+    assert [m for p in pieces for m in p.messages()] == every.messages()
+
+
+def test_a_long_run_is_written_in_parts_of_at_most_encode_moves(
+    parts: list[list[Output]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(change_blocks, "ENCODE_MOVES", 16)
+    for batch in parts:  # runs of messages between runs of blocks
+        assert b"".join(encode_runs(batch, STAMP)) == encode_lines(messages_of(batch), STAMP)
+    blocks = _blocks(parts)
+    written = list(encode_runs(blocks, STAMP))  # one run, longer than a part
+    n = sum(map(len, blocks))
+    assert [piece.count(b"\n") for piece in written] == [min(16, n - a) for a in range(0, n, 16)]
+    assert len(written) > 2
+    assert b"".join(written) == encode_lines(messages_of(blocks), STAMP)
 
 
 def test_a_block_counts_its_causes(parts: list[list[Output]]) -> None:

@@ -393,3 +393,21 @@ def test_vectors_at_equal_the_numpy_pass_bit_for_bit() -> None:
     assert 0 < kept.sum() < len(order)
     assert rows.tolist() == order[kept].tolist()
     assert mat.tobytes() == full[kept][:, [0, 6]].tobytes()
+
+
+def test_vectors_by_are_the_column_selections_of_vectors_at_in_their_layout() -> None:
+    """Bit for bit and in the selection's layout (Fortran order): the refinement's mean and std sum a contiguous
+    column pairwise (:mod:`segmenter.lenses.population`), so the layout decides the numbers too."""
+    s = _random_store(random.Random(9), events=3000, customers=400, days=300, sigma=1.5)
+    at = T0 + 200 * DAY
+    groups = [[0, 4, 12, 13], [13, 5, 6, 8, 9], [7]]
+    union = sorted({c for g in groups for c in g})
+    for latest_by in (None, at):
+        rows, mat = s.vectors_at(at, union, latest_by=latest_by)
+        got_rows, mats = s.vectors_by(at, groups, latest_by=latest_by)
+        assert got_rows.tolist() == rows.tolist()
+        for group, got in zip(groups, mats, strict=True):
+            want = mat[:, [union.index(c) for c in group]]
+            layout = (want.flags.c_contiguous, want.flags.f_contiguous)
+            assert (got.flags.c_contiguous, got.flags.f_contiguous) == layout
+            assert got.shape == want.shape and got.tobytes(order="A") == want.tobytes(order="A"), group
