@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE_EPOCH",
+    "CLOCK_FEATURES",
     "DAY",
     "FEATURES",
     "FEATURE_NAMES",
@@ -86,11 +87,13 @@ class FeatureDef:
     name: str
     description: str
     heavy_tailed: bool
+    clock: bool = False
+    """Grows with time alone (no event needed): the move rule runs only these ahead (:data:`CLOCK_FEATURES`)."""
 
 
 FEATURES: tuple[FeatureDef, ...] = (
-    FeatureDef("recency_days", "days since last purchase (or first seen), capped", True),
-    FeatureDef("tenure_days", "days since first seen (or signup)", True),
+    FeatureDef("recency_days", "days since last purchase (or first seen), capped", True, clock=True),
+    FeatureDef("tenure_days", "days since first seen (or signup)", True, clock=True),
     FeatureDef("frequency", "purchases, decayed", True),
     FeatureDef("spend", "purchase amounts minus refunds, decayed, floored at 0", True),
     FeatureDef("aov", "lifetime average order value", True),
@@ -106,6 +109,8 @@ FEATURES: tuple[FeatureDef, ...] = (
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 HEAVY_TAILED: frozenset[str] = frozenset(f.name for f in FEATURES if f.heavy_tailed)
+CLOCK_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.clock)
+"""The features that grow with the clock alone, first in the layout (:func:`segmenter.kernel.clock_ahead`)."""
 
 
 class EventKind(IntEnum):
@@ -558,6 +563,14 @@ class FeatureStore:
             npur,
             net if net > 0.0 else 0.0,
         ]
+
+    def clock_ahead(self, values: Sequence[float], seconds: int) -> list[float]:
+        """``values`` (a :meth:`vector`) with only :data:`CLOCK_FEATURES` ``seconds`` later (the move rule's)."""
+        from segmenter.kernel import clock_ahead  # noqa: PLC0415 - compiled: loaded when first asked
+
+        out = np.empty(len(FEATURE_NAMES), np.float64)
+        clock_ahead(np.asarray(values, np.float64), seconds, self.kernel_rates(), out)
+        return [float(v) for v in out]
 
     def matrix(self, rows: npt.NDArray[np.intp], t: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """Vectorised :meth:`vector` for many rows: shape ``(len(rows), len(FEATURE_NAMES))``, float64.

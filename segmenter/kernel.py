@@ -94,7 +94,7 @@ from segmenter.features import (  # the store's layout (private to the store and
     MAX_AMOUNT,
     EventKind,
 )
-from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
+from segmenter.lenses.hysteresis import guard_s, holds_ahead, nearest_with_hysteresis, pending_since, waited
 from segmenter.moves import MoveColumns, apply
 
 __all__ = [
@@ -296,6 +296,38 @@ def _vector(f: Any, t: Any, row: int, at: int, fp: Any, out: Any) -> None:  # no
 feature_vector = _vector
 
 
+@njit(cache=True)
+def clock_ahead(vals: Any, seconds: int, fp: Any, out: Any) -> None:  # pragma: no cover - compiled
+    """``vals`` (a :func:`feature_vector`) into ``out`` with only the clock features ``seconds`` later.
+
+    ``recency_days`` and ``tenure_days`` grow with time alone (recency up to its cap); every decayed,
+    ratio and lifetime feature keeps its value (silence is no prediction of an active customer's rates).
+    The layout is :data:`~segmenter.features.CLOCK_FEATURES`'s (the first two features).
+    """
+    out[:] = vals
+    days = seconds / _DAY
+    r = vals[0] + days
+    out[0] = r if r < fp[FP_CAP] else fp[FP_CAP]
+    out[1] = vals[1] + days
+
+
+@njit(cache=True, inline="always")
+def after_clock(vals: Any, fp: Any, lens: Any, cur: int, target: int, buf: Any) -> tuple[bool, int]:  # noqa: PLR0917  # pragma: no cover
+    """``(moved, segment)`` for a move ``cur -> target`` decided on ``vals``, after the clock's veto.
+
+    The move stands when :func:`~segmenter.lenses.hysteresis.holds_ahead` says so for ``vals`` with the
+    clock run ahead by the lens's move-back guard (:func:`clock_ahead`); else the customer stays in ``cur``.
+    ``lens``: ``(idx, heavy, inv, off, d, centers, live, nl, rule)``; ``buf``: ``(ahead, xa)`` scratch.
+    """
+    idx, heavy, inv, off, d, centers, live, nl, rule = lens
+    ahead, xa = buf
+    clock_ahead(vals, guard_s(rule), fp, ahead)
+    scale(ahead, idx, heavy, inv, off, d, xa)
+    if holds_ahead(xa, centers, live, nl, d, cur, target):
+        return True, target
+    return False, cur
+
+
 @njit(cache=True, inline="always")
 def scale(vals: Any, idx: Any, heavy: Any, inv: Any, off: Any, d: int, x: Any) -> None:  # noqa: PLR0917  # pragma: no cover
     """One lens's scaled vector into ``x[:d]``: its features of ``vals``, log1p where heavy-tailed, standardised."""
@@ -418,6 +450,7 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
     tail = 1 + 2 * n_lenses
     vals = np.empty(N_FEATURES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
+    scratch = (np.empty(N_FEATURES, np.float64), np.empty(idx.shape[1], np.float64))
     i = pos[0]
     step = pos[1]
     while i < n_events:
@@ -536,6 +569,9 @@ def run(  # noqa: PLR0917 - compiled: positional only; one loop, kept in one pie
                 waited(pend[row, li], now),
                 rule[li],
             )
+            if moved and cur >= 0:  # a move the clock alone would undo is not made
+                lens = (idx[li], heavy[li], inv[li], off[li], d, centers[li], live[li], nl, rule[li])
+                moved, target = after_clock(vals, fp, lens, cur, target, scratch)
             if moved:
                 full = apply(cols, mv, (row, li, cur, target, i, now, now, version[li]), dd, vals, live[li, :nl])
                 # the move dates from its cause event (its segment_change's event_ts), which is older than `now`

@@ -32,7 +32,7 @@ from numba import njit
 from segmenter.batching import store_columns
 from segmenter.clock import iso
 from segmenter.features import FEATURE_NAMES
-from segmenter.kernel import SCORED, LensColumns, StoreColumns, feature_vector, scale
+from segmenter.kernel import SCORED, LensColumns, StoreColumns, after_clock, feature_vector, scale
 from segmenter.lenses.hysteresis import nearest_with_hysteresis, pending_since, waited
 from segmenter.margins import NO_BUDGET, MarginColumns, Margins, budget_of, half_gap, travel, unchanged
 from segmenter.moves import M_LENS, M_ROW, MoveBuffer, MoveColumns, apply
@@ -86,6 +86,7 @@ def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional onl
     cols = (seg, dwell, since, prev, mver, pend)
     vals = np.empty(_N_VALUES, np.float64)
     x = np.empty(idx.shape[1], np.float64)
+    scratch = (np.empty(_N_VALUES, np.float64), np.empty(idx.shape[1], np.float64))
     for r in range(len(rows)):
         row = rows[r]
         tr = at[r]
@@ -116,6 +117,11 @@ def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional onl
                 x, centers[li], live[li], nl, d, cur, dw, tr - since[row, li], prev[row, li],
                 waited(pend[row, li], tr), rule[li]
             )  # fmt: skip
+            if moved and cur >= 0:  # a move the clock alone would undo is not made
+                moved, target = after_clock(
+                    vals, fp, (idx[li], heavy[li], inv[li], off[li], d, centers[li], live[li], nl, rule[li]),
+                    cur, target, scratch,
+                )  # fmt: skip
             if moved:
                 apply(cols, buf, (row, li, cur, target, -1, tr, t[row, _LAST], version[li]), dd, vals, live[li, :nl])
             else:

@@ -1,6 +1,6 @@
 """Hysteresis: a customer changes segment only when the new one is clearly better.
 
-Five rules, all configurable per lens:
+Six rules, the first five configurable per lens:
 
 * **margin** - the nearest segment must be closer than ``(1 - margin)`` times the
   distance to the current segment (``margin=0.1``: at least 10 % closer);
@@ -21,7 +21,11 @@ Five rules, all configurable per lens:
   on a boundary from flapping, but without an end it held 9-17 % of customers
   in a segment that was no longer their nearest. The start of the stretch is
   one column per customer and lens (the store's ``pend``,
-  :data:`~segmenter.features.NO_PENDING`: none), kept by :func:`pending_since`.
+  :data:`~segmenter.features.NO_PENDING`: none), kept by :func:`pending_since`;
+* **clock veto** - a move the clock alone would undo is not made: with only its clock
+  features run ahead by ``min_dwell_s`` (recency and tenure grown, everything else as
+  now), the customer must not be farther from the target than from its own segment
+  (:func:`holds_ahead`, applied after :func:`nearest_with_hysteresis` allowed a move).
 
 A customer without a current segment, or whose segment is no longer live
 (merged or retired), goes to the nearest segment at once.
@@ -65,7 +69,17 @@ from numba import njit
 
 from segmenter.features import NO_PENDING
 
-__all__ = ["RULE_FIELDS", "FlapTracker", "Hysteresis", "distance", "nearest_with_hysteresis", "pending_since", "waited"]
+__all__ = [
+    "RULE_FIELDS",
+    "FlapTracker",
+    "Hysteresis",
+    "distance",
+    "guard_s",
+    "holds_ahead",
+    "nearest_with_hysteresis",
+    "pending_since",
+    "waited",
+]
 
 RULE_FIELDS = (
     "min_dwell", "keep", "min_dwell_s", "return_window_s", "return_keep", "hold_s", "shrink", "dwell_time_s",
@@ -114,13 +128,34 @@ class Hysteresis:
         age: int = 2**62,
         previous: int | None = None,
         pending: int = -1,
+        ahead: tuple[float, float] | None = None,
     ) -> bool:
         """True when the customer should move from ``current`` to ``nearest``.
 
         ``age`` is the event time (seconds) since the customer entered ``current``,
         ``previous`` the segment it left then, ``pending`` the event time since its
-        nearest segment has been another one (``-1``: it is ``current``).
+        nearest segment has been another one (``-1``: it is ``current``). ``ahead``:
+        the distances to ``current`` and ``nearest`` with only the clock features run
+        ahead by ``min_dwell_s`` (:func:`holds_ahead`; None: the same as now); a move
+        the clock alone would undo (``nearest`` farther then) is not made.
         """
+        moves = self._moves(current, current_live, d_current, nearest, d_nearest, dwell, age, previous, pending)
+        if not moves or ahead is None or current is None or not current_live:
+            return moves
+        return ahead[1] <= ahead[0]
+
+    def _moves(  # noqa: PLR0913, PLR0917 - decide's inputs, before the clock's veto
+        self,
+        current: int | None,
+        current_live: bool,
+        d_current: float | None,
+        nearest: int,
+        d_nearest: float,
+        dwell: int,
+        age: int,
+        previous: int | None,
+        pending: int,
+    ) -> bool:
         if current is None or not current_live or d_current is None:
             return True
         if nearest == current:
@@ -236,6 +271,37 @@ def nearest_with_hysteresis(  # noqa: PLR0913, PLR0917 - compiled: positional on
         if d_near < keep * d_cur or wait >= rule[_R_HOLD_S]:
             return True, nearest, nearest, d_near
     return False, cur, nearest, d_cur
+
+
+@njit(cache=True, inline="always")
+def guard_s(rule: Any) -> int:  # pragma: no cover - compiled
+    """The lens's move-back guard (``min_dwell_s``, seconds): how far :func:`holds_ahead`'s clock runs ahead."""
+    return int(rule[_R_DWELL_S])
+
+
+@njit(cache=True, inline="always")
+def holds_ahead(  # noqa: PLR0913, PLR0917 - compiled: positional only
+    xa: Any, centers: Any, live: Any, nl: int, d: int, cur: int, target: int
+) -> bool:  # pragma: no cover - compiled
+    """Whether a move ``cur -> target`` that :func:`nearest_with_hysteresis` allowed survives the clock.
+
+    ``xa`` is the customer's scaled vector with only its clock features (``recency_days``,
+    ``tenure_days``: :data:`~segmenter.features.CLOCK_FEATURES`) run ahead by the move-back guard
+    (:func:`guard_s`), every decayed, ratio and lifetime feature at its value now. The move holds when
+    ``target`` is no farther than ``cur`` from ``xa``: else the clock alone would take the customer back
+    as soon as the guard lets it. True when ``cur`` or ``target`` is not live (a first or forced move).
+    Without clock features ``xa`` is the vector the move was decided on, and every move holds.
+    """
+    pc = -1
+    pt = -1
+    for c in range(nl):
+        if live[c] == cur:
+            pc = c
+        if live[c] == target:
+            pt = c
+    if pc < 0 or pt < 0:
+        return True
+    return distance(xa, centers, pt, d) <= distance(xa, centers, pc, d)
 
 
 class FlapTracker:

@@ -50,7 +50,7 @@ from segmenter.errors import StateError
 from segmenter.explanations import Explainer
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.growth import grown
-from segmenter.lenses.hysteresis import Hysteresis, nearest_with_hysteresis
+from segmenter.lenses.hysteresis import RULE_FIELDS, Hysteresis, distance, holds_ahead, nearest_with_hysteresis
 from segmenter.lenses.lloyd import REFINE_TOL, batch_kmeans, lloyd, lloyd_sse, nearest
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
@@ -649,6 +649,11 @@ class Lens:
             values[i] = math.log1p(v) if v >= 0.0 else -math.log1p(-v)
         return values
 
+    @property
+    def guard_s(self) -> int:
+        """The move-back guard (``min_dwell_hours``, seconds): how far :meth:`assign`'s ``ahead`` runs the clock."""
+        return int(self.rule[RULE_FIELDS.index("min_dwell_s")])
+
     def assign(  # noqa: PLR0913, PLR0917 - the move rule's inputs, as the event loop passes them
         self,
         raw: np.ndarray,
@@ -657,6 +662,7 @@ class Lens:
         age: int = 2**62,
         previous: int | None = None,
         wait: int = -1,
+        ahead: np.ndarray | None = None,
     ) -> Assignment:
         """Nearest live segment, with hysteresis against ``current``.
 
@@ -678,6 +684,11 @@ class Lens:
         wait
             Event time (seconds) since its nearest segment has been another one
             (:func:`~segmenter.lenses.hysteresis.waited`; ``-1``: no pending move).
+        ahead
+            ``raw`` with only its clock features run ahead by the move-back guard
+            (:meth:`~segmenter.features.FeatureStore.clock_ahead`; None: ``raw`` itself, as for a lens
+            without clock features): a move that is not nearer its target there too is not made
+            (:func:`~segmenter.lenses.hysteresis.holds_ahead`, the event loop's veto).
 
         Raises
         ------
@@ -688,7 +699,7 @@ class Lens:
         if not n:
             return Assignment(None, None, None, current is not None)
         x = np.array(self._scaled(raw), np.float64)
-        moved, segment, nearest, distance = nearest_with_hysteresis(
+        moved, segment, nearest, d_seg = nearest_with_hysteresis(
             x,
             self._center_array,
             self._live_array,
@@ -701,7 +712,12 @@ class Lens:
             wait,
             self.rule,
         )
-        return Assignment(int(segment), int(nearest), float(distance), bool(moved))
+        if moved and current is not None and ahead is not None:
+            xa = np.array(self._scaled(ahead), np.float64)
+            if not holds_ahead(xa, self._center_array, self._live_array, n, self._dim, current, segment):
+                moved, segment = False, current
+                d_seg = distance(x, self._center_array, self._live.index(current), self._dim)
+        return Assignment(int(segment), int(nearest), float(d_seg), bool(moved))
 
     def explain(self, raw: Sequence[float] | np.ndarray, old: int | None, new: int | None) -> Explanation:
         """Why the customer moves from ``old`` to ``new`` (either may be None).

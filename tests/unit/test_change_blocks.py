@@ -105,7 +105,7 @@ def test_blocks_written_as_one_are_the_blocks_one_after_another(parts: list[list
     assert SegmentChanges.concat(blocks).messages() == [m for b in blocks for m in b.messages()]
 
 
-@pytest.mark.parametrize("size", [1, 7])
+@pytest.mark.parametrize("size", [1, 11])
 def test_a_block_in_parts_is_the_block(parts: list[list[Output]], size: int) -> None:
     every = SegmentChanges.concat(_blocks(parts))
     pieces = list(every.parts(size))

@@ -355,12 +355,14 @@ def test_one_inactivity_step_rescores_everyone_as_the_per_customer_rule_does() -
         for li, lens in enumerate(ref.lenses):
             if not lens.ready:
                 continue
-            raw = np.array([vals[FEATURE_NAMES.index(f)] for f in lens.feature_names])
+            pick = [FEATURE_NAMES.index(f) for f in lens.feature_names]
+            raw = np.array([vals[j] for j in pick])
+            later = store.clock_ahead(vals, lens.guard_s)
             cur, dwell = store.segment(row, li), store.dwell_of(row, li)
             since, prev = store.entered(row, li)
             pend = int(store.pend[row, li])  # a pending move matures in the step as in the event loop
             a = lens.assign(raw, cur if cur >= 0 else None, dwell, at - since, prev if prev >= 0 else None,
-                            -1 if pend == NO_PENDING else at - pend)  # fmt: skip
+                            -1 if pend == NO_PENDING else at - pend, np.array([later[j] for j in pick]))  # fmt: skip
             stays = a.segment == (cur if cur >= 0 else None)
             expected[store.id_of(row), lens.name] = (a.segment, min(dwell + 1, 65535) if stays else 0)
     assert expected
