@@ -667,8 +667,10 @@ class Lens:
         """Nearest live segment, with hysteresis against ``current``.
 
         The rule is :func:`~segmenter.lenses.hysteresis.nearest_with_hysteresis`, the one the
-        compiled event loop applies to every event; this entry serves the inactivity sweep and
-        the reassignment after a merge or retirement.
+        compiled event loop applies to every event and the compiled re-scorer
+        (:mod:`segmenter.rescoring`) to the inactivity sweep and the reassignment after a merge
+        or retirement; this entry states it for one customer in Python (the lens's examples, the
+        tests that check both compiled paths against it, bench/quality.py's held labels).
 
         Parameters
         ----------
