@@ -139,25 +139,11 @@ class Hysteresis:
         ahead by ``min_dwell_s`` (:func:`holds_ahead`; None: the same as now); a move
         the clock alone would undo (``nearest`` farther then) is not made.
         """
-        moves = self._moves(current, current_live, d_current, nearest, d_nearest, dwell, age, previous, pending)
-        if not moves or ahead is None or current is None or not current_live:
-            return moves
-        return ahead[1] <= ahead[0]
-
-    def _moves(  # noqa: PLR0913, PLR0917 - decide's inputs, before the clock's veto
-        self,
-        current: int | None,
-        current_live: bool,
-        d_current: float | None,
-        nearest: int,
-        d_nearest: float,
-        dwell: int,
-        age: int,
-        previous: int | None,
-        pending: int,
-    ) -> bool:
-        if current is None or not current_live or d_current is None:
+        if current is None or not current_live:
             return True
+        clock_holds = ahead is None or ahead[1] <= ahead[0]  # the clock's veto (holds_ahead) on any move below
+        if d_current is None:
+            return clock_holds
         if nearest == current:
             return False
         back = nearest == previous
@@ -167,7 +153,7 @@ class Hysteresis:
         keep = 1.0 - (max(self.margin, self.return_margin) if returning else self.margin)
         if self.shrink and 0 < pending < self.hold_s:
             keep = 1.0 - (1.0 - keep) * (1.0 - pending / self.hold_s)
-        return d_nearest < keep * d_current or pending >= self.hold_s
+        return clock_holds and (d_nearest < keep * d_current or pending >= self.hold_s)
 
     def params(self) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The rule as :func:`nearest_with_hysteresis` takes it (``RULE_FIELDS`` order)."""

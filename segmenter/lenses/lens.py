@@ -50,7 +50,7 @@ from segmenter.errors import StateError
 from segmenter.explanations import Explainer
 from segmenter.lenses.config import LensConfig
 from segmenter.lenses.growth import grown
-from segmenter.lenses.hysteresis import RULE_FIELDS, Hysteresis, distance, holds_ahead, nearest_with_hysteresis
+from segmenter.lenses.hysteresis import Hysteresis, distance, guard_s, holds_ahead, nearest_with_hysteresis
 from segmenter.lenses.lloyd import REFINE_TOL, batch_kmeans, lloyd, lloyd_sse, nearest
 from segmenter.lenses.models import ClusterModel, make_model, n_clusters_of
 from segmenter.lenses.naming import SegmentProfile, unique_names
@@ -652,7 +652,7 @@ class Lens:
     @property
     def guard_s(self) -> int:
         """The move-back guard (``min_dwell_hours``, seconds): how far :meth:`assign`'s ``ahead`` runs the clock."""
-        return int(self.rule[RULE_FIELDS.index("min_dwell_s")])
+        return int(guard_s(self.rule))
 
     def assign(  # noqa: PLR0913, PLR0917 - the move rule's inputs, as the event loop passes them
         self,
