@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -192,3 +193,12 @@ def test_the_launchers_variables_are_the_ones_settings_allow(launcher: ModuleTyp
     text = (ROOT / "scripts" / "kafka-local").read_text()
     read = set(re.findall(r'environ\.get\("(SEGMENTER_[A-Z_]+)"', text))
     assert read == LAUNCHER_VARIABLES
+
+
+def test_cluster_id_never_starts_with_a_dash(launcher: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """StorageTool reads ``-t -abc`` as a missing value: an id starting with "-" is drawn again."""
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])  # "-A..." then "AAAA..."
+    monkeypatch.setattr(launcher.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = launcher.new_cluster_id()
+    assert cluster_id == "A" * 22
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", cluster_id)
