@@ -14,6 +14,7 @@ The whole file is loaded in memory to sort it.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -336,7 +337,7 @@ def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # spreadsheet tools' "CSV UTF-8" starts with one
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     fmt = _format_of(path, mapping)

@@ -11,10 +11,12 @@ counted; the run fails only when the input cannot be read.
 
 from __future__ import annotations
 
+import codecs
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from io import BufferedReader
 from pathlib import Path
 from typing import IO
 
@@ -87,7 +89,7 @@ def replay(
     Parameters
     ----------
     events_path
-        One JSON event per line (UTF-8); blank lines are ignored.
+        One JSON event per line (UTF-8, a leading byte order mark skipped); blank lines are ignored.
     core
         The core (its configuration and campaign rules); it is returned, having seen the events.
     io
@@ -103,7 +105,8 @@ def replay(
     """
     run = _Replay(core, io or ReplayIO(), until)
     with open(events_path, "rb") as fh:
-        nbytes = run.read(fh)
+        nbytes = _skip_bom(fh)
+        nbytes += run.read(fh)
     report = run.report
     report.rejected_lines.sort()
     if run.io.progress is not None:
@@ -115,6 +118,13 @@ def replay(
         report.customers = write_snapshot(core, run.io.snapshot)
     report.stats = core.stats()
     return report, core
+
+
+def _skip_bom(fh: BufferedReader) -> int:
+    """Skip a UTF-8 byte order mark at the start of ``fh`` (spreadsheet tools write one); returns the bytes skipped."""
+    if fh.peek(len(codecs.BOM_UTF8)).startswith(codecs.BOM_UTF8):
+        return len(fh.read(len(codecs.BOM_UTF8)))
+    return 0
 
 
 class _Replay:

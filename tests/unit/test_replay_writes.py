@@ -1,4 +1,4 @@
-"""``segmenter.replay`` holds the core's outputs and writes many move buffers' parts at once, bounded."""
+"""``segmenter.replay``: its input's first line (a leading BOM skipped) and its bounded writes of many parts at once."""
 
 from __future__ import annotations
 
@@ -49,3 +49,12 @@ def test_replay_writes_outputs_in_bounded_writes_of_many_parts(tmp_path: Path, m
     assert parts.getvalue() == whole.getvalue()
     assert len(parts.lines) > 3, "written as the held outputs pass WRITE_EVERY, not once at the end"
     assert min(parts.lines[:-1]) >= 50
+
+
+def test_a_leading_utf8_byte_order_mark_is_skipped_and_line_one_kept(tmp_path: Path) -> None:
+    plain, marked = tmp_path / "plain.jsonl", tmp_path / "marked.jsonl"
+    plain.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in make_events(300, 8)))
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    report, _ = replay(marked, Segmenter(default_config()), ReplayIO(output=io.BytesIO()))
+    assert not report.rejected and report.events == report.lines == plain.read_bytes().count(b"\n")
+    assert _replay(marked).getvalue() == _replay(plain).getvalue() != b""

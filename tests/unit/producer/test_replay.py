@@ -177,3 +177,17 @@ def test_mapping_rejects_bad_settings() -> None:
 def test_parse_time(value: object, expected: float) -> None:
     assert parse_time(value, UTC) == expected
     assert datetime.fromtimestamp(expected, UTC).year == 2026
+
+
+@pytest.mark.parametrize(("name", "text"), [("orders.csv", CSV), ("orders.jsonl", None)])
+def test_a_leading_utf8_byte_order_mark_is_skipped(tmp_path: Path, name: str, text: str | None) -> None:
+    """Spreadsheet tools' "CSV UTF-8" starts with a BOM: the header's first column keeps its name, line 1 its event."""
+    if text is None:
+        text = '{"event_id":"a","customer_id":"c","type":"signup","ts":"2026-01-01T00:00:00Z"}\n'
+    plain = load(_write(tmp_path, name, text), MAPPING if name.endswith(".csv") else ColumnMapping())
+    path = tmp_path / "marked" / name  # the same name: event ids derive from it
+    path.parent.mkdir()
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    marked = load(path, MAPPING if name.endswith(".csv") else ColumnMapping())
+    assert [e for _, _, e in marked.events] == [e for _, _, e in plain.events] != []
+    assert marked.bad == plain.bad
