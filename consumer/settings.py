@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from consumer.errors import SettingsError
@@ -165,7 +165,11 @@ class Settings(BaseSettings, ConnectionSettings):
         description="Failures of a batch on one record before that record is isolated and dead-lettered.",
     )
     transaction_timeout_ms: int = Field(
-        60_000, ge=1000, le=900_000, description="Broker aborts a transaction left open this long (a crash)."
+        60_000,
+        ge=1000,
+        le=900_000,
+        description="Broker aborts a transaction left open this long (a crash). "
+        "Exactly-once: longer than commit-interval-ms and catch-up-interval-ms.",
     )
     session_timeout_ms: int = Field(10_000, ge=6000, le=300_000, description="Consumer group session timeout.")
     static_membership: bool = Field(
@@ -228,6 +232,19 @@ class Settings(BaseSettings, ConnectionSettings):
         "'future' (a wrong clock); a duration such as 1h, 30m, "
         "1d, or seconds.",
     )
+
+    @field_validator("transaction_timeout_ms")
+    @classmethod
+    def _outlasts_a_batch(cls, value: int, info: ValidationInfo) -> int:
+        """Exactly-once: a batch's transaction stays open up to its interval, so the broker must wait longer."""
+        longest = max(info.data.get("commit_interval_ms", 0), info.data.get("catch_up_interval_ms", 0))
+        if info.data.get("guarantee") == "exactly-once" and value <= longest:
+            raise ValueError(
+                f"{value} ms is not longer than the longest batch interval ({longest} ms, commit_interval_ms / "
+                "catch_up_interval_ms): the broker would abort batches still open; raise transaction_timeout_ms "
+                "(at most 900000) or lower the interval"
+            )
+        return value
 
     @field_validator("max_future", mode="before")
     @classmethod

@@ -291,6 +291,8 @@ def make_harness(partitions: int = 1, *args: str) -> Harness:
             "600000",
             "--catch-up-interval-ms",
             "600000",
+            "--transaction-timeout-ms",
+            "900000",
             "--batch-size",
             "3",
             *args,

@@ -130,6 +130,16 @@ def test_settings_are_frozen() -> None:
         (["--security-protocol", "SSL", "--ssl-keyfile", "/etc/hostname"], "ssl_keyfile", "needs ssl_certfile"),
         (["--security-protocol", "TLS"], "security_protocol", "Input should be 'PLAINTEXT', 'SSL'"),
         (
+            ["--commit-interval-ms", "120000"],
+            "transaction_timeout_ms",
+            "60000 ms is not longer than the longest batch interval (120000 ms",
+        ),
+        (
+            ["--catch-up-interval-ms", "60000"],
+            "transaction_timeout_ms",
+            "60000 ms is not longer than the longest batch interval (60000 ms",
+        ),
+        (
             ["--security-protocol", "SASL_SSL", "--sasl-mechanism", "GSSAPI"],
             "sasl_mechanism",
             "Input should be 'PLAIN', 'SCRAM-SHA-256' or 'SCRAM-SHA-512'",
@@ -142,6 +152,11 @@ def test_each_bad_combination_names_its_field_flag_and_variable(args: list[str],
     flag, env = "--" + field.replace("_", "-"), "SEGMENTER_" + field.upper()
     assert f"invalid setting {field} (flag {flag}, env {env}): " in str(info.value)
     assert problem in str(info.value)
+
+
+def test_a_long_batch_interval_needs_a_longer_transaction_timeout_only_with_transactions() -> None:
+    assert load_settings(["--commit-interval-ms", "120000", "--transaction-timeout-ms", "120001"]).commit_interval_ms
+    assert load_settings(["--commit-interval-ms", "120000", "--guarantee", "at-least-once"]).commit_interval_ms
 
 
 def test_a_bad_value_in_the_environment_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
