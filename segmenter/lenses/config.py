@@ -107,11 +107,12 @@ class LensConfig(BaseModel):
         A pending move: a customer whose nearest segment has been another one than its own at every
         scoring for this long (event time) moves to it without ``margin`` or ``return_margin`` (the dwell
         rules still hold, so it is not a move back within ``min_dwell_hours``). 0: never (the margin
-        alone, main's rule before it). Default 96 from bench/quality.py on every scenario and
-        algorithm: the value lens's ARI vs batch k-means on the sparse scenario 0.82-0.87 -> 0.99,
-        on btyd +0.01 to +0.07; SSE ratios within +-0.03 (personas kmeans value 1.27 -> 1.30);
-        7-day reversals 0 %; moves +1-9 % on dense streams, +17-24 % on sparse. 12-48 h did worse
-        on the personas value lens (docs/internals.md, "Pending move").
+        alone, main's rule before it). Default 72 from bench/quality.py on every scenario and
+        algorithm: against off, the value lens's ARI vs batch k-means on the sparse scenario
+        0.82-0.87 -> 0.99, on btyd +0.01 to +0.07; against 96 (with the clock veto and the
+        shrinking margin), the worst SSE ratio on personas 1.101 -> 1.097, the slowest median drift
+        delay 4.16 -> 3.97 days, the worst btyd ARI 0.802 -> 0.823, moves +1 %, 7-day reversals
+        0 % at both (docs/internals.md, "Pending move").
     margin_shrinks
         During a pending move the margin (or ``return_margin``) shrinks linearly from its full value
         to 0 at ``pending_move_hours``, so a customer whose nearest segment is clearly another one
@@ -146,7 +147,7 @@ class LensConfig(BaseModel):
     min_dwell_hours: float = Field(default=144.0, ge=0.0, le=24 * 365, allow_inf_nan=False)
     return_margin: float = Field(default=0.85, ge=0.0, lt=1.0)
     return_window_days: float = Field(default=7.0, ge=0.0, le=365, allow_inf_nan=False)
-    pending_move_hours: float = Field(default=96.0, ge=0.0, le=24 * 365, allow_inf_nan=False)
+    pending_move_hours: float = Field(default=72.0, ge=0.0, le=24 * 365, allow_inf_nan=False)
     margin_shrinks: bool = False
     refine_iterations: int = Field(default=20, ge=1, le=100)
     names: dict[int, str] = Field(default_factory=dict)
