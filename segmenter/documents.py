@@ -116,7 +116,7 @@ def _read_bounded(path: Path, what: str) -> str:
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise ConfigError(f"{path}: the {what} is larger than {MAX_DOCUMENT_BYTES // 1024} KiB; split or shorten it")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a leading byte order mark (Windows editors write one) is not TOML
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read the {what}: not UTF-8 at byte {exc.start}") from None
 

@@ -110,3 +110,13 @@ def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
 def test_config_round_trips_through_its_dump() -> None:
     cfg = default_config()
     assert SegmenterConfig.model_validate(cfg.model_dump()) == cfg
+
+
+@pytest.mark.parametrize("name", ["c.toml", "c.yaml"])
+def test_a_leading_utf8_byte_order_mark_is_skipped(tmp_path: Path, name: str) -> None:
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    if name.endswith(".yaml"):
+        text = yaml.safe_dump(tomllib.loads(text))
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_config(path) == default_config()
