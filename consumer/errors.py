@@ -15,7 +15,7 @@ meaningful failures instead of the client library's dozens.
     │   │   └── FencedError          a newer instance with the same transactional id exists; this one must stop
     │   ├── TopicSetupError          topics are missing and cannot be created, or are mis-partitioned
     │   └── AuthenticationError      the TLS handshake or the SASL login failed; this instance must stop
-    ├── UnsupportedClientError  the installed kafka-python lacks a private hook the service uses
+    ├── UnsupportedClientError  the installed kafka-python lacks a private hook the service uses, or a codec
     ├── PoisonRecordError       the core raised an unexpected exception on one record
     └── CoreBatchError          the core raised on a run of records (which one is found by replaying them one by one)
 
@@ -60,7 +60,8 @@ class AuthenticationError(KafkaIOError):
 
 
 class UnsupportedClientError(ConsumerError):
-    """The installed kafka-python lacks a private hook the service relies on; install the pinned version."""
+    """The installed kafka-python lacks a private hook the service relies on (install the pinned version), or cannot
+    decompress a codec (install the dependencies)."""
 
 
 class PoisonRecordError(ConsumerError):

@@ -27,7 +27,7 @@ from typing import Any
 
 import kafka
 import kafka.errors as ke
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition, codec
 from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.base import MemberState
@@ -127,6 +127,11 @@ def translate_errors(operation: str, *, transactional: bool = False) -> Iterator
     """
     try:
         yield
+    except ke.UnsupportedCodecError as exc:  # checked at start-up (require_codecs): a codec newer than the client
+        raise UnsupportedClientError(
+            f"{operation} failed: {exc}; the records cannot be read with kafka-python {kafka.__version__}: install "
+            "the service's dependencies (pip install -e .), or a client that reads this codec"
+        ) from exc
     except ke.KafkaError as exc:
         raise _translated(exc, operation, transactional=transactional) from exc
 
@@ -398,6 +403,31 @@ def require_private_hooks(consumer: object, producer: object | None = None) -> N
             f"kafka-python {kafka.__version__} has no {', no '.join(missing)}, which the service needs; install the "
             f"pinned version (pip install 'kafka-python=={PINNED_KAFKA_PYTHON}'), or port consumer.kafka_io to the "
             f"installed one"
+        )
+
+
+_CODECS = (("lz4", "has_lz4", "lz4"), ("zstd", "has_zstd", "zstandard"), ("snappy", "has_snappy", "python-snappy"))
+"""The compression codecs of Kafka record batches that need a package (gzip needs none): codec, kafka-python's
+check (in ``kafka.codec``), package."""
+
+
+def require_codecs() -> None:
+    """Fail at start-up, loudly, when kafka-python cannot decompress a codec a topic may hold.
+
+    A batch's codec is its producer's choice (or the broker's, with a topic's ``compression.type``):
+    kafka-python reads lz4, zstd and snappy batches only with their packages installed, and
+    without one the first such batch fails every poll, so nothing of the partition is ever read.
+
+    Raises
+    ------
+    UnsupportedClientError
+        A codec's package is missing: install the dependencies pyproject.toml lists.
+    """
+    missing = [f"{name} (pip install {package})" for name, check, package in _CODECS if not getattr(codec, check)()]
+    if missing:
+        raise UnsupportedClientError(
+            f"kafka-python cannot decompress {', '.join(missing)}: a batch compressed so would stop its partition; "
+            "install the service's dependencies (pip install -e .)"
         )
 
 
@@ -804,6 +834,7 @@ class KafkaTransport:
                 settings, f"connect consumer to {settings.bootstrap_servers}", lambda: KafkaConsumer(**consumer_config)
             )
             require_private_hooks(self._consumer, self._producer)
+            require_codecs()
             use_fast_records(self._consumer)
             with translate_errors(f"subscribe to {settings.topics.input}"):
                 subscribe(self._consumer, [settings.topics.input], handler)

@@ -185,7 +185,9 @@ def _common_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds to keep trying to reach Kafka before giving up (default %(default)s)",
     )
-    out.add_argument("--compression", choices=["gzip"], default=None, help="compress batches")
+    out.add_argument(
+        "--compression", choices=["gzip", "lz4", "zstd", "snappy"], default=None, help="compress batches (codec)"
+    )
     out.add_argument("--max-events", type=_positive(int), default=None, help="stop after this many messages")
     out.add_argument(
         "--rate",

@@ -99,14 +99,17 @@ def test_no_create_topic_leaves_a_missing_topic_alone(
     assert fresh_topic_name not in set(admin.list_topics())
 
 
-def test_replay_to_kafka(bootstrap: str, new_topic: Callable[..., str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", [[], ["--compression", "lz4"], ["--compression", "zstd"],
+                                         ["--compression", "snappy"]])  # fmt: skip
+def test_replay_to_kafka(bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, compression: list[str]) -> None:
     topic = new_topic(partitions=2)
     src = tmp_path / "in.csv"
     src.write_text(
         "customer_id,ts,type,amount\nc2,2026-01-02T00:00:00Z,purchase,4\n"
         "c1,2026-01-01T00:00:00Z,purchase,3\nc1,bad,purchase,1\n"
     )
-    assert main(["replay", str(src), "-q", "--to", "kafka", "--bootstrap-servers", bootstrap, "--topic", topic]) == 0
+    argv = ["replay", str(src), "-q", "--to", "kafka", "--bootstrap-servers", bootstrap, "--topic", topic]
+    assert main([*argv, *compression]) == 0
     records = sorted((k, orjson.loads(v or b"")["amount"]) for k, v, _ in read_all(bootstrap, topic, expect=2))
     assert records == [(b"c1", 3.0), (b"c2", 4.0)]
 

@@ -28,6 +28,7 @@ from consumer.kafka_io import (
     KeyPartitioner,
     _apply_finished_joins,
     _hold_rejoin,
+    require_codecs,
     require_private_hooks,
     translate_errors,
 )
@@ -96,6 +97,28 @@ def test_private_hook_check_refuses_a_consumer_without_the_rejoin_hook() -> None
     for consumer in (NoCoordinator(), RenamedHook()):
         with pytest.raises(UnsupportedClientError, match=r"kafka-python==3\.0\.12"):
             require_private_hooks(consumer)
+
+
+def test_every_batch_codec_kafka_python_reads_is_installed() -> None:
+    require_codecs()  # a topic compressed with lz4, zstd or snappy must be readable by the installed service
+
+
+@pytest.mark.parametrize(("check", "package"), [("has_lz4", "lz4"), ("has_zstd", "zstandard"),
+                                                ("has_snappy", "python-snappy")])  # fmt: skip
+def test_a_missing_codec_package_fails_at_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, check: str, package: str
+) -> None:
+    monkeypatch.setattr(f"kafka.codec.{check}", lambda: False)
+    with pytest.raises(UnsupportedClientError, match=rf"\(pip install {package}\)") as caught:
+        require_codecs()
+    assert str(caught.value).count("pip install") == 2  # the missing one, and how to install them all
+
+
+def test_an_unreadable_codec_at_poll_is_not_retried_as_a_kafka_failure() -> None:
+    with pytest.raises(UnsupportedClientError, match=r"poll failed: .*zstd.*pip install -e") as caught, \
+            translate_errors("poll"):  # fmt: skip
+        raise ke.UnsupportedCodecError("Libraries for zstd compression codec not found")
+    assert not isinstance(caught.value, KafkaIOError)  # run_reconnecting retries KafkaIOError forever
 
 
 def _stub_coordinator(**hooks: Any) -> SimpleNamespace:
