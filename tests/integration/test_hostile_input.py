@@ -43,3 +43,26 @@ def test_the_overflowing_timestamp_and_every_reproduction_are_dead_lettered_and_
     assert b"ts:" in letters[0][2]["reason"]
     expected = offline_outputs(good)
     assert strip(read_all(bootstrap, out, expect=len(expected))) == expected
+
+
+def test_a_record_larger_than_a_dead_letter_can_be_is_dead_lettered_cut_and_the_partition_goes_on(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str
+) -> None:
+    inp = new_topic(suffix="in", config={"max.message.bytes": str(8 * 1024 * 1024)})  # the input allows 8 MiB
+    out, dlq = new_topic(suffix="out"), new_topic(suffix="dlq")  # the dead-letter topic, the broker's 1 MiB
+    good = make_events(60)
+    big = b'{"event_id":"big","customer_id":"c1","type":"page_view","ts":"2026-01-01T00:00:00Z","properties":{"p":"'
+    big += b"a" * (3 * 1024 * 1024) + b'"}}'
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=8 * 1024 * 1024)
+    try:
+        produce(producer, inp, [*good[:30], (b"c1", big), *good[30:]])
+    finally:
+        producer.close()
+    with service_thread(settings_for(bootstrap, group_id, inp, out, dlq)):
+        wait_for(lambda: committed_offset(bootstrap, group_id, inp) == len(good) + 1, 90, "every offset committed")
+    [(key, value, headers)] = read_all(bootstrap, dlq, expect=1)
+    assert (key, headers["error"], headers["source_offset"]) == (b"c1", b"too_large", b"30")
+    assert value is not None and big.startswith(value) and len(value) < len(big)
+    assert headers["truncated"] == f"value {len(big)} -> {len(value)}".encode()
+    expected = offline_outputs(good)
+    assert strip(read_all(bootstrap, out, expect=len(expected))) == expected

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from consumer.__main__ import main
-from consumer.dlq import dead_letter
+from consumer.dlq import MAX_HEADER_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, dead_letter
 from consumer.errors import (
     BrokerUnavailableError,
     FencedError,
@@ -116,6 +116,21 @@ def test_dead_letter_keeps_bytes_and_appends_headers() -> None:
         ("source_partition", b"3"),
         ("source_offset", b"41"),
     )
+
+
+def test_a_record_too_large_for_one_message_is_dead_lettered_cut_saying_what_was_cut() -> None:
+    own = tuple((f"h{i}", b"v" * 1000) for i in range(100))  # 100 KB of the record's own headers
+    rec = InRecord("in", 0, 9, b"k" * (MAX_KEY_BYTES + 1), b"{" * (3 * 1024 * 1024), own)
+    dl = dead_letter(rec, "dlq", "too_large", "over the limit")
+    assert dl.key == rec.key[:MAX_KEY_BYTES] and dl.value == b"{" * MAX_VALUE_BYTES  # type: ignore[index]
+    kept = [h for h in dl.headers if h[0].startswith("h")]
+    assert kept == list(own[: len(kept)]) and 0 < sum(len(n) + len(v) for n, v in kept) <= MAX_HEADER_BYTES
+    assert dict(dl.headers)["truncated"] == (
+        f"key {MAX_KEY_BYTES + 1} -> {MAX_KEY_BYTES}; value {3 * 1024 * 1024} -> {MAX_VALUE_BYTES}; "
+        f"headers 100 -> {len(kept)}"
+    ).encode()
+    assert dict(dl.headers)["source_offset"] == b"9"
+    assert sum(len(n) + len(v) for n, v in dl.headers) + len(dl.key or b"") + len(dl.value or b"") < 1024 * 1024
 
 
 def test_changelog_records_follow_the_cores_input_partition() -> None:
