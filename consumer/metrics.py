@@ -83,6 +83,11 @@ class Metrics:
             registry=r,
         )
         self.erasures = Counter("segmenter_erasures", "Customers erased by a Kafka tombstone.", registry=r)
+        self.key_mismatches = Counter(
+            "segmenter_key_mismatches",
+            "Input records whose Kafka key is not their event's customer_id (null or another value).",
+            registry=r,
+        )
         self.batches = Counter("segmenter_batches", "Batches committed.", registry=r)
         self.batch_failures = Counter(
             "segmenter_batch_failures", "Batches aborted and replayed, by cause.", ["cause"], registry=r

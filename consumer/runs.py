@@ -20,6 +20,7 @@ from consumer.core import Core
 from consumer.dlq import FUTURE, PROCESSING_FAILED, TOMBSTONE_KEY, describe_exception
 from consumer.emitter import Emitter
 from consumer.errors import CoreBatchError, PoisonRecordError
+from consumer.key_check import KeyCheck
 from consumer.metrics import Metrics
 from consumer.poison import PoisonIsolation
 from consumer.sink import TP, InRecord
@@ -44,7 +45,7 @@ class RunProcessor:
     max_future
         Seconds an event may be dated after its record's Kafka timestamp.
     metrics
-        ``erasures``.
+        ``erasures`` and ``key_mismatches``.
     """
 
     def __init__(self, emitter: Emitter, poison: PoisonIsolation, max_future: float, metrics: Metrics) -> None:
@@ -52,6 +53,7 @@ class RunProcessor:
         self._poison = poison
         self._max_future = max_future
         self._metrics = metrics
+        self._keys = KeyCheck(metrics.key_mismatches)
 
     def plain_event(self, rec: InRecord, tp: TP) -> CustomerEvent | None:
         """The event of ``rec`` (of partition ``tp``) when it joins a run; ``None``: :meth:`handle` takes it alone."""
@@ -62,7 +64,11 @@ class RunProcessor:
             event = parse_event(value)
         except Exception:  # an EventError, or a decoder bug: handle() dead-letters it
             return None
-        return None if self._ahead(rec, event) else event
+        if self._ahead(rec, event):
+            return None
+        if rec.key is None or rec.key != event.customer_id.encode():
+            self._keys.check(rec, event.customer_id)
+        return event
 
     def process_run(self, core: Core, run: Run, checkpoint: Checkpoint | None) -> None:
         """Run events through the core in one call; queue outputs and dead letters; empty ``run``.
@@ -133,6 +139,7 @@ class RunProcessor:
         if self._ahead(rec, event):
             self._emitter.dead_letter(rec, FUTURE, self._future_reason(rec, event), checkpoint)
             return None
+        self._keys.check(rec, event.customer_id)
         return event
 
     def _erase(self, core: Core, rec: InRecord, checkpoint: Checkpoint) -> None:
