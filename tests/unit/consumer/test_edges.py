@@ -125,10 +125,13 @@ def test_a_record_too_large_for_one_message_is_dead_lettered_cut_saying_what_was
     assert dl.key == rec.key[:MAX_KEY_BYTES] and dl.value == b"{" * MAX_VALUE_BYTES  # type: ignore[index]
     kept = [h for h in dl.headers if h[0].startswith("h")]
     assert kept == list(own[: len(kept)]) and 0 < sum(len(n) + len(v) for n, v in kept) <= MAX_HEADER_BYTES
-    assert dict(dl.headers)["truncated"] == (
-        f"key {MAX_KEY_BYTES + 1} -> {MAX_KEY_BYTES}; value {3 * 1024 * 1024} -> {MAX_VALUE_BYTES}; "
-        f"headers 100 -> {len(kept)}"
-    ).encode()
+    assert (
+        dict(dl.headers)["truncated"]
+        == (
+            f"key {MAX_KEY_BYTES + 1} -> {MAX_KEY_BYTES}; value {3 * 1024 * 1024} -> {MAX_VALUE_BYTES}; "
+            f"headers 100 -> {len(kept)}"
+        ).encode()
+    )
     assert dict(dl.headers)["source_offset"] == b"9"
     assert sum(len(n) + len(v) for n, v in dl.headers) + len(dl.key or b"") + len(dl.value or b"") < 1024 * 1024
 
