@@ -192,12 +192,18 @@ def parse_event(raw: bytes | str) -> CustomerEvent:
             raise EventError("not_utf8", f"event text has an unpaired surrogate at character {exc.start}") from None
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    if raw[:3] == _BOM:  # RFC 8259 lets a parser ignore a byte order mark; some UTF-8 writers add one
+        raw = raw[3:]
     try:
         if not raw.isascii():  # ASCII is UTF-8: only other bytes need the decoder's check
             raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EventError("not_utf8", f"event is not valid UTF-8 at byte {exc.start}") from None
     return _from_json(raw)
+
+
+_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark."""
 
 
 def _from_json(raw: bytes) -> CustomerEvent:

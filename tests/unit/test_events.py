@@ -52,6 +52,14 @@ def test_valid_purchase_is_parsed_and_normalised_to_utc() -> None:
     assert ev.amount == 12.5 and ev.quantity == 2 and ev.properties == {"coupon": "X"}
 
 
+def test_a_leading_byte_order_mark_is_ignored_as_rfc_8259_allows() -> None:
+    raw = orjson.dumps(event(type="purchase", amount=4.0))
+    assert parse_event(b"\xef\xbb\xbf" + raw) == parse_event(raw)
+    assert parse_event("\ufeff" + raw.decode()) == parse_event(raw)
+    assert reject(b"\xef\xbb\xbf").reason == "not_json"  # nothing after the mark
+    assert reject(b" \xef\xbb\xbf" + raw).reason == "not_json"  # a mark elsewhere is not skipped
+
+
 def test_integer_amount_is_accepted_as_a_number() -> None:
     assert parse_event(orjson.dumps(event(type="refund", amount=3))).amount == 3.0
 
