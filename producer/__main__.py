@@ -364,6 +364,12 @@ def _add_replay(sub: _Commands, common: argparse.ArgumentParser) -> None:
         replay.add_argument(
             f"--{fld}-col", default=None, help=f"{fld} column (default: a column named {fld!r} if present)"
         )
+    replay.add_argument(
+        "--price-col",
+        default=None,
+        help="unit-price column instead of --amount-col: amount = price x quantity, and a purchase with a negative "
+        "quantity (a return) becomes a refund",
+    )
     replay.add_argument("--session-col", default=None, help="session_id column (default: 'session_id' if present)")
     replay.add_argument(
         "--event-id-col",
@@ -652,6 +658,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             channel_col=args.channel_col,
             session_col=args.session_col,
             event_id_col=args.event_id_col,
+            price_col=args.price_col,
             type_map=dict(args.type_map),
             time_format=args.time_format,
             timezone=args.timezone,

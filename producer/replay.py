@@ -52,6 +52,10 @@ class ColumnMapping:
         The column of the event type, or one type for every row (``fixed_type`` wins).
     amount_col, quantity_col, category_col, currency_col, channel_col, session_col
         Optional columns; ``None`` uses a column named like the field if the file has one.
+    price_col
+        A unit-price column instead of an amount (retail ledgers): ``amount`` is price x quantity, and a
+        purchase row with a negative quantity (a return or cancellation) becomes a ``refund`` of
+        price x |quantity|.
     event_id_col
         Column of a unique event id; ``None`` uses ``event_id`` if present, else a
         deterministic id from the file name and line number.
@@ -78,6 +82,7 @@ class ColumnMapping:
     channel_col: str | None = None
     session_col: str | None = None
     event_id_col: str | None = None
+    price_col: str | None = None
     type_map: Mapping[str, str] = field(default_factory=dict)
     time_format: str | None = None
     timezone: str = "UTC"
@@ -89,6 +94,8 @@ class ColumnMapping:
             raise ValueError(f"--type {self.fixed_type!r} is not an event type; allowed: {sorted(_EVENT_TYPES)}")
         if self.fixed_type is None and self.type_col is None:
             raise ValueError("give a type column (--type-col) or one type for every row (--type)")
+        if self.price_col is not None and self.amount_col is not None:
+            raise ValueError("give an amount column (--amount-col) or a unit-price column (--price-col), not both")
         for src, dst in self.type_map.items():
             if dst not in _EVENT_TYPES:
                 raise ValueError(f"--type-map {src}={dst}: {dst!r} is not an event type")
@@ -154,6 +161,7 @@ class _Converter:
             "channel": mapping.channel_col,
             "session_id": mapping.session_col,
             "event_id": mapping.event_id_col,
+            "price": mapping.price_col,
         }
         if mapping.fixed_type is not None:
             explicit["type"] = None
@@ -187,15 +195,7 @@ class _Converter:
             event["type"] = etype
         epoch = self._time(row)
         event["ts"] = datetime.fromtimestamp(epoch, UTC).isoformat()
-        amount = self._value(row, "amount")
-        if amount is not None:
-            event["amount"] = self._number(amount, "amount")
-        quantity = self._value(row, "quantity")
-        if quantity is not None:
-            q = self._number(quantity, "quantity")
-            if q != int(q):
-                raise _RowError(f"{cols['quantity']}: quantity {quantity!r} is not a whole number")
-            event["quantity"] = int(q)
+        self._money(row, event)
         for fld in ("category", "currency", "channel", "session_id"):
             text = self._text(row, fld, required=False)
             if text is not None:
@@ -205,6 +205,27 @@ class _Converter:
         except EventError as exc:
             raise _RowError(exc.detail) from None
         return epoch, event
+
+    def _money(self, row: Mapping[str, Any], event: dict[str, Any]) -> None:
+        """``amount`` and ``quantity`` of ``event``: as read, or from the unit price (see :class:`ColumnMapping`)."""
+        quantity = self._value(row, "quantity")
+        if quantity is not None:
+            q = self._number(quantity, "quantity")
+            if q != int(q):
+                raise _RowError(f"{self.cols['quantity']}: quantity {quantity!r} is not a whole number")
+            event["quantity"] = int(q)
+        if "price" not in self.cols:
+            amount = self._value(row, "amount")
+            if amount is not None:
+                event["amount"] = self._number(amount, "amount")
+            return
+        price = self._value(row, "price")
+        if price is None or quantity is None:
+            missing = self.cols["price"] if price is None else self.cols.get("quantity", "quantity")
+            raise _RowError(f"{missing}: empty or missing (needed for amount = price x quantity)")
+        if event["quantity"] < 0 and event["type"] == "purchase":  # a return: the money goes back
+            event["type"], event["quantity"] = "refund", -event["quantity"]
+        event["amount"] = round(self._number(price, "price") * event["quantity"], 6)
 
     def _default_id(self, line: int) -> str:
         digest = hashlib.blake2b(f"{self.file_tag}:{line}".encode(), digest_size=10).hexdigest()

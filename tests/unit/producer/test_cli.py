@@ -171,6 +171,18 @@ def test_replay_cli_sends_valid_rows_in_order_and_reports_bad_ones(
     assert "in.csv line 4" in caplog.text
 
 
+def test_replay_cli_prices_a_ledger_and_refuses_an_amount_beside_a_price(tmp_path: Path) -> None:
+    src = tmp_path / "ledger.csv"
+    src.write_text("cust,at,qty,unit\nb,2026-01-02T00:00:00Z,-2,1.25\na,2026-01-01T00:00:00Z,3,0.5\n")
+    out = tmp_path / "out.jsonl"
+    args = ["replay", str(src), "--customer-col", "cust", "--time-col", "at", "--type", "purchase",
+            "--quantity-col", "qty", "--price-col", "unit", "-q", "--to", "file", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert [(e["customer_id"], e["type"], e["amount"]) for e in _jsonl(out)] == [("a", "purchase", 1.5),
+                                                                              ("b", "refund", 2.5)]  # fmt: skip
+    assert main([*args, "--amount-col", "unit"]) == 2
+
+
 def test_replay_speed_follows_original_timing(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_bytes(

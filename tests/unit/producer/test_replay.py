@@ -154,6 +154,44 @@ def test_invalid_utf8_row_is_reported_not_dropped(tmp_path: Path) -> None:
     assert [(b.line, b.reason) for b in data.bad] == [(2, "not valid UTF-8")]
 
 
+RETAIL = """Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country
+489434,85048,15CM CHRISTMAS GLASS BALL 20 LIGHTS,12,2009-12-01 07:45:00,6.95,13085.0,United Kingdom
+489434,79323P,PINK CHERRY LIGHTS,12,2009-12-01 07:45:00,6.75,13085.0,United Kingdom
+C489449,22087,PAPER BUNTING WHITE LACE,-12,2009-12-01 10:33:00,2.95,16321.0,Australia
+489464,21733,85123a mixed,-96,2009-12-01 10:52:00,0.0,,United Kingdom
+C496350,M,Manual,-1,2010-02-01 08:24:00,373.57,,United Kingdom
+489435,22350,CAT BOWL,0,2009-12-01 07:46:00,2.55,13085.0,United Kingdom
+A506401,B,Adjust bad debt,1,2010-04-29 13:36:00,-53594.36,,United Kingdom
+"""
+"""Laid out like a real retail ledger (Online Retail II): one line per item, a unit price, returns as
+negative quantities on 'C' invoices, lines without a customer."""
+
+
+def test_a_retail_ledger_replays_with_unit_prices_and_returns_as_refunds(tmp_path: Path) -> None:
+    mapping = ColumnMapping(customer_col="Customer ID", time_col="InvoiceDate", fixed_type="purchase",
+                            quantity_col="Quantity", price_col="Price", timezone="Europe/London")  # fmt: skip
+    data = load(_write(tmp_path, "online_retail_II.csv", RETAIL), mapping)
+    events = [e for _, _, e in data.events]
+    assert [(e["customer_id"], e["type"], e["amount"], e["quantity"]) for e in events] == [
+        ("13085.0", "purchase", 83.4, 12),
+        ("13085.0", "purchase", 81.0, 12),
+        ("16321.0", "refund", 35.4, 12),  # the cancelled line: the money goes back
+    ]
+    assert events[0]["ts"] == "2009-12-01T07:45:00+00:00"  # London in winter is UTC
+    for e in events:
+        validate_event(e)
+    bad = {b.line: b.reason for b in data.bad}
+    assert sorted(bad) == [5, 6, 7, 8]
+    assert all("Customer ID: empty or missing" in bad[line] for line in (5, 6, 8))  # no customer: reported
+    assert "quantity" in bad[7]  # a zero quantity is no purchase
+
+
+def test_a_unit_price_needs_its_quantity(tmp_path: Path) -> None:
+    mapping = ColumnMapping(customer_col="c", time_col="t", fixed_type="purchase", price_col="p")
+    data = load(_write(tmp_path, "p.csv", "c,t,p\nu1,2026-01-01T00:00:00Z,2.5\n"), mapping)
+    assert [b.reason for b in data.bad] == ["quantity: empty or missing (needed for amount = price x quantity)"]
+
+
 def test_mapping_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="not an event type"):
         ColumnMapping(fixed_type="buy")
@@ -161,6 +199,8 @@ def test_mapping_rejects_bad_settings() -> None:
         ColumnMapping(type_map={"x": "buy"})
     with pytest.raises(ValueError, match="--type-col"):
         ColumnMapping(type_col=None)
+    with pytest.raises(ValueError, match=r"--amount-col.*--price-col"):
+        ColumnMapping(amount_col="total", price_col="price")
 
 
 @pytest.mark.parametrize(
