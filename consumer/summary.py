@@ -5,7 +5,8 @@ Example::
     summary: 1840 events/s over the last 30 s, lag 0 records, DLQ {invalid_json: 2}, moves {event: 412, inactivity: 9},
     triggers 37
 
-Everything but the moves comes from the service's own counters
+and, only when some arrived since the last line, ``, records keyed other than by customer_id N``
+(:mod:`consumer.key_check`). Everything but the moves comes from the service's own counters
 (:class:`~consumer.metrics.Metrics`); the moves by cause come from the core's
 :meth:`~segmenter.pipeline.Segmenter.stats` (``changes``), read only when a
 line is due. A core rebuilt after a failure starts its counters afresh, which
@@ -100,6 +101,8 @@ class Summary:
             f"lag {lag:.0f} records, DLQ {_fmt(_delta(dlq, self._dlq))}, moves {_fmt(_delta(moves, self._moves))}, "
             f"triggers {grown.get('triggers', 0)}"
         )
+        if grown.get("key_mismatches"):  # a healthy stream has none: not shown then
+            line += f", records keyed other than by customer_id {grown['key_mismatches']}"
         log.info("%s", line)
         self._since, self._counts, self._dlq, self._moves = now, counts, dlq, moves
         return line
@@ -107,7 +110,11 @@ class Summary:
     def _read(self, core: _HasStats | None) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
         m = self._metrics
         events = m.registry.get_sample_value("segmenter_events_in_total") or 0.0
-        counts = {"events": events, "triggers": _by_label(m.outputs).get(TRIGGER_KIND, 0.0)}
+        counts = {
+            "events": events,
+            "triggers": _by_label(m.outputs).get(TRIGGER_KIND, 0.0),
+            "key_mismatches": m.registry.get_sample_value("segmenter_key_mismatches_total") or 0.0,
+        }
         moves: dict[str, float] = dict(self._moves)
         if core is not None:
             try:

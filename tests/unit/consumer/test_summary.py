@@ -84,3 +84,14 @@ def test_no_core_keeps_the_moves_baseline() -> None:
     core.changes = {"event": 9}
     clock.now += 10.0
     assert "moves {event: 1}" in (summary.tick(core) or "")
+
+
+def test_records_keyed_other_than_by_customer_id_show_only_when_some_arrived() -> None:
+    metrics, clock, core = Metrics(), _Clock(), _Core()
+    summary = Summary(metrics, interval_s=10.0, clock=clock)
+    summary.tick(core)
+    metrics.key_mismatches.inc(4)
+    clock.now += 10.0
+    assert (summary.tick(core) or "").endswith(", triggers 0, records keyed other than by customer_id 4")
+    clock.now += 10.0
+    assert (summary.tick(core) or "").endswith(", triggers 0")  # none since the last line
