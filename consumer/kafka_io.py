@@ -51,7 +51,7 @@ from consumer.errors import (
 from consumer.record_decoding import BatchOf, CorruptRecordError, decode_records, warm_up
 from consumer.record_encoding import EncodedRun, RecordEncoder
 from consumer.settings import Settings
-from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler
+from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, missing_partitions
 from consumer.topics import MODEL_MAX_BYTES, TopicSpec
 from segmenter.connection import login_failure
 
@@ -965,6 +965,7 @@ class KafkaTransport:
                 )
                 use_fast_records(self._restorer)
             restorer = self._restorer
+            missing_partitions(topic, partitions, len(restorer.partitions_for_topic(topic) or ()))
             tps = [TopicPartition(topic, p) for p in partitions]
             restorer.assign(tps)
             restorer.seek_to_beginning(*tps)

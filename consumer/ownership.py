@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from typing import Generic
 
 from consumer.core import C, Core, ModelKeeper
+from consumer.errors import TopicSetupError
 from consumer.metrics import Metrics
 from consumer.sink import TP, InRecord, Transport
 from consumer.state import restore_customers
+from consumer.topics import GREW
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,11 @@ class Ownership(Generic[C]):
         started = time.perf_counter()
         snapshot = self._keeper.restore(core, transport.read_to_end(self._model_topic, [0]))
         numbers = sorted(tp.partition for tp in partitions)
-        loaded = restore_customers(core, transport.read_to_end(self._state_topic, numbers, stable=True))
+        try:
+            state = transport.read_to_end(self._state_topic, numbers, stable=True)
+        except TopicSetupError as exc:
+            raise TopicSetupError(f"{exc}, and input partitions {numbers} are assigned: {GREW}") from exc
+        loaded = restore_customers(core, state)
         self.assignment.owned |= partitions
         self._drop_foreign_clocks(core)
         for tp in sorted(partitions):

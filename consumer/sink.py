@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from consumer.delivery import Delivered, DeliveryTracker
+from consumer.errors import TopicSetupError
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -116,6 +117,12 @@ class Transport(Protocol):
         ``stable``: wait until no transaction is left open on them (a killed
         previous owner's transaction is aborted by the broker after the
         transaction timeout), so records committed after it are read too.
+
+        Raises
+        ------
+        TopicSetupError
+            ``topic`` has no such partition (Kafka: or does not exist; the in-memory transport makes a topic
+            on first use).
         """
 
     def follow(self, topic: str, partition: int) -> list[InRecord]:
@@ -368,7 +375,10 @@ class MemoryTransport:
         self.aborts += 1
 
     def read_to_end(self, topic: str, partitions: Sequence[int], stable: bool = False) -> list[InRecord]:
-        logs = [self._logs(topic)[p] for p in partitions if p < len(self.topics.get(topic, []))]
+        if topic not in self.topics:  # made on first use here; the service's topics exist before it reads them
+            return []
+        missing_partitions(topic, partitions, len(self.topics[topic]))
+        logs = [self._logs(topic)[p] for p in partitions]
         if stable and any(log.open for log in logs):
             raise RuntimeError(
                 f"read_to_end({topic!r}, {list(partitions)}, stable=True): a transaction is open "
@@ -450,6 +460,13 @@ class MemoryTransport:
         self._written.clear()
         self._pending.clear()
         self._batch = None
+
+
+def missing_partitions(topic: str, partitions: Iterable[int], count: int) -> None:
+    """Raise :class:`TopicSetupError` if ``topic``, of ``count`` partitions, lacks one of ``partitions``."""
+    missing = sorted(p for p in partitions if not 0 <= p < count)
+    if missing:
+        raise TopicSetupError(f"topic {topic} has {count} partitions: no partition {', '.join(map(str, missing))}")
 
 
 def _offset(record: InRecord) -> int:

@@ -66,6 +66,16 @@ def plan(settings: Settings, input_partitions: int) -> list[TopicSpec]:
     return list(unique.values())
 
 
+GREW = (
+    "the input topic has more partitions than this group's state topic (was it given more partitions?). A "
+    "customer's state lives in the state partition of its input partition, and a new partition count sends its "
+    "key to another partition, so adding partitions to the state topic would not carry the state over (and Kafka "
+    "cannot take partitions away): run a new consumer group (--group-id NEW --auto-offset-reset earliest) to "
+    "rebuild the state from the input topic's history, then retire this one"
+)
+"""What to do when the input topic outgrew the state topic (start-up and a running consumer's restore)."""
+
+
 def ensure_topics(admin: Admin, settings: Settings) -> int:
     """Create missing topics and check co-partitioning; returns the input topic's partition count.
 
@@ -91,7 +101,12 @@ def ensure_topics(admin: Admin, settings: Settings) -> int:
     if state_count is not None and state_count != input_partitions:
         raise TopicSetupError(
             f"state topic {settings.state_topic} has {state_count} partitions but input topic {t.input} has "
-            f"{input_partitions}; they must match (co-partitioned). Recreate the state topic with "
-            f"{input_partitions} partitions or use another --group-id."
+            f"{input_partitions}; they must match (co-partitioned)"
+            + (
+                f": {GREW}"
+                if state_count < input_partitions
+                else f"; use another --group-id, or recreate the state topic with {input_partitions} partitions "
+                "(which drops the state)"
+            )
         )
     return input_partitions

@@ -24,8 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import pytest
 from kafka.partitioner.default import murmur2
 
+from consumer.errors import TopicSetupError
 from consumer.sink import TP, Headers, InRecord, OutRecord, RebalanceHandler, Transport
 
 DEADLINE_S = 20.0
@@ -290,6 +292,15 @@ def check_read_to_end_gives_every_version_of_a_compacted_topic(backend: Backend)
     assert writer.read_to_end(topic, []) == []
 
 
+def check_read_to_end_of_a_partition_the_topic_lacks_is_a_setup_error(backend: Backend) -> None:
+    """A state topic with fewer partitions than the input (the input grew) stops the restore with its reason."""
+    topic = backend.topic(2, compacted=True)
+    reader = backend.transport(topic)
+    with pytest.raises(TopicSetupError, match=rf"topic {topic} has 2 partitions: no partition 2, 3"):
+        reader.read_to_end(topic, [0, 2, 3], stable=True)
+    assert reader.read_to_end(topic, [0, 1]) == []  # the transport goes on
+
+
 def check_a_group_resumes_at_its_committed_offsets(backend: Backend) -> None:
     """commit(offsets) inside a batch is what rewind returns, to this transport and to the group's next member."""
     topic = backend.topic(2)
@@ -428,6 +439,7 @@ CHECKS: list[Callable[[Backend], None]] = [
     check_a_successor_aborts_the_batch_its_predecessor_left_open,
     check_at_least_once_batches_are_no_transactions,
     check_read_to_end_gives_every_version_of_a_compacted_topic,
+    check_read_to_end_of_a_partition_the_topic_lacks_is_a_setup_error,
     check_a_group_resumes_at_its_committed_offsets,
     check_lag_counts_to_the_high_watermark,
     check_assignment_is_told_to_the_handler,
