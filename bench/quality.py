@@ -46,7 +46,11 @@ Per algorithm and scenario:
   report's flap rows name their ranges);
 * **drift following**: for customers who switched persona, the event time
   until their joint segment maps to the new persona (segment -> persona by
-  majority over the prequential labels), and the share that got there;
+  majority over the prequential labels), and the share that got there; beside
+  it, judged once at the end for ours and for batch k-means (each lens's k) on
+  the same final features, the share of drifted customers whose joint label
+  maps to their new persona: the reference, since the features' overlap of
+  personas bounds what any clustering follows;
 * **held labels taken apart**: the customers the move rule keeps away from
   their nearest segment at the end, by the part of the rule that holds them,
   and the SSE ratio with each part's customers at their nearest
@@ -473,13 +477,8 @@ def _lens_result(
     """Every final measure of one lens (the ``li``-th of ``seg``)."""
     name = lc.name
     lens = seg.lenses[li]
-    X = np.array([[v.features[name][f] for f in lc.features] for v in views], dtype=np.float64)
-    heavy = [j for j, f in enumerate(lc.features) if f in lc.heavy_features]
-    Xt = X.copy()
-    Xt[:, heavy] = np.sign(Xt[:, heavy]) * np.log1p(np.abs(Xt[:, heavy]))
-    std = Xt.std(axis=0)
-    Xs = (Xt - Xt.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    k = max(2, len({x for x in labels if x is not None}))
+    X, Xs = _lens_space(lc, views)
+    k = _batch_k(labels)
     moves = tr.moves[name]
     late_moves = tr.by_cause[(name, "late", "moves")]
     out: dict[str, Any] = {
@@ -513,6 +512,49 @@ def _lens_result(
     out.update(quality_metrics.lens_metrics(list(lc.features), X, labels, lens))
     out.update(quality_metrics.held_metrics(list(lc.features), X, labels, *_holds(seg, li, views, X), lens))
     return out
+
+
+def _lens_space(lc: Any, views: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The final features of lens config ``lc`` (original units) and the same in the lens's documented space
+    (``log1p`` on its heavy-tailed features, z-scored): what batch k-means is run on."""
+    X = np.array([[v.features[lc.name][f] for f in lc.features] for v in views], dtype=np.float64)
+    heavy = [j for j, f in enumerate(lc.features) if f in lc.heavy_features]
+    Xt = X.copy()
+    Xt[:, heavy] = np.sign(Xt[:, heavy]) * np.log1p(np.abs(Xt[:, heavy]))
+    std = Xt.std(axis=0)
+    return X, (Xt - Xt.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def _batch_k(labels: list[str | None]) -> int:
+    """Batch k-means's k beside a lens: as many segments as the lens ended with (at least 2)."""
+    return max(2, len({x for x in labels if x is not None}))
+
+
+def _followed_at_end(sim: SimRun, config: SegmenterConfig, views: list[Any],
+                     joint: list[tuple[str | None, ...]], truth: list[str]) -> dict[str, Any]:  # fmt: skip
+    """Drift following judged once, at the end, for ours and for batch k-means on the same final features.
+
+    A drifted customer (its last persona came from a drift) counts as followed when its joint label maps to
+    that persona, by majority over every customer's final joint label. Batch k-means gets each lens's k; its
+    share is what the features allow a clustering of this population to follow (the reference for
+    ``drift followed``, which the features' overlap of personas bounds).
+    """
+    last = {e.customer_id: e.cause for e in sorted(sim.truth, key=lambda e: e.start)}
+    drifted = [i for i, v in enumerate(views) if last.get(v.customer_id) == "drift"]
+    per_lens = [
+        _batch_labels(_lens_space(lc, views)[1], _batch_k([j[li] for j in joint])).astype(np.int64).tolist()
+        for li, lc in enumerate(config.lenses)
+    ]
+    batch: list[tuple[str | None, ...]] = [tuple(str(lab[i]) for lab in per_lens) for i in range(len(views))]
+
+    def share(labels: list[tuple[str | None, ...]]) -> float:
+        votes: dict[tuple[str | None, ...], Counter[str]] = defaultdict(Counter)
+        for lab, persona in zip(labels, truth, strict=True):
+            votes[lab][persona] += 1
+        hits = sum(1 for i in drifted if votes[labels[i]].most_common(1)[0][0] == truth[i])
+        return hits / len(drifted) if drifted else math.nan
+
+    return {"drifted": len(drifted), "ours": share(joint), "batch": share(batch)}
 
 
 def _prequential(tr: _Trace, lenses: list[str]) -> list[dict[str, Any]]:
@@ -596,6 +638,8 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     second_half = [r["joint"] for r in preq[len(preq) // 2 :] if r["joint"] is not None]
     result["prequential_ari_joint_2nd_half"] = float(np.mean(second_half)) if second_half else math.nan
     result["drift"] = _drift(sim, tr)
+    if views and result["drift"]["drifted"]:
+        result["drift"]["at_end"] = _followed_at_end(sim, config, views, joint, truth)
     result["sizes_over_time"] = tr.sizes
     return result
 
@@ -627,6 +671,13 @@ def scenario_rows(scenario: str, algorithm: str, res: dict[str, Any], *, first: 
     elif scenario == "personas":
         rows.append(Row(f"quality: personas with drift ({algorithm})", "joint ARI vs personas",
                         res["final_ari_joint"], "", note="no target; see the per-algorithm table"))  # fmt: skip
+        end = res["drift"].get("at_end")
+        if end is not None and end["batch"] > 0:
+            note = (f"of {end['drifted']} customers whose last persona came from a drift; reference: batch "
+                    "k-means on the same final features (what they let a clustering follow)")  # fmt: skip
+            rows.append(Row(f"quality: personas with drift ({algorithm})", "drift followed at the end",
+                            end["ours"], "share", reference=end["batch"], ratio=end["ours"] / end["batch"],
+                            note=note))  # fmt: skip
     elif scenario == "sparse_bad_clock":
         rows.append(Row("quality: one event dated a year ahead (sparse)", f"events refused ({algorithm})",
                         float(res["late"]), "events", "<= 1", passed=res["late"] <= 1,

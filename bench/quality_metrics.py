@@ -243,10 +243,18 @@ def _drift_rows(sect: str, by_algorithm: dict[str, Any]) -> list[Row]:
     slow_where, slow = max(drifts, key=lambda item: _nan_last(item[1]["median_days"]))
     return [
         Row(sect, "drift followed, lowest", low["followed_share"], "share", f">= {FOLLOWED_TARGET}",
-            passed=low["followed_share"] >= FOLLOWED_TARGET, note=f"{where}, of {low['drifted']} drifts"),
+            passed=low["followed_share"] >= FOLLOWED_TARGET, note=f"{where}, of {low['drifted']} drifts{_end(low)}"),
         Row(sect, "drift followed: median delay, slowest", slow["median_days"], "days", f"<= {DRIFT_DAYS_TARGET}",
             passed=slow["median_days"] <= DRIFT_DAYS_TARGET, note=slow_where),
     ]  # fmt: skip
+
+
+def _end(drift: dict[str, Any]) -> str:
+    """``; at the end X% (batch k-means on the same features Y%)`` when the run measured it."""
+    end = drift.get("at_end")
+    if end is None:
+        return ""
+    return f"; at the end {100 * end['ours']:.0f}% (batch k-means on the same features {100 * end['batch']:.0f}%)"
 
 
 def _nan_last(days: float) -> float:

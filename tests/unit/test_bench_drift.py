@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from bench.quality import _drift, _Trace
+from bench.quality import _drift, _followed_at_end, _Trace
 from producer.simulator import TruthEntry
 
 DAY = 86_400.0
@@ -41,3 +41,22 @@ def test_a_label_left_before_the_drift_does_not_count() -> None:
     tr = _trace([("a", "p"), ("b", "q"), ("b", "q")], {"c1": [(0.0, ("b",)), (1 * DAY, ("a",))]})
     got = _drift(_sim(TruthEntry("c1", "q", 5 * DAY, "drift")), tr)
     assert got["followed"] == 0
+
+
+def test_at_the_end_batch_k_means_on_the_features_is_the_reference() -> None:
+    """Drifters whose features moved to the new persona's but whose label stayed: batch follows, ours does not."""
+    lc = SimpleNamespace(name="value", features=["spend", "orders"], heavy_features=[])
+    config: Any = SimpleNamespace(lenses=[lc])
+    rows = [(f"p{i}", "p", (float(i % 3), 1.0), "a") for i in range(10)]
+    rows += [(f"q{i}", "q", (50.0 + i % 3, 9.0), "b") for i in range(7)]
+    rows += [(f"d{i}", "q", (50.0 + i, 9.0), "a") for i in range(3)]  # drifted to q, still labelled as p's
+    views = [SimpleNamespace(customer_id=c, features={"value": dict(zip(lc.features, x, strict=True))})
+             for c, _, x, _ in rows]  # fmt: skip
+    truth = [persona for _, persona, _, _ in rows]
+    joint: list[tuple[str | None, ...]] = [(label,) for *_, label in rows]
+    sim: Any = SimpleNamespace(truth=[TruthEntry(c, persona, 0.0, "arrival") for c, persona, _, _ in rows]
+                               + [TruthEntry(f"d{i}", "q", 5 * DAY, "drift") for i in range(3)])  # fmt: skip
+    got = _followed_at_end(sim, config, views, joint, truth)
+    assert got == {"drifted": 3, "ours": 0.0, "batch": 1.0}
+    followed: list[tuple[str | None, ...]] = [(label if c[0] != "d" else "b",) for c, _, _, label in rows]
+    assert _followed_at_end(sim, config, views, followed, truth)["ours"] == 1.0
