@@ -16,12 +16,11 @@ Both are owned by one :class:`~segmenter.pipeline.Segmenter` and never shared.
 
 from __future__ import annotations
 
-import logging
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays", "store_columns"]
 
-log = logging.getLogger(__name__)
 
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
 _Parts = np.ndarray[Any, np.dtype[np.int16]]
@@ -63,6 +61,8 @@ class EventColumns:
     ----------
     errors
         ``(index, EventError)`` for events rejected here (time out of range).
+    moved
+        The events of known customers that came from another input partition than before, or ``None``.
     """
 
     def __init__(self, events: Sequence[CustomerEvent], sources: Sequence[int | None], store: FeatureStore,
@@ -91,7 +91,7 @@ class EventColumns:
         self.newfirst = np.ones(max(1, len(self._ids)), np.uint8)
         if self._ids:
             self.newrows[: len(self._ids)] = store.new_rows(self._ids, live=False)
-        _warn_moved(store, self.rows, self.kinds, self.parts, events)
+        self.moved = _moved(store, self.rows, self.kinds, self.parts, events)
 
     def release(self, i: int, store: FeatureStore) -> None:
         """Event ``i`` (an erasure) comes before its customer's first applied event: free the row kept for it."""
@@ -196,29 +196,33 @@ def store_columns(store: FeatureStore) -> kernel.StoreColumns:
     )
 
 
-def _warn_moved(
+class Moved(NamedTuple):
+    """Events of known customers that came from another input partition than their customer's before."""
+
+    events: int
+    customer_id: str
+    """The first such event's customer, from input partition ``before`` to ``after``."""
+    before: int
+    after: int
+
+
+def _moved(
     store: FeatureStore,
     rows: np.ndarray[Any, np.dtype[np.int64]],
     kinds: np.ndarray[Any, np.dtype[np.int64]],
     parts: np.ndarray[Any, np.dtype[np.int16]],
     events: Sequence[CustomerEvent],
-) -> None:
-    """Warn (once per batch) when known customers' events arrive on another input partition than before."""
+) -> Moved | None:
+    """The batch's events of known customers from another input partition than before (``None``: none)."""
     held = np.flatnonzero((rows >= 0) & (kinds >= 0))
     if not len(held):
-        return
+        return None
     before = store.part[rows[held]]
     moved = held[(before >= 0) & (parts[held] >= 0) & (before != parts[held])]
-    if len(moved):
-        first = int(moved[0])
-        log.warning(
-            "%d events of known customers came from another input partition than before (first: customer "
-            "%r from %d to %d); is the input keyed by customer id?",
-            len(moved),
-            events[first].customer_id,
-            int(store.part[rows[first]]),
-            int(parts[first]),
-        )
+    if not len(moved):
+        return None
+    first = int(moved[0])
+    return Moved(len(moved), events[first].customer_id, int(store.part[rows[first]]), int(parts[first]))
 
 
 class LensArrays:

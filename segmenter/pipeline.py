@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segmenter import kernel
-from segmenter.batching import EventColumns, LensArrays, store_columns
+from segmenter.batching import EventColumns, LensArrays, Moved, store_columns
 from segmenter.change_blocks import ChangeBuilder, Output, messages_of
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
@@ -236,6 +236,7 @@ class Segmenter:
         self._duplicates = 0
         self._erasures = 0
         self._after_erasure = 0
+        self._moved = 0
         # erased customers' id hashes and erasure times: their older events are dropped
         self._markers = ErasureMarkers()
         self._changes: Counter[str] = Counter()
@@ -364,6 +365,8 @@ class Segmenter:
         if self._clock.needs_repair:
             self._repair_clock()
         cols = EventColumns(events, srcs, self._store, self._clock.index)
+        if cols.moved is not None:
+            self._note_moved(cols.moved)
         run = _Run(events, srcs, cols, dict(cols.errors), out, self._params())
         if len(self._markers):
             self._drop_erased(run, range(n))
@@ -530,6 +533,19 @@ class Segmenter:
         store = self._store
         robust = store.robust_time(self._clock.quorum)
         self._clock.repair(robust)
+
+    def _note_moved(self, moved: Moved) -> None:
+        """Known customers' events from another input partition than before: a WARNING the first time, then
+        DEBUG lines (one per batch), counted in :meth:`stats` ``moved_partition``."""
+        first = not self._moved
+        self._moved += moved.events
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "%d events of known customers came from another input partition than before (first: customer %r from "
+            "%d to %d; %d so far%s); is the input keyed by customer id?",
+            moved.events, moved.customer_id, moved.before, moved.after, self._moved,
+            ", further ones are counted, not logged" if first else "",
+        )  # fmt: skip
 
     def _late_error(self, event: CustomerEvent, row: int) -> EventError:
         ref = self._store.last_time(row)
@@ -993,6 +1009,7 @@ class Segmenter:
             watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
             isolated=self._isolated,
             after_erasure=self._after_erasure,
+            moved_partition=self._moved,
         )
 
     def lens_quality(self) -> dict[str, LensQuality]:

@@ -56,6 +56,9 @@ class SegmenterStats:
     ``features.max_future_hours`` ahead of its source's clock, kept out of all shared work."""
     after_erasure: int = 0
     """Events of an erased customer at or before its erasure, dropped (see :mod:`segmenter.erasures`)."""
+    moved_partition: int = 0
+    """Events of known customers that came from another input partition than their customer's before (an
+    input not keyed by customer id): logged once as a WARNING, then counted here."""
 
 
 @dataclass(frozen=True)

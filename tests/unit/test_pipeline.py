@@ -398,3 +398,28 @@ def test_set_rules_keeps_trigger_state() -> None:
     seg.set_rules(None)
     assert seg.stats().suppressed == {}
     assert before
+
+
+def test_a_customer_on_another_input_partition_is_warned_about_once_then_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An input not keyed by customer id: one WARNING per process, not one per batch (a log flood)."""
+    events = to_events(make_events(30, 3, seed=4))
+    by_customer: dict[str, int] = {}
+    for ev in events:
+        by_customer.setdefault(ev.customer_id, len(by_customer))
+    seg = Segmenter(CFG)
+    caplog.set_level("DEBUG", logger="segmenter.pipeline")
+    seg.process_batch(events[:10], [by_customer[ev.customer_id] for ev in events[:10]])
+    assert not [r for r in caplog.records if "another input partition" in r.getMessage()]
+    for start, partition in ((10, 40), (20, 41)):  # every event on a new partition: known customers moved
+        batch = events[start : start + 10]
+        seg.process_batch(batch, [partition] * len(batch))
+    moved = [r for r in caplog.records if "another input partition" in r.getMessage()]
+    assert [r.levelname for r in moved] == ["WARNING", "DEBUG"]
+    assert "further ones are counted, not logged" in moved[0].getMessage()
+    seen = {ev.customer_id for ev in events[:10]}
+    expected = sum(1 for ev in events[10:20] if ev.customer_id in seen)
+    seen |= {ev.customer_id for ev in events[10:20]}
+    expected += sum(1 for ev in events[20:30] if ev.customer_id in seen)
+    assert seg.stats().moved_partition == expected > 0
