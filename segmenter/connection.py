@@ -39,6 +39,24 @@ _SASL = ("SASL_PLAINTEXT", "SASL_SSL")
 _TLS = ("SSL", "SASL_SSL")
 
 
+def _check_server(server: str) -> None:
+    """Raise ValueError unless ``server`` is ``host:port``, ``[IPv6]:port`` or a bare host (kafka-python: port 9092)."""
+    if not server:
+        raise ValueError("an empty entry; write host:port[,host:port...]")
+    host, port = server, ""
+    if server.startswith("["):
+        host, bracket, rest = server[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{server!r}: an IPv6 address is written [address]:port")
+        port = rest[1:]
+    elif ":" in server:
+        host, _, port = server.rpartition(":")
+    if not host or any(c.isspace() or c in "/@[]" for c in host):
+        raise ValueError(f"{server!r}: not a host name or address; write host:port[,host:port...]")
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{server!r}: port {port!r} is not a number from 1 to 65535")
+
+
 class ConnectionSettings(BaseModel):
     """Bootstrap servers, TLS and SASL; a base of the consumer's and the producer's settings.
 
@@ -71,6 +89,13 @@ class ConnectionSettings(BaseModel):
     ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS); may also hold its key.")
     ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
     ssl_check_hostname: bool = Field(True, description="Check that a broker's certificate names the host connected to.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            _check_server(server.strip())
+        return value
 
     @field_validator("sasl_mechanism", "sasl_username", "sasl_password")
     @classmethod

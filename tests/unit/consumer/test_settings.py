@@ -129,6 +129,11 @@ def test_settings_are_frozen() -> None:
         (["--ssl-cafile", "/etc/hostname"], "ssl_cafile", "is set but security_protocol is PLAINTEXT"),
         (["--security-protocol", "SSL", "--ssl-keyfile", "/etc/hostname"], "ssl_keyfile", "needs ssl_certfile"),
         (["--security-protocol", "TLS"], "security_protocol", "Input should be 'PLAINTEXT', 'SSL'"),
+        (["--bootstrap-servers", "127.0.0.1:70000"], "bootstrap_servers", "port '70000' is not a number from 1"),
+        (["--bootstrap-servers", "k1:9092,,k2:9092"], "bootstrap_servers", "an empty entry"),
+        (["--bootstrap-servers", "k1:kafka"], "bootstrap_servers", "port 'kafka' is not a number"),
+        (["--bootstrap-servers", "kafka://k1:9092"], "bootstrap_servers", "not a host name or address"),
+        (["--bootstrap-servers", "[::1:9092"], "bootstrap_servers", "an IPv6 address is written [address]:port"),
         (
             ["--commit-interval-ms", "120000"],
             "transaction_timeout_ms",
@@ -152,6 +157,11 @@ def test_each_bad_combination_names_its_field_flag_and_variable(args: list[str],
     flag, env = "--" + field.replace("_", "-"), "SEGMENTER_" + field.upper()
     assert f"invalid setting {field} (flag {flag}, env {env}): " in str(info.value)
     assert problem in str(info.value)
+
+
+@pytest.mark.parametrize("servers", ["k1:9092", "k1:9092, k2:9093", "[::1]:9092", "kafka", "10.0.0.1:1,[fe80::1]"])
+def test_bootstrap_servers_take_host_port_lists(servers: str) -> None:
+    assert load_settings(["--bootstrap-servers", servers]).bootstrap_servers == servers
 
 
 def test_a_long_batch_interval_needs_a_longer_transaction_timeout_only_with_transactions() -> None:
