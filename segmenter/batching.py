@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from segmenter.lenses.lens import Lens
     from segmenter.outputs import SegmentLifecycle
 
-__all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays", "store_columns"]
+__all__ = ["SAMPLE_CAPACITY", "EventColumns", "LensArrays", "Moved", "store_columns"]
 
 
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
