@@ -392,32 +392,52 @@ def _load_csv(raw: bytes, path: Path, mapping: ColumnMapping, events: _Events, b
     Raises
     ------
     InputError
-        No header, a named column missing, or a file the csv reader cannot go on
-        with (e.g. a field over its 128 KiB limit).
+        No header, a header the csv reader cannot read, or a named column missing. A row it cannot read
+        (e.g. a field over its 128 KiB limit) is a bad row; the reader goes on at the next line.
     """
     text = raw.decode("utf-8", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
     try:
         if reader.fieldnames is None:
             raise InputError(f"{path}: empty file, expected a CSV header line")
-        conv = _Converter(mapping, path, set(reader.fieldnames))
-        last = reader.line_num
-        width = len(reader.fieldnames)
-        for row in reader:
-            line_no = last + 1
-            last = reader.line_num
-            extra = row.pop(None, None)
-            if extra is not None or any(v is None for v in row.values()):
-                got = width + len(extra or []) - sum(v is None for v in row.values())
-                bad.append(BadRow(line_no, f"expected {width} fields, got {got}", row | {"_extra": extra}))
-                continue
-            if _has_surrogates(row.values()):
-                fixed = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()}
-                bad.append(BadRow(line_no, "not valid UTF-8", fixed))
-                continue
-            _convert(conv, row, line_no, events, bad)
     except csv.Error as exc:
-        raise InputError(f"{path} line {reader.line_num + 1}: not valid CSV: {exc}") from None
+        raise InputError(f"{path} line {reader.line_num}: not valid CSV: {exc}") from None
+    conv = _Converter(mapping, path, set(reader.fieldnames))
+    width = len(reader.fieldnames)
+    for line_no, row in _readable_rows(reader, bad):
+        extra = row.pop(None, None)
+        if extra is not None or any(v is None for v in row.values()):
+            got = width + len(extra or []) - sum(v is None for v in row.values())
+            bad.append(BadRow(line_no, f"expected {width} fields, got {got}", row | {"_extra": extra}))
+            continue
+        if _has_surrogates(row.values()):
+            fixed = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()}
+            bad.append(BadRow(line_no, "not valid UTF-8", fixed))
+            continue
+        _convert(conv, row, line_no, events, bad)
+
+
+def _readable_rows(reader: csv.DictReader[str], bad: list[BadRow]) -> Iterator[tuple[int, dict[Any, Any]]]:
+    """``(first line, row)`` of each row the csv reader can read; a row it cannot is a :class:`BadRow`.
+
+    The reader starts afresh at the next line after an error, so only the unreadable row is lost (and
+    reported by its line; the file holds it).
+    """
+    lines = reader.reader  # DictReader.line_num moves only on rows it returns
+    last = lines.line_num
+    while True:
+        line_no = last + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # an open quote can carry a row over many lines: name them all
+            span = f" (lines {line_no}-{lines.line_num}: a quote opened on line {line_no} is not closed?)"
+            bad.append(BadRow(line_no, f"not valid CSV: {exc}" + (span if lines.line_num > line_no else ""), {}))
+            continue
+        finally:
+            last = lines.line_num
+        yield line_no, row
 
 
 def _convert(

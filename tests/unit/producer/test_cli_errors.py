@@ -102,11 +102,30 @@ def test_an_unknown_time_zone_is_a_usage_error(source: Path, caplog: pytest.LogC
     assert errors(caplog) == [f"unknown time zone {zone!r} (use an IANA name like Europe/Paris)"]
 
 
-def test_a_csv_field_over_the_reader_limit_is_one_line_naming_the_file_and_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_csv_row_over_the_reader_limit_is_a_bad_row_and_the_rest_is_sent(tmp_path: Path) -> None:
+    """One unreadable row (a field over the csv reader's 128 KiB) loses that row only, reported by its line."""
     csv = tmp_path / "big.csv"
-    csv.write_text("customer_id,type,ts\nc,page_view,2026-01-01T00:00:00Z\nc,page_view," + "x" * 200_000 + "\n")
-    assert main(["replay", str(csv), "-q", "--to", "file", str(tmp_path / "o.jsonl")]) == 2
-    (message,) = errors(caplog)
-    assert message.startswith(f"{csv} line 3: not valid CSV: field larger than field limit")
+    ok = "c,page_view,2026-01-01T00:00:0{}Z\n"
+    csv.write_text("customer_id,type,ts\n" + ok.format(1) + "c,page_view," + "x" * 200_000 + "\n" + ok.format(2))
+    out, dlq = tmp_path / "o.jsonl", tmp_path / "bad.jsonl"
+    assert main(["replay", str(csv), "-q", "--dlq-file", str(dlq), "--to", "file", str(out)]) == 0
+    assert [orjson.loads(line)["ts"] for line in out.read_bytes().splitlines()] == [
+        "2026-01-01T00:00:01+00:00", "2026-01-01T00:00:02+00:00"
+    ]  # fmt: skip
+    (bad,) = [orjson.loads(line) for line in dlq.read_bytes().splitlines()]
+    assert bad["line"] == 3 and bad["reason"] == "not valid CSV: field larger than field limit (131072)"
+    csv.write_text("customer_id,type,ts\n" + "c,page_view," + "x" * 200_000 + "\n" + "c,page_view,bad\n")
+    assert main(["replay", str(csv), "-q", "--dlq-file", str(dlq), "--to", "file", str(out)]) == 0
+    assert [orjson.loads(line)["line"] for line in dlq.read_bytes().splitlines()] == [2, 3]  # lines go on counting
+
+
+def test_an_unclosed_quote_that_runs_over_the_limit_names_the_lines_it_took(tmp_path: Path) -> None:
+    csv = tmp_path / "quote.csv"
+    body = "".join(f"c,page_view,2026-01-01T00:00:{i:02d}Z,{'y' * 9_000}\n" for i in range(20))
+    csv.write_text("customer_id,type,ts,note\n" + 'c,page_view,2026-01-01T00:00:00Z,"open\n' + body)
+    out, dlq = tmp_path / "o.jsonl", tmp_path / "bad.jsonl"
+    assert main(["replay", str(csv), "-q", "--dlq-file", str(dlq), "--to", "file", str(out)]) == 0
+    reasons = [orjson.loads(line)["reason"] for line in dlq.read_bytes().splitlines()]
+    assert reasons[0].startswith("not valid CSV: field larger than field limit (131072) (lines 2-")
+    assert "a quote opened on line 2 is not closed?" in reasons[0]
+    assert [orjson.loads(line)["ts"][17:19] for line in out.read_bytes().splitlines()] == ["15", "16", "17", "18", "19"]
