@@ -401,7 +401,7 @@ def _load_csv(raw: bytes, path: Path, mapping: ColumnMapping, events: _Events, b
         if reader.fieldnames is None:
             raise InputError(f"{path}: empty file, expected a CSV header line")
     except csv.Error as exc:
-        raise InputError(f"{path} line {reader.line_num}: not valid CSV: {exc}") from None
+        raise InputError(f"{path} line {reader.reader.line_num}: not valid CSV: {exc}") from None
     conv = _Converter(mapping, path, set(reader.fieldnames))
     width = len(reader.fieldnames)
     for line_no, row in _readable_rows(reader, bad):

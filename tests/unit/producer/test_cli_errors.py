@@ -129,3 +129,12 @@ def test_an_unclosed_quote_that_runs_over_the_limit_names_the_lines_it_took(tmp_
     assert reasons[0].startswith("not valid CSV: field larger than field limit (131072) (lines 2-")
     assert "a quote opened on line 2 is not closed?" in reasons[0]
     assert [orjson.loads(line)["ts"][17:19] for line in out.read_bytes().splitlines()] == ["15", "16", "17", "18", "19"]
+
+
+def test_a_header_the_csv_reader_cannot_read_is_one_line_naming_line_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = tmp_path / "header.csv"
+    csv.write_text("customer_id," + "x" * 200_000 + "\nc,1\n")
+    assert main(["replay", str(csv), "-q", "--to", "file", str(tmp_path / "o.jsonl")]) == 2
+    assert errors(caplog) == [f"{csv} line 1: not valid CSV: field larger than field limit (131072)"]
