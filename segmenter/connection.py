@@ -126,7 +126,7 @@ class ConnectionSettings(BaseModel):
     @property
     def servers(self) -> list[str]:
         """The bootstrap servers as a list of ``host:port``."""
-        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+        return [s.strip() for s in self.bootstrap_servers.split(",")]  # no empty entry: _host_ports refuses them
 
     @property
     def uses_sasl(self) -> bool:
