@@ -473,8 +473,9 @@ def _lens_result(
     truth: list[str],
     tr: _Trace,
     events: int,
+    batch: np.ndarray,
 ) -> dict[str, Any]:
-    """Every final measure of one lens (the ``li``-th of ``seg``)."""
+    """Every final measure of one lens (the ``li``-th of ``seg``); ``batch``: batch k-means's labels at its k."""
     name = lc.name
     lens = seg.lenses[li]
     X, Xs = _lens_space(lc, views)
@@ -483,7 +484,7 @@ def _lens_result(
     late_moves = tr.by_cause[(name, "late", "moves")]
     out: dict[str, Any] = {
         "final_ari": _ari(labels, truth),
-        "ari_vs_batch": _ari(labels, list(_batch_labels(Xs, k))),
+        "ari_vs_batch": _ari(labels, list(batch)),
         "batch_k": k,
         "batch_ari_vs_truth": _ari(list(_batch_labels(Xs, len(set(truth)))), truth),
         "unassigned": sum(1 for x in labels if x is None),
@@ -530,21 +531,24 @@ def _batch_k(labels: list[str | None]) -> int:
     return max(2, len({x for x in labels if x is not None}))
 
 
-def _followed_at_end(sim: SimRun, config: SegmenterConfig, views: list[Any],
-                     joint: list[tuple[str | None, ...]], truth: list[str]) -> dict[str, Any]:  # fmt: skip
+def _batch_of(lc: Any, views: list[Any], labels: list[str | None]) -> np.ndarray:
+    """Batch k-means's labels of the final features in lens ``lc``'s space, at the lens's k."""
+    return _batch_labels(_lens_space(lc, views)[1], _batch_k(labels))
+
+
+def _followed_at_end(sim: SimRun, views: list[Any], joint: list[tuple[str | None, ...]], truth: list[str],
+                     batch_labels: list[np.ndarray]) -> dict[str, Any]:  # fmt: skip
     """Drift following judged once, at the end, for ours and for batch k-means on the same final features.
 
     A drifted customer (its last persona came from a drift) counts as followed when its joint label maps to
-    that persona, by majority over every customer's final joint label. Batch k-means gets each lens's k; its
+    that persona, by majority over every customer's final joint label. ``batch_labels`` are each lens's batch
+    k-means labels (:func:`_batch_of`, at the lens's k); their
     share is what the features allow a clustering of this population to follow (the reference for
     ``drift followed``, which the features' overlap of personas bounds).
     """
     last = {e.customer_id: e.cause for e in sorted(sim.truth, key=lambda e: e.start)}
     drifted = [i for i, v in enumerate(views) if last.get(v.customer_id) == "drift"]
-    per_lens = [
-        _batch_labels(_lens_space(lc, views)[1], _batch_k([j[li] for j in joint])).astype(np.int64).tolist()
-        for li, lc in enumerate(config.lenses)
-    ]
+    per_lens = [labels.astype(np.int64).tolist() for labels in batch_labels]
     batch: list[tuple[str | None, ...]] = [tuple(str(lab[i]) for lab in per_lens) for i in range(len(views))]
 
     def share(labels: list[tuple[str | None, ...]]) -> float:
@@ -629,8 +633,10 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     ]
     result["customers"] = len(views)
     result["final_ari_joint"] = _ari(joint, truth) if views else math.nan
+    per_lens = [[j[li] for j in joint] for li in range(len(config.lenses))]
+    batch = [_batch_of(lc, views, per_lens[li]) for li, lc in enumerate(config.lenses)]
     result["lenses"] = {
-        lc.name: _lens_result(lc, seg, li, views, [j[li] for j in joint], truth, tr, len(sim))
+        lc.name: _lens_result(lc, seg, li, views, per_lens[li], truth, tr, len(sim), batch[li])
         for li, lc in enumerate(config.lenses)
     }
     preq = _prequential(tr, lenses)
@@ -639,7 +645,7 @@ def run_one(sim: SimRun, config: SegmenterConfig, flap_window: int = 5) -> dict[
     result["prequential_ari_joint_2nd_half"] = float(np.mean(second_half)) if second_half else math.nan
     result["drift"] = _drift(sim, tr)
     if views and result["drift"]["drifted"]:
-        result["drift"]["at_end"] = _followed_at_end(sim, config, views, joint, truth)
+        result["drift"]["at_end"] = _followed_at_end(sim, views, joint, truth, batch)
     result["sizes_over_time"] = tr.sizes
     return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from bench.quality import _drift, _followed_at_end, _Trace
+from bench.quality import _batch_of, _drift, _followed_at_end, _Trace
 from producer.simulator import TruthEntry
 
 DAY = 86_400.0
@@ -56,7 +56,8 @@ def test_at_the_end_batch_k_means_on_the_features_is_the_reference() -> None:
     joint: list[tuple[str | None, ...]] = [(label,) for *_, label in rows]
     sim: Any = SimpleNamespace(truth=[TruthEntry(c, persona, 0.0, "arrival") for c, persona, _, _ in rows]
                                + [TruthEntry(f"d{i}", "q", 5 * DAY, "drift") for i in range(3)])  # fmt: skip
-    got = _followed_at_end(sim, config, views, joint, truth)
+    batch = [_batch_of(lc, views, [label for (label,) in joint]) for lc in config.lenses]
+    got = _followed_at_end(sim, views, joint, truth, batch)
     assert got == {"drifted": 3, "ours": 0.0, "batch": 1.0}
     followed: list[tuple[str | None, ...]] = [(label if c[0] != "d" else "b",) for c, _, _, label in rows]
-    assert _followed_at_end(sim, config, views, followed, truth)["ours"] == 1.0
+    assert _followed_at_end(sim, views, followed, truth, batch)["ours"] == 1.0
