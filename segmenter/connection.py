@@ -39,8 +39,14 @@ _SASL = ("SASL_PLAINTEXT", "SASL_SSL")
 _TLS = ("SSL", "SASL_SSL")
 
 
-def _check_server(server: str) -> None:
-    """Raise ValueError unless ``server`` is ``host:port``, ``[IPv6]:port`` or a bare host (kafka-python: port 9092)."""
+def split_server(server: str) -> tuple[str, int]:
+    """``(host, port)`` of ``host:port``, ``[IPv6]:port`` or a bare host (kafka-python's port 9092 then).
+
+    Raises
+    ------
+    ValueError
+        Not one of those forms, or a port outside 1-65535 (the message names the entry and what to write).
+    """
     if not server:
         raise ValueError("an empty entry; write host:port[,host:port...]")
     host, port = server, ""
@@ -55,6 +61,11 @@ def _check_server(server: str) -> None:
         raise ValueError(f"{server!r}: not a host name or address; write host:port[,host:port...]")
     if port and not (port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"{server!r}: port {port!r} is not a number from 1 to 65535")
+    return host, int(port) if port else _DEFAULT_PORT
+
+
+_DEFAULT_PORT = 9092
+"""kafka-python's port for a bootstrap server given without one."""
 
 
 class ConnectionSettings(BaseModel):
@@ -94,7 +105,7 @@ class ConnectionSettings(BaseModel):
     @classmethod
     def _host_ports(cls, value: str) -> str:
         for server in value.split(","):
-            _check_server(server.strip())
+            split_server(server.strip())
         return value
 
     @field_validator("sasl_mechanism", "sasl_username", "sasl_password")
@@ -196,15 +207,15 @@ def login_failure(settings: ConnectionSettings, connect: Connect, timeout_s: flo
         A one-line reason that says what to check, or None when the broker is not reachable (or nothing
         here explains the failure).
     """
-    host, _, port = settings.servers[0].rpartition(":")
+    host, port = split_server(settings.servers[0])  # valid: the settings checked it
     try:
-        raw = connect((host.strip("[]"), int(port)), timeout_s)
-    except (OSError, ValueError):
+        raw = connect((host, port), timeout_s)
+    except OSError:
         return None
     with raw:
         if settings.uses_tls:
             try:
-                settings.tls_context().wrap_socket(raw, server_hostname=host.strip("[]")).close()
+                settings.tls_context().wrap_socket(raw, server_hostname=host).close()
             except ssl.SSLCertVerificationError as exc:
                 return (
                     f"TLS with {settings.servers[0]} failed: certificate verify failed ({exc.verify_message}); "

@@ -84,3 +84,19 @@ def test_a_listener_without_tls_is_named_as_the_reason(protocol: str) -> None:
     reason = login_failure(ConnectionSettings(security_protocol=protocol, **extra), _peer_that_hangs_up, 2.0)
     assert reason is not None and reason.startswith("TLS with 127.0.0.1:9092 failed (")
     assert f"is the listener {protocol}? check security_protocol and the port" in reason
+
+
+@pytest.mark.parametrize(
+    ("servers", "address"),
+    [("k1:9093,k2:9094", ("k1", 9093)), ("[::1]:9093", ("::1", 9093)), ("kafka", ("kafka", 9092))],
+)
+def test_the_login_check_connects_where_kafka_python_would(servers: str, address: tuple[str, int]) -> None:
+    """The first bootstrap server, read by the settings' own parser: an IPv6 host unbracketed, a bare host on 9092."""
+    seen: list[tuple[str, int]] = []
+
+    def connect(addr: tuple[str, int], timeout: float) -> socket.socket:
+        seen.append(addr)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    assert login_failure(ConnectionSettings(bootstrap_servers=servers, **SASL), connect) is None
+    assert seen == [address]
