@@ -34,7 +34,7 @@ _T0 = time.process_time()
 from numba.core import dispatcher  # noqa: E402
 
 import segmenter.__main__ as cli  # noqa: E402 - timed: the imports are a part
-from segmenter import change_blocks, explanations, kernel, pipeline, rescoring  # noqa: E402
+from segmenter import change_blocks, explanations, kernel, pipeline, rescoring, timed_work  # noqa: E402
 from segmenter import replay as replay_module  # noqa: E402
 from segmenter.lenses import lens  # noqa: E402
 
@@ -46,7 +46,7 @@ PARTS: list[tuple[Any, str, str]] = [
     (pipeline, "EventColumns", "batching"),
     (kernel, "run", "event loop (compiled)"),
     (lens.Lens, "refine", "refinement: lenses"),
-    (pipeline.Segmenter, "_refine", "refinement: facade"),
+    (timed_work.TimedWork, "refine", "refinement: facade"),
     (rescoring, "rescore", "re-scoring (compiled)"),
     (rescoring.Rescorer, "_rescore", "re-scoring: Python"),
     (change_blocks.ChangeBuilder, "block", "change blocks: columns"),

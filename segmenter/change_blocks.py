@@ -358,7 +358,7 @@ class ChangeBuilder:
 
     def block(self, buf: MoveBuffer, cause: str, events: Sequence[CustomerEvent] | None,
               stamp: int | None) -> SegmentChanges:  # fmt: skip
-        """The buffered moves' block; ``cause``, ``events`` and ``stamp`` as for ``Segmenter._emit_moves``."""
+        """The buffered moves' block; ``cause``, ``events`` and ``stamp`` as for ``MoveEmitter.emit``."""
         n = len(buf)
         ints = buf.ints[:n]
         cols = ints.T.tolist()

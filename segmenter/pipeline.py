@@ -2,20 +2,27 @@
 
 Per accepted event, :meth:`Segmenter.process` runs
 
-1. erasure (``erasure_request``), lateness (older than the customer's own
-   latest event time minus the lateness: ``EventError("late")``) and
-   de-duplication (repeated ``event_id``: ``[]``); an event far ahead of its
-   source's clock is not refused: its customer is *isolated* (below);
+1. erasure (``erasure_request``: :class:`~segmenter.erasing.Eraser`),
+   lateness (older than the customer's own latest event time minus the
+   lateness: ``EventError("late")``) and de-duplication (repeated
+   ``event_id``: ``[]``); an event far ahead of its source's clock is not
+   refused: its customer is *isolated* (below);
 2. the feature update (:class:`~segmenter.features.FeatureStore`, event time);
 3. for each lens, on the customer's raw feature vector at its latest event
    time: ``observe`` (model learning; lifecycle messages), ``assign`` (nearest
    segment with hysteresis) and, on a move, a ``segment_change`` plus the
-   trigger engine's ``campaign_trigger`` messages;
-4. every ``refine.every_events`` accepted events, ``Lens.refine`` on a
-   deterministic sample of current customers;
-5. when the watermark crosses a multiple of ``inactivity.check_interval_hours``,
-   a bounded re-scoring of the customers scored longest ago (cause
-   ``inactivity``).
+   trigger engine's ``campaign_trigger`` messages
+   (:class:`~segmenter.emission.MoveEmitter`);
+4. every ``refine.every_events`` accepted events, ``Lens.refine`` against all
+   current customers' features;
+5. when the watermark moves, the work it drives (:class:`~segmenter.timed_work.TimedWork`):
+   held triggers, refinement ticks in event time, and at each multiple of
+   ``inactivity.check_interval_hours`` the re-scoring of everyone not scored
+   within the interval (cause ``inactivity``, one compiled pass).
+
+Steps 1 to 3 run in the compiled loop (:mod:`segmenter.kernel`), which stops
+for what needs Python; this facade dispatches each stop from one table
+(``Segmenter._stops``) and counts in one :class:`~segmenter.counters.CoreCounters`.
 
 Shared mode (``Segmenter(config, shared=True)``, for scale-out): the lenses
 never learn here; :meth:`Segmenter.take_vectors` hands the sampled raw vectors
@@ -50,10 +57,8 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -64,17 +69,18 @@ from segmenter.batching import EventColumns, LensArrays, Moved, store_columns
 from segmenter.change_blocks import ChangeBuilder, Output, messages_of
 from segmenter.clock import EventClock, iso
 from segmenter.config import SegmenterConfig
+from segmenter.counters import CoreCounters
 from segmenter.customer_records import CustomerRecords, known_segments
-from segmenter.erasures import ErasureMarkers, id_hash
+from segmenter.emission import MoveEmitter, OutputSink, Spool
+from segmenter.erasing import Eraser
 from segmenter.errors import EventError
 from segmenter.events import CustomerEvent
 from segmenter.explanations import Explainer
-from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore, customer_hash
+from segmenter.features import BASE_EPOCH, FEATURE_NAMES, FeatureStore
 from segmenter.lenses.lens import Lens
 from segmenter.lenses.quality import LensQuality
 from segmenter.model_state import (
     CoreState,
-    Counters,
     check_lens_states,
     decode_model_parts,
     decode_model_state,
@@ -83,10 +89,11 @@ from segmenter.model_state import (
     encode_model_state,
     encode_snapshot,
 )
-from segmenter.moves import M_EVENT, M_LAST, M_ROW, MOVE_CAPACITY, MoveBuffer
-from segmenter.outputs import CampaignTrigger, OutputMessage, SegmentChange, SegmentLifecycle
+from segmenter.moves import MoveBuffer
+from segmenter.outputs import OutputMessage
 from segmenter.rescoring import Rescorer
 from segmenter.shared import decode_view, load_lens_view
+from segmenter.timed_work import RELEASE_EVERY_S, TimedWork
 from segmenter.vectors import VectorSample
 from segmenter.views import CustomerView, CustomerViews, SegmenterStats, SegmentSize, segment_sizes
 
@@ -98,39 +105,12 @@ __all__ = ["BatchResult", "CustomerView", "OutputSink", "SegmentSize", "Segmente
 
 logger = logging.getLogger(__name__)
 
-_RELEASE_EVERY_S = 60
-"""Held (quiet-hours) triggers are released when the watermark moved at least this much."""
-_DEAD_ACTIONS = frozenset({"merged", "retired", "split"})
 _FLUSH_AT = frozenset(
     {kernel.Stop.DONE, kernel.Stop.LEARN, kernel.Stop.REFINE, kernel.Stop.WATERMARK, kernel.Stop.NONFINITE}
 )
 """Stops of the compiled loop before which the lenses get their buffered samples (see ``LensArrays.flush``).
 
 WATERMARK too, since a watermark may tick a refinement (``refine.every_days``), which reads the live scaler."""
-
-
-OutputSink = Callable[[list[Output]], None]
-"""Receives a call's output messages in order, a part at a time, as soon as they exist (``sink=`` of
-:meth:`Segmenter.process_batch`, :meth:`~Segmenter.advance_to` and :meth:`~Segmenter.load_shared_model`).
-
-A part holds at most one move buffer's messages (:data:`~segmenter.moves.MOVE_CAPACITY` moves, with their
-campaign triggers) besides the lifecycle and trigger messages before them, so what a mass move holds at once
-is bounded by that, not by the number of moves."""
-
-
-class _Spool(list[Output]):
-    """One call's output messages in order; with a sink, each :meth:`hand_over` gives it what is held."""
-
-    def __init__(self, sink: OutputSink | None) -> None:
-        super().__init__()
-        self.sink = sink
-
-    def hand_over(self) -> None:
-        """Give the held messages to the sink and forget them (without a sink, keep them: the call returns them)."""
-        if self.sink is not None and self:
-            part = self[:]
-            self.clear()
-            self.sink(part)
 
 
 @dataclass(frozen=True)
@@ -160,7 +140,7 @@ class _Run:
     sources: Sequence[int | None]
     cols: EventColumns
     errors: dict[int, EventError]
-    out: _Spool
+    out: Spool
     params: tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]
     pos: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(2, np.int64))
     io: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(kernel.IO_SIZE, np.int64))
@@ -218,9 +198,7 @@ class Segmenter:
         self._fnames = [tuple(lc.features) for lc in config.lenses]
         self._store = FeatureStore(config.features, len(self._lenses))
         self._lateness = round(config.features.lateness_hours * 3600)
-        self._interval = max(1, round(config.inactivity.check_interval_hours * 3600))
         self._refine_every = config.refine.every_events
-        self._refine_every_s = 0 if shared else round(config.refine.every_days * 86400)
         # event-time clock (int seconds relative to BASE_EPOCH)
         self._clock = EventClock(
             self._lateness, config.features.clock_quorum, round(config.features.max_future_hours * 3600)
@@ -228,24 +206,13 @@ class Segmenter:
         # shared mode: sampled raw vectors for the trainer (customer hash, one raw vector per lens)
         self._vectors = VectorSample(self._names, self._pick)
         self._vec_seen = 0
-        # counters (part of the model state)
-        self._events = 0
-        self._refine_round = 0
-        self._late = 0
-        self._isolated = 0
-        self._duplicates = 0
-        self._erasures = 0
-        self._after_erasure = 0
-        self._moved = 0
-        # erased customers' id hashes and erasure times: their older events are dropped
-        self._markers = ErasureMarkers()
-        self._changes: Counter[str] = Counter()
-        self._triggers: Counter[str] = Counter()
+        self._counts = CoreCounters()
+        self._engine: TriggerEngine | None = None
+        engine = self._current_engine
         # erased since the last take_dirty (ordered dict used as an ordered set)
         self._erased: dict[str, int] = {}
-        self._records = CustomerRecords(self._store, self._lenses, lambda: self._engine, self._erased)
+        self._records = CustomerRecords(self._store, self._lenses, engine, self._erased)
         self._views = CustomerViews(self._store, self._lenses, self._idx)
-        self._engine: TriggerEngine | None = None
         self._arrays = LensArrays(self._lenses, self._idx)
         self._group_key: tuple[int, ...] = ()
         self._group_cache: tuple[kernel.Events, kernel.StoreColumns, kernel.ClockColumns, kernel.LensColumns] | None = (
@@ -253,9 +220,22 @@ class Segmenter:
         )
         self._moves = MoveBuffer()
         self._explainers = [Explainer(lens) for lens in self._lenses]
-        self._builder = ChangeBuilder(self._store, self._lenses, self._explainers, self._idx_arrays)
-        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._emit_parts)
+        builder = ChangeBuilder(self._store, self._lenses, self._explainers, self._idx_arrays)
+        self._emitter = MoveEmitter(self._store, builder, self._counts, engine, self._lateness)
+        self._rescorer = Rescorer(self._store, self._arrays, self._lenses, self._emitter.emit_parts)
+        self._eraser = Eraser(self._store, self._lenses, clock=self._clock, vectors=self._vectors,
+                              counters=self._counts, engine=engine, erased=self._erased, shared=shared)  # fmt: skip
+        self._timed = TimedWork(
+            self._clock, self._store, self._lenses, self._rescorer, self._idx, emitter=self._emitter,
+            eraser=self._eraser, engine=engine, counters=self._counts,
+            interval=max(1, round(config.inactivity.check_interval_hours * 3600)),
+            refine_every_s=0 if shared else round(config.refine.every_days * 86400),
+        )  # fmt: skip
         self.set_rules(rules)
+
+    def _current_engine(self) -> TriggerEngine | None:
+        """The trigger engine of the current rules (collaborators ask: :meth:`set_rules` replaces it)."""
+        return self._engine
 
     # ------------------------------------------------------------------ rules
     def set_rules(self, rules: RuleSet | None) -> None:
@@ -358,7 +338,7 @@ class Segmenter:
         srcs: Sequence[int | None] = sources if sources is not None else [None] * n
         if len(srcs) != n:
             raise ValueError(f"{n} events but {len(srcs)} sources")
-        out = _Spool(sink)
+        out = Spool(sink)
         result = BatchResult(out, [])
         if not n:
             return result
@@ -368,8 +348,7 @@ class Segmenter:
         if cols.moved is not None:
             self._note_moved(cols.moved)
         run = _Run(events, srcs, cols, dict(cols.errors), out, self._params())
-        if len(self._markers):
-            self._drop_erased(run, range(n))
+        run.dropped.extend(self._eraser.drop_erased(events, cols, range(n)))
         arrays = self._arrays
         arrays.sync(counters=True)
         stops = self._stops
@@ -391,12 +370,12 @@ class Segmenter:
             arrays.sync(counters=False)
             kernel.run(run.pos, run.io, *self._groups(cols), self._moves.columns, run.state, run.prm, run.fp)
             self._pull_clock(run.state)
-            self._emit_moves(self._moves, run.out, cause="event", events=run.events)
+            self._emitter.emit(self._moves, run.out, cause="event", events=run.events)
             reason, i, step = run.io[: kernel.IO_STEP + 1].tolist()
             if reason in _FLUSH_AT:
                 for li, msgs in arrays.flush():
                     run.out.extend(msgs)
-                    self._after_lifecycle(li, msgs, run.out, skip=cols.row(i) if i < n else None)
+                    self._timed.after_lifecycle(li, msgs, run.out, skip=cols.row(i) if i < n else None)
             resume = stops[kernel.Stop(reason)](run, i, step)
             run.out.hand_over()
         self._push_clock(run.state)
@@ -405,23 +384,11 @@ class Segmenter:
         result.dropped.extend(run.dropped)
         return result
 
-    def _drop_erased(self, run: _Run, candidates: Iterable[int]) -> None:
-        """Skip the events (of ``candidates``) of erased customers at or before their erasure; count them."""
-        cols = run.cols
-        todo = [i for i in candidates if cols.kinds[i] >= 0]
-        if not todo:
-            return
-        hit = self._markers.hits([id_hash(run.events[i].customer_id) for i in todo], cols.times[todo].tolist())
-        for i in np.asarray(todo)[hit].tolist():
-            cols.kinds[i] = kernel.K_SKIP
-            run.dropped.append(i)
-            self._after_erasure += 1
-
     def _params(self) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float64]]]:
         """The loop's parameters (``P_*`` and ``FP_*`` of :mod:`segmenter.kernel`)."""
         c = self._clock
         prm = [self._lateness, self._refine_every, self._shared, self._vector_every, self._engine is not None,
-               _RELEASE_EVERY_S, self._store.dedup_size, c.max_future, c.quorum]  # fmt: skip
+               RELEASE_EVERY_S, self._store.dedup_size, c.max_future, c.quorum]  # fmt: skip
         return np.array(prm, np.int64), self._store.kernel_rates()
 
     def _groups(
@@ -465,7 +432,7 @@ class Segmenter:
         }
 
     def _stop_watermark(self, run: _Run, i: int, step: int) -> tuple[int, int]:
-        self._on_watermark(run.out)
+        self._timed.on_watermark(run.out)
         return i, step
 
     def _stop_new_row(self, run: _Run, i: int, step: int) -> tuple[int, int]:
@@ -473,22 +440,23 @@ class Segmenter:
         return i, step
 
     def _stop_late(self, run: _Run, i: int, step: int) -> tuple[int, int]:
-        self._late += 1
+        self._counts.late += 1
         run.errors[i] = self._late_error(run.events[i], run.cols.row(i))
         return i + 1, 0
 
     def _stop_erase(self, run: _Run, i: int, step: int) -> tuple[int, int]:
         ev = run.events[i]
-        self._events += 1
+        self._counts.events += 1
         run.cols.release(i, self._store)
-        run.out.extend(self._erase(ev.customer_id, ev.epoch))
+        run.out.extend(self._eraser.erase(ev.customer_id, ev.epoch))
         cid = ev.customer_id
-        self._drop_erased(run, [j for j in range(i + 1, len(run.events)) if run.events[j].customer_id == cid])
+        later = [j for j in range(i + 1, len(run.events)) if run.events[j].customer_id == cid]
+        run.dropped.extend(self._eraser.drop_erased(run.events, run.cols, later))
         run.cols.forget(i)
         return i + 1, 0
 
     def _stop_refine(self, run: _Run, i: int, step: int) -> tuple[int, int]:
-        self._refine(run.out)
+        self._timed.refine(run.out)
         return i, step
 
     def _stop_sample(self, run: _Run, i: int, step: int) -> tuple[int, int]:
@@ -504,9 +472,10 @@ class Segmenter:
     def _push_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         c = self._clock
         max_t, wm, nxt, rel = c.max_t, c.watermark, c.next_check, c.released_at
+        counts = self._counts
         state[:] = (
-            self._events,
-            self._duplicates,
+            counts.events,
+            counts.duplicates,
             self._vec_seen,
             max_t is not None,
             max_t or 0,
@@ -516,13 +485,13 @@ class Segmenter:
             nxt or 0,
             rel is not None,
             rel or 0,
-            self._isolated,
+            counts.isolated,
         )
 
     def _pull_clock(self, state: np.ndarray[Any, np.dtype[np.int64]]) -> None:
-        c = self._clock
-        (self._events, self._duplicates, self._vec_seen, has_max, max_t, has_wm, wm, has_next, nxt, has_rel,
-         rel, self._isolated) = state.tolist()  # fmt: skip
+        c, counts = self._clock, self._counts
+        (counts.events, counts.duplicates, self._vec_seen, has_max, max_t, has_wm, wm, has_next, nxt, has_rel,
+         rel, counts.isolated) = state.tolist()  # fmt: skip
         c.max_t = max_t if has_max else None
         c.watermark = wm if has_wm else None
         c.next_check = nxt if has_next else None
@@ -537,13 +506,13 @@ class Segmenter:
     def _note_moved(self, moved: Moved) -> None:
         """Known customers' events from another input partition than before: a WARNING the first time, then
         DEBUG lines (one per batch), counted in :meth:`stats` ``moved_partition``."""
-        first = not self._moved
-        self._moved += moved.events
+        first = not self._counts.moved
+        self._counts.moved += moved.events
         logger.log(
             logging.WARNING if first else logging.DEBUG,
             "%d events of known customers came from another input partition than before (first: customer %r from "
             "%d to %d; %d so far%s); is the input keyed by customer id?",
-            moved.events, moved.customer_id, moved.before, moved.after, self._moved,
+            moved.events, moved.customer_id, moved.before, moved.after, self._counts.moved,
             ", further ones are counted, not logged" if first else "",
         )  # fmt: skip
 
@@ -566,7 +535,7 @@ class Segmenter:
 
         ``at`` (epoch seconds) stamps ``event_ts``; default the latest event time seen.
         """
-        return self._erase(customer_id, at)
+        return self._eraser.erase(customer_id, at)
 
     def advance_to(self, epoch: float, full: bool = False, *, sink: OutputSink | None = None) -> list[OutputMessage]:
         """Move the watermark to ``epoch`` (never backwards) and run the inactivity re-scoring it causes.
@@ -576,184 +545,13 @@ class Segmenter:
         messages; with a ``sink``, it received them instead (see :meth:`process_batch`).
         """
         t = self._store.to_seconds(epoch)
-        out = _Spool(sink)
+        out = Spool(sink)
         if self._clock.advance(t):
-            self._on_watermark(out)
-        if full and self._clock.watermark is not None:
-            self._rescorer.quiet(self._clock.watermark, out, before=self._clock.watermark)
+            self._timed.on_watermark(out)
+        if full:
+            self._timed.rescore_all(out)
         out.hand_over()
         return messages_of(out)
-
-    # ---------------------------------------------------------------- scoring
-    def _emit_parts(self, buf: MoveBuffer, out: _Spool, *, cause: str, stamp: int | None) -> None:
-        """A re-scoring pass's moves (the :class:`Rescorer`'s hand-over), a move buffer's worth at a time.
-
-        Each part's block goes to ``out``'s sink before the next part's is built, so a mass move holds at
-        most :data:`~segmenter.moves.MOVE_CAPACITY` moves' outputs at once; the outputs and their order are
-        those of one :meth:`_emit_moves` of the whole buffer (a move's message depends on the moves before it
-        only through the lens counts and trigger state, which are updated in the same order).
-        """
-        for part in buf.parts(MOVE_CAPACITY):
-            self._emit_moves(part, out, cause=cause, stamp=stamp)
-            out.hand_over()
-
-    def _emit_moves(self, buf: MoveBuffer, out: list[Output], *, cause: str,
-                    events: Sequence[CustomerEvent] | None = None, stamp: int | None = None) -> None:  # fmt: skip
-        """The buffered moves' ``segment_change`` messages and campaign triggers, in order; clears ``buf``.
-
-        The moves are already applied to the store's lens columns (:mod:`segmenter.moves`); here the lenses'
-        membership counts follow. ``cause`` is every move's (``model`` where the old segment is no longer
-        live); ``events`` are the batch the moves' event indices point into; ``stamp`` (relative seconds) is
-        every move's ``event_ts`` (``None``: its own time, the event's ``ts`` for an event's move). Without
-        campaign rules the messages go to ``out`` as one :class:`SegmentChanges` block (built into messages
-        only where the caller wants messages, see :func:`messages_of`).
-        """
-        n = len(buf)
-        if not n:
-            return
-        block = self._builder.block(buf, cause, events, stamp)
-        self._changes.update(block.cause_counts())
-        engine = self._engine
-        if engine is None:
-            out.append(block)
-        else:
-            self._with_triggers(engine, block.messages(), buf, events, out)
-        self._store.dirty[buf.ints[:n, M_ROW]] = True
-        buf.clear()
-
-    def _with_triggers(self, engine: TriggerEngine, changes: list[SegmentChange], buf: MoveBuffer,
-                       events: Sequence[CustomerEvent] | None, out: list[Output]) -> None:  # fmt: skip
-        """Each change followed by the campaign triggers it fires, in order."""
-        n = len(changes)
-        ints = buf.ints[:n]
-        floors = (ints[:, M_LAST] - self._lateness + BASE_EPOCH).astype(np.float64).tolist()
-        evs = ints[:, M_EVENT].tolist()
-        for change, values, ev, floor in zip(changes, buf.values().tolist(), evs, floors, strict=True):
-            out.append(change)
-            event = events[ev] if events is not None and ev >= 0 else None
-            # no later change of this customer is older than its latest time minus the lateness
-            trig = engine.evaluate(change, dict(zip(FEATURE_NAMES, values, strict=True)), event, floor)
-            self._count_triggers(trig)
-            out.extend(trig)
-
-    def _count_triggers(self, triggers: Iterable[CampaignTrigger]) -> None:
-        for tr in triggers:
-            self._triggers[tr.campaign] += 1
-            row = self._store.row_of(tr.customer_id)
-            if row is not None:
-                self._store.dirty[row] = True
-
-    def _after_lifecycle(self, li: int, msgs: Iterable[SegmentLifecycle], out: _Spool, skip: int | None) -> None:
-        """Move the customers out of segments that the lens merged, split or retired (cause ``model``)."""
-        lens = self._lenses[li]
-        if not lens.ready or not any(msg.action in _DEAD_ACTIONS for msg in msgs):
-            return
-        # the segments that still hold customers but are no longer live (by number, from the store)
-        dead = sorted(n for n in self._store.segment_counts(li) if not lens.is_live(n))
-        if dead:
-            self._rescorer.dead_segments(li, dead, out, skip=skip, stamp=self._clock.max_t or 0)
-
-    def _refine(self, out: _Spool) -> None:
-        """Refine every ready lens against all current customers' features at the watermark (one vectorised pass)."""
-        self._refine_round += 1
-        store = self._store
-        at = self._clock.watermark if self._clock.watermark is not None else -(2**31)
-        ready = [li for li, lens in enumerate(self._lenses) if lens.ready]
-        if not ready:
-            return
-        # isolated customers (far ahead of every source's clock) take no part
-        rows, mats = store.vectors_by(at, [self._idx[li] for li in ready], latest_by=self._clock.horizon())
-        n = len(rows)
-        if not n:
-            return
-        for li, mat in zip(ready, mats, strict=True):
-            lens = self._lenses[li]
-            msgs = lens.refine(mat)
-            if msgs:
-                out.extend(msgs)
-                self._after_lifecycle(li, msgs, out, skip=None)
-        logger.debug("refinement %d on %d customers", self._refine_round, n)
-
-    def _on_watermark(self, out: _Spool) -> None:
-        wm = self._clock.watermark
-        assert wm is not None
-        self._markers.expire(wm)
-        rel = self._clock.released_at
-        if self._engine is not None and (rel is None or wm - rel >= _RELEASE_EVERY_S):
-            self._clock.released_at = wm
-            released = self._engine.release(float(wm + BASE_EPOCH))
-            self._count_triggers(released)
-            out.extend(released)
-        if self._clock.next_check is None:
-            self._clock.next_check = (wm // self._interval + 1) * self._interval
-            return
-        if wm < self._clock.next_check:
-            return
-        n = (wm - self._clock.next_check) // self._interval + 1
-        crossed = self._clock.next_check
-        self._clock.next_check += n * self._interval
-        every = self._refine_every_s
-        # a refinement tick in event time (refine.every_days): a multiple of it among the check times crossed
-        if every and (self._clock.next_check - self._interval) // every >= -(-crossed // every):
-            self._refine(out)  # before the sweep, which then scores against the refined segments
-        # at the watermark itself (not the crossed boundary), everyone not scored within the interval
-        self._rescorer.quiet(wm, out, before=wm - self._interval + 1)
-
-    def _erase(self, customer_id: str, at: float | None) -> list[OutputMessage]:
-        """Forget everything held about the customer; mark it erased at ``at`` (default: the latest time seen).
-
-        The marker (:mod:`segmenter.erasures`) keeps its older events from
-        bringing the profile back; it is set for an unknown customer too (its
-        events may still be on their way), and holds only a hash of the id.
-        """
-        store = self._store
-        if self._engine is not None:
-            self._engine.erase(customer_id)
-        row = store.row_of(customer_id)
-        t = self._erasure_time(at, row)
-        self._markers.add(id_hash(customer_id), t)
-        crc = customer_hash(customer_id)
-        self._clock.forget(crc)
-        self._vectors.forget(crc, tell_trainer=row is not None and self._shared)
-        if row is None:
-            return []
-        ts = datetime.fromtimestamp(at, UTC).isoformat() if at is not None else iso(t)
-        out: list[OutputMessage] = []
-        for li, lens in enumerate(self._lenses):
-            cur = store.segment(row, li)
-            if cur < 0:
-                continue
-            out.append(
-                SegmentChange(
-                    customer_id=customer_id,
-                    lens=lens.name,
-                    from_segment=lens.ref(cur),
-                    to_segment=None,
-                    cause="erasure",
-                    cause_event_id=None,
-                    event_ts=ts,
-                    model_version=lens.model_version,
-                    distance=None,
-                    features={},
-                    explanation=None,
-                )
-            )
-            lens.membership(cur, None)
-            self._changes["erasure"] += 1
-        self._erased[customer_id] = int(store.part[row])
-        store.remove(customer_id)
-        self._erasures += 1
-        return out
-
-    def _erasure_time(self, at: float | None, row: int | None) -> int:
-        """The erasure's event time (relative seconds): ``at``, else the latest time seen (or the customer's)."""
-        if at is not None:
-            try:
-                return self._store.to_seconds(at)
-            except EventError:
-                pass
-        known = [t for t in (self._clock.max_t, None if row is None else self._store.last_time(row)) if t is not None]
-        return max(known, default=0)
 
     # ------------------------------------------------------------ Kafka state
     def take_dirty(self) -> dict[str, bytes | None]:
@@ -797,7 +595,7 @@ class Segmenter:
         self._records.forget(customer_id)
 
     def _known_segments(self) -> list[dict[int, Any]] | None:
-        return known_segments(self._lenses, started=self._events > 0)
+        return known_segments(self._lenses, started=self._counts.events > 0)
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget (without output) every customer whose latest event came from one of ``partitions``, in one pass.
@@ -880,11 +678,9 @@ class Segmenter:
         """
         lenses = decode_view(view, self._names, self._fnames)
         check_lens_states(self.config, lenses)  # a bad view changes nothing
-        out = _Spool(sink)
+        out = Spool(sink)
         for li, lens in enumerate(self._lenses):
-            dead = load_lens_view(lens, lenses[lens.name])
-            if dead:
-                self._rescorer.dead_segments(li, dead, out, skip=None, stamp=self._clock.max_t or 0)
+            self._timed.move_out_of(li, load_lens_view(lens, lenses[lens.name]), out, skip=None)
         return messages_of(out)
 
     # ------------------------------------------------------------ model state
@@ -907,19 +703,8 @@ class Segmenter:
         return {lens.name: lens.state() for lens in self._lenses}
 
     def _core_state(self) -> CoreState:
-        counters = Counters(
-            events=self._events,
-            refine_round=self._refine_round,
-            late=self._late,
-            isolated=self._isolated,
-            duplicates=self._duplicates,
-            erasures=self._erasures,
-            after_erasure=self._after_erasure,
-            changes=dict(self._changes),
-            triggers=dict(self._triggers),
-        )
         triggers = None if self._engine is None else self._engine.global_state()
-        return CoreState(self._fnames, self._clock.state(), counters, triggers, self._markers)
+        return CoreState(self._fnames, self._clock.state(), self._counts.saved(), triggers, self._eraser.markers)
 
     def load_model_state(self, data: bytes) -> None:
         """Restore :meth:`model_state` output (customers are untouched).
@@ -959,12 +744,8 @@ class Segmenter:
             lens.load_state(lenses[lens.name])
         self._records.forget_unknown_segments()
         self._clock.load_state(core.clock)
-        c = core.counters
-        self._events, self._refine_round, self._late, self._isolated = c.events, c.refine_round, c.late, c.isolated
-        self._duplicates, self._erasures, self._after_erasure = c.duplicates, c.erasures, c.after_erasure
-        self._markers = core.markers
-        self._changes = Counter(c.changes)
-        self._triggers = Counter(c.triggers)
+        self._counts.load(core.counters)
+        self._eraser.markers = core.markers
 
     def snapshot(self) -> bytes:
         """Everything: :meth:`model_state` plus every customer (features, segments, trigger state)."""
@@ -996,20 +777,21 @@ class Segmenter:
         suppressed: dict[str, dict[str, int]] = {}
         if self._engine is not None:
             suppressed = {k: dict(v) for k, v in self._engine.suppressed().items()}
+        counts = self._counts
         return SegmenterStats(
-            events=self._events,
-            late=self._late,
-            duplicates=self._duplicates,
-            erasures=self._erasures,
+            events=counts.events,
+            late=counts.late,
+            duplicates=counts.duplicates,
+            erasures=counts.erasures,
             customers=len(self._store),
-            changes=dict(sorted(self._changes.items())),
-            triggers=dict(sorted(self._triggers.items())),
+            changes=dict(sorted(counts.changes.items())),
+            triggers=dict(sorted(counts.triggers.items())),
             suppressed=suppressed,
             segments=segment_sizes(self._lenses, self._store),
             watermark=None if self._clock.watermark is None else iso(self._clock.watermark),
-            isolated=self._isolated,
-            after_erasure=self._after_erasure,
-            moved_partition=self._moved,
+            isolated=counts.isolated,
+            after_erasure=counts.after_erasure,
+            moved_partition=counts.moved,
         )
 
     def lens_quality(self) -> dict[str, LensQuality]:

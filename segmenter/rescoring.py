@@ -141,7 +141,8 @@ def rescore(  # noqa: C901, PLR0912, PLR0913, PLR0917 - compiled: positional onl
 
 
 EmitFn = Callable[..., None]
-"""The facade's hand-over of buffered moves: ``emit(buffer, out, cause=, stamp=)`` (see :class:`Rescorer`)."""
+"""The hand-over of buffered moves: ``emit(buffer, out, cause=, stamp=)``
+(:meth:`segmenter.emission.MoveEmitter.emit_parts`)."""
 
 
 class _Pass(NamedTuple):

@@ -189,7 +189,7 @@ def test_markers_survive_a_model_state_restore_without_the_id_and_expire_behind_
     assert restored.store.row_of(C) is None and restored.stats().after_erasure == 1
     lateness = CFG.features.lateness_hours * HOUR
     restored.advance_to(T0 + HOUR + lateness + 2 * restored.config.inactivity.check_interval_hours * HOUR)
-    assert len(restored._markers) == 0, "past the lateness window the marker goes"
+    assert len(restored._eraser.markers) == 0, "past the lateness window the marker goes"
     restored.process(ev("e1", T0))
     assert restored.store.row_of(C) is not None, "documented: an event older than the window starts anew"
 
@@ -280,4 +280,4 @@ def test_a_thousand_erasures_of_unknown_customers_add_nothing_but_hashed_markers
         assert seg.erase(f"unknown-{i}") == []
     assert len(seg.store) == 1 and len(seg.store._index) == 1 and seg.store._index._used == len(b"known")
     assert set(seg.take_dirty()) == {"known"}, "no tombstone for customers never held"
-    assert len(seg._markers) == 1000 and b"unknown-" not in seg.model_state()
+    assert len(seg._eraser.markers) == 1000 and b"unknown-" not in seg.model_state()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import segmenter.pipeline as pipeline
+import segmenter.emission as emission
 from segmenter.change_blocks import Output, messages_of
 from segmenter.clock import iso
 from segmenter.events import CustomerEvent, validate_event
@@ -41,7 +41,7 @@ def _sweep_moves(part: list[Output]) -> int:
 def test_a_batch_with_mass_moves_hands_them_to_the_sink_in_parts_in_the_list_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pipeline, "MOVE_CAPACITY", PART)
+    monkeypatch.setattr(emission, "MOVE_CAPACITY", PART)
     batch = _keepers(120)
     whole = _warm().process_batch(batch).outputs
     parts: list[list[Output]] = []
@@ -56,7 +56,7 @@ def test_a_batch_with_mass_moves_hands_them_to_the_sink_in_parts_in_the_list_ord
 
 
 def test_advance_to_hands_a_full_rescoring_to_the_sink_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "MOVE_CAPACITY", PART)
+    monkeypatch.setattr(emission, "MOVE_CAPACITY", PART)
     until = max(e.epoch for e in EVENTS) + 90 * 86_400
     whole = _warm().advance_to(until, full=True)
     parts: list[list[Output]] = []

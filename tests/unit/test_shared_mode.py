@@ -322,9 +322,9 @@ def test_a_state_partition_restores_its_clock_and_its_customers() -> None:
 
 
 def test_a_new_views_moves_reach_a_sink_in_parts_in_the_list_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    import segmenter.pipeline as pipeline  # noqa: PLC0415
+    import segmenter.emission as emission  # noqa: PLC0415
 
-    monkeypatch.setattr(pipeline, "MOVE_CAPACITY", 4)
+    monkeypatch.setattr(emission, "MOVE_CAPACITY", 4)
     config = default_config()
     trainer, _ = _train(config, _events())
     cores = [Segmenter(config, shared=True), Segmenter(config, shared=True)]
