@@ -53,7 +53,7 @@ from consumer.record_encoding import EncodedRun, RecordEncoder
 from consumer.settings import Settings
 from consumer.sink import TP, InRecord, OutRecord, RebalanceHandler, missing_partitions
 from consumer.topics import MODEL_MAX_BYTES, TopicSpec
-from segmenter.connection import login_failure
+from segmenter.connection import error_text, login_failure, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def translate_errors(operation: str, *, transactional: bool = False) -> Iterator
 
 def _translated(exc: ke.KafkaError, operation: str, *, transactional: bool) -> KafkaIOError:
     """The :mod:`consumer.errors` exception for a kafka-python error (see :func:`translate_errors`)."""
-    message = f"{operation} failed: {type(exc).__name__}: {exc}"
+    message = f"{operation} failed: {error_text(exc)}"
     if _is_fenced(exc):
         return FencedError(message)
     if isinstance(exc, _SETUP):
@@ -697,6 +697,9 @@ def _client(settings: Settings, operation: str, make: Callable[[], Any]) -> Any:
     AuthenticationError
         The broker is reachable but the TLS handshake or the login failed (see
         :func:`~segmenter.connection.login_failure`): retrying cannot help.
+    BrokerUnavailableError
+        No bootstrap server accepts a TCP connection: the message names each one's answer and what to check
+        (:func:`~segmenter.connection.unreachable`); the service retries.
     KafkaIOError
         Anything else, translated as by :func:`translate_errors`.
     """
@@ -704,6 +707,9 @@ def _client(settings: Settings, operation: str, make: Callable[[], Any]) -> Any:
         with translate_errors(operation):
             return make()
     except BrokerUnavailableError as exc:
+        why = unreachable(settings, socket.create_connection)
+        if why is not None:  # kafka-python's "Unable to bootstrap", with the reason and what to check
+            raise BrokerUnavailableError(f"{operation} failed: {why}") from exc
         reason = login_failure(settings, socket.create_connection)
         if reason is None:
             raise

@@ -18,6 +18,17 @@ for DEBUG) and lets every other record of that logger through unchanged:
   retries. kafka-python's own fetcher logs the same case at INFO. A refresh that
   fails for any other reason stays an ERROR.
 
+While no broker answers, kafka-python logs each failed attempt three or four
+times over (``kafka.net.manager``: "Connection failed", "Bootstrap connection
+to ... failed", "Bootstrap ... not ready; waiting", and "Bootstrap failed" at
+each timeout; ``kafka.net.connection``: "Connection lost"), every few seconds,
+for as long as the outage lasts: 64 lines in 20 s. The service's own WARNING
+says what failed and what to check (:func:`segmenter.connection.unreachable`);
+of kafka-python's lines, "not ready; waiting" (the backoff of the failure just
+logged) is demoted, and the others pass through a :class:`Repeats` filter: the first of each kind is
+logged as it is, the same kind within :data:`REPEAT_WINDOW_S` after it is
+demoted, and the next one after that says how many were.
+
 The third start-up warning, "No partition metadata for topic ...", is avoided
 rather than filtered: :class:`consumer.kafka_io.KafkaTransport` fetches the
 topic metadata between ``subscribe`` and the group join (which also spares a
@@ -35,9 +46,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "REPEAT_WINDOW_S",
     "SLOW_STEP_WARN_S",
     "Demote",
     "JsonFormatter",
+    "Repeats",
     "configure_logging",
     "demote_kafka_noise",
     "is_cancelled_metadata_refresh",
@@ -47,9 +60,22 @@ __all__ = [
 SLOW_STEP_WARN_S = 1.0
 """An IO-loop step at least this long stays a WARNING (the heartbeat interval is at least 1 s)."""
 
+REPEAT_WINDOW_S = 60.0
+"""A record of a kind :class:`Repeats` watches is logged at most once per this many seconds (the rest at DEBUG)."""
+
 _SLOW_STEP = re.compile(r"^Task .* ran for (\d+(?:\.\d+)?)s \(>[\d.]+s threshold\)\. It is blocking the event loop")
 _METADATA_FAILED = "Metadata refresh: failed %s"
 """The format string kafka-python 3.0.12 logs a failed metadata refresh with (``kafka/cluster.py``)."""
+_NOT_READY = "Bootstrap %s not ready; waiting %.2f secs"
+_CONNECTION_FAILURES = {
+    "kafka.net.manager": (
+        "Connection failed: %s",
+        "Bootstrap connection to %s failed: %s (backoff %.2f secs)",
+        "Bootstrap failed: %s",
+    ),
+    "kafka.net.connection": ("%s: Connection lost: %s",),
+}
+"""Per logger, the format strings kafka-python 3.0.12 logs every failed connection attempt with (``kafka/net/``)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,9 +112,53 @@ class Demote(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno <= logging.DEBUG or not any(rule(record) for rule in self._rules):
             return True
-        record.levelno = logging.DEBUG
-        record.levelname = logging.getLevelName(logging.DEBUG)
-        return self._logger.isEnabledFor(logging.DEBUG)
+        return _demote(record, self._logger)
+
+
+def _demote(record: logging.LogRecord, logger: logging.Logger) -> bool:
+    """Make ``record`` a DEBUG record; whether ``logger`` keeps it (enabled for DEBUG)."""
+    record.levelno = logging.DEBUG
+    record.levelname = logging.getLevelName(logging.DEBUG)
+    return logger.isEnabledFor(logging.DEBUG)
+
+
+class Repeats(logging.Filter):
+    """Log the first record of each watched kind; demote the same kind to DEBUG for a while after it.
+
+    Parameters
+    ----------
+    logger
+        As :class:`Demote`'s.
+    kinds
+        The format strings (``record.msg``) watched, each a kind of its own.
+    window_s
+        After a record of a kind is logged, records of that kind are demoted for this long; the first one
+        after it is logged with how many were.
+    clock
+        Seconds, monotonic (``time.monotonic``).
+    """
+
+    def __init__(self, logger: logging.Logger, kinds: Sequence[str], window_s: float = REPEAT_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        super().__init__(logger.name)
+        self._logger = logger
+        self._window_s = window_s
+        self._clock = clock
+        self._logged: dict[str, float] = {}
+        self._demoted: dict[str, int] = dict.fromkeys(kinds, 0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.msg
+        if record.levelno <= logging.DEBUG or not isinstance(kind, str) or kind not in self._demoted:
+            return True
+        now, last = self._clock(), self._logged.get(kind)
+        if last is not None and now - last < self._window_s:
+            self._demoted[kind] += 1
+            return _demote(record, self._logger)
+        self._logged[kind], demoted, self._demoted[kind] = now, self._demoted[kind], 0
+        if demoted and isinstance(record.args, tuple):
+            record.msg = f"{kind} (and {demoted} more like it since the last one logged, at DEBUG)"
+        return True
 
 
 def is_short_slow_step(record: logging.LogRecord) -> bool:
@@ -109,13 +179,28 @@ def is_cancelled_metadata_refresh(record: logging.LogRecord) -> bool:
     )
 
 
+def is_bootstrap_backoff(record: logging.LogRecord) -> bool:
+    """kafka-python's "Bootstrap ... not ready; waiting" warning: the backoff after a failure it logged already."""
+    return record.msg == _NOT_READY
+
+
 def demote_kafka_noise() -> None:
-    """Attach the :class:`Demote` filters to the two kafka-python loggers (idempotent)."""
-    for name, rule in (("kafka.net.selector", is_short_slow_step), ("kafka.cluster", is_cancelled_metadata_refresh)):
+    """Attach the :class:`Demote` and :class:`Repeats` filters to kafka-python's loggers (idempotent)."""
+    rules = (
+        ("kafka.net.selector", is_short_slow_step),
+        ("kafka.cluster", is_cancelled_metadata_refresh),
+        ("kafka.net.manager", is_bootstrap_backoff),
+    )
+    for name in {name for name, _ in rules} | set(_CONNECTION_FAILURES):
         logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, Demote)]:
+        for old in [f for f in logger.filters if isinstance(f, Demote | Repeats)]:
             logger.removeFilter(old)
+    for name, rule in rules:
+        logger = logging.getLogger(name)
         logger.addFilter(Demote(logger, [rule]))
+    for name, kinds in _CONNECTION_FAILURES.items():
+        logger = logging.getLogger(name)
+        logger.addFilter(Repeats(logger, kinds))
 
 
 def configure_logging(level: str, fmt: str) -> None:

@@ -18,7 +18,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from producer.errors import AuthenticationError, BrokerUnavailableError, SinkError
 from producer.sinks import Sink
-from segmenter.connection import ConnectionSettings, login_failure
+from segmenter.connection import ConnectionSettings, error_text, login_failure
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _unreachable(settings: KafkaSettings, exc: BaseException) -> SinkError:
         return AuthenticationError(f"cannot log in to Kafka: {reason}")
     return BrokerUnavailableError(
         f"cannot reach Kafka at {settings.bootstrap_servers}: start it with scripts/kafka-local start "
-        f"(or set --bootstrap-servers / SEGMENTER_BOOTSTRAP_SERVERS) [{type(exc).__name__}: {exc}]"
+        f"(or set --bootstrap-servers / SEGMENTER_BOOTSTRAP_SERVERS) [{error_text(exc)}]"
     )
 
 
@@ -120,7 +120,7 @@ def ensure_topic(settings: KafkaSettings) -> bool:
         raise _unreachable(settings, exc) from None
     except KafkaError as exc:
         raise SinkError(
-            f"cannot create topic {settings.topic!r} on {settings.bootstrap_servers}: {type(exc).__name__}: {exc}"
+            f"cannot create topic {settings.topic!r} on {settings.bootstrap_servers}: {error_text(exc)}"
         ) from None
     finally:
         admin.close()
@@ -185,7 +185,7 @@ class KafkaSink(Sink):
                 f"(broker down or topic {self._topic!r} unavailable): {exc}"
             ) from None
         except KafkaError as exc:
-            raise SinkError(f"cannot send to {self._topic!r}: {type(exc).__name__}: {exc}") from None
+            raise SinkError(f"cannot send to {self._topic!r}: {error_text(exc)}") from None
 
     @property
     def failures(self) -> int:
@@ -205,7 +205,7 @@ class KafkaSink(Sink):
         try:
             self._producer.flush()
         except KafkaError as exc:
-            raise SinkError(f"flushing to {self._topic!r} failed: {type(exc).__name__}: {exc}") from None
+            raise SinkError(f"flushing to {self._topic!r} failed: {error_text(exc)}") from None
         if self._failures:
             raise SinkError(
                 f"{self._failures} message(s) were not delivered to {self._topic!r} on "

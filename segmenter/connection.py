@@ -233,3 +233,39 @@ def login_failure(settings: ConnectionSettings, connect: Connect, timeout_s: flo
             f"sasl_password and sasl_mechanism"
         )
     return None
+
+
+def unreachable(settings: ConnectionSettings, connect: Connect, timeout_s: float = 5.0) -> str | None:
+    """Why a client could not bootstrap when no bootstrap server accepts a TCP connection; else ``None``.
+
+    Called after a bootstrap failure, as :func:`login_failure` is: kafka-python only says "Unable to bootstrap",
+    and logs each refused attempt. The reason names every server with the operating system's answer
+    (``connection refused``, an unknown host, a timeout) and what to check.
+
+    Parameters
+    ----------
+    settings
+        The connection settings the client used.
+    connect
+        Opens a TCP connection (``socket.create_connection``).
+    timeout_s
+        Longest time for each server's TCP connection.
+    """
+    answers = []
+    for server in settings.servers:
+        try:
+            connect(split_server(server), timeout_s).close()
+        except OSError as exc:
+            answers.append(f"{server}: {exc.strerror or exc}")
+            continue
+        return None
+    return (
+        f"no bootstrap server accepts a TCP connection ({'; '.join(answers)}): is Kafka running there? "
+        "check bootstrap_servers (--bootstrap-servers, SEGMENTER_BOOTSTRAP_SERVERS)"
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` of an exception, once (kafka-python's errors already start their text with their type)."""
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name

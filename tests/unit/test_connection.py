@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from segmenter.connection import Connect, ConnectionSettings, login_failure
+from segmenter.connection import Connect, ConnectionSettings, error_text, login_failure, unreachable
 
 SASL = {
     "security_protocol": "SASL_PLAINTEXT",
@@ -100,3 +100,38 @@ def test_the_login_check_connects_where_kafka_python_would(servers: str, address
 
     assert login_failure(ConnectionSettings(bootstrap_servers=servers, **SASL), connect) is None
     assert seen == [address]
+
+
+def test_no_server_accepting_a_connection_is_named_with_each_answer_and_what_to_check() -> None:
+    answers = {("k1", 9093): ConnectionRefusedError(111, "Connection refused"),
+               ("nowhere", 9092): socket.gaierror(-2, "Name or service not known")}  # fmt: skip
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        raise answers[address]
+
+    reason = unreachable(ConnectionSettings(bootstrap_servers="k1:9093,nowhere"), connect)
+    assert reason == (
+        "no bootstrap server accepts a TCP connection (k1:9093: Connection refused; nowhere: Name or service not "
+        "known): is Kafka running there? check bootstrap_servers (--bootstrap-servers, SEGMENTER_BOOTSTRAP_SERVERS)"
+    )
+
+
+def test_one_server_accepting_a_connection_is_reachable(peer_that_stays: Connect) -> None:
+    tried: list[tuple[str, int]] = []
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        tried.append(address)
+        return _unreachable(address, timeout) if address[0] == "k1" else peer_that_stays(address, timeout)
+
+    assert unreachable(ConnectionSettings(bootstrap_servers="k1:9093,k2:9094"), connect) is None
+    assert tried == [("k1", 9093), ("k2", 9094)]
+
+
+def test_an_error_text_names_its_type_once() -> None:
+    class KafkaTimeoutError(Exception):  # kafka-python's errors start their text with their type
+        def __str__(self) -> str:
+            return f"KafkaTimeoutError: {self.args[0]}"
+
+    assert error_text(KafkaTimeoutError("Unable to bootstrap")) == "KafkaTimeoutError: Unable to bootstrap"
+    assert error_text(ValueError("bad")) == "ValueError: bad"
+    assert error_text(TimeoutError()) == "TimeoutError"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import tomllib
 from importlib import metadata
@@ -20,18 +21,20 @@ from kafka.producer.record_accumulator import RecordAccumulator
 from kafka.record.memory_records import MemoryRecords
 
 from consumer.delivery import DeliveryTracker
-from consumer.errors import KafkaIOError, TransactionError, UnsupportedClientError
+from consumer.errors import BrokerUnavailableError, KafkaIOError, TransactionError, UnsupportedClientError
 from consumer.kafka_io import (
     PINNED_KAFKA_PYTHON,
     Appender,
     KafkaTransport,
     KeyPartitioner,
     _apply_finished_joins,
+    _client,
     _hold_rejoin,
     require_codecs,
     require_private_hooks,
     translate_errors,
 )
+from consumer.settings import load_settings
 from consumer.sink import TP, OutRecord
 
 
@@ -453,3 +456,22 @@ def test_records_without_an_answer_in_time_fail_the_commit_before_it_is_asked_fo
     with pytest.raises(TransactionError, match="1 of the batch's 1 deliveries have no answer"):
         _eos_transport(producer).commit({TP("in", 0): 450})
     assert "commit" not in producer.calls
+
+
+def test_a_broker_nobody_listens_for_is_a_retried_failure_that_names_the_server_and_what_to_check() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = load_settings(["--bootstrap-servers", f"127.0.0.1:{port}", "--metrics-port", "-1"])
+
+    def bootstrap() -> Any:
+        raise ke.KafkaTimeoutError(f"Unable to bootstrap from ['127.0.0.1:{port}']")  # what kafka-python raises
+
+    with pytest.raises(BrokerUnavailableError) as caught:
+        _client(settings, f"connect admin client to 127.0.0.1:{port}", bootstrap)
+    assert str(caught.value) == (
+        f"connect admin client to 127.0.0.1:{port} failed: no bootstrap server accepts a TCP connection "
+        f"(127.0.0.1:{port}: Connection refused): is Kafka running there? check bootstrap_servers "
+        "(--bootstrap-servers, SEGMENTER_BOOTSTRAP_SERVERS)"
+    )
+    assert isinstance(caught.value.__cause__, BrokerUnavailableError), "kafka-python's own error stays the cause"

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 import kafka.cluster
 import kafka.errors as ke
+import kafka.net.connection
+import kafka.net.manager
 import kafka.net.selector
 import pytest
 
-from consumer.logs import Demote, demote_kafka_noise
+from consumer.logs import REPEAT_WINDOW_S, Demote, Repeats, demote_kafka_noise
 
 SLOW = (
     "Task %r ran for %.3fs (>%.3fs threshold). It is blocking the event loop -- likely a tight sync loop "
@@ -25,9 +27,13 @@ def kafka_loggers(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[logging.Lo
     demote_kafka_noise()
     caplog.set_level(logging.INFO, logger="kafka")
     yield selector, cluster
-    for logger in (selector, cluster):
-        for f in [f for f in logger.filters if isinstance(f, Demote)]:
+    for name in _FILTERED:
+        logger = logging.getLogger(name)
+        for f in [f for f in logger.filters if isinstance(f, Demote | Repeats)]:
             logger.removeFilter(f)
+
+
+_FILTERED = ("kafka.net.selector", "kafka.cluster", "kafka.net.manager", "kafka.net.connection")
 
 
 def _levels(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
@@ -70,7 +76,62 @@ def test_a_demoted_record_is_kept_as_debug_when_the_logger_wants_debug(
 
 def test_installing_twice_keeps_one_filter_per_logger(kafka_loggers: tuple[logging.Logger, logging.Logger]) -> None:
     demote_kafka_noise()
-    assert [sum(isinstance(f, Demote) for f in logger.filters) for logger in kafka_loggers] == [1, 1]
+    filters = [logging.getLogger(name).filters for name in _FILTERED]
+    assert [[type(f).__name__ for f in fs] for fs in filters] == [["Demote"], ["Demote"], ["Demote", "Repeats"],
+                                                                  ["Repeats"]]  # fmt: skip
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_connection_failure_is_logged_once_per_window_then_with_the_count_of_those_demoted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger, clock = logging.getLogger("tests.repeats"), _Clock()
+    repeats = Repeats(logger, ["Connection failed: %s"], window_s=60.0, clock=clock)
+    logger.addFilter(repeats)
+    caplog.set_level(logging.INFO, logger="tests.repeats")
+    try:
+        logger.error("Connection failed: %s", "ECONNREFUSED")
+        for _ in range(5):
+            clock.now += 10  # the last of these at +50 s: within the window
+            logger.error("Connection failed: %s", "ECONNREFUSED")
+            logger.warning("Bootstrap complete: %s", "cluster")  # another kind: never held back
+        clock.now += 11  # 61 s after the first one logged
+        logger.error("Connection failed: %s", "ETIMEDOUT")
+        clock.now += 1
+        logger.error("Connection failed: %s", "ETIMEDOUT")
+    finally:
+        logger.removeFilter(repeats)
+    failures = [(r.levelname, r.getMessage()) for r in caplog.records if "Connection failed" in r.getMessage()]
+    assert failures == [
+        ("ERROR", "Connection failed: ECONNREFUSED"),
+        ("ERROR", "Connection failed: ETIMEDOUT (and 5 more like it since the last one logged, at DEBUG)"),
+    ]
+    assert sum("Bootstrap complete" in r.getMessage() for r in caplog.records) == 5
+
+
+def test_an_unreachable_broker_logs_each_kind_of_client_line_once_and_no_backoff_line(
+    kafka_loggers: tuple[logging.Logger, logging.Logger], caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, connection = logging.getLogger("kafka.net.manager"), logging.getLogger("kafka.net.connection")
+    refused = ke.KafkaConnectionError("111 ECONNREFUSED")
+    for backoff in (0.09, 0.33, 1.37):  # what kafka-python 3.0.12 logs per attempt, quoted from its source
+        manager.error("Connection failed: %s", refused)
+        connection.error("%s: Connection lost: %s", "<KafkaConnection node_id=bootstrap-0>", refused)
+        manager.warning("Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0", refused, backoff)
+        manager.warning("Bootstrap %s not ready; waiting %.2f secs", "bootstrap-0", backoff)
+    assert _levels(caplog) == [
+        ("ERROR", "Connection failed: KafkaConnectionError: 111"),
+        ("ERROR", "<KafkaConnection node_id=bootstrap-0>: Connection lost:"),
+        ("WARNING", "Bootstrap connection to bootstrap-0"),
+    ]
+    assert REPEAT_WINDOW_S >= 30, "an outage's lines at most about once or twice a minute"
 
 
 def test_the_pinned_kafka_python_still_logs_the_messages_the_filters_match() -> None:
@@ -78,3 +139,9 @@ def test_the_pinned_kafka_python_still_logs_the_messages_the_filters_match() -> 
     assert "'Task %r ran for %.3fs (>%.3fs threshold). It is '" in inspect.getsource(kafka.net.selector)
     assert "'blocking the event loop" in inspect.getsource(kafka.net.selector)
     assert "log.error('Metadata refresh: failed %s', exc)" in inspect.getsource(kafka.cluster)
+    manager, connection = inspect.getsource(kafka.net.manager), inspect.getsource(kafka.net.connection)
+    assert "log.error('Connection failed: %s', exc)" in manager
+    assert "log.warning('Bootstrap %s not ready; waiting %.2f secs'" in manager
+    assert "log.warning('Bootstrap connection to %s failed: %s (backoff %.2f secs)'," in manager
+    assert "log.error('Bootstrap failed: %s', exc)" in manager
+    assert "log.error('%s: Connection lost: %s', self, exc)" in connection
