@@ -717,12 +717,23 @@ def _client(settings: Settings, operation: str, make: Callable[[], Any]) -> Any:
 
 
 class KafkaAdmin:
-    """:class:`~consumer.topics.Admin` over ``KafkaAdminClient``."""
+    """:class:`~consumer.topics.Admin` over ``KafkaAdminClient``: the first client of every session.
+
+    Raises
+    ------
+    BrokerUnavailableError
+        No bootstrap server accepts a TCP connection (checked first, in milliseconds, so an outage neither
+        blocks for kafka-python's bootstrap timeout, which a stop cannot interrupt, nor logs its attempts).
+    """
 
     def __init__(self, settings: Settings) -> None:
+        operation = f"connect admin client to {settings.bootstrap_servers}"
+        why = unreachable(settings, socket.create_connection)
+        if why is not None:
+            raise BrokerUnavailableError(f"{operation} failed: {why}")
         self._client = _client(
             settings,
-            f"connect admin client to {settings.bootstrap_servers}",
+            operation,
             lambda: KafkaAdminClient(**_common(settings), client_id=f"{settings.transactional_id}-admin"),
         )
 

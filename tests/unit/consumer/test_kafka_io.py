@@ -25,6 +25,7 @@ from consumer.errors import BrokerUnavailableError, KafkaIOError, TransactionErr
 from consumer.kafka_io import (
     PINNED_KAFKA_PYTHON,
     Appender,
+    KafkaAdmin,
     KafkaTransport,
     KeyPartitioner,
     _apply_finished_joins,
@@ -458,10 +459,28 @@ def test_records_without_an_answer_in_time_fail_the_commit_before_it_is_asked_fo
     assert "commit" not in producer.calls
 
 
-def test_a_broker_nobody_listens_for_is_a_retried_failure_that_names_the_server_and_what_to_check() -> None:
+def _free_port() -> int:
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_a_session_on_a_broker_nobody_listens_for_fails_before_kafka_python_bootstraps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kafka-python's bootstrap blocks a stop for its whole timeout (10 s) and logs every attempt: not started."""
+    bootstraps: list[dict[str, Any]] = []
+    monkeypatch.setattr("consumer.kafka_io.KafkaAdminClient", lambda **options: bootstraps.append(options))
+    port = _free_port()
+    settings = load_settings(["--bootstrap-servers", f"127.0.0.1:{port}", "--metrics-port", "-1"])
+    with pytest.raises(BrokerUnavailableError, match=f"no bootstrap server accepts a TCP connection .127.0.0.1:{port}"):
+        KafkaAdmin(settings)
+    assert bootstraps == []
+
+
+def test_a_broker_nobody_listens_for_is_a_retried_failure_that_names_the_server_and_what_to_check() -> None:
+    port = _free_port()
     settings = load_settings(["--bootstrap-servers", f"127.0.0.1:{port}", "--metrics-port", "-1"])
 
     def bootstrap() -> Any:
