@@ -18,12 +18,16 @@ for DEBUG) and lets every other record of that logger through unchanged:
   retries. kafka-python's own fetcher logs the same case at INFO. A refresh that
   fails for any other reason stays an ERROR.
 
-While no broker answers, kafka-python logs each failed attempt three or four
-times over (``kafka.net.manager``: "Connection failed", "Bootstrap connection
-to ... failed", "Bootstrap ... not ready; waiting", and "Bootstrap failed" at
-each timeout; ``kafka.net.connection``: "Connection lost"), every few seconds,
-for as long as the outage lasts: 64 lines in 20 s. The service's own WARNING
-says what failed and what to check (:func:`segmenter.connection.unreachable`);
+While no broker answers, kafka-python logs each failed attempt, request and
+metadata refresh, for as long as the outage lasts: at start-up
+(``kafka.net.manager``: "Connection failed", "Bootstrap connection to ...
+failed", "Bootstrap ... not ready; waiting", "Bootstrap failed";
+``kafka.net.connection``: "Connection lost") 64 lines in 20 s; when the broker
+goes away under a running service (``kafka.net.transport``: "socket
+disconnected", "Abort"; ``kafka.cluster``: "Metadata refresh: failed", "No node
+available for metadata refresh"; ``kafka.coordinator``: "Error sending ...",
+"Marking the coordinator dead") about 330 lines in 35 s. A session that cannot
+start says what failed and what to check (:func:`segmenter.connection.unreachable`);
 of kafka-python's lines, "not ready; waiting" (the backoff of the failure just
 logged) is demoted, and the others pass through a :class:`Repeats` filter: the first of each kind is
 logged as it is, the same kind within :data:`REPEAT_WINDOW_S` after it is
@@ -74,8 +78,15 @@ _CONNECTION_FAILURES = {
         "Bootstrap failed: %s",
     ),
     "kafka.net.connection": ("%s: Connection lost: %s",),
+    "kafka.net.transport": ("%s: socket disconnected", "%s: Abort (%s)"),
+    "kafka.cluster": ("Metadata refresh: failed %s", "No node available for metadata refresh - backoff/retry"),
+    "kafka.coordinator": (
+        "Error sending %s to node %s [%s]",
+        "Marking the coordinator dead (node %s) for group %s: %s.",
+    ),
 }
-"""Per logger, the format strings kafka-python 3.0.12 logs every failed connection attempt with (``kafka/net/``)."""
+"""Per logger, the format strings kafka-python 3.0.12 logs a lost broker with, again at every attempt or request
+(``kafka/net/``, ``kafka/cluster.py``, ``kafka/coordinator/base.py``)."""
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,10 +7,12 @@ import logging
 from collections.abc import Iterator
 
 import kafka.cluster
+import kafka.coordinator.base
 import kafka.errors as ke
 import kafka.net.connection
 import kafka.net.manager
 import kafka.net.selector
+import kafka.net.transport
 import pytest
 
 from consumer.logs import REPEAT_WINDOW_S, Demote, Repeats, demote_kafka_noise
@@ -33,7 +35,8 @@ def kafka_loggers(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[logging.Lo
             logger.removeFilter(f)
 
 
-_FILTERED = ("kafka.net.selector", "kafka.cluster", "kafka.net.manager", "kafka.net.connection")
+_FILTERED = ("kafka.net.selector", "kafka.cluster", "kafka.net.manager", "kafka.net.connection",
+             "kafka.net.transport", "kafka.coordinator")  # fmt: skip
 
 
 def _levels(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
@@ -77,8 +80,9 @@ def test_a_demoted_record_is_kept_as_debug_when_the_logger_wants_debug(
 def test_installing_twice_keeps_one_filter_per_logger(kafka_loggers: tuple[logging.Logger, logging.Logger]) -> None:
     demote_kafka_noise()
     filters = [logging.getLogger(name).filters for name in _FILTERED]
-    assert [[type(f).__name__ for f in fs] for fs in filters] == [["Demote"], ["Demote"], ["Demote", "Repeats"],
-                                                                  ["Repeats"]]  # fmt: skip
+    assert [[type(f).__name__ for f in fs] for fs in filters] == [
+        ["Demote"], ["Demote", "Repeats"], ["Demote", "Repeats"], ["Repeats"], ["Repeats"], ["Repeats"],
+    ]  # fmt: skip
 
 
 class _Clock:
@@ -134,6 +138,28 @@ def test_an_unreachable_broker_logs_each_kind_of_client_line_once_and_no_backoff
     assert REPEAT_WINDOW_S >= 30, "an outage's lines at most about once or twice a minute"
 
 
+def test_a_broker_lost_under_a_running_service_logs_each_kind_once_and_a_cancelled_refresh_not_at_all(
+    kafka_loggers: tuple[logging.Logger, logging.Logger], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, cluster = kafka_loggers
+    transport, coordinator = logging.getLogger("kafka.net.transport"), logging.getLogger("kafka.coordinator")
+    refused = ke.KafkaConnectionError("111 ECONNREFUSED")
+    for port in (40522, 40554, 40510):  # what kafka-python 3.0.12 logs when the broker goes away, from its source
+        transport.error("%s: socket disconnected", f"<KafkaTCPTransport [127.0.0.1:9392<-{port}]>")
+        transport.error("%s: Abort (%s)", f"<KafkaTCPTransport [127.0.0.1:9392<-{port}]>", refused)
+        cluster.error("Metadata refresh: failed %s", refused)
+        cluster.error("Metadata refresh: failed %s", ke.Cancelled())
+        cluster.warning("No node available for metadata refresh - backoff/retry")
+        coordinator.error("Error sending %s to node %s [%s]", "FindCoordinatorRequest", 1, refused)
+    assert _levels(caplog) == [
+        ("ERROR", "<KafkaTCPTransport [127.0.0.1:9392<-40522]>: socket disconnected"),
+        ("ERROR", "<KafkaTCPTransport [127.0.0.1:9392<-40522]>: Abort (KafkaConnectionError:"),
+        ("ERROR", "Metadata refresh: failed KafkaConnectionError:"),
+        ("WARNING", "No node available for"),
+        ("ERROR", "Error sending FindCoordinatorRequest to"),
+    ]
+
+
 def test_the_pinned_kafka_python_still_logs_the_messages_the_filters_match() -> None:
     # A kafka-python release that rewords them makes the filters inert: this fails first.
     assert "'Task %r ran for %.3fs (>%.3fs threshold). It is '" in inspect.getsource(kafka.net.selector)
@@ -145,3 +171,10 @@ def test_the_pinned_kafka_python_still_logs_the_messages_the_filters_match() -> 
     assert "log.warning('Bootstrap connection to %s failed: %s (backoff %.2f secs)'," in manager
     assert "log.error('Bootstrap failed: %s', exc)" in manager
     assert "log.error('%s: Connection lost: %s', self, exc)" in connection
+    transport, cluster = inspect.getsource(kafka.net.transport), inspect.getsource(kafka.cluster)
+    coordinator = inspect.getsource(kafka.coordinator.base)
+    assert transport.count("log.error('%s: socket disconnected', self)") == 2
+    assert "log.error('%s: Abort (%s)', self, error)" in transport
+    assert "log.warning('No node available for metadata refresh - backoff/retry')" in cluster
+    assert "log.error('Error sending %s to node %s [%s]'," in coordinator
+    assert 'log.warning("Marking the coordinator dead (node %s) for group %s: %s.",' in coordinator
