@@ -101,8 +101,10 @@ class Eraser:
 
         They become ``K_SKIP`` in ``cols`` and are counted; returns their indices.
         """
+        if not len(self.markers):  # the common case: no erasure within the lateness window
+            return []
         todo = [i for i in candidates if cols.kinds[i] >= 0]
-        if not todo or not len(self.markers):
+        if not todo:
             return []
         hit = self.markers.hits([id_hash(events[i].customer_id) for i in todo], cols.times[todo].tolist())
         dropped: list[int] = np.asarray(todo)[hit].tolist()
