@@ -6,7 +6,7 @@ environment variable ``SEGMENTER_SECURITY_PROTOCOL`` ...) and their checks are
 the same for both commands, and :meth:`ConnectionSettings.kafka_options` is the
 one place that turns them into kafka-python's keyword arguments; every Kafka
 client either edge builds gets them. Nothing here opens a connection: building
-the options reads no file and :func:`login_failure` gets its socket from the caller.
+the options reads no file, and :func:`unreachable` and :func:`login_failure` get their sockets from the caller.
 
 Examples
 --------
@@ -238,9 +238,10 @@ def login_failure(settings: ConnectionSettings, connect: Connect, timeout_s: flo
 def unreachable(settings: ConnectionSettings, connect: Connect, timeout_s: float = 5.0) -> str | None:
     """Why a client could not bootstrap when no bootstrap server accepts a TCP connection; else ``None``.
 
-    Called after a bootstrap failure, as :func:`login_failure` is: kafka-python only says "Unable to bootstrap",
-    and logs each refused attempt. The reason names every server with the operating system's answer
-    (``connection refused``, an unknown host, a timeout) and what to check.
+    Called after a bootstrap failure, before :func:`login_failure` (kafka-python only says "Unable to
+    bootstrap"), and by the consumer before its first client of a session, so that a dead address fails in
+    milliseconds instead of in kafka-python's bootstrap timeout. The reason names every server with the
+    operating system's answer (``Connection refused``, an unknown host, a timeout) and what to check.
 
     Parameters
     ----------
@@ -268,4 +269,6 @@ def unreachable(settings: ConnectionSettings, connect: Connect, timeout_s: float
 def error_text(exc: BaseException) -> str:
     """``Type: message`` of an exception, once (kafka-python's errors already start their text with their type)."""
     text, name = str(exc), type(exc).__name__
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
