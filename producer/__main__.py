@@ -370,6 +370,12 @@ def _add_replay(sub: _Commands, common: argparse.ArgumentParser) -> None:
         help="unit-price column instead of --amount-col: amount = price x quantity, and a purchase with a negative "
         "quantity (a return) becomes a refund",
     )
+    replay.add_argument(
+        "--order-col",
+        default=None,
+        help="order (invoice) number column: the purchase lines of one order become one purchase, its return "
+        "lines one refund (default: every line is an event)",
+    )
     replay.add_argument("--session-col", default=None, help="session_id column (default: 'session_id' if present)")
     replay.add_argument(
         "--event-id-col",
@@ -659,6 +665,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             session_col=args.session_col,
             event_id_col=args.event_id_col,
             price_col=args.price_col,
+            order_col=args.order_col,
             type_map=dict(args.type_map),
             time_format=args.time_format,
             timezone=args.timezone,
@@ -694,7 +701,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         {
             "file": str(args.file),
             "rows": data.rows,
-            "valid_rows": len(data.events),
+            "valid_rows": data.valid_rows,
             "bad_rows": len(data.bad),
             "bad_rows_file": str(args.dlq_file) if args.dlq_file else None,
         },

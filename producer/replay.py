@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from producer.errors import InputError
+from producer.orders import Orders
 from producer.runner import Outgoing
 from segmenter.errors import EventError
 from segmenter.events import EARLIEST_TS, LATEST_TS, EventType, validate_event
@@ -56,6 +57,9 @@ class ColumnMapping:
         A unit-price column instead of an amount (retail ledgers): ``amount`` is price x quantity, and a
         purchase row with a negative quantity (a return or cancellation) becomes a ``refund`` of
         price x |quantity|.
+    order_col
+        Column of an order (invoice) number: the purchase lines of one order and customer become one
+        purchase, its refund lines one refund (:mod:`producer.orders`). ``None``: every line is an event.
     event_id_col
         Column of a unique event id; ``None`` uses ``event_id`` if present, else a
         deterministic id from the file name and line number.
@@ -83,6 +87,7 @@ class ColumnMapping:
     session_col: str | None = None
     event_id_col: str | None = None
     price_col: str | None = None
+    order_col: str | None = None
     type_map: Mapping[str, str] = field(default_factory=dict)
     time_format: str | None = None
     timezone: str = "UTC"
@@ -125,11 +130,13 @@ class ReplayInput:
     path: Path
     events: list[tuple[float, int, dict[str, Any]]]
     bad: list[BadRow]
+    valid_rows: int
+    """Rows that became events (more than ``events`` when the lines of an order become one)."""
 
     @property
     def rows(self) -> int:
         """Data rows read (valid + bad)."""
-        return len(self.events) + len(self.bad)
+        return self.valid_rows + len(self.bad)
 
     def outgoing(self) -> Iterator[Outgoing]:
         """The events encoded for the sink, in time order."""
@@ -162,6 +169,7 @@ class _Converter:
             "session_id": mapping.session_col,
             "event_id": mapping.event_id_col,
             "price": mapping.price_col,
+            "order": mapping.order_col,
         }
         if mapping.fixed_type is not None:
             explicit["type"] = None
@@ -205,6 +213,10 @@ class _Converter:
         except EventError as exc:
             raise _RowError(exc.detail) from None
         return epoch, event
+
+    def order_of(self, row: Mapping[str, Any]) -> str | None:
+        """The row's order number (``None`` without ``--order-col`` or when the row has none)."""
+        return self._text(row, "order", required=False) if "order" in self.cols else None
 
     def _money(self, row: Mapping[str, Any], event: dict[str, Any]) -> None:
         """``amount`` and ``quantity`` of ``event``: as read, or from the unit price (see :class:`ColumnMapping`)."""
@@ -338,6 +350,15 @@ _Events = list[tuple[float, int, dict[str, Any]]]
 """(epoch, line, event) of the valid rows."""
 
 
+@dataclass
+class _Rows:
+    """What the readers collect: the valid rows' events, the bad rows, and each valid row's order number."""
+
+    events: _Events = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)
+    orders: dict[int, str] = field(default_factory=dict)
+
+
 def _format_of(path: Path, mapping: ColumnMapping) -> str:
     if mapping.file_format != "auto":
         return mapping.file_format
@@ -362,8 +383,8 @@ def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     fmt = _format_of(path, mapping)
-    events: list[tuple[float, int, dict[str, Any]]] = []
-    bad: list[BadRow] = []
+    rows = _Rows()
+    bad = rows.bad
     if fmt == "jsonl":
         conv = _Converter(mapping, path, None)
         for line_no, line in enumerate(raw.splitlines(), start=1):
@@ -378,15 +399,21 @@ def load(path: str | Path, mapping: ColumnMapping) -> ReplayInput:
             if not isinstance(row, dict):
                 bad.append(BadRow(line_no, f"expected a JSON object, got {type(row).__name__}", text))
                 continue
-            _convert(conv, row, line_no, events, bad)
+            _convert(conv, row, line_no, rows)
     else:
-        _load_csv(raw, path, mapping, events, bad)
+        _load_csv(raw, path, mapping, rows)
+    events, valid = rows.events, len(rows.events)
+    if mapping.order_col is not None:
+        events, rejected = Orders(path.name).merge(events, rows.orders)
+        bad.extend(BadRow(r.line, r.reason, r.event) for r in rejected)
+        bad.sort(key=lambda b: b.line)
+        valid -= len(rejected)
     events.sort(key=lambda e: (e[0], e[1]))
-    log.info("%s: %d rows, %d valid, %d bad", path, len(events) + len(bad), len(events), len(bad))
-    return ReplayInput(path, events, bad)
+    log.info("%s: %d rows, %d valid, %d bad, %d events", path, valid + len(bad), valid, len(bad), len(events))
+    return ReplayInput(path, events, bad, valid)
 
 
-def _load_csv(raw: bytes, path: Path, mapping: ColumnMapping, events: _Events, bad: list[BadRow]) -> None:
+def _load_csv(raw: bytes, path: Path, mapping: ColumnMapping, rows: _Rows) -> None:
     """The CSV half of :func:`load`.
 
     Raises
@@ -404,17 +431,17 @@ def _load_csv(raw: bytes, path: Path, mapping: ColumnMapping, events: _Events, b
         raise InputError(f"{path} line {reader.reader.line_num}: not valid CSV: {exc}") from None
     conv = _Converter(mapping, path, set(reader.fieldnames))
     width = len(reader.fieldnames)
-    for line_no, row in _readable_rows(reader, bad):
+    for line_no, row in _readable_rows(reader, rows.bad):
         extra = row.pop(None, None)
         if extra is not None or any(v is None for v in row.values()):
             got = width + len(extra or []) - sum(v is None for v in row.values())
-            bad.append(BadRow(line_no, f"expected {width} fields, got {got}", row | {"_extra": extra}))
+            rows.bad.append(BadRow(line_no, f"expected {width} fields, got {got}", row | {"_extra": extra}))
             continue
         if _has_surrogates(row.values()):
             fixed = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in row.items()}
-            bad.append(BadRow(line_no, "not valid UTF-8", fixed))
+            rows.bad.append(BadRow(line_no, "not valid UTF-8", fixed))
             continue
-        _convert(conv, row, line_no, events, bad)
+        _convert(conv, row, line_no, rows)
 
 
 def _readable_rows(reader: csv.DictReader[str], bad: list[BadRow]) -> Iterator[tuple[int, dict[Any, Any]]]:
@@ -440,16 +467,13 @@ def _readable_rows(reader: csv.DictReader[str], bad: list[BadRow]) -> Iterator[t
         yield line_no, row
 
 
-def _convert(
-    conv: _Converter,
-    row: Mapping[str, Any],
-    line_no: int,
-    events: list[tuple[float, int, dict[str, Any]]],
-    bad: list[BadRow],
-) -> None:
+def _convert(conv: _Converter, row: Mapping[str, Any], line_no: int, rows: _Rows) -> None:
     try:
         epoch, event = conv.convert(row, line_no)
+        order = conv.order_of(row)
     except _RowError as exc:
-        bad.append(BadRow(line_no, str(exc), dict(row)))
+        rows.bad.append(BadRow(line_no, str(exc), dict(row)))
         return
-    events.append((epoch, line_no, event))
+    rows.events.append((epoch, line_no, event))
+    if order is not None:
+        rows.orders[line_no] = order

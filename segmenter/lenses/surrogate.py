@@ -406,7 +406,19 @@ def fit_rule(
             best = rule
     if best is None:
         return SegmentRule((), 1.0, 0.0 if n_out else 1.0)
-    return _tune(cols, y, names, best.conditions) or best
+    return _whole_thresholds(cols.x, names, _tune(cols, y, names, best.conditions) or best)
+
+
+def _whole_thresholds(x: np.ndarray, names: Sequence[str], rule: SegmentRule) -> SegmentRule:
+    """The rule with each threshold on a column of whole numbers floored: ``orders > 2``, not ``orders > 2.5``.
+
+    On whole numbers ``v > t`` and ``v > floor(t)`` match the same rows (``<=`` too), so the fidelity stands.
+    """
+    conditions = []
+    for f, op, v in rule.conditions:
+        col = x[:, list(names).index(f)]
+        conditions.append((f, op, float(math.floor(v)) if np.array_equal(col, np.floor(col)) else v))
+    return SegmentRule(tuple(conditions), rule.members_matched, rule.non_members_excluded)
 
 
 def fit_rows(n: int, rng: np.random.Generator) -> np.ndarray | None:

@@ -133,3 +133,18 @@ def test_threshold_tuning_equals_measuring_each_candidate(seed: int) -> None:
     picks = rng.choice(3, size=int(rng.integers(1, 4)), replace=False).tolist()
     conditions = tuple((names[j], str(rng.choice([">", "<="])), float(np.median(x[:, j]))) for j in picks)
     assert _tune(_columns(x), members, names, conditions) == _tune_by_measuring(x, members, names, conditions)
+
+
+def test_a_threshold_on_whole_numbers_is_a_whole_number_and_matches_the_same_rows() -> None:
+    rng = np.random.default_rng(5)
+    orders = rng.integers(1, 8, 3000).astype(np.float64)
+    spend = rng.uniform(0.0, 1.0, 3000)
+    x = np.column_stack([orders, spend])
+    members = (orders >= 3) & (spend > 0.37)
+    rule = fit_rule(x, members, ("orders", "net_spend"))
+    bounds = dict(((f, op), v) for f, op, v in rule.conditions)
+    assert bounds[("orders", ">")] == 2.0  # not 2.5: the column holds whole numbers only
+    assert abs(bounds[("net_spend", ">")] - 0.37) <= 0.02  # a fractional column keeps its cut (not floored to 0)
+    hit = (orders > bounds[("orders", ">")]) & (spend > bounds[("net_spend", ">")])
+    assert rule.members_matched == (hit & members).sum() / members.sum()
+    assert rule.fidelity > 0.95

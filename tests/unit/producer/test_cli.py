@@ -183,6 +183,21 @@ def test_replay_cli_prices_a_ledger_and_refuses_an_amount_beside_a_price(tmp_pat
     assert main([*args, "--amount-col", "unit"]) == 2
 
 
+def test_replay_cli_sums_the_lines_of_an_order(tmp_path: Path) -> None:
+    src = tmp_path / "ledger.csv"
+    src.write_text("inv,cust,at,qty,unit\n7,a,2026-01-01T00:00:00Z,3,0.5\n8,a,2026-01-02T00:00:00Z,1,4\n"
+                   "7,a,2026-01-01T00:00:00Z,2,1.25\n")  # fmt: skip
+    out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
+    args = ["replay", str(src), "--customer-col", "cust", "--time-col", "at", "--type", "purchase", "--quantity-col",
+            "qty", "--price-col", "unit", "--order-col", "inv", "-q", "--to", "file", str(out),
+            "--summary-json", str(summary)]  # fmt: skip
+    assert main(args) == 0
+    orders = [(e["type"], e["amount"], e["quantity"]) for e in _jsonl(out)]
+    assert orders == [("purchase", 4.0, 5), ("purchase", 4.0, 1)]
+    s = orjson.loads(summary.read_bytes())
+    assert (s["rows"], s["valid_rows"], s["bad_rows"], s["messages"]) == (3, 3, 0, 2)
+
+
 def test_replay_speed_follows_original_timing(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_bytes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -184,6 +185,51 @@ def test_a_retail_ledger_replays_with_unit_prices_and_returns_as_refunds(tmp_pat
     assert sorted(bad) == [5, 6, 7, 8]
     assert all("Customer ID: empty or missing" in bad[line] for line in (5, 6, 8))  # no customer: reported
     assert "quantity" in bad[7]  # a zero quantity is no purchase
+
+
+LEDGER = """Invoice,Quantity,InvoiceDate,Price,Customer ID,Category,Currency
+536365,6,2010-12-01 08:26:00,2.55,17850.0,lights,GBP
+536366,2,2010-12-01 08:28:00,1.85,17850.0,lights,GBP
+536365,8,2010-12-01 08:26:00,3.39,17850.0,cups,GBP
+536365,2,2010-12-01 08:26:00,7.65,13047.0,cups,GBP
+C536379,-1,2010-12-01 09:41:00,27.5,17850.0,cups,GBP
+C536379,-3,2010-12-01 09:41:00,4.25,17850.0,cups,GBP
+536370,24,2010-12-01 08:45:00,3.75,12583.0,toys,EUR
+536370,12,2010-12-01 08:45:00,1.0,12583.0,toys,USD
+,1,2010-12-01 10:00:00,5.0,12583.0,toys,EUR
+536365,,2010-12-01 08:26:00,2.1,17850.0,lights,GBP
+"""
+"""Line items of several invoices: one with two lines of one customer and one of another customer, a
+cancelled invoice of two lines, an invoice whose second line is in another currency, a line without an
+invoice number and a line without its quantity."""
+
+
+def test_the_lines_of_an_order_become_one_event(tmp_path: Path) -> None:
+    mapping = ColumnMapping(customer_col="Customer ID", time_col="InvoiceDate", fixed_type="purchase",
+                            quantity_col="Quantity", price_col="Price", order_col="Invoice", category_col="Category",
+                            currency_col="Currency")  # fmt: skip
+    path = _write(tmp_path, "ledger.csv", LEDGER)
+    data = load(path, mapping)
+    got = [(e["customer_id"], e["type"], e["amount"], e.get("quantity"), e.get("category")) for _, _, e in data.events]
+    assert got == [
+        ("17850.0", "purchase", 6 * 2.55 + 8 * 3.39, 14, None),  # two lines, two categories: none kept
+        ("13047.0", "purchase", 15.3, 2, "cups"),  # the same invoice number, another customer: its own order
+        ("17850.0", "purchase", 3.7, 2, "lights"),
+        ("12583.0", "purchase", 90.0, 24, "toys"),
+        ("17850.0", "refund", 27.5 + 3 * 4.25, 4, "cups"),  # the cancelled invoice: one refund
+        ("12583.0", "purchase", 5.0, 1, "toys"),  # no invoice number: a line of its own
+    ]
+    assert [(b.line, b.reason.split(";")[0]) for b in data.bad] == [
+        (9, "currency 'USD' differs from 'EUR' of order '536370' (line 8)"),
+        (11, "Quantity: empty or missing (needed for amount = price x quantity)"),
+    ]
+    assert (data.rows, data.valid_rows) == (10, 8)
+    for _, _, event in data.events:
+        validate_event(event)
+    ids = [e["event_id"] for _, _, e in data.events]
+    assert len(set(ids)) == len(ids)
+    assert ids == [e["event_id"] for _, _, e in load(path, mapping).events]  # a replay repeats each order's id
+    assert [e["customer_id"] for _, _, e in load(path, replace(mapping, order_col=None)).events].count("17850.0") == 5
 
 
 def test_a_unit_price_needs_its_quantity(tmp_path: Path) -> None:
